@@ -1,0 +1,25 @@
+import { defineConfig } from 'vitest/config';
+
+// One project per package (unit tests beside the code) plus `integration` for test/, which drives real
+// processes (sshd in a network namespace, sshfs, the agents) and therefore runs its files one at a time.
+const shared = { resolve: { conditions: ['source'] }, ssr: { resolve: { conditions: ['source'] } } };
+
+export default defineConfig({
+  test: {
+    projects: [
+      { ...shared, test: { name: 'protocol', include: ['protocol/src/**/*.test.ts'] } },
+      { ...shared, test: { name: 'guest', include: ['guest/src/**/*.test.ts'] } },
+      { ...shared, test: { name: 'host', include: ['host/src/**/*.test.ts'] } },
+      {
+        ...shared,
+        test: {
+          name: 'integration',
+          include: ['test/**/*.test.ts'],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});
