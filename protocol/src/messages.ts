@@ -1,0 +1,164 @@
+// Every message of the agent link, defined once as zod schemas; the TypeScript types are derived from them.
+// Owns shapes, ranges and caps (the host does not trust the guest); knows nothing of transport or dispatch.
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/** Bumped on any incompatible change; both sides refuse a different version in `hello`. */
+export const PROTOCOL_VERSION = 1;
+
+/** Caps enforced on input. Generous enough for real guests, small enough that a hostile peer cannot exhaust us. */
+export const LIMITS = {
+  listenersPerMessage: 1_000_000,
+  commandBytes: 256,
+  datagramBytes: 65_507,
+  fsEventsPerBatch: 10_000,
+  pathBytes: 4096,
+  capabilities: 64,
+  nameBytes: 128,
+} as const;
+
+const u32 = z.number().int().min(0).max(0xffff_ffff);
+const port = z.number().int().min(1).max(65_535);
+const ipAddress = z
+  .string()
+  .max(64)
+  .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
+const shortText = z.string().max(LIMITS.nameBytes);
+const bytes = (max: number) =>
+  z.instanceof(Uint8Array).refine((b) => b.byteLength <= max, `expected at most ${max} bytes`);
+
+// ── envelope ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+export const Hello = z
+  .object({
+    t: z.literal('hello'),
+    v: z.number().int().min(0),
+    agent: shortText, // "tether-guest/0.1.0"
+    caps: z.array(shortText).max(LIMITS.capabilities),
+  })
+  .strict();
+
+export const Request = z.object({ t: z.literal('req'), id: u32, m: shortText, p: z.unknown() }).strict();
+
+export const ResponseError = z.object({ code: shortText, message: z.string().max(4096) }).strict();
+
+export const Response = z
+  .object({ t: z.literal('res'), id: u32, ok: z.boolean(), r: z.unknown(), e: ResponseError.optional() })
+  .strict();
+
+export const Event = z.object({ t: z.literal('evt'), e: shortText, d: z.unknown() }).strict();
+
+export const Envelope = z.discriminatedUnion('t', [Hello, Request, Response, Event]);
+
+export type Hello = z.infer<typeof Hello>;
+export type Envelope = z.infer<typeof Envelope>;
+
+// ── ports ───────────────────────────────────────────────────────────────────────────────────────────────────────
+
+export const Proto = z.enum(['tcp', 'udp']);
+
+export const Listener = z
+  .object({
+    proto: Proto,
+    family: z.union([z.literal(4), z.literal(6)]),
+    ip: ipAddress,
+    port,
+    pid: z.number().int().positive().nullable(),
+    command: z.string().max(LIMITS.commandBytes).nullable(),
+  })
+  .strict();
+
+const listeners = z.array(Listener).max(LIMITS.listenersPerMessage);
+
+export const PortSnapshot = z.object({ seq: u32, listeners }).strict();
+export const PortDelta = z.object({ seq: u32, added: listeners, removed: listeners }).strict();
+
+export type Proto = z.infer<typeof Proto>;
+export type Listener = z.infer<typeof Listener>;
+export type PortSnapshot = z.infer<typeof PortSnapshot>;
+export type PortDelta = z.infer<typeof PortDelta>;
+
+// ── info and liveness ───────────────────────────────────────────────────────────────────────────────────────────
+
+export const Info = z
+  .object({
+    version: shortText,
+    kernel: shortText,
+    arch: shortText,
+    hostname: shortText,
+    uptimeSec: z.number().min(0),
+    startedAt: z.number().min(0), // agent start, ms since epoch
+    pid: z.number().int().positive(),
+    uid: z.number().int().min(0),
+    caps: z.array(shortText).max(LIMITS.capabilities),
+    scanIntervalMs: z.number().min(0),
+    lastScanMs: z.number().min(0),
+    listeners: z.number().int().min(0),
+  })
+  .strict();
+export type Info = z.infer<typeof Info>;
+
+export const Ping = z.object({ t: z.number() }).strict();
+
+// ── UDP relay ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+/** host → guest: one datagram of flow `flow`, for the guest listener at ip:port. */
+export const UdpDatagram = z.object({ flow: u32, ip: ipAddress, port, data: bytes(LIMITS.datagramBytes) }).strict();
+/** guest → host: a reply on flow `flow`. */
+export const UdpReply = z.object({ flow: u32, data: bytes(LIMITS.datagramBytes) }).strict();
+/** either way: the flow ended (idle expiry on the guest, client gone on the host). */
+export const UdpClose = z.object({ flow: u32 }).strict();
+
+export type UdpDatagram = z.infer<typeof UdpDatagram>;
+export type UdpReply = z.infer<typeof UdpReply>;
+
+// ── file events (host → guest inotify applier) ─────────────────────────────────────────────────────────────────
+
+export const FsEventKind = z.enum(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
+export const FsEvents = z
+  .object({
+    /** Guest mount point the paths are relative to. */
+    root: z.string().min(1).max(LIMITS.pathBytes),
+    events: z
+      .array(z.object({ path: z.string().max(LIMITS.pathBytes), kind: FsEventKind }).strict())
+      .max(LIMITS.fsEventsPerBatch),
+  })
+  .strict();
+export type FsEventKind = z.infer<typeof FsEventKind>;
+export type FsEvents = z.infer<typeof FsEvents>;
+
+export const Empty = z.object({}).strict();
+
+// ── tables: the single source of truth for what may be asked and announced ──────────────────────────────────────
+
+/** Requests the guest agent answers (the host asks). */
+export const methods = {
+  info: { params: Empty, result: Info },
+  ping: { params: Ping, result: Ping },
+  /** Start receiving `ports.delta` events; answers with the current full snapshot. */
+  'ports.subscribe': { params: Empty, result: PortSnapshot },
+  /** A fresh full snapshot (after a seq gap). */
+  'ports.snapshot': { params: Empty, result: PortSnapshot },
+} as const;
+
+/** One-way events, in either direction. */
+export const events = {
+  'ports.delta': PortDelta,
+  'udp.dgram': UdpDatagram,
+  'udp.reply': UdpReply,
+  'udp.close': UdpClose,
+  'fs.events': FsEvents,
+} as const;
+
+export type MethodName = keyof typeof methods;
+export type Params<M extends MethodName> = z.infer<(typeof methods)[M]['params']>;
+export type Result<M extends MethodName> = z.infer<(typeof methods)[M]['result']>;
+export type EventName = keyof typeof events;
+export type EventData<E extends EventName> = z.infer<(typeof events)[E]>;
+
+export function isMethodName(m: string): m is MethodName {
+  return Object.hasOwn(methods, m);
+}
+export function isEventName(e: string): e is EventName {
+  return Object.hasOwn(events, e);
+}

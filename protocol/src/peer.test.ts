@@ -1,0 +1,202 @@
+import { Duplex, PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { LinkClosedError, RemoteError, RequestTimeoutError } from './errors.js';
+import { encodeFrame } from './frame.js';
+import type { EventData, EventName, Info, Listener } from './messages.js';
+import { Peer } from './peer.js';
+
+/** Two connected in-memory Duplex streams (a socket pair without the kernel). */
+function pipePair(): [Duplex, Duplex] {
+  const aToB = new PassThrough();
+  const bToA = new PassThrough();
+  const a = Duplex.from({ readable: bToA, writable: aToB });
+  const b = Duplex.from({ readable: aToB, writable: bToA });
+  return [a, b];
+}
+
+function peers(): [Peer, Peer] {
+  const [a, b] = pipePair();
+  return [new Peer(a, { agent: 'host/test', caps: ['x'] }), new Peer(b, { agent: 'guest/test' })];
+}
+
+function closed(p: Peer): Promise<string> {
+  return new Promise((resolve) => p.once('close', (reason: string) => resolve(reason)));
+}
+
+/** A raw stream to a Peer: lets a test send arbitrary bytes as the remote side. */
+function rawRemote(): { peer: Peer; send: (b: Buffer) => void } {
+  const [a, b] = pipePair();
+  const peer = new Peer(a, { agent: 'host/test' });
+  b.resume();
+  b.on('error', () => {}); // destroying one side of the in-memory pair aborts the other
+  return { peer, send: (buf) => b.write(buf) };
+}
+const hello = encodeFrame({ t: 'hello', v: 1, agent: 'evil/1', caps: [] });
+
+const listener: Listener = {
+  proto: 'tcp',
+  family: 6,
+  ip: '::1',
+  port: 8080,
+  pid: 42,
+  command: 'python3 -m http.server',
+};
+const info: Info = {
+  version: '0.1.0',
+  kernel: '6.1.0',
+  arch: 'x64',
+  hostname: 'vm',
+  uptimeSec: 10,
+  startedAt: Date.now(),
+  pid: 1,
+  uid: 0,
+  caps: ['ports', 'udp', 'fs'],
+  scanIntervalMs: 100,
+  lastScanMs: 0.2,
+  listeners: 1,
+};
+
+describe('Peer', () => {
+  it('exchanges hello with versions and capabilities', async () => {
+    const [host, guest] = peers();
+    const [h, g] = await Promise.all([guest.ready, host.ready]);
+    expect(h).toMatchObject({ agent: 'host/test', caps: ['x'], v: 1 });
+    expect(g.agent).toBe('guest/test');
+  });
+
+  it('round-trips every request method', async () => {
+    const [host, guest] = peers();
+    guest.handle('info', () => info);
+    guest.handle('ports.subscribe', () => ({ seq: 1, listeners: [listener] }));
+    guest.handle('ports.snapshot', () => ({ seq: 2, listeners: [] }));
+    expect(await host.request('info', {})).toEqual(info);
+    expect(await host.request('ports.subscribe', {})).toEqual({ seq: 1, listeners: [listener] });
+    expect(await host.request('ports.snapshot', {})).toEqual({ seq: 2, listeners: [] });
+    expect(await host.ping()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('round-trips every event type', async () => {
+    const [host, guest] = peers();
+    const samples: { [E in EventName]: EventData<E> } = {
+      'ports.delta': { seq: 3, added: [listener], removed: [{ ...listener, proto: 'udp', pid: null, command: null }] },
+      'udp.dgram': { flow: 9, ip: '127.0.0.1', port: 53, data: Buffer.from('query') },
+      'udp.reply': { flow: 9, data: Buffer.from('answer') },
+      'udp.close': { flow: 9 },
+      'fs.events': { root: '/home/u', events: [{ path: 'a/b.txt', kind: 'change' }] },
+    };
+    const got = new Map<string, unknown>();
+    for (const name of Object.keys(samples) as EventName[]) guest.onEvent(name, (d) => got.set(name, d));
+    for (const [name, data] of Object.entries(samples)) host.notify(name as EventName, data as never);
+    await host.ping(); // events before the ping are delivered before its answer
+    for (const [name, data] of Object.entries(samples)) {
+      expect(JSON.stringify(got.get(name))).toBe(JSON.stringify(data));
+    }
+  });
+
+  it('reports remote handler failures and unknown methods as RemoteError', async () => {
+    const [host, guest] = peers();
+    guest.handle('info', () => {
+      throw new Error('scanner not started');
+    });
+    await expect(host.request('info', {})).rejects.toThrow(/scanner not started/);
+    await expect(host.request('ports.snapshot', {})).rejects.toBeInstanceOf(RemoteError);
+  });
+
+  it('rejects invalid params with a message naming the field, and keeps the link', async () => {
+    const [host] = peers();
+    await expect(host.request('ping', { t: 'soon' as unknown as number })).rejects.toThrow(/field t/);
+    expect(await host.ping()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('times out a request that gets no answer', async () => {
+    const { peer } = rawRemote();
+    await expect(peer.request('info', {}, { timeoutMs: 50 })).rejects.toBeInstanceOf(RequestTimeoutError);
+  });
+
+  it('close(reason) fails every pending request and later ones', async () => {
+    const { peer } = rawRemote();
+    const a = peer.request('info', {});
+    const b = peer.request('ports.snapshot', {});
+    peer.close('test over');
+    await expect(a).rejects.toBeInstanceOf(LinkClosedError);
+    await expect(b).rejects.toThrow(/test over/);
+    await expect(peer.request('info', {})).rejects.toThrow(/test over/);
+  });
+
+  it('closes the link when the remote answers with a result of the wrong shape', async () => {
+    const [host, guest] = peers();
+    guest.handle('info', () => ({ ...info, pid: -5 }) as Info);
+    const reason = closed(host);
+    await expect(host.request('info', {})).rejects.toThrow(/result of info: field pid/);
+    expect(await reason).toMatch(/field pid/);
+  });
+
+  it('refuses a different protocol version', async () => {
+    const { peer, send } = rawRemote();
+    const reason = closed(peer);
+    send(encodeFrame({ t: 'hello', v: 99, agent: 'future/9', caps: [] }));
+    expect(await reason).toMatch(/version mismatch.*future\/9 speaks 99/);
+  });
+
+  const hostile: [string, Buffer][] = [
+    ['random bytes', Buffer.from('GET / HTTP/1.1\r\n\r\n')],
+    ['an oversized frame', Buffer.from([0xff, 0xff, 0xff, 0xff])],
+    ['truncated msgpack', Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from([0x93, 0x01, 0xc1])])],
+    ['a message before hello', encodeFrame({ t: 'evt', e: 'udp.close', d: { flow: 1 } })],
+    ['a wrong type', Buffer.concat([hello, encodeFrame({ t: 'evt', e: 'udp.close', d: { flow: 'x' } })])],
+    ['an unknown event', Buffer.concat([hello, encodeFrame({ t: 'evt', e: 'rm -rf', d: {} })])],
+    ['an unknown envelope', Buffer.concat([hello, encodeFrame({ t: 'boom' })])],
+    [
+      'a port out of range',
+      Buffer.concat([
+        hello,
+        encodeFrame({ t: 'evt', e: 'ports.delta', d: { seq: 1, added: [{ ...listener, port: 70000 }], removed: [] } }),
+      ]),
+    ],
+    [
+      'an invalid address',
+      Buffer.concat([
+        hello,
+        encodeFrame({ t: 'evt', e: 'ports.delta', d: { seq: 1, added: [{ ...listener, ip: '1.2.3' }], removed: [] } }),
+      ]),
+    ],
+    ['a deep nesting bomb', Buffer.concat([Buffer.from([0x00, 0x03, 0x0d, 0x41]), Buffer.alloc(200_001, 0x91)])],
+  ];
+  for (const [what, bytes] of hostile) {
+    it(`ends the link with a clear reason on ${what}`, async () => {
+      const { peer, send } = rawRemote();
+      const reason = closed(peer);
+      send(bytes);
+      expect((await reason).length).toBeGreaterThan(10);
+      expect(peer.closed).toBe(true);
+    });
+  }
+
+  it('survives thousands of random inputs without throwing out of the event loop', async () => {
+    let seed = 12345;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const valid = [
+      encodeFrame({ t: 'evt', e: 'ports.delta', d: { seq: 1, added: [listener], removed: [] } }),
+      encodeFrame({ t: 'req', id: 5, m: 'info', p: {} }),
+      encodeFrame({ t: 'res', id: 5, ok: true, r: info }),
+    ];
+    let closedCount = 0;
+    for (let i = 0; i < 3000; i++) {
+      const { peer, send } = rawRemote();
+      peer.on('close', () => closedCount++);
+      const base = valid[i % valid.length];
+      const mutated = Buffer.from(base);
+      const flips = 1 + Math.floor(rand() * 4);
+      for (let f = 0; f < flips; f++) mutated[4 + Math.floor(rand() * (mutated.length - 4))] = Math.floor(rand() * 256);
+      const input =
+        i % 3 === 0 ? Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 64) }, () => rand() * 256)) : mutated;
+      send(Buffer.concat([hello, input]));
+      await new Promise((r) => setImmediate(r));
+      peer.close('done');
+    }
+    expect(closedCount).toBe(3000);
+  });
+});
