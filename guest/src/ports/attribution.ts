@@ -1,0 +1,130 @@
+// Finds which process owns a socket, by matching `socket:[inode]` among the /proc/<pid>/fd links, and reads its
+// command line. Owns only that lookup: it is called for new listeners only, walks the process table at most once per
+// call (each pid's fds are read once and searched for every wanted inode), and keeps nothing between calls.
+
+import { closeSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const COMMAND_MAX_BYTES = 256;
+
+export interface SocketOwner {
+  pid: number;
+  command: string | null;
+}
+
+const SOCKET_PREFIX = 'socket:[';
+
+/** Inode of a `socket:[N]` fd link target, or -1 for anything else. */
+function socketInode(link: string): number {
+  if (!link.startsWith(SOCKET_PREFIX) || !link.endsWith(']')) return -1;
+  const n = Number(link.slice(SOCKET_PREFIX.length, -1));
+  return Number.isSafeInteger(n) && n >= 0 ? n : -1;
+}
+
+function isPidName(name: string): boolean {
+  if (name.length === 0) return false;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+function listDir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return []; // the process exited, or its fds are not ours to read
+  }
+}
+
+function readLink(path: string): string | null {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Calls `visit` with each socket inode process `pid` holds open; stops early when `visit` returns false. */
+function forEachSocketInode(pid: number, procRoot: string, visit: (inode: number) => boolean): void {
+  const fdDir = join(procRoot, String(pid), 'fd');
+  for (const fd of listDir(fdDir)) {
+    const link = readLink(join(fdDir, fd));
+    if (link === null) continue;
+    const inode = socketInode(link);
+    if (inode >= 0 && !visit(inode)) return;
+  }
+}
+
+/** Socket inodes held open by one process (empty if it cannot be read). */
+export function socketInodesOf(pid: number, procRoot = '/proc'): Set<number> {
+  const inodes = new Set<number>();
+  forEachSocketInode(pid, procRoot, (inode) => {
+    inodes.add(inode);
+    return true;
+  });
+  return inodes;
+}
+
+/**
+ * Owners of the wanted socket inodes. Inodes whose owner cannot be found (it exited, or permission was denied) are
+ * absent from the result. The walk over /proc ends as soon as every inode is found.
+ */
+export function findSocketOwners(wanted: ReadonlySet<number>, procRoot = '/proc'): Map<number, SocketOwner> {
+  const owners = new Map<number, SocketOwner>();
+  if (wanted.size === 0) return owners;
+  for (const name of listDir(procRoot)) {
+    if (!isPidName(name)) continue;
+    const pid = Number(name);
+    let owner: SocketOwner | undefined;
+    forEachSocketInode(pid, procRoot, (inode) => {
+      if (wanted.has(inode) && !owners.has(inode)) {
+        owner ??= { pid, command: readCommand(pid, procRoot) };
+        owners.set(inode, owner);
+      }
+      return owners.size < wanted.size;
+    });
+    if (owners.size === wanted.size) break;
+  }
+  return owners;
+}
+
+/** A process's command line with NULs as spaces, at most COMMAND_MAX_BYTES; `[comm]` for kernel threads. */
+export function readCommand(pid: number, procRoot = '/proc'): string | null {
+  const base = join(procRoot, String(pid));
+  const cmdline = readHead(join(base, 'cmdline'));
+  if (cmdline === null) return null;
+  const text = cmdline
+    .toString('utf8')
+    .replace(/\0/g, ' ')
+    .replace(/\uFFFD$/, '')
+    .trim();
+  if (text !== '') return text;
+  const comm = readHead(join(base, 'comm'));
+  const name = comm?.toString('utf8').trim();
+  return name ? `[${name}]` : null;
+}
+
+function readHead(path: string): Buffer | null {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const buf = Buffer.allocUnsafe(COMMAND_MAX_BYTES);
+    let len = 0;
+    while (len < buf.length) {
+      const n = readSync(fd, buf, len, buf.length - len, null);
+      if (n === 0) break;
+      len += n;
+    }
+    return buf.subarray(0, len);
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}

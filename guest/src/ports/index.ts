@@ -1,0 +1,21 @@
+// Public surface of the guest port scanner: a leaf that reads /proc and returns listening sockets.
+
+export { COMMAND_MAX_BYTES, findSocketOwners, readCommand, type SocketOwner, socketInodesOf } from './attribution.js';
+export {
+  type PortDelta,
+  PortPoller,
+  type PortPollerOptions,
+  type PortPollerStats,
+  type PortSnapshot,
+  scanOnce,
+} from './poller.js';
+export {
+  formatIPv4Word,
+  formatIPv6Bytes,
+  formatIPv6Words,
+  PROC_NET_TABLES,
+  ProcNetScanner,
+  type ProcNetScannerOptions,
+  type ProcNetTable,
+} from './procnet.js';
+export { type Listener, listenerKey } from './types.js';
