@@ -1,0 +1,122 @@
+// The shape of tether.yaml, defined once as a zod schema; every config type in the host derives from it.
+// Owns keys, defaults and constraints; loading and error reporting live in load.ts.
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const port = z.number().int().min(1).max(65_535);
+const portRange = z
+  .tuple([port, port])
+  .refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
+const ip = z.string().refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
+
+export const SshConfig = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(22),
+    user: z.string().min(1),
+    /** Private key file; `~` expands to the host user's home. */
+    identityFile: z.string().min(1).optional(),
+    /** Use the running ssh-agent (SSH_AUTH_SOCK) as well. */
+    useAgent: z.boolean().default(true),
+    /** Seconds between keepalives; the link is declared dead after keepaliveCountMax misses. */
+    keepaliveInterval: z.number().positive().max(3600).default(10),
+    keepaliveCountMax: z.number().int().min(1).max(100).default(3),
+  })
+  .strict();
+
+export const GuestAgentConfig = z
+  .object({
+    /** Unix socket of tether-guest inside the guest. */
+    socket: z.string().min(1).default('/run/tether/agent.sock'),
+    /** auto: upload and start/install the guest agent when missing or outdated; never: expect it to run. */
+    provision: z.enum(['auto', 'never']).default('auto'),
+    /** Guest directory the agent is uploaded to (relative paths are under the SSH user's home). */
+    installDir: z.string().min(1).default('.tether-guest'),
+  })
+  .strict();
+
+/** A rule for detected guest listeners (Lima semantics: first match wins). */
+export const PortRule = z
+  .object({
+    guestIP: ip.default('127.0.0.1'),
+    guestPort: port.optional(),
+    guestPortRange: portRange.optional(),
+    hostIP: ip.optional(),
+    hostPort: port.optional(),
+    hostPortRange: portRange.optional(),
+    proto: z.enum(['tcp', 'udp', 'any']).default('any'),
+    ignore: z.boolean().default(false),
+    /** Forward at start even before (or without) the guest reporting a listener; TCP only. */
+    static: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.guestPort !== undefined && r.guestPortRange !== undefined)
+      ctx.addIssue({ code: 'custom', message: 'give guestPort or guestPortRange, not both', path: ['guestPort'] });
+    if (r.hostPort !== undefined && r.hostPortRange !== undefined)
+      ctx.addIssue({ code: 'custom', message: 'give hostPort or hostPortRange, not both', path: ['hostPort'] });
+    const g = r.guestPortRange ?? (r.guestPort ? [r.guestPort, r.guestPort] : [1, 65_535]);
+    const h = r.hostPortRange ?? (r.hostPort ? [r.hostPort, r.hostPort] : g);
+    if (g[1] - g[0] !== h[1] - h[0])
+      ctx.addIssue({
+        code: 'custom',
+        message: `host range ${h[0]}-${h[1]} must be as long as guest range ${g[0]}-${g[1]}`,
+        path: ['hostPortRange'],
+      });
+    if (r.static && (r.guestPort === undefined || r.proto === 'udp'))
+      ctx.addIssue({ code: 'custom', message: 'a static rule needs a guestPort and proto tcp', path: ['static'] });
+  });
+
+/** A unix socket forward: guest socket file → host socket file (e.g. docker.sock). */
+export const SocketRule = z
+  .object({
+    guestSocket: z.string().min(1),
+    /** Default: <instance dir>/<basename of guestSocket>. */
+    hostSocket: z.string().min(1).optional(),
+  })
+  .strict();
+
+export const PortForward = z.union([SocketRule, PortRule]);
+
+export const MountConfig = z
+  .object({
+    /** Host directory to export; `~` expands on the host. */
+    location: z.string().min(1),
+    /** Where it appears in the guest; defaults to the same path as location. */
+    mountPoint: z.string().min(1).optional(),
+    writable: z.boolean().default(false),
+    driver: z.enum(['builtin', 'openssh']).default('builtin'),
+    /** Propagate host file events so guest watchers (inotify) see host edits. */
+    inotify: z.boolean().default(true),
+    /** Basenames not watched for inotify propagation. */
+    ignore: z
+      .array(z.string().min(1))
+      .default(['node_modules', '.git', '.cache', '.npm', '.venv', '__pycache__', 'target', '.Trash', 'Library']),
+    /** Extra sshfs -o options, e.g. ["cache_timeout=5"]. */
+    sshfs: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
+export const Config = z
+  .object({
+    ssh: SshConfig,
+    guestAgent: GuestAgentConfig.default(GuestAgentConfig.parse({})),
+    portForwards: z.array(PortForward).default([]),
+    /** Absent: the host's home directory, read-only. An empty list: no mounts. */
+    mounts: z.array(MountConfig).optional(),
+    /** Upper bound on forwarded guest listeners; more are reported and ignored. */
+    maxForwards: z.number().int().min(1).max(65_535).default(4096),
+  })
+  .strict();
+
+export type SshConfig = z.infer<typeof SshConfig>;
+export type GuestAgentConfig = z.infer<typeof GuestAgentConfig>;
+export type PortRule = z.infer<typeof PortRule>;
+export type SocketRule = z.infer<typeof SocketRule>;
+export type PortForward = z.infer<typeof PortForward>;
+export type MountConfig = z.infer<typeof MountConfig>;
+export type Config = z.infer<typeof Config>;
+
+export function isSocketRule(r: PortForward): r is SocketRule {
+  return 'guestSocket' in r;
+}

@@ -1,0 +1,133 @@
+// What a running host agent exposes to operators: the shapes served by the control API and printed by the CLI.
+// The agent wiring (agent/) produces them; control/ serves them; cli/ renders them. Nothing here does I/O.
+import type { Config } from './config/schema.js';
+
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+export type ForwardState = 'forwarding' | 'conflict' | 'privileged' | 'ignored' | 'suspended' | 'error';
+
+/** Where a forward came from: a guest listener, a static rule in tether.yaml, or `tether forward add`. */
+export type ForwardSource = 'detected' | 'static' | 'runtime';
+
+export interface ForwardView {
+  /** Stable while the forward exists, e.g. `tcp/127.0.0.1:8080` (guest side) or `unix//var/run/docker.sock`. */
+  id: string;
+  proto: 'tcp' | 'udp' | 'unix';
+  /** `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:53`, or a socket path. */
+  guestAddr: string;
+  /** Host listeners (or the one a conflict is about), e.g. `["127.0.0.1:8080", "[::1]:8080"]` or a socket path. */
+  hostAddrs: string[];
+  state: ForwardState;
+  process: { pid: number; command: string } | null;
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** ISO 8601 time of the last state change. */
+  since: string;
+  error: string | null;
+  source: ForwardSource;
+}
+
+/** The keys `tether forward ls --json` prints, in order (the public contract). */
+export const FORWARD_JSON_KEYS = [
+  'proto',
+  'guestAddr',
+  'hostAddrs',
+  'state',
+  'process',
+  'connections',
+  'bytesIn',
+  'bytesOut',
+  'since',
+  'error',
+] as const;
+
+export type MountState = 'pending' | 'mounting' | 'mounted' | 'suspended' | 'error' | 'unmounted';
+
+export interface MountView {
+  location: string;
+  mountPoint: string;
+  driver: 'builtin' | 'openssh';
+  writable: boolean;
+  state: MountState;
+  /** `watching`, `degraded` (watch limit hit: host edits are not propagated) or `off`. */
+  inotify: 'watching' | 'degraded' | 'off';
+  since: string;
+  error: string | null;
+}
+
+export type RequirementState = 'pending' | 'waiting' | 'ok' | 'failed' | 'skipped';
+
+export interface RequirementView {
+  /** 1-based position, as in "waiting for requirement 2 of 5". */
+  index: number;
+  total: number;
+  name: string;
+  state: RequirementState;
+  detail: string | null;
+  elapsedMs: number;
+}
+
+export interface LoggedError {
+  time: string;
+  component: string;
+  msg: string;
+}
+
+export interface GuestView {
+  version: string;
+  hostname: string;
+  kernel: string;
+  arch: string;
+  scanIntervalMs: number;
+  agentPid: number;
+  agentStartedAt: string;
+  listeners: number;
+}
+
+export interface StatusView {
+  name: string;
+  pid: number;
+  startedAt: string;
+  /** `starting` until every requirement is ok, `ready` after, `degraded` while the link is down. */
+  state: 'starting' | 'ready' | 'degraded' | 'failed' | 'stopping';
+  ssh: { target: string; state: ConnectionState; since: string; lastError: string | null; reconnects: number };
+  guest: GuestView | null;
+  requirements: RequirementView[];
+  forwards: Record<ForwardState, number> & { total: number };
+  mounts: Record<MountState, number> & { total: number };
+  lastErrors: LoggedError[];
+  logFile: string;
+}
+
+/** A request to add a forward at runtime (`tether forward add`). */
+export type ForwardSpec =
+  | { proto: 'tcp' | 'udp'; hostIP?: string; hostPort: number; guestPort: number }
+  | { proto: 'unix'; guestSocket: string; hostSocket: string };
+
+/** Pushed on the control API's event stream (`/v1/events`). */
+export type AgentEvent =
+  | { type: 'forward'; forward: ForwardView }
+  | { type: 'forward-removed'; id: string }
+  | { type: 'mount'; mount: MountView }
+  | { type: 'connection'; state: ConnectionState; reason: string | null }
+  | { type: 'requirement'; requirement: RequirementView }
+  | { type: 'status'; state: StatusView['state'] };
+
+/**
+ * The running agent as the control API sees it. Implemented by agent/ (HostAgent); control/ depends only on this.
+ * Emits `event` (AgentEvent).
+ */
+export interface AgentApi {
+  readonly name: string;
+  readonly config: Config;
+  status(): StatusView;
+  forwards(): ForwardView[];
+  mounts(): MountView[];
+  addForward(spec: ForwardSpec): Promise<ForwardView>;
+  /** Removes a runtime or static forward by id; detected forwards are turned into `ignored`. */
+  removeForward(id: string): Promise<void>;
+  stop(reason: string): Promise<void>;
+  on(event: 'event', listener: (e: AgentEvent) => void): unknown;
+  off(event: 'event', listener: (e: AgentEvent) => void): unknown;
+}
