@@ -1,0 +1,91 @@
+// The session's open handles: files (a host fd) and directories (an fs.Dir being listed). Owns allocation of
+// opaque handle strings, the handle limit and closing everything when the session ends.
+
+import { close as closeFd, type Dir } from 'node:fs';
+import { FX } from './constants.js';
+import { SftpStatusError } from './errors.js';
+
+export interface FileHandle {
+  kind: 'file';
+  fd: number;
+  /** Host path, for log lines and FSTATVFS. */
+  path: string;
+}
+
+export interface DirHandle {
+  kind: 'dir';
+  dir: Dir;
+  path: string;
+  /** '.' and '..' are listed first, before what the host directory stream yields. */
+  dotsSent: boolean;
+  eof: boolean;
+}
+
+export type Handle = FileHandle | DirHandle;
+
+function closeFdAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => closeFd(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+export class HandleTable {
+  private readonly open = new Map<number, Handle>();
+  // Handle numbers are never reused within a session, so a stale handle can never reach a newer file.
+  private next = 1;
+
+  constructor(private readonly max: number) {}
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Throws SSH_FX_FAILURE when the table is full; check before opening so no fd leaks. */
+  ensureRoom(): void {
+    if (this.open.size >= this.max) {
+      throw new SftpStatusError(FX.FAILURE, `too many open handles (limit ${this.max})`);
+    }
+  }
+
+  add(h: Handle): Buffer {
+    const id = this.next;
+    this.next = (this.next + 1) >>> 0 || 1;
+    this.open.set(id, h);
+    const token = Buffer.allocUnsafe(4);
+    token.writeUInt32BE(id, 0);
+    return token;
+  }
+
+  file(token: Buffer): FileHandle {
+    const h = this.get(token);
+    if (h.kind !== 'file') throw new SftpStatusError(FX.FAILURE, 'handle is a directory, not a file');
+    return h;
+  }
+
+  dir(token: Buffer): DirHandle {
+    const h = this.get(token);
+    if (h.kind !== 'dir') throw new SftpStatusError(FX.FAILURE, 'handle is a file, not a directory');
+    return h;
+  }
+
+  get(token: Buffer): Handle {
+    const h = token.length === 4 ? this.open.get(token.readUInt32BE(0)) : undefined;
+    if (!h) throw new SftpStatusError(FX.FAILURE, `invalid handle ${token.toString('hex')}`);
+    return h;
+  }
+
+  async close(token: Buffer): Promise<void> {
+    const h = this.get(token);
+    this.open.delete(token.readUInt32BE(0));
+    await closeHandle(h);
+  }
+
+  /** Closes every handle; errors are ignored because the session is ending. */
+  async closeAll(): Promise<void> {
+    const all = [...this.open.values()];
+    this.open.clear();
+    await Promise.allSettled(all.map(closeHandle));
+  }
+}
+
+function closeHandle(h: Handle): Promise<void> {
+  return h.kind === 'file' ? closeFdAsync(h.fd) : h.dir.close();
+}

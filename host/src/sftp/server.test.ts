@@ -1,0 +1,537 @@
+// Unit tests of the SFTP server over an in-memory stream pair, speaking raw SFTP packets.
+import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Duplex, PassThrough } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ATTR, EXT, FX, FXF, FXP, MAX_PACKET_LENGTH } from './constants.js';
+import { FrameDecoder, PacketReader, PacketWriter } from './packet.js';
+import { type SftpServerOptions, type SftpSession, serveSftp } from './server.js';
+
+interface Reply {
+  type: number;
+  id: number;
+  r: PacketReader;
+}
+
+/** A minimal SFTP client over a PassThrough pair, for driving the server with exact packets. */
+class RawClient {
+  readonly toServer = new PassThrough();
+  readonly fromServer = new PassThrough();
+  readonly session: SftpSession;
+  readonly closed: Promise<{ reason: string }>;
+  private nextId = 1;
+  private readonly waiting = new Map<number, (r: Reply) => void>();
+  private versionWaiter: ((r: PacketReader) => void) | null = null;
+
+  constructor(opts: SftpServerOptions) {
+    this.session = serveSftp(Duplex.from({ readable: this.toServer, writable: this.fromServer }), opts);
+    this.closed = new Promise((resolve) => this.session.once('close', resolve));
+    const decoder = new FrameDecoder(1 << 24);
+    this.fromServer.on('data', (chunk: Buffer) => {
+      for (const p of decoder.push(chunk)) {
+        const r = new PacketReader(p);
+        const type = r.u8();
+        if (type === FXP.VERSION) {
+          this.versionWaiter?.(r);
+          continue;
+        }
+        const id = r.u32();
+        this.waiting.get(id)?.({ type, id, r });
+        this.waiting.delete(id);
+      }
+    });
+  }
+
+  async init(): Promise<Map<string, string>> {
+    const got = new Promise<PacketReader>((resolve) => {
+      this.versionWaiter = resolve;
+    });
+    this.toServer.write(new PacketWriter(FXP.INIT).u32(3).finish());
+    const r = await got;
+    expect(r.u32()).toBe(3);
+    const ext = new Map<string, string>();
+    while (r.remaining > 0) ext.set(r.string(), r.string());
+    return ext;
+  }
+
+  /** Sends a request built by `fill` (fields after the id) and resolves with the reply. */
+  request(type: number, fill: (w: PacketWriter) => void): Promise<Reply> {
+    const id = this.nextId++;
+    const w = new PacketWriter(type).u32(id);
+    fill(w);
+    const reply = new Promise<Reply>((resolve) => this.waiting.set(id, resolve));
+    this.toServer.write(w.finish());
+    return reply;
+  }
+
+  extended(name: string, fill: (w: PacketWriter) => void = () => {}): Promise<Reply> {
+    return this.request(FXP.EXTENDED, (w) => {
+      w.string(name);
+      fill(w);
+    });
+  }
+
+  path(type: number, path: string): Promise<Reply> {
+    return this.request(type, (w) => w.string(path));
+  }
+
+  open(path: string, pflags: number, mode?: number): Promise<Reply> {
+    return this.request(FXP.OPEN, (w) => {
+      w.string(path).u32(pflags);
+      if (mode === undefined) w.u32(0);
+      else w.u32(ATTR.PERMISSIONS).u32(mode);
+    });
+  }
+
+  async handle(reply: Promise<Reply>): Promise<Buffer> {
+    const r = await reply;
+    if (r.type !== FXP.HANDLE) throw new Error(`expected HANDLE, got ${describeReply(r)}`);
+    return Buffer.from(r.r.bytes());
+  }
+
+  async write(h: Buffer, offset: number, data: Buffer): Promise<Reply> {
+    return this.request(FXP.WRITE, (w) => w.bytes(h).u64(offset).bytes(data));
+  }
+
+  read(h: Buffer, offset: number, len: number): Promise<Reply> {
+    return this.request(FXP.READ, (w) => w.bytes(h).u64(offset).u32(len));
+  }
+
+  close(h: Buffer): Promise<Reply> {
+    return this.request(FXP.CLOSE, (w) => w.bytes(h));
+  }
+
+  async names(reply: Promise<Reply>): Promise<string[]> {
+    const r = await reply;
+    if (r.type !== FXP.NAME) throw new Error(`expected NAME, got ${describeReply(r)}`);
+    const out: string[] = [];
+    for (let n = r.r.u32(); n > 0; n--) {
+      out.push(r.r.string());
+      r.r.string();
+      skipAttrs(r.r);
+    }
+    return out;
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    const h = await this.handle(this.path(FXP.OPENDIR, path));
+    const all: string[] = [];
+    for (;;) {
+      const reply = this.request(FXP.READDIR, (w) => w.bytes(h));
+      const r = await reply;
+      if (r.type === FXP.STATUS) {
+        expect(statusOf(r).code).toBe(FX.EOF);
+        break;
+      }
+      all.push(...(await this.names(Promise.resolve(r))));
+    }
+    expectStatus(await this.close(h), FX.OK);
+    return all;
+  }
+}
+
+function skipAttrs(r: PacketReader): void {
+  const flags = r.u32();
+  if (flags & ATTR.SIZE) r.u64();
+  const u32s = (flags & ATTR.UIDGID ? 2 : 0) + (flags & ATTR.PERMISSIONS ? 1 : 0) + (flags & ATTR.ACMODTIME ? 2 : 0);
+  for (let i = 0; i < u32s; i++) r.u32();
+}
+
+function statusOf(reply: Reply): { code: number; message: string } {
+  if (reply.type !== FXP.STATUS) throw new Error(`expected STATUS, got type ${reply.type}`);
+  return { code: reply.r.u32(), message: reply.r.string() };
+}
+
+function describeReply(r: Reply): string {
+  return r.type === FXP.STATUS ? `STATUS ${JSON.stringify(statusOf(r))}` : `type ${r.type}`;
+}
+
+function expectStatus(reply: Reply, code: number, message?: RegExp): void {
+  const st = statusOf(reply);
+  expect(st.code, st.message).toBe(code);
+  if (message) expect(st.message).toMatch(message);
+}
+
+function attrsOf(reply: Reply): { size: number; mode: number; mtime: number } {
+  expect(reply.type, reply.type === FXP.STATUS ? describeReply(reply) : '').toBe(FXP.ATTRS);
+  const r = reply.r;
+  const flags = r.u32();
+  expect(flags & 0xf).toBe(0xf);
+  const size = r.u64();
+  r.u64();
+  const mode = r.u32();
+  r.u32();
+  return { size, mode, mtime: r.u32() };
+}
+
+let tmp: string;
+let root: string;
+let outside: string;
+let client: RawClient;
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+beforeEach(async () => {
+  tmp = await fsp.mkdtemp(join(tmpdir(), 'tether-sftp-'));
+  root = join(tmp, 'export');
+  outside = join(tmp, 'outside');
+  await fsp.mkdir(root);
+  await fsp.mkdir(outside);
+  await fsp.writeFile(join(outside, 'secret'), 'top secret');
+});
+
+afterEach(async () => {
+  client?.session.close('test done');
+  await client?.closed;
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+async function start(opts: Partial<SftpServerOptions> = {}): Promise<RawClient> {
+  client = new RawClient({ root, ...opts });
+  await client.init();
+  return client;
+}
+
+describe('handshake', () => {
+  it('answers INIT with version 3 and the OpenSSH extensions', async () => {
+    client = new RawClient({ root });
+    const ext = await client.init();
+    for (const name of Object.values(EXT)) expect(ext.has(name), name).toBe(true);
+  });
+
+  it('reports its limits', async () => {
+    const c = await start({ maxHandles: 7 });
+    const r = await c.extended(EXT.LIMITS);
+    expect(r.type).toBe(FXP.EXTENDED_REPLY);
+    expect(r.r.u64()).toBe(MAX_PACKET_LENGTH);
+    expect(r.r.u64()).toBeGreaterThan(32768);
+    expect(r.r.u64()).toBeGreaterThan(32768);
+    expect(r.r.u64()).toBe(7);
+  });
+});
+
+describe('files', () => {
+  it('writes, reads back, and reports EOF', async () => {
+    const c = await start();
+    const h = await c.handle(c.open(`${root}/a.txt`, FXF.WRITE | FXF.CREAT | FXF.TRUNC, 0o640));
+    expectStatus(await c.write(h, 0, Buffer.from('hello ')), FX.OK);
+    expectStatus(await c.write(h, 6, Buffer.from('world')), FX.OK);
+    expectStatus(await c.close(h), FX.OK);
+    expect(await fsp.readFile(join(root, 'a.txt'), 'utf8')).toBe('hello world');
+    expect((await fsp.stat(join(root, 'a.txt'))).mode & 0o777).toBe(0o640);
+
+    const rh = await c.handle(c.open('a.txt', FXF.READ));
+    const d = await c.read(rh, 6, 100);
+    expect(d.type).toBe(FXP.DATA);
+    expect(d.r.bytes().toString()).toBe('world');
+    expectStatus(await c.read(rh, 11, 100), FX.EOF);
+    expect(c.session.stats).toMatchObject({ bytesRead: 5, bytesWritten: 11, openHandles: 1 });
+    expectStatus(await c.close(rh), FX.OK);
+    expect(c.session.stats.openHandles).toBe(0);
+  });
+
+  it('applies pipelined OPEN(CREAT) then LSTAT in arrival order (200 files)', async () => {
+    const c = await start();
+    const replies: Promise<Reply>[] = [];
+    for (let i = 0; i < 200; i++) {
+      replies.push(c.open(`f${i}`, FXF.WRITE | FXF.CREAT | FXF.EXCL, 0o644));
+      replies.push(c.path(FXP.LSTAT, `f${i}`));
+    }
+    const all = await Promise.all(replies);
+    for (let i = 0; i < all.length; i += 2) {
+      expect(all[i].type).toBe(FXP.HANDLE);
+      expect(attrsOf(all[i + 1]).size).toBe(0);
+    }
+  });
+
+  it('serves concurrent reads of one handle with the right data', async () => {
+    const data = Buffer.alloc(1 << 20);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+    await fsp.writeFile(join(root, 'big'), data);
+    const c = await start();
+    const h = await c.handle(c.open('big', FXF.READ));
+    const chunks = await Promise.all(
+      Array.from({ length: 32 }, (_, i) => c.read(h, i * 32768, 32768).then((r) => Buffer.from(r.r.bytes()))),
+    );
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+  });
+
+  it('caps a READ at the advertised maximum', async () => {
+    await fsp.writeFile(join(root, 'big'), Buffer.alloc(MAX_PACKET_LENGTH * 2));
+    const c = await start();
+    const h = await c.handle(c.open('big', FXF.READ));
+    const r = await c.read(h, 0, MAX_PACKET_LENGTH * 2);
+    expect(r.r.bytes().length).toBeLessThan(MAX_PACKET_LENGTH);
+  });
+
+  it('sets and reports attributes by path and by handle', async () => {
+    await fsp.writeFile(join(root, 'f'), '0123456789');
+    const c = await start();
+    const set = await c.request(FXP.SETSTAT, (w) =>
+      w
+        .string('f')
+        .u32(ATTR.SIZE | ATTR.PERMISSIONS | ATTR.ACMODTIME)
+        .u64(4)
+        .u32(0o600)
+        .u32(1000)
+        .u32(2000),
+    );
+    expectStatus(set, FX.OK);
+    expect(attrsOf(await c.path(FXP.STAT, 'f'))).toMatchObject({ size: 4, mtime: 2000 });
+    expect(attrsOf(await c.path(FXP.STAT, 'f')).mode & 0o777).toBe(0o600);
+    const h = await c.handle(c.open('f', FXF.READ | FXF.WRITE));
+    expectStatus(await c.request(FXP.FSETSTAT, (w) => w.bytes(h).u32(ATTR.SIZE).u64(1)), FX.OK);
+    expect(attrsOf(await c.request(FXP.FSTAT, (w) => w.bytes(h))).size).toBe(1);
+    expectStatus(await c.extended(EXT.FSYNC, (w) => w.bytes(h)), FX.OK);
+  });
+
+  it('maps errno errors to SFTP status codes', async () => {
+    await fsp.mkdir(join(root, 'full'));
+    await fsp.writeFile(join(root, 'full', 'x'), '');
+    const c = await start();
+    expectStatus(await c.path(FXP.STAT, 'missing'), FX.NO_SUCH_FILE);
+    expectStatus(await c.path(FXP.REMOVE, 'missing'), FX.NO_SUCH_FILE);
+    expectStatus(await c.path(FXP.RMDIR, 'full'), FX.FAILURE, /ENOTEMPTY/);
+    expectStatus(await c.open('full/x', FXF.WRITE | FXF.CREAT | FXF.EXCL), FX.FAILURE, /EEXIST/);
+  });
+});
+
+describe('directories and names', () => {
+  it('lists a directory in batches including . and ..', async () => {
+    const c = await start();
+    expectStatus(await c.request(FXP.MKDIR, (w) => w.string('d').u32(0)), FX.OK);
+    for (let i = 0; i < 250; i++) await fsp.writeFile(join(root, 'd', `e${i}`), '');
+    const names = await c.readdir('d');
+    expect(names.length).toBe(252);
+    expect(new Set(names).size).toBe(252);
+    expect(names.slice(0, 2)).toEqual(['.', '..']);
+    expectStatus(await c.path(FXP.RMDIR, 'd'), FX.FAILURE);
+  });
+
+  it('renames without replacing, and replaces with posix-rename', async () => {
+    await fsp.writeFile(join(root, 'a'), 'A');
+    await fsp.writeFile(join(root, 'b'), 'B');
+    const c = await start();
+    expectStatus(await c.request(FXP.RENAME, (w) => w.string('a').string('b')), FX.FAILURE);
+    expectStatus(await c.extended(EXT.POSIX_RENAME, (w) => w.string('a').string('b')), FX.OK);
+    expect(await fsp.readFile(join(root, 'b'), 'utf8')).toBe('A');
+    expectStatus(await c.request(FXP.RENAME, (w) => w.string('b').string('c')), FX.OK);
+    expectStatus(await c.extended(EXT.HARDLINK, (w) => w.string('c').string('d')), FX.OK);
+    expect((await fsp.stat(join(root, 'd'))).nlink).toBe(2);
+  });
+
+  it('creates and reads symlinks (OpenSSH argument order: target, link)', async () => {
+    await fsp.writeFile(join(root, 'target'), 'T');
+    const c = await start();
+    expectStatus(await c.request(FXP.SYMLINK, (w) => w.string('target').string('link')), FX.OK);
+    expect(await c.names(c.path(FXP.READLINK, 'link'))).toEqual(['target']);
+    expect(attrsOf(await c.path(FXP.STAT, 'link')).size).toBe(1);
+    expect(attrsOf(await c.path(FXP.LSTAT, 'link')).mode & 0o170000).toBe(0o120000);
+  });
+
+  it('answers REALPATH in the client namespace', async () => {
+    const c = await start();
+    expect(await c.names(c.path(FXP.REALPATH, '.'))).toEqual([root]);
+    expect(await c.names(c.path(FXP.REALPATH, ''))).toEqual([root]);
+    expect(await c.names(c.path(FXP.REALPATH, 'a/../b'))).toEqual([`${root}/b`]);
+  });
+
+  it('accepts the root under a symlinked spelling and answers in that spelling', async () => {
+    const alias = join(tmp, 'alias');
+    await fsp.symlink(root, alias);
+    await fsp.writeFile(join(root, 'f'), 'F');
+    client = new RawClient({ root: alias });
+    await client.init();
+    expect(await client.names(client.path(FXP.REALPATH, '.'))).toEqual([alias]);
+    expect(attrsOf(await client.path(FXP.STAT, `${alias}/f`)).size).toBe(1);
+    expect(attrsOf(await client.path(FXP.STAT, `${root}/f`)).size).toBe(1);
+  });
+
+  it('returns real statvfs numbers', async () => {
+    const c = await start();
+    const r = await c.extended(EXT.STATVFS, (w) => w.string('.'));
+    expect(r.type).toBe(FXP.EXTENDED_REPLY);
+    const real = await fsp.statfs(root);
+    expect(r.r.u64()).toBe(real.bsize);
+    r.r.u64();
+    expect(r.r.u64()).toBe(real.blocks);
+  });
+});
+
+describe('confinement', () => {
+  it('refuses .. and absolute paths outside the root', async () => {
+    const c = await start();
+    for (const p of ['..', '../outside/secret', `${outside}/secret`, '/etc/passwd', `${root}/../outside/secret`]) {
+      expectStatus(await c.path(FXP.STAT, p), FX.PERMISSION_DENIED);
+      expectStatus(await c.open(p, FXF.READ), FX.PERMISSION_DENIED);
+    }
+    expectStatus(await c.path(FXP.OPENDIR, '/'), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.REALPATH, '..'), FX.PERMISSION_DENIED);
+    expectStatus(await c.open('../outside/new', FXF.WRITE | FXF.CREAT), FX.PERMISSION_DENIED);
+    expect(await exists(join(outside, 'new'))).toBe(false);
+  });
+
+  it('lets the guest create a symlink to /etc but never follows it', async () => {
+    const c = await start();
+    expectStatus(await c.request(FXP.SYMLINK, (w) => w.string('/etc').string('etc')), FX.OK);
+    expectStatus(await c.open('etc/passwd', FXF.READ), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.OPENDIR, 'etc'), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.STAT, 'etc'), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.REALPATH, 'etc'), FX.PERMISSION_DENIED);
+    expectStatus(await c.extended(EXT.STATVFS, (w) => w.string('etc/passwd')), FX.PERMISSION_DENIED);
+    // The link itself stays manageable.
+    expect(await c.names(c.path(FXP.READLINK, 'etc'))).toEqual(['/etc']);
+    expect(attrsOf(await c.path(FXP.LSTAT, 'etc')).mode & 0o170000).toBe(0o120000);
+    expectStatus(await c.path(FXP.REMOVE, 'etc'), FX.OK);
+  });
+
+  it('refuses to create a file through a dangling link that points outside', async () => {
+    await fsp.symlink(join(outside, 'created'), join(root, 'dangling'));
+    const c = await start();
+    expectStatus(await c.open('dangling', FXF.WRITE | FXF.CREAT), FX.PERMISSION_DENIED);
+    expect(await exists(join(outside, 'created'))).toBe(false);
+  });
+
+  it('refuses paths through a directory link that leads outside, including for link-level ops', async () => {
+    await fsp.symlink(outside, join(root, 'out'));
+    const c = await start();
+    expectStatus(await c.path(FXP.LSTAT, 'out/secret'), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.REMOVE, 'out/secret'), FX.PERMISSION_DENIED);
+    expectStatus(await c.request(FXP.RENAME, (w) => w.string('out/secret').string('stolen')), FX.PERMISSION_DENIED);
+    expectStatus(await c.extended(EXT.HARDLINK, (w) => w.string('out/secret').string('stolen')), FX.PERMISSION_DENIED);
+    expectStatus(await c.request(FXP.SYMLINK, (w) => w.string('x').string('out/evil')), FX.PERMISSION_DENIED);
+    expect(await exists(join(outside, 'secret'))).toBe(true);
+    expect(await exists(join(outside, 'evil'))).toBe(false);
+  });
+
+  it('follows links that stay inside the root, relative and absolute', async () => {
+    await fsp.mkdir(join(root, 'sub'));
+    await fsp.writeFile(join(root, 'sub', 'f'), 'F');
+    await fsp.symlink('sub', join(root, 'rel'));
+    await fsp.symlink(join(root, 'sub', 'f'), join(root, 'abs'));
+    await fsp.symlink('../sub/f', join(root, 'sub', 'up'));
+    const c = await start();
+    expect(attrsOf(await c.path(FXP.STAT, 'rel/f')).size).toBe(1);
+    expect(attrsOf(await c.path(FXP.STAT, 'abs')).size).toBe(1);
+    expect(attrsOf(await c.path(FXP.STAT, 'sub/up')).size).toBe(1);
+  });
+});
+
+describe('read-only mode', () => {
+  it('refuses every mutating request and leaves the tree unchanged', async () => {
+    await fsp.writeFile(join(root, 'f'), 'F');
+    await fsp.mkdir(join(root, 'd'));
+    const c = await start({ readOnly: true });
+    const rh = await c.handle(c.open('f', FXF.READ));
+    const denied: Promise<Reply>[] = [
+      c.open('new', FXF.WRITE | FXF.CREAT),
+      c.open('f', FXF.WRITE),
+      c.open('f', FXF.READ | FXF.TRUNC),
+      c.open('f', FXF.READ | FXF.APPEND),
+      c.write(rh, 0, Buffer.from('x')),
+      c.request(FXP.SETSTAT, (w) => w.string('f').u32(ATTR.PERMISSIONS).u32(0o777)),
+      c.request(FXP.FSETSTAT, (w) => w.bytes(rh).u32(ATTR.SIZE).u64(0)),
+      c.path(FXP.REMOVE, 'f'),
+      c.request(FXP.MKDIR, (w) => w.string('m').u32(0)),
+      c.path(FXP.RMDIR, 'd'),
+      c.request(FXP.RENAME, (w) => w.string('f').string('g')),
+      c.request(FXP.SYMLINK, (w) => w.string('f').string('l')),
+      c.extended(EXT.POSIX_RENAME, (w) => w.string('f').string('g')),
+      c.extended(EXT.HARDLINK, (w) => w.string('f').string('h')),
+      c.extended(EXT.LSETSTAT, (w) => w.string('f').u32(ATTR.PERMISSIONS).u32(0o777)),
+    ];
+    for (const r of await Promise.all(denied)) expectStatus(r, FX.PERMISSION_DENIED, /read-only/);
+    expectStatus(await c.extended(EXT.FSYNC, (w) => w.bytes(rh)), FX.OK);
+    expect((await fsp.readdir(root)).sort()).toEqual(['d', 'f']);
+    expect(await fsp.readFile(join(root, 'f'), 'utf8')).toBe('F');
+    expect((await fsp.stat(join(root, 'f'))).mode & 0o777).not.toBe(0o777);
+    const vfs = await c.extended(EXT.STATVFS, (w) => w.string('.'));
+    for (let i = 0; i < 9; i++) vfs.r.u64();
+    expect(vfs.r.u64() & 1).toBe(1);
+  });
+});
+
+describe('bad input', () => {
+  it('answers a truncated request with BAD_MESSAGE and keeps serving', async () => {
+    const c = await start();
+    // OPEN whose path string claims 100 bytes but carries 3.
+    expectStatus(await c.request(FXP.OPEN, (w) => w.u32(100).u8(1).u8(2).u8(3)), FX.BAD_MESSAGE);
+    expectStatus(await c.request(FXP.READ, (w) => w.u32(4)), FX.BAD_MESSAGE);
+    expectStatus(await c.request(FXP.EXTENDED, (w) => w.u32(50)), FX.BAD_MESSAGE);
+    expect(await c.names(c.path(FXP.REALPATH, '.'))).toEqual([root]);
+  });
+
+  it('answers unknown requests and extensions with OP_UNSUPPORTED', async () => {
+    const c = await start();
+    expectStatus(await c.request(99, () => {}), FX.OP_UNSUPPORTED);
+    expectStatus(await c.extended('nope@example.com'), FX.OP_UNSUPPORTED);
+  });
+
+  it('rejects unknown and foreign handles', async () => {
+    const c = await start();
+    expectStatus(await c.read(Buffer.from('zz'), 0, 1), FX.FAILURE, /invalid handle/);
+    const dh = await c.handle(c.path(FXP.OPENDIR, '.'));
+    expectStatus(await c.read(dh, 0, 1), FX.FAILURE, /directory/);
+    expectStatus(await c.close(dh), FX.OK);
+    expectStatus(await c.close(dh), FX.FAILURE, /invalid handle/);
+  });
+
+  it('closes the session on an absurd packet length', async () => {
+    const c = await start();
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(0x7fffffff);
+    c.toServer.write(header);
+    expect((await c.closed).reason).toMatch(/packet length 2147483647/);
+  });
+
+  it('closes the session on a packet too short for a request id', async () => {
+    const c = await start();
+    c.toServer.write(Buffer.from([0, 0, 0, 2, FXP.STAT, 0]));
+    expect((await c.closed).reason).toMatch(/too short/);
+  });
+
+  it('closes the session on a request before INIT', async () => {
+    client = new RawClient({ root });
+    client.toServer.write(new PacketWriter(FXP.STAT).u32(1).string('.').finish());
+    expect((await client.closed).reason).toMatch(/before SSH_FXP_INIT/);
+  });
+
+  it('handles a request split into single bytes', async () => {
+    const c = await start();
+    const packet = new PacketWriter(FXP.REALPATH).u32(4242).string('.').finish();
+    const reply = new Promise<Reply>((resolve) => {
+      (c as unknown as { waiting: Map<number, (r: Reply) => void> }).waiting.set(4242, resolve);
+    });
+    for (const b of packet) c.toServer.write(Buffer.from([b]));
+    expect(await c.names(reply)).toEqual([root]);
+  });
+});
+
+describe('handles', () => {
+  it('refuses handles beyond the limit and recovers after a close', async () => {
+    await fsp.writeFile(join(root, 'f'), 'F');
+    const c = await start({ maxHandles: 3 });
+    const hs = [await c.handle(c.open('f', FXF.READ)), await c.handle(c.open('f', FXF.READ))];
+    hs.push(await c.handle(c.path(FXP.OPENDIR, '.')));
+    expectStatus(await c.open('f', FXF.READ), FX.FAILURE, /too many open handles/);
+    expectStatus(await c.path(FXP.OPENDIR, '.'), FX.FAILURE, /too many open handles/);
+    expectStatus(await c.close(hs[0]), FX.OK);
+    await c.handle(c.open('f', FXF.READ));
+  });
+
+  it('releases every handle when the session closes', async () => {
+    await fsp.writeFile(join(root, 'f'), 'F');
+    const c = await start();
+    for (let i = 0; i < 5; i++) await c.handle(c.open('f', FXF.READ));
+    expect(c.session.stats.openHandles).toBe(5);
+    c.toServer.end();
+    expect((await c.closed).reason).toMatch(/client closed/);
+    expect(c.session.stats.openHandles).toBe(0);
+  });
+});

@@ -1,0 +1,611 @@
+// tether's builtin SFTP v3 server: one session per Duplex (in production the stdio of the guest's
+// `sshfs -o slave` exec channel). It knows nothing of SSH. Design:
+// - Input is split into packets by FrameDecoder (no re-concatenation); a length above 256 KiB, a packet without a
+//   request id, or a request before INIT ends the session with a logged reason. A request whose fields are
+//   malformed gets SSH_FX_BAD_MESSAGE. Nothing thrown by a request escapes to the event loop.
+// - Effects happen in arrival order (ArrivalOrder): mutations and handle open/close are serial; pure reads run
+//   concurrently after all earlier mutations. Replies may leave out of order, matched by request id.
+// - Backpressure: input is paused while the output stream is full or too many requests are queued.
+// - READ replies are built by reading the file straight into the outgoing packet buffer.
+// - Every path goes through Confinement (paths.ts); read-only mode refuses every request with an effect. Because
+//   mutations are serial, the guest cannot race its own path checks; only concurrent host processes could.
+// - Error codes follow OpenSSH's sftp-server so sshfs maps them back to the errno the guest expects.
+
+import { EventEmitter } from 'node:events';
+import {
+  type BigIntStatsFs,
+  constants as C,
+  fchmod,
+  fchown,
+  promises as fsp,
+  fstat,
+  fsync,
+  ftruncate,
+  futimes,
+  open,
+  read,
+  type Stats,
+  write,
+} from 'node:fs';
+import { posix } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { promisify } from 'node:util';
+import { longname, type RequestedAttrs, readAttrs, writeEmptyAttrs, writeStats } from './attrs.js';
+import {
+  ADVERTISED_EXTENSIONS,
+  EXT,
+  FX,
+  FXF,
+  FXP,
+  MAX_PACKET_LENGTH,
+  MAX_READ_LENGTH,
+  MAX_WRITE_LENGTH,
+  SFTP_VERSION,
+  ST_NOSUID,
+  ST_RDONLY,
+  type StatusCode,
+} from './constants.js';
+import { SftpStatusError, toStatus } from './errors.js';
+import { type DirHandle, HandleTable } from './handles.js';
+import { ArrivalOrder } from './ordering.js';
+import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter } from './packet.js';
+import { Confinement } from './paths.js';
+
+export interface SftpLogger {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface SftpServerOptions {
+  /** Directory exported to the client; nothing outside it is reachable. */
+  root: string;
+  /** Refuse every request that would change the filesystem. */
+  readOnly?: boolean;
+  /** Open file and directory handles allowed at once (default 1024). */
+  maxHandles?: number;
+  log?: SftpLogger;
+}
+
+export interface SftpStats {
+  requests: number;
+  bytesRead: number;
+  bytesWritten: number;
+  openHandles: number;
+}
+
+/** Emits 'close' with `{ reason }` once, after every handle has been released. */
+export interface SftpSession extends EventEmitter {
+  close(reason?: string): void;
+  readonly stats: SftpStats;
+}
+
+/** Requests queued or running before input is paused. */
+const MAX_QUEUED_REQUESTS = 256;
+/** Entries per READDIR reply (OpenSSH sends 100). */
+const READDIR_BATCH = 100;
+const DATA_HEADER = 13; // uint32 length, byte type, uint32 id, uint32 data length
+
+const noopLog: SftpLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+const openFd = promisify(open);
+const readFd = promisify(read);
+const writeFd = promisify(write);
+const fstatFd = promisify(fstat);
+const fsyncFd = promisify(fsync);
+const ftruncateFd = promisify(ftruncate);
+const fchmodFd = promisify(fchmod);
+const futimesFd = promisify(futimes);
+const fchownFd = promisify(fchown);
+
+type Reply = Buffer | undefined;
+type Handler = (s: Session, r: PacketReader, id: number) => Promise<Reply>;
+interface Op {
+  name: string;
+  /** Runs concurrently with other concurrent ops (after all earlier exclusive ones). */
+  concurrent?: boolean;
+  /** Refused in read-only mode. */
+  mutates?: boolean;
+  run: Handler;
+}
+
+function status(id: number, code: StatusCode, message: string): Buffer {
+  return new PacketWriter(FXP.STATUS, 16 + message.length).u32(id).u32(code).string(message).string('').finish();
+}
+
+const ok = (id: number) => status(id, FX.OK, 'ok');
+
+function attrsReply(id: number, st: Stats): Buffer {
+  const w = new PacketWriter(FXP.ATTRS, 40).u32(id);
+  writeStats(w, st);
+  return w.finish();
+}
+
+/** A NAME reply with one entry and no attributes (REALPATH, READLINK). */
+function singleName(id: number, name: string): Buffer {
+  const w = new PacketWriter(FXP.NAME, 2 * name.length + 20).u32(id).u32(1).string(name).string(name);
+  writeEmptyAttrs(w);
+  return w.finish();
+}
+
+function readOnlyRefusal(op: string): SftpStatusError {
+  return new SftpStatusError(FX.PERMISSION_DENIED, `${op} refused: the export is read-only`);
+}
+
+class Session extends EventEmitter implements SftpSession {
+  readonly paths: Confinement;
+  readonly handles: HandleTable;
+  readonly readOnly: boolean;
+  readonly maxHandles: number;
+  private readonly log: SftpLogger;
+  private readonly decoder = new FrameDecoder(MAX_PACKET_LENGTH);
+  private readonly order = new ArrivalOrder();
+  private readonly counters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
+  private initialized = false;
+  private closed = false;
+  private queued = 0;
+  private outputBlocked = false;
+  private paused = false;
+
+  constructor(
+    private readonly stream: Duplex,
+    opts: SftpServerOptions,
+  ) {
+    super();
+    this.paths = new Confinement(opts.root);
+    this.readOnly = opts.readOnly ?? false;
+    this.maxHandles = opts.maxHandles ?? 1024;
+    this.handles = new HandleTable(this.maxHandles);
+    this.log = opts.log ?? noopLog;
+    stream.on('data', this.onData);
+    stream.on('drain', this.onDrain);
+    stream.once('end', () => this.close('client closed the stream'));
+    stream.once('close', () => this.close('stream closed'));
+    stream.on('error', (err: Error) => this.close(`stream error: ${err.message}`));
+  }
+
+  get stats(): SftpStats {
+    return { ...this.counters, openHandles: this.handles.size };
+  }
+
+  addRead(n: number): void {
+    this.counters.bytesRead += n;
+  }
+
+  addWritten(n: number): void {
+    this.counters.bytesWritten += n;
+  }
+
+  close(reason = 'closed by server'): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stream.off('data', this.onData);
+    this.log.info({ reason, ...this.stats }, 'sftp session closing');
+    void this.order
+      .idle()
+      .then(() => this.handles.closeAll())
+      .then(() => {
+        if (!this.stream.destroyed) this.stream.end();
+        this.emit('close', { reason });
+      });
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    let packets: Buffer[];
+    try {
+      packets = this.decoder.push(chunk);
+    } catch (err) {
+      const reason = err instanceof FrameLengthError ? err.message : `bad input: ${String(err)}`;
+      this.log.warn({ reason }, 'sftp: closing session on unrecoverable framing error');
+      this.close(reason);
+      return;
+    }
+    for (const p of packets) {
+      if (this.closed) return;
+      this.onPacket(p);
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.outputBlocked = false;
+    this.updateFlow();
+  };
+
+  private onPacket(body: Buffer): void {
+    this.counters.requests++;
+    const type = body[0];
+    if (type === FXP.INIT) {
+      this.onInit(body);
+      return;
+    }
+    if (body.length < 5) {
+      this.close(`packet of type ${type} too short to carry a request id (${body.length} bytes)`);
+      return;
+    }
+    const id = body.readUInt32BE(1);
+    if (!this.initialized) {
+      this.close(`request type ${type} (id ${id}) before SSH_FXP_INIT`);
+      return;
+    }
+    const r = new PacketReader(body.subarray(5));
+    let op: Op | undefined;
+    if (type === FXP.EXTENDED) {
+      let name: string;
+      try {
+        name = r.string();
+      } catch (err) {
+        this.reply(id, 'extended', undefined, err);
+        return;
+      }
+      op = EXTENDED_OPS.get(name);
+      if (!op) {
+        this.send(status(id, FX.OP_UNSUPPORTED, `unsupported extension ${JSON.stringify(name)}`));
+        return;
+      }
+    } else {
+      op = OPS.get(type);
+      if (!op) {
+        this.send(status(id, FX.OP_UNSUPPORTED, `unsupported request type ${type}`));
+        return;
+      }
+    }
+    if (op.mutates && this.readOnly) {
+      this.reply(id, op.name, undefined, readOnlyRefusal(op.name));
+      return;
+    }
+    const run = op.run;
+    const name = op.name;
+    const task = async () => {
+      try {
+        this.reply(id, name, await run(this, r, id));
+      } catch (err) {
+        this.reply(id, name, undefined, err);
+      } finally {
+        this.queued--;
+        this.updateFlow();
+      }
+    };
+    this.queued++;
+    this.updateFlow();
+    if (op.concurrent) this.order.concurrent(task);
+    else this.order.exclusive(task);
+  }
+
+  private onInit(body: Buffer): void {
+    if (this.initialized) {
+      this.log.warn({}, 'sftp: ignoring repeated SSH_FXP_INIT');
+      return;
+    }
+    this.initialized = true;
+    const clientVersion = body.length >= 5 ? body.readUInt32BE(1) : 0;
+    this.log.debug({ clientVersion }, 'sftp session initialised');
+    const w = new PacketWriter(FXP.VERSION, 256).u32(SFTP_VERSION);
+    for (const [name, version] of ADVERTISED_EXTENSIONS) w.string(name).string(version);
+    this.send(w.finish());
+  }
+
+  private reply(id: number, op: string, reply: Reply, err?: unknown): void {
+    if (err === undefined) {
+      if (reply) this.send(reply);
+      return;
+    }
+    const { status: code, message } = toStatus(err);
+    if (code !== FX.NO_SUCH_FILE && code !== FX.EOF) this.log.debug({ op, id, status: code, message }, 'sftp error');
+    this.send(status(id, code, message));
+  }
+
+  private send(packet: Buffer): void {
+    if (!this.stream.writable) return;
+    if (!this.stream.write(packet)) {
+      this.outputBlocked = true;
+      this.updateFlow();
+    }
+  }
+
+  private updateFlow(): void {
+    const shouldPause = !this.closed && (this.outputBlocked || this.queued >= MAX_QUEUED_REQUESTS);
+    if (shouldPause && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    } else if (!shouldPause && this.paused) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+}
+
+// ---- request handlers -------------------------------------------------------------------------------------------
+
+function openFlags(pflags: number): number {
+  const rw = pflags & (FXF.READ | FXF.WRITE);
+  let flags = rw === (FXF.READ | FXF.WRITE) ? C.O_RDWR : rw === FXF.WRITE ? C.O_WRONLY : C.O_RDONLY;
+  if (pflags & FXF.APPEND) flags |= C.O_APPEND;
+  if (pflags & FXF.CREAT) flags |= C.O_CREAT;
+  if (pflags & FXF.TRUNC) flags |= C.O_TRUNC;
+  if (pflags & FXF.EXCL) flags |= C.O_EXCL;
+  // The path is already resolved; a link appearing at the final component now is a race, not something to follow.
+  return flags | C.O_NOFOLLOW;
+}
+
+const MUTATING_OPEN = FXF.WRITE | FXF.APPEND | FXF.CREAT | FXF.TRUNC | FXF.EXCL;
+
+async function opOpen(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const path = r.string();
+  const pflags = r.u32();
+  const attrs = readAttrs(r);
+  if (s.readOnly && pflags & MUTATING_OPEN) throw readOnlyRefusal(`open for writing of ${path}`);
+  s.handles.ensureRoom();
+  // O_CREAT|O_EXCL must fail on an existing link rather than create its target.
+  const exclusive = (pflags & (FXF.CREAT | FXF.EXCL)) === (FXF.CREAT | FXF.EXCL);
+  const host = await s.paths.resolve(path, !exclusive);
+  const fd = await openFd(host, openFlags(pflags), (attrs.mode ?? 0o666) & 0o7777);
+  return handleReply(id, s.handles.add({ kind: 'file', fd, path: host }));
+}
+
+function handleReply(id: number, token: Buffer): Buffer {
+  return new PacketWriter(FXP.HANDLE, 16).u32(id).bytes(token).finish();
+}
+
+async function opClose(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  await s.handles.close(r.bytes());
+  return ok(id);
+}
+
+async function opRead(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const h = s.handles.file(r.bytes());
+  const offset = r.u64();
+  const len = Math.min(r.u32(), MAX_READ_LENGTH);
+  const packet = Buffer.allocUnsafe(DATA_HEADER + len);
+  const { bytesRead } = await readFd(h.fd, packet, DATA_HEADER, len, offset);
+  if (bytesRead === 0) return status(id, FX.EOF, 'end of file');
+  packet.writeUInt32BE(DATA_HEADER - 4 + bytesRead, 0);
+  packet[4] = FXP.DATA;
+  packet.writeUInt32BE(id, 5);
+  packet.writeUInt32BE(bytesRead, 9);
+  s.addRead(bytesRead);
+  return packet.subarray(0, DATA_HEADER + bytesRead);
+}
+
+async function opWrite(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const h = s.handles.file(r.bytes());
+  const offset = r.u64();
+  const data = r.bytes();
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await writeFd(h.fd, data, done, data.length - done, offset + done);
+    done += bytesWritten;
+  }
+  s.addWritten(data.length);
+  return ok(id);
+}
+
+const statOp =
+  (follow: boolean): Handler =>
+  async (s, r, id) => {
+    const host = await s.paths.resolve(r.string(), follow);
+    // lstat even when following: resolve() has already walked the links, and lstat cannot be raced into one.
+    return attrsReply(id, await fsp.lstat(host));
+  };
+
+async function opFstat(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  return attrsReply(id, await fstatFd(s.handles.file(r.bytes()).fd));
+}
+
+/** Applies attributes in OpenSSH's order: size, permissions, times, owner. */
+async function applyAttrs(
+  a: RequestedAttrs,
+  ops: {
+    truncate(size: number): Promise<void>;
+    chmod(mode: number): Promise<void>;
+    utimes(atime: number, mtime: number): Promise<void>;
+    chown(uid: number, gid: number): Promise<void>;
+  },
+): Promise<void> {
+  if (a.size !== undefined) await ops.truncate(a.size);
+  if (a.mode !== undefined) await ops.chmod(a.mode & 0o7777);
+  if (a.atime !== undefined && a.mtime !== undefined) await ops.utimes(a.atime, a.mtime);
+  if (a.uid !== undefined && a.gid !== undefined) await ops.chown(a.uid, a.gid);
+}
+
+async function opSetstat(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const host = await s.paths.resolve(r.string(), true);
+  const attrs = readAttrs(r);
+  await applyAttrs(attrs, {
+    truncate: (size) => fsp.truncate(host, size),
+    chmod: (mode) => fsp.chmod(host, mode),
+    utimes: (at, mt) => fsp.lutimes(host, at, mt),
+    chown: (uid, gid) => fsp.lchown(host, uid, gid),
+  });
+  return ok(id);
+}
+
+async function opLsetstat(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const host = await s.paths.resolve(r.string(), false);
+  const attrs = readAttrs(r);
+  const isLink = (await fsp.lstat(host)).isSymbolicLink();
+  const notOnLink = (what: string) => async () => {
+    if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
+  };
+  await applyAttrs(attrs, {
+    truncate: async (size) => {
+      await notOnLink('truncate')();
+      await fsp.truncate(host, size);
+    },
+    chmod: async (mode) => {
+      await notOnLink('chmod')();
+      await fsp.chmod(host, mode);
+    },
+    utimes: (at, mt) => fsp.lutimes(host, at, mt),
+    chown: (uid, gid) => fsp.lchown(host, uid, gid),
+  });
+  return ok(id);
+}
+
+async function opFsetstat(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const { fd } = s.handles.file(r.bytes());
+  await applyAttrs(readAttrs(r), {
+    truncate: (size) => ftruncateFd(fd, size),
+    chmod: (mode) => fchmodFd(fd, mode),
+    utimes: (at, mt) => futimesFd(fd, at, mt),
+    chown: (uid, gid) => fchownFd(fd, uid, gid),
+  });
+  return ok(id);
+}
+
+async function opOpendir(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const host = await s.paths.resolve(r.string(), true);
+  s.handles.ensureRoom();
+  const dir = await fsp.opendir(host, { bufferSize: READDIR_BATCH });
+  return handleReply(id, s.handles.add({ kind: 'dir', dir, path: host, dotsSent: false, eof: false }));
+}
+
+async function opReaddir(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const h = s.handles.dir(r.bytes());
+  const names: string[] = [];
+  const hostPaths: string[] = [];
+  if (!h.dotsSent) {
+    h.dotsSent = true;
+    names.push('.', '..');
+    hostPaths.push(h.path, parentWithin(s, h));
+  }
+  while (!h.eof && names.length < READDIR_BATCH) {
+    const entry = await h.dir.read();
+    if (entry === null) h.eof = true;
+    else {
+      names.push(entry.name);
+      hostPaths.push(posix.join(h.path, entry.name));
+    }
+  }
+  if (names.length === 0) return status(id, FX.EOF, 'end of directory');
+  // An entry removed between readdir and lstat is simply left out.
+  const stats = await Promise.all(hostPaths.map((p) => fsp.lstat(p).catch(() => null)));
+  const now = Date.now();
+  const w = new PacketWriter(FXP.NAME, names.length * 120).u32(id);
+  w.u32(stats.filter((st) => st !== null).length);
+  names.forEach((name, i) => {
+    const st = stats[i];
+    if (!st) return;
+    w.string(name).string(longname(name, st, now));
+    writeStats(w, st);
+  });
+  return w.finish();
+}
+
+/** The parent of a listed directory, except that the root's '..' is the root itself. */
+function parentWithin(s: Session, h: DirHandle): string {
+  return h.path === s.paths.realRoot ? h.path : posix.dirname(h.path);
+}
+
+const pathOp =
+  (follow: boolean, act: (host: string, r: PacketReader) => Promise<unknown>): Handler =>
+  async (s, r, id) => {
+    await act(await s.paths.resolve(r.string(), follow), r);
+    return ok(id);
+  };
+
+const twoPathOp =
+  (act: (from: string, to: string) => Promise<unknown>): Handler =>
+  async (s, r, id) => {
+    const from = r.string();
+    const to = r.string();
+    await act(await s.paths.resolve(from, false), await s.paths.resolve(to, false));
+    return ok(id);
+  };
+
+/** SFTP v3 RENAME never replaces an existing target (POSIX replacement is posix-rename@openssh.com). */
+async function renameNoReplace(from: string, to: string): Promise<void> {
+  const exists = await fsp.lstat(to).then(
+    () => true,
+    () => false,
+  );
+  if (exists) throw new SftpStatusError(FX.FAILURE, `rename target already exists`);
+  await fsp.rename(from, to);
+}
+
+async function opRealpath(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  return singleName(id, s.paths.toClient(await s.paths.resolve(r.string(), true)));
+}
+
+async function opReadlink(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  return singleName(id, await fsp.readlink(await s.paths.resolve(r.string(), false)));
+}
+
+// OpenSSH (and therefore sshfs) sends SYMLINK as (target, linkpath), the reverse of the draft; tether follows
+// OpenSSH. The target is stored verbatim: it is only ever followed through resolve(), which confines it.
+async function opSymlink(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const target = r.string();
+  const link = await s.paths.resolve(r.string(), false);
+  if (target.includes('\0')) throw new SftpStatusError(FX.BAD_MESSAGE, 'symlink target contains a NUL byte');
+  await fsp.symlink(target, link);
+  return ok(id);
+}
+
+function statvfsReply(id: number, st: BigIntStatsFs, readOnly: boolean): Buffer {
+  const w = new PacketWriter(FXP.EXTENDED_REPLY, 96).u32(id);
+  w.u64(st.bsize).u64(st.bsize).u64(st.blocks).u64(st.bfree).u64(st.bavail);
+  w.u64(st.files).u64(st.ffree).u64(st.ffree).u64(0);
+  w.u64(ST_NOSUID | (readOnly ? ST_RDONLY : 0)).u64(255);
+  return w.finish();
+}
+
+async function opStatvfs(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const host = await s.paths.resolve(r.string(), true);
+  return statvfsReply(id, await fsp.statfs(host, { bigint: true }), s.readOnly);
+}
+
+async function opFstatvfs(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  const h = s.handles.get(r.bytes());
+  return statvfsReply(id, await fsp.statfs(h.path, { bigint: true }), s.readOnly);
+}
+
+async function opFsync(s: Session, r: PacketReader, id: number): Promise<Reply> {
+  await fsyncFd(s.handles.file(r.bytes()).fd);
+  return ok(id);
+}
+
+async function opLimits(s: Session, _r: PacketReader, id: number): Promise<Reply> {
+  const w = new PacketWriter(FXP.EXTENDED_REPLY, 40).u32(id);
+  return w.u64(MAX_PACKET_LENGTH).u64(MAX_READ_LENGTH).u64(MAX_WRITE_LENGTH).u64(s.maxHandles).finish();
+}
+
+const OPS = new Map<number, Op>([
+  [FXP.OPEN, { name: 'open', run: opOpen }],
+  [FXP.CLOSE, { name: 'close', run: opClose }],
+  [FXP.READ, { name: 'read', concurrent: true, run: opRead }],
+  [FXP.WRITE, { name: 'write', mutates: true, run: opWrite }],
+  [FXP.LSTAT, { name: 'lstat', concurrent: true, run: statOp(false) }],
+  [FXP.STAT, { name: 'stat', concurrent: true, run: statOp(true) }],
+  [FXP.FSTAT, { name: 'fstat', concurrent: true, run: opFstat }],
+  [FXP.SETSTAT, { name: 'setstat', mutates: true, run: opSetstat }],
+  [FXP.FSETSTAT, { name: 'fsetstat', mutates: true, run: opFsetstat }],
+  [FXP.OPENDIR, { name: 'opendir', run: opOpendir }],
+  [FXP.READDIR, { name: 'readdir', run: opReaddir }],
+  [FXP.REMOVE, { name: 'remove', mutates: true, run: pathOp(false, (p) => fsp.unlink(p)) }],
+  [FXP.MKDIR, { name: 'mkdir', mutates: true, run: pathOp(false, (p, r) => fsp.mkdir(p, mkdirMode(r))) }],
+  [FXP.RMDIR, { name: 'rmdir', mutates: true, run: pathOp(false, (p) => fsp.rmdir(p)) }],
+  [FXP.REALPATH, { name: 'realpath', concurrent: true, run: opRealpath }],
+  [FXP.RENAME, { name: 'rename', mutates: true, run: twoPathOp(renameNoReplace) }],
+  [FXP.READLINK, { name: 'readlink', concurrent: true, run: opReadlink }],
+  [FXP.SYMLINK, { name: 'symlink', mutates: true, run: opSymlink }],
+]);
+
+function mkdirMode(r: PacketReader): number {
+  return (readAttrs(r).mode ?? 0o777) & 0o7777;
+}
+
+const EXTENDED_OPS = new Map<string, Op>([
+  [EXT.POSIX_RENAME, { name: EXT.POSIX_RENAME, mutates: true, run: twoPathOp((a, b) => fsp.rename(a, b)) }],
+  [EXT.HARDLINK, { name: EXT.HARDLINK, mutates: true, run: twoPathOp((a, b) => fsp.link(a, b)) }],
+  [EXT.LSETSTAT, { name: EXT.LSETSTAT, mutates: true, run: opLsetstat }],
+  [EXT.STATVFS, { name: EXT.STATVFS, concurrent: true, run: opStatvfs }],
+  [EXT.FSTATVFS, { name: EXT.FSTATVFS, concurrent: true, run: opFstatvfs }],
+  [EXT.FSYNC, { name: EXT.FSYNC, run: opFsync }],
+  [EXT.LIMITS, { name: EXT.LIMITS, concurrent: true, run: opLimits }],
+]);
+
+/**
+ * Serves SFTP v3 on `stream` until it ends or close() is called. Throws only if `opts.root` does not exist.
+ */
+export function serveSftp(stream: Duplex, opts: SftpServerOptions): SftpSession {
+  return new Session(stream, opts);
+}
