@@ -52,15 +52,16 @@ export function writeEmptyAttrs(w: PacketWriter): void {
   w.u32(0);
 }
 
-const TYPE_CHARS: Record<number, string> = {
-  26411: 's',
-  21609: 'l',
-  16807: '-',
-  14406: 'b',
-  9604: 'd',
-  4802: 'c',
-  2401: 'p',
-};
+// A Map, not an object literal: numeric object keys get rewritten by the formatter.
+const TYPE_CHARS = new Map<number, string>([
+  [0o140000, 's'],
+  [0o120000, 'l'],
+  [0o100000, '-'],
+  [0o060000, 'b'],
+  [0o040000, 'd'],
+  [0o020000, 'c'],
+  [0o010000, 'p'],
+]);
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const SIX_MONTHS_MS = 182 * 24 * 3600 * 1000;
 
@@ -70,7 +71,7 @@ function permString(mode: number): string {
     (bits & 2 ? 'w' : '-') +
     (special ? (bits & 1 ? specialChar : specialChar.toUpperCase()) : bits & 1 ? 'x' : '-');
   return (
-    (TYPE_CHARS[mode & 0o170000] ?? '?') +
+    (TYPE_CHARS.get(mode & 0o170000) ?? '?') +
     rwx((mode >> 6) & 7, (mode & 0o4000) !== 0, 's') +
     rwx((mode >> 3) & 7, (mode & 0o2000) !== 0, 's') +
     rwx(mode & 7, (mode & 0o1000) !== 0, 't')
