@@ -47,7 +47,7 @@ type PortPollerEvents = { delta: [PortDelta]; error: [Error] };
 
 // Smoothing of the measured scan cost: rise quickly when scans get expensive, relax slowly when they get cheap.
 const COST_RISE = 0.5;
-const COST_FALL = 0.2;
+const COST_FALL = 0.3;
 
 export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly minIntervalMs: number;
@@ -137,6 +137,8 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private account(costMs: number): void {
     this.scans++;
     this.lastScanMs = costMs;
+    // The first scan attributes everything already listening: a one-off cost that says nothing about later ticks.
+    if (this.scans === 1) return;
     const alpha = costMs > this.smoothedCostMs ? COST_RISE : COST_FALL;
     this.smoothedCostMs += alpha * (costMs - this.smoothedCostMs);
     const wanted = this.smoothedCostMs / this.targetCpu;

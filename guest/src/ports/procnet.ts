@@ -13,6 +13,10 @@ import type { Listener } from './types.js';
 const TCP_LISTEN = 0x0a;
 const UDP_UNCONNECTED = 0x07; // TCP_CLOSE: a UDP socket with no peer
 const NEWLINE = 0x0a;
+// A /proc/net read fills the kernel's seq_file buffer (at least a 4 KiB page) up to the last whole row that fits
+// (rows are under 200 bytes), so a read that returns less than this was cut short by the end of the table. Knowing
+// that saves the final empty read, which costs the kernel a second walk of the whole established-socket hash.
+const SEQ_FULL_READ_MIN = 4096 - 512;
 const COLON = 0x3a;
 // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode
 const FIELDS = 10;
@@ -81,7 +85,8 @@ export class ProcNetScanner {
       let carry = 0;
       for (;;) {
         if (carry === this.buf.length) this.grow();
-        const n = readSync(fd, this.buf, carry, Math.min(this.chunkSize, this.buf.length - carry), null);
+        const wanted = Math.min(this.chunkSize, this.buf.length - carry);
+        const n = readSync(fd, this.buf, carry, wanted, null);
         const end = carry + n;
         let lineStart = 0;
         for (;;) {
@@ -90,7 +95,7 @@ export class ProcNetScanner {
           if (!this.parseLine(lineStart, nl, table, out)) return out;
           lineStart = nl + 1;
         }
-        if (n === 0) {
+        if (n === 0 || n < Math.min(wanted, SEQ_FULL_READ_MIN)) {
           if (lineStart < end) this.parseLine(lineStart, end, table, out);
           return out;
         }

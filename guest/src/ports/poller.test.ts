@@ -1,0 +1,316 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { type AddressInfo, createServer, type Server } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type PortDelta, PortPoller, scanOnce } from './poller.js';
+import { type Listener, listenerKey } from './types.js';
+
+// Real kernel sockets in whatever network namespace the test runs in; every socket below is bound to loopback or a
+// wildcard address and receives no traffic.
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function listenTcp(host: string, options: { ipv6Only?: boolean; port?: number } = {}): Promise<Server> {
+  const server = createServer();
+  server.listen({ host, port: options.port ?? 0, ipv6Only: options.ipv6Only });
+  await once(server, 'listening');
+  cleanups.push(() => closeTcp(server));
+  return server;
+}
+
+async function closeTcp(server: Server): Promise<void> {
+  if (server.listening) await new Promise((resolve) => server.close(resolve));
+}
+
+async function bindUdp(type: 'udp4' | 'udp6', address: string): Promise<UdpSocket> {
+  const socket = createSocket({ type, ipv6Only: type === 'udp6' });
+  socket.bind(0, address);
+  await once(socket, 'listening');
+  cleanups.push(() => closeUdp(socket));
+  return socket;
+}
+
+async function closeUdp(socket: UdpSocket): Promise<void> {
+  await new Promise<void>((resolve) => {
+    try {
+      socket.close(() => resolve());
+    } catch {
+      resolve(); // already closed
+    }
+  });
+}
+
+function portOf(s: Server | UdpSocket): number {
+  return (s.address() as AddressInfo).port;
+}
+
+/** A poller that reports this process's own sockets, which is what these tests create. */
+function newPoller(): PortPoller {
+  return new PortPoller({ excludeSelf: false });
+}
+
+function find(poller: PortPoller, proto: Listener['proto'], ip: string, port: number): Listener | undefined {
+  return poller.snapshot().listeners.find((l) => listenerKey(l) === listenerKey({ proto, ip, port }));
+}
+
+async function until<T>(what: string, probe: () => T | undefined | null | false, deadlineMs = 10_000): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const value = probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('PortPoller on real sockets', () => {
+  it.each([
+    { host: '127.0.0.1', ip: '127.0.0.1', family: 4 },
+    { host: '0.0.0.0', ip: '0.0.0.0', family: 4 },
+    { host: '::1', ip: '::1', family: 6 },
+    { host: '::', ip: '::', family: 6, ipv6Only: true },
+    { host: '::', ip: '::', family: 6, ipv6Only: false }, // dual-stack: listed once, in tcp6
+    { host: '::ffff:127.0.0.1', ip: '::ffff:127.0.0.1', family: 6 },
+  ])(
+    'TCP $host (ipv6Only $ipv6Only) appears as $ip and disappears after close',
+    async ({ host, ip, family, ipv6Only }) => {
+      const poller = newPoller();
+      poller.scanNow();
+      const server = await listenTcp(host, { ipv6Only });
+      const port = portOf(server);
+
+      const delta = poller.scanNow();
+      const added = delta?.added.find((l) => l.port === port && l.ip === ip);
+      expect(added).toMatchObject({ proto: 'tcp', family, ip, port, uid: process.getuid?.() ?? 0, pid: process.pid });
+      expect(added?.inode).toBeGreaterThan(0);
+      expect(added?.command).toContain('node');
+      expect(find(poller, 'tcp', ip, port)).toBeDefined();
+
+      await closeTcp(server);
+      const after = poller.scanNow();
+      expect(after?.removed.map(listenerKey)).toContain(`tcp/${ip}/${port}`);
+      expect(find(poller, 'tcp', ip, port)).toBeUndefined();
+    },
+  );
+
+  it.each([
+    { type: 'udp4' as const, address: '127.0.0.1', family: 4 },
+    { type: 'udp4' as const, address: '0.0.0.0', family: 4 },
+    { type: 'udp6' as const, address: '::1', family: 6 },
+    { type: 'udp6' as const, address: '::', family: 6 },
+  ])('UDP $type $address appears and disappears after close', async ({ type, address, family }) => {
+    const poller = newPoller();
+    poller.scanNow();
+    const socket = await bindUdp(type, address);
+    const port = portOf(socket);
+
+    poller.scanNow();
+    expect(find(poller, 'udp', address, port)).toMatchObject({ proto: 'udp', family, ip: address, port });
+
+    await closeUdp(socket);
+    poller.scanNow();
+    expect(find(poller, 'udp', address, port)).toBeUndefined();
+  });
+
+  it('does not report a connected UDP socket', async () => {
+    const socket = await bindUdp('udp4', '127.0.0.1');
+    const port = portOf(socket);
+    expect(scanOnce().some((l) => l.proto === 'udp' && l.port === port)).toBe(true);
+    socket.connect(9, '127.0.0.1');
+    await once(socket, 'connect');
+    expect(scanOnce().some((l) => l.proto === 'udp' && l.port === port)).toBe(false);
+  });
+
+  it('leaves no stale entry for a listener opened and closed between scans', async () => {
+    const poller = newPoller();
+    poller.scanNow();
+    const server = await listenTcp('127.0.0.1');
+    const port = portOf(server);
+    await closeTcp(server);
+    const delta = poller.scanNow();
+    expect(delta?.added.some((l) => l.port === port) ?? false).toBe(false);
+    expect(find(poller, 'tcp', '127.0.0.1', port)).toBeUndefined();
+  });
+
+  it('reports a socket replaced on the same address as removed and added', async () => {
+    const poller = newPoller();
+    const first = await listenTcp('127.0.0.1');
+    const port = portOf(first);
+    poller.scanNow();
+    const before = find(poller, 'tcp', '127.0.0.1', port);
+    await closeTcp(first);
+    await listenTcp('127.0.0.1', { port });
+    const delta = poller.scanNow();
+    const key = `tcp/127.0.0.1/${port}`;
+    expect(delta?.removed.find((l) => listenerKey(l) === key)?.inode).toBe(before?.inode);
+    const added = delta?.added.find((l) => listenerKey(l) === key);
+    expect(added?.inode).not.toBe(before?.inode);
+    expect(find(poller, 'tcp', '127.0.0.1', port)?.inode).toBe(added?.inode);
+  });
+
+  it('reports 1,000 new listeners in one delta, and nothing when nothing changed', async () => {
+    const poller = newPoller();
+    poller.scanNow();
+    const servers = await Promise.all(Array.from({ length: 1000 }, () => listenTcp('127.0.0.1')));
+    const ports = new Set(servers.map(portOf));
+
+    const seqBefore = poller.snapshot().seq;
+    const delta = poller.scanNow();
+    expect(delta?.seq).toBe(seqBefore + 1);
+    const ours = delta?.added.filter((l) => l.ip === '127.0.0.1' && ports.has(l.port)) ?? [];
+    expect(ours).toHaveLength(1000);
+    expect(ours.every((l) => l.pid === process.pid)).toBe(true);
+
+    // Other tests' sockets may come and go; ours must not be reported again.
+    const again = poller.scanNow();
+    expect(again?.added.some((l) => l.ip === '127.0.0.1' && ports.has(l.port)) ?? false).toBe(false);
+
+    await Promise.all(servers.map(closeTcp));
+    const gone = poller.scanNow();
+    expect(gone?.removed.filter((l) => l.ip === '127.0.0.1' && ports.has(l.port))).toHaveLength(1000);
+  });
+
+  it('collapses SO_REUSEPORT duplicates into one listener', async () => {
+    const a = createSocket({ type: 'udp4', reuseAddr: true });
+    const b = createSocket({ type: 'udp4', reuseAddr: true });
+    cleanups.push(
+      () => closeUdp(a),
+      () => closeUdp(b),
+    );
+    a.bind(0, '127.0.0.1');
+    await once(a, 'listening');
+    b.bind(portOf(a), '127.0.0.1');
+    await once(b, 'listening');
+    const matches = scanOnce().filter((l) => l.proto === 'udp' && l.port === portOf(a));
+    expect(matches).toHaveLength(1);
+  });
+
+  const python = ['/usr/bin/python3', '/usr/local/bin/python3'].find((p) => existsSync(p));
+  it.skipIf(!python)('attributes a child process listener to its pid and command line', async () => {
+    const probe = await listenTcp('127.0.0.1');
+    const port = portOf(probe);
+    await closeTcp(probe);
+    const child: ChildProcess = spawn(python as string, ['-m', 'http.server', '--bind', '127.0.0.1', String(port)], {
+      stdio: 'ignore',
+    });
+    cleanups.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill();
+        await once(child, 'exit');
+      }
+    });
+
+    const poller = new PortPoller({ excludeSelf: true });
+    const listener = await until('http.server to listen', () => {
+      poller.scanNow();
+      return find(poller, 'tcp', '127.0.0.1', port);
+    });
+    expect(listener.pid).toBe(child.pid);
+    expect(listener.command).toContain('http.server');
+    expect(listener.command).toContain(String(port));
+  });
+
+  it('excludes its own process listeners when excludeSelf is on, and inodes from excludeInodes', async () => {
+    const own = await listenTcp('127.0.0.1');
+    const ownPort = portOf(own);
+    const other = await listenTcp('127.0.0.1');
+    const otherPort = portOf(other);
+    const otherInode = scanOnce().find((l) => l.port === otherPort)?.inode;
+    expect(otherInode).toBeGreaterThan(0);
+
+    const excluding = new PortPoller({ excludeSelf: true });
+    excluding.scanNow();
+    expect(find(excluding, 'tcp', '127.0.0.1', ownPort)).toBeUndefined();
+    expect(excluding.scanNow()?.added.some((l) => l.port === ownPort) ?? false).toBe(false);
+
+    const byInode = new PortPoller({ excludeSelf: false, excludeInodes: () => new Set([otherInode as number]) });
+    byInode.scanNow();
+    expect(find(byInode, 'tcp', '127.0.0.1', ownPort)).toBeDefined();
+    expect(find(byInode, 'tcp', '127.0.0.1', otherPort)).toBeUndefined();
+
+    const including = newPoller();
+    including.scanNow();
+    expect(find(including, 'tcp', '127.0.0.1', ownPort)?.pid).toBe(process.pid);
+  });
+
+  it('emits deltas from its own timer once started', async () => {
+    const poller = newPoller();
+    const deltas: PortDelta[] = [];
+    poller.on('delta', (d) => deltas.push(d));
+    poller.start();
+    cleanups.push(() => poller.stop());
+    await until('first scan', () => poller.stats().scans > 0);
+    const server = await listenTcp('::1');
+    const port = portOf(server);
+    const delta = await until('a delta with the new listener', () =>
+      deltas.find((d) => d.added.some((l) => l.ip === '::1' && l.port === port)),
+    );
+    expect(delta.seq).toBeLessThanOrEqual(poller.snapshot().seq);
+    expect(deltas.map((d) => d.seq)).toEqual(deltas.map((_, i) => i + 1));
+    poller.stop();
+    expect(poller.running).toBe(false);
+  });
+});
+
+describe('PortPoller interval adaptation', () => {
+  function fakeClock(costMs: { value: number }): () => number {
+    let now = 0;
+    let calls = 0;
+    // Called once before and once after each scan: the gap between them is the scan's cost.
+    return () => {
+      if (calls++ % 2 === 1) now += costMs.value;
+      return now;
+    };
+  }
+
+  it('grows the interval when scans are expensive and relaxes it when they get cheap', () => {
+    const cost = { value: 5 };
+    const poller = new PortPoller({
+      excludeSelf: false,
+      clock: fakeClock(cost),
+      minIntervalMs: 100,
+      maxIntervalMs: 2000,
+    });
+    poller.scanNow(); // the first scan's cost is a one-off (it attributes everything) and is not counted
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 5, scans: 1 });
+    const intervals: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      poller.scanNow();
+      intervals.push(poller.stats().intervalMs);
+    }
+    expect(poller.stats().lastScanMs).toBe(5);
+    // 5 ms per scan at 0.5% of a core asks for 1 s between scans; smoothing approaches it from below.
+    expect(intervals[0]).toBeGreaterThan(100);
+    for (let i = 1; i < intervals.length; i++) expect(intervals[i]).toBeGreaterThan(intervals[i - 1]);
+    expect(intervals[5]).toBeGreaterThan(900);
+    expect(intervals[5]).toBeLessThanOrEqual(1000);
+
+    cost.value = 0.125;
+    const slow = poller.stats().intervalMs;
+    poller.scanNow();
+    expect(poller.stats().intervalMs).toBeLessThan(slow);
+    for (let i = 0; i < 50; i++) poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 0.125, scans: 58 });
+  });
+
+  it('caps the interval at the maximum', () => {
+    const poller = new PortPoller({ excludeSelf: false, clock: fakeClock({ value: 50 }), maxIntervalMs: 2000 });
+    poller.scanNow();
+    poller.scanNow();
+    poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 2000, lastScanMs: 50, scans: 3 });
+  });
+
+  it('stays at the minimum interval when scans are cheap', () => {
+    const poller = new PortPoller({ excludeSelf: false, clock: fakeClock({ value: 0.1 }), minIntervalMs: 100 });
+    for (let i = 0; i < 10; i++) {
+      poller.scanNow();
+      expect(poller.stats().intervalMs).toBe(100);
+    }
+  });
+});
