@@ -1,0 +1,269 @@
+// Loading tether.yaml: YAML parsing, validation against the schema, `~` expansion and default mounts, and writing a
+// first tether.yaml from `tether up` flags. Every error names the file, the line:column when known, the key path,
+// the bad value and what was expected. The shape itself lives in schema.ts.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { Config, MountConfig, PortRule, SocketRule } from './schema.js';
+
+/** A config after loading: paths expanded, mounts defaulted. */
+export type LoadedConfig = Config & { mounts: MountConfig[] };
+
+/** Mounts used when tether.yaml has no `mounts` key: the host's home directory, read-only. */
+export const DEFAULT_MOUNTS = [{ location: '~', writable: false }] as const;
+
+/** One problem in a config file; `message` is the full one-line description. */
+export interface ConfigProblem {
+  path: string;
+  line: number | null;
+  column: number | null;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(problems.map((p) => p.message).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(file: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(file, [
+      { path: '', line: null, column: null, message: `${file}: cannot read: ${e.message}` },
+    ]);
+  }
+  return parseConfig(text, file);
+}
+
+/** Parses and validates config text; `file` is used in messages and as the base for relative paths. */
+export function parseConfig(text: string, file: string): LoadedConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
+        return {
+          path: '',
+          line: pos?.line ?? null,
+          column: pos?.col ?? null,
+          message: `${where}: YAML syntax error: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`,
+        };
+      }),
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const result = Config.safeParse(raw, { reportInput: true });
+  if (!result.success) {
+    const issues = portForwardIssues(result.error.issues, raw);
+    const problems = issues.flatMap((issue) => describeIssue(issue, raw, doc, lines, file));
+    throw new ConfigError(file, problems);
+  }
+  return finish(result.data, dirname(resolve(file)));
+}
+
+type Issue = z.core.$ZodIssue;
+type Key = PropertyKey;
+
+/**
+ * A portForwards entry is a socket rule or a port rule; zod reports a failed union against whichever branch it
+ * liked best, which can be the wrong one ("unknown key guestSocket"). Re-check each failing entry against the shape
+ * it was meant to be: a socket rule when it names guestSocket or hostSocket.
+ */
+function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
+  const entries = (raw as { portForwards?: unknown }).portForwards;
+  if (!Array.isArray(entries)) return issues;
+  const failing = new Set(
+    issues.filter((i) => i.path[0] === 'portForwards' && typeof i.path[1] === 'number').map((i) => i.path[1] as number),
+  );
+  const rest = issues.filter((i) => !(i.path[0] === 'portForwards' && failing.has(i.path[1] as number)));
+  for (const index of failing) {
+    const entry = entries[index];
+    const isSocket = entry !== null && typeof entry === 'object' && ('guestSocket' in entry || 'hostSocket' in entry);
+    const r = (isSocket ? SocketRule : PortRule).safeParse(entry, { reportInput: true });
+    for (const i of r.error?.issues ?? []) rest.push({ ...i, path: ['portForwards', index, ...i.path] } as Issue);
+  }
+  return rest;
+}
+
+function describeIssue(issue: Issue, raw: unknown, doc: Document, lines: LineCounter, file: string): ConfigProblem[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => {
+      const path = [...issue.path, key];
+      return problem(file, path, locate(doc, lines, path, true), `unknown key (not part of tether.yaml's schema)`);
+    });
+  }
+  const path = issue.path;
+  const present = hasPath(raw, path);
+  const value = present ? valueAt(raw, path) : undefined;
+  const got = present ? `got ${show(value)}` : 'missing';
+  return [problem(file, path, locate(doc, lines, path, false), `${got}; ${expected(issue)}`)];
+}
+
+function expected(issue: Issue): string {
+  const msg = issue.message.replace(/^Invalid input: /, '').replace(/^(Too (big|small)|Invalid option): /, '');
+  return msg.startsWith('expected') ? msg : `expected: ${msg}`;
+}
+
+function problem(file: string, path: readonly Key[], pos: [number, number] | null, what: string): ConfigProblem {
+  const p = formatPath(path);
+  const where = pos ? `${file}:${pos[0]}:${pos[1]}` : file;
+  return {
+    path: p,
+    line: pos?.[0] ?? null,
+    column: pos?.[1] ?? null,
+    message: `${where}: ${p || '(top level)'}: ${what}`,
+  };
+}
+
+/** `portForwards[2].hostPortRange` */
+export function formatPath(path: readonly Key[]): string {
+  return path.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join('');
+}
+
+function hasPath(raw: unknown, path: readonly Key[]): boolean {
+  let cur = raw;
+  for (const k of path) {
+    if (cur === null || typeof cur !== 'object' || !(k in (cur as object))) return false;
+    cur = (cur as Record<Key, unknown>)[k];
+  }
+  return true;
+}
+
+function valueAt(raw: unknown, path: readonly Key[]): unknown {
+  return path.reduce<unknown>((cur, k) => (cur as Record<Key, unknown>)[k], raw);
+}
+
+function show(value: unknown): string {
+  const s = JSON.stringify(value);
+  if (s === undefined) return String(value);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/** Line and column of the value at `path` (or of its key), else of the nearest parent that exists. */
+function locate(doc: Document, lines: LineCounter, path: readonly Key[], keyOf: boolean): [number, number] | null {
+  for (let n = path.length; n >= 0; n--) {
+    const sub = path.slice(0, n);
+    const node =
+      n === 0
+        ? doc.contents
+        : keyOf && n === path.length
+          ? keyNode(doc, sub.slice(0, -1), sub[n - 1])
+          : doc.getIn(sub, true);
+    const range = (node as Node | null | undefined)?.range;
+    if (range) {
+      const pos = lines.linePos(range[0]);
+      return [pos.line, pos.col];
+    }
+  }
+  return null;
+}
+
+function keyNode(doc: Document, parentPath: readonly Key[], key: Key): unknown {
+  const parent = parentPath.length === 0 ? doc.contents : doc.getIn(parentPath, true);
+  if (isMap(parent)) {
+    const pair = parent.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key);
+    return pair?.key;
+  }
+  return typeof key === 'number' ? doc.getIn([...parentPath, key], true) : undefined;
+}
+
+/** `~` and `~/x` → the host user's home; relative paths are taken from the config file's directory. */
+export function expandHome(p: string, base?: string): string {
+  if (p === '~') return homedir();
+  if (p.startsWith('~/')) return join(homedir(), p.slice(2));
+  if (base !== undefined && !isAbsolute(p)) return resolve(base, p);
+  return p;
+}
+
+function finish(config: Config, base: string): LoadedConfig {
+  const mounts = (config.mounts ?? DEFAULT_MOUNTS.map((m) => MountConfig.parse(m))).map((m) => {
+    const location = expandHome(m.location, base);
+    return { ...m, location, mountPoint: m.mountPoint ?? location };
+  });
+  return {
+    ...config,
+    ssh: { ...config.ssh, identityFile: config.ssh.identityFile && expandHome(config.ssh.identityFile, base) },
+    portForwards: config.portForwards.map((r) =>
+      'guestSocket' in r && r.hostSocket !== undefined ? { ...r, hostSocket: expandHome(r.hostSocket, base) } : r,
+    ),
+    mounts,
+  };
+}
+
+// ── writing ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+/** What `tether up` flags can say about a new or existing instance. */
+export interface ConfigOverrides {
+  host?: string;
+  port?: number;
+  user?: string;
+  identityFile?: string;
+}
+
+const HEADER = `tether instance config. Every key, its default and meaning: README, "Configuration".
+Edit and run \`tether down NAME && tether up NAME\` to apply.`;
+
+/** Writes a first tether.yaml from `up` flags, with comments explaining the keys a user edits most. */
+export function writeInitialConfig(file: string, o: ConfigOverrides & { user: string }): void {
+  const ssh: Record<string, unknown> = { host: o.host ?? '127.0.0.1', port: o.port ?? 22, user: o.user };
+  if (o.identityFile) ssh.identityFile = o.identityFile;
+  const doc = new Document({
+    ssh,
+    guestAgent: { socket: '/run/tether/agent.sock', provision: 'auto' },
+    portForwards: [],
+  });
+  doc.commentBefore = ` ${HEADER.replaceAll('\n', '\n ')}`;
+  comment(doc, 'ssh', ' How to reach the VM (key auth; ssh-agent is used too when SSH_AUTH_SOCK is set).');
+  comment(
+    doc,
+    'guestAgent',
+    ' tether-guest inside the VM. provision: auto uploads, installs and starts it when missing or outdated;\n' +
+      ' never expects it to run already.',
+  );
+  comment(
+    doc,
+    'portForwards',
+    ' Rules for guest listeners, first match wins (Lima semantics), e.g.\n' +
+      '   - guestPortRange: [8000, 8100]\n     hostPortRange: [18000, 18100]\n' +
+      '   - guestPort: 22\n     ignore: true\n' +
+      '   - guestSocket: /var/run/docker.sock\n' +
+      ' Default: every guest port on loopback or wildcard appears on host 127.0.0.1 and ::1 at the same port.',
+  );
+  doc.comment =
+    ' mounts: host directories mounted in the guest at the same path. Absent: your home directory, read-only.\n' +
+    ' An empty list disables mounts.\n mounts:\n   - location: "~"\n     writable: false';
+  writeFileSync(file, doc.toString({ lineWidth: 0 }), { mode: 0o600 });
+}
+
+function comment(doc: Document, key: string, text: string): void {
+  const map = doc.contents;
+  if (!isMap(map)) return;
+  const pair = map.items.find((p) => isScalar(p.key) && p.key.value === key);
+  if (pair && isScalar(pair.key)) pair.key.commentBefore = text;
+}
+
+/** Applies `up` flags to an existing tether.yaml, keeping its comments and layout. */
+export function updateConfigFile(file: string, o: ConfigOverrides): boolean {
+  const doc = parseDocument(readFileSync(file, 'utf8'));
+  let changed = false;
+  for (const [key, value] of Object.entries(o)) {
+    if (value === undefined || doc.getIn(['ssh', key]) === value) continue;
+    doc.setIn(['ssh', key], value);
+    changed = true;
+  }
+  if (changed) writeFileSync(file, doc.toString({ lineWidth: 0 }), { mode: 0o600 });
+  return changed;
+}

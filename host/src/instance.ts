@@ -1,0 +1,106 @@
+// Instance directories: where one VM's config, control socket, pid file, logs and pinned host key live
+// ($TETHER_HOME/NAME, default ~/.tether/NAME). Owns naming rules, paths, the pid file and listing instances; it
+// never talks to a running agent (that is control/client.ts).
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { CURRENT_LOG } from './log.js';
+
+const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export interface InstancePaths {
+  name: string;
+  dir: string;
+  config: string;
+  socket: string;
+  pidFile: string;
+  logs: string;
+  currentLog: string;
+  /** Output of the detached agent process itself (crashes before the logger exists land here). */
+  stdioLog: string;
+  hostKey: string;
+}
+
+export function tetherHome(): string {
+  const env = process.env.TETHER_HOME;
+  return resolve(env && env.length > 0 ? env : join(homedir(), '.tether'));
+}
+
+/** Throws a one-line error when `name` cannot be an instance name. */
+export function validateInstanceName(name: string): string {
+  if (!NAME_RE.test(name))
+    throw new Error(
+      `invalid instance name ${JSON.stringify(name)}: expected 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit`,
+    );
+  return name;
+}
+
+export function instancePaths(name: string, home = tetherHome()): InstancePaths {
+  const dir = join(home, validateInstanceName(name));
+  const logs = join(dir, 'logs');
+  return {
+    name,
+    dir,
+    config: join(dir, 'tether.yaml'),
+    socket: join(dir, 'ha.sock'),
+    pidFile: join(dir, 'ha.pid'),
+    logs,
+    currentLog: join(logs, CURRENT_LOG),
+    stdioLog: join(logs, 'agent.stdio.log'),
+    hostKey: join(dir, 'host_key'),
+  };
+}
+
+/** Creates the instance directory (0700: it holds the control socket) and its logs directory. */
+export function ensureInstanceDir(paths: InstancePaths): void {
+  mkdirSync(paths.logs, { recursive: true, mode: 0o700 });
+  chmodSync(paths.dir, 0o700);
+}
+
+export function instanceExists(paths: InstancePaths): boolean {
+  return existsSync(paths.config);
+}
+
+/** Names of every instance under $TETHER_HOME that has a tether.yaml, sorted. */
+export function listInstances(home = tetherHome()): string[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(home);
+  } catch {
+    return [];
+  }
+  return entries
+    .filter((n) => NAME_RE.test(n) && existsSync(join(home, n, 'tether.yaml')))
+    .filter((n) => statSync(join(home, n)).isDirectory())
+    .sort();
+}
+
+export function writePid(paths: InstancePaths, pid = process.pid): void {
+  writeFileSync(paths.pidFile, `${pid}\n`, { mode: 0o600 });
+}
+
+/** The pid recorded in ha.pid, or null when there is none or it is unreadable. */
+export function readPid(paths: InstancePaths): number | null {
+  try {
+    const pid = Number.parseInt(readFileSync(paths.pidFile, 'utf8').trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the runtime files of a stopped agent (socket and pid file); config, logs and host key stay. */
+export function removeRuntimeFiles(paths: InstancePaths): void {
+  rmSync(paths.socket, { force: true });
+  rmSync(paths.pidFile, { force: true });
+}

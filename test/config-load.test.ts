@@ -1,0 +1,172 @@
+// tether.yaml loading: broken files produce one precise line each (file, line:column, key path, bad value, what was
+// expected); good files get defaults and `~` expansion; `up` writes a file that loads back.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig, updateConfigFile, writeInitialConfig } from '../host/src/config/load.js';
+
+const FILE = '/etc/tether/demo.yaml';
+
+function errorOf(text: string): ConfigError {
+  try {
+    parseConfig(text, FILE);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+const broken: { name: string; text: string; expect: RegExp[] }[] = [
+  {
+    name: 'YAML syntax error with line and column',
+    text: 'ssh:\n  user: a\n  port: [1, 2\n',
+    expect: [/^\/etc\/tether\/demo\.yaml:\d+:\d+: YAML syntax error: /],
+  },
+  {
+    name: 'duplicate key',
+    text: 'ssh:\n  user: a\n  user: b\n',
+    expect: [/demo\.yaml:3:3: YAML syntax error: Map keys must be unique/],
+  },
+  {
+    name: 'missing ssh section',
+    text: 'portForwards: []\n',
+    expect: [/demo\.yaml:1:1: ssh: missing; expected object/],
+  },
+  {
+    name: 'missing ssh.user',
+    text: 'ssh:\n  host: 127.0.0.1\n',
+    expect: [/demo\.yaml:2:3: ssh\.user: missing; expected string/],
+  },
+  {
+    name: 'port out of range names value and bound',
+    text: 'ssh:\n  user: a\n  port: 70000\n',
+    expect: [/demo\.yaml:3:9: ssh\.port: got 70000; expected number to be <=65535/],
+  },
+  {
+    name: 'port of the wrong type',
+    text: 'ssh:\n  user: a\n  port: "22"\n',
+    expect: [/ssh\.port: got "22"; expected number, received string/],
+  },
+  {
+    name: 'unknown top-level key',
+    text: 'ssh:\n  user: a\nportForward: []\n',
+    expect: [/demo\.yaml:3:1: portForward: unknown key/],
+  },
+  {
+    name: 'unknown nested key',
+    text: 'ssh:\n  user: a\n  identity_file: ~/.ssh/id\n',
+    expect: [/demo\.yaml:3:3: ssh\.identity_file: unknown key/],
+  },
+  {
+    name: 'bad enum',
+    text: 'ssh:\n  user: a\nguestAgent:\n  provision: always\n',
+    expect: [/guestAgent\.provision: got "always"; expected one of "auto"\|"never"/],
+  },
+  {
+    name: 'host range not as long as guest range',
+    text:
+      'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n  - guestPort: 81\n' +
+      '  - guestPortRange: [8000, 8010]\n    hostPortRange: [9000, 9005]\n',
+    expect: [
+      /demo\.yaml:7:20: portForwards\[2\]\.hostPortRange: got \[9000,9005\]; expected: host range 9000-9005 must be as long as guest range 8000-8010/,
+    ],
+  },
+  {
+    name: 'bad IP in a rule',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestIP: 10.0.0.300\n',
+    expect: [/portForwards\[0\]\.guestIP: got "10\.0\.0\.300"; expected an IPv4 or IPv6 address/],
+  },
+  {
+    name: 'typo in a port rule key',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n    hostPrt: 8080\n',
+    expect: [/demo\.yaml:5:5: portForwards\[0\]\.hostPrt: unknown key/],
+  },
+  {
+    name: 'socket rule with a bad value',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestSocket: 5\n',
+    expect: [/portForwards\[0\]\.guestSocket: got 5; expected string, received number/],
+  },
+  {
+    name: 'mount with a wrong driver and a missing location',
+    text: 'ssh:\n  user: a\nmounts:\n  - driver: nfs\n',
+    expect: [/mounts\[0\]\.location: missing; expected string/, /mounts\[0\]\.driver: got "nfs"; expected one of/],
+  },
+  {
+    name: 'whole file is a list',
+    text: '- a\n- b\n',
+    expect: [/demo\.yaml:1:1: \(top level\): got \["a","b"\]; expected object, received array/],
+  },
+];
+
+describe('config errors', () => {
+  for (const c of broken) {
+    it(c.name, () => {
+      const err = errorOf(c.text);
+      expect(err.file).toBe(FILE);
+      expect(err.problems.length).toBe(c.expect.length);
+      c.expect.forEach((re, i) => {
+        expect(err.problems.map((p) => p.message).some((m) => re.test(m))).toBe(true);
+        expect(err.problems[i].message.includes('\n')).toBe(false);
+      });
+    });
+  }
+
+  it('names an unreadable file', () => {
+    expect(() => loadConfig('/nonexistent/tether.yaml')).toThrow(/^\/nonexistent\/tether\.yaml: cannot read: ENOENT/);
+  });
+});
+
+describe('config defaults and expansion', () => {
+  it('fills defaults and mounts the home directory read-only when mounts is absent', () => {
+    const c = parseConfig('ssh:\n  user: a\n  identityFile: ~/.ssh/id_ed25519\n', FILE);
+    expect(c.ssh).toMatchObject({ host: '127.0.0.1', port: 22, identityFile: join(homedir(), '.ssh/id_ed25519') });
+    expect(c.guestAgent).toEqual({ socket: '/run/tether/agent.sock', provision: 'auto', installDir: '.tether-guest' });
+    expect(c.mounts).toEqual([
+      expect.objectContaining({ location: homedir(), mountPoint: homedir(), writable: false, driver: 'builtin' }),
+    ]);
+    expect(c.portForwards).toEqual([]);
+    expect(c.maxForwards).toBe(4096);
+  });
+
+  it('keeps an empty mounts list empty and expands hostSocket and relative paths', () => {
+    const c = parseConfig(
+      'ssh:\n  user: a\n  identityFile: keys/id\nmounts: []\nportForwards:\n  - guestSocket: /var/run/docker.sock\n    hostSocket: ~/docker.sock\n',
+      FILE,
+    );
+    expect(c.mounts).toEqual([]);
+    expect(c.ssh.identityFile).toBe('/etc/tether/keys/id');
+    expect(c.portForwards[0]).toEqual({
+      guestSocket: '/var/run/docker.sock',
+      hostSocket: join(homedir(), 'docker.sock'),
+    });
+  });
+});
+
+describe('config written by tether up', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-config-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('writes a commented file that loads back and can be updated in place', () => {
+    const file = join(dir, 'tether.yaml');
+    writeInitialConfig(file, { host: '127.0.0.1', port: 2222, user: 'dev', identityFile: '/keys/id' });
+    const text = readFileSync(file, 'utf8');
+    expect(text).toMatch(/^# tether instance config/);
+    expect(text).toMatch(/# mounts:/);
+    const c = loadConfig(file);
+    expect(c.ssh).toMatchObject({ host: '127.0.0.1', port: 2222, user: 'dev', identityFile: '/keys/id' });
+    expect(c.mounts.length).toBe(1);
+
+    expect(updateConfigFile(file, { port: 2223 })).toBe(true);
+    expect(updateConfigFile(file, { port: 2223 })).toBe(false);
+    expect(loadConfig(file).ssh.port).toBe(2223);
+    expect(readFileSync(file, 'utf8')).toMatch(/# tether instance config/);
+  });
+
+  it('reports a file edited into an invalid state', () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'ssh:\n  user: a\n  keepaliveInterval: -1\n');
+    expect(() => loadConfig(file)).toThrow(`${file}:3:22: ssh.keepaliveInterval: got -1; expected number to be >0`);
+  });
+});
