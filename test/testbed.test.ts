@@ -28,10 +28,9 @@ async function guestListeners(tb: Testbed): Promise<Set<number>> {
   return listeningPorts(stdout);
 }
 
-function spawnHttpServer(tb: Testbed, port: number): ChildProcess {
-  return tb.spawn('/usr/bin/python3', ['-m', 'http.server', '--bind', '127.0.0.1', String(port)], {
-    env: { PYTHONUNBUFFERED: '1' },
-  });
+/** A TCP server in the guest namespace that greets each connection with "hello". */
+function spawnGreeter(tb: Testbed, port: number): ChildProcess {
+  return tb.spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, 'SYSTEM:echo hello']);
 }
 
 function processState(pid: number): string {
@@ -68,7 +67,7 @@ describe.skipIf(!canRunTestbed())('testbed', () => {
       const tb = testbed();
       const guestPort = await freePort();
       expect(guestPort).not.toBe(hostPort);
-      spawnHttpServer(tb, guestPort);
+      spawnGreeter(tb, guestPort);
 
       const ports = await waitFor(
         async () => {
@@ -80,10 +79,8 @@ describe.skipIf(!canRunTestbed())('testbed', () => {
       expect(ports.has(22)).toBe(true);
       expect(ports.has(hostPort)).toBe(false);
 
-      const fetched = await tb.exec(
-        `/usr/bin/python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:${guestPort}/').status)"`,
-      );
-      expect(fetched).toMatchObject({ code: 0, stdout: '200\n' });
+      const greeting = await tb.exec(`socat -u TCP:127.0.0.1:${guestPort} -`);
+      expect(greeting).toMatchObject({ code: 0, stdout: 'hello\n' });
     });
   });
 
@@ -175,7 +172,7 @@ describe.skipIf(!canRunTestbed())('testbed', () => {
       expect(second.hostKeyFingerprint).not.toBe(first.hostKeyFingerprint);
 
       const port = await freePort();
-      const server = spawnHttpServer(second, port);
+      const server = spawnGreeter(second, port);
       await waitFor(async () => (await guestListeners(second)).has(port), { what: `listener ${port} in second` });
       expect((await guestListeners(first)).has(port)).toBe(false);
       expect((await first.ssh('echo first')).stdout).toBe('first\n');
