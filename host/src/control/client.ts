@@ -1,0 +1,142 @@
+// Client of the control API (used by the CLI only): JSON requests over the instance's unix socket and the
+// WebSocket event stream. Turns "nobody listens" into AgentNotRunningError and `{error}` replies into ControlError.
+import { request } from 'node:http';
+import WebSocket from 'ws';
+import type { AgentEvent, ForwardSpec, ForwardView, MountView, StatusView } from '../model.js';
+
+export class AgentNotRunningError extends Error {
+  constructor(
+    readonly socketPath: string,
+    cause: string,
+  ) {
+    super(`the agent is not running (no answer on ${socketPath}: ${cause})`);
+    this.name = 'AgentNotRunningError';
+  }
+}
+
+export class ControlError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ControlError';
+  }
+}
+
+export interface EventSubscription {
+  /** Resolves once the stream is open (events after this point are delivered). */
+  readonly opened: Promise<void>;
+  close(): void;
+}
+
+export class ControlClient {
+  constructor(
+    readonly socketPath: string,
+    private readonly timeoutMs = 10_000,
+  ) {}
+
+  status(): Promise<StatusView> {
+    return this.call('GET', '/v1/status');
+  }
+
+  forwards(): Promise<ForwardView[]> {
+    return this.call('GET', '/v1/forwards');
+  }
+
+  mounts(): Promise<MountView[]> {
+    return this.call('GET', '/v1/mounts');
+  }
+
+  addForward(spec: ForwardSpec): Promise<ForwardView> {
+    return this.call('POST', '/v1/forwards', spec);
+  }
+
+  async removeForward(id: string): Promise<void> {
+    await this.call('DELETE', `/v1/forwards/${encodeURIComponent(id)}`);
+  }
+
+  async shutdown(): Promise<void> {
+    await this.call('POST', '/v1/shutdown');
+  }
+
+  /** Streams AgentEvents to `onEvent`; `onClose` gets a reason when the stream ends (agent gone, error). */
+  events(onEvent: (e: AgentEvent) => void, onClose: (reason: string) => void = () => {}): EventSubscription {
+    const ws = new WebSocket(`ws+unix://${this.socketPath}:/v1/events`);
+    let closed = false;
+    const finish = (reason: string) => {
+      if (closed) return;
+      closed = true;
+      onClose(reason);
+    };
+    const opened = new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
+    });
+    opened.catch(() => {});
+    ws.on('message', (data) => {
+      try {
+        onEvent(JSON.parse(data.toString()) as AgentEvent);
+      } catch {
+        // A malformed event is skipped; the next status poll corrects the picture.
+      }
+    });
+    ws.on('close', (code, reason) => finish(reason.toString() || `event stream closed (code ${code})`));
+    ws.on('error', (err) => finish(err.message));
+    return {
+      opened,
+      close: () => {
+        closed = true;
+        ws.terminate();
+      },
+    };
+  }
+
+  private call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          path,
+          method,
+          timeout: this.timeoutMs,
+          headers: payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : undefined,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = text.length > 0 ? JSON.parse(text) : null;
+            } catch {
+              reject(
+                new ControlError(res.statusCode ?? 0, `${method} ${path}: reply is not JSON: ${text.slice(0, 200)}`),
+              );
+              return;
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 400) {
+              const msg = (parsed as { error?: unknown } | null)?.error;
+              reject(new ControlError(status, typeof msg === 'string' ? msg : `${method} ${path}: HTTP ${status}`));
+            } else resolve(parsed as T);
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no reply within ${this.timeoutMs}ms`)));
+      req.on('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
+      req.end(payload);
+    });
+  }
+
+  private connectError(err: NodeJS.ErrnoException): Error {
+    if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
+      return new AgentNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused');
+    return new Error(`control API on ${this.socketPath}: ${err.message}`);
+  }
+}

@@ -1,0 +1,186 @@
+// The control API of a running host agent: HTTP JSON and a WebSocket event stream on the instance's ha.sock.
+// Depends only on AgentApi (model.ts); it never touches ssh/link/forward/mount. Routes:
+//   GET /v1/status · GET /v1/forwards · POST /v1/forwards · DELETE /v1/forwards/:id · GET /v1/mounts
+//   POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
+// Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 500.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { WebSocketServer } from 'ws';
+import type { Logger } from '../log.js';
+import type { AgentApi, AgentEvent } from '../model.js';
+import { claimSocketPath, restrictSocket } from './socket.js';
+import { parseForwardSpec } from './spec.js';
+
+const MAX_BODY = 64 * 1024;
+/** A WebSocket client that lets this much pile up is too slow to follow events; it is disconnected. */
+const MAX_WS_BUFFER = 4 * 1024 * 1024;
+
+export interface ControlServerOptions {
+  socketPath: string;
+  agent: AgentApi;
+  log: Logger;
+  /** Called for POST /v1/shutdown after the reply is sent; default: agent.stop(). */
+  onShutdown?: (reason: string) => void;
+}
+
+export interface ControlServer {
+  readonly socketPath: string;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
+  const { agent, log, socketPath } = opts;
+  const shutdown =
+    opts.onShutdown ??
+    ((reason: string) => {
+      agent.stop(reason).catch((err: Error) => log.error({ err: err.message }, 'stop after shutdown request failed'));
+    });
+
+  const http = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const status = err instanceof HttpError ? err.status : statusOf(err);
+      const message = err instanceof Error ? err.message : String(err);
+      if (status >= 500) log.error({ method: req.method, url: req.url, err: message }, 'control request failed');
+      send(res, status, { error: message });
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://tether');
+    const route = `${req.method} ${url.pathname}`;
+    log.debug({ route }, 'control request');
+    if (route === 'GET /v1/status') return send(res, 200, agent.status());
+    if (route === 'GET /v1/forwards') return send(res, 200, agent.forwards());
+    if (route === 'GET /v1/mounts') return send(res, 200, agent.mounts());
+    if (route === 'POST /v1/forwards') {
+      let spec: ReturnType<typeof parseForwardSpec>;
+      try {
+        spec = parseForwardSpec(await readJson(req));
+      } catch (err) {
+        throw err instanceof HttpError ? err : new HttpError(400, (err as Error).message);
+      }
+      log.info({ spec }, 'forward added via control API');
+      return send(res, 201, await agent.addForward(spec));
+    }
+    if (req.method === 'DELETE' && url.pathname.startsWith('/v1/forwards/')) {
+      const id = decodeId(url.pathname.slice('/v1/forwards/'.length));
+      if (!agent.forwards().some((f) => f.id === id)) throw new HttpError(404, `no forward with id ${id}`);
+      log.info({ id }, 'forward removed via control API');
+      await agent.removeForward(id);
+      return send(res, 200, { removed: id });
+    }
+    if (route === 'POST /v1/shutdown') {
+      log.info('shutdown requested via control API');
+      send(res, 202, { stopping: true });
+      res.once('finish', () => shutdown('shutdown requested via control API'));
+      return;
+    }
+    const known = ['/v1/status', '/v1/forwards', '/v1/mounts', '/v1/shutdown', '/v1/events'];
+    if (known.includes(url.pathname)) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`);
+    throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
+  }
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    if (new URL(req.url ?? '/', 'http://tether').pathname !== '/v1/events') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const onEvent = (e: AgentEvent) => {
+        if (ws.bufferedAmount > MAX_WS_BUFFER) {
+          log.warn({ buffered: ws.bufferedAmount }, 'event subscriber too slow; disconnecting it');
+          ws.close(1013, 'too slow to follow events');
+          return;
+        }
+        ws.send(JSON.stringify(e));
+      };
+      agent.on('event', onEvent);
+      ws.on('close', () => agent.off('event', onEvent));
+      ws.on('error', () => agent.off('event', onEvent));
+    });
+  });
+
+  // Clients (`forward ls --watch`, `up`) hold connections open; track them so close() does not wait for them.
+  const sockets = new Set<Socket>();
+  http.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+
+  await claimSocketPath(socketPath);
+  await listen(http, socketPath);
+  restrictSocket(socketPath);
+  log.info({ socket: socketPath }, 'control API listening');
+
+  return {
+    socketPath,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const ws of wss.clients) ws.terminate();
+        wss.close();
+        http.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${path}: ${err.message}`)));
+    server.listen(path, () => resolve());
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Maps an error from the agent to a status: `statusCode` when it carries one, else 500. */
+function statusOf(err: unknown): number {
+  const code = (err as { statusCode?: unknown } | null)?.statusCode;
+  return typeof code === 'number' && code >= 400 && code < 600 ? code : 500;
+}
+
+function decodeId(raw: string): string {
+  try {
+    const id = decodeURIComponent(raw);
+    if (id.length === 0) throw new Error('empty');
+    return id;
+  } catch {
+    throw new HttpError(400, `bad forward id in URL: ${raw}`);
+  }
+}
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      // Past the cap the rest is read and dropped, so the client still gets its 413 instead of a reset.
+      if (size > MAX_BODY) reject(new HttpError(413, `request body over ${MAX_BODY} bytes`));
+      else chunks.push(c);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (err) {
+        reject(new HttpError(400, `request body is not JSON: ${(err as Error).message}`));
+      }
+    });
+  });
+}

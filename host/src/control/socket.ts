@@ -1,0 +1,44 @@
+// The control socket file: claiming ha.sock for a new agent (refusing when a live agent answers on it, unlinking a
+// stale one) and restricting it to the owner. Knows nothing of HTTP.
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+
+export class SocketBusyError extends Error {
+  constructor(readonly path: string) {
+    super(`another process is already serving ${path} (is the agent running? try \`tether status\`)`);
+    this.name = 'SocketBusyError';
+  }
+}
+
+/** Whether something accepts connections on the unix socket at `path` (false for a stale or missing socket). */
+export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(path);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+/** Makes `path` free for listening: unlinks a stale socket, throws SocketBusyError when someone answers on it. */
+export async function claimSocketPath(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return; // nothing there
+  }
+  if (!isSocket) throw new Error(`${path} exists and is not a socket; remove it by hand if it is not needed`);
+  if (await socketAnswers(path)) throw new SocketBusyError(path);
+  unlinkSync(path);
+}
+
+/** Owner-only access; the directory (0700) already keeps others out, this covers a socket moved elsewhere. */
+export function restrictSocket(path: string): void {
+  chmodSync(path, 0o600);
+}

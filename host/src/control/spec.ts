@@ -1,0 +1,30 @@
+// Request bodies of the control API, validated at the boundary: a ForwardSpec (POST /v1/forwards).
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import type { ForwardSpec } from '../model.js';
+
+const port = z.number().int().min(1).max(65_535);
+const path = z.string().min(1).max(1024);
+
+export const ForwardSpecSchema = z.union([
+  z
+    .object({
+      proto: z.enum(['tcp', 'udp']),
+      hostIP: z
+        .string()
+        .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address')
+        .optional(),
+      hostPort: port,
+      guestPort: port,
+    })
+    .strict(),
+  z.object({ proto: z.literal('unix'), guestSocket: path, hostSocket: path }).strict(),
+]) satisfies z.ZodType<ForwardSpec>;
+
+/** Parses a ForwardSpec; throws an Error whose message lists every problem as `field: message`. */
+export function parseForwardSpec(body: unknown): ForwardSpec {
+  const r = ForwardSpecSchema.safeParse(body);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`);
+  throw new Error(`invalid forward: ${problems.join('; ')}`);
+}
