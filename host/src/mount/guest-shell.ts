@@ -1,0 +1,57 @@
+// Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
+// output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
+import type { Client, ClientChannel } from 'ssh2';
+
+export interface GuestResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Quotes one word for a POSIX shell. */
+export function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Opens an exec channel; rejects (never throws synchronously) when the client is not connected. */
+export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => {
+    try {
+      client.exec(cmd, { pty: false }, (err, channel) => (err ? reject(err) : resolve(channel)));
+    } catch (err) {
+      reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+}
+
+/** Runs `cmd` in the guest's login shell and collects its output; a command outliving timeoutMs is abandoned. */
+export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000): Promise<GuestResult> {
+  const channel = await openExec(client, cmd);
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    let code = -1;
+    const timer = setTimeout(() => {
+      channel.close();
+      reject(new Error(`guest command timed out after ${timeoutMs}ms: ${cmd}`));
+    }, timeoutMs);
+    channel.setEncoding('utf8');
+    channel.stderr.setEncoding('utf8');
+    channel.on('data', (d: string) => {
+      stdout += d;
+    });
+    channel.stderr.on('data', (d: string) => {
+      stderr += d;
+    });
+    channel.on('exit', (c: number | null, signal?: string) => {
+      code = c ?? (signal ? 128 : -1);
+    });
+    channel.on('error', () => {
+      // The 'close' that follows settles the promise.
+    });
+    channel.on('close', () => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}

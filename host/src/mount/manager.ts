@@ -1,0 +1,163 @@
+// All configured mounts of one VM: mounts them over the agent's SSH client, keeps their states, remounts after a
+// reconnect or an unexpected sshfs exit (capped backoff), runs the host-side watchers that feed the guest's
+// inotify applier, and unmounts cleanly on stop. The agent wiring calls it; it opens no SSH connections itself.
+import type { FsEvents } from '@tether/protocol';
+import type { Client } from 'ssh2';
+import type { MountConfig } from '../config/schema.js';
+import { componentLogger, type Logger } from '../log.js';
+import type { MountView } from '../model.js';
+import { MountWatcher } from '../watch/index.js';
+import { GuestMount } from './mount.js';
+import { checkMountRequirements, type MountRequirement, type RequirementOptions } from './requirements.js';
+
+/** Sends one fs.events batch to the guest agent; false when the link is down (the batch is dropped). */
+export type FsEventSink = (events: FsEvents) => boolean;
+
+export interface MountManagerOptions {
+  /** The agent's root logger; lines are written with component `mount`, `sftp` and `watch`. */
+  logger: Logger;
+  /** Called with a fresh view after every state change of a mount or its watch. */
+  onChange?(view: MountView): void;
+}
+
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
+interface Entry {
+  mount: GuestMount;
+  watcher: MountWatcher | null;
+  retryTimer?: NodeJS.Timeout;
+  retryDelay: number;
+}
+
+export class MountManager {
+  private readonly entries: Entry[];
+  private client: Client | null = null;
+  private notify: FsEventSink = () => false;
+  private stopped = false;
+
+  constructor(
+    readonly mounts: readonly MountConfig[],
+    private readonly opts: MountManagerOptions,
+  ) {
+    this.entries = mounts.map((config) => this.makeEntry(config));
+  }
+
+  /** Boot requirements in the guest (sshfs, user_allow_other, mount points); see requirements.ts. */
+  checkRequirements(client: Client, opts?: RequirementOptions): Promise<MountRequirement[]> {
+    return checkMountRequirements(client, this.mounts, opts);
+  }
+
+  /**
+   * Starts the watchers and mounts everything. Resolves when every mount has settled (mounted or error);
+   * a failed mount does not reject (its view says why, and it is retried).
+   */
+  async start(client: Client, notify: FsEventSink): Promise<void> {
+    this.stopped = false;
+    this.notify = notify;
+    await Promise.all(this.entries.map((e) => e.watcher?.start()));
+    await this.resume(client);
+  }
+
+  /** The SSH connection is gone: every mount becomes `suspended` until resume(). Watchers keep running. */
+  suspend(reason = 'ssh connection lost'): void {
+    this.client = null;
+    for (const e of this.entries) {
+      clearTimeout(e.retryTimer);
+      e.mount.suspend(reason);
+    }
+  }
+
+  /** After a reconnect: clears stale FUSE mounts in the guest and mounts again. `notify` replaces the sink. */
+  async resume(client: Client, notify?: FsEventSink): Promise<void> {
+    if (this.stopped) return;
+    this.client = client;
+    if (notify) this.notify = notify;
+    await Promise.all(this.entries.map((e) => this.mountEntry(e)));
+  }
+
+  /** Unmounts everything in the guest (when still connected) and stops the watchers. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const client = this.client;
+    this.client = null;
+    await Promise.all(
+      this.entries.map(async (e) => {
+        clearTimeout(e.retryTimer);
+        await e.watcher?.close();
+        await e.mount.unmount(client);
+      }),
+    );
+  }
+
+  views(): MountView[] {
+    return this.entries.map((e) => this.view(e));
+  }
+
+  /** Host-side watch counters per mount point (sent, echoes, dropped), for status and tests. */
+  watchCounters(): Record<string, MountWatcher['counters']> {
+    return Object.fromEntries(
+      this.entries.filter((e) => e.watcher).map((e) => [e.mount.mountPoint, { ...(e.watcher?.counters ?? {}) }]),
+    ) as Record<string, MountWatcher['counters']>;
+  }
+
+  private makeEntry(config: MountConfig): Entry {
+    const bindings = { location: config.location, mountPoint: config.mountPoint ?? config.location };
+    const log = componentLogger(this.opts.logger, 'mount', bindings);
+    const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
+    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS };
+    if (config.inotify) {
+      entry.watcher = new MountWatcher({
+        location: config.location,
+        mountPoint: mount.mountPoint,
+        ignore: config.ignore,
+        log: componentLogger(this.opts.logger, 'watch', bindings),
+        send: (batch) => this.client !== null && this.notify(batch),
+        onState: () => this.changed(entry),
+      });
+    }
+    mount.on('state', () => this.changed(entry));
+    mount.on('lost', () => this.scheduleRetry(entry));
+    return entry;
+  }
+
+  private async mountEntry(e: Entry): Promise<void> {
+    const client = this.client;
+    if (!client || this.stopped) return;
+    clearTimeout(e.retryTimer);
+    try {
+      await e.mount.mount(client);
+      e.retryDelay = RETRY_MIN_MS;
+    } catch {
+      // The mount logged and recorded why; try again later while connected.
+      this.scheduleRetry(e);
+    }
+  }
+
+  private scheduleRetry(e: Entry): void {
+    if (this.stopped || !this.client) return;
+    clearTimeout(e.retryTimer);
+    const delay = e.retryDelay * (0.8 + Math.random() * 0.4);
+    e.retryDelay = Math.min(e.retryDelay * 2, RETRY_MAX_MS);
+    e.retryTimer = setTimeout(() => void this.mountEntry(e), delay);
+    e.retryTimer.unref();
+  }
+
+  private changed(e: Entry): void {
+    this.opts.onChange?.(this.view(e));
+  }
+
+  private view(e: Entry): MountView {
+    const { mount } = e;
+    return {
+      location: mount.config.location,
+      mountPoint: mount.mountPoint,
+      driver: mount.config.driver,
+      writable: mount.config.writable,
+      state: mount.state,
+      inotify: e.watcher ? (e.watcher.state === 'off' ? 'off' : e.watcher.state) : 'off',
+      since: mount.since,
+      error: mount.error ?? (e.watcher?.state === 'degraded' ? e.watcher.reason : null),
+    };
+  }
+}

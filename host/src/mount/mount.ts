@@ -1,0 +1,203 @@
+// One configured mount's life in the guest: clear a stale FUSE mount, run `sshfs -o slave` on an exec channel,
+// serve SFTP on its stdio, wait until the mount is visible, notice when it goes away, unmount it cleanly.
+// Owns the channel, the SFTP session and the mount's state; retry policy and watching live in manager.ts.
+import { EventEmitter } from 'node:events';
+import type { Client, ClientChannel } from 'ssh2';
+import type { MountConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { MountState } from '../model.js';
+import { execGuest, openExec, shellQuote } from './guest-shell.js';
+import { isSshfsType, mountedFsType } from './mountinfo.js';
+import { type DriverSession, serveMount } from './sftp-driver.js';
+import { mountPointOf, sshfsCommand } from './sshfs-options.js';
+
+const READY_TIMEOUT_MS = 20_000;
+const READY_POLL_MS = 50;
+const UNMOUNT_TIMEOUT_MS = 5_000;
+
+/** Lazy unmount: works while files are open and on a dead ("transport endpoint is not connected") mount. */
+export function lazyUnmountCommand(mountPoint: string): string {
+  const mp = shellQuote(mountPoint);
+  return `fusermount3 -uz ${mp} 2>/dev/null || fusermount -uz ${mp} 2>/dev/null || umount -l ${mp} 2>/dev/null || sudo -n umount -l ${mp}`;
+}
+
+function unmountCommand(mountPoint: string): string {
+  const mp = shellQuote(mountPoint);
+  return `fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}`;
+}
+
+async function guestFsType(client: Client, mountPoint: string): Promise<string | null> {
+  const r = await execGuest(client, 'cat /proc/self/mountinfo');
+  if (r.code !== 0) throw new Error(`cannot read /proc/self/mountinfo in the guest: ${r.stderr.trim()}`);
+  return mountedFsType(r.stdout, mountPoint);
+}
+
+interface Active {
+  channel: ClientChannel;
+  session: DriverSession;
+  closed: Promise<void>;
+  /** Why the channel ended: sshfs's last stderr, else its exit status. */
+  why(): string;
+}
+
+/** Emits 'state' on every change and 'lost' (reason) when a mounted mount goes away on its own. */
+export class GuestMount extends EventEmitter {
+  readonly mountPoint: string;
+  private stateValue: MountState = 'pending';
+  private sinceValue = new Date().toISOString();
+  private errorValue: string | null = null;
+  private active: Active | null = null;
+  /** Bumped by every mount/suspend/unmount so late events of an older channel are ignored. */
+  private generation = 0;
+
+  constructor(
+    readonly config: MountConfig,
+    private readonly log: Logger,
+    private readonly sftpLog: Logger,
+  ) {
+    super();
+    this.mountPoint = mountPointOf(config);
+  }
+
+  get state(): MountState {
+    return this.stateValue;
+  }
+  get since(): string {
+    return this.sinceValue;
+  }
+  get error(): string | null {
+    return this.errorValue;
+  }
+
+  /** Mounts (again); resolves once the mount is visible in the guest, rejects with the reason it is not. */
+  async mount(client: Client): Promise<void> {
+    const gen = ++this.generation;
+    this.teardown('remounting');
+    this.setState('mounting', null);
+    try {
+      await this.clearStale(client);
+      const active = await this.start(client, gen);
+      await this.waitVisible(client, active, gen);
+      if (gen !== this.generation) return;
+      this.setState('mounted', null);
+    } catch (err) {
+      if (gen !== this.generation) return;
+      const reason = err instanceof Error ? err.message : String(err);
+      this.teardown(reason);
+      this.setState('error', reason);
+      throw err;
+    }
+  }
+
+  /** The SSH connection is gone: drop the session; the guest side is cleaned up by the next mount(). */
+  suspend(reason: string): void {
+    this.generation++;
+    this.teardown(reason);
+    if (this.stateValue !== 'unmounted' && this.stateValue !== 'pending') this.setState('suspended', reason);
+  }
+
+  /** Unmounts in the guest (when a client is given and connected) and ends the session. */
+  async unmount(client: Client | null): Promise<void> {
+    const gen = ++this.generation;
+    const active = this.active;
+    if (client && active) {
+      try {
+        const r = await execGuest(client, unmountCommand(this.mountPoint), UNMOUNT_TIMEOUT_MS);
+        if (r.code !== 0) {
+          this.log.warn({ stderr: r.stderr.trim() }, 'unmount failed (busy?); unmounting lazily');
+          await execGuest(client, lazyUnmountCommand(this.mountPoint), UNMOUNT_TIMEOUT_MS);
+        }
+        // sshfs leaves its loop once unmounted, which closes the channel.
+        await Promise.race([active.closed, new Promise((r) => setTimeout(r, UNMOUNT_TIMEOUT_MS).unref())]);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'could not unmount in the guest');
+      }
+    }
+    if (gen !== this.generation) return;
+    this.teardown('unmounted');
+    this.setState('unmounted', null);
+  }
+
+  private async clearStale(client: Client): Promise<void> {
+    const fsType = await guestFsType(client, this.mountPoint);
+    if (fsType === null) return;
+    if (!isSshfsType(fsType)) {
+      throw new Error(`mount point ${this.mountPoint} already has a ${fsType} filesystem mounted in the guest`);
+    }
+    this.log.info({ fsType }, 'lazily unmounting a stale sshfs mount');
+    const r = await execGuest(client, lazyUnmountCommand(this.mountPoint));
+    if (r.code !== 0) throw new Error(`cannot clear the stale mount at ${this.mountPoint}: ${r.stderr.trim()}`);
+  }
+
+  private async start(client: Client, gen: number): Promise<Active> {
+    const channel = await openExec(client, sshfsCommand(this.config));
+    let stderr = '';
+    let exit = '';
+    channel.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-2048);
+    });
+    channel.on('exit', (code: number | null, signal?: string) => {
+      exit = signal ? `signal ${signal}` : `code ${code}`;
+    });
+    let session: DriverSession;
+    try {
+      session = serveMount(channel, this.config, this.sftpLog);
+    } catch (err) {
+      channel.close();
+      throw err;
+    }
+    const why = () => stderr.trim() || (exit ? `sshfs exited (${exit})` : 'sshfs channel closed');
+    const closed = new Promise<void>((resolve) => {
+      channel.once('close', () => {
+        session.close('sshfs channel closed');
+        resolve();
+        if (gen !== this.generation) return;
+        this.active = null;
+        if (this.stateValue === 'mounted') {
+          this.setState('error', why());
+          this.emit('lost', why());
+        }
+      });
+    });
+    channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'sshfs channel error'));
+    this.active = { channel, session, closed, why };
+    return this.active;
+  }
+
+  private async waitVisible(client: Client, active: Active, gen: number): Promise<void> {
+    let gone = false;
+    void active.closed.then(() => {
+      gone = true;
+    });
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (gen !== this.generation) return;
+      if (gone) throw new Error(`sshfs failed to mount ${this.mountPoint}: ${active.why()}`);
+      if (isSshfsType(await guestFsType(client, this.mountPoint))) return;
+      if (Date.now() > deadline) {
+        throw new Error(`sshfs did not mount ${this.mountPoint} within ${READY_TIMEOUT_MS / 1000}s`);
+      }
+      await new Promise((r) => setTimeout(r, READY_POLL_MS));
+    }
+  }
+
+  private teardown(reason: string): void {
+    const active = this.active;
+    this.active = null;
+    if (!active) return;
+    active.session.close(reason);
+    active.channel.close();
+  }
+
+  private setState(state: MountState, error: string | null): void {
+    if (state === this.stateValue && error === this.errorValue) return;
+    this.stateValue = state;
+    this.errorValue = error;
+    this.sinceValue = new Date().toISOString();
+    const line = { state, ...(error ? { error } : {}) };
+    if (state === 'error') this.log.error(line, `mount ${state}`);
+    else if (state === 'suspended') this.log.warn(line, `mount ${state}`);
+    else this.log.info(line, `mount ${state}`);
+    this.emit('state', state);
+  }
+}

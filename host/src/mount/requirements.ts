@@ -1,0 +1,95 @@
+// Boot requirements for mounts, checked in the guest over SSH before anything is mounted: sshfs (and /dev/fuse)
+// present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every mount point creatable
+// and writable by the SSH user. Each failure says what is wrong and how to fix it. Mounts nothing.
+import type { Client } from 'ssh2';
+import type { MountConfig } from '../config/schema.js';
+import { execGuest, shellQuote } from './guest-shell.js';
+import { isSshfsType, mountedFsType } from './mountinfo.js';
+import { mountPointOf } from './sshfs-options.js';
+
+export interface MountRequirement {
+  name: string;
+  ok: boolean;
+  /** What failed and how to fix it; on success, what was done (e.g. fixed with sudo) or null. */
+  detail: string | null;
+}
+
+export interface RequirementOptions {
+  /** Try `sudo -n` (never prompts) to fix /etc/fuse.conf and to create mount points. Default true. */
+  fix?: boolean;
+}
+
+const FUSE_CONF_FIX = 'echo user_allow_other | sudo tee -a /etc/fuse.conf';
+
+async function checkSshfs(client: Client): Promise<MountRequirement> {
+  const name = 'sshfs in the guest';
+  const r = await execGuest(
+    client,
+    'command -v sshfs || exit 3; test -c /dev/fuse || exit 4; test -r /dev/fuse && test -w /dev/fuse || exit 5',
+  );
+  if (r.code === 0) return { name, ok: true, detail: null };
+  const detail =
+    {
+      3: 'sshfs is not installed in the guest (e.g. sudo apt-get install sshfs, or sudo dnf install fuse-sshfs)',
+      4: 'the guest has no /dev/fuse (load the fuse module: sudo modprobe fuse)',
+      5: 'the SSH user cannot open /dev/fuse in the guest (fix: sudo chmod 0666 /dev/fuse)',
+    }[r.code] ?? `cannot check for sshfs in the guest: ${r.stderr.trim() || `exit ${r.code}`}`;
+  return { name, ok: false, detail };
+}
+
+async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequirement> {
+  const name = 'user_allow_other in /etc/fuse.conf';
+  const check = `[ "$(id -u)" = 0 ] || grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf`;
+  if ((await execGuest(client, check)).code === 0) return { name, ok: true, detail: null };
+  let tried = '';
+  if (fix) {
+    const r = await execGuest(client, `sudo -n sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
+    if (r.code === 0 && (await execGuest(client, check)).code === 0) {
+      return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
+    }
+    tried = ` (sudo -n was not allowed: ${r.stderr.trim() || `exit ${r.code}`})`;
+  }
+  return {
+    name,
+    ok: false,
+    detail: `sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf${tried}; fix it in the guest: ${FUSE_CONF_FIX}`,
+  };
+}
+
+async function checkMountPoint(client: Client, mountPoint: string, fix: boolean): Promise<MountRequirement> {
+  const name = `mount point ${mountPoint}`;
+  const mp = shellQuote(mountPoint);
+  const info = await execGuest(client, 'cat /proc/self/mountinfo');
+  const fsType = mountedFsType(info.stdout, mountPoint);
+  if (isSshfsType(fsType)) return { name, ok: true, detail: 'an earlier sshfs mount is there; it will be replaced' };
+  if (fsType !== null) return { name, ok: false, detail: `${mountPoint} already has a ${fsType} filesystem mounted` };
+  const r = await execGuest(client, `mkdir -p ${mp} && test -w ${mp}`);
+  if (r.code === 0) return { name, ok: true, detail: null };
+  const why = r.stderr.trim() || `${mountPoint} is not writable by the SSH user`;
+  if (fix) {
+    const s = await execGuest(
+      client,
+      `test -e ${mp} || { sudo -n mkdir -p ${mp} && sudo -n chown "$(id -u):$(id -g)" ${mp}; } && test -w ${mp}`,
+    );
+    if (s.code === 0) return { name, ok: true, detail: `created ${mountPoint} with sudo` };
+  }
+  return {
+    name,
+    ok: false,
+    detail: `cannot create ${mountPoint} as the SSH user (${why}); create it in the guest: sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`,
+  };
+}
+
+/** Checks every mount requirement in order; never throws for a failed check (a failed SSH exec does throw). */
+export async function checkMountRequirements(
+  client: Client,
+  mounts: readonly MountConfig[],
+  opts: RequirementOptions = {},
+): Promise<MountRequirement[]> {
+  const fix = opts.fix ?? true;
+  if (mounts.length === 0) return [];
+  const out = [await checkSshfs(client), await checkFuseConf(client, fix)];
+  const points = [...new Set(mounts.map(mountPointOf))];
+  for (const mp of points) out.push(await checkMountPoint(client, mp, fix));
+  return out;
+}

@@ -1,0 +1,44 @@
+// Echo suppression for host→guest file events. The guest agent makes its kernel notice a host edit by touching the
+// path through sshfs (utimes); that SETSTAT reaches the host file, and the host watcher would report it as a new
+// 'change' that goes back to the guest, which touches again: a loop. A path we sent is remembered for a short
+// window with its size; a 'change' inside that window that left the size alone is taken for the touch and
+// dropped. A real host edit that changes the size still goes through; one that keeps it, within the window, is
+// lost — the cheaper failure, since a loop never ends. Pure bookkeeping: no I/O, no timers.
+
+export const ECHO_WINDOW_MS = 2_000;
+
+interface Sent {
+  at: number;
+  size: number | undefined;
+}
+
+export class EchoFilter {
+  private readonly sent = new Map<string, Sent>();
+
+  constructor(
+    private readonly windowMs = ECHO_WINDOW_MS,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** A path we just told the guest about; `size` is the file size then (undefined for directories/unknown). */
+  record(path: string, size: number | undefined): void {
+    this.sent.set(path, { at: this.now(), size });
+    if (this.sent.size > 4096) this.prune();
+  }
+
+  /** true when a 'change' of `path` with this size is most likely the guest's own touch coming back. */
+  isEcho(path: string, size: number | undefined): boolean {
+    const s = this.sent.get(path);
+    if (!s) return false;
+    if (this.now() - s.at > this.windowMs) {
+      this.sent.delete(path);
+      return false;
+    }
+    return s.size === size;
+  }
+
+  private prune(): void {
+    const cutoff = this.now() - this.windowMs;
+    for (const [p, s] of this.sent) if (s.at < cutoff) this.sent.delete(p);
+  }
+}

@@ -1,0 +1,155 @@
+// Host-side watch of one mounted directory (chokidar): turns host edits into batched `fs.events` for the guest
+// agent, relative to the guest mount point. Prunes ignored basenames at any depth (chokidar never descends into
+// them: watching 25,000 files cost 280 MB RSS unpruned vs 126 MB pruned), drops the echo of the guest's own
+// touches (echo.ts), and degrades — never crashes — when the host runs out of watches or descriptors.
+import type { Stats } from 'node:fs';
+import { relative, sep } from 'node:path';
+import type { FsEventKind, FsEvents } from '@tether/protocol';
+import { type FSWatcher, watch } from 'chokidar';
+import type { Logger } from '../log.js';
+import { type BatchOptions, EventBatcher, type FsEvent } from './batch.js';
+import { EchoFilter } from './echo.js';
+
+export type WatchState = 'watching' | 'degraded' | 'off';
+
+export interface MountWatcherOptions extends BatchOptions {
+  /** Host directory watched (the mount's location). */
+  location: string;
+  /** Guest mount point: the `root` of every batch. */
+  mountPoint: string;
+  /** Basenames never watched, at any depth. */
+  ignore: readonly string[];
+  log: Logger;
+  /** Delivers one batch; returns false when it could not be sent (link down): then nothing is remembered. */
+  send(batch: FsEvents): boolean;
+  onState?(state: WatchState, reason: string | null): void;
+  echoWindowMs?: number;
+}
+
+export interface WatchCounters {
+  /** Events delivered to send() and accepted. */
+  sent: number;
+  /** 'change' events dropped as echoes of the guest's touches. */
+  echoes: number;
+  /** Events dropped because send() refused the batch. */
+  dropped: number;
+}
+
+/** Errors meaning "no more watches/descriptors": the watch cannot be complete any more. */
+const EXHAUSTED = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
+
+const KINDS = new Set<string>(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
+
+export class MountWatcher {
+  private watcher: FSWatcher | null = null;
+  private stateValue: WatchState = 'off';
+  private reasonValue: string | null = null;
+  private readonly ignore: Set<string>;
+  private readonly echo: EchoFilter;
+  private readonly batcher: EventBatcher;
+  /** Sizes seen when events were queued, remembered for the echo filter once the batch is sent. */
+  private readonly sizes = new Map<string, number | undefined>();
+  readonly counters: WatchCounters = { sent: 0, echoes: 0, dropped: 0 };
+
+  constructor(private readonly opts: MountWatcherOptions) {
+    this.ignore = new Set(opts.ignore);
+    this.echo = new EchoFilter(opts.echoWindowMs);
+    this.batcher = new EventBatcher((events) => this.deliver(events), opts);
+  }
+
+  get state(): WatchState {
+    return this.stateValue;
+  }
+  get reason(): string | null {
+    return this.reasonValue;
+  }
+
+  /** Starts watching; resolves once the initial scan is done (or the watch degraded). */
+  async start(): Promise<void> {
+    if (this.watcher) return;
+    const w = watch(this.opts.location, {
+      ignoreInitial: true,
+      persistent: true,
+      // A link to `/` inside $HOME must not make us watch the whole host.
+      followSymlinks: false,
+      alwaysStat: true,
+      ignorePermissionErrors: true,
+      ignored: (path: string) => this.ignored(path),
+    });
+    this.watcher = w;
+    w.on('all', (event: string, path: string, stats?: Stats) => this.onEvent(event, path, stats));
+    w.on('error', (err: unknown) => this.onError(err));
+    await new Promise<void>((resolve) => {
+      w.once('ready', () => resolve());
+      w.once('error', () => resolve());
+    });
+    if (this.watcher === w && this.stateValue === 'off') this.setState('watching', null);
+  }
+
+  async close(): Promise<void> {
+    this.batcher.clear();
+    const w = this.watcher;
+    this.watcher = null;
+    if (w) await w.close().catch(() => undefined);
+    if (this.stateValue !== 'degraded') this.setState('off', null);
+  }
+
+  private ignored(path: string): boolean {
+    const rel = relative(this.opts.location, path);
+    if (rel === '' || rel.startsWith('..')) return false;
+    return rel.split(sep).some((part) => this.ignore.has(part));
+  }
+
+  private onEvent(event: string, path: string, stats?: Stats): void {
+    if (!KINDS.has(event)) return;
+    const kind = event as FsEventKind;
+    const rel = relative(this.opts.location, path).split(sep).join('/');
+    if (rel === '' || rel.startsWith('..')) return;
+    const size = stats?.isFile() ? stats.size : undefined;
+    if (kind === 'change' && this.echo.isEcho(rel, size)) {
+      this.counters.echoes++;
+      return;
+    }
+    this.sizes.set(rel, size);
+    this.batcher.push(rel, kind);
+  }
+
+  private deliver(events: FsEvent[]): void {
+    const accepted = this.opts.send({ root: this.opts.mountPoint, events });
+    for (const e of events) {
+      const size = this.sizes.get(e.path);
+      this.sizes.delete(e.path);
+      // Only files get touched in place; a deleted path cannot echo.
+      if (accepted && (e.kind === 'add' || e.kind === 'change')) this.echo.record(e.path, size);
+    }
+    if (accepted) this.counters.sent += events.length;
+    else {
+      this.counters.dropped += events.length;
+      this.opts.log.debug({ events: events.length }, 'file events dropped: agent link not available');
+    }
+  }
+
+  private onError(err: unknown): void {
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code && EXHAUSTED.has(e.code)) {
+      const reason =
+        `${e.code} while watching ${this.opts.location}: host edits are no longer propagated to guest watchers ` +
+        `(raise the host's file watch/descriptor limits, or add large directories to the mount's ignore list)`;
+      this.opts.log.warn({ code: e.code, path: e.path }, `inotify degraded: ${reason}`);
+      this.setState('degraded', reason);
+      const w = this.watcher;
+      this.watcher = null;
+      this.batcher.flush();
+      void w?.close().catch(() => undefined);
+      return;
+    }
+    this.opts.log.warn({ err: e?.message ?? String(err), path: e?.path }, 'watch error');
+  }
+
+  private setState(state: WatchState, reason: string | null): void {
+    if (this.stateValue === state) return;
+    this.stateValue = state;
+    this.reasonValue = reason;
+    this.opts.onState?.(state, reason);
+  }
+}

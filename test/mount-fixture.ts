@@ -1,0 +1,106 @@
+// Shared setup for the mount integration tests: an ssh2 connection to the testbed as its login user, a host
+// export directory, a guest mount point owned by the login user, and a MountManager with a recording event sink.
+import { createHash } from 'node:crypto';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FsEvents } from '@tether/protocol';
+import { Client } from 'ssh2';
+import { MountConfig } from '../host/src/config/schema.js';
+import { silentLogger } from '../host/src/log.js';
+import type { MountView } from '../host/src/model.js';
+import { MountManager } from '../host/src/mount/index.js';
+import type { Testbed } from './helpers/testbed.js';
+import { waitFor } from './helpers/wait.js';
+
+export function connect(tb: Testbed): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const c = new Client();
+    c.once('ready', () => resolve(c));
+    c.once('error', reject);
+    c.connect({
+      host: '127.0.0.1',
+      port: tb.sshPort,
+      username: tb.user,
+      privateKey: readFileSync(tb.identityFile),
+      hostVerifier: () => true,
+      readyTimeout: 20_000,
+    });
+  });
+}
+
+function loginIds(user: string): { uid: number; gid: number } {
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user}:`));
+  if (!line) throw new Error(`no user ${user}`);
+  const f = line.split(':');
+  return { uid: Number(f[2]), gid: Number(f[3]) };
+}
+
+let counter = 0;
+
+export interface MountFixture {
+  manager: MountManager;
+  client: Client;
+  location: string;
+  mountPoint: string;
+  batches: FsEvents[];
+  changes: MountView[];
+  stop(): Promise<void>;
+}
+
+export async function startMount(
+  tb: Testbed,
+  cfg: Partial<MountConfig> & { driver: 'builtin' | 'openssh' },
+): Promise<MountFixture> {
+  counter += 1;
+  const location = mkdtempSync(join(tmpdir(), `tether-export-${cfg.driver}-`));
+  const mountPoint = join(tb.stateDir, `mnt-${cfg.driver}-${counter}`);
+  mkdirSync(mountPoint, { recursive: true });
+  const { uid, gid } = loginIds(tb.user);
+  chownSync(mountPoint, uid, gid);
+  const config = MountConfig.parse({ writable: true, inotify: false, ...cfg, location, mountPoint });
+  const batches: FsEvents[] = [];
+  const changes: MountView[] = [];
+  const manager = new MountManager([config], { logger: silentLogger(), onChange: (v) => changes.push(v) });
+  const client = await connect(tb);
+  await manager.start(client, (b) => {
+    batches.push(b);
+    return true;
+  });
+  const view = manager.views()[0];
+  if (view.state !== 'mounted') throw new Error(`mount did not come up: ${view.state} ${view.error}`);
+  return {
+    manager,
+    client,
+    location,
+    mountPoint,
+    batches,
+    changes,
+    async stop() {
+      await manager.stop();
+      client.end();
+      rmSync(location, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs a shell command in the guest as the login user; throws with its output when it fails. */
+export async function guest(tb: Testbed, cmd: string, timeoutMs = 120_000): Promise<string> {
+  const r = await tb.exec(cmd, { user: tb.user, timeoutMs });
+  if (r.code !== 0) throw new Error(`guest command failed (${r.code}): ${cmd}\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Like guest() but resolves with the exit code and stderr, for commands expected to fail. */
+export async function guestTry(tb: Testbed, cmd: string): Promise<{ code: number; out: string }> {
+  const r = await tb.exec(cmd, { user: tb.user });
+  return { code: r.code, out: r.stderr + r.stdout };
+}
+
+export function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+export { waitFor };
