@@ -1,0 +1,113 @@
+// One connected client of the agent: its protocol peer and what it asked for (port deltas, UDP flows). Owns the
+// request handlers and the client's lifetime; a bad client is closed with a logged reason and affects no other.
+
+import type { Socket } from 'node:net';
+import { arch, hostname, release, uptime } from 'node:os';
+import { type Info, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
+import type { FsApplier } from '../inotify/applier.js';
+import { InvalidFsPathError } from '../inotify/paths.js';
+import type { Logger } from '../log.js';
+import type { PortPoller } from '../ports/index.js';
+import { UdpRelay, type UdpRelayOptions } from '../relay/udp.js';
+import { AGENT_NAME, CAPABILITIES, VERSION } from '../version.js';
+import { toWireSnapshot } from './listeners.js';
+
+export interface SessionContext {
+  poller: PortPoller;
+  applier: FsApplier;
+  startedAt: number;
+  udp?: UdpRelayOptions;
+  /** Bytes queued towards a client that stops reading before it is dropped (deltas cannot be skipped). */
+  maxBuffered?: number;
+}
+
+const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
+
+export class Session {
+  readonly peer: Peer;
+  subscribed = false;
+  private readonly relay: UdpRelay;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: SessionContext,
+    private readonly log: Logger,
+  ) {
+    this.peer = new Peer(socket, { agent: AGENT_NAME, caps: CAPABILITIES });
+    this.relay = new UdpRelay(
+      {
+        listeners: () => ctx.poller.snapshot().listeners,
+        reply: (flow, data) => {
+          if (this.peer.writable) this.peer.notify('udp.reply', { flow, data: data as Uint8Array<ArrayBuffer> });
+        },
+        closed: (flow) => this.peer.notify('udp.close', { flow }),
+        log,
+      },
+      ctx.udp,
+    );
+    this.wire();
+  }
+
+  /** Sends a port delta if this client subscribed; drops a client whose unread backlog grew too large. */
+  sendDelta(delta: PortDelta): void {
+    if (!this.subscribed || this.peer.closed) return;
+    this.peer.notify('ports.delta', delta);
+    const limit = this.ctx.maxBuffered ?? DEFAULT_MAX_BUFFERED;
+    if (this.socket.writableLength > limit) {
+      this.peer.close(`client is not reading: ${this.socket.writableLength} bytes queued (limit ${limit})`);
+    }
+  }
+
+  private wire(): void {
+    const { peer, ctx, log } = this;
+    peer.on('ready', (hello) => log.info('client ready', { remote: hello.agent, caps: hello.caps }));
+    peer.on('close', (reason: string) => {
+      this.relay.close();
+      log.info('client closed', { reason });
+    });
+    peer.on('unhandled', (name: string) => log.debug('event without handler ignored', { event: name }));
+    peer.on('handlerError', (name: string, err: Error) => log.error('event handler failed', { event: name, err }));
+
+    peer.handle('info', () => this.info());
+    peer.handle('ports.snapshot', () => this.snapshot());
+    peer.handle('ports.subscribe', () => {
+      const snapshot = this.snapshot();
+      this.subscribed = true;
+      return snapshot;
+    });
+    peer.onEvent('udp.dgram', (d) => this.relay.onDatagram(d));
+    peer.onEvent('udp.close', (d) => this.relay.onClose(d.flow));
+    peer.onEvent('fs.events', (batch) => {
+      try {
+        ctx.applier.submit(batch);
+      } catch (err) {
+        if (!(err instanceof InvalidFsPathError)) throw err;
+        peer.close(err.message, err);
+      }
+    });
+  }
+
+  /** A current full snapshot: scanning first means a listener opened just before the request is in it. */
+  private snapshot(): PortSnapshot {
+    this.ctx.poller.scanNow();
+    return toWireSnapshot(this.ctx.poller.snapshot());
+  }
+
+  private info(): Info {
+    const stats = this.ctx.poller.stats();
+    return {
+      version: VERSION,
+      kernel: release(),
+      arch: arch(),
+      hostname: hostname(),
+      uptimeSec: uptime(),
+      startedAt: this.ctx.startedAt,
+      pid: process.pid,
+      uid: process.getuid?.() ?? 0,
+      caps: CAPABILITIES,
+      scanIntervalMs: stats.intervalMs,
+      lastScanMs: stats.lastScanMs,
+      listeners: this.ctx.poller.snapshot().listeners.length,
+    };
+  }
+}

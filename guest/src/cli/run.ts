@@ -1,0 +1,25 @@
+// `tether-guest run`: the agent in the foreground until SIGTERM/SIGINT, then a clean shutdown (socket unlinked).
+import { AgentServer } from '../agent/server.js';
+import type { Logger } from '../log.js';
+import { BUILD_HASH, VERSION } from '../version.js';
+
+export interface RunOptions {
+  socket?: string;
+  socketOwner?: string;
+}
+
+export async function runAgent(options: RunOptions, log: Logger): Promise<void> {
+  const server = new AgentServer({ socketPath: options.socket, socketOwner: options.socketOwner, log });
+  await server.start();
+  log.info('tether-guest started', { version: VERSION, build: BUILD_HASH, pid: process.pid });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      log.info('shutting down', { signal });
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      server.close().then(resolve, resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

@@ -1,0 +1,161 @@
+// Applies host file events to the guest's sshfs mount so that guest watchers (inotify) see them: a FUSE mount gets
+// no kernel events for changes made on the host, but a local `utimes` through the mount does raise them (IN_ATTRIB
+// on the path, and on the parent directory for creates/deletes so directory watchers re-scan).
+// Owns batch validation, the mount check, coalescing, rate limiting and confinement to the mount (no symlink may lead
+// outside it). The echo of our own touch on the host is suppressed by the host's watcher, which knows the paths it
+// just sent; this side only applies.
+import { lutimes, realpath, utimes } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { Logger } from '../log.js';
+import { type MountCheck, sshfsMountCheck } from './mounts.js';
+import { checkRelativePath, checkRoot } from './paths.js';
+
+export type FsEventKind = 'add' | 'change' | 'unlink' | 'addDir' | 'unlinkDir';
+
+export interface FsEventBatch {
+  root: string;
+  events: { path: string; kind: FsEventKind }[];
+}
+
+export interface FsApplierOptions {
+  /** Whether `root` is a mount this applier may touch (default: an sshfs mount point per /proc/self/mountinfo). */
+  isMount?: MountCheck;
+  maxPathsPerSec?: number;
+  /** Touches in flight at once (each is an SFTP round trip for sshfs). */
+  concurrency?: number;
+  /** Paths waiting to be applied; a batch beyond this is dropped with a warning. */
+  maxQueued?: number;
+}
+
+interface Touch {
+  root: string;
+  realRoot: Promise<string | null>;
+  /** Relative to root; '' is the root itself. */
+  rel: string;
+}
+
+const TOUCH_SELF: ReadonlySet<FsEventKind> = new Set(['add', 'change', 'addDir']);
+const TOUCH_PARENT: ReadonlySet<FsEventKind> = new Set(['add', 'unlink', 'addDir', 'unlinkDir']);
+
+/** The relative paths a batch touches, each once: the paths themselves and/or their parent directories. */
+export function touchesOf(events: FsEventBatch['events']): string[] {
+  const out = new Set<string>();
+  for (const { path, kind } of events) {
+    const rel = checkRelativePath(path);
+    if (TOUCH_SELF.has(kind)) out.add(rel);
+    if (TOUCH_PARENT.has(kind)) {
+      const parent = posix.dirname(rel);
+      out.add(parent === '.' ? '' : parent);
+    }
+  }
+  return [...out];
+}
+
+export class FsApplier {
+  private readonly isMount: MountCheck;
+  private readonly rate: number;
+  private readonly concurrency: number;
+  private readonly maxQueued: number;
+  private readonly queue: Touch[] = [];
+  private tokens: number;
+  private refilledAt = Date.now();
+  private running: Promise<void> | null = null;
+  private closed = false;
+  applied = 0;
+  failed = 0;
+
+  constructor(
+    private readonly log: Logger,
+    options: FsApplierOptions = {},
+  ) {
+    this.isMount = options.isMount ?? sshfsMountCheck();
+    this.rate = options.maxPathsPerSec ?? 2_000;
+    this.concurrency = options.concurrency ?? 16;
+    this.maxQueued = options.maxQueued ?? 50_000;
+    this.tokens = this.rate;
+  }
+
+  /**
+   * Validates a batch synchronously — throws InvalidFsPathError when a path or the root could escape (the caller
+   * treats that as a hostile client) — then queues its touches. A root that is not a mount is logged and ignored.
+   */
+  submit(batch: FsEventBatch): void {
+    const root = checkRoot(batch.root);
+    const rels = touchesOf(batch.events);
+    if (this.closed || rels.length === 0) return;
+    if (!this.isMount(root)) {
+      this.log.warn('fs events ignored: root is not an sshfs mount', { root, events: batch.events.length });
+      return;
+    }
+    if (this.queue.length + rels.length > this.maxQueued) {
+      this.log.warn('fs events dropped: too many paths waiting', {
+        root,
+        paths: rels.length,
+        queued: this.queue.length,
+      });
+      return;
+    }
+    const realRoot = realpath(root).catch((err) => {
+      this.log.debug('fs events: root unreadable', { root, err });
+      return null;
+    });
+    for (const rel of rels) this.queue.push({ root, realRoot, rel });
+    this.running ??= this.drain().finally(() => {
+      this.running = null;
+    });
+  }
+
+  /** Resolves once everything queued so far has been applied. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.queue.length = 0;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0 && !this.closed) {
+      await this.waitForToken();
+      const n = Math.max(1, Math.min(this.concurrency, Math.floor(this.tokens), this.queue.length));
+      this.tokens -= n;
+      await Promise.all(this.queue.splice(0, n).map((t) => this.touch(t)));
+    }
+  }
+
+  private async waitForToken(): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      this.tokens = Math.min(this.rate, this.tokens + ((now - this.refilledAt) * this.rate) / 1000);
+      this.refilledAt = now;
+      if (this.tokens >= 1) return;
+      await new Promise((resolve) => setTimeout(resolve, Math.ceil(((1 - this.tokens) * 1000) / this.rate)));
+    }
+  }
+
+  /** utimes(now) on root/rel without following a symlink out of root (the last component is never followed). */
+  private async touch(t: Touch): Promise<void> {
+    const realRoot = await t.realRoot;
+    if (realRoot === null) return;
+    const now = new Date();
+    try {
+      if (t.rel === '') {
+        await utimes(realRoot, now, now);
+      } else {
+        const parent = await realpath(posix.join(realRoot, posix.dirname(t.rel)));
+        if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) {
+          this.log.warn('fs event path leaves its mount through a symlink; not touched', { root: t.root, path: t.rel });
+          this.failed++;
+          return;
+        }
+        await lutimes(posix.join(parent, posix.basename(t.rel)), now, now);
+      }
+      this.applied++;
+    } catch (err) {
+      // Expected now and then: sshfs caches, or the file is already gone again.
+      this.failed++;
+      this.log.debug('fs event not applied', { root: t.root, path: t.rel, err });
+    }
+  }
+}

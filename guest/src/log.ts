@@ -1,0 +1,57 @@
+// A minimal JSON-lines logger for the guest (stdout → journald). Owns levels, bindings and line format; the guest
+// ships without pino, so this stays tiny: one object per line with `time`, `level`, `component`, `msg` and fields.
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export type LogFields = Record<string, unknown>;
+export type LogSink = (line: string) => void;
+
+const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+
+export function isLogLevel(s: string): s is LogLevel {
+  return Object.hasOwn(RANK, s);
+}
+
+export class Logger {
+  constructor(
+    private readonly level: LogLevel = 'info',
+    private readonly bindings: LogFields = {},
+    private readonly sink: LogSink = (line) => process.stdout.write(line),
+  ) {}
+
+  child(bindings: LogFields): Logger {
+    return new Logger(this.level, { ...this.bindings, ...bindings }, this.sink);
+  }
+
+  enabled(level: LogLevel): boolean {
+    return RANK[level] >= RANK[this.level] && level !== 'silent';
+  }
+
+  debug(msg: string, fields?: LogFields): void {
+    this.write('debug', msg, fields);
+  }
+  info(msg: string, fields?: LogFields): void {
+    this.write('info', msg, fields);
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.write('warn', msg, fields);
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.write('error', msg, fields);
+  }
+
+  private write(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (!this.enabled(level)) return;
+    const line = { time: new Date().toISOString(), level, ...this.bindings, msg, ...fields };
+    this.sink(`${JSON.stringify(line, errorReplacer)}\n`);
+  }
+}
+
+/** Errors have no enumerable fields; log their message (and code) instead of `{}`. */
+function errorReplacer(_key: string, value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const code = (value as NodeJS.ErrnoException).code;
+  return code ? { message: value.message, code } : { message: value.message };
+}
+
+/** A logger that drops everything (tests, one-shot commands). */
+export const silentLogger = new Logger('silent');

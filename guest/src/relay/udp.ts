@@ -1,0 +1,180 @@
+// UDP relay of one agent client: datagrams from the host arrive with a flow id and a guest listener address; each
+// flow gets its own connected dgram socket towards that listener, and the listener's replies go back on the same flow.
+// Owns flows, their idle expiry and caps, and the rule that only UDP listeners present in the guest may be targeted
+// (the host must not be able to use the agent to send anywhere else). Knows nothing of the link: callbacks send.
+import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
+import type { Logger } from '../log.js';
+
+export interface UdpRelayOptions {
+  /** A flow without traffic in either direction for this long is closed (and the host told). */
+  idleMs?: number;
+  maxFlows?: number;
+  /** Datagrams held per flow while its socket connects; beyond that they are dropped (UDP may drop). */
+  maxPending?: number;
+}
+
+export interface UdpTarget {
+  proto: string;
+  ip: string;
+  port: number;
+}
+
+export interface UdpRelayDeps {
+  /** The guest's listeners right now; only UDP ones are consulted. */
+  listeners: () => Iterable<UdpTarget>;
+  reply: (flow: number, data: Uint8Array) => void;
+  /** The flow ended on this side (idle, refused, socket error): tell the host. */
+  closed: (flow: number) => void;
+  log: Logger;
+}
+
+export interface UdpDatagramIn {
+  flow: number;
+  ip: string;
+  port: number;
+  data: Uint8Array;
+}
+
+const WILDCARD_TO_LOOPBACK: Record<string, string> = { '0.0.0.0': '127.0.0.1', '::': '::1' };
+const LOOPBACK = new Set(['127.0.0.1', '::1']);
+
+/**
+ * Where a datagram for `ip:port` may be sent, or null when no guest UDP listener accepts it there. A listener on a
+ * wildcard address is reached via loopback; the host may name either the wildcard or the loopback address.
+ */
+export function resolveUdpTarget(ip: string, port: number, listeners: Iterable<UdpTarget>): string | null {
+  const loopbackFamily = LOOPBACK.has(ip) ? isIP(ip) : 0;
+  for (const l of listeners) {
+    if (l.proto !== 'udp' || l.port !== port) continue;
+    if (l.ip === ip) return WILDCARD_TO_LOOPBACK[ip] ?? ip;
+    if (loopbackFamily === 4 && (l.ip === '0.0.0.0' || l.ip === '::')) return ip; // `::` is dual-stack by default
+    if (loopbackFamily === 6 && l.ip === '::') return ip;
+  }
+  return null;
+}
+
+interface Flow {
+  id: number;
+  ip: string;
+  port: number;
+  socket: Socket;
+  connected: boolean;
+  pending: Uint8Array[];
+  timer: NodeJS.Timeout;
+}
+
+export class UdpRelay {
+  private readonly idleMs: number;
+  private readonly maxFlows: number;
+  private readonly maxPending: number;
+  private readonly flowsById = new Map<number, Flow>();
+  private closed = false;
+
+  constructor(
+    private readonly deps: UdpRelayDeps,
+    options: UdpRelayOptions = {},
+  ) {
+    this.idleMs = options.idleMs ?? 60_000;
+    this.maxFlows = options.maxFlows ?? 1024;
+    this.maxPending = options.maxPending ?? 64;
+  }
+
+  get flows(): number {
+    return this.flowsById.size;
+  }
+
+  onDatagram(d: UdpDatagramIn): void {
+    if (this.closed) return;
+    let flow = this.flowsById.get(d.flow);
+    if (flow && (flow.ip !== d.ip || flow.port !== d.port)) {
+      this.deps.log.warn('udp datagram names another target than its flow; dropped', {
+        flow: d.flow,
+        flowTarget: `${flow.ip}:${flow.port}`,
+        target: `${d.ip}:${d.port}`,
+      });
+      return;
+    }
+    const target = flow ?? this.open(d);
+    if (!target) return;
+    flow = target;
+    flow.timer.refresh();
+    if (flow.connected) flow.socket.send(d.data);
+    else if (flow.pending.length < this.maxPending) flow.pending.push(d.data);
+  }
+
+  /** The host ended a flow. */
+  onClose(flowId: number): void {
+    const flow = this.flowsById.get(flowId);
+    if (flow) this.end(flow, 'closed by host', false);
+  }
+
+  /** The client went away: end every flow without telling it. */
+  close(): void {
+    this.closed = true;
+    for (const flow of [...this.flowsById.values()]) this.end(flow, 'client gone', false);
+  }
+
+  private open(d: UdpDatagramIn): Flow | null {
+    const { log } = this.deps;
+    if (this.flowsById.size >= this.maxFlows) {
+      log.warn('udp flow refused: too many flows for this client', { flow: d.flow, maxFlows: this.maxFlows });
+      this.deps.closed(d.flow);
+      return null;
+    }
+    const dest = resolveUdpTarget(d.ip, d.port, this.deps.listeners());
+    if (dest === null) {
+      log.warn('udp flow refused: no guest UDP listener at that address', { flow: d.flow, ip: d.ip, port: d.port });
+      this.deps.closed(d.flow);
+      return null;
+    }
+    const socket = createSocket({ type: isIP(dest) === 6 ? 'udp6' : 'udp4' });
+    const flow: Flow = {
+      id: d.flow,
+      ip: d.ip,
+      port: d.port,
+      socket,
+      connected: false,
+      pending: [],
+      timer: setTimeout(() => this.end(flow, 'idle', true), this.idleMs),
+    };
+    flow.timer.unref();
+    this.flowsById.set(flow.id, flow);
+    socket.on('message', (data) => {
+      flow.timer.refresh();
+      this.deps.reply(flow.id, data);
+    });
+    // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: the listener went away
+    // for a moment; keep the flow, the host decides.
+    socket.on('error', (err) => log.debug('udp flow socket error', { flow: flow.id, dest, port: d.port, err }));
+    // Connected, so only the target's replies are accepted; bound to loopback when the target is, so the flow's
+    // socket is never reachable from outside the guest.
+    const bindAddress = LOOPBACK.has(dest) ? dest : undefined;
+    socket.bind({ port: 0, address: bindAddress, exclusive: true }, () => {
+      socket.connect(d.port, dest, (err?: Error) => {
+        if (err) {
+          log.warn('udp flow cannot connect to its target', { flow: flow.id, dest, port: d.port, err });
+          this.end(flow, 'connect failed', true);
+          return;
+        }
+        flow.connected = true;
+        for (const data of flow.pending.splice(0)) socket.send(data);
+      });
+    });
+    log.debug('udp flow opened', { flow: flow.id, dest, port: d.port });
+    return flow;
+  }
+
+  private end(flow: Flow, reason: string, notify: boolean): void {
+    if (this.flowsById.get(flow.id) !== flow) return;
+    this.flowsById.delete(flow.id);
+    clearTimeout(flow.timer);
+    try {
+      flow.socket.close();
+    } catch {
+      // already closed by a failed bind
+    }
+    this.deps.log.debug('udp flow closed', { flow: flow.id, reason });
+    if (notify && !this.closed) this.deps.closed(flow.id);
+  }
+}
