@@ -1,0 +1,93 @@
+// Provisioning against the testbed (real sshd, no systemd in the namespace guest): the first run uploads the bundle
+// and starts the agent in the background, the second finds it current, and a killed agent is started again without
+// a new upload.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canRunTestbed, useTestbed } from '../../../test/helpers/testbed.js';
+import { waitFor } from '../../../test/helpers/wait.js';
+import { Config } from '../config/schema.js';
+import { silentLogger } from '../log.js';
+import { SshSession } from '../ssh/index.js';
+import { ensureGuestAgent } from './ensure.js';
+import { readManifest } from './manifest.js';
+
+const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
+const haveBuild = existsSync(join(BUNDLE_DIR, 'manifest.json'));
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed', () => {
+  const testbed = useTestbed();
+  let session: SshSession;
+  let instanceDir: string;
+  let config: Config;
+  let installDir: string;
+
+  beforeAll(async () => {
+    const tb = testbed();
+    instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-'));
+    installDir = join(tb.guestDir, 'install');
+    config = Config.parse({
+      ssh: { host: '127.0.0.1', port: tb.sshPort, user: tb.user, identityFile: tb.identityFile, useAgent: false },
+      guestAgent: { socket: join(tb.guestDir, 'agent.sock'), installDir },
+    });
+    session = new SshSession({ ssh: config.ssh, instanceDir, logger: silentLogger() });
+    session.start();
+    await session.waitConnected(20_000);
+  });
+
+  afterAll(async () => {
+    const pid = agentPid();
+    if (pid) process.kill(pid, 'SIGTERM');
+    await session?.close('test over');
+    rmSync(instanceDir, { recursive: true, force: true });
+  });
+
+  async function answers(): Promise<boolean> {
+    try {
+      (await session.openStreamLocal(config.guestAgent.socket)).destroy();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  function agentPid(): number | null {
+    try {
+      return Number(readFileSync(join(installDir, 'agent.pid'), 'utf8').trim()) || null;
+    } catch {
+      return null;
+    }
+  }
+
+  it('uploads the bundle and starts the agent in the background', async () => {
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+    expect(r.actions).toEqual(['uploaded', 'started in background']);
+    expect(r.artefact).toBe('bundle');
+    expect(r.hash).toBe(readManifest(BUNDLE_DIR).hash);
+    expect(r.summary).toMatch(/no systemd/);
+    const version = await session.execText(`node ${installDir}/tether-guest.cjs version`);
+    expect(version.stdout.trim()).toBe(`${r.version} ${r.hash}`);
+  });
+
+  it('finds a running current agent and does nothing', async () => {
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+    expect(r.actions).toEqual(['already current']);
+  });
+
+  it('starts a stopped agent again without uploading', async () => {
+    const pid = agentPid();
+    expect(pid).not.toBeNull();
+    process.kill(pid!, 'SIGTERM');
+    await waitFor(async () => !(await answers()), { what: 'the killed agent to stop answering' });
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+    expect(r.actions).toEqual(['started in background']);
+    expect(agentPid()).not.toBe(pid);
+  });
+
+  it('names a missing build', async () => {
+    await expect(ensureGuestAgent(session, config, '/nonexistent', silentLogger())).rejects.toThrow(
+      /guest agent build missing or unreadable at \/nonexistent\/manifest\.json/,
+    );
+  });
+});

@@ -1,0 +1,256 @@
+// Guest agent provisioning (`guestAgent.provision: auto`): makes sure tether-guest runs in the guest and is the build
+// this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
+// single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
+// (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
+// process. Owns the remote shell snippets; it uses the SSH session given to it and never opens its own.
+import type { ClientChannel, SFTPWrapper } from 'ssh2';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { ExecResult } from '../ssh/index.js';
+import { archOf, artefactPath, BUNDLE_FILE, type GuestArch, nodeUsable, readManifest, seaFile } from './manifest.js';
+
+/** What provisioning needs from an SSH session (SshSession satisfies it). */
+export interface GuestShell {
+  execText(command: string, timeoutMs?: number): Promise<ExecResult>;
+  sftp(): Promise<SFTPWrapper>;
+  openStreamLocal(socketPath: string): Promise<ClientChannel>;
+}
+
+export type ProvisionAction = 'already current' | 'uploaded' | 'installed unit' | 'started in background';
+
+export interface ProvisionResult {
+  actions: ProvisionAction[];
+  version: string;
+  hash: string;
+  /** What runs the agent in the guest: `bundle` (guest's Node) or a single executable. */
+  artefact: 'bundle' | GuestArch;
+  /** One line for logs and `tether up`, e.g. "uploaded tether-guest.cjs, started in background (no systemd)". */
+  summary: string;
+}
+
+export interface ProvisionOptions {
+  /** How long to wait for the agent's socket to answer after starting it. */
+  startTimeoutMs?: number;
+}
+
+/** Where the systemd install (`tether-guest install`) puts the executable. */
+const SYSTEM_LIB = '/usr/local/lib/tether-guest';
+
+interface GuestFacts {
+  arch: GuestArch | null;
+  unameM: string;
+  nodeVersion: string;
+  hasNode: boolean;
+  root: boolean;
+  sudo: boolean;
+  systemd: boolean;
+  /** Absolute install directory (installDir resolved against the login user's home). */
+  dir: string;
+  socketDirWritable: boolean;
+  /** Installed copies and the hash each reports (`tether-guest version` → `<version> <hash>`). */
+  installed: { path: string; kind: 'bundle' | 'sea'; version: string; hash: string }[];
+}
+
+export async function ensureGuestAgent(
+  shell: GuestShell,
+  config: Pick<Config, 'ssh' | 'guestAgent'>,
+  bundleDir: string,
+  log: Logger,
+  opts: ProvisionOptions = {},
+): Promise<ProvisionResult> {
+  const manifest = readManifest(bundleDir);
+  const { socket } = config.guestAgent;
+  const facts = await probe(shell, config);
+  log.info({ ...facts, installed: facts.installed.map((i) => `${i.path} ${i.hash}`) }, 'guest probed');
+
+  const artefact: 'bundle' | GuestArch = facts.hasNode ? 'bundle' : (facts.arch ?? 'bundle');
+  if (!facts.hasNode && !facts.arch)
+    throw new Error(
+      `guest architecture ${facts.unameM || '(unknown)'} has no tether-guest executable and the guest has no Node ≥ 20` +
+        ` (node -v: ${facts.nodeVersion || 'not found'}); install Node 20+ in the guest`,
+    );
+  const base = { version: manifest.version, hash: manifest.hash, artefact };
+  const current = facts.installed.find((i) => i.hash === manifest.hash && (i.kind === 'bundle') === facts.hasNode);
+  const running = await socketAnswers(shell, socket);
+
+  if (running && current) {
+    log.info({ path: current.path, hash: manifest.hash }, 'guest agent already current and running');
+    return { ...base, actions: ['already current'], summary: `already current (${manifest.version} ${manifest.hash})` };
+  }
+
+  const actions: ProvisionAction[] = [];
+  const notes: string[] = [];
+  let exe = current?.path;
+  if (!exe) {
+    exe = await upload(shell, artefactPath(manifest, artefact), facts.dir, artefact, log);
+    actions.push('uploaded');
+    notes.push(`uploaded ${artefact === 'bundle' ? BUNDLE_FILE : seaFile(artefact)} ${manifest.version}`);
+  }
+  const command = artefact === 'bundle' ? `node ${q(exe)}` : q(exe);
+  const user = config.ssh.user;
+  const sudo = facts.root ? '' : 'sudo -n ';
+
+  if (facts.systemd && (facts.root || facts.sudo)) {
+    const r = await shell.execText(`${sudo}${command} install --socket-owner ${q(user)} --socket ${q(socket)}`, 60_000);
+    if (r.code !== 0)
+      throw new Error(`tether-guest install failed (exit ${r.code}): ${lastLine(r.stderr || r.stdout)}`);
+    log.info({ out: r.stdout.trim() }, 'guest agent systemd unit installed');
+    actions.push('installed unit');
+    notes.push('installed the systemd unit');
+  } else {
+    const why = facts.systemd ? 'not root and sudo -n is refused' : 'no systemd';
+    const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
+    await startInBackground(
+      shell,
+      facts.dir,
+      `${elevate}${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
+    );
+    log.info({ why, socket }, 'guest agent started in background');
+    actions.push('started in background');
+    notes.push(`started in background (${why}; it will not survive a guest reboot)`);
+  }
+
+  await waitRunning(shell, socket, opts.startTimeoutMs ?? 15_000, async () => {
+    const r = await shell.execText(
+      facts.systemd && actions.includes('installed unit')
+        ? `${sudo}journalctl -u tether-guest -n 5 --no-pager 2>&1 || ${sudo}systemctl status tether-guest 2>&1 | tail -n 5`
+        : `tail -n 5 ${q(`${facts.dir}/agent.log`)} 2>&1`,
+    );
+    return r.stdout.trim().split('\n').join(' | ');
+  });
+  return { ...base, actions, summary: notes.join(', ') };
+}
+
+/** POSIX-shell single quoting. */
+export function q(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function lastLine(s: string): string {
+  const lines = s.trim().split('\n');
+  return lines[lines.length - 1] || '(no output)';
+}
+
+async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Promise<GuestFacts> {
+  const { installDir, socket } = config.guestAgent;
+  const sockDir = socket.includes('/') ? socket.slice(0, socket.lastIndexOf('/')) || '/' : '.';
+  const script = [
+    `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`,
+    'mkdir -p "$D"',
+    'echo "dir=$D"',
+    'echo "arch=$(uname -m)"',
+    'echo "node=$(node -v 2>/dev/null)"',
+    'echo "uid=$(id -u)"',
+    'test -d /run/systemd/system && echo systemd=1',
+    'sudo -n true 2>/dev/null && echo sudo=1',
+    `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
+    `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
+    `for f in "$D/${BUNDLE_FILE}" ${SYSTEM_LIB}/${BUNDLE_FILE}; do [ -f "$f" ] && echo "bundle:$f=$(node "$f" version 2>/dev/null)"; done`,
+    'true',
+  ].join('\n');
+  const r = await shell.execText(script, 60_000);
+  if (r.code !== 0) throw new Error(`probing the guest failed (exit ${r.code}): ${lastLine(r.stderr)}`);
+  const facts: GuestFacts = {
+    arch: null,
+    unameM: '',
+    nodeVersion: '',
+    hasNode: false,
+    root: false,
+    sudo: false,
+    systemd: false,
+    dir: '',
+    socketDirWritable: false,
+    installed: [],
+  };
+  for (const line of r.stdout.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1).trim();
+    if (key === 'dir') facts.dir = value;
+    else if (key === 'arch') {
+      facts.unameM = value;
+      facts.arch = archOf(value);
+    } else if (key === 'node') {
+      facts.nodeVersion = value;
+      facts.hasNode = nodeUsable(value);
+    } else if (key === 'uid') facts.root = value === '0';
+    else if (key === 'systemd') facts.systemd = true;
+    else if (key === 'sudo') facts.sudo = true;
+    else if (key === 'sockdir') facts.socketDirWritable = true;
+    else if (key.startsWith('sea:') || key.startsWith('bundle:')) {
+      const [version, hash] = value.split(/\s+/);
+      if (version && hash) {
+        const kind = key.startsWith('sea:') ? 'sea' : 'bundle';
+        facts.installed.push({ path: key.slice(kind.length + 1), kind, version, hash });
+      }
+    }
+  }
+  if (!facts.dir) throw new Error(`probing the guest printed no install directory: ${lastLine(r.stdout + r.stderr)}`);
+  return facts;
+}
+
+async function upload(
+  shell: GuestShell,
+  local: string,
+  dir: string,
+  artefact: 'bundle' | GuestArch,
+  log: Logger,
+): Promise<string> {
+  const final = `${dir}/${artefact === 'bundle' ? BUNDLE_FILE : 'tether-guest'}`;
+  const tmp = `${final}.upload-${process.pid}`;
+  const sftp = await shell.sftp();
+  try {
+    await new Promise<void>((resolve, reject) =>
+      sftp.fastPut(local, tmp, { mode: 0o755 }, (err) =>
+        err ? reject(new Error(`uploading ${local} to the guest's ${tmp} failed: ${err.message}`)) : resolve(),
+      ),
+    );
+  } finally {
+    sftp.end();
+  }
+  // Rename over the old copy: a running executable cannot be overwritten in place (ETXTBSY).
+  const r = await shell.execText(`chmod 755 ${q(tmp)} && mv -f ${q(tmp)} ${q(final)}`);
+  if (r.code !== 0) throw new Error(`installing ${final} in the guest failed: ${lastLine(r.stderr)}`);
+  log.info({ local, remote: final }, 'guest agent uploaded');
+  return final;
+}
+
+/** Starts the agent detached from the SSH session; stops a previous background copy we started (pid file). */
+async function startInBackground(shell: GuestShell, dir: string, command: string): Promise<void> {
+  const pidFile = q(`${dir}/agent.pid`);
+  const logFile = q(`${dir}/agent.log`);
+  const script = [
+    `if [ -f ${pidFile} ]; then p=$(cat ${pidFile}); grep -q tether-guest /proc/$p/cmdline 2>/dev/null && kill $p; fi`,
+    `nohup ${command} >>${logFile} 2>&1 </dev/null &`,
+    `echo $! >${pidFile}`,
+  ].join('\n');
+  const r = await shell.execText(script);
+  if (r.code !== 0) throw new Error(`starting the guest agent in the background failed: ${lastLine(r.stderr)}`);
+}
+
+async function socketAnswers(shell: GuestShell, socket: string): Promise<boolean> {
+  try {
+    const ch = await shell.openStreamLocal(socket);
+    ch.destroy();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitRunning(
+  shell: GuestShell,
+  socket: string,
+  timeoutMs: number,
+  diagnose: () => Promise<string>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await socketAnswers(shell, socket))) {
+    if (Date.now() > deadline) {
+      const detail = await diagnose().catch((err: Error) => err.message);
+      throw new Error(`guest agent started but ${socket} does not answer after ${timeoutMs} ms; guest log: ${detail}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,9 @@
+// Guest agent provisioning: the public surface used by the agent wiring and `tether doctor`.
+export {
+  ensureGuestAgent,
+  type GuestShell,
+  type ProvisionAction,
+  type ProvisionOptions,
+  type ProvisionResult,
+} from './ensure.js';
+export { archOf, defaultBundleDir, type GuestArch, type GuestManifest, nodeUsable, readManifest } from './manifest.js';
