@@ -1,0 +1,109 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/helpers/wait.js';
+import { AgentServer } from '../agent/server.js';
+import { PortPoller } from '../ports/index.js';
+import { connectClient, type TestClient } from '../testing/client.js';
+import { resolveUdpTarget } from './udp.js';
+
+// Datagrams go through the real agent server and protocol to echo servers bound to loopback in this process.
+
+let dir: string;
+const cleanups: (() => unknown)[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tether-udp-'));
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function echoServer(type: 'udp4' | 'udp6', address: string): Promise<number> {
+  const s: Socket = createSocket({ type, ipv6Only: type === 'udp6' });
+  s.on('message', (msg, from) => s.send(Buffer.concat([Buffer.from('echo:'), msg]), from.port, from.address));
+  s.bind(0, address);
+  await once(s, 'listening');
+  cleanups.push(() => new Promise<void>((r) => s.close(() => r())));
+  return (s.address() as AddressInfo).port;
+}
+
+async function agentClient(idleMs = 60_000): Promise<TestClient> {
+  const server = new AgentServer({
+    socketPath: join(dir, 'agent.sock'),
+    poller: new PortPoller({ excludeSelf: false, minIntervalMs: 20, maxIntervalMs: 100 }),
+    udp: { idleMs },
+  });
+  await server.start();
+  cleanups.push(() => server.close());
+  const c = await connectClient(server.socketPath, ['udp.reply', 'udp.close']);
+  cleanups.push(() => c.peer.close('test done'));
+  return c;
+}
+
+const text = (d: Uint8Array) => Buffer.from(d).toString();
+
+describe('UDP relay', () => {
+  it('relays datagrams to IPv4 and IPv6 listeners and returns replies on the same flow', async () => {
+    const c = await agentClient();
+    const p4 = await echoServer('udp4', '127.0.0.1');
+    const p6 = await echoServer('udp6', '::1');
+    await c.peer.request('ports.snapshot', {}); // the agent has scanned since the listeners opened
+    c.peer.notify('udp.dgram', { flow: 7, ip: '127.0.0.1', port: p4, data: Buffer.from('four') });
+    c.peer.notify('udp.dgram', { flow: 9, ip: '::1', port: p6, data: Buffer.from('six') });
+    c.peer.notify('udp.dgram', { flow: 7, ip: '127.0.0.1', port: p4, data: Buffer.from('again') });
+    const replies = await waitFor(() => (c.events['udp.reply']?.length === 3 ? c.events['udp.reply'] : null), {
+      what: 'three replies',
+    });
+    const byFlow = (flow: number) => replies.filter((r) => r.flow === flow).map((r) => text(r.data));
+    expect(byFlow(7)).toEqual(['echo:four', 'echo:again']);
+    expect(byFlow(9)).toEqual(['echo:six']);
+  });
+
+  it('reaches a wildcard listener through loopback', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp4', '0.0.0.0');
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 1, ip: '0.0.0.0', port, data: Buffer.from('x') });
+    const reply = await waitFor(() => c.events['udp.reply']?.[0], { what: 'reply' });
+    expect(reply.flow).toBe(1);
+  });
+
+  it('refuses a target that is not a guest UDP listener and tells the host', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp4', '127.0.0.1');
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 3, ip: '127.0.0.2', port, data: Buffer.from('x') });
+    c.peer.notify('udp.dgram', { flow: 4, ip: '::1', port, data: Buffer.from('x') }); // v4-only listener
+    await waitFor(() => c.events['udp.close']?.length === 2, { what: 'two udp.close' });
+    expect(c.events['udp.close']?.map((e) => e.flow).sort()).toEqual([3, 4]);
+    expect(c.events['udp.reply']).toEqual([]);
+  });
+
+  it('expires an idle flow and announces it', async () => {
+    const c = await agentClient(150);
+    const port = await echoServer('udp4', '127.0.0.1');
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 5, ip: '127.0.0.1', port, data: Buffer.from('x') });
+    await waitFor(() => c.events['udp.reply']?.length === 1, { what: 'reply' });
+    const closed = await waitFor(() => c.events['udp.close']?.[0], { what: 'idle close' });
+    expect(closed.flow).toBe(5);
+  });
+});
+
+describe('resolveUdpTarget', () => {
+  const l = (ip: string, port: number, proto = 'udp') => ({ proto, ip, port });
+  it('maps wildcards to loopback and refuses anything else', () => {
+    expect(resolveUdpTarget('0.0.0.0', 53, [l('0.0.0.0', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('::', 53, [l('::', 53)])).toBe('::1');
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('10.0.2.15', 53, [l('10.0.2.15', 53)])).toBe('10.0.2.15');
+    expect(resolveUdpTarget('10.0.2.16', 53, [l('0.0.0.0', 53)])).toBeNull();
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('127.0.0.1', 53, 'tcp')])).toBeNull();
+    expect(resolveUdpTarget('127.0.0.1', 54, [l('127.0.0.1', 53)])).toBeNull();
+  });
+});
