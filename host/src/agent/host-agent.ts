@@ -1,0 +1,361 @@
+// The host agent of one VM: wires the SSH session, the guest-agent link, the forwarding engine and (when configured)
+// the mounts together, runs the boot requirements in order, and exposes the operator view (AgentApi) that the control
+// API serves. Owns lifecycles and the translation of component events into AgentEvents; no socket code lives here.
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import type { Info } from '@tether/protocol';
+import type { Config } from '../config/schema.js';
+import { ForwardEngine } from '../forward/engine.js';
+import { AgentLink } from '../link/index.js';
+import { type Component, CURRENT_LOG, componentLogger, type Logger } from '../log.js';
+import type {
+  AgentApi,
+  AgentEvent,
+  ConnectionState,
+  ForwardSpec,
+  ForwardState,
+  ForwardView,
+  GuestView,
+  MountState,
+  MountView,
+  RequirementView,
+  StatusView,
+} from '../model.js';
+import { defaultBundleDir } from '../provision/index.js';
+import { SshSession, type SshSessionOptions } from '../ssh/index.js';
+import { startGuestAgent } from './guest-start.js';
+import { ProblemRing } from './problems.js';
+
+export const HOST_AGENT_NAME = 'tether/0.1.0';
+
+/** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
+export interface MountDriver {
+  /** Checks the guest's mount requirements and mounts; resolves with a detail line, rejects with what failed. */
+  start(ssh: SshSession, link: AgentLink): Promise<string | null>;
+  views(): MountView[];
+  stop(): Promise<void>;
+  /** Called with each changed view, so the agent can announce it. */
+  onChange?: (listener: (view: MountView) => void) => void;
+}
+
+export interface HostAgentOptions {
+  instanceDir: string;
+  /** Root logger; components get children. */
+  logger: Logger;
+  /** Where build/guest (tether-guest.cjs, manifest.json) is; default: the repository's build/guest. */
+  guestBundleDir?: string;
+  mounts?: MountDriver;
+  /** Shown in status; default <instanceDir>/logs/current.log. */
+  logFile?: string;
+  /** Deadline of each boot requirement. */
+  requirementTimeoutMs?: number;
+  /** The guest's sshd port, never forwarded (default 22). */
+  guestSshPort?: number;
+  /** Reconnect tuning (tests). */
+  ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs'>>;
+}
+
+const REQUIREMENTS = ['ssh reachable', 'host key', 'guest agent provisioned', 'guest agent running', 'mounts ready'];
+
+/** Emits `event` (AgentEvent). */
+export class HostAgent extends EventEmitter implements AgentApi {
+  readonly ssh: SshSession;
+  readonly link: AgentLink;
+  readonly engine: ForwardEngine;
+  readonly problems = new ProblemRing(20);
+  readonly startedAt = new Date();
+  private state: StatusView['state'] = 'starting';
+  private readonly requirements: RequirementView[];
+  private readonly log: Logger;
+  private readonly bundleDir: string;
+  private provisioning: Promise<string> | null = null;
+  private provisionSummary: string | null = null;
+  /** `failed` (Error) when a provisioning run fails; requirement 3 listens. */
+  private readonly provisionEvents = new EventEmitter();
+  private stopping = false;
+
+  constructor(
+    readonly name: string,
+    readonly config: Config,
+    private readonly opts: HostAgentOptions,
+  ) {
+    super();
+    this.log = this.logger('agent');
+    this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
+    const total = opts.mounts ? 5 : 4;
+    this.requirements = REQUIREMENTS.slice(0, total).map((name, i) => ({
+      index: i + 1,
+      total,
+      name,
+      state: 'pending',
+      detail: null,
+      elapsedMs: 0,
+    }));
+    this.ssh = new SshSession({
+      ssh: config.ssh,
+      instanceDir: opts.instanceDir,
+      logger: this.logger('ssh'),
+      ...opts.ssh,
+    });
+    const provision = config.guestAgent.provision === 'auto';
+    this.link = new AgentLink(this.ssh, {
+      socket: config.guestAgent.socket,
+      logger: this.logger('link'),
+      agent: HOST_AGENT_NAME,
+      ensureAgent: provision ? () => this.provision().then(() => undefined) : undefined,
+    });
+    this.engine = new ForwardEngine({
+      ssh: this.ssh,
+      portForwards: config.portForwards,
+      maxForwards: config.maxForwards,
+      instanceDir: opts.instanceDir,
+      logger: this.logger('forward'),
+      sshPort: opts.guestSshPort,
+    });
+    this.wire();
+  }
+
+  // ── AgentApi ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+  status(): StatusView {
+    const forwards = {
+      forwarding: 0,
+      conflict: 0,
+      privileged: 0,
+      ignored: 0,
+      suspended: 0,
+      error: 0,
+      total: 0,
+    } as Record<ForwardState, number> & { total: number };
+    for (const f of this.engine.views()) {
+      forwards[f.state]++;
+      forwards.total++;
+    }
+    const mounts = { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 0, unmounted: 0, total: 0 } as Record<
+      MountState,
+      number
+    > & { total: number };
+    for (const m of this.mounts()) {
+      mounts[m.state]++;
+      mounts.total++;
+    }
+    return {
+      name: this.name,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      state: this.state,
+      ssh: {
+        target: this.ssh.target,
+        state: this.ssh.state,
+        since: this.ssh.since.toISOString(),
+        lastError: this.ssh.lastError,
+        reconnects: this.ssh.reconnects,
+      },
+      guest: this.link.info ? guestView(this.link.info) : null,
+      requirements: this.requirements.map((r) => ({ ...r })),
+      forwards,
+      mounts,
+      lastErrors: this.problems.list(),
+      logFile: this.opts.logFile ?? join(this.opts.instanceDir, 'logs', CURRENT_LOG),
+    };
+  }
+
+  forwards(): ForwardView[] {
+    return this.engine.views();
+  }
+
+  mounts(): MountView[] {
+    return this.opts.mounts?.views() ?? [];
+  }
+
+  addForward(spec: ForwardSpec): Promise<ForwardView> {
+    return this.engine.add(spec);
+  }
+
+  removeForward(id: string): Promise<void> {
+    return this.engine.remove(id);
+  }
+
+  // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Runs the boot requirements in order; rejects with the first that failed (the agent keeps its state for status). */
+  async start(): Promise<void> {
+    const timeout = this.opts.requirementTimeoutMs ?? 120_000;
+    this.ssh.start();
+    try {
+      await this.requirement(1, () => this.waitReachable(timeout));
+      await this.requirement(2, async () => {
+        await this.ssh.waitConnected(timeout);
+        const key = this.ssh.hostKey!;
+        const how = this.ssh.hostKeyResult === 'pinned' ? 'pinned on first use' : 'matches the pinned key';
+        return `${key.algorithm} ${key.fingerprint} (${how}); logged in as ${this.config.ssh.user}`;
+      });
+      await this.engine.start();
+      this.link.start();
+      if (this.config.guestAgent.provision === 'never') {
+        this.setRequirement(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run');
+      } else {
+        await this.requirement(3, () => this.waitProvisioned(timeout));
+      }
+      await this.requirement(4, async () => {
+        const info = await this.link.waitUp(timeout);
+        return `tether-guest ${info.version} pid ${info.pid} on ${info.hostname} (${info.listeners} listeners)`;
+      });
+      const mounts = this.opts.mounts;
+      if (mounts) await this.requirement(5, () => mounts.start(this.ssh, this.link));
+      this.setState(this.link.up ? 'ready' : 'degraded');
+    } catch (err) {
+      this.setState('failed');
+      throw err;
+    }
+  }
+
+  async stop(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.setState('stopping');
+    this.log.info({ reason }, `host agent stopping: ${reason}`);
+    await this.opts.mounts?.stop().catch((err: Error) => this.log.warn(`stopping mounts failed: ${err.message}`));
+    this.link.stop();
+    await this.engine.stop();
+    await this.ssh.close(reason);
+  }
+
+  // ── internals ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+  private logger(component: Component): Logger {
+    return this.problems.tap(componentLogger(this.opts.logger, component), component);
+  }
+
+  private wire(): void {
+    this.ssh.on('state', (state: ConnectionState, reason: string | null) =>
+      this.announce({ type: 'connection', state, reason }),
+    );
+    this.engine.on('change', (forward: ForwardView) => this.announce({ type: 'forward', forward }));
+    this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
+    this.opts.mounts?.onChange?.((mount) => this.announce({ type: 'mount', mount }));
+    this.link.on('peer', (peer) => this.engine.attachPeer(peer));
+    this.link.on('snapshot', (listeners) => void this.engine.setListeners(listeners));
+    this.link.on('delta', (delta) => void this.engine.applyDelta(delta));
+    this.link.on('up', () => {
+      if (this.state === 'degraded') this.setState('ready');
+    });
+    this.link.on('down', (reason: string) => {
+      this.engine.suspendDetected(reason);
+      if (this.state === 'ready') this.setState('degraded');
+    });
+  }
+
+  private announce(e: AgentEvent): void {
+    this.emit('event', e);
+  }
+
+  private setState(state: StatusView['state']): void {
+    if (state === this.state || (this.stopping && state !== 'stopping')) return;
+    this.state = state;
+    this.announce({ type: 'status', state });
+  }
+
+  private setRequirement(index: number, state: RequirementView['state'], detail: string | null, elapsedMs = 0): void {
+    const r = this.requirements[index - 1];
+    r.state = state;
+    r.detail = detail;
+    r.elapsedMs = Math.round(elapsedMs);
+    this.announce({ type: 'requirement', requirement: { ...r } });
+  }
+
+  private async requirement(index: number, check: () => Promise<string | null>): Promise<void> {
+    const r = this.requirements[index - 1];
+    const started = performance.now();
+    this.setRequirement(index, 'waiting', null);
+    this.log.info(`waiting for requirement ${index} of ${r.total}: ${r.name}`);
+    try {
+      const detail = await check();
+      this.setRequirement(index, 'ok', detail, performance.now() - started);
+      this.log.info({ detail }, `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`);
+    } catch (err) {
+      const detail = (err as Error).message;
+      this.setRequirement(index, 'failed', detail, performance.now() - started);
+      this.log.error(`requirement ${index} of ${r.total} failed: ${r.name}: ${detail}`);
+      throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${detail}`);
+    }
+  }
+
+  private waitReachable(timeoutMs: number): Promise<string> {
+    const done = () => `${this.ssh.target} answered with an SSH handshake`;
+    if (this.ssh.hostKey) return Promise.resolve(done());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.ssh.off('reachable', onReachable);
+        reject(
+          new Error(
+            `no SSH server answered at ${this.ssh.target} within ${timeoutMs} ms: ${this.ssh.lastError ?? 'no error yet'}`,
+          ),
+        );
+      }, timeoutMs);
+      const onReachable = () => {
+        clearTimeout(timer);
+        resolve(done());
+      };
+      this.ssh.once('reachable', onReachable);
+    });
+  }
+
+  /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
+  private provision(): Promise<string> {
+    this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'))
+      .then(
+        (summary) => {
+          this.provisionSummary = summary;
+          return summary;
+        },
+        (err: Error) => {
+          this.provisionEvents.emit('failed', err);
+          throw err;
+        },
+      )
+      .finally(() => {
+        this.provisioning = null;
+      });
+    return this.provisioning;
+  }
+
+  /** Requirement 3: the agent answers by itself, or provisioning (started by the link on no answer) succeeds. */
+  private waitProvisioned(timeoutMs: number): Promise<string> {
+    if (this.link.up) return Promise.resolve(`already running at ${this.config.guestAgent.socket}`);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          finish(
+            new Error(`guest agent not provisioned within ${timeoutMs} ms: ${this.link.lastError ?? 'no answer yet'}`),
+          ),
+        timeoutMs,
+      );
+      const onUp = () => finish(null, this.provisionSummary ?? `already running at ${this.config.guestAgent.socket}`);
+      // A provisioning failure is final for this requirement; the link keeps retrying for later.
+      const onFailed = (err: Error) => finish(new Error(`cannot start the guest agent: ${err.message}`));
+      const finish = (err: Error | null, detail?: string) => {
+        clearTimeout(timer);
+        this.provisionEvents.off('failed', onFailed);
+        this.link.off('up', onUp);
+        if (err) reject(err);
+        else resolve(detail!);
+      };
+      this.link.once('up', onUp);
+      this.provisionEvents.once('failed', onFailed);
+    });
+  }
+}
+
+function guestView(info: Info): GuestView {
+  return {
+    version: info.version,
+    hostname: info.hostname,
+    kernel: info.kernel,
+    arch: info.arch,
+    scanIntervalMs: info.scanIntervalMs,
+    agentPid: info.pid,
+    agentStartedAt: new Date(info.startedAt).toISOString(),
+    listeners: info.listeners,
+  };
+}

@@ -1,0 +1,4 @@
+// The host agent wiring: what the CLI and the tests start.
+export { startGuestAgent } from './guest-start.js';
+export { HOST_AGENT_NAME, HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
+export { type RunAgentOptions, type RunningAgent, runAgent } from './run.js';

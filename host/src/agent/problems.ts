@@ -1,0 +1,40 @@
+// The last warnings and errors of the agent, for `tether status`: a logger wrapper that records every warn/error
+// line it writes (component and message) in a bounded ring. Owns the ring; the log file stays the full record.
+import type { Logger } from '../log.js';
+import type { LoggedError } from '../model.js';
+
+export class ProblemRing {
+  private readonly items: LoggedError[] = [];
+
+  constructor(private readonly size = 20) {}
+
+  list(): LoggedError[] {
+    return [...this.items];
+  }
+
+  record(component: string, msg: string): void {
+    this.items.push({ time: new Date().toISOString(), component, msg });
+    if (this.items.length > this.size) this.items.shift();
+  }
+
+  /** A logger that behaves like `log` and also records its warn/error/fatal lines. */
+  tap(log: Logger, component: string): Logger {
+    const wrapped = Object.create(log) as Logger;
+    for (const level of ['warn', 'error', 'fatal'] as const) {
+      const original = log[level].bind(log) as (...args: unknown[]) => void;
+      (wrapped as unknown as Record<string, unknown>)[level] = (...args: unknown[]) => {
+        if (log.isLevelEnabled(level)) this.record(component, messageOf(args));
+        original(...args);
+      };
+    }
+    return wrapped;
+  }
+}
+
+function messageOf(args: unknown[]): string {
+  const [first, second] = args;
+  if (typeof first === 'string') return first;
+  if (typeof second === 'string') return second;
+  if (first instanceof Error) return first.message;
+  return JSON.stringify(first) ?? '';
+}

@@ -1,0 +1,27 @@
+// Entry point that runs one VM's host agent in this process: creates the logger (<instanceDir>/logs, rotated) and
+// starts a HostAgent. `tether up --foreground` and the integration tests call it.
+import { join } from 'node:path';
+import type { Config } from '../config/schema.js';
+import { createLogger, type Logger } from '../log.js';
+import { HostAgent, type HostAgentOptions } from './host-agent.js';
+
+export interface RunAgentOptions extends Omit<HostAgentOptions, 'logger'> {
+  /** Default: pino to <instanceDir>/logs. */
+  logger?: Logger;
+  logLevel?: string;
+}
+
+export interface RunningAgent {
+  agent: HostAgent;
+  /** Settles when the boot requirements are done; rejects with the first that failed. */
+  ready: Promise<void>;
+}
+
+/** Creates and starts the agent; returns at once so callers can serve status while it boots. */
+export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
+  const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
+  const agent = new HostAgent(name, config, { ...opts, logger });
+  const ready = agent.start();
+  ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure
+  return { agent, ready };
+}

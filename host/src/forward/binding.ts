@@ -1,0 +1,38 @@
+// What the forwarding engine needs from a host-side listener (TCP server, UDP socket, unix socket server), and the
+// per-forward counters they update. The engine owns lifecycles; bindings own sockets.
+import type { Duplex } from 'node:stream';
+
+/** Per-forward counters. bytesIn: received from host clients; bytesOut: sent to host clients. */
+export interface ForwardStats {
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Where a host binding sends what it accepts: one guest address (a wildcard already replaced by a loopback). */
+export interface GuestTarget {
+  /** The forward id, for logs. */
+  id: string;
+  guestIP: string;
+  guestPort: number;
+  stats: ForwardStats;
+}
+
+/** Picks the guest target for traffic arriving on a binding of the given address family (null: none any more). */
+export type Route = (family: 4 | 6) => GuestTarget | null;
+
+/** Opens a channel to the guest (a `forwardOut` or streamlocal channel). */
+export type OpenChannel = () => Promise<Duplex>;
+
+export interface HostBinding {
+  /** Display form: `127.0.0.1:8080`, `[::1]:8080` or a socket path. */
+  readonly address: string;
+  /** Starts listening; rejects with the errno error (EADDRINUSE, EACCES, EADDRNOTAVAIL, …). */
+  listen(): Promise<void>;
+  /** Stops listening; open connections are left to finish. */
+  close(): Promise<void>;
+}
+
+export function formatAddr(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

@@ -1,0 +1,507 @@
+// The forwarding engine: reconciles the desired forwards (guest listeners from the agent link, static rules from
+// tether.yaml, runtime adds) into host bindings and keeps each forward's state. Host bindings are keyed by host
+// address and shared (ref-counted) when several guest listeners map to the same one (guest 0.0.0.0:80 and :::80 both
+// land on host 127.0.0.1:80 and [::1]:80). Owns forward states, their one log line per change, conflict retries and
+// the cap; the sockets themselves live in tcp.ts, udp.ts and unix.ts.
+import { EventEmitter } from 'node:events';
+import { basename, join } from 'node:path';
+import type { Listener, Peer } from '@tether/protocol';
+import PQueue from 'p-queue';
+import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
+import { expandHome, type SshSession } from '../ssh/index.js';
+import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
+import { TcpBinding } from './tcp.js';
+import { UdpBinding, UdpFlows } from './udp.js';
+import { UnixBinding } from './unix.js';
+
+export interface ForwardEngineOptions {
+  ssh: SshSession;
+  portForwards: readonly PortForward[];
+  maxForwards: number;
+  /** Default directory of unix socket forwards' host files. */
+  instanceDir: string;
+  /** Component logger (`forward`). */
+  logger: Logger;
+  /** The guest's sshd port (never forwarded). */
+  sshPort?: number;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** Concurrent channel opens across all forwards. */
+  channelOpenConcurrency?: number;
+  udpIdleMs?: number;
+}
+
+type Proto = 'tcp' | 'udp' | 'unix';
+type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
+
+interface Forward {
+  id: string;
+  proto: Proto;
+  source: ForwardSource;
+  guestAddr: string;
+  guestIP: string;
+  guestPort: number;
+  hostAddrs: string[];
+  bindingKeys: string[];
+  process: { pid: number; command: string } | null;
+  /** Why it is ignored (rule, operator, cap); null when it forwards. */
+  ignored: string | null;
+  /** Why it is suspended (agent link down); null otherwise. */
+  suspended: string | null;
+  stats: ForwardStats;
+  state: ForwardState | null;
+  error: string | null;
+  since: Date;
+}
+
+interface BindingEntry {
+  key: string;
+  binding: HostBinding;
+  refs: Set<Forward>;
+  status: BindStatus;
+  error: string | null;
+  retryDelay: number;
+  timer: NodeJS.Timeout | null;
+  closed: boolean;
+  /** Settles after the first listen attempt. */
+  settled: Promise<void>;
+}
+
+const PRIVILEGED_HINT =
+  'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
+
+export function listenerId(l: { proto: string; ip: string; port: number }): string {
+  return `${l.proto}/${formatAddr(l.ip, l.port)}`;
+}
+
+/** The address a connection for a guest listener is sent to: a wildcard is reached through its loopback. */
+function guestTargetIP(ip: string): string {
+  const a = unmapIPv4(ip);
+  if (a === '0.0.0.0') return '127.0.0.1';
+  if (a === '::') return '::1';
+  return a;
+}
+
+function familyOf(ip: string): 4 | 6 {
+  return unmapIPv4(ip).includes(':') ? 6 : 4;
+}
+
+/** Events: `change` (ForwardView), `removed` (id: string). */
+export class ForwardEngine extends EventEmitter {
+  /** Guest listeners not forwarded because of the cap. */
+  capped = 0;
+  readonly udp: UdpFlows;
+  private readonly forwardsById = new Map<string, Forward>();
+  private readonly bindings = new Map<string, BindingEntry>();
+  private readonly userIgnored = new Set<string>();
+  private readonly opens: PQueue;
+  private readonly log: Logger;
+  private readonly rules: PortRule[];
+  private readonly socketRules: SocketRule[];
+  private capWarned = false;
+  private stopped = false;
+
+  constructor(private readonly opts: ForwardEngineOptions) {
+    super();
+    this.log = opts.logger;
+    this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
+    this.socketRules = opts.portForwards.filter(isSocketRule);
+    this.opens = new PQueue({ concurrency: opts.channelOpenConcurrency ?? 64 });
+    this.udp = new UdpFlows({ logger: opts.logger, idleMs: opts.udpIdleMs });
+  }
+
+  /** Sets up static TCP rules and unix socket forwards; resolves when their first bind attempts settled. */
+  async start(): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (const rule of this.rules.filter((r) => r.static && !r.ignore)) {
+      const guestPort = rule.guestPort!;
+      const hostPort = rule.hostPort ?? rule.hostPortRange?.[0] ?? guestPort;
+      const hostIPs = rule.hostIP ? [rule.hostIP] : [...DEFAULT_HOST_IPS];
+      pending.push(this.createPortForward('static', 'tcp', rule.guestIP, guestPort, hostIPs, hostPort, null));
+    }
+    for (const rule of this.socketRules) {
+      const hostSocket = expandHome(rule.hostSocket ?? join(this.opts.instanceDir, basename(rule.guestSocket)));
+      pending.push(this.createUnixForward('static', rule.guestSocket, hostSocket));
+    }
+    await Promise.all(pending);
+  }
+
+  /** A new agent link: its UDP events go through the flow table. */
+  attachPeer(peer: Peer): void {
+    this.udp.attach(peer);
+  }
+
+  /** A full snapshot of guest listeners: forwards still listening are kept, the others removed. */
+  async setListeners(listeners: readonly Listener[]): Promise<void> {
+    const desired = new Map<string, Listener>();
+    for (const l of listeners) desired.set(listenerId(l), l);
+    for (const f of [...this.forwardsById.values()]) {
+      if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
+    }
+    await Promise.all([...desired.values()].map((l) => this.upsertDetected(l)));
+  }
+
+  async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
+    for (const l of delta.removed) {
+      const f = this.forwardsById.get(listenerId(l));
+      if (f?.source === 'detected') this.drop(f);
+      else if (f) f.process = null;
+    }
+    await Promise.all(delta.added.map((l) => this.upsertDetected(l)));
+  }
+
+  /** The agent link is down: detected forwards keep their host listeners (clients get a quick retry) but say so. */
+  suspendDetected(reason: string): void {
+    for (const f of this.forwardsById.values()) {
+      if (f.source !== 'detected' || f.ignored) continue;
+      f.suspended = `agent link down: ${reason}`;
+      this.refresh(f);
+    }
+  }
+
+  async add(spec: ForwardSpec): Promise<ForwardView> {
+    if (spec.proto === 'unix') {
+      const id = `unix/${spec.guestSocket}`;
+      this.refuseDuplicate(id);
+      await this.createUnixForward('runtime', spec.guestSocket, expandHome(spec.hostSocket));
+      return this.view(id)!;
+    }
+    const id = listenerId({ proto: spec.proto, ip: '127.0.0.1', port: spec.guestPort });
+    this.refuseDuplicate(id);
+    const existing = this.forwardsById.get(id);
+    if (existing) this.drop(existing); // a detected forward of the same guest port gives way to the explicit one
+    const hostIPs = spec.hostIP ? [spec.hostIP] : [...DEFAULT_HOST_IPS];
+    await this.createPortForward('runtime', spec.proto, '127.0.0.1', spec.guestPort, hostIPs, spec.hostPort, null);
+    return this.view(id)!;
+  }
+
+  /** Runtime and static forwards are removed; detected ones become `ignored` while their listener exists. */
+  async remove(id: string): Promise<void> {
+    const f = this.forwardsById.get(id);
+    if (!f) throw new Error(`no forward with id ${id}`);
+    if (f.source !== 'detected') {
+      this.drop(f);
+      return;
+    }
+    this.userIgnored.add(id);
+    this.release(f);
+    f.ignored = 'removed by the operator (tether forward rm)';
+    this.refresh(f);
+  }
+
+  views(): ForwardView[] {
+    const out: ForwardView[] = [];
+    for (const f of this.forwardsById.values()) if (f.state) out.push(this.toView(f));
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  view(id: string): ForwardView | undefined {
+    const f = this.forwardsById.get(id);
+    return f?.state ? this.toView(f) : undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.udp.stop();
+    this.opens.clear();
+    const closing = [...this.bindings.values()].map((e) => this.closeEntry(e));
+    this.bindings.clear();
+    this.forwardsById.clear();
+    await Promise.all(closing);
+  }
+
+  // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+  private refuseDuplicate(id: string): void {
+    const f = this.forwardsById.get(id);
+    if (f && f.source !== 'detected') throw new Error(`forward ${id} already exists (${f.source})`);
+  }
+
+  private upsertDetected(l: Listener): Promise<void> {
+    const id = listenerId(l);
+    const process = l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : null;
+    const existing = this.forwardsById.get(id);
+    if (existing) {
+      if (process) existing.process = process;
+      if (existing.suspended) {
+        existing.suspended = null;
+        this.refresh(existing);
+      }
+      return Promise.resolve();
+    }
+    if (this.detectedCount() >= this.opts.maxForwards) {
+      this.capped++;
+      if (!this.capWarned) {
+        this.capWarned = true;
+        this.log.warn(
+          { maxForwards: this.opts.maxForwards },
+          `guest reports more listeners than maxForwards (${this.opts.maxForwards}); the rest are not forwarded`,
+        );
+      }
+      return Promise.resolve();
+    }
+    if (this.userIgnored.has(id)) {
+      return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, 'removed by the operator', process);
+    }
+    const decision = matchRule(l, this.rules, { sshPort: this.opts.sshPort });
+    if (decision.action === 'ignore') {
+      return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, decision.reason, process);
+    }
+    return this.createPortForward(
+      'detected',
+      l.proto,
+      l.ip,
+      l.port,
+      decision.hostIPs,
+      decision.hostPort,
+      null,
+      process,
+    );
+  }
+
+  private detectedCount(): number {
+    let n = 0;
+    for (const f of this.forwardsById.values()) if (f.source === 'detected') n++;
+    return n;
+  }
+
+  private newForward(
+    id: string,
+    proto: Proto,
+    source: ForwardSource,
+    guestAddr: string,
+    guestIP: string,
+    guestPort: number,
+  ): Forward {
+    return {
+      id,
+      proto,
+      source,
+      guestAddr,
+      guestIP,
+      guestPort,
+      hostAddrs: [],
+      bindingKeys: [],
+      process: null,
+      ignored: null,
+      suspended: null,
+      stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
+      state: null,
+      error: null,
+      since: new Date(),
+    };
+  }
+
+  private createPortForward(
+    source: ForwardSource,
+    proto: 'tcp' | 'udp',
+    guestIP: string,
+    guestPort: number,
+    hostIPs: string[],
+    hostPort: number,
+    ignored: string | null,
+    process: Forward['process'] = null,
+  ): Promise<void> {
+    const id = listenerId({ proto, ip: guestIP, port: guestPort });
+    const f = this.newForward(id, proto, source, formatAddr(guestIP, guestPort), guestIP, guestPort);
+    f.process = process;
+    f.ignored = ignored;
+    f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
+    this.forwardsById.set(id, f);
+    if (ignored) {
+      this.refresh(f);
+      return Promise.resolve();
+    }
+    const settled = hostIPs.map((ip) =>
+      this.acquire(f, `${proto}/${formatAddr(ip, hostPort)}`, (route) =>
+        proto === 'tcp'
+          ? new TcpBinding(ip, hostPort, route, { ssh: this.opts.ssh, opens: this.opens, log: this.log })
+          : new UdpBinding(ip, hostPort, route, this.udp, this.log),
+      ),
+    );
+    return Promise.all(settled).then(() => undefined);
+  }
+
+  private createUnixForward(source: ForwardSource, guestSocket: string, hostSocket: string): Promise<void> {
+    const id = `unix/${guestSocket}`;
+    const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
+    f.hostAddrs = [hostSocket];
+    this.forwardsById.set(id, f);
+    return this.acquire(
+      f,
+      `unix/${hostSocket}`,
+      () => new UnixBinding(hostSocket, guestSocket, f.stats, { ssh: this.opts.ssh, log: this.log }),
+    );
+  }
+
+  private drop(f: Forward): void {
+    if (this.forwardsById.get(f.id) !== f) return;
+    this.forwardsById.delete(f.id);
+    this.release(f);
+    this.log.info(
+      { forward: f.id, guest: f.guestAddr, host: f.hostAddrs },
+      `forward ${f.id} removed (guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'})`,
+    );
+    this.emit('removed', f.id);
+  }
+
+  // ── host bindings ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  private acquire(f: Forward, key: string, make: (route: Route) => HostBinding): Promise<void> {
+    f.bindingKeys.push(key);
+    const existing = this.bindings.get(key);
+    if (existing) {
+      existing.refs.add(f);
+      return existing.settled.then(() => this.refresh(f));
+    }
+    const entry = {
+      key,
+      refs: new Set([f]),
+      status: 'pending',
+      error: null,
+      retryDelay: this.opts.retryInitialMs ?? 250,
+      timer: null,
+      closed: false,
+    } as unknown as BindingEntry;
+    entry.binding = make((family) => this.route(entry, family));
+    this.bindings.set(key, entry);
+    entry.settled = this.attempt(entry);
+    return entry.settled;
+  }
+
+  private release(f: Forward): void {
+    for (const key of f.bindingKeys) {
+      const entry = this.bindings.get(key);
+      if (!entry) continue;
+      entry.refs.delete(f);
+      if (entry.refs.size === 0) {
+        this.bindings.delete(key);
+        void this.closeEntry(entry);
+      }
+    }
+    f.bindingKeys = [];
+  }
+
+  private closeEntry(entry: BindingEntry): Promise<void> {
+    entry.closed = true;
+    if (entry.timer) clearTimeout(entry.timer);
+    return entry.binding.close().catch((err: Error) => {
+      this.log.warn({ address: entry.binding.address }, `closing ${entry.binding.address} failed: ${err.message}`);
+    });
+  }
+
+  /** Prefers a guest listener of the binding's own family (guest ::1 for host [::1]), else any live one. */
+  private route(entry: BindingEntry, family: 4 | 6): GuestTarget | null {
+    let pick: Forward | undefined;
+    for (const f of entry.refs) {
+      if (f.ignored) continue;
+      pick ??= f;
+      if (familyOf(f.guestIP) === family) {
+        pick = f;
+        break;
+      }
+    }
+    if (!pick) return null;
+    return { id: pick.id, guestIP: guestTargetIP(pick.guestIP), guestPort: pick.guestPort, stats: pick.stats };
+  }
+
+  private attempt(entry: BindingEntry): Promise<void> {
+    entry.status = 'pending';
+    return entry.binding.listen().then(
+      () => {
+        if (entry.closed || this.stopped) {
+          void entry.binding.close();
+          return;
+        }
+        entry.status = 'bound';
+        entry.error = null;
+        entry.retryDelay = this.opts.retryInitialMs ?? 250;
+        this.refreshRefs(entry);
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (entry.closed || this.stopped) return;
+        const addr = entry.binding.address;
+        if (err.code === 'EADDRINUSE') {
+          entry.status = 'conflict';
+          entry.error = `host address ${addr} is in use by another process; retrying until it is free`;
+          this.scheduleRetry(entry);
+        } else if (err.code === 'EACCES') {
+          entry.status = 'privileged';
+          entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
+        } else {
+          entry.status = 'error';
+          entry.error = `cannot listen on ${addr}: ${err.message}`;
+        }
+        this.refreshRefs(entry);
+      },
+    );
+  }
+
+  private scheduleRetry(entry: BindingEntry): void {
+    const max = this.opts.retryMaxMs ?? 5_000;
+    const delay = Math.round(entry.retryDelay * (0.75 + Math.random() * 0.5));
+    entry.retryDelay = Math.min(max, entry.retryDelay * 2);
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      if (!entry.closed) void this.attempt(entry);
+    }, delay);
+  }
+
+  // ── states ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+  private refreshRefs(entry: BindingEntry): void {
+    for (const f of entry.refs) this.refresh(f);
+  }
+
+  private computeState(f: Forward): { state: ForwardState; error: string | null } | null {
+    if (f.ignored) return { state: 'ignored', error: f.ignored };
+    const entries = f.bindingKeys.map((k) => this.bindings.get(k)).filter((e): e is BindingEntry => !!e);
+    const settled = entries.filter((e) => e.status !== 'pending');
+    if (settled.length === 0) return null; // first bind attempt still running
+    const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
+    const bound = settled.some((e) => e.status === 'bound');
+    if (f.suspended) return { state: 'suspended', error: f.suspended };
+    if (bound) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
+    const error = failures.join('; ');
+    if (settled.some((e) => e.status === 'conflict')) return { state: 'conflict', error };
+    if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
+    return { state: 'error', error };
+  }
+
+  private refresh(f: Forward): void {
+    if (this.forwardsById.get(f.id) !== f) return;
+    const next = this.computeState(f);
+    if (!next || (next.state === f.state && next.error === f.error)) return;
+    f.state = next.state;
+    f.error = next.error;
+    f.since = new Date();
+    const fields = { forward: f.id, state: f.state, guest: f.guestAddr, host: f.hostAddrs, error: f.error };
+    const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'}: ${f.state}${
+      f.error ? ` (${f.error})` : ''
+    }`;
+    if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
+    else if (f.state === 'ignored' || f.state === 'suspended') this.log.info(fields, msg);
+    else this.log.warn(fields, msg);
+    this.emit('change', this.toView(f));
+  }
+
+  private toView(f: Forward): ForwardView {
+    return {
+      id: f.id,
+      proto: f.proto,
+      guestAddr: f.guestAddr,
+      hostAddrs: [...f.hostAddrs],
+      state: f.state ?? 'error',
+      process: f.process,
+      connections: f.stats.connections,
+      bytesIn: f.stats.bytesIn,
+      bytesOut: f.stats.bytesOut,
+      since: f.since.toISOString(),
+      error: f.error,
+      source: f.source,
+    };
+  }
+}

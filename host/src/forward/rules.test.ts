@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import { PortRule } from '../config/schema.js';
+import { type GuestListenerAddr, matchRule, type RuleDecision } from './rules.js';
+
+const rule = (r: Record<string, unknown>) => PortRule.parse(r);
+const both = ['127.0.0.1', '::1'];
+const tcp = (ip: string, port: number): GuestListenerAddr => ({ proto: 'tcp', ip, port });
+const udp = (ip: string, port: number): GuestListenerAddr => ({ proto: 'udp', ip, port });
+const fwd = (hostPort: number, hostIPs = both): RuleDecision => ({ action: 'forward', hostIPs, hostPort });
+
+const cases: {
+  name: string;
+  l: GuestListenerAddr;
+  rules: PortRule[];
+  sshPort?: number;
+  want: RuleDecision | 'ignore';
+}[] = [
+  { name: 'default: 127.0.0.1 → both loopbacks', l: tcp('127.0.0.1', 8080), rules: [], want: fwd(8080) },
+  { name: 'default: 0.0.0.0', l: tcp('0.0.0.0', 8080), rules: [], want: fwd(8080) },
+  { name: 'default: ::', l: tcp('::', 8080), rules: [], want: fwd(8080) },
+  { name: 'default: ::1', l: tcp('::1', 8080), rules: [], want: fwd(8080) },
+  { name: 'default: 127.0.0.53', l: udp('127.0.0.53', 53), rules: [], want: fwd(53) },
+  { name: 'default: ::ffff:127.0.0.1', l: tcp('::ffff:127.0.0.1', 9000), rules: [], want: fwd(9000) },
+  { name: 'default: non-loopback ignored', l: tcp('10.0.2.15', 8080), rules: [], want: 'ignore' },
+  { name: 'sshd port ignored', l: tcp('0.0.0.0', 22), rules: [], want: 'ignore' },
+  { name: 'custom ssh port ignored', l: tcp('0.0.0.0', 2222), rules: [], sshPort: 2222, want: 'ignore' },
+  { name: 'udp 22 not sshd', l: udp('127.0.0.1', 22), rules: [], want: fwd(22) },
+  {
+    name: 'range with offset',
+    l: tcp('127.0.0.1', 8005),
+    rules: [rule({ guestPortRange: [8000, 8010], hostPortRange: [9000, 9010] })],
+    want: fwd(9005),
+  },
+  {
+    name: 'range with offset, wildcard guest matches a loopback rule',
+    l: tcp('0.0.0.0', 8010),
+    rules: [rule({ guestPortRange: [8000, 8010], hostPortRange: [9000, 9010] })],
+    want: fwd(9010),
+  },
+  {
+    name: 'outside the range falls to default',
+    l: tcp('127.0.0.1', 8011),
+    rules: [rule({ guestPortRange: [8000, 8010], hostPortRange: [9000, 9010] })],
+    want: fwd(8011),
+  },
+  { name: 'ignore rule', l: tcp('127.0.0.1', 5432), rules: [rule({ guestPort: 5432, ignore: true })], want: 'ignore' },
+  {
+    name: 'first match wins',
+    l: tcp('127.0.0.1', 5432),
+    rules: [rule({ guestPort: 5432, hostPort: 15432 }), rule({ guestPort: 5432, ignore: true })],
+    want: fwd(15432),
+  },
+  {
+    name: 'proto filters',
+    l: udp('127.0.0.1', 5432),
+    rules: [rule({ guestPort: 5432, proto: 'tcp', ignore: true })],
+    want: fwd(5432),
+  },
+  {
+    name: 'proto any covers udp',
+    l: udp('127.0.0.1', 53),
+    rules: [rule({ guestPort: 53, ignore: true })],
+    want: 'ignore',
+  },
+  {
+    name: 'hostIP binds only that',
+    l: tcp('127.0.0.1', 3000),
+    rules: [rule({ guestPort: 3000, hostIP: '127.0.0.1' })],
+    want: fwd(3000, ['127.0.0.1']),
+  },
+  {
+    name: 'rule for a non-loopback guest IP',
+    l: tcp('10.0.2.15', 8080),
+    rules: [rule({ guestIP: '10.0.2.15', guestPort: 8080 })],
+    want: fwd(8080),
+  },
+  {
+    name: 'wildcard rule matches a non-loopback guest IP',
+    l: tcp('192.168.5.15', 7000),
+    rules: [rule({ guestIP: '0.0.0.0', guestPort: 7000, hostIP: '0.0.0.0' })],
+    want: fwd(7000, ['0.0.0.0']),
+  },
+  {
+    name: 'loopback rule does not match another IP',
+    l: tcp('10.0.2.15', 8080),
+    rules: [rule({ guestPort: 8080, hostPort: 18080 })],
+    want: 'ignore',
+  },
+  {
+    name: 'v6 loopback rule matches v4 loopback listener',
+    l: tcp('127.0.0.1', 4000),
+    rules: [rule({ guestIP: '::1', guestPort: 4000, hostPort: 14000 })],
+    want: fwd(14000),
+  },
+];
+
+describe('matchRule', () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = matchRule(c.l, c.rules, { sshPort: c.sshPort });
+      if (c.want === 'ignore') {
+        expect(got.action).toBe('ignore');
+        expect(got.action === 'ignore' && got.reason.length).toBeGreaterThan(0);
+      } else {
+        expect(got).toEqual(c.want);
+      }
+    });
+  }
+});

@@ -1,0 +1,73 @@
+// A host TCP listener for one host address: each accepted connection gets its own direct-tcpip channel to the guest
+// address the engine's route picks (source address = the host client's), opened through a shared queue so a burst
+// of thousands of connections does not open thousands of channels at once.
+import net from 'node:net';
+import type PQueue from 'p-queue';
+import type { Logger } from '../log.js';
+import type { SshSession } from '../ssh/index.js';
+import { formatAddr, type HostBinding, type Route } from './binding.js';
+import { bridge } from './bridge.js';
+
+export interface TcpBindingDeps {
+  ssh: SshSession;
+  /** Bounds concurrent channel opens across all forwards. */
+  opens: PQueue;
+  log: Logger;
+}
+
+export class TcpBinding implements HostBinding {
+  readonly address: string;
+  private server: net.Server | null = null;
+  private readonly family: 4 | 6;
+
+  constructor(
+    private readonly hostIP: string,
+    private readonly hostPort: number,
+    private readonly route: Route,
+    private readonly deps: TcpBindingDeps,
+  ) {
+    this.address = formatAddr(hostIP, hostPort);
+    this.family = net.isIPv6(hostIP) ? 6 : 4;
+  }
+
+  listen(): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) =>
+      this.onConnection(s),
+    );
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      // ipv6Only: `::` must not also claim the IPv4 wildcard another binding may own.
+      server.listen({ host: this.hostIP, port: this.hostPort, ipv6Only: this.family === 6, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (err) =>
+          this.deps.log.error({ err, address: this.address }, `listener ${this.address}: ${err.message}`),
+        );
+        this.server = server;
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return Promise.resolve();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const target = this.route(this.family);
+    if (!target) {
+      socket.destroy();
+      return;
+    }
+    const label = `${this.address} → guest ${formatAddr(target.guestIP, target.guestPort)}`;
+    const srcIP = socket.remoteAddress ?? (this.family === 6 ? '::1' : '127.0.0.1');
+    const srcPort = socket.remotePort ?? 0;
+    bridge(
+      socket,
+      () => this.deps.opens.add(() => this.deps.ssh.forwardOut(srcIP, srcPort, target.guestIP, target.guestPort)),
+      { label, stats: target.stats, log: this.deps.log },
+    );
+  }
+}

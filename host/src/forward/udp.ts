@@ -1,0 +1,191 @@
+// UDP forwarding: host dgram sockets for guest UDP listeners, and the flow table that carries their datagrams over
+// the agent link (`udp.dgram` with a flow id per distinct host client) and routes `udp.reply` back to that client.
+// Idle flows expire; datagrams are dropped (and counted) when the link is down or its buffer is full, as UDP may.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Peer } from '@tether/protocol';
+import { LIMITS } from '@tether/protocol';
+import type { Logger } from '../log.js';
+import { formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+
+interface Flow {
+  id: number;
+  socket: dgram.Socket;
+  client: { address: string; port: number };
+  target: GuestTarget;
+  key: string;
+  lastUsed: number;
+}
+
+export interface UdpRelayOptions {
+  logger: Logger;
+  idleMs?: number;
+  maxFlows?: number;
+}
+
+/** The host end of the UDP relay: one per agent, shared by every UDP binding. */
+export class UdpFlows {
+  /** Datagrams not delivered (link down or full, flow cap, oversize). */
+  dropped = 0;
+  private peer: Peer | null = null;
+  private nextId = 1;
+  private readonly byId = new Map<number, Flow>();
+  private readonly byKey = new Map<string, Flow>();
+  private readonly sweep: NodeJS.Timeout;
+  private readonly idleMs: number;
+  private readonly maxFlows: number;
+  private readonly log: Logger;
+
+  constructor(opts: UdpRelayOptions) {
+    this.log = opts.logger;
+    this.idleMs = opts.idleMs ?? 60_000;
+    this.maxFlows = opts.maxFlows ?? 4096;
+    this.sweep = setInterval(() => this.expire(), Math.max(1_000, this.idleMs / 2));
+    this.sweep.unref();
+  }
+
+  get flows(): number {
+    return this.byId.size;
+  }
+
+  /** A new link: flows of the previous one mean nothing to the new guest relay. */
+  attach(peer: Peer): void {
+    this.clear();
+    this.peer = peer;
+    peer.onEvent('udp.reply', (r) => this.onReply(r.flow, r.data));
+    peer.onEvent('udp.close', (c) => this.end(c.flow, false));
+    peer.once('close', () => {
+      if (this.peer === peer) {
+        this.peer = null;
+        this.clear();
+      }
+    });
+  }
+
+  /** A datagram from a host client on `socket` for `target`. */
+  send(socket: dgram.Socket, bindingAddr: string, client: dgram.RemoteInfo, target: GuestTarget, data: Buffer): void {
+    const peer = this.peer;
+    if (!peer?.writable || data.length > LIMITS.datagramBytes) {
+      this.dropped++;
+      return;
+    }
+    const key = `${bindingAddr}|${formatAddr(client.address, client.port)}`;
+    let flow = this.byKey.get(key);
+    if (!flow) {
+      if (this.byId.size >= this.maxFlows) {
+        this.dropped++;
+        return;
+      }
+      flow = {
+        id: this.allocId(),
+        socket,
+        client: { address: client.address, port: client.port },
+        target,
+        key,
+        lastUsed: 0,
+      };
+      this.byId.set(flow.id, flow);
+      this.byKey.set(key, flow);
+      target.stats.connections++;
+    }
+    flow.lastUsed = Date.now();
+    target.stats.bytesIn += data.length;
+    // A Buffer is a Uint8Array on the wire; the cast only widens its backing-buffer type.
+    const bytes = data as unknown as Uint8Array<ArrayBuffer>;
+    peer.notify('udp.dgram', { flow: flow.id, ip: target.guestIP, port: target.guestPort, data: bytes });
+  }
+
+  /** A binding closed: its flows end. */
+  endSocket(socket: dgram.Socket): void {
+    for (const flow of [...this.byId.values()]) if (flow.socket === socket) this.end(flow.id, true);
+  }
+
+  stop(): void {
+    clearInterval(this.sweep);
+    this.clear();
+  }
+
+  private allocId(): number {
+    do this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1;
+    while (this.byId.has(this.nextId));
+    return this.nextId;
+  }
+
+  private onReply(id: number, data: Uint8Array): void {
+    const flow = this.byId.get(id);
+    if (!flow) return;
+    flow.lastUsed = Date.now();
+    flow.target.stats.bytesOut += data.byteLength;
+    flow.socket.send(data, flow.client.port, flow.client.address, (err) => {
+      if (err)
+        this.log.debug(
+          { err: err.message, flow: id },
+          `udp reply to ${formatAddr(flow.client.address, flow.client.port)} failed`,
+        );
+    });
+  }
+
+  private end(id: number, notify: boolean): void {
+    const flow = this.byId.get(id);
+    if (!flow) return;
+    this.byId.delete(id);
+    this.byKey.delete(flow.key);
+    flow.target.stats.connections--;
+    if (notify) this.peer?.notify('udp.close', { flow: id });
+  }
+
+  private expire(): void {
+    const cutoff = Date.now() - this.idleMs;
+    for (const flow of [...this.byId.values()]) if (flow.lastUsed < cutoff) this.end(flow.id, true);
+  }
+
+  private clear(): void {
+    for (const id of [...this.byId.keys()]) this.end(id, false);
+  }
+}
+
+/** A host UDP socket for one host address; every datagram goes to the guest target the route picks. */
+export class UdpBinding implements HostBinding {
+  readonly address: string;
+  private socket: dgram.Socket | null = null;
+  private readonly family: 4 | 6;
+
+  constructor(
+    private readonly hostIP: string,
+    private readonly hostPort: number,
+    private readonly route: Route,
+    private readonly flows: UdpFlows,
+    private readonly log: Logger,
+  ) {
+    this.address = formatAddr(hostIP, hostPort);
+    this.family = net.isIPv6(hostIP) ? 6 : 4;
+  }
+
+  listen(): Promise<void> {
+    const socket = dgram.createSocket({ type: this.family === 6 ? 'udp6' : 'udp4', ipv6Only: this.family === 6 });
+    return new Promise((resolve, reject) => {
+      socket.once('error', (err) => {
+        socket.close();
+        reject(err);
+      });
+      socket.bind({ address: this.hostIP, port: this.hostPort, exclusive: true }, () => {
+        socket.removeAllListeners('error');
+        socket.on('error', (err) => this.log.warn({ address: this.address }, `udp ${this.address}: ${err.message}`));
+        socket.on('message', (data, rinfo) => {
+          const target = this.route(this.family);
+          if (target) this.flows.send(socket, this.address, rinfo, target, data);
+        });
+        this.socket = socket;
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    const socket = this.socket;
+    this.socket = null;
+    if (!socket) return Promise.resolve();
+    this.flows.endSocket(socket);
+    return new Promise((resolve) => socket.close(() => resolve()));
+  }
+}

@@ -1,0 +1,75 @@
+// A unix socket forward: a host socket file (mode 0600) whose connections each open a streamlocal channel to a
+// guest socket (e.g. /var/run/docker.sock). A stale socket file is replaced at start and removed at stop; any other
+// kind of file at that path is left alone and reported.
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import type { Logger } from '../log.js';
+import type { SshSession } from '../ssh/index.js';
+import type { ForwardStats, HostBinding } from './binding.js';
+import { bridge } from './bridge.js';
+
+export class UnixBinding implements HostBinding {
+  private server: net.Server | null = null;
+
+  constructor(
+    readonly address: string,
+    private readonly guestSocket: string,
+    private readonly stats: ForwardStats,
+    private readonly deps: { ssh: SshSession; log: Logger },
+  ) {}
+
+  listen(): Promise<void> {
+    const path = this.address;
+    try {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      removeStaleSocket(path);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
+      bridge(socket, () => this.deps.ssh.openStreamLocal(this.guestSocket), {
+        label: `${path} → guest ${this.guestSocket}`,
+        stats: this.stats,
+        log: this.deps.log,
+      }),
+    );
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path, exclusive: true }, () => {
+        server.off('error', reject);
+        try {
+          chmodSync(path, 0o600);
+        } catch (err) {
+          server.close();
+          reject(err);
+          return;
+        }
+        this.server = server;
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (!server) return Promise.resolve();
+    return new Promise((resolve) =>
+      server.close(() => {
+        removeStaleSocket(this.address);
+        resolve();
+      }),
+    );
+  }
+}
+
+function removeStaleSocket(path: string): void {
+  try {
+    const st = lstatSync(path);
+    if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}

@@ -1,0 +1,224 @@
+// The host's link to the guest agent: on every SSH connect it opens the agent's unix socket through a streamlocal
+// channel, speaks the protocol (hello, info, ports.subscribe) and turns port events into `snapshot`/`delta` events,
+// asking for a fresh snapshot on a sequence gap. On link loss (SSH drop, agent restart) it reports `down` and keeps
+// retrying while SSH is up; when the socket does not answer it calls `ensureAgent` (which starts the guest agent).
+// Owns the Peer of the current link; it does not forward anything itself.
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Info, type Listener, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
+import type { Logger } from '../log.js';
+import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
+
+export interface AgentLinkOptions {
+  /** The guest agent's unix socket path in the guest. */
+  socket: string;
+  /** Component logger (`link`). */
+  logger: Logger;
+  /** This side's name in hello, e.g. `tether/0.1.0`. */
+  agent: string;
+  /** Called when the socket does not answer (channel open failure): start or provision the guest agent. */
+  ensureAgent?: (reason: string) => Promise<void>;
+  /** Minimum time between two ensureAgent calls. */
+  ensureIntervalMs?: number;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** Deadline for hello, info and subscribe on a fresh link. */
+  setupTimeoutMs?: number;
+}
+
+/**
+ * Events: `peer` (peer: Peer) as soon as a link is usable (register event handlers there), `up` (info: Info),
+ * `snapshot` (listeners: Listener[]), `delta` (delta: PortDelta), `down` (reason: string).
+ */
+export class AgentLink extends EventEmitter {
+  peer: Peer | null = null;
+  info: Info | null = null;
+  up = false;
+  /** Why the link is not up (last failure), for status and requirement details. */
+  lastError: string | null = null;
+
+  private readonly log: Logger;
+  private generation = 0;
+  private stopped = false;
+  private seq: number | null = null;
+  private held: PortDelta[] | null = null;
+  private lastEnsure = 0;
+  private readonly abort = new AbortController();
+  private readonly onConnected = () => this.restart();
+  private readonly onDisconnected = (reason: string) => this.peer?.close(`ssh connection lost: ${reason}`);
+
+  constructor(
+    private readonly ssh: SshSession,
+    private readonly opts: AgentLinkOptions,
+  ) {
+    super();
+    this.log = opts.logger;
+  }
+
+  start(): void {
+    this.ssh.on('connected', this.onConnected);
+    this.ssh.on('disconnected', this.onDisconnected);
+    if (this.ssh.connected) this.restart();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.abort.abort();
+    this.ssh.off('connected', this.onConnected);
+    this.ssh.off('disconnected', this.onDisconnected);
+    this.peer?.close('host agent stopping');
+  }
+
+  /** Resolves once the link is up (info known); rejects after timeoutMs with the last failure. */
+  waitUp(timeoutMs: number): Promise<Info> {
+    if (this.up && this.info) return Promise.resolve(this.info);
+    return new Promise((resolve, reject) => {
+      const onUp = (info: Info) => {
+        clearTimeout(timer);
+        resolve(info);
+      };
+      const timer = setTimeout(() => {
+        this.off('up', onUp);
+        reject(
+          new Error(
+            `guest agent at ${this.opts.socket} not answering after ${timeoutMs} ms: ${this.lastError ?? 'no link yet'}`,
+          ),
+        );
+      }, timeoutMs);
+      this.once('up', onUp);
+    });
+  }
+
+  private restart(): void {
+    if (this.stopped) return;
+    const gen = ++this.generation;
+    this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
+  }
+
+  private active(gen: number): boolean {
+    return !this.stopped && gen === this.generation && this.ssh.connected;
+  }
+
+  private async run(gen: number): Promise<void> {
+    const initial = this.opts.retryInitialMs ?? 100;
+    const max = this.opts.retryMaxMs ?? 2_000;
+    let delay = initial;
+    while (this.active(gen)) {
+      const result = await this.session(gen);
+      if (result === 'was-up') delay = initial;
+      if (!this.active(gen)) return;
+      try {
+        await sleep(delay, undefined, { signal: this.abort.signal });
+      } catch {
+        return; // stopped
+      }
+      delay = Math.min(max, delay * 2);
+    }
+  }
+
+  /** One link: open, set up, serve until closed. */
+  private async session(gen: number): Promise<'was-up' | 'failed'> {
+    let channel: Awaited<ReturnType<SshSession['openStreamLocal']>>;
+    try {
+      channel = await this.ssh.openStreamLocal(this.opts.socket);
+    } catch (err) {
+      const message = (err as Error).message;
+      this.noteFailure(message);
+      if (!(err instanceof SshNotConnectedError)) await this.maybeEnsureAgent(message);
+      return 'failed';
+    }
+    if (!this.active(gen)) {
+      channel.destroy();
+      return 'failed';
+    }
+    const peer = new Peer(channel, { agent: this.opts.agent, timeoutMs: this.opts.setupTimeoutMs ?? 10_000 });
+    const closed = new Promise<string>((resolve) => peer.once('close', (reason: string) => resolve(reason)));
+    peer.on('handlerError', (name: string, err: Error) =>
+      this.log.error({ err, event: name }, `handling ${name} failed: ${err.message}`),
+    );
+    this.peer = peer;
+    this.seq = null;
+    this.held = [];
+    peer.onEvent('ports.delta', (d) => this.onDelta(peer, d));
+    try {
+      const setupTimeout = this.opts.setupTimeoutMs ?? 10_000;
+      const hello = await Promise.race([
+        peer.ready,
+        sleep(setupTimeout, null, { ref: false }).then(() => {
+          throw new Error(`no hello from ${this.opts.socket} within ${setupTimeout} ms`);
+        }),
+      ]);
+      const info = await peer.request('info', {});
+      this.emit('peer', peer);
+      const snapshot = await peer.request('ports.subscribe', {});
+      this.info = info;
+      this.up = true;
+      this.lastError = null;
+      this.log.info(
+        { agent: hello?.agent, pid: info.pid, socket: this.opts.socket, listeners: snapshot.listeners.length },
+        `agent link up: ${hello?.agent} pid ${info.pid} at ${this.opts.socket}`,
+      );
+      this.emit('up', info);
+      this.applySnapshot(peer, snapshot);
+    } catch (err) {
+      const message = `agent link setup failed: ${(err as Error).message}`;
+      this.noteFailure(message);
+      peer.close(message);
+      if (this.peer === peer) this.peer = null;
+      return 'failed';
+    }
+    const reason = await closed;
+    if (this.peer === peer) this.peer = null;
+    this.up = false;
+    this.lastError = reason;
+    this.log.warn({ reason, socket: this.opts.socket }, `agent link down: ${reason}`);
+    this.emit('down', reason);
+    return 'was-up';
+  }
+
+  private noteFailure(message: string): void {
+    if (message !== this.lastError) this.log.warn({ socket: this.opts.socket }, message);
+    this.lastError = message;
+  }
+
+  private async maybeEnsureAgent(reason: string): Promise<void> {
+    const ensure = this.opts.ensureAgent;
+    if (!ensure || Date.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000)) return;
+    this.lastEnsure = Date.now();
+    try {
+      this.log.info({ socket: this.opts.socket, reason }, 'guest agent not answering; starting it');
+      await ensure(reason);
+    } catch (err) {
+      this.noteFailure(`cannot start the guest agent: ${(err as Error).message}`);
+    }
+  }
+
+  private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {
+    if (peer !== this.peer) return;
+    this.seq = snapshot.seq;
+    this.emit('snapshot', snapshot.listeners as Listener[]);
+    const held = this.held ?? [];
+    this.held = null;
+    for (const d of held) this.onDelta(peer, d);
+  }
+
+  private onDelta(peer: Peer, delta: PortDelta): void {
+    if (peer !== this.peer) return;
+    if (this.held) {
+      this.held.push(delta); // subscribe or resync in flight: applied after the snapshot
+      return;
+    }
+    if (this.seq !== null && delta.seq <= this.seq) return; // already covered by a snapshot
+    if (this.seq !== null && delta.seq !== this.seq + 1) {
+      this.log.warn({ expected: this.seq + 1, got: delta.seq }, 'port event sequence gap; asking for a snapshot');
+      this.held = [];
+      peer.request('ports.snapshot', {}).then(
+        (s) => this.applySnapshot(peer, s),
+        (err: Error) => peer.close(`ports.snapshot failed: ${err.message}`),
+      );
+      return;
+    }
+    this.seq = delta.seq;
+    this.emit('delta', delta);
+  }
+}

@@ -1,0 +1,2 @@
+// The host side of the agent link.
+export { AgentLink, type AgentLinkOptions } from './agent-link.js';

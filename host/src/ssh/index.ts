@@ -1,0 +1,11 @@
+// The SSH layer of the host agent: one session per VM and its host key pinning.
+export { checkHostKey, describeKey, type HostKey, HostKeyMismatchError, readPinned } from './hostkey.js';
+export {
+  CIPHERS,
+  type ExecResult,
+  expandHome,
+  HOST_KEY_FILE,
+  SshNotConnectedError,
+  SshSession,
+  type SshSessionOptions,
+} from './session.js';

@@ -1,0 +1,117 @@
+// Automatic TCP forwarding against the testbed guest: guest listeners on every address kind appear on host
+// 127.0.0.1 and ::1 at the same port and disappear when they close; half-close; bulk transfers with checksums both
+// ways; many parallel connections; a slow reader does not grow memory; a busy host port is a retried conflict.
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  connectError,
+  guestServer,
+  type Harness,
+  patternSha,
+  roundTrip,
+  sendPattern,
+  startAgent,
+  stopChild,
+} from './forward-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startAgent(testbed());
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const state = (id: string) => h.agent.forwards().find((f) => f.id === id)?.state;
+
+  for (const guestIP of ['0.0.0.0', '127.0.0.1', '::', '::1']) {
+    it(`guest ${guestIP} is reachable on host 127.0.0.1 and ::1, and gone after it exits`, async () => {
+      const port = await freePort();
+      const server = await guestServer(testbed(), 'tcp', guestIP, port);
+      const id = `tcp/${guestIP.includes(':') ? `[${guestIP}]` : guestIP}:${port}`;
+      await waitFor(() => state(id) === 'forwarding', { what: `${id} forwarding` });
+      expect((await roundTrip('127.0.0.1', port, 'ping4')).toString()).toBe('ping4');
+      expect((await roundTrip('::1', port, 'ping6')).toString()).toBe('ping6');
+      const view = h.agent.forwards().find((f) => f.id === id)!;
+      expect(view.hostAddrs).toEqual([`127.0.0.1:${port}`, `[::1]:${port}`]);
+      expect(view.bytesIn).toBeGreaterThanOrEqual(10);
+      await stopChild(server);
+      await waitFor(() => state(id) === undefined, { what: `${id} removed` });
+      expect(await connectError('127.0.0.1', port)).toBe('ECONNREFUSED');
+      expect(await connectError('::1', port)).toBe('ECONNREFUSED');
+    });
+  }
+
+  it('guest 0.0.0.0 and :: on the same port share one host binding without a conflict', async () => {
+    const port = await freePort();
+    const v4 = await guestServer(testbed(), 'tcp', '0.0.0.0', port);
+    const v6 = await guestServer(testbed(), 'tcp', '::', port);
+    await waitFor(() => state(`tcp/0.0.0.0:${port}`) === 'forwarding' && state(`tcp/[::]:${port}`) === 'forwarding', {
+      what: 'both forwarding',
+    });
+    expect(h.agent.forwards().filter((f) => f.guestAddr.endsWith(`:${port}`) && f.error)).toEqual([]);
+    expect((await roundTrip('::1', port, 'x')).toString()).toBe('x');
+    await stopChild(v4);
+    await waitFor(() => state(`tcp/0.0.0.0:${port}`) === undefined, { what: 'v4 forward removed' });
+    // The shared host listeners stay for the remaining guest listener.
+    expect((await roundTrip('127.0.0.1', port, 'still')).toString()).toBe('still');
+    await stopChild(v6);
+    await waitFor(async () => (await connectError('127.0.0.1', port)) === 'ECONNREFUSED', { what: 'host port closed' });
+  });
+
+  it('propagates half-close: a client that shuts down its write side gets the full reply', async () => {
+    const port = await freePort();
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port, 'sha');
+    await waitFor(() => state(`tcp/127.0.0.1:${port}`) === 'forwarding', { what: 'forwarding' });
+    const payload = Buffer.alloc(1 << 20, 7);
+    const reply = await roundTrip('127.0.0.1', port, payload);
+    const { createHash } = await import('node:crypto');
+    expect(reply.toString()).toBe(createHash('sha256').update(payload).digest('hex'));
+    await stopChild(server);
+  });
+
+  it('moves 1 GiB each way with matching sha256', async () => {
+    const GiB = 1 << 30;
+    const port = await freePort();
+    const sink = await guestServer(testbed(), 'tcp', '127.0.0.1', port, 'sha');
+    const sendPort = await freePort();
+    const source = await guestServer(testbed(), 'tcp', '127.0.0.1', sendPort, 'send');
+    await waitFor(() => state(`tcp/127.0.0.1:${port}`) === 'forwarding', { what: 'sink forwarding' });
+    await waitFor(() => state(`tcp/127.0.0.1:${sendPort}`) === 'forwarding', { what: 'source forwarding' });
+
+    // host → guest
+    const up = await new Promise<string>((resolve, reject) => {
+      let reply = '';
+      const s = net.connect({ host: '127.0.0.1', port }, () => void sendPattern(s, GiB));
+      s.on('data', (d) => {
+        reply += d;
+      });
+      s.on('end', () => resolve(reply));
+      s.on('error', reject);
+    });
+    expect(up).toBe(patternSha(GiB));
+
+    // guest → host
+    const down = await new Promise<{ sha: string; bytes: number }>((resolve, reject) => {
+      const { createHash } = require('node:crypto') as typeof import('node:crypto');
+      const hash = createHash('sha256');
+      let bytes = 0;
+      const s = net.connect({ host: '::1', port: sendPort }, () => s.write(`${GiB}\n`));
+      s.on('data', (d) => {
+        bytes += d.length;
+        hash.update(d);
+      });
+      s.on('end', () => resolve({ sha: hash.digest('hex'), bytes }));
+      s.on('error', reject);
+    });
+    expect(down.bytes).toBe(GiB);
+    expect(down.sha).toBe(patternSha(GiB));
+    await stopChild(sink);
+    await stopChild(source);
+  });
+});
