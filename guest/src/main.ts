@@ -2,6 +2,7 @@
 // tether-guest command line: run the agent, list ports, install/uninstall the systemd service, print the version.
 // Owns argument parsing and exit codes (0 ok, 1 error with one line on stderr); the work lives in cli/ and agent/.
 import { Command, InvalidArgumentError } from 'commander';
+import { DEFAULT_SOCKET_PATH } from './agent/socket.js';
 import { install, uninstall } from './cli/install.js';
 import { printPorts } from './cli/ports.js';
 import { runAgent } from './cli/run.js';
@@ -29,14 +30,14 @@ function guarded<A extends unknown[]>(action: (...args: A) => unknown): (...args
   };
 }
 
-const program = new Command('tether-guest')
-  .description('tether guest agent: reports listening ports, relays UDP and applies file events for the host')
-  .showHelpAfterError();
+const program = new Command('tether-guest').description(
+  'tether guest agent: reports listening ports, relays UDP and applies file events for the host',
+);
 
 program
   .command('run')
   .description('run the agent in the foreground (JSON logs on stdout)')
-  .option('--socket <path>', 'unix socket to serve on', '/run/tether/agent.sock')
+  .option('--socket <path>', 'unix socket to serve on', DEFAULT_SOCKET_PATH)
   .option('--socket-owner <user>', 'user who may connect to the socket besides root')
   .option('--log-level <level>', 'debug, info, warn, error or silent', parseLevel, 'info' as LogLevel)
   .action(
