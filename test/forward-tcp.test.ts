@@ -114,4 +114,97 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     await stopChild(sink);
     await stopChild(source);
   });
+  it('serves 200 parallel connections', async () => {
+    const port = await freePort();
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port);
+    await waitFor(() => state(`tcp/127.0.0.1:${port}`) === 'forwarding', { what: 'forwarding' });
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => roundTrip(i % 2 ? '::1' : '127.0.0.1', port, `conn-${i}`)),
+    );
+    replies.forEach((r, i) => expect(r.toString()).toBe(`conn-${i}`));
+    await waitFor(() => h.agent.forwards().find((f) => f.id === `tcp/127.0.0.1:${port}`)?.connections === 0, {
+      what: 'connections closed',
+    });
+    await stopChild(server);
+  });
+
+  it('keeps memory bounded for a slow reader (backpressure through the SSH window)', async () => {
+    const total = 512 << 20;
+    const port = await freePort();
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port, 'send');
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
+    global.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    const s = net.connect({ host: '127.0.0.1', port }, () => s.write(`${total}\n`));
+    s.pause(); // the reader does not read: the flow must stall, not pile up in the agent
+    const bytesOut = () => h.agent.forwards().find((f) => f.id === id)?.bytesOut ?? 0;
+    // Wait until the flow stalls: bytesOut unchanged across several polls.
+    let last = -1;
+    let still = 0;
+    await waitFor(
+      () => {
+        const now = bytesOut();
+        still = now > 0 && now === last ? still + 1 : 0;
+        last = now;
+        return still >= 10;
+      },
+      { what: 'the transfer to stall', intervalMs: 100, timeoutMs: 30_000 },
+    );
+    const stalledAt = bytesOut();
+    const rssGrowth = process.memoryUsage().rss - rssBefore;
+    expect(stalledAt).toBeLessThan(64 << 20);
+    expect(rssGrowth).toBeLessThan(128 << 20);
+    // Then read everything: nothing was lost while stalled.
+    let received = 0;
+    s.on('data', (d) => {
+      received += d.length;
+    });
+    s.resume();
+    await new Promise((r) => s.once('end', r));
+    expect(received).toBe(total);
+    await stopChild(server);
+  });
+
+  it('reports a busy host port as conflict and forwards once it is free', async () => {
+    const port = await freePort();
+    const blockers = await Promise.all(
+      ['127.0.0.1', '::1'].map(
+        (host) =>
+          new Promise<net.Server>((resolve) => {
+            const srv = net.createServer((c) => c.end('host-owner'));
+            srv.listen({ host, port, ipv6Only: host === '::1' }, () => resolve(srv));
+          }),
+      ),
+    );
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => state(id) === 'conflict', { what: 'conflict' });
+    const view = h.agent.forwards().find((f) => f.id === id)!;
+    expect(view.error).toContain(`127.0.0.1:${port}`);
+    expect(view.error).toContain('in use');
+    await Promise.all(blockers.map((b) => new Promise((r) => b.close(r))));
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding after the port was freed', timeoutMs: 20_000 });
+    expect((await roundTrip('127.0.0.1', port, 'mine')).toString()).toBe('mine');
+    await stopChild(server);
+  });
+
+  it('one family failing does not stop the other', async () => {
+    const port = await freePort();
+    const blocker = await new Promise<net.Server>((resolve) => {
+      const srv = net.createServer((c) => c.destroy());
+      srv.listen({ host: '::1', port, ipv6Only: true }, () => resolve(srv));
+    });
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.error, { what: 'partial failure reported' });
+    const view = h.agent.forwards().find((f) => f.id === id)!;
+    expect(view.state).toBe('forwarding');
+    expect(view.error).toContain(`[::1]:${port}`);
+    expect((await roundTrip('127.0.0.1', port, 'v4')).toString()).toBe('v4');
+    await new Promise((r) => blocker.close(r));
+    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.error === null, { what: 'both bound' });
+    expect((await roundTrip('::1', port, 'v6')).toString()).toBe('v6');
+    await stopChild(server);
+  });
 });
