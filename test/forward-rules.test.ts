@@ -1,0 +1,132 @@
+// Rules, UDP and unix socket forwards against the testbed guest: range mapping with an offset, ignore rules, UDP echo
+// over both families with replies reaching the right client, a static unix socket forward (socat in the guest),
+// and runtime add/remove.
+import dgram from 'node:dgram';
+import { statSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { freePort, waitFor } from './helpers/wait.js';
+import { connectError, guestServer, type Harness, roundTrip, startAgent, stopChild } from './forward-fixture.js';
+
+function udpAsk(host: string, port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const timer = setInterval(() => s.send(text, port, host), 200); // UDP may drop: resend until answered
+    s.on('message', (m) => {
+      clearInterval(timer);
+      s.close();
+      resolve(m.toString());
+    });
+    s.on('error', (err) => {
+      clearInterval(timer);
+      reject(err);
+    });
+    s.send(text, port, host);
+  });
+}
+
+describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+  let guestBase: number;
+  let hostBase: number;
+  let ignoredPort: number;
+  const guestSocket = () => join(testbed().guestDir, 'echo.sock');
+
+  beforeAll(async () => {
+    guestBase = 21_000 + Math.floor(Math.random() * 2_000) * 10;
+    hostBase = guestBase + 20_000;
+    ignoredPort = await freePort();
+    h = await startAgent(testbed(), {
+      portForwards: [
+        { guestPortRange: [guestBase, guestBase + 9], hostPortRange: [hostBase, hostBase + 9] },
+        { guestPort: ignoredPort, ignore: true },
+        { guestSocket: guestSocket() },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const view = (id: string) => h.agent.forwards().find((f) => f.id === id);
+
+  it('maps a guest port range to a host range with the same offset', async () => {
+    const server = await guestServer(testbed(), 'tcp', '0.0.0.0', guestBase + 3);
+    const id = `tcp/0.0.0.0:${guestBase + 3}`;
+    await waitFor(() => view(id)?.state === 'forwarding', { what: `${id} forwarding` });
+    expect(view(id)?.hostAddrs).toEqual([`127.0.0.1:${hostBase + 3}`, `[::1]:${hostBase + 3}`]);
+    expect((await roundTrip('127.0.0.1', hostBase + 3, 'mapped')).toString()).toBe('mapped');
+    expect(await connectError('127.0.0.1', guestBase + 3)).toBe('ECONNREFUSED');
+    await stopChild(server);
+  });
+
+  it('ignores what an ignore rule names', async () => {
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', ignoredPort);
+    const id = `tcp/127.0.0.1:${ignoredPort}`;
+    await waitFor(() => view(id)?.state === 'ignored', { what: `${id} ignored` });
+    expect(view(id)?.error).toContain('portForwards[1]');
+    expect(await connectError('127.0.0.1', ignoredPort)).toBe('ECONNREFUSED');
+    await stopChild(server);
+  });
+
+  it('does not forward the guest sshd port', () => {
+    const sshd = view('tcp/127.0.0.1:22');
+    expect(sshd?.state).toBe('ignored');
+  });
+
+  for (const ip of ['127.0.0.1', '::1']) {
+    it(`relays UDP to a guest listener on ${ip} and routes replies to each client`, async () => {
+      const port = await freePort(ip);
+      const server = await guestServer(testbed(), 'udp', ip, port);
+      const id = `udp/${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
+      await waitFor(() => view(id)?.state === 'forwarding', { what: `${id} forwarding` });
+      const [a, b, c] = await Promise.all([
+        udpAsk('127.0.0.1', port, 'one'),
+        udpAsk('::1', port, 'two'),
+        udpAsk('127.0.0.1', port, 'three'),
+      ]);
+      expect([a, b, c]).toEqual(['echo:one', 'echo:two', 'echo:three']);
+      expect(view(id)?.bytesOut).toBeGreaterThan(0);
+      await stopChild(server);
+      await waitFor(() => view(id) === undefined, { what: `${id} removed` });
+    });
+  }
+
+  it('forwards a unix socket (host file mode 0600)', async () => {
+    const tb = testbed();
+    const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
+    await waitFor(() => statSync(guestSocket(), { throwIfNoEntry: false })?.isSocket(), { what: 'guest socket' });
+    const id = `unix/${guestSocket()}`;
+    expect(view(id)?.state).toBe('forwarding');
+    const hostSocket = join(h.instanceDir, 'echo.sock');
+    expect(view(id)?.hostAddrs).toEqual([hostSocket]);
+    expect(statSync(hostSocket).mode & 0o777).toBe(0o600);
+    const reply = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const s = net.connect(hostSocket, () => s.end('through the socket'));
+      s.on('data', (d) => {
+        out += d;
+      });
+      s.on('end', () => resolve(out));
+      s.on('error', reject);
+    });
+    expect(reply).toBe('through the socket');
+    await stopChild(socat);
+  });
+
+  it('adds and removes a forward at runtime', async () => {
+    const guestPort = await freePort();
+    const hostPort = await freePort();
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', guestPort);
+    const added = await h.agent.addForward({ proto: 'tcp', hostIP: '127.0.0.1', hostPort, guestPort });
+    expect(added.state).toBe('forwarding');
+    expect(added.source).toBe('runtime');
+    expect((await roundTrip('127.0.0.1', hostPort, 'runtime')).toString()).toBe('runtime');
+    await h.agent.removeForward(added.id);
+    await waitFor(async () => (await connectError('127.0.0.1', hostPort)) === 'ECONNREFUSED', { what: 'closed' });
+    await stopChild(server);
+  });
+});
