@@ -43,6 +43,26 @@ print(json.dumps(ports), flush=True)
 sys.stdin.read()
 `;
 
+// Prints `<mask> <name>` for each inotify event on the directory argv[1] (and its children), after a `ready` line.
+const WATCH_PY = `
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init()
+IN_MODIFY, IN_ATTRIB, IN_CREATE, IN_DELETE = 0x2, 0x4, 0x100, 0x200
+if libc.inotify_add_watch(fd, sys.argv[1].encode(), IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE) < 0:
+    sys.exit('inotify_add_watch failed: errno %d' % ctypes.get_errno())
+print('ready', flush=True)
+while True:
+    buf = os.read(fd, 65536)
+    i = 0
+    while i < len(buf):
+        wd, mask, cookie, n = struct.unpack_from('iIII', buf, i)
+        name = buf[i + 16:i + 16 + n].rstrip(b'\\0').decode()
+        print(mask, name or '.', flush=True)
+        i += 16 + n
+`;
+const IN_ATTRIB = 0x4;
+
 /** The guest's listener set as a subscribed client sees it: the snapshot, then every delta applied in order. */
 class Tracker {
   readonly current = new Map<string, Listener>();
@@ -200,6 +220,46 @@ for _ in range(30):
     expect(l.command).toMatch(/python3 -m http\.server/);
     expect(l.pid).toBe(server.pid); // nsenter --net execs the command in place
     await stopChild(server);
+  });
+
+  it('makes file events from the host visible to inotify watchers on an sshfs mount', async () => {
+    const tb = testbed();
+    const exported = join(tb.stateDir, 'fs-export');
+    const mnt = join(tb.guestDir, 'fs-mnt');
+    await tb.exec(
+      `mkdir -p ${exported}/sub ${mnt} && echo a > ${exported}/a.txt && chown -R ${tb.user} ${exported} ${mnt}`,
+    );
+    const opts = `IdentityFile=${tb.identityFile},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,allow_other`;
+    const mounted = await tb.exec(`sshfs -o ${opts} ${tb.user}@127.0.0.1:${exported} ${mnt}`);
+    expect(mounted.code, mounted.stderr).toBe(0);
+    const watcher = tb.spawn('python3', ['-c', WATCH_PY, mnt]);
+    const seen: string[] = [];
+    let out = '';
+    watcher.stdout?.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      const lines = out.split('\n');
+      out = lines.pop() ?? '';
+      seen.push(...lines);
+    });
+    const attrib = (name: string) =>
+      seen.some((l) => (Number(l.split(' ')[0]) & IN_ATTRIB) !== 0 && l.endsWith(` ${name}`));
+    try {
+      await waitFor(() => seen.includes('ready'), { what: 'inotify watcher' });
+      client.peer.notify('fs.events', { root: mnt, events: [{ path: 'a.txt', kind: 'change' }] });
+      await waitFor(() => attrib('a.txt'), { what: 'IN_ATTRIB on a.txt' });
+      // Created on the host (by the exporting user: SFTP may set times only on its own files); the guest kernel
+      // does not know of it until the agent touches it.
+      await tb.exec(`echo b > ${exported}/b.txt`, { user: tb.user });
+      client.peer.notify('fs.events', { root: mnt, events: [{ path: 'b.txt', kind: 'add' }] });
+      await waitFor(() => attrib('b.txt') && attrib('.'), { what: 'IN_ATTRIB on b.txt and on the directory' });
+
+      // Not an sshfs mount: ignored, and the client stays connected.
+      client.peer.notify('fs.events', { root: tb.guestDir, events: [{ path: 'agent.sock', kind: 'change' }] });
+      expect(await client.peer.request('info', {})).toMatchObject({ version: '0.1.0' });
+    } finally {
+      await stopChild(watcher);
+      await tb.exec(`fusermount -u ${mnt}`);
+    }
   });
 
   it('runs as a single executable with an empty environment and answers info', async () => {
