@@ -6,9 +6,9 @@ import { statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectError, guestServer, type Harness, roundTrip, startAgent, stopChild } from './forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
-import { connectError, guestServer, type Harness, roundTrip, startAgent, stopChild } from './forward-fixture.js';
 
 function udpAsk(host: string, port: number, text: string): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -312,7 +312,8 @@ export class SshSession extends EventEmitter {
     });
     client.on('error', (err: Error & { level?: string }) => {
       lastClientError = err.message;
-      this.lastError = err.level ? `${err.message} (${err.level})` : err.message;
+      // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
+      if (!this.refused) this.lastError = err.level ? `${err.message} (${err.level})` : err.message;
     });
     client.on('close', () => {
       const wasCurrent = this.client === client;

@@ -1,0 +1,124 @@
+// The host agent's resilience against the testbed: host key trust on first use and refusal of a changed key, SSH
+// loss (guest sshd stopped and started again) and a guest agent killed with SIGKILL: forwards come back by
+// themselves, and a TCP connection open through a forward survives the agent restart (channels belong to SSH).
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HostAgent } from '../host/src/agent/index.js';
+import { silentLogger } from '../host/src/log.js';
+import { guestServer, type Harness, roundTrip, startAgent, stopChild, testConfig } from './forward-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+function sshString(b: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b]);
+}
+
+describe.skipIf(!canRunTestbed())('host agent resilience', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startAgent(testbed());
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const state = (id: string) => h.agent.forwards().find((f) => f.id === id)?.state;
+
+  it('pins the host key on first use and records the boot requirements', () => {
+    const pinned = readFileSync(join(h.instanceDir, 'host_key'), 'utf8').trim().split(' ');
+    expect(pinned[0]).toBe('ssh-ed25519');
+    expect(pinned[2]).toBe(testbed().hostKeyFingerprint);
+    const status = h.agent.status();
+    expect(status.state).toBe('ready');
+    expect(status.requirements.map((r) => [r.name, r.state])).toEqual([
+      ['ssh reachable', 'ok'],
+      ['host key', 'ok'],
+      ['guest agent provisioned', 'ok'],
+      ['guest agent running', 'ok'],
+    ]);
+    expect(status.guest?.agentPid).toBeGreaterThan(0);
+  });
+
+  it('refuses a changed host key with both fingerprints and stops reconnecting', async () => {
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-hostkey-'));
+    const fake = Buffer.concat([sshString(Buffer.from('ssh-ed25519')), sshString(randomBytes(32))]);
+    writeFileSync(join(instanceDir, 'host_key'), `ssh-ed25519 ${fake.toString('base64')} SHA256:fake\n`);
+    const agent = new HostAgent('refuse', testConfig(testbed()), {
+      instanceDir,
+      logger: silentLogger(),
+      requirementTimeoutMs: 20_000,
+    });
+    try {
+      await expect(agent.start()).rejects.toThrow(/host key changed/);
+      const status = agent.status();
+      expect(status.ssh.state).toBe('closed');
+      expect(status.ssh.lastError).toContain(testbed().hostKeyFingerprint);
+      expect(status.ssh.lastError).toContain(agent.ssh.hostKey!.fingerprint);
+      expect(status.ssh.lastError).toContain(`delete ${join(instanceDir, 'host_key')}`);
+      expect(status.requirements.find((r) => r.state === 'failed')?.name).toBe('host key');
+    } finally {
+      await agent.stop('test finished');
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+
+  it('brings forwards back by themselves after the guest sshd restarts', async () => {
+    const tb = testbed();
+    const port = await freePort();
+    const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
+    const reconnectsBefore = h.agent.ssh.reconnects;
+    await tb.stopSshd();
+    await waitFor(() => h.agent.ssh.state === 'reconnecting', { what: 'ssh reconnecting' });
+    await waitFor(() => state(id) === 'suspended', { what: 'forward suspended' });
+    // Host listeners stay bound while suspended; a connection fails fast instead of hanging.
+    expect(h.agent.forwards().find((f) => f.id === id)?.hostAddrs).toEqual([`127.0.0.1:${port}`, `[::1]:${port}`]);
+    await tb.startSshd();
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding again', timeoutMs: 30_000 });
+    expect(h.agent.ssh.reconnects).toBeGreaterThan(reconnectsBefore);
+    expect((await roundTrip('127.0.0.1', port, 'after sshd restart')).toString()).toBe('after sshd restart');
+    expect(h.agent.forwards().filter((f) => f.id === id)).toHaveLength(1);
+    await stopChild(server);
+  });
+
+  it('survives a SIGKILLed guest agent: forwards return and an open connection keeps working', async () => {
+    const tb = testbed();
+    const port = await freePort();
+    const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
+
+    const open = net.connect({ host: '127.0.0.1', port });
+    let echoed = '';
+    open.on('data', (d) => {
+      echoed += d;
+    });
+    open.write('before;');
+    await waitFor(() => echoed === 'before;', { what: 'first echo' });
+
+    const oldPid = h.agent.link.info!.pid;
+    await tb.exec(`kill -KILL ${oldPid}`);
+    await waitFor(() => state(id) === 'suspended', { what: 'forward suspended' });
+    await waitFor(() => h.agent.link.up && h.agent.link.info!.pid !== oldPid, {
+      what: 'a new guest agent',
+      timeoutMs: 30_000,
+    });
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding again' });
+
+    open.write('after;');
+    await waitFor(() => echoed === 'before;after;', { what: 'echo on the old connection' });
+    open.end();
+    expect((await roundTrip('::1', port, 'new connection')).toString()).toBe('new connection');
+    await tb.exec(`kill -TERM ${oldPid} 2>/dev/null; true`);
+    await stopChild(server);
+  });
+});
