@@ -32,11 +32,11 @@ async function echoServer(type: 'udp4' | 'udp6', address: string): Promise<numbe
   return (s.address() as AddressInfo).port;
 }
 
-async function agentClient(idleMs = 60_000): Promise<TestClient> {
+async function agentClient(idleMs = 60_000, maxFlows = 1024): Promise<TestClient> {
   const server = new AgentServer({
     socketPath: join(dir, 'agent.sock'),
     poller: new PortPoller({ excludeSelf: false, minIntervalMs: 20, maxIntervalMs: 100 }),
-    udp: { idleMs },
+    udp: { idleMs, maxFlows },
   });
   await server.start();
   cleanups.push(() => server.close());
@@ -82,6 +82,18 @@ describe('UDP relay', () => {
     await waitFor(() => c.events['udp.close']?.length === 2, { what: 'two udp.close' });
     expect(c.events['udp.close']?.map((e) => e.flow).sort()).toEqual([3, 4]);
     expect(c.events['udp.reply']).toEqual([]);
+  });
+
+  it('refuses flows beyond the per-client cap', async () => {
+    const c = await agentClient(60_000, 2);
+    const port = await echoServer('udp4', '127.0.0.1');
+    await c.peer.request('ports.snapshot', {});
+    for (const flow of [1, 2, 3]) c.peer.notify('udp.dgram', { flow, ip: '127.0.0.1', port, data: Buffer.from('x') });
+    await waitFor(() => c.events['udp.reply']?.length === 2 && c.events['udp.close']?.length === 1, {
+      what: 'two replies and one refusal',
+    });
+    expect(c.events['udp.close']?.[0].flow).toBe(3);
+    expect(c.events['udp.reply']?.map((r) => r.flow).sort()).toEqual([1, 2]);
   });
 
   it('expires an idle flow and announces it', async () => {
