@@ -1,0 +1,88 @@
+// Hosting one VM's agent in this process (the hidden `tether agent NAME` that `up` spawns detached, and
+// `up --foreground`): refuses when an agent already answers, starts the HostAgent, serves the control API on
+// ha.sock, records ha.pid, and on shutdown (API, SIGTERM, SIGINT) stops everything and removes the socket and pid
+// file it created.
+
+import { runAgent } from '../agent/run.js';
+import type { LoadedConfig } from '../config/load.js';
+import { type ControlServer, startControlServer } from '../control/server.js';
+import { socketAnswers } from '../control/socket.js';
+import { type InstancePaths, readPid, removeRuntimeFiles, writePid } from '../instance.js';
+import { componentLogger, createLogger, type Logger } from '../log.js';
+import type { AgentApi } from '../model.js';
+import { CliError } from './errors.js';
+
+export interface AgentProcess {
+  agent: AgentApi;
+  control: ControlServer;
+  log: Logger;
+  /** Settles when boot requirements are done (rejects with the failed one). */
+  ready: Promise<void>;
+  /** Resolves once the agent stopped and the runtime files are gone. */
+  done: Promise<void>;
+  stop(reason: string): Promise<void>;
+}
+
+export interface AgentProcessOptions {
+  logLevel?: string;
+  /** Handle SIGTERM/SIGINT by stopping (default true). */
+  signals?: boolean;
+}
+
+export async function startAgentProcess(
+  paths: InstancePaths,
+  config: LoadedConfig,
+  opts: AgentProcessOptions = {},
+): Promise<AgentProcess> {
+  if (await socketAnswers(paths.socket)) {
+    const pid = readPid(paths);
+    throw new CliError(`instance ${paths.name} is already running${pid ? ` (pid ${pid})` : ''}`);
+  }
+  const log = await createLogger({ dir: paths.logs, level: opts.logLevel });
+  const agentLog = componentLogger(log, 'agent');
+  agentLog.info({ pid: process.pid, config: paths.config }, `host agent for ${paths.name} starting`);
+
+  const { agent, ready } = await runAgent(paths.name, config, {
+    instanceDir: paths.dir,
+    logger: log,
+    logFile: paths.currentLog,
+  });
+
+  let finished!: () => void;
+  const done = new Promise<void>((resolve) => {
+    finished = resolve;
+  });
+  let stopping: Promise<void> | null = null;
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      await agent.stop(reason).catch((err: Error) => agentLog.error({ err: err.message }, 'agent stop failed'));
+      await control?.close();
+      // Only our own files: a second agent that lost the race must not remove the first one's socket.
+      if (readPid(paths) === process.pid) removeRuntimeFiles(paths);
+      agentLog.info({ reason }, `host agent for ${paths.name} stopped`);
+      await new Promise<void>((resolve) => log.flush(() => resolve()));
+      finished();
+    })();
+    return stopping;
+  };
+
+  let control: ControlServer | undefined;
+  try {
+    control = await startControlServer({
+      socketPath: paths.socket,
+      agent,
+      log: componentLogger(log, 'control'),
+      onShutdown: (reason) => void stop(reason),
+    });
+  } catch (err) {
+    await agent.stop(`control API failed: ${(err as Error).message}`);
+    throw err;
+  }
+  writePid(paths);
+
+  if (opts.signals !== false) {
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
+      process.once(signal, () => void stop(`got ${signal}`));
+  }
+  return { agent, control, log, ready, done, stop };
+}

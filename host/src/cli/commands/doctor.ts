@@ -1,0 +1,32 @@
+// `tether doctor NAME`: runs every check and prints ✓/✗ per link with the fix; exits 1 when anything is wrong.
+import type { Command } from 'commander';
+import { existingInstance, withHelp } from '../context.js';
+import { type CheckResult, runChecks } from '../doctor.js';
+import { CliError } from '../errors.js';
+
+function line(r: CheckResult, name: string): string {
+  const mark = r.state === 'ok' ? '✓' : r.state === 'fail' ? '✗' : '-';
+  const fix = r.fix ? `\n    fix: ${r.fix.replaceAll('NAME', name)}` : '';
+  return `${mark} ${r.name}: ${r.detail}${fix}`;
+}
+
+export function registerDoctor(program: Command): void {
+  withHelp(
+    program
+      .command('doctor')
+      .description(
+        'check each link (config, agent, ssh, host key, guest agent, scanner, mounts, host ports) and say how to fix what is wrong',
+      )
+      .argument('<name>', 'instance name'),
+    ['tether doctor dev'],
+  ).action(async (name: string) => {
+    const paths = existingInstance(name);
+    const results = await runChecks(paths, (r) => process.stdout.write(`${line(r, name)}\n`));
+    const failed = results.filter((r) => r.state === 'fail');
+    if (failed.length > 0)
+      throw new CliError(
+        `${failed.length} problem${failed.length > 1 ? 's' : ''}: ${failed.map((r) => r.name).join(', ')}`,
+      );
+    process.stdout.write('everything looks right\n');
+  });
+}

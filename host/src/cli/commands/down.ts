@@ -1,0 +1,73 @@
+// `tether down NAME`: asks the agent to shut down through the control API, waits for its process to exit and removes
+// ha.sock/ha.pid; when the API does not answer, SIGTERMs the recorded pid (only if it is a tether agent).
+import { execFileSync } from 'node:child_process';
+import type { Command } from 'commander';
+import { AgentNotRunningError } from '../../control/client.js';
+import { socketAnswers } from '../../control/socket.js';
+import { type InstancePaths, isAlive, readPid, removeRuntimeFiles } from '../../instance.js';
+import { clientFor, existingInstance, withHelp } from '../context.js';
+
+const STOP_TIMEOUT_MS = 20_000;
+
+export function registerDown(program: Command): void {
+  withHelp(
+    program
+      .command('down')
+      .description('stop the host agent of a VM (forwards and mounts go away; the VM keeps running)')
+      .argument('<name>', 'instance name'),
+    ['tether down dev'],
+  ).action(async (name: string) => {
+    const paths = existingInstance(name);
+    const how = await stopAgent(paths);
+    process.stdout.write(
+      how === 'not running' ? `instance ${name} is not running\n` : `stopped instance ${name} (${how})\n`,
+    );
+  });
+}
+
+/** Whether `pid` runs a tether agent for this instance (guards against a recycled pid in a stale ha.pid). */
+function isOurAgent(pid: number, paths: InstancePaths): boolean {
+  try {
+    const cmd = execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
+    return /tether|main\.js/.test(cmd) && cmd.includes(paths.name);
+  } catch {
+    return false;
+  }
+}
+
+async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
+/** Stops the instance's agent; says how (`shut down`, `SIGTERM`, `SIGKILL`, `not running`). */
+export async function stopAgent(paths: InstancePaths): Promise<string> {
+  const pid = readPid(paths);
+  let how = 'shut down';
+  try {
+    await clientFor(paths, 5_000).shutdown();
+  } catch (err) {
+    if (!(err instanceof AgentNotRunningError) && !(pid && isOurAgent(pid, paths))) throw err;
+    if (!pid || !isAlive(pid) || !isOurAgent(pid, paths)) {
+      removeRuntimeFiles(paths);
+      return 'not running';
+    }
+    process.kill(pid, 'SIGTERM');
+    how = 'SIGTERM: the control API did not answer';
+  }
+  if (!pid) {
+    // No pid file (removed by hand): the socket going quiet is the best sign left.
+    const deadline = Date.now() + STOP_TIMEOUT_MS;
+    while ((await socketAnswers(paths.socket)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  } else if (!(await waitExit(pid, STOP_TIMEOUT_MS))) {
+    process.kill(pid, 'SIGKILL');
+    await waitExit(pid, 5_000);
+    how = `SIGKILL: still running ${STOP_TIMEOUT_MS / 1000}s after ${how}`;
+  }
+  removeRuntimeFiles(paths);
+  return how;
+}

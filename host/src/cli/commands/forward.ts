@@ -1,0 +1,134 @@
+// `tether forward ls|add|rm NAME`: the instance's forwards (one row per guest listener), runtime additions and
+// removals. `ls --json` prints exactly FORWARD_JSON_KEYS per forward (the public contract).
+import type { Command } from 'commander';
+import type { ControlClient } from '../../control/client.js';
+import type { ForwardView } from '../../model.js';
+import { clientFor, existingInstance, withHelp } from '../context.js';
+import { CliError, UsageError } from '../errors.js';
+import { matchForwards, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
+import { forwardJson, forwardTable } from '../render.js';
+
+function render(forwards: ForwardView[], json: boolean): string {
+  if (json) return JSON.stringify(forwards.map(forwardJson), null, 2);
+  if (forwards.length === 0) return 'no forwards (nothing listens in the guest yet)';
+  return forwardTable(forwards);
+}
+
+/** Redraws the table on every forward event (and every 2 s for counters) until Ctrl-C or the agent goes away. */
+function watch(name: string, client: ControlClient, json: boolean): Promise<void> {
+  const byId = new Map<string, ForwardView>();
+  return new Promise<void>((resolve, reject) => {
+    let pending = false;
+    const draw = () => {
+      pending = false;
+      const list = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+      if (json) process.stdout.write(`${JSON.stringify(list.map(forwardJson))}\n`);
+      else {
+        const header = `tether forward ls ${name} — ${new Date().toLocaleTimeString()} (Ctrl-C to quit)`;
+        process.stdout.write(`\x1b[H\x1b[2J${header}\n\n${render(list, false)}\n`);
+      }
+    };
+    const schedule = () => {
+      if (pending) return;
+      pending = true;
+      setTimeout(draw, 100);
+    };
+    const reload = () =>
+      client.forwards().then((list) => {
+        byId.clear();
+        for (const f of list) byId.set(f.id, f);
+        schedule();
+      }, fail);
+    const fail = (err: Error) => {
+      clearInterval(refresh);
+      sub.close();
+      reject(new CliError(`watch ended: ${err.message}`));
+    };
+    const sub = client.events(
+      (e) => {
+        if (e.type === 'forward') byId.set(e.forward.id, e.forward);
+        else if (e.type === 'forward-removed') byId.delete(e.id);
+        else return;
+        schedule();
+      },
+      (reason) => fail(new Error(`the agent closed the event stream (${reason})`)),
+    );
+    const refresh = setInterval(() => void reload(), 2_000);
+    sub.opened.then(reload, fail);
+    process.once('SIGINT', () => {
+      clearInterval(refresh);
+      sub.close();
+      resolve();
+    });
+  });
+}
+
+export function registerForward(program: Command): void {
+  const forward = program.command('forward').description('port and socket forwards of an instance');
+
+  withHelp(
+    forward
+      .command('ls')
+      .alias('list')
+      .description('list forwards: proto, guest address, host addresses, state, process, connections, bytes, since')
+      .argument('<name>', 'instance name')
+      .option(
+        '--json',
+        `print an array of objects with the keys proto, guestAddr, hostAddrs, state, process, connections, bytesIn, bytesOut, since, error`,
+      )
+      .option('--watch', 'redraw whenever a forward changes'),
+    ['tether forward ls dev', 'tether forward ls dev --json', 'tether forward ls dev --watch'],
+  ).action(async (name: string, opts: { json?: boolean; watch?: boolean }) => {
+    const client = clientFor(existingInstance(name));
+    if (opts.watch) return watch(name, client, opts.json === true);
+    process.stdout.write(`${render(await client.forwards(), opts.json === true)}\n`);
+  });
+
+  withHelp(
+    forward
+      .command('add')
+      .description('forward a host port to a guest port (or a guest unix socket to a host socket) until `down`')
+      .argument('<name>', 'instance name')
+      .argument('[spec]', '[HOSTIP:]HOSTPORT:GUESTPORT[/udp]')
+      .option('--socket <guest:host>', 'forward the guest unix socket GUEST to the host socket path HOST'),
+    [
+      'tether forward add dev 8080:80',
+      'tether forward add dev 127.0.0.1:5353:53/udp',
+      'tether forward add dev --socket /var/run/docker.sock:~/.tether/dev/docker.sock',
+    ],
+  ).action(async (name: string, spec: string | undefined, opts: { socket?: string }) => {
+    if ((spec === undefined) === (opts.socket === undefined))
+      throw new UsageError('give either [HOSTIP:]HOSTPORT:GUESTPORT[/udp] or --socket GUEST:HOST');
+    const parsed = opts.socket ? parseSocketSpec(opts.socket) : parsePortSpec(spec!);
+    const f = await clientFor(existingInstance(name)).addForward(parsed);
+    process.stdout.write(
+      `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
+    );
+  });
+
+  withHelp(
+    forward
+      .command('rm')
+      .alias('remove')
+      .description('remove forwards by id, spec, host port or socket path (a detected forward becomes ignored)')
+      .argument('<name>', 'instance name')
+      .argument(
+        '<what...>',
+        'HOSTPORT:GUESTPORT[/udp], host port, socket path, or forward id (proto/guestAddr, e.g. tcp/127.0.0.1:3000)',
+      ),
+    ['tether forward rm dev 8080:80', 'tether forward rm dev 8080', 'tether forward rm dev tcp/127.0.0.1:3000'],
+  ).action(async (name: string, what: string[]) => {
+    const client = clientFor(existingInstance(name));
+    const forwards = await client.forwards();
+    const targets = new Map<string, ForwardView>();
+    for (const arg of what) {
+      const found = matchForwards(arg, forwards);
+      if (found.length === 0) throw new CliError(`no forward matches ${arg} (see \`tether forward ls ${name}\`)`);
+      for (const f of found) targets.set(f.id, f);
+    }
+    for (const f of targets.values()) {
+      await client.removeForward(f.id);
+      process.stdout.write(`removed ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr}\n`);
+    }
+  });
+}

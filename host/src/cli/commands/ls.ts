@@ -1,0 +1,87 @@
+// `tether ls`: every instance under $TETHER_HOME with its SSH target, agent state, forwards and mounts.
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/load.js';
+import { AgentNotRunningError } from '../../control/client.js';
+import { instancePaths, listInstances, tetherHome } from '../../instance.js';
+import type { StatusView } from '../../model.js';
+import { clientFor, withHelp } from '../context.js';
+import { table } from '../render.js';
+
+interface InstanceRow {
+  name: string;
+  ssh: string | null;
+  state: string;
+  pid: number | null;
+  forwards: { total: number; forwarding: number } | null;
+  mounts: { total: number; mounted: number } | null;
+  dir: string;
+  error: string | null;
+}
+
+async function describe(name: string): Promise<InstanceRow> {
+  const paths = instancePaths(name);
+  const row: InstanceRow = {
+    name,
+    ssh: null,
+    state: 'stopped',
+    pid: null,
+    forwards: null,
+    mounts: null,
+    dir: paths.dir,
+    error: null,
+  };
+  try {
+    const c = loadConfig(paths.config);
+    row.ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
+  } catch (err) {
+    row.state = 'invalid config';
+    row.error = (err as Error).message.split('\n')[0];
+  }
+  let s: StatusView;
+  try {
+    s = await clientFor(paths, 3_000).status();
+  } catch (err) {
+    if (!(err instanceof AgentNotRunningError)) {
+      row.state = 'not answering';
+      row.error = (err as Error).message;
+    }
+    return row;
+  }
+  row.state = s.state;
+  row.pid = s.pid;
+  row.ssh = s.ssh.target;
+  row.forwards = { total: s.forwards.total, forwarding: s.forwards.forwarding };
+  row.mounts = { total: s.mounts.total, mounted: s.mounts.mounted };
+  return row;
+}
+
+export function registerLs(program: Command): void {
+  withHelp(
+    program
+      .command('ls')
+      .alias('list')
+      .description('list instances: SSH target, state, forwards, mounts')
+      .option('--json', 'print a JSON array'),
+    ['tether ls', 'tether ls --json | jq -r ".[].name"'],
+  ).action(async (opts: { json?: boolean }) => {
+    const rows = await Promise.all(listInstances().map(describe));
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return;
+    }
+    if (rows.length === 0) {
+      process.stdout.write(
+        `no instances in ${tetherHome()}; create one with \`tether up NAME --ssh USER@HOST:PORT\`\n`,
+      );
+      return;
+    }
+    const cells = rows.map((r) => [
+      r.name,
+      r.ssh ?? '-',
+      r.state,
+      r.forwards ? `${r.forwards.forwarding}/${r.forwards.total}` : '-',
+      r.mounts ? `${r.mounts.mounted}/${r.mounts.total}` : '-',
+    ]);
+    process.stdout.write(`${table(['NAME', 'SSH', 'STATE', 'FORWARDS', 'MOUNTS'], cells)}\n`);
+  });
+}

@@ -1,0 +1,22 @@
+// `tether mount ls NAME`: the instance's mounts (host location → guest mount point, driver, mode, state, inotify).
+import type { Command } from 'commander';
+import { clientFor, existingInstance, withHelp } from '../context.js';
+import { mountTable } from '../render.js';
+
+export function registerMount(program: Command): void {
+  const mount = program.command('mount').description('host directories mounted in the guest');
+  withHelp(
+    mount
+      .command('ls')
+      .alias('list')
+      .description('list the mounts of an instance')
+      .argument('<name>', 'instance name')
+      .option('--json', 'print a JSON array'),
+    ['tether mount ls dev', 'tether mount ls dev --json'],
+  ).action(async (name: string, opts: { json?: boolean }) => {
+    const mounts = await clientFor(existingInstance(name)).mounts();
+    if (opts.json) process.stdout.write(`${JSON.stringify(mounts, null, 2)}\n`);
+    else if (mounts.length === 0) process.stdout.write('no mounts (tether.yaml has mounts: [])\n');
+    else process.stdout.write(`${mountTable(mounts)}\n`);
+  });
+}

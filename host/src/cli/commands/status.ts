@@ -1,0 +1,34 @@
+// `tether status NAME`: the agent's connection state, guest agent, requirements, forward and mount summary, last
+// errors. A stopped instance is reported as such (exit 0): status describes, it does not judge — see `doctor`.
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/load.js';
+import { AgentNotRunningError } from '../../control/client.js';
+import { clientFor, existingInstance, withHelp } from '../context.js';
+import { statusText } from '../render.js';
+
+export function registerStatus(program: Command): void {
+  withHelp(
+    program
+      .command('status')
+      .description('show the state of an instance: connection, guest agent, requirements, forwards, mounts, errors')
+      .argument('<name>', 'instance name')
+      .option('--json', 'print the status object (JSON)'),
+    ['tether status dev', 'tether status dev --json | jq .ssh.state'],
+  ).action(async (name: string, opts: { json?: boolean }) => {
+    const paths = existingInstance(name);
+    try {
+      const s = await clientFor(paths).status();
+      process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${statusText(s)}\n`);
+    } catch (err) {
+      if (!(err instanceof AgentNotRunningError)) throw err;
+      const c = loadConfig(paths.config);
+      const ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
+      if (opts.json)
+        process.stdout.write(`${JSON.stringify({ name, state: 'stopped', ssh: { target: ssh } }, null, 2)}\n`);
+      else
+        process.stdout.write(
+          `instance:     ${name}\nstate:        stopped (start it with \`tether up ${name}\`)\nssh:          ${ssh}\nlog:          ${paths.currentLog}\n`,
+        );
+    }
+  });
+}

@@ -1,0 +1,191 @@
+// `tether up NAME`: creates the instance on first use (tether.yaml from the flags), starts the host agent detached in
+// the background (or in this process with --foreground), and follows the boot requirements until the VM is ready.
+// Also `tether agent NAME` (hidden): what the detached process runs.
+import { spawn } from 'node:child_process';
+import { closeSync, copyFileSync, openSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
+import { AgentNotRunningError } from '../../control/client.js';
+import { socketAnswers } from '../../control/socket.js';
+import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
+import { startAgentProcess } from '../agent-process.js';
+import { clientFor, existingInstance, parseSeconds, pathsFor, withHelp } from '../context.js';
+import { CliError, UsageError } from '../errors.js';
+import { type BootOutcome, followBoot } from '../progress.js';
+import { parseSshTarget } from '../target.js';
+import { stopAgent } from './down.js';
+
+interface UpOptions {
+  ssh?: string;
+  identity?: string;
+  config?: string;
+  foreground?: boolean;
+  timeout: number;
+  logLevel?: string;
+}
+
+const DEFAULT_TIMEOUT_S = 300;
+
+export function registerUp(program: Command): void {
+  withHelp(
+    program
+      .command('up')
+      .description('create (first time) and start the host agent of a VM, and wait until it is ready')
+      .argument('<name>', 'instance name ([a-z0-9][a-z0-9._-]*)')
+      .option('--ssh <[user@]host[:port]>', 'how to reach the VM (written to tether.yaml; default user: you)')
+      .option('-i, --identity <file>', 'SSH private key (ssh.identityFile)')
+      .option('-c, --config <file>', 'use this tether.yaml (copied into the instance directory)')
+      .option('--foreground', 'run the agent in this process (for systemd, launchd and tests)')
+      .option('--timeout <seconds>', 'how long to wait for the requirements', parseSeconds, DEFAULT_TIMEOUT_S)
+      .option('--log-level <level>', 'agent log level (trace, debug, info, warn, error)'),
+    [
+      'tether up dev --ssh me@127.0.0.1:2222 -i ~/.ssh/id_ed25519',
+      'tether up dev                    # start an existing instance',
+      'tether up dev -c ./tether.yaml   # replace the config, then start',
+      'tether up dev --foreground       # stay attached; Ctrl-C stops the agent',
+    ],
+  ).action((name: string, opts: UpOptions) => up(name, opts));
+
+  program
+    .command('agent', { hidden: true })
+    .description('run the host agent of an instance in this process (started by `tether up`)')
+    .argument('<name>')
+    .option('--log-level <level>')
+    .action(async (name: string, opts: { logLevel?: string }) => {
+      const paths = existingInstance(name);
+      const proc = await startAgentProcess(paths, loadConfig(paths.config), { logLevel: opts.logLevel });
+      await proc.done;
+    });
+}
+
+async function up(name: string, opts: UpOptions): Promise<void> {
+  const started = Date.now();
+  const paths = pathsFor(name);
+  prepareConfig(paths, opts);
+  const config = loadConfig(paths.config);
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const timeoutMs = opts.timeout * 1000;
+
+  if (await socketAnswers(paths.socket)) {
+    print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+    const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
+    return finish(paths, outcome, false);
+  }
+
+  print(
+    `starting instance ${name}: ${config.ssh.user}@${config.ssh.host}:${config.ssh.port} (log: ${paths.currentLog})`,
+  );
+  if (opts.foreground) {
+    const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel });
+    const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
+    try {
+      await finish(paths, outcome, true);
+    } catch (err) {
+      await proc.stop('boot failed');
+      throw err;
+    }
+    print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
+    await proc.done;
+    return;
+  }
+
+  const child = spawnAgent(paths, opts.logLevel);
+  await waitForSocket(paths, child, Math.min(timeoutMs, 30_000));
+  const outcome = await followBoot(clientFor(paths), {
+    timeoutMs: timeoutMs - (Date.now() - started),
+    print,
+    start: started,
+  });
+  await finish(paths, outcome, true);
+}
+
+/** First use: tether.yaml from -c or the flags. Later: -c replaces it, flags update the ssh section. */
+function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
+  const target = opts.ssh ? parseSshTarget(opts.ssh) : undefined;
+  const identityFile = opts.identity ? expandHome(opts.identity, process.cwd()) : undefined;
+  const exists = instanceExists(paths);
+  if (opts.config) {
+    const source = resolve(opts.config);
+    loadConfig(source); // refuse a broken file before it replaces a working one
+    ensureInstanceDir(paths);
+    copyFileSync(source, paths.config);
+    if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
+    return;
+  }
+  if (!exists) {
+    if (!target)
+      throw new UsageError(
+        `instance ${paths.name} does not exist yet; give --ssh [USER@]HOST[:PORT] (or -c FILE) to create it`,
+      );
+    ensureInstanceDir(paths);
+    writeInitialConfig(paths.config, { ...target, identityFile });
+    process.stdout.write(`created instance ${paths.name}: ${paths.config}\n`);
+    return;
+  }
+  ensureInstanceDir(paths);
+  if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
+}
+
+function spawnAgent(paths: InstancePaths, logLevel?: string) {
+  const entry = fileURLToPath(new URL('../main.js', import.meta.url));
+  const out = openSync(paths.stdioLog, 'a', 0o600);
+  const args = [...process.execArgv, entry, 'agent', paths.name];
+  if (logLevel) args.push('--log-level', logLevel);
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
+  closeSync(out);
+  child.unref();
+  return child;
+}
+
+function stdioTail(paths: InstancePaths): string {
+  try {
+    const lines = readFileSync(paths.stdioLog, 'utf8').trim().split('\n');
+    return lines.slice(-3).join(' | ');
+  } catch {
+    return '(no output)';
+  }
+}
+
+async function waitForSocket(paths: InstancePaths, child: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await socketAnswers(paths.socket))) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new CliError(
+        `the agent exited while starting (${child.exitCode ?? child.signalCode}): ${stdioTail(paths)}; see ${paths.stdioLog}`,
+      );
+    if (Date.now() > deadline)
+      throw new CliError(`the agent did not open ${paths.socket} within ${timeoutMs / 1000}s; see ${paths.stdioLog}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function finish(paths: InstancePaths, outcome: BootOutcome, stopOnFailure: boolean): Promise<void> {
+  if (outcome.outcome === 'ready') {
+    const s = outcome.status;
+    process.stdout.write(
+      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${s.forwards.forwarding} forwards; log: ${s.logFile})\n`,
+    );
+    return;
+  }
+  let message: string;
+  if (outcome.outcome === 'gone') {
+    const pid = readPid(paths);
+    message = `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
+  } else {
+    const r = outcome.requirement;
+    const what = r ? `requirement ${r.index} of ${r.total} (${r.name})` : 'the agent';
+    message =
+      outcome.outcome === 'failed'
+        ? `${what} failed: ${r?.detail ?? 'see the log'}`
+        : `timed out waiting for ${what}${r?.detail ? `: ${r.detail}` : ''}`;
+  }
+  if (stopOnFailure && outcome.outcome !== 'gone') {
+    await stopAgent(paths).catch((err: Error) => {
+      if (!(err instanceof AgentNotRunningError)) message += `; stopping the agent failed too: ${err.message}`;
+    });
+    message += ' (agent stopped)';
+  }
+  throw new CliError(`${message}; log: ${paths.currentLog}`);
+}

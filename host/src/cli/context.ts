@@ -1,0 +1,45 @@
+// What most commands start from: a validated instance name → its paths (which must exist) and a control client;
+// plus commander option parsers and the help footer shared by every command.
+import { type Command, InvalidArgumentError } from 'commander';
+import { ControlClient } from '../control/client.js';
+import { type InstancePaths, instanceExists, instancePaths } from '../instance.js';
+import { EXIT_CODES_HELP, UsageError } from './errors.js';
+
+export function pathsFor(name: string): InstancePaths {
+  try {
+    return instancePaths(name);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** Paths of an instance that must already exist. */
+export function existingInstance(name: string): InstancePaths {
+  const paths = pathsFor(name);
+  if (!instanceExists(paths))
+    throw new UsageError(
+      `no instance ${name} (no ${paths.config}); create it with \`tether up ${name} --ssh USER@HOST:PORT\``,
+    );
+  return paths;
+}
+
+export function clientFor(paths: InstancePaths, timeoutMs?: number): ControlClient {
+  return new ControlClient(paths.socket, timeoutMs);
+}
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
+  return n;
+}
+
+export function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
+  return n;
+}
+
+/** Adds examples and the exit codes to a command's --help. */
+export function withHelp(cmd: Command, examples: string[]): Command {
+  return cmd.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n${EXIT_CODES_HELP}`);
+}

@@ -1,0 +1,295 @@
+// `tether doctor` checks: each link of the chain from tether.yaml to the guest's port scanner, checked on its own
+// (a fresh SSH connection, not the agent's), so it works — and says so — when the agent is not running. Each check
+// says what is wrong and the fix. Returns results; printing is the command's job.
+import { readFileSync } from 'node:fs';
+import { Peer } from '@tether/protocol';
+import { Client, type ConnectConfig } from 'ssh2';
+import { HOST_AGENT_NAME } from '../agent/index.js';
+import { type LoadedConfig, loadConfig } from '../config/load.js';
+import { AgentNotRunningError } from '../control/client.js';
+import { socketAnswers } from '../control/socket.js';
+import { type InstancePaths, isAlive, readPid } from '../instance.js';
+import type { ForwardView, StatusView } from '../model.js';
+import { checkMountRequirements, findSftpServer } from '../mount/index.js';
+import { describeKey, type HostKey, readPinned } from '../ssh/index.js';
+import { clientFor } from './context.js';
+
+export interface CheckResult {
+  name: string;
+  state: 'ok' | 'fail' | 'skip';
+  detail: string;
+  fix?: string;
+}
+
+const ok = (name: string, detail: string): CheckResult => ({ name, state: 'ok', detail });
+const fail = (name: string, detail: string, fix: string): CheckResult => ({ name, state: 'fail', detail, fix });
+const skip = (name: string, detail: string): CheckResult => ({ name, state: 'skip', detail });
+
+export async function runChecks(paths: InstancePaths, report: (r: CheckResult) => void): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  const add = (r: CheckResult) => {
+    results.push(r);
+    report(r);
+    return r;
+  };
+
+  let config: LoadedConfig;
+  try {
+    config = loadConfig(paths.config);
+    add(ok('config', `${paths.config} is valid`));
+  } catch (err) {
+    add(fail('config', (err as Error).message.split('\n').join('; '), `edit ${paths.config}`));
+    return results;
+  }
+
+  const agent = await checkAgent(paths);
+  add(agent.result);
+
+  const ssh = await probeSsh(paths, config);
+  for (const r of ssh.results) add(r);
+
+  if (!ssh.client) {
+    for (const name of ['guest agent', 'port scanner']) add(skip(name, 'needs a working SSH login'));
+  } else {
+    try {
+      const guest = await checkGuestAgent(ssh.client, config);
+      for (const r of guest) add(r);
+      if (config.mounts.length > 0) {
+        const reqs = await checkMountRequirements(ssh.client, config.mounts, { fix: false });
+        for (const r of reqs)
+          add(r.ok ? ok(r.name, r.detail ?? 'ok') : fail(r.name, r.detail ?? 'failed', fixOf(r.detail)));
+      } else add(skip('mount requirements', 'no mounts configured'));
+    } finally {
+      ssh.client.end();
+    }
+  }
+
+  const openssh = config.mounts.filter((m) => m.driver === 'openssh');
+  if (openssh.length > 0) {
+    const server = findSftpServer();
+    add(
+      server
+        ? ok('sftp-server on the host', `${server} (driver openssh for ${openssh.map((m) => m.location).join(', ')})`)
+        : fail(
+            'sftp-server on the host',
+            `no OpenSSH sftp-server found, but ${openssh.map((m) => m.location).join(', ')} uses driver openssh`,
+            'install OpenSSH (Debian: apt install openssh-sftp-server) or set driver: builtin',
+          ),
+    );
+  }
+
+  if (agent.forwards) {
+    const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
+    if (bad.length === 0) add(ok('host ports', `${agent.forwards.length} forwards, none in conflict`));
+    for (const f of bad) add(forwardProblem(f));
+  } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
+  return results;
+}
+
+/** Extracts "fix it ...: <command>" advice the mount requirements embed in their details. */
+function fixOf(detail: string | null): string {
+  const m = detail ? /(?:fix(?: it in the guest)?|create it in the guest): (.+)$/.exec(detail) : null;
+  return m ? m[1] : 'see the detail above';
+}
+
+function forwardProblem(f: ForwardView): CheckResult {
+  const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
+  const name = `forward ${f.proto} guest ${f.guestAddr}`;
+  const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
+  if (f.state === 'conflict')
+    return fail(
+      name,
+      detail,
+      `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
+    );
+  if (f.state === 'privileged')
+    return fail(name, detail, `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`);
+  return fail(name, detail, 'see `tether logs NAME --component forward`');
+}
+
+async function checkAgent(paths: InstancePaths): Promise<{ result: CheckResult; forwards: ForwardView[] | null }> {
+  const name = 'host agent';
+  const pid = readPid(paths);
+  let status: StatusView;
+  try {
+    status = await clientFor(paths, 5_000).status();
+  } catch (err) {
+    if (err instanceof AgentNotRunningError) {
+      const stale = pid && isAlive(pid) ? ` (pid ${pid} from ha.pid is alive but does not answer)` : '';
+      return {
+        result: fail(
+          name,
+          `not running${stale}; the checks below use a fresh SSH connection`,
+          `tether up ${paths.name}`,
+        ),
+        forwards: null,
+      };
+    }
+    return {
+      result: fail(
+        name,
+        `pid ${pid ?? '?'} does not answer on ${paths.socket}: ${(err as Error).message}`,
+        `tether down ${paths.name} && tether up ${paths.name}`,
+      ),
+      forwards: null,
+    };
+  }
+  const forwards = await clientFor(paths, 5_000).forwards();
+  const detail = `running (pid ${status.pid}), state ${status.state}, ssh ${status.ssh.state}`;
+  const result =
+    status.state === 'ready'
+      ? ok(name, detail)
+      : fail(
+          name,
+          `${detail}${status.ssh.lastError ? `, last ssh error: ${status.ssh.lastError}` : ''}`,
+          `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
+        );
+  return { result, forwards };
+}
+
+function connectConfig(config: LoadedConfig): ConnectConfig {
+  const { ssh } = config;
+  const cc: ConnectConfig = { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: 10_000 };
+  if (ssh.identityFile) cc.privateKey = readFileSync(ssh.identityFile);
+  if (ssh.useAgent && process.env.SSH_AUTH_SOCK) cc.agent = process.env.SSH_AUTH_SOCK;
+  return cc;
+}
+
+/** A fresh SSH connection: reachability, host key against the pin, and key authentication, as separate checks. */
+async function probeSsh(
+  paths: InstancePaths,
+  config: LoadedConfig,
+): Promise<{ results: CheckResult[]; client: Client | null }> {
+  const target = `${config.ssh.user}@${config.ssh.host}:${config.ssh.port}`;
+  const results: CheckResult[] = [];
+  if (config.ssh.identityFile) {
+    try {
+      readFileSync(config.ssh.identityFile);
+      results.push(ok('identity file', config.ssh.identityFile));
+    } catch (err) {
+      results.push(fail('identity file', (err as Error).message, `fix ssh.identityFile in ${paths.config}`));
+      return { results, client: null };
+    }
+  }
+  let pinned: HostKey | null;
+  try {
+    pinned = readPinned(paths.hostKey);
+  } catch (err) {
+    results.push(fail('host key', (err as Error).message, `rm ${paths.hostKey} (it is pinned again on the next up)`));
+    return { results, client: null };
+  }
+  let offered: HostKey | null = null;
+  const client = new Client();
+  const outcome = await new Promise<Error | null>((resolve) => {
+    client.once('ready', () => resolve(null));
+    client.once('error', (err) => resolve(err));
+    client.connect({
+      ...connectConfig(config),
+      hostVerifier: (key: Buffer) => {
+        offered = describeKey(key);
+        return pinned === null || pinned.base64 === offered.base64;
+      },
+    });
+  });
+  const key = offered as HostKey | null;
+  if (!key) {
+    results.push(
+      fail(
+        'ssh reachable',
+        `${target}: ${outcome?.message ?? 'no SSH handshake'}`,
+        `start the VM / its sshd, or fix ssh.host and ssh.port in ${paths.config}`,
+      ),
+    );
+    client.end();
+    return { results, client: null };
+  }
+  results.push(ok('ssh reachable', `${target} answered`));
+  if (pinned && pinned.base64 !== key.base64) {
+    results.push(
+      fail(
+        'host key',
+        `changed: pinned ${pinned.algorithm} ${pinned.fingerprint}, server offers ${key.algorithm} ${key.fingerprint}`,
+        `if the VM was re-created on purpose: rm ${paths.hostKey}; otherwise find out who answers at ${target}`,
+      ),
+    );
+    client.end();
+    return { results, client: null };
+  }
+  results.push(
+    ok(
+      'host key',
+      pinned
+        ? `${key.algorithm} ${key.fingerprint} matches the pin`
+        : `${key.fingerprint} (not pinned yet; \`up\` pins it)`,
+    ),
+  );
+  if (outcome) {
+    results.push(
+      fail(
+        'ssh auth',
+        `${target}: ${outcome.message}`,
+        `put the public key of ${config.ssh.identityFile ?? 'your ssh-agent key'} in the guest's ~${config.ssh.user}/.ssh/authorized_keys`,
+      ),
+    );
+    client.end();
+    return { results, client: null };
+  }
+  results.push(ok('ssh auth', `logged in as ${config.ssh.user}`));
+  return { results, client };
+}
+
+async function checkGuestAgent(client: Client, config: LoadedConfig): Promise<CheckResult[]> {
+  const socket = config.guestAgent.socket;
+  const fix =
+    config.guestAgent.provision === 'auto'
+      ? 'tether down NAME && tether up NAME (provisioning starts it), or in the guest: sudo systemctl restart tether-guest'
+      : 'start tether-guest in the guest (sudo systemctl restart tether-guest), or set guestAgent.provision: auto';
+  let peer: Peer | null = null;
+  try {
+    const stream = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
+      client.openssh_forwardOutStreamLocal(socket, (err, ch) => (err ? reject(err) : resolve(ch))),
+    );
+    peer = new Peer(stream, { agent: `${HOST_AGENT_NAME} doctor`, timeoutMs: 5_000 });
+    await withTimeout(peer.ready, 5_000, 'no hello');
+    const info = await peer.request('info', {});
+    const results = [ok('guest agent', `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`)];
+    const age = Math.max(0, Math.round((Date.now() - info.startedAt) / 1000));
+    results.push(
+      info.scanIntervalMs > 0
+        ? ok(
+            'port scanner',
+            `scanning every ${Math.round(info.scanIntervalMs)} ms (last scan ${info.lastScanMs.toFixed(2)} ms), ${info.listeners} listeners, up ${age}s`,
+          )
+        : fail('port scanner', 'not running (scan interval 0)', 'restart the guest agent; see its log in the guest'),
+    );
+    return results;
+  } catch (err) {
+    return [
+      fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, fix),
+      skip('port scanner', 'needs the guest agent'),
+    ];
+  } finally {
+    peer?.close('doctor done');
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** For doctor's header line. */
+export async function agentRunning(paths: InstancePaths): Promise<boolean> {
+  return socketAnswers(paths.socket);
+}

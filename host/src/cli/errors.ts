@@ -1,0 +1,49 @@
+// How the CLI fails: exit codes (0 ok, 1 failure, 2 usage) and one clear line on stderr; a stack trace only with
+// TETHER_DEBUG=1. Commands throw CliError (or any Error) and never call process.exit themselves.
+import { basename, dirname } from 'node:path';
+import { ConfigError } from '../config/load.js';
+import { AgentNotRunningError } from '../control/client.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Appended to every command's --help. */
+export const EXIT_CODES_HELP = '\nExit codes: 0 ok, 1 failure (the reason is printed on stderr), 2 usage error.';
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT_FAILURE,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT_USAGE);
+  }
+}
+
+/** The message printed for an error; config errors keep one line per problem. */
+export function describeError(err: unknown): string {
+  if (err instanceof AgentNotRunningError) {
+    const instance = basename(dirname(err.socketPath));
+    return `instance ${instance}: ${err.message}; start it with \`tether up ${instance}\``;
+  }
+  if (err instanceof ConfigError) return err.problems.map((p) => p.message).join('\n');
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+export function exitCodeOf(err: unknown): number {
+  return err instanceof CliError ? err.exitCode : EXIT_FAILURE;
+}
+
+export function reportError(err: unknown): number {
+  process.stderr.write(`tether: ${describeError(err)}\n`);
+  if (process.env.TETHER_DEBUG === '1' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  return exitCodeOf(err);
+}

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import type { ForwardView } from '../model.js';
+import { matchForwards, parsePortSpec, parseSocketSpec } from './forward-spec.js';
+
+describe('forward specs', () => {
+  it('parses port specs', () => {
+    expect(parsePortSpec('8080:80')).toEqual({ proto: 'tcp', hostPort: 8080, guestPort: 80 });
+    expect(parsePortSpec('127.0.0.2:8080:80')).toEqual({
+      proto: 'tcp',
+      hostIP: '127.0.0.2',
+      hostPort: 8080,
+      guestPort: 80,
+    });
+    expect(parsePortSpec('[::1]:5353:53/udp')).toEqual({ proto: 'udp', hostIP: '::1', hostPort: 5353, guestPort: 53 });
+  });
+
+  it('rejects bad specs with the argument and the expected form', () => {
+    expect(() => parsePortSpec('8080')).toThrow(/^8080: expected \[HOSTIP:\]HOSTPORT:GUESTPORT\[\/udp\]/);
+    expect(() => parsePortSpec('70000:80')).toThrow('70000:80: host port 70000 is not a port (1-65535)');
+    expect(() => parsePortSpec('1.2.3:80:80')).toThrow('1.2.3 is not an IP address');
+    expect(() => parsePortSpec('80:80/sctp')).toThrow(/expected/);
+  });
+
+  it('parses socket specs', () => {
+    expect(parseSocketSpec('/var/run/docker.sock:/tmp/d.sock')).toEqual({
+      proto: 'unix',
+      guestSocket: '/var/run/docker.sock',
+      hostSocket: '/tmp/d.sock',
+    });
+    expect(() => parseSocketSpec('docker.sock')).toThrow(/GUEST:HOST/);
+  });
+
+  it('matches rm arguments by id, host port, spec and socket path', () => {
+    const f = (id: string, proto: ForwardView['proto'], guestAddr: string, hostAddrs: string[]) =>
+      ({ id, proto, guestAddr, hostAddrs }) as ForwardView;
+    const all = [
+      f('tcp/127.0.0.1:80', 'tcp', '127.0.0.1:80', ['127.0.0.1:8080', '[::1]:8080']),
+      f('udp/0.0.0.0:53', 'udp', '0.0.0.0:53', ['127.0.0.1:5353']),
+      f('unix//var/run/docker.sock', 'unix', '/var/run/docker.sock', ['/tmp/d.sock']),
+    ];
+    expect(matchForwards('tcp/127.0.0.1:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    expect(matchForwards('8080', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    expect(matchForwards('[::1]:8080:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    expect(matchForwards('5353:53/udp', all).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);
+    expect(matchForwards('5353:53', all)).toEqual([]);
+    expect(matchForwards('/tmp/d.sock', all).map((x) => x.id)).toEqual(['unix//var/run/docker.sock']);
+  });
+});

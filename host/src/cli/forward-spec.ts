@@ -1,0 +1,74 @@
+// `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]`, `--socket GUEST:HOST`, and matching an
+// rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
+import { isIP } from 'node:net';
+import { expandHome } from '../config/load.js';
+import type { ForwardSpec, ForwardView } from '../model.js';
+import { UsageError } from './errors.js';
+
+type PortSpec = Extract<ForwardSpec, { proto: 'tcp' | 'udp' }>;
+
+const SPEC_RE = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/;
+
+function port(s: string, what: string, arg: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new UsageError(`${arg}: ${what} ${s} is not a port (1-65535)`);
+  return n;
+}
+
+/** `8080:80`, `127.0.0.1:8080:80`, `[::1]:5353:53/udp` → a port ForwardSpec. */
+export function parsePortSpec(arg: string): PortSpec {
+  const m = SPEC_RE.exec(arg.trim());
+  if (!m)
+    throw new UsageError(`${arg}: expected [HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. 8080:80 or 127.0.0.1:5353:53/udp`);
+  const spec: PortSpec = {
+    proto: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp',
+    hostPort: port(m[2], 'host port', arg),
+    guestPort: port(m[3], 'guest port', arg),
+  };
+  if (m[1]) {
+    const ip = m[1].replace(/^\[|\]$/g, '');
+    if (isIP(ip) === 0) throw new UsageError(`${arg}: ${ip} is not an IP address`);
+    spec.hostIP = ip;
+  }
+  return spec;
+}
+
+/** `/var/run/docker.sock:~/docker.sock` → a unix ForwardSpec (the host path's `~` expands here, on the host). */
+export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'unix' }> {
+  const i = arg.indexOf(':');
+  const guest = i > 0 ? arg.slice(0, i) : '';
+  const host = i > 0 ? arg.slice(i + 1) : '';
+  if (!guest.startsWith('/') || host.length === 0)
+    throw new UsageError(`${arg}: expected GUEST:HOST socket paths, e.g. /var/run/docker.sock:~/docker.sock`);
+  return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
+}
+
+function portOf(addr: string): number | null {
+  const m = /:(\d+)$/.exec(addr);
+  return m ? Number(m[1]) : null;
+}
+
+function ipOf(addr: string): string {
+  return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+}
+
+/** The forwards an `rm` argument names: an id, a socket path, a host port, or a spec. Empty when none match. */
+export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
+  const byId = forwards.filter((f) => f.id === arg);
+  if (byId.length > 0) return byId;
+  if (arg.startsWith('/') || arg.startsWith('~')) {
+    const path = expandHome(arg, process.cwd());
+    return forwards.filter((f) => f.proto === 'unix' && (f.guestAddr === path || f.hostAddrs.includes(path)));
+  }
+  if (/^\d+$/.test(arg)) {
+    const hostPort = port(arg, 'host port', arg);
+    return forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort));
+  }
+  const spec = parsePortSpec(arg);
+  return forwards.filter(
+    (f) =>
+      f.proto === spec.proto &&
+      portOf(f.guestAddr) === spec.guestPort &&
+      f.hostAddrs.some((a) => portOf(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
+  );
+}

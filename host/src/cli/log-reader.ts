@@ -1,0 +1,146 @@
+// Reading an instance's logs for `tether logs`: the rotated pino files (`tether.N.log`, oldest first), filtering by
+// component and minimum level, the last N lines, and following `current.log` across rotation (re-opening when the
+// symlink points at a new file). Reads only; the agent owns writing.
+import { closeSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { CURRENT_LOG, LOG_FILE } from '../log.js';
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+export function levelNumber(name: string): number | null {
+  return LEVELS[name.toLowerCase()] ?? null;
+}
+
+export interface LogFilter {
+  components?: string[];
+  minLevel?: number;
+}
+
+/** Whether a raw line passes the filter; lines that are not JSON pass only when there is no filter. */
+export function matches(line: string, f: LogFilter): boolean {
+  if (!f.components && f.minLevel === undefined) return true;
+  let rec: { component?: unknown; level?: unknown };
+  try {
+    rec = JSON.parse(line);
+  } catch {
+    return false;
+  }
+  if (f.components && !f.components.includes(String(rec.component))) return false;
+  if (f.minLevel !== undefined && !(typeof rec.level === 'number' && rec.level >= f.minLevel)) return false;
+  return true;
+}
+
+/** The rotated files, oldest first. */
+export function logFiles(dir: string): string[] {
+  const re = new RegExp(`^${LOG_FILE}\\.(\\d+)\\.log$`);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => ({ n, m: re.exec(n) }))
+    .filter((x) => x.m)
+    .sort((a, b) => Number(a.m![1]) - Number(b.m![1]))
+    .map((x) => join(dir, x.n));
+}
+
+export interface TailResult {
+  lines: string[];
+  /** Where following continues: the file current.log points at and the offset read up to. */
+  file: string | null;
+  offset: number;
+}
+
+/** The last `n` matching lines over all rotated files (all of them when n is undefined). */
+export function tail(dir: string, f: LogFilter, n?: number): TailResult {
+  const files = logFiles(dir);
+  const current = resolveCurrent(dir) ?? files[files.length - 1] ?? null;
+  const out: string[] = [];
+  let offset = 0;
+  // Newest first, stopping as soon as enough lines are collected.
+  for (let i = files.length - 1; i >= 0; i--) {
+    const text = readFileSync(files[i], 'utf8');
+    const complete = text.endsWith('\n') ? text : text.slice(0, text.lastIndexOf('\n') + 1);
+    if (files[i] === current) offset = Buffer.byteLength(complete);
+    const lines = complete.split('\n').filter((l) => l.length > 0 && matches(l, f));
+    out.unshift(...lines);
+    if (n !== undefined && out.length >= n) break;
+  }
+  return { lines: n === undefined ? out : out.slice(Math.max(0, out.length - n)), file: current, offset };
+}
+
+function resolveCurrent(dir: string): string | null {
+  try {
+    return realpathSync(join(dir, CURRENT_LOG));
+  } catch {
+    return null;
+  }
+}
+
+function readFrom(file: string, offset: number): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return Buffer.alloc(0);
+  }
+  try {
+    const size = statSync(file).size;
+    if (size <= offset) return Buffer.alloc(0);
+    const buf = Buffer.alloc(size - offset);
+    const n = readSync(fd, buf, 0, buf.length, offset);
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Follows current.log from (file, offset): emits complete new lines, switches to the new file when the symlink
+ * moves (after draining the old one). Polls every `intervalMs`; returns a stop function.
+ */
+export function follow(
+  dir: string,
+  start: { file: string | null; offset: number },
+  f: LogFilter,
+  emit: (line: string) => void,
+  intervalMs = 200,
+): () => void {
+  let file = start.file;
+  let offset = start.offset;
+  let partial = '';
+  const drain = () => {
+    if (!file) return;
+    try {
+      if (statSync(file).size < offset) offset = 0; // truncated
+    } catch {
+      return;
+    }
+    const chunk = readFrom(file, offset);
+    offset += chunk.length;
+    const text = partial + chunk.toString('utf8');
+    const cut = text.lastIndexOf('\n');
+    partial = cut < 0 ? text : text.slice(cut + 1);
+    if (cut < 0) return;
+    for (const line of text.slice(0, cut).split('\n')) if (line.length > 0 && matches(line, f)) emit(line);
+  };
+  const tick = () => {
+    drain();
+    const now = resolveCurrent(dir);
+    if (now && now !== file) {
+      drain();
+      if (partial) {
+        if (matches(partial, f)) emit(partial);
+        partial = '';
+      }
+      file = now;
+      offset = 0;
+      drain();
+    }
+  };
+  const timer = setInterval(tick, intervalMs);
+  tick();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,48 @@
+// The `tether` command tree (commander): every subcommand registered here; main.ts runs it. Separate from main.ts so
+// tests can build the program without running it.
+import { Command } from 'commander';
+import { registerDoctor } from './commands/doctor.js';
+import { registerDown } from './commands/down.js';
+import { registerForward } from './commands/forward.js';
+import { registerLogs } from './commands/logs.js';
+import { registerLs } from './commands/ls.js';
+import { registerMount } from './commands/mount.js';
+import { registerStatus } from './commands/status.js';
+import { registerUp } from './commands/up.js';
+import { withHelp } from './context.js';
+
+export const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command('tether')
+    .description(
+      'Connect a Linux VM to this host over SSH: guest ports appear on localhost, host directories are mounted in the guest.\n' +
+        'Instances live in $TETHER_HOME (default ~/.tether), one directory per VM.',
+    )
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride()
+    .configureHelp({ sortSubcommands: false });
+  withHelp(program, [
+    'tether up dev --ssh me@127.0.0.1:2222 -i ~/.ssh/id_ed25519',
+    'tether forward ls dev',
+    'tether logs dev -f',
+    'tether doctor dev',
+    'tether down dev',
+  ]);
+  registerUp(program);
+  registerDown(program);
+  registerLs(program);
+  registerStatus(program);
+  registerForward(program);
+  registerMount(program);
+  registerLogs(program);
+  registerDoctor(program);
+  // Subcommands inherit exitOverride so usage errors come back to main.ts as CommanderErrors.
+  for (const cmd of allCommands(program)) cmd.exitOverride().showHelpAfterError('(add --help for usage)');
+  return program;
+}
+
+function allCommands(cmd: Command): Command[] {
+  return cmd.commands.flatMap((c) => [c, ...allCommands(c)]);
+}

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import type { RequirementView } from '../model.js';
+import { BootProgress } from './progress.js';
+
+const req = (
+  index: number,
+  state: RequirementView['state'],
+  extra: Partial<RequirementView> = {},
+): RequirementView => ({
+  index,
+  total: 3,
+  name: ['ssh reachable', 'host key', 'guest agent running'][index - 1],
+  state,
+  detail: null,
+  elapsedMs: 300,
+  ...extra,
+});
+
+describe('BootProgress', () => {
+  it('prints one line per change, like limactl start', () => {
+    const p = new BootProgress(0);
+    expect(p.update([req(1, 'waiting'), req(2, 'pending'), req(3, 'pending')], 100)).toEqual([
+      '[  0.1s] waiting for requirement 1 of 3: ssh reachable',
+    ]);
+    expect(p.update([req(1, 'waiting')], 500)).toEqual([]);
+    expect(p.update([req(1, 'ok'), req(2, 'waiting')], 1200)).toEqual([
+      '✓ requirement 1 of 3: ssh reachable (0.3s)',
+      '[  1.2s] waiting for requirement 2 of 3: host key',
+    ]);
+    expect(p.update([req(2, 'ok'), req(3, 'failed', { detail: 'no answer on /run/tether/agent.sock' })], 2000)).toEqual(
+      [
+        '✓ requirement 2 of 3: host key (0.3s)',
+        '✗ requirement 3 of 3: guest agent running: no answer on /run/tether/agent.sock',
+      ],
+    );
+  });
+
+  it('reports a changed detail while waiting and skipped requirements', () => {
+    const p = new BootProgress(0);
+    p.update([req(1, 'waiting')], 0);
+    expect(p.update([req(1, 'waiting', { detail: 'connection refused, retrying' })], 3000)).toEqual([
+      '[  3.0s] waiting for requirement 1 of 3: ssh reachable (connection refused, retrying)',
+    ]);
+    expect(p.update([req(3, 'skipped', { detail: 'no mounts configured' })], 3000)).toEqual([
+      '- requirement 3 of 3: guest agent running (skipped: no mounts configured)',
+    ]);
+  });
+});

@@ -1,0 +1,106 @@
+// `tether up` boot progress, like `limactl start`: one line when a requirement starts waiting, one when it is met
+// (or skipped, or failed), with the elapsed time. BootProgress turns requirement updates into lines (pure);
+// followBoot feeds it from the control API (event stream plus a status poll, so a missed event cannot hang `up`).
+
+import { AgentNotRunningError, type ControlClient } from '../control/client.js';
+import type { RequirementView, StatusView } from '../model.js';
+
+export class BootProgress {
+  private readonly seen = new Map<number, { state: string; detail: string | null }>();
+  private readonly start: number;
+
+  constructor(start = Date.now()) {
+    this.start = start;
+  }
+
+  /** Lines to print for these (possibly repeated) requirement views, in requirement order. */
+  update(reqs: RequirementView[], now = Date.now()): string[] {
+    const lines: string[] = [];
+    for (const r of [...reqs].sort((a, b) => a.index - b.index)) {
+      const prev = this.seen.get(r.index);
+      if (prev && prev.state === r.state && prev.detail === r.detail) continue;
+      this.seen.set(r.index, { state: r.state, detail: r.detail });
+      const label = `requirement ${r.index} of ${r.total}: ${r.name}`;
+      const elapsed = `[${((now - this.start) / 1000).toFixed(1).padStart(5)}s]`;
+      if (r.state === 'waiting') {
+        // A waiting requirement whose detail changes (e.g. "connection refused, retrying") is worth a line.
+        lines.push(`${elapsed} waiting for ${label}${r.detail ? ` (${r.detail})` : ''}`);
+      } else if (r.state === 'ok') {
+        lines.push(`✓ ${label} (${(r.elapsedMs / 1000).toFixed(1)}s)${r.detail ? ` ${r.detail}` : ''}`);
+      } else if (r.state === 'skipped') {
+        lines.push(`- ${label} (skipped${r.detail ? `: ${r.detail}` : ''})`);
+      } else if (r.state === 'failed') {
+        lines.push(`✗ ${label}: ${r.detail ?? 'failed'}`);
+      }
+    }
+    return lines;
+  }
+}
+
+export type BootOutcome =
+  | { outcome: 'ready'; status: StatusView }
+  | { outcome: 'failed'; status: StatusView; requirement: RequirementView | null }
+  | { outcome: 'timeout'; status: StatusView | null; requirement: RequirementView | null }
+  | { outcome: 'gone'; reason: string };
+
+export interface FollowOptions {
+  timeoutMs: number;
+  print: (line: string) => void;
+  start?: number;
+  pollMs?: number;
+}
+
+function settled(s: StatusView): BootOutcome | null {
+  const failed = s.requirements.find((r) => r.state === 'failed') ?? null;
+  if (failed || s.state === 'failed') return { outcome: 'failed', status: s, requirement: failed };
+  const allMet = s.requirements.length > 0 && s.requirements.every((r) => r.state === 'ok' || r.state === 'skipped');
+  if (s.state === 'ready' || (allMet && s.state !== 'starting')) return { outcome: 'ready', status: s };
+  return null;
+}
+
+/** Follows the agent's requirements until it is ready, a requirement fails, the agent goes away, or time runs out. */
+export function followBoot(client: ControlClient, opts: FollowOptions): Promise<BootOutcome> {
+  const progress = new BootProgress(opts.start);
+  const latest = new Map<number, RequirementView>();
+  let last: StatusView | null = null;
+  return new Promise<BootOutcome>((resolve) => {
+    let done = false;
+    const finish = (o: BootOutcome) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      clearInterval(poll);
+      sub.close();
+      resolve(o);
+    };
+    const show = (reqs: RequirementView[]) => {
+      for (const r of reqs) latest.set(r.index, r);
+      for (const line of progress.update(reqs)) opts.print(line);
+    };
+    const onStatus = (s: StatusView) => {
+      last = s;
+      show(s.requirements);
+      const o = settled(s);
+      if (o) finish(o);
+    };
+    const refresh = () =>
+      client.status().then(onStatus, (err: Error) => {
+        if (err instanceof AgentNotRunningError) finish({ outcome: 'gone', reason: err.message });
+      });
+    const sub = client.events(
+      (e) => {
+        if (e.type === 'requirement') show([e.requirement]);
+        if (e.type === 'status' || (e.type === 'requirement' && e.requirement.state !== 'waiting')) void refresh();
+      },
+      () => {},
+    );
+    const deadline = setTimeout(() => {
+      const waiting =
+        [...latest.values()].sort((a, b) => a.index - b.index).find((r) => r.state !== 'ok' && r.state !== 'skipped') ??
+        null;
+      finish({ outcome: 'timeout', status: last, requirement: waiting });
+    }, opts.timeoutMs);
+    const poll = setInterval(refresh, opts.pollMs ?? 500);
+    sub.opened.then(refresh, refresh);
+  });
+}

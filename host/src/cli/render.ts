@@ -1,0 +1,151 @@
+// Turning the control API's views into what a terminal shows: tables (cli-table3), the `forward ls --json` contract
+// objects, human sizes and ages. No I/O.
+import Table from 'cli-table3';
+import { FORWARD_JSON_KEYS, type ForwardView, type MountView, type StatusView } from '../model.js';
+
+/** A forward as `forward ls --json` prints it: exactly FORWARD_JSON_KEYS, in that order. */
+export function forwardJson(f: ForwardView): Record<(typeof FORWARD_JSON_KEYS)[number], unknown> {
+  return Object.fromEntries(FORWARD_JSON_KEYS.map((k) => [k, f[k]])) as Record<
+    (typeof FORWARD_JSON_KEYS)[number],
+    unknown
+  >;
+}
+
+/** A borderless table, like `docker ps`. */
+export function table(head: string[], rows: string[][]): string {
+  const t = new Table({
+    head,
+    chars: {
+      top: '',
+      'top-mid': '',
+      'top-left': '',
+      'top-right': '',
+      bottom: '',
+      'bottom-mid': '',
+      'bottom-left': '',
+      'bottom-right': '',
+      left: '',
+      'left-mid': '',
+      mid: '',
+      'mid-mid': '',
+      right: '',
+      'right-mid': '',
+      middle: '  ',
+    },
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+  });
+  t.push(...rows);
+  return t.toString();
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/** `5s ago`, `3m ago`, `2h ago`, `4d ago`. */
+export function formatAge(iso: string, now = Date.now()): string {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '-';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86_400)}d ago`;
+}
+
+export function forwardTable(forwards: ForwardView[]): string {
+  const anyError = forwards.some((f) => f.error);
+  const head = ['PROTO', 'GUEST', 'HOST', 'STATE', 'PROCESS', 'CONN', 'IN', 'OUT', 'SINCE'];
+  if (anyError) head.push('ERROR');
+  const rows = forwards.map((f) => {
+    const row = [
+      f.proto,
+      f.guestAddr,
+      f.hostAddrs.join(', ') || '-',
+      f.state,
+      f.process ? `${f.process.pid} ${truncate(f.process.command, 40)}` : '-',
+      String(f.connections),
+      formatBytes(f.bytesIn),
+      formatBytes(f.bytesOut),
+      formatAge(f.since),
+    ];
+    if (anyError) row.push(f.error ?? '');
+    return row;
+  });
+  return table(head, rows);
+}
+
+export function mountTable(mounts: MountView[]): string {
+  const anyError = mounts.some((m) => m.error);
+  const head = ['LOCATION', 'MOUNTPOINT', 'DRIVER', 'MODE', 'STATE', 'INOTIFY', 'SINCE'];
+  if (anyError) head.push('ERROR');
+  return table(
+    head,
+    mounts.map((m) => {
+      const row = [
+        m.location,
+        m.mountPoint,
+        m.driver,
+        m.writable ? 'rw' : 'ro',
+        m.state,
+        m.inotify,
+        formatAge(m.since),
+      ];
+      if (anyError) row.push(m.error ?? '');
+      return row;
+    }),
+  );
+}
+
+/** `3 (2 forwarding, 1 conflict)` from a per-state count. */
+export function summarizeCounts(counts: Record<string, number> & { total: number }): string {
+  const parts = Object.entries(counts)
+    .filter(([k, v]) => k !== 'total' && v > 0)
+    .map(([k, v]) => `${v} ${k}`);
+  return parts.length > 0 ? `${counts.total} (${parts.join(', ')})` : String(counts.total);
+}
+
+export function statusText(s: StatusView): string {
+  const lines = [
+    `instance:     ${s.name}`,
+    `state:        ${s.state}`,
+    `agent:        pid ${s.pid}, up since ${s.startedAt} (${formatAge(s.startedAt)})`,
+    `ssh:          ${s.ssh.target} ${s.ssh.state} since ${formatAge(s.ssh.since)}, ${s.ssh.reconnects} reconnects` +
+      (s.ssh.lastError ? `, last error: ${s.ssh.lastError}` : ''),
+  ];
+  if (s.guest) {
+    const g = s.guest;
+    lines.push(
+      `guest agent:  ${g.version} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
+        `scan every ${g.scanIntervalMs} ms, ${g.listeners} listeners`,
+    );
+  } else lines.push('guest agent:  not connected');
+  lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
+  lines.push('requirements:');
+  for (const r of s.requirements)
+    lines.push(
+      `  ${requirementMark(r.state)} ${r.index}/${r.total} ${r.name}: ${r.state}${r.detail ? ` (${r.detail})` : ''}`,
+    );
+  if (s.lastErrors.length > 0) {
+    lines.push('last errors:');
+    for (const e of s.lastErrors) lines.push(`  ${e.time} [${e.component}] ${e.msg}`);
+  }
+  lines.push(`log:          ${s.logFile}`);
+  return lines.join('\n');
+}
+
+export function requirementMark(state: string): string {
+  return state === 'ok' ? '✓' : state === 'failed' ? '✗' : state === 'skipped' ? '-' : '…';
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}

@@ -1,0 +1,18 @@
+// `--ssh [USER@]HOST[:PORT]` (IPv6 as `[::1]:2222`) → the ssh fields of tether.yaml.
+import { userInfo } from 'node:os';
+import { UsageError } from './errors.js';
+
+export interface SshTarget {
+  user: string;
+  host: string;
+  port?: number;
+}
+
+export function parseSshTarget(arg: string): SshTarget {
+  const m = /^(?:([^@\s]+)@)?(\[[0-9a-fA-F:.]+\]|[^:@\s[\]]+)(?::(\d{1,5}))?$/.exec(arg.trim());
+  if (!m) throw new UsageError(`--ssh ${arg}: expected [USER@]HOST[:PORT], e.g. dev@127.0.0.1:2222`);
+  const port = m[3] === undefined ? undefined : Number(m[3]);
+  if (port !== undefined && (port < 1 || port > 65_535))
+    throw new UsageError(`--ssh ${arg}: port ${m[3]} is not a port (1-65535)`);
+  return { user: m[1] ?? userInfo().username, host: m[2].replace(/^\[|\]$/g, ''), port };
+}
