@@ -1,6 +1,7 @@
 // Automatic TCP forwarding against the testbed guest: guest listeners on every address kind appear on host
 // 127.0.0.1 and ::1 at the same port and disappear when they close; half-close; bulk transfers with checksums both
 // ways; many parallel connections; a slow reader does not grow memory; a busy host port is a retried conflict.
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -70,7 +71,6 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     await waitFor(() => state(`tcp/127.0.0.1:${port}`) === 'forwarding', { what: 'forwarding' });
     const payload = Buffer.alloc(1 << 20, 7);
     const reply = await roundTrip('127.0.0.1', port, payload);
-    const { createHash } = await import('node:crypto');
     expect(reply.toString()).toBe(createHash('sha256').update(payload).digest('hex'));
     await stopChild(server);
   });
@@ -98,7 +98,6 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
 
     // guest → host
     const down = await new Promise<{ sha: string; bytes: number }>((resolve, reject) => {
-      const { createHash } = require('node:crypto') as typeof import('node:crypto');
       const hash = createHash('sha256');
       let bytes = 0;
       const s = net.connect({ host: '::1', port: sendPort }, () => s.write(`${GiB}\n`));
@@ -121,7 +120,7 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     const replies = await Promise.all(
       Array.from({ length: 200 }, (_, i) => roundTrip(i % 2 ? '::1' : '127.0.0.1', port, `conn-${i}`)),
     );
-    replies.forEach((r, i) => expect(r.toString()).toBe(`conn-${i}`));
+    expect(replies.map(String)).toEqual(Array.from({ length: 200 }, (_, i) => `conn-${i}`));
     await waitFor(() => h.agent.forwards().find((f) => f.id === `tcp/127.0.0.1:${port}`)?.connections === 0, {
       what: 'connections closed',
     });

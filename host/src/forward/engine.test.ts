@@ -1,0 +1,111 @@
+// ForwardEngine against real host sockets and a fake SSH session whose forwardOut connects to a local echo server:
+// reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once, and
+// every state change is logged once.
+import net from 'node:net';
+import type { Listener } from '@tether/protocol';
+import { pino } from 'pino';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { SshSession } from '../ssh/index.js';
+import { ForwardEngine } from './engine.js';
+
+const lines: { msg: string; level: number }[] = [];
+const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+
+let echoPort = 0;
+const fakeSsh = {
+  forwardOut: () =>
+    new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: echoPort }, () => resolve(s));
+      s.once('error', reject);
+    }),
+} as unknown as SshSession;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const tcp = (ip: string, port: number): Listener => ({
+  proto: 'tcp',
+  family: ip.includes(':') ? 6 : 4,
+  ip,
+  port,
+  pid: 42,
+  command: 'srv',
+});
+
+function echo(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const s = net.connect({ host: '127.0.0.1', port }, () => s.end('hi'));
+    s.on('data', (d) => {
+      out += d;
+    });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+  });
+}
+
+describe('ForwardEngine', () => {
+  let engine: ForwardEngine;
+  beforeAll(async () => {
+    const server = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    server.unref();
+    echoPort = (server.address() as net.AddressInfo).port;
+  });
+  afterEach(async () => {
+    await engine?.stop();
+    lines.length = 0;
+  });
+
+  const make = (maxForwards = 4096) =>
+    new ForwardEngine({ ssh: fakeSsh, portForwards: [], maxForwards, instanceDir: '/tmp', logger });
+
+  it('reconciles a fresh snapshot after suspension: kept forwards keep their listeners, gone ones close', async () => {
+    engine = make();
+    const [a, b] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', a), tcp('0.0.0.0', b), tcp('::', b)]);
+    expect(engine.views().map((v) => `${v.id} ${v.state}`)).toEqual(
+      [`tcp/0.0.0.0:${b} forwarding`, `tcp/127.0.0.1:${a} forwarding`, `tcp/[::]:${b} forwarding`].sort((x, y) =>
+        x.localeCompare(y),
+      ),
+    );
+    expect(await echo(a)).toBe('hi');
+
+    engine.suspendDetected('test');
+    expect(engine.views().every((v) => v.state === 'suspended')).toBe(true);
+    expect(await echo(a)).toBe('hi'); // listeners stay bound while suspended
+
+    await engine.setListeners([tcp('127.0.0.1', a)]);
+    expect(engine.views().map((v) => [v.id, v.state])).toEqual([[`tcp/127.0.0.1:${a}`, 'forwarding']]);
+    expect(await echo(a)).toBe('hi');
+    await expect(echo(b)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    const forwardingLogs = lines.filter((l) => l.msg.includes(`127.0.0.1:${a}`) && l.msg.endsWith(': forwarding'));
+    expect(forwardingLogs).toHaveLength(2); // once at creation, once after resuming
+  });
+
+  it('caps detected forwards with a single warning', async () => {
+    engine = make(3);
+    const base = await freePort();
+    const many = Array.from({ length: 50 }, (_, i) => ({ ...tcp('10.0.0.1', base + i) }));
+    await engine.setListeners(many);
+    expect(engine.views()).toHaveLength(3);
+    expect(engine.capped).toBe(47);
+    expect(lines.filter((l) => l.msg.includes('maxForwards'))).toHaveLength(1);
+  });
+
+  it('turns a removed detected forward into ignored while its listener exists', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    await engine.remove(`tcp/127.0.0.1:${port}`);
+    expect(engine.view(`tcp/127.0.0.1:${port}`)?.state).toBe('ignored');
+    await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(engine.remove('tcp/127.0.0.1:1')).rejects.toThrow(/no forward with id tcp\/127.0.0.1:1/);
+  });
+});
