@@ -1,4 +1,5 @@
 // The host agent wiring: what the CLI and the tests start.
 export { startGuestAgent } from './guest-start.js';
 export { HOST_AGENT_NAME, HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
+export { mountDriver } from './mounts.js';
 export { type RunAgentOptions, type RunningAgent, runAgent } from './run.js';

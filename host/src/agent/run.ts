@@ -1,9 +1,10 @@
 // Entry point that runs one VM's host agent in this process: creates the logger (<instanceDir>/logs, rotated) and
-// starts a HostAgent. `tether up --foreground` and the integration tests call it.
+// starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it.
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
 import { HostAgent, type HostAgentOptions } from './host-agent.js';
+import { mountDriver } from './mounts.js';
 
 export interface RunAgentOptions extends Omit<HostAgentOptions, 'logger'> {
   /** Default: pino to <instanceDir>/logs. */
@@ -20,7 +21,9 @@ export interface RunningAgent {
 /** Creates and starts the agent; returns at once so callers can serve status while it boots. */
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
   const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
-  const agent = new HostAgent(name, config, { ...opts, logger });
+  // Mounts come from the config unless the caller brings its own driver (tests, benchmarks).
+  const mounts = opts.mounts ?? (config.mounts?.length ? mountDriver(config.mounts, logger) : undefined);
+  const agent = new HostAgent(name, config, { ...opts, logger, mounts });
   const ready = agent.start();
   ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure
   return { agent, ready };

@@ -1,0 +1,59 @@
+// The agent wiring of mounts: runAgent with a configured mount runs requirement 5 (guest mount requirements, then
+// the mount), reports the mount in status, and unmounts on stop.
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runAgent } from '../host/src/agent/index.js';
+import { testConfig } from './forward-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+
+function loginIds(user: string): { uid: number; gid: number } {
+  const fields = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .find((f) => f[0] === user);
+  if (!fields) throw new Error(`no user ${user}`);
+  return { uid: Number(fields[2]), gid: Number(fields[3]) };
+}
+
+describe.skipIf(!canRunTestbed())('host agent mounts', () => {
+  const testbed = useTestbed();
+
+  it('mounts a configured directory as boot requirement 5 and unmounts on stop', async () => {
+    const tb = testbed();
+    const location = mkdtempSync(join(tmpdir(), 'tether-agent-export-'));
+    writeFileSync(join(location, 'hello.txt'), 'from the host\n');
+    const mountPoint = join(tb.stateDir, 'agent-mnt');
+    mkdirSync(mountPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb.user);
+    chownSync(mountPoint, uid, gid);
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
+    const { agent, ready } = await runAgent('mounts', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    let pid: number | undefined;
+    try {
+      await ready;
+      pid = agent.link.info?.pid;
+      const status = agent.status();
+      expect(status.requirements.map((r) => `${r.index}/${r.total} ${r.name} ${r.state}`)).toEqual([
+        '1/5 ssh reachable ok',
+        '2/5 host key ok',
+        '3/5 guest agent provisioned ok',
+        '4/5 guest agent running ok',
+        '5/5 mounts ready ok',
+      ]);
+      expect(agent.mounts().map((m) => [m.mountPoint, m.state])).toEqual([[mountPoint, 'mounted']]);
+      expect(status.mounts.mounted).toBe(1);
+      const r = await tb.exec(`cat ${mountPoint}/hello.txt`, { user: tb.user });
+      expect(r.stdout).toBe('from the host\n');
+    } finally {
+      await agent.stop('test finished');
+      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+    }
+    const after = await tb.exec(`grep -c ' ${mountPoint} ' /proc/mounts || true`);
+    expect(after.stdout.trim()).toBe('0');
+    rmSync(location, { recursive: true, force: true });
+    rmSync(instanceDir, { recursive: true, force: true });
+  });
+});
