@@ -371,8 +371,15 @@ export class SshSession extends EventEmitter {
     const base = Math.min(max, initial * 2 ** this.attempt);
     const delay = Math.round(base / 2 + Math.random() * (base / 2));
     this.attempt++;
-    this.setState(this.everConnected ? 'reconnecting' : 'connecting', reason);
-    this.log.debug({ delayMs: delay, attempt: this.attempt }, `ssh retry in ${delay} ms`);
+    const next = this.everConnected ? 'reconnecting' : 'connecting';
+    // The transition is logged by setState; later failed attempts are logged here, each with its reason.
+    if (next === this.state) {
+      this.log.info(
+        { reason, delayMs: delay, attempt: this.attempt },
+        `ssh attempt failed: ${reason}; retry in ${delay} ms`,
+      );
+    }
+    this.setState(next, reason);
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }
