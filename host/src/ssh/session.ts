@@ -101,6 +101,8 @@ export class SshSession extends EventEmitter {
   start(): void {
     if (this.started) return;
     this.started = true;
+    this.log.info({ state: this.state, target: this.target }, `ssh connecting to ${this.target}`);
+    this.emit('state', this.state, null);
     this.connect();
   }
 
