@@ -30,6 +30,7 @@ describe('BootProgress', () => {
     expect(p.update([req(2, 'ok'), req(3, 'failed', { detail: 'no answer on /run/tether/agent.sock' })], 2000)).toEqual(
       [
         '✓ requirement 2 of 3: host key (0.3s)',
+        '[  1.7s] waiting for requirement 3 of 3: guest agent running',
         '✗ requirement 3 of 3: guest agent running: no answer on /run/tether/agent.sock',
       ],
     );
@@ -37,12 +38,29 @@ describe('BootProgress', () => {
 
   it('reports a changed detail while waiting and skipped requirements', () => {
     const p = new BootProgress(0);
-    p.update([req(1, 'waiting')], 0);
+    p.update([req(1, 'waiting'), req(2, 'pending'), req(3, 'pending')], 0);
     expect(p.update([req(1, 'waiting', { detail: 'connection refused, retrying' })], 3000)).toEqual([
       '[  3.0s] waiting for requirement 1 of 3: ssh reachable (connection refused, retrying)',
     ]);
-    expect(p.update([req(3, 'skipped', { detail: 'no mounts configured' })], 3000)).toEqual([
-      '- requirement 3 of 3: guest agent running (skipped: no mounts configured)',
+    expect(p.update([req(1, 'ok'), req(2, 'ok'), req(3, 'skipped', { detail: 'no mounts configured' })], 4000)).toEqual(
+      [
+        '✓ requirement 1 of 3: ssh reachable (0.3s)',
+        '[  3.7s] waiting for requirement 2 of 3: host key',
+        '✓ requirement 2 of 3: host key (0.3s)',
+        '- requirement 3 of 3: guest agent running (skipped: no mounts configured)',
+      ],
+    );
+  });
+
+  it('keeps requirement order when updates arrive out of order', () => {
+    const p = new BootProgress(0);
+    expect(p.update([req(2, 'ok')], 1000)).toEqual([]);
+    expect(p.update([req(1, 'ok'), req(2, 'ok'), req(3, 'waiting')], 1000)).toEqual([
+      '[  0.7s] waiting for requirement 1 of 3: ssh reachable',
+      '✓ requirement 1 of 3: ssh reachable (0.3s)',
+      '[  0.7s] waiting for requirement 2 of 3: host key',
+      '✓ requirement 2 of 3: host key (0.3s)',
+      '[  1.0s] waiting for requirement 3 of 3: guest agent running',
     ]);
   });
 });

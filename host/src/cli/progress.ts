@@ -6,35 +6,52 @@ import { AgentNotRunningError, type ControlClient } from '../control/client.js';
 import type { RequirementView, StatusView } from '../model.js';
 
 export class BootProgress {
-  private readonly seen = new Map<number, { state: string; detail: string | null }>();
+  private readonly latest = new Map<number, RequirementView>();
+  /** What was printed per requirement: `waiting` (with its detail) or final. */
+  private readonly printed = new Map<number, { state: string; detail: string | null }>();
   private readonly start: number;
 
   constructor(start = Date.now()) {
     this.start = start;
   }
 
-  /** Lines to print for these (possibly repeated) requirement views, in requirement order. */
+  /**
+   * Lines to print after these (possibly repeated, possibly out of order) requirement views. Lines come in
+   * requirement order: nothing is printed for requirement k until 1..k-1 are known to be met.
+   */
   update(reqs: RequirementView[], now = Date.now()): string[] {
+    for (const r of reqs) this.latest.set(r.index, r);
     const lines: string[] = [];
-    for (const r of [...reqs].sort((a, b) => a.index - b.index)) {
-      const prev = this.seen.get(r.index);
-      if (prev && prev.state === r.state && prev.detail === r.detail) continue;
-      this.seen.set(r.index, { state: r.state, detail: r.detail });
+    const total = reqs[0]?.total ?? this.latest.values().next().value?.total ?? 0;
+    for (let index = 1; index <= total; index++) {
+      const r = this.latest.get(index);
+      if (!r || r.state === 'pending') break;
       const label = `requirement ${r.index} of ${r.total}: ${r.name}`;
-      const elapsed = `[${((now - this.start) / 1000).toFixed(1).padStart(5)}s]`;
-      if (r.state === 'waiting') {
+      const prev = this.printed.get(index);
+      const final = r.state !== 'waiting';
+      if (prev && prev.state !== 'waiting') continue; // already printed as met/failed/skipped
+      if (!final) {
         // A waiting requirement whose detail changes (e.g. "connection refused, retrying") is worth a line.
-        lines.push(`${elapsed} waiting for ${label}${r.detail ? ` (${r.detail})` : ''}`);
-      } else if (r.state === 'ok') {
-        lines.push(`✓ ${label} (${(r.elapsedMs / 1000).toFixed(1)}s)${r.detail ? ` ${r.detail}` : ''}`);
-      } else if (r.state === 'skipped') {
-        lines.push(`- ${label} (skipped${r.detail ? `: ${r.detail}` : ''})`);
-      } else if (r.state === 'failed') {
-        lines.push(`✗ ${label}: ${r.detail ?? 'failed'}`);
+        if (!prev || prev.detail !== r.detail)
+          lines.push(`${stamp(now - this.start)} waiting for ${label}${r.detail ? ` (${r.detail})` : ''}`);
+        this.printed.set(index, { state: 'waiting', detail: r.detail });
+        break;
       }
+      if (!prev && r.state !== 'skipped')
+        lines.push(`${stamp(Math.max(0, now - this.start - r.elapsedMs))} waiting for ${label}`);
+      if (r.state === 'ok')
+        lines.push(`✓ ${label} (${(r.elapsedMs / 1000).toFixed(1)}s)${r.detail ? ` ${r.detail}` : ''}`);
+      else if (r.state === 'skipped') lines.push(`- ${label} (skipped${r.detail ? `: ${r.detail}` : ''})`);
+      else lines.push(`✗ ${label}: ${r.detail ?? 'failed'}`);
+      this.printed.set(index, { state: r.state, detail: r.detail });
+      if (r.state === 'failed') break;
     }
     return lines;
   }
+}
+
+function stamp(ms: number): string {
+  return `[${(ms / 1000).toFixed(1).padStart(5)}s]`;
 }
 
 export type BootOutcome =

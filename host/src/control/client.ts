@@ -1,7 +1,6 @@
 // Client of the control API (used by the CLI only): JSON requests over the instance's unix socket and the
 // WebSocket event stream. Turns "nobody listens" into AgentNotRunningError and `{error}` replies into ControlError.
 import { request } from 'node:http';
-import WebSocket from 'ws';
 import type { AgentEvent, ForwardSpec, ForwardView, MountView, StatusView } from '../model.js';
 
 export class AgentNotRunningError extends Error {
@@ -62,32 +61,39 @@ export class ControlClient {
 
   /** Streams AgentEvents to `onEvent`; `onClose` gets a reason when the stream ends (agent gone, error). */
   events(onEvent: (e: AgentEvent) => void, onClose: (reason: string) => void = () => {}): EventSubscription {
-    const ws = new WebSocket(`ws+unix://${this.socketPath}:/v1/events`);
     let closed = false;
+    let ws: import('ws').WebSocket | null = null;
     const finish = (reason: string) => {
       if (closed) return;
       closed = true;
       onClose(reason);
     };
-    const opened = new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
-    });
+    // ws is loaded on first use: most commands never stream events, and the CLI should start fast.
+    const opened = import('ws').then(
+      ({ WebSocket }) =>
+        new Promise<void>((resolve, reject) => {
+          if (closed) return reject(new Error('event stream closed before it opened'));
+          const socket = new WebSocket(`ws+unix://${this.socketPath}:/v1/events`);
+          ws = socket;
+          socket.once('open', () => resolve());
+          socket.once('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
+          socket.on('message', (data) => {
+            try {
+              onEvent(JSON.parse(data.toString()) as AgentEvent);
+            } catch {
+              // A malformed event is skipped; the next status poll corrects the picture.
+            }
+          });
+          socket.on('close', (code, reason) => finish(reason.toString() || `event stream closed (code ${code})`));
+          socket.on('error', (err) => finish(err.message));
+        }),
+    );
     opened.catch(() => {});
-    ws.on('message', (data) => {
-      try {
-        onEvent(JSON.parse(data.toString()) as AgentEvent);
-      } catch {
-        // A malformed event is skipped; the next status poll corrects the picture.
-      }
-    });
-    ws.on('close', (code, reason) => finish(reason.toString() || `event stream closed (code ${code})`));
-    ws.on('error', (err) => finish(err.message));
     return {
       opened,
       close: () => {
         closed = true;
-        ws.terminate();
+        ws?.terminate();
       },
     };
   }

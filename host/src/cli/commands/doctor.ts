@@ -1,7 +1,7 @@
 // `tether doctor NAME`: runs every check and prints ✓/✗ per link with the fix; exits 1 when anything is wrong.
 import type { Command } from 'commander';
 import { existingInstance, withHelp } from '../context.js';
-import { type CheckResult, runChecks } from '../doctor.js';
+import type { CheckResult } from '../doctor.js';
 import { CliError } from '../errors.js';
 
 function line(r: CheckResult, name: string): string {
@@ -21,6 +21,7 @@ export function registerDoctor(program: Command): void {
     ['tether doctor dev'],
   ).action(async (name: string) => {
     const paths = existingInstance(name);
+    const { runChecks } = await import('../doctor.js'); // ssh2 and the mount checks load only here
     const results = await runChecks(paths, (r) => process.stdout.write(`${line(r, name)}\n`));
     const failed = results.filter((r) => r.state === 'fail');
     if (failed.length > 0)

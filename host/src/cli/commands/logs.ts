@@ -2,7 +2,6 @@
 // the last N, and following across rotation with -f. Works whether or not the agent runs.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { prettyFactory } from 'pino-pretty';
 import { existingInstance, parsePositiveInt, withHelp } from '../context.js';
 import { follow, type LogFilter, levelNumber, tail } from '../log-reader.js';
 
@@ -44,8 +43,9 @@ export function registerLogs(program: Command): void {
       'tether logs dev -f --component forward,link',
       'tether logs dev --level warn --json | jq .msg',
     ],
-  ).action((name: string, opts: LogsOptions) => {
+  ).action(async (name: string, opts: LogsOptions) => {
     const paths = existingInstance(name);
+    const { prettyFactory } = await import('pino-pretty');
     const filter: LogFilter = { components: opts.component, minLevel: opts.level };
     const pretty = prettyFactory({
       colorize: process.stdout.isTTY === true,

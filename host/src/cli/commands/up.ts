@@ -10,7 +10,7 @@ import { expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '..
 import { AgentNotRunningError } from '../../control/client.js';
 import { socketAnswers } from '../../control/socket.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
-import { startAgentProcess } from '../agent-process.js';
+import type { RequirementView, StatusView } from '../../model.js';
 import { clientFor, existingInstance, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { type BootOutcome, followBoot } from '../progress.js';
@@ -55,6 +55,7 @@ export function registerUp(program: Command): void {
     .option('--log-level <level>')
     .action(async (name: string, opts: { logLevel?: string }) => {
       const paths = existingInstance(name);
+      const { startAgentProcess } = await import('../agent-process.js');
       const proc = await startAgentProcess(paths, loadConfig(paths.config), { logLevel: opts.logLevel });
       await proc.done;
     });
@@ -78,6 +79,8 @@ async function up(name: string, opts: UpOptions): Promise<void> {
     `starting instance ${name}: ${config.ssh.user}@${config.ssh.host}:${config.ssh.port} (log: ${paths.currentLog})`,
   );
   if (opts.foreground) {
+    // Loaded on demand: the agent's modules are what makes the CLI slow to start.
+    const { startAgentProcess } = await import('../agent-process.js');
     const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel });
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
     try {
@@ -179,7 +182,7 @@ async function finish(paths: InstancePaths, outcome: BootOutcome, stopOnFailure:
     message =
       outcome.outcome === 'failed'
         ? `${what} failed: ${r?.detail ?? 'see the log'}`
-        : `timed out waiting for ${what}${r?.detail ? `: ${r.detail}` : ''}`;
+        : `timed out waiting for ${what}${timeoutReason(outcome.status, r)}`;
   }
   if (stopOnFailure && outcome.outcome !== 'gone') {
     await stopAgent(paths).catch((err: Error) => {
@@ -188,4 +191,10 @@ async function finish(paths: InstancePaths, outcome: BootOutcome, stopOnFailure:
     message += ' (agent stopped)';
   }
   throw new CliError(`${message}; log: ${paths.currentLog}`);
+}
+
+/** Why a requirement is still waiting: its own detail, else the SSH layer's last error (requirements 1 and 2). */
+function timeoutReason(status: StatusView | null, r: RequirementView | null): string {
+  const why = r?.detail ?? (r && r.index <= 2 ? status?.ssh.lastError : null);
+  return why ? `: ${why}` : '';
 }

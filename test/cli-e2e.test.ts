@@ -1,0 +1,200 @@
+// The tether CLI end to end against the testbed (real sshd in a namespace, the guest agent provisioned by `up`):
+// up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
+// add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, and down leaving nothing behind.
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FORWARD_JSON_KEYS } from '../host/src/model.js';
+import { cliBuilt, runCli } from './cli-helpers.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
+import { freePort, waitFor } from './helpers/wait.js';
+
+const NAME = 'e2e';
+const haveGuestBuild = existsSync(new URL('../build/guest/manifest.json', import.meta.url));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function httpStatus(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+async function refused(port: number): Promise<boolean> {
+  try {
+    await httpStatus(port);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI end to end', () => {
+  const testbed = useTestbed();
+  const home = mkdtempSync(join(tmpdir(), 'tether-cli-e2e-'));
+  const cli = (...args: string[]) => runCli(home, args, 120_000);
+  let tb: Testbed;
+  let installDir: string;
+  let guestPort: number;
+  let agentPid: number;
+
+  beforeAll(() => {
+    tb = testbed();
+    installDir = join(tb.guestDir, 'install');
+  });
+
+  afterAll(async () => {
+    if (existsSync(join(home, NAME, 'ha.sock'))) await cli('down', NAME);
+    if (installDir && existsSync(installDir)) chmodSync(installDir, 0o755);
+    const guestPid = guestAgentPid();
+    if (guestPid && alive(guestPid)) process.kill(guestPid, 'SIGTERM');
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  function guestAgentPid(): number | null {
+    try {
+      return Number(readFileSync(join(installDir, 'agent.pid'), 'utf8').trim()) || null;
+    } catch {
+      return null;
+    }
+  }
+
+  it('up creates the instance, shows each requirement and exits 0 when ready', async () => {
+    const config = join(home, 'e2e.yaml');
+    writeFileSync(
+      config,
+      [
+        'ssh:',
+        '  host: 127.0.0.1',
+        `  port: ${tb.sshPort}`,
+        `  user: ${tb.user}`,
+        `  identityFile: ${tb.identityFile}`,
+        '  useAgent: false',
+        'guestAgent:',
+        `  socket: ${join(tb.guestDir, 'agent.sock')}`,
+        `  installDir: ${installDir}`,
+        'mounts: []',
+        '',
+      ].join('\n'),
+    );
+    const r = await cli('up', NAME, '-c', config, '--timeout', '90');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 4: ssh reachable/);
+    expect(r.stdout).toMatch(/✓ requirement 2 of 4: host key \(\d+\.\ds\)/);
+    expect(r.stdout).toMatch(/✓ requirement 3 of 4: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
+    expect(r.stdout).toMatch(/✓ requirement 4 of 4: guest agent running/);
+    expect(r.stdout).toMatch(/✓ instance e2e is ready/);
+    const sock = join(home, NAME, 'ha.sock');
+    expect(statSync(sock).mode & 0o777).toBe(0o600);
+    expect(statSync(join(home, NAME)).mode & 0o777).toBe(0o700);
+    agentPid = Number(readFileSync(join(home, NAME, 'ha.pid'), 'utf8'));
+    expect(alive(agentPid)).toBe(true);
+  });
+
+  it('forward ls --json shows a server started in the guest, with exactly the contract keys', async () => {
+    guestPort = await freePort();
+    tb.spawn('/usr/bin/python3', ['-m', 'http.server', String(guestPort), '--bind', '127.0.0.1'], { user: tb.user });
+    const entry = await waitFor(
+      async () => {
+        const r = await cli('forward', 'ls', NAME, '--json');
+        const list = JSON.parse(r.stdout) as Record<string, unknown>[];
+        return list.find((f) => f.guestAddr === `127.0.0.1:${guestPort}` && f.state === 'forwarding');
+      },
+      { what: `forward ls to show guest port ${guestPort}`, timeoutMs: 20_000, intervalMs: 200 },
+    );
+    expect(Object.keys(entry)).toEqual([...FORWARD_JSON_KEYS]);
+    expect(entry).toMatchObject({
+      proto: 'tcp',
+      hostAddrs: [`127.0.0.1:${guestPort}`, `[::1]:${guestPort}`],
+      error: null,
+      process: { pid: expect.any(Number), command: expect.stringContaining('http.server') },
+    });
+    expect(new Date(entry.since as string).toISOString()).toBe(entry.since);
+    expect(await httpStatus(guestPort)).toBe(200);
+    const table = await cli('forward', 'ls', NAME);
+    expect(table.stdout).toMatch(
+      new RegExp(
+        `tcp\\s+127\\.0\\.0\\.1:${guestPort}\\s+127\\.0\\.0\\.1:${guestPort}, \\[::1\\]:${guestPort}\\s+forwarding`,
+      ),
+    );
+  });
+
+  it('forward add and rm change what the host serves', async () => {
+    const hostPort = await freePort();
+    const add = await cli('forward', 'add', NAME, `${hostPort}:${guestPort}`);
+    expect(add.code).toBe(0);
+    expect(add.stdout).toMatch(new RegExp(`added tcp 127\\.0\\.0\\.1:${hostPort}`));
+    await waitFor(async () => (await httpStatus(hostPort)) === 200, { what: `host port ${hostPort} to serve` });
+    const rm = await cli('forward', 'rm', NAME, String(hostPort));
+    expect(rm.code).toBe(0);
+    expect(rm.stdout).toMatch(/removed tcp/);
+    await waitFor(() => refused(hostPort), { what: `host port ${hostPort} to close` });
+    const again = await cli('forward', 'rm', NAME, String(hostPort));
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(new RegExp(`no forward matches ${hostPort}`));
+  });
+
+  it('logs -n prints the last lines, pretty or JSON, filtered by component', async () => {
+    const pretty = await cli('logs', NAME, '-n', '5');
+    expect(pretty.code).toBe(0);
+    expect(pretty.stdout.trim().split('\n')).toHaveLength(5);
+    expect(pretty.stdout).toMatch(/(INFO|WARN|DEBUG|ERROR): \[\w+\] /);
+    const json = await cli('logs', NAME, '-n', '3', '--json', '--component', 'provision');
+    const lines = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(3);
+    for (const l of lines) expect(l.component).toBe('provision');
+  });
+
+  it('status --json reports a connected, ready agent', async () => {
+    const r = await cli('status', NAME, '--json');
+    expect(r.code).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ name: NAME, state: 'ready', pid: agentPid, ssh: { state: 'connected' } });
+    expect(s.guest.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
+  });
+
+  it('doctor passes when healthy and names a broken guest agent', async () => {
+    const healthy = await cli('doctor', NAME);
+    expect(healthy.stdout).toMatch(/✓ guest agent: tether-guest .* answers on /);
+    expect(healthy.stdout).toMatch(/✓ port scanner: scanning every \d+ ms/);
+    expect(healthy.code).toBe(0);
+
+    // Break the link: kill the guest agent and make its install directory unusable so provisioning cannot restart it.
+    const pid = guestAgentPid();
+    expect(pid).not.toBeNull();
+    chmodSync(installDir, 0o000);
+    process.kill(pid!, 'SIGKILL');
+    await waitFor(() => !alive(pid!), { what: 'the guest agent to exit' });
+    const broken = await cli('doctor', NAME);
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toMatch(/✗ guest agent: no answer on .*agent\.sock/);
+    expect(broken.stdout).toMatch(/ {4}fix: /);
+    expect(broken.stderr).toMatch(/^tether: \d+ problems?: .*guest agent/);
+    chmodSync(installDir, 0o755);
+  });
+
+  it('down stops the agent and leaves no process and no socket behind', async () => {
+    const r = await cli('down', NAME);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/stopped instance e2e/);
+    expect(alive(agentPid)).toBe(false);
+    expect(existsSync(join(home, NAME, 'ha.sock'))).toBe(false);
+    expect(existsSync(join(home, NAME, 'ha.pid'))).toBe(false);
+    expect(await refused(guestPort)).toBe(true);
+    const ls = await cli('ls', '--json');
+    expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'stopped' })]);
+  });
+});

@@ -1,0 +1,51 @@
+// Running the built `tether` CLI (host/dist/cli/main.js, after `npx tsc -b`) as a child process with its own
+// TETHER_HOME, collecting exit code and output. Owns nothing beyond the child it waits for.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../host/dist/cli/main.js', import.meta.url));
+
+export function cliBuilt(): boolean {
+  if (existsSync(CLI)) return true;
+  if (process.env.CI === 'true') throw new Error(`${CLI} is missing: run \`npx tsc -b\` first`);
+  console.warn(`skipping CLI tests: ${CLI} is missing (run \`npx tsc -b\`)`);
+  return false;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(home: string, args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      stderr += c;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(
+        new Error(`tether ${args.join(' ')} did not finish in ${timeoutMs}ms; stdout: ${stdout} stderr: ${stderr}`),
+      );
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}

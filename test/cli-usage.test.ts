@@ -1,0 +1,81 @@
+// The tether CLI without a VM: help with examples and exit codes, usage errors (exit 2), config errors naming file,
+// line and key (exit 1), and commands on a stopped instance. Runs the built CLI.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cliBuilt, runCli } from './cli-helpers.js';
+
+describe.skipIf(!cliBuilt())('tether CLI usage', () => {
+  const home = mkdtempSync(join(tmpdir(), 'tether-cli-usage-'));
+  afterAll(() => rmSync(home, { recursive: true, force: true }));
+  const cfg = (text: string) => {
+    const file = join(home, `cfg-${Math.random().toString(36).slice(2)}.yaml`);
+    writeFileSync(file, text);
+    return file;
+  };
+
+  it('prints help with examples and exit codes for every command', async () => {
+    for (const args of [
+      ['--help'],
+      ['up', '--help'],
+      ['forward', 'ls', '--help'],
+      ['logs', '--help'],
+      ['doctor', '--help'],
+    ]) {
+      const r = await runCli(home, args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/Examples:\n {2}\$ tether /);
+      expect(r.stdout).toMatch(/Exit codes: 0 ok, 1 failure .*, 2 usage error/);
+    }
+  });
+
+  it('exits 2 on usage errors with one line', async () => {
+    expect((await runCli(home, ['frobnicate'])).code).toBe(2);
+    const bad = await runCli(home, ['up', 'Bad_Name', '--ssh', 'a@b']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^tether: invalid instance name "Bad_Name": expected 1-63 characters/);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    const noTarget = await runCli(home, ['up', 'fresh']);
+    expect(noTarget.code).toBe(2);
+    expect(noTarget.stderr).toMatch(/instance fresh does not exist yet; give --ssh/);
+    expect((await runCli(home, ['status', 'nosuch'])).stderr).toMatch(/no instance nosuch/);
+    expect((await runCli(home, ['logs', 'x', '--level', 'loud'])).code).toBe(2);
+    const target = await runCli(home, ['up', 'x', '--ssh', 'me@host:99999']);
+    expect(target.code).toBe(2);
+    expect(target.stderr).toMatch(/--ssh me@host:99999: port 99999 is not a port/);
+  });
+
+  it('refuses a broken config with file, line, key path, value and expectation, and no stack trace', async () => {
+    const file = cfg('ssh:\n  user: dev\n  port: 0\nportForwards:\n  - guestPort: 80\n    hostPrt: 8080\n');
+    const r = await runCli(home, ['up', 'broken', '-c', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}:3:9: ssh.port: got 0; expected number to be >=1`);
+    expect(r.stderr).toContain(`${file}:6:5: portForwards[0].hostPrt: unknown key`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('creates an instance from flags and reports it as stopped', async () => {
+    // Port 1 on loopback: nothing answers, so up fails fast on requirement 1 and names it.
+    const r = await runCli(home, ['up', 'idle', '--ssh', 'dev@127.0.0.1:1', '--timeout', '3']);
+    expect(r.stdout).toMatch(/created instance idle/);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^tether: (requirement 1 of \d \(ssh reachable\) failed|timed out waiting for requirement 1 of \d \(ssh reachable\))/,
+    );
+    expect(r.stderr).toMatch(/log: .*idle\/logs\/current\.log/);
+    const ls = await runCli(home, ['ls', '--json']);
+    expect(JSON.parse(ls.stdout)).toEqual([
+      expect.objectContaining({ name: 'idle', ssh: 'dev@127.0.0.1:1', state: 'stopped' }),
+    ]);
+    const status = await runCli(home, ['status', 'idle', '--json']);
+    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'idle', state: 'stopped' });
+    const fwd = await runCli(home, ['forward', 'ls', 'idle']);
+    expect(fwd.code).toBe(1);
+    expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);
+    const down = await runCli(home, ['down', 'idle']);
+    expect(down).toMatchObject({ code: 0, stdout: 'instance idle is not running\n' });
+    const spec = await runCli(home, ['forward', 'add', 'idle', '80']);
+    expect(spec.code).toBe(2);
+  });
+});
