@@ -1,6 +1,7 @@
 // Public surface of the guest port scanner: a leaf that reads /proc and returns listening sockets.
 
 export { COMMAND_MAX_BYTES, findSocketOwners, readCommand, type SocketOwner, socketInodesOf } from './attribution.js';
+export { GatedScanner, type GatedTableStats } from './gate.js';
 export {
   type PortDelta,
   PortPoller,
@@ -18,4 +19,5 @@ export {
   type ProcNetScannerOptions,
   type ProcNetTable,
 } from './procnet.js';
+export { type SocketCounts, SockstatReader } from './sockstat.js';
 export { type Listener, listenerKey } from './types.js';

@@ -1,19 +1,29 @@
 // Polls the kernel's socket tables and reports listening-port changes as deltas. Owns the current listener set, the
-// diff, self-exclusion, the attribution of new listeners, and the adaptive polling interval that keeps the scanner's
-// CPU use near a target fraction of a core. Must not know about the protocol or the link to the host: callers
-// subscribe to 'delta' and decide what to send.
+// diff, self-exclusion, the attribution of new listeners, and the pacing that keeps the scanner's CPU use near a
+// target fraction of a core. Must not know about the protocol or the link to the host: callers subscribe to 'delta'
+// and decide what to send.
+//
+// Two paces: ticks read the socket counters and only the tables whose counter moved (gate.ts), so they are cheap and
+// run every `minIntervalMs` unless they get expensive; full scans re-read every non-empty table to catch what
+// counters cannot show, as often as their own measured cost allows within the same CPU target (1 s to 10 s).
 
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { findSocketOwners, socketInodesOf } from './attribution.js';
-import { ProcNetScanner } from './procnet.js';
+import { GatedScanner, type GatedTableStats } from './gate.js';
 import { type Listener, listenerKey } from './types.js';
 
 export interface PortPollerOptions {
   minIntervalMs?: number;
   maxIntervalMs?: number;
-  /** CPU budget for scanning, as a fraction of one core; the interval is the last scans' cost divided by this. */
+  /**
+   * CPU budget as a fraction of one core, applied separately to ticks (interval = smoothed tick cost / target) and to
+   * full scans (period = last full scan's cost / target).
+   */
   targetCpu?: number;
+  /** Bounds of the period between full scans. */
+  minFullScanMs?: number;
+  maxFullScanMs?: number;
   /** Leave out listeners held by this process (the agent's own sockets). Default true. */
   excludeSelf?: boolean;
   /** Further socket inodes to leave out; consulted only when new listeners appear. */
@@ -21,7 +31,7 @@ export interface PortPollerOptions {
   procRoot?: string;
   /** Bytes per read of a /proc/net table. */
   chunkSize?: number;
-  /** Millisecond clock used to measure scan cost (injectable for tests). */
+  /** Millisecond clock used to measure scan cost and to time full scans (injectable for tests). */
   clock?: () => number;
 }
 
@@ -40,6 +50,11 @@ export interface PortPollerStats {
   intervalMs: number;
   lastScanMs: number;
   scans: number;
+  /** Period between full scans, and the cost of the last one. */
+  fullScanIntervalMs: number;
+  lastFullScanMs: number;
+  /** Per table: its socket counter and how often it was actually read. */
+  tables: GatedTableStats[];
   lastError: string | null;
 }
 
@@ -53,11 +68,13 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly minIntervalMs: number;
   private readonly maxIntervalMs: number;
   private readonly targetCpu: number;
+  private readonly minFullScanMs: number;
+  private readonly maxFullScanMs: number;
   private readonly excludeSelf: boolean;
   private readonly excludeInodes: (() => ReadonlySet<number>) | undefined;
   private readonly procRoot: string;
   private readonly clock: () => number;
-  private readonly scanner: ProcNetScanner;
+  private readonly scanner: GatedScanner;
 
   private readonly current = new Map<string, Listener>();
   /** Keys left out as our own, with the inode that was checked, so they are not re-checked every tick. */
@@ -72,6 +89,9 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private lastScanMs = 0;
   private smoothedCostMs = 0;
   private intervalMs: number;
+  private fullScanIntervalMs: number;
+  private lastFullScanMs = 0;
+  private lastFullScanAt = Number.NEGATIVE_INFINITY;
   private lastError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
 
@@ -80,11 +100,14 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.minIntervalMs = options.minIntervalMs ?? 100;
     this.maxIntervalMs = Math.max(this.minIntervalMs, options.maxIntervalMs ?? 2000);
     this.targetCpu = options.targetCpu ?? 0.005;
+    this.minFullScanMs = options.minFullScanMs ?? 1000;
+    this.maxFullScanMs = Math.max(this.minFullScanMs, options.maxFullScanMs ?? 10_000);
+    this.fullScanIntervalMs = this.minFullScanMs;
     this.excludeSelf = options.excludeSelf ?? true;
     this.excludeInodes = options.excludeInodes;
     this.procRoot = options.procRoot ?? '/proc';
     this.clock = options.clock ?? (() => performance.now());
-    this.scanner = new ProcNetScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
+    this.scanner = new GatedScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
     this.intervalMs = this.minIntervalMs;
   }
 
@@ -102,19 +125,21 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     return this.timer !== null;
   }
 
-  /** Scans now; emits and returns the delta if anything changed, else null. */
+  /** Scans now (a full scan when one is due); emits and returns the delta if anything changed, else null. */
   scanNow(): PortDelta | null {
     const started = this.clock();
+    const full = started - this.lastFullScanAt >= this.fullScanIntervalMs;
     let delta: PortDelta | null = null;
     try {
-      delta = this.diff();
+      delta = this.diff(full);
       this.lastError = null;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.lastError = error.message;
       if (this.listenerCount('error') > 0) this.emit('error', error);
     }
-    this.account(this.clock() - started);
+    this.account(this.clock() - started, full);
+    if (full) this.lastFullScanAt = started;
     if (delta) this.emit('delta', delta);
     return delta;
   }
@@ -124,7 +149,15 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   }
 
   stats(): PortPollerStats {
-    return { intervalMs: this.intervalMs, lastScanMs: this.lastScanMs, scans: this.scans, lastError: this.lastError };
+    return {
+      intervalMs: this.intervalMs,
+      lastScanMs: this.lastScanMs,
+      scans: this.scans,
+      fullScanIntervalMs: this.fullScanIntervalMs,
+      lastFullScanMs: this.lastFullScanMs,
+      tables: this.scanner.stats(),
+      lastError: this.lastError,
+    };
   }
 
   private schedule(delayMs: number): void {
@@ -134,23 +167,28 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     }, delayMs);
   }
 
-  private account(costMs: number): void {
+  private account(costMs: number, full: boolean): void {
     this.scans++;
     this.lastScanMs = costMs;
-    // The first scan attributes everything already listening: a one-off cost that says nothing about later ticks.
-    if (this.scans === 1) return;
+    const budget = (ms: number, min: number, max: number) => Math.min(max, Math.max(min, ms / this.targetCpu));
+    if (full) {
+      // Full scans are paced on their own cost, and kept out of the tick cost so that their spikes do not slow ticks.
+      // The first one also attributes everything already listening: a one-off, not a measure of later scans.
+      if (this.scans > 1) this.lastFullScanMs = costMs;
+      this.fullScanIntervalMs = budget(this.lastFullScanMs, this.minFullScanMs, this.maxFullScanMs);
+      return;
+    }
     const alpha = costMs > this.smoothedCostMs ? COST_RISE : COST_FALL;
     this.smoothedCostMs += alpha * (costMs - this.smoothedCostMs);
-    const wanted = this.smoothedCostMs / this.targetCpu;
-    this.intervalMs = Math.min(this.maxIntervalMs, Math.max(this.minIntervalMs, wanted));
+    this.intervalMs = budget(this.smoothedCostMs, this.minIntervalMs, this.maxIntervalMs);
   }
 
-  private diff(): PortDelta | null {
+  private diff(full: boolean): PortDelta | null {
     const { rows, seen, seenInodes, current, excluded } = this;
     rows.length = 0;
     seen.clear();
     seenInodes.clear();
-    this.scanner.scan(rows);
+    this.scanner.scan(rows, full);
     for (const row of rows) {
       seenInodes.add(row.inode);
       const key = listenerKey(row);

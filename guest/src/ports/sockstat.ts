@@ -1,0 +1,70 @@
+// Reads the kernel's per-network-namespace socket counters (/proc/net/sockstat, sockstat6): how many TCP and UDP
+// sockets of each family are hashed right now. Owns only that format; must not decide what the counts mean for
+// scanning.
+//
+// Why: the socket hash tables behind /proc/net/{tcp,tcp6,udp,udp6} are shared by every namespace and sized by the
+// machine's RAM, so reading a table costs a walk of the whole hash even when the namespace has one socket in it.
+// These counters are cheap (a sum of per-CPU values) and per namespace: `TCP: inuse N` counts AF_INET listeners and
+// connections, `TCP6: inuse N` the AF_INET6 ones (dual-stack and v4-mapped sockets included), likewise UDP/UDP6 for
+// bound sockets. A listener opening or closing always moves its table's counter.
+
+import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Sockets in use per /proc/net table name. */
+export interface SocketCounts {
+  tcp: number;
+  tcp6: number;
+  udp: number;
+  udp6: number;
+}
+
+const MAX_BYTES = 4096; // both files are a few hundred bytes
+const COUNTERS = /^(TCP6?|UDP6?): inuse (\d+)/gm;
+
+export class SockstatReader {
+  private readonly v4Path: string;
+  private readonly v6Path: string;
+  private readonly buf = Buffer.allocUnsafe(MAX_BYTES);
+
+  constructor(procRoot = '/proc') {
+    this.v4Path = join(procRoot, 'net', 'sockstat');
+    this.v6Path = join(procRoot, 'net', 'sockstat6');
+  }
+
+  /**
+   * The current counts, or null when they cannot be trusted (no sockstat file, or a format without the TCP and UDP
+   * lines): callers then read every table. A missing sockstat6 (IPv6 disabled) counts as no IPv6 sockets.
+   */
+  read(): SocketCounts | null {
+    const v4 = this.readText(this.v4Path);
+    if (v4 === null) return null;
+    const v6 = this.readText(this.v6Path) ?? '';
+    const found: Partial<Record<string, number>> = {};
+    for (const m of `${v4}\n${v6}`.matchAll(COUNTERS)) found[m[1]] = Number(m[2]);
+    if (found.TCP === undefined || found.UDP === undefined) return null;
+    if (v6 !== '' && (found.TCP6 === undefined || found.UDP6 === undefined)) return null;
+    return { tcp: found.TCP, tcp6: found.TCP6 ?? 0, udp: found.UDP, udp6: found.UDP6 ?? 0 };
+  }
+
+  private readText(path: string): string | null {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return null;
+    }
+    try {
+      let len = 0;
+      for (;;) {
+        const n = readSync(fd, this.buf, len, this.buf.length - len, null);
+        if (n === 0 || len + n === this.buf.length) return this.buf.toString('latin1', 0, len + n);
+        len += n;
+      }
+    } catch {
+      return null;
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
