@@ -1,0 +1,58 @@
+// Reading rotated agent logs: last N lines across files, filters, and following current.log across a rotation.
+import { appendFileSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { follow, logFiles, tail } from './log-reader.js';
+
+const line = (n: number, component = 'forward', level = 30) => JSON.stringify({ level, component, msg: `m${n}` });
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tether-logs-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function point(file: string) {
+  try {
+    unlinkSync(join(dir, 'current.log'));
+  } catch {}
+  symlinkSync(file, join(dir, 'current.log'));
+}
+
+describe('log reader', () => {
+  it('orders rotated files numerically and takes the last N matching lines across them', () => {
+    writeFileSync(join(dir, 'tether.9.log'), `${line(1)}\n${line(2, 'ssh', 40)}\n`);
+    writeFileSync(join(dir, 'tether.10.log'), `${line(3)}\n${line(4, 'ssh', 50)}\n{"partial":`);
+    writeFileSync(join(dir, 'agent.stdio.log'), 'not a pino file\n');
+    point('tether.10.log');
+    expect(logFiles(dir).map((f) => f.slice(dir.length + 1))).toEqual(['tether.9.log', 'tether.10.log']);
+    expect(tail(dir, {}, 3).lines.map((l) => JSON.parse(l).msg)).toEqual(['m2', 'm3', 'm4']);
+    expect(tail(dir, { components: ['ssh'] }).lines.map((l) => JSON.parse(l).msg)).toEqual(['m2', 'm4']);
+    expect(tail(dir, { minLevel: 50 }).lines.map((l) => JSON.parse(l).msg)).toEqual(['m4']);
+    // Following starts after the last complete line of the current file.
+    expect(tail(dir, {}, 1)).toMatchObject({
+      file: join(dir, 'tether.10.log'),
+      offset: `${line(3)}\n${line(4, 'ssh', 50)}\n`.length,
+    });
+  });
+
+  it('follows current.log across a rotation without losing or repeating lines', async () => {
+    writeFileSync(join(dir, 'tether.1.log'), `${line(1)}\n`);
+    point('tether.1.log');
+    const seen: string[] = [];
+    const stop = follow(dir, tail(dir, {}), {}, (l) => seen.push(JSON.parse(l).msg), 20);
+    try {
+      appendFileSync(join(dir, 'tether.1.log'), `${line(2)}\n${line(3).slice(0, 10)}`);
+      await expect.poll(() => seen).toEqual(['m2']);
+      appendFileSync(join(dir, 'tether.1.log'), `${line(3).slice(10)}\n`);
+      writeFileSync(join(dir, 'tether.2.log'), `${line(4)}\n`);
+      point('tether.2.log');
+      await expect.poll(() => seen).toEqual(['m2', 'm3', 'm4']);
+      appendFileSync(join(dir, 'tether.2.log'), `${line(5)}\n`);
+      await expect.poll(() => seen).toEqual(['m2', 'm3', 'm4', 'm5']);
+    } finally {
+      stop();
+    }
+  });
+});
