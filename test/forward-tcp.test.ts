@@ -183,7 +183,14 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     expect(view.error).toContain(`127.0.0.1:${port}`);
     expect(view.error).toContain('in use');
     await Promise.all(blockers.map((b) => new Promise((r) => b.close(r))));
-    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding after the port was freed', timeoutMs: 20_000 });
+    // Both families retry on their own schedule: wait until neither reports a conflict any more.
+    await waitFor(
+      () => {
+        const v = h.agent.forwards().find((f) => f.id === id);
+        return v?.state === 'forwarding' && v.error === null;
+      },
+      { what: 'forwarding on both families after the port was freed', timeoutMs: 20_000 },
+    );
     expect((await roundTrip('127.0.0.1', port, 'mine')).toString()).toBe('mine');
     await stopChild(server);
   });
