@@ -108,4 +108,23 @@ describe('ForwardEngine', () => {
     await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     await expect(engine.remove('tcp/127.0.0.1:1')).rejects.toThrow(/no forward with id tcp\/127.0.0.1:1/);
   });
+
+  it('keeps a runtime forward to another host port beside the detected one, and restores a replaced one', async () => {
+    engine = make();
+    const [guest, other] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', guest)]);
+    const extra = await engine.add({ proto: 'tcp', hostPort: other, guestPort: guest });
+    expect(extra.id).toBe(`tcp/127.0.0.1:${guest}->${other}`);
+    expect(engine.view(`tcp/127.0.0.1:${guest}`)?.state).toBe('forwarding');
+    expect(await echo(other)).toBe('hi');
+    await engine.remove(extra.id);
+    await expect(echo(other)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(await echo(guest)).toBe('hi');
+
+    const same = await engine.add({ proto: 'tcp', hostPort: guest, guestPort: guest });
+    expect(same).toMatchObject({ id: `tcp/127.0.0.1:${guest}`, source: 'runtime' });
+    await engine.remove(same.id);
+    expect(engine.view(`tcp/127.0.0.1:${guest}`)).toMatchObject({ source: 'detected', state: 'forwarding' });
+    expect(await echo(guest)).toBe('hi');
+  });
 });

@@ -77,6 +77,15 @@ export function listenerId(l: { proto: string; ip: string; port: number }): stri
   return `${l.proto}/${formatAddr(l.ip, l.port)}`;
 }
 
+/**
+ * Static and runtime forwards share the id of the guest listener when they use the same host port (they take its
+ * place); one to another host port is a forward of its own beside the detected one.
+ */
+function explicitId(proto: string, ip: string, guestPort: number, hostPort: number): string {
+  const id = listenerId({ proto, ip, port: guestPort });
+  return hostPort === guestPort ? id : `${id}->${hostPort}`;
+}
+
 /** The address a connection for a guest listener is sent to: a wildcard is reached through its loopback. */
 function guestTargetIP(ip: string): string {
   const a = unmapIPv4(ip);
@@ -97,6 +106,8 @@ export class ForwardEngine extends EventEmitter {
   private readonly forwardsById = new Map<string, Forward>();
   private readonly bindings = new Map<string, BindingEntry>();
   private readonly userIgnored = new Set<string>();
+  /** The guest's listeners as last reported, so a detected forward can come back when an explicit one goes. */
+  private readonly guestListeners = new Map<string, Listener>();
   private readonly opens: PQueue;
   private readonly log: Logger;
   private readonly rules: PortRule[];
@@ -138,6 +149,8 @@ export class ForwardEngine extends EventEmitter {
   async setListeners(listeners: readonly Listener[]): Promise<void> {
     const desired = new Map<string, Listener>();
     for (const l of listeners) desired.set(listenerId(l), l);
+    this.guestListeners.clear();
+    for (const [id, l] of desired) this.guestListeners.set(id, l);
     for (const f of [...this.forwardsById.values()]) {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
@@ -146,10 +159,12 @@ export class ForwardEngine extends EventEmitter {
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
     for (const l of delta.removed) {
+      this.guestListeners.delete(listenerId(l));
       const f = this.forwardsById.get(listenerId(l));
       if (f?.source === 'detected') this.drop(f);
       else if (f) f.process = null;
     }
+    for (const l of delta.added) this.guestListeners.set(listenerId(l), l);
     await Promise.all(delta.added.map((l) => this.upsertDetected(l)));
   }
 
@@ -169,10 +184,10 @@ export class ForwardEngine extends EventEmitter {
       await this.createUnixForward('runtime', spec.guestSocket, expandHome(spec.hostSocket));
       return this.view(id)!;
     }
-    const id = listenerId({ proto: spec.proto, ip: '127.0.0.1', port: spec.guestPort });
+    const id = explicitId(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort);
     this.refuseDuplicate(id);
     const existing = this.forwardsById.get(id);
-    if (existing) this.drop(existing); // a detected forward of the same guest port gives way to the explicit one
+    if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
     const hostIPs = spec.hostIP ? [spec.hostIP] : [...DEFAULT_HOST_IPS];
     await this.createPortForward('runtime', spec.proto, '127.0.0.1', spec.guestPort, hostIPs, spec.hostPort, null);
     return this.view(id)!;
@@ -184,6 +199,9 @@ export class ForwardEngine extends EventEmitter {
     if (!f) throw new Error(`no forward with id ${id}`);
     if (f.source !== 'detected') {
       this.drop(f);
+      // An explicit forward may have replaced a detected one of the same port: the listener is forwarded again.
+      const listener = this.guestListeners.get(id);
+      if (listener && !this.stopped) await this.upsertDetected(listener);
       return;
     }
     this.userIgnored.add(id);
@@ -305,7 +323,10 @@ export class ForwardEngine extends EventEmitter {
     ignored: string | null,
     process: Forward['process'] = null,
   ): Promise<void> {
-    const id = listenerId({ proto, ip: guestIP, port: guestPort });
+    const id =
+      source === 'detected'
+        ? listenerId({ proto, ip: guestIP, port: guestPort })
+        : explicitId(proto, guestIP, guestPort, hostPort);
     const f = this.newForward(id, proto, source, formatAddr(guestIP, guestPort), guestIP, guestPort);
     f.process = process;
     f.ignored = ignored;
