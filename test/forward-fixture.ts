@@ -3,7 +3,7 @@
 // starts (stopped by pid).
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -198,4 +198,32 @@ export function connectError(host: string, port: number): Promise<string | null>
     });
     s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
+}
+
+/** One line of the agent's JSON log (<instanceDir>/logs/current.log). */
+export interface LogLine {
+  level: number;
+  component?: string;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** The agent's log lines so far (pino writes asynchronously: poll with waitFor when a line is expected). */
+export function logLines(instanceDir: string): LogLine[] {
+  let text: string;
+  try {
+    text = readFileSync(join(instanceDir, 'logs', 'current.log'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as LogLine];
+      } catch {
+        return []; // a line still being written
+      }
+    });
 }
