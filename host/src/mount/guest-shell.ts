@@ -30,7 +30,6 @@ export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000)
   return new Promise((resolve, reject) => {
     let stdout = '';
     let stderr = '';
-    let code = -1;
     const timer = setTimeout(() => {
       channel.close();
       reject(new Error(`guest command timed out after ${timeoutMs}ms: ${cmd}`));
@@ -43,15 +42,15 @@ export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000)
     channel.stderr.on('data', (d: string) => {
       stderr += d;
     });
-    channel.on('exit', (c: number | null, signal?: string) => {
-      code = c ?? (signal ? 128 : -1);
-    });
     channel.on('error', () => {
       // The 'close' that follows settles the promise.
     });
-    channel.on('close', () => {
+    // The exit status is taken from 'close', not 'exit': ssh2 emits 'exit' as soon as the packet is parsed, which
+    // can be before the exec callback's promise continuation has attached any listener.
+    channel.on('close', (c?: number | null, signal?: string) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      if (signal) stderr += `${stderr ? '\n' : ''}killed by signal ${signal}`;
+      resolve({ code: typeof c === 'number' ? c : signal ? 128 : -1, stdout, stderr });
     });
   });
 }

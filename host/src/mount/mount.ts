@@ -28,7 +28,9 @@ function unmountCommand(mountPoint: string): string {
 
 async function guestFsType(client: Client, mountPoint: string): Promise<string | null> {
   const r = await execGuest(client, 'cat /proc/self/mountinfo');
-  if (r.code !== 0) throw new Error(`cannot read /proc/self/mountinfo in the guest: ${r.stderr.trim()}`);
+  if (r.code !== 0) {
+    throw new Error(`cannot read /proc/self/mountinfo in the guest (exit ${r.code}): ${r.stderr.trim()}`);
+  }
   return mountedFsType(r.stdout, mountPoint);
 }
 
@@ -36,6 +38,8 @@ interface Active {
   channel: ClientChannel;
   session: DriverSession;
   closed: Promise<void>;
+  /** Set once the channel closed: closing an ssh2 channel twice can close a newer channel that reused its id. */
+  isClosed: boolean;
   /** Why the channel ended: sshfs's last stderr, else its exit status. */
   why(): string;
 }
@@ -132,12 +136,8 @@ export class GuestMount extends EventEmitter {
   private async start(client: Client, gen: number): Promise<Active> {
     const channel = await openExec(client, sshfsCommand(this.config));
     let stderr = '';
-    let exit = '';
     channel.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
-    });
-    channel.on('exit', (code: number | null, signal?: string) => {
-      exit = signal ? `signal ${signal}` : `code ${code}`;
     });
     let session: DriverSession;
     try {
@@ -146,9 +146,16 @@ export class GuestMount extends EventEmitter {
       channel.close();
       throw err;
     }
+    let exit = '';
+    // Exit status from 'close' (see execGuest for why not 'exit').
+    channel.once('close', (code?: number | null, signal?: string) => {
+      if (signal) exit = `signal ${signal}`;
+      else if (typeof code === 'number') exit = `code ${code}`;
+    });
     const why = () => stderr.trim() || (exit ? `sshfs exited (${exit})` : 'sshfs channel closed');
     const closed = new Promise<void>((resolve) => {
       channel.once('close', () => {
+        active.isClosed = true;
         session.close('sshfs channel closed');
         resolve();
         if (gen !== this.generation) return;
@@ -160,8 +167,9 @@ export class GuestMount extends EventEmitter {
       });
     });
     channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'sshfs channel error'));
-    this.active = { channel, session, closed, why };
-    return this.active;
+    const active: Active = { channel, session, closed, why, isClosed: false };
+    this.active = active;
+    return active;
   }
 
   private async waitVisible(client: Client, active: Active, gen: number): Promise<void> {
@@ -186,7 +194,7 @@ export class GuestMount extends EventEmitter {
     this.active = null;
     if (!active) return;
     active.session.close(reason);
-    active.channel.close();
+    if (!active.isClosed) active.channel.close();
   }
 
   private setState(state: MountState, error: string | null): void {

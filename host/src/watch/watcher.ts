@@ -2,7 +2,7 @@
 // agent, relative to the guest mount point. Prunes ignored basenames at any depth (chokidar never descends into
 // them: watching 25,000 files cost 280 MB RSS unpruned vs 126 MB pruned), drops the echo of the guest's own
 // touches (echo.ts), and degrades — never crashes — when the host runs out of watches or descriptors.
-import type { Stats } from 'node:fs';
+import { type Stats, stat } from 'node:fs';
 import { relative, sep } from 'node:path';
 import type { FsEventKind, FsEvents } from '@tether/protocol';
 import { type FSWatcher, watch } from 'chokidar';
@@ -40,6 +40,14 @@ const EXHAUSTED = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
 
 const KINDS = new Set<string>(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
 
+/**
+ * chokidar drops a 'change' that follows another one of the same path within 50 ms; a host write right after the
+ * guest's echo touch would be lost. Each change is therefore re-checked once this long after it.
+ */
+const RECHECK_MS = 75;
+/** Beyond this many pending re-checks (a storm of changes), new changes are not re-checked. */
+const MAX_RECHECKS = 1000;
+
 export class MountWatcher {
   private watcher: FSWatcher | null = null;
   private stateValue: WatchState = 'off';
@@ -49,6 +57,7 @@ export class MountWatcher {
   private readonly batcher: EventBatcher;
   /** Sizes seen when events were queued, remembered for the echo filter once the batch is sent. */
   private readonly sizes = new Map<string, number | undefined>();
+  private readonly rechecks = new Map<string, NodeJS.Timeout>();
   readonly counters: WatchCounters = { sent: 0, echoes: 0, dropped: 0 };
 
   constructor(private readonly opts: MountWatcherOptions) {
@@ -88,6 +97,8 @@ export class MountWatcher {
 
   async close(): Promise<void> {
     this.batcher.clear();
+    for (const t of this.rechecks.values()) clearTimeout(t);
+    this.rechecks.clear();
     const w = this.watcher;
     this.watcher = null;
     if (w) await w.close().catch(() => undefined);
@@ -106,12 +117,28 @@ export class MountWatcher {
     const rel = relative(this.opts.location, path).split(sep).join('/');
     if (rel === '' || rel.startsWith('..')) return;
     const size = stats?.isFile() ? stats.size : undefined;
+    if (kind === 'change' && stats) this.recheckLater(path, stats);
     if (kind === 'change' && this.echo.isEcho(rel, size)) {
       this.counters.echoes++;
       return;
     }
     this.sizes.set(rel, size);
     this.batcher.push(rel, kind);
+  }
+
+  /** Reports a later change of `path` that chokidar's own throttle may have swallowed. */
+  private recheckLater(path: string, seen: Stats): void {
+    clearTimeout(this.rechecks.get(path));
+    if (this.rechecks.size >= MAX_RECHECKS) return;
+    const timer = setTimeout(() => {
+      this.rechecks.delete(path);
+      stat(path, (err, now) => {
+        if (err || !this.watcher || !now.isFile()) return;
+        if (now.mtimeMs !== seen.mtimeMs || now.size !== seen.size) this.onEvent('change', path, now);
+      });
+    }, RECHECK_MS);
+    timer.unref();
+    this.rechecks.set(path, timer);
   }
 
   private deliver(events: FsEvent[]): void {

@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { MountConfig } from '../config/schema.js';
+import { shellQuote } from './guest-shell.js';
+import { mountPointOf, sshfsCommand, sshfsOptions } from './sshfs-options.js';
+
+describe('sshfs command', () => {
+  it('puts user extras after tether options so they win', () => {
+    const m = MountConfig.parse({ location: '/Users/me', sshfs: ['dcache_timeout=60'] });
+    const opts = sshfsOptions(m);
+    expect(opts.slice(0, 2)).toEqual(['slave', 'allow_other']);
+    expect(opts.at(-1)).toBe('dcache_timeout=60');
+  });
+  it('mounts at the location unless a mount point is configured', () => {
+    expect(mountPointOf(MountConfig.parse({ location: '/a' }))).toBe('/a');
+    expect(mountPointOf(MountConfig.parse({ location: '/a', mountPoint: '/b' }))).toBe('/b');
+  });
+  it('quotes paths with shell metacharacters', () => {
+    const cmd = sshfsCommand(MountConfig.parse({ location: "/tmp/it's $HOME", mountPoint: '/mnt/x y' }));
+    expect(cmd).toContain(`':/tmp/it'\\''s $HOME'`);
+    expect(cmd).toMatch(/^mkdir -p '\/mnt\/x y' && exec sshfs -f -o /);
+    expect(shellQuote('plain/path-1.txt')).toBe('plain/path-1.txt');
+  });
+});

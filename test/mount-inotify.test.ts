@@ -1,0 +1,105 @@
+// inotify propagation over a tether mount: host edits under the export become `fs.events` batches (relative to the
+// guest mount point, ignored trees pruned), the guest's applier (tether-guest's FsApplier, run here against the
+// real sshfs mount) turns them into kernel events a guest watcher sees, and the applier's own touches do not come
+// back as new events (no echo loop).
+import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FsEvents } from '@tether/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsApplier } from '../guest/src/inotify/applier.js';
+import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { type MountFixture, startMount, waitFor } from './mount-fixture.js';
+
+const has = (batches: FsEvents[], path: string, kind: string) =>
+  batches.some((b) => b.events.some((e) => e.path === path && e.kind === kind));
+
+describe.skipIf(!canRunTestbed())('mount inotify propagation', () => {
+  const tb = useTestbed();
+  let m: MountFixture;
+  const applier = new FsApplier(guestSilentLogger);
+  let applying = true;
+
+  beforeAll(async () => {
+    m = await startMount(tb(), { driver: 'builtin', writable: true, inotify: true });
+    // Wire the sink to the guest applier as the agent link would (events are recorded by the fixture too).
+    const record = m.batches;
+    record.push = (...batches: FsEvents[]) => {
+      if (applying) for (const b of batches) applier.submit(b);
+      return Array.prototype.push.apply(record, batches);
+    };
+  });
+  afterAll(async () => {
+    applier.close();
+    await m?.stop();
+  });
+
+  it('reports host create, modify, mkdir and delete relative to the guest mount point', async () => {
+    writeFileSync(join(m.location, 'a.txt'), 'one');
+    await waitFor(() => has(m.batches, 'a.txt', 'add'), { what: 'add a.txt' });
+    appendFileSync(join(m.location, 'a.txt'), ' two');
+    await waitFor(() => has(m.batches, 'a.txt', 'change'), { what: 'change a.txt' });
+    mkdirSync(join(m.location, 'sub'));
+    writeFileSync(join(m.location, 'sub', 'b.txt'), 'b');
+    await waitFor(() => has(m.batches, 'sub/b.txt', 'add'), { what: 'add sub/b.txt' });
+    expect(has(m.batches, 'sub', 'addDir')).toBe(true);
+    rmSync(join(m.location, 'a.txt'));
+    await waitFor(() => has(m.batches, 'a.txt', 'unlink'), { what: 'unlink a.txt' });
+    expect(m.batches.every((b) => b.root === m.mountPoint)).toBe(true);
+  });
+
+  it('never watches ignored trees', async () => {
+    mkdirSync(join(m.location, 'node_modules', 'pkg'), { recursive: true });
+    writeFileSync(join(m.location, 'node_modules', 'pkg', 'index.js'), 'x');
+    mkdirSync(join(m.location, 'deep', '.git'), { recursive: true });
+    writeFileSync(join(m.location, 'deep', '.git', 'HEAD'), 'x');
+    writeFileSync(join(m.location, 'sentinel'), 'x');
+    await waitFor(() => has(m.batches, 'sentinel', 'add'), { what: 'add sentinel' });
+    const paths = m.batches.flatMap((b) => b.events.map((e) => e.path));
+    expect(paths.filter((p) => p.includes('node_modules') || p.includes('.git'))).toEqual([]);
+  });
+
+  it('lets a watcher inside the guest see host modify, create and delete', async () => {
+    const seen: string[] = [];
+    const script =
+      "const fs=require('fs');fs.watch(process.argv[1],{recursive:true},(e,f)=>console.log(e+' '+f));fs.watch(process.argv[1],(e,f)=>console.log('flat '+e+' '+f));console.log('ready')";
+    const child = tb().spawn('node', ['-e', script, m.mountPoint], { user: tb().user });
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => seen.push(...d.split('\n').filter(Boolean)));
+    try {
+      await waitFor(() => seen.includes('ready'), { what: 'guest watcher ready' });
+      writeFileSync(join(m.location, 'g.txt'), 'created');
+      const recursiveSaw = (name: string) => seen.some((l) => !l.startsWith('flat ') && l.endsWith(` ${name}`));
+      await waitFor(() => recursiveSaw('g.txt'), { what: 'guest sees create', timeoutMs: 5_000 });
+      seen.length = 0;
+      appendFileSync(join(m.location, 'g.txt'), ' and modified');
+      await waitFor(() => recursiveSaw('g.txt'), { what: 'guest sees modify', timeoutMs: 5_000 });
+      seen.length = 0;
+      rmSync(join(m.location, 'g.txt'));
+      // A delete reaches the guest as a touch of the parent directory (IN_ATTRIB on it). A plain watcher on the
+      // directory reports that; Node 20's recursive fs.watch does not re-scan on it (guest applier limitation).
+      await waitFor(() => seen.some((l) => l.startsWith('flat ')), { what: 'guest sees delete', timeoutMs: 5_000 });
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+
+  it('does not loop: the applier touch is not sent back over 30 s', async () => {
+    await applier.idle();
+    const counters = () => m.manager.watchCounters()[m.mountPoint];
+    const echoesBefore = counters().echoes;
+    writeFileSync(join(m.location, 'loop.txt'), 'ping');
+    await waitFor(() => has(m.batches, 'loop.txt', 'add'), { what: 'add loop.txt' });
+    const sentAfterEdit = counters().sent;
+    // An observation window, not a wait for readiness: a loop would keep sending during it.
+    const deadline = Date.now() + 30_000;
+    let maxSent = sentAfterEdit;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      maxSent = Math.max(maxSent, counters().sent);
+    }
+    // At most the parent directory touch may surface once; nothing may repeat.
+    expect(maxSent - sentAfterEdit).toBeLessThanOrEqual(1);
+    expect(counters().echoes).toBeGreaterThan(echoesBefore);
+    applying = false;
+  }, 60_000);
+});
