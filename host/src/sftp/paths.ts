@@ -5,10 +5,12 @@
 // file outside). What is returned is a host path whose parents are real directories inside the root; callers open
 // it with O_NOFOLLOW so a link swapped in after resolution fails instead of escaping.
 //
+// The lookups are synchronous (see server.ts): microseconds on a local disk, and they sit on every path request.
+//
 // Policy: creating a symlink with any target is allowed (the guest kernel resolves links on the mount in the
 // guest's own namespace), but the server never follows a link that leads outside the root.
 
-import { promises as fsp, realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import { posix } from 'node:path';
 import { FX } from './constants.js';
 import { SftpStatusError } from './errors.js';
@@ -39,26 +41,20 @@ export class Confinement {
    * Maps a client path to a confined host path. `follow` resolves symlinks in the final component (STAT, OPEN,
    * SETSTAT, OPENDIR, REALPATH); without it the final component is the link itself (LSTAT, REMOVE, RENAME, ...).
    */
-  async resolve(clientPath: string, follow: boolean): Promise<string> {
+  resolve(clientPath: string, follow: boolean): string {
     let p = this.toHost(clientPath, clientPath);
     for (let hops = 0; ; hops++) {
       if (p === this.realRoot) return p;
-      const parent = await fsp.realpath(posix.dirname(p));
+      const parent = realpathSync.native(posix.dirname(p));
       if (!within(parent, this.realRoot)) throw this.denied(clientPath);
       const candidate = posix.join(parent, posix.basename(p));
       if (!follow) return candidate;
-      let isLink: boolean;
-      try {
-        isLink = (await fsp.lstat(candidate)).isSymbolicLink();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return candidate;
-        throw err;
-      }
-      if (!isLink) return candidate;
+      const st = lstatSync(candidate, { throwIfNoEntry: false });
+      if (!st?.isSymbolicLink()) return candidate;
       if (hops >= MAX_SYMLINK_HOPS) {
         throw new SftpStatusError(FX.FAILURE, `too many levels of symbolic links resolving ${clientPath}`);
       }
-      const target = await fsp.readlink(candidate);
+      const target = readlinkSync(candidate);
       p = this.toHost(posix.isAbsolute(target) ? target : posix.join(parent, target), clientPath);
     }
   }
