@@ -1,0 +1,72 @@
+// A tether mount survives the loss of the SSH connection: with the guest's sshd stopped the mount is `suspended`;
+// after sshd is back and the manager resumes on a new connection, a stale FUSE mount left in the guest is cleared
+// lazily and the mount works again without manual action. Also: stop() unmounts cleanly.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { connect, guest, type MountFixture, startMount, waitFor } from './mount-fixture.js';
+
+function guestMountType(mountPoint: string): string | null {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[4] === mountPoint);
+  return line ? (line.split(' - ')[1]?.split(' ')[0] ?? null) : null;
+}
+
+/** The pid of the sshfs serving `mountPoint` (ours: its command line names our mount point). */
+function sshfsPid(mountPoint: string): number {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (argv[0]?.endsWith('sshfs') && argv.includes(mountPoint)) return Number(pid);
+  }
+  throw new Error(`no sshfs process for ${mountPoint}`);
+}
+
+describe.skipIf(!canRunTestbed())('mount reconnect', () => {
+  const tb = useTestbed();
+  let m: MountFixture | undefined;
+  afterAll(async () => m?.stop());
+
+  it('is suspended while sshd is down and mounts again after a reconnect', async () => {
+    m = await startMount(tb(), { driver: 'builtin', writable: true });
+    const fixture = m;
+    await guest(tb(), `echo before > ${fixture.mountPoint}/f`);
+    fixture.client.once('close', () => fixture.manager.suspend('ssh connection closed'));
+    await tb().stopSshd();
+    await waitFor(() => fixture.manager.views()[0].state === 'suspended', { what: 'suspended', timeoutMs: 20_000 });
+    expect(fixture.changes.some((v) => v.state === 'suspended')).toBe(true);
+
+    await tb().startSshd();
+    const client = await connect(tb());
+    fixture.client = client;
+    await fixture.manager.resume(client);
+    expect(fixture.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+    await guest(tb(), `echo after >> ${fixture.mountPoint}/f`);
+    expect(readFileSync(join(fixture.location, 'f'), 'utf8')).toBe('before\nafter\n');
+  });
+
+  it('replaces a stale mount left behind by a killed sshfs', async () => {
+    if (!m) throw new Error('previous test did not mount');
+    const fixture = m;
+    // Kill sshfs the hard way: the FUSE mount stays, dead ("transport endpoint is not connected").
+    process.kill(sshfsPid(fixture.mountPoint), 'SIGKILL');
+    await waitFor(() => fixture.manager.views()[0].state !== 'mounted', { what: 'mount lost' });
+    await waitFor(() => fixture.manager.views()[0].state === 'mounted', { what: 'remounted', timeoutMs: 20_000 });
+    expect(await guest(tb(), `cat ${fixture.mountPoint}/f`)).toBe('before\nafter\n');
+  });
+
+  it('unmounts cleanly on stop', async () => {
+    if (!m) throw new Error('previous test did not mount');
+    const fixture = m;
+    expect(guestMountType(fixture.mountPoint)).toBe('fuse.sshfs');
+    await fixture.manager.stop();
+    expect(fixture.manager.views()[0].state).toBe('unmounted');
+    expect(guestMountType(fixture.mountPoint)).toBeNull();
+  });
+});
