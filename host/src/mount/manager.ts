@@ -6,7 +6,7 @@ import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import { componentLogger, type Logger } from '../log.js';
 import type { MountView } from '../model.js';
-import { MountWatcher } from '../watch/index.js';
+import { MountWatcher, type WatchCounters } from '../watch/index.js';
 import { GuestMount } from './mount.js';
 import { checkMountRequirements, type MountRequirement, type RequirementOptions } from './requirements.js';
 
@@ -49,14 +49,14 @@ export class MountManager {
   }
 
   /**
-   * Starts the watchers and mounts everything. Resolves when every mount has settled (mounted or error);
-   * a failed mount does not reject (its view says why, and it is retried).
+   * Mounts everything and starts the watchers, side by side. Resolves when every mount has settled (mounted or
+   * error) and every watcher finished its initial scan; a failed mount does not reject (its view says why, and it
+   * is retried).
    */
   async start(client: Client, notify: FsEventSink): Promise<void> {
     this.stopped = false;
     this.notify = notify;
-    await Promise.all(this.entries.map((e) => e.watcher?.start()));
-    await this.resume(client);
+    await Promise.all([...this.entries.map((e) => e.watcher?.start()), this.resume(client)]);
   }
 
   /** The SSH connection is gone: every mount becomes `suspended` until resume(). Watchers keep running. */
@@ -95,10 +95,10 @@ export class MountManager {
   }
 
   /** Host-side watch counters per mount point (sent, echoes, dropped), for status and tests. */
-  watchCounters(): Record<string, MountWatcher['counters']> {
-    return Object.fromEntries(
-      this.entries.filter((e) => e.watcher).map((e) => [e.mount.mountPoint, { ...(e.watcher?.counters ?? {}) }]),
-    ) as Record<string, MountWatcher['counters']>;
+  watchCounters(): Record<string, WatchCounters> {
+    const out: Record<string, WatchCounters> = {};
+    for (const e of this.entries) if (e.watcher) out[e.mount.mountPoint] = { ...e.watcher.counters };
+    return out;
   }
 
   private makeEntry(config: MountConfig): Entry {
@@ -155,7 +155,7 @@ export class MountManager {
       driver: mount.config.driver,
       writable: mount.config.writable,
       state: mount.state,
-      inotify: e.watcher ? (e.watcher.state === 'off' ? 'off' : e.watcher.state) : 'off',
+      inotify: e.watcher?.state ?? 'off',
       since: mount.since,
       error: mount.error ?? (e.watcher?.state === 'degraded' ? e.watcher.reason : null),
     };

@@ -1,0 +1,78 @@
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FsEvents } from '@tether/protocol';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../log.js';
+import { MountWatcher, type WatchState } from './watcher.js';
+
+async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('MountWatcher', () => {
+  let dir: string;
+  let batches: FsEvents[];
+  let states: WatchState[];
+  let w: MountWatcher;
+  const has = (path: string, kind: string) =>
+    batches.some((b) => b.events.some((e) => e.path === path && e.kind === kind));
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tether-watch-'));
+    mkdirSync(join(dir, 'node_modules'));
+    batches = [];
+    states = [];
+    w = new MountWatcher({
+      location: dir,
+      mountPoint: '/guest/home',
+      ignore: ['node_modules'],
+      log: silentLogger(),
+      send: (b) => {
+        batches.push(b);
+        return true;
+      },
+      onState: (s) => states.push(s),
+    });
+    await w.start();
+  });
+  afterEach(async () => {
+    await w.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('sends relative paths under the guest root and skips ignored trees', async () => {
+    writeFileSync(join(dir, 'node_modules', 'x.js'), 'x');
+    writeFileSync(join(dir, 'a.txt'), 'a');
+    await until(() => has('a.txt', 'add'), 'add a.txt');
+    expect(batches.every((b) => b.root === '/guest/home')).toBe(true);
+    expect(batches.flatMap((b) => b.events).some((e) => e.path.includes('node_modules'))).toBe(false);
+    expect(states).toEqual(['watching']);
+  });
+
+  it('drops the echo of a touch but not a write that follows it at once', async () => {
+    writeFileSync(join(dir, 'e.txt'), 'hello');
+    await until(() => has('e.txt', 'add'), 'add e.txt');
+    const now = new Date();
+    utimesSync(join(dir, 'e.txt'), now, now);
+    await until(() => w.counters.echoes === 1, 'echo dropped');
+    appendFileSync(join(dir, 'e.txt'), ' world');
+    await until(() => has('e.txt', 'change'), 'change after the echo');
+    expect(w.counters.echoes).toBe(1);
+  });
+
+  it('degrades instead of failing when the host runs out of watches', async () => {
+    const inner = w['watcher'];
+    inner?.emit(
+      'error',
+      Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' }),
+    );
+    expect(w.state).toBe('degraded');
+    expect(w.reason).toContain('ENOSPC');
+    expect(states).toEqual(['watching', 'degraded']);
+  });
+});
