@@ -4,9 +4,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const port = z.number().int().min(1).max(65_535);
-const portRange = z
-  .tuple([port, port])
-  .refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
+const portRange = z.tuple([port, port]).refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
 const ip = z.string().refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
 
 export const SshConfig = z
