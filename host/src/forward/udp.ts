@@ -17,6 +17,9 @@ interface Flow {
   lastUsed: number;
 }
 
+/** Replies for unknown flows are logged at most this often (the first at once, then a count per interval). */
+const UNKNOWN_REPLY_LOG_MS = 10_000;
+
 export interface UdpRelayOptions {
   logger: Logger;
   idleMs?: number;
@@ -35,6 +38,10 @@ export class UdpFlows {
   private readonly idleMs: number;
   private readonly maxFlows: number;
   private readonly log: Logger;
+  /** Replies for flows this side does not know (expired here, or made up by the guest) not yet logged. */
+  private unknownReplies = 0;
+  private unknownLoggedAt = 0;
+  private unknownTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: UdpRelayOptions) {
     this.log = opts.logger;
@@ -102,6 +109,7 @@ export class UdpFlows {
 
   stop(): void {
     clearInterval(this.sweep);
+    if (this.unknownTimer) clearTimeout(this.unknownTimer);
     this.clear();
   }
 
@@ -113,7 +121,10 @@ export class UdpFlows {
 
   private onReply(id: number, data: Uint8Array): void {
     const flow = this.byId.get(id);
-    if (!flow) return;
+    if (!flow) {
+      this.dropUnknownReply(id);
+      return;
+    }
     flow.lastUsed = Date.now();
     flow.target.stats.bytesOut += data.byteLength;
     flow.socket.send(data, flow.client.port, flow.client.address, (err) => {
@@ -123,6 +134,30 @@ export class UdpFlows {
           `udp reply to ${formatAddr(flow.client.address, flow.client.port)} failed`,
         );
     });
+  }
+
+  /** A flood of replies for unknown flows costs one log line per interval, not one per datagram. */
+  private dropUnknownReply(id: number): void {
+    this.dropped++;
+    const now = Date.now();
+    if (now - this.unknownLoggedAt >= UNKNOWN_REPLY_LOG_MS) {
+      this.unknownLoggedAt = now;
+      this.log.warn({ flow: id }, `udp reply for unknown flow ${id} dropped (expired here, or the guest made it up)`);
+      return;
+    }
+    this.unknownReplies++;
+    this.unknownTimer ??= setTimeout(
+      () => {
+        this.unknownTimer = null;
+        this.unknownLoggedAt = Date.now();
+        this.log.warn(
+          { dropped: this.unknownReplies },
+          `udp reply for unknown flow: ${this.unknownReplies} more dropped in the last ${UNKNOWN_REPLY_LOG_MS / 1000} s`,
+        );
+        this.unknownReplies = 0;
+      },
+      this.unknownLoggedAt + UNKNOWN_REPLY_LOG_MS - now,
+    ).unref();
   }
 
   private end(id: number, notify: boolean): void {
