@@ -136,6 +136,13 @@ export class AgentLink extends EventEmitter {
     peer.on('handlerError', (name: string, err: Error) =>
       this.log.error({ err, event: name }, `handling ${name} failed: ${err.message}`),
     );
+    const ignored = new Set<string>();
+    peer.on('unhandled', (name: string) => {
+      // A guest may flood events the host never handles (fs.events go the other way): one line per name per link.
+      if (ignored.has(name)) return;
+      ignored.add(name);
+      this.log.warn({ event: name }, `ignoring ${name} events from the guest: the host does not handle them`);
+    });
     this.peer = peer;
     this.seq = null;
     this.held = [];
