@@ -29,7 +29,7 @@ vm_ssh_opts() {
 	printf '%s\n' -F none -p "$port" \
 		-o BatchMode=yes -o IdentitiesOnly=yes -o "IdentityFile=$state/id_ed25519" \
 		-o "UserKnownHostsFile=$state/known_hosts" -o "HostKeyAlias=$VM_HOST_KEY_ALIAS" \
-		-o StrictHostKeyChecking=yes -o ConnectTimeout=5 -o ServerAliveInterval=5 \
+		-o StrictHostKeyChecking=yes -o ConnectTimeout=15 -o ServerAliveInterval=5 \
 		-o ServerAliveCountMax=3 -o LogLevel=ERROR
 }
 
@@ -58,6 +58,16 @@ vm_qemu_pid() {
 	echo "$pid"
 }
 
+# vm_ssh_banner PORT: true when something on 127.0.0.1:PORT greets with an SSH banner within 2 s. QEMU's hostfwd
+# accepts connections even while the guest is still booting, so an accepted connection alone proves nothing.
+vm_ssh_banner() {
+	local port=$1
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+		IFS= read -r -t 2 line <&3 && [[ $line == SSH-* ]]
+	) 2>/dev/null
+}
+
 # vm_wait_ssh STATE_DIR PORT DEADLINE_S [EXPECT_NOT_BOOT_ID]: poll until an ssh command succeeds (and, when given,
 # reports a boot id different from EXPECT_NOT_BOOT_ID). Fails early when QEMU exits. Prints the boot id.
 vm_wait_ssh() {
@@ -69,12 +79,13 @@ vm_wait_ssh() {
 			tail -n 30 "$state/serial.log" >&2 2>/dev/null
 			return 1
 		}
-		if boot=$(vm_ssh "$state" "$port" cat /proc/sys/kernel/random/boot_id 2>/dev/null) &&
+		if vm_ssh_banner "$port" &&
+			boot=$(vm_ssh "$state" "$port" cat /proc/sys/kernel/random/boot_id 2>/dev/null) &&
 			[[ -n $boot && $boot != "$old_boot" ]]; then
 			echo "$boot"
 			return 0
 		fi
-		sleep 1
+		sleep 0.5
 	done
 	vm_log "ssh to $VM_SSH_USER@127.0.0.1:$port did not succeed within ${deadline_s}s; last serial output:"
 	tail -n 30 "$state/serial.log" >&2 2>/dev/null
