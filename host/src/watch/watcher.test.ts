@@ -66,6 +66,7 @@ describe('MountWatcher', () => {
   });
 
   it('degrades instead of failing when the host runs out of watches', async () => {
+    // biome-ignore lint/complexity/useLiteralKeys: reaching the private chokidar instance to inject its error
     const inner = w['watcher'];
     inner?.emit(
       'error',
