@@ -1,6 +1,11 @@
 // Finds which process owns a socket, by matching `socket:[inode]` among the /proc/<pid>/fd links, and reads its
 // command line. Owns only that lookup: it is called for new listeners only, walks the process table at most once per
 // call (each pid's fds are read once and searched for every wanted inode), and keeps nothing between calls.
+//
+// The walk costs one readlink per open fd of every process visited before the owner (3 s here past processes holding
+// 100,000 sockets), so the likely owners go first: processes in our own network namespace (the listeners we see are
+// in it; processes of containers are not), newest first (a new listener usually belongs to a new process). Every
+// other process is still searched, after those, for sockets handed across namespaces.
 
 import { closeSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { join } from 'node:path';
@@ -74,9 +79,7 @@ export function socketInodesOf(pid: number, procRoot = '/proc'): Set<number> {
 export function findSocketOwners(wanted: ReadonlySet<number>, procRoot = '/proc'): Map<number, SocketOwner> {
   const owners = new Map<number, SocketOwner>();
   if (wanted.size === 0) return owners;
-  for (const name of listDir(procRoot)) {
-    if (!isPidName(name)) continue;
-    const pid = Number(name);
+  for (const pid of pidsByLikelihood(procRoot)) {
     let owner: SocketOwner | undefined;
     forEachSocketInode(pid, procRoot, (inode) => {
       if (wanted.has(inode) && !owners.has(inode)) {
@@ -88,6 +91,23 @@ export function findSocketOwners(wanted: ReadonlySet<number>, procRoot = '/proc'
     if (owners.size === wanted.size) break;
   }
   return owners;
+}
+
+/** Every pid, those in our network namespace first, each group newest (highest pid) first. */
+function pidsByLikelihood(procRoot: string): number[] {
+  const pids = listDir(procRoot)
+    .filter(isPidName)
+    .map(Number)
+    .sort((a, b) => b - a);
+  const ours = readLink(join(procRoot, 'self', 'ns', 'net'));
+  if (ours === null) return pids;
+  const near: number[] = [];
+  const far: number[] = [];
+  for (const pid of pids) {
+    const theirs = readLink(join(procRoot, String(pid), 'ns', 'net'));
+    (theirs === ours || theirs === null ? near : far).push(pid);
+  }
+  return near.concat(far);
 }
 
 /** A process's command line with NULs as spaces, at most COMMAND_MAX_BYTES; `[comm]` for kernel threads. */

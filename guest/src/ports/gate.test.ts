@@ -87,6 +87,16 @@ describe('GatedScanner on a fixture /proc', () => {
     expect(scanner.counted).toBe(true);
   });
 
+  it('reads a table every tick while its counter shows sockets besides the listeners (their churn hides moves)', () => {
+    const { root, write } = fixture();
+    setCounts(write, counts(3)); // one listener in the table, two more sockets (a connection's two ends)
+    const scanner = new GatedScanner({ procRoot: root });
+    scanner.scan([]);
+    write('tcp', `${HEADER}\n${row('0100007F:1F91', 12)}\n`);
+    expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8081']);
+    expect(readsOf(scanner).tcp).toBe(2);
+  });
+
   it('reads every table on every scan when the counters are unavailable', () => {
     const { root } = fixture();
     const scanner = new GatedScanner({ procRoot: root });

@@ -4,12 +4,16 @@
 //
 // Reading a table walks a kernel hash shared by all namespaces (tcp6 with no IPv6 connection to stop at walks the
 // whole established hash: ~0.5 ms idle here, ~16 ms with 100,000 sockets on the machine), while the counters cost
-// microseconds. So a table is read only when
-//   - its counter is non-zero (zero: the namespace has no such socket, so no listener), and
-//   - its counter moved since the table was last read (a listener opening or closing always moves it), or the
-//     caller asks for a full scan.
-// What a moved counter cannot show: a listener closing and another opening in the same table between two ticks, and
-// a bound UDP socket connecting or disconnecting (not a count change). The caller's periodic full scans catch those.
+// microseconds. So a table is read only when its counter is non-zero (zero: the namespace has no such socket, so no
+// listener) and
+//   - the counter moved since the table was last read (a listener opening or closing always moves it), or
+//   - the counter exceeds the listeners last read: the namespace also holds connections of that kind, whose churn
+//     could cancel a listener's move in the count. Such a table is cheap to read anyway (the TCP read stops at the
+//     first connection), so it is read every tick; or
+//   - the caller asks for a full scan.
+// What still slips past a tick in a listeners-only table: one listener closing and another opening between two ticks,
+// or a connection opening as a listener closes; and a bound UDP socket connecting or disconnecting. The caller's
+// periodic full scans catch those.
 
 import { join } from 'node:path';
 import { PROC_NET_TABLES, ProcNetScanner, type ProcNetScannerOptions, type ProcNetTable } from './procnet.js';
@@ -63,7 +67,7 @@ export class GatedScanner {
       const inuse = counts ? counts[state.table.file as keyof SocketCounts] : -1;
       if (inuse === 0) {
         state.rows = [];
-      } else if (full || inuse < 0 || inuse !== state.inuse) {
+      } else if (full || inuse < 0 || inuse !== state.inuse || inuse > state.rows.length) {
         const rows: Listener[] = [];
         this.scanner.readTable(state.path, state.table, rows);
         state.rows = rows;

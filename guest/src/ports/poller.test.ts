@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type PortDelta, PortPoller, scanOnce } from './poller.js';
 import { type Listener, listenerKey } from './types.js';
 
@@ -260,25 +262,34 @@ describe('PortPoller on real sockets', () => {
 });
 
 describe('PortPoller interval adaptation', () => {
-  function fakeClock(costMs: { value: number }): () => number {
-    let now = 0;
+  // A proc tree whose namespace has no sockets: no listener ever appears, so nothing but the clock decides the cost.
+  let procRoot: string;
+  beforeEach(() => {
+    procRoot = mkdtempSync(join(tmpdir(), 'tether-poller-'));
+    mkdirSync(join(procRoot, 'net'));
+    writeFileSync(join(procRoot, 'net', 'sockstat'), 'TCP: inuse 0 orphan 0 tw 0 alloc 0 mem 0\nUDP: inuse 0 mem 0\n');
+  });
+  afterEach(() => rmSync(procRoot, { recursive: true, force: true }));
+
+  function fakeClock(costMs: { value: number; now?: number }): () => number {
     let calls = 0;
     // Called once before and once after each scan: the gap between them is the scan's cost.
     return () => {
-      if (calls++ % 2 === 1) now += costMs.value;
-      return now;
+      costMs.now ??= 0;
+      if (calls++ % 2 === 1) costMs.now += costMs.value;
+      return costMs.now;
     };
   }
 
   it('grows the interval when scans are expensive and relaxes it when they get cheap', () => {
     const cost = { value: 5 };
     const poller = new PortPoller({
-      excludeSelf: false,
+      procRoot,
       clock: fakeClock(cost),
       minIntervalMs: 100,
       maxIntervalMs: 2000,
     });
-    poller.scanNow(); // the first scan's cost is a one-off (it attributes everything) and is not counted
+    poller.scanNow(); // the first scan is a full scan: paced on its own, not counted in the tick cost
     expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 5, scans: 1 });
     const intervals: number[] = [];
     for (let i = 0; i < 6; i++) {
@@ -301,7 +312,7 @@ describe('PortPoller interval adaptation', () => {
   });
 
   it('caps the interval at the maximum', () => {
-    const poller = new PortPoller({ excludeSelf: false, clock: fakeClock({ value: 50 }), maxIntervalMs: 2000 });
+    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 50 }), maxIntervalMs: 2000 });
     poller.scanNow();
     poller.scanNow();
     poller.scanNow();
@@ -309,10 +320,32 @@ describe('PortPoller interval adaptation', () => {
   });
 
   it('stays at the minimum interval when scans are cheap', () => {
-    const poller = new PortPoller({ excludeSelf: false, clock: fakeClock({ value: 0.1 }), minIntervalMs: 100 });
+    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 0.1 }), minIntervalMs: 100 });
     for (let i = 0; i < 10; i++) {
       poller.scanNow();
       expect(poller.stats().intervalMs).toBe(100);
     }
+  });
+
+  it('paces full scans on their own cost, without slowing the ticks', () => {
+    const clock = { value: 0.125, now: 0 };
+    const poller = new PortPoller({ procRoot, clock: fakeClock(clock), minFullScanMs: 1000, maxFullScanMs: 10_000 });
+    poller.scanNow(); // full, at t=0
+    for (let i = 0; i < 5; i++) poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, fullScanIntervalMs: 1000, lastFullScanMs: 0 });
+
+    clock.now += 1000;
+    clock.value = 20; // a full scan costing 20 ms at 0.5% of a core: the next one 4 s later
+    poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, fullScanIntervalMs: 4000, lastFullScanMs: 20 });
+
+    clock.value = 0.125;
+    clock.now += 1000; // not due yet: a tick, which stays cheap
+    poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 0.125, lastFullScanMs: 20 });
+
+    clock.now += 3000;
+    poller.scanNow();
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, fullScanIntervalMs: 1000, lastFullScanMs: 0.125 });
   });
 });

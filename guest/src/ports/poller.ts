@@ -6,6 +6,8 @@
 // Two paces: ticks read the socket counters and only the tables whose counter moved (gate.ts), so they are cheap and
 // run every `minIntervalMs` unless they get expensive; full scans re-read every non-empty table to catch what
 // counters cannot show, as often as their own measured cost allows within the same CPU target (1 s to 10 s).
+// Attributing new listeners to processes is kept out of both: its cost follows how often listeners appear, not how
+// often we look, so slowing the ticks would only delay detection without bounding it.
 
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
@@ -48,7 +50,9 @@ export interface PortSnapshot {
 
 export interface PortPollerStats {
   intervalMs: number;
+  /** Cost of the last scan, leaving out attribution (lastAttributionMs). */
   lastScanMs: number;
+  lastAttributionMs: number;
   scans: number;
   /** Period between full scans, and the cost of the last one. */
   fullScanIntervalMs: number;
@@ -92,6 +96,9 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private fullScanIntervalMs: number;
   private lastFullScanMs = 0;
   private lastFullScanAt = Number.NEGATIVE_INFINITY;
+  /** Time the current scan spent on self-exclusion and attribution of new listeners. */
+  private attributionMs = 0;
+  private lastAttributionMs = 0;
   private lastError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
 
@@ -129,6 +136,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   scanNow(): PortDelta | null {
     const started = this.clock();
     const full = started - this.lastFullScanAt >= this.fullScanIntervalMs;
+    this.attributionMs = 0;
     let delta: PortDelta | null = null;
     try {
       delta = this.diff(full);
@@ -138,7 +146,8 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       this.lastError = error.message;
       if (this.listenerCount('error') > 0) this.emit('error', error);
     }
-    this.account(this.clock() - started, full);
+    this.lastAttributionMs = this.attributionMs;
+    this.account(this.clock() - started - this.attributionMs, full);
     if (full) this.lastFullScanAt = started;
     if (delta) this.emit('delta', delta);
     return delta;
@@ -152,6 +161,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     return {
       intervalMs: this.intervalMs,
       lastScanMs: this.lastScanMs,
+      lastAttributionMs: this.lastAttributionMs,
       scans: this.scans,
       fullScanIntervalMs: this.fullScanIntervalMs,
       lastFullScanMs: this.lastFullScanMs,
@@ -173,7 +183,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     const budget = (ms: number, min: number, max: number) => Math.min(max, Math.max(min, ms / this.targetCpu));
     if (full) {
       // Full scans are paced on their own cost, and kept out of the tick cost so that their spikes do not slow ticks.
-      // The first one also attributes everything already listening: a one-off, not a measure of later scans.
+      // The first one runs cold (first reads, unoptimised code): a one-off, not a measure of later scans.
       if (this.scans > 1) this.lastFullScanMs = costMs;
       this.fullScanIntervalMs = budget(this.lastFullScanMs, this.minFullScanMs, this.maxFullScanMs);
       return;
@@ -213,8 +223,12 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       if (excludedInode !== undefined && seenInodes.has(excludedInode)) continue;
       fresh.push(row);
     }
-    if (fresh.length > 0) fresh = this.dropExcluded(fresh);
-    if (fresh.length > 0) this.attribute(fresh);
+    if (fresh.length > 0) {
+      const started = this.clock();
+      fresh = this.dropExcluded(fresh);
+      if (fresh.length > 0) this.attribute(fresh);
+      this.attributionMs = this.clock() - started;
+    }
     for (const listener of fresh) current.set(listenerKey(listener), listener);
 
     if (fresh.length === 0 && removed.length === 0) return null;
