@@ -49,6 +49,9 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** An exec channel that remembers its exit status (see SshSession.exec). */
+export type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
+
 export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';
 }
@@ -146,8 +149,23 @@ export class SshSession extends EventEmitter {
     return this.open(`open guest socket ${socketPath}`, (c, cb) => c.openssh_forwardOutStreamLocal(socketPath, cb));
   }
 
-  exec(command: string, options: ExecOptions = {}): Promise<ClientChannel> {
-    return this.open(`exec ${JSON.stringify(command)}`, (c, cb) => c.exec(command, options, cb));
+  /**
+   * Opens an exec channel. Its exit status is recorded on the channel (`exitStatus`) as soon as it arrives: ssh2 may
+   * emit 'exit' in the same tick as the open callback, before a listener added after `await` exists.
+   */
+  exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
+    return this.open<ExecChannel>(`exec ${JSON.stringify(command)}`, (c, cb) =>
+      c.exec(command, options, (err, channel) => {
+        const ch = channel as ExecChannel;
+        if (ch) {
+          ch.exitStatus = null;
+          ch.on('exit', (code: number | null, signal?: string) => {
+            ch.exitStatus = { code, signal: signal ?? null };
+          });
+        }
+        cb(err, ch);
+      }),
+    );
   }
 
   sftp(): Promise<SFTPWrapper> {
@@ -163,18 +181,12 @@ export class SshSession extends EventEmitter {
       const cap = (list: Buffer[], chunk: Buffer) => {
         if (list.reduce((n, b) => n + b.length, 0) < 1 << 20) list.push(chunk);
       };
-      let code: number | null = null;
-      let signal: string | null = null;
       const timer = setTimeout(() => {
         channel.destroy();
         reject(new Error(`command ${JSON.stringify(command)} did not finish within ${timeoutMs} ms`));
       }, timeoutMs);
       channel.on('data', (c: Buffer) => cap(out, c));
       channel.stderr.on('data', (c: Buffer) => cap(err, c));
-      channel.on('exit', (c: number | null, s?: string) => {
-        code = c;
-        signal = s ?? null;
-      });
       channel.on('error', (e: Error) => {
         clearTimeout(timer);
         reject(e);
@@ -182,8 +194,8 @@ export class SshSession extends EventEmitter {
       channel.on('close', () => {
         clearTimeout(timer);
         resolve({
-          code,
-          signal,
+          code: channel.exitStatus?.code ?? null,
+          signal: channel.exitStatus?.signal ?? null,
           stdout: Buffer.concat(out).toString('utf8'),
           stderr: Buffer.concat(err).toString('utf8'),
         });
@@ -304,6 +316,8 @@ export class SshSession extends EventEmitter {
         client.end();
         return;
       }
+      // Without TCP_NODELAY every small SFTP or channel round trip waits for delayed ACKs (~40 ms each).
+      client.setNoDelay(true);
       this.client = client;
       this.attempt = 0;
       this.lastError = null;
