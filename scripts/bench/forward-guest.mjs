@@ -44,6 +44,10 @@ function source(s) {
     pump();
   };
   s.on('data', first);
+  // A client that leaves before asking (the readiness probe) gets an end too, so no connection lingers half-open.
+  s.on('end', () => {
+    if (!line.includes('\n')) s.end();
+  });
 }
 
 function serve(port, handler) {

@@ -30,7 +30,7 @@ const TB = 'benchfwd';
 const quick = process.env.BENCH_QUICK === '1';
 const MiB = 1 << 20;
 const TOTAL_BYTES = (quick ? 64 : 512) * MiB; // per direction per run, split across the streams
-const REPS = quick ? 3 : 5;
+const REPS = 3;
 const LATENCY_N = quick ? 200 : 1000; // per tool
 const LATENCY_BLOCK = 50; // tools alternate every block
 const DETECT_N = quick ? 20 : 60;
@@ -64,6 +64,7 @@ async function stopChild(child, signal = 'SIGTERM') {
   const exited = once(child, 'exit');
   child.kill(signal);
   if ((await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) === false) {
+    console.error(`${child.describe()} did not exit within 5 s of ${signal}; killing it`);
     child.kill('SIGKILL');
     await exited;
   }
@@ -436,13 +437,16 @@ async function main() {
     guestAgent: { socket: join(tb.guestDir, 'agent.sock'), installDir: join(tb.guestDir, 'install') },
     mounts: [],
   };
-  const agentArgv = [join(here, 'forward-agent.mjs'), TB, instanceDir, JSON.stringify(config)];
+  // BENCH_AGENT_NODE_ARGS: extra node flags for the agent process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const agentArgv = [...nodeArgs, join(here, 'forward-agent.mjs'), TB, instanceDir, JSON.stringify(config)];
   const agent = start(process.execPath, agentArgv, 'host agent');
   agent.role = 'agent';
   const agentEvents = agentEventStream(agent);
   const booted = await agentEvents.next((e) => e.event === 'ready' || e.event === 'failed', 120_000);
   if (booted.error) throw new Error(`host agent did not boot: ${booted.error} (logs in ${instanceDir}/logs)`);
   guestAgentPid = booted.guestAgentPid;
+  const bootRss = statusKiB(agent.pid, 'VmRSS') / 1024;
 
   const ssh = await startSshForward(tb, sshPorts, guestPorts);
   for (const p of [...Object.values(guestPorts), ...Object.values(sshPorts)]) await pollPort(p, 'open');
@@ -488,6 +492,7 @@ async function main() {
     rows.push(row('RSS peak, 4 streams', 'MiB', tp.rssPeak, sshHwm, verdict(tp.rssPeak <= 120, '<= 120 MiB', 'RSS')));
     rows.push(row('CPU per GiB moved', 's', tp.cpuPerGiB.tether, tp.cpuPerGiB.openssh, 'info'));
   }
+  rows.push(row('RSS after boot (idle)', 'MiB', bootRss, undefined, 'info'));
   rows.push(row('VmHWM whole run', 'MiB', agentHwm, sshHwm, 'info'));
   if (det) {
     const d95 = percentile(det.total, 95);
