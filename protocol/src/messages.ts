@@ -8,7 +8,9 @@ export const PROTOCOL_VERSION = 1;
 
 /** Caps enforced on input. Generous enough for real guests, small enough that a hostile peer cannot exhaust us. */
 export const LIMITS = {
-  listenersPerMessage: 1_000_000,
+  // Far above any real guest (the host forwards at most maxForwards, 4,096 by default), and low enough that
+  // validating a hostile maximum costs the host about a second, not several.
+  listenersPerMessage: 131_072,
   commandBytes: 256,
   datagramBytes: 65_507,
   fsEventsPerBatch: 10_000,

@@ -172,6 +172,16 @@ describe('Peer', () => {
     });
   }
 
+  it('closes the link when the remote floods requests but never reads the answers', async () => {
+    const [a, b] = pipePair();
+    b.on('error', () => {});
+    const peer = new Peer(a, { agent: 'host/test', maxBuffered: 64 * 1024 });
+    const reason = closed(peer);
+    const pings = Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'req', id: i + 1, m: 'ping', p: { t: i } }));
+    b.write(Buffer.concat([hello, ...pings])); // b never reads: every answer stays buffered
+    expect(await reason).toMatch(/remote is not reading: \d+ bytes wait unsent \(limit 65536\)/);
+  });
+
   it('survives thousands of random inputs without throwing out of the event loop', async () => {
     let seed = 12345;
     const rand = () => {

@@ -26,6 +26,11 @@ export interface PeerOptions {
   agent: string;
   caps?: string[];
   maxFrame?: number;
+  /**
+   * Bytes allowed to wait unsent before the link is closed: a remote that keeps asking (ping floods) but never reads
+   * the answers must not grow our memory without bound. Default 64 MiB.
+   */
+  maxBuffered?: number;
   /** Default per-request timeout. */
   timeoutMs?: number;
 }
@@ -54,6 +59,7 @@ export class Peer extends EventEmitter {
   private readonly decoder: FrameDecoder;
   private readonly maxFrame: number;
   private readonly timeoutMs: number;
+  private readonly maxBuffered: number;
   private readonly handlers = new Map<string, (p: unknown) => unknown>();
   private readonly eventHandlers = new Map<string, (d: unknown) => void>();
   private readonly pending = new Map<number, Pending>();
@@ -66,6 +72,7 @@ export class Peer extends EventEmitter {
     super();
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.maxBuffered = opts.maxBuffered ?? 64 * 1024 * 1024;
     this.decoder = new FrameDecoder(this.maxFrame);
     this.ready = new Promise<Hello>((resolve, reject) => {
       this.once('ready', resolve);
@@ -139,6 +146,10 @@ export class Peer extends EventEmitter {
   }
 
   private write(message: unknown): boolean {
+    if (this.stream.writableLength > this.maxBuffered) {
+      this.close(`remote is not reading: ${this.stream.writableLength} bytes wait unsent (limit ${this.maxBuffered})`);
+      return false;
+    }
     try {
       return this.stream.write(encodeFrame(message, this.maxFrame));
     } catch (err) {

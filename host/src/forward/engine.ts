@@ -113,6 +113,8 @@ export class ForwardEngine extends EventEmitter {
   private readonly rules: PortRule[];
   private readonly socketRules: SocketRule[];
   private capWarned = false;
+  /** Forwards with source `detected`, kept as a count: checking the cap must not walk every forward. */
+  private detectedForwards = 0;
   private stopped = false;
 
   constructor(private readonly opts: ForwardEngineOptions) {
@@ -228,6 +230,7 @@ export class ForwardEngine extends EventEmitter {
     const closing = [...this.bindings.values()].map((e) => this.closeEntry(e));
     this.bindings.clear();
     this.forwardsById.clear();
+    this.detectedForwards = 0;
     await Promise.all(closing);
   }
 
@@ -250,7 +253,7 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    if (this.detectedCount() >= this.opts.maxForwards) {
+    if (this.detectedForwards >= this.opts.maxForwards) {
       this.capped++;
       if (!this.capWarned) {
         this.capWarned = true;
@@ -278,12 +281,6 @@ export class ForwardEngine extends EventEmitter {
       null,
       process,
     );
-  }
-
-  private detectedCount(): number {
-    let n = 0;
-    for (const f of this.forwardsById.values()) if (f.source === 'detected') n++;
-    return n;
   }
 
   private newForward(
@@ -332,6 +329,7 @@ export class ForwardEngine extends EventEmitter {
     f.ignored = ignored;
     f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
     this.forwardsById.set(id, f);
+    if (source === 'detected') this.detectedForwards++;
     if (ignored) {
       this.refresh(f);
       return Promise.resolve();
@@ -361,6 +359,11 @@ export class ForwardEngine extends EventEmitter {
   private drop(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
+    if (f.source === 'detected') {
+      this.detectedForwards--;
+      // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
+      if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
+    }
     this.release(f);
     this.log.info(
       { forward: f.id, guest: f.guestAddr, host: f.hostAddrs },
