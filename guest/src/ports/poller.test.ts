@@ -286,13 +286,14 @@ describe('PortPoller interval adaptation', () => {
     const poller = new PortPoller({
       procRoot,
       clock: fakeClock(cost),
+      now: () => 0, // no full scan after the first
       minIntervalMs: 100,
       maxIntervalMs: 2000,
     });
     poller.scanNow(); // the first scan is a full scan: paced on its own, not counted in the tick cost
     expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 5, scans: 1 });
     const intervals: number[] = [];
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 12; i++) {
       poller.scanNow();
       intervals.push(poller.stats().intervalMs);
     }
@@ -300,19 +301,19 @@ describe('PortPoller interval adaptation', () => {
     // 5 ms per scan at 0.5% of a core asks for 1 s between scans; smoothing approaches it from below.
     expect(intervals[0]).toBeGreaterThan(100);
     for (let i = 1; i < intervals.length; i++) expect(intervals[i]).toBeGreaterThan(intervals[i - 1]);
-    expect(intervals[5]).toBeGreaterThan(900);
-    expect(intervals[5]).toBeLessThanOrEqual(1000);
+    expect(intervals[11]).toBeGreaterThan(900);
+    expect(intervals[11]).toBeLessThanOrEqual(1000);
 
     cost.value = 0.125;
     const slow = poller.stats().intervalMs;
     poller.scanNow();
     expect(poller.stats().intervalMs).toBeLessThan(slow);
     for (let i = 0; i < 50; i++) poller.scanNow();
-    expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 0.125, scans: 58 });
+    expect(poller.stats()).toMatchObject({ intervalMs: 100, lastScanMs: 0.125, scans: 64 });
   });
 
   it('caps the interval at the maximum', () => {
-    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 50 }), maxIntervalMs: 2000 });
+    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 50 }), now: () => 0, maxIntervalMs: 2000 });
     poller.scanNow();
     poller.scanNow();
     poller.scanNow();
@@ -320,7 +321,7 @@ describe('PortPoller interval adaptation', () => {
   });
 
   it('stays at the minimum interval when scans are cheap', () => {
-    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 0.1 }), minIntervalMs: 100 });
+    const poller = new PortPoller({ procRoot, clock: fakeClock({ value: 0.1 }), now: () => 0, minIntervalMs: 100 });
     for (let i = 0; i < 10; i++) {
       poller.scanNow();
       expect(poller.stats().intervalMs).toBe(100);
@@ -329,7 +330,13 @@ describe('PortPoller interval adaptation', () => {
 
   it('paces full scans on their own cost, without slowing the ticks', () => {
     const clock = { value: 0.125, now: 0 };
-    const poller = new PortPoller({ procRoot, clock: fakeClock(clock), minFullScanMs: 1000, maxFullScanMs: 10_000 });
+    const poller = new PortPoller({
+      procRoot,
+      clock: fakeClock(clock),
+      now: () => clock.now,
+      minFullScanMs: 1000,
+      maxFullScanMs: 10_000,
+    });
     poller.scanNow(); // full, at t=0
     for (let i = 0; i < 5; i++) poller.scanNow();
     expect(poller.stats()).toMatchObject({ intervalMs: 100, fullScanIntervalMs: 1000, lastFullScanMs: 0 });
@@ -347,5 +354,20 @@ describe('PortPoller interval adaptation', () => {
     clock.now += 3000;
     poller.scanNow();
     expect(poller.stats()).toMatchObject({ intervalMs: 100, fullScanIntervalMs: 1000, lastFullScanMs: 0.125 });
+  });
+
+  it('relaxes the tick interval through full scans when slow ticks have all become full scans', () => {
+    const clock = { value: 50, now: 0 };
+    const poller = new PortPoller({ procRoot, clock: fakeClock(clock), now: () => clock.now, maxIntervalMs: 2000 });
+    poller.scanNow(); // full
+    poller.scanNow();
+    poller.scanNow();
+    expect(poller.stats().intervalMs).toBe(2000);
+    clock.value = 0.125;
+    for (let i = 0; i < 30; i++) {
+      clock.now += poller.stats().intervalMs;
+      poller.scanNow();
+    }
+    expect(poller.stats().intervalMs).toBe(100);
   });
 });

@@ -33,8 +33,14 @@ export interface PortPollerOptions {
   procRoot?: string;
   /** Bytes per read of a /proc/net table. */
   chunkSize?: number;
-  /** Millisecond clock used to measure scan cost and to time full scans (injectable for tests). */
+  /**
+   * Millisecond clock that measures scan cost (for tests). By default the cost is the lesser of the scan's wall time
+   * and this process's CPU time over it: on a busy machine the wall time counts the time others ran while we waited,
+   * and the CPU time counts our other threads (GC, compiler); neither is ours to pace on.
+   */
   clock?: () => number;
+  /** Wall clock in ms that times the full scans. */
+  now?: () => number;
 }
 
 export interface PortDelta {
@@ -64,9 +70,10 @@ export interface PortPollerStats {
 
 type PortPollerEvents = { delta: [PortDelta]; error: [Error] };
 
-// Smoothing of the measured scan cost: rise quickly when scans get expensive, relax slowly when they get cheap.
-const COST_RISE = 0.5;
-const COST_FALL = 0.3;
+// Smoothing of the measured tick cost, about a mean over the last 7 ticks: what is budgeted is CPU per unit of time,
+// and a tick that reads a table whose counter moved costs many cheap ticks' worth; reacting to each one alone would
+// slow detection right after every port change.
+const COST_ALPHA = 0.25;
 
 export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly minIntervalMs: number;
@@ -77,7 +84,8 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly excludeSelf: boolean;
   private readonly excludeInodes: (() => ReadonlySet<number>) | undefined;
   private readonly procRoot: string;
-  private readonly clock: () => number;
+  private readonly stopwatch: Stopwatch;
+  private readonly now: () => number;
   private readonly scanner: GatedScanner;
 
   private readonly current = new Map<string, Listener>();
@@ -113,7 +121,8 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.excludeSelf = options.excludeSelf ?? true;
     this.excludeInodes = options.excludeInodes;
     this.procRoot = options.procRoot ?? '/proc';
-    this.clock = options.clock ?? (() => performance.now());
+    this.stopwatch = options.clock ? clockStopwatch(options.clock) : cpuStopwatch;
+    this.now = options.now ?? (() => performance.now());
     this.scanner = new GatedScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
     this.intervalMs = this.minIntervalMs;
   }
@@ -134,8 +143,9 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
 
   /** Scans now (a full scan when one is due); emits and returns the delta if anything changed, else null. */
   scanNow(): PortDelta | null {
-    const started = this.clock();
-    const full = started - this.lastFullScanAt >= this.fullScanIntervalMs;
+    const at = this.now();
+    const full = at - this.lastFullScanAt >= this.fullScanIntervalMs;
+    const elapsed = this.stopwatch();
     this.attributionMs = 0;
     let delta: PortDelta | null = null;
     try {
@@ -147,8 +157,8 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       if (this.listenerCount('error') > 0) this.emit('error', error);
     }
     this.lastAttributionMs = this.attributionMs;
-    this.account(this.clock() - started - this.attributionMs, full);
-    if (full) this.lastFullScanAt = started;
+    this.account(elapsed() - this.attributionMs, full);
+    if (full) this.lastFullScanAt = at;
     if (delta) this.emit('delta', delta);
     return delta;
   }
@@ -186,10 +196,11 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       // The first one runs cold (first reads, unoptimised code): a one-off, not a measure of later scans.
       if (this.scans > 1) this.lastFullScanMs = costMs;
       this.fullScanIntervalMs = budget(this.lastFullScanMs, this.minFullScanMs, this.maxFullScanMs);
-      return;
+      // A tick reads a subset of what a full scan reads, so a full scan cheaper than the tick estimate lowers it.
+      // Without this, ticks slowed to the full-scan period would all be full scans and never relax.
+      if (this.scans === 1 || costMs >= this.smoothedCostMs) return;
     }
-    const alpha = costMs > this.smoothedCostMs ? COST_RISE : COST_FALL;
-    this.smoothedCostMs += alpha * (costMs - this.smoothedCostMs);
+    this.smoothedCostMs += COST_ALPHA * (costMs - this.smoothedCostMs);
     this.intervalMs = budget(this.smoothedCostMs, this.minIntervalMs, this.maxIntervalMs);
   }
 
@@ -224,10 +235,10 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       fresh.push(row);
     }
     if (fresh.length > 0) {
-      const started = this.clock();
+      const elapsed = this.stopwatch();
       fresh = this.dropExcluded(fresh);
       if (fresh.length > 0) this.attribute(fresh);
-      this.attributionMs = this.clock() - started;
+      this.attributionMs = elapsed();
     }
     for (const listener of fresh) current.set(listenerKey(listener), listener);
 
@@ -257,6 +268,25 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     }
   }
 }
+
+/** Starts a measurement; the returned function gives the ms elapsed since. */
+type Stopwatch = () => () => number;
+
+const clockStopwatch =
+  (clock: () => number): Stopwatch =>
+  () => {
+    const start = clock();
+    return () => clock() - start;
+  };
+
+const cpuStopwatch: Stopwatch = () => {
+  const wall = performance.now();
+  const cpu = process.cpuUsage();
+  return () => {
+    const { user, system } = process.cpuUsage(cpu);
+    return Math.min(performance.now() - wall, (user + system) / 1000);
+  };
+};
 
 function compareListeners(a: Listener, b: Listener): number {
   if (a.proto !== b.proto) return a.proto < b.proto ? -1 : 1;
