@@ -36,8 +36,17 @@ export class TcpBinding implements HostBinding {
     );
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      // ipv6Only: `::` must not also claim the IPv4 wildcard another binding may own.
-      server.listen({ host: this.hostIP, port: this.hostPort, ipv6Only: this.family === 6, exclusive: true }, () => {
+      // ipv6Only: `::` must not also claim the IPv4 wildcard another binding may own. A deep backlog (the kernel caps
+      // it at somaxconn): with Node's 511, a burst of thousands of connects overflows the accept queue while the
+      // event loop is busy with SSH, and clients see resets.
+      const opts = {
+        host: this.hostIP,
+        port: this.hostPort,
+        ipv6Only: this.family === 6,
+        exclusive: true,
+        backlog: 4096,
+      };
+      server.listen(opts, () => {
         server.off('error', reject);
         server.on('error', (err) =>
           this.deps.log.error({ err, address: this.address }, `listener ${this.address}: ${err.message}`),
