@@ -14,6 +14,12 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+function newScanner(options: { procRoot: string }): GatedScanner {
+  const scanner = new GatedScanner(options);
+  cleanups.push(() => scanner.close());
+  return scanner;
+}
+
 function readsOf(scanner: GatedScanner): Record<string, number> {
   return Object.fromEntries(scanner.stats().map((t) => [t.file, t.reads]));
 }
@@ -62,7 +68,7 @@ describe('GatedScanner on a fixture /proc', () => {
   it('skips tables whose counter is zero, re-reads only on a counter change, and reads all on a full scan', () => {
     const { root, write } = fixture();
     setCounts(write, counts(1));
-    const scanner = new GatedScanner({ procRoot: root });
+    const scanner = newScanner({ procRoot: root });
     expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8080']);
     expect(readsOf(scanner)).toEqual({ tcp: 1, tcp6: 0, udp: 0, udp6: 0 });
 
@@ -90,7 +96,7 @@ describe('GatedScanner on a fixture /proc', () => {
   it('reads a table every tick while its counter shows sockets besides the listeners (their churn hides moves)', () => {
     const { root, write } = fixture();
     setCounts(write, counts(3)); // one listener in the table, two more sockets (a connection's two ends)
-    const scanner = new GatedScanner({ procRoot: root });
+    const scanner = newScanner({ procRoot: root });
     scanner.scan([]);
     write('tcp', `${HEADER}\n${row('0100007F:1F91', 12)}\n`);
     expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8081']);
@@ -99,7 +105,7 @@ describe('GatedScanner on a fixture /proc', () => {
 
   it('reads every table on every scan when the counters are unavailable', () => {
     const { root } = fixture();
-    const scanner = new GatedScanner({ procRoot: root });
+    const scanner = newScanner({ procRoot: root });
     scanner.scan([]);
     expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8080']);
     expect(readsOf(scanner)).toEqual({ tcp: 2, tcp6: 2, udp: 2, udp6: 2 });
@@ -178,7 +184,7 @@ describe.skipIf(!canUnshareNet())('GatedScanner in a private network namespace (
     const ns = await startNamespaceHelper();
     // The counters are per namespace: this one has no sockets, whatever the rest of the machine holds.
     expect(new SockstatReader(ns.procRoot).read()).toEqual({ tcp: 0, tcp6: 0, udp: 0, udp6: 0 });
-    const scanner = new GatedScanner({ procRoot: ns.procRoot });
+    const scanner = newScanner({ procRoot: ns.procRoot });
     expect(scanner.scan([], true)).toEqual([]);
     expect(readsOf(scanner)).toEqual({ tcp: 0, tcp6: 0, udp: 0, udp6: 0 });
 

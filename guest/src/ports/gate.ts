@@ -79,6 +79,11 @@ export class GatedScanner {
     return out;
   }
 
+  /** Releases the counter files (reopened by the next scan). */
+  close(): void {
+    this.counters.close();
+  }
+
   /** False when the last scan found no usable counters and so read every table. */
   get counted(): boolean {
     return this.gated;

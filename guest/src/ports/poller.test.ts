@@ -53,7 +53,9 @@ function portOf(s: Server | UdpSocket): number {
 
 /** A poller that reports this process's own sockets, which is what these tests create. */
 function newPoller(): PortPoller {
-  return new PortPoller({ excludeSelf: false });
+  const poller = new PortPoller({ excludeSelf: false });
+  cleanups.push(() => poller.stop());
+  return poller;
 }
 
 function find(poller: PortPoller, proto: Listener['proto'], ip: string, port: number): Listener | undefined {

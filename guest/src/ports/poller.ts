@@ -132,9 +132,11 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.schedule(0);
   }
 
+  /** Stops polling and releases the files kept open between scans (scanning again reopens them). */
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.scanner.close();
   }
 
   get running(): boolean {
@@ -298,5 +300,6 @@ function compareListeners(a: Listener, b: Listener): number {
 export function scanOnce(options: Pick<PortPollerOptions, 'procRoot' | 'excludeSelf'> = {}): Listener[] {
   const poller = new PortPoller({ excludeSelf: false, ...options });
   poller.scanNow();
+  poller.stop();
   return poller.snapshot().listeners;
 }
