@@ -3,10 +3,14 @@
 // anchor) and on the native disk, all in one run against a testbed guest (scripts/testbed.sh). Uses the built
 // host (host/dist). Prints medians of --reps runs (default 3) and the ratios builtin/openssh and each/native.
 //
-//   node scripts/bench/mount.mjs [--reps N] [--quick] [--cache "opt,opt;opt,opt"]
+//   node scripts/bench/mount.mjs [--reps N] [--quick] [--only REGEX] [--targets builtin,openssh,native]
+//                                [--cache "opt,opt;opt,opt"]
 //
-// --quick shrinks the workloads (smoke run). --cache compares sshfs cache option sets (builtin driver only),
-// including how long a host edit takes to become visible in the guest without any inotify help ("staleness").
+// --quick shrinks the workloads (smoke run). --only runs the workloads whose name matches REGEX (to rerun a noisy
+// row), --targets a subset of the targets. Repetitions are interleaved across targets (rep 1 of each target, then
+// rep 2, ...) so a burst of load from elsewhere on the machine hits every target alike. --cache compares sshfs
+// cache option sets (builtin driver only), including how long a host edit takes to become visible in the guest
+// without any inotify help ("staleness").
 import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +32,8 @@ const opt = (name, dflt) => {
 const reps = Number(opt('--reps', '3'));
 const quick = args.includes('--quick');
 const cacheStudy = opt('--cache', null);
+const onlyWorkloads = new RegExp(opt('--only', '.'));
+const targetNames = opt('--targets', 'builtin,openssh,native').split(',');
 const SIZE_MIB = quick ? 64 : 512;
 const CREATE_N = quick ? 500 : 5000;
 const FIND_N = quick ? 2000 : 20000;
@@ -265,12 +271,15 @@ async function staleness(tb, t) {
 async function measure(tb, targets, only = () => true) {
   const results = new Map();
   for (const w of workloads.filter(only)) {
+    const samples = new Map(targets.map((t) => [t, []]));
+    for (const t of targets) await w.setup?.(tb, t);
+    for (let i = 0; i < reps; i++) {
+      for (const t of targets) samples.get(t).push(await w.run(tb, t, i));
+    }
     for (const t of targets) {
-      await w.setup?.(tb, t);
-      const samples = [];
-      for (let i = 0; i < reps; i++) samples.push(await w.run(tb, t, i));
-      results.set(`${w.metric}|${t.name}`, median(samples));
-      process.stderr.write(`  ${w.metric} ${t.name}: ${samples.map((s) => s.toFixed(3)).join(' ')}\n`);
+      const s = samples.get(t);
+      results.set(`${w.metric}|${t.name}`, median(s));
+      process.stderr.write(`  ${w.metric} ${t.name}: ${s.map((x) => x.toFixed(3)).join(' ')}\n`);
     }
   }
   return results;
@@ -285,7 +294,7 @@ function printTable(title, columns, rows) {
   for (const r of rows) console.log(line(r));
 }
 
-const f3 = (n) => (Number.isFinite(n) ? n.toFixed(3) : String(n));
+const f3 = (n) => (n === undefined ? '-' : Number.isFinite(n) ? n.toFixed(3) : String(n));
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}x` : '-');
 
 async function main() {
@@ -314,14 +323,16 @@ async function main() {
       );
       return;
     }
-    const targets = [
-      await mountTarget(tb, client, 'builtin', freshExport(tb, 'builtin')),
-      await mountTarget(tb, client, 'openssh', freshExport(tb, 'openssh')),
-      nativeTarget(freshExport(tb, 'native')),
-    ];
-    cleanup.push(...targets);
-    const r = await measure(tb, targets);
-    const rows = workloads.map((w) => {
+    const targets = [];
+    for (const name of targetNames) {
+      const location = freshExport(tb, name);
+      const t = name === 'native' ? nativeTarget(location) : await mountTarget(tb, client, name, location);
+      cleanup.push(t);
+      targets.push(t);
+    }
+    const selected = (w) => onlyWorkloads.test(w.metric);
+    const r = await measure(tb, targets, selected);
+    const rows = workloads.filter(selected).map((w) => {
       const [b, o, n] = ['builtin', 'openssh', 'native'].map((x) => r.get(`${w.metric}|${x}`));
       return [`${w.metric} (${w.unit})`, f3(b), f3(o), f3(n), ratio(b, o), ratio(b, n), ratio(o, n)];
     });

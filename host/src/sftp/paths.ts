@@ -6,16 +6,62 @@
 // it with O_NOFOLLOW so a link swapped in after resolution fails instead of escaping.
 //
 // The lookups are synchronous (see server.ts): microseconds on a local disk, and they sit on every path request.
+// realpath costs one readlink per component, so parents that realpath found free of symlinks are remembered for
+// a moment (ParentCache below). A remembered parent is used only after one lstat shows the same directory (device
+// and inode) still at that path: a directory or ancestor replaced by a link out of the export, renamed or removed
+// (by the guest or by a host process) makes that lstat find something else, and the lookup goes back to realpath
+// and the confinement check. Since the path handed out is the lexical one, the kernel still resolves it afresh.
+// What an lstat cannot see is a directory moved out of the export by a host process and linked back in under its
+// old name; the TTL bounds that window to PARENT_TTL_MS. The server also drops the cache whenever the guest renames
+// or removes anything.
 //
 // Policy: creating a symlink with any target is allowed (the guest kernel resolves links on the mount in the
 // guest's own namespace), but the server never follows a link that leads outside the root.
 
-import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { FX } from './constants.js';
 import { SftpStatusError } from './errors.js';
 
 const MAX_SYMLINK_HOPS = 40;
+/** Parent directories remembered; the whole cache is dropped when it fills (a walk refills it in microseconds). */
+const MAX_CACHED_PARENTS = 8192;
+/** How long a remembered parent is trusted (with its lstat check) before realpath walks it again. */
+const PARENT_TTL_MS = 1000;
+
+interface CachedParent {
+  dev: number;
+  ino: number;
+  expires: number;
+}
+
+/** Directories whose path realpath found free of symlinks, with the identity that proves the entry still holds. */
+class ParentCache {
+  private readonly entries = new Map<string, CachedParent>();
+
+  /** The real path of `dir` (a lexically normalised absolute host path), or throws like realpath. */
+  realpath(dir: string): string {
+    const hit = this.entries.get(dir);
+    const now = performance.now();
+    if (hit) {
+      const st = hit.expires > now ? lstatSync(dir, { throwIfNoEntry: false }) : undefined;
+      if (st?.isDirectory() && st.ino === hit.ino && st.dev === hit.dev) return dir;
+      this.entries.delete(dir);
+    }
+    const real = realpathSync.native(dir);
+    if (real !== dir) return real;
+    const st = lstatSync(real, { throwIfNoEntry: false });
+    if (st?.isDirectory()) {
+      if (this.entries.size >= MAX_CACHED_PARENTS) this.entries.clear();
+      this.entries.set(dir, { dev: st.dev, ino: st.ino, expires: now + PARENT_TTL_MS });
+    }
+    return real;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
 
 function within(p: string, root: string): boolean {
   return root === '/' || p === root || p.startsWith(`${root}/`);
@@ -30,6 +76,7 @@ export class Confinement {
   readonly clientRoot: string;
   /** The root with symlinks resolved; every host path handed out lies under it. */
   readonly realRoot: string;
+  private readonly parents = new ParentCache();
 
   /** Throws if `root` does not exist: an export without a directory is a configuration error. */
   constructor(root: string) {
@@ -42,21 +89,36 @@ export class Confinement {
    * SETSTAT, OPENDIR, REALPATH); without it the final component is the link itself (LSTAT, REMOVE, RENAME, ...).
    */
   resolve(clientPath: string, follow: boolean): string {
+    return this.resolveAndStat(clientPath, follow, false).path;
+  }
+
+  /**
+   * resolve() plus the lstat of the result (undefined when nothing is there), which following links needs anyway:
+   * STAT and LSTAT answer from it without a second lookup.
+   */
+  resolveAndStat(clientPath: string, follow: boolean, wantStats = true): { path: string; stats: Stats | undefined } {
     let p = this.toHost(clientPath, clientPath);
     for (let hops = 0; ; hops++) {
-      if (p === this.realRoot) return p;
-      const parent = realpathSync.native(posix.dirname(p));
+      if (p === this.realRoot)
+        return { path: p, stats: wantStats ? lstatSync(p, { throwIfNoEntry: false }) : undefined };
+      const slash = p.lastIndexOf('/');
+      const parent = this.parents.realpath(slash === 0 ? '/' : p.slice(0, slash));
       if (!within(parent, this.realRoot)) throw this.denied(clientPath);
-      const candidate = posix.join(parent, posix.basename(p));
-      if (!follow) return candidate;
-      const st = lstatSync(candidate, { throwIfNoEntry: false });
-      if (!st?.isSymbolicLink()) return candidate;
+      const candidate = parent === '/' ? p.slice(slash) : parent + p.slice(slash);
+      if (!follow && !wantStats) return { path: candidate, stats: undefined };
+      const stats = lstatSync(candidate, { throwIfNoEntry: false });
+      if (!follow || !stats?.isSymbolicLink()) return { path: candidate, stats };
       if (hops >= MAX_SYMLINK_HOPS) {
         throw new SftpStatusError(FX.FAILURE, `too many levels of symbolic links resolving ${clientPath}`);
       }
       const target = readlinkSync(candidate);
       p = this.toHost(posix.isAbsolute(target) ? target : posix.join(parent, target), clientPath);
     }
+  }
+
+  /** Forgets cached parent directories; called after the guest renames or removes anything. */
+  forgetParents(): void {
+    this.parents.clear();
   }
 
   /** The name under which the client knows a host path inside the root. */

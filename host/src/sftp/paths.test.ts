@@ -1,0 +1,67 @@
+// Confinement with its parent-directory cache: whatever was cached, a directory (or an ancestor) that is later
+// replaced by a link out of the export, renamed or removed — here by a "host process", i.e. behind the server's
+// back — must be looked up again and refused or reported missing, never served from the cache.
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FX } from './constants.js';
+import { Confinement } from './paths.js';
+
+let tmp: string;
+let root: string;
+let outside: string;
+
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'tether-paths-'));
+  root = join(tmp, 'export');
+  outside = join(tmp, 'outside');
+  mkdirSync(join(root, 'a', 'b'), { recursive: true });
+  writeFileSync(join(root, 'a', 'b', 'f'), 'inside');
+  mkdirSync(join(outside, 'b'), { recursive: true });
+  writeFileSync(join(outside, 'b', 'f'), 'secret');
+  writeFileSync(join(outside, 'f'), 'secret');
+});
+
+afterEach(() => rmSync(tmp, { recursive: true, force: true }));
+
+function denied(fn: () => unknown): void {
+  expect(fn).toThrow(expect.objectContaining({ status: FX.PERMISSION_DENIED }));
+}
+
+describe('Confinement parent cache', () => {
+  it('refuses a cached directory that a host process replaced with a link out of the export', () => {
+    const c = new Confinement(root);
+    expect(c.resolve(`${root}/a/b/f`, false)).toBe(join(root, 'a', 'b', 'f'));
+    renameSync(join(root, 'a', 'b'), join(tmp, 'b-moved'));
+    symlinkSync(outside, join(root, 'a', 'b'));
+    denied(() => c.resolve(`${root}/a/b/f`, false));
+    denied(() => c.resolveAndStat(`${root}/a/b/f`, true));
+  });
+
+  it('refuses when an ancestor of a cached directory is replaced by a link out of the export', () => {
+    const c = new Confinement(root);
+    expect(c.resolveAndStat(`${root}/a/b/f`, false).stats?.isFile()).toBe(true);
+    renameSync(join(root, 'a'), join(tmp, 'a-moved'));
+    symlinkSync(outside, join(root, 'a'));
+    denied(() => c.resolve(`${root}/a/b/f`, false));
+  });
+
+  it('sees a cached directory disappear', () => {
+    const c = new Confinement(root);
+    c.resolve(`${root}/a/b/f`, false);
+    rmSync(join(root, 'a'), { recursive: true });
+    expect(() => c.resolve(`${root}/a/b/f`, false)).toThrow(expect.objectContaining({ code: 'ENOENT' }));
+  });
+
+  it('follows a directory link inside the export to its new target after the link changes', () => {
+    mkdirSync(join(root, 'c'));
+    writeFileSync(join(root, 'c', 'f'), 'c');
+    symlinkSync('a/b', join(root, 'l'));
+    const c = new Confinement(root);
+    expect(c.resolve(`${root}/l/f`, false)).toBe(join(root, 'a', 'b', 'f'));
+    rmSync(join(root, 'l'));
+    symlinkSync('c', join(root, 'l'));
+    expect(c.resolve(`${root}/l/f`, false)).toBe(join(root, 'c', 'f'));
+  });
+});
