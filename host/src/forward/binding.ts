@@ -1,6 +1,8 @@
 // What the forwarding engine needs from a host-side listener (TCP server, UDP socket, unix socket server), and the
 // per-forward counters they update. The engine owns lifecycles; bindings own sockets.
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Logger } from '../log.js';
 
 /** Per-forward counters. bytesIn: received from host clients; bytesOut: sent to host clients. */
 export interface ForwardStats {
@@ -29,8 +31,31 @@ export interface HostBinding {
   readonly address: string;
   /** Starts listening; rejects with the errno error (EADDRINUSE, EACCES, EADDRNOTAVAIL, …). */
   listen(): Promise<void>;
-  /** Stops listening; open connections are left to finish. */
+  /** Stops listening; open connections are left to finish (they end with their SSH channels). */
   close(): Promise<void>;
+}
+
+/**
+ * Listens; rejects with the errno error of the bind, and after a successful bind logs later server errors with the
+ * address instead of letting them throw.
+ */
+export function listenServer(server: net.Server, opts: net.ListenOptions, address: string, log: Logger): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts, () => {
+      server.off('error', reject);
+      server.on('error', (err) => log.error({ err, address }, `listener ${address}: ${err.message}`));
+      resolve();
+    });
+  });
+}
+
+/**
+ * Stops accepting at once. Not waiting for server.close's callback on purpose: it fires only after every open
+ * connection ended, and a half-open client would hold up the agent's shutdown.
+ */
+export function stopServer(server: net.Server): void {
+  server.close();
 }
 
 export function formatAddr(ip: string, port: number): string {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import type PQueue from 'p-queue';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import { formatAddr, type HostBinding, type Route } from './binding.js';
+import { formatAddr, type HostBinding, listenServer, type Route, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 
 export interface TcpBindingDeps {
@@ -30,38 +30,27 @@ export class TcpBinding implements HostBinding {
     this.family = net.isIPv6(hostIP) ? 6 : 4;
   }
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) =>
       this.onConnection(s),
     );
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      // ipv6Only: `::` must not also claim the IPv4 wildcard another binding may own. A deep backlog (the kernel caps
-      // it at somaxconn): with Node's 511, a burst of thousands of connects overflows the accept queue while the
-      // event loop is busy with SSH, and clients see resets.
-      const opts = {
-        host: this.hostIP,
-        port: this.hostPort,
-        ipv6Only: this.family === 6,
-        exclusive: true,
-        backlog: 4096,
-      };
-      server.listen(opts, () => {
-        server.off('error', reject);
-        server.on('error', (err) =>
-          this.deps.log.error({ err, address: this.address }, `listener ${this.address}: ${err.message}`),
-        );
-        this.server = server;
-        resolve();
-      });
-    });
+    // ipv6Only: `::` must not also claim the IPv4 wildcard another binding may own. A deep backlog (the kernel caps
+    // it at somaxconn): with Node's 511, a burst of thousands of connects overflows the accept queue while the
+    // event loop is busy with SSH, and clients see resets.
+    const opts = {
+      host: this.hostIP,
+      port: this.hostPort,
+      ipv6Only: this.family === 6,
+      exclusive: true,
+      backlog: 4096,
+    };
+    await listenServer(server, opts, this.address, this.deps.log);
+    this.server = server;
   }
 
-  close(): Promise<void> {
-    const server = this.server;
+  async close(): Promise<void> {
+    if (this.server) stopServer(this.server);
     this.server = null;
-    if (!server) return Promise.resolve();
-    return new Promise((resolve) => server.close(() => resolve()));
   }
 
   private onConnection(socket: net.Socket): void {

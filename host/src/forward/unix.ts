@@ -6,7 +6,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import type { ForwardStats, HostBinding } from './binding.js';
+import { type ForwardStats, type HostBinding, listenServer, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 
 export class UnixBinding implements HostBinding {
@@ -19,14 +19,10 @@ export class UnixBinding implements HostBinding {
     private readonly deps: { ssh: SshSession; log: Logger },
   ) {}
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
     const path = this.address;
-    try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      removeStaleSocket(path);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    removeStaleSocket(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(socket, () => this.deps.ssh.openStreamLocal(this.guestSocket), {
         label: `${path} → guest ${this.guestSocket}`,
@@ -34,33 +30,21 @@ export class UnixBinding implements HostBinding {
         log: this.deps.log,
       }),
     );
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ path, exclusive: true }, () => {
-        server.off('error', reject);
-        try {
-          chmodSync(path, 0o600);
-        } catch (err) {
-          server.close();
-          reject(err);
-          return;
-        }
-        this.server = server;
-        resolve();
-      });
-    });
+    await listenServer(server, { path, exclusive: true }, path, this.deps.log);
+    try {
+      chmodSync(path, 0o600);
+    } catch (err) {
+      stopServer(server);
+      throw err;
+    }
+    this.server = server;
   }
 
-  close(): Promise<void> {
-    const server = this.server;
+  async close(): Promise<void> {
+    if (!this.server) return;
+    stopServer(this.server);
     this.server = null;
-    if (!server) return Promise.resolve();
-    return new Promise((resolve) =>
-      server.close(() => {
-        removeStaleSocket(this.address);
-        resolve();
-      }),
-    );
+    removeStaleSocket(this.address);
   }
 }
 
