@@ -58,9 +58,9 @@ describe('GatedScanner on a fixture /proc', () => {
   it('parses the per-namespace counters, and treats a missing sockstat6 as no IPv6 sockets', () => {
     const { root, write } = fixture();
     setCounts(write, counts(3, 2, 1, 4));
-    expect(new SockstatReader(root).read()).toEqual({ tcp: 3, tcp6: 2, udp: 1, udp6: 4 });
+    expect(new SockstatReader(root).read()).toEqual({ tcp: 3, tcp6: 2, udp: 1, udp6: 4, tcpActivity: '' });
     rmSync(join(root, 'net', 'sockstat6'));
-    expect(new SockstatReader(root).read()).toEqual({ tcp: 3, tcp6: 0, udp: 1, udp6: 0 });
+    expect(new SockstatReader(root).read()).toEqual({ tcp: 3, tcp6: 0, udp: 1, udp6: 0, tcpActivity: '' });
     write('sockstat', 'garbage\n');
     expect(new SockstatReader(root).read()).toBeNull();
   });
@@ -93,14 +93,27 @@ describe('GatedScanner on a fixture /proc', () => {
     expect(scanner.counted).toBe(true);
   });
 
-  it('reads a table every tick while its counter shows sockets besides the listeners (their churn hides moves)', () => {
+  it('re-reads a table holding connections when TCP activity moved, not while the connections idle', () => {
     const { root, write } = fixture();
     setCounts(write, counts(3)); // one listener in the table, two more sockets (a connection's two ends)
+    const snmp = (inSegs: number) =>
+      write('snmp', `Tcp: RtoAlgorithm ActiveOpens InSegs\nTcp: 1 5 ${inSegs}\nUdp: InDatagrams\nUdp: 0\n`);
+    snmp(100);
     const scanner = newScanner({ procRoot: root });
     scanner.scan([]);
+    // A listener replaced while a connection closed and another opened: the counter is unchanged.
     write('tcp', `${HEADER}\n${row('0100007F:1F91', 12)}\n`);
+    expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8080']); // activity unchanged: idle, not read
+    expect(readsOf(scanner).tcp).toBe(1);
+    snmp(104);
     expect(ports(scanner.scan([]))).toEqual(['tcp4/127.0.0.1/8081']);
     expect(readsOf(scanner).tcp).toBe(2);
+    // Without the activity signature, such a table is read every tick.
+    rmSync(join(root, 'net', 'snmp'));
+    const blind = newScanner({ procRoot: root });
+    blind.scan([]);
+    blind.scan([]);
+    expect(readsOf(blind).tcp).toBe(2);
   });
 
   it('reads every table on every scan when the counters are unavailable', () => {
@@ -183,7 +196,8 @@ describe.skipIf(!canUnshareNet())('GatedScanner in a private network namespace (
   it('reads nothing in an empty namespace, only the table of a new listener, and a same-count swap on full scans', async () => {
     const ns = await startNamespaceHelper();
     // The counters are per namespace: this one has no sockets, whatever the rest of the machine holds.
-    expect(new SockstatReader(ns.procRoot).read()).toEqual({ tcp: 0, tcp6: 0, udp: 0, udp6: 0 });
+    expect(new SockstatReader(ns.procRoot).read()).toMatchObject({ tcp: 0, tcp6: 0, udp: 0, udp6: 0 });
+    expect(new SockstatReader(ns.procRoot).read()?.tcpActivity).toMatch(/^Tcp: [-\d ]+$/);
     const scanner = newScanner({ procRoot: ns.procRoot });
     expect(scanner.scan([], true)).toEqual([]);
     expect(readsOf(scanner)).toEqual({ tcp: 0, tcp6: 0, udp: 0, udp6: 0 });

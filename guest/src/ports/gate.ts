@@ -7,9 +7,10 @@
 // microseconds. So a table is read only when its counter is non-zero (zero: the namespace has no such socket, so no
 // listener) and
 //   - the counter moved since the table was last read (a listener opening or closing always moves it), or
-//   - the counter exceeds the listeners last read: the namespace also holds connections of that kind, whose churn
-//     could cancel a listener's move in the count. Such a table is cheap to read anyway (the TCP read stops at the
-//     first connection), so it is read every tick; or
+//   - the counter exceeds the listeners last read (the namespace also holds connections of that kind, whose churn
+//     could cancel a listener's move in the count) and, for TCP, the namespace's TCP activity (opens, closes,
+//     segments) moved since: idle connections cost nothing, busy ones a read per tick (~0.5 ms, mostly the kernel's
+//     walk of the listening hash); or
 //   - the caller asks for a full scan.
 // What still slips past a tick in a listeners-only table: one listener closing and another opening between two ticks,
 // or a connection opening as a listener closes; and a bound UDP socket connecting or disconnecting. The caller's
@@ -34,6 +35,8 @@ interface TableState {
   rows: Listener[];
   /** Counter value the rows belong to; -1 before the first read. */
   inuse: number;
+  /** TCP activity signature when the rows were read. */
+  activity: string;
   reads: number;
 }
 
@@ -52,6 +55,7 @@ export class GatedScanner {
       path: join(procRoot, 'net', table.file),
       rows: [],
       inuse: -1,
+      activity: '',
       reads: 0,
     }));
   }
@@ -64,19 +68,28 @@ export class GatedScanner {
     const counts = this.counters.read();
     this.gated = counts !== null;
     for (const state of this.tables) {
-      const inuse = counts ? counts[state.table.file as keyof SocketCounts] : -1;
+      const inuse = counts ? (counts[state.table.file as keyof SocketCounts] as number) : -1;
+      const activity = counts?.tcpActivity ?? '';
       if (inuse === 0) {
         state.rows = [];
-      } else if (full || inuse < 0 || inuse !== state.inuse || inuse > state.rows.length) {
+      } else if (full || inuse < 0 || inuse !== state.inuse || this.churned(state, inuse, activity)) {
         const rows: Listener[] = [];
         this.scanner.readTable(state.path, state.table, rows);
         state.rows = rows;
         state.reads++;
+        state.activity = activity;
       }
       state.inuse = inuse;
       for (const row of state.rows) out.push(row);
     }
     return out;
+  }
+
+  /** Whether sockets other than the listeners may have come and gone since the table was read. */
+  private churned(state: TableState, inuse: number, activity: string): boolean {
+    if (inuse <= state.rows.length) return false; // listeners only
+    if (state.table.proto === 'udp' || activity === '') return true; // UDP tables are cheap; no signature to trust
+    return activity !== state.activity;
   }
 
   /** Releases the counter files (reopened by the next scan). */
