@@ -17,6 +17,7 @@ import {
 import type { SshConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
+import { coalescingSocket } from './coalesce.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
@@ -299,6 +300,7 @@ export class SshSession extends EventEmitter {
     const config: ConnectConfig = {
       host: ssh.host,
       port: ssh.port,
+      sock: coalescingSocket(ssh.host, ssh.port),
       username: ssh.user,
       privateKey,
       agent,
@@ -316,8 +318,6 @@ export class SshSession extends EventEmitter {
         client.end();
         return;
       }
-      // Without TCP_NODELAY every small SFTP or channel round trip waits for delayed ACKs (~40 ms each).
-      client.setNoDelay(true);
       this.client = client;
       this.attempt = 0;
       this.lastError = null;
