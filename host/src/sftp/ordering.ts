@@ -13,17 +13,32 @@ export class ArrivalOrder {
   private barrier: Promise<void> = Promise.resolve();
   /** Shared tasks that arrived after the last exclusive one and may still be running. */
   private readonly shared = new Set<Promise<void>>();
+  /** Tasks handed in and not yet finished. */
+  private pending = 0;
+
+  /** True when every task handed in has finished: a task that completes synchronously may then just run. */
+  get settled(): boolean {
+    return this.pending === 0;
+  }
 
   exclusive(task: Task): void {
     const prior = this.shared.size === 0 ? this.barrier : Promise.all([this.barrier, ...this.shared]);
     this.shared.clear();
-    this.barrier = prior.then(task).catch(ignore);
+    this.barrier = prior.then(this.counted(task)).catch(ignore);
   }
 
   concurrent(task: Task): void {
-    const p = this.barrier.then(task).catch(ignore);
+    const p = this.barrier.then(this.counted(task)).catch(ignore);
     this.shared.add(p);
     p.then(() => this.shared.delete(p));
+  }
+
+  private counted(task: Task): Task {
+    this.pending++;
+    return () =>
+      task().finally(() => {
+        this.pending--;
+      });
   }
 
   /** Settles once everything that has arrived so far has finished. */
