@@ -4,7 +4,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DestinationStream, type Logger, pino } from 'pino';
-import pinoRoll from 'pino-roll';
 
 export type { Logger } from 'pino';
 
@@ -29,6 +28,8 @@ export async function createLogger(opts: LogOptions = {}): Promise<Logger> {
   let dest: DestinationStream;
   if (opts.dir) {
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    // Loaded here, not at the top: the CLI imports this module for its constants and never rotates.
+    const { default: pinoRoll } = await import('pino-roll');
     dest = (await pinoRoll({
       file: join(opts.dir, LOG_FILE),
       extension: '.log',

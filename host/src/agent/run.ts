@@ -1,10 +1,11 @@
 // Entry point that runs one VM's host agent in this process: creates the logger (<instanceDir>/logs, rotated) and
-// starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it.
+// starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it. The
+// mount, SFTP and watch modules (and chokidar) are loaded only for a config that has mounts: an agent that only
+// forwards ports does not carry them.
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
 import { HostAgent, type HostAgentOptions } from './host-agent.js';
-import { mountDriver } from './mounts.js';
 
 export interface RunAgentOptions extends Omit<HostAgentOptions, 'logger'> {
   /** Default: pino to <instanceDir>/logs. */
@@ -22,7 +23,9 @@ export interface RunningAgent {
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
   const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
   // Mounts come from the config unless the caller brings its own driver (tests, benchmarks).
-  const mounts = opts.mounts ?? (config.mounts?.length ? mountDriver(config.mounts, logger) : undefined);
+  const mounts =
+    opts.mounts ??
+    (config.mounts?.length ? (await import('./mounts.js')).mountDriver(config.mounts, logger) : undefined);
   const agent = new HostAgent(name, config, { ...opts, logger, mounts });
   const ready = agent.start();
   ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure

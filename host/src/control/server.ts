@@ -3,9 +3,10 @@
 //   GET /v1/status · GET /v1/forwards · POST /v1/forwards · DELETE /v1/forwards/:id · GET /v1/mounts
 //   POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
 // Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 500.
+// The WebSocket library is loaded on the first /v1/events upgrade: an agent nobody follows does not carry it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { WebSocketServer } from 'ws';
+import type { WebSocketServer } from 'ws';
 import type { Logger } from '../log.js';
 import type { AgentApi, AgentEvent } from '../model.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
@@ -89,13 +90,39 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
   }
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  let wss: WebSocketServer | null = null;
+  let closed = false;
+  const eventServer = async (): Promise<WebSocketServer> => {
+    if (!wss) {
+      const { WebSocketServer } = await import('ws');
+      wss ??= new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+    }
+    return wss;
+  };
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     if (new URL(req.url ?? '/', 'http://tether').pathname !== '/v1/events') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
+    // The HTTP server dropped its listeners from the socket; an error while ws loads must not go unhandled.
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
+    eventServer().then(
+      (server) => {
+        socket.off('error', onError);
+        if (closed || socket.destroyed) socket.destroy();
+        else subscribe(server, req, socket, head);
+      },
+      (err: Error) => {
+        socket.off('error', onError);
+        log.error({ err: err.message }, 'cannot serve /v1/events');
+        socket.end('HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n');
+      },
+    );
+  });
+
+  function subscribe(server: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    server.handleUpgrade(req, socket, head, (ws) => {
       const onEvent = (e: AgentEvent) => {
         if (ws.bufferedAmount > MAX_WS_BUFFER) {
           log.warn({ buffered: ws.bufferedAmount }, 'event subscriber too slow; disconnecting it');
@@ -108,7 +135,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       ws.on('close', () => agent.off('event', onEvent));
       ws.on('error', () => agent.off('event', onEvent));
     });
-  });
+  }
 
   // Clients (`forward ls --watch`, `up`) hold connections open; track them so close() does not wait for them.
   const sockets = new Set<Socket>();
@@ -126,8 +153,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     socketPath,
     close: () =>
       new Promise<void>((resolve) => {
-        for (const ws of wss.clients) ws.terminate();
-        wss.close();
+        closed = true;
+        if (wss) {
+          for (const ws of wss.clients) ws.terminate();
+          wss.close();
+        }
         http.close(() => resolve());
         for (const s of sockets) s.destroy();
       }),

@@ -1,16 +1,16 @@
 // `tether up NAME`: creates the instance on first use (tether.yaml from the flags), starts the host agent detached in
 // the background (or in this process with --foreground), and follows the boot requirements until the VM is ready.
-// Also `tether agent NAME` (hidden): what the detached process runs.
-import { spawn } from 'node:child_process';
-import { closeSync, copyFileSync, openSync, readFileSync } from 'node:fs';
+// Also `tether agent NAME` (hidden): runs the agent in this process, as the detached one (agent-main.ts) does.
+import type { ChildProcess } from 'node:child_process';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { socketAnswers } from '../../control/socket.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
 import type { RequirementView, StatusView } from '../../model.js';
+import { spawnAgent } from '../agent-spawn.js';
 import { clientFor, existingInstance, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { type BootOutcome, followBoot } from '../progress.js';
@@ -131,17 +131,6 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
   if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
 }
 
-function spawnAgent(paths: InstancePaths, logLevel?: string) {
-  const entry = fileURLToPath(new URL('../main.js', import.meta.url));
-  const out = openSync(paths.stdioLog, 'a', 0o600);
-  const args = [...process.execArgv, entry, 'agent', paths.name];
-  if (logLevel) args.push('--log-level', logLevel);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
-  closeSync(out);
-  child.unref();
-  return child;
-}
-
 function stdioTail(paths: InstancePaths): string {
   try {
     const lines = readFileSync(paths.stdioLog, 'utf8').trim().split('\n');
@@ -151,7 +140,7 @@ function stdioTail(paths: InstancePaths): string {
   }
 }
 
-async function waitForSocket(paths: InstancePaths, child: ReturnType<typeof spawn>, timeoutMs: number): Promise<void> {
+async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await socketAnswers(paths.socket))) {
     if (child.exitCode !== null || child.signalCode !== null)

@@ -1,0 +1,35 @@
+// Entry of the background host agent that `tether up` spawns (agent-spawn.ts): `agent-main.js NAME [--log-level L]`.
+// Kept apart from the command tree so the long-lived process loads only what the agent needs (no commander, no
+// tables, no other subcommands). Errors before the agent runs go to stderr, which is the instance's stdio log.
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { instanceExists, instancePaths } from '../instance.js';
+import { startAgentProcess } from './agent-process.js';
+import { EXIT_OK, reportError, UsageError } from './errors.js';
+
+async function main(argv: string[]): Promise<number> {
+  let name: string;
+  let logLevel: string | undefined;
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { 'log-level': { type: 'string' } },
+      allowPositionals: true,
+    });
+    if (positionals.length !== 1) throw new Error(`expected one instance name, got ${positionals.length}`);
+    name = positionals[0] as string;
+    logLevel = values['log-level'];
+  } catch (err) {
+    throw new UsageError(`usage: agent-main.js NAME [--log-level LEVEL]: ${(err as Error).message}`);
+  }
+  const paths = instancePaths(name);
+  if (!instanceExists(paths)) throw new UsageError(`no instance ${name} (no ${paths.config})`);
+  const proc = await startAgentProcess(paths, loadConfig(paths.config), { logLevel });
+  await proc.done;
+  return EXIT_OK;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => process.exit(reportError(err)),
+);
