@@ -1,11 +1,14 @@
-// Reply output for one session: replies produced during one event-loop turn are written together, small ones
-// coalesced into a single buffer (one write syscall, or one SSH channel packet, for many STATUS/ATTRS replies)
-// while large READ replies pass through uncopied. Reports backpressure to the session.
+// Reply output for one session: replies produced during one event-loop turn are written together, concatenated
+// into one buffer (one write syscall, or one run of SSH channel packets, for many replies). Large READ replies are
+// copied too: a DATA reply is its payload plus a 13-byte header, and the SSH channel cuts every write into packets
+// of at most 32 KiB on its own, so a 32 KiB read written alone costs a full packet and a 13-byte one — twice the
+// packets (and encryptions) sftp-server's piped output costs. Concatenated, a burst of readahead replies fills
+// whole packets; copying 32 KiB costs far less than the extra packet. Reports backpressure to the session.
 
 import type { Writable } from 'node:stream';
 
-/** Replies smaller than this are merged with their neighbours; larger ones are written as they are. */
-const COALESCE_BELOW = 16 * 1024;
+/** Replies of one turn are merged into writes of about this size (bounding each copy). */
+const WRITE_CHUNK = 1024 * 1024;
 
 export class ReplyWriter {
   private pending: Buffer[] = [];
@@ -31,22 +34,21 @@ export class ReplyWriter {
     if (packets.length === 0) return;
     this.pending = [];
     if (!this.stream.writable) return;
-    let small: Buffer[] = [];
     let ok = true;
-    const flushSmall = () => {
-      if (small.length === 0) return;
-      ok = this.stream.write(small.length === 1 ? small[0] : Buffer.concat(small)) && ok;
-      small = [];
+    let group: Buffer[] = [];
+    let groupBytes = 0;
+    const writeGroup = () => {
+      if (group.length === 0) return;
+      ok = this.stream.write(group.length === 1 ? group[0] : Buffer.concat(group, groupBytes)) && ok;
+      group = [];
+      groupBytes = 0;
     };
     for (const p of packets) {
-      if (p.length < COALESCE_BELOW) {
-        small.push(p);
-        continue;
-      }
-      flushSmall();
-      ok = this.stream.write(p) && ok;
+      if (groupBytes > 0 && groupBytes + p.length > WRITE_CHUNK) writeGroup();
+      group.push(p);
+      groupBytes += p.length;
     }
-    flushSmall();
+    writeGroup();
     if (!ok) this.onBlocked();
   };
 }

@@ -505,7 +505,7 @@ function opReaddir(s: Session, r: PacketReader, id: number): Reply {
     if (entry === null) h.eof = true;
     else {
       names.push(entry.name);
-      hostPaths.push(posix.join(h.path, entry.name));
+      hostPaths.push(h.path === '/' ? `/${entry.name}` : `${h.path}/${entry.name}`);
     }
   }
   if (names.length === 0) return status(id, FX.EOF, 'end of directory');
