@@ -220,8 +220,10 @@ function cpuSeconds(pid) {
 async function detectionLatency(agent, listener, trials) {
   const samples = [];
   for (let i = 0; i < trials; i++) {
-    // A random pause puts each open at a random phase of the agent's polling tick.
-    await sleep(Math.random() * 250);
+    // Each trial is one isolated port change, as in a real guest: a pause of several ticks lets the agent's pacing
+    // forget the previous trial's reads (back-to-back trials are sustained churn, which it rightly paces slower), and
+    // its random length puts the open at a random phase of the polling tick.
+    await sleep(500 + Math.random() * 1000);
     const [port, listenedAt] = (await listener.ask('open')).split(' ').map(Number);
     if (!Number.isInteger(port) || !Number.isFinite(listenedAt))
       throw new Error('the listener helper answered garbage');
