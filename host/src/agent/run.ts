@@ -1,10 +1,11 @@
 // Entry point that runs one VM's host agent in this process: creates the logger (<instanceDir>/logs, rotated) and
 // starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it. The
 // mount, SFTP and watch modules (and chokidar) are loaded only for a config that has mounts: an agent that only
-// forwards ports does not carry them.
+// forwards ports does not carry them. In a process started with --expose-gc it also starts the buffer collector.
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
+import { processBufferCollector } from './buffer-gc.js';
 import { HostAgent, type HostAgentOptions } from './host-agent.js';
 
 export interface RunAgentOptions extends Omit<HostAgentOptions, 'logger'> {
@@ -21,6 +22,7 @@ export interface RunningAgent {
 
 /** Creates and starts the agent; returns at once so callers can serve status while it boots. */
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
+  processBufferCollector();
   const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
   // Mounts come from the config unless the caller brings its own driver (tests, benchmarks).
   const mounts =
