@@ -105,7 +105,8 @@ customize() {
 	local path kver
 	for path in "${PRUNED_PATHS[@]}"; do
 		# Unquoted on purpose: each entry is a glob relative to the root directory.
-		rm -rf "$root"/$path
+		# shellcheck disable=SC2086
+		rm -rf "${root:?}"/$path
 	done
 	for kver in "$root"/usr/lib/modules/*; do
 		chroot "$root" depmod -a "${kver##*/}"

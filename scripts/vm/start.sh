@@ -3,7 +3,8 @@
 #
 # Usage: scripts/vm/start.sh [STATE_DIR] [SSH_PORT]      (defaults: ~/.cache/tether-vm, 2222)
 # Environment: VM_PERSIST=1 writes to rootfs.ext4 instead of a throw-away overlay (-snapshot);
-#              VM_BOOT_TIMEOUT (seconds, default 300); VM_MEMORY_MB (2048); VM_CPUS (2).
+#              VM_BOOT_TIMEOUT (seconds, default 300); VM_MEMORY_MB (2048); VM_CPUS (1: see README);
+#              VM_KEEP_ON_FAILURE=1 leaves QEMU running when SSH never comes up (otherwise it is stopped).
 # The guest's only link to the outside is QEMU user networking with restrict=on and one forward,
 # 127.0.0.1:SSH_PORT -> guest:22. Writes qemu.pid, qmp.sock, serial.log and ssh.port into STATE_DIR.
 set -euo pipefail
@@ -38,10 +39,10 @@ SNAPSHOT=(-snapshot)
 rm -f "$STATE/qemu.pid" "$STATE/qmp.sock" "$STATE/serial.log"
 started=$(vm_now)
 qemu-system-x86_64 \
-	-name tether-vm -machine pc "${ACCEL[@]}" -smp "${VM_CPUS:-2}" -m "${VM_MEMORY_MB:-2048}" \
+	-name tether-vm -machine "${VM_MACHINE:-pc}" "${ACCEL[@]}" -smp "${VM_CPUS:-1}" -m "${VM_MEMORY_MB:-2048}" \
 	-nodefaults -no-user-config -display none \
 	-kernel "$STATE/vmlinuz" -initrd "$STATE/initrd.img" \
-	-append "root=/dev/vda rootfstype=ext4 rw console=ttyS0 quiet mitigations=off" \
+	-append "root=/dev/vda rootfstype=ext4 rw console=ttyS0 ${VM_QUIET-quiet} mitigations=off no_timer_check cryptomgr.notests tsc=reliable nowatchdog" \
 	-drive "file=$STATE/rootfs.ext4,format=raw,if=virtio,cache=unsafe,discard=unmap" "${SNAPSHOT[@]}" \
 	-nic "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:22" \
 	-device virtio-rng-pci \
@@ -52,5 +53,9 @@ qemu-system-x86_64 \
 echo "$PORT" >"$STATE/ssh.port"
 vm_log "QEMU running (pid $(cat "$STATE/qemu.pid"), ${ACCEL[1]}); waiting up to ${BOOT_TIMEOUT}s for ssh on 127.0.0.1:$PORT"
 
-vm_wait_ssh "$STATE" "$PORT" "$BOOT_TIMEOUT" >/dev/null || exit 1
+if ! vm_wait_ssh "$STATE" "$PORT" "$BOOT_TIMEOUT" >/dev/null; then
+	# A VM that never became reachable is of no use to anyone; VM_KEEP_ON_FAILURE=1 keeps it for inspection.
+	[[ ${VM_KEEP_ON_FAILURE:-0} == 1 ]] || "$VM_SCRIPTS_DIR/stop.sh" "$STATE"
+	exit 1
+fi
 vm_log "boot to SSH took $(vm_elapsed "$started") s; connect with scripts/vm/ssh.sh (TETHER_VM_STATE=$STATE)"
