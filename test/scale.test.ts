@@ -180,7 +180,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt())('scale: in-process host agent',
   let control: ControlServer | undefined;
 
   beforeAll(async () => {
-    h = await startAgent(testbed());
+    // The agent's default keepalive (10 s × 3), not the fixture's 1 s × 3 made for quick reconnect tests: while the
+    // testbed's sshd works through 5,000 busy channels on a loaded 2-core machine it can go 4 s without sending a
+    // byte, and a 3 s budget then drops the connection mid-test.
+    const tb = testbed();
+    h = await startAgent(tb, { ssh: { ...testConfig(tb).ssh, keepaliveInterval: 10, keepaliveCountMax: 3 } });
   });
   afterAll(async () => {
     await control?.close();
@@ -272,6 +276,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt())('scale: in-process host agent',
     const id = `tcp/127.0.0.1:${port}`;
     const view = () => h.agent.forwards().find((f) => f.id === id);
     await waitFor(() => view()?.state === 'forwarding', { what: 'forwarding' });
+    const reconnectsBefore = h.agent.status().ssh.reconnects;
     gc();
     const fdBefore = fdCount();
     const heapBefore = process.memoryUsage().heapUsed;
@@ -302,6 +307,12 @@ describe.skipIf(!canRunTestbed() || !cliBuilt())('scale: in-process host agent',
         `[scale] forward bytesIn ${view()?.bytesIn}, bytesOut ${view()?.bytesOut}; agent warnings: ${[...warnings].slice(0, 10).join(' | ')}`,
       );
     }
+    // A dropped SSH connection cuts every channel at once; say so rather than leave it to the data checks below.
+    const ssh = h.agent.status().ssh;
+    expect({ state: ssh.state, reconnects: ssh.reconnects }, `ssh last error: ${ssh.lastError}`).toEqual({
+      state: 'connected',
+      reconnects: reconnectsBefore,
+    });
     expect(result).toMatchObject({ ok: CONNECTIONS, failed: 0 });
     expect(result.errors).toEqual({});
     expect(result.timeout).toBeUndefined();

@@ -1,5 +1,6 @@
 // Splices one accepted host connection to one guest channel: TCP_NODELAY, half-close both ways, errors destroy both
-// ends, backpressure through pipe() (a slow reader stalls the SSH window instead of growing buffers), counters.
+// ends, a channel cut off by a lost SSH connection resets the client instead of ending it, backpressure through
+// pipe() (a slow reader stalls the SSH window instead of growing buffers), counters.
 // Owns nothing beyond the two streams of one connection.
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -50,13 +51,36 @@ export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): 
       release();
       log.warn({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
       // Reset rather than FIN so the client sees a failed connect, not an empty reply.
-      if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed && socket.remoteAddress) {
-        socket.resetAndDestroy();
-      } else {
-        socket.destroy();
-      }
+      reset(socket);
     },
   );
+}
+
+/** Closes the client connection with a TCP reset when possible, so it cannot mistake the end for a complete reply. */
+function reset(socket: Socket): void {
+  if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed && socket.remoteAddress) {
+    socket.resetAndDestroy();
+  } else {
+    socket.destroy();
+  }
+}
+
+/** The part of ssh2's channel state (`incoming`/`outgoing`, untyped in @types/ssh2) that tells how a channel ended. */
+interface ChannelSides {
+  incoming?: { state?: string };
+  outgoing?: { state?: string };
+}
+
+/**
+ * Whether a channel's read side ended without the guest's EOF because the SSH connection went away. ssh2 ends every
+ * open channel's read side when its connection closes (a keepalive timeout, a dead link) and emits no error, so to a
+ * pipe it looks like the guest's EOF. The states tell them apart: the guest's EOF or CLOSE leaves `incoming` at `eof`,
+ * or at `closed` together with `outgoing` (ssh2 answers a CLOSE with its own); a lost connection marks `incoming`
+ * closed and cannot send anything, leaving `outgoing` open. Streams without these fields always count as a real EOF.
+ */
+function cutOff(channel: Duplex): boolean {
+  const { incoming, outgoing } = channel as Duplex & ChannelSides;
+  return incoming?.state === 'closed' && outgoing !== undefined && outgoing.state !== 'closed';
 }
 
 function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logger, label: string, release: () => void) {
@@ -69,11 +93,24 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
     socket.destroy();
     channel.destroy();
   };
+  const lost = () => {
+    if (finished) return;
+    finished = true;
+    release();
+    log.debug({ forward: label }, `connection ${label} reset: its SSH connection to the guest was lost`);
+    reset(socket);
+    channel.destroy();
+  };
   socket.on('error', (err) => teardown('client error', err));
   channel.on('error', (err: Error) => teardown('channel error', err));
-  // pipe() ends the destination when the source ends: that is the half-close propagation in both directions.
+  // pipe() ends the channel when the client half-closes. The other direction ends the client only on the guest's
+  // EOF: a channel cut off by a lost SSH connection resets it, or the client would take a truncated reply as whole.
   socket.pipe(channel);
-  channel.pipe(socket);
+  channel.pipe(socket, { end: false });
+  channel.on('end', () => {
+    if (cutOff(channel)) lost();
+    else if (!finished) socket.end();
+  });
   socket.on('data', (chunk: Buffer) => {
     stats.bytesIn += chunk.length;
   });
@@ -82,11 +119,11 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
   });
   // Once the channel is fully closed nothing more can flow; let the socket finish writing what it has.
   channel.on('close', () => {
-    if (!finished) {
-      finished = true;
-      release();
-      if (!socket.destroyed) socket.end();
-    }
+    if (cutOff(channel)) return lost();
+    if (finished) return;
+    finished = true;
+    release();
+    if (!socket.destroyed) socket.end();
   });
   socket.on('close', () => {
     if (!finished) teardown('client closed');
