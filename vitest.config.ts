@@ -17,6 +17,8 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/**/*.test.ts'],
+          // The real-VM test builds a disk image and boots QEMU: `npm run test:vm` runs it on its own.
+          exclude: ['test/vm/**'],
           fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 120_000,
