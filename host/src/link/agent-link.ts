@@ -184,7 +184,12 @@ export class AgentLink extends EventEmitter {
   }
 
   private noteFailure(message: string): void {
-    if (message !== this.lastError) this.log.warn({ socket: this.opts.socket }, message);
+    if (message !== this.lastError) {
+      // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
+      const expected = this.lastEnsure === 0 && this.opts.ensureAgent !== undefined;
+      if (expected) this.log.info({ socket: this.opts.socket }, message);
+      else this.log.warn({ socket: this.opts.socket }, message);
+    }
     this.lastError = message;
   }
 
