@@ -8,7 +8,7 @@
 //   node forward-agent.mjs NAME INSTANCE_DIR CONFIG_JSON
 // TETHER_BENCH_SSH_NODELAY=1 sets TCP_NODELAY on the SSH connection (an experiment knob for the benchmark).
 import { createInterface } from 'node:readline';
-import { runAgent } from '../../host/dist/agent/index.js';
+import { runAgent } from '../../host/dist/agent/run.js';
 import { Config } from '../../host/dist/config/schema.js';
 
 const [name, instanceDir, configJson] = process.argv.slice(2);

@@ -1,4 +1,13 @@
 #!/usr/bin/env node
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 // Forwarding benchmark: tether's automatic TCP forward side by side with OpenSSH `ssh -N -L` (aes128-gcm, the
 // anchor) in one run, both through the same testbed guest (scripts/testbed.sh) to the same guest servers
 // (forward-guest.mjs: echo, sink, source). The host agent (built host/dist) runs in its own process
@@ -11,15 +20,7 @@
 // Tether runs and OpenSSH runs alternate so the machine's noise falls on both.
 //
 //   npm run build && node scripts/bench/forward.mjs        (root; BENCH_QUICK=1 for a short run)
-import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS } from '../../host/dist/cli/agent-spawn.js';
 import { fmt, median, percentile, printComparison } from './stats.mjs';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -437,8 +438,9 @@ async function main() {
     guestAgent: { socket: join(tb.guestDir, 'agent.sock'), installDir: join(tb.guestDir, 'install') },
     mounts: [],
   };
-  // BENCH_AGENT_NODE_ARGS: extra node flags for the agent process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // The agent runs with the node flags `tether up` gives it (AGENT_NODE_FLAGS), so the bench measures what ships.
+  // BENCH_AGENT_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = [...AGENT_NODE_FLAGS, ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const agentArgv = [...nodeArgs, join(here, 'forward-agent.mjs'), TB, instanceDir, JSON.stringify(config)];
   const agent = start(process.execPath, agentArgv, 'host agent');
   agent.role = 'agent';
