@@ -29,7 +29,7 @@ vm_ssh_opts() {
 	printf '%s\n' -F none -p "$port" \
 		-o BatchMode=yes -o IdentitiesOnly=yes -o "IdentityFile=$state/id_ed25519" \
 		-o "UserKnownHostsFile=$state/known_hosts" -o "HostKeyAlias=$VM_HOST_KEY_ALIAS" \
-		-o StrictHostKeyChecking=yes -o ConnectTimeout=15 -o ServerAliveInterval=5 \
+		-o StrictHostKeyChecking=yes -o ConnectTimeout=30 -o ServerAliveInterval=5 \
 		-o ServerAliveCountMax=3 -o LogLevel=ERROR
 }
 
@@ -58,13 +58,13 @@ vm_qemu_pid() {
 	echo "$pid"
 }
 
-# vm_ssh_banner PORT: true when something on 127.0.0.1:PORT greets with an SSH banner within 2 s. QEMU's hostfwd
+# vm_ssh_banner PORT: true when something on 127.0.0.1:PORT greets with an SSH banner within 10 s (sshd re-executes itself per connection, slow under TCG). QEMU's hostfwd
 # accepts connections even while the guest is still booting, so an accepted connection alone proves nothing.
 vm_ssh_banner() {
 	local port=$1
 	(
 		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-		IFS= read -r -t 2 line <&3 && [[ $line == SSH-* ]]
+		IFS= read -r -t 10 line <&3 && [[ $line == SSH-* ]]
 	) 2>/dev/null
 }
 
