@@ -33,8 +33,9 @@ if [[ -r /dev/kvm && -w /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null; then
 else
 	ACCEL=(-accel tcg,thread=multi -cpu max)
 fi
-SNAPSHOT=(-snapshot)
-[[ ${VM_PERSIST:-0} == 1 ]] && SNAPSHOT=()
+# With -snapshot the writes go to a throw-away overlay, so host-side write caching cannot lose anything that matters.
+SNAPSHOT=(-snapshot) CACHE=unsafe
+[[ ${VM_PERSIST:-0} == 1 ]] && SNAPSHOT=() CACHE=writeback
 
 rm -f "$STATE/qemu.pid" "$STATE/qmp.sock" "$STATE/serial.log"
 started=$(vm_now)
@@ -43,7 +44,7 @@ qemu-system-x86_64 \
 	-nodefaults -no-user-config -display none \
 	-kernel "$STATE/vmlinuz" -initrd "$STATE/initrd.img" \
 	-append "root=/dev/vda rootfstype=ext4 rw console=ttyS0 ${VM_QUIET-quiet} mitigations=off no_timer_check cryptomgr.notests tsc=reliable nowatchdog" \
-	-drive "file=$STATE/rootfs.ext4,format=raw,if=virtio,cache=unsafe,discard=unmap" "${SNAPSHOT[@]}" \
+	-drive "file=$STATE/rootfs.ext4,format=raw,if=virtio,cache=$CACHE,discard=unmap" "${SNAPSHOT[@]}" \
 	-nic "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:22" \
 	-device virtio-rng-pci \
 	-serial "file:$STATE/serial.log" \
