@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ForwardView, MountView, StatusView } from '../../host/src/model.js';
 import { cliBuilt, runCli } from '../cli-helpers.js';
 import { freePort, waitFor } from '../helpers/wait.js';
@@ -95,15 +95,25 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
   const cli = (...args: string[]) => runCli(home, args, 120_000);
   const logsDir = join(home, NAME, 'logs');
   let vm: QemuVm | null = null;
+  /** After a failure the instance directory (logs) and the VM's serial log are kept for a look. */
+  let failed = false;
+
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => {
+      failed = true;
+    });
+  });
 
   afterAll(async () => {
     try {
       if (existsSync(join(home, NAME, 'ha.sock'))) await cli('down', NAME);
     } finally {
       try {
+        if (vm && failed) console.log(`[vm] serial console, last lines:\n${vm.serialTail()}`);
         await vm?.stop();
       } finally {
-        rmSync(home, { recursive: true, force: true });
+        if (failed) console.log(`[vm] a step failed: keeping ${home} (instance ${NAME}, its logs in ${logsDir})`);
+        else rmSync(home, { recursive: true, force: true });
         if (timings.length)
           console.log(
             `[vm timing] summary\n${timings.map(([l, s]) => `  ${l.padEnd(44)} ${s.toFixed(1)} s`).join('\n')}`,
@@ -155,7 +165,8 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
   /** Starts `python3 -m http.server PORT` in the guest, detached from the ssh session; resolves with its pid. */
   async function startGuestServer(port: number): Promise<number> {
     const out = await theVm().sshOk(
-      `cd /tmp && nohup python3 -m http.server ${port} --bind 0.0.0.0 >/tmp/http-${port}.log 2>&1 </dev/null & echo $!`,
+      // Only python3 goes to the background, with every stdio redirected: sshd then ends the session at once.
+      `cd /tmp; nohup python3 -m http.server ${port} --bind 0.0.0.0 >/tmp/http-${port}.log 2>&1 </dev/null & echo $!`,
     );
     const pid = Number(out);
     expect(pid).toBeGreaterThan(0);
@@ -308,7 +319,7 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       expect(await v.sshOk('systemctl show tether-guest -p MainPID --value')).toBe(String(pid));
       expect(await v.sshOk(`ps -o user= -p ${pid}`)).toBe('root');
       // The unit runs the installed copy of the executable, not a Node bundle.
-      expect(await v.sshOk(`readlink /proc/${pid}/exe`)).toMatch(/\/tether-guest$/);
+      expect(await v.sshOk(`sudo -n readlink /proc/${pid}/exe`)).toMatch(/\/tether-guest$/);
       expect(await v.sshOk(`stat -c '%U %a' ${AGENT_SOCKET}`)).toBe(`${VM_USER} 600`);
     },
     5 * MIN,
@@ -381,6 +392,12 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
         { what: 'the link to go down and the forward to be suspended', timeoutMs: 5 * MIN, intervalMs: 500 },
       );
       timed('reboot to link down', rebootAt);
+      await waitFor(async () => ((await v.bootId()) ?? oldBoot) !== oldBoot, {
+        what: 'the rebooted guest to answer ssh with a new boot id',
+        timeoutMs: 15 * MIN,
+        intervalMs: 2000,
+      });
+      timed('reboot to guest SSH back', rebootAt);
 
       // Back by itself: connected and ready, talking to a guest agent of the new boot.
       const back = await waitFor(
@@ -402,20 +419,30 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       expect(newBoot).not.toBeNull();
       expect(newBoot).not.toBe(oldBoot);
 
-      // The guest agent came from systemd at boot: it started before tether reconnected, and nothing was
-      // uploaded or installed again. The guest clock is compared through a measured offset (the guest's RTC has
-      // second resolution), taking the offset that is least favourable to the assertion.
+      // The guest agent came from systemd at boot: systemd started it before tether reconnected, and nothing was
+      // uploaded or installed again. Guest times are converted through a measured clock offset (the guest's RTC
+      // has second resolution), taking the end of the measured range that is least favourable to the assertion.
       const hostBefore = Date.now();
-      const guestNow = Number(await v.sshOk('date +%s%3N'));
+      const [guestNowNs, uptimeS, startMonoUs] = (
+        await v.sshOk(
+          'echo $(date +%s%N) $(cut -d" " -f1 /proc/uptime) $(systemctl show tether-guest -p ExecMainStartTimestampMonotonic --value)',
+        )
+      )
+        .split(' ')
+        .map(Number);
       const hostAfter = Date.now();
+      const guestNow = guestNowNs / 1e6;
       const offsetLow = guestNow - hostAfter; // guest clock minus host clock, lower bound
-      const agentStartHost = Date.parse(back.guest!.agentStartedAt) - offsetLow;
+      const unitStartHost = guestNow - (uptimeS * 1000 - startMonoUs / 1000) - offsetLow;
+      const agentReadyHost = Date.parse(back.guest!.agentStartedAt) - offsetLow;
       const reconnectedHost = Date.parse(back.ssh.since);
+      const rel = (t: number) => `${((t - reconnectedHost) / 1000).toFixed(1)} s`;
       console.log(
-        `[vm] guest agent started ${((reconnectedHost - agentStartHost) / 1000).toFixed(1)} s before tether reconnected` +
-          ` (clock offset guest-host in [${offsetLow}, ${guestNow - hostBefore}] ms)`,
+        `[vm] relative to tether's reconnect: systemd started tether-guest at ${rel(unitStartHost)}, the agent` +
+          ` reports its start at ${rel(agentReadyHost)} (guest-host clock offset in [${Math.round(offsetLow)},` +
+          ` ${Math.round(guestNow - hostBefore)}] ms)`,
       );
-      expect(agentStartHost).toBeLessThan(reconnectedHost);
+      expect(unitStartHost).toBeLessThan(reconnectedHost);
       const sinceReboot = logLines(rebootAt);
       expect(sinceReboot.filter((l) => l.msg === 'guest agent uploaded')).toEqual([]);
       expect(sinceReboot.filter((l) => l.msg === 'guest agent systemd unit installed')).toEqual([]);
