@@ -444,6 +444,10 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       );
       expect(unitStartHost).toBeLessThan(reconnectedHost);
       const sinceReboot = logLines(rebootAt);
+      const story = sinceReboot.filter((l) => l.component === 'link' || l.component === 'provision');
+      console.log(
+        `[vm] link and provisioning after the reboot:\n${story.map((l) => `  ${l.time} [${l.component}] ${l.msg}`).join('\n')}`,
+      );
       expect(sinceReboot.filter((l) => l.msg === 'guest agent uploaded')).toEqual([]);
       expect(sinceReboot.filter((l) => l.msg === 'guest agent systemd unit installed')).toEqual([]);
       expect(back.requirements.map((q) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
