@@ -439,8 +439,11 @@ async function main() {
     mounts: [],
   };
   // The agent runs with the node flags `tether up` gives it (AGENT_NODE_FLAGS), so the bench measures what ships.
-  // BENCH_AGENT_NODE_ARGS: extra node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-  const nodeArgs = [...AGENT_NODE_FLAGS, ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+  // BENCH_AGENT_NODE_FLAGS replaces them (an A/B of the flags; "" for none); BENCH_AGENT_NODE_ARGS adds node flags,
+  // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const flagsOverride = process.env.BENCH_AGENT_NODE_FLAGS;
+  const baseFlags = flagsOverride === undefined ? AGENT_NODE_FLAGS : flagsOverride.split(' ').filter(Boolean);
+  const nodeArgs = [...baseFlags, ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const agentArgv = [...nodeArgs, join(here, 'forward-agent.mjs'), TB, instanceDir, JSON.stringify(config)];
   const agent = start(process.execPath, agentArgv, 'host agent');
   agent.role = 'agent';

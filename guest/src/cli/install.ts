@@ -59,6 +59,8 @@ export function unitText(execStart: string[]): string {
   return `[Unit]
 Description=tether guest agent (port forwarding and file events for the host)
 After=network.target
+# Never stop restarting: systemd's default start limit would leave the agent dead after a few quick crashes.
+StartLimitIntervalSec=0
 
 [Service]
 Type=simple

@@ -6,12 +6,12 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
-import PQueue from 'p-queue';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
 import { expandHome, type SshSession } from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
@@ -108,7 +108,7 @@ export class ForwardEngine extends EventEmitter {
   private readonly userIgnored = new Set<string>();
   /** The guest's listeners as last reported, so a detected forward can come back when an explicit one goes. */
   private readonly guestListeners = new Map<string, Listener>();
-  private readonly opens: PQueue;
+  private readonly opens: OpenGate;
   private readonly log: Logger;
   private readonly rules: PortRule[];
   private readonly socketRules: SocketRule[];
@@ -122,7 +122,7 @@ export class ForwardEngine extends EventEmitter {
     this.log = opts.logger;
     this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
     this.socketRules = opts.portForwards.filter(isSocketRule);
-    this.opens = new PQueue({ concurrency: opts.channelOpenConcurrency ?? 64 });
+    this.opens = new OpenGate(opts.channelOpenConcurrency ?? 64);
     this.udp = new UdpFlows({ logger: opts.logger, idleMs: opts.udpIdleMs });
   }
 
@@ -226,7 +226,7 @@ export class ForwardEngine extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     this.udp.stop();
-    this.opens.clear();
+    this.opens.clear('the forward engine stopped');
     const closing = [...this.bindings.values()].map((e) => this.closeEntry(e));
     this.bindings.clear();
     this.forwardsById.clear();

@@ -2,16 +2,16 @@
 // address the engine's route picks (source address = the host client's), opened through a shared queue so a burst
 // of thousands of connections does not open thousands of channels at once.
 import net from 'node:net';
-import type PQueue from 'p-queue';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
 import { formatAddr, type HostBinding, listenServer, type Route, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
+import type { OpenGate } from './open-gate.js';
 
 export interface TcpBindingDeps {
   ssh: SshSession;
   /** Bounds concurrent channel opens across all forwards. */
-  opens: PQueue;
+  opens: OpenGate;
   log: Logger;
 }
 
@@ -64,7 +64,7 @@ export class TcpBinding implements HostBinding {
     const srcPort = socket.remotePort ?? 0;
     bridge(
       socket,
-      () => this.deps.opens.add(() => this.deps.ssh.forwardOut(srcIP, srcPort, target.guestIP, target.guestPort)),
+      () => this.deps.opens.run(() => this.deps.ssh.forwardOut(srcIP, srcPort, target.guestIP, target.guestPort)),
       { label, stats: target.stats, log: this.deps.log },
     );
   }
