@@ -1,12 +1,12 @@
 // The tether CLI end to end against the testbed (real sshd in a namespace, the guest agent provisioned by `up`):
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
 // add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, and down leaving nothing behind.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FORWARD_JSON_KEYS } from '../host/src/model.js';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
@@ -68,23 +68,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
   }
 
   it('up creates the instance, shows each requirement and exits 0 when ready', async () => {
-    const config = join(home, 'e2e.yaml');
-    writeFileSync(
-      config,
-      [
-        'ssh:',
-        '  host: 127.0.0.1',
-        `  port: ${tb.sshPort}`,
-        `  user: ${tb.user}`,
-        `  identityFile: ${tb.identityFile}`,
-        '  useAgent: false',
-        'guestAgent:',
-        `  socket: ${join(tb.guestDir, 'agent.sock')}`,
-        `  installDir: ${installDir}`,
-        'mounts: []',
-        '',
-      ].join('\n'),
-    );
+    const config = writeTestbedConfig(join(home, 'e2e.yaml'), tb, { guestAgent: { installDir } });
     const r = await cli('up', NAME, '-c', config, '--timeout', '90');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

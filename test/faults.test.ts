@@ -11,7 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
 import {
   guestServer,
   type Harness,
@@ -249,28 +249,10 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('faults: hos
     mkdirSync(mountPoint, { recursive: true });
     const { uid, gid } = loginIds(tb.user);
     chownSync(mountPoint, uid, gid);
-    const config = join(home, 'faults.yaml');
-    writeFileSync(
-      config,
-      [
-        'ssh:',
-        '  host: 127.0.0.1',
-        `  port: ${tb.sshPort}`,
-        `  user: ${tb.user}`,
-        `  identityFile: ${tb.identityFile}`,
-        '  useAgent: false',
-        '  keepaliveInterval: 1',
-        '  keepaliveCountMax: 3',
-        'guestAgent:',
-        `  socket: ${join(tb.guestDir, 'agent.sock')}`,
-        `  installDir: ${join(tb.guestDir, 'install')}`,
-        'mounts:',
-        `  - location: ${location}`,
-        `    mountPoint: ${mountPoint}`,
-        '    inotify: false',
-        '',
-      ].join('\n'),
-    );
+    const config = writeTestbedConfig(join(home, 'faults.yaml'), tb, {
+      ssh: { keepaliveInterval: 1, keepaliveCountMax: 3 },
+      mounts: [{ location, mountPoint, inotify: false }],
+    });
     const first = await cli('up', NAME, '-c', config, '--timeout', '90');
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
