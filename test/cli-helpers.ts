@@ -3,10 +3,9 @@
 // waits for.
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import type { Testbed } from './helpers/testbed.js';
+import { type Testbed, type TestbedConfigParts, testbedConfigInput } from './helpers/testbed.js';
 
 export const CLI = fileURLToPath(new URL('../host/dist/cli/main.js', import.meta.url));
 
@@ -54,31 +53,8 @@ export function runCli(home: string, args: string[], timeoutMs = 60_000): Promis
   });
 }
 
-/**
- * Writes a tether.yaml for the testbed guest at `path`, as a user would: ssh and guestAgent pointing at the testbed,
- * no mounts unless given. `ssh` and `guestAgent` entries are merged over those defaults.
- */
-export function writeTestbedConfig(
-  path: string,
-  tb: Testbed,
-  opts: { ssh?: Record<string, unknown>; guestAgent?: Record<string, unknown>; mounts?: unknown[] } = {},
-): string {
-  const config = {
-    ssh: {
-      host: '127.0.0.1',
-      port: tb.sshPort,
-      user: tb.user,
-      identityFile: tb.identityFile,
-      useAgent: false,
-      ...opts.ssh,
-    },
-    guestAgent: {
-      socket: join(tb.guestDir, 'agent.sock'),
-      installDir: join(tb.guestDir, 'install'),
-      ...opts.guestAgent,
-    },
-    mounts: opts.mounts ?? [],
-  };
-  writeFileSync(path, stringify(config));
+/** Writes a tether.yaml for the testbed guest at `path` (see testbedConfigInput) and returns the path. */
+export function writeTestbedConfig(path: string, tb: Testbed, parts: TestbedConfigParts = {}): string {
+  writeFileSync(path, stringify(testbedConfigInput(tb, parts)));
   return path;
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { HostAgent, type HostAgentOptions } from '../host/src/agent/index.js';
 import { Config } from '../host/src/config/schema.js';
 import { createLogger } from '../host/src/log.js';
-import type { Testbed } from './helpers/testbed.js';
+import { type Testbed, testbedConfigInput } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A guest server: `echo`, `sha` (replies sha256 of everything received, after EOF), `send N` (sends N pattern bytes). */
@@ -100,17 +100,7 @@ export interface Harness {
 
 export function testConfig(tb: Testbed, extra: Record<string, unknown> = {}): Config {
   return Config.parse({
-    ssh: {
-      host: '127.0.0.1',
-      port: tb.sshPort,
-      user: tb.user,
-      identityFile: tb.identityFile,
-      useAgent: false,
-      keepaliveInterval: 1,
-      keepaliveCountMax: 3,
-    },
-    guestAgent: { socket: join(tb.guestDir, 'agent.sock'), installDir: join(tb.guestDir, 'install') },
-    mounts: [],
+    ...testbedConfigInput(tb, { ssh: { keepaliveInterval: 1, keepaliveCountMax: 3 } }),
     ...extra,
   });
 }

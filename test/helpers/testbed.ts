@@ -321,6 +321,36 @@ function checkTestbed(): { ok: boolean; reason: string } {
  * true when root-only testbed tests can run. Otherwise prints why and returns false (callers use
  * describe.skipIf(!canRunTestbed())), except under CI=true, where a skip would hide a failure: then it throws.
  */
+export interface TestbedConfigParts {
+  ssh?: Record<string, unknown>;
+  guestAgent?: Record<string, unknown>;
+  mounts?: unknown[];
+}
+
+/**
+ * The tether config, as a user writes it (before defaults), that points at this testbed guest: its sshd, login user
+ * and key, and a guest agent socket and install directory in its state directory; no mounts unless given. `ssh` and
+ * `guestAgent` entries are merged over those.
+ */
+export function testbedConfigInput(tb: Testbed, parts: TestbedConfigParts = {}) {
+  return {
+    ssh: {
+      host: '127.0.0.1',
+      port: tb.sshPort,
+      user: tb.user,
+      identityFile: tb.identityFile,
+      useAgent: false,
+      ...parts.ssh,
+    },
+    guestAgent: {
+      socket: path.join(tb.guestDir, 'agent.sock'),
+      installDir: path.join(tb.guestDir, 'install'),
+      ...parts.guestAgent,
+    },
+    mounts: parts.mounts ?? [],
+  };
+}
+
 export function canRunTestbed(): boolean {
   canRun ??= checkTestbed();
   if (canRun.ok) return true;
