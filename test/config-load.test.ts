@@ -57,7 +57,9 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
   {
     name: 'unknown nested key',
     text: 'ssh:\n  user: a\n  identity_file: ~/.ssh/id\n',
-    expect: [/demo\.yaml:3:3: ssh\.identity_file: unknown key/],
+    expect: [
+      /demo\.yaml:3:3: ssh\.identity_file: unknown key \(got "~\/\.ssh\/id"\); expected one of: host, port, user, identityFile,/,
+    ],
   },
   {
     name: 'bad enum',
@@ -128,6 +130,23 @@ describe('config defaults and expansion', () => {
     ]);
     expect(c.portForwards).toEqual([]);
     expect(c.maxForwards).toBe(4096);
+  });
+
+  it('reads a bare ~ (YAML null) as the home directory for a mount location', () => {
+    const c = parseConfig('ssh:\n  user: a\nmounts:\n  - location: ~\n    writable: true\n', FILE);
+    expect(c.mounts).toHaveLength(1);
+    expect(c.mounts[0]).toMatchObject({ location: homedir(), mountPoint: homedir(), writable: true });
+  });
+
+  it("loads the README's full example config", () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const example = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)]
+      .map((m) => m[1])
+      .find((b) => b.includes('maxForwards'));
+    expect(example, 'a yaml block with every key in README.md').toBeDefined();
+    const c = parseConfig(example!, 'README.md');
+    expect(c.mounts[0].location).toBe(homedir());
+    expect(c.portForwards.length).toBeGreaterThan(3);
   });
 
   it('keeps an empty mounts list empty and expands hostSocket and relative paths', () => {

@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { Config, MountConfig, PortRule, SocketRule } from './schema.js';
+import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
 
 /** A config after loading: paths expanded, mounts defaulted. */
 export type LoadedConfig = Config & { mounts: MountConfig[] };
@@ -100,9 +100,12 @@ function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
 
 function describeIssue(issue: Issue, raw: unknown, doc: Document, lines: LineCounter, file: string): ConfigProblem[] {
   if (issue.code === 'unrecognized_keys') {
+    const known = knownKeys(issue.path, raw);
+    const expectedKeys = known ? `; expected one of: ${known.join(', ')}` : '';
     return issue.keys.map((key) => {
       const path = [...issue.path, key];
-      return problem(file, path, locate(doc, lines, path, true), `unknown key (not part of tether.yaml's schema)`);
+      const what = `unknown key (got ${show(valueAt(raw, path))})${expectedKeys}`;
+      return problem(file, path, locate(doc, lines, path, true), what);
     });
   }
   const path = issue.path;
@@ -110,6 +113,22 @@ function describeIssue(issue: Issue, raw: unknown, doc: Document, lines: LineCou
   const value = present ? valueAt(raw, path) : undefined;
   const got = present ? `got ${show(value)}` : 'missing';
   return [problem(file, path, locate(doc, lines, path, false), `${got}; ${expected(issue)}`)];
+}
+
+/** The keys the schema allows in the object at `path` (tether.yaml's sections and list entries). */
+function knownKeys(path: readonly Key[], raw: unknown): string[] | null {
+  const [section, index] = path;
+  let shape: object | null = null;
+  if (path.length === 0) shape = Config.shape;
+  else if (section === 'ssh' && path.length === 1) shape = SshConfig.shape;
+  else if (section === 'guestAgent' && path.length === 1) shape = GuestAgentConfig.shape;
+  else if (section === 'mounts' && path.length === 2) shape = MountConfig.shape;
+  else if (section === 'portForwards' && path.length === 2) {
+    const entry = valueAt(raw, ['portForwards', index]);
+    const isSocket = entry !== null && typeof entry === 'object' && ('guestSocket' in entry || 'hostSocket' in entry);
+    shape = isSocket ? SocketRule.shape : PortRule.shape;
+  }
+  return shape ? Object.keys(shape) : null;
 }
 
 function expected(issue: Issue): string {
