@@ -195,7 +195,7 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     await stopChild(server);
   });
 
-  it('one family failing does not stop the other', async () => {
+  it('a port busy on one family is a conflict while the other family keeps forwarding', async () => {
     const port = await freePort();
     const blocker = await new Promise<net.Server>((resolve) => {
       const srv = net.createServer((c) => c.destroy());
@@ -203,13 +203,19 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     });
     const server = await guestServer(testbed(), 'tcp', '127.0.0.1', port);
     const id = `tcp/127.0.0.1:${port}`;
-    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.error, { what: 'partial failure reported' });
+    await waitFor(() => state(id) === 'conflict', { what: 'conflict on [::1]' });
     const view = h.agent.forwards().find((f) => f.id === id)!;
-    expect(view.state).toBe('forwarding');
-    expect(view.error).toContain(`[::1]:${port}`);
+    expect(view.error).toContain(`[::1]:${port} is in use`);
+    expect(view.error).toContain(`127.0.0.1:${port} forwarding meanwhile`);
     expect((await roundTrip('127.0.0.1', port, 'v4')).toString()).toBe('v4');
     await new Promise((r) => blocker.close(r));
-    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.error === null, { what: 'both bound' });
+    await waitFor(
+      () => {
+        const v = h.agent.forwards().find((f) => f.id === id);
+        return v?.state === 'forwarding' && v.error === null;
+      },
+      { what: 'both bound', timeoutMs: 20_000 },
+    );
     expect((await roundTrip('::1', port, 'v6')).toString()).toBe('v6');
     await stopChild(server);
   });

@@ -76,10 +76,15 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
     const id = `tcp/127.0.0.1:${port}`;
     await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
+    // A runtime forward to another host port depends on SSH alone: it is suspended and resumed with it.
+    const runtime = await h.agent.addForward({ proto: 'tcp', guestPort: port, hostPort: await freePort() });
+    expect(runtime.state).toBe('forwarding');
     const reconnectsBefore = h.agent.ssh.reconnects;
     await tb.stopSshd();
     await waitFor(() => h.agent.ssh.state === 'reconnecting', { what: 'ssh reconnecting' });
     await waitFor(() => state(id) === 'suspended', { what: 'forward suspended' });
+    await waitFor(() => state(runtime.id) === 'suspended', { what: 'runtime forward suspended' });
+    expect(h.agent.forwards().find((f) => f.id === runtime.id)?.error).toMatch(/^ssh connection down: /);
     // Host listeners stay bound while suspended; a connection fails fast instead of hanging.
     expect(h.agent.forwards().find((f) => f.id === id)?.hostAddrs).toEqual([`127.0.0.1:${port}`, `[::1]:${port}`]);
     await tb.startSshd();
@@ -87,6 +92,10 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     expect(h.agent.ssh.reconnects).toBeGreaterThan(reconnectsBefore);
     expect((await roundTrip('127.0.0.1', port, 'after sshd restart')).toString()).toBe('after sshd restart');
     expect(h.agent.forwards().filter((f) => f.id === id)).toHaveLength(1);
+    await waitFor(() => state(runtime.id) === 'forwarding', { what: 'runtime forward forwarding again' });
+    const [runtimePort] = runtime.hostAddrs[0].split(':').slice(-1).map(Number);
+    expect((await roundTrip('127.0.0.1', runtimePort, 'runtime')).toString()).toBe('runtime');
+    await h.agent.removeForward(runtime.id);
     await stopChild(server);
   });
 

@@ -231,6 +231,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.ssh.on('state', (state: ConnectionState, reason: string | null) =>
       this.announce({ type: 'connection', state, reason }),
     );
+    this.ssh.on('disconnected', (reason: string) => this.engine.setSshDown(reason));
+    this.ssh.on('connected', () => this.engine.setSshDown(null));
     this.engine.on('change', (forward: ForwardView) => this.announce({ type: 'forward', forward }));
     this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
     this.opts.mounts?.onChange?.((mount) => this.announce({ type: 'mount', mount }));

@@ -115,6 +115,8 @@ export class ForwardEngine extends EventEmitter {
   private capWarned = false;
   /** Forwards with source `detected`, kept as a count: checking the cap must not walk every forward. */
   private detectedForwards = 0;
+  /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
+  private sshDown: string | null = null;
   private stopped = false;
 
   constructor(private readonly opts: ForwardEngineOptions) {
@@ -175,6 +177,19 @@ export class ForwardEngine extends EventEmitter {
     for (const f of this.forwardsById.values()) {
       if (f.source !== 'detected' || f.ignored) continue;
       f.suspended = `agent link down: ${reason}`;
+      this.refresh(f);
+    }
+  }
+
+  /**
+   * The SSH connection went down (a reason) or is back (null). Static, runtime and unix forwards need nothing but
+   * SSH, so they follow it; detected ones follow the agent link instead (they resume with its next snapshot).
+   */
+  setSshDown(reason: string | null): void {
+    this.sshDown = reason && `ssh connection down: ${reason}`;
+    for (const f of this.forwardsById.values()) {
+      if (f.source === 'detected' || f.ignored) continue;
+      f.suspended = this.sshDown;
       this.refresh(f);
     }
   }
@@ -302,7 +317,7 @@ export class ForwardEngine extends EventEmitter {
       bindingKeys: [],
       process: null,
       ignored: null,
-      suspended: null,
+      suspended: source === 'detected' ? null : this.sshDown,
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
       state: null,
       error: null,
@@ -485,12 +500,17 @@ export class ForwardEngine extends EventEmitter {
     const entries = f.bindingKeys.map((k) => this.bindings.get(k)).filter((e): e is BindingEntry => !!e);
     const settled = entries.filter((e) => e.status !== 'pending');
     if (settled.length === 0) return null; // first bind attempt still running
-    const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
-    const bound = settled.some((e) => e.status === 'bound');
     if (f.suspended) return { state: 'suspended', error: f.suspended };
-    if (bound) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
+    const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
+    const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
+    // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the
+    // other program. An address the host cannot bind at all (no IPv6) does not stop the family that works.
+    if (settled.some((e) => e.status === 'conflict')) {
+      const meanwhile = bound.length ? `; ${bound.join(', ')} forwarding meanwhile` : '';
+      return { state: 'conflict', error: failures.join('; ') + meanwhile };
+    }
+    if (bound.length) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
     const error = failures.join('; ');
-    if (settled.some((e) => e.status === 'conflict')) return { state: 'conflict', error };
     if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
     return { state: 'error', error };
   }
