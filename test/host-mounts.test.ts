@@ -1,5 +1,5 @@
 // The agent wiring of mounts: runAgent with a configured mount runs requirement 5 (guest mount requirements, then
-// the mount), reports the mount in status, and unmounts on stop.
+// the mount), reports the mount in status, and unmounts on stop; a mount that cannot be made fails requirement 5.
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,5 +55,32 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     expect(after.stdout.trim()).toBe('0');
     rmSync(location, { recursive: true, force: true });
     rmSync(instanceDir, { recursive: true, force: true });
+  });
+
+  it('fails requirement 5, naming the mount point and why, when a configured mount cannot be made', async () => {
+    const tb = testbed();
+    const location = join(tmpdir(), `tether-missing-export-${process.pid}`); // does not exist on the host
+    const mountPoint = join(tb.stateDir, 'agent-mnt-missing');
+    mkdirSync(mountPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb.user);
+    chownSync(mountPoint, uid, gid);
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+    const config = testConfig(tb, { mounts: [{ location, mountPoint, inotify: false }] });
+    const { agent, ready } = await runAgent('mountfail', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    let pid: number | undefined;
+    try {
+      await expect(ready).rejects.toThrow(/requirement 5 of 5 \(mounts ready\) failed: 0 of 1 mounted; /);
+      pid = agent.link.info?.pid;
+      const status = agent.status();
+      expect(status.state).toBe('failed');
+      const r5 = status.requirements[4];
+      expect(r5.state).toBe('failed');
+      expect(r5.detail).toContain(mountPoint);
+      expect(agent.mounts()[0].state).not.toBe('mounted');
+    } finally {
+      await agent.stop('test finished');
+      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
   });
 });

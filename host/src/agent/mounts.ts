@@ -10,6 +10,31 @@ import { MountManager } from '../mount/index.js';
 import type { SshSession } from '../ssh/index.js';
 import type { MountDriver } from './host-agent.js';
 
+/** How long requirement 5 gives a mount whose first attempt failed to succeed on a retry (the first come at ~1, 3, 7 s). */
+const RETRY_GRACE_MS = 10_000;
+
+/** Resolves with the mounts still not mounted once all are, or after `graceMs`. */
+function untilMounted(
+  manager: MountManager,
+  listeners: ((view: MountView) => void)[],
+  graceMs: number,
+): Promise<MountView[]> {
+  const missing = () => manager.views().filter((v) => v.state !== 'mounted');
+  if (missing().length === 0) return Promise.resolve([]);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      listeners.splice(listeners.indexOf(check), 1);
+      resolve(missing());
+    };
+    const check = () => {
+      if (missing().length === 0) done();
+    };
+    const timer = setTimeout(done, graceMs);
+    listeners.push(check);
+  });
+}
+
 export function mountDriver(mounts: readonly MountConfig[], logger: Logger): MountDriver {
   const listeners: ((view: MountView) => void)[] = [];
   const manager = new MountManager(mounts, {
@@ -36,10 +61,13 @@ export function mountDriver(mounts: readonly MountConfig[], logger: Logger): Mou
         ssh.off('disconnected', onDown);
         ssh.off('connected', onUp);
       };
-      const views = manager.views();
-      const mounted = views.filter((v) => v.state === 'mounted').length;
-      const errors = views.filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
-      return `${mounted} of ${views.length} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
+      const missing = await untilMounted(manager, listeners, RETRY_GRACE_MS);
+      const total = manager.views().length;
+      const errors = manager.views().filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
+      const summary = `${total - missing.length} of ${total} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
+      // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
+      if (missing.length > 0) throw new Error(summary);
+      return summary;
     },
     views: () => manager.views(),
     async stop() {
