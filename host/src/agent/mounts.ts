@@ -63,7 +63,10 @@ export function mountDriver(mounts: readonly MountConfig[], logger: Logger): Mou
       };
       const missing = await untilMounted(manager, listeners, RETRY_GRACE_MS);
       const total = manager.views().length;
-      const errors = manager.views().filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
+      const errors = manager
+        .views()
+        .filter((v) => v.error)
+        .map((v) => `${v.mountPoint}: ${v.error}`);
       const summary = `${total - missing.length} of ${total} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
       // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
       if (missing.length > 0) throw new Error(summary);

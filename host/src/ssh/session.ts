@@ -19,6 +19,7 @@ import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
+import { DEFAULT_IDENTITY_FILES, defaultIdentity } from './identity.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
 export const CIPHERS: CipherAlgorithm[] = [
@@ -288,8 +289,17 @@ export class SshSession extends EventEmitter {
       }
     }
     const agent = ssh.useAgent ? process.env.SSH_AUTH_SOCK : undefined;
+    let skipped: string[] = [];
+    if (!privateKey) {
+      const found = defaultIdentity();
+      privateKey = found.identity?.key;
+      skipped = found.skipped;
+    }
     if (!privateKey && !agent) {
-      this.lastError = 'no credentials: set ssh.identityFile, or ssh.useAgent with SSH_AUTH_SOCK set';
+      const why = skipped.length ? ` (${skipped.join('; ')})` : '';
+      this.lastError =
+        'no credentials: set ssh.identityFile (tether up -i KEY) or run an ssh-agent (SSH_AUTH_SOCK); ' +
+        `no usable default key in ${DEFAULT_IDENTITY_FILES.join(', ')}${why}`;
       this.refused = true;
       this.stopped = true;
       this.setState('closed', this.lastError);
