@@ -118,6 +118,9 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(add.code).toBe(0);
     expect(add.stdout).toMatch(new RegExp(`added tcp 127\\.0\\.0\\.1:${hostPort}`));
     await waitFor(async () => (await httpStatus(hostPort)) === 200, { what: `host port ${hostPort} to serve` });
+    const twice = await cli('forward', 'add', NAME, `${hostPort}:${guestPort}`);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toMatch(/already exists \(runtime\)/);
     const rm = await cli('forward', 'rm', NAME, String(hostPort));
     expect(rm.code).toBe(0);
     expect(rm.stdout).toMatch(/removed tcp/);

@@ -69,7 +69,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       expect.objectContaining({ name: 'idle', ssh: 'dev@127.0.0.1:1', state: 'stopped' }),
     ]);
     const status = await runCli(home, ['status', 'idle', '--json']);
-    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'idle', state: 'stopped' });
+    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'idle', state: 'stopped', ssh: { state: 'closed' } });
     const fwd = await runCli(home, ['forward', 'ls', 'idle']);
     expect(fwd.code).toBe(1);
     expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);

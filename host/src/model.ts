@@ -122,6 +122,8 @@ export interface AgentApi {
   readonly name: string;
   readonly config: Config;
   status(): StatusView;
+  /** Fetches what status() shows from the guest live (e.g. its current scan interval); never rejects. */
+  refreshStatus?(): Promise<void>;
   forwards(): ForwardView[];
   mounts(): MountView[];
   addForward(spec: ForwardSpec): Promise<ForwardView>;

@@ -160,6 +160,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     };
   }
 
+  refreshStatus(): Promise<void> {
+    return this.link.refreshInfo();
+  }
+
   forwards(): ForwardView[] {
     return this.engine.views();
   }

@@ -59,7 +59,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const url = new URL(req.url ?? '/', 'http://tether');
     const route = `${req.method} ${url.pathname}`;
     log.debug({ route }, 'control request');
-    if (route === 'GET /v1/status') return send(res, 200, agent.status());
+    if (route === 'GET /v1/status') {
+      await agent.refreshStatus?.();
+      return send(res, 200, agent.status());
+    }
     if (route === 'GET /v1/forwards') return send(res, 200, agent.forwards());
     if (route === 'GET /v1/mounts') return send(res, 200, agent.mounts());
     if (route === 'POST /v1/forwards') {

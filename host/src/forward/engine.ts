@@ -73,6 +73,15 @@ interface BindingEntry {
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
 
+/** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
+export class DuplicateForwardError extends Error {
+  readonly statusCode = 409;
+  constructor(id: string, source: ForwardSource) {
+    super(`forward ${id} already exists (${source}); remove it first with tether forward rm`);
+    this.name = 'DuplicateForwardError';
+  }
+}
+
 export function listenerId(l: { proto: string; ip: string; port: number }): string {
   return `${l.proto}/${formatAddr(l.ip, l.port)}`;
 }
@@ -253,7 +262,7 @@ export class ForwardEngine extends EventEmitter {
 
   private refuseDuplicate(id: string): void {
     const f = this.forwardsById.get(id);
-    if (f && f.source !== 'detected') throw new Error(`forward ${id} already exists (${f.source})`);
+    if (f && f.source !== 'detected') throw new DuplicateForwardError(id, f.source);
   }
 
   private upsertDetected(l: Listener): Promise<void> {

@@ -69,6 +69,24 @@ export class AgentLink extends EventEmitter {
     this.peer?.close('host agent stopping');
   }
 
+  /**
+   * Asks the guest agent for fresh info (its scan interval adapts to load); keeps the last info when the link is down
+   * or the answer is late. Never rejects.
+   */
+  async refreshInfo(timeoutMs = 1_000): Promise<void> {
+    const peer = this.peer;
+    if (!this.up || !peer) return;
+    try {
+      const info = await Promise.race([
+        peer.request('info', {}),
+        sleep(timeoutMs, null, { ref: false }).then(() => null),
+      ]);
+      if (info && this.up && this.peer === peer) this.info = info;
+    } catch {
+      // The link is going down; its own handling reports why.
+    }
+  }
+
   /** Resolves once the link is up (info known); rejects after timeoutMs with the last failure. */
   waitUp(timeoutMs: number): Promise<Info> {
     if (this.up && this.info) return Promise.resolve(this.info);
@@ -177,6 +195,7 @@ export class AgentLink extends EventEmitter {
     const reason = await closed;
     if (this.peer === peer) this.peer = null;
     this.up = false;
+    this.info = null;
     this.lastError = reason;
     this.log.warn({ reason, socket: this.opts.socket }, `agent link down: ${reason}`);
     this.emit('down', reason);

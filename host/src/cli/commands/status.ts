@@ -24,7 +24,9 @@ export function registerStatus(program: Command): void {
       const c = loadConfig(paths.config);
       const ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
       if (opts.json)
-        process.stdout.write(`${JSON.stringify({ name, state: 'stopped', ssh: { target: ssh } }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ name, state: 'stopped', ssh: { target: ssh, state: 'closed' } }, null, 2)}\n`,
+        );
       else
         process.stdout.write(
           `instance:     ${name}\nstate:        stopped (start it with \`tether up ${name}\`)\nssh:          ${ssh}\nlog:          ${paths.currentLog}\n`,
