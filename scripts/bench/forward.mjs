@@ -32,14 +32,15 @@ const quick = process.env.BENCH_QUICK === '1';
 const MiB = 1 << 20;
 const TOTAL_BYTES = (quick ? 64 : 512) * MiB; // per direction per run, split across the streams
 const REPS = 3;
-const LATENCY_N = quick ? 200 : 1000; // per tool
+const LATENCY_N = Number(process.env.BENCH_LATENCY_N) || (quick ? 200 : 1000); // per tool
 const LATENCY_BLOCK = 50; // tools alternate every block
-const WARMUP_ECHOES = 300; // per tool, before any measurement
+const WARMUP_ECHOES = Number(process.env.BENCH_WARMUP_ECHOES) || 300; // per tool, before any measurement
 const DETECT_N = quick ? 20 : 60;
 const POLL_MS = 5;
 const RSS_SAMPLE_MS = 20;
 const OP_TIMEOUT_MS = 120_000;
-// BENCH_PHASES=latency,detection runs a subset (iterating on one figure).
+// BENCH_PHASES=latency,detection runs a subset (iterating on one figure); BENCH_LATENCY_N and BENCH_WARMUP_ECHOES
+// change the echo counts.
 const PHASES = new Set((process.env.BENCH_PHASES || 'throughput,latency,detection').split(','));
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -371,16 +372,23 @@ async function measureThroughput(tether, openssh) {
   };
 }
 
-/** Echo latency samples per tool: blocks of sequential connections, tools alternating every block. */
+/**
+ * Echo latency samples per tool: blocks of sequential connections, tools alternating every block. Also the CPU each
+ * tool's process spent per connection (less noisy than the latencies on a shared machine).
+ */
 async function measureLatency(tether, openssh) {
   const lat = { [tether.name]: [], [openssh.name]: [] };
+  const cpu = { [tether.name]: 0, [openssh.name]: 0 };
   for (let done = 0; done < LATENCY_N; done += LATENCY_BLOCK) {
     for (const t of (done / LATENCY_BLOCK) % 2 ? [openssh, tether] : [tether, openssh]) {
       const n = Math.min(LATENCY_BLOCK, LATENCY_N - done);
+      const cpu0 = cpuSeconds(t.pid);
       for (let i = 0; i < n; i++) lat[t.name].push(await echoOnce(t.ports.echo));
+      cpu[t.name] += cpuSeconds(t.pid) - cpu0;
     }
   }
-  return lat;
+  const perConn = (name) => (cpu[name] * 1000) / lat[name].length;
+  return { samples: lat, cpuMsPerConn: { tether: perConn(tether.name), openssh: perConn(openssh.name) } };
 }
 
 /**
@@ -463,8 +471,10 @@ async function main() {
   // per-connection path only after a few hundred connections; fewer left the first latency blocks measuring the
   // interpreter, not the steady state of an agent that has been up for a while.
   for (const t of [tether, openssh]) {
-    await throughput(t.ports, 'upload', 1);
-    await throughput(t.ports, 'download', 4);
+    if (PHASES.has('throughput')) {
+      await throughput(t.ports, 'upload', 1);
+      await throughput(t.ports, 'download', 4);
+    }
     for (let i = 0; i < WARMUP_ECHOES; i++) await echoOnce(t.ports.echo);
   }
 
@@ -491,10 +501,12 @@ async function main() {
     }
   }
   if (lat) {
-    const [a50, b50] = [percentile(lat.tether, 50), percentile(lat['ssh -L'], 50)];
-    const [a99, b99] = [percentile(lat.tether, 99), percentile(lat['ssh -L'], 99)];
+    const { samples, cpuMsPerConn } = lat;
+    const [a50, b50] = [percentile(samples.tether, 50), percentile(samples['ssh -L'], 50)];
+    const [a99, b99] = [percentile(samples.tether, 99), percentile(samples['ssh -L'], 99)];
     rows.push(row('echo latency p50', 'ms', a50, b50, verdict(a50 <= 1.1 * b50, '<= 1.1x', 'latency p50')));
     rows.push(row('echo latency p99', 'ms', a99, b99, verdict(a99 <= b99, '<= 1.0x', 'latency p99')));
+    rows.push(row('CPU per echo connection', 'ms', cpuMsPerConn.tether, cpuMsPerConn.openssh, 'info'));
   }
   if (tp) {
     rows.push(row('RSS peak, 4 streams', 'MiB', tp.rssPeak, sshHwm, verdict(tp.rssPeak <= 120, '<= 120 MiB', 'RSS')));

@@ -1,4 +1,7 @@
 // The host agent wiring: what the CLI and the tests start.
+// First: ssh2 must see the pooled random fill when it loads.
+import '../ssh/random-pool.js';
+
 export { startGuestAgent } from './guest-start.js';
 export { HOST_AGENT_NAME, HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
 export { mountDriver } from './mounts.js';

@@ -2,6 +2,8 @@
 // starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it. The
 // mount, SFTP and watch modules (and chokidar) are loaded only for a config that has mounts: an agent that only
 // forwards ports does not carry them. In a process started with --expose-gc it also starts the buffer collector.
+// First: ssh2 must see the pooled random fill when it loads.
+import '../ssh/random-pool.js';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';

@@ -1,6 +1,8 @@
 // Entry of the background host agent that `tether up` spawns (agent-spawn.ts): `agent-main.js NAME [--log-level L]`.
 // Kept apart from the command tree so the long-lived process loads only what the agent needs (no commander, no
 // tables, no other subcommands). Errors before the agent runs go to stderr, which is the instance's stdio log.
+// First: ssh2 must see the pooled random fill when it loads.
+import '../ssh/random-pool.js';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { instanceExists, instancePaths } from '../instance.js';
