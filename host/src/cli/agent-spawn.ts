@@ -16,12 +16,16 @@ import type { InstancePaths } from '../instance.js';
  *   external-memory trigger.
  * - `--max-old-space-size=512`: a ceiling far above the agent's working heap (tens of MiB), so a leak ends the
  *   process with an out-of-memory error instead of growing without bound.
+ * - `--single-threaded`: no V8 helper threads for GC and compilation. The agent's heap is small, so collecting on
+ *   the main thread is short, while waking helper threads for every scavenge cost more than the work they took
+ *   over: measured here, 3.5-3.8 instead of 4.7-4.8 CPU seconds per GiB forwarded, RSS no higher.
  * Flags given to the CLI's own node (`node --inspect tether up`) come after these and win.
  */
 export const AGENT_NODE_FLAGS: readonly string[] = [
   '--max-semi-space-size=1',
   '--expose-gc',
   '--max-old-space-size=512',
+  '--single-threaded',
 ];
 
 /** The node arguments of the background agent for instance `name`. */

@@ -43,7 +43,7 @@ export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): 
       socket.off('close', onEarlyError);
       if (clientGone || socket.destroyed) {
         release();
-        channel.destroy();
+        closeChannel(channel);
         return;
       }
       splice(socket, channel, stats, log, label, release);
@@ -64,6 +64,31 @@ function reset(socket: Socket): void {
   } else {
     socket.destroy();
   }
+}
+
+/**
+ * Closes a channel in both directions. ssh2's destroy() is end() plus close(), and end() on a channel already ended
+ * builds an error nobody sees, stack trace included, which showed on every connection's teardown: an ended channel
+ * only gets close().
+ */
+function closeChannel(channel: Duplex): void {
+  const close = (channel as Duplex & { close?: () => void }).close;
+  if (channel.writableEnded && typeof close === 'function') close.call(channel);
+  else channel.destroy();
+}
+
+/**
+ * Node destroys a Duplex once both sides are done (autoDestroy), and ssh2's destroy() is end() plus close(): on a
+ * finished channel that builds an ERR_STREAM_ALREADY_FINISHED nobody sees, a stack trace per connection. The splice
+ * closes the channel itself, and ssh2 forgets it on CHANNEL_CLOSE, so nothing is lost without autoDestroy.
+ */
+function noAutoDestroy(channel: Duplex): void {
+  const states = channel as Duplex & {
+    _readableState?: { autoDestroy: boolean };
+    _writableState?: { autoDestroy: boolean };
+  };
+  if (states._readableState) states._readableState.autoDestroy = false;
+  if (states._writableState) states._writableState.autoDestroy = false;
 }
 
 /** The part of ssh2's channel state (`incoming`/`outgoing`, untyped in @types/ssh2) that tells how a channel ended. */
@@ -92,7 +117,7 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
     release();
     if (err) log.debug({ err: err.message, forward: label }, `connection ${label} ${why}: ${err.message}`);
     socket.destroy();
-    channel.destroy();
+    closeChannel(channel);
   };
   const lost = () => {
     if (finished) return;
@@ -100,8 +125,9 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
     release();
     log.debug({ forward: label }, `connection ${label} reset: its SSH connection to the guest was lost`);
     reset(socket);
-    channel.destroy();
+    closeChannel(channel);
   };
+  noAutoDestroy(channel);
   socket.on('error', (err) => teardown('client error', err));
   channel.on('error', (err: Error) => teardown('channel error', err));
   // A hand-made splice rather than pipe(): pipe() hangs about a dozen listeners on each stream and re-runs its
@@ -128,7 +154,9 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
   });
   socket.resume();
   // Once the channel is fully closed nothing more can flow; let the socket finish writing what it has.
+  let channelClosed = false;
   channel.on('close', () => {
+    channelClosed = true;
     if (cutOff(channel)) return lost();
     if (finished) return;
     finished = true;
@@ -137,6 +165,6 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
   });
   socket.on('close', () => {
     if (!finished) teardown('client closed');
-    else channel.destroy();
+    else if (!channelClosed) closeChannel(channel);
   });
 }
