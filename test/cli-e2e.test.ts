@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../host/src/cli/agent-spawn.js';
 import { FORWARD_JSON_KEYS } from '../host/src/model.js';
 import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
@@ -82,6 +83,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(statSync(join(home, NAME)).mode & 0o777).toBe(0o700);
     agentPid = Number(readFileSync(join(home, NAME, 'ha.pid'), 'utf8'));
     expect(alive(agentPid)).toBe(true);
+    // The background agent runs with the flags and malloc settings the forwarding figures were measured with.
+    const argv = readFileSync(`/proc/${agentPid}/cmdline`, 'utf8').split('\0');
+    for (const flag of AGENT_NODE_FLAGS) expect(argv).toContain(flag);
+    const env = readFileSync(`/proc/${agentPid}/environ`, 'utf8').split('\0');
+    for (const [k, v] of Object.entries(AGENT_ENV)) expect(env).toContain(`${k}=${v}`);
   });
 
   it('forward ls --json shows a server started in the guest, with exactly the contract keys', async () => {

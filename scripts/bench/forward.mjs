@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 // Tether runs and OpenSSH runs alternate so the machine's noise falls on both.
 //
 //   npm run build && node scripts/bench/forward.mjs        (root; BENCH_QUICK=1 for a short run)
-import { AGENT_NODE_FLAGS } from '../../host/dist/cli/agent-spawn.js';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../host/dist/cli/agent-spawn.js';
 import { fmt, median, percentile, printComparison } from './stats.mjs';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -447,14 +447,15 @@ async function main() {
     guestAgent: { socket: join(tb.guestDir, 'agent.sock'), installDir: join(tb.guestDir, 'install') },
     mounts: [],
   };
-  // The agent runs with the node flags `tether up` gives it (AGENT_NODE_FLAGS), so the bench measures what ships.
+  // The agent runs with the node flags and environment `tether up` gives it (AGENT_NODE_FLAGS, AGENT_ENV), so the
+  // bench measures what ships; only the agent gets AGENT_ENV, not ssh or the bench's own processes.
   // BENCH_AGENT_NODE_FLAGS replaces them (an A/B of the flags; "" for none); BENCH_AGENT_NODE_ARGS adds node flags,
   // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const flagsOverride = process.env.BENCH_AGENT_NODE_FLAGS;
   const baseFlags = flagsOverride === undefined ? AGENT_NODE_FLAGS : flagsOverride.split(' ').filter(Boolean);
   const nodeArgs = [...baseFlags, ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const agentArgv = [...nodeArgs, join(here, 'forward-agent.mjs'), TB, instanceDir, JSON.stringify(config)];
-  const agent = start(process.execPath, agentArgv, 'host agent');
+  const agent = start(process.execPath, agentArgv, 'host agent', { env: { ...AGENT_ENV, ...process.env } });
   agent.role = 'agent';
   const agentEvents = agentEventStream(agent);
   const booted = await agentEvents.next((e) => e.event === 'ready' || e.event === 'failed', 120_000);

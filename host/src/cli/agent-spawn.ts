@@ -28,6 +28,20 @@ export const AGENT_NODE_FLAGS: readonly string[] = [
   '--single-threaded',
 ];
 
+/**
+ * Environment defaults of the background agent (the user's own environment wins). glibc's malloc hands freed memory
+ * back to the kernel as soon as 128 KiB sit free at the top of the heap; forwarding frees a burst of packet and read
+ * buffers at every collection, so the next burst faulted every page in again: about 100 page faults per MiB
+ * forwarded, a third of the agent's CPU per GiB on this machine's virtualised kernel. Keeping up to 32 MiB free at
+ * the top, and taking buffers under 1 MiB from the heap rather than from mmap (a fixed trim threshold also fixes the
+ * mmap threshold at 128 KiB), cut the faults tenfold and the CPU per GiB by about a fifth, with the RSS peak no
+ * higher. Other C libraries ignore these variables.
+ */
+export const AGENT_ENV: Readonly<Record<string, string>> = {
+  MALLOC_TRIM_THRESHOLD_: String(32 * 1024 * 1024),
+  MALLOC_MMAP_THRESHOLD_: String(1024 * 1024),
+};
+
 /** The node arguments of the background agent for instance `name`. */
 export function agentArgv(name: string, logLevel?: string): string[] {
   const entry = fileURLToPath(new URL('./agent-main.js', import.meta.url));
@@ -43,7 +57,7 @@ export function spawnAgent(paths: InstancePaths, logLevel?: string): ChildProces
     const child = spawn(process.execPath, agentArgv(paths.name, logLevel), {
       detached: true,
       stdio: ['ignore', out, out],
-      env: process.env,
+      env: { ...AGENT_ENV, ...process.env },
     });
     child.unref();
     return child;
