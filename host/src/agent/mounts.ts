@@ -24,7 +24,8 @@ function untilMounted(
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      listeners.splice(listeners.indexOf(check), 1);
+      const at = listeners.indexOf(check);
+      if (at >= 0) listeners.splice(at, 1);
       resolve(missing());
     };
     const check = () => {
