@@ -132,10 +132,14 @@ describe('config defaults and expansion', () => {
     expect(c.maxForwards).toBe(4096);
   });
 
-  it('reads a bare ~ (YAML null) as the home directory for a mount location', () => {
+  it('reads a bare ~ (YAML null) as the home directory for a mount location, but refuses an empty one', () => {
     const c = parseConfig('ssh:\n  user: a\nmounts:\n  - location: ~\n    writable: true\n', FILE);
     expect(c.mounts).toHaveLength(1);
     expect(c.mounts[0]).toMatchObject({ location: homedir(), mountPoint: homedir(), writable: true });
+    const empty = errorOf('ssh:\n  user: a\nmounts:\n  - location:\n    writable: true\n');
+    expect(empty.problems.map((p) => p.message)).toEqual([
+      expect.stringMatching(/mounts\[0\]\.location: got null; expected string/),
+    ]);
   });
 
   it("loads the README's full example config", () => {

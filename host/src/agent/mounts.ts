@@ -13,7 +13,10 @@ import type { MountDriver } from './host-agent.js';
 /** How long requirement 5 gives a mount whose first attempt failed to succeed on a retry (the first come at ~1, 3, 7 s). */
 const RETRY_GRACE_MS = 10_000;
 
-/** Resolves with the mounts still not mounted once all are, or after `graceMs`. */
+/**
+ * Resolves with the mounts still not mounted once all are, or after `graceMs`; an attempt still running then is
+ * waited for rather than cut off (the `up` timeout bounds it).
+ */
 function untilMounted(
   manager: MountManager,
   listeners: ((view: MountView) => void)[],
@@ -22,16 +25,19 @@ function untilMounted(
   const missing = () => manager.views().filter((v) => v.state !== 'mounted');
   if (missing().length === 0) return Promise.resolve([]);
   return new Promise((resolve) => {
-    const done = () => {
+    let expired = false;
+    const check = () => {
+      const left = missing();
+      if (left.length > 0 && (!expired || left.some((v) => v.state === 'mounting'))) return;
       clearTimeout(timer);
       const at = listeners.indexOf(check);
       if (at >= 0) listeners.splice(at, 1);
-      resolve(missing());
+      resolve(left);
     };
-    const check = () => {
-      if (missing().length === 0) done();
-    };
-    const timer = setTimeout(done, graceMs);
+    const timer = setTimeout(() => {
+      expired = true;
+      check();
+    }, graceMs);
     listeners.push(check);
   });
 }
@@ -41,7 +47,7 @@ export function mountDriver(mounts: readonly MountConfig[], logger: Logger): Mou
   const manager = new MountManager(mounts, {
     logger,
     onChange: (view) => {
-      for (const l of listeners) l(view);
+      for (const l of [...listeners]) l(view); // a listener may remove itself
     },
   });
   let detach: (() => void) | null = null;

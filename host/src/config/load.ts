@@ -65,6 +65,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     );
   }
   const raw: unknown = doc.toJS() ?? {};
+  bareTildeLocations(doc, raw);
   const result = Config.safeParse(raw, { reportInput: true });
   if (!result.success) {
     const issues = portForwardIssues(result.error.issues, raw);
@@ -72,6 +73,20 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     throw new ConfigError(file, problems);
   }
   return finish(result.data, dirname(resolve(file)));
+}
+
+/**
+ * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example). Only a
+ * literal `~` is read that way: an empty `location:` stays null and is refused, rather than exporting `$HOME`.
+ */
+function bareTildeLocations(doc: Document, raw: unknown): void {
+  const mounts = (raw as { mounts?: unknown } | null)?.mounts;
+  if (!Array.isArray(mounts)) return;
+  mounts.forEach((m: unknown, i) => {
+    if (m === null || typeof m !== 'object' || (m as { location?: unknown }).location !== null) return;
+    const node = doc.getIn(['mounts', i, 'location'], true);
+    if (isScalar(node) && node.source === '~') (m as { location: string }).location = '~';
+  });
 }
 
 type Issue = z.core.$ZodIssue;

@@ -78,8 +78,8 @@ export const PortForward = z.union([SocketRule, PortRule]);
 
 export const MountConfig = z
   .object({
-    /** Host directory to export; `~` expands on the host. A bare `~` is YAML's null, so null is read as `~`. */
-    location: z.preprocess((v) => (v === null ? '~' : v), z.string().min(1)),
+    /** Host directory to export; `~` expands on the host (a bare `~` in YAML is read as `~`, see load.ts). */
+    location: z.string().min(1),
     /** Where it appears in the guest; defaults to the same path as location. */
     mountPoint: z.string().min(1).optional(),
     writable: z.boolean().default(false),

@@ -77,20 +77,6 @@ function closeChannel(channel: Duplex): void {
   else channel.destroy();
 }
 
-/**
- * Node destroys a Duplex once both sides are done (autoDestroy), and ssh2's destroy() is end() plus close(): on a
- * finished channel that builds an ERR_STREAM_ALREADY_FINISHED nobody sees, a stack trace per connection. The splice
- * closes the channel itself, and ssh2 forgets it on CHANNEL_CLOSE, so nothing is lost without autoDestroy.
- */
-function noAutoDestroy(channel: Duplex): void {
-  const states = channel as Duplex & {
-    _readableState?: { autoDestroy: boolean };
-    _writableState?: { autoDestroy: boolean };
-  };
-  if (states._readableState) states._readableState.autoDestroy = false;
-  if (states._writableState) states._writableState.autoDestroy = false;
-}
-
 /** The part of ssh2's channel state (`incoming`/`outgoing`, untyped in @types/ssh2) that tells how a channel ended. */
 interface ChannelSides {
   incoming?: { state?: string };
@@ -127,7 +113,6 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
     reset(socket);
     closeChannel(channel);
   };
-  noAutoDestroy(channel);
   socket.on('error', (err) => teardown('client error', err));
   channel.on('error', (err: Error) => teardown('channel error', err));
   // A hand-made splice rather than pipe(): pipe() hangs about a dozen listeners on each stream and re-runs its

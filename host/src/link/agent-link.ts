@@ -33,6 +33,7 @@ export interface AgentLinkOptions {
 export class AgentLink extends EventEmitter {
   peer: Peer | null = null;
   info: Info | null = null;
+  private refreshing: Promise<void> | null = null;
   up = false;
   /** Why the link is not up (last failure), for status and requirement details. */
   lastError: string | null = null;
@@ -70,21 +71,26 @@ export class AgentLink extends EventEmitter {
   }
 
   /**
-   * Asks the guest agent for fresh info (its scan interval adapts to load); keeps the last info when the link is down
-   * or the answer is late. Never rejects.
+   * Asks the guest agent for fresh info (its scan interval adapts to load); keeps the last info when the answer is
+   * late, and does nothing while the link is down (info is null then). Callers at the same time share one request.
+   * Never rejects.
    */
-  async refreshInfo(timeoutMs = 1_000): Promise<void> {
+  refreshInfo(timeoutMs = 1_000): Promise<void> {
     const peer = this.peer;
-    if (!this.up || !peer) return;
-    try {
-      const info = await Promise.race([
-        peer.request('info', {}),
-        sleep(timeoutMs, null, { ref: false }).then(() => null),
-      ]);
-      if (info && this.up && this.peer === peer) this.info = info;
-    } catch {
-      // The link is going down; its own handling reports why.
-    }
+    if (!this.up || !peer) return Promise.resolve();
+    this.refreshing ??= Promise.race([peer.request('info', {}), sleep(timeoutMs, null, { ref: false })])
+      .then(
+        (info) => {
+          if (info && this.up && this.peer === peer) this.info = info;
+        },
+        () => {
+          // The link is going down; its own handling reports why.
+        },
+      )
+      .finally(() => {
+        this.refreshing = null;
+      });
+    return this.refreshing;
   }
 
   /** Resolves once the link is up (info known); rejects after timeoutMs with the last failure. */

@@ -1,40 +1,75 @@
-// Default identity lookup against real key files made by ssh-keygen: the first usable one in OpenSSH's order wins,
-// and keys that cannot be used (garbage, a passphrase) are passed over with the reason.
+// Default identities against real key files made by ssh-keygen, and against the testbed's sshd: OpenSSH's order,
+// unusable files passed over with the reason, and a login that falls through a key the server refuses to one it
+// accepts.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultIdentity } from './identity.js';
+import { canRunTestbed, useTestbed } from '../../../test/helpers/testbed.js';
+import { SshConfig } from '../config/schema.js';
+import { silentLogger } from '../log.js';
+import { defaultIdentities } from './identity.js';
+import { SshSession } from './session.js';
 
-const home = mkdtempSync(join(tmpdir(), 'tether-identity-'));
-const sshDir = join(home, '.ssh');
-mkdirSync(sshDir, { mode: 0o700 });
-afterAll(() => rmSync(home, { recursive: true, force: true }));
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
-function keygen(name: string, type: string, passphrase = ''): void {
-  execFileSync('ssh-keygen', ['-q', '-t', type, '-N', passphrase, '-C', 'test', '-f', join(sshDir, name)]);
+function fakeHome(): { home: string; ssh: string } {
+  const home = mkdtempSync(join(tmpdir(), 'tether-identity-'));
+  dirs.push(home);
+  const ssh = join(home, '.ssh');
+  mkdirSync(ssh, { mode: 0o700 });
+  return { home, ssh };
 }
 
-describe('defaultIdentity', () => {
+function keygen(path: string, type: string, passphrase = ''): void {
+  execFileSync('ssh-keygen', ['-q', '-t', type, '-N', passphrase, '-C', 'test', '-f', path]);
+}
+
+describe('defaultIdentities', () => {
   it('finds nothing in an empty ~/.ssh', () => {
-    expect(defaultIdentity(home)).toEqual({ identity: null, skipped: [] });
+    expect(defaultIdentities(fakeHome().home)).toEqual({ identities: [], skipped: [] });
   });
 
-  it('passes over unusable keys with the reason and takes the next usable one', () => {
-    writeFileSync(join(sshDir, 'id_ed25519'), 'not a key\n', { mode: 0o600 });
-    keygen('id_ecdsa', 'ecdsa', 'secret');
-    keygen('id_rsa', 'rsa');
-    const { identity, skipped } = defaultIdentity(home);
-    expect(identity?.path).toBe(join(sshDir, 'id_rsa'));
-    expect(skipped).toHaveLength(2);
-    expect(skipped[0]).toContain(join(sshDir, 'id_ed25519'));
-    expect(skipped[1]).toContain(join(sshDir, 'id_ecdsa'));
-  });
+  it("returns every usable key in OpenSSH's order and names the unusable ones", () => {
+    const { home, ssh } = fakeHome();
+    keygen(join(ssh, 'id_ed25519'), 'ed25519');
+    keygen(join(ssh, 'id_ecdsa'), 'ecdsa', 'secret');
+    writeFileSync(join(ssh, 'id_rsa'), 'not a key\n', { mode: 0o600 });
+    const first = defaultIdentities(home);
+    expect(first.identities.map((i) => i.path)).toEqual([join(ssh, 'id_ed25519')]);
+    expect(first.skipped.map((s) => s.split(':')[0])).toEqual([join(ssh, 'id_rsa'), join(ssh, 'id_ecdsa')]);
 
-  it("prefers id_ed25519 like OpenSSH's default order", () => {
-    rmSync(join(sshDir, 'id_ed25519'));
-    keygen('id_ed25519', 'ed25519');
-    expect(defaultIdentity(home).identity?.path).toBe(join(sshDir, 'id_ed25519'));
+    rmSync(join(ssh, 'id_rsa'));
+    keygen(join(ssh, 'id_rsa'), 'rsa');
+    copyFileSync(join(ssh, 'id_ed25519.pub'), join(ssh, 'id_ecdsa')); // a public key where a private one belongs
+    const second = defaultIdentities(home);
+    expect(second.identities.map((i) => i.path)).toEqual([join(ssh, 'id_rsa'), join(ssh, 'id_ed25519')]);
+    expect(second.skipped).toEqual([`${join(ssh, 'id_ecdsa')}: not a private key`]);
+  });
+});
+
+describe.skipIf(!canRunTestbed())('SshSession without an identity file', () => {
+  const testbed = useTestbed();
+
+  it('logs in with a default key after the server refused an earlier one', async () => {
+    const tb = testbed();
+    const { home, ssh } = fakeHome();
+    keygen(join(ssh, 'id_rsa'), 'rsa'); // not authorized in the guest: tried first, refused
+    copyFileSync(tb.identityFile, join(ssh, 'id_ed25519'));
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-identity-instance-'));
+    dirs.push(instanceDir);
+    const config = SshConfig.parse({ host: '127.0.0.1', port: tb.sshPort, user: tb.user, useAgent: false });
+    const session = new SshSession({ ssh: config, instanceDir, logger: silentLogger(), home });
+    try {
+      session.start();
+      await session.waitConnected(20_000);
+      expect((await session.execText('id -un')).stdout.trim()).toBe(tb.user);
+    } finally {
+      await session.close('test over');
+    }
   });
 });

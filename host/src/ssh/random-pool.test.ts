@@ -31,6 +31,7 @@ describe('pooled randomFillSync', () => {
     expect(crypto.randomFillSync(new Uint32Array(4))).toHaveLength(4);
     expect(() => crypto.randomFillSync(Buffer.alloc(8), 4, 8)).toThrow(RangeError);
     expect(() => crypto.randomFillSync(Buffer.alloc(8), -1)).toThrow(RangeError);
+    expect(() => crypto.randomFillSync(Buffer.alloc(8), 0, null as unknown as number)).toThrow(TypeError);
     expect(randomPoolStats.pooled).toBe(before);
   });
 

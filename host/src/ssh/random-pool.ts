@@ -19,7 +19,7 @@ export const randomPoolStats = { pooled: 0, refills: 0 };
 
 function pooledRandomFillSync(buf: unknown, offset = 0, size?: number): unknown {
   const view = Buffer.isBuffer(buf) ? buf : null;
-  const length = size ?? (view ? view.length - offset : Number.NaN);
+  const length = size === undefined ? (view ? view.length - offset : Number.NaN) : size;
   const small = view && Number.isInteger(offset) && Number.isInteger(length) && offset >= 0 && length >= 0;
   // Anything unusual (not a Buffer, bad bounds) goes to the original, which validates and throws as documented.
   if (!small || length > SMALL || offset + length > view.length) return direct(buf, offset, size);

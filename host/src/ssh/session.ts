@@ -7,11 +7,13 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import {
+  type AgentAuthMethod,
   type CipherAlgorithm,
   Client,
   type ClientChannel,
   type ConnectConfig,
   type ExecOptions,
+  type PublicKeyAuthMethod,
   type SFTPWrapper,
 } from 'ssh2';
 import type { SshConfig } from '../config/schema.js';
@@ -19,7 +21,7 @@ import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
-import { DEFAULT_IDENTITY_FILES, defaultIdentity } from './identity.js';
+import { DEFAULT_IDENTITY_FILES, defaultIdentities } from './identity.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
 export const CIPHERS: CipherAlgorithm[] = [
@@ -40,6 +42,8 @@ export interface SshSessionOptions {
   /** Component logger (`ssh`). */
   logger: Logger;
   readyTimeoutMs?: number;
+  /** Where the default key files are looked for (`~/.ssh`) when ssh.identityFile is unset; default the user's home. */
+  home?: string;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
 }
@@ -289,14 +293,10 @@ export class SshSession extends EventEmitter {
       }
     }
     const agent = ssh.useAgent ? process.env.SSH_AUTH_SOCK : undefined;
-    let skipped: string[] = [];
-    if (!privateKey) {
-      const found = defaultIdentity();
-      privateKey = found.identity?.key;
-      skipped = found.skipped;
-    }
-    if (!privateKey && !agent) {
-      const why = skipped.length ? ` (${skipped.join('; ')})` : '';
+    // Without an identity file, OpenSSH's way: the agent's keys, then every usable default key file.
+    const defaults = privateKey ? null : defaultIdentities(this.opts.home);
+    if (defaults && defaults.identities.length === 0 && !agent) {
+      const why = defaults.skipped.length ? ` (${defaults.skipped.join('; ')})` : '';
       this.lastError =
         'no credentials: set ssh.identityFile (tether up -i KEY) or run an ssh-agent (SSH_AUTH_SOCK); ' +
         `no usable default key in ${DEFAULT_IDENTITY_FILES.join(', ')}${why}`;
@@ -305,6 +305,12 @@ export class SshSession extends EventEmitter {
       this.setState('closed', this.lastError);
       return;
     }
+    const authHandler: (AgentAuthMethod | PublicKeyAuthMethod)[] | undefined = defaults
+      ? [
+          ...(agent ? [{ type: 'agent' as const, username: ssh.user, agent }] : []),
+          ...defaults.identities.map((id) => ({ type: 'publickey' as const, username: ssh.user, key: id.key })),
+        ]
+      : undefined;
     const client = new Client();
     let lastClientError: string | null = null;
     const config: ConnectConfig = {
@@ -314,6 +320,7 @@ export class SshSession extends EventEmitter {
       username: ssh.user,
       privateKey,
       agent,
+      authHandler,
       keepaliveInterval: ssh.keepaliveInterval * 1000,
       keepaliveCountMax: ssh.keepaliveCountMax,
       readyTimeout: this.opts.readyTimeoutMs ?? 20_000,
