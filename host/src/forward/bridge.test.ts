@@ -17,6 +17,8 @@ interface Rig {
   stats: ForwardStats;
   /** The server side of the SSH connection, to cut it. */
   conn: Connection;
+  /** Host-side sockets of the listener still open. */
+  openSockets(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ async function rig(guest: GuestBehaviour): Promise<Rig> {
     connect: () => net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }),
     stats,
     conn: conn as Connection,
+    openSockets: () => new Promise((resolve) => listener.getConnections((_err, n) => resolve(n))),
     async close() {
       client.destroy();
       await new Promise((r) => listener.close(r));
@@ -99,5 +102,27 @@ describe('bridge', () => {
     r.conn.end();
     expect(await result).toEqual({ data: 'partial', ended: 'ECONNRESET' });
     await expect.poll(() => r?.stats.connections).toBe(0);
+  });
+
+  it('delivers the whole reply when the guest closes while the client, not reading yet, is still sending', async () => {
+    const reply = 'y'.repeat(1536 * 1024); // within the SSH window, so the guest can send it all and close at once
+    let guestClosed = false;
+    r = await rig((ch) => {
+      ch.on('data', () => {}); // the guest ignores the request
+      ch.on('close', () => {
+        guestClosed = true;
+      });
+      ch.end(reply); // data, EOF, CLOSE
+    });
+    const s = r.connect();
+    s.pause(); // the reply backs up into the paused channel, so the channel's end waits for the client to read
+    s.write('request');
+    await expect.poll(() => guestClosed).toBe(true);
+    for (let i = 0; i < 8; i++) s.write('more of the request after the guest closed');
+    const result = outcome(s);
+    s.resume(); // paused explicitly above: a 'data' listener alone does not restart the flow
+    expect(await result).toEqual({ data: reply, ended: 'end' });
+    s.end(); // the client's FIN must reach the bridge, though it last paused the socket for the channel
+    await expect.poll(() => r?.openSockets()).toBe(0);
   });
 });

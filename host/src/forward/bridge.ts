@@ -119,6 +119,9 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
   // bookkeeping per chunk, which showed as a measurable share of the per-connection cost. Backpressure is the same:
   // a full writer pauses the other side's reader until it drains.
   socket.on('data', (chunk: Buffer) => {
+    // After the guest's CLOSE, ssh2 has ended the channel: the bytes have nowhere to go (the reply still drains to
+    // the client).
+    if (channel.writableEnded) return;
     stats.bytesIn += chunk.length;
     if (!channel.write(chunk)) socket.pause();
   });
@@ -146,7 +149,11 @@ function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logge
     if (finished) return;
     finished = true;
     release();
-    if (!socket.destroyed) socket.end();
+    if (socket.destroyed) return;
+    socket.end();
+    // A socket paused for a channel that will never drain again must still read, or the client's FIN would go
+    // unnoticed and the socket would stay open for good.
+    socket.resume();
   });
   socket.on('close', () => {
     if (!finished) teardown('client closed');
