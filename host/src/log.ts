@@ -1,24 +1,20 @@
 // Logging for the host agent: pino JSON lines, one child logger per component (`ssh`, `link`, `forward`, `mount`,
-// `sftp`, `watch`, `control`, `agent`), written to <instance>/logs/ with size rotation (pino-roll, in-process: no
+// `sftp`, `watch`, `control`, `agent`), written to <instance>/logs/ with size rotation (log-file.ts, in-process: no
 // worker thread, so the agent's memory stays small).
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { type DestinationStream, type Logger, pino } from 'pino';
+import { openLogFile } from './log-file.js';
 
 export type { Logger } from 'pino';
+export { CURRENT_LOG, LOG_FILE } from './log-file.js';
 
 export type Component = 'agent' | 'ssh' | 'link' | 'forward' | 'mount' | 'sftp' | 'watch' | 'control' | 'provision';
-
-/** File name prefix of the rotated logs; `current.log` always points at the newest file. */
-export const LOG_FILE = 'tether';
-export const CURRENT_LOG = 'current.log';
 
 export interface LogOptions {
   /** Directory for rotated files; absent: JSON lines to stdout. */
   dir?: string;
   level?: string;
-  /** Rotate when a file reaches this size. */
-  size?: string;
+  /** Rotate when a file reaches this many bytes (default 10 MiB). */
+  maxBytes?: number;
   /** Rotated files kept. */
   keep?: number;
 }
@@ -27,17 +23,7 @@ export async function createLogger(opts: LogOptions = {}): Promise<Logger> {
   const level = opts.level ?? process.env.TETHER_LOG_LEVEL ?? 'info';
   let dest: DestinationStream;
   if (opts.dir) {
-    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-    // Loaded here, not at the top: the CLI imports this module for its constants and never rotates.
-    const { default: pinoRoll } = await import('pino-roll');
-    dest = (await pinoRoll({
-      file: join(opts.dir, LOG_FILE),
-      extension: '.log',
-      size: opts.size ?? '10m',
-      mkdir: true,
-      symlink: true,
-      limit: { count: opts.keep ?? 5 },
-    })) as DestinationStream;
+    dest = openLogFile({ dir: opts.dir, maxBytes: opts.maxBytes ?? 10 * 1024 * 1024, keep: opts.keep ?? 5 });
   } else {
     dest = pino.destination({ dest: 1, sync: false });
   }

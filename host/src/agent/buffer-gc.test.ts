@@ -1,10 +1,10 @@
 // The buffer collector's policy with an injected GC and memory reading (fake timers drive the checks), and the real
-// thing in a child node with --expose-gc: dead Buffers are collected before V8's own trigger would.
+// thing in a child node with --expose-gc: dead Buffers are collected (minor GCs first) before V8's own trigger would.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { startBufferCollector } from './buffer-gc.js';
+import { type CollectionKind, startBufferCollector } from './buffer-gc.js';
 
 const MiB = 1024 * 1024;
 /** The child runs plain node (no TypeScript), so it loads the built module (`npx tsc -b`). */
@@ -18,40 +18,64 @@ describe('buffer collector', () => {
     vi.useRealTimers();
   });
 
-  it('collects once garbage passes the limit above the live level, and re-bases on what survives', () => {
+  it('runs a minor GC at half the limit above the live level, a full GC when that leaves it over the limit', () => {
     vi.useFakeTimers();
     let memory = 4 * MiB;
+    let youngGarbage = 0;
     let survivors = 4 * MiB;
-    const collect = vi.fn(() => {
-      memory = survivors;
+    const collect = vi.fn((kind: CollectionKind) => {
+      memory -= youngGarbage;
+      youngGarbage = 0;
+      if (kind === 'major') memory = survivors;
     });
-    const c = startBufferCollector({ limitBytes: 16 * MiB, intervalMs: 100, collect, arrayBuffers: () => memory });
+    const opts = { limitBytes: 16 * MiB, busyIntervalMs: 100, idleIntervalMs: 100, collect };
+    const c = startBufferCollector({ ...opts, arrayBuffers: () => memory });
     expect(c).not.toBeNull();
 
     vi.advanceTimersByTime(100); // first reading: 4 MiB live
-    memory = 19 * MiB; // 15 MiB above the live 4 MiB: not yet
+    memory = 11 * MiB; // 7 MiB above the live level: not yet
     vi.advanceTimersByTime(100);
     expect(collect).not.toHaveBeenCalled();
 
-    memory = 21 * MiB;
+    // Young garbage: the minor GC frees it, nothing more is needed.
+    memory = 13 * MiB;
+    youngGarbage = 9 * MiB;
+    vi.advanceTimersByTime(100);
+    expect(collect.mock.calls).toEqual([['minor']]);
+
+    // Old garbage: the minor GC frees nothing and 18 MiB stay above the live level, so a full GC follows at once.
+    memory = 22 * MiB;
     survivors = 10 * MiB; // e.g. four streams' windows are live
     vi.advanceTimersByTime(100);
-    expect(collect).toHaveBeenCalledTimes(1);
-    expect(c?.collections).toBe(1);
+    expect(collect.mock.calls).toEqual([['minor'], ['minor'], ['major']]);
+    expect(c?.collections).toEqual({ minor: 2, major: 1 });
 
-    vi.advanceTimersByTime(100); // reads the 10 MiB that survived
-    memory = 24 * MiB; // 14 MiB above the new live level
+    vi.advanceTimersByTime(100); // reads the 10 MiB that survived: the new live level
+    memory = 17 * MiB; // 7 MiB above it
     vi.advanceTimersByTime(100);
-    expect(collect).toHaveBeenCalledTimes(1);
-
-    memory = 27 * MiB;
-    vi.advanceTimersByTime(100);
-    expect(collect).toHaveBeenCalledTimes(2);
+    expect(collect).toHaveBeenCalledTimes(3);
 
     c?.stop();
     memory = 100 * MiB;
     vi.advanceTimersByTime(1000);
-    expect(collect).toHaveBeenCalledTimes(2);
+    expect(collect).toHaveBeenCalledTimes(3);
+  });
+
+  it('reads often while ArrayBuffer memory moves and rarely while it is steady', () => {
+    vi.useFakeTimers();
+    let memory = 0;
+    const reads = vi.fn(() => memory);
+    const c = startBufferCollector({ busyIntervalMs: 10, idleIntervalMs: 100, collect: () => {}, arrayBuffers: reads });
+    vi.advanceTimersByTime(1000);
+    expect(reads).toHaveBeenCalledTimes(10); // steady
+    reads.mockClear();
+    const moving = setInterval(() => {
+      memory += 2 * MiB;
+    }, 5);
+    vi.advanceTimersByTime(1000);
+    clearInterval(moving);
+    expect(reads.mock.calls.length).toBeGreaterThanOrEqual(90);
+    c?.stop();
   });
 
   it('does nothing without a GC function (no --expose-gc)', () => {
@@ -63,7 +87,7 @@ describe('buffer collector', () => {
     // 256 MiB of short-lived 64 KiB Buffers, like socket reads; the peak of ArrayBuffer memory is reported.
     const script = `
       const { startBufferCollector } = await import(${JSON.stringify(BUILT.href)});
-      const c = process.env.COLLECT ? startBufferCollector({ intervalMs: 5 }) : null;
+      const c = process.env.COLLECT ? startBufferCollector({ busyIntervalMs: 5, idleIntervalMs: 5 }) : null;
       let peak = 0;
       let keep = [];
       for (let i = 0; i < 4096; i++) {
@@ -72,7 +96,7 @@ describe('buffer collector', () => {
         if (i % 16 === 0) await new Promise((r) => setTimeout(r, 1));
         peak = Math.max(peak, process.memoryUsage().arrayBuffers);
       }
-      process.stdout.write(JSON.stringify({ peak, collections: c?.collections ?? 0 }));
+      process.stdout.write(JSON.stringify({ peak, collections: c ? c.collections.minor + c.collections.major : 0 }));
     `;
     const run = (collect: boolean) =>
       JSON.parse(

@@ -1,9 +1,9 @@
 // Reading an instance's logs for `tether logs`: the rotated pino files (`tether.N.log`, oldest first), filtering by
 // component and minimum level, the last N lines, and following `current.log` across rotation (re-opening when the
 // symlink points at a new file). Reads only; the agent owns writing.
-import { closeSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CURRENT_LOG, LOG_FILE } from '../log.js';
+import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-file.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -32,18 +32,7 @@ export function matches(line: string, f: LogFilter): boolean {
 
 /** The rotated files, oldest first. */
 export function logFiles(dir: string): string[] {
-  const re = new RegExp(`^${LOG_FILE}\\.(\\d+)\\.log$`);
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names
-    .map((n) => ({ n, m: re.exec(n) }))
-    .filter((x) => x.m)
-    .sort((a, b) => Number(a.m![1]) - Number(b.m![1]))
-    .map((x) => join(dir, x.n));
+  return logFileNumbers(dir).map((n) => join(dir, logFileName(n)));
 }
 
 export interface TailResult {

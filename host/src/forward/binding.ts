@@ -1,8 +1,8 @@
 // What the forwarding engine needs from a host-side listener (TCP server, UDP socket, unix socket server), and the
 // per-forward counters they update. The engine owns lifecycles; bindings own sockets.
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 
 /** Per-forward counters. bytesIn: received from host clients; bytesOut: sent to host clients. */
 export interface ForwardStats {
@@ -23,8 +23,8 @@ export interface GuestTarget {
 /** Picks the guest target for traffic arriving on a binding of the given address family (null: none any more). */
 export type Route = (family: 4 | 6) => GuestTarget | null;
 
-/** Opens a channel to the guest (a `forwardOut` or streamlocal channel). */
-export type OpenChannel = () => Promise<Duplex>;
+/** Opens a channel to the guest (direct-tcpip or direct-streamlocal) that delivers to `sink`. */
+export type OpenChannel = (sink: ChannelSink) => Promise<GuestChannel>;
 
 export interface HostBinding {
   /** Display form: `127.0.0.1:8080`, `[::1]:8080` or a socket path. */

@@ -2,10 +2,11 @@
 // sockets: the guest's EOF reaches the client as a clean end after all data; an SSH connection lost mid-reply
 // reaches it as a reset, never as a clean end of a truncated reply.
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
-import { Client, type Connection, Server, type ServerChannel, utils } from 'ssh2';
+import type { Connection, ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
 import { silentLogger } from '../log.js';
+import { type ChannelSink, type GuestChannel, openDirectChannel } from '../ssh/direct-channel.js';
 import type { ForwardStats } from './binding.js';
 import { bridge } from './bridge.js';
 
@@ -22,44 +23,28 @@ interface Rig {
   close(): Promise<void>;
 }
 
-const listen = (server: net.Server | Server): Promise<number> =>
-  new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
-
 async function rig(guest: GuestBehaviour): Promise<Rig> {
-  const hostKey = utils.generateKeyPairSync('ed25519').private;
-  let conn: Connection | undefined;
-  const sshServer = new Server({ hostKeys: [hostKey] }, (c) => {
-    conn = c;
-    c.on('error', () => {});
-    c.on('authentication', (ctx) => ctx.accept());
-    c.on('ready', () => c.on('tcpip', (accept) => guest(accept())));
-  });
-  const sshPort = await listen(sshServer);
-  const client = new Client();
-  client.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    client.once('ready', () => resolve());
-    client.once('error', reject);
-    client.connect({ host: '127.0.0.1', port: sshPort, username: 'test', password: 'test' });
-  });
+  const pair = await ssh2Pair({ tcpip: (accept) => guest(accept()) });
   const stats: ForwardStats = { connections: 0, bytesIn: 0, bytesOut: 0 };
-  const open = () =>
-    new Promise<Duplex>((resolve, reject) =>
-      client.forwardOut('127.0.0.1', 1, '127.0.0.1', 2, (err, ch) => (err ? reject(err) : resolve(ch))),
+  const target = { kind: 'tcp', srcIP: '127.0.0.1', srcPort: 1, dstIP: '127.0.0.1', dstPort: 2 } as const;
+  const open = (sink: ChannelSink) =>
+    new Promise<GuestChannel>((resolve, reject) =>
+      openDirectChannel(pair.client, target, sink, (err, ch) => (err || !ch ? reject(err) : resolve(ch))),
     );
   const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) =>
     bridge(s, open, { label: 'test', stats, log: silentLogger() }),
   );
-  const port = await listen(listener);
+  const port = await new Promise<number>((resolve) =>
+    listener.listen(0, '127.0.0.1', () => resolve((listener.address() as net.AddressInfo).port)),
+  );
   return {
     connect: () => net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }),
     stats,
-    conn: conn as Connection,
+    conn: pair.conn,
     openSockets: () => new Promise((resolve) => listener.getConnections((_err, n) => resolve(n))),
     async close() {
-      client.destroy();
+      await pair.close();
       await new Promise((r) => listener.close(r));
-      await new Promise((r) => sshServer.close(r));
     },
   };
 }
@@ -124,5 +109,49 @@ describe('bridge', () => {
     expect(await result).toEqual({ data: reply, ended: 'end' });
     s.end(); // the client's FIN must reach the bridge, though it last paused the socket for the channel
     await expect.poll(() => r?.openSockets()).toBe(0);
+  });
+
+  it('moves more than the SSH window both ways, intact and in order', async () => {
+    r = await rig((ch) => ch.pipe(ch));
+    const s = r.connect();
+    const payload = Buffer.alloc(6 * 1024 * 1024);
+    for (let i = 0; i < payload.length; i += 4) payload.writeUInt32LE(i, i);
+    const received: Buffer[] = [];
+    s.on('data', (d: Buffer) => received.push(d));
+    const ended = new Promise((resolve) => s.on('end', resolve));
+    s.end(payload);
+    await ended;
+    expect(Buffer.concat(received).equals(payload)).toBe(true);
+    await expect.poll(() => r?.stats.connections).toBe(0);
+  });
+
+  it('ends the client cleanly when the SSH connection is lost after the guest EOF', async () => {
+    r = await rig((ch) => {
+      ch.write('complete reply');
+      ch.eof(); // EOF only: the CLOSE never comes, the connection goes first
+    });
+    const s = r.connect();
+    const result = outcome(s);
+    s.write('request');
+    await expect.poll(() => r?.stats.bytesOut).toBe('complete reply'.length);
+    r.conn.end();
+    expect(await result).toEqual({ data: 'complete reply', ended: 'end' });
+    s.end();
+  });
+
+  it('closes the guest channel when the client connection is reset', async () => {
+    let guestClosed = false;
+    r = await rig((ch) => {
+      ch.on('data', () => ch.write('working'));
+      ch.on('close', () => {
+        guestClosed = true;
+      });
+    });
+    const s = r.connect();
+    s.write('request');
+    await new Promise((resolve) => s.once('data', resolve));
+    s.resetAndDestroy();
+    await expect.poll(() => guestClosed).toBe(true);
+    await expect.poll(() => r?.stats.connections).toBe(0);
   });
 });

@@ -1,11 +1,10 @@
-// Splices one accepted host connection to one guest channel: TCP_NODELAY, half-close both ways, errors destroy both
-// ends, a channel cut off by a lost SSH connection resets the client instead of ending it, backpressure through
-// a paused reader while the other side's writer is full (a slow reader stalls the SSH window instead of growing
-// buffers), counters.
-// Owns nothing beyond the two streams of one connection.
+// Splices one accepted host connection to one guest channel: TCP_NODELAY, half-close both ways, errors close both
+// ends, a channel cut off by a lost SSH connection resets the client instead of ending it, backpressure both ways
+// (a client that does not read stops the guest's window; a guest window that is used up pauses the client), counters.
+// Owns nothing beyond the two ends of one connection.
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import type { ForwardStats, OpenChannel } from './binding.js';
 
 export interface BridgeOptions {
@@ -20,40 +19,11 @@ export interface BridgeOptions {
  * until the channel is ready, so early client bytes wait in the kernel.
  */
 export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): void {
-  const { stats, log, label } = opts;
-  if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-  stats.connections++;
-  let clientGone = false;
-  const onEarlyError = () => {
-    clientGone = true;
-  };
-  socket.once('error', onEarlyError);
-  socket.once('close', onEarlyError);
-
-  let counted = true;
-  const release = () => {
-    if (!counted) return;
-    counted = false;
-    stats.connections--;
-  };
-
-  open().then(
-    (channel) => {
-      socket.off('error', onEarlyError);
-      socket.off('close', onEarlyError);
-      if (clientGone || socket.destroyed) {
-        release();
-        closeChannel(channel);
-        return;
-      }
-      splice(socket, channel, stats, log, label, release);
-    },
-    (err: Error) => {
-      release();
-      log.warn({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
-      // Reset rather than FIN so the client sees a failed connect, not an empty reply.
-      reset(socket);
-    },
+  socket.setNoDelay(true);
+  const splice = new Splice(socket, opts);
+  open(splice).then(
+    (channel) => splice.attach(channel),
+    (err: Error) => splice.failed(err),
   );
 }
 
@@ -66,97 +36,99 @@ function reset(socket: Socket): void {
   }
 }
 
-/**
- * Closes a channel in both directions. ssh2's destroy() is end() plus close(), and end() on a channel already ended
- * builds an error nobody sees, stack trace included, which showed on every connection's teardown: an ended channel
- * only gets close().
- */
-function closeChannel(channel: Duplex): void {
-  const close = (channel as Duplex & { close?: () => void }).close;
-  if (channel.writableEnded && typeof close === 'function') close.call(channel);
-  else channel.destroy();
-}
+/** One connection's two ends. The guest side arrives as sink calls, which may start before `attach`. */
+class Splice implements ChannelSink {
+  private channel: GuestChannel | null = null;
+  /** No more traffic either way: the guest closed the channel, or the client went away (the channel is closed). */
+  private done = false;
+  private guestEnded = false;
 
-/** The part of ssh2's channel state (`incoming`/`outgoing`, untyped in @types/ssh2) that tells how a channel ended. */
-interface ChannelSides {
-  incoming?: { state?: string };
-  outgoing?: { state?: string };
-}
+  constructor(
+    private readonly socket: Socket,
+    private readonly opts: BridgeOptions,
+  ) {
+    opts.stats.connections++;
+    socket.on('error', (err) => this.clientGone('client error', err));
+    socket.on('close', () => this.clientGone('client closed'));
+  }
 
-/**
- * Whether a channel's read side ended without the guest's EOF because the SSH connection went away. ssh2 ends every
- * open channel's read side when its connection closes (a keepalive timeout, a dead link) and emits no error, so to a
- * pipe it looks like the guest's EOF. The states tell them apart: the guest's EOF or CLOSE leaves `incoming` at `eof`,
- * or at `closed` together with `outgoing` (ssh2 answers a CLOSE with its own); a lost connection marks `incoming`
- * closed and cannot send anything, leaving `outgoing` open. Streams without these fields always count as a real EOF.
- */
-function cutOff(channel: Duplex): boolean {
-  const { incoming, outgoing } = channel as Duplex & ChannelSides;
-  return incoming?.state === 'closed' && outgoing !== undefined && outgoing.state !== 'closed';
-}
+  attach(channel: GuestChannel): void {
+    if (this.done) {
+      channel.close();
+      return;
+    }
+    this.channel = channel;
+    const { socket, opts } = this;
+    socket.on('data', (chunk: Buffer) => {
+      // After the guest's CLOSE the bytes have nowhere to go; the reply still drains to the client.
+      if (this.done) return;
+      opts.stats.bytesIn += chunk.length;
+      if (!channel.write(chunk)) socket.pause();
+    });
+    socket.on('drain', () => channel.resume());
+    // The client's half-close ends our side of the channel; the guest may still answer.
+    socket.on('end', () => {
+      if (!this.done) channel.end();
+    });
+    socket.resume();
+  }
 
-function splice(socket: Socket, channel: Duplex, stats: ForwardStats, log: Logger, label: string, release: () => void) {
-  let finished = false;
-  const teardown = (why: string, err?: Error) => {
-    if (finished) return;
-    finished = true;
-    release();
-    if (err) log.debug({ err: err.message, forward: label }, `connection ${label} ${why}: ${err.message}`);
-    socket.destroy();
-    closeChannel(channel);
-  };
-  const lost = () => {
-    if (finished) return;
-    finished = true;
-    release();
-    log.debug({ forward: label }, `connection ${label} reset: its SSH connection to the guest was lost`);
-    reset(socket);
-    closeChannel(channel);
-  };
-  socket.on('error', (err) => teardown('client error', err));
-  channel.on('error', (err: Error) => teardown('channel error', err));
-  // A hand-made splice rather than pipe(): pipe() hangs about a dozen listeners on each stream and re-runs its
-  // bookkeeping per chunk, which showed as a measurable share of the per-connection cost. Backpressure is the same:
-  // a full writer pauses the other side's reader until it drains.
-  socket.on('data', (chunk: Buffer) => {
-    // After the guest's CLOSE, ssh2 has ended the channel: the bytes have nowhere to go (the reply still drains to
-    // the client).
-    if (channel.writableEnded) return;
-    stats.bytesIn += chunk.length;
-    if (!channel.write(chunk)) socket.pause();
-  });
-  channel.on('drain', () => socket.resume());
-  channel.on('data', (chunk: Buffer) => {
-    stats.bytesOut += chunk.length;
-    if (!socket.write(chunk)) channel.pause();
-  });
-  socket.on('drain', () => channel.resume());
-  // The client's half-close ends the channel. The other direction ends the client only on the guest's EOF: a
-  // channel cut off by a lost SSH connection resets it, or the client would take a truncated reply as whole.
-  socket.on('end', () => {
-    if (!finished) channel.end();
-  });
-  channel.on('end', () => {
-    if (cutOff(channel)) lost();
-    else if (!finished) socket.end();
-  });
-  socket.resume();
-  // Once the channel is fully closed nothing more can flow; let the socket finish writing what it has.
-  let channelClosed = false;
-  channel.on('close', () => {
-    channelClosed = true;
-    if (cutOff(channel)) return lost();
-    if (finished) return;
-    finished = true;
-    release();
+  failed(err: Error): void {
+    if (this.finish()) return;
+    const { label, log } = this.opts;
+    log.warn({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
+    // Reset rather than FIN so the client sees a failed connect, not an empty reply.
+    reset(this.socket);
+  }
+
+  // ── the guest side (ChannelSink) ────────────────────────────────────────────────────────────────────────────────
+
+  data(chunk: Buffer): boolean {
+    if (this.socket.destroyed) return true;
+    this.opts.stats.bytesOut += chunk.length;
+    return this.socket.write(chunk);
+  }
+
+  end(): void {
+    this.guestEnded = true;
+    if (!this.socket.destroyed) this.socket.end();
+  }
+
+  close(lost: boolean): void {
+    if (this.finish()) return;
+    const { socket, opts } = this;
+    if (lost && !this.guestEnded) {
+      opts.log.debug({ forward: opts.label }, `connection ${opts.label} reset: its SSH connection was lost`);
+      reset(socket);
+      return;
+    }
     if (socket.destroyed) return;
     socket.end();
     // A socket paused for a channel that will never drain again must still read, or the client's FIN would go
     // unnoticed and the socket would stay open for good.
     socket.resume();
-  });
-  socket.on('close', () => {
-    if (!finished) teardown('client closed');
-    else if (!channelClosed) closeChannel(channel);
-  });
+  }
+
+  drain(): void {
+    this.socket.resume();
+  }
+
+  // ────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+
+  private clientGone(why: string, err?: Error): void {
+    if (this.finish()) return;
+    const { label, log } = this.opts;
+    if (err) log.debug({ err: err.message, forward: label }, `connection ${label} ${why}: ${err.message}`);
+    this.socket.destroy();
+    // Not attached yet: attach() closes the channel when it arrives.
+    this.channel?.close();
+  }
+
+  /** Marks the connection done and uncounts it; true when it already was. */
+  private finish(): boolean {
+    if (this.done) return true;
+    this.done = true;
+    this.opts.stats.connections--;
+    return false;
+  }
 }

@@ -1,10 +1,11 @@
-// ForwardEngine against real host sockets and a fake SSH session whose forwardOut connects to a local echo server:
+// ForwardEngine against real host sockets and a fake SSH session whose channels are connections to a local echo server:
 // reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once, and
 // every state change is logged once.
 import net from 'node:net';
 import type { Listener } from '@tether/protocol';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import type { SshSession } from '../ssh/index.js';
 import { ForwardEngine } from './engine.js';
 
@@ -12,11 +13,25 @@ const lines: { msg: string; level: number }[] = [];
 const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
 
 let echoPort = 0;
+/** A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would. */
 const fakeSsh = {
-  forwardOut: () =>
-    new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port: echoPort }, () => resolve(s));
+  openDirect: (_target: unknown, sink: ChannelSink) =>
+    new Promise<GuestChannel>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: echoPort, allowHalfOpen: true }, () =>
+        resolve({
+          write: (chunk) => s.write(chunk),
+          end: () => s.end(),
+          close: () => s.destroy(),
+          resume: () => s.resume(),
+        }),
+      );
       s.once('error', reject);
+      s.on('data', (d: Buffer) => {
+        if (!sink.data(d)) s.pause();
+      });
+      s.on('drain', () => sink.drain());
+      s.on('end', () => sink.end());
+      s.on('close', () => sink.close(false));
     }),
 } as unknown as SshSession;
 

@@ -62,10 +62,11 @@ export class TcpBinding implements HostBinding {
     const label = `${this.address} → guest ${formatAddr(target.guestIP, target.guestPort)}`;
     const srcIP = socket.remoteAddress ?? (this.family === 6 ? '::1' : '127.0.0.1');
     const srcPort = socket.remotePort ?? 0;
-    bridge(
-      socket,
-      () => this.deps.opens.run(() => this.deps.ssh.forwardOut(srcIP, srcPort, target.guestIP, target.guestPort)),
-      { label, stats: target.stats, log: this.deps.log },
-    );
+    const channel = { kind: 'tcp', srcIP, srcPort, dstIP: target.guestIP, dstPort: target.guestPort } as const;
+    bridge(socket, (sink) => this.deps.opens.run(() => this.deps.ssh.openDirect(channel, sink)), {
+      label,
+      stats: target.stats,
+      log: this.deps.log,
+    });
   }
 }

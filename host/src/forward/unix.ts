@@ -24,7 +24,7 @@ export class UnixBinding implements HostBinding {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     removeStaleSocket(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
-      bridge(socket, () => this.deps.ssh.openStreamLocal(this.guestSocket), {
+      bridge(socket, (sink) => this.deps.ssh.openDirect({ kind: 'unix', socketPath: this.guestSocket }, sink), {
         label: `${path} → guest ${this.guestSocket}`,
         stats: this.stats,
         log: this.deps.log,

@@ -20,6 +20,7 @@ import type { SshConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
+import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
 import { DEFAULT_IDENTITY_FILES, defaultIdentities } from './identity.js';
 
@@ -145,9 +146,11 @@ export class SshSession extends EventEmitter {
     });
   }
 
-  forwardOut(srcIP: string, srcPort: number, dstIP: string, dstPort: number): Promise<ClientChannel> {
-    return this.open(`open a channel to ${dstIP}:${dstPort}`, (c, cb) =>
-      c.forwardOut(srcIP, srcPort, dstIP, dstPort, cb),
+  /** A forwarding channel without ssh2's streams (see direct-channel.ts), for forwarded connections. */
+  openDirect(target: DirectTarget, sink: ChannelSink): Promise<DirectChannel> {
+    const to = target.kind === 'tcp' ? `${target.dstIP}:${target.dstPort}` : target.socketPath;
+    return this.open(`open a channel to ${to}`, (c, cb) =>
+      openDirectChannel(c, target, sink, cb as (err: Error | undefined, ch?: DirectChannel) => void),
     );
   }
 
@@ -247,7 +250,9 @@ export class SshSession extends EventEmitter {
           if (err) return fail(new Error(`cannot ${what}: ${err.message}`));
           if (settled) {
             // The connection dropped while the open was in flight; nobody is waiting for this channel.
-            (value as { destroy?: () => void })?.destroy?.();
+            const late = value as { destroy?: () => void; close?: () => void } | undefined;
+            if (late?.destroy) late.destroy();
+            else late?.close?.();
             return;
           }
           settled = true;

@@ -1,0 +1,101 @@
+// The agent's log files: JSON lines appended to <dir>/tether.N.log, the next file (N+1) once one reaches its size,
+// only the newest files kept, and current.log a symlink to the file being written (what `tether logs -f` follows).
+// Writes go through pino's own destination, synchronously: the agent logs state changes, not traffic, and a line
+// written before a crash is then on disk, in the file its size accounting says. A rotation reopens the destination
+// on the next file.
+import { mkdirSync, readdirSync, renameSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { type DestinationStream, pino } from 'pino';
+
+export const LOG_FILE = 'tether';
+export const CURRENT_LOG = 'current.log';
+
+export interface LogFileOptions {
+  dir: string;
+  /** Start the next file once the current one has this many bytes. */
+  maxBytes: number;
+  /** Files kept, the current one included. */
+  keep: number;
+}
+
+/** A destination with pino's flush, for a clean exit. */
+export interface LogFileStream extends DestinationStream {
+  flush(cb?: (err?: Error) => void): void;
+}
+
+export function logFileName(n: number): string {
+  return `${LOG_FILE}.${n}.log`;
+}
+
+/** The numbers of the log files in `dir`, ascending. */
+export function logFileNumbers(dir: string): number[] {
+  const re = new RegExp(`^${LOG_FILE}\\.(\\d+)\\.log$`);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .map((name) => re.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+/** Opens the log directory for appending: continues the newest file unless it is already full. */
+export function openLogFile(opts: LogFileOptions): LogFileStream {
+  const { dir, maxBytes, keep } = opts;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  let n = logFileNumbers(dir).at(-1) ?? 1;
+  let size = fileSize(join(dir, logFileName(n)));
+  if (size >= maxBytes) {
+    n++;
+    size = 0;
+  }
+  const dest = pino.destination({ dest: join(dir, logFileName(n)), sync: true, mkdir: true });
+  // A full disk or a removed directory must not take the agent down with it; there is nowhere to log it but stderr.
+  dest.on('error', (err: Error) => process.stderr.write(`tether: cannot write the log in ${dir}: ${err.message}\n`));
+  const settle = () => {
+    try {
+      pointCurrentAt(dir, n);
+      for (const old of logFileNumbers(dir)) if (old <= n - keep) unlinkSync(join(dir, logFileName(old)));
+    } catch (err) {
+      process.stderr.write(`tether: log rotation in ${dir}: ${(err as Error).message}\n`);
+    }
+  };
+  settle();
+  return {
+    write(line: string) {
+      dest.write(line);
+      size += Buffer.byteLength(line);
+      if (size >= maxBytes) {
+        n++;
+        size = 0;
+        dest.reopen(join(dir, logFileName(n)));
+        settle();
+      }
+    },
+    flush(cb) {
+      dest.flush(cb);
+    },
+  };
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Replaces the current.log symlink in one step (a reader never finds it missing). */
+function pointCurrentAt(dir: string, n: number): void {
+  const tmp = join(dir, `.${CURRENT_LOG}.${process.pid}`);
+  try {
+    unlinkSync(tmp);
+  } catch {}
+  symlinkSync(logFileName(n), tmp);
+  renameSync(tmp, join(dir, CURRENT_LOG));
+}

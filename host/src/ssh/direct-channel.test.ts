@@ -1,0 +1,137 @@
+// DirectChannel against the pinned ssh2 on both ends (an in-process ssh2 Server as the guest): the internals it
+// relies on are there, ssh2's own channels keep working beside it, the guest's window is topped up only while the
+// sink takes data, refusals arrive as errors, and streamlocal opens reach the socket path asked for.
+import type { ServerChannel } from 'ssh2';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type GuestHandlers, type Ssh2Pair, ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
+import { type ChannelSink, DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
+
+const TCP: DirectTarget = { kind: 'tcp', srcIP: '127.0.0.1', srcPort: 1, dstIP: '127.0.0.1', dstPort: 2 };
+
+/** A sink that records what arrives; `take` decides what `data` returns. */
+function recorder(take: () => boolean = () => true) {
+  const got = { bytes: 0, ended: false, closed: null as null | { lost: boolean }, drains: 0 };
+  const sink: ChannelSink = {
+    data: (chunk) => {
+      got.bytes += chunk.length;
+      return take();
+    },
+    end: () => {
+      got.ended = true;
+    },
+    close: (lost) => {
+      got.closed = { lost };
+    },
+    drain: () => {
+      got.drains++;
+    },
+  };
+  return { got, sink };
+}
+
+function open(pair: Ssh2Pair, target: DirectTarget, sink: ChannelSink): Promise<DirectChannel> {
+  return new Promise((resolve, reject) =>
+    openDirectChannel(pair.client, target, sink, (err, ch) => (err || !ch ? reject(err) : resolve(ch))),
+  );
+}
+
+describe('DirectChannel', () => {
+  let pair: Ssh2Pair | undefined;
+  const start = async (guest: GuestHandlers) => {
+    pair = await ssh2Pair(guest);
+    return pair;
+  };
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
+
+  it('is what ssh2 keeps in its channel table, while ssh2 still builds its own channels for its own opens', async () => {
+    const guests: ServerChannel[] = [];
+    const p = await start({ tcpip: (accept) => guests.push(accept()) });
+    const ch = await open(p, TCP, recorder().sink);
+    expect(ch).toBeInstanceOf(DirectChannel);
+    const table = (p.client as unknown as { _chanMgr: { get(id: number): unknown } })._chanMgr;
+    expect(table.get(ch.incoming.id)).toBe(ch);
+    const own = await new Promise<{ write: unknown; pipe: unknown }>((resolve, reject) =>
+      p.client.forwardOut('127.0.0.1', 1, '127.0.0.1', 2, (err, c) => (err ? reject(err) : resolve(c))),
+    );
+    expect(own).not.toBeInstanceOf(DirectChannel);
+    expect(typeof own.pipe).toBe('function');
+  });
+
+  it('stops topping up the window while the sink refuses data, and resumes it', async () => {
+    let guest: ServerChannel | undefined;
+    const p = await start({ tcpip: (accept) => (guest = accept()) });
+    let accepting = false;
+    const { got, sink } = recorder(() => accepting);
+    const ch = await open(p, TCP, sink);
+    const total = 5 * 1024 * 1024;
+    (guest as ServerChannel).end(Buffer.alloc(total));
+    // The guest can send the window it was granted (2 MiB) and no more.
+    await expect.poll(() => got.bytes).toBe(2 * 1024 * 1024);
+    // Asserting an absence: a window top-up would have let more arrive within this time.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(got.bytes).toBe(2 * 1024 * 1024);
+    accepting = true;
+    ch.resume();
+    await expect.poll(() => got.bytes).toBe(total);
+    await expect.poll(() => got.ended).toBe(true);
+    await expect.poll(() => got.closed).toEqual({ lost: false });
+  });
+
+  it('holds back writes beyond the window, sends them as it grows, and sends the EOF after them', async () => {
+    let received = 0;
+    let guestEof = false;
+    let guest: ServerChannel | undefined;
+    const p = await start({
+      tcpip: (accept) => {
+        guest = accept();
+        guest.pause(); // not reading: the guest grants no more window for now
+        guest.on('data', (d: Buffer) => {
+          received += d.length;
+        });
+        guest.on('end', () => {
+          guestEof = true;
+        });
+      },
+    });
+    const { got, sink } = recorder();
+    const ch = await open(p, TCP, sink);
+    const total = 5 * 1024 * 1024;
+    expect(ch.write(Buffer.alloc(total))).toBe(false);
+    ch.end();
+    expect(guestEof).toBe(false);
+    guest?.resume();
+    await expect.poll(() => received).toBe(total);
+    await expect.poll(() => guestEof).toBe(true);
+    expect(got.drains).toBe(1);
+  });
+
+  it('reports a refused open as an error, and a lost connection as a lost close', async () => {
+    const p = await start({ tcpip: (_accept, reject) => reject() });
+    await expect(open(p, TCP, recorder().sink)).rejects.toThrow(/open failure/i);
+    await p.close();
+    const q = await start({ tcpip: (accept) => accept() });
+    const { got, sink } = recorder();
+    await open(q, TCP, sink);
+    q.conn.end();
+    await expect.poll(() => got.closed).toEqual({ lost: true });
+  });
+
+  it('opens streamlocal channels to the socket path asked for', async () => {
+    const paths: string[] = [];
+    const p = await start({
+      streamlocal: (accept, _reject, path) => {
+        paths.push(path);
+        accept().end('hello');
+      },
+    });
+    const { got, sink } = recorder();
+    await open(p, { kind: 'unix', socketPath: '/run/guest.sock' }, sink);
+    await expect.poll(() => got.closed).toEqual({ lost: false });
+    expect(paths).toEqual(['/run/guest.sock']);
+    expect(got.bytes).toBe(5);
+    expect(got.ended).toBe(true);
+  });
+});

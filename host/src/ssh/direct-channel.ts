@@ -1,0 +1,303 @@
+// Forwarding channels (direct-tcpip and direct-streamlocal) without ssh2's stream objects. For each channel ssh2
+// builds a Duplex plus a stderr Readable and moves every chunk through Node's stream machinery (buffering, nextTick
+// callbacks, autoDestroy), which was the largest share of the agent's CPU per forwarded connection. Here the channel
+// is opened through ssh2's own protocol object, and its channel table holds a small object with exactly the fields
+// ssh2's message handlers read and write, so ssh2 still parses, decrypts, windows and closes while data and ends go
+// straight to a sink. Owns one channel's window bookkeeping (both directions) and its end states.
+//
+// This relies on ssh2 internals (`_protocol`, `_chanMgr`, the message handlers): ssh2 is pinned to one version in
+// host/package.json, and direct-channel.test.ts checks this contract against it.
+import type { Client } from 'ssh2';
+
+/** ssh2's own values (lib/Channel.js): the window we grant, when we top it up, the largest packet we accept. */
+const MAX_WINDOW = 2 * 1024 * 1024;
+const WINDOW_THRESHOLD = MAX_WINDOW / 2;
+const PACKET_SIZE = 32 * 1024;
+
+/** Where a channel delivers what the guest sends. Called from ssh2's packet handlers, in order. */
+export interface ChannelSink {
+  /** Guest bytes. Return false to stop topping up the guest's window until `resume()`. */
+  data(chunk: Buffer): boolean;
+  /** The guest's EOF: no more data will come. */
+  end(): void;
+  /**
+   * The channel is closed. `lost`: the SSH connection went away (nothing the guest sent after the last `data` is
+   * known to be complete), as opposed to the guest closing the channel.
+   */
+  close(lost: boolean): void;
+  /** Everything `write` had to hold back for lack of window has been sent. */
+  drain(): void;
+}
+
+/** What a forwarded connection drives; implemented by DirectChannel. */
+export interface GuestChannel {
+  /** Sends to the guest; false when part of it waits for window (the sink's `drain` follows). */
+  write(chunk: Buffer): boolean;
+  /** Our EOF, sent once anything held back has gone out. */
+  end(): void;
+  /** Closes both directions. */
+  close(): void;
+  /** Tops up the guest's window again after the sink's `data` returned false. */
+  resume(): void;
+}
+
+export type DirectTarget =
+  | { kind: 'tcp'; srcIP: string; srcPort: number; dstIP: string; dstPort: number }
+  | { kind: 'unix'; socketPath: string };
+
+type ChannelState = 'open' | 'eof' | 'closing' | 'closed';
+interface Side {
+  id: number;
+  window: number;
+  packetSize: number;
+  state: ChannelState;
+}
+
+/** The part of ssh2's Protocol a forwarding channel uses. */
+interface Protocol {
+  channelData(id: number, data: Buffer): void;
+  channelEOF(id: number): void;
+  channelClose(id: number): void;
+  channelWindowAdjust(id: number, amount: number): void;
+  directTcpip(id: number, window: number, packetSize: number, cfg: object): void;
+  openssh_directStreamLocal(id: number, window: number, packetSize: number, cfg: object): void;
+  _handlers: Record<string, (...args: never[]) => void>;
+}
+
+interface ChannelTable {
+  add(val: unknown): number;
+  get(id: number): unknown;
+  update(id: number, val: unknown): void;
+}
+
+interface Internals {
+  _protocol: Protocol;
+  _chanMgr: ChannelTable;
+}
+
+interface OpenConfirmation {
+  recipient: number;
+  sender: number;
+  window: number;
+  packetSize: number;
+}
+
+/** The open callback ssh2 keeps in its channel table until the server answers; ssh2 reads `type` from it. */
+type PendingOpen = ((err: Error | undefined, channel?: DirectChannel) => void) & {
+  type: string;
+  direct: { sink: ChannelSink; client: Internals };
+};
+
+/** Not a stream: ssh2 only pushes to and closes it, and nothing here has a stderr. */
+const NO_STDERR = {
+  readable: false,
+  destroyed: true,
+  _readableState: undefined,
+  push: () => true,
+  emit: () => false,
+  once: () => undefined,
+};
+
+export class DirectChannel implements GuestChannel {
+  // Fields read or written by ssh2's handlers (client.js CHANNEL_*, utils.js onCHANNEL_CLOSE); names are theirs.
+  readonly type: string;
+  readonly server = false;
+  readonly stderr = NO_STDERR;
+  readonly incoming: Side;
+  readonly outgoing: Side;
+  readable = true;
+  readonly destroyed = false;
+  readonly _readableState = undefined;
+  readonly _writableState = undefined;
+  _callbacks: ((failed: boolean) => void)[] = [];
+  readonly _exit = { code: undefined };
+  _waitChanDrain = false;
+  _waitWindow = false;
+  _chunk: Buffer | undefined = undefined;
+  _chunkcb: (() => void) | undefined = undefined;
+  /** ssh2's window top-up after data reaches `_client._protocol`. */
+  readonly _client: Internals;
+
+  private readonly protocol: Protocol;
+  private endPending = false;
+
+  constructor(
+    type: string,
+    confirmation: OpenConfirmation,
+    private readonly sink: ChannelSink,
+    client: Internals,
+  ) {
+    this.type = type;
+    this._client = client;
+    this.protocol = client._protocol;
+    this.incoming = { id: confirmation.recipient, window: MAX_WINDOW, packetSize: PACKET_SIZE, state: 'open' };
+    this.outgoing = {
+      id: confirmation.sender,
+      window: confirmation.window,
+      packetSize: confirmation.packetSize,
+      state: 'open',
+    };
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.outgoing.state !== 'open' || this.endPending) return true;
+    if (this._chunk) {
+      this._chunk = Buffer.concat([this._chunk, chunk]);
+      return false;
+    }
+    return this.send(chunk);
+  }
+
+  end(): void {
+    if (this._chunk) this.endPending = true;
+    else this.sendEOF();
+  }
+
+  close(): void {
+    const out = this.outgoing;
+    if (out.state === 'open' || out.state === 'eof') {
+      out.state = 'closing';
+      this.protocol.channelClose(out.id);
+    }
+  }
+
+  resume(): void {
+    if (!this._waitChanDrain) return;
+    this._waitChanDrain = false;
+    this.topUpWindow();
+  }
+
+  // ── called by ssh2 ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Guest data, or null for its EOF or CLOSE (ssh2 marks a CLOSE by setting incoming.state first). */
+  push(chunk: Buffer | null): boolean {
+    if (chunk !== null) return this.sink.data(chunk);
+    this.readable = false;
+    // A CLOSE without EOF: whether the guest or a lost connection ended it is known only at 'close'.
+    if (this.incoming.state !== 'closed') this.sink.end();
+    return false;
+  }
+
+  /** ssh2 emits only 'close' on a forwarding channel, once its CLOSE handling is done. */
+  emit(event: string): boolean {
+    if (event !== 'close') return false;
+    // The guest's CLOSE is answered with ours (outgoing closed); a lost connection sends nothing, so ours stays open.
+    this.sink.close(this.outgoing.state !== 'closed');
+    return true;
+  }
+
+  once(): this {
+    return this;
+  }
+
+  /** ssh2's WINDOW_ADJUST handler hands back what was held for window here, with the callback set alongside it. */
+  _write(chunk: Buffer, _encoding: unknown, cb: () => void): void {
+    this._chunk = undefined;
+    this._chunkcb = undefined;
+    if (this.send(chunk)) cb();
+  }
+
+  /** Sends what the window allows in packets; holds the rest for the next WINDOW_ADJUST. */
+  private send(chunk: Buffer): boolean {
+    const out = this.outgoing;
+    let p = 0;
+    while (p < chunk.length && out.window > 0) {
+      const n = Math.min(chunk.length - p, out.window, out.packetSize);
+      this.protocol.channelData(out.id, p === 0 && n === chunk.length ? chunk : chunk.subarray(p, p + n));
+      p += n;
+      out.window -= n;
+    }
+    if (p === chunk.length) return true;
+    this._chunk = p === 0 ? chunk : chunk.subarray(p);
+    this._chunkcb = () => this.drained();
+    this._waitWindow = true;
+    return false;
+  }
+
+  private drained(): void {
+    if (this.endPending) {
+      this.endPending = false;
+      this.sendEOF();
+    }
+    this.sink.drain();
+  }
+
+  private sendEOF(): void {
+    const out = this.outgoing;
+    if (out.state !== 'open') return;
+    out.state = 'eof';
+    this.protocol.channelEOF(out.id);
+  }
+
+  private topUpWindow(): void {
+    const amount = MAX_WINDOW - this.incoming.window;
+    if (this.outgoing.state === 'closed' || this.incoming.window > WINDOW_THRESHOLD || amount <= 0) return;
+    this.incoming.window += amount;
+    this.protocol.channelWindowAdjust(this.outgoing.id, amount);
+  }
+}
+
+const installed = new WeakSet<Client>();
+
+/**
+ * Opens a forwarding channel on a ready client; `cb` gets the channel once the server confirms it, or the server's
+ * refusal. Throws when the client cannot send (ssh2 throws the same way) or when ssh2's internals are not the ones
+ * this module was written against.
+ */
+export function openDirectChannel(
+  client: Client,
+  target: DirectTarget,
+  sink: ChannelSink,
+  cb: (err: Error | undefined, channel?: DirectChannel) => void,
+): void {
+  const owner = internals(client);
+  const { _protocol: protocol, _chanMgr: table } = owner;
+  if (!installed.has(client)) {
+    interceptConfirmations(protocol, table);
+    installed.add(client);
+  }
+  const type = target.kind === 'tcp' ? 'direct-tcpip' : 'direct-streamlocal@openssh.com';
+  const pending = ((err: Error | undefined, channel?: DirectChannel) => cb(err, channel)) as PendingOpen;
+  pending.type = type;
+  pending.direct = { sink, client: owner };
+  const id = table.add(pending);
+  if (id === -1) {
+    cb(new Error('No free channels available'));
+    return;
+  }
+  if (target.kind === 'tcp') protocol.directTcpip(id, MAX_WINDOW, PACKET_SIZE, target);
+  else protocol.openssh_directStreamLocal(id, MAX_WINDOW, PACKET_SIZE, { socketPath: target.socketPath });
+}
+
+function internals(client: Client): Internals {
+  const c = client as unknown as Partial<Internals>;
+  const p = c._protocol;
+  const t = c._chanMgr;
+  if (
+    !p ||
+    !t ||
+    typeof p.directTcpip !== 'function' ||
+    typeof p.channelData !== 'function' ||
+    typeof p._handlers?.CHANNEL_OPEN_CONFIRMATION !== 'function' ||
+    typeof t.add !== 'function'
+  ) {
+    throw new Error('ssh2 internals differ from the version tether pins (see host/package.json); cannot open channels');
+  }
+  return c as Internals;
+}
+
+/**
+ * ssh2 builds its own Channel when an open is confirmed; for opens made here the handler builds a DirectChannel
+ * instead and puts it in the table where ssh2's other handlers find it.
+ */
+function interceptConfirmations(protocol: Protocol, table: ChannelTable): void {
+  const handlers = protocol._handlers as Record<string, (p: unknown, info: OpenConfirmation) => void>;
+  const original = handlers.CHANNEL_OPEN_CONFIRMATION;
+  handlers.CHANNEL_OPEN_CONFIRMATION = (p, info) => {
+    const pending = table.get(info.recipient) as PendingOpen | undefined;
+    if (typeof pending !== 'function' || !pending.direct) return original(p, info);
+    const channel = new DirectChannel(pending.type, info, pending.direct.sink, pending.direct.client);
+    table.update(info.recipient, channel);
+    pending(undefined, channel);
+  };
+}
