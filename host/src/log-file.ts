@@ -65,16 +65,26 @@ export function openLogFile(opts: LogFileOptions): LogFileStream {
     }
   };
   settle();
+  const rotate = () => {
+    // Counted from zero either way: a rotation that fails (EMFILE, EACCES) is retried a file's worth of lines later,
+    // while the lines keep going to the current file.
+    size = 0;
+    try {
+      dest.reopen(join(dir, logFileName(n + 1)));
+    } catch (err) {
+      process.stderr.write(
+        `tether: cannot start log file ${logFileName(n + 1)} in ${dir}: ${(err as Error).message}\n`,
+      );
+      return;
+    }
+    n++;
+    settle();
+  };
   return {
     write(line: string) {
       dest.write(line);
       size += Buffer.byteLength(line);
-      if (size >= maxBytes) {
-        n++;
-        size = 0;
-        dest.reopen(join(dir, logFileName(n)));
-        settle();
-      }
+      if (size >= maxBytes) rotate();
     },
     flush(cb) {
       dest.flush(cb);

@@ -61,6 +61,19 @@ describe('buffer collector', () => {
     expect(collect).toHaveBeenCalledTimes(3);
   });
 
+  it('does not scavenge again and again when the live level itself rises', () => {
+    vi.useFakeTimers();
+    let memory = 1 * MiB;
+    const collect = vi.fn();
+    const opts = { limitBytes: 16 * MiB, busyIntervalMs: 100, idleIntervalMs: 100, collect };
+    const c = startBufferCollector({ ...opts, arrayBuffers: () => memory });
+    vi.advanceTimersByTime(100);
+    memory = 11 * MiB; // streams now hold 10 MiB more, none of it garbage
+    vi.advanceTimersByTime(1000);
+    expect(collect.mock.calls).toEqual([['minor']]);
+    c?.stop();
+  });
+
   it('reads often while ArrayBuffer memory moves and rarely while it is steady', () => {
     vi.useFakeTimers();
     let memory = 0;

@@ -49,9 +49,11 @@ export function startBufferCollector(opts: BufferCollectorOptions = {}): BufferC
   const idleMs = opts.idleIntervalMs ?? DEFAULT_IDLE_MS;
   const arrayBuffers = opts.arrayBuffers ?? (() => process.memoryUsage().arrayBuffers);
   const collections = { minor: 0, major: 0 };
-  // The live level (stream buffers, SSH windows) is the lowest reading since the last full GC; collecting is due
-  // only above that.
+  // The live level (stream buffers, SSH windows) is the lowest reading since the last full GC: a full GC is due
+  // only above that. A minor GC is due on growth since the lowest reading after the last minor GC, so a live level
+  // that rose (more streams, slow readers) does not scavenge at every reading.
   let live = Number.POSITIVE_INFINITY;
+  let sinceMinor = Number.POSITIVE_INFINITY;
   let last = 0;
   let timer: NodeJS.Timeout | null = null;
 
@@ -59,15 +61,18 @@ export function startBufferCollector(opts: BufferCollectorOptions = {}): BufferC
     const now = arrayBuffers();
     const moving = Math.abs(now - last) >= MOVING;
     live = Math.min(live, now);
-    if (now - live >= minorLimit) {
+    sinceMinor = Math.min(sinceMinor, now);
+    if (now - sinceMinor >= minorLimit) {
       collect('minor');
       collections.minor++;
       // With --single-threaded (the agent's flags) the scavenge has freed its Buffers by now; what is still over
       // the limit is old garbage.
-      if (arrayBuffers() - live >= limit) {
+      sinceMinor = arrayBuffers();
+      if (sinceMinor - live >= limit) {
         collect('major');
         collections.major++;
         live = Number.POSITIVE_INFINITY;
+        sinceMinor = Number.POSITIVE_INFINITY;
       }
     }
     last = now;

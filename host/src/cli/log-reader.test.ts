@@ -35,6 +35,14 @@ describe('log reader', () => {
       file: join(dir, 'tether.10.log'),
       offset: `${line(3)}\n${line(4, 'ssh', 50)}\n`.length,
     });
+    // Also when the directory is reached through a symlink (macOS's /var → /private/var).
+    const via = `${dir}-link`;
+    symlinkSync(dir, via);
+    try {
+      expect(tail(via, {}, 1).offset).toBe(`${line(3)}\n${line(4, 'ssh', 50)}\n`.length);
+    } finally {
+      unlinkSync(via);
+    }
   });
 
   it('follows current.log across a rotation without losing or repeating lines', async () => {

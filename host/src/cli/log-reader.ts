@@ -30,9 +30,16 @@ export function matches(line: string, f: LogFilter): boolean {
   return true;
 }
 
-/** The rotated files, oldest first. */
+/**
+ * The rotated files, oldest first, under the directory's real path: the form current.log resolves to, so the two
+ * compare equal even when the path to the directory runs through a symlink.
+ */
 export function logFiles(dir: string): string[] {
-  return logFileNumbers(dir).map((n) => join(dir, logFileName(n)));
+  let real = dir;
+  try {
+    real = realpathSync(dir);
+  } catch {}
+  return logFileNumbers(real).map((n) => join(real, logFileName(n)));
 }
 
 export interface TailResult {

@@ -84,7 +84,7 @@ class Splice implements ChannelSink {
   // ── the guest side (ChannelSink) ────────────────────────────────────────────────────────────────────────────────
 
   data(chunk: Buffer): boolean {
-    if (this.socket.destroyed) return true;
+    if (this.socket.destroyed) return false;
     this.opts.stats.bytesOut += chunk.length;
     return this.socket.write(chunk);
   }

@@ -2,7 +2,7 @@
 // relies on are there, ssh2's own channels keep working beside it, the guest's window is topped up only while the
 // sink takes data, refusals arrive as errors, and streamlocal opens reach the socket path asked for.
 import type { ServerChannel } from 'ssh2';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type GuestHandlers, type Ssh2Pair, ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
 import { type ChannelSink, DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 
@@ -106,6 +106,39 @@ describe('DirectChannel', () => {
     await expect.poll(() => received).toBe(total);
     await expect.poll(() => guestEof).toBe(true);
     expect(got.drains).toBe(1);
+  });
+
+  it('sends nothing after its CLOSE, though window for held-back data arrives afterwards', async () => {
+    let guest: ServerChannel | undefined;
+    let guestClosed = false;
+    const p = await start({
+      tcpip: (accept) => {
+        guest = accept();
+        guest.pause();
+        guest.on('close', () => {
+          guestClosed = true;
+        });
+      },
+    });
+    const internals = p.client as unknown as {
+      _protocol: { channelData: unknown; _handlers: Record<string, unknown> };
+    };
+    const ch = await open(p, TCP, recorder().sink);
+    expect(ch.write(Buffer.alloc(5 * 1024 * 1024))).toBe(false);
+    await expect.poll(() => guest !== undefined).toBe(true);
+    let adjusts = 0;
+    const handlers = internals._protocol._handlers;
+    const onAdjust = handlers.CHANNEL_WINDOW_ADJUST as (...args: unknown[]) => void;
+    handlers.CHANNEL_WINDOW_ADJUST = (...args: unknown[]) => {
+      adjusts++;
+      onAdjust(...args);
+    };
+    const sent = vi.spyOn(internals._protocol as { channelData: () => void }, 'channelData');
+    guest?.resume(); // the guest reads and grants window, while our CLOSE is on its way
+    ch.close();
+    await expect.poll(() => adjusts).toBeGreaterThan(0);
+    await expect.poll(() => guestClosed).toBe(true);
+    expect(sent).not.toHaveBeenCalled();
   });
 
   it('reports a refused open as an error, and a lost connection as a lost close', async () => {

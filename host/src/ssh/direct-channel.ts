@@ -73,6 +73,7 @@ interface ChannelTable {
 interface Internals {
   _protocol: Protocol;
   _chanMgr: ChannelTable;
+  _sock?: { writable?: boolean; _readableState?: { ended?: boolean } };
 }
 
 interface OpenConfirmation {
@@ -159,6 +160,11 @@ export class DirectChannel implements GuestChannel {
       out.state = 'closing';
       this.protocol.channelClose(out.id);
     }
+    // Nothing may follow our CLOSE: OpenSSH drops the whole connection on data for a channel it has freed.
+    this._chunk = undefined;
+    this._chunkcb = undefined;
+    this._waitWindow = false;
+    this.endPending = false;
   }
 
   resume(): void {
@@ -171,7 +177,8 @@ export class DirectChannel implements GuestChannel {
 
   /** Guest data, or null for its EOF or CLOSE (ssh2 marks a CLOSE by setting incoming.state first). */
   push(chunk: Buffer | null): boolean {
-    if (chunk !== null) return this.sink.data(chunk);
+    // After our CLOSE the guest's data in flight is dropped, and false keeps ssh2 from granting it more window.
+    if (chunk !== null) return this.outgoing.state !== 'closing' && this.sink.data(chunk);
     this.readable = false;
     // A CLOSE without EOF: whether the guest or a lost connection ended it is known only at 'close'.
     if (this.incoming.state !== 'closed') this.sink.end();
@@ -194,6 +201,7 @@ export class DirectChannel implements GuestChannel {
   _write(chunk: Buffer, _encoding: unknown, cb: () => void): void {
     this._chunk = undefined;
     this._chunkcb = undefined;
+    if (this.outgoing.state !== 'open') return;
     if (this.send(chunk)) cb();
   }
 
@@ -231,13 +239,15 @@ export class DirectChannel implements GuestChannel {
 
   private topUpWindow(): void {
     const amount = MAX_WINDOW - this.incoming.window;
-    if (this.outgoing.state === 'closed' || this.incoming.window > WINDOW_THRESHOLD || amount <= 0) return;
+    const { state } = this.outgoing;
+    if ((state !== 'open' && state !== 'eof') || this.incoming.window > WINDOW_THRESHOLD || amount <= 0) return;
     this.incoming.window += amount;
     this.protocol.channelWindowAdjust(this.outgoing.id, amount);
   }
 }
 
-const installed = new WeakSet<Client>();
+/** Protocol objects whose confirmation handler is wrapped (ssh2 builds a new one per connect). */
+const intercepted = new WeakSet<Protocol>();
 
 /**
  * Opens a forwarding channel on a ready client; `cb` gets the channel once the server confirms it, or the server's
@@ -252,9 +262,11 @@ export function openDirectChannel(
 ): void {
   const owner = internals(client);
   const { _protocol: protocol, _chanMgr: table } = owner;
-  if (!installed.has(client)) {
+  // ssh2's own opens throw alike; without this, an open between the socket's end and its close would go unanswered.
+  if (!writable(owner._sock)) throw new Error('Not connected');
+  if (!intercepted.has(protocol)) {
     interceptConfirmations(protocol, table);
-    installed.add(client);
+    intercepted.add(protocol);
   }
   const type = target.kind === 'tcp' ? 'direct-tcpip' : 'direct-streamlocal@openssh.com';
   const pending = ((err: Error | undefined, channel?: DirectChannel) => cb(err, channel)) as PendingOpen;
@@ -267,6 +279,11 @@ export function openDirectChannel(
   }
   if (target.kind === 'tcp') protocol.directTcpip(id, MAX_WINDOW, PACKET_SIZE, target);
   else protocol.openssh_directStreamLocal(id, MAX_WINDOW, PACKET_SIZE, { socketPath: target.socketPath });
+}
+
+/** ssh2's test (utils.js isWritable): a socket can be writable after its read side ended (nodejs/node#36029). */
+function writable(sock: Internals['_sock']): boolean {
+  return !!sock?.writable && sock._readableState?.ended === false;
 }
 
 function internals(client: Client): Internals {
