@@ -527,7 +527,7 @@ async function main() {
     'ssh -L',
     rows,
   );
-  if (info && !info.error) console.log(`guest agent scan interval at the end: ${info.scanIntervalMs} ms`);
+  if (info && !info.error) console.log(`guest agent scan interval at the end: ${Math.round(info.scanIntervalMs)} ms`);
   console.log(missed.length ? `\ngoals missed: ${missed.join(', ')}` : '\nall goals met');
 }
 
