@@ -125,7 +125,7 @@ export function statusText(s: StatusView): string {
     const g = s.guest;
     lines.push(
       `guest agent:  ${g.version} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
-        `scan every ${g.scanIntervalMs} ms, ${g.listeners} listeners`,
+        `scan every ${Math.round(g.scanIntervalMs)} ms, ${g.listeners} listeners`,
     );
   } else lines.push('guest agent:  not connected');
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
