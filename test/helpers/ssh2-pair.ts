@@ -17,8 +17,17 @@ export interface GuestHandlers {
   streamlocal?: (accept: () => ServerChannel, reject: () => void, socketPath: string) => void;
 }
 
+// ssh2's key generator strips every leading zero byte of the ed25519 public key, so about one key in 256 comes out
+// malformed and ssh2's own parser rejects it. Draw until the key parses.
+function parsableHostKey(): string {
+  for (;;) {
+    const key = utils.generateKeyPairSync('ed25519').private;
+    if (!(utils.parseKey(key) instanceof Error)) return key;
+  }
+}
+
 export async function ssh2Pair(guest: GuestHandlers): Promise<Ssh2Pair> {
-  const hostKey = utils.generateKeyPairSync('ed25519').private;
+  const hostKey = parsableHostKey();
   let conn: Connection | undefined;
   const server = new Server({ hostKeys: [hostKey] }, (c) => {
     conn = c;
