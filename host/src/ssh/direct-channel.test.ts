@@ -1,6 +1,7 @@
 // DirectChannel against the pinned ssh2 on both ends (an in-process ssh2 Server as the guest): the internals it
 // relies on are there, ssh2's own channels keep working beside it, the guest's window is topped up only while the
-// sink takes data, refusals arrive as errors, and streamlocal opens reach the socket path asked for.
+// sink takes data, writers wait while the SSH socket's queue is long, refusals arrive as errors, and streamlocal opens
+// reach the socket path asked for.
 import type { ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type GuestHandlers, type Ssh2Pair, ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
@@ -108,6 +109,29 @@ describe('DirectChannel', () => {
     expect(got.drains).toBe(1);
   });
 
+  it('tells writers to wait while the SSH socket has a long queue, though window is left, and drains them after', async () => {
+    let received = 0;
+    const p = await start({
+      tcpip: (accept) => {
+        accept().on('data', (d: Buffer) => {
+          received += d.length;
+        });
+      },
+    });
+    const sinks = [recorder(), recorder()];
+    const a = await open(p, TCP, sinks[0].sink);
+    const b = await open(p, TCP, sinks[1].sink);
+    // Corked, the socket queues everything: the queue stands for a kernel that takes no more.
+    const sock = (p.client as unknown as { _sock: { cork(): void; uncork(): void; writableLength: number } })._sock;
+    sock.cork();
+    expect(a.write(Buffer.alloc(128 * 1024))).toBe(true);
+    expect(a.write(Buffer.alloc(256 * 1024))).toBe(false); // 384 KiB queued, 1.6 MiB of window left
+    expect(b.write(Buffer.alloc(1024))).toBe(false);
+    expect(sock.writableLength).toBeGreaterThan(256 * 1024);
+    sock.uncork();
+    await expect.poll(() => sinks.map((s) => s.got.drains)).toEqual([1, 1]);
+    await expect.poll(() => received).toBe(385 * 1024);
+  });
   it('sends nothing after its CLOSE, though window for held-back data arrives afterwards', async () => {
     let guest: ServerChannel | undefined;
     let guestClosed = false;

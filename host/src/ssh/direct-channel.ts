@@ -13,6 +13,12 @@ import type { Client } from 'ssh2';
 const MAX_WINDOW = 2 * 1024 * 1024;
 const WINDOW_THRESHOLD = MAX_WINDOW / 2;
 const PACKET_SIZE = 32 * 1024;
+/**
+ * Channel data queued in the SSH socket (beyond what the kernel took) above which writers are told to wait. The
+ * guest's windows alone would let every channel queue 2 MiB here: 8 MiB with 4 uploads, 400 MiB with 200. OpenSSH
+ * stops reading its channels' sockets at 128 KiB of unsent output for the same reason.
+ */
+const OUTPUT_LIMIT = 256 * 1024;
 
 /** Where a channel delivers what the guest sends. Called from ssh2's packet handlers, in order. */
 export interface ChannelSink {
@@ -25,13 +31,16 @@ export interface ChannelSink {
    * known to be complete), as opposed to the guest closing the channel.
    */
   close(lost: boolean): void;
-  /** Everything `write` had to hold back for lack of window has been sent. */
+  /** `write` returned false and the channel takes data again: its window is back and the SSH socket's queue drained. */
   drain(): void;
 }
 
 /** What a forwarded connection drives; implemented by DirectChannel. */
 export interface GuestChannel {
-  /** Sends to the guest; false when part of it waits for window (the sink's `drain` follows). */
+  /**
+   * Sends to the guest; false when part of it waits for window, or the SSH connection's queue is full: the caller
+   * stops reading until the sink's `drain`.
+   */
   write(chunk: Buffer): boolean;
   /** Our EOF, sent once anything held back has gone out. */
   end(): void;
@@ -73,7 +82,15 @@ interface ChannelTable {
 interface Internals {
   _protocol: Protocol;
   _chanMgr: ChannelTable;
-  _sock?: { writable?: boolean; _readableState?: { ended?: boolean } };
+  _sock?: SshSocket;
+}
+
+/** The SSH connection's socket as ssh2 holds it. */
+interface SshSocket {
+  writable?: boolean;
+  writableLength?: number;
+  _readableState?: { ended?: boolean };
+  once?(event: 'drain', listener: () => void): unknown;
 }
 
 interface OpenConfirmation {
@@ -120,6 +137,7 @@ export class DirectChannel implements GuestChannel {
   readonly _client: Internals;
 
   private readonly protocol: Protocol;
+  private readonly sock: SshSocket | undefined;
   private endPending = false;
 
   constructor(
@@ -131,6 +149,7 @@ export class DirectChannel implements GuestChannel {
     this.type = type;
     this._client = client;
     this.protocol = client._protocol;
+    this.sock = client._sock;
     this.incoming = { id: confirmation.recipient, window: MAX_WINDOW, packetSize: PACKET_SIZE, state: 'open' };
     this.outgoing = {
       id: confirmation.sender,
@@ -205,7 +224,10 @@ export class DirectChannel implements GuestChannel {
     if (this.send(chunk)) cb();
   }
 
-  /** Sends what the window allows in packets; holds the rest for the next WINDOW_ADJUST. */
+  /**
+   * Sends what the window allows in packets; holds the rest for the next WINDOW_ADJUST. False also when all of it
+   * went out but the SSH socket's queue is over OUTPUT_LIMIT.
+   */
   private send(chunk: Buffer): boolean {
     const out = this.outgoing;
     let p = 0;
@@ -215,14 +237,16 @@ export class DirectChannel implements GuestChannel {
       p += n;
       out.window -= n;
     }
-    if (p === chunk.length) return true;
+    if (p === chunk.length) return !waitForOutput(this.sock, this);
     this._chunk = p === 0 ? chunk : chunk.subarray(p);
     this._chunkcb = () => this.drained();
     this._waitWindow = true;
     return false;
   }
 
-  private drained(): void {
+  /** The window came back (ssh2's `_chunkcb`) or the SSH socket drained (waitForOutput). */
+  drained(): void {
+    if (this.outgoing.state !== 'open' && this.outgoing.state !== 'eof') return;
     if (this.endPending) {
       this.endPending = false;
       this.sendEOF();
@@ -244,6 +268,28 @@ export class DirectChannel implements GuestChannel {
     this.incoming.window += amount;
     this.protocol.channelWindowAdjust(this.outgoing.id, amount);
   }
+}
+
+/** Channels told to wait for each SSH socket's queue to drain; all of them go on at its 'drain'. */
+const outputWaiters = new WeakMap<SshSocket, Set<DirectChannel>>();
+
+/** True (and `channel.drained()` follows the socket's next 'drain') when the socket's queue is over OUTPUT_LIMIT. */
+function waitForOutput(sock: SshSocket | undefined, channel: DirectChannel): boolean {
+  if (!sock?.once || (sock.writableLength ?? 0) <= OUTPUT_LIMIT) return false;
+  let waiting = outputWaiters.get(sock);
+  if (!waiting) {
+    const set = new Set<DirectChannel>();
+    outputWaiters.set(sock, set);
+    // Node emits 'drain' once the queue is empty after a write that found it over the high-water mark, which the
+    // write that took it past OUTPUT_LIMIT did. A socket that dies instead closes its channels through ssh2.
+    sock.once('drain', () => {
+      outputWaiters.delete(sock);
+      for (const c of set) c.drained();
+    });
+    waiting = set;
+  }
+  waiting.add(channel);
+  return true;
 }
 
 /** Protocol objects whose confirmation handler is wrapped (ssh2 builds a new one per connect). */
