@@ -23,8 +23,11 @@ export interface GuestTarget {
 /** Picks the guest target for traffic arriving on a binding of the given address family (null: none any more). */
 export type Route = (family: 4 | 6) => GuestTarget | null;
 
-/** Opens a channel to the guest (direct-tcpip or direct-streamlocal) that delivers to `sink`. */
-export type OpenChannel = (sink: ChannelSink) => Promise<GuestChannel>;
+/**
+ * Opens a channel to the guest (direct-tcpip or direct-streamlocal) that delivers to `sink`; calls `started` when the
+ * open is let through (past any queue), which is when the client may be read.
+ */
+export type OpenChannel = (sink: ChannelSink, started: () => void) => Promise<GuestChannel>;
 
 export interface HostBinding {
   /** Display form: `127.0.0.1:8080`, `[::1]:8080` or a socket path. */

@@ -1,6 +1,6 @@
 // The bridge against real ssh2 on both ends (an in-process ssh2 Server answering direct-tcpip) and real loopback
 // sockets: the guest's EOF reaches the client as a clean end after all data; an SSH connection lost mid-reply
-// reaches it as a reset, never as a clean end of a truncated reply.
+// reaches it as a reset, never as a clean end of a truncated reply; bytes read ahead of the channel are not lost.
 import net from 'node:net';
 import type { Connection, ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -23,14 +23,16 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(guest: GuestBehaviour): Promise<Rig> {
-  const pair = await ssh2Pair({ tcpip: (accept) => guest(accept()) });
+/** `held`: the guest answers channel opens only once it settles. */
+async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve()): Promise<Rig> {
+  const pair = await ssh2Pair({ tcpip: (accept) => void held.then(() => guest(accept())) });
   const stats: ForwardStats = { connections: 0, bytesIn: 0, bytesOut: 0 };
   const target = { kind: 'tcp', srcIP: '127.0.0.1', srcPort: 1, dstIP: '127.0.0.1', dstPort: 2 } as const;
-  const open = (sink: ChannelSink) =>
-    new Promise<GuestChannel>((resolve, reject) =>
-      openDirectChannel(pair.client, target, sink, (err, ch) => (err || !ch ? reject(err) : resolve(ch))),
-    );
+  const open = (sink: ChannelSink, started: () => void) =>
+    new Promise<GuestChannel>((resolve, reject) => {
+      started();
+      openDirectChannel(pair.client, target, sink, (err, ch) => (err || !ch ? reject(err) : resolve(ch)));
+    });
   const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) =>
     bridge(s, open, { label: 'test', stats, log: silentLogger() }),
   );
@@ -109,6 +111,26 @@ describe('bridge', () => {
     expect(await result).toEqual({ data: reply, ended: 'end' });
     s.end(); // the client's FIN must reach the bridge, though it last paused the socket for the channel
     await expect.poll(() => r?.openSockets()).toBe(0);
+  });
+
+  it('reads one chunk ahead while the channel opens, and sends it, the rest and the EOF once it is ready', async () => {
+    let letIn = () => {};
+    r = await rig(
+      (ch) => ch.pipe(ch),
+      new Promise<void>((resolve) => {
+        letIn = resolve;
+      }),
+    );
+    const s = r.connect();
+    const result = outcome(s);
+    const payload = 'z'.repeat(300_000);
+    s.end(payload);
+    await expect.poll(() => r?.stats.bytesIn).toBeGreaterThan(0);
+    // Asserting an absence: without the pause after the first chunk, the rest would arrive within this time.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(r.stats.bytesIn).toBeLessThanOrEqual(64 * 1024);
+    letIn();
+    expect(await result).toEqual({ data: payload, ended: 'end' });
   });
 
   it('moves more than the SSH window both ways, intact and in order', async () => {

@@ -16,12 +16,14 @@ export interface BridgeOptions {
 
 /**
  * Opens the channel (the caller may queue `open` to bound concurrency) and splices. The client socket stays paused
- * until the channel is ready, so early client bytes wait in the kernel.
+ * until `open` is let through (early client bytes wait in the kernel meanwhile); from then until the channel is
+ * ready, one chunk is read ahead, so the client's first bytes go out in the same turn as the channel's confirmation
+ * instead of a poll later.
  */
 export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): void {
   socket.setNoDelay(true);
   const splice = new Splice(socket, opts);
-  open(splice).then(
+  open(splice, () => splice.readAhead()).then(
     (channel) => splice.attach(channel),
     (err: Error) => splice.failed(err),
   );
@@ -42,6 +44,10 @@ class Splice implements ChannelSink {
   /** No more traffic either way: the guest closed the channel, or the client went away (the channel is closed). */
   private done = false;
   private guestEnded = false;
+  private reading = false;
+  /** Client bytes read before the channel was ready, and whether the client's EOF came with them. */
+  private early: Buffer[] = [];
+  private clientEnded = false;
 
   constructor(
     private readonly socket: Socket,
@@ -52,25 +58,46 @@ class Splice implements ChannelSink {
     socket.on('close', () => this.clientGone('client closed'));
   }
 
+  /** Starts reading the client; until `attach` a chunk read pauses it again. */
+  readAhead(): void {
+    if (this.reading || this.done) return;
+    this.reading = true;
+    const { socket } = this;
+    socket.on('data', (chunk: Buffer) => this.fromClient(chunk));
+    socket.on('drain', () => this.channel?.resume());
+    // The client's half-close ends our side of the channel; the guest may still answer.
+    socket.on('end', () => {
+      this.clientEnded = true;
+      if (!this.done) this.channel?.end();
+    });
+    socket.resume();
+  }
+
   attach(channel: GuestChannel): void {
     if (this.done) {
       channel.close();
       return;
     }
     this.channel = channel;
-    const { socket, opts } = this;
-    socket.on('data', (chunk: Buffer) => {
-      // After the guest's CLOSE the bytes have nowhere to go; the reply still drains to the client.
-      if (this.done) return;
-      opts.stats.bytesIn += chunk.length;
-      if (!channel.write(chunk)) socket.pause();
-    });
-    socket.on('drain', () => channel.resume());
-    // The client's half-close ends our side of the channel; the guest may still answer.
-    socket.on('end', () => {
-      if (!this.done) channel.end();
-    });
-    socket.resume();
+    this.readAhead();
+    let open = true;
+    for (const chunk of this.early) open = channel.write(chunk);
+    this.early = [];
+    if (this.clientEnded) channel.end();
+    else if (open) this.socket.resume();
+  }
+
+  private fromClient(chunk: Buffer): void {
+    // After the guest's CLOSE the bytes have nowhere to go; the reply still drains to the client.
+    if (this.done) return;
+    this.opts.stats.bytesIn += chunk.length;
+    const { channel } = this;
+    if (!channel) {
+      this.early.push(chunk);
+      this.socket.pause();
+    } else if (!channel.write(chunk)) {
+      this.socket.pause();
+    }
   }
 
   failed(err: Error): void {

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import { formatAddr, type HostBinding, listenServer, type Route, stopServer } from './binding.js';
+import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
 
@@ -63,7 +63,12 @@ export class TcpBinding implements HostBinding {
     const srcIP = socket.remoteAddress ?? (this.family === 6 ? '::1' : '127.0.0.1');
     const srcPort = socket.remotePort ?? 0;
     const channel = { kind: 'tcp', srcIP, srcPort, dstIP: target.guestIP, dstPort: target.guestPort } as const;
-    bridge(socket, (sink) => this.deps.opens.run(() => this.deps.ssh.openDirect(channel, sink)), {
+    const open: OpenChannel = (sink, started) =>
+      this.deps.opens.run(() => {
+        started();
+        return this.deps.ssh.openDirect(channel, sink);
+      });
+    bridge(socket, open, {
       label,
       stats: target.stats,
       log: this.deps.log,

@@ -24,11 +24,18 @@ export class UnixBinding implements HostBinding {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     removeStaleSocket(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
-      bridge(socket, (sink) => this.deps.ssh.openDirect({ kind: 'unix', socketPath: this.guestSocket }, sink), {
-        label: `${path} → guest ${this.guestSocket}`,
-        stats: this.stats,
-        log: this.deps.log,
-      }),
+      bridge(
+        socket,
+        (sink, started) => {
+          started();
+          return this.deps.ssh.openDirect({ kind: 'unix', socketPath: this.guestSocket }, sink);
+        },
+        {
+          label: `${path} → guest ${this.guestSocket}`,
+          stats: this.stats,
+          log: this.deps.log,
+        },
+      ),
     );
     await listenServer(server, { path, exclusive: true }, path, this.deps.log);
     try {
