@@ -1,5 +1,6 @@
 // The tether CLI without a VM: help with examples and exit codes, usage errors (exit 2), config errors naming file,
-// line and key (exit 1), and commands on a stopped instance. Runs the built CLI.
+// line and key (exit 1), commands on a stopped instance, and a foreground boot that fails. Runs the built CLI.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,5 +78,29 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(down).toMatchObject({ code: 0, stdout: 'instance idle is not running\n' });
     const spec = await runCli(home, ['forward', 'add', 'idle', '80']);
     expect(spec.code).toBe(2);
+  });
+
+  it('up --foreground with a key that has a passphrase fails requirement 1 with the reason and exits 1', async () => {
+    const key = join(home, 'locked_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret', '-C', 'test', '-f', key]);
+    const r = await runCli(home, [
+      'up',
+      'locked',
+      '--ssh',
+      'dev@127.0.0.1:1',
+      '-i',
+      key,
+      '--foreground',
+      '--timeout',
+      '30',
+    ]);
+    // Not 137: a failed boot in the foreground stops the agent in this process instead of signalling it.
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /requirement 1 of \d \(ssh reachable\) failed: .*locked_key cannot be used: it has a passphrase/,
+    );
+    expect(r.stderr).toMatch(/\(agent stopped\)/);
+    const status = await runCli(home, ['status', 'locked', '--json']);
+    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'locked', state: 'stopped' });
   });
 });

@@ -287,23 +287,35 @@ export class HostAgent extends EventEmitter implements AgentApi {
     }
   }
 
+  /** The first SSH handshake; fails at once when the session gave up for good (credentials, configuration). */
   private waitReachable(timeoutMs: number): Promise<string> {
     const done = () => `${this.ssh.target} answered with an SSH handshake`;
     if (this.ssh.hostKey) return Promise.resolve(done());
+    const closed = () => new Error(`ssh ${this.ssh.target}: ${this.ssh.lastError ?? 'session closed'}`);
+    if (this.ssh.state === 'closed') return Promise.reject(closed());
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.ssh.off('reachable', onReachable);
-        reject(
-          new Error(
-            `no SSH server answered at ${this.ssh.target} within ${timeoutMs} ms: ${this.ssh.lastError ?? 'no error yet'}`,
-          ),
-        );
-      }, timeoutMs);
-      const onReachable = () => {
+      const settle = (err: Error | null) => {
         clearTimeout(timer);
-        resolve(done());
+        this.ssh.off('reachable', onReachable);
+        this.ssh.off('state', onState);
+        if (err) reject(err);
+        else resolve(done());
       };
-      this.ssh.once('reachable', onReachable);
+      const timer = setTimeout(
+        () =>
+          settle(
+            new Error(
+              `no SSH server answered at ${this.ssh.target} within ${timeoutMs} ms: ${this.ssh.lastError ?? 'no error yet'}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      const onReachable = () => settle(null);
+      const onState = (state: string) => {
+        if (state === 'closed') settle(closed());
+      };
+      this.ssh.on('reachable', onReachable);
+      this.ssh.on('state', onState);
     });
   }
 

@@ -25,6 +25,8 @@ export interface AgentProcess {
 
 export interface AgentProcessOptions {
   logLevel?: string;
+  /** Deadline of each boot requirement (`tether up --timeout`). */
+  requirementTimeoutMs?: number;
   /** Handle SIGTERM/SIGINT by stopping (default true). */
   signals?: boolean;
 }
@@ -46,6 +48,7 @@ export async function startAgentProcess(
     instanceDir: paths.dir,
     logger: log,
     logFile: paths.currentLog,
+    requirementTimeoutMs: opts.requirementTimeoutMs,
   });
 
   let finished!: () => void;

@@ -48,19 +48,26 @@ export const AGENT_ENV: Readonly<Record<string, string>> = {
   MALLOC_MMAP_THRESHOLD_: String(1024 * 1024),
 };
 
+export interface AgentArgs {
+  logLevel?: string;
+  /** Deadline of each boot requirement, in seconds. */
+  timeoutS?: number;
+}
+
 /** The node arguments of the background agent for instance `name`. */
-export function agentArgv(name: string, logLevel?: string): string[] {
+export function agentArgv(name: string, opts: AgentArgs = {}): string[] {
   const entry = fileURLToPath(new URL('./agent-main.js', import.meta.url));
   const args = [...AGENT_NODE_FLAGS, ...process.execArgv, entry, name];
-  if (logLevel) args.push('--log-level', logLevel);
+  if (opts.logLevel) args.push('--log-level', opts.logLevel);
+  if (opts.timeoutS) args.push('--timeout', String(opts.timeoutS));
   return args;
 }
 
 /** Starts the agent detached, its stdout/stderr appended to the instance's stdio log; the caller does not wait. */
-export function spawnAgent(paths: InstancePaths, logLevel?: string): ChildProcess {
+export function spawnAgent(paths: InstancePaths, opts: AgentArgs = {}): ChildProcess {
   const out = openSync(paths.stdioLog, 'a', 0o600);
   try {
-    const child = spawn(process.execPath, agentArgv(paths.name, logLevel), {
+    const child = spawn(process.execPath, agentArgv(paths.name, opts), {
       detached: true,
       stdio: ['ignore', out, out],
       env: { ...AGENT_ENV, ...process.env },

@@ -1,7 +1,3 @@
-// `tether doctor` checks: each link of the chain from tether.yaml to the guest's port scanner, checked on its own
-// (a fresh SSH connection, not the agent's), so it works — and says so — when the agent is not running. Each check
-// says what is wrong and the fix. Returns results; printing is the command's job.
-import { readFileSync } from 'node:fs';
 import { Peer } from '@tether/protocol';
 import { Client, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME } from '../agent/index.js';
@@ -11,6 +7,7 @@ import { socketAnswers } from '../control/socket.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import type { ForwardView, StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
+import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned } from '../ssh/index.js';
 import { clientFor } from './context.js';
 
@@ -147,12 +144,9 @@ async function checkAgent(paths: InstancePaths): Promise<{ result: CheckResult; 
   return { result, forwards };
 }
 
-function connectConfig(config: LoadedConfig): ConnectConfig {
+function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig {
   const { ssh } = config;
-  const cc: ConnectConfig = { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: 10_000 };
-  if (ssh.identityFile) cc.privateKey = readFileSync(ssh.identityFile);
-  if (ssh.useAgent && process.env.SSH_AUTH_SOCK) cc.agent = process.env.SSH_AUTH_SOCK;
-  return cc;
+  return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: 10_000, ...creds };
 }
 
 /** A fresh SSH connection: reachability, host key against the pin, and key authentication, as separate checks. */
@@ -162,15 +156,16 @@ async function probeSsh(
 ): Promise<{ results: CheckResult[]; client: Client | null }> {
   const target = `${config.ssh.user}@${config.ssh.host}:${config.ssh.port}`;
   const results: CheckResult[] = [];
-  if (config.ssh.identityFile) {
-    try {
-      readFileSync(config.ssh.identityFile);
-      results.push(ok('identity file', config.ssh.identityFile));
-    } catch (err) {
-      results.push(fail('identity file', (err as Error).message, `fix ssh.identityFile in ${paths.config}`));
-      return { results, client: null };
-    }
+  // The agent's own choice of keys, so doctor and agent agree on what is offered.
+  const creds = credentials(config.ssh);
+  if ('error' in creds) {
+    const fix = config.ssh.identityFile
+      ? `fix ssh.identityFile in ${paths.config}`
+      : `set ssh.identityFile in ${paths.config} or run an ssh-agent`;
+    results.push(fail(config.ssh.identityFile ? 'identity file' : 'credentials', creds.error, fix));
+    return { results, client: null };
   }
+  if (config.ssh.identityFile) results.push(ok('identity file', config.ssh.identityFile));
   let pinned: HostKey | null;
   try {
     pinned = readPinned(paths.hostKey);
@@ -182,9 +177,10 @@ async function probeSsh(
   const client = new Client();
   const outcome = await new Promise<Error | null>((resolve) => {
     client.once('ready', () => resolve(null));
-    client.once('error', (err) => resolve(err));
+    // on, not once: ssh2 can emit a second error (e.g. the socket's) after the first.
+    client.on('error', (err) => resolve(err));
     client.connect({
-      ...connectConfig(config),
+      ...connectConfig(config, creds),
       hostVerifier: (key: Buffer) => {
         offered = describeKey(key);
         return pinned === null || pinned.base64 === offered.base64;

@@ -6,10 +6,11 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
+import { expandHome } from '../config/load.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
-import { expandHome, type SshSession } from '../ssh/index.js';
+import type { SshSession } from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
 import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from '../../../test/helpers/testbed.js';
 import { SshConfig } from '../config/schema.js';
 import { silentLogger } from '../log.js';
-import { defaultIdentities } from './identity.js';
+import { defaultIdentities, loadIdentityFile } from './identity.js';
 import { SshSession } from './session.js';
 
 const dirs: string[] = [];
@@ -48,7 +48,48 @@ describe('defaultIdentities', () => {
     copyFileSync(join(ssh, 'id_ed25519.pub'), join(ssh, 'id_ecdsa')); // a public key where a private one belongs
     const second = defaultIdentities(home);
     expect(second.identities.map((i) => i.path)).toEqual([join(ssh, 'id_rsa'), join(ssh, 'id_ed25519')]);
-    expect(second.skipped).toEqual([`${join(ssh, 'id_ecdsa')}: not a private key`]);
+    expect(second.skipped).toEqual([`${join(ssh, 'id_ecdsa')}: not a private key (a .pub file?)`]);
+  });
+});
+
+describe('a configured identity file that cannot be used', () => {
+  it('is refused with the path and what is wrong, and says how to use a key with a passphrase', () => {
+    const { ssh } = fakeHome();
+    keygen(join(ssh, 'locked'), 'ed25519', 'secret');
+    keygen(join(ssh, 'plain'), 'ed25519');
+    expect(loadIdentityFile(join(ssh, 'plain'))).toHaveProperty('key');
+    expect(loadIdentityFile(join(ssh, 'locked'))).toEqual({
+      error: expect.stringMatching(/identity file .*locked cannot be used: it has a passphrase.*ssh-add/),
+      encrypted: true,
+    });
+    expect(loadIdentityFile(join(ssh, 'plain.pub'))).toEqual({
+      error: expect.stringMatching(/plain\.pub cannot be used: not a private key/),
+      encrypted: false,
+    });
+    expect(loadIdentityFile(join(ssh, 'missing'))).toEqual({
+      error: expect.stringMatching(/cannot read identity file .*missing: ENOENT/),
+      encrypted: false,
+    });
+  });
+
+  it('closes the session for good with that reason, before any connection (nothing listens on the port)', async () => {
+    const { ssh } = fakeHome();
+    keygen(join(ssh, 'locked'), 'ed25519', 'secret');
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-identity-instance-'));
+    dirs.push(instanceDir);
+    // Port 1 on loopback: refused at once if anything tried to connect, which would be a second, wrong error.
+    const config = SshConfig.parse({
+      host: '127.0.0.1',
+      port: 1,
+      user: 'u',
+      identityFile: join(ssh, 'locked'),
+      useAgent: false,
+    });
+    const session = new SshSession({ ssh: config, instanceDir, logger: silentLogger() });
+    session.start();
+    expect(session.state).toBe('closed');
+    expect(session.lastError).toMatch(/has a passphrase/);
+    await expect(session.waitConnected(1_000)).rejects.toThrow(/has a passphrase/);
   });
 });
 

@@ -3,7 +3,6 @@ export { checkHostKey, describeKey, type HostKey, HostKeyMismatchError, readPinn
 export {
   CIPHERS,
   type ExecResult,
-  expandHome,
   HOST_KEY_FILE,
   SshNotConnectedError,
   SshSession,

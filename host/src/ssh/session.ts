@@ -3,17 +3,13 @@
 // helpers that open channels on it; it does not know what the channels are for. Per-connection users listen for
 // `connected` (a new Client each time) and rebuild their objects.
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import {
-  type AgentAuthMethod,
   type CipherAlgorithm,
   Client,
   type ClientChannel,
   type ConnectConfig,
   type ExecOptions,
-  type PublicKeyAuthMethod,
   type SFTPWrapper,
 } from 'ssh2';
 import type { SshConfig } from '../config/schema.js';
@@ -22,7 +18,7 @@ import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
-import { DEFAULT_IDENTITY_FILES, defaultIdentities } from './identity.js';
+import { credentials } from './identity.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
 export const CIPHERS: CipherAlgorithm[] = [
@@ -61,10 +57,6 @@ export type ExecChannel = ClientChannel & { exitStatus: { code: number | null; s
 
 export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';
-}
-
-export function expandHome(p: string): string {
-  return p === '~' ? homedir() : p.startsWith('~/') ? join(homedir(), p.slice(2)) : p;
 }
 
 /**
@@ -107,7 +99,7 @@ export class SshSession extends EventEmitter {
     return this.state === 'connected' && this.client !== null;
   }
 
-  /** Starts connecting; keeps reconnecting until close() or a refused host key. */
+  /** Starts connecting; keeps reconnecting until close() or a refusal (host key, credentials). */
   start(): void {
     if (this.started) return;
     this.started = true;
@@ -286,46 +278,20 @@ export class SshSession extends EventEmitter {
     if (this.stopped) return;
     this.timer = null;
     const { ssh } = this.opts;
-    let privateKey: Buffer | undefined;
-    if (ssh.identityFile) {
-      const path = expandHome(ssh.identityFile);
-      try {
-        privateKey = readFileSync(path);
-      } catch (err) {
-        this.lastError = `cannot read identity file ${path}: ${(err as Error).message}`;
-        this.scheduleReconnect(this.lastError);
-        return;
-      }
-    }
-    const agent = ssh.useAgent ? process.env.SSH_AUTH_SOCK : undefined;
-    // Without an identity file, OpenSSH's way: the agent's keys, then every usable default key file.
-    const defaults = privateKey ? null : defaultIdentities(this.opts.home);
-    if (defaults && defaults.identities.length === 0 && !agent) {
-      const why = defaults.skipped.length ? ` (${defaults.skipped.join('; ')})` : '';
-      this.lastError =
-        'no credentials: set ssh.identityFile (tether up -i KEY) or run an ssh-agent (SSH_AUTH_SOCK); ' +
-        `no usable default key in ${DEFAULT_IDENTITY_FILES.join(', ')}${why}`;
-      this.refused = true;
-      this.stopped = true;
-      this.setState('closed', this.lastError);
+    const creds = credentials(ssh, this.opts.home);
+    if ('error' in creds) {
+      this.refuse(creds.error);
       return;
     }
-    const authHandler: (AgentAuthMethod | PublicKeyAuthMethod)[] | undefined = defaults
-      ? [
-          ...(agent ? [{ type: 'agent' as const, username: ssh.user, agent }] : []),
-          ...defaults.identities.map((id) => ({ type: 'publickey' as const, username: ssh.user, key: id.key })),
-        ]
-      : undefined;
     const client = new Client();
     let lastClientError: string | null = null;
+    const sock = coalescingSocket(ssh.host, ssh.port);
     const config: ConnectConfig = {
       host: ssh.host,
       port: ssh.port,
-      sock: coalescingSocket(ssh.host, ssh.port),
+      sock,
       username: ssh.user,
-      privateKey,
-      agent,
-      authHandler,
+      ...creds,
       keepaliveInterval: ssh.keepaliveInterval * 1000,
       keepaliveCountMax: ssh.keepaliveCountMax,
       readyTimeout: this.opts.readyTimeoutMs ?? 20_000,
@@ -372,9 +338,19 @@ export class SshSession extends EventEmitter {
     try {
       client.connect(config);
     } catch (err) {
+      // ssh2 threw before it took the socket over: nothing else listens for its errors or closes it.
+      sock.destroy();
       this.lastError = `cannot connect to ${this.target}: ${(err as Error).message}`;
       this.scheduleReconnect(this.lastError);
     }
+  }
+
+  /** Gives up for good: what is wrong needs the user (credentials, configuration), not another attempt. */
+  private refuse(reason: string): void {
+    this.lastError = reason;
+    this.refused = true;
+    this.stopped = true;
+    this.setState('closed', reason);
   }
 
   private verifyHostKey(blob: Buffer): boolean {

@@ -72,7 +72,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   if (await socketAnswers(paths.socket)) {
     print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
-    return finish(paths, outcome, false);
+    return finish(paths, outcome, null);
   }
 
   print(
@@ -81,27 +81,23 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   if (opts.foreground) {
     // Loaded on demand: the agent's modules are what makes the CLI slow to start.
     const { startAgentProcess } = await import('../agent-process.js');
-    const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel });
+    const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
-    try {
-      await finish(paths, outcome, true);
-    } catch (err) {
-      await proc.stop('boot failed');
-      throw err;
-    }
+    // The agent is this process: stopped here, not signalled like a background one.
+    await finish(paths, outcome, () => proc.stop('boot failed'));
     print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
     await proc.done;
     return;
   }
 
-  const child = spawnAgent(paths, opts.logLevel);
+  const child = spawnAgent(paths, { logLevel: opts.logLevel, timeoutS: opts.timeout });
   await waitForSocket(paths, child, Math.min(timeoutMs, 30_000));
   const outcome = await followBoot(clientFor(paths), {
     timeoutMs: timeoutMs - (Date.now() - started),
     print,
     start: started,
   });
-  await finish(paths, outcome, true);
+  await finish(paths, outcome, () => stopAgent(paths));
 }
 
 /** First use: tether.yaml from -c or the flags. Later: -c replaces it, flags update the ssh section. */
@@ -153,7 +149,12 @@ async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutM
   }
 }
 
-async function finish(paths: InstancePaths, outcome: BootOutcome, stopOnFailure: boolean): Promise<void> {
+/** Reports the boot's outcome; on failure stops the agent with `stop` (null: leave it, it was running already). */
+async function finish(
+  paths: InstancePaths,
+  outcome: BootOutcome,
+  stop: (() => Promise<unknown>) | null,
+): Promise<void> {
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
     process.stdout.write(
@@ -173,8 +174,8 @@ async function finish(paths: InstancePaths, outcome: BootOutcome, stopOnFailure:
         ? `${what} failed: ${r?.detail ?? 'see the log'}`
         : `timed out waiting for ${what}${timeoutReason(outcome.status, r)}`;
   }
-  if (stopOnFailure && outcome.outcome !== 'gone') {
-    await stopAgent(paths).catch((err: Error) => {
+  if (stop && outcome.outcome !== 'gone') {
+    await stop().catch((err: Error) => {
       if (!(err instanceof AgentNotRunningError)) message += `; stopping the agent failed too: ${err.message}`;
     });
     message += ' (agent stopped)';
