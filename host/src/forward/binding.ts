@@ -16,6 +16,8 @@ export interface GuestTarget {
   /** The forward id, for logs. */
   id: string;
   guestIP: string;
+  /** Tried when the guest refuses a connection to guestIP (the other loopback, for a `::` listener). */
+  fallbackIP?: string;
   guestPort: number;
   stats: ForwardStats;
 }

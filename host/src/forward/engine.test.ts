@@ -1,6 +1,6 @@
 // ForwardEngine against real host sockets and a fake SSH session whose channels are connections to a local echo server:
-// reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once, and
-// every state change is logged once.
+// reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once,
+// every state change is logged once, and a host port serves one guest port at a time.
 import net from 'node:net';
 import type { Listener } from '@tether/protocol';
 import { pino } from 'pino';
@@ -13,10 +13,19 @@ const lines: { msg: string; level: number }[] = [];
 const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
 
 let echoPort = 0;
+/** The guest ports connections were sent to, in order. */
+const dialed: number[] = [];
+/** Guest addresses whose connections the "guest" refuses, as sshd reports a refused connect. */
+const refusing = new Set<string>();
 /** A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would. */
 const fakeSsh = {
-  openDirect: (_target: unknown, sink: ChannelSink) =>
+  openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
+      if (refusing.has(target.dstIP)) {
+        reject(new Error('cannot open a channel: (SSH) Channel open failure: Connection refused'));
+        return;
+      }
+      dialed.push(target.dstPort);
       const s = net.connect({ host: '127.0.0.1', port: echoPort, allowHalfOpen: true }, () =>
         resolve({
           write: (chunk) => s.write(chunk),
@@ -53,10 +62,10 @@ const tcp = (ip: string, port: number): Listener => ({
   command: 'srv',
 });
 
-function echo(port: number): Promise<string> {
+function echo(port: number, host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve, reject) => {
     let out = '';
-    const s = net.connect({ host: '127.0.0.1', port }, () => s.end('hi'));
+    const s = net.connect({ host, port }, () => s.end('hi'));
     s.on('data', (d) => {
       out += d;
     });
@@ -141,5 +150,37 @@ describe('ForwardEngine', () => {
     await engine.remove(same.id);
     expect(engine.view(`tcp/127.0.0.1:${guest}`)).toMatchObject({ source: 'detected', state: 'forwarding' });
     expect(await echo(guest)).toBe('hi');
+  });
+
+  it('serves one guest port per host port: an explicit forward to another takes it, the detected one waits', async () => {
+    engine = make();
+    const port = await freePort();
+    const detected = `tcp/0.0.0.0:${port}`;
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const extra = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: 80 });
+    expect(extra.state).toBe('forwarding');
+    expect(engine.view(detected)).toMatchObject({
+      state: 'conflict',
+      error: `host 127.0.0.1:${port} is taken by forward ${extra.id} (guest 127.0.0.1:80)`,
+    });
+    expect(await echo(port)).toBe('hi');
+    expect(dialed.at(-1)).toBe(80);
+    await engine.remove(extra.id);
+    expect(engine.view(detected)).toMatchObject({ state: 'forwarding', error: null });
+    expect(await echo(port)).toBe('hi');
+    expect(dialed.at(-1)).toBe(port);
+  });
+
+  it("reaches a guest :: listener from host ::1 through the guest's 127.0.0.1 when its ::1 refuses (IPv6 off)", async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('::', port)]);
+    refusing.add('::1');
+    try {
+      expect(await echo(port, '::1')).toBe('hi');
+      expect(await echo(port, '127.0.0.1')).toBe('hi');
+    } finally {
+      refusing.clear();
+    }
   });
 });

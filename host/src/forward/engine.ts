@@ -96,12 +96,17 @@ function explicitId(proto: string, ip: string, guestPort: number, hostPort: numb
   return hostPort === guestPort ? id : `${id}->${hostPort}`;
 }
 
-/** The address a connection for a guest listener is sent to: a wildcard is reached through its loopback. */
-function guestTargetIP(ip: string): string {
+/**
+ * Where a connection for a guest listener is sent: a wildcard is reached through a loopback. `::` usually accepts
+ * both families, so a host client keeps its own family, with the other loopback to try when that one fails: a
+ * guest with IPv6 turned off by sysctl has no ::1, and a `::` socket with IPV6_V6ONLY takes no IPv4.
+ */
+function guestTargetIP(ip: string, family: 4 | 6): { guestIP: string; fallbackIP?: string } {
   const a = unmapIPv4(ip);
-  if (a === '0.0.0.0') return '127.0.0.1';
-  if (a === '::') return '::1';
-  return a;
+  if (a === '0.0.0.0') return { guestIP: '127.0.0.1' };
+  if (a === '::')
+    return family === 4 ? { guestIP: '127.0.0.1', fallbackIP: '::1' } : { guestIP: '::1', fallbackIP: '127.0.0.1' };
+  return { guestIP: a };
 }
 
 function familyOf(ip: string): 4 | 6 {
@@ -404,7 +409,7 @@ export class ForwardEngine extends EventEmitter {
     const existing = this.bindings.get(key);
     if (existing) {
       existing.refs.add(f);
-      return existing.settled.then(() => this.refresh(f));
+      return existing.settled.then(() => this.refreshRefs(existing));
     }
     const entry = {
       key,
@@ -429,9 +434,27 @@ export class ForwardEngine extends EventEmitter {
       if (entry.refs.size === 0) {
         this.bindings.delete(key);
         void this.closeEntry(entry);
+      } else {
+        // A forward that waited for this host port (another guest port) may own it now.
+        this.refreshRefs(entry);
       }
     }
     f.bindingKeys = [];
+  }
+
+  /**
+   * The forward a shared host binding serves. Guest listeners on one port (0.0.0.0 and :: alike) share it; a forward
+   * to another guest port cannot, and waits in `conflict` until the owner goes. An explicit forward (static rule,
+   * forward add) owns the port before a detected one: the operator asked for that host port.
+   */
+  private owner(entry: BindingEntry): Forward | undefined {
+    let first: Forward | undefined;
+    for (const f of entry.refs) {
+      if (f.ignored) continue;
+      if (f.source !== 'detected') return f;
+      first ??= f;
+    }
+    return first;
   }
 
   private closeEntry(entry: BindingEntry): Promise<void> {
@@ -442,11 +465,12 @@ export class ForwardEngine extends EventEmitter {
     });
   }
 
-  /** Prefers a guest listener of the binding's own family (guest ::1 for host [::1]), else any live one. */
+  /** Among the owner's guest port, prefers a listener of the binding's own family (guest ::1 for host [::1]). */
   private route(entry: BindingEntry, family: 4 | 6): GuestTarget | null {
+    const owner = this.owner(entry);
     let pick: Forward | undefined;
     for (const f of entry.refs) {
-      if (f.ignored) continue;
+      if (f.ignored || f.guestPort !== owner?.guestPort) continue;
       pick ??= f;
       if (familyOf(f.guestIP) === family) {
         pick = f;
@@ -454,7 +478,7 @@ export class ForwardEngine extends EventEmitter {
       }
     }
     if (!pick) return null;
-    return { id: pick.id, guestIP: guestTargetIP(pick.guestIP), guestPort: pick.guestPort, stats: pick.stats };
+    return { id: pick.id, ...guestTargetIP(pick.guestIP, family), guestPort: pick.guestPort, stats: pick.stats };
   }
 
   private attempt(entry: BindingEntry): Promise<void> {
@@ -511,6 +535,13 @@ export class ForwardEngine extends EventEmitter {
     const settled = entries.filter((e) => e.status !== 'pending');
     if (settled.length === 0) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
+    const taken = entries.flatMap((e) => {
+      const owner = this.owner(e);
+      return owner && owner.guestPort !== f.guestPort
+        ? [`host ${e.binding.address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`]
+        : [];
+    });
+    if (taken.length) return { state: 'conflict', error: taken.join('; ') };
     const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
     const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
     // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the

@@ -3,7 +3,7 @@
 // of thousands of connections does not open thousands of channels at once.
 import net from 'node:net';
 import type { Logger } from '../log.js';
-import type { SshSession } from '../ssh/index.js';
+import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
@@ -63,10 +63,17 @@ export class TcpBinding implements HostBinding {
     const srcIP = socket.remoteAddress ?? (this.family === 6 ? '::1' : '127.0.0.1');
     const srcPort = socket.remotePort ?? 0;
     const channel = { kind: 'tcp', srcIP, srcPort, dstIP: target.guestIP, dstPort: target.guestPort } as const;
+    const { ssh } = this.deps;
     const open: OpenChannel = (sink, started) =>
       this.deps.opens.run(() => {
         started();
-        return this.deps.ssh.openDirect(channel, sink);
+        const first = ssh.openDirect(channel, sink);
+        const { fallbackIP } = target;
+        if (!fallbackIP) return first;
+        return first.catch((err: Error) => {
+          if (err instanceof SshNotConnectedError) throw err;
+          return ssh.openDirect({ ...channel, dstIP: fallbackIP }, sink);
+        });
       });
     bridge(socket, open, {
       label,
