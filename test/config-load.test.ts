@@ -1,10 +1,17 @@
 // tether.yaml loading: broken files produce one precise line each (file, line:column, key path, bad value, what was
 // expected); good files get defaults and `~` expansion; `up` writes a file that loads back.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseConfig, updateConfigFile, writeInitialConfig } from '../host/src/config/load.js';
+import {
+  ConfigError,
+  copyConfigFile,
+  loadConfig,
+  parseConfig,
+  updateConfigFile,
+  writeInitialConfig,
+} from '../host/src/config/load.js';
 
 const FILE = '/etc/tether/demo.yaml';
 
@@ -185,6 +192,28 @@ describe('config written by tether up', () => {
     expect(updateConfigFile(file, { port: 2223 })).toBe(false);
     expect(loadConfig(file).ssh.port).toBe(2223);
     expect(readFileSync(file, 'utf8')).toMatch(/# tether instance config/);
+  });
+
+  it('copies a -c file with its relative host paths made absolute, keeping comments and other paths', () => {
+    const src = join(dir, 'project');
+    mkdirSync(src, { recursive: true });
+    writeFileSync(
+      join(src, 'vm.yaml'),
+      '# my vm\nssh:\n  user: a\n  identityFile: keys/id # the key\nmounts:\n  - location: .\n  - location: ~/code\n' +
+        'portForwards:\n  - guestSocket: /run/docker.sock\n    hostSocket: sockets/docker.sock\n  - guestPort: 80\n    hostPort: 8080\n',
+    );
+    const dest = join(dir, 'instance.yaml');
+    copyConfigFile(join(src, 'vm.yaml'), dest);
+    const text = readFileSync(dest, 'utf8');
+    expect(text).toMatch(/^# my vm/);
+    expect(text).toContain(`identityFile: ${join(src, 'keys/id')} # the key`);
+    const c = loadConfig(dest);
+    expect(c.ssh.identityFile).toBe(join(src, 'keys/id'));
+    expect(c.mounts.map((m) => m.location)).toEqual([src, join(homedir(), 'code')]);
+    expect(c.portForwards[0]).toEqual({
+      guestSocket: '/run/docker.sock',
+      hostSocket: join(src, 'sockets/docker.sock'),
+    });
   });
 
   it('reports a file edited into an invalid state', () => {

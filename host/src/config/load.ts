@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
 
@@ -287,6 +287,28 @@ function comment(doc: Document, key: string, text: string): void {
   if (!isMap(map)) return;
   const pair = map.items.find((p) => isScalar(p.key) && p.key.value === key);
   if (pair && isScalar(pair.key)) pair.key.commentBefore = text;
+}
+
+/**
+ * Copies a config file (`tether up -c FILE`) to `dest`. Relative host paths in it (ssh.identityFile,
+ * mounts[].location, portForwards[].hostSocket) meant the source file's directory; they are written out absolute,
+ * or the copy would resolve them against the instance directory.
+ */
+export function copyConfigFile(source: string, dest: string): void {
+  const doc = parseDocument(readFileSync(source, 'utf8'));
+  const base = dirname(resolve(source));
+  const absolute = (path: (string | number)[]) => {
+    const value = doc.getIn(path);
+    if (typeof value === 'string' && value !== '' && !value.startsWith('~') && !isAbsolute(value))
+      doc.setIn(path, resolve(base, value));
+  };
+  absolute(['ssh', 'identityFile']);
+  for (const list of ['mounts', 'portForwards'] as const) {
+    const items = doc.get(list);
+    const count = isSeq(items) ? items.items.length : 0;
+    for (let i = 0; i < count; i++) absolute([list, i, list === 'mounts' ? 'location' : 'hostSocket']);
+  }
+  writeFileSync(dest, doc.toString({ lineWidth: 0 }), { mode: 0o600 });
 }
 
 /** Applies `up` flags to an existing tether.yaml, keeping its comments and layout. */

@@ -2,10 +2,10 @@
 // the background (or in this process with --foreground), and follows the boot requirements until the VM is ready.
 // Also `tether agent NAME` (hidden): runs the agent in this process, as the detached one (agent-main.ts) does.
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
+import { copyConfigFile, expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { socketAnswers } from '../../control/socket.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
@@ -109,7 +109,7 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
     const source = resolve(opts.config);
     loadConfig(source); // refuse a broken file before it replaces a working one
     ensureInstanceDir(paths);
-    copyFileSync(source, paths.config);
+    copyConfigFile(source, paths.config);
     if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
     return;
   }
