@@ -1,7 +1,17 @@
 // Instance directories: where one VM's config, control socket, pid file, logs and pinned host key live
 // ($TETHER_HOME/NAME, default ~/.tether/NAME). Owns naming rules, paths, the pid file and listing instances; it
 // never talks to a running agent (that is control/client.ts).
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CURRENT_LOG } from './log.js';
@@ -75,8 +85,29 @@ export function listInstances(home = tetherHome()): string[] {
     .sort();
 }
 
-export function writePid(paths: InstancePaths, pid = process.pid): void {
-  writeFileSync(paths.pidFile, `${pid}\n`, { mode: 0o600 });
+/**
+ * Records this process as the instance's agent, atomically: two agents started at once (two `tether up`) cannot
+ * both win. A pid file of a process that is gone is taken over. Returns the live owner's pid when there is one.
+ */
+export function claimPidFile(paths: InstancePaths): number | null {
+  const tmp = `${paths.pidFile}.${process.pid}`;
+  writeFileSync(tmp, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        linkSync(tmp, paths.pidFile); // fails with EEXIST instead of replacing, unlike a rename
+        return null;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = readPid(paths);
+      if (owner && owner !== process.pid && isAlive(owner)) return owner;
+      rmSync(paths.pidFile, { force: true });
+    }
+    return readPid(paths);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
 
 /** The pid recorded in ha.pid, or null when there is none or it is unreadable. */

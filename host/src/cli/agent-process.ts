@@ -1,13 +1,13 @@
 // Hosting one VM's agent in this process (the hidden `tether agent NAME` that `up` spawns detached, and
-// `up --foreground`): refuses when an agent already answers, starts the HostAgent, serves the control API on
-// ha.sock, records ha.pid, and on shutdown (API, SIGTERM, SIGINT) stops everything and removes the socket and pid
-// file it created.
+// `up --foreground`): refuses when an agent already answers or holds ha.pid, claims ha.pid, starts the HostAgent,
+// serves the control API on ha.sock, and on shutdown (API, SIGTERM, SIGINT) stops everything and removes the socket
+// and pid file it created.
 
 import { runAgent } from '../agent/run.js';
 import type { LoadedConfig } from '../config/load.js';
 import { type ControlServer, startControlServer } from '../control/server.js';
 import { socketAnswers } from '../control/socket.js';
-import { type InstancePaths, readPid, removeRuntimeFiles, writePid } from '../instance.js';
+import { claimPidFile, type InstancePaths, readPid, removeRuntimeFiles } from '../instance.js';
 import { componentLogger, createLogger, type Logger } from '../log.js';
 import type { AgentApi } from '../model.js';
 import { CliError } from './errors.js';
@@ -40,6 +40,9 @@ export async function startAgentProcess(
     const pid = readPid(paths);
     throw new CliError(`instance ${paths.name} is already running${pid ? ` (pid ${pid})` : ''}`);
   }
+  // Claimed before anything starts, so a second agent stops here and `down` finds this one while it boots.
+  const owner = claimPidFile(paths);
+  if (owner) throw new CliError(`instance ${paths.name} is already running or starting (pid ${owner})`);
   const log = await createLogger({ dir: paths.logs, level: opts.logLevel });
   const agentLog = componentLogger(log, 'agent');
   agentLog.info({ pid: process.pid, config: paths.config }, `host agent for ${paths.name} starting`);
@@ -79,9 +82,9 @@ export async function startAgentProcess(
     });
   } catch (err) {
     await agent.stop(`control API failed: ${(err as Error).message}`);
+    if (readPid(paths) === process.pid) removeRuntimeFiles(paths);
     throw err;
   }
-  writePid(paths);
 
   if (opts.signals !== false) {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
