@@ -88,6 +88,20 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     for (const flag of AGENT_NODE_FLAGS) expect(argv).toContain(flag);
     const env = readFileSync(`/proc/${agentPid}/environ`, 'utf8').split('\0');
     for (const [k, v] of Object.entries(AGENT_ENV)) expect(env).toContain(`${k}=${v}`);
+    expect(argv).toContain('--timeout'); // up's --timeout is the agent's requirement deadline too
+  });
+
+  it('up on a running instance says so, and says when its flags changed tether.yaml', async () => {
+    const same = await cli('up', NAME);
+    expect(same.code).toBe(0);
+    expect(same.stdout).toMatch(/instance e2e is already running/);
+    expect(same.stdout).not.toMatch(/changed/);
+    const changed = await cli('up', NAME, '--ssh', `${tb.user}@localhost:${tb.sshPort}`);
+    expect(changed.code).toBe(0);
+    expect(changed.stdout).toMatch(
+      /tether\.yaml changed; the running agent applies it after `tether down e2e && tether up e2e`/,
+    );
+    expect((await cli('up', NAME, '--ssh', `${tb.user}@127.0.0.1:${tb.sshPort}`)).stdout).toMatch(/changed/);
   });
 
   it('forward ls --json shows a server started in the guest, with exactly the contract keys', async () => {

@@ -64,13 +64,15 @@ export function registerUp(program: Command): void {
 async function up(name: string, opts: UpOptions): Promise<void> {
   const started = Date.now();
   const paths = pathsFor(name);
-  prepareConfig(paths, opts);
+  const changed = prepareConfig(paths, opts);
   const config = loadConfig(paths.config);
   const print = (line: string) => process.stdout.write(`${line}\n`);
   const timeoutMs = opts.timeout * 1000;
 
   if (await socketAnswers(paths.socket)) {
     print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+    if (changed)
+      print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
     return finish(paths, outcome, null);
   }
@@ -100,8 +102,11 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   await finish(paths, outcome, () => stopAgent(paths));
 }
 
-/** First use: tether.yaml from -c or the flags. Later: -c replaces it, flags update the ssh section. */
-function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
+/**
+ * First use: tether.yaml from -c or the flags. Later: -c replaces it, flags update the ssh section. True when an
+ * existing instance's config changed.
+ */
+function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
   const target = opts.ssh ? parseSshTarget(opts.ssh) : undefined;
   const identityFile = opts.identity ? expandHome(opts.identity, process.cwd()) : undefined;
   const exists = instanceExists(paths);
@@ -109,9 +114,10 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
     const source = resolve(opts.config);
     loadConfig(source); // refuse a broken file before it replaces a working one
     ensureInstanceDir(paths);
+    const before = exists ? readFileSync(paths.config, 'utf8') : null;
     copyConfigFile(source, paths.config);
     if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
-    return;
+    return before !== null && before !== readFileSync(paths.config, 'utf8');
   }
   if (!exists) {
     if (!target)
@@ -121,10 +127,10 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): void {
     ensureInstanceDir(paths);
     writeInitialConfig(paths.config, { ...target, identityFile });
     process.stdout.write(`created instance ${paths.name}: ${paths.config}\n`);
-    return;
+    return false;
   }
   ensureInstanceDir(paths);
-  if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
+  return !!(target || identityFile) && updateConfigFile(paths.config, { ...target, identityFile });
 }
 
 function stdioTail(paths: InstancePaths): string {
