@@ -20,6 +20,8 @@ export interface GuestTarget {
   fallbackIP?: string;
   guestPort: number;
   stats: ForwardStats;
+  /** Reports each channel open's outcome to the forward (see BridgeOptions.opened). */
+  opened: (err: Error | null) => void;
 }
 
 /** Picks the guest target for traffic arriving on a binding of the given address family (null: none any more). */

@@ -12,6 +12,8 @@ export interface BridgeOptions {
   label: string;
   stats: ForwardStats;
   log: Logger;
+  /** How the channel open went: null once it is open, else why not (the forward's state may depend on it). */
+  opened?: (err: Error | null) => void;
 }
 
 /**
@@ -79,6 +81,7 @@ class Splice implements ChannelSink {
       return;
     }
     this.channel = channel;
+    this.opts.opened?.(null);
     this.readAhead();
     let open = true;
     for (const chunk of this.early) open = channel.write(chunk);
@@ -101,6 +104,7 @@ class Splice implements ChannelSink {
   }
 
   failed(err: Error): void {
+    this.opts.opened?.(err);
     if (this.finish()) return;
     const { label, log } = this.opts;
     log.warn({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);

@@ -6,7 +6,7 @@ import type { Listener } from '@tether/protocol';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
-import type { SshSession } from '../ssh/index.js';
+import { ChannelOpenError, type SshSession } from '../ssh/index.js';
 import { ForwardEngine } from './engine.js';
 
 const lines: { msg: string; level: number }[] = [];
@@ -17,12 +17,19 @@ let echoPort = 0;
 const dialed: number[] = [];
 /** Guest addresses whose connections the "guest" refuses, as sshd reports a refused connect. */
 const refusing = new Set<string>();
+/** Guest ports the "guest's sshd" may not open channels to (AllowTcpForwarding no, PermitOpen). */
+const prohibited = new Set<number>();
 /** A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would. */
 const fakeSsh = {
   openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
       if (refusing.has(target.dstIP)) {
         reject(new Error('cannot open a channel: (SSH) Channel open failure: Connection refused'));
+        return;
+      }
+      if (prohibited.has(target.dstPort)) {
+        const cause = Object.assign(new Error('(SSH) Channel open failure: open failed'), { reason: 1 });
+        reject(new ChannelOpenError(`cannot open a channel: ${cause.message}`, cause));
         return;
       }
       dialed.push(target.dstPort);
@@ -182,5 +189,22 @@ describe('ForwardEngine', () => {
     } finally {
       refusing.clear();
     }
+  });
+
+  it("shows a forward whose channels the guest's sshd prohibits as error, naming the option, until one opens", async () => {
+    engine = make();
+    const port = await freePort();
+    const id = `tcp/127.0.0.1:${port}`;
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    prohibited.add(port);
+    try {
+      await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNRESET' });
+      await expect.poll(() => engine.view(id)?.state).toBe('error');
+      expect(engine.view(id)?.error).toMatch(/refuses the channel \(.*open failed\): set AllowTcpForwarding yes/);
+    } finally {
+      prohibited.clear();
+    }
+    expect(await echo(port)).toBe('hi');
+    expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null });
   });
 });

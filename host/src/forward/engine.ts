@@ -10,7 +10,7 @@ import { expandHome } from '../config/load.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
-import type { SshSession } from '../ssh/index.js';
+import { ChannelOpenError, OPEN_ADMINISTRATIVELY_PROHIBITED, type SshSession } from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
 import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
@@ -52,6 +52,10 @@ interface Forward {
   ignored: string | null;
   /** Why it is suspended (agent link down); null otherwise. */
   suspended: string | null;
+  /** Why the guest's sshd refused its last channel (forwarding prohibited there); null once one opens. */
+  refused: string | null;
+  /** Takes each channel open's outcome (GuestTarget.opened). */
+  opened: (err: Error | null) => void;
   stats: ForwardStats;
   state: ForwardState | null;
   error: string | null;
@@ -321,7 +325,7 @@ export class ForwardEngine extends EventEmitter {
     guestIP: string,
     guestPort: number,
   ): Forward {
-    return {
+    const f: Forward = {
       id,
       proto,
       source,
@@ -333,11 +337,38 @@ export class ForwardEngine extends EventEmitter {
       process: null,
       ignored: null,
       suspended: source === 'detected' ? null : this.sshDown,
+      refused: null,
+      opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
       state: null,
       error: null,
       since: new Date(),
     };
+    return f;
+  }
+
+  /**
+   * A channel the guest's sshd refuses as prohibited (AllowTcpForwarding, AllowStreamLocalForwarding,
+   * DisableForwarding, PermitOpen, a restricted key) fails every connection alike: the forward shows it as `error`
+   * until a channel opens again. Other failures (nothing listening any more) are the connection's own.
+   */
+  private channelOpened(f: Forward, err: Error | null): void {
+    if (!err) {
+      if (f.refused === null) return;
+      f.refused = null;
+    } else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
+      const options =
+        f.proto === 'unix'
+          ? 'AllowStreamLocalForwarding yes (or local)'
+          : 'AllowTcpForwarding yes (or local), no PermitOpen that excludes this port';
+      f.refused =
+        `the guest's sshd refuses the channel (${err.message}): set ${options} and DisableForwarding no in its ` +
+        'sshd_config (and any Match block for this user), check the key has no restrict or no-port-forwarding option ' +
+        'in authorized_keys, reload sshd, then tether down and up';
+    } else {
+      return;
+    }
+    this.refresh(f);
   }
 
   private createPortForward(
@@ -382,7 +413,7 @@ export class ForwardEngine extends EventEmitter {
     return this.acquire(
       f,
       `unix/${hostSocket}`,
-      () => new UnixBinding(hostSocket, guestSocket, f.stats, { ssh: this.opts.ssh, log: this.log }),
+      () => new UnixBinding(hostSocket, guestSocket, f, { ssh: this.opts.ssh, log: this.log }),
     );
   }
 
@@ -478,7 +509,8 @@ export class ForwardEngine extends EventEmitter {
       }
     }
     if (!pick) return null;
-    return { id: pick.id, ...guestTargetIP(pick.guestIP, family), guestPort: pick.guestPort, stats: pick.stats };
+    const { id, guestPort, stats, opened } = pick;
+    return { id, ...guestTargetIP(pick.guestIP, family), guestPort, stats, opened };
   }
 
   private attempt(entry: BindingEntry): Promise<void> {
@@ -535,6 +567,7 @@ export class ForwardEngine extends EventEmitter {
     const settled = entries.filter((e) => e.status !== 'pending');
     if (settled.length === 0) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
+    if (f.refused) return { state: 'error', error: f.refused };
     const taken = entries.flatMap((e) => {
       const owner = this.owner(e);
       return owner && owner.guestPort !== f.guestPort

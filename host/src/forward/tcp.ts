@@ -79,6 +79,7 @@ export class TcpBinding implements HostBinding {
       label,
       stats: target.stats,
       log: this.deps.log,
+      opened: target.opened,
     });
   }
 }

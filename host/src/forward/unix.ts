@@ -6,7 +6,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import { type ForwardStats, type HostBinding, listenServer, stopServer } from './binding.js';
+import { type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 
 export class UnixBinding implements HostBinding {
@@ -15,7 +15,7 @@ export class UnixBinding implements HostBinding {
   constructor(
     readonly address: string,
     private readonly guestSocket: string,
-    private readonly stats: ForwardStats,
+    private readonly forward: Pick<GuestTarget, 'stats' | 'opened'>,
     private readonly deps: { ssh: SshSession; log: Logger },
   ) {}
 
@@ -32,8 +32,9 @@ export class UnixBinding implements HostBinding {
         },
         {
           label: `${path} → guest ${this.guestSocket}`,
-          stats: this.stats,
+          stats: this.forward.stats,
           log: this.deps.log,
+          opened: this.forward.opened,
         },
       ),
     );

@@ -59,6 +59,21 @@ export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';
 }
 
+/** RFC 4254 §5.1 SSH_OPEN_ADMINISTRATIVELY_PROHIBITED: OpenSSH's answer when its configuration forbids a channel. */
+export const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
+
+/** The server refused a channel; `reason` is its RFC 4254 code when it gave one (ssh2 puts it on its error). */
+export class ChannelOpenError extends Error {
+  override name = 'ChannelOpenError';
+  readonly reason: number | undefined;
+
+  constructor(message: string, cause: Error) {
+    super(message);
+    const reason = (cause as { reason?: unknown }).reason;
+    this.reason = typeof reason === 'number' ? reason : undefined;
+  }
+}
+
 /**
  * Events: `state` (state: ConnectionState, reason: string | null), `connected` (client: Client) on every successful
  * (re)connect, `disconnected` (reason: string), `reachable` (key: HostKey) when a server answered the handshake.
@@ -239,7 +254,7 @@ export class SshSession extends EventEmitter {
       this.inflight.add(fail);
       try {
         start(client, (err, value) => {
-          if (err) return fail(new Error(`cannot ${what}: ${err.message}`));
+          if (err) return fail(new ChannelOpenError(`cannot ${what}: ${err.message}`, err));
           if (settled) {
             // The connection dropped while the open was in flight; nobody is waiting for this channel.
             const late = value as { destroy?: () => void; close?: () => void } | undefined;
