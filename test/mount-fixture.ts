@@ -1,5 +1,6 @@
-// Shared setup for the mount integration tests: an ssh2 connection to the testbed as its login user, a host
-// export directory, a guest mount point owned by the login user, and a MountManager with a recording event sink.
+// Shared setup for the mount integration tests: an ssh2 connection to the testbed as its login user (or the chatty
+// one, whose shell prints on startup), a host export directory, a guest mount point owned by that user, and a
+// MountManager with a recording event sink.
 import { createHash } from 'node:crypto';
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,13 +8,16 @@ import { join } from 'node:path';
 import type { FsEvents } from '@tether/protocol';
 import { Client } from 'ssh2';
 import { MountConfig } from '../host/src/config/schema.js';
-import { silentLogger } from '../host/src/log.js';
+import { type Logger, silentLogger } from '../host/src/log.js';
 import type { MountView } from '../host/src/model.js';
 import { MountManager } from '../host/src/mount/index.js';
 import type { Testbed } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
 
-export function connect(tb: Testbed): Promise<Client> {
+/** The testbed's second login user: bash, with a ~/.bashrc that prints on startup (scripts/testbed.sh). */
+export const CHATTY_USER = 'tether-tb-chatty';
+
+export function connect(tb: Testbed, user = tb.user): Promise<Client> {
   return new Promise((resolve, reject) => {
     const c = new Client();
     c.once('ready', () => {
@@ -25,7 +29,7 @@ export function connect(tb: Testbed): Promise<Client> {
     c.connect({
       host: '127.0.0.1',
       port: tb.sshPort,
-      username: tb.user,
+      username: user,
       privateKey: readFileSync(tb.identityFile),
       hostVerifier: () => true,
       readyTimeout: 20_000,
@@ -33,13 +37,13 @@ export function connect(tb: Testbed): Promise<Client> {
   });
 }
 
-function loginIds(user: string): { uid: number; gid: number } {
+export function loginIds(user: string): { uid: number; gid: number; home: string } {
   const line = readFileSync('/etc/passwd', 'utf8')
     .split('\n')
     .find((l) => l.startsWith(`${user}:`));
   if (!line) throw new Error(`no user ${user}`);
   const f = line.split(':');
-  return { uid: Number(f[2]), gid: Number(f[3]) };
+  return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] };
 }
 
 let counter = 0;
@@ -48,33 +52,57 @@ export interface MountFixture {
   manager: MountManager;
   client: Client;
   location: string;
+  /** As configured. */
   mountPoint: string;
   batches: FsEvents[];
   changes: MountView[];
   stop(): Promise<void>;
 }
 
+export interface StartMountOptions {
+  /** Guest login user (default the testbed's, whose shell prints nothing). */
+  user?: string;
+  /**
+   * The mount point as configured. Default: a fresh directory in the testbed's state directory. An absolute one is
+   * created and given to the user; one starting with `~` is left to tether.
+   */
+  mountPoint?: string;
+  logger?: Logger;
+  /** Resolve even when the mount did not come up (the caller checks the view and calls stop()). */
+  allowError?: boolean;
+}
+
 export async function startMount(
   tb: Testbed,
   cfg: Partial<MountConfig> & { driver: 'builtin' | 'openssh' },
+  opts: StartMountOptions = {},
 ): Promise<MountFixture> {
   counter += 1;
+  const user = opts.user ?? tb.user;
   const location = mkdtempSync(join(tmpdir(), `tether-export-${cfg.driver}-`));
-  const mountPoint = join(tb.stateDir, `mnt-${cfg.driver}-${counter}`);
-  mkdirSync(mountPoint, { recursive: true });
-  const { uid, gid } = loginIds(tb.user);
-  chownSync(mountPoint, uid, gid);
+  const mountPoint = opts.mountPoint ?? join(tb.stateDir, `mnt-${cfg.driver}-${counter}`);
+  if (mountPoint.startsWith('/')) {
+    mkdirSync(mountPoint, { recursive: true });
+    const { uid, gid } = loginIds(user);
+    chownSync(mountPoint, uid, gid);
+  }
   const config = MountConfig.parse({ writable: true, inotify: false, ...cfg, location, mountPoint });
   const batches: FsEvents[] = [];
   const changes: MountView[] = [];
-  const manager = new MountManager([config], { logger: silentLogger(), onChange: (v) => changes.push(v) });
-  const client = await connect(tb);
+  const logger = opts.logger ?? silentLogger();
+  const manager = new MountManager([config], { logger, onChange: (v) => changes.push(v) });
+  const client = await connect(tb, user);
   await manager.start(client, (b) => {
     batches.push(b);
     return true;
   });
   const view = manager.views()[0];
-  if (view.state !== 'mounted') throw new Error(`mount did not come up: ${view.state} ${view.error}`);
+  if (view.state !== 'mounted' && !opts.allowError) {
+    await manager.stop();
+    client.end();
+    rmSync(location, { recursive: true, force: true });
+    throw new Error(`mount did not come up: ${view.state} ${view.error}`);
+  }
   return {
     manager,
     client,

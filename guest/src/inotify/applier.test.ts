@@ -1,10 +1,20 @@
-import { lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.js';
 import { FsApplier, touchesOf } from './applier.js';
-import { mountPointsOfType } from './mounts.js';
+import { mountPointsOfType, sshfsMountCheck } from './mounts.js';
 import { checkRelativePath, InvalidFsPathError } from './paths.js';
 
 // A temp directory stands in for the sshfs mount (the mount check is injected); "outside" is a sibling directory
@@ -105,6 +115,19 @@ describe('FsApplier', () => {
       InvalidFsPathError,
     );
     expect(() => applier().submit({ root: 'relative', events: [] })).toThrow(InvalidFsPathError);
+  });
+
+  it('finds a mount whose root is given through a symlink, as mountinfo lists the resolved path', async () => {
+    // /home -> /var/home (Fedora Atomic): the host names /home/me, the kernel lists /var/home/me.
+    const home = join(base, 'home');
+    symlinkSync(base, home);
+    const mountinfo = join(base, 'mountinfo');
+    writeFileSync(mountinfo, `36 25 0:32 / ${realpathSync(root)} rw,nosuid - fuse.sshfs :/Users/me rw\n`);
+    const a = new FsApplier(silentLogger, { isMount: sshfsMountCheck(mountinfo) });
+    a.submit({ root: join(home, 'mnt'), events: [{ path: 'dir/file', kind: 'change' }] });
+    await a.idle();
+    expect(touched(join(root, 'dir/file'))).toBe(true);
+    expect(a.applied).toBe(1);
   });
 
   it('logs and survives paths that no longer exist', async () => {

@@ -2,7 +2,9 @@
 // no kernel events for changes made on the host, but a local `utimes` through the mount does raise them (IN_ATTRIB
 // on the path, and on the parent directory for creates/deletes so directory watchers re-scan).
 // Owns batch validation, the mount check, coalescing, rate limiting and confinement to the mount (no symlink may lead
-// outside it). The echo of our own touch on the host is suppressed by the host's watcher, which knows the paths it
+// outside it). The mount check is made on the root as resolved here: the host names the mount point as configured
+// (/home/me), and when that path leads through a symlink (/home -> /var/home) the kernel lists the mount under the
+// resolved one. The echo of our own touch on the host is suppressed by the host's watcher, which knows the paths it
 // just sent; this side only applies.
 import { lutimes, realpath, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
@@ -29,6 +31,7 @@ export interface FsApplierOptions {
 
 interface Touch {
   root: string;
+  /** The resolved root when it is a mount this applier may touch, else null. */
   realRoot: Promise<string | null>;
   /** Relative to root; '' is the root itself. */
   rel: string;
@@ -77,16 +80,13 @@ export class FsApplier {
 
   /**
    * Validates a batch synchronously — throws InvalidFsPathError when a path or the root could escape (the caller
-   * treats that as a hostile client) — then queues its touches. A root that is not a mount is logged and ignored.
+   * treats that as a hostile client) — then queues its touches. A root that does not resolve to a mount is logged
+   * and ignored.
    */
   submit(batch: FsEventBatch): void {
     const root = checkRoot(batch.root);
     const rels = touchesOf(batch.events);
     if (this.closed || rels.length === 0) return;
-    if (!this.isMount(root)) {
-      this.log.warn('fs events ignored: root is not an sshfs mount', { root, events: batch.events.length });
-      return;
-    }
     if (this.queue.length + rels.length > this.maxQueued) {
       this.log.warn('fs events dropped: too many paths waiting', {
         root,
@@ -95,10 +95,17 @@ export class FsApplier {
       });
       return;
     }
-    const realRoot = realpath(root).catch((err) => {
-      this.log.debug('fs events: root unreadable', { root, err });
-      return null;
-    });
+    const realRoot = realpath(root).then(
+      (real) => {
+        if (this.isMount(real)) return real;
+        this.log.warn('fs events ignored: root is not an sshfs mount', { root, real, events: batch.events.length });
+        return null;
+      },
+      (err) => {
+        this.log.debug('fs events: root unreadable', { root, err });
+        return null;
+      },
+    );
     for (const rel of rels) this.queue.push({ root, realRoot, rel });
     this.running ??= this.drain().finally(() => {
       this.running = null;

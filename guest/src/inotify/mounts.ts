@@ -1,7 +1,9 @@
 // Tells whether a directory is an sshfs (FUSE) mount point, from /proc/self/mountinfo. Owns the mountinfo parsing and
 // a short-lived cache (the host mounts first and sends events afterwards, so a "no" must not be remembered long).
+// mountinfo lists mounts under their resolved paths, so the directory must be given resolved (realpath).
 import { readFileSync } from 'node:fs';
 
+/** Whether `root`, a resolved absolute path, is a mount the applier may touch. */
 export type MountCheck = (root: string) => boolean;
 
 /** mountinfo escapes space, tab, newline and backslash in paths as octal (`\040`). */

@@ -65,7 +65,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     );
   }
   const raw: unknown = doc.toJS() ?? {};
-  bareTildeLocations(doc, raw);
+  bareTildes(doc, raw);
   const result = Config.safeParse(raw, { reportInput: true });
   if (!result.success) {
     const issues = portForwardIssues(result.error.issues, raw);
@@ -76,16 +76,23 @@ export function parseConfig(text: string, file: string): LoadedConfig {
 }
 
 /**
- * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example). Only a
- * literal `~` is read that way: an empty `location:` stays null and is refused, rather than exporting `$HOME`.
+ * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example); so do
+ * `mountPoint: ~` and `installDir: ~` (the guest user's home). Only a literal `~` is read that way: an empty
+ * `location:` stays null and is refused, rather than exporting `$HOME`.
  */
-function bareTildeLocations(doc: Document, raw: unknown): void {
-  const mounts = (raw as { mounts?: unknown } | null)?.mounts;
-  if (!Array.isArray(mounts)) return;
-  mounts.forEach((m: unknown, i) => {
-    if (m === null || typeof m !== 'object' || (m as { location?: unknown }).location !== null) return;
-    const node = doc.getIn(['mounts', i, 'location'], true);
-    if (isScalar(node) && node.source === '~') (m as { location: string }).location = '~';
+function bareTildes(doc: Document, raw: unknown): void {
+  const setIfTilde = (parent: unknown, path: (string | number)[]) => {
+    const key = path[path.length - 1] as string;
+    if (parent === null || typeof parent !== 'object' || (parent as Record<string, unknown>)[key] !== null) return;
+    const node = doc.getIn(path, true);
+    if (isScalar(node) && node.source === '~') (parent as Record<string, unknown>)[key] = '~';
+  };
+  const top = raw as { mounts?: unknown; guestAgent?: unknown } | null;
+  setIfTilde(top?.guestAgent, ['guestAgent', 'installDir']);
+  if (!Array.isArray(top?.mounts)) return;
+  top.mounts.forEach((m: unknown, i) => {
+    setIfTilde(m, ['mounts', i, 'location']);
+    setIfTilde(m, ['mounts', i, 'mountPoint']);
   });
 }
 
@@ -214,12 +221,24 @@ function keyNode(doc: Document, parentPath: readonly Key[], key: Key): unknown {
   return typeof key === 'number' ? doc.getIn([...parentPath, key], true) : undefined;
 }
 
-/** `~` and `~/x` → the host user's home; relative paths are taken from the config file's directory. */
+/**
+ * `~` and `~/x` → the host user's home; relative paths are taken from the config file's directory. Host paths only:
+ * a guest mountPoint keeps its `~`, which only the guest can expand (host/src/mount/guest-path.ts).
+ */
 export function expandHome(p: string, base?: string): string {
   if (p === '~') return homedir();
   if (p.startsWith('~/')) return join(homedir(), p.slice(2));
   if (base !== undefined && !isAbsolute(p)) return resolve(base, p);
   return p;
+}
+
+/**
+ * installDir is relative to the guest user's home already, so `~/x` means `x` (the install script would otherwise
+ * create a directory named `~` there).
+ */
+function underGuestHome(dir: string): string {
+  if (dir === '~' || dir === '~/') return '.';
+  return dir.startsWith('~/') ? dir.slice(2) : dir;
 }
 
 function finish(config: Config, base: string): LoadedConfig {
@@ -230,6 +249,7 @@ function finish(config: Config, base: string): LoadedConfig {
   return {
     ...config,
     ssh: { ...config.ssh, identityFile: config.ssh.identityFile && expandHome(config.ssh.identityFile, base) },
+    guestAgent: { ...config.guestAgent, installDir: underGuestHome(config.guestAgent.installDir) },
     portForwards: config.portForwards.map((r) =>
       'guestSocket' in r && r.hostSocket !== undefined ? { ...r, hostSocket: expandHome(r.hostSocket, base) } : r,
     ),

@@ -6,6 +6,18 @@ import { z } from 'zod';
 const port = z.number().int().min(1).max(65_535);
 const portRange = z.tuple([port, port]).refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
 const ip = z.string().refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
+/**
+ * A directory in the guest: absolute, or `~` / `~/...` for the SSH user's home there, expanded in the guest when
+ * used (the host does not know that home). A relative path would depend on the guest command's working directory
+ * and could not be found in the guest's mountinfo, so it is refused.
+ */
+const guestDir = z
+  .string()
+  .min(1)
+  .refine(
+    (p) => p.startsWith('/') || p === '~' || p.startsWith('~/'),
+    "expected an absolute guest path, or ~ or ~/... for the SSH user's home in the guest",
+  );
 
 export const SshConfig = z
   .object({
@@ -28,7 +40,7 @@ export const GuestAgentConfig = z
     socket: z.string().min(1).default('/run/tether/agent.sock'),
     /** auto: upload and start/install the guest agent when missing or outdated; never: expect it to run. */
     provision: z.enum(['auto', 'never']).default('auto'),
-    /** Guest directory the agent is uploaded to (relative paths are under the SSH user's home). */
+    /** Guest directory the agent is uploaded to (relative paths, and `~/...`, are under the SSH user's home). */
     installDir: z.string().min(1).default('.tether-guest'),
   })
   .strict();
@@ -80,8 +92,8 @@ export const MountConfig = z
   .object({
     /** Host directory to export; `~` expands on the host (a bare `~` in YAML is read as `~`, see load.ts). */
     location: z.string().min(1),
-    /** Where it appears in the guest; defaults to the same path as location. */
-    mountPoint: z.string().min(1).optional(),
+    /** Where it appears in the guest; defaults to the same path as location. `~` is the guest user's home. */
+    mountPoint: guestDir.optional(),
     writable: z.boolean().default(false),
     driver: z.enum(['builtin', 'openssh']).default('builtin'),
     /** Propagate host file events so guest watchers (inotify) see host edits. */

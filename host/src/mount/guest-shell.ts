@@ -1,6 +1,7 @@
 // Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
 // output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
 import type { Client, ClientChannel } from 'ssh2';
+import { afterMarker, startupMarker } from './startup-output.js';
 
 export interface GuestResult {
   code: number;
@@ -53,4 +54,15 @@ export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000)
       resolve({ code: typeof c === 'number' ? c : signal ? 128 : -1, stdout, stderr });
     });
   });
+}
+
+/**
+ * Like execGuest, for commands whose stdout is parsed: whatever the login shell's startup files print (rc files that
+ * greet) is cut off at a marker printed first, so stdout holds only `cmd`'s output. When the marker never came (the
+ * shell failed before running anything), stdout is empty and the exit code says so.
+ */
+export async function execGuestOutput(client: Client, cmd: string, timeoutMs?: number): Promise<GuestResult> {
+  const marker = startupMarker('tether-out');
+  const r = await execGuest(client, `${marker.print}; ${cmd}`, timeoutMs);
+  return { ...r, stdout: afterMarker(r.stdout, marker) ?? '' };
 }

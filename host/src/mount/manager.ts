@@ -112,7 +112,13 @@ export class MountManager {
         mountPoint: mount.mountPoint,
         ignore: config.ignore,
         log: componentLogger(this.opts.logger, 'watch', bindings),
-        send: (batch) => this.client !== null && this.notify(batch),
+        // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the
+        // guest (a configured `~/x` would be refused as a hostile path). Until the first mount resolved it there is
+        // no sshfs mount for the events to reach, so they are dropped as while the link is down.
+        send: (batch) => {
+          const root = mount.guestPath;
+          return root !== null && this.client !== null && this.notify(root === batch.root ? batch : { ...batch, root });
+        },
         onState: () => this.changed(entry),
       });
     }

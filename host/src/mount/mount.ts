@@ -1,15 +1,25 @@
-// One configured mount's life in the guest: clear a stale FUSE mount, run `sshfs -o slave` on an exec channel,
-// serve SFTP on its stdio, wait until the mount is visible, notice when it goes away, unmount it cleanly.
-// Owns the channel, the SFTP session and the mount's state; retry policy and watching live in manager.ts.
+// One configured mount's life in the guest: resolve the mount point there (`~`, symlinks: guest-path.ts), clear a
+// stale FUSE mount, run `sshfs -o slave` on an exec channel, skip the login shell's startup output on its stdout
+// (startup-output.ts), serve SFTP on its stdio, wait until the mount is visible, notice when it goes away, unmount
+// it cleanly. Owns the channel, the SFTP session and the mount's state; retry policy and watching live in
+// manager.ts.
 import { EventEmitter } from 'node:events';
 import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { MountState } from '../model.js';
-import { execGuest, openExec, shellQuote } from './guest-shell.js';
+import { describeGuestPath, resolveGuestPath } from './guest-path.js';
+import { execGuest, execGuestOutput, openExec, shellQuote } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { type DriverSession, serveMount } from './sftp-driver.js';
 import { mountPointOf, sshfsCommand } from './sshfs-options.js';
+import {
+  ClosedBeforeMarkerError,
+  quoteStartup,
+  skipStartupOutput,
+  startupFileHint,
+  startupMarker,
+} from './startup-output.js';
 
 const READY_TIMEOUT_MS = 20_000;
 const READY_POLL_MS = 50;
@@ -27,7 +37,7 @@ function unmountCommand(mountPoint: string): string {
 }
 
 async function guestFsType(client: Client, mountPoint: string): Promise<string | null> {
-  const r = await execGuest(client, 'cat /proc/self/mountinfo');
+  const r = await execGuestOutput(client, 'cat /proc/self/mountinfo');
   if (r.code !== 0) {
     throw new Error(`cannot read /proc/self/mountinfo in the guest (exit ${r.code}): ${r.stderr.trim()}`);
   }
@@ -36,7 +46,8 @@ async function guestFsType(client: Client, mountPoint: string): Promise<string |
 
 interface Active {
   channel: ClientChannel;
-  session: DriverSession;
+  /** Null until sshfs started (the start marker arrived). */
+  session: DriverSession | null;
   closed: Promise<void>;
   /** Set once the channel closed: closing an ssh2 channel twice can close a newer channel that reused its id. */
   isClosed: boolean;
@@ -46,7 +57,13 @@ interface Active {
 
 /** Emits 'state' on every change and 'lost' (reason) when a mounted mount goes away on its own. */
 export class GuestMount extends EventEmitter {
+  /** As configured (may start with `~`): what users see. */
   readonly mountPoint: string;
+  /**
+   * The mount point resolved in the guest (absolute, symlinks followed), as /proc/self/mountinfo lists the mount;
+   * null until the first mount() resolved it. Kept across suspends: the guest side of a lost mount is still there.
+   */
+  private guestPathValue: string | null = null;
   private stateValue: MountState = 'pending';
   private sinceValue = new Date().toISOString();
   private errorValue: string | null = null;
@@ -72,6 +89,9 @@ export class GuestMount extends EventEmitter {
   get error(): string | null {
     return this.errorValue;
   }
+  get guestPath(): string | null {
+    return this.guestPathValue;
+  }
 
   /** Mounts (again); resolves once the mount is visible in the guest, rejects with the reason it is not. */
   async mount(client: Client): Promise<void> {
@@ -79,9 +99,14 @@ export class GuestMount extends EventEmitter {
     this.teardown('remounting');
     this.setState('mounting', null);
     try {
-      await this.clearStale(client);
-      const active = await this.start(client, gen);
-      await this.waitVisible(client, active, gen);
+      const { path, shell } = await resolveGuestPath(client, this.mountPoint);
+      if (path !== this.guestPathValue && path !== this.mountPoint) {
+        this.log.info({ guestPath: path }, `mount point ${this.mountPoint} is ${path} in the guest`);
+      }
+      this.guestPathValue = path;
+      await this.clearStale(client, path);
+      const active = await this.start(client, gen, path, shell);
+      await this.waitVisible(client, active, gen, path);
       if (gen !== this.generation) return;
       this.setState('mounted', null);
     } catch (err) {
@@ -104,12 +129,13 @@ export class GuestMount extends EventEmitter {
   async unmount(client: Client | null): Promise<void> {
     const gen = ++this.generation;
     const active = this.active;
-    if (client && active) {
+    const path = this.guestPathValue;
+    if (client && active && path !== null) {
       try {
-        const r = await execGuest(client, unmountCommand(this.mountPoint), UNMOUNT_TIMEOUT_MS);
+        const r = await execGuest(client, unmountCommand(path), UNMOUNT_TIMEOUT_MS);
         if (r.code !== 0) {
           this.log.warn({ stderr: r.stderr.trim() }, 'unmount failed (busy?); unmounting lazily');
-          await execGuest(client, lazyUnmountCommand(this.mountPoint), UNMOUNT_TIMEOUT_MS);
+          await execGuest(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
         }
         // sshfs leaves its loop once unmounted, which closes the channel.
         await Promise.race([active.closed, new Promise((r) => setTimeout(r, UNMOUNT_TIMEOUT_MS).unref())]);
@@ -122,30 +148,34 @@ export class GuestMount extends EventEmitter {
     this.setState('unmounted', null);
   }
 
-  private async clearStale(client: Client): Promise<void> {
-    const fsType = await guestFsType(client, this.mountPoint);
-    if (fsType === null) return;
-    if (!isSshfsType(fsType)) {
-      throw new Error(`mount point ${this.mountPoint} already has a ${fsType} filesystem mounted in the guest`);
-    }
-    this.log.info({ fsType }, 'lazily unmounting a stale sshfs mount');
-    const r = await execGuest(client, lazyUnmountCommand(this.mountPoint));
-    if (r.code !== 0) throw new Error(`cannot clear the stale mount at ${this.mountPoint}: ${r.stderr.trim()}`);
+  /** The configured mount point, with the resolved one when it differs, for messages. */
+  private where(): string {
+    return describeGuestPath(this.mountPoint, this.guestPathValue);
   }
 
-  private async start(client: Client, gen: number): Promise<Active> {
-    const channel = await openExec(client, sshfsCommand(this.config));
+  private async clearStale(client: Client, path: string): Promise<void> {
+    const fsType = await guestFsType(client, path);
+    if (fsType === null) return;
+    if (!isSshfsType(fsType)) {
+      throw new Error(`mount point ${this.where()} already has a ${fsType} filesystem mounted in the guest`);
+    }
+    this.log.info({ fsType }, 'lazily unmounting a stale sshfs mount');
+    const r = await execGuest(client, lazyUnmountCommand(path));
+    if (r.code !== 0) throw new Error(`cannot clear the stale mount at ${this.where()}: ${r.stderr.trim()}`);
+  }
+
+  private async start(client: Client, gen: number, path: string, shell: string | null): Promise<Active> {
+    const marker = startupMarker();
+    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print));
+    if (gen !== this.generation) {
+      // Unmounted or suspended while resolving or opening: this channel must not become the active one.
+      channel.close();
+      throw new Error('superseded before sshfs started');
+    }
     let stderr = '';
     channel.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
     });
-    let session: DriverSession;
-    try {
-      session = serveMount(channel, this.config, this.sftpLog);
-    } catch (err) {
-      channel.close();
-      throw err;
-    }
     let exit = '';
     // Exit status from 'close' (see execGuest for why not 'exit').
     channel.once('close', (code?: number | null, signal?: string) => {
@@ -156,7 +186,7 @@ export class GuestMount extends EventEmitter {
     const closed = new Promise<void>((resolve) => {
       channel.once('close', () => {
         active.isClosed = true;
-        session.close('sshfs channel closed');
+        active.session?.close('sshfs channel closed');
         resolve();
         if (gen !== this.generation) return;
         this.active = null;
@@ -167,12 +197,40 @@ export class GuestMount extends EventEmitter {
       });
     });
     channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'sshfs channel error'));
-    const active: Active = { channel, session, closed, why, isClosed: false };
+    const active: Active = { channel, session: null, closed, why, isClosed: false };
     this.active = active;
+
+    let startup: Buffer;
+    try {
+      startup = await skipStartupOutput(channel, marker.bytes, { timeoutMs: READY_TIMEOUT_MS, shell });
+    } catch (err) {
+      // The command ended before sshfs started (mkdir failed, the shell exited...): its stderr says why.
+      if (err instanceof ClosedBeforeMarkerError) {
+        const printed = err.output.length > 0 ? `; the guest's shell printed ${quoteStartup(err.output)}` : '';
+        throw new Error(`sshfs failed to mount ${this.where()}: ${why()}${printed}`);
+      }
+      throw err;
+    }
+    if (gen !== this.generation) throw new Error('superseded before sshfs started');
+    if (active.isClosed) throw new Error(`sshfs failed to mount ${this.where()}: ${why()}`);
+    if (startup.length > 0) {
+      this.log.warn(
+        { bytes: startup.length, output: quoteStartup(startup) },
+        `the guest's shell printed output on startup (skipped, not served as SFTP; ${startupFileHint(shell)})`,
+      );
+    }
+    try {
+      active.session = serveMount(channel, this.config, this.sftpLog);
+    } catch (err) {
+      channel.close();
+      throw err;
+    }
+    // skipStartupOutput left the channel paused so no SFTP bytes were lost before the server's listener existed.
+    channel.resume();
     return active;
   }
 
-  private async waitVisible(client: Client, active: Active, gen: number): Promise<void> {
+  private async waitVisible(client: Client, active: Active, gen: number, path: string): Promise<void> {
     let gone = false;
     void active.closed.then(() => {
       gone = true;
@@ -180,10 +238,10 @@ export class GuestMount extends EventEmitter {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (gen !== this.generation) return;
-      if (gone) throw new Error(`sshfs failed to mount ${this.mountPoint}: ${active.why()}`);
-      if (isSshfsType(await guestFsType(client, this.mountPoint))) return;
+      if (gone) throw new Error(`sshfs failed to mount ${this.where()}: ${active.why()}`);
+      if (isSshfsType(await guestFsType(client, path))) return;
       if (Date.now() > deadline) {
-        throw new Error(`sshfs did not mount ${this.mountPoint} within ${READY_TIMEOUT_MS / 1000}s`);
+        throw new Error(`sshfs did not mount ${this.where()} within ${READY_TIMEOUT_MS / 1000}s`);
       }
       await new Promise((r) => setTimeout(r, READY_POLL_MS));
     }
@@ -193,7 +251,7 @@ export class GuestMount extends EventEmitter {
     const active = this.active;
     this.active = null;
     if (!active) return;
-    active.session.close(reason);
+    active.session?.close(reason);
     if (!active.isClosed) active.channel.close();
   }
 

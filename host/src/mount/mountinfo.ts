@@ -1,12 +1,13 @@
 // Reading the guest's /proc/self/mountinfo: which filesystem (if any) is mounted at a path. Pure parsing; the
-// caller fetches the text over SSH. Used for readiness (sshfs mounted) and to find stale mounts to clear.
+// caller fetches the text over SSH. Used for readiness (sshfs mounted) and to find stale mounts to clear. The kernel
+// lists a mount under its resolved path, so callers pass the mount point as resolved in the guest (guest-path.ts).
 
 /** Undoes the kernel's octal escapes in mountinfo paths (`\040` for a space, `\134` for a backslash...). */
 function unescapeMountPath(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
 }
 
-/** The filesystem type of the last (topmost) mount at `mountPoint`, or null when nothing is mounted there. */
+/** The filesystem type of the last (topmost) mount at `mountPoint` (a resolved path), or null when there is none. */
 export function mountedFsType(mountinfo: string, mountPoint: string): string | null {
   let found: string | null = null;
   for (const line of mountinfo.split('\n')) {

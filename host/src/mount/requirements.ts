@@ -1,9 +1,11 @@
 // Boot requirements for mounts, checked in the guest over SSH before anything is mounted: sshfs (and /dev/fuse)
 // present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every mount point creatable
-// and writable by the SSH user. Each failure says what is wrong and how to fix it. Mounts nothing.
+// and writable by the SSH user (checked where it resolves to in the guest: `~`, symlinks). Each failure says what is
+// wrong and how to fix it. Mounts nothing.
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
-import { execGuest, shellQuote } from './guest-shell.js';
+import { describeGuestPath, resolveGuestPath } from './guest-path.js';
+import { execGuest, execGuestOutput, shellQuote } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { mountPointOf } from './sshfs-options.js';
 
@@ -58,25 +60,32 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
 
 async function checkMountPoint(client: Client, mountPoint: string, fix: boolean): Promise<MountRequirement> {
   const name = `mount point ${mountPoint}`;
-  const mp = shellQuote(mountPoint);
-  const info = await execGuest(client, 'cat /proc/self/mountinfo');
-  const fsType = mountedFsType(info.stdout, mountPoint);
+  let path: string;
+  try {
+    ({ path } = await resolveGuestPath(client, mountPoint));
+  } catch (err) {
+    return { name, ok: false, detail: (err as Error).message };
+  }
+  const where = describeGuestPath(mountPoint, path);
+  const mp = shellQuote(path);
+  const info = await execGuestOutput(client, 'cat /proc/self/mountinfo');
+  const fsType = mountedFsType(info.stdout, path);
   if (isSshfsType(fsType)) return { name, ok: true, detail: 'an earlier sshfs mount is there; it will be replaced' };
-  if (fsType !== null) return { name, ok: false, detail: `${mountPoint} already has a ${fsType} filesystem mounted` };
+  if (fsType !== null) return { name, ok: false, detail: `${where} already has a ${fsType} filesystem mounted` };
   const r = await execGuest(client, `mkdir -p ${mp} && test -w ${mp}`);
   if (r.code === 0) return { name, ok: true, detail: null };
-  const why = r.stderr.trim() || `${mountPoint} is not writable by the SSH user`;
+  const why = r.stderr.trim() || `${where} is not writable by the SSH user`;
   if (fix) {
     const s = await execGuest(
       client,
       `test -e ${mp} || { sudo -n mkdir -p ${mp} && sudo -n chown "$(id -u):$(id -g)" ${mp}; } && test -w ${mp}`,
     );
-    if (s.code === 0) return { name, ok: true, detail: `created ${mountPoint} with sudo` };
+    if (s.code === 0) return { name, ok: true, detail: `created ${where} with sudo` };
   }
   return {
     name,
     ok: false,
-    detail: `cannot create ${mountPoint} as the SSH user (${why}); create it in the guest: sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`,
+    detail: `cannot create ${where} as the SSH user (${why}); create it in the guest: sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`,
   };
 }
 

@@ -14,10 +14,11 @@ describe('sshfs command', () => {
     expect(mountPointOf(MountConfig.parse({ location: '/a' }))).toBe('/a');
     expect(mountPointOf(MountConfig.parse({ location: '/a', mountPoint: '/b' }))).toBe('/b');
   });
-  it('quotes paths with shell metacharacters', () => {
-    const cmd = sshfsCommand(MountConfig.parse({ location: "/tmp/it's $HOME", mountPoint: '/mnt/x y' }));
+  it('quotes paths with shell metacharacters and prints the start marker right before exec', () => {
+    const config = MountConfig.parse({ location: "/tmp/it's $HOME", mountPoint: '/mnt/x y' });
+    const cmd = sshfsCommand(config, '/var/mnt/x y', 'printf MARK');
     expect(cmd).toContain(`':/tmp/it'\\''s $HOME'`);
-    expect(cmd).toMatch(/^mkdir -p '\/mnt\/x y' && exec sshfs -f -o /);
+    expect(cmd).toMatch(/^mkdir -p '\/var\/mnt\/x y' && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/);
     expect(shellQuote('plain/path-1.txt')).toBe('plain/path-1.txt');
   });
 });

@@ -1,5 +1,5 @@
 // The sshfs command line tether runs in the guest for one mount: `sshfs -f -o slave,...` with the cache options
-// chosen below. Owns that choice; nothing else here does I/O.
+// chosen below, preceded by the start marker. Owns that choice; nothing else here does I/O.
 //
 // Cache options. What matters: (1) host edits must become visible in the guest quickly — the inotify applier's
 // touch invalidates sshfs's caches for the paths it is told about, but ignored trees (.git, node_modules) and a
@@ -39,17 +39,27 @@ export function sshfsOptions(mount: MountConfig, cacheOptions: readonly string[]
   return [...BASE_OPTIONS, ...cacheOptions, ...mount.sshfs];
 }
 
-/** The guest's mount point for a mount (the same path as on the host unless configured). */
+/**
+ * The guest's mount point for a mount as configured (the same path as on the host unless configured; may start with
+ * `~`). What users see; the path sshfs is given is this one resolved in the guest (guest-path.ts).
+ */
 export function mountPointOf(mount: MountConfig): string {
   return mount.mountPoint ?? mount.location;
 }
 
 /**
- * Shell command for the exec channel: create the mount point, then become sshfs in the foreground so the channel
- * lives exactly as long as the mount's SFTP session.
+ * Shell command for the exec channel: create the mount point, print the start marker (everything on stdout before
+ * it is the login shell's startup output, dropped by the host: startup-output.ts), then become sshfs in the
+ * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
+ * point (guest-path.ts).
  */
-export function sshfsCommand(mount: MountConfig, cacheOptions?: readonly string[]): string {
-  const mp = shellQuote(mountPointOf(mount));
+export function sshfsCommand(
+  mount: MountConfig,
+  guestPath: string,
+  printMarker: string,
+  cacheOptions?: readonly string[],
+): string {
+  const mp = shellQuote(guestPath);
   const opts = shellQuote(sshfsOptions(mount, cacheOptions).join(','));
-  return `mkdir -p ${mp} && exec sshfs -f -o ${opts} ${shellQuote(`:${mount.location}`)} ${mp}`;
+  return `mkdir -p ${mp} && ${printMarker} && exec sshfs -f -o ${opts} ${shellQuote(`:${mount.location}`)} ${mp}`;
 }

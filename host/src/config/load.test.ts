@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from './load.js';
+
+// Guest paths in tether.yaml: `~` means the SSH user's home in the guest, which only the guest knows. (The rest of
+// loading is covered by test/config-load.test.ts.)
+const FILE = '/etc/tether/demo.yaml';
+
+function problemsOf(text: string): string[] {
+  try {
+    parseConfig(text, FILE);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => p.message);
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('guest paths in tether.yaml', () => {
+  it('keeps ~ in a mountPoint for the guest to expand, bare or with a path', () => {
+    const c = parseConfig('ssh:\n  user: a\nmounts:\n  - location: /srv\n    mountPoint: ~/srv\n', FILE);
+    expect(c.mounts[0].mountPoint).toBe('~/srv');
+    const bare = parseConfig('ssh:\n  user: a\nmounts:\n  - location: /srv\n    mountPoint: ~\n', FILE);
+    expect(bare.mounts[0].mountPoint).toBe('~');
+  });
+
+  it('refuses a relative mountPoint or another user’s ~, naming file, line, key path and expectation', () => {
+    expect(problemsOf('ssh:\n  user: a\nmounts:\n  - location: /srv\n    mountPoint: srv\n')).toEqual([
+      `${FILE}:5:17: mounts[0].mountPoint: got "srv"; expected an absolute guest path, or ~ or ~/... for the SSH user's home in the guest`,
+    ]);
+    expect(problemsOf('ssh:\n  user: a\nmounts:\n  - location: /srv\n    mountPoint: ~bob/srv\n')[0]).toMatch(
+      /mounts\[0\]\.mountPoint: got "~bob\/srv"; expected an absolute guest path/,
+    );
+  });
+
+  it('reads installDir ~/x as x, which is already relative to the guest home', () => {
+    const c = parseConfig('ssh:\n  user: a\nguestAgent:\n  installDir: ~/.local/tether\n', FILE);
+    expect(c.guestAgent.installDir).toBe('.local/tether');
+    expect(parseConfig('ssh:\n  user: a\nguestAgent:\n  installDir: ~\n', FILE).guestAgent.installDir).toBe('.');
+    expect(parseConfig('ssh:\n  user: a\n', FILE).guestAgent.installDir).toBe('.tether-guest');
+  });
+});

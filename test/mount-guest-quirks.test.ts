@@ -1,0 +1,138 @@
+// Mounts on guests set up the way real ones are: a login shell whose ~/.bashrc prints on startup (the output must
+// not reach the SFTP server; too much of it fails the mount with a message naming the file), a mount point reached
+// through a symlink (/home -> /var/home on Fedora Atomic: sshfs mounts at the resolved path, which is what tether
+// must look for, and where the guest applies file events), and a mount point under `~` (the guest user's home, not a
+// directory named `~`).
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { FsApplier } from '../guest/src/inotify/applier.js';
+import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { CHATTY_USER, guest, loginIds, startMount, waitFor } from './mount-fixture.js';
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** A real pino logger whose lines are kept for assertions. */
+function recordingLogger() {
+  const lines: LogLine[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as LogLine) });
+  return { logger, lines };
+}
+
+describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
+  const testbed = useTestbed();
+
+  it.each(['builtin', 'openssh'] as const)(
+    'mounts (%s driver) for a user whose ~/.bashrc prints on startup, and logs what was discarded',
+    async (driver) => {
+      const tb = testbed();
+      const { logger, lines } = recordingLogger();
+      const m = await startMount(tb, { driver }, { user: CHATTY_USER, logger });
+      try {
+        writeFileSync(join(m.location, 'hello.txt'), 'from the host\n');
+        const r = await tb.exec(`cat ${m.mountPoint}/hello.txt`, { user: CHATTY_USER });
+        expect(r.stdout).toBe('from the host\n');
+        const warn = lines.find((l) => l.level === 40 && /printed output on startup/.test(l.msg));
+        expect(warn?.output).toBe(JSON.stringify('hello from ~/.bashrc\na greeting without a newline'));
+        expect(warn?.msg).toContain('~/.bashrc');
+      } finally {
+        await m.stop();
+      }
+    },
+  );
+
+  it('fails the mount, quoting the output and naming ~/.bashrc, when the shell prints more than 64 KiB', async () => {
+    const tb = testbed();
+    const greeting = join(tb.stateDir, 'shell-greeting');
+    writeFileSync(greeting, `${'la'.repeat(40_000)}\n`);
+    chmodSync(greeting, 0o644);
+    const m = await startMount(tb, { driver: 'builtin' }, { user: CHATTY_USER, allowError: true });
+    try {
+      const view = m.manager.views()[0];
+      expect(view.state).toBe('error');
+      expect(view.error).toMatch(/^the guest's shell printed output on startup \(more than 64 KiB/);
+      expect(view.error).toContain('"hello from ~/.bashrc\\na greeting without a newlinelalala');
+      expect(view.error).toContain('make ~/.bashrc in the guest print nothing unless the shell is interactive');
+    } finally {
+      await m.stop();
+      rmSync(greeting, { force: true });
+    }
+  });
+
+  it('mounts at a mount point reached through a symlink and applies file events sent for either path', async () => {
+    const tb = testbed();
+    const { uid, gid } = loginIds(tb.user);
+    const real = join(tb.stateDir, 'var-home');
+    mkdirSync(real);
+    chownSync(real, uid, gid);
+    const link = join(tb.stateDir, 'home');
+    symlinkSync(real, link);
+    const mountPoint = join(link, 'me');
+    const m = await startMount(tb, { driver: 'builtin', inotify: true }, { mountPoint });
+    try {
+      const view = m.manager.views()[0];
+      expect([view.mountPoint, view.state]).toEqual([mountPoint, 'mounted']);
+      writeFileSync(join(m.location, 'hello.txt'), 'through the link\n');
+      expect(await guest(tb, `cat ${mountPoint}/hello.txt`)).toBe('through the link\n');
+
+      // The host sends file events for the mount point as resolved in the guest.
+      await waitFor(() => m.batches.some((b) => b.events.some((e) => e.path === 'hello.txt')), { what: 'event' });
+      expect(new Set(m.batches.map((b) => b.root))).toEqual(new Set([join(real, 'me')]));
+
+      // The guest applier finds the mount for a root given through the symlink too (as hosts before this sent it):
+      // its touch goes through sshfs and SFTP to the host file.
+      const old = new Date('2001-01-01T00:00:00Z');
+      for (const root of [mountPoint, join(real, 'me')]) {
+        utimesSync(join(m.location, 'hello.txt'), old, old);
+        const applier = new FsApplier(guestSilentLogger);
+        applier.submit({ root, events: [{ path: 'hello.txt', kind: 'change' }] });
+        await applier.idle();
+        applier.close();
+        expect([root, applier.applied]).toEqual([root, 1]);
+        expect(statSync(join(m.location, 'hello.txt')).mtimeMs).toBeGreaterThan(old.getTime());
+      }
+    } finally {
+      await m.stop();
+    }
+    expect(await guest(tb, `grep -c ' ${real}/me ' /proc/self/mountinfo || true`)).toBe('0\n');
+  });
+
+  it("expands ~ in mountPoint to the guest user's home, without creating a directory named ~", async () => {
+    const tb = testbed();
+    const { home } = loginIds(tb.user);
+    const name = `.tether-test-mnt-${process.pid}-${Date.now()}`;
+    const literal = join(home, '~');
+    const literalBefore = existsSync(literal);
+    const m = await startMount(tb, { driver: 'builtin' }, { mountPoint: `~/${name}` });
+    try {
+      expect(m.manager.views().map((v) => [v.mountPoint, v.state])).toEqual([[`~/${name}`, 'mounted']]);
+      writeFileSync(join(m.location, 'hello.txt'), 'at home\n');
+      expect(await guest(tb, `cat ${home}/${name}/hello.txt`)).toBe('at home\n');
+      const reqs = await m.manager.checkRequirements(m.client, { fix: false });
+      expect(reqs.map((r) => [r.name, r.ok])).toContainEqual([`mount point ~/${name}`, true]);
+      if (!literalBefore) expect(existsSync(literal)).toBe(false);
+    } finally {
+      await m.stop();
+      // Not recursive: should the unmount have failed, this must not reach through the mount. Absent when tether
+      // created the directory somewhere else (the failure reported above).
+      if (existsSync(join(home, name))) rmdirSync(join(home, name));
+    }
+  });
+});
