@@ -58,6 +58,11 @@ export interface Testbed {
 export interface TestbedOptions {
   name?: string;
   port?: number;
+  /**
+   * Extra sshd_config lines, appended to the testbed's own; a keyword set here (before any Match line) replaces the
+   * default line with that keyword, e.g. `AllowStreamLocalForwarding no` or `Subsystem sftp /path/to/server`.
+   */
+  sshdConfig?: string[];
 }
 
 interface TestbedInfo {
@@ -82,8 +87,8 @@ const live = new Map<string, { tb: Testbed; children: Set<ChildProcess> }>();
 let nameCounter = 0;
 let exitHookInstalled = false;
 
-function runScript(args: string[]): Promise<string> {
-  return execFileAsync(SCRIPT, args, { timeout: SCRIPT_TIMEOUT_MS, env: process.env }).then(
+function runScript(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return execFileAsync(SCRIPT, args, { timeout: SCRIPT_TIMEOUT_MS, env }).then(
     ({ stdout }) => stdout,
     (err: Error & { stderr?: string }) => {
       throw new Error(`testbed.sh ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
@@ -263,11 +268,12 @@ export async function startTestbed(opts: TestbedOptions = {}): Promise<Testbed> 
   const name = opts.name ?? uniqueName();
   // A picked port can be taken between picking and binding: retry with another one.
   const attempts = opts.port === undefined ? 3 : 1;
+  const env = { ...process.env, TETHER_TESTBED_SSHD_EXTRA: (opts.sshdConfig ?? []).join('\n') };
   let lastError: unknown;
   for (let attempt = 0; attempt < attempts; attempt++) {
     const port = opts.port ?? (await freePort());
     try {
-      return makeTestbed(parseInfo(await runScript(['up', name, String(port)])));
+      return makeTestbed(parseInfo(await runScript(['up', name, String(port)], env)));
     } catch (err) {
       lastError = err;
       await runScript(['down', name]).catch(() => undefined);

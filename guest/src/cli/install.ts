@@ -3,8 +3,8 @@
 // service is restarted only when the unit or the executable changed.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { isSea } from 'node:sea';
 
 export const SERVICE_NAME = 'tether-guest.service';
 
@@ -32,6 +32,23 @@ const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 
 function defaultSystemctl(args: string[]): void {
   execFileSync('systemctl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * Whether this process is the single executable. `node:sea` exists only from Node 20.12 / 21.7, and the bundle also
+ * runs on older Node 20 and 21 in the guest: a top-level import would end it there before anything ran. A Node without
+ * the module is not one of our single executables (those are built with the build machine's newer Node).
+ */
+function isSea(): boolean {
+  // Any absolute path serves as createRequire's base for a builtin; import.meta.url is empty in the CJS bundle.
+  const require = createRequire(process.execPath);
+  let sea: typeof import('node:sea');
+  try {
+    sea = require('node:sea');
+  } catch {
+    return false;
+  }
+  return sea.isSea();
 }
 
 export function currentExecutable(): SelfExecutable {

@@ -21,7 +21,7 @@ import type {
   RequirementView,
   StatusView,
 } from '../model.js';
-import { defaultBundleDir } from '../provision/index.js';
+import { defaultBundleDir, StreamLocalRefusedError, streamLocalRefusal } from '../provision/index.js';
 import { SshSession, type SshSessionOptions } from '../ssh/index.js';
 import { startGuestAgent } from './guest-start.js';
 import { ProblemRing } from './problems.js';
@@ -103,6 +103,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
       logger: this.logger('link'),
       agent: HOST_AGENT_NAME,
       ensureAgent: provision ? () => this.provision().then(() => undefined) : undefined,
+      // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
+      explainOpenFailure: async (err) =>
+        (await streamLocalRefusal(this.ssh, config.guestAgent.socket, err))?.message ?? null,
     });
     this.engine = new ForwardEngine({
       ssh: this.ssh,
@@ -338,9 +341,13 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return this.provisioning;
   }
 
-  /** Requirement 3: the agent answers by itself, or provisioning (started by the link on no answer) succeeds. */
+  /**
+   * Requirement 3: the agent answers by itself, or provisioning (started by the link on no answer) succeeds. Fails at
+   * once when the link is blocked (sshd refuses the channel to a running agent): provisioning cannot help then.
+   */
   private waitProvisioned(timeoutMs: number): Promise<string> {
     if (this.link.up) return Promise.resolve(`already running at ${this.config.guestAgent.socket}`);
+    if (this.link.blocked) return Promise.reject(new Error(this.link.blocked));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () =>
@@ -351,15 +358,21 @@ export class HostAgent extends EventEmitter implements AgentApi {
       );
       const onUp = () => finish(null, this.provisionSummary ?? `already running at ${this.config.guestAgent.socket}`);
       // A provisioning failure is final for this requirement; the link keeps retrying for later.
-      const onFailed = (err: Error) => finish(new Error(`cannot start the guest agent: ${err.message}`));
+      const onFailed = (err: Error) =>
+        finish(
+          err instanceof StreamLocalRefusedError ? err : new Error(`cannot start the guest agent: ${err.message}`),
+        );
+      const onBlocked = (reason: string) => finish(new Error(reason));
       const finish = (err: Error | null, detail?: string) => {
         clearTimeout(timer);
         this.provisionEvents.off('failed', onFailed);
         this.link.off('up', onUp);
+        this.link.off('blocked', onBlocked);
         if (err) reject(err);
         else resolve(detail!);
       };
       this.link.once('up', onUp);
+      this.link.once('blocked', onBlocked);
       this.provisionEvents.once('failed', onFailed);
     });
   }

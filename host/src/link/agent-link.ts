@@ -1,8 +1,9 @@
 // The host's link to the guest agent: on every SSH connect it opens the agent's unix socket through a streamlocal
 // channel, speaks the protocol (hello, info, ports.subscribe) and turns port events into `snapshot`/`delta` events,
 // asking for a fresh snapshot on a sequence gap. On link loss (SSH drop, agent restart) it reports `down` and keeps
-// retrying while SSH is up; when the socket does not answer it calls `ensureAgent` (which starts the guest agent).
-// Owns the Peer of the current link; it does not forward anything itself.
+// retrying while SSH is up; when the socket does not answer it asks `explainOpenFailure` whether starting the agent
+// could help at all (not when sshd refuses the channel: then it reports `blocked`), and if so calls `ensureAgent`
+// (which starts the guest agent). Owns the Peer of the current link; it does not forward anything itself.
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Info, type Listener, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
@@ -18,6 +19,14 @@ export interface AgentLinkOptions {
   agent: string;
   /** Called when the socket does not answer (channel open failure): start or provision the guest agent. */
   ensureAgent?: (reason: string) => Promise<void>;
+  /**
+   * Called on a channel open failure before ensureAgent: resolves with a message when the cause is one that starting
+   * the agent cannot fix (sshd refuses unix-socket forwarding to a running agent). The link then reports `blocked`,
+   * does not call ensureAgent, and retries only every blockedRetryMs.
+   */
+  explainOpenFailure?: (err: Error) => Promise<string | null>;
+  /** Retry interval while blocked (default 10 s). */
+  blockedRetryMs?: number;
   /** Minimum time between two ensureAgent calls. */
   ensureIntervalMs?: number;
   retryInitialMs?: number;
@@ -28,7 +37,8 @@ export interface AgentLinkOptions {
 
 /**
  * Events: `peer` (peer: Peer) as soon as a link is usable (register event handlers there), `up` (info: Info),
- * `snapshot` (listeners: Listener[]), `delta` (delta: PortDelta), `down` (reason: string).
+ * `snapshot` (listeners: Listener[]), `delta` (delta: PortDelta), `down` (reason: string), `blocked` (reason: string)
+ * when the socket cannot be reached for a reason that starting the agent cannot fix.
  */
 export class AgentLink extends EventEmitter {
   peer: Peer | null = null;
@@ -37,6 +47,8 @@ export class AgentLink extends EventEmitter {
   up = false;
   /** Why the link is not up (last failure), for status and requirement details. */
   lastError: string | null = null;
+  /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
+  blocked: string | null = null;
 
   private readonly log: Logger;
   private generation = 0;
@@ -93,28 +105,41 @@ export class AgentLink extends EventEmitter {
     return this.refreshing;
   }
 
-  /** Resolves once the link is up (info known); rejects after timeoutMs with the last failure. */
+  /**
+   * Resolves once the link is up (info known); rejects after timeoutMs with the last failure, or at once when the link
+   * is blocked (waiting cannot help then).
+   */
   waitUp(timeoutMs: number): Promise<Info> {
     if (this.up && this.info) return Promise.resolve(this.info);
+    if (this.blocked) return Promise.reject(new Error(this.blocked));
     return new Promise((resolve, reject) => {
-      const onUp = (info: Info) => {
+      const settle = (err: Error | null, info?: Info) => {
         clearTimeout(timer);
-        resolve(info);
-      };
-      const timer = setTimeout(() => {
         this.off('up', onUp);
-        reject(
-          new Error(
-            `guest agent at ${this.opts.socket} not answering after ${timeoutMs} ms: ${this.lastError ?? 'no link yet'}`,
+        this.off('blocked', onBlocked);
+        if (err) reject(err);
+        else resolve(info!);
+      };
+      const onUp = (info: Info) => settle(null, info);
+      const onBlocked = (reason: string) => settle(new Error(reason));
+      const timer = setTimeout(
+        () =>
+          settle(
+            new Error(
+              `guest agent at ${this.opts.socket} not answering after ${timeoutMs} ms: ${this.lastError ?? 'no link yet'}`,
+            ),
           ),
-        );
-      }, timeoutMs);
+        timeoutMs,
+      );
       this.once('up', onUp);
+      this.once('blocked', onBlocked);
     });
   }
 
   private restart(): void {
     if (this.stopped) return;
+    // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
+    this.blocked = null;
     const gen = ++this.generation;
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
   }
@@ -131,8 +156,10 @@ export class AgentLink extends EventEmitter {
       const result = await this.session(gen);
       if (result === 'was-up') delay = initial;
       if (!this.active(gen)) return;
+      // Blocked: an SSH connection keeps the sshd settings it was opened with, so a quick retry cannot succeed.
+      const wait = result === 'blocked' ? Math.max(delay, this.opts.blockedRetryMs ?? 10_000) : delay;
       try {
-        await sleep(delay, undefined, { signal: this.abort.signal });
+        await sleep(wait, undefined, { signal: this.abort.signal });
       } catch {
         return; // stopped
       }
@@ -141,14 +168,25 @@ export class AgentLink extends EventEmitter {
   }
 
   /** One link: open, set up, serve until closed. */
-  private async session(gen: number): Promise<'was-up' | 'failed'> {
+  private async session(gen: number): Promise<'was-up' | 'failed' | 'blocked'> {
     let channel: Awaited<ReturnType<SshSession['openStreamLocal']>>;
     try {
       channel = await this.ssh.openStreamLocal(this.opts.socket);
     } catch (err) {
       const message = (err as Error).message;
+      if (err instanceof SshNotConnectedError) {
+        this.noteFailure(message);
+        return 'failed';
+      }
+      const blocked = await this.explain(err as Error);
+      if (!this.active(gen)) return 'failed';
+      if (blocked) {
+        this.noteBlocked(blocked);
+        return 'blocked';
+      }
+      this.blocked = null;
       this.noteFailure(message);
-      if (!(err instanceof SshNotConnectedError)) await this.maybeEnsureAgent(message);
+      await this.maybeEnsureAgent(message);
       return 'failed';
     }
     if (!this.active(gen)) {
@@ -185,6 +223,7 @@ export class AgentLink extends EventEmitter {
       this.info = info;
       this.up = true;
       this.lastError = null;
+      this.blocked = null;
       this.log.info(
         { agent: hello?.agent, pid: info.pid, socket: this.opts.socket, listeners: snapshot.listeners.length },
         `agent link up: ${hello?.agent} pid ${info.pid} at ${this.opts.socket}`,
@@ -216,6 +255,27 @@ export class AgentLink extends EventEmitter {
       else this.log.warn({ socket: this.opts.socket }, message);
     }
     this.lastError = message;
+  }
+
+  /** The explainOpenFailure verdict; a failing check (e.g. the connection dropped) explains nothing. */
+  private async explain(err: Error): Promise<string | null> {
+    const explain = this.opts.explainOpenFailure;
+    if (!explain) return null;
+    try {
+      return await explain(err);
+    } catch (checkErr) {
+      this.log.debug({ err: checkErr }, `cannot tell why ${this.opts.socket} does not answer`);
+      return null;
+    }
+  }
+
+  private noteBlocked(message: string): void {
+    if (message !== this.blocked) {
+      this.log.error({ socket: this.opts.socket }, message);
+      this.blocked = message;
+      this.lastError = message;
+      this.emit('blocked', message);
+    }
   }
 
   private async maybeEnsureAgent(reason: string): Promise<void> {

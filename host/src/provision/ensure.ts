@@ -2,12 +2,16 @@
 // this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
 // single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
 // (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
-// process. Owns the remote shell snippets; it uses the SSH session given to it and never opens its own.
+// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding (socket-check.ts), it
+// fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the remote shell snippets; it
+// uses the SSH session given to it and never opens its own.
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ExecResult } from '../ssh/index.js';
 import { archOf, artefactPath, BUNDLE_FILE, type GuestArch, nodeUsable, readManifest, seaFile } from './manifest.js';
+import { q } from './quote.js';
+import { streamLocalRefusal } from './socket-check.js';
 
 /** What provisioning needs from an SSH session (SshSession satisfies it). */
 export interface GuestShell {
@@ -40,12 +44,16 @@ interface GuestFacts {
   arch: GuestArch | null;
   unameM: string;
   nodeVersion: string;
+  /** Absolute path of the login shell's `node` (`command -v node`), '' when there is none. */
+  nodePath: string;
   hasNode: boolean;
   root: boolean;
   sudo: boolean;
   systemd: boolean;
   /** Absolute install directory (installDir resolved against the login user's home). */
   dir: string;
+  /** Why `mkdir -p` of the install directory failed (its own message), or null when the directory is there. */
+  dirError: string | null;
   socketDirWritable: boolean;
   /** Installed copies and the hash each reports (`tether-guest version` → `<version> <hash>`). */
   installed: { path: string; kind: 'bundle' | 'sea'; version: string; hash: string }[];
@@ -60,6 +68,13 @@ export async function ensureGuestAgent(
 ): Promise<ProvisionResult> {
   const manifest = readManifest(bundleDir);
   const { socket } = config.guestAgent;
+  const openError = await socketError(shell, socket);
+  if (openError) {
+    // A running agent behind an sshd that refuses the channel looks like a dead one; reinstalling or restarting it
+    // would only take the working agent down and end in a timeout.
+    const refused = await streamLocalRefusal(shell, socket, openError);
+    if (refused) throw refused;
+  }
   const facts = await probe(shell, config);
   log.info({ ...facts, installed: facts.installed.map((i) => `${i.path} ${i.hash}`) }, 'guest probed');
 
@@ -71,9 +86,8 @@ export async function ensureGuestAgent(
     );
   const base = { version: manifest.version, hash: manifest.hash, artefact };
   const current = facts.installed.find((i) => i.hash === manifest.hash && (i.kind === 'bundle') === facts.hasNode);
-  const running = await socketAnswers(shell, socket);
 
-  if (running && current) {
+  if (!openError && current) {
     log.info({ path: current.path, hash: manifest.hash }, 'guest agent already current and running');
     return { ...base, actions: ['already current'], summary: `already current (${manifest.version} ${manifest.hash})` };
   }
@@ -82,11 +96,12 @@ export async function ensureGuestAgent(
   const notes: string[] = [];
   let exe = current?.path;
   if (!exe) {
-    exe = await upload(shell, artefactPath(manifest, artefact), facts.dir, artefact, log);
+    exe = await upload(shell, artefactPath(manifest, artefact), installDirOf(facts), artefact, log);
     actions.push('uploaded');
     notes.push(`uploaded ${artefact === 'bundle' ? BUNDLE_FILE : seaFile(artefact)} ${manifest.version}`);
   }
-  const command = artefact === 'bundle' ? `node ${q(exe)}` : q(exe);
+  // Node by absolute path: `sudo` resets PATH to its secure_path, which misses a Node from nvm or under /opt.
+  const command = artefact === 'bundle' ? `${q(facts.nodePath)} ${q(exe)}` : q(exe);
   const user = config.ssh.user;
   const sudo = facts.root ? '' : 'sudo -n ';
 
@@ -102,7 +117,7 @@ export async function ensureGuestAgent(
     const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
     await startInBackground(
       shell,
-      facts.dir,
+      installDirOf(facts),
       `${elevate}${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
     );
     log.info({ why, socket }, 'guest agent started in background');
@@ -121,11 +136,6 @@ export async function ensureGuestAgent(
   return { ...base, actions, summary: notes.join(', ') };
 }
 
-/** POSIX-shell single quoting. */
-export function q(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
 function lastLine(s: string): string {
   const lines = s.trim().split('\n');
   return lines[lines.length - 1] || '(no output)';
@@ -136,16 +146,20 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
   const sockDir = socket.includes('/') ? socket.slice(0, socket.lastIndexOf('/')) || '/' : '.';
   const script = [
     `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`,
-    'mkdir -p "$D"',
+    // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
+    `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
     'echo "dir=$D"',
     'echo "arch=$(uname -m)"',
-    'echo "node=$(node -v 2>/dev/null)"',
+    // The login shell's node by absolute path (nvm, /opt): `sudo` would not find it by name. An alias is no path.
+    'N=$(command -v node 2>/dev/null); case "$N" in /*) ;; *) N= ;; esac',
+    'echo "nodepath=$N"',
+    'echo "node=$([ -n "$N" ] && "$N" -v 2>/dev/null)"',
     'echo "uid=$(id -u)"',
     'test -d /run/systemd/system && echo systemd=1',
     'sudo -n true 2>/dev/null && echo sudo=1',
     `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
     `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
-    `for f in "$D/${BUNDLE_FILE}" ${SYSTEM_LIB}/${BUNDLE_FILE}; do [ -f "$f" ] && echo "bundle:$f=$(node "$f" version 2>/dev/null)"; done`,
+    `for f in "$D/${BUNDLE_FILE}" ${SYSTEM_LIB}/${BUNDLE_FILE}; do [ -f "$f" ] && [ -n "$N" ] && echo "bundle:$f=$("$N" "$f" version 2>/dev/null)"; done`,
     'true',
   ].join('\n');
   const r = await shell.execText(script, 60_000);
@@ -154,11 +168,13 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     arch: null,
     unameM: '',
     nodeVersion: '',
+    nodePath: '',
     hasNode: false,
     root: false,
     sudo: false,
     systemd: false,
     dir: '',
+    dirError: null,
     socketDirWritable: false,
     installed: [],
   };
@@ -168,6 +184,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     const key = line.slice(0, eq);
     const value = line.slice(eq + 1).trim();
     if (key === 'dir') facts.dir = value;
+    else if (key === 'direrror') facts.dirError = value || 'mkdir -p failed';
+    else if (key === 'nodepath') facts.nodePath = value;
     else if (key === 'arch') {
       facts.unameM = value;
       facts.arch = archOf(value);
@@ -190,6 +208,15 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
   return facts;
 }
 
+/** The install directory, for the steps that write into it (upload, background start). */
+function installDirOf(facts: GuestFacts): string {
+  if (facts.dirError)
+    throw new Error(
+      `cannot create the install directory ${facts.dir} in the guest (guestAgent.installDir): ${facts.dirError}`,
+    );
+  return facts.dir;
+}
+
 async function upload(
   shell: GuestShell,
   local: string,
@@ -201,17 +228,30 @@ async function upload(
   const tmp = `${final}.upload-${process.pid}`;
   const sftp = await shell.sftp();
   try {
-    await new Promise<void>((resolve, reject) =>
-      sftp.fastPut(local, tmp, { mode: 0o755 }, (err) =>
-        err ? reject(new Error(`uploading ${local} to the guest's ${tmp} failed: ${err.message}`)) : resolve(),
-      ),
-    );
-  } finally {
-    sftp.end();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        // ssh2 removes its own 'error' listener once the SFTP session is ready: without this one a malformed packet
+        // from the guest's SFTP server is an unhandled 'error' that ends the host agent. It stays attached (a no-op
+        // once settled) for an error that arrives while the session closes.
+        sftp.on('error', (err: Error) =>
+          reject(new Error(`uploading ${local} to the guest's ${tmp} failed: the guest's SFTP server: ${err.message}`)),
+        );
+        sftp.fastPut(local, tmp, { mode: 0o755 }, (err) =>
+          err ? reject(new Error(`uploading ${local} to the guest's ${tmp} failed: ${err.message}`)) : resolve(),
+        );
+      });
+    } finally {
+      sftp.end();
+    }
+    // Rename over the old copy: a running executable cannot be overwritten in place (ETXTBSY).
+    const r = await shell.execText(`chmod 755 ${q(tmp)} && mv -f ${q(tmp)} ${q(final)}`);
+    if (r.code !== 0) throw new Error(`installing ${final} in the guest failed: ${lastLine(r.stderr)}`);
+  } catch (err) {
+    // A partial upload can be as large as the single executable (~100 MB): do not leave it in the guest.
+    const rm = await shell.execText(`rm -f ${q(tmp)}`).catch((e: Error) => ({ code: null, stderr: e.message }));
+    if (rm.code !== 0) log.warn({ tmp, detail: rm.stderr.trim() }, `could not remove the partial upload ${tmp}`);
+    throw err;
   }
-  // Rename over the old copy: a running executable cannot be overwritten in place (ETXTBSY).
-  const r = await shell.execText(`chmod 755 ${q(tmp)} && mv -f ${q(tmp)} ${q(final)}`);
-  if (r.code !== 0) throw new Error(`installing ${final} in the guest failed: ${lastLine(r.stderr)}`);
   log.info({ local, remote: final }, 'guest agent uploaded');
   return final;
 }
@@ -229,13 +269,14 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
   if (r.code !== 0) throw new Error(`starting the guest agent in the background failed: ${lastLine(r.stderr)}`);
 }
 
-async function socketAnswers(shell: GuestShell, socket: string): Promise<boolean> {
+/** null when the agent's socket accepts a channel, else why it did not. */
+async function socketError(shell: GuestShell, socket: string): Promise<Error | null> {
   try {
     const ch = await shell.openStreamLocal(socket);
     ch.destroy();
-    return true;
-  } catch {
-    return false;
+    return null;
+  } catch (err) {
+    return err as Error;
   }
 }
 
@@ -246,7 +287,10 @@ async function waitRunning(
   diagnose: () => Promise<string>,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await socketAnswers(shell, socket))) {
+  for (let err = await socketError(shell, socket); err; err = await socketError(shell, socket)) {
+    // Once the agent listens, a channel that still fails is sshd refusing it: say so now, not after the timeout.
+    const refused = await streamLocalRefusal(shell, socket, err);
+    if (refused) throw refused;
     if (Date.now() > deadline) {
       const detail = await diagnose().catch((err: Error) => err.message);
       throw new Error(`guest agent started but ${socket} does not answer after ${timeoutMs} ms; guest log: ${detail}`);

@@ -50,7 +50,10 @@ export function archOf(unameM: string): GuestArch | null {
   return null;
 }
 
-/** `node -v` output → whether it is Node 20 or newer. */
+/**
+ * `node -v` output → whether it is Node 20 or newer, which is all the bundle needs (esbuild target node20; it loads
+ * `node:sea`, new in 20.12 / 21.7, only when asked and only to tell whether it is the single executable).
+ */
 export function nodeUsable(nodeV: string): boolean {
   const m = /^v(\d+)\./.exec(nodeV.trim());
   return m !== null && Number(m[1]) >= 20;

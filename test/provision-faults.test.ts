@@ -1,0 +1,352 @@
+// Provisioning on guests that get in its way, each a testbed whose sshd is configured for the case:
+//   - sshd refuses unix-socket forwarding (AllowStreamLocalForwarding no): a running agent looks dead over SSH;
+//     provisioning and the host agent must say so, naming the sshd options, and neither reinstall nor restart it;
+//   - the guest's SFTP server sends a malformed packet in the middle of the upload: the upload fails with a clear
+//     error, the host process survives it, and no partial file is left in the guest;
+//   - Node only on the login user's PATH (where nvm puts it): the agent is started by node's absolute path, which
+//     `sudo` (secure_path) would otherwise not find; an install directory that cannot be made: mkdir's reason is said;
+//   - sshd with AllowTcpForwarding no, which OpenSSH applies to unix sockets as well: the same refusal, naming it;
+// and the bundle on a Node that lacks `node:sea` (20.0-20.11, 21.0-21.6), simulated by a preload that removes it.
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HostAgent } from '../host/src/agent/index.js';
+import { Config } from '../host/src/config/schema.js';
+import { silentLogger } from '../host/src/log.js';
+import {
+  agentSocketState,
+  ensureGuestAgent,
+  readManifest,
+  StreamLocalRefusedError,
+} from '../host/src/provision/index.js';
+import { SshSession } from '../host/src/ssh/index.js';
+import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
+
+const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
+const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');
+const haveBuild = existsSync(join(BUNDLE_DIR, 'manifest.json'));
+const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
+
+/** A directory on the host that the guest's login user can read (the testbed shares the filesystem). */
+function sharedDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+async function connect(config: Config, instanceDir: string): Promise<SshSession> {
+  const session = new SshSession({ ssh: config.ssh, instanceDir, logger: silentLogger() });
+  session.start();
+  await session.waitConnected(20_000);
+  return session;
+}
+
+/** The pid of the background agent provisioning started (its pid file in the install directory), or null. */
+function agentPid(installDir: string): number | null {
+  try {
+    return Number(readFileSync(join(installDir, 'agent.pid'), 'utf8').trim()) || null;
+  } catch {
+    return null;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function stopAgent(installDir: string): void {
+  const pid = agentPid(installDir);
+  if (pid && alive(pid)) process.kill(pid, 'SIGTERM');
+}
+
+const REFUSAL = /sshd refuses unix-socket forwarding.*AllowStreamLocalForwarding yes.*DisableForwarding no/;
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix-socket forwarding', () => {
+  const testbed = useTestbed({ sshdConfig: ['AllowStreamLocalForwarding no'] });
+  let instanceDir: string;
+  let config: Config;
+  let session: SshSession;
+  let installDir: string;
+  /** The agent the first run started, and the inode of the bundle it runs: what "touch nothing" keeps. */
+  let first: { pid: number; bundleIno: number };
+
+  beforeAll(async () => {
+    const tb = testbed();
+    instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-refused-'));
+    config = Config.parse(testbedConfigInput(tb));
+    installDir = config.guestAgent.installDir;
+    session = await connect(config, instanceDir);
+  });
+
+  afterAll(async () => {
+    stopAgent(installDir);
+    await session?.close('test over');
+    rmSync(instanceDir, { recursive: true, force: true });
+  });
+
+  /** Asserts that the first run's agent still runs from the same, untouched bundle. */
+  function assertUntouched(): void {
+    expect(agentPid(installDir)).toBe(first.pid);
+    expect(alive(first.pid)).toBe(true);
+    expect(statSync(join(installDir, 'tether-guest.cjs')).ino).toBe(first.bundleIno);
+    expect(readdirSync(installDir).filter((f) => f.includes('.upload-'))).toEqual([]);
+  }
+
+  it('first run: installs and starts the agent, then names the sshd options instead of waiting for a timeout', async () => {
+    // A long start timeout: were the refusal not recognised, this would end in "does not answer after 60000 ms".
+    const run = ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 });
+    await expect(run).rejects.toBeInstanceOf(StreamLocalRefusedError);
+    await expect(run).rejects.toThrow(REFUSAL);
+    await expect(run).rejects.toThrow(config.guestAgent.socket);
+    // The agent itself is fine: it listens, only the SSH channel to it is refused.
+    expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
+    const pid = agentPid(installDir);
+    expect(pid).not.toBeNull();
+    first = { pid: pid!, bundleIno: statSync(join(installDir, 'tether-guest.cjs')).ino };
+  });
+
+  it('second run: the same error, and no upload, reinstall or restart', async () => {
+    await expect(ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).rejects.toThrow(REFUSAL);
+    assertUntouched();
+  });
+
+  it('host agent: requirement 3 fails with the sshd options and leaves the running agent alone', async () => {
+    const agent = new HostAgent('refused', config, {
+      instanceDir,
+      logger: silentLogger(),
+      guestBundleDir: BUNDLE_DIR,
+      requirementTimeoutMs: 60_000,
+      ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000 },
+    });
+    try {
+      await expect(agent.start()).rejects.toThrow(
+        /requirement 3 of 4 \(guest agent provisioned\) failed: .*sshd refuses/,
+      );
+      const req = agent.status().requirements[2];
+      expect(req.state).toBe('failed');
+      expect(req.detail).toMatch(REFUSAL);
+      expect(agent.link.blocked).toMatch(REFUSAL);
+    } finally {
+      await agent.stop('test over');
+    }
+    assertUntouched();
+  });
+
+  it('host agent with provision: never: requirement 4 fails with the sshd options', async () => {
+    const never = Config.parse(testbedConfigInput(testbed(), { guestAgent: { provision: 'never' } }));
+    const agent = new HostAgent('refused-never', never, {
+      instanceDir,
+      logger: silentLogger(),
+      guestBundleDir: BUNDLE_DIR,
+      requirementTimeoutMs: 60_000,
+      ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000 },
+    });
+    try {
+      await expect(agent.start()).rejects.toThrow(/requirement 4 of 4 \(guest agent running\) failed: .*sshd refuses/);
+      expect(agent.status().requirements[3].detail).toMatch(REFUSAL);
+    } finally {
+      await agent.stop('test over');
+    }
+    assertUntouched();
+  });
+});
+
+// Relays SFTP between sshd and OpenSSH's sftp-server and, after LIMIT responses (VERSION, HANDLE, then a few WRITE
+// statuses, so the file already holds data), sends a packet of an unknown type instead of the next one.
+const BREAKING_SFTP = `
+const { spawn } = require('node:child_process');
+const [serverPath, limit] = process.argv.slice(2);
+const server = spawn(serverPath, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+process.stdin.pipe(server.stdin);
+let buf = Buffer.alloc(0), responses = 0, broken = false;
+server.stdout.on('data', (d) => {
+  if (broken) return;
+  buf = Buffer.concat([buf, d]);
+  while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+    const n = 4 + buf.readUInt32BE(0);
+    process.stdout.write(buf.subarray(0, n));
+    buf = buf.subarray(n);
+    if (++responses === Number(limit)) {
+      broken = true;
+      process.stdout.write(Buffer.from([0, 0, 0, 5, 200, 0, 0, 0, 1]));
+      return;
+    }
+  }
+});
+server.on('exit', () => process.exit(0));
+`;
+
+describe.skipIf(!canRunTestbed() || !haveBuild || !existsSync(SFTP_SERVER))(
+  'provisioning: a malformed SFTP packet during the upload',
+  () => {
+    const scriptDir = sharedDir('tether-bad-sftp-');
+    const script = join(scriptDir, 'breaking-sftp.cjs');
+    writeFileSync(script, BREAKING_SFTP, { mode: 0o644 });
+    const testbed = useTestbed({ sshdConfig: [`Subsystem sftp ${process.execPath} ${script} ${SFTP_SERVER} 10`] });
+    let instanceDir: string;
+    let config: Config;
+    let session: SshSession;
+
+    beforeAll(async () => {
+      const tb = testbed();
+      instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-sftp-'));
+      config = Config.parse(testbedConfigInput(tb));
+      session = await connect(config, instanceDir);
+    });
+
+    afterAll(async () => {
+      stopAgent(config.guestAgent.installDir);
+      await session?.close('test over');
+      rmSync(instanceDir, { recursive: true, force: true });
+      rmSync(scriptDir, { recursive: true, force: true });
+    });
+
+    it('fails the upload with the SFTP error, survives it and removes the partial file', async () => {
+      await expect(ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+        /uploading .*tether-guest\.cjs to the guest's .*tether-guest\.cjs\.upload-\d+ failed: the guest's SFTP server: Unknown packet type 200/,
+      );
+      // The SSH connection (and this process) outlived the broken SFTP session.
+      expect(session.connected).toBe(true);
+      expect((await session.execText('echo ok')).stdout.trim()).toBe('ok');
+      expect(readdirSync(config.guestAgent.installDir)).toEqual([]);
+    });
+  },
+);
+
+describe.skipIf(!canRunTestbed() || !haveBuild)(
+  'provisioning: node on the login PATH only, unusable install dir',
+  () => {
+    // Where nvm would put node: first on the login user's PATH (sshd's SetEnv), absent from sudo's secure_path.
+    const nvmDir = sharedDir('tether-nvm-');
+    const nvmBin = join(nvmDir, 'bin');
+    mkdirSync(nvmBin, { mode: 0o755 });
+    symlinkSync(process.execPath, join(nvmBin, 'node'));
+    const testbed = useTestbed({ sshdConfig: [`SetEnv PATH=${nvmBin}:/usr/local/bin:/usr/bin:/bin`] });
+    let instanceDir: string;
+    let config: Config;
+    let session: SshSession;
+
+    beforeAll(async () => {
+      const tb = testbed();
+      instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-nvm-'));
+      config = Config.parse(testbedConfigInput(tb));
+      session = await connect(config, instanceDir);
+    });
+
+    afterAll(async () => {
+      stopAgent(config.guestAgent.installDir);
+      await session?.close('test over');
+      rmSync(instanceDir, { recursive: true, force: true });
+      rmSync(nvmDir, { recursive: true, force: true });
+    });
+
+    it('the login shell finds node on its PATH only (the setup this test relies on)', async () => {
+      expect((await session.execText('command -v node')).stdout.trim()).toBe(join(nvmBin, 'node'));
+    });
+
+    it('starts the agent with node by its absolute path', async () => {
+      const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+      expect(r.actions).toEqual(['uploaded', 'started in background']);
+      expect(r.artefact).toBe('bundle');
+      const pid = agentPid(config.guestAgent.installDir);
+      expect(pid).not.toBeNull();
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      expect(argv.slice(0, 3)).toEqual([
+        join(nvmBin, 'node'),
+        join(config.guestAgent.installDir, 'tether-guest.cjs'),
+        'run',
+      ]);
+      // The probe ran the installed bundle with the same node: a second run finds it current.
+      expect((await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).actions).toEqual([
+        'already current',
+      ]);
+    });
+
+    it("names mkdir's reason when the install directory cannot be made", async () => {
+      const tb = testbed();
+      const blocker = join(tb.guestDir, 'not-a-dir');
+      writeFileSync(blocker, '');
+      const bad = Config.parse(
+        testbedConfigInput(tb, {
+          guestAgent: { installDir: join(blocker, 'install'), socket: join(tb.guestDir, 'other.sock') },
+        }),
+      );
+      await expect(ensureGuestAgent(session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+        new RegExp(`cannot create the install directory ${join(blocker, 'install')} in the guest.*Not a directory`),
+      );
+    });
+  },
+);
+
+// Makes `node:sea` unknown, as on Node 20.0-20.11 and 21.0-21.6, with the same error those versions throw.
+const NO_SEA_PRELOAD = `
+const Module = require('node:module');
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  if (request === 'node:sea') {
+    const err = new Error('No such built-in module: node:sea');
+    err.code = 'ERR_UNKNOWN_BUILTIN_MODULE';
+    throw err;
+  }
+  return load.call(this, request, ...rest);
+};
+`;
+
+describe.skipIf(!haveBuild)('the bundle on a Node without node:sea', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-no-sea-'));
+  const preload = join(dir, 'no-sea.cjs');
+  writeFileSync(preload, NO_SEA_PRELOAD);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const run = (args: string[]) =>
+    execFileSync(process.execPath, ['--require', preload, ...args], { encoding: 'utf8', stdio: 'pipe' });
+
+  it('the preload removes node:sea (the setup this test relies on)', () => {
+    expect(() => run(['-e', "require('node:sea')"])).toThrow(/No such built-in module: node:sea/);
+  });
+
+  it('runs: node:sea is loaded only to tell a single executable apart', () => {
+    const { version, hash } = readManifest(BUNDLE_DIR);
+    expect(run([BUNDLE, 'version']).trim()).toBe(`${version} ${hash}`);
+  });
+});
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd with AllowTcpForwarding no', () => {
+  // OpenSSH applies AllowTcpForwarding to unix-socket channels too (session.c sets up local forwarding permissions
+  // for both), so the guest agent's socket is refused although AllowStreamLocalForwarding is yes.
+  const testbed = useTestbed({ sshdConfig: ['AllowTcpForwarding no'] });
+
+  it('fails with the refusal, naming AllowTcpForwarding too, and leaves the started agent running', async () => {
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-notcp-'));
+    const config = Config.parse(testbedConfigInput(testbed()));
+    const session = await connect(config, instanceDir);
+    try {
+      const run = ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 });
+      await expect(run).rejects.toThrow(REFUSAL);
+      await expect(run).rejects.toThrow(/AllowTcpForwarding yes \(or local: OpenSSH applies it to unix sockets too\)/);
+      expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
+    } finally {
+      stopAgent(config.guestAgent.installDir);
+      await session.close('test over');
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+});
