@@ -162,6 +162,9 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(3);
     for (const l of lines) expect(l.component).toBe('provision');
+    // The agent's own state changes are logged too, with where they came from.
+    const agent = await cli('logs', NAME, '-n', '50', '--component', 'agent');
+    expect(agent.stdout).toMatch(/host agent ready \(was starting\)/);
   });
 
   it('status --json reports a connected, ready agent', async () => {

@@ -261,7 +261,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   private setState(state: StatusView['state']): void {
     if (state === this.state || (this.stopping && state !== 'stopping')) return;
+    const from = this.state;
     this.state = state;
+    const fields = { state, from };
+    if (state === 'failed' || state === 'degraded') this.log.warn(fields, `host agent ${state} (was ${from})`);
+    else this.log.info(fields, `host agent ${state} (was ${from})`);
     this.announce({ type: 'status', state });
   }
 

@@ -145,6 +145,9 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
   const { installDir, socket } = config.guestAgent;
   const sockDir = socket.includes('/') ? socket.slice(0, socket.lastIndexOf('/')) || '/' : '.';
   const script = [
+    // An empty line first: whatever the login shell's startup files print without a final newline ends there
+    // instead of running into the first key=value line.
+    'echo',
     `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`,
     // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
     `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
