@@ -24,7 +24,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../host/src/agent/index.js';
+import { runChecks } from '../host/src/cli/doctor.js';
 import { Config } from '../host/src/config/schema.js';
+import { ensureInstanceDir, instancePaths } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
 import {
   agentSocketState,
@@ -33,6 +35,7 @@ import {
   StreamLocalRefusedError,
 } from '../host/src/provision/index.js';
 import { SshSession } from '../host/src/ssh/index.js';
+import { writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
@@ -146,6 +149,22 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
       expect(agent.link.blocked).toMatch(REFUSAL);
     } finally {
       await agent.stop('test over');
+    }
+    assertUntouched();
+  });
+
+  it('doctor names the sshd options for the running agent instead of calling it dead', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'tether-provision-doctor-'));
+    try {
+      const paths = instancePaths('refused', home);
+      ensureInstanceDir(paths);
+      writeTestbedConfig(paths.config, testbed());
+      const results = await runChecks(paths, () => {});
+      const agentCheck = results.find((r) => r.name === 'guest agent');
+      expect(agentCheck).toMatchObject({ state: 'fail', detail: expect.stringMatching(REFUSAL) });
+      expect(agentCheck?.fix).toMatch(/AllowStreamLocalForwarding yes/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
     }
     assertUntouched();
   });

@@ -1,12 +1,14 @@
 import { Peer } from '@tether/protocol';
-import { Client, type ConnectConfig } from 'ssh2';
+import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { socketAnswers } from '../control/socket.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import type { ForwardView, StatusView } from '../model.js';
+import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
+import { streamLocalRefusal } from '../provision/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned } from '../ssh/index.js';
 import { clientFor } from './context.js';
@@ -241,10 +243,36 @@ async function checkGuestAgent(client: Client, config: LoadedConfig): Promise<Ch
       ? 'tether down NAME && tether up NAME (provisioning starts it), or in the guest: sudo systemctl restart tether-guest'
       : 'start tether-guest in the guest (sudo systemctl restart tether-guest), or set guestAgent.provision: auto';
   let peer: Peer | null = null;
-  try {
-    const stream = await new Promise<import('ssh2').ClientChannel>((resolve, reject) =>
-      client.openssh_forwardOutStreamLocal(socket, (err, ch) => (err ? reject(err) : resolve(ch))),
+  const openSocket = (path: string) =>
+    new Promise<ClientChannel>((resolve, reject) =>
+      client.openssh_forwardOutStreamLocal(path, (err, ch) => (err ? reject(err) : resolve(ch))),
     );
+  let stream: ClientChannel;
+  try {
+    stream = await openSocket(socket);
+  } catch (err) {
+    // The same look as provisioning's: a running agent behind an sshd that refuses the channel is no dead agent.
+    const shell = {
+      execText: async (command: string, timeoutMs?: number) => ({
+        ...(await execGuest(client, command, timeoutMs)),
+        signal: null,
+      }),
+      openStreamLocal: openSocket,
+    };
+    const refused = await streamLocalRefusal(shell, socket, err as Error).catch(() => null);
+    return [
+      refused
+        ? fail(
+            'guest agent',
+            refused.message,
+            "set AllowStreamLocalForwarding yes, AllowTcpForwarding yes and DisableForwarding no in the guest's " +
+              'sshd_config, reload sshd, then tether down NAME && tether up NAME',
+          )
+        : fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, fix),
+      skip('port scanner', 'needs the guest agent'),
+    ];
+  }
+  try {
     peer = new Peer(stream, { agent: `${HOST_AGENT_NAME} doctor`, timeoutMs: 5_000 });
     await withTimeout(peer.ready, 5_000, 'no hello');
     const info = await peer.request('info', {});
