@@ -26,7 +26,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../host/src/agent/index.js';
 import { runChecks } from '../host/src/cli/doctor.js';
 import { Config } from '../host/src/config/schema.js';
-import { ensureInstanceDir, instancePaths } from '../host/src/instance.js';
+import { ensureInstanceDir, instancePaths, isAlive } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
 import {
   agentSocketState,
@@ -66,18 +66,40 @@ function agentPid(installDir: string): number | null {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function stopAgent(installDir: string): void {
   const pid = agentPid(installDir);
-  if (pid && alive(pid)) process.kill(pid, 'SIGTERM');
+  if (pid && isAlive(pid)) process.kill(pid, 'SIGTERM');
+}
+
+/** A host agent with a long requirement deadline: a refusal must fail it at once, not by timing out. */
+function hostAgent(name: string, config: Config, instanceDir: string): HostAgent {
+  return new HostAgent(name, config, {
+    instanceDir,
+    logger: silentLogger(),
+    guestBundleDir: BUNDLE_DIR,
+    requirementTimeoutMs: 60_000,
+    ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000 },
+  });
+}
+
+/**
+ * A testbed guest whose sshd has `sshdConfig`, and an SSH session to it, for one describe block. Afterwards the agent
+ * provisioning started is stopped and `dirs` are removed.
+ */
+function useGuestSession(sshdConfig: string[], prefix: string, dirs: string[] = []) {
+  const testbed = useTestbed({ sshdConfig });
+  const ctx = { testbed } as { testbed: typeof testbed; instanceDir: string; config: Config; session: SshSession };
+  beforeAll(async () => {
+    ctx.instanceDir = mkdtempSync(join(tmpdir(), prefix));
+    ctx.config = Config.parse(testbedConfigInput(testbed()));
+    ctx.session = await connect(ctx.config, ctx.instanceDir);
+  });
+  afterAll(async () => {
+    if (ctx.config) stopAgent(ctx.config.guestAgent.installDir);
+    await ctx.session?.close('test over');
+    for (const dir of [ctx.instanceDir, ...dirs]) if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  return ctx;
 }
 
 const REFUSAL = /sshd refuses unix-socket forwarding.*AllowStreamLocalForwarding yes.*DisableForwarding no/;
@@ -108,7 +130,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
   /** Asserts that the first run's agent still runs from the same, untouched bundle. */
   function assertUntouched(): void {
     expect(agentPid(installDir)).toBe(first.pid);
-    expect(alive(first.pid)).toBe(true);
+    expect(isAlive(first.pid)).toBe(true);
     expect(statSync(join(installDir, 'tether-guest.cjs')).ino).toBe(first.bundleIno);
     expect(readdirSync(installDir).filter((f) => f.includes('.upload-'))).toEqual([]);
   }
@@ -132,13 +154,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
   });
 
   it('host agent: requirement 3 fails with the sshd options and leaves the running agent alone', async () => {
-    const agent = new HostAgent('refused', config, {
-      instanceDir,
-      logger: silentLogger(),
-      guestBundleDir: BUNDLE_DIR,
-      requirementTimeoutMs: 60_000,
-      ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000 },
-    });
+    const agent = hostAgent('refused', config, instanceDir);
     try {
       await expect(agent.start()).rejects.toThrow(
         /requirement 3 of 4 \(guest agent provisioned\) failed: .*sshd refuses/,
@@ -171,13 +187,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
 
   it('host agent with provision: never: requirement 4 fails with the sshd options', async () => {
     const never = Config.parse(testbedConfigInput(testbed(), { guestAgent: { provision: 'never' } }));
-    const agent = new HostAgent('refused-never', never, {
-      instanceDir,
-      logger: silentLogger(),
-      guestBundleDir: BUNDLE_DIR,
-      requirementTimeoutMs: 60_000,
-      ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000 },
-    });
+    const agent = hostAgent('refused-never', never, instanceDir);
     try {
       await expect(agent.start()).rejects.toThrow(/requirement 4 of 4 \(guest agent running\) failed: .*sshd refuses/);
       expect(agent.status().requirements[3].detail).toMatch(REFUSAL);
@@ -219,26 +229,14 @@ describe.skipIf(!canRunTestbed() || !haveBuild || !existsSync(SFTP_SERVER))(
     const scriptDir = sharedDir('tether-bad-sftp-');
     const script = join(scriptDir, 'breaking-sftp.cjs');
     writeFileSync(script, BREAKING_SFTP, { mode: 0o644 });
-    const testbed = useTestbed({ sshdConfig: [`Subsystem sftp ${process.execPath} ${script} ${SFTP_SERVER} 10`] });
-    let instanceDir: string;
-    let config: Config;
-    let session: SshSession;
-
-    beforeAll(async () => {
-      const tb = testbed();
-      instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-sftp-'));
-      config = Config.parse(testbedConfigInput(tb));
-      session = await connect(config, instanceDir);
-    });
-
-    afterAll(async () => {
-      stopAgent(config.guestAgent.installDir);
-      await session?.close('test over');
-      rmSync(instanceDir, { recursive: true, force: true });
-      rmSync(scriptDir, { recursive: true, force: true });
-    });
+    const ctx = useGuestSession(
+      [`Subsystem sftp ${process.execPath} ${script} ${SFTP_SERVER} 10`],
+      'tether-provision-sftp-',
+      [scriptDir],
+    );
 
     it('fails the upload with the SFTP error, survives it and removes the partial file', async () => {
+      const { config, session } = ctx;
       await expect(ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).rejects.toThrow(
         /uploading .*tether-guest\.cjs to the guest's .*tether-guest\.cjs\.upload-\d+ failed: the guest's SFTP server: Unknown packet type 200/,
       );
@@ -258,49 +256,34 @@ describe.skipIf(!canRunTestbed() || !haveBuild)(
     const nvmBin = join(nvmDir, 'bin');
     mkdirSync(nvmBin, { mode: 0o755 });
     symlinkSync(process.execPath, join(nvmBin, 'node'));
-    const testbed = useTestbed({ sshdConfig: [`SetEnv PATH=${nvmBin}:/usr/local/bin:/usr/bin:/bin`] });
-    let instanceDir: string;
-    let config: Config;
-    let session: SshSession;
-
-    beforeAll(async () => {
-      const tb = testbed();
-      instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-nvm-'));
-      config = Config.parse(testbedConfigInput(tb));
-      session = await connect(config, instanceDir);
-    });
-
-    afterAll(async () => {
-      stopAgent(config.guestAgent.installDir);
-      await session?.close('test over');
-      rmSync(instanceDir, { recursive: true, force: true });
-      rmSync(nvmDir, { recursive: true, force: true });
-    });
+    const ctx = useGuestSession([`SetEnv PATH=${nvmBin}:/usr/local/bin:/usr/bin:/bin`], 'tether-provision-nvm-', [
+      nvmDir,
+    ]);
 
     it('the login shell finds node on its PATH only (the setup this test relies on)', async () => {
-      expect((await session.execText('command -v node')).stdout.trim()).toBe(join(nvmBin, 'node'));
+      expect((await ctx.session.execText('command -v node')).stdout.trim()).toBe(join(nvmBin, 'node'));
     });
 
     it('starts the agent with node by its absolute path', async () => {
-      const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+      const r = await ensureGuestAgent(ctx.session, ctx.config, BUNDLE_DIR, silentLogger());
       expect(r.actions).toEqual(['uploaded', 'started in background']);
       expect(r.artefact).toBe('bundle');
-      const pid = agentPid(config.guestAgent.installDir);
+      const pid = agentPid(ctx.config.guestAgent.installDir);
       expect(pid).not.toBeNull();
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       expect(argv.slice(0, 3)).toEqual([
         join(nvmBin, 'node'),
-        join(config.guestAgent.installDir, 'tether-guest.cjs'),
+        join(ctx.config.guestAgent.installDir, 'tether-guest.cjs'),
         'run',
       ]);
       // The probe ran the installed bundle with the same node: a second run finds it current.
-      expect((await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).actions).toEqual([
+      expect((await ensureGuestAgent(ctx.session, ctx.config, BUNDLE_DIR, silentLogger())).actions).toEqual([
         'already current',
       ]);
     });
 
     it("names mkdir's reason when the install directory cannot be made", async () => {
-      const tb = testbed();
+      const tb = ctx.testbed();
       const blocker = join(tb.guestDir, 'not-a-dir');
       writeFileSync(blocker, '');
       const bad = Config.parse(
@@ -308,7 +291,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)(
           guestAgent: { installDir: join(blocker, 'install'), socket: join(tb.guestDir, 'other.sock') },
         }),
       );
-      await expect(ensureGuestAgent(session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+      await expect(ensureGuestAgent(ctx.session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
         new RegExp(`cannot create the install directory ${join(blocker, 'install')} in the guest.*Not a directory`),
       );
     });
@@ -351,21 +334,13 @@ describe.skipIf(!haveBuild)('the bundle on a Node without node:sea', () => {
 describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd with AllowTcpForwarding no', () => {
   // OpenSSH applies AllowTcpForwarding to unix-socket channels too (session.c sets up local forwarding permissions
   // for both), so the guest agent's socket is refused although AllowStreamLocalForwarding is yes.
-  const testbed = useTestbed({ sshdConfig: ['AllowTcpForwarding no'] });
+  const ctx = useGuestSession(['AllowTcpForwarding no'], 'tether-provision-notcp-');
 
   it('fails with the refusal, naming AllowTcpForwarding too, and leaves the started agent running', async () => {
-    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-provision-notcp-'));
-    const config = Config.parse(testbedConfigInput(testbed()));
-    const session = await connect(config, instanceDir);
-    try {
-      const run = ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 });
-      await expect(run).rejects.toThrow(REFUSAL);
-      await expect(run).rejects.toThrow(/AllowTcpForwarding yes \(or local: OpenSSH applies it to unix sockets too\)/);
-      expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
-    } finally {
-      stopAgent(config.guestAgent.installDir);
-      await session.close('test over');
-      rmSync(instanceDir, { recursive: true, force: true });
-    }
+    const { config, session } = ctx;
+    const run = ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 });
+    await expect(run).rejects.toThrow(REFUSAL);
+    await expect(run).rejects.toThrow(/AllowTcpForwarding yes \(or local: OpenSSH applies it to unix sockets too\)/);
+    expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
   });
 });
