@@ -25,16 +25,39 @@ export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
   });
 }
 
-/** Runs `cmd` in the guest's login shell and collects its output; a command outliving timeoutMs is abandoned. */
+/**
+ * Runs `cmd` in the guest's login shell and collects its output; a command outliving timeoutMs is abandoned. The
+ * deadline covers opening the channel too: on a frozen VM the open goes unanswered until keepalives give up
+ * (30 s by default), longer than `tether down` waits for the agent.
+ */
 export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000): Promise<GuestResult> {
-  const channel = await openExec(client, cmd);
+  const deadline = Date.now() + timeoutMs;
+  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${cmd}`);
+  const opening = openExec(client, cmd);
+  let openTimer: NodeJS.Timeout | undefined;
+  const channel = await Promise.race([
+    opening,
+    new Promise<never>((_resolve, reject) => {
+      openTimer = setTimeout(() => {
+        // A channel that opens after all is closed unused.
+        opening.then(
+          (late) => late.close(),
+          () => {},
+        );
+        reject(timedOut());
+      }, timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(openTimer));
   return new Promise((resolve, reject) => {
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => {
-      channel.close();
-      reject(new Error(`guest command timed out after ${timeoutMs}ms: ${cmd}`));
-    }, timeoutMs);
+    const timer = setTimeout(
+      () => {
+        channel.close();
+        reject(timedOut());
+      },
+      Math.max(0, deadline - Date.now()),
+    );
     channel.setEncoding('utf8');
     channel.stderr.setEncoding('utf8');
     channel.on('data', (d: string) => {

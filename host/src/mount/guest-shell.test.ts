@@ -1,0 +1,24 @@
+// execGuest's deadline covers the channel open: a frozen VM never answers it, and `tether down` must not wait for
+// the keepalives to notice.
+import type { Client, ClientChannel } from 'ssh2';
+import { describe, expect, it } from 'vitest';
+import { execGuest } from './guest-shell.js';
+
+describe('execGuest', () => {
+  it('times out when the exec channel is never confirmed, and closes a channel that opens late', async () => {
+    let answer: ((err: Error | undefined, channel: ClientChannel) => void) | undefined;
+    const client = {
+      exec: (_cmd: string, _opts: unknown, cb: typeof answer) => {
+        answer = cb;
+      },
+    } as unknown as Client;
+    await expect(execGuest(client, 'umount /x', 100)).rejects.toThrow('guest command timed out after 100ms: umount /x');
+    let closed = false;
+    answer?.(undefined, {
+      close: () => {
+        closed = true;
+      },
+    } as unknown as ClientChannel);
+    await expect.poll(() => closed).toBe(true);
+  });
+});
