@@ -6,6 +6,7 @@
 //   - Node only on the login user's PATH (where nvm puts it): the agent is started by node's absolute path, which
 //     `sudo` (secure_path) would otherwise not find; an install directory that cannot be made: mkdir's reason is said;
 //   - sshd with AllowTcpForwarding no, which OpenSSH applies to unix sockets as well: the same refusal, naming it;
+//   - a musl guest (Alpine) without a usable Node: refused before the upload, saying that installing Node fixes it;
 // and the bundle on a Node that lacks `node:sea` (20.0-20.11, 21.0-21.6), simulated by a preload that removes it.
 import { execFileSync } from 'node:child_process';
 import {
@@ -342,5 +343,27 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd with AllowTc
     await expect(run).rejects.toThrow(REFUSAL);
     await expect(run).rejects.toThrow(/AllowTcpForwarding yes \(or local: OpenSSH applies it to unix sockets too\)/);
     expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
+  });
+});
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a musl guest without a usable Node', () => {
+  // What Alpine looks like to the probe: `getconf GNU_LIBC_VERSION` fails, and the only node is too old for the
+  // bundle, so the single executable would be next, which cannot run without glibc.
+  const fakeDir = sharedDir('tether-musl-');
+  const fakeBin = join(fakeDir, 'bin');
+  mkdirSync(fakeBin, { mode: 0o755 });
+  writeFileSync(join(fakeBin, 'getconf'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+  writeFileSync(join(fakeBin, 'node'), '#!/bin/sh\necho v18.19.0\n', { mode: 0o755 });
+  const ctx = useGuestSession([`SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin`], 'tether-provision-musl-', [
+    fakeDir,
+  ]);
+
+  it('refuses before uploading, saying why and that installing Node fixes it', async () => {
+    const { config, session } = ctx;
+    await expect(ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+      /no Node ≥ 20 \(node -v: v18\.19\.0\) and cannot run tether-guest's single executable: it needs glibc, and the guest has none \(musl, as on Alpine\?\); install Node 20\+ in the guest \(Alpine: apk add nodejs\)/,
+    );
+    const installDir = config.guestAgent.installDir;
+    expect(existsSync(installDir) ? readdirSync(installDir) : []).toEqual([]);
   });
 });

@@ -10,7 +10,7 @@ import { waitFor } from '../../../test/helpers/wait.js';
 import { Config } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
-import { ensureGuestAgent } from './ensure.js';
+import { ensureGuestAgent, seaLibcProblem } from './ensure.js';
 import { readManifest } from './manifest.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
@@ -89,5 +89,15 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
     await expect(ensureGuestAgent(session, config, '/nonexistent', silentLogger())).rejects.toThrow(
       /guest agent build missing or unreadable at \/nonexistent\/manifest\.json/,
     );
+  });
+});
+
+describe('seaLibcProblem', () => {
+  it("accepts the glibc of Node's official builds and newer, and says what is missing otherwise", () => {
+    expect(seaLibcProblem('glibc 2.28')).toBeNull();
+    expect(seaLibcProblem('glibc 2.36')).toBeNull();
+    expect(seaLibcProblem('glibc 3.0')).toBeNull();
+    expect(seaLibcProblem('glibc 2.17')).toBe('it needs glibc 2.28 or newer, and the guest has glibc 2.17');
+    expect(seaLibcProblem('')).toMatch(/needs glibc, and the guest has none \(musl/);
   });
 });

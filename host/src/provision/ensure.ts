@@ -46,6 +46,8 @@ interface GuestFacts {
   nodeVersion: string;
   /** Absolute path of the login shell's `node` (`command -v node`), '' when there is none. */
   nodePath: string;
+  /** `getconf GNU_LIBC_VERSION` (`glibc 2.36`); '' on musl (Alpine) and other C libraries. */
+  libc: string;
   hasNode: boolean;
   root: boolean;
   sudo: boolean;
@@ -84,6 +86,15 @@ export async function ensureGuestAgent(
       `guest architecture ${facts.unameM || '(unknown)'} has no tether-guest executable and the guest has no Node ≥ 20` +
         ` (node -v: ${facts.nodeVersion || 'not found'}); install Node 20+ in the guest`,
     );
+  if (artefact !== 'bundle') {
+    const unusable = seaLibcProblem(facts.libc);
+    if (unusable)
+      throw new Error(
+        `the guest has no Node ≥ 20 (node -v: ${facts.nodeVersion || 'not found'}) and cannot run tether-guest's ` +
+          `single executable: ${unusable}; install Node 20+ in the guest (Alpine: apk add nodejs) and tether uses ` +
+          'its script bundle instead',
+      );
+  }
   const base = { version: manifest.version, hash: manifest.hash, artefact };
   const current = facts.installed.find((i) => i.hash === manifest.hash && (i.kind === 'bundle') === facts.hasNode);
 
@@ -136,6 +147,19 @@ export async function ensureGuestAgent(
   return { ...base, actions, summary: notes.join(', ') };
 }
 
+/** The glibc the single executables (Node's official builds) need. */
+const SEA_MIN_GLIBC: readonly [number, number] = [2, 28];
+
+/** Why the single executable cannot run on a guest with this C library, or null when it can. */
+export function seaLibcProblem(libc: string): string | null {
+  const m = /^glibc (\d+)\.(\d+)/.exec(libc);
+  if (!m) return 'it needs glibc, and the guest has none (musl, as on Alpine?)';
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const [needMajor, needMinor] = SEA_MIN_GLIBC;
+  if (major > needMajor || (major === needMajor && minor >= needMinor)) return null;
+  return `it needs glibc ${needMajor}.${needMinor} or newer, and the guest has ${libc}`;
+}
+
 function lastLine(s: string): string {
   const lines = s.trim().split('\n');
   return lines[lines.length - 1] || '(no output)';
@@ -158,6 +182,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     'echo "nodepath=$N"',
     'echo "node=$([ -n "$N" ] && "$N" -v 2>/dev/null)"',
     'echo "uid=$(id -u)"',
+    'echo "libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"',
     'test -d /run/systemd/system && echo systemd=1',
     'sudo -n true 2>/dev/null && echo sudo=1',
     `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
@@ -171,6 +196,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     arch: null,
     unameM: '',
     nodeVersion: '',
+    libc: '',
     nodePath: '',
     hasNode: false,
     root: false,
@@ -196,6 +222,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
       facts.nodeVersion = value;
       facts.hasNode = nodeUsable(value);
     } else if (key === 'uid') facts.root = value === '0';
+    else if (key === 'libc') facts.libc = value;
     else if (key === 'systemd') facts.systemd = true;
     else if (key === 'sudo') facts.sudo = true;
     else if (key === 'sockdir') facts.socketDirWritable = true;
