@@ -7,6 +7,7 @@
 //     `sudo` (secure_path) would otherwise not find; an install directory that cannot be made: mkdir's reason is said;
 //   - sshd with AllowTcpForwarding no, which OpenSSH applies to unix sockets as well: the same refusal, naming it;
 //   - a musl guest (Alpine) without a usable Node: refused before the upload, saying that installing Node fixes it;
+//   - a socket directory the login user cannot write, without sudo: refused before the upload, with the ways out;
 // and the bundle on a Node that lacks `node:sea` (20.0-20.11, 21.0-21.6), simulated by a preload that removes it.
 import { execFileSync } from 'node:child_process';
 import {
@@ -362,6 +363,25 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a musl guest with
     const { config, session } = ctx;
     await expect(ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).rejects.toThrow(
       /no Node ≥ 20 \(node -v: v18\.19\.0\) and cannot run tether-guest's single executable: it needs glibc, and the guest has none \(musl, as on Alpine\?\); install Node 20\+ in the guest \(Alpine: apk add nodejs\)/,
+    );
+    const installDir = config.guestAgent.installDir;
+    expect(existsSync(installDir) ? readdirSync(installDir) : []).toEqual([]);
+  });
+});
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a socket directory the login user cannot write', () => {
+  const ctx = useGuestSession([], 'tether-provision-sockdir-');
+
+  it('refuses before uploading, with the ways out, instead of starting an agent that cannot listen', async () => {
+    const { config, session } = ctx;
+    expect((await session.execText('sudo -n true 2>/dev/null && echo sudo')).stdout.trim()).toBe(''); // the setup
+    const socket = `/run/tether-test-${process.pid}/agent.sock`;
+    const bad = Config.parse(testbedConfigInput(ctx.testbed(), { guestAgent: { socket } }));
+    await expect(ensureGuestAgent(session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+      new RegExp(
+        `socket ${socket} is in a directory ${config.ssh.user} cannot create or write, and sudo -n is refused .*` +
+          `set guestAgent.socket to a path ${config.ssh.user} can write, e.g. ${config.guestAgent.installDir}/agent.sock`,
+      ),
     );
     const installDir = config.guestAgent.installDir;
     expect(existsSync(installDir) ? readdirSync(installDir) : []).toEqual([]);

@@ -95,6 +95,15 @@ export async function ensureGuestAgent(
           'its script bundle instead',
       );
   }
+  if (!facts.root && !facts.sudo && !facts.socketDirWritable) {
+    // Started as the login user, the agent could not create its socket: it would exit, and each retry upload again.
+    const user = config.ssh.user;
+    throw new Error(
+      `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n is refused ` +
+        `(it asks for a password, or ${user} may not use it): allow ${user} passwordless sudo, log in as root, or ` +
+        `set guestAgent.socket to a path ${user} can write, e.g. ${facts.dir}/agent.sock`,
+    );
+  }
   const base = { version: manifest.version, hash: manifest.hash, artefact };
   const current = facts.installed.find((i) => i.hash === manifest.hash && (i.kind === 'bundle') === facts.hasNode);
 
