@@ -1,11 +1,14 @@
 // The tether CLI without a VM: help with examples and exit codes, usage errors (exit 2), config errors naming file,
-// line and key (exit 1), commands on a stopped instance, and a foreground boot that fails. Runs the built CLI.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// line and key (exit 1), commands on a stopped instance, a foreground boot that fails, and an agent left failed by
+// an interrupted up. Runs the built CLI.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { instancePaths, isAlive, readPid } from '../host/src/instance.js';
+import { CLI, cliBuilt, runCli } from './cli-helpers.js';
+import { waitFor } from './helpers/wait.js';
 
 describe.skipIf(!cliBuilt())('tether CLI usage', () => {
   const home = mkdtempSync(join(tmpdir(), 'tether-cli-usage-'));
@@ -102,5 +105,32 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(r.stderr).toMatch(/\(agent stopped\)/);
     const status = await runCli(home, ['status', 'locked', '--json']);
     expect(JSON.parse(status.stdout)).toMatchObject({ name: 'locked', state: 'stopped' });
+  });
+
+  it('up starts an agent whose boot failed after its up was interrupted anew, instead of reporting the old failure', async () => {
+    const key = join(home, 'plain_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    // Port 1: nothing answers, so requirement 1 fails when its 2 s deadline passes.
+    const args = ['up', 'cut', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '2'];
+    const first = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, TETHER_HOME: home },
+      stdio: 'ignore',
+    });
+    const paths = instancePaths('cut', home);
+    await waitFor(() => existsSync(paths.socket), { what: 'the agent to serve its socket', timeoutMs: 20_000 });
+    first.kill('SIGKILL'); // the interrupted up: it never sees the failure, so it does not stop the agent
+    const state = async () => JSON.parse((await runCli(home, ['status', 'cut', '--json'])).stdout).state;
+    await waitFor(async () => (await state()) === 'failed', { what: 'the boot to fail', timeoutMs: 20_000 });
+    const oldPid = readPid(paths);
+
+    const again = await runCli(home, ['up', 'cut', '--timeout', '2']);
+    expect(again.stdout).toMatch(
+      /instance cut has an agent whose boot failed \(requirement 1: .*\); starting it again/,
+    );
+    expect(again.stdout).not.toMatch(/already running/);
+    expect(again.code).toBe(1); // the new agent cannot reach port 1 either
+    expect(again.stderr).toMatch(/(requirement 1 of \d \(ssh reachable\)|timed out waiting).*\(agent stopped\)/);
+    expect(oldPid && isAlive(oldPid)).toBeFalsy();
+    expect(await state()).toBe('stopped');
   });
 });

@@ -70,11 +70,26 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   const timeoutMs = opts.timeout * 1000;
 
   if (await socketAnswers(paths.socket)) {
-    print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
-    if (changed)
-      print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
-    const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
-    return finish(paths, outcome, null);
+    const running = await clientFor(paths)
+      .status()
+      .catch(() => null);
+    if (running?.state === 'failed') {
+      // Left by an `up` that was interrupted before the boot failed (it stops a failed agent when it sees it fail):
+      // a failed boot is not retried, so the agent is started anew.
+      const failed = running.requirements.find((r) => r.state === 'failed');
+      print(
+        `instance ${name} has an agent whose boot failed${failed ? ` (requirement ${failed.index}: ${failed.detail})` : ''}; starting it again`,
+      );
+      await stopAgent(paths);
+    } else {
+      print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+      if (changed)
+        print(
+          `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
+        );
+      const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
+      return finish(paths, outcome, null);
+    }
   }
 
   print(
