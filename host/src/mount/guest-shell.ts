@@ -1,17 +1,15 @@
 // Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
 // output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
 import type { Client, ClientChannel } from 'ssh2';
+import { shellQuote } from '../ssh/shell-quote.js';
 import { afterMarker, startupMarker } from './startup-output.js';
+
+export { shellQuote };
 
 export interface GuestResult {
   code: number;
   stdout: string;
   stderr: string;
-}
-
-/** Quotes one word for a POSIX shell. */
-export function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
 /** Opens an exec channel; rejects (never throws synchronously) when the client is not connected. */

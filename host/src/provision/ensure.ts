@@ -9,8 +9,8 @@ import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ExecResult } from '../ssh/index.js';
+import { shellQuote as q } from '../ssh/shell-quote.js';
 import { archOf, artefactPath, BUNDLE_FILE, type GuestArch, nodeUsable, readManifest, seaFile } from './manifest.js';
-import { q } from './quote.js';
 import { streamLocalRefusal } from './socket-check.js';
 
 /** What provisioning needs from an SSH session (SshSession satisfies it). */

@@ -6,7 +6,7 @@
 // nor opens anything else.
 import type { ClientChannel } from 'ssh2';
 import { type ExecResult, SshNotConnectedError } from '../ssh/index.js';
-import { q } from './quote.js';
+import { shellQuote as q } from '../ssh/shell-quote.js';
 
 /** What the check needs from an SSH session (SshSession satisfies it). */
 export interface SocketShell {
