@@ -2,7 +2,7 @@
 // over both families with replies reaching the right client, a static unix socket forward (socat in the guest),
 // and runtime add/remove.
 import dgram from 'node:dgram';
-import { statSync } from 'node:fs';
+import { chmodSync, chownSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +24,20 @@ function udpAsk(host: string, port: number, text: string): Promise<string> {
       reject(err);
     });
     s.send(text, port, host);
+  });
+}
+
+/** Sends `text`, half-closes, and resolves with everything read until the end. */
+function socketRoundTrip(path: string, text: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let out = '';
+    const s = net.connect(path, () => s.end(text));
+    s.on('data', (d) => {
+      out += d;
+    });
+    s.on('end', () => resolve(out));
+    s.on('close', () => resolve(out));
+    s.on('error', reject);
   });
 }
 
@@ -95,25 +109,51 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     });
   }
 
-  it('forwards a unix socket (host file mode 0600)', async () => {
+  it('forwards a unix socket (host file mode 0600) and says why its channels fail while they do', async () => {
     const tb = testbed();
-    const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
-    await waitFor(() => statSync(guestSocket(), { throwIfNoEntry: false })?.isSocket(), { what: 'guest socket' });
     const id = `unix/${guestSocket()}`;
-    expect(view(id)?.state).toBe('forwarding');
     const hostSocket = join(h.instanceDir, 'echo.sock');
     expect(view(id)?.hostAddrs).toEqual([hostSocket]);
     expect(statSync(hostSocket).mode & 0o777).toBe(0o600);
-    const reply = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      const s = net.connect(hostSocket, () => s.end('through the socket'));
-      s.on('data', (d) => {
-        out += d;
-      });
-      s.on('end', () => resolve(out));
-      s.on('error', reject);
+    /** A connection through the forward until its first reply; the error when there is none. */
+    const tryForward = async () => (await socketRoundTrip(hostSocket, 'ping').catch(() => '')) || view(id)?.error;
+
+    // Nothing in the guest yet: the connection fails and the forward says the socket is missing.
+    await waitFor(async () => /guest socket .*echo\.sock does not exist/.test((await tryForward()) ?? ''), {
+      what: 'a missing guest socket reported',
     });
-    expect(reply).toBe('through the socket');
+    expect(view(id)?.state).toBe('error');
+
+    // A socket only root may open, while the SSH user is tether-tb: the fix is named.
+    const rootOnly = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early,perm=0600`, 'EXEC:cat']);
+    await waitFor(() => statSync(guestSocket(), { throwIfNoEntry: false })?.isSocket(), { what: 'guest socket' });
+    await waitFor(
+      async () => /may not connect .*owner root, group root, mode 600.*only root/.test((await tryForward()) ?? ''),
+      {
+        what: 'a guest socket the SSH user may not open reported',
+        timeoutMs: 20_000,
+      },
+    );
+    // Open to a group the SSH user is not in: joining it is the fix.
+    chownSync(guestSocket(), 0, 1); // root:daemon
+    chmodSync(guestSocket(), 0o660);
+    await waitFor(
+      async () =>
+        /group daemon, mode 660; add tether-tb to group daemon .*usermod -aG daemon tether-tb/.test(
+          (await tryForward()) ?? '',
+        ),
+      {
+        what: 'the group that would give access named',
+        timeoutMs: 20_000,
+      },
+    );
+    await stopChild(rootOnly);
+
+    const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
+    await waitFor(async () => (await tryForward()) === 'ping', { what: 'an echo through the socket forward' });
+    expect(view(id)?.state).toBe('forwarding');
+    expect(view(id)?.error).toBeNull();
+    expect(await socketRoundTrip(hostSocket, 'through the socket')).toBe('through the socket');
     await stopChild(socat);
   });
 

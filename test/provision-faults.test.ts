@@ -30,13 +30,8 @@ import { runChecks } from '../host/src/cli/doctor.js';
 import { Config } from '../host/src/config/schema.js';
 import { ensureInstanceDir, instancePaths, isAlive } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
-import {
-  agentSocketState,
-  ensureGuestAgent,
-  readManifest,
-  StreamLocalRefusedError,
-} from '../host/src/provision/index.js';
-import { SshSession } from '../host/src/ssh/index.js';
+import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
+import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/src/ssh/index.js';
 import { writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 
@@ -144,7 +139,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
     await expect(run).rejects.toThrow(REFUSAL);
     await expect(run).rejects.toThrow(config.guestAgent.socket);
     // The agent itself is fine: it listens, only the SSH channel to it is refused.
-    expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
+    expect((await guestSocketState(session, config.guestAgent.socket)).state).toBe('listening');
     const pid = agentPid(installDir);
     expect(pid).not.toBeNull();
     first = { pid: pid!, bundleIno: statSync(join(installDir, 'tether-guest.cjs')).ino };
@@ -343,7 +338,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd with AllowTc
     const run = ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 });
     await expect(run).rejects.toThrow(REFUSAL);
     await expect(run).rejects.toThrow(/AllowTcpForwarding yes \(or local: OpenSSH applies it to unix sockets too\)/);
-    expect(await agentSocketState(session, config.guestAgent.socket)).toBe('listening');
+    expect((await guestSocketState(session, config.guestAgent.socket)).state).toBe('listening');
   });
 });
 

@@ -21,8 +21,8 @@ import type {
   RequirementView,
   StatusView,
 } from '../model.js';
-import { defaultBundleDir, StreamLocalRefusedError, streamLocalRefusal } from '../provision/index.js';
-import { SshSession, type SshSessionOptions } from '../ssh/index.js';
+import { defaultBundleDir } from '../provision/index.js';
+import { SshSession, type SshSessionOptions, StreamLocalRefusedError, streamLocalRefusal } from '../ssh/index.js';
 import { startGuestAgent } from './guest-start.js';
 import { ProblemRing } from './problems.js';
 

@@ -8,9 +8,8 @@ import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import type { ForwardView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
-import { streamLocalRefusal } from '../provision/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
-import { describeKey, type HostKey, readPinned } from '../ssh/index.js';
+import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { clientFor } from './context.js';
 
 export interface CheckResult {

@@ -10,7 +10,12 @@ import { expandHome } from '../config/load.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
-import { ChannelOpenError, OPEN_ADMINISTRATIVELY_PROHIBITED, type SshSession } from '../ssh/index.js';
+import {
+  ChannelOpenError,
+  OPEN_ADMINISTRATIVELY_PROHIBITED,
+  type SshSession,
+  socketOpenFailure,
+} from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
 import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
@@ -52,8 +57,13 @@ interface Forward {
   ignored: string | null;
   /** Why it is suspended (agent link down); null otherwise. */
   suspended: string | null;
-  /** Why the guest's sshd refused its last channel (forwarding prohibited there); null once one opens. */
+  /**
+   * Why its channels fail for every connection alike (sshd prohibits them; for a unix socket: missing, stale, not the
+   * login user's to open); null once one opens.
+   */
   refused: string | null;
+  /** Unix socket forwards: a look at the guest socket after a failed open is running, or when the last one ended. */
+  diagnosis: { running: boolean; at: number; opens: number };
   /** Takes each channel open's outcome (GuestTarget.opened). */
   opened: (err: Error | null) => void;
   stats: ForwardStats;
@@ -74,6 +84,9 @@ interface BindingEntry {
   /** Settles after the first listen attempt. */
   settled: Promise<void>;
 }
+
+/** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
+const DIAGNOSE_INTERVAL_MS = 5_000;
 
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
@@ -338,6 +351,7 @@ export class ForwardEngine extends EventEmitter {
       ignored: null,
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
+      diagnosis: { running: false, at: 0, opens: 0 },
       opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
       state: null,
@@ -350,25 +364,49 @@ export class ForwardEngine extends EventEmitter {
   /**
    * A channel the guest's sshd refuses as prohibited (AllowTcpForwarding, AllowStreamLocalForwarding,
    * DisableForwarding, PermitOpen, a restricted key) fails every connection alike: the forward shows it as `error`
-   * until a channel opens again. Other failures (nothing listening any more) are the connection's own.
+   * until a channel opens again. Other TCP failures (nothing listening any more) are the connection's own. A unix
+   * socket's failures all look alike from here, so the socket is looked at in the guest (socketOpenFailure).
    */
   private channelOpened(f: Forward, err: Error | null): void {
     if (!err) {
+      f.diagnosis.opens++;
       if (f.refused === null) return;
       f.refused = null;
+    } else if (f.proto === 'unix') {
+      this.diagnoseSocket(f, err);
+      return;
     } else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
-      const options =
-        f.proto === 'unix'
-          ? 'AllowStreamLocalForwarding yes (or local)'
-          : 'AllowTcpForwarding yes (or local), no PermitOpen that excludes this port';
       f.refused =
-        `the guest's sshd refuses the channel (${err.message}): set ${options} and DisableForwarding no in its ` +
-        'sshd_config (and any Match block for this user), check the key has no restrict or no-port-forwarding option ' +
-        'in authorized_keys, reload sshd, then tether down and up';
+        `the guest's sshd refuses the channel (${err.message}): set AllowTcpForwarding yes (or local), no PermitOpen ` +
+        'that excludes this port, and DisableForwarding no in its sshd_config (and any Match block for this user), ' +
+        'check the key has no restrict or no-port-forwarding option in authorized_keys, reload sshd, then tether ' +
+        'down and up';
     } else {
       return;
     }
     this.refresh(f);
+  }
+
+  /** One look at a time per forward, and while the forward shows a cause, at most one every DIAGNOSE_INTERVAL_MS. */
+  private diagnoseSocket(f: Forward, err: Error): void {
+    const d = f.diagnosis;
+    if (!(err instanceof ChannelOpenError) || d.running) return;
+    if (f.refused && Date.now() - d.at < DIAGNOSE_INTERVAL_MS) return;
+    d.running = true;
+    const opens = d.opens;
+    socketOpenFailure(this.opts.ssh, f.guestAddr, err)
+      .catch((e: Error) => {
+        this.log.debug({ forward: f.id, err: e.message }, `cannot look at guest socket ${f.guestAddr}: ${e.message}`);
+        return null;
+      })
+      .then((cause) => {
+        d.running = false;
+        d.at = Date.now();
+        // A channel that opened meanwhile says more than the look did.
+        if (d.opens !== opens || cause === f.refused) return;
+        f.refused = cause;
+        this.refresh(f);
+      });
   }
 
   private createPortForward(

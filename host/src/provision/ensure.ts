@@ -2,16 +2,15 @@
 // this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
 // single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
 // (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
-// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding (socket-check.ts), it
+// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding (ssh/guest-socket.ts), it
 // fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the remote shell snippets; it
 // uses the SSH session given to it and never opens its own.
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import type { ExecResult } from '../ssh/index.js';
+import { type ExecResult, streamLocalRefusal } from '../ssh/index.js';
 import { shellQuote as q } from '../ssh/shell-quote.js';
 import { archOf, artefactPath, BUNDLE_FILE, type GuestArch, nodeUsable, readManifest, seaFile } from './manifest.js';
-import { streamLocalRefusal } from './socket-check.js';
 
 /** What provisioning needs from an SSH session (SshSession satisfies it). */
 export interface GuestShell {

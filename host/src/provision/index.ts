@@ -7,9 +7,3 @@ export {
   type ProvisionResult,
 } from './ensure.js';
 export { archOf, defaultBundleDir, type GuestArch, type GuestManifest, nodeUsable, readManifest } from './manifest.js';
-export {
-  type AgentSocketState,
-  agentSocketState,
-  StreamLocalRefusedError,
-  streamLocalRefusal,
-} from './socket-check.js';

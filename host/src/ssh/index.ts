@@ -1,4 +1,14 @@
-// The SSH layer of the host agent: one session per VM and its host key pinning.
+// The SSH layer of the host agent: one session per VM, its host key pinning, and what a guest unix socket looks like
+// through it.
+export {
+  type GuestSocketState,
+  type GuestSocketView,
+  guestSocketState,
+  type SocketShell,
+  StreamLocalRefusedError,
+  socketOpenFailure,
+  streamLocalRefusal,
+} from './guest-socket.js';
 export { checkHostKey, describeKey, type HostKey, HostKeyMismatchError, readPinned } from './hostkey.js';
 export {
   ChannelOpenError,
