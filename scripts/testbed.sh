@@ -9,7 +9,8 @@
 #
 # Login users (shared by all testbeds, created once): tether-tb, with a plain /bin/sh that prints nothing on
 # startup, and tether-tb-chatty, whose bash prints a greeting from ~/.bashrc for every ssh command (as real users'
-# rc files do) and, when $STATE/shell-greeting exists, that file too (sshd sets TETHER_TESTBED_STATE=$STATE).
+# rc files do) and, when $STATE/shell-greeting exists, that file too (sshd sets TETHER_TESTBED_STATE=$STATE); and,
+# where fish is installed, tether-tb-fish, whose login shell is fish (no POSIX sh syntax for ssh commands).
 #
 # Usage: testbed.sh up NAME PORT | down NAME | status NAME | info NAME
 #        testbed.sh stop-sshd NAME | start-sshd NAME | pause NAME | resume NAME
@@ -20,6 +21,7 @@ set -euo pipefail
 
 readonly LOGIN_USER=tether-tb
 readonly CHATTY_USER=tether-tb-chatty
+readonly FISH_USER=tether-tb-fish
 readonly ROOT_DIR=${TETHER_TESTBED_DIR:-/tmp/tether-testbed}
 readonly READY_TIMEOUT_S=${TETHER_TESTBED_READY_TIMEOUT:-30}
 readonly SSHD_BIN=/usr/sbin/sshd
@@ -149,6 +151,9 @@ setup_host() {
   flock 9
   ensure_user "$LOGIN_USER" /bin/sh
   ensure_user "$CHATTY_USER" /bin/bash
+  if [[ -x /usr/bin/fish ]]; then
+    ensure_user "$FISH_USER" /usr/bin/fish
+  fi
   write_chatty_rc
   if ! grep -qx 'user_allow_other' /etc/fuse.conf 2>/dev/null; then
     echo 'user_allow_other' >>/etc/fuse.conf

@@ -24,17 +24,15 @@ export interface ResolvedGuestPath {
  * The command: create the directory (best effort: the requirement check reports why it cannot be created), then
  * print the login shell and the directory's physical path. `cd` + `pwd -P` is POSIX; it fails on a dead FUSE mount
  * ("transport endpoint is not connected", left behind by a lost connection), where `readlink -f` still resolves the
- * path without entering the mount. Failing both, the path is printed as given. Run by `sh -c`: the login shell may
- * be fish, which has no `P=...` or `{ ...; }`.
+ * path without entering the mount. Failing both, the path is printed as given.
  */
 export function resolveCommand(path: string): string {
-  const script = [
+  return [
     `P=${guestPathWord(path)}`,
     'mkdir -p -- "$P" 2>/dev/null',
     `printf '%s\\n' "$SHELL"`,
     '{ cd -- "$P" 2>/dev/null && pwd -P; } || readlink -f -- "$P" 2>/dev/null || printf \'%s\\n\' "$P"',
   ].join('; ');
-  return `sh -c ${shellQuote(script)}`;
 }
 
 /** Expands and resolves `path` in the guest; throws with the guest's stderr when that fails. */

@@ -1,7 +1,7 @@
 // Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
 // output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
 import type { Client, ClientChannel } from 'ssh2';
-import { shellQuote } from '../ssh/shell-quote.js';
+import { loginShellCommand, shellQuote } from '../ssh/shell-quote.js';
 import { afterMarker, startupMarker } from './startup-output.js';
 
 export { shellQuote };
@@ -12,11 +12,14 @@ export interface GuestResult {
   stderr: string;
 }
 
-/** Opens an exec channel; rejects (never throws synchronously) when the client is not connected. */
+/**
+ * Opens an exec channel running `cmd` as a POSIX sh script (loginShellCommand); rejects (never throws synchronously)
+ * when the client is not connected.
+ */
 export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
     try {
-      client.exec(cmd, { pty: false }, (err, channel) => (err ? reject(err) : resolve(channel)));
+      client.exec(loginShellCommand(cmd), { pty: false }, (err, channel) => (err ? reject(err) : resolve(channel)));
     } catch (err) {
       reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -24,7 +27,7 @@ export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
 }
 
 /**
- * Runs `cmd` in the guest's login shell and collects its output; a command outliving timeoutMs is abandoned. The
+ * Runs `cmd` in the guest (after its login shell's startup) and collects its output; a command outliving timeoutMs is abandoned. The
  * deadline covers opening the channel too: on a frozen VM the open goes unanswered until keepalives give up
  * (30 s by default), longer than `tether down` waits for the agent.
  */

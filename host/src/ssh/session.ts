@@ -19,6 +19,7 @@ import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
+import { loginShellCommand } from './shell-quote.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
 export const CIPHERS: CipherAlgorithm[] = [
@@ -166,12 +167,12 @@ export class SshSession extends EventEmitter {
   }
 
   /**
-   * Opens an exec channel. Its exit status is recorded on the channel (`exitStatus`) as soon as it arrives: ssh2 may
+   * Opens an exec channel running `command` as a POSIX sh script (loginShellCommand). Its exit status is recorded on the channel (`exitStatus`) as soon as it arrives: ssh2 may
    * emit 'exit' in the same tick as the open callback, before a listener added after `await` exists.
    */
   exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
     return this.open<ExecChannel>(`exec ${JSON.stringify(command)}`, (c, cb) =>
-      c.exec(command, options, (err, channel) => {
+      c.exec(loginShellCommand(command), options, (err, channel) => {
         const ch = channel as ExecChannel;
         if (ch) {
           ch.exitStatus = null;

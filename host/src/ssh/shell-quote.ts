@@ -1,7 +1,21 @@
-// POSIX-shell quoting for the commands tether runs in the guest over exec channels (provisioning, mounts). sshd hands
-// every exec request to the login user's shell, so each word from configuration or the guest is quoted.
+// Shell quoting for the commands tether runs in the guest over exec channels (provisioning, mounts, socket checks).
+// sshd hands every exec request to the login user's shell, which may be bash, zsh or fish as well as a POSIX sh: each
+// command is therefore run as `exec /bin/sh -c '<script>'`, quoted so that all of them read the same words, and the
+// scripts themselves are plain POSIX sh.
 
-/** Single-quotes `s` for a POSIX shell, unless it consists only of characters that need no quoting. */
+/**
+ * Single-quotes `s` unless it consists only of characters that need no quoting. A backslash is written outside the
+ * quotes (`'\\'`): fish, unlike POSIX shells, reads `\\` and `\'` inside single quotes as escapes.
+ */
 export function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+  if (/^[\w@%+=:,./-]+$/.test(s)) return s;
+  return `'${s.replace(/['\\]/g, (c) => (c === "'" ? `'\\''` : `'\\\\'`))}'`;
+}
+
+/**
+ * The exec request for a POSIX sh script, whatever the login shell. The login shell still starts first and reads
+ * its startup files, so what they export (a PATH with nvm's node, say) reaches the script.
+ */
+export function loginShellCommand(script: string): string {
+  return `exec /bin/sh -c ${shellQuote(script)}`;
 }
