@@ -14,13 +14,15 @@ import { clientFor } from './context.js';
 
 export interface CheckResult {
   name: string;
-  state: 'ok' | 'fail' | 'skip';
+  /** `warn`: worth knowing and fixing, but tether works (doctor still exits 0). */
+  state: 'ok' | 'warn' | 'fail' | 'skip';
   detail: string;
   fix?: string;
 }
 
 const ok = (name: string, detail: string): CheckResult => ({ name, state: 'ok', detail });
 const fail = (name: string, detail: string, fix: string): CheckResult => ({ name, state: 'fail', detail, fix });
+const warn = (name: string, detail: string, fix: string): CheckResult => ({ name, state: 'warn', detail, fix });
 const skip = (name: string, detail: string): CheckResult => ({ name, state: 'skip', detail });
 
 export async function runChecks(paths: InstancePaths, report: (r: CheckResult) => void): Promise<CheckResult[]> {
@@ -100,8 +102,11 @@ function forwardProblem(f: ForwardView): CheckResult {
       detail,
       `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
     );
-  if (f.state === 'privileged')
-    return fail(name, detail, `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`);
+  if (f.state === 'privileged') {
+    const fix = `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`;
+    // A guest system service (an MTA on 25, a DHCP client on 68) is no fault of the setup; a forward asked for is.
+    return f.source === 'detected' ? warn(name, detail, `if you need it on the host, ${fix}`) : fail(name, detail, fix);
+  }
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }
 

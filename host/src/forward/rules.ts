@@ -2,7 +2,6 @@
 // Order: the built-in ignore of the guest's sshd port, then the configured rules (first match wins), then the
 // default rule (guest loopback or wildcard → host 127.0.0.1 and ::1, same port). Non-loopback guest addresses are
 // forwarded only when a rule says so.
-import { isIP } from 'node:net';
 import type { PortRule } from '../config/schema.js';
 
 export interface GuestListenerAddr {
@@ -36,9 +35,13 @@ export function isWildcard(ip: string): boolean {
   return a === '0.0.0.0' || a === '::';
 }
 
-export function isLoopback(ip: string): boolean {
+/**
+ * 127.0.0.1 or ::1: the guest's localhost. Other 127/8 addresses are system services' own (systemd-resolved's stub
+ * on 127.0.0.53 and .54): forwarded only by a rule naming them, as in Lima.
+ */
+export function isLocalhost(ip: string): boolean {
   const a = unmapIPv4(ip);
-  return a === '::1' || (isIP(a) === 4 && a.startsWith('127.'));
+  return a === '127.0.0.1' || a === '::1';
 }
 
 function guestRange(rule: PortRule): [number, number] {
@@ -49,10 +52,10 @@ function hostRange(rule: PortRule): [number, number] {
   return rule.hostPortRange ?? (rule.hostPort !== undefined ? [rule.hostPort, rule.hostPort] : guestRange(rule));
 }
 
-/** Lima: a guest bound to a wildcard matches any rule; a wildcard rule matches any guest; loopbacks match loopbacks. */
+/** Lima: a guest bound to a wildcard matches any rule; a wildcard rule matches any guest; ::1 matches 127.0.0.1. */
 export function guestIPMatches(ruleIP: string, listenerIP: string): boolean {
   if (isWildcard(listenerIP) || isWildcard(ruleIP)) return true;
-  if (isLoopback(ruleIP) && isLoopback(listenerIP)) return true;
+  if (isLocalhost(ruleIP) && isLocalhost(listenerIP)) return true;
   return unmapIPv4(ruleIP) === unmapIPv4(listenerIP);
 }
 
@@ -79,11 +82,11 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts
       hostPort: hostRange(rule)[0] + offset,
     };
   }
-  if (isLoopback(l.ip) || isWildcard(l.ip)) {
+  if (isLocalhost(l.ip) || isWildcard(l.ip)) {
     return { action: 'forward', hostIPs: [...DEFAULT_HOST_IPS], hostPort: l.port };
   }
   return {
     action: 'ignore',
-    reason: `guest address ${l.ip} is not loopback or wildcard; add a portForwards rule with guestIP ${l.ip} to forward it`,
+    reason: `guest address ${l.ip} is not 127.0.0.1, ::1 or a wildcard; add a portForwards rule with guestIP ${l.ip} to forward it`,
   };
 }

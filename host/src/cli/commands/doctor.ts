@@ -5,7 +5,7 @@ import type { CheckResult } from '../doctor.js';
 import { CliError } from '../errors.js';
 
 function line(r: CheckResult, name: string): string {
-  const mark = r.state === 'ok' ? '✓' : r.state === 'fail' ? '✗' : '-';
+  const mark = { ok: '✓', warn: '!', fail: '✗', skip: '-' }[r.state];
   const fix = r.fix ? `\n    fix: ${r.fix.replaceAll('NAME', name)}` : '';
   return `${mark} ${r.name}: ${r.detail}${fix}`;
 }
@@ -28,6 +28,9 @@ export function registerDoctor(program: Command): void {
       throw new CliError(
         `${failed.length} problem${failed.length > 1 ? 's' : ''}: ${failed.map((r) => r.name).join(', ')}`,
       );
-    process.stdout.write('everything looks right\n');
+    const warned = results.filter((r) => r.state === 'warn').length;
+    process.stdout.write(
+      warned ? `no problems; ${warned} warning${warned > 1 ? 's' : ''} above\n` : 'everything looks right\n',
+    );
   });
 }
