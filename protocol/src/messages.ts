@@ -116,11 +116,23 @@ export type UdpReply = z.infer<typeof UdpReply>;
 
 // ── file events (host → guest inotify applier) ─────────────────────────────────────────────────────────────────
 
+/**
+ * The time (seconds since the epoch, for both atime and mtime) the guest applier sets to make guest watchers see a
+ * host edit when the batch says `markerTouch`: tether's SFTP server answers a SETSTAT of exactly these times with OK
+ * and changes nothing, on read-only exports too, while the guest kernel raises IN_ATTRIB for the utimes all the same.
+ */
+export const MARKER_TOUCH_TIME = 1;
+
 export const FsEventKind = z.enum(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
 export const FsEvents = z
   .object({
     /** Guest mount point the paths are relative to. */
     root: z.string().min(1).max(LIMITS.pathBytes),
+    /**
+     * The mount is served by tether's own SFTP server: touch with MARKER_TOUCH_TIME (nothing changes on the host).
+     * Otherwise (OpenSSH's sftp-server) touch with the current time, which only a writable mount allows.
+     */
+    markerTouch: z.boolean().optional(),
     events: z
       .array(z.object({ path: z.string().max(LIMITS.pathBytes), kind: FsEventKind }).strict())
       .max(LIMITS.fsEventsPerBatch),

@@ -1,6 +1,8 @@
 // Applies host file events to the guest's sshfs mount so that guest watchers (inotify) see them: a FUSE mount gets
 // no kernel events for changes made on the host, but a local `utimes` through the mount does raise them (IN_ATTRIB
-// on the path, and on the parent directory for creates/deletes so directory watchers re-scan).
+// on the path, and on the parent directory for creates/deletes so directory watchers re-scan). On mounts served by
+// tether's SFTP server the touch sets MARKER_TOUCH_TIME, which that server answers without changing anything, so
+// read-only mounts get events too and host files keep their times; elsewhere it sets the current time.
 // Owns batch validation, the mount check, coalescing, rate limiting and confinement to the mount (no symlink may lead
 // outside it). The mount check is made on the root as resolved here: the host names the mount point as configured
 // (/home/me), and when that path leads through a symlink (/home -> /var/home) the kernel lists the mount under the
@@ -8,6 +10,7 @@
 // just sent; this side only applies.
 import { lutimes, realpath, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
+import { MARKER_TOUCH_TIME } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { type MountCheck, sshfsMountCheck } from './mounts.js';
 import { checkRelativePath, checkRoot } from './paths.js';
@@ -16,6 +19,7 @@ export type FsEventKind = 'add' | 'change' | 'unlink' | 'addDir' | 'unlinkDir';
 
 export interface FsEventBatch {
   root: string;
+  markerTouch?: boolean;
   events: { path: string; kind: FsEventKind }[];
 }
 
@@ -35,6 +39,8 @@ interface Touch {
   realRoot: Promise<string | null>;
   /** Relative to root; '' is the root itself. */
   rel: string;
+  /** Touch with MARKER_TOUCH_TIME (the batch's markerTouch). */
+  marker: boolean;
 }
 
 const TOUCH_SELF: ReadonlySet<FsEventKind> = new Set(['add', 'change', 'addDir']);
@@ -106,7 +112,8 @@ export class FsApplier {
         return null;
       },
     );
-    for (const rel of rels) this.queue.push({ root, realRoot, rel });
+    const marker = batch.markerTouch === true;
+    for (const rel of rels) this.queue.push({ root, realRoot, rel, marker });
     this.running ??= this.drain().finally(() => {
       this.running = null;
     });
@@ -141,14 +148,14 @@ export class FsApplier {
     }
   }
 
-  /** utimes(now) on root/rel without following a symlink out of root (the last component is never followed). */
+  /** utimes (marker or now) on root/rel without following a symlink out of root (the last component is never followed). */
   private async touch(t: Touch): Promise<void> {
     const realRoot = await t.realRoot;
     if (realRoot === null) return;
-    const now = new Date();
+    const time = t.marker ? MARKER_TOUCH_TIME : new Date();
     try {
       if (t.rel === '') {
-        await utimes(realRoot, now, now);
+        await utimes(realRoot, time, time);
       } else {
         const parent = await realpath(posix.join(realRoot, posix.dirname(t.rel)));
         if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) {
@@ -156,7 +163,7 @@ export class FsApplier {
           this.failed++;
           return;
         }
-        await lutimes(posix.join(parent, posix.basename(t.rel)), now, now);
+        await lutimes(posix.join(parent, posix.basename(t.rel)), time, time);
       }
       this.applied++;
     } catch (err) {

@@ -107,6 +107,8 @@ export class MountManager {
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
     const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS };
     if (config.inotify) {
+      // Only tether's SFTP server answers the marker touch without changing anything (MARKER_TOUCH_TIME).
+      const markerTouch = config.driver === 'builtin';
       entry.watcher = new MountWatcher({
         location: config.location,
         mountPoint: mount.mountPoint,
@@ -117,7 +119,7 @@ export class MountManager {
         // no sshfs mount for the events to reach, so they are dropped as while the link is down.
         send: (batch) => {
           const root = mount.guestPath;
-          return root !== null && this.client !== null && this.notify(root === batch.root ? batch : { ...batch, root });
+          return root !== null && this.client !== null && this.notify({ ...batch, root, markerTouch });
         },
         onState: () => this.changed(entry),
       });

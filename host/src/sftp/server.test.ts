@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
+import { MARKER_TOUCH_TIME } from '@tether/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ATTR, EXT, FX, FXF, FXP, MAX_PACKET_LENGTH } from './constants.js';
 import { FrameDecoder, PacketReader, PacketWriter } from './packet.js';
@@ -454,6 +455,37 @@ describe('read-only mode', () => {
     const vfs = await c.extended(EXT.STATVFS, (w) => w.string('.'));
     for (let i = 0; i < 9; i++) vfs.r.u64();
     expect(vfs.r.u64() & 1).toBe(1);
+  });
+
+  it("answers the guest applier's marker touch with OK and changes nothing; other times stay refused", async () => {
+    await fsp.writeFile(join(root, 'f'), 'F');
+    const before = (await fsp.stat(join(root, 'f'))).mtimeMs;
+    const c = await start({ readOnly: true });
+    const touch = (t: number) => (w: PacketWriter) => w.string('f').u32(ATTR.ACMODTIME).u32(t).u32(t);
+    expectStatus(await c.request(FXP.SETSTAT, touch(MARKER_TOUCH_TIME)), FX.OK);
+    expectStatus(await c.extended(EXT.LSETSTAT, touch(MARKER_TOUCH_TIME)), FX.OK);
+    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000)), FX.PERMISSION_DENIED, /read-only/);
+    // The marker with anything else in it is no marker.
+    const markerAndMode = (w: PacketWriter) =>
+      w
+        .string('f')
+        .u32(ATTR.ACMODTIME | ATTR.PERMISSIONS)
+        .u32(0o600)
+        .u32(MARKER_TOUCH_TIME)
+        .u32(MARKER_TOUCH_TIME);
+    expectStatus(await c.request(FXP.SETSTAT, markerAndMode), FX.PERMISSION_DENIED, /read-only/);
+    expect((await fsp.stat(join(root, 'f'))).mtimeMs).toBe(before);
+  });
+});
+
+describe('writable mode', () => {
+  it("leaves the host file's times alone on the marker touch", async () => {
+    await fsp.writeFile(join(root, 'f'), 'F');
+    const before = (await fsp.stat(join(root, 'f'))).mtimeMs;
+    const c = await start();
+    const touch = (w: PacketWriter) => w.string('f').u32(ATTR.ACMODTIME).u32(MARKER_TOUCH_TIME).u32(MARKER_TOUCH_TIME);
+    expectStatus(await c.request(FXP.SETSTAT, touch), FX.OK);
+    expect((await fsp.stat(join(root, 'f'))).mtimeMs).toBe(before);
   });
 });
 

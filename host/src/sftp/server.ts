@@ -54,7 +54,7 @@ import {
 import { posix } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
-import { longname, type RequestedAttrs, readAttrs, writeEmptyAttrs, writeStats } from './attrs.js';
+import { isMarkerTouch, longname, type RequestedAttrs, readAttrs, writeEmptyAttrs, writeStats } from './attrs.js';
 import {
   ADVERTISED_EXTENSIONS,
   EXT,
@@ -124,7 +124,7 @@ interface Op {
   concurrent?: boolean;
   /** Returns a promise (waits for the disk); every other op completes before its handler returns. */
   waits?: boolean;
-  /** Refused in read-only mode. */
+  /** Refused in read-only mode (the SETSTAT family checks for itself: applyAttrs). */
   mutates?: boolean;
   run: Handler;
 }
@@ -424,8 +424,13 @@ function opFstat(s: Session, r: PacketReader, id: number): Reply {
   return attrsReply(id, fstatSync(s.handles.file(r.bytes()).fd));
 }
 
-/** Applies attributes in OpenSSH's order: size, permissions, times, owner. */
+/**
+ * Applies attributes in OpenSSH's order: size, permissions, times, owner. The marker touch changes nothing; anything
+ * else is refused on a read-only export.
+ */
 function applyAttrs(
+  s: Session,
+  op: string,
   a: RequestedAttrs,
   ops: {
     truncate(size: number): void;
@@ -434,6 +439,8 @@ function applyAttrs(
     chown(uid: number, gid: number): void;
   },
 ): void {
+  if (isMarkerTouch(a)) return;
+  if (s.readOnly) throw readOnlyRefusal(op);
   if (a.size !== undefined) ops.truncate(a.size);
   if (a.mode !== undefined) ops.chmod(a.mode & 0o7777);
   if (a.atime !== undefined && a.mtime !== undefined) ops.utimes(a.atime, a.mtime);
@@ -442,7 +449,7 @@ function applyAttrs(
 
 function opSetstat(s: Session, r: PacketReader, id: number): Reply {
   const host = s.paths.resolve(r.string(), true);
-  applyAttrs(readAttrs(r), {
+  applyAttrs(s, 'setstat', readAttrs(r), {
     truncate: (size) => truncateSync(host, size),
     chmod: (mode) => chmodSync(host, mode),
     utimes: (at, mt) => lutimesSync(host, at, mt),
@@ -458,7 +465,7 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
   const notOnLink = (what: string) => {
     if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
   };
-  applyAttrs(attrs, {
+  applyAttrs(s, EXT.LSETSTAT, attrs, {
     truncate: (size) => {
       notOnLink('truncate');
       truncateSync(host, size);
@@ -475,7 +482,7 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
 
 function opFsetstat(s: Session, r: PacketReader, id: number): Reply {
   const { fd } = s.handles.file(r.bytes());
-  applyAttrs(readAttrs(r), {
+  applyAttrs(s, 'fsetstat', readAttrs(r), {
     truncate: (size) => ftruncateSync(fd, size),
     chmod: (mode) => fchmodSync(fd, mode),
     utimes: (at, mt) => futimesSync(fd, at, mt),
@@ -620,8 +627,8 @@ const OPS = new Map<number, Op>([
   [FXP.LSTAT, { name: 'lstat', concurrent: true, run: statOp(false) }],
   [FXP.STAT, { name: 'stat', concurrent: true, run: statOp(true) }],
   [FXP.FSTAT, { name: 'fstat', concurrent: true, run: opFstat }],
-  [FXP.SETSTAT, { name: 'setstat', mutates: true, run: opSetstat }],
-  [FXP.FSETSTAT, { name: 'fsetstat', mutates: true, run: opFsetstat }],
+  [FXP.SETSTAT, { name: 'setstat', run: opSetstat }],
+  [FXP.FSETSTAT, { name: 'fsetstat', run: opFsetstat }],
   [FXP.OPENDIR, { name: 'opendir', run: opOpendir }],
   [FXP.READDIR, { name: 'readdir', run: opReaddir }],
   [FXP.REMOVE, { name: 'remove', mutates: true, run: pathOp(false, (p) => unlinkSync(p), true) }],
@@ -640,7 +647,7 @@ function mkdirMode(r: PacketReader): number {
 const EXTENDED_OPS = new Map<string, Op>([
   [EXT.POSIX_RENAME, { name: EXT.POSIX_RENAME, mutates: true, run: twoPathOp((a, b) => renameSync(a, b), true) }],
   [EXT.HARDLINK, { name: EXT.HARDLINK, mutates: true, run: twoPathOp((a, b) => linkSync(a, b)) }],
-  [EXT.LSETSTAT, { name: EXT.LSETSTAT, mutates: true, run: opLsetstat }],
+  [EXT.LSETSTAT, { name: EXT.LSETSTAT, run: opLsetstat }],
   [EXT.STATVFS, { name: EXT.STATVFS, concurrent: true, run: opStatvfs }],
   [EXT.FSTATVFS, { name: EXT.FSTATVFS, concurrent: true, run: opFstatvfs }],
   [EXT.FSYNC, { name: EXT.FSYNC, waits: true, run: opFsync }],
