@@ -73,7 +73,32 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       expect.objectContaining({ name: 'idle', ssh: 'dev@127.0.0.1:1', state: 'stopped' }),
     ]);
     const status = await runCli(home, ['status', 'idle', '--json']);
-    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'idle', state: 'stopped', ssh: { state: 'closed' } });
+    const stopped = JSON.parse(status.stdout);
+    expect(stopped).toMatchObject({ name: 'idle', state: 'stopped', ssh: { state: 'closed' }, guest: null });
+    // The same keys as a running agent's status, empty.
+    expect(Object.keys(stopped).sort()).toEqual([
+      'forwards',
+      'guest',
+      'lastErrors',
+      'logFile',
+      'mounts',
+      'name',
+      'pid',
+      'requirements',
+      'ssh',
+      'startedAt',
+      'state',
+    ]);
+    expect(stopped.forwards).toEqual({
+      forwarding: 0,
+      conflict: 0,
+      privileged: 0,
+      ignored: 0,
+      suspended: 0,
+      error: 0,
+      total: 0,
+    });
+    expect(stopped.mounts.total).toBe(0);
     const fwd = await runCli(home, ['forward', 'ls', 'idle']);
     expect(fwd.code).toBe(1);
     expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);

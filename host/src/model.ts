@@ -4,7 +4,8 @@ import type { Config } from './config/schema.js';
 
 export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
-export type ForwardState = 'forwarding' | 'conflict' | 'privileged' | 'ignored' | 'suspended' | 'error';
+export const FORWARD_STATES = ['forwarding', 'conflict', 'privileged', 'ignored', 'suspended', 'error'] as const;
+export type ForwardState = (typeof FORWARD_STATES)[number];
 
 /** Where a forward came from: a guest listener, a static rule in tether.yaml, or `tether forward add`. */
 export type ForwardSource = 'detected' | 'static' | 'runtime';
@@ -42,7 +43,18 @@ export const FORWARD_JSON_KEYS = [
   'error',
 ] as const;
 
-export type MountState = 'pending' | 'mounting' | 'mounted' | 'suspended' | 'error' | 'unmounted';
+export const MOUNT_STATES = ['pending', 'mounting', 'mounted', 'suspended', 'error', 'unmounted'] as const;
+export type MountState = (typeof MOUNT_STATES)[number];
+
+/** How many of `items` are in each of `states` (every state present, 0 when none), and the total. */
+export function countStates<S extends string>(
+  states: readonly S[],
+  items: readonly { state: S }[],
+): Record<S, number> & { total: number } {
+  const counts = Object.fromEntries(states.map((st) => [st, 0])) as Record<S, number>;
+  for (const item of items) counts[item.state]++;
+  return { ...counts, total: items.length };
+}
 
 export interface MountView {
   location: string;

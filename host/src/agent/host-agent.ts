@@ -8,18 +8,19 @@ import type { Config } from '../config/schema.js';
 import { ForwardEngine } from '../forward/engine.js';
 import { AgentLink } from '../link/index.js';
 import { type Component, CURRENT_LOG, componentLogger, type Logger } from '../log.js';
-import type {
-  AgentApi,
-  AgentEvent,
-  ConnectionState,
-  ForwardSpec,
-  ForwardState,
-  ForwardView,
-  GuestView,
-  MountState,
-  MountView,
-  RequirementView,
-  StatusView,
+import {
+  type AgentApi,
+  type AgentEvent,
+  type ConnectionState,
+  countStates,
+  FORWARD_STATES,
+  type ForwardSpec,
+  type ForwardView,
+  type GuestView,
+  MOUNT_STATES,
+  type MountView,
+  type RequirementView,
+  type StatusView,
 } from '../model.js';
 import { defaultBundleDir } from '../provision/index.js';
 import { SshSession, type SshSessionOptions, StreamLocalRefusedError, streamLocalRefusal } from '../ssh/index.js';
@@ -121,27 +122,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   // ── AgentApi ──────────────────────────────────────────────────────────────────────────────────────────────────
 
   status(): StatusView {
-    const forwards = {
-      forwarding: 0,
-      conflict: 0,
-      privileged: 0,
-      ignored: 0,
-      suspended: 0,
-      error: 0,
-      total: 0,
-    } as Record<ForwardState, number> & { total: number };
-    for (const f of this.engine.views()) {
-      forwards[f.state]++;
-      forwards.total++;
-    }
-    const mounts = { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 0, unmounted: 0, total: 0 } as Record<
-      MountState,
-      number
-    > & { total: number };
-    for (const m of this.mounts()) {
-      mounts[m.state]++;
-      mounts.total++;
-    }
+    const forwards = countStates(FORWARD_STATES, this.engine.views());
+    const mounts = countStates(MOUNT_STATES, this.mounts());
     return {
       name: this.name,
       pid: process.pid,

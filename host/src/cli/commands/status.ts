@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
+import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { statusText } from '../render.js';
 
@@ -23,11 +24,23 @@ export function registerStatus(program: Command): void {
       if (!(err instanceof AgentNotRunningError)) throw err;
       const c = loadConfig(paths.config);
       const ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
-      if (opts.json)
-        process.stdout.write(
-          `${JSON.stringify({ name, state: 'stopped', ssh: { target: ssh, state: 'closed' } }, null, 2)}\n`,
-        );
-      else
+      if (opts.json) {
+        // The running agent's shape, empty, so that scripts read the same keys either way.
+        const stopped = {
+          name,
+          pid: null,
+          startedAt: null,
+          state: 'stopped',
+          ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
+          guest: null,
+          requirements: [],
+          forwards: countStates(FORWARD_STATES, []),
+          mounts: countStates(MOUNT_STATES, []),
+          lastErrors: [],
+          logFile: paths.currentLog,
+        };
+        process.stdout.write(`${JSON.stringify(stopped, null, 2)}\n`);
+      } else
         process.stdout.write(
           `instance:     ${name}\nstate:        stopped (start it with \`tether up ${name}\`)\nssh:          ${ssh}\nlog:          ${paths.currentLog}\n`,
         );
