@@ -36,6 +36,11 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
 
   it('exits 2 on usage errors with one line', async () => {
     expect((await runCli(home, ['frobnicate'])).code).toBe(2);
+    // Help asked for is no error; help shown for a missing command is a usage error.
+    expect((await runCli(home, ['forward', '--help'])).code).toBe(0);
+    const bare = await runCli(home, ['forward']);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toMatch(/Examples:\n {2}\$ tether forward ls dev/);
     const bad = await runCli(home, ['up', 'Bad_Name', '--ssh', 'a@b']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^tether: invalid instance name "Bad_Name": expected 1-63 characters/);
@@ -43,8 +48,12 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const noTarget = await runCli(home, ['up', 'fresh']);
     expect(noTarget.code).toBe(2);
     expect(noTarget.stderr).toMatch(/instance fresh does not exist yet; give --ssh/);
-    expect((await runCli(home, ['status', 'nosuch'])).stderr).toMatch(/no instance nosuch/);
+    const nosuch = await runCli(home, ['status', 'nosuch']);
+    expect(nosuch).toMatchObject({ code: 1, stderr: expect.stringMatching(/no instance nosuch/) });
     expect((await runCli(home, ['logs', 'x', '--level', 'loud'])).code).toBe(2);
+    const component = await runCli(home, ['logs', 'x', '--component', 'forward,frwd']);
+    expect(component.code).toBe(2);
+    expect(component.stderr).toMatch(/unknown component frwd; expected one of agent, ssh, link, forward/);
     const target = await runCli(home, ['up', 'x', '--ssh', 'me@host:99999']);
     expect(target.code).toBe(2);
     expect(target.stderr).toMatch(/--ssh me@host:99999: port 99999 is not a port/);

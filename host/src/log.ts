@@ -7,7 +7,18 @@ import { openLogFile } from './log-file.js';
 export type { Logger } from 'pino';
 export { CURRENT_LOG, LOG_FILE } from './log-file.js';
 
-export type Component = 'agent' | 'ssh' | 'link' | 'forward' | 'mount' | 'sftp' | 'watch' | 'control' | 'provision';
+export const COMPONENTS = [
+  'agent',
+  'ssh',
+  'link',
+  'forward',
+  'mount',
+  'sftp',
+  'watch',
+  'control',
+  'provision',
+] as const;
+export type Component = (typeof COMPONENTS)[number];
 
 export interface LogOptions {
   /** Directory for rotated files; absent: JSON lines to stdout. */

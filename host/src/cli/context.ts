@@ -3,7 +3,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { ControlClient } from '../control/client.js';
 import { type InstancePaths, instanceExists, instancePaths } from '../instance.js';
-import { EXIT_CODES_HELP, UsageError } from './errors.js';
+import { CliError, EXIT_CODES_HELP, UsageError } from './errors.js';
 
 export function pathsFor(name: string): InstancePaths {
   try {
@@ -17,7 +17,7 @@ export function pathsFor(name: string): InstancePaths {
 export function existingInstance(name: string): InstancePaths {
   const paths = pathsFor(name);
   if (!instanceExists(paths))
-    throw new UsageError(
+    throw new CliError(
       `no instance ${name} (no ${paths.config}); create it with \`tether up ${name} --ssh USER@HOST:PORT\``,
     );
   return paths;

@@ -14,9 +14,9 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // commander already printed the message (or the help/version).
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
-        return EXIT_OK;
+      // commander already printed the message (or the help/version). Help asked for exits 0; help shown because a
+      // command is missing (`tether forward`) is a usage error.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT_OK;
       return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     return reportError(err);

@@ -64,7 +64,11 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
 }
 
 export function registerForward(program: Command): void {
-  const forward = program.command('forward').description('port and socket forwards of an instance');
+  const forward = withHelp(program.command('forward').description('port and socket forwards of an instance'), [
+    'tether forward ls dev',
+    'tether forward add dev 8080:80',
+    'tether forward rm dev 8080',
+  ]);
 
   withHelp(
     forward

@@ -2,6 +2,7 @@
 // the last N, and following across rotation with -f. Works whether or not the agent runs.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import { COMPONENTS } from '../../log.js';
 import { existingInstance, parsePositiveInt, withHelp } from '../context.js';
 import { follow, type LogFilter, levelNumber, tail } from '../log-reader.js';
 
@@ -19,8 +20,12 @@ function parseLevel(value: string): number {
   return n;
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').filter(Boolean)];
+function collectComponents(value: string, previous: string[] = []): string[] {
+  const names = value.split(',').filter(Boolean);
+  const unknown = names.filter((c) => !(COMPONENTS as readonly string[]).includes(c));
+  if (unknown.length)
+    throw new InvalidArgumentError(`unknown component ${unknown.join(', ')}; expected one of ${COMPONENTS.join(', ')}`);
+  return [...previous, ...names];
 }
 
 export function registerLogs(program: Command): void {
@@ -33,8 +38,8 @@ export function registerLogs(program: Command): void {
       .option('-n, --lines <n>', 'show the last N lines', parsePositiveInt, 100)
       .option(
         '--component <c>',
-        'only these components: agent, ssh, link, forward, mount, sftp, watch, control, provision (repeat or comma-separate)',
-        collect,
+        `only these components: ${COMPONENTS.join(', ')} (repeat or comma-separate)`,
+        collectComponents,
       )
       .option('--level <level>', 'only this level and above (trace, debug, info, warn, error, fatal)', parseLevel)
       .option('--json', 'raw JSON lines instead of pretty ones'),

@@ -4,7 +4,9 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { mountTable } from '../render.js';
 
 export function registerMount(program: Command): void {
-  const mount = program.command('mount').description('host directories mounted in the guest');
+  const mount = withHelp(program.command('mount').description('host directories mounted in the guest'), [
+    'tether mount ls dev',
+  ]);
   withHelp(
     mount
       .command('ls')
