@@ -46,6 +46,8 @@ export interface HostAgentOptions {
   /** Where build/guest (tether-guest.cjs, manifest.json) is; default: the repository's build/guest. */
   guestBundleDir?: string;
   mounts?: MountDriver;
+  /** Where warnings and errors are kept for status; share it with loggers made outside the agent (mounts). */
+  problems?: ProblemRing;
   /** Shown in status; default <instanceDir>/logs/current.log. */
   logFile?: string;
   /** Deadline of each boot requirement. */
@@ -63,7 +65,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   readonly ssh: SshSession;
   readonly link: AgentLink;
   readonly engine: ForwardEngine;
-  readonly problems = new ProblemRing(20);
+  /** The last warnings and errors of every component, for status. */
+  readonly problems: ProblemRing;
   readonly startedAt = new Date();
   private state: StatusView['state'] = 'starting';
   private readonly requirements: RequirementView[];
@@ -81,6 +84,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     private readonly opts: HostAgentOptions,
   ) {
     super();
+    this.problems = opts.problems ?? new ProblemRing(20);
     this.log = this.logger('agent');
     this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
     const total = opts.mounts ? 5 : 4;
@@ -212,7 +216,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   // ── internals ─────────────────────────────────────────────────────────────────────────────────────────────────
 
-  private logger(component: Component): Logger {
+  /** A component's logger whose warnings and errors also land in `problems`. */
+  logger(component: Component): Logger {
     return this.problems.tap(componentLogger(this.opts.logger, component), component);
   }
 

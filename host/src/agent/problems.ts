@@ -17,9 +17,16 @@ export class ProblemRing {
     if (this.items.length > this.size) this.items.shift();
   }
 
-  /** A logger that behaves like `log` and also records its warn/error/fatal lines. */
+  /**
+   * A logger that behaves like `log` and also records its warn/error/fatal lines, and so do its children (under the
+   * component they bind, if any): modules that make their own children (mounts, SFTP, watch) report here too.
+   */
   tap(log: Logger, component: string): Logger {
     const wrapped = Object.create(log) as Logger;
+    wrapped.child = ((bindings: Record<string, unknown>, options?: object) => {
+      const child = log.child(bindings, options);
+      return this.tap(child, typeof bindings.component === 'string' ? bindings.component : component);
+    }) as unknown as Logger['child'];
     for (const level of ['warn', 'error', 'fatal'] as const) {
       const original = log[level].bind(log) as (...args: unknown[]) => void;
       (wrapped as unknown as Record<string, unknown>)[level] = (...args: unknown[]) => {

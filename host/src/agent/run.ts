@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
 import { processBufferCollector } from './buffer-gc.js';
 import { HostAgent, type HostAgentOptions } from './host-agent.js';
+import { ProblemRing } from './problems.js';
 
 export interface RunAgentOptions extends Omit<HostAgentOptions, 'logger'> {
   /** Default: pino to <instanceDir>/logs. */
@@ -26,11 +27,15 @@ export interface RunningAgent {
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
   processBufferCollector();
   const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
-  // Mounts come from the config unless the caller brings its own driver (tests, benchmarks).
+  // Mounts come from the config unless the caller brings its own driver (tests, benchmarks). Their warnings and
+  // errors go to status with the agent's own.
+  const problems = opts.problems ?? new ProblemRing(20);
   const mounts =
     opts.mounts ??
-    (config.mounts?.length ? (await import('./mounts.js')).mountDriver(config.mounts, logger) : undefined);
-  const agent = new HostAgent(name, config, { ...opts, logger, mounts });
+    (config.mounts?.length
+      ? (await import('./mounts.js')).mountDriver(config.mounts, problems.tap(logger, 'mount'))
+      : undefined);
+  const agent = new HostAgent(name, config, { ...opts, logger, mounts, problems });
   const ready = agent.start();
   ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure
   return { agent, ready };

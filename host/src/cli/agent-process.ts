@@ -77,7 +77,7 @@ export async function startAgentProcess(
     control = await startControlServer({
       socketPath: paths.socket,
       agent,
-      log: componentLogger(log, 'control'),
+      log: agent.logger('control'),
       onShutdown: (reason) => void stop(reason),
     });
   } catch (err) {
