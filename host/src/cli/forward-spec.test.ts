@@ -37,6 +37,7 @@ describe('forward specs', () => {
       f('tcp/127.0.0.1:80', 'tcp', '127.0.0.1:80', ['127.0.0.1:8080', '[::1]:8080']),
       f('udp/0.0.0.0:53', 'udp', '0.0.0.0:53', ['127.0.0.1:5353']),
       f('unix//var/run/docker.sock', 'unix', '/var/run/docker.sock', ['/tmp/d.sock']),
+      f('tcp/127.0.0.1:3000->9000', 'tcp', '127.0.0.1:3000', ['127.0.0.1:9000']),
     ];
     expect(matchForwards('tcp/127.0.0.1:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
     expect(matchForwards('8080', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
@@ -44,5 +45,10 @@ describe('forward specs', () => {
     expect(matchForwards('5353:53/udp', all).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);
     expect(matchForwards('5353:53', all)).toEqual([]);
     expect(matchForwards('/tmp/d.sock', all).map((x) => x.id)).toEqual(['unix//var/run/docker.sock']);
+    // An id is never read as a spec: one that names nothing matches nothing.
+    expect(matchForwards('tcp/127.0.0.1:81', all)).toEqual([]);
+    // proto/guest address, as `forward ls` shows them, also names a forward to another host port.
+    expect(matchForwards('tcp/127.0.0.1:3000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:3000->9000']);
+    expect(matchForwards('tcp/127.0.0.1:3000->9000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:3000->9000']);
   });
 });

@@ -52,10 +52,13 @@ function ipOf(addr: string): string {
   return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
 }
 
-/** The forwards an `rm` argument names: an id, a socket path, a host port, or a spec. Empty when none match. */
+/**
+ * The forwards an `rm` argument names: an id (`tcp/0.0.0.0:8080`, i.e. proto/guest address as `forward ls` shows
+ * them, or the full id of a forward to another host port), a socket path, a host port, or a spec. Empty when none
+ * match.
+ */
 export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
-  const byId = forwards.filter((f) => f.id === arg);
-  if (byId.length > 0) return byId;
+  if (/^(tcp|udp|unix)\//.test(arg)) return forwards.filter((f) => f.id === arg || `${f.proto}/${f.guestAddr}` === arg);
   if (arg.startsWith('/') || arg.startsWith('~')) {
     const path = expandHome(arg, process.cwd());
     return forwards.filter((f) => f.proto === 'unix' && (f.guestAddr === path || f.hostAddrs.includes(path)));
