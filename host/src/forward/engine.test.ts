@@ -191,6 +191,19 @@ describe('ForwardEngine', () => {
     }
   });
 
+  it("sends a forward added by port to the guest's ::1 when its 127.0.0.1 refuses (a server bound to localhost)", async () => {
+    engine = make();
+    const hostPort = await freePort();
+    const view = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort, guestPort: 80 });
+    expect(view.state).toBe('forwarding');
+    refusing.add('127.0.0.1');
+    try {
+      expect(await echo(hostPort)).toBe('hi');
+    } finally {
+      refusing.clear();
+    }
+  });
+
   it("shows a forward whose channels the guest's sshd prohibits as error, naming the option, until one opens", async () => {
     engine = make();
     const port = await freePort();

@@ -114,15 +114,19 @@ function explicitId(proto: string, ip: string, guestPort: number, hostPort: numb
 }
 
 /**
- * Where a connection for a guest listener is sent: a wildcard is reached through a loopback. `::` usually accepts
+ * Where a connection for a forward is sent: a wildcard is reached through a loopback. `::` usually accepts
  * both families, so a host client keeps its own family, with the other loopback to try when that one fails: a
  * guest with IPv6 turned off by sysctl has no ::1, and a `::` socket with IPV6_V6ONLY takes no IPv4.
  */
-function guestTargetIP(ip: string, family: 4 | 6): { guestIP: string; fallbackIP?: string } {
+function guestTargetIP(ip: string, family: 4 | 6, explicit: boolean): { guestIP: string; fallbackIP?: string } {
   const a = unmapIPv4(ip);
   if (a === '0.0.0.0') return { guestIP: '127.0.0.1' };
   if (a === '::')
     return family === 4 ? { guestIP: '127.0.0.1', fallbackIP: '::1' } : { guestIP: '::1', fallbackIP: '127.0.0.1' };
+  // A forward asked for by port (`forward add 8080:5173`, a static rule) means the guest's localhost in whichever
+  // family its server took: a dev server bound to `localhost` often listens on ::1 only.
+  if (explicit && (a === '127.0.0.1' || a === '::1'))
+    return { guestIP: a, fallbackIP: a === '::1' ? '127.0.0.1' : '::1' };
   return { guestIP: a };
 }
 
@@ -548,7 +552,7 @@ export class ForwardEngine extends EventEmitter {
     }
     if (!pick) return null;
     const { id, guestPort, stats, opened } = pick;
-    return { id, ...guestTargetIP(pick.guestIP, family), guestPort, stats, opened };
+    return { id, ...guestTargetIP(pick.guestIP, family, pick.source !== 'detected'), guestPort, stats, opened };
   }
 
   private attempt(entry: BindingEntry): Promise<void> {
