@@ -10,8 +10,8 @@ import { waitFor } from '../../../test/helpers/wait.js';
 import { Config } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
-import { ensureGuestAgent, seaLibcProblem } from './ensure.js';
-import { readManifest } from './manifest.js';
+import { chooseArtefact, ensureGuestAgent, seaLibcProblem } from './ensure.js';
+import { type GuestArch, readManifest } from './manifest.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
 const haveBuild = existsSync(join(BUNDLE_DIR, 'manifest.json'));
@@ -99,5 +99,39 @@ describe('seaLibcProblem', () => {
     expect(seaLibcProblem('glibc 3.0')).toBeNull();
     expect(seaLibcProblem('glibc 2.17')).toBe('it needs glibc 2.28 or newer, and the guest has glibc 2.17');
     expect(seaLibcProblem('')).toMatch(/needs glibc, and the guest has none \(musl/);
+  });
+});
+
+describe('chooseArtefact', () => {
+  const base = {
+    arch: 'linux-x64' as GuestArch | null,
+    hasNode: true,
+    nodePath: '/usr/bin/node',
+    home: '/home/me',
+    libc: 'glibc 2.36',
+    systemd: true,
+    root: false,
+    sudo: true,
+  };
+
+  it("runs the bundle on the guest's system Node", () => {
+    expect(chooseArtefact(base)).toBe('bundle');
+  });
+
+  it('passes over a Node under the home directory for a systemd service, when the single executable can run', () => {
+    for (const nodePath of ['/home/me/.nvm/versions/node/v22.1.0/bin/node', '/home/me/.asdf/shims/node']) {
+      expect(chooseArtefact({ ...base, nodePath })).toBe('linux-x64');
+      // Started in the background as the login user, its own Node is fine.
+      expect(chooseArtefact({ ...base, nodePath, sudo: false })).toBe('bundle');
+      expect(chooseArtefact({ ...base, nodePath, systemd: false })).toBe('bundle');
+      // musl: the single executable cannot run, so the user's Node it is.
+      expect(chooseArtefact({ ...base, nodePath, libc: '' })).toBe('bundle');
+    }
+    expect(chooseArtefact({ ...base, nodePath: '/home/meg/node' })).toBe('bundle');
+  });
+
+  it('uses the single executable without Node, and the bundle on an architecture without one', () => {
+    expect(chooseArtefact({ ...base, hasNode: false, nodePath: '' })).toBe('linux-x64');
+    expect(chooseArtefact({ ...base, arch: null })).toBe('bundle');
   });
 });

@@ -45,6 +45,8 @@ interface GuestFacts {
   nodeVersion: string;
   /** Absolute path of the login shell's `node` (`command -v node`), '' when there is none. */
   nodePath: string;
+  /** The login user's $HOME. */
+  home: string;
   /** `getconf GNU_LIBC_VERSION` (`glibc 2.36`); '' on musl (Alpine) and other C libraries. */
   libc: string;
   hasNode: boolean;
@@ -79,7 +81,7 @@ export async function ensureGuestAgent(
   const facts = await probe(shell, config);
   log.info({ ...facts, installed: facts.installed.map((i) => `${i.path} ${i.hash}`) }, 'guest probed');
 
-  const artefact: 'bundle' | GuestArch = facts.hasNode ? 'bundle' : (facts.arch ?? 'bundle');
+  const artefact = chooseArtefact(facts);
   if (!facts.hasNode && !facts.arch)
     throw new Error(
       `guest architecture ${facts.unameM || '(unknown)'} has no tether-guest executable and the guest has no Node ≥ 20` +
@@ -104,7 +106,9 @@ export async function ensureGuestAgent(
     );
   }
   const base = { version: manifest.version, hash: manifest.hash, artefact };
-  const current = facts.installed.find((i) => i.hash === manifest.hash && (i.kind === 'bundle') === facts.hasNode);
+  const current = facts.installed.find(
+    (i) => i.hash === manifest.hash && (i.kind === 'bundle') === (artefact === 'bundle'),
+  );
 
   if (!openError && current) {
     log.info({ path: current.path, hash: manifest.hash }, 'guest agent already current and running');
@@ -155,6 +159,22 @@ export async function ensureGuestAgent(
   return { ...base, actions, summary: notes.join(', ') };
 }
 
+/**
+ * What runs the agent: the guest's Node with the script bundle, else the single executable. Installed as a systemd
+ * service, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager under the
+ * user's home (nvm, asdf, volta, mise: often a shim that needs the user's environment; SELinux also keeps services
+ * from running files in home directories) is then passed over for the single executable when that can run.
+ */
+export function chooseArtefact(
+  facts: Pick<GuestFacts, 'arch' | 'hasNode' | 'nodePath' | 'home' | 'libc' | 'systemd' | 'root' | 'sudo'>,
+): 'bundle' | GuestArch {
+  if (!facts.arch) return 'bundle';
+  if (!facts.hasNode) return facts.arch;
+  const asService = facts.systemd && (facts.root || facts.sudo);
+  const nodeInHome = facts.home !== '' && facts.nodePath.startsWith(`${facts.home.replace(/\/$/, '')}/`);
+  return asService && nodeInHome && seaLibcProblem(facts.libc) === null ? facts.arch : 'bundle';
+}
+
 /** The glibc the single executables (Node's official builds) need. */
 const SEA_MIN_GLIBC: readonly [number, number] = [2, 28];
 
@@ -188,6 +208,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     // The login shell's node by absolute path (nvm, /opt): `sudo` would not find it by name. An alias is no path.
     'N=$(command -v node 2>/dev/null); case "$N" in /*) ;; *) N= ;; esac',
     'echo "nodepath=$N"',
+    'echo "home=$HOME"',
     'echo "node=$([ -n "$N" ] && "$N" -v 2>/dev/null)"',
     'echo "uid=$(id -u)"',
     'echo "libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"',
@@ -206,6 +227,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     nodeVersion: '',
     libc: '',
     nodePath: '',
+    home: '',
     hasNode: false,
     root: false,
     sudo: false,
@@ -223,6 +245,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     if (key === 'dir') facts.dir = value;
     else if (key === 'direrror') facts.dirError = value || 'mkdir -p failed';
     else if (key === 'nodepath') facts.nodePath = value;
+    else if (key === 'home') facts.home = value;
     else if (key === 'arch') {
       facts.unameM = value;
       facts.arch = archOf(value);
