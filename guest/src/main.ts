@@ -57,9 +57,10 @@ program
   .description('install and start the systemd service (idempotent)')
   .requiredOption('--socket-owner <user>', 'user who may connect to the socket besides root (the SSH login user)')
   .option('--socket <path>', 'unix socket to serve on')
+  .option('--restart', 'restart the service even when nothing changed (e.g. its socket does not answer)')
   .action(
-    guarded((opts: { socketOwner: string; socket?: string }) => {
-      const result = install({ socketOwner: opts.socketOwner, socketPath: opts.socket });
+    guarded((opts: { socketOwner: string; socket?: string; restart?: boolean }) => {
+      const result = install({ socketOwner: opts.socketOwner, socketPath: opts.socket, restart: opts.restart });
       process.stdout.write(`${result.changed ? 'installed' : 'up to date'}: ${result.unitPath} → ${result.execPath}\n`);
     }),
   );

@@ -17,9 +17,10 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-function run() {
+function run(restart?: boolean) {
   return install({
     socketOwner: 'alice',
+    restart,
     libDir: join(dir, 'lib'),
     unitDir: dir,
     systemctl: (args) => calls.push(args.join(' ')),
@@ -28,7 +29,7 @@ function run() {
 }
 
 describe('install', () => {
-  it('copies the agent, writes the unit and starts it; restarts only on change', () => {
+  it('copies the agent, writes the unit and starts it; restarts on change or when asked', () => {
     const first = run();
     expect(first.changed).toBe(true);
     expect(calls).toEqual(['daemon-reload', `enable ${SERVICE_NAME}`, `restart ${SERVICE_NAME}`]);
@@ -41,6 +42,11 @@ describe('install', () => {
     calls = [];
     expect(run().changed).toBe(false);
     expect(calls).toEqual([`enable ${SERVICE_NAME}`, `start ${SERVICE_NAME}`]);
+
+    // Nothing changed, but the running agent's socket does not answer: restart it.
+    calls = [];
+    expect(run(true).changed).toBe(false);
+    expect(calls).toEqual([`enable ${SERVICE_NAME}`, `restart ${SERVICE_NAME}`]);
 
     writeFileSync(bundle, 'console.log(2)');
     calls = [];

@@ -11,6 +11,8 @@ export const SERVICE_NAME = 'tether-guest.service';
 export interface InstallOptions {
   socketOwner: string;
   socketPath?: string;
+  /** Restart the service even when nothing changed: a running agent whose socket does not answer. */
+  restart?: boolean;
   libDir?: string;
   unitDir?: string;
   /** Runs `systemctl <args>` (injected in tests). */
@@ -107,7 +109,7 @@ export function install(options: InstallOptions): InstallResult {
 
   if (unitChanged) systemctl(['daemon-reload']);
   systemctl(['enable', SERVICE_NAME]);
-  systemctl([changed || unitChanged ? 'restart' : 'start', SERVICE_NAME]);
+  systemctl([changed || unitChanged || options.restart ? 'restart' : 'start', SERVICE_NAME]);
   return { unitPath, execPath, changed: changed || unitChanged };
 }
 

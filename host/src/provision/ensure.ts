@@ -129,7 +129,13 @@ export async function ensureGuestAgent(
   const sudo = facts.root ? '' : 'sudo -n ';
 
   if (facts.systemd && (facts.root || facts.sudo)) {
-    const r = await shell.execText(`${sudo}${command} install --socket-owner ${q(user)} --socket ${q(socket)}`, 60_000);
+    // A socket that does not answer is an agent to restart, even when the install itself changes nothing (its
+    // socket file was removed, or it hangs): `systemctl start` leaves a running service alone.
+    const restart = openError ? ' --restart' : '';
+    const r = await shell.execText(
+      `${sudo}${command} install --socket-owner ${q(user)} --socket ${q(socket)}${restart}`,
+      60_000,
+    );
     if (r.code !== 0)
       throw new Error(`tether-guest install failed (exit ${r.code}): ${lastLine(r.stderr || r.stdout)}`);
     log.info({ out: r.stdout.trim() }, 'guest agent systemd unit installed');
