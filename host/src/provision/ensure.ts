@@ -147,7 +147,8 @@ export async function ensureGuestAgent(
     await startInBackground(
       shell,
       installDirOf(facts),
-      `${elevate}${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
+      `${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
+      elevate,
     );
     log.info({ why, socket }, 'guest agent started in background');
     actions.push('started in background');
@@ -323,13 +324,21 @@ async function upload(
   return final;
 }
 
-/** Starts the agent detached from the SSH session; stops a previous background copy we started (pid file). */
-async function startInBackground(shell: GuestShell, dir: string, command: string): Promise<void> {
+/**
+ * Starts the agent detached from the SSH session; first stops a previous background copy we started (pid file) and
+ * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
+ * the old one removes the socket path as it exits. `elevate` (`sudo -n `) also signals: the pid is then sudo's.
+ */
+async function startInBackground(shell: GuestShell, dir: string, command: string, elevate: string): Promise<void> {
   const pidFile = q(`${dir}/agent.pid`);
   const logFile = q(`${dir}/agent.log`);
   const script = [
-    `if [ -f ${pidFile} ]; then p=$(cat ${pidFile}); grep -q tether-guest /proc/$p/cmdline 2>/dev/null && kill $p; fi`,
-    `nohup ${command} >>${logFile} 2>&1 </dev/null &`,
+    `p=$(cat ${pidFile} 2>/dev/null)`,
+    'if [ -n "$p" ] && grep -q tether-guest /proc/$p/cmdline 2>/dev/null; then',
+    `  ${elevate}kill $p`,
+    '  i=0; while [ -d /proc/$p ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done',
+    'fi',
+    `nohup ${elevate}${command} >>${logFile} 2>&1 </dev/null &`,
     `echo $! >${pidFile}`,
   ].join('\n');
   const r = await shell.execText(script);
