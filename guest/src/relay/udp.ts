@@ -58,7 +58,8 @@ interface Flow {
   id: number;
   ip: string;
   port: number;
-  socket: Socket;
+  /** Null until connectFlow made it. */
+  socket: Socket | null;
   connected: boolean;
   pending: Uint8Array[];
   timer: NodeJS.Timeout;
@@ -99,7 +100,7 @@ export class UdpRelay {
     if (!target) return;
     flow = target;
     flow.timer.refresh();
-    if (flow.connected) flow.socket.send(d.data);
+    if (flow.connected) flow.socket?.send(d.data);
     else if (flow.pending.length < this.maxPending) flow.pending.push(d.data);
   }
 
@@ -128,41 +129,72 @@ export class UdpRelay {
       this.deps.closed(d.flow);
       return null;
     }
-    const socket = createSocket({ type: isIP(dest) === 6 ? 'udp6' : 'udp4' });
     const flow: Flow = {
       id: d.flow,
       ip: d.ip,
       port: d.port,
-      socket,
+      socket: null,
       connected: false,
       pending: [],
       timer: setTimeout(() => this.end(flow, 'idle', true), this.idleMs),
     };
     flow.timer.unref();
     this.flowsById.set(flow.id, flow);
+    // A guest with IPv6 turned off has no ::1 to bind: a `::` (dual-stack) or IPv4 listener is then reached on
+    // 127.0.0.1, as TCP forwards are.
+    const fallback =
+      dest === '::1' && resolveUdpTarget('127.0.0.1', d.port, this.deps.listeners()) ? '127.0.0.1' : null;
+    this.connectFlow(flow, dest, fallback);
+    log.debug('udp flow opened', { flow: flow.id, dest, port: d.port });
+    return flow;
+  }
+
+  /**
+   * Binds and connects the flow's socket to `dest`. When that fails before it is connected, tries `fallback`, and
+   * without one ends the flow and tells the host, instead of holding its datagrams until the idle timeout.
+   */
+  private connectFlow(flow: Flow, dest: string, fallback: string | null): void {
+    const { log } = this.deps;
+    const socket = createSocket({ type: isIP(dest) === 6 ? 'udp6' : 'udp4' });
+    flow.socket = socket;
     socket.on('message', (data) => {
       flow.timer.refresh();
       this.deps.reply(flow.id, data);
     });
-    // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: the listener went away
-    // for a moment; keep the flow, the host decides.
-    socket.on('error', (err) => log.debug('udp flow socket error', { flow: flow.id, dest, port: d.port, err }));
+    const failed = (err: Error): void => {
+      if (flow.connected || flow.socket !== socket || this.flowsById.get(flow.id) !== flow) return;
+      try {
+        socket.close();
+      } catch {
+        // a failed bind closes it already
+      }
+      if (fallback) {
+        log.debug('udp flow falls back to another loopback', { flow: flow.id, dest, fallback, err });
+        this.connectFlow(flow, fallback, null);
+        return;
+      }
+      log.warn('udp flow cannot reach its target', { flow: flow.id, dest, port: flow.port, err });
+      this.end(flow, 'connect failed', true);
+    };
+    socket.on('error', (err) => {
+      // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: the listener went away
+      // for a moment; keep the flow, the host decides.
+      if (flow.connected) log.debug('udp flow socket error', { flow: flow.id, dest, port: flow.port, err });
+      else failed(err);
+    });
     // Connected, so only the target's replies are accepted; bound to loopback when the target is, so the flow's
     // socket is never reachable from outside the guest.
     const bindAddress = LOOPBACK.has(dest) ? dest : undefined;
     socket.bind({ port: 0, address: bindAddress, exclusive: true }, () => {
-      socket.connect(d.port, dest, (err?: Error) => {
+      socket.connect(flow.port, dest, (err?: Error) => {
         if (err) {
-          log.warn('udp flow cannot connect to its target', { flow: flow.id, dest, port: d.port, err });
-          this.end(flow, 'connect failed', true);
+          failed(err);
           return;
         }
         flow.connected = true;
         for (const data of flow.pending.splice(0)) socket.send(data);
       });
     });
-    log.debug('udp flow opened', { flow: flow.id, dest, port: d.port });
-    return flow;
   }
 
   private end(flow: Flow, reason: string, notify: boolean): void {
@@ -170,7 +202,7 @@ export class UdpRelay {
     this.flowsById.delete(flow.id);
     clearTimeout(flow.timer);
     try {
-      flow.socket.close();
+      flow.socket?.close();
     } catch {
       // already closed by a failed bind
     }
