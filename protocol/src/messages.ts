@@ -122,6 +122,8 @@ export type UdpReply = z.infer<typeof UdpReply>;
  * and changes nothing, on read-only exports too, while the guest kernel raises IN_ATTRIB for the utimes all the same.
  */
 export const MARKER_TOUCH_TIME = 1;
+/** The capability (hello and info `caps`) of a guest agent that applies `markerTouch`. */
+export const CAP_MARKER_TOUCH = 'fs.marker-touch';
 
 export const FsEventKind = z.enum(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
 export const FsEvents = z

@@ -1,7 +1,7 @@
 // Adapts the mount manager (host/src/mount/) to the agent's MountDriver seam: requirement 5 checks the guest's mount
 // requirements and mounts; afterwards SSH drops suspend the mounts and reconnects resume them, with host file events
 // sent over whichever agent link is current. Owns only this wiring.
-import type { FsEvents } from '@tether/protocol';
+import { CAP_MARKER_TOUCH, type FsEvents } from '@tether/protocol';
 import type { MountConfig } from '../config/schema.js';
 import type { AgentLink } from '../link/index.js';
 import type { Logger } from '../log.js';
@@ -42,6 +42,16 @@ function untilMounted(
   });
 }
 
+/**
+ * The batch as a guest agent with `caps` takes it: one from before the marker touch would refuse the field as hostile
+ * input, so it gets the batch without it and touches with the current time, as it always did.
+ */
+export function batchFor(batch: FsEvents, caps: readonly string[]): FsEvents {
+  if (batch.markerTouch === undefined || caps.includes(CAP_MARKER_TOUCH)) return batch;
+  const { markerTouch: _, ...plain } = batch;
+  return plain;
+}
+
 export function mountDriver(mounts: readonly MountConfig[], logger: Logger): MountDriver {
   const listeners: ((view: MountView) => void)[] = [];
   const manager = new MountManager(mounts, {
@@ -53,7 +63,8 @@ export function mountDriver(mounts: readonly MountConfig[], logger: Logger): Mou
   let detach: (() => void) | null = null;
   return {
     async start(ssh: SshSession, link: AgentLink) {
-      const notify = (batch: FsEvents) => link.peer?.notify('fs.events', batch) ?? false;
+      const notify = (batch: FsEvents) =>
+        link.peer?.notify('fs.events', batchFor(batch, link.info?.caps ?? [])) ?? false;
       const client = await ssh.waitConnected();
       const failed = (await manager.checkRequirements(client)).filter((r) => !r.ok);
       if (failed.length > 0) throw new Error(failed.map((r) => `${r.name}: ${r.detail}`).join('; '));
