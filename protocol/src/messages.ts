@@ -117,11 +117,12 @@ export type UdpReply = z.infer<typeof UdpReply>;
 // ── file events (host → guest inotify applier) ─────────────────────────────────────────────────────────────────
 
 /**
- * The time (seconds since the epoch, for both atime and mtime) the guest applier sets to make guest watchers see a
- * host edit when the batch says `markerTouch`: tether's SFTP server answers a SETSTAT of exactly these times with OK
- * and changes nothing, on read-only exports too, while the guest kernel raises IN_ATTRIB for the utimes all the same.
+ * The times (seconds since the epoch) the guest applier sets to make guest watchers see a host edit when the batch
+ * says `markerTouch`: tether's SFTP server answers a SETSTAT of exactly these times with OK and changes nothing, on
+ * read-only exports too, while the guest kernel raises IN_ATTRIB for the utimes all the same. Two different values,
+ * so that no `touch -d` (which sets both alike) is mistaken for it.
  */
-export const MARKER_TOUCH_TIME = 1;
+export const MARKER_TOUCH = { atime: 1, mtime: 2 } as const;
 /** The capability (hello and info `caps`) of a guest agent that applies `markerTouch`. */
 export const CAP_MARKER_TOUCH = 'fs.marker-touch';
 
@@ -131,7 +132,7 @@ export const FsEvents = z
     /** Guest mount point the paths are relative to. */
     root: z.string().min(1).max(LIMITS.pathBytes),
     /**
-     * The mount is served by tether's own SFTP server: touch with MARKER_TOUCH_TIME (nothing changes on the host).
+     * The mount is served by tether's own SFTP server: touch with MARKER_TOUCH (nothing changes on the host).
      * Otherwise (OpenSSH's sftp-server) touch with the current time, which only a writable mount allows.
      */
     markerTouch: z.boolean().optional(),

@@ -1,7 +1,7 @@
 // Applies host file events to the guest's sshfs mount so that guest watchers (inotify) see them: a FUSE mount gets
 // no kernel events for changes made on the host, but a local `utimes` through the mount does raise them (IN_ATTRIB
 // on the path, and on the parent directory for creates/deletes so directory watchers re-scan). On mounts served by
-// tether's SFTP server the touch sets MARKER_TOUCH_TIME, which that server answers without changing anything, so
+// tether's SFTP server the touch sets MARKER_TOUCH, which that server answers without changing anything, so
 // read-only mounts get events too and host files keep their times; elsewhere it sets the current time.
 // Owns batch validation, the mount check, coalescing, rate limiting and confinement to the mount (no symlink may lead
 // outside it). The mount check is made on the root as resolved here: the host names the mount point as configured
@@ -10,7 +10,7 @@
 // just sent; this side only applies.
 import { lutimes, realpath, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { MARKER_TOUCH_TIME } from '@tether/protocol';
+import { MARKER_TOUCH } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { type MountCheck, sshfsMountCheck } from './mounts.js';
 import { checkRelativePath, checkRoot } from './paths.js';
@@ -39,7 +39,7 @@ interface Touch {
   realRoot: Promise<string | null>;
   /** Relative to root; '' is the root itself. */
   rel: string;
-  /** Touch with MARKER_TOUCH_TIME (the batch's markerTouch). */
+  /** Touch with MARKER_TOUCH (the batch's markerTouch). */
   marker: boolean;
 }
 
@@ -152,10 +152,11 @@ export class FsApplier {
   private async touch(t: Touch): Promise<void> {
     const realRoot = await t.realRoot;
     if (realRoot === null) return;
-    const time = t.marker ? MARKER_TOUCH_TIME : new Date();
+    const now = new Date();
+    const [atime, mtime] = t.marker ? [MARKER_TOUCH.atime, MARKER_TOUCH.mtime] : [now, now];
     try {
       if (t.rel === '') {
-        await utimes(realRoot, time, time);
+        await utimes(realRoot, atime, mtime);
       } else {
         const parent = await realpath(posix.join(realRoot, posix.dirname(t.rel)));
         if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) {
@@ -163,7 +164,7 @@ export class FsApplier {
           this.failed++;
           return;
         }
-        await lutimes(posix.join(parent, posix.basename(t.rel)), time, time);
+        await lutimes(posix.join(parent, posix.basename(t.rel)), atime, mtime);
       }
       this.applied++;
     } catch (err) {

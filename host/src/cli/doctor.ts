@@ -104,8 +104,10 @@ function forwardProblem(f: ForwardView): CheckResult {
     );
   if (f.state === 'privileged') {
     const fix = `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`;
-    // A guest system service (an MTA on 25, a DHCP client on 68) is no fault of the setup; a forward asked for is.
-    return f.source === 'detected' ? warn(name, detail, `if you need it on the host, ${fix}`) : fail(name, detail, fix);
+    // A guest system service (an MTA on 25, a DHCP client on 68) on its own port is no fault of the setup; a forward
+    // asked for (forward add, a static rule, a rule that maps it to this port) is.
+    const unmapped = f.source === 'detected' && port !== undefined && f.guestAddr.endsWith(`:${port}`);
+    return unmapped ? warn(name, detail, `if you need it on the host, ${fix}`) : fail(name, detail, fix);
   }
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }

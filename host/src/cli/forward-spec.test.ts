@@ -38,6 +38,8 @@ describe('forward specs', () => {
       f('udp/0.0.0.0:53', 'udp', '0.0.0.0:53', ['127.0.0.1:5353']),
       f('unix//var/run/docker.sock', 'unix', '/var/run/docker.sock', ['/tmp/d.sock']),
       f('tcp/127.0.0.1:3000->9000', 'tcp', '127.0.0.1:3000', ['127.0.0.1:9000']),
+      f('tcp/127.0.0.1:4000', 'tcp', '127.0.0.1:4000', ['127.0.0.1:4000']),
+      f('tcp/127.0.0.1:4000->9400', 'tcp', '127.0.0.1:4000', ['127.0.0.1:9400']),
     ];
     expect(matchForwards('tcp/127.0.0.1:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
     expect(matchForwards('8080', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
@@ -50,5 +52,7 @@ describe('forward specs', () => {
     // proto/guest address, as `forward ls` shows them, also names a forward to another host port.
     expect(matchForwards('tcp/127.0.0.1:3000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:3000->9000']);
     expect(matchForwards('tcp/127.0.0.1:3000->9000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:3000->9000']);
+    // An exact id names that forward alone, not every forward of the same guest address.
+    expect(matchForwards('tcp/127.0.0.1:4000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:4000']);
   });
 });

@@ -58,7 +58,10 @@ function ipOf(addr: string): string {
  * match.
  */
 export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
-  if (/^(tcp|udp|unix)\//.test(arg)) return forwards.filter((f) => f.id === arg || `${f.proto}/${f.guestAddr}` === arg);
+  if (/^(tcp|udp|unix)\//.test(arg)) {
+    const exact = forwards.filter((f) => f.id === arg);
+    return exact.length > 0 ? exact : forwards.filter((f) => `${f.proto}/${f.guestAddr}` === arg);
+  }
   if (arg.startsWith('/') || arg.startsWith('~')) {
     const path = expandHome(arg, process.cwd());
     return forwards.filter((f) => f.proto === 'unix' && (f.guestAddr === path || f.hostAddrs.includes(path)));

@@ -107,7 +107,7 @@ export class MountManager {
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
     const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS };
     if (config.inotify) {
-      // Only tether's SFTP server answers the marker touch without changing anything (MARKER_TOUCH_TIME).
+      // Only tether's SFTP server answers the marker touch without changing anything (MARKER_TOUCH).
       const markerTouch = config.driver === 'builtin';
       entry.watcher = new MountWatcher({
         location: config.location,

@@ -112,6 +112,7 @@ describe('chooseArtefact', () => {
     systemd: true,
     root: false,
     sudo: true,
+    socketDirWritable: true,
   };
 
   it("runs the bundle on the guest's system Node", () => {
@@ -121,9 +122,10 @@ describe('chooseArtefact', () => {
   it('passes over a Node under the home directory for a systemd service, when the single executable can run', () => {
     for (const nodePath of ['/home/me/.nvm/versions/node/v22.1.0/bin/node', '/home/me/.asdf/shims/node']) {
       expect(chooseArtefact({ ...base, nodePath })).toBe('linux-x64');
-      // Started in the background as the login user, its own Node is fine.
+      // Started in the background as the login user, its own Node is fine; through sudo it is not.
       expect(chooseArtefact({ ...base, nodePath, sudo: false })).toBe('bundle');
       expect(chooseArtefact({ ...base, nodePath, systemd: false })).toBe('bundle');
+      expect(chooseArtefact({ ...base, nodePath, systemd: false, socketDirWritable: false })).toBe('linux-x64');
       // musl: the single executable cannot run, so the user's Node it is.
       expect(chooseArtefact({ ...base, nodePath, libc: '' })).toBe('bundle');
     }

@@ -167,19 +167,24 @@ export async function ensureGuestAgent(
 }
 
 /**
- * What runs the agent: the guest's Node with the script bundle, else the single executable. Installed as a systemd
- * service, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager under the
+ * What runs the agent: the guest's Node with the script bundle, else the single executable. As a systemd service, or
+ * started through sudo, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager under the
  * user's home (nvm, asdf, volta, mise: often a shim that needs the user's environment; SELinux also keeps services
  * from running files in home directories) is then passed over for the single executable when that can run.
  */
 export function chooseArtefact(
-  facts: Pick<GuestFacts, 'arch' | 'hasNode' | 'nodePath' | 'home' | 'libc' | 'systemd' | 'root' | 'sudo'>,
+  facts: Pick<
+    GuestFacts,
+    'arch' | 'hasNode' | 'nodePath' | 'home' | 'libc' | 'systemd' | 'root' | 'sudo' | 'socketDirWritable'
+  >,
 ): 'bundle' | GuestArch {
   if (!facts.arch) return 'bundle';
   if (!facts.hasNode) return facts.arch;
-  const asService = facts.systemd && (facts.root || facts.sudo);
+  // Run by systemd, or in the background through `sudo` when the login user cannot create the socket.
+  const asRoot =
+    (facts.systemd && (facts.root || facts.sudo)) || (!facts.root && facts.sudo && !facts.socketDirWritable);
   const nodeInHome = facts.home !== '' && facts.nodePath.startsWith(`${facts.home.replace(/\/$/, '')}/`);
-  return asService && nodeInHome && seaLibcProblem(facts.libc) === null ? facts.arch : 'bundle';
+  return asRoot && nodeInHome && seaLibcProblem(facts.libc) === null ? facts.arch : 'bundle';
 }
 
 /** The glibc the single executables (Node's official builds) need. */

@@ -2,7 +2,7 @@
 // that OpenSSH's client prints for READDIR entries. No filesystem access here.
 
 import type { Stats } from 'node:fs';
-import { MARKER_TOUCH_TIME } from '@tether/protocol';
+import { MARKER_TOUCH } from '@tether/protocol';
 import { ATTR } from './constants.js';
 import type { PacketReader, PacketWriter } from './packet.js';
 
@@ -17,13 +17,13 @@ export interface RequestedAttrs {
 }
 
 /**
- * The guest applier's marker touch (protocol MARKER_TOUCH_TIME as both times, nothing else): it only makes the guest
+ * The guest applier's marker touch (protocol MARKER_TOUCH's times, nothing else): it only makes the guest
  * kernel raise an event, so it is answered OK and changes nothing, on read-only exports too.
  */
 export function isMarkerTouch(a: RequestedAttrs): boolean {
   return (
-    a.atime === MARKER_TOUCH_TIME &&
-    a.mtime === MARKER_TOUCH_TIME &&
+    a.atime === MARKER_TOUCH.atime &&
+    a.mtime === MARKER_TOUCH.mtime &&
     a.size === undefined &&
     a.mode === undefined &&
     a.uid === undefined

@@ -3,7 +3,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
-import { MARKER_TOUCH_TIME } from '@tether/protocol';
+import { MARKER_TOUCH } from '@tether/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ATTR, EXT, FX, FXF, FXP, MAX_PACKET_LENGTH } from './constants.js';
 import { FrameDecoder, PacketReader, PacketWriter } from './packet.js';
@@ -461,18 +461,21 @@ describe('read-only mode', () => {
     await fsp.writeFile(join(root, 'f'), 'F');
     const before = (await fsp.stat(join(root, 'f'))).mtimeMs;
     const c = await start({ readOnly: true });
-    const touch = (t: number) => (w: PacketWriter) => w.string('f').u32(ATTR.ACMODTIME).u32(t).u32(t);
-    expectStatus(await c.request(FXP.SETSTAT, touch(MARKER_TOUCH_TIME)), FX.OK);
-    expectStatus(await c.extended(EXT.LSETSTAT, touch(MARKER_TOUCH_TIME)), FX.OK);
-    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000)), FX.PERMISSION_DENIED, /read-only/);
+    const touch = (at: number, mt: number) => (w: PacketWriter) => w.string('f').u32(ATTR.ACMODTIME).u32(at).u32(mt);
+    const { atime, mtime } = MARKER_TOUCH;
+    expectStatus(await c.request(FXP.SETSTAT, touch(atime, mtime)), FX.OK);
+    expectStatus(await c.extended(EXT.LSETSTAT, touch(atime, mtime)), FX.OK);
+    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000, 1_000_000_000)), FX.PERMISSION_DENIED, /read-only/);
+    // `touch -d` sets both times alike: never the marker.
+    expectStatus(await c.request(FXP.SETSTAT, touch(mtime, mtime)), FX.PERMISSION_DENIED, /read-only/);
     // The marker with anything else in it is no marker.
     const markerAndMode = (w: PacketWriter) =>
       w
         .string('f')
         .u32(ATTR.ACMODTIME | ATTR.PERMISSIONS)
         .u32(0o600)
-        .u32(MARKER_TOUCH_TIME)
-        .u32(MARKER_TOUCH_TIME);
+        .u32(MARKER_TOUCH.atime)
+        .u32(MARKER_TOUCH.mtime);
     expectStatus(await c.request(FXP.SETSTAT, markerAndMode), FX.PERMISSION_DENIED, /read-only/);
     expect((await fsp.stat(join(root, 'f'))).mtimeMs).toBe(before);
   });
@@ -483,7 +486,8 @@ describe('writable mode', () => {
     await fsp.writeFile(join(root, 'f'), 'F');
     const before = (await fsp.stat(join(root, 'f'))).mtimeMs;
     const c = await start();
-    const touch = (w: PacketWriter) => w.string('f').u32(ATTR.ACMODTIME).u32(MARKER_TOUCH_TIME).u32(MARKER_TOUCH_TIME);
+    const touch = (w: PacketWriter) =>
+      w.string('f').u32(ATTR.ACMODTIME).u32(MARKER_TOUCH.atime).u32(MARKER_TOUCH.mtime);
     expectStatus(await c.request(FXP.SETSTAT, touch), FX.OK);
     expect((await fsp.stat(join(root, 'f'))).mtimeMs).toBe(before);
   });

@@ -48,22 +48,28 @@ export interface GuestSocketView {
 const STATES: readonly string[] = ['absent', 'not a socket', 'not listening', 'no access', 'listening'];
 
 /**
- * Looks at the socket over an exec channel. `listening` needs a listening unix socket bound to exactly this path in
- * /proc/net/unix (flags 00010000: __SO_ACCEPTCON), not just a file: a stopped service leaves its socket file behind.
- * `test -w` mirrors connect(2), which needs write permission on a unix socket and search permission on its directory
- * (without which the socket would look absent).
+ * Looks at the socket over an exec channel. `listening` needs a listening unix socket bound to this path (or the
+ * path it resolves to) in /proc/net/unix (flags 00010000: __SO_ACCEPTCON), not just a file: a stopped service leaves
+ * its socket file behind. `test -w` mirrors connect(2), which needs write permission on a unix socket and search
+ * permission on every directory above it; access is judged before listening, since it is what the user can fix.
  */
 export async function guestSocketState(shell: Pick<SocketShell, 'execText'>, socket: string): Promise<GuestSocketView> {
   const script = [
-    `S=${q(socket)}; export S; D=$(dirname "$S")`,
+    `S=${q(socket)}; export S`,
     'echo "user=$(id -un)"',
     `deny() { echo 'state=no access'; echo "denied=$(stat -c %U:%G:%a "$1" 2>/dev/null):$1"; exit 0; }`,
-    '[ -x "$D" ] || { [ -e "$D" ] && deny "$D"; }',
+    // The highest directory on the way that the user cannot search: below it the socket would look absent.
+    'd=$S; b=; while [ "$d" != / ] && [ "$d" != . ]; do d=$(dirname "$d"); [ -e "$d" ] && [ ! -x "$d" ] && b=$d; done',
+    '[ -n "$b" ] && deny "$b"',
     '[ -e "$S" ] || { echo state=absent; exit 0; }',
     `[ -S "$S" ] || { echo 'state=not a socket'; exit 0; }`,
-    `awk '$4 == "00010000" && substr($0, length($0) - length(ENVIRON["S"])) == " " ENVIRON["S"] { f = 1 }` +
-      ` END { exit !f }' /proc/net/unix || { echo 'state=not listening'; exit 0; }`,
     '[ -w "$S" ] || deny "$S"',
+    // /proc/net/unix lists the path the server bound, which may be the resolved one (systemd binds /run for a
+    // configured /var/run).
+    'R=$(readlink -f "$S" 2>/dev/null) || R=$S; export R',
+    `awk '$4 == "00010000" && (ends($0, ENVIRON["S"]) || ends($0, ENVIRON["R"])) { f = 1 } END { exit !f }` +
+      ` function ends(line, p) { return substr(line, length(line) - length(p)) == " " p }' /proc/net/unix ||` +
+      ` { echo 'state=not listening'; exit 0; }`,
     'echo state=listening',
   ].join('\n');
   const r = await shell.execText(script, 15_000);
