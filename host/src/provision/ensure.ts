@@ -34,6 +34,8 @@ export interface ProvisionResult {
 export interface ProvisionOptions {
   /** How long to wait for the agent's socket to answer after starting it. */
   startTimeoutMs?: number;
+  /** How long a guest that is still booting gets to start its installed agent (default 5 min). */
+  bootWaitMs?: number;
 }
 
 /** Where the systemd install (`tether-guest install`) puts the executable. */
@@ -50,6 +52,10 @@ interface GuestFacts {
   /** `getconf GNU_LIBC_VERSION` (`glibc 2.36`); '' on musl (Alpine) and other C libraries. */
   libc: string;
   hasNode: boolean;
+  /** The tether-guest systemd unit is enabled (it starts at boot). */
+  unitEnabled: boolean;
+  /** systemd is still bringing the guest up (`systemctl is-system-running`: initializing or starting). */
+  booting: boolean;
   root: boolean;
   sudo: boolean;
   systemd: boolean;
@@ -113,6 +119,20 @@ export async function ensureGuestAgent(
   if (!openError && current) {
     log.info({ path: current.path, hash: manifest.hash }, 'guest agent already current and running');
     return { ...base, actions: ['already current'], summary: `already current (${manifest.version} ${manifest.hash})` };
+  }
+
+  if (openError && current && facts.systemd && facts.unitEnabled && facts.booting) {
+    // Right after a reboot sshd can be up before systemd has started the installed agent: stepping in would only
+    // restart it.
+    log.info({ socket }, 'the guest is still booting; waiting for systemd to start tether-guest');
+    if (await startedWhileBooting(shell, socket, opts.bootWaitMs ?? BOOT_WAIT_MS)) {
+      log.info({ path: current.path, hash: manifest.hash }, 'guest agent started by systemd at boot');
+      return {
+        ...base,
+        actions: ['already current'],
+        summary: `already current (${manifest.version}), started at boot`,
+      };
+    }
   }
 
   const actions: ProvisionAction[] = [];
@@ -225,6 +245,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     'echo "uid=$(id -u)"',
     'echo "libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"',
     'test -d /run/systemd/system && echo systemd=1',
+    'echo "unit=$(systemctl is-enabled tether-guest 2>/dev/null)"',
+    'echo "boot=$(systemctl is-system-running 2>/dev/null)"',
     'sudo -n true 2>/dev/null && echo sudo=1',
     `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
     `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
@@ -241,6 +263,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     nodePath: '',
     home: '',
     hasNode: false,
+    unitEnabled: false,
+    booting: false,
     root: false,
     sudo: false,
     systemd: false,
@@ -267,6 +291,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     } else if (key === 'uid') facts.root = value === '0';
     else if (key === 'libc') facts.libc = value;
     else if (key === 'systemd') facts.systemd = true;
+    else if (key === 'unit') facts.unitEnabled = value === 'enabled';
+    else if (key === 'boot') facts.booting = isBooting(value);
     else if (key === 'sudo') facts.sudo = true;
     else if (key === 'sockdir') facts.socketDirWritable = true;
     else if (key.startsWith('sea:') || key.startsWith('bundle:')) {
@@ -348,6 +374,25 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
   ].join('\n');
   const r = await shell.execText(script);
   if (r.code !== 0) throw new Error(`starting the guest agent in the background failed: ${lastLine(r.stderr)}`);
+}
+
+/** How long a booting guest gets to start its installed agent before provisioning steps in. */
+const BOOT_WAIT_MS = 5 * 60_000;
+
+function isBooting(systemState: string): boolean {
+  return systemState === 'initializing' || systemState === 'starting';
+}
+
+/** True once the socket answers; false when the guest finished booting (or the wait ran out) without that. */
+async function startedWhileBooting(shell: GuestShell, socket: string, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (Date.now() < deadline) {
+    if (!(await socketError(shell, socket))) return true;
+    const r = await shell.execText('systemctl is-system-running 2>/dev/null', 15_000);
+    if (!isBooting(r.stdout.trim())) return !(await socketError(shell, socket));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  return false;
 }
 
 /** null when the agent's socket accepts a channel, else why it did not. */
