@@ -54,8 +54,10 @@ interface GuestFacts {
   hasNode: boolean;
   /** The tether-guest systemd unit is enabled (it starts at boot). */
   unitEnabled: boolean;
-  /** systemd is still bringing the guest up (`systemctl is-system-running`: initializing or starting). */
-  booting: boolean;
+  /** `systemctl is-system-running`: initializing or starting while the guest boots, stopping while it shuts down. */
+  systemState: string;
+  /** systemd runs the tether-guest unit (`systemctl is-active`: active or activating). */
+  unitActive: boolean;
   root: boolean;
   sudo: boolean;
   systemd: boolean;
@@ -86,6 +88,9 @@ export async function ensureGuestAgent(
   }
   const facts = await probe(shell, config);
   log.info({ ...facts, installed: facts.installed.map((i) => `${i.path} ${i.hash}`) }, 'guest probed');
+  // Its agent stopped because the guest is going down: the link comes back after the reboot by itself.
+  if (facts.systemState === 'stopping')
+    throw new Error('the guest is shutting down; nothing to start until it is back');
 
   const artefact = chooseArtefact(facts);
   if (!facts.hasNode && !facts.arch)
@@ -121,16 +126,17 @@ export async function ensureGuestAgent(
     return { ...base, actions: ['already current'], summary: `already current (${manifest.version} ${manifest.hash})` };
   }
 
-  if (openError && current && facts.systemd && facts.unitEnabled && facts.booting) {
-    // Right after a reboot sshd can be up before systemd has started the installed agent: stepping in would only
-    // restart it.
-    log.info({ socket }, 'the guest is still booting; waiting for systemd to start tether-guest');
-    if (await startedWhileBooting(shell, socket, opts.bootWaitMs ?? BOOT_WAIT_MS)) {
-      log.info({ path: current.path, hash: manifest.hash }, 'guest agent started by systemd at boot');
+  const booting = isBooting(facts.systemState);
+  if (openError && current && facts.systemd && facts.unitEnabled && (booting || facts.unitActive)) {
+    // systemd is on it: right after a reboot sshd can be up before the unit has started, and on a cold, emulated
+    // disk the single executable can take tens of seconds to load. Stepping in would only restart it.
+    log.info({ socket, booting }, 'waiting for systemd to bring up tether-guest');
+    if (await startedBySystemd(shell, socket, opts.bootWaitMs ?? BOOT_WAIT_MS)) {
+      log.info({ path: current.path, hash: manifest.hash }, 'guest agent started by systemd');
       return {
         ...base,
         actions: ['already current'],
-        summary: `already current (${manifest.version}), started at boot`,
+        summary: `already current (${manifest.version}), started by systemd`,
       };
     }
   }
@@ -247,6 +253,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     'test -d /run/systemd/system && echo systemd=1',
     'echo "unit=$(systemctl is-enabled tether-guest 2>/dev/null)"',
     'echo "boot=$(systemctl is-system-running 2>/dev/null)"',
+    'echo "active=$(systemctl is-active tether-guest 2>/dev/null)"',
     'sudo -n true 2>/dev/null && echo sudo=1',
     `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
     `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
@@ -264,7 +271,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     home: '',
     hasNode: false,
     unitEnabled: false,
-    booting: false,
+    systemState: '',
+    unitActive: false,
     root: false,
     sudo: false,
     systemd: false,
@@ -292,7 +300,8 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     else if (key === 'libc') facts.libc = value;
     else if (key === 'systemd') facts.systemd = true;
     else if (key === 'unit') facts.unitEnabled = value === 'enabled';
-    else if (key === 'boot') facts.booting = isBooting(value);
+    else if (key === 'boot') facts.systemState = value;
+    else if (key === 'active') facts.unitActive = isActive(value);
     else if (key === 'sudo') facts.sudo = true;
     else if (key === 'sockdir') facts.socketDirWritable = true;
     else if (key.startsWith('sea:') || key.startsWith('bundle:')) {
@@ -378,21 +387,37 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
 
 /** How long a booting guest gets to start its installed agent before provisioning steps in. */
 const BOOT_WAIT_MS = 5 * 60_000;
+/** How long a running unit gets to answer on its socket once the guest has booted (then it is taken as hung). */
+const START_WAIT_MS = 60_000;
 
 function isBooting(systemState: string): boolean {
   return systemState === 'initializing' || systemState === 'starting';
 }
 
-/** True once the socket answers; false when the guest finished booting (or the wait ran out) without that. */
-async function startedWhileBooting(shell: GuestShell, socket: string, waitMs: number): Promise<boolean> {
-  const deadline = Date.now() + waitMs;
-  while (Date.now() < deadline) {
+function isActive(unitState: string): boolean {
+  return unitState === 'active' || unitState === 'activating';
+}
+
+/**
+ * Waits for the socket of the installed, enabled unit while systemd is on it: the guest is booting (up to
+ * `bootWaitMs`) or the unit runs (up to START_WAIT_MS). True once the socket answers; false when the unit stopped
+ * or failed, or the wait ran out.
+ */
+async function startedBySystemd(shell: GuestShell, socket: string, bootWaitMs: number): Promise<boolean> {
+  const started = Date.now();
+  for (;;) {
     if (!(await socketError(shell, socket))) return true;
-    const r = await shell.execText('systemctl is-system-running 2>/dev/null', 15_000);
-    if (!isBooting(r.stdout.trim())) return !(await socketError(shell, socket));
+    const r = await shell.execText(
+      'systemctl is-system-running 2>/dev/null; systemctl is-active tether-guest 2>/dev/null; true',
+      15_000,
+    );
+    const [system = '', unit = ''] = r.stdout.trim().split('\n');
+    const waited = Date.now() - started;
+    const systemdOnIt =
+      (isBooting(system.trim()) && waited < bootWaitMs) || (isActive(unit.trim()) && waited < START_WAIT_MS);
+    if (!systemdOnIt) return false;
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
-  return false;
 }
 
 /** null when the agent's socket accepts a channel, else why it did not. */

@@ -200,7 +200,7 @@ export class SshSession extends EventEmitter {
       };
       const timer = setTimeout(() => {
         channel.destroy();
-        reject(new Error(`command ${JSON.stringify(command)} did not finish within ${timeoutMs} ms`));
+        reject(new Error(`guest command ${JSON.stringify(firstLine(command))} did not finish within ${timeoutMs} ms`));
       }, timeoutMs);
       channel.on('data', (c: Buffer) => cap(out, c));
       channel.stderr.on('data', (c: Buffer) => cap(err, c));
@@ -412,4 +412,10 @@ export class SshSession extends EventEmitter {
     this.setState(next, reason);
     this.timer = setTimeout(() => this.connect(), delay);
   }
+}
+
+/** A command as error messages show it: its first line, at most 80 characters (scripts run to dozens of lines). */
+function firstLine(command: string): string {
+  const line = command.split('\n', 1)[0];
+  return line.length > 80 || line.length < command.length ? `${line.slice(0, 80)}…` : line;
 }
