@@ -148,7 +148,10 @@ export class FsApplier {
     }
   }
 
-  /** utimes (marker or now) on root/rel without following a symlink out of root (the last component is never followed). */
+  /**
+   * utimes (marker or now) on root/rel without following a symlink out of root (the last component is never
+   * followed).
+   */
   private async touch(t: Touch): Promise<void> {
     const realRoot = await t.realRoot;
     if (realRoot === null) return;

@@ -27,9 +27,9 @@ export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
 }
 
 /**
- * Runs `cmd` in the guest (after its login shell's startup) and collects its output; a command outliving timeoutMs is abandoned. The
- * deadline covers opening the channel too: on a frozen VM the open goes unanswered until keepalives give up
- * (30 s by default), longer than `tether down` waits for the agent.
+ * Runs `cmd` in the guest (after its login shell's startup) and collects its output; a command outliving timeoutMs
+ * is abandoned. The deadline covers opening the channel too: on a frozen VM the open goes unanswered until
+ * keepalives give up (30 s by default), longer than `tether down` waits for the agent.
  */
 export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000): Promise<GuestResult> {
   const deadline = Date.now() + timeoutMs;

@@ -2,9 +2,9 @@
 // this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
 // single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
 // (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
-// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding (ssh/guest-socket.ts), it
-// fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the remote shell snippets; it
-// uses the SSH session given to it and never opens its own.
+// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding
+// (ssh/guest-socket.ts), it fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the
+// remote shell snippets; it uses the SSH session given to it and never opens its own.
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -194,9 +194,9 @@ export async function ensureGuestAgent(
 
 /**
  * What runs the agent: the guest's Node with the script bundle, else the single executable. As a systemd service, or
- * started through sudo, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager under the
- * user's home (nvm, asdf, volta, mise: often a shim that needs the user's environment; SELinux also keeps services
- * from running files in home directories) is then passed over for the single executable when that can run.
+ * started through sudo, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager
+ * under the user's home (nvm, asdf, volta, mise: often a shim that needs the user's environment; SELinux also keeps
+ * services from running files in home directories) is then passed over for the single executable when that can run.
  */
 export function chooseArtefact(
   facts: Pick<

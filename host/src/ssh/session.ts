@@ -167,8 +167,9 @@ export class SshSession extends EventEmitter {
   }
 
   /**
-   * Opens an exec channel running `command` as a POSIX sh script (loginShellCommand). Its exit status is recorded on the channel (`exitStatus`) as soon as it arrives: ssh2 may
-   * emit 'exit' in the same tick as the open callback, before a listener added after `await` exists.
+   * Opens an exec channel running `command` as a POSIX sh script (loginShellCommand). Its exit status is recorded on
+   * the channel (`exitStatus`) as soon as it arrives: ssh2 may emit 'exit' in the same tick as the open callback,
+   * before a listener added after `await` exists.
    */
   exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
     return this.open<ExecChannel>(`exec ${JSON.stringify(command)}`, (c, cb) =>
