@@ -170,3 +170,27 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     await stopChild(server);
   });
 });
+
+// Through a port mapping (QEMU's hostfwd) the host cannot tell which port the guest's sshd listens on; sshd says so in
+// $SSH_CONNECTION. Here it listens on a port other than 22, which the default rule would otherwise forward.
+describe.skipIf(!canRunTestbed())('a guest sshd on another port', () => {
+  const sshdPort = 20_000 + Math.floor(Math.random() * 5_000);
+  const testbed = useTestbed({ guestSshPort: sshdPort });
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startAgent(testbed());
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('is never forwarded, on either family', async () => {
+    const view = (id: string) => h.agent.forwards().find((f) => f.id === id);
+    for (const id of [`tcp/127.0.0.1:${sshdPort}`, `tcp/[::1]:${sshdPort}`]) {
+      await waitFor(() => view(id)?.state === 'ignored', { what: `${id} ignored` });
+      expect(view(id)?.error).toBe(`guest sshd port ${sshdPort} is never forwarded`);
+    }
+    expect(await connectError('127.0.0.1', sshdPort)).toBe('ECONNREFUSED');
+  });
+});

@@ -63,6 +63,8 @@ export interface TestbedOptions {
    * default line with that keyword, e.g. `AllowStreamLocalForwarding no` or `Subsystem sftp /path/to/server`.
    */
   sshdConfig?: string[];
+  /** The port sshd listens on inside the guest (default 22); the host still reaches it through `port`. */
+  guestSshPort?: number;
 }
 
 interface TestbedInfo {
@@ -268,7 +270,11 @@ export async function startTestbed(opts: TestbedOptions = {}): Promise<Testbed> 
   const name = opts.name ?? uniqueName();
   // A picked port can be taken between picking and binding: retry with another one.
   const attempts = opts.port === undefined ? 3 : 1;
-  const env = { ...process.env, TETHER_TESTBED_SSHD_EXTRA: (opts.sshdConfig ?? []).join('\n') };
+  const env = {
+    ...process.env,
+    TETHER_TESTBED_SSHD_EXTRA: (opts.sshdConfig ?? []).join('\n'),
+    TETHER_TESTBED_GUEST_SSH_PORT: String(opts.guestSshPort ?? 22),
+  };
   let lastError: unknown;
   for (let attempt = 0; attempt < attempts; attempt++) {
     const port = opts.port ?? (await freePort());

@@ -23,7 +23,13 @@ import {
   type StatusView,
 } from '../model.js';
 import { defaultBundleDir } from '../provision/index.js';
-import { SshSession, type SshSessionOptions, StreamLocalRefusedError, streamLocalRefusal } from '../ssh/index.js';
+import {
+  guestServerPort,
+  SshSession,
+  type SshSessionOptions,
+  StreamLocalRefusedError,
+  streamLocalRefusal,
+} from '../ssh/index.js';
 import { startGuestAgent } from './guest-start.js';
 import { ProblemRing } from './problems.js';
 
@@ -52,8 +58,6 @@ export interface HostAgentOptions {
   logFile?: string;
   /** Deadline of each boot requirement. */
   requirementTimeoutMs?: number;
-  /** The guest's sshd port, never forwarded (default 22). */
-  guestSshPort?: number;
   /** Reconnect tuning (tests). */
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs'>>;
 }
@@ -118,7 +122,6 @@ export class HostAgent extends EventEmitter implements AgentApi {
       maxForwards: config.maxForwards,
       instanceDir: opts.instanceDir,
       logger: this.logger('forward'),
-      sshPort: opts.guestSshPort,
     });
     this.wire();
   }
@@ -226,7 +229,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.announce({ type: 'connection', state, reason }),
     );
     this.ssh.on('disconnected', (reason: string) => this.engine.setSshDown(reason));
-    this.ssh.on('connected', () => this.engine.setSshDown(null));
+    this.ssh.on('connected', () => {
+      this.engine.setSshDown(null);
+      void this.learnSshPort();
+    });
     this.engine.on('change', (forward: ForwardView) => this.announce({ type: 'forward', forward }));
     this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
     this.opts.mounts?.onChange?.((mount) => this.announce({ type: 'mount', mount }));
@@ -240,6 +246,17 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.engine.suspendDetected(reason);
       if (this.state === 'ready') this.setState('degraded');
     });
+  }
+
+  /** Each connection: the port the guest's sshd serves it on is never forwarded (22 until known). */
+  private async learnSshPort(): Promise<void> {
+    try {
+      const port = await guestServerPort(this.ssh);
+      if (port === null) this.log.debug('the guest shell has no $SSH_CONNECTION; taking its sshd port to be 22');
+      else await this.engine.setSshPort(port);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'could not ask the guest for its sshd port');
+    }
   }
 
   private announce(e: AgentEvent): void {

@@ -31,7 +31,7 @@ export interface ForwardEngineOptions {
   instanceDir: string;
   /** Component logger (`forward`). */
   logger: Logger;
-  /** The guest's sshd port (never forwarded). */
+  /** The guest's sshd port (never forwarded) until setSshPort says otherwise; default 22. */
   sshPort?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
@@ -154,10 +154,12 @@ export class ForwardEngine extends EventEmitter {
   /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
   private sshDown: string | null = null;
   private stopped = false;
+  private sshPort: number;
 
   constructor(private readonly opts: ForwardEngineOptions) {
     super();
     this.log = opts.logger;
+    this.sshPort = opts.sshPort ?? 22;
     this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
     this.socketRules = opts.portForwards.filter(isSocketRule);
     this.opens = new OpenGate(opts.channelOpenConcurrency ?? 64);
@@ -228,6 +230,25 @@ export class ForwardEngine extends EventEmitter {
       f.suspended = this.sshDown;
       this.refresh(f);
     }
+  }
+
+  /**
+   * The port the guest's sshd serves this connection on (from $SSH_CONNECTION): that listener is never forwarded.
+   * Detected listeners on the old and the new port are matched against the rules again.
+   */
+  async setSshPort(port: number): Promise<void> {
+    const old = this.sshPort;
+    if (port === old) return;
+    this.sshPort = port;
+    this.log.info({ sshPort: port, was: old }, `guest sshd serves port ${port} (not ${old}); it is never forwarded`);
+    const affected = [...this.guestListeners.values()].filter(
+      (l) => l.proto === 'tcp' && (l.port === old || l.port === port),
+    );
+    for (const l of affected) {
+      const f = this.forwardsById.get(listenerId(l));
+      if (f?.source === 'detected') this.drop(f);
+    }
+    await Promise.all(affected.map((l) => this.upsertDetected(l)));
   }
 
   async add(spec: ForwardSpec): Promise<ForwardView> {
@@ -318,7 +339,7 @@ export class ForwardEngine extends EventEmitter {
     if (this.userIgnored.has(id)) {
       return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, 'removed by the operator', process);
     }
-    const decision = matchRule(l, this.rules, { sshPort: this.opts.sshPort });
+    const decision = matchRule(l, this.rules, { sshPort: this.sshPort });
     if (decision.action === 'ignore') {
       return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, decision.reason, process);
     }

@@ -10,6 +10,7 @@ export {
   streamLocalRefusal,
 } from './guest-socket.js';
 export { checkHostKey, describeKey, type HostKey, HostKeyMismatchError, readPinned } from './hostkey.js';
+export { guestServerPort, parseServerPort } from './server-port.js';
 export {
   ChannelOpenError,
   CIPHERS,
