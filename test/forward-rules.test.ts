@@ -109,7 +109,7 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     });
   }
 
-  it('forwards a unix socket (host file mode 0600) and says why its channels fail while they do', async () => {
+  it('forwards a unix socket (host file mode 0600) and says why its channels fail while they do, until it is fixed', async () => {
     const tb = testbed();
     const id = `unix/${guestSocket()}`;
     const hostSocket = join(h.instanceDir, 'echo.sock');
@@ -149,9 +149,9 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     );
     await stopChild(rootOnly);
 
+    // Fixed in the guest: the forward notices by itself (it looks again, backing off), before any client tries.
     const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
-    await waitFor(async () => (await tryForward()) === 'ping', { what: 'an echo through the socket forward' });
-    expect(view(id)?.state).toBe('forwarding');
+    await waitFor(() => view(id)?.state === 'forwarding', { what: 'the forward out of error', timeoutMs: 70_000 });
     expect(view(id)?.error).toBeNull();
     expect(await socketRoundTrip(hostSocket, 'through the socket')).toBe('through the socket');
     await stopChild(socat);

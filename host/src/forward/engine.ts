@@ -62,8 +62,11 @@ interface Forward {
    * login user's to open); null once one opens.
    */
   refused: string | null;
-  /** Unix socket forwards: a look at the guest socket after a failed open is running, or when the last one ended. */
-  diagnosis: { running: boolean; at: number; opens: number };
+  /**
+   * Unix socket forwards: a look at the guest socket after a failed open is running, when the last one ended, and
+   * the next look while the forward shows a cause (so it clears without a client trying), with its delay.
+   */
+  diagnosis: { running: boolean; at: number; opens: number; recheck: NodeJS.Timeout | null; recheckMs: number };
   /** Takes each channel open's outcome (GuestTarget.opened). */
   opened: (err: Error | null) => void;
   stats: ForwardStats;
@@ -87,6 +90,11 @@ interface BindingEntry {
 
 /** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
 const DIAGNOSE_INTERVAL_MS = 5_000;
+/**
+ * While no client tries, a forward in error looks again by itself, backing off to this: each look is an exec channel
+ * (a login shell in the guest), and a socket that never comes (docker not installed) must not cost more than that.
+ */
+const RECHECK_MAX_MS = 60_000;
 
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
@@ -376,7 +384,7 @@ export class ForwardEngine extends EventEmitter {
       ignored: null,
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
-      diagnosis: { running: false, at: 0, opens: 0 },
+      diagnosis: { running: false, at: 0, opens: 0, recheck: null, recheckMs: DIAGNOSE_INTERVAL_MS },
       opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
       state: null,
@@ -422,16 +430,36 @@ export class ForwardEngine extends EventEmitter {
     socketOpenFailure(this.opts.ssh, f.guestAddr, err)
       .catch((e: Error) => {
         this.log.debug({ forward: f.id, err: e.message }, `cannot look at guest socket ${f.guestAddr}: ${e.message}`);
-        return null;
+        return f.refused; // no news: keep what it shows
       })
       .then((cause) => {
         d.running = false;
         d.at = Date.now();
         // A channel that opened meanwhile says more than the look did.
-        if (d.opens !== opens || cause === f.refused) return;
-        f.refused = cause;
-        this.refresh(f);
+        if (d.opens === opens && cause !== f.refused) {
+          f.refused = cause;
+          this.refresh(f);
+        }
+        if (f.refused) this.scheduleRecheck(f, err);
       });
+  }
+
+  /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
+  private scheduleRecheck(f: Forward, err: Error): void {
+    const d = f.diagnosis;
+    if (d.recheck) clearTimeout(d.recheck);
+    d.recheck = setTimeout(() => {
+      d.recheck = null;
+      if (!f.refused || this.stopped || this.forwardsById.get(f.id) !== f) {
+        d.recheckMs = DIAGNOSE_INTERVAL_MS;
+        return;
+      }
+      d.recheckMs = Math.min(d.recheckMs * 2, RECHECK_MAX_MS);
+      // While SSH is down there is nothing to look at: wait for it.
+      if (f.suspended) this.scheduleRecheck(f, err);
+      else this.diagnoseSocket(f, err);
+    }, d.recheckMs);
+    d.recheck.unref();
   }
 
   private createPortForward(
@@ -483,6 +511,7 @@ export class ForwardEngine extends EventEmitter {
   private drop(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
+    if (f.diagnosis.recheck) clearTimeout(f.diagnosis.recheck);
     if (f.source === 'detected') {
       this.detectedForwards--;
       // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
