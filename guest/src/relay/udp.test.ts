@@ -32,6 +32,16 @@ async function echoServer(type: 'udp4' | 'udp6', address: string): Promise<numbe
   return (s.address() as AddressInfo).port;
 }
 
+/** A UDP port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const s = createSocket('udp4');
+  s.bind(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
 async function agentClient(idleMs = 60_000, maxFlows = 1024): Promise<TestClient> {
   const server = new AgentServer({
     socketPath: join(dir, 'agent.sock'),
@@ -78,10 +88,20 @@ describe('UDP relay', () => {
     const port = await echoServer('udp4', '127.0.0.1');
     await c.peer.request('ports.snapshot', {});
     c.peer.notify('udp.dgram', { flow: 3, ip: '127.0.0.2', port, data: Buffer.from('x') });
-    c.peer.notify('udp.dgram', { flow: 4, ip: '::1', port, data: Buffer.from('x') }); // v4-only listener
+    c.peer.notify('udp.dgram', { flow: 4, ip: '127.0.0.1', port: await closedPort(), data: Buffer.from('x') });
     await waitFor(() => c.events['udp.close']?.length === 2, { what: 'two udp.close' });
     expect(c.events['udp.close']?.map((e) => e.flow).sort()).toEqual([3, 4]);
     expect(c.events['udp.reply']).toEqual([]);
+  });
+
+  it('reaches a listener on the other loopback when the one named has none', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp4', '127.0.0.1');
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 5, ip: '::1', port, data: Buffer.from('x') });
+    const reply = await waitFor(() => c.events['udp.reply']?.[0], { what: 'reply' });
+    expect(reply.flow).toBe(5);
+    expect(c.events['udp.close'] ?? []).toEqual([]);
   });
 
   it('refuses flows beyond the per-client cap', async () => {
@@ -117,5 +137,16 @@ describe('resolveUdpTarget', () => {
     expect(resolveUdpTarget('10.0.2.16', 53, [l('0.0.0.0', 53)])).toBeNull();
     expect(resolveUdpTarget('127.0.0.1', 53, [l('127.0.0.1', 53, 'tcp')])).toBeNull();
     expect(resolveUdpTarget('127.0.0.1', 54, [l('127.0.0.1', 53)])).toBeNull();
+  });
+
+  it('falls back to the other loopback when the one named has no listener', () => {
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::1', 53)])).toBe('::1');
+    expect(resolveUdpTarget('::1', 53, [l('127.0.0.1', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('::1', 53, [l('0.0.0.0', 53)])).toBe('127.0.0.1');
+    // The one named wins when both have a listener.
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::1', 53), l('127.0.0.1', 53)])).toBe('127.0.0.1');
+    // Only between loopbacks, and only to a listener.
+    expect(resolveUdpTarget('10.0.2.15', 53, [l('::1', 53)])).toBeNull();
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::1', 54)])).toBeNull();
   });
 });

@@ -41,15 +41,25 @@ const LOOPBACK = new Set(['127.0.0.1', '::1']);
 
 /**
  * Where a datagram for `ip:port` may be sent, or null when no guest UDP listener accepts it there. A listener on a
- * wildcard address is reached via loopback; the host may name either the wildcard or the loopback address.
+ * wildcard address is reached via loopback; the host may name either the wildcard or the loopback address. A
+ * loopback address with no listener falls back to the other loopback: `forward add udp/5353` names 127.0.0.1, and a
+ * service bound to `localhost` may hold ::1 only (or the other way round).
  */
 export function resolveUdpTarget(ip: string, port: number, listeners: Iterable<UdpTarget>): string | null {
+  const atPort: string[] = [];
+  for (const l of listeners) if (l.proto === 'udp' && l.port === port) atPort.push(l.ip);
+  const direct = reach(ip, atPort);
+  if (direct !== null || !LOOPBACK.has(ip)) return direct;
+  return reach(ip === '127.0.0.1' ? '::1' : '127.0.0.1', atPort);
+}
+
+/** The address to send to for `ip` when the guest's UDP listeners at the port are bound to `bound`. */
+function reach(ip: string, bound: readonly string[]): string | null {
   const loopbackFamily = LOOPBACK.has(ip) ? isIP(ip) : 0;
-  for (const l of listeners) {
-    if (l.proto !== 'udp' || l.port !== port) continue;
-    if (l.ip === ip) return WILDCARD_TO_LOOPBACK[ip] ?? ip;
-    if (loopbackFamily === 4 && (l.ip === '0.0.0.0' || l.ip === '::')) return ip; // `::` is dual-stack by default
-    if (loopbackFamily === 6 && l.ip === '::') return ip;
+  for (const b of bound) {
+    if (b === ip) return WILDCARD_TO_LOOPBACK[ip] ?? ip;
+    if (loopbackFamily === 4 && (b === '0.0.0.0' || b === '::')) return ip; // `::` is dual-stack by default
+    if (loopbackFamily === 6 && b === '::') return ip;
   }
   return null;
 }
