@@ -55,4 +55,19 @@ describe('forward specs', () => {
     // An exact id names that forward alone, not every forward of the same guest address.
     expect(matchForwards('tcp/127.0.0.1:4000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:4000']);
   });
+
+  it('names the added forward, not the detected one waiting behind it for the same host port', () => {
+    const f = (id: string, guestAddr: string, hostAddrs: string[], source: ForwardView['source']) =>
+      ({ id, proto: 'tcp', guestAddr, hostAddrs, source }) as ForwardView;
+    const all = [
+      f('tcp/0.0.0.0:8083', '0.0.0.0:8083', ['127.0.0.1:8083', '[::1]:8083'], 'detected'),
+      f('tcp/127.0.0.1:8086->8083', '127.0.0.1:8086', ['127.0.0.1:8083', '[::1]:8083'], 'runtime'),
+      f('tcp/127.0.0.1:8086', '127.0.0.1:8086', ['127.0.0.1:8086', '[::1]:8086'], 'detected'),
+    ];
+    expect(matchForwards('8083', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8086->8083']);
+    expect(matchForwards('8083:8086', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8086->8083']);
+    expect(matchForwards('tcp/127.0.0.1:8086', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8086']);
+    // Only detected forwards named: those.
+    expect(matchForwards('8086', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8086']);
+  });
 });

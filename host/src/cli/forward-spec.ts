@@ -60,7 +60,7 @@ function ipOf(addr: string): string {
 export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
   if (/^(tcp|udp|unix)\//.test(arg)) {
     const exact = forwards.filter((f) => f.id === arg);
-    return exact.length > 0 ? exact : forwards.filter((f) => `${f.proto}/${f.guestAddr}` === arg);
+    return exact.length > 0 ? exact : explicitFirst(forwards.filter((f) => `${f.proto}/${f.guestAddr}` === arg));
   }
   if (arg.startsWith('/') || arg.startsWith('~')) {
     const path = expandHome(arg, process.cwd());
@@ -68,13 +68,24 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
   }
   if (/^\d+$/.test(arg)) {
     const hostPort = port(arg, 'host port', arg);
-    return forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort));
+    return explicitFirst(forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort)));
   }
   const spec = parsePortSpec(arg);
-  return forwards.filter(
-    (f) =>
-      f.proto === spec.proto &&
-      portOf(f.guestAddr) === spec.guestPort &&
-      f.hostAddrs.some((a) => portOf(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
+  return explicitFirst(
+    forwards.filter(
+      (f) =>
+        f.proto === spec.proto &&
+        portOf(f.guestAddr) === spec.guestPort &&
+        f.hostAddrs.some((a) => portOf(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
+    ),
   );
+}
+
+/**
+ * When an argument names both forwards the operator added (forward add, static rules) and detected ones, it means
+ * the added ones: a detected forward waiting behind an added one for the same host port takes the port back.
+ */
+function explicitFirst(matches: ForwardView[]): ForwardView[] {
+  const explicit = matches.filter((f) => f.source !== 'detected');
+  return explicit.length > 0 ? explicit : matches;
 }

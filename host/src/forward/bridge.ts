@@ -60,9 +60,10 @@ class Splice implements ChannelSink {
     socket.on('close', () => this.clientGone('client closed'));
   }
 
-  /** Starts reading the client; until `attach` a chunk read pauses it again. */
-  readAhead(): void {
-    if (this.reading || this.done) return;
+  /** Starts reading the client (until `attach` a chunk read pauses it again); false when the client is gone. */
+  readAhead(): boolean {
+    if (this.done) return false;
+    if (this.reading) return true;
     this.reading = true;
     const { socket } = this;
     socket.on('data', (chunk: Buffer) => this.fromClient(chunk));
@@ -73,6 +74,7 @@ class Splice implements ChannelSink {
       if (!this.done) this.channel?.end();
     });
     socket.resume();
+    return true;
   }
 
   attach(channel: GuestChannel): void {

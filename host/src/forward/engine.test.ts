@@ -1,10 +1,17 @@
 // ForwardEngine against real host sockets and a fake SSH session whose channels are connections to a local echo server:
 // reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once,
 // every state change is logged once, and a host port serves one guest port at a time.
+
+import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Listener } from '@tether/protocol';
 import { pino } from 'pino';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { PortForward } from '../config/schema.js';
 import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import { ChannelOpenError, type SshSession } from '../ssh/index.js';
 import { ForwardEngine } from './engine.js';
@@ -219,5 +226,131 @@ describe('ForwardEngine', () => {
     }
     expect(await echo(port)).toBe('hi');
     expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null });
+  });
+
+  it('takes back a forward add that binds nothing, and says why', async () => {
+    engine = make();
+    const hostPort = await freePort();
+    // 192.0.2.1 (TEST-NET-1) is no address of this host: only bound, never sent to.
+    await expect(engine.add({ proto: 'tcp', hostIP: '192.0.2.1', hostPort, guestPort: 80 })).rejects.toThrow(
+      new RegExp(
+        `^forward tcp/127.0.0.1:80->192.0.2.1:${hostPort} not added: cannot listen on 192.0.2.1:${hostPort}: .*EADDRNOTAVAIL[^;]*$`,
+      ),
+    );
+    expect(engine.views()).toEqual([]);
+  });
+
+  it('keeps a static rule for an address the host does not have yet in error, retrying', async () => {
+    const hostPort = await freePort();
+    engine = new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: [PortForward.parse({ guestPort: 80, hostIP: '192.0.2.1', hostPort, static: true })],
+      maxForwards: 10,
+      instanceDir: '/tmp',
+      logger,
+      retryInitialMs: 10,
+      retryMaxMs: 20,
+    });
+    await engine.start();
+    const id = `tcp/127.0.0.1:80->192.0.2.1:${hostPort}`;
+    expect(engine.view(id)).toMatchObject({
+      state: 'error',
+      error: expect.stringMatching(/EADDRNOTAVAIL.*; retrying$/),
+    });
+  });
+
+  it('forwards one guest port on two host addresses as two forwards', async () => {
+    engine = make();
+    const hostPort = await freePort();
+    const a = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort, guestPort: 80 });
+    const b = await engine.add({ proto: 'tcp', hostIP: '127.0.0.2', hostPort, guestPort: 80 });
+    expect([a.id, b.id]).toEqual([
+      `tcp/127.0.0.1:80->127.0.0.1:${hostPort}`,
+      `tcp/127.0.0.1:80->127.0.0.2:${hostPort}`,
+    ]);
+    expect(engine.views().map((v) => v.state)).toEqual(['forwarding', 'forwarding']);
+    expect(await echo(hostPort, '127.0.0.2')).toBe('hi');
+    await engine.remove(a.id);
+    await expect(echo(hostPort)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(await echo(hostPort, '127.0.0.2')).toBe('hi');
+  });
+
+  it("names tether's own forward when a wildcard host address overlaps one it holds", async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const wide = await engine.add({ proto: 'tcp', hostIP: '0.0.0.0', hostPort: port, guestPort: port });
+    expect(wide.state).toBe('conflict');
+    expect(wide.error).toBe(
+      `host address 0.0.0.0:${port} is in use by tether's forward tcp/0.0.0.0:${port} (on 127.0.0.1:${port}); ` +
+        'retrying until it is free',
+    );
+  });
+});
+
+describe('ForwardEngine unix socket forwards', () => {
+  let engine: ForwardEngine | undefined;
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tether-engine-'));
+  });
+  afterEach(async () => {
+    await engine?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const make = (rules: object[]) =>
+    new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: rules.map((r) => PortForward.parse(r)),
+      maxForwards: 10,
+      instanceDir: dir,
+      logger,
+    });
+
+  it('gives one host socket to one guest socket: a second rule with the same path is an error, an add refused', async () => {
+    engine = make([{ guestSocket: '/var/run/docker.sock' }, { guestSocket: '/run/user/1000/docker.sock' }]);
+    await engine.start();
+    const host = join(dir, 'docker.sock');
+    expect(engine.view('unix//var/run/docker.sock')).toMatchObject({ state: 'forwarding', hostAddrs: [host] });
+    expect(engine.view('unix//run/user/1000/docker.sock')).toMatchObject({
+      state: 'error',
+      error: expect.stringContaining(`host socket ${host} already serves forward unix//var/run/docker.sock`),
+    });
+    await expect(engine.add({ proto: 'unix', guestSocket: '/run/podman.sock', hostSocket: host })).rejects.toThrow(
+      `host socket ${host} is already used by forward unix//var/run/docker.sock (static)`,
+    );
+  });
+
+  it('leaves a socket another program serves alone (conflict), and replaces a stale one', async () => {
+    const live = join(dir, 'live.sock');
+    const other = net.createServer((s) => s.on('error', () => {}).end('theirs')).listen(live);
+    await once(other, 'listening');
+    // A socket file whose server was killed, so nothing removed it.
+    const stale = join(dir, 'stale.sock');
+    const killed = spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
+    expect(killed.signal).toBe('SIGKILL');
+    expect(lstatSync(stale).isSocket()).toBe(true);
+    try {
+      engine = make([
+        { guestSocket: '/run/a.sock', hostSocket: live },
+        { guestSocket: '/run/b.sock', hostSocket: stale },
+      ]);
+      await engine.start();
+      expect(engine.view('unix//run/a.sock')).toMatchObject({
+        state: 'conflict',
+        error: expect.stringContaining(`host address ${live} is in use by another process`),
+      });
+      expect(engine.view('unix//run/b.sock')?.state).toBe('forwarding');
+      await engine.stop();
+      engine = undefined;
+      // The other program's socket is still there and still its own.
+      expect(existsSync(live)).toBe(true);
+      expect(existsSync(stale)).toBe(false);
+    } finally {
+      other.close();
+    }
   });
 });

@@ -99,11 +99,33 @@ const RECHECK_MAX_MS = 60_000;
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
 
+/** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
+const TRANSIENT_BIND_ERRORS = new Set(['EADDRNOTAVAIL', 'EMFILE', 'ENFILE', 'ENOBUFS']);
+const RETRYING = '; retrying';
+
+/** The proto, host IP and port of a binding key (`tcp/127.0.0.1:8080`, `udp/[::1]:53`); null for unix sockets. */
+function hostAddrOfKey(key: string): { proto: string; ip: string; port: number } | null {
+  const m = /^(tcp|udp)\/\[?([^\]]*?)\]?:(\d+)$/.exec(key);
+  return m ? { proto: m[1], ip: m[2], port: Number(m[3]) } : null;
+}
+
+/** Two host addresses of one port that cannot both be bound: the same, or a wildcard and an address of its family. */
+function overlaps(a: string, b: string): boolean {
+  if (a === b) return true;
+  const v6 = (ip: string) => ip.includes(':');
+  if (v6(a) !== v6(b)) return false;
+  return a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::';
+}
+
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
 export class DuplicateForwardError extends Error {
   readonly statusCode = 409;
-  constructor(id: string, source: ForwardSource) {
-    super(`forward ${id} already exists (${source}); remove it first with tether forward rm`);
+  /** `what`: what the new forward would share with the existing one, when it is not the id. */
+  constructor(id: string, source: ForwardSource, what?: string) {
+    super(
+      `${what ? `${what} is already used by forward ${id}` : `forward ${id} already exists`} (${source}); ` +
+        'remove it first with tether forward rm',
+    );
     this.name = 'DuplicateForwardError';
   }
 }
@@ -113,11 +135,13 @@ export function listenerId(l: { proto: string; ip: string; port: number }): stri
 }
 
 /**
- * Static and runtime forwards share the id of the guest listener when they use the same host port (they take its
- * place); one to another host port is a forward of its own beside the detected one.
+ * Static and runtime forwards share the id of the guest listener when they use the same host port on the default
+ * host addresses (they take its place); one to another host port is a forward of its own beside the detected one,
+ * and one to a single host address names it, so the same port on two host addresses makes two forwards.
  */
-function explicitId(proto: string, ip: string, guestPort: number, hostPort: number): string {
+function explicitId(proto: string, ip: string, guestPort: number, hostPort: number, hostIP?: string): string {
   const id = listenerId({ proto, ip, port: guestPort });
+  if (hostIP) return `${id}->${formatAddr(hostIP, hostPort)}`;
   return hostPort === guestPort ? id : `${id}->${hostPort}`;
 }
 
@@ -180,6 +204,12 @@ export class ForwardEngine extends EventEmitter {
     for (const rule of this.rules.filter((r) => r.static && !r.ignore)) {
       const guestPort = rule.guestPort!;
       const hostPort = rule.hostPort ?? rule.hostPortRange?.[0] ?? guestPort;
+      const id = explicitId('tcp', rule.guestIP, guestPort, hostPort, rule.hostIP);
+      const index = this.opts.portForwards.indexOf(rule);
+      if (this.forwardsById.has(id)) {
+        this.log.error({ forward: id }, `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`);
+        continue;
+      }
       const hostIPs = rule.hostIP ? [rule.hostIP] : [...DEFAULT_HOST_IPS];
       pending.push(this.createPortForward('static', 'tcp', rule.guestIP, guestPort, hostIPs, hostPort, null));
     }
@@ -263,16 +293,35 @@ export class ForwardEngine extends EventEmitter {
     if (spec.proto === 'unix') {
       const id = `unix/${spec.guestSocket}`;
       this.refuseDuplicate(id);
+      const holder = this.unixHolder(expandHome(spec.hostSocket));
+      if (holder) throw new DuplicateForwardError(holder.id, holder.source, `host socket ${spec.hostSocket}`);
       await this.createUnixForward('runtime', spec.guestSocket, expandHome(spec.hostSocket));
-      return this.view(id)!;
+      return this.keepIfBound(id);
     }
-    const id = explicitId(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort);
+    const id = explicitId(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
     const hostIPs = spec.hostIP ? [spec.hostIP] : [...DEFAULT_HOST_IPS];
     await this.createPortForward('runtime', spec.proto, '127.0.0.1', spec.guestPort, hostIPs, spec.hostPort, null);
-    return this.view(id)!;
+    return this.keepIfBound(id);
+  }
+
+  /**
+   * A forward the operator just added that could bind no host address at all (privileges, an address this host does
+   * not have) is taken back, and the request fails with why, as `ssh -L` or `docker run -p` would. One in `conflict`
+   * stays: it takes the port once it is free.
+   */
+  private async keepIfBound(id: string): Promise<ForwardView> {
+    const view = this.view(id)!;
+    if (view.state !== 'error' && view.state !== 'privileged') return view;
+    await this.remove(id);
+    const why =
+      view.state === 'privileged'
+        ? `cannot listen on ${view.hostAddrs.join(', ')} (EACCES): ports below 1024 need privileges on this host; ` +
+          'pick a host port of 1024 or more'
+        : view.error?.replaceAll(RETRYING, '');
+    throw Object.assign(new Error(`forward ${id} not added: ${why}`), { statusCode: 422 });
   }
 
   /** Runtime and static forwards are removed; detected ones become `ignored` while their listener exists. */
@@ -315,6 +364,11 @@ export class ForwardEngine extends EventEmitter {
   }
 
   // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** The unix socket forward whose host socket file is `hostSocket`, if any. */
+  private unixHolder(hostSocket: string): Forward | undefined {
+    return this.bindings.get(`unix/${hostSocket}`)?.refs.values().next().value;
+  }
 
   private refuseDuplicate(id: string): void {
     const f = this.forwardsById.get(id);
@@ -472,10 +526,11 @@ export class ForwardEngine extends EventEmitter {
     ignored: string | null,
     process: Forward['process'] = null,
   ): Promise<void> {
+    // An explicit forward with one host address had it named (rule hostIP, `forward add HOSTIP:…`).
     const id =
       source === 'detected'
         ? listenerId({ proto, ip: guestIP, port: guestPort })
-        : explicitId(proto, guestIP, guestPort, hostPort);
+        : explicitId(proto, guestIP, guestPort, hostPort, hostIPs.length === 1 ? hostIPs[0] : undefined);
     const f = this.newForward(id, proto, source, formatAddr(guestIP, guestPort), guestIP, guestPort);
     f.process = process;
     f.ignored = ignored;
@@ -501,6 +556,16 @@ export class ForwardEngine extends EventEmitter {
     const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
     f.hostAddrs = [hostSocket];
     this.forwardsById.set(id, f);
+    // One host socket file serves one guest socket: a second forward there would send its clients to the first's.
+    const holder = this.unixHolder(hostSocket);
+    if (holder) {
+      f.refused =
+        `host socket ${hostSocket} already serves forward ${holder.id}; give this one its own hostSocket ` +
+        '(the default is <instance dir>/<basename of guestSocket>)';
+      this.log.error({ forward: id, hostSocket }, `forward ${id} not set up: ${f.refused}`);
+      this.refresh(f);
+      return Promise.resolve();
+    }
     return this.acquire(
       f,
       `unix/${hostSocket}`,
@@ -623,11 +688,16 @@ export class ForwardEngine extends EventEmitter {
         const addr = entry.binding.address;
         if (err.code === 'EADDRINUSE') {
           entry.status = 'conflict';
-          entry.error = `host address ${addr} is in use by another process; retrying until it is free`;
+          entry.error = `host address ${addr} is in use by ${this.holderOf(entry)}; retrying until it is free`;
           this.scheduleRetry(entry);
         } else if (err.code === 'EACCES') {
           entry.status = 'privileged';
           entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
+        } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code)) {
+          // An address that comes with a VPN or Wi-Fi later, or file descriptors that free up: worth another try.
+          entry.status = 'error';
+          entry.error = `cannot listen on ${addr}: ${err.message}${RETRYING}`;
+          this.scheduleRetry(entry);
         } else {
           entry.status = 'error';
           entry.error = `cannot listen on ${addr}: ${err.message}`;
@@ -635,6 +705,25 @@ export class ForwardEngine extends EventEmitter {
         this.refreshRefs(entry);
       },
     );
+  }
+
+  /**
+   * Who holds the host address a binding could not get: one of tether's own forwards when it listens on the same
+   * port where the addresses overlap (a wildcard and a specific address of one family), else another process.
+   */
+  private holderOf(entry: BindingEntry): string {
+    const mine = hostAddrOfKey(entry.key);
+    if (mine) {
+      for (const other of this.bindings.values()) {
+        if (other === entry || other.status !== 'bound') continue;
+        const theirs = hostAddrOfKey(other.key);
+        if (!theirs || theirs.proto !== mine.proto || theirs.port !== mine.port || !overlaps(mine.ip, theirs.ip))
+          continue;
+        const holder = this.owner(other);
+        if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
+      }
+    }
+    return 'another process';
   }
 
   private scheduleRetry(entry: BindingEntry): void {
@@ -656,6 +745,8 @@ export class ForwardEngine extends EventEmitter {
   private computeState(f: Forward): { state: ForwardState; error: string | null } | null {
     if (f.ignored) return { state: 'ignored', error: f.ignored };
     const entries = f.bindingKeys.map((k) => this.bindings.get(k)).filter((e): e is BindingEntry => !!e);
+    // Refused before any host binding was made (its host socket is another forward's).
+    if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
     const settled = entries.filter((e) => e.status !== 'pending');
     if (settled.length === 0) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
