@@ -1,6 +1,7 @@
 // The host agent's resilience against the testbed: host key trust on first use and refusal of a changed key, SSH
 // loss (guest sshd stopped and started again) and a guest agent killed with SIGKILL: forwards come back by
 // themselves, and a TCP connection open through a forward survives the agent restart (channels belong to SSH).
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -8,9 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../host/src/agent/index.js';
+import { Config } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
+import type { AgentEvent } from '../host/src/model.js';
 import { guestServer, type Harness, roundTrip, startAgent, stopChild, testConfig } from './forward-fixture.js';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 function sshString(b: Buffer): Buffer {
@@ -64,6 +67,38 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
       expect(status.ssh.lastError).toContain(agent.ssh.hostKey!.fingerprint);
       expect(status.ssh.lastError).toContain(`delete ${join(instanceDir, 'host_key')}`);
       expect(status.requirements.find((r) => r.state === 'failed')?.name).toBe('host key');
+    } finally {
+      await agent.stop('test finished');
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps trying a key the guest does not accept, and shows why while it waits', async () => {
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-authfail-'));
+    const key = join(instanceDir, 'id_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const config = Config.parse({
+      ...testbedConfigInput(testbed()),
+      ssh: { ...testbedConfigInput(testbed()).ssh, identityFile: key },
+    });
+    const agent = new HostAgent('authfail', config, {
+      instanceDir,
+      logger: silentLogger(),
+      requirementTimeoutMs: 3_000,
+      ssh: { backoffInitialMs: 100, backoffMaxMs: 500 },
+    });
+    const waiting: (string | null)[] = [];
+    agent.on('event', (e: AgentEvent) => {
+      if (e.type === 'requirement' && e.requirement.index === 2 && e.requirement.state === 'waiting')
+        waiting.push(e.requirement.detail);
+    });
+    try {
+      await expect(agent.start()).rejects.toThrow(
+        /requirement 2 of 4 \(host key\) failed: .*authentication methods failed/,
+      );
+      expect(waiting.some((d) => /authentication methods failed.*; retrying$/.test(d ?? ''))).toBe(true);
+      // Still trying: a booting guest may install the key a moment later.
+      expect(agent.status().ssh.state).toBe('connecting');
     } finally {
       await agent.stop('test finished');
       rmSync(instanceDir, { recursive: true, force: true });

@@ -180,8 +180,16 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.ssh.start();
     try {
       await this.requirement(1, () => this.waitReachable(timeout));
-      await this.requirement(2, async () => {
-        await this.ssh.waitConnected(timeout);
+      await this.requirement(2, async (note) => {
+        // Login can fail for a while on a booting guest (cloud-init has not installed the key yet): keep trying,
+        // and show why each attempt failed instead of a silent wait.
+        const onRetrying = (reason: string) => note(`${reason}; retrying`);
+        this.ssh.on('retrying', onRetrying);
+        try {
+          await this.ssh.waitConnected(timeout);
+        } finally {
+          this.ssh.off('retrying', onRetrying);
+        }
         const key = this.ssh.hostKey!;
         const how = this.ssh.hostKeyResult === 'pinned' ? 'pinned on first use' : 'matches the pinned key';
         return `${key.algorithm} ${key.fingerprint} (${how}); logged in as ${this.config.ssh.user}`;
@@ -237,8 +245,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
     this.opts.mounts?.onChange?.((mount) => this.announce({ type: 'mount', mount }));
     this.link.on('peer', (peer) => this.engine.attachPeer(peer));
-    this.link.on('snapshot', (listeners) => void this.engine.setListeners(listeners));
-    this.link.on('delta', (delta) => void this.engine.applyDelta(delta));
+    // A failure while reconciling must not take every other forward down with an unhandled rejection.
+    const reconciled = (p: Promise<void>) =>
+      p.catch((err: Error) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`));
+    this.link.on('snapshot', (listeners) => void reconciled(this.engine.setListeners(listeners)));
+    this.link.on('delta', (delta) => void reconciled(this.engine.applyDelta(delta)));
     this.link.on('up', () => {
       if (this.state === 'degraded') this.setState('ready');
     });
@@ -281,13 +292,20 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.announce({ type: 'requirement', requirement: { ...r } });
   }
 
-  private async requirement(index: number, check: () => Promise<string | null>): Promise<void> {
+  /** Runs one requirement's check; `note` updates what the waiting requirement shows (e.g. the last failure). */
+  private async requirement(
+    index: number,
+    check: (note: (detail: string) => void) => Promise<string | null>,
+  ): Promise<void> {
     const r = this.requirements[index - 1];
     const started = performance.now();
     this.setRequirement(index, 'waiting', null);
     this.log.info(`waiting for requirement ${index} of ${r.total}: ${r.name}`);
+    const note = (detail: string) => {
+      if (r.state === 'waiting' && r.detail !== detail) this.setRequirement(index, 'waiting', detail);
+    };
     try {
-      const detail = await check();
+      const detail = await check(note);
       this.setRequirement(index, 'ok', detail, performance.now() - started);
       this.log.info({ detail }, `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`);
     } catch (err) {

@@ -10,6 +10,8 @@ export class BootProgress {
   /** What was printed per requirement: `waiting` (with its detail) or final. */
   private readonly printed = new Map<number, { state: string; detail: string | null }>();
   private readonly start: number;
+  /** The last time printed: a line back-dated to when its requirement began never shows an earlier time. */
+  private lastMs = 0;
 
   constructor(start = Date.now()) {
     this.start = start;
@@ -33,12 +35,12 @@ export class BootProgress {
       if (!final) {
         // A waiting requirement whose detail changes (e.g. "connection refused, retrying") is worth a line.
         if (!prev || prev.detail !== r.detail)
-          lines.push(`${stamp(now - this.start)} waiting for ${label}${r.detail ? ` (${r.detail})` : ''}`);
+          lines.push(`${this.stamp(now - this.start)} waiting for ${label}${r.detail ? ` (${r.detail})` : ''}`);
         this.printed.set(index, { state: 'waiting', detail: r.detail });
         break;
       }
       if (!prev && r.state !== 'skipped')
-        lines.push(`${stamp(Math.max(0, now - this.start - r.elapsedMs))} waiting for ${label}`);
+        lines.push(`${this.stamp(now - this.start - r.elapsedMs)} waiting for ${label}`);
       if (r.state === 'ok')
         lines.push(`✓ ${label} (${(r.elapsedMs / 1000).toFixed(1)}s)${r.detail ? ` ${r.detail}` : ''}`);
       else if (r.state === 'skipped') lines.push(`- ${label} (skipped${r.detail ? `: ${r.detail}` : ''})`);
@@ -48,10 +50,11 @@ export class BootProgress {
     }
     return lines;
   }
-}
 
-function stamp(ms: number): string {
-  return `[${(ms / 1000).toFixed(1).padStart(5)}s]`;
+  private stamp(ms: number): string {
+    this.lastMs = Math.max(this.lastMs, ms);
+    return `[${(this.lastMs / 1000).toFixed(1).padStart(5)}s]`;
+  }
 }
 
 export type BootOutcome =

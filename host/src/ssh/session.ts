@@ -77,7 +77,8 @@ export class ChannelOpenError extends Error {
 
 /**
  * Events: `state` (state: ConnectionState, reason: string | null), `connected` (client: Client) on every successful
- * (re)connect, `disconnected` (reason: string), `reachable` (key: HostKey) when a server answered the handshake.
+ * (re)connect, `disconnected` (reason: string), `reachable` (key: HostKey) when a server answered the handshake,
+ * `retrying` (reason: string, delayMs: number) after each failed attempt.
  */
 export class SshSession extends EventEmitter {
   state: ConnectionState = 'connecting';
@@ -411,6 +412,7 @@ export class SshSession extends EventEmitter {
       );
     }
     this.setState(next, reason);
+    this.emit('retrying', reason, delay);
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }
