@@ -91,7 +91,10 @@ export async function startAgentProcess(
       process.once(signal, () => void stop(`got ${signal}`));
     // A promise some component forgot to handle is a bug to log, not a reason to drop every forward and mount.
     process.on('unhandledRejection', (err) =>
-      agentLog.error({ err }, `unhandled rejection (a bug; the agent keeps running): ${(err as Error)?.message ?? err}`),
+      agentLog.error(
+        { err },
+        `unhandled rejection (a bug; the agent keeps running): ${(err as Error)?.message ?? err}`,
+      ),
     );
   }
   return { agent, control, log, ready, done, stop };

@@ -4,6 +4,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { ControlClient } from '../control/client.js';
 import { type InstancePaths, instanceExists, instancePaths } from '../instance.js';
 import { CliError, EXIT_CODES_HELP, UsageError } from './errors.js';
+import { levelNumber } from './log-reader.js';
 
 export function pathsFor(name: string): InstancePaths {
   try {
@@ -37,6 +38,12 @@ export function parseSeconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds > 0');
   return n;
+}
+
+/** `--log-level` of the agent: a pino level name. */
+export function parseLogLevel(value: string): string {
+  if (levelNumber(value) === null) throw new InvalidArgumentError('expected trace, debug, info, warn, error or fatal');
+  return value.toLowerCase();
 }
 
 /** Adds examples and the exit codes to a command's --help. */

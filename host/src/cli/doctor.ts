@@ -11,6 +11,7 @@ import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { clientFor } from './context.js';
+import { countOf } from './render.js';
 
 export interface CheckResult {
   name: string;
@@ -80,7 +81,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
-    if (bad.length === 0) add(ok('host ports', `${agent.forwards.length} forwards, none in conflict`));
+    if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
     for (const f of bad) add(forwardProblem(f));
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
   return results;

@@ -108,10 +108,13 @@ describe('ForwardEngine', () => {
     engine = make();
     const [a, b] = [await freePort(), await freePort()];
     await engine.setListeners([tcp('127.0.0.1', a), tcp('0.0.0.0', b), tcp('::', b)]);
+    // Listed by guest port, then id.
+    const byPort = [
+      [a, [`tcp/127.0.0.1:${a} forwarding`]],
+      [b, [`tcp/0.0.0.0:${b} forwarding`, `tcp/[::]:${b} forwarding`].sort((x, y) => x.localeCompare(y))],
+    ] as const;
     expect(engine.views().map((v) => `${v.id} ${v.state}`)).toEqual(
-      [`tcp/0.0.0.0:${b} forwarding`, `tcp/127.0.0.1:${a} forwarding`, `tcp/[::]:${b} forwarding`].sort((x, y) =>
-        x.localeCompare(y),
-      ),
+      [...byPort].sort((x, y) => x[0] - y[0]).flatMap(([, rows]) => rows),
     );
     expect(await echo(a)).toBe('hi');
 

@@ -342,9 +342,15 @@ export class ForwardEngine extends EventEmitter {
   }
 
   views(): ForwardView[] {
-    const out: ForwardView[] = [];
-    for (const f of this.forwardsById.values()) if (f.state) out.push(this.toView(f));
-    return out.sort((a, b) => a.id.localeCompare(b.id));
+    const ports: ForwardView[] = [];
+    const sockets: ForwardView[] = [];
+    for (const f of this.forwardsById.values())
+      if (f.state) (f.proto === 'unix' ? sockets : ports).push(this.toView(f));
+    // By guest port, as `docker ps` and `limactl` list them; unix sockets after, by path.
+    const port = (v: ForwardView) => Number(v.guestAddr.slice(v.guestAddr.lastIndexOf(':') + 1));
+    ports.sort((a, b) => port(a) - port(b) || a.id.localeCompare(b.id));
+    sockets.sort((a, b) => a.id.localeCompare(b.id));
+    return [...ports, ...sockets];
   }
 
   view(id: string): ForwardView | undefined {

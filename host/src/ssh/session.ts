@@ -109,7 +109,7 @@ export class SshSession extends EventEmitter {
 
   get target(): string {
     const { user, host, port } = this.opts.ssh;
-    return `${user}@${host}:${port}`;
+    return `${user}@${host.includes(':') ? `[${host}]` : host}:${port}`;
   }
 
   get connected(): boolean {

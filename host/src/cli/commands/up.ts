@@ -11,9 +11,10 @@ import { socketAnswers } from '../../control/socket.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
 import type { RequirementView, StatusView } from '../../model.js';
 import { spawnAgent } from '../agent-spawn.js';
-import { clientFor, existingInstance, parseSeconds, pathsFor, withHelp } from '../context.js';
+import { clientFor, existingInstance, parseLogLevel, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { type BootOutcome, followBoot } from '../progress.js';
+import { countOf } from '../render.js';
 import { parseSshTarget } from '../target.js';
 import { stopAgent } from './down.js';
 
@@ -39,7 +40,7 @@ export function registerUp(program: Command): void {
       .option('-c, --config <file>', 'use this tether.yaml (copied into the instance directory)')
       .option('--foreground', 'run the agent in this process (for systemd, launchd and tests)')
       .option('--timeout <seconds>', 'how long to wait for the requirements', parseSeconds, DEFAULT_TIMEOUT_S)
-      .option('--log-level <level>', 'agent log level (trace, debug, info, warn, error)'),
+      .option('--log-level <level>', 'agent log level (trace, debug, info, warn, error)', parseLogLevel),
     [
       'tether up dev --ssh me@127.0.0.1:2222 -i ~/.ssh/id_ed25519',
       'tether up dev                    # start an existing instance',
@@ -52,7 +53,7 @@ export function registerUp(program: Command): void {
     .command('agent', { hidden: true })
     .description('run the host agent of an instance in this process (started by `tether up`)')
     .argument('<name>')
-    .option('--log-level <level>')
+    .option('--log-level <level>', 'agent log level', parseLogLevel)
     .action(async (name: string, opts: { logLevel?: string }) => {
       const paths = existingInstance(name);
       const { startAgentProcess } = await import('../agent-process.js');
@@ -82,6 +83,10 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       );
       await stopAgent(paths);
     } else {
+      // A foreground `up` is meant to be the agent (a systemd or launchd unit): reporting success would have the
+      // unit restarted in a loop.
+      if (opts.foreground)
+        throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
       print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
       if (changed)
         print(
@@ -179,7 +184,7 @@ async function finish(
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
     process.stdout.write(
-      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${s.forwards.forwarding} forwards; log: ${s.logFile})\n`,
+      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
     );
     return;
   }
