@@ -98,6 +98,11 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/portForwards\[0\]\.guestSocket: got 5; expected string, received number/],
   },
   {
+    name: 'socket rule with a relative guest path',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestSocket: docker.sock\n',
+    expect: [/demo\.yaml:4:18: portForwards\[0\]\.guestSocket: got "docker\.sock"; expected an absolute guest path/],
+  },
+  {
     name: 'mount with a wrong driver and a missing location',
     text: 'ssh:\n  user: a\nmounts:\n  - driver: nfs\n',
     expect: [/mounts\[0\]\.location: missing; expected string/, /mounts\[0\]\.driver: got "nfs"; expected one of/],

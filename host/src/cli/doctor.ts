@@ -5,7 +5,7 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { socketAnswers } from '../control/socket.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
-import type { ForwardView, StatusView } from '../model.js';
+import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
@@ -56,7 +56,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       const guest = await checkGuestAgent(ssh.client, config);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
-        const reqs = await checkMountRequirements(ssh.client, config.mounts, { fix: false });
+        const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
+        const reqs = await checkMountRequirements(ssh.client, config.mounts, { fix: false, mountedByAgent });
         for (const r of reqs)
           add(r.ok ? ok(r.name, r.detail ?? 'ok') : fail(r.name, r.detail ?? 'failed', fixOf(r.detail)));
       } else add(skip('mount requirements', 'no mounts configured'));
@@ -113,7 +114,9 @@ function forwardProblem(f: ForwardView): CheckResult {
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }
 
-async function checkAgent(paths: InstancePaths): Promise<{ result: CheckResult; forwards: ForwardView[] | null }> {
+async function checkAgent(
+  paths: InstancePaths,
+): Promise<{ result: CheckResult; forwards: ForwardView[] | null; mounts?: MountView[] }> {
   const name = 'host agent';
   const pid = readPid(paths);
   let status: StatusView;
@@ -141,6 +144,7 @@ async function checkAgent(paths: InstancePaths): Promise<{ result: CheckResult; 
     };
   }
   const forwards = await clientFor(paths, 5_000).forwards();
+  const mounts = await clientFor(paths, 5_000).mounts();
   const detail = `running (pid ${status.pid}), state ${status.state}, ssh ${status.ssh.state}`;
   const result =
     status.state === 'ready'
@@ -150,7 +154,7 @@ async function checkAgent(paths: InstancePaths): Promise<{ result: CheckResult; 
           `${detail}${status.ssh.lastError ? `, last ssh error: ${status.ssh.lastError}` : ''}`,
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
-  return { result, forwards };
+  return { result, forwards, mounts };
 }
 
 function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig {

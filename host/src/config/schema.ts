@@ -80,7 +80,7 @@ export const PortRule = z
 /** A unix socket forward: guest socket file → host socket file (e.g. docker.sock). */
 export const SocketRule = z
   .object({
-    guestSocket: z.string().min(1),
+    guestSocket: z.string().startsWith('/', 'expected an absolute guest path, e.g. /var/run/docker.sock'),
     /** Default: <instance dir>/<basename of guestSocket>. */
     hostSocket: z.string().min(1).optional(),
   })

@@ -1,7 +1,9 @@
-// Boot requirements for mounts, checked in the guest over SSH before anything is mounted: sshfs (and /dev/fuse)
+// Boot requirements for mounts, checked before anything is mounted: each host directory exists; in the guest over
+// SSH: sshfs (and /dev/fuse)
 // present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every mount point creatable
 // and writable by the SSH user (checked where it resolves to in the guest: `~`, symlinks). Each failure says what is
 // wrong and how to fix it. Mounts nothing.
+import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
@@ -19,6 +21,22 @@ export interface MountRequirement {
 export interface RequirementOptions {
   /** Try `sudo -n` (never prompts) to fix /etc/fuse.conf and to create mount points. Default true. */
   fix?: boolean;
+  /** Mount points (as configured) a running agent has mounted: their sshfs mount is that one, not a leftover. */
+  mountedByAgent?: ReadonlySet<string>;
+}
+
+/** The host directory to export: it must exist (a typo would otherwise surface as a failing mount in the guest). */
+function checkLocation(mount: MountConfig, index: number): MountRequirement {
+  const name = `host directory ${mount.location}`;
+  try {
+    if (statSync(mount.location).isDirectory()) return { name, ok: true, detail: null };
+    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} is not a directory on the host` };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'ENOENT' ? 'does not exist on the host' : `cannot be read on the host (${e.code ?? e.message})`;
+    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} ${why}` };
+  }
 }
 
 const FUSE_CONF_FIX = 'echo user_allow_other | sudo tee -a /etc/fuse.conf';
@@ -58,7 +76,12 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   };
 }
 
-async function checkMountPoint(client: Client, mountPoint: string, fix: boolean): Promise<MountRequirement> {
+async function checkMountPoint(
+  client: Client,
+  mountPoint: string,
+  fix: boolean,
+  mountedByAgent?: ReadonlySet<string>,
+): Promise<MountRequirement> {
   const name = `mount point ${mountPoint}`;
   let path: string;
   try {
@@ -70,7 +93,14 @@ async function checkMountPoint(client: Client, mountPoint: string, fix: boolean)
   const mp = shellQuote(path);
   const info = await execGuestOutput(client, 'cat /proc/self/mountinfo');
   const fsType = mountedFsType(info.stdout, path);
-  if (isSshfsType(fsType)) return { name, ok: true, detail: 'an earlier sshfs mount is there; it will be replaced' };
+  if (isSshfsType(fsType))
+    return {
+      name,
+      ok: true,
+      detail: mountedByAgent?.has(mountPoint)
+        ? 'mounted by the running agent'
+        : 'an earlier sshfs mount is there; it will be replaced',
+    };
   if (fsType !== null) return { name, ok: false, detail: `${where} already has a ${fsType} filesystem mounted` };
   const r = await execGuest(client, `mkdir -p ${mp} && test -w ${mp}`);
   if (r.code === 0) return { name, ok: true, detail: null };
@@ -97,8 +127,9 @@ export async function checkMountRequirements(
 ): Promise<MountRequirement[]> {
   const fix = opts.fix ?? true;
   if (mounts.length === 0) return [];
-  const out = [await checkSshfs(client), await checkFuseConf(client, fix)];
+  const out = mounts.map(checkLocation);
+  out.push(await checkSshfs(client), await checkFuseConf(client, fix));
   const points = [...new Set(mounts.map(mountPointOf))];
-  for (const mp of points) out.push(await checkMountPoint(client, mp, fix));
+  for (const mp of points) out.push(await checkMountPoint(client, mp, fix, opts.mountedByAgent));
   return out;
 }
