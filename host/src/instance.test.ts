@@ -1,10 +1,11 @@
 // The pid file as the instance's claim: one agent wins, a live owner is named, a dead one's file is taken over.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { claimPidFile, ensureInstanceDir, instancePaths } from './instance.js';
+import { claimPidFile, ensureInstanceDir, instancePaths, isAlive } from './instance.js';
 
 describe('claimPidFile', () => {
   const home = mkdtempSync(join(tmpdir(), 'tether-instance-'));
@@ -25,5 +26,21 @@ describe('claimPidFile', () => {
     writeFileSync(paths.pidFile, `${dead}\n`);
     expect(claimPidFile(paths)).toBeNull();
     expect(readFileSync(paths.pidFile, 'utf8')).toBe(`${process.pid}\n`);
+  });
+});
+
+describe.skipIf(process.platform !== 'linux')('isAlive', () => {
+  it('counts an exited process its parent has not reaped yet as gone', async () => {
+    // The background sleep outlives the shell, whose process becomes `sleep 30`: it never waits for children.
+    const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [line] = await once(parent.stdout!, 'data');
+      const zombie = Number(String(line).trim());
+      await expect.poll(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').split(') ')[1]?.[0]).toBe('Z');
+      expect(isAlive(zombie)).toBe(false);
+      expect(isAlive(parent.pid!)).toBe(true);
+    } finally {
+      parent.kill();
+    }
   });
 });
