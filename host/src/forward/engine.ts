@@ -324,7 +324,7 @@ export class ForwardEngine extends EventEmitter {
     throw Object.assign(new Error(`forward ${id} not added: ${why}`), { statusCode: 422 });
   }
 
-  /** Runtime and static forwards are removed; detected ones become `ignored` while their listener exists. */
+  /** Runtime and static forwards are removed; detected ones stay `ignored` while the agent runs (across restarts). */
   async remove(id: string): Promise<void> {
     const f = this.forwardsById.get(id);
     if (!f) throw new Error(`no forward with id ${id}`);
