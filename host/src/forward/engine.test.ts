@@ -140,6 +140,19 @@ describe('ForwardEngine', () => {
     expect(lines.filter((l) => l.msg.includes('maxForwards'))).toHaveLength(1);
   });
 
+  it('forwards a capped listener once a forwarded one goes', async () => {
+    engine = make(2);
+    const [a, b, c] = [await freePort(), await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', a), tcp('127.0.0.1', b), tcp('127.0.0.1', c)]);
+    expect(engine.capped).toBe(1);
+    const capped = [a, b, c].find((p) => !engine.view(`tcp/127.0.0.1:${p}`))!;
+    const gone = [a, b, c].find((p) => p !== capped)!;
+    await engine.applyDelta({ added: [], removed: [tcp('127.0.0.1', gone)] });
+    await expect.poll(() => engine.view(`tcp/127.0.0.1:${capped}`)?.state).toBe('forwarding');
+    expect(engine.capped).toBe(0);
+    expect(await echo(capped)).toBe('hi');
+  });
+
   it('turns a removed detected forward into ignored while its listener exists', async () => {
     engine = make();
     const port = await freePort();

@@ -168,8 +168,8 @@ function familyOf(ip: string): 4 | 6 {
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
-  /** Guest listeners not forwarded because of the cap. */
-  capped = 0;
+  /** Guest listeners (by id) not forwarded because of the cap; forwarded once others go. */
+  private readonly cappedIds = new Set<string>();
   readonly udp: UdpFlows;
   private readonly forwardsById = new Map<string, Forward>();
   private readonly bindings = new Map<string, BindingEntry>();
@@ -231,6 +231,7 @@ export class ForwardEngine extends EventEmitter {
     for (const l of listeners) desired.set(listenerId(l), l);
     this.guestListeners.clear();
     for (const [id, l] of desired) this.guestListeners.set(id, l);
+    this.cappedIds.clear(); // counted again below, from this snapshot
     for (const f of [...this.forwardsById.values()]) {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
@@ -240,6 +241,7 @@ export class ForwardEngine extends EventEmitter {
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
     for (const l of delta.removed) {
       this.guestListeners.delete(listenerId(l));
+      this.cappedIds.delete(listenerId(l));
       const f = this.forwardsById.get(listenerId(l));
       if (f?.source === 'detected') this.drop(f);
       else if (f) f.process = null;
@@ -371,6 +373,23 @@ export class ForwardEngine extends EventEmitter {
 
   // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
 
+  /** Guest listeners not forwarded because of the cap, right now. */
+  get capped(): number {
+    return this.cappedIds.size;
+  }
+
+  /** A detected forward went: the first capped listener still there takes its place. */
+  private admitCapped(): void {
+    for (const id of this.cappedIds) {
+      this.cappedIds.delete(id);
+      const l = this.guestListeners.get(id);
+      if (l && !this.stopped) {
+        void this.upsertDetected(l);
+        return;
+      }
+    }
+  }
+
   /** The unix socket forward whose host socket file is `hostSocket`, if any. */
   private unixHolder(hostSocket: string): Forward | undefined {
     return this.bindings.get(`unix/${hostSocket}`)?.refs.values().next().value;
@@ -394,7 +413,7 @@ export class ForwardEngine extends EventEmitter {
       return Promise.resolve();
     }
     if (this.detectedForwards >= this.opts.maxForwards) {
-      this.capped++;
+      this.cappedIds.add(id);
       if (!this.capWarned) {
         this.capWarned = true;
         this.log.warn(
@@ -587,6 +606,7 @@ export class ForwardEngine extends EventEmitter {
       this.detectedForwards--;
       // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
       if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
+      this.admitCapped();
     }
     this.release(f);
     this.log.info(
