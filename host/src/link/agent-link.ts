@@ -10,6 +10,9 @@ import { type Info, type Listener, Peer, type PortDelta, type PortSnapshot } fro
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 
+/** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
+const MAX_HELD_DELTAS = 1_024;
+
 export interface AgentLinkOptions {
   /** The guest agent's unix socket path in the guest. */
   socket: string;
@@ -302,7 +305,9 @@ export class AgentLink extends EventEmitter {
   private onDelta(peer: Peer, delta: PortDelta): void {
     if (peer !== this.peer) return;
     if (this.held) {
-      this.held.push(delta); // subscribe or resync in flight: applied after the snapshot
+      // Subscribe or resync in flight: applied after the snapshot. A guest that floods deltas meanwhile has them
+      // dropped (the snapshot's seq makes later ones look like a gap, which asks for a fresh snapshot).
+      if (this.held.length < MAX_HELD_DELTAS) this.held.push(delta);
       return;
     }
     if (this.seq !== null && delta.seq <= this.seq) return; // already covered by a snapshot
