@@ -109,7 +109,8 @@ class Splice implements ChannelSink {
     this.opts.opened?.(err);
     if (this.finish()) return;
     const { label, log } = this.opts;
-    log.warn({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
+    // The forward warns (throttled) through `opened`; this line has the connection's own addresses.
+    log.debug({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
     // Reset rather than FIN so the client sees a failed connect, not an empty reply.
     reset(this.socket);
   }

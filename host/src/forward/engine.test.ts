@@ -140,6 +140,22 @@ describe('ForwardEngine', () => {
     expect(lines.filter((l) => l.msg.includes('maxForwards'))).toHaveLength(1);
   });
 
+  it('warns once about connections it cannot forward while they keep failing, counting the rest', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    refusing.add('127.0.0.1');
+    try {
+      for (let i = 0; i < 3; i++) await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNRESET' });
+    } finally {
+      refusing.clear();
+    }
+    const warned = lines.filter((l) => l.level === 40 && l.msg.startsWith('cannot forward a connection'));
+    expect(warned.map((l) => l.msg)).toEqual([
+      `cannot forward a connection to guest 127.0.0.1:${port}: cannot open a channel: (SSH) Channel open failure: Connection refused`,
+    ]);
+  });
+
   it('forwards a capped listener once a forwarded one goes', async () => {
     engine = make(2);
     const [a, b, c] = [await freePort(), await freePort(), await freePort()];

@@ -16,7 +16,14 @@ import {
   type SshSession,
   socketOpenFailure,
 } from '../ssh/index.js';
-import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import {
+  ClientGoneError,
+  type ForwardStats,
+  formatAddr,
+  type GuestTarget,
+  type HostBinding,
+  type Route,
+} from './binding.js';
 import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
 import { TcpBinding } from './tcp.js';
@@ -67,6 +74,8 @@ interface Forward {
    * the next look while the forward shows a cause (so it clears without a client trying), with its delay.
    */
   diagnosis: { running: boolean; at: number; opens: number; recheck: NodeJS.Timeout | null; recheckMs: number };
+  /** When a failed connection was last warned about, and how many failed since without a line. */
+  openWarn: { at: number; suppressed: number };
   /** Takes each channel open's outcome (GuestTarget.opened). */
   opened: (err: Error | null) => void;
   stats: ForwardStats;
@@ -87,6 +96,9 @@ interface BindingEntry {
   /** Settles after the first listen attempt. */
   settled: Promise<void>;
 }
+
+/** At most one warning per forward this often about connections that could not be forwarded. */
+const OPEN_WARN_INTERVAL_MS = 5_000;
 
 /** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
 const DIAGNOSE_INTERVAL_MS = 5_000;
@@ -464,6 +476,7 @@ export class ForwardEngine extends EventEmitter {
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
       diagnosis: { running: false, at: 0, opens: 0, recheck: null, recheckMs: DIAGNOSE_INTERVAL_MS },
+      openWarn: { at: -Infinity, suppressed: 0 },
       opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
       state: null,
@@ -480,6 +493,8 @@ export class ForwardEngine extends EventEmitter {
    * socket's failures all look alike from here, so the socket is looked at in the guest (socketOpenFailure).
    */
   private channelOpened(f: Forward, err: Error | null): void {
+    if (err instanceof ClientGoneError) return;
+    if (err) this.warnOpenFailure(f, err);
     if (!err) {
       f.diagnosis.opens++;
       if (f.refused === null) return;
@@ -497,6 +512,27 @@ export class ForwardEngine extends EventEmitter {
       return;
     }
     this.refresh(f);
+  }
+
+  /**
+   * A connection that could not be forwarded is worth a warning, but a client retrying against a dead link would
+   * fill the log and the status's last errors: at most one line per forward every OPEN_WARN_INTERVAL_MS, counting
+   * the others.
+   */
+  private warnOpenFailure(f: Forward, err: Error): void {
+    const w = f.openWarn;
+    const now = performance.now();
+    if (now - w.at < OPEN_WARN_INTERVAL_MS) {
+      w.suppressed++;
+      return;
+    }
+    const more = w.suppressed > 0 ? ` (${w.suppressed} more since the last warning)` : '';
+    this.log.warn(
+      { forward: f.id, guest: f.guestAddr, err: err.message, suppressed: w.suppressed },
+      `cannot forward a connection to guest ${f.guestAddr}: ${err.message}${more}`,
+    );
+    w.at = now;
+    w.suppressed = 0;
   }
 
   /** One look at a time per forward, and while the forward shows a cause, at most one every DIAGNOSE_INTERVAL_MS. */
