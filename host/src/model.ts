@@ -19,6 +19,7 @@ export interface ForwardView {
   /** Host listeners (or the one a conflict is about), e.g. `["127.0.0.1:8080", "[::1]:8080"]` or a socket path. */
   hostAddrs: string[];
   state: ForwardState;
+  /** The guest process holding the port; pid 0 when the guest kernel answers it (a DNAT rule, named in command). */
   process: { pid: number; command: string } | null;
   connections: number;
   bytesIn: number;

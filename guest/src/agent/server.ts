@@ -6,7 +6,7 @@ import { unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { FsApplier, type FsApplierOptions } from '../inotify/applier.js';
 import { type Logger, silentLogger } from '../log.js';
-import { type PortDelta, PortPoller } from '../ports/index.js';
+import { DnatSource, type PortDelta, PortPoller } from '../ports/index.js';
 import type { UdpRelayOptions } from '../relay/udp.js';
 import { toWireDelta } from './listeners.js';
 import { resolveOwner } from './owner.js';
@@ -39,7 +39,9 @@ export class AgentServer {
   constructor(private readonly options: AgentServerOptions = {}) {
     this.socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
     this.log = options.log ?? silentLogger;
-    this.poller = options.poller ?? new PortPoller();
+    // As root, ports that only a DNAT rule publishes (container networks without a proxy process) count too.
+    const sources = process.getuid?.() === 0 ? [new DnatSource({ log: this.log.child({ component: 'dnat' }) })] : [];
+    this.poller = options.poller ?? new PortPoller({ sources });
     this.applier = new FsApplier(this.log.child({ component: 'fs' }), options.fs);
     this.server = createServer((socket) => this.accept(socket));
     this.server.on('error', (err) => this.log.error('agent socket error', { socket: this.socketPath, err }));

@@ -1,8 +1,10 @@
 // Public surface of the guest port scanner: a leaf that reads /proc and returns listening sockets.
 
 export { COMMAND_MAX_BYTES, findSocketOwners, readCommand, type SocketOwner, socketInodesOf } from './attribution.js';
+export { DnatSource, type DnatSourceOptions, parseNatRules } from './dnat.js';
 export { GatedScanner, type GatedTableStats } from './gate.js';
 export {
+  type ListenerSource,
   type PortDelta,
   PortPoller,
   type PortPollerOptions,

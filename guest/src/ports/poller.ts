@@ -42,6 +42,16 @@ export interface PortPollerOptions {
   clock?: () => number;
   /** Wall clock in ms that times the full scans. */
   now?: () => number;
+  /** Listeners found elsewhere than in the socket tables (DnatSource), merged into every scan. */
+  sources?: readonly ListenerSource[];
+}
+
+/** Where listeners come from besides /proc/net: started and stopped with the poller; a change scans at once. */
+export interface ListenerSource {
+  start(onChange: () => void): void;
+  stop(): void;
+  /** Fresh objects each call: the poller keeps and attributes them. A socket at the same address wins. */
+  listeners(): Listener[];
 }
 
 export interface PortDelta {
@@ -88,6 +98,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly stopwatch: Stopwatch;
   private readonly now: () => number;
   private readonly scanner: GatedScanner;
+  private readonly sources: readonly ListenerSource[];
 
   private readonly current = new Map<string, Listener>();
   /** Keys left out as our own, with the inode that was checked, so they are not re-checked every tick. */
@@ -125,12 +136,14 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.stopwatch = options.clock ? clockStopwatch(options.clock) : cpuStopwatch;
     this.now = options.now ?? (() => performance.now());
     this.scanner = new GatedScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
+    this.sources = options.sources ?? [];
     this.intervalMs = this.minIntervalMs;
   }
 
   start(): void {
     if (this.timer) return;
     this.schedule(0);
+    for (const source of this.sources) source.start(() => this.timer && this.scanNow());
   }
 
   /** Stops polling and releases the files kept open between scans (scanning again reopens them). */
@@ -138,6 +151,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.scanner.close();
+    for (const source of this.sources) source.stop();
   }
 
   get running(): boolean {
@@ -213,6 +227,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     seen.clear();
     seenInodes.clear();
     this.scanner.scan(rows, full);
+    for (const source of this.sources) rows.push(...source.listeners());
     for (const row of rows) {
       seenInodes.add(row.inode);
       const key = listenerKey(row);

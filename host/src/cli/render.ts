@@ -71,7 +71,8 @@ export function forwardTable(forwards: ForwardView[]): string {
       f.guestAddr,
       f.hostAddrs.join(', ') || '-',
       f.state,
-      f.process ? `${f.process.pid} ${truncate(f.process.command, 40)}` : '-',
+      // pid 0: no process holds the port, the guest kernel answers it (a DNAT rule).
+      f.process ? `${f.process.pid || 'kernel'} ${truncate(f.process.command, 40)}` : '-',
       String(f.connections),
       formatBytes(f.bytesIn),
       formatBytes(f.bytesOut),

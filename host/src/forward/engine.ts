@@ -414,7 +414,9 @@ export class ForwardEngine extends EventEmitter {
 
   private upsertDetected(l: Listener): Promise<void> {
     const id = listenerId(l);
-    const process = l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : null;
+    // A port a DNAT rule publishes has no process but names the rule: pid 0, the guest kernel, answers it.
+    const process =
+      l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : l.command ? { pid: 0, command: l.command } : null;
     const existing = this.forwardsById.get(id);
     if (existing) {
       if (process) existing.process = process;
