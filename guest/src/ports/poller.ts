@@ -1,6 +1,6 @@
 // Polls the kernel's socket tables and reports listening-port changes as deltas. Owns the current listener set, the
 // diff, self-exclusion, the attribution of new listeners, and the pacing that keeps the scanner's CPU use near a
-// target fraction of a core. Must not know about the protocol or the link to the host: callers subscribe to 'delta'
+// target fraction of a core. Listeners from other sources (ListenerSource: DNAT rules) join every scan's rows. Must not know about the protocol or the link to the host: callers subscribe to 'delta'
 // and decide what to send.
 //
 // Two paces: ticks read the socket counters and only the tables whose counter moved (gate.ts), so they are cheap and
