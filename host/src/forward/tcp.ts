@@ -81,7 +81,11 @@ export class TcpBinding implements HostBinding {
         if (!fallbackIP) return first;
         return first.catch((err: Error) => {
           if (err instanceof SshNotConnectedError) throw err;
-          return ssh.openDirect({ ...channel, dstIP: fallbackIP }, sink);
+          return ssh.openDirect({ ...channel, dstIP: fallbackIP }, sink).catch((second: Error) => {
+            // Both addresses, the forward's own first: the fallback's alone would name an address nobody asked for.
+            second.message = `${err.message}; then ${second.message}`;
+            throw second;
+          });
         });
       });
     bridge(socket, open, {
