@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../host/src/cli/agent-spawn.js';
+import { isAlive } from '../host/src/instance.js';
 import { FORWARD_JSON_KEYS } from '../host/src/model.js';
 import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
@@ -13,15 +14,6 @@ import { freePort, waitFor } from './helpers/wait.js';
 
 const NAME = 'e2e';
 const haveGuestBuild = existsSync(new URL('../build/guest/manifest.json', import.meta.url));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function httpStatus(port: number): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${port}/`);
@@ -56,7 +48,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     if (existsSync(join(home, NAME, 'ha.sock'))) await cli('down', NAME);
     if (installDir && existsSync(installDir)) chmodSync(installDir, 0o755);
     const guestPid = guestAgentPid();
-    if (guestPid && alive(guestPid)) process.kill(guestPid, 'SIGTERM');
+    if (guestPid && isAlive(guestPid)) process.kill(guestPid, 'SIGTERM');
     rmSync(home, { recursive: true, force: true });
   });
 
@@ -82,7 +74,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(statSync(sock).mode & 0o777).toBe(0o600);
     expect(statSync(join(home, NAME)).mode & 0o777).toBe(0o700);
     agentPid = Number(readFileSync(join(home, NAME, 'ha.pid'), 'utf8'));
-    expect(alive(agentPid)).toBe(true);
+    expect(isAlive(agentPid)).toBe(true);
     // The background agent runs with the flags and malloc settings the forwarding figures were measured with.
     const argv = readFileSync(`/proc/${agentPid}/cmdline`, 'utf8').split('\0');
     for (const flag of AGENT_NODE_FLAGS) expect(argv).toContain(flag);
@@ -187,7 +179,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(pid).not.toBeNull();
     chmodSync(installDir, 0o000);
     process.kill(pid!, 'SIGKILL');
-    await waitFor(() => !alive(pid!), { what: 'the guest agent to exit' });
+    await waitFor(() => !isAlive(pid!), { what: 'the guest agent to exit' });
     const broken = await cli('doctor', NAME);
     expect(broken.code).toBe(1);
     expect(broken.stdout).toMatch(/✗ guest agent: no answer on .*agent\.sock/);
@@ -200,7 +192,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const r = await cli('down', NAME);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/stopped instance e2e/);
-    expect(alive(agentPid)).toBe(false);
+    expect(isAlive(agentPid)).toBe(false);
     expect(existsSync(join(home, NAME, 'ha.sock'))).toBe(false);
     expect(existsSync(join(home, NAME, 'ha.pid'))).toBe(false);
     expect(await refused(guestPort)).toBe(true);

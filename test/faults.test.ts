@@ -11,6 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAlive } from '../host/src/instance.js';
 import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
 import {
   guestServer,
@@ -214,15 +215,6 @@ function loginIds(user: string): { uid: number; gid: number } {
   return { uid: Number(f[2]), gid: Number(f[3]) };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const haveGuestBuild = existsSync(new URL('../build/guest/manifest.json', import.meta.url));
 
 describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('faults: host agent SIGKILLed', () => {
@@ -273,7 +265,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('faults: hos
     expect((await tb.exec(`cat ${mountPoint}/hello.txt`, { user: tb.user })).stdout).toBe('from the host\n');
 
     process.kill(pid, 'SIGKILL');
-    await waitFor(() => !alive(pid), { what: 'the host agent to die' });
+    await waitFor(() => !isAlive(pid), { what: 'the host agent to die' });
     // What a crash leaves behind: the socket file and the pid file of a dead process.
     expect(statSync(sock).isSocket()).toBe(true);
     expect(readFileSync(pidFile, 'utf8').trim()).toBe(String(pid));
@@ -287,7 +279,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('faults: hos
     expect(again.stdout).toMatch(/✓ instance faults is ready/);
     const newPid = Number(readFileSync(pidFile, 'utf8'));
     expect(newPid).not.toBe(pid);
-    expect(alive(newPid)).toBe(true);
+    expect(isAlive(newPid)).toBe(true);
     await waitFor(forwarded, { what: 'the forward to come back', timeoutMs: RECOVERY_DEADLINE_MS, intervalMs: 100 });
     expect((await roundTrip('127.0.0.1', port, 'after host agent restart')).toString()).toBe(
       'after host agent restart',
