@@ -30,6 +30,14 @@ export interface ForwardView {
   source: ForwardSource;
 }
 
+/** The order `forward ls` lists forwards in: by guest port, as `docker ps` and `limactl` do; unix sockets last. */
+export function compareForwards(a: ForwardView, b: ForwardView): number {
+  const unix = Number(a.proto === 'unix') - Number(b.proto === 'unix');
+  if (unix !== 0 || a.proto === 'unix') return unix || a.id.localeCompare(b.id);
+  const port = (v: ForwardView) => Number(v.guestAddr.slice(v.guestAddr.lastIndexOf(':') + 1));
+  return port(a) - port(b) || a.id.localeCompare(b.id);
+}
+
 /** The keys `tether forward ls --json` prints, in order (the public contract). */
 export const FORWARD_JSON_KEYS = [
   'proto',

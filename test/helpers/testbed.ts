@@ -322,8 +322,9 @@ function onPath(bin: string): boolean {
 function checkTestbed(): { ok: boolean; reason: string } {
   if (process.platform !== 'linux') return { ok: false, reason: 'the testbed needs Linux network namespaces' };
   if (process.getuid?.() !== 0) return { ok: false, reason: 'the testbed needs root (network namespaces, sshd)' };
-  const programs = ['/usr/sbin/sshd', 'ssh', 'ssh-keygen', 'socat', 'ip', 'nsenter', 'setpriv', 'useradd', 'iptables'];
-  const missing = programs.filter((bin) => !onPath(bin));
+  const missing = ['/usr/sbin/sshd', 'ssh', 'ssh-keygen', 'socat', 'ip', 'nsenter', 'setpriv', 'useradd'].filter(
+    (bin) => !onPath(bin),
+  );
   if (missing.length) return { ok: false, reason: `the testbed needs these programs: ${missing.join(', ')}` };
   return { ok: true, reason: '' };
 }

@@ -15,9 +15,13 @@ const PUBLISHING_CHAINS = /^(CNI-DN-|NETAVARK-DN-)/;
 /** One `-A CHAIN …` line of `iptables -S`; the fields a DNAT rule for one port carries. */
 const RULE = /^-A (\S+) (.*)$/;
 
+/** More ports than this in one rule's range (Podman's `-p 8000-8010:…`) are not read as listeners. */
+const MAX_RANGE = 256;
+
 /**
- * The listeners the nat table's DNAT rules make, from `iptables -t nat -S` output: one per rule in a publishing chain
- * with a protocol and a single destination port. Anything else (port ranges, other chains, other targets) is skipped.
+ * The listeners the nat table's DNAT rules make, from `iptables -t nat -S` output: one per port of each rule in a
+ * publishing chain with a protocol and a destination port or a short range. Anything else (other chains, targets,
+ * negated matches, a subnet as destination) is skipped.
  */
 export function parseNatRules(text: string): Listener[] {
   const out = new Map<string, Listener>();
@@ -25,31 +29,34 @@ export function parseNatRules(text: string): Listener[] {
     const m = RULE.exec(line.trim());
     if (!m || !PUBLISHING_CHAINS.test(m[1])) continue;
     const args = m[2].split(/\s+/);
+    // A negated match (`! -d 127.0.0.0/8`) says where the rule does not apply: nothing here to forward.
+    if (args.includes('!')) continue;
     const value = (flag: string) => {
       const i = args.indexOf(flag);
-      return i >= 0 && args[i - 1] !== '!' ? args[i + 1] : undefined;
+      return i >= 0 ? args[i + 1] : undefined;
     };
     if (value('-j') !== 'DNAT') continue;
     const proto = value('-p');
-    const port = Number(value('--dport'));
+    const ports = portRange(value('--dport'));
     const to = value('--to-destination');
-    if ((proto !== 'tcp' && proto !== 'udp') || !Number.isInteger(port) || port < 1 || port > 65_535 || !to) continue;
+    if ((proto !== 'tcp' && proto !== 'udp') || !ports || !to) continue;
     const dest = value('-d');
     const ip = dest === undefined ? '0.0.0.0' : /^(\d+\.\d+\.\d+\.\d+)(\/32)?$/.exec(dest)?.[1];
     if (!ip) continue; // a whole subnet is no address to forward
-    const l: Listener = {
-      proto,
-      family: 4,
-      ip,
-      port,
-      inode: 0,
-      uid: 0,
-      pid: null,
-      command: `iptables DNAT to ${to} (${m[1]})`.slice(0, 256),
-    };
-    out.set(`${proto}/${ip}/${port}`, l);
+    const command = `iptables DNAT to ${to} (${m[1]})`.slice(0, 256);
+    for (let port = ports[0]; port <= ports[1]; port++) {
+      out.set(`${proto}/${ip}/${port}`, { proto, family: 4, ip, port, inode: 0, uid: 0, pid: null, command });
+    }
   }
   return [...out.values()];
+}
+
+/** `80` or `8000:8010` (at most MAX_RANGE ports) as [first, last]; null for anything else. */
+function portRange(text: string | undefined): [number, number] | null {
+  const m = /^(\d+)(?::(\d+))?$/.exec(text ?? '');
+  if (!m) return null;
+  const [lo, hi] = [Number(m[1]), Number(m[2] ?? m[1])];
+  return lo >= 1 && hi <= 65_535 && lo <= hi && hi - lo < MAX_RANGE ? [lo, hi] : null;
 }
 
 export interface DnatSourceOptions {
@@ -93,34 +100,44 @@ export class DnatSource {
   }
 
   private read(onChange: () => void): void {
-    const [cmd, ...args] = this.options.command ?? ['iptables', '-t', 'nat', '-S'];
+    // -w: legacy iptables takes the xtables lock even to list, and kube-proxy or flannel may hold it a moment.
+    const [cmd, ...args] = this.options.command ?? ['iptables', '-w', '5', '-t', 'nat', '-S'];
     execFile(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       if (this.stopped) return;
+      const { activeIntervalMs = 3_000, idleIntervalMs = 10_000 } = this.options;
+      let delay: number;
       if (err) {
-        // No nat table (yet), no permission: nothing to find, said once. Without iptables there never will be.
+        // No iptables (yet), no nat table, no permission: said once, and tried again now and then.
         if (!this.failed)
-          this.options.log.info('not watching iptables DNAT rules', {
+          this.options.log.info('cannot read iptables DNAT rules; trying again later', {
             command: cmd,
             err: stderr.trim() || err.message,
           });
         this.failed = true;
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      } else if (stdout !== this.text) {
+        delay = (err as NodeJS.ErrnoException).code === 'ENOENT' ? MISSING_INTERVAL_MS : idleIntervalMs;
+      } else {
         this.failed = false;
-        this.text = stdout;
-        const rows = parseNatRules(stdout);
-        const key = (ls: Listener[]) => ls.map((l) => `${l.proto}/${l.ip}/${l.port}/${l.command}`).join('\n');
-        if (key(rows) !== key(this.rows)) {
-          this.rows = rows;
-          onChange();
-        }
+        this.update(stdout, onChange);
+        const busy = this.rows.length > 0 || PUBLISHING_TEXT.test(this.text);
+        delay = busy ? activeIntervalMs : idleIntervalMs;
       }
-      const busy = this.rows.length > 0 || PUBLISHING_TEXT.test(this.text);
-      const { activeIntervalMs = 3_000, idleIntervalMs = 10_000 } = this.options;
-      this.timer = setTimeout(() => this.read(onChange), busy ? activeIntervalMs : idleIntervalMs);
+      this.timer = setTimeout(() => this.read(onChange), delay);
       this.timer.unref();
     });
   }
+
+  private update(text: string, onChange: () => void): void {
+    if (text === this.text) return;
+    this.text = text;
+    const rows = parseNatRules(text);
+    const key = (ls: Listener[]) => ls.map((l) => `${l.proto}/${l.ip}/${l.port}/${l.command}`).join('\n');
+    if (key(rows) === key(this.rows)) return;
+    this.rows = rows;
+    onChange();
+  }
 }
+
+/** How often to look for an iptables that is not installed (a package or k3s may bring it). */
+const MISSING_INTERVAL_MS = 60_000;
 
 const PUBLISHING_TEXT = /^-N (CNI-DN-|NETAVARK-DN-)/m;

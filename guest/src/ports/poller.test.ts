@@ -121,6 +121,36 @@ describe('PortPoller on real sockets', () => {
     expect(find(poller, 'udp', address, port)).toBeUndefined();
   });
 
+  it('merges rows from another source, which a socket at the same address or a changed row replaces', async () => {
+    const server = await listenTcp('127.0.0.1');
+    const port = portOf(server);
+    await closeTcp(server); // a port known to be free for a moment
+    const rule = (to: string): Listener => ({
+      ...{ proto: 'tcp', family: 4, ip: '127.0.0.1', port, inode: 0, uid: 0, pid: null },
+      command: `iptables DNAT to ${to}`,
+    });
+    let rows = [rule('10.42.0.8:80')];
+    const poller = new PortPoller({
+      excludeSelf: false,
+      sources: [{ start: () => {}, stop: () => {}, listeners: () => rows.map((r) => ({ ...r })) }],
+    });
+    cleanups.push(() => poller.stop());
+    // Other sockets on this machine come and go too: look at this port only.
+    const at = (ls: Listener[] | undefined) => (ls ?? []).filter((l) => l.port === port);
+    expect(at(poller.scanNow()?.added)).toEqual([rule('10.42.0.8:80')]);
+    expect(at(poller.scanNow()?.added)).toEqual([]);
+
+    rows = [rule('10.42.0.9:80')]; // the pod came back with another address
+    const moved = poller.scanNow();
+    expect(at(moved?.removed).map((l) => l.command)).toEqual(['iptables DNAT to 10.42.0.8:80']);
+    expect(at(moved?.added).map((l) => l.command)).toEqual(['iptables DNAT to 10.42.0.9:80']);
+
+    await listenTcp('127.0.0.1', { port }); // a process now listens there itself
+    const taken = poller.scanNow();
+    expect(at(taken?.added)).toEqual([expect.objectContaining({ port, pid: process.pid })]);
+    expect(find(poller, 'tcp', '127.0.0.1', port)?.inode).toBeGreaterThan(0);
+  });
+
   it('does not report a connected UDP socket', async () => {
     const socket = await bindUdp('udp4', '127.0.0.1');
     const port = portOf(socket);

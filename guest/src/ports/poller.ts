@@ -1,7 +1,7 @@
 // Polls the kernel's socket tables and reports listening-port changes as deltas. Owns the current listener set, the
 // diff, self-exclusion, the attribution of new listeners, and the pacing that keeps the scanner's CPU use near a
-// target fraction of a core. Listeners from other sources (ListenerSource: DNAT rules) join every scan's rows. Must not know about the protocol or the link to the host: callers subscribe to 'delta'
-// and decide what to send.
+// target fraction of a core. Listeners from other sources (ListenerSource: DNAT rules) join every scan's rows. Must
+// not know about the protocol or the link to the host: callers subscribe to 'delta' and decide what to send.
 //
 // Two paces: ticks read the socket counters and only the tables whose counter moved (gate.ts), so they are cheap and
 // run every `minIntervalMs` unless they get expensive; full scans re-read every non-empty table to catch what
@@ -237,7 +237,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     // A key whose socket was replaced (another inode now) counts as closed and reopened: its owner may differ.
     const removed: Listener[] = [];
     for (const [key, listener] of current) {
-      if (seen.has(key) && seenInodes.has(listener.inode)) continue;
+      if (stillThere(listener, seen.get(key), seenInodes)) continue;
       removed.push(listener);
       current.delete(key);
     }
@@ -277,7 +277,10 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   }
 
   private attribute(fresh: Listener[]): void {
-    const owners = findSocketOwners(new Set(fresh.map((l) => l.inode)), this.procRoot);
+    // Rows from other sources (inode 0) have no socket to look for: the walk would never find them all and stop early.
+    const inodes = new Set(fresh.filter((l) => l.inode !== 0).map((l) => l.inode));
+    if (inodes.size === 0) return;
+    const owners = findSocketOwners(inodes, this.procRoot);
     for (const listener of fresh) {
       const owner = owners.get(listener.inode);
       if (!owner) continue;
@@ -305,6 +308,17 @@ const cpuStopwatch: Stopwatch = () => {
     return Math.min(performance.now() - wall, (user + system) / 1000);
   };
 };
+
+/**
+ * Whether a listener of the last scan is still the one at its address. A socket is, while its inode is still seen (one
+ * of several SO_REUSEPORT sockets at the address will do); a row from another source (inode 0) is, while that source
+ * still reports the same (a socket that appears there, or a rule that now names another target, replaces it).
+ */
+function stillThere(listener: Listener, now: Listener | undefined, seenInodes: ReadonlySet<number>): boolean {
+  if (!now) return false;
+  if (listener.inode === 0) return now.inode === 0 && now.command === listener.command;
+  return seenInodes.has(listener.inode);
+}
 
 function compareListeners(a: Listener, b: Listener): number {
   if (a.proto !== b.proto) return a.proto < b.proto ? -1 : 1;

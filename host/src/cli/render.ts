@@ -106,12 +106,12 @@ export function mountTable(mounts: MountView[]): string {
   );
 }
 
-/** `3 (2 forwarding, 1 conflict)` from a per-state count. */
 /** `1 forward`, `3 forwards`. */
 export function countOf(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
+/** `3 (2 forwarding, 1 conflict)` from a per-state count. */
 export function summarizeCounts(counts: Record<string, number> & { total: number }): string {
   const parts = Object.entries(counts)
     .filter(([k, v]) => k !== 'total' && v > 0)

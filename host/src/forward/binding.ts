@@ -29,19 +29,9 @@ export type Route = (family: 4 | 6) => GuestTarget | null;
 
 /**
  * Opens a channel to the guest (direct-tcpip or direct-streamlocal) that delivers to `sink`; calls `started` when the
- * open is let through (past any queue), which is when the client may be read. `started` answers false when the
- * client left while the open waited: then no channel is opened, and the promise rejects with ClientGoneError.
+ * open is let through (past any queue), which is when the client may be read.
  */
-export type OpenChannel = (sink: ChannelSink, started: () => boolean) => Promise<GuestChannel>;
-
-/** The host client went away before its channel was opened; nothing to report. */
-export class ClientGoneError extends Error {
-  override name = 'ClientGoneError';
-
-  constructor() {
-    super('the client left before its channel was opened');
-  }
-}
+export type OpenChannel = (sink: ChannelSink, started: () => void) => Promise<GuestChannel>;
 
 export interface HostBinding {
   /** Display form: `127.0.0.1:8080`, `[::1]:8080` or a socket path. */

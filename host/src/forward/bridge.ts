@@ -60,10 +60,9 @@ class Splice implements ChannelSink {
     socket.on('close', () => this.clientGone('client closed'));
   }
 
-  /** Starts reading the client (until `attach` a chunk read pauses it again); false when the client is gone. */
-  readAhead(): boolean {
-    if (this.done) return false;
-    if (this.reading) return true;
+  /** Starts reading the client; until `attach` a chunk read pauses it again. */
+  readAhead(): void {
+    if (this.reading || this.done) return;
     this.reading = true;
     const { socket } = this;
     socket.on('data', (chunk: Buffer) => this.fromClient(chunk));
@@ -74,7 +73,6 @@ class Splice implements ChannelSink {
       if (!this.done) this.channel?.end();
     });
     socket.resume();
-    return true;
   }
 
   attach(channel: GuestChannel): void {

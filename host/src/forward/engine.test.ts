@@ -266,7 +266,7 @@ describe('ForwardEngine', () => {
     // 192.0.2.1 (TEST-NET-1) is no address of this host: only bound, never sent to.
     await expect(engine.add({ proto: 'tcp', hostIP: '192.0.2.1', hostPort, guestPort: 80 })).rejects.toThrow(
       new RegExp(
-        `^forward tcp/127.0.0.1:80->192.0.2.1:${hostPort} not added: cannot listen on 192.0.2.1:${hostPort}: .*EADDRNOTAVAIL[^;]*$`,
+        `^forward tcp/127.0.0.1:80->${hostPort} not added: cannot listen on 192.0.2.1:${hostPort}: .*EADDRNOTAVAIL[^;]*$`,
       ),
     );
     expect(engine.views()).toEqual([]);
@@ -284,11 +284,27 @@ describe('ForwardEngine', () => {
       retryMaxMs: 20,
     });
     await engine.start();
-    const id = `tcp/127.0.0.1:80->192.0.2.1:${hostPort}`;
+    const id = `tcp/127.0.0.1:80->${hostPort}`;
     expect(engine.view(id)).toMatchObject({
       state: 'error',
       error: expect.stringMatching(/EADDRNOTAVAIL.*; retrying$/),
     });
+  });
+
+  it('lists a static rule with a host address and its guest listener as one forward', async () => {
+    const port = await freePort();
+    engine = new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: [PortForward.parse({ guestPort: port, hostIP: '127.0.0.1', static: true })],
+      maxForwards: 10,
+      instanceDir: '/tmp',
+      logger,
+    });
+    await engine.start();
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    expect(engine.views().map((v) => [v.id, v.source, v.state])).toEqual([
+      [`tcp/127.0.0.1:${port}`, 'static', 'forwarding'],
+    ]);
   });
 
   it('forwards one guest port on two host addresses as two forwards', async () => {
@@ -296,10 +312,8 @@ describe('ForwardEngine', () => {
     const hostPort = await freePort();
     const a = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort, guestPort: 80 });
     const b = await engine.add({ proto: 'tcp', hostIP: '127.0.0.2', hostPort, guestPort: 80 });
-    expect([a.id, b.id]).toEqual([
-      `tcp/127.0.0.1:80->127.0.0.1:${hostPort}`,
-      `tcp/127.0.0.1:80->127.0.0.2:${hostPort}`,
-    ]);
+    // The second one's id names its host address: the plain one is the first's.
+    expect([a.id, b.id]).toEqual([`tcp/127.0.0.1:80->${hostPort}`, `tcp/127.0.0.1:80->127.0.0.2:${hostPort}`]);
     expect(engine.views().map((v) => v.state)).toEqual(['forwarding', 'forwarding']);
     expect(await echo(hostPort, '127.0.0.2')).toBe('hi');
     await engine.remove(a.id);

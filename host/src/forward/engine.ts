@@ -9,21 +9,20 @@ import type { Listener, Peer } from '@tether/protocol';
 import { expandHome } from '../config/load.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import type { ForwardSource, ForwardSpec, ForwardState, ForwardView } from '../model.js';
+import {
+  compareForwards,
+  type ForwardSource,
+  type ForwardSpec,
+  type ForwardState,
+  type ForwardView,
+} from '../model.js';
 import {
   ChannelOpenError,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
   type SshSession,
   socketOpenFailure,
 } from '../ssh/index.js';
-import {
-  ClientGoneError,
-  type ForwardStats,
-  formatAddr,
-  type GuestTarget,
-  type HostBinding,
-  type Route,
-} from './binding.js';
+import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
 import { OpenGate } from './open-gate.js';
 import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
 import { TcpBinding } from './tcp.js';
@@ -115,6 +114,11 @@ const PRIVILEGED_HINT =
 const TRANSIENT_BIND_ERRORS = new Set(['EADDRNOTAVAIL', 'EMFILE', 'ENFILE', 'ENOBUFS']);
 const RETRYING = '; retrying';
 
+/** A host without IPv6 (or without that loopback) will not get it later: not worth retrying every few seconds. */
+function noLoopbackHere(code: string, addr: string): boolean {
+  return code === 'EADDRNOTAVAIL' && (addr.startsWith('[::1]:') || addr.startsWith('127.'));
+}
+
 /** The proto, host IP and port of a binding key (`tcp/127.0.0.1:8080`, `udp/[::1]:53`); null for unix sockets. */
 function hostAddrOfKey(key: string): { proto: string; ip: string; port: number } | null {
   const m = /^(tcp|udp)\/\[?([^\]]*?)\]?:(\d+)$/.exec(key);
@@ -147,14 +151,20 @@ export function listenerId(l: { proto: string; ip: string; port: number }): stri
 }
 
 /**
- * Static and runtime forwards share the id of the guest listener when they use the same host port on the default
- * host addresses (they take its place); one to another host port is a forward of its own beside the detected one,
- * and one to a single host address names it, so the same port on two host addresses makes two forwards.
+ * Static and runtime forwards share the id of the guest listener when they use the same host port (they take its
+ * place); one to another host port is a forward of its own beside the detected one. `hostIP` qualifies the id with
+ * the one host address: the caller asks for it only when the plain id is another explicit forward's (the same guest
+ * port on a second host address).
  */
 function explicitId(proto: string, ip: string, guestPort: number, hostPort: number, hostIP?: string): string {
   const id = listenerId({ proto, ip, port: guestPort });
   if (hostIP) return `${id}->${formatAddr(hostIP, hostPort)}`;
   return hostPort === guestPort ? id : `${id}->${hostPort}`;
+}
+
+/** Host IPs of an explicit forward: the rule's or spec's one address, else both loopbacks. */
+function hostIPsOf(hostIP: string | undefined): string[] {
+  return hostIP ? [hostIP] : [...DEFAULT_HOST_IPS];
 }
 
 /**
@@ -216,14 +226,15 @@ export class ForwardEngine extends EventEmitter {
     for (const rule of this.rules.filter((r) => r.static && !r.ignore)) {
       const guestPort = rule.guestPort!;
       const hostPort = rule.hostPort ?? rule.hostPortRange?.[0] ?? guestPort;
-      const id = explicitId('tcp', rule.guestIP, guestPort, hostPort, rule.hostIP);
-      const index = this.opts.portForwards.indexOf(rule);
+      const id = this.explicitIdFor('tcp', rule.guestIP, guestPort, hostPort, rule.hostIP);
       if (this.forwardsById.has(id)) {
+        const index = this.opts.portForwards.indexOf(rule);
         this.log.error({ forward: id }, `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`);
         continue;
       }
-      const hostIPs = rule.hostIP ? [rule.hostIP] : [...DEFAULT_HOST_IPS];
-      pending.push(this.createPortForward('static', 'tcp', rule.guestIP, guestPort, hostIPs, hostPort, null));
+      pending.push(
+        this.createPortForward('static', id, 'tcp', rule.guestIP, guestPort, hostIPsOf(rule.hostIP), hostPort),
+      );
     }
     for (const rule of this.socketRules) {
       const hostSocket = expandHome(rule.hostSocket ?? join(this.opts.instanceDir, basename(rule.guestSocket)));
@@ -312,12 +323,13 @@ export class ForwardEngine extends EventEmitter {
       await this.createUnixForward('runtime', spec.guestSocket, expandHome(spec.hostSocket));
       return this.keepIfBound(id);
     }
-    const id = explicitId(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
+    const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
-    const hostIPs = spec.hostIP ? [spec.hostIP] : [...DEFAULT_HOST_IPS];
-    await this.createPortForward('runtime', spec.proto, '127.0.0.1', spec.guestPort, hostIPs, spec.hostPort, null);
+    this.cappedIds.delete(id);
+    const { proto, guestPort, hostPort } = spec;
+    await this.createPortForward('runtime', id, proto, '127.0.0.1', guestPort, hostIPsOf(spec.hostIP), hostPort);
     return this.keepIfBound(id);
   }
 
@@ -356,15 +368,9 @@ export class ForwardEngine extends EventEmitter {
   }
 
   views(): ForwardView[] {
-    const ports: ForwardView[] = [];
-    const sockets: ForwardView[] = [];
-    for (const f of this.forwardsById.values())
-      if (f.state) (f.proto === 'unix' ? sockets : ports).push(this.toView(f));
-    // By guest port, as `docker ps` and `limactl` list them; unix sockets after, by path.
-    const port = (v: ForwardView) => Number(v.guestAddr.slice(v.guestAddr.lastIndexOf(':') + 1));
-    ports.sort((a, b) => port(a) - port(b) || a.id.localeCompare(b.id));
-    sockets.sort((a, b) => a.id.localeCompare(b.id));
-    return [...ports, ...sockets];
+    const out: ForwardView[] = [];
+    for (const f of this.forwardsById.values()) if (f.state) out.push(this.toView(f));
+    return out.sort(compareForwards);
   }
 
   view(id: string): ForwardView | undefined {
@@ -395,7 +401,8 @@ export class ForwardEngine extends EventEmitter {
     for (const id of this.cappedIds) {
       this.cappedIds.delete(id);
       const l = this.guestListeners.get(id);
-      if (l && !this.stopped) {
+      // One an explicit forward took over meanwhile needs no slot.
+      if (l && !this.stopped && !this.forwardsById.has(id)) {
         void this.upsertDetected(l);
         return;
       }
@@ -405,6 +412,15 @@ export class ForwardEngine extends EventEmitter {
   /** The unix socket forward whose host socket file is `hostSocket`, if any. */
   private unixHolder(hostSocket: string): Forward | undefined {
     return this.bindings.get(`unix/${hostSocket}`)?.refs.values().next().value;
+  }
+
+  /** explicitId, qualified by the host address when the plain id is already another explicit forward's. */
+  private explicitIdFor(proto: string, ip: string, guestPort: number, hostPort: number, hostIP?: string): string {
+    const plain = explicitId(proto, ip, guestPort, hostPort);
+    const holder = this.forwardsById.get(plain);
+    return hostIP && holder && holder.source !== 'detected'
+      ? explicitId(proto, ip, guestPort, hostPort, hostIP)
+      : plain;
   }
 
   private refuseDuplicate(id: string): void {
@@ -438,14 +454,15 @@ export class ForwardEngine extends EventEmitter {
       return Promise.resolve();
     }
     if (this.userIgnored.has(id)) {
-      return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, 'removed by the operator', process);
+      return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, 'removed by the operator', process);
     }
     const decision = matchRule(l, this.rules, { sshPort: this.sshPort });
     if (decision.action === 'ignore') {
-      return this.createPortForward('detected', l.proto, l.ip, l.port, [], 0, decision.reason, process);
+      return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
     }
     return this.createPortForward(
       'detected',
+      id,
       l.proto,
       l.ip,
       l.port,
@@ -495,7 +512,6 @@ export class ForwardEngine extends EventEmitter {
    * socket's failures all look alike from here, so the socket is looked at in the guest (socketOpenFailure).
    */
   private channelOpened(f: Forward, err: Error | null): void {
-    if (err instanceof ClientGoneError) return;
     if (err) this.warnOpenFailure(f, err);
     if (!err) {
       f.diagnosis.opens++;
@@ -581,19 +597,15 @@ export class ForwardEngine extends EventEmitter {
 
   private createPortForward(
     source: ForwardSource,
+    id: string,
     proto: 'tcp' | 'udp',
     guestIP: string,
     guestPort: number,
     hostIPs: string[],
     hostPort: number,
-    ignored: string | null,
+    ignored: string | null = null,
     process: Forward['process'] = null,
   ): Promise<void> {
-    // An explicit forward with one host address had it named (rule hostIP, `forward add HOSTIP:…`).
-    const id =
-      source === 'detected'
-        ? listenerId({ proto, ip: guestIP, port: guestPort })
-        : explicitId(proto, guestIP, guestPort, hostPort, hostIPs.length === 1 ? hostIPs[0] : undefined);
     const f = this.newForward(id, proto, source, formatAddr(guestIP, guestPort), guestIP, guestPort);
     f.process = process;
     f.ignored = ignored;
@@ -757,7 +769,7 @@ export class ForwardEngine extends EventEmitter {
         } else if (err.code === 'EACCES') {
           entry.status = 'privileged';
           entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
-        } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code)) {
+        } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code) && !noLoopbackHere(err.code, addr)) {
           // An address that comes with a VPN or Wi-Fi later, or file descriptors that free up: worth another try.
           entry.status = 'error';
           entry.error = `cannot listen on ${addr}: ${err.message}${RETRYING}`;

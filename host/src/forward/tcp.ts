@@ -4,15 +4,7 @@
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
-import {
-  ClientGoneError,
-  formatAddr,
-  type HostBinding,
-  listenServer,
-  type OpenChannel,
-  type Route,
-  stopServer,
-} from './binding.js';
+import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
 
@@ -74,8 +66,7 @@ export class TcpBinding implements HostBinding {
     const { ssh } = this.deps;
     const open: OpenChannel = (sink, started) =>
       this.deps.opens.run(() => {
-        // A client that gave up while the open waited for a slot gets no channel (sshd would connect for nothing).
-        if (!started()) return Promise.reject(new ClientGoneError());
+        started();
         const first = ssh.openDirect(channel, sink);
         const { fallbackIP } = target;
         if (!fallbackIP) return first;

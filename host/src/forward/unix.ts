@@ -1,19 +1,17 @@
 // A unix socket forward: a host socket file (mode 0600) whose connections each open a streamlocal channel to a
-// guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start, and
-// the file is removed at stop if it is still this forward's; a socket another program serves (Docker Desktop's, a
-// second tether) and any other kind of file at that path are left alone and reported.
+// guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
+// file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
+// Desktop's, a second tether) and any other kind of file at that path are left alone and reported.
 import { chmodSync, lstatSync, mkdirSync, type Stats, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import { ClientGoneError, type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
+import { type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
 
 export class UnixBinding implements HostBinding {
   private server: net.Server | null = null;
-  /** The socket file this binding made, so close() removes only that one. */
-  private inode = 0;
 
   constructor(
     readonly address: string,
@@ -29,10 +27,10 @@ export class UnixBinding implements HostBinding {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(
         socket,
-        (sink, started) =>
-          started()
-            ? this.deps.ssh.openDirect({ kind: 'unix', socketPath: this.guestSocket }, sink)
-            : Promise.reject(new ClientGoneError()),
+        (sink, started) => {
+          started();
+          return this.deps.ssh.openDirect({ kind: 'unix', socketPath: this.guestSocket }, sink);
+        },
         {
           label: `${path} → guest ${this.guestSocket}`,
           stats: this.forward.stats,
@@ -44,7 +42,6 @@ export class UnixBinding implements HostBinding {
     await listenServer(server, { path, exclusive: true }, path, this.deps.log);
     try {
       chmodSync(path, 0o600);
-      this.inode = lstatSync(path).ino;
     } catch (err) {
       stopServer(server);
       throw err;
@@ -56,10 +53,6 @@ export class UnixBinding implements HostBinding {
     if (!this.server) return;
     stopServer(this.server);
     this.server = null;
-    // Someone may have replaced the file meanwhile (a new tether agent for the same instance): theirs stays.
-    try {
-      if (lstatSync(this.address).ino === this.inode) unlinkSync(this.address);
-    } catch {}
   }
 }
 

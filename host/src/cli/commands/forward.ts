@@ -2,7 +2,7 @@
 // removals. `ls --json` prints exactly FORWARD_JSON_KEYS per forward (the public contract).
 import type { Command } from 'commander';
 import type { ControlClient } from '../../control/client.js';
-import type { ForwardView } from '../../model.js';
+import { compareForwards, type ForwardView } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { matchForwards, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
@@ -21,7 +21,7 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
     let pending = false;
     const draw = () => {
       pending = false;
-      const list = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+      const list = [...byId.values()].sort(compareForwards);
       if (json) process.stdout.write(`${JSON.stringify(list.map(forwardJson))}\n`);
       else {
         const header = `tether forward ls ${name} — ${new Date().toLocaleTimeString()} (Ctrl-C to quit)`;
