@@ -6,10 +6,10 @@
 import { runAgent } from '../agent/run.js';
 import type { LoadedConfig } from '../config/load.js';
 import { type ControlServer, startControlServer } from '../control/server.js';
-import { socketAnswers } from '../control/socket.js';
 import { claimPidFile, type InstancePaths, readPid, removeRuntimeFiles } from '../instance.js';
 import { componentLogger, createLogger, type Logger } from '../log.js';
 import type { AgentApi } from '../model.js';
+import { socketAnswers } from '../socket-file.js';
 import { CliError } from './errors.js';
 
 export interface AgentProcess {

@@ -9,9 +9,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Config } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import type { AgentApi, AgentEvent, ForwardSpec, ForwardView, StatusView } from '../model.js';
+import { SocketBusyError } from '../socket-file.js';
 import { AgentNotRunningError, ControlClient, ControlError } from './client.js';
 import { type ControlServer, startControlServer } from './server.js';
-import { SocketBusyError } from './socket.js';
 
 function forward(id: string, port: number): ForwardView {
   return {

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type { Logger } from '../log.js';
 import type { AgentApi, AgentEvent } from '../model.js';
-import { claimSocketPath, restrictSocket } from './socket.js';
+import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
 import { parseForwardSpec } from './spec.js';
 
 const MAX_BODY = 64 * 1024;
@@ -147,7 +147,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     s.once('close', () => sockets.delete(s));
   });
 
-  await claimSocketPath(socketPath);
+  await claimSocketPath(socketPath).catch((err: Error) => {
+    if (err instanceof SocketBusyError) err.message += ' (is the agent running? try `tether status`)';
+    throw err;
+  });
   await listen(http, socketPath);
   restrictSocket(socketPath);
   log.info({ socket: socketPath }, 'control API listening');

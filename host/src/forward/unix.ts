@@ -2,10 +2,11 @@
 // guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
 // file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
 // Desktop's, a second tether) and any other kind of file at that path are left alone and reported.
-import { chmodSync, lstatSync, mkdirSync, type Stats, unlinkSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
+import { claimSocketPath } from '../socket-file.js';
 import type { SshSession } from '../ssh/index.js';
 import { type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
@@ -23,7 +24,7 @@ export class UnixBinding implements HostBinding {
   async listen(): Promise<void> {
     const path = this.address;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    await removeStaleSocket(path);
+    await claimSocketPath(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(
         socket,
@@ -54,37 +55,4 @@ export class UnixBinding implements HostBinding {
     stopServer(this.server);
     this.server = null;
   }
-}
-
-/** Removes a socket file nothing answers on; refuses (EADDRINUSE) one that a program serves, and any other file. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let st: Stats;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
-  if (await answers(path)) {
-    const err: NodeJS.ErrnoException = new Error(`another program serves ${path}`);
-    err.code = 'EADDRINUSE';
-    throw err;
-  }
-  unlinkSync(path);
-}
-
-/** A connect to the socket succeeds (a refused or timed-out connect means the file is stale). */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(path);
-    const done = (yes: boolean) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(yes);
-    };
-    const timer = setTimeout(() => done(true), 1_000); // a full backlog still means someone listens
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
 }

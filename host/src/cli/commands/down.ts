@@ -3,8 +3,8 @@
 import { execFileSync } from 'node:child_process';
 import type { Command } from 'commander';
 import { AgentNotRunningError } from '../../control/client.js';
-import { socketAnswers } from '../../control/socket.js';
 import { type InstancePaths, isAlive, readPid, removeRuntimeFiles } from '../../instance.js';
+import { socketAnswers } from '../../socket-file.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 
 const STOP_TIMEOUT_MS = 20_000;

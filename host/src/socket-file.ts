@@ -1,11 +1,15 @@
-// The control socket file: claiming ha.sock for a new agent (refusing when a live agent answers on it, unlinking a
-// stale one) and restricting it to the owner. Knows nothing of HTTP.
+// Unix socket files the host agent listens on (the control API's ha.sock, unix forwards' host sockets): claiming a
+// path (a stale socket is unlinked; one a live process answers on, or any other file, is refused) and restricting
+// it to the owner. Knows nothing of what is served on them.
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 
+/** Someone answers on the socket: it is theirs. `code` is EADDRINUSE, as a bind to a busy address reports it. */
 export class SocketBusyError extends Error {
+  readonly code = 'EADDRINUSE';
+
   constructor(readonly path: string) {
-    super(`another process is already serving ${path} (is the agent running? try \`tether status\`)`);
+    super(`another process is already serving ${path}`);
     this.name = 'SocketBusyError';
   }
 }
