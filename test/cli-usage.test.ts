@@ -108,6 +108,17 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       total: 0,
     });
     expect(stopped.mounts.total).toBe(0);
+    // Why it is not running: what its last run logged.
+    expect(stopped.lastErrors).toContainEqual(
+      expect.objectContaining({
+        component: 'agent',
+        msg: expect.stringMatching(/^requirement 1 of \d failed: ssh reachable/),
+      }),
+    );
+    const text = (await runCli(home, ['status', 'idle'])).stdout;
+    expect(text).toMatch(/^last run: {5}stopped: /m);
+    expect(text).toMatch(/^last errors:$/m);
+    expect(text).toMatch(/^ {2}\S+ \[agent\] requirement 1 of \d failed: ssh reachable/m);
     const fwd = await runCli(home, ['forward', 'ls', 'idle']);
     expect(fwd.code).toBe(1);
     expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);

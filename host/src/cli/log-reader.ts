@@ -1,9 +1,11 @@
 // Reading an instance's logs for `tether logs`: the rotated pino files (`tether.N.log`, oldest first), filtering by
 // component and minimum level, the last N lines, and following `current.log` across rotation (re-opening when the
-// symlink points at a new file). Reads only; the agent owns writing.
+// symlink points at a new file); and for `status` of a stopped instance, what its last run left. Reads only; the
+// agent owns writing.
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-file.js';
+import type { LoggedError } from '../model.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -139,4 +141,29 @@ export function follow(
   const timer = setInterval(tick, intervalMs);
   tick();
   return () => clearInterval(timer);
+}
+
+/** What the last agent run of an instance left in its log, for `status` of a stopped instance. */
+export interface LastRun {
+  /** Its warnings and errors, oldest first (at most `max`). */
+  errors: LoggedError[];
+  /** The reason on its `stopped` line (`got SIGTERM`, `boot failed`, …); null when it has none (killed, crashed). */
+  stopReason: string | null;
+}
+
+/** Reads back from the newest `host agent for NAME starting` line (within the last `scan` lines). */
+export function lastRun(dir: string, name: string, max = 10, scan = 5_000): LastRun {
+  const records: Record<string, unknown>[] = [];
+  for (const line of tail(dir, {}, scan).lines) {
+    try {
+      records.push(JSON.parse(line));
+    } catch {}
+  }
+  const start = records.findLastIndex((r) => r.msg === `host agent for ${name} starting`);
+  const run = records.slice(Math.max(0, start));
+  const errors = run
+    .filter((r) => typeof r.level === 'number' && r.level >= LEVELS.warn)
+    .map((r) => ({ time: String(r.time), component: String(r.component ?? 'agent'), msg: String(r.msg) }));
+  const stopped = run.findLast((r) => r.msg === `host agent for ${name} stopped`);
+  return { errors: errors.slice(-max), stopReason: typeof stopped?.reason === 'string' ? stopped.reason : null };
 }

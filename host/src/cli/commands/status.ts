@@ -5,6 +5,7 @@ import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
+import { lastRun } from '../log-reader.js';
 import { statusText } from '../render.js';
 
 export function registerStatus(program: Command): void {
@@ -24,6 +25,8 @@ export function registerStatus(program: Command): void {
       if (!(err instanceof AgentNotRunningError)) throw err;
       const c = loadConfig(paths.config);
       const ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
+      // Why it is not running, as far as its last run's log tells.
+      const last = lastRun(paths.logs, name);
       if (opts.json) {
         // The running agent's shape, empty, so that scripts read the same keys either way.
         const stopped = {
@@ -36,14 +39,24 @@ export function registerStatus(program: Command): void {
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),
           mounts: countStates(MOUNT_STATES, []),
-          lastErrors: [],
+          lastErrors: last.errors,
           logFile: paths.currentLog,
         };
         process.stdout.write(`${JSON.stringify(stopped, null, 2)}\n`);
-      } else
-        process.stdout.write(
-          `instance:     ${name}\nstate:        stopped (start it with \`tether up ${name}\`)\nssh:          ${ssh}\nlog:          ${paths.currentLog}\n`,
-        );
+      } else {
+        const lines = [
+          `instance:     ${name}`,
+          `state:        stopped (start it with \`tether up ${name}\`)`,
+          `ssh:          ${ssh}`,
+        ];
+        if (last.stopReason) lines.push(`last run:     stopped: ${last.stopReason}`);
+        if (last.errors.length > 0) {
+          lines.push('last errors:');
+          for (const e of last.errors) lines.push(`  ${e.time} [${e.component}] ${e.msg}`);
+        }
+        lines.push(`log:          ${paths.currentLog}`);
+        process.stdout.write(`${lines.join('\n')}\n`);
+      }
     }
   });
 }
