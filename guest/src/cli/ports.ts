@@ -1,5 +1,6 @@
 // `tether-guest ports`: one scan of the guest's listening sockets, as a table or JSON (a debugging aid).
-import { type Listener, scanOnce } from '../ports/index.js';
+import { silentLogger } from '../log.js';
+import { DnatSource, type Listener, listenerKey, scanOnce } from '../ports/index.js';
 
 function hostPort(l: Listener): string {
   return l.family === 6 ? `[${l.ip}]:${l.port}` : `${l.ip}:${l.port}`;
@@ -16,7 +17,13 @@ export function formatPortsTable(listeners: Listener[]): string {
     .join('\n');
 }
 
-export function printPorts(json: boolean): void {
+/** The sockets, and as root the ports DNAT rules publish (a socket at the same address wins), as the agent sees them. */
+export async function printPorts(json: boolean): Promise<void> {
   const listeners = scanOnce();
+  if (process.getuid?.() === 0) {
+    const taken = new Set(listeners.map(listenerKey));
+    const dnat = await new DnatSource({ log: silentLogger }).readOnce();
+    listeners.push(...dnat.filter((l) => !taken.has(listenerKey(l))));
+  }
   process.stdout.write(json ? `${JSON.stringify(listeners, null, 2)}\n` : `${formatPortsTable(listeners)}\n`);
 }

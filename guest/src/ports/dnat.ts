@@ -6,6 +6,7 @@
 // also apply to connections from the guest itself (sshd's, for the host), which Docker's own chain does not (and
 // Docker runs a proxy process by default anyway). IPv4 only.
 import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { Logger } from '../log.js';
 import type { Listener } from './types.js';
 
@@ -99,31 +100,46 @@ export class DnatSource {
     this.timer = null;
   }
 
-  private read(onChange: () => void): void {
+  /** One read of the nat table, outside the polling (`tether-guest ports`); empty when it cannot be read. */
+  async readOnce(): Promise<Listener[]> {
+    const { stdout } = await this.listTable().catch(() => ({ stdout: '' }));
+    return parseNatRules(stdout);
+  }
+
+  private listTable(): Promise<{ stdout: string }> {
     // -w: legacy iptables takes the xtables lock even to list, and kube-proxy or flannel may hold it a moment.
     const [cmd, ...args] = this.options.command ?? ['iptables', '-w', '5', '-t', 'nat', '-S'];
-    execFile(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      if (this.stopped) return;
-      const { activeIntervalMs = 3_000, idleIntervalMs = 10_000 } = this.options;
-      let delay: number;
-      if (err) {
-        // No iptables (yet), no nat table, no permission: said once, and tried again now and then.
-        if (!this.failed)
-          this.options.log.info('cannot read iptables DNAT rules; trying again later', {
-            command: cmd,
-            err: stderr.trim() || err.message,
-          });
-        this.failed = true;
-        delay = (err as NodeJS.ErrnoException).code === 'ENOENT' ? MISSING_INTERVAL_MS : idleIntervalMs;
-      } else {
-        this.failed = false;
-        this.update(stdout, onChange);
-        const busy = this.rows.length > 0 || PUBLISHING_TEXT.test(this.text);
-        delay = busy ? activeIntervalMs : idleIntervalMs;
-      }
-      this.timer = setTimeout(() => this.read(onChange), delay);
-      this.timer.unref();
-    });
+    return run(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20 });
+  }
+
+  private read(onChange: () => void): void {
+    this.listTable().then(
+      ({ stdout }) => this.settled(null, stdout, onChange),
+      (err: NodeJS.ErrnoException & { stderr?: string }) => this.settled(err, '', onChange),
+    );
+  }
+
+  /** After a read: keep what it found (or say once why there was nothing), and schedule the next. */
+  private settled(err: (NodeJS.ErrnoException & { stderr?: string }) | null, stdout: string, onChange: () => void) {
+    if (this.stopped) return;
+    const { activeIntervalMs = 3_000, idleIntervalMs = 10_000 } = this.options;
+    let delay: number;
+    if (err) {
+      // No iptables (yet), no nat table, no permission: said once, and tried again now and then.
+      if (!this.failed)
+        this.options.log.info('cannot read iptables DNAT rules; trying again later', {
+          err: err.stderr?.trim() || err.message,
+        });
+      this.failed = true;
+      delay = err.code === 'ENOENT' ? MISSING_INTERVAL_MS : idleIntervalMs;
+    } else {
+      this.failed = false;
+      this.update(stdout, onChange);
+      const busy = this.rows.length > 0 || PUBLISHING_TEXT.test(this.text);
+      delay = busy ? activeIntervalMs : idleIntervalMs;
+    }
+    this.timer = setTimeout(() => this.read(onChange), delay);
+    this.timer.unref();
   }
 
   private update(text: string, onChange: () => void): void {
@@ -136,6 +152,8 @@ export class DnatSource {
     onChange();
   }
 }
+
+const run = promisify(execFile);
 
 /** How often to look for an iptables that is not installed (a package or k3s may bring it). */
 const MISSING_INTERVAL_MS = 60_000;
