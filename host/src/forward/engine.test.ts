@@ -174,7 +174,7 @@ describe('ForwardEngine', () => {
     const port = await freePort();
     await engine.setListeners([tcp('127.0.0.1', port)]);
     await engine.remove(`tcp/127.0.0.1:${port}`);
-    expect(engine.view(`tcp/127.0.0.1:${port}`)?.state).toBe('ignored');
+    expect(engine.view(`tcp/127.0.0.1:${port}`)).toMatchObject({ state: 'ignored', hostAddrs: [] });
     await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     await expect(engine.remove('tcp/127.0.0.1:1')).rejects.toThrow(/no forward with id tcp\/127.0.0.1:1/);
   });

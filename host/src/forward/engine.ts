@@ -363,6 +363,7 @@ export class ForwardEngine extends EventEmitter {
     }
     this.userIgnored.add(id);
     this.release(f);
+    f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
     f.ignored = 'removed by the operator (tether forward rm)';
     this.refresh(f);
   }

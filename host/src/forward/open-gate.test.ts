@@ -66,6 +66,29 @@ describe('OpenGate', () => {
     expect(gate.counts).toEqual({ active: 0, waiting: 0 });
   });
 
+  it('stops counting an open the guest leaves hanging, so the next one starts', async () => {
+    const gate = new OpenGate(1, 30);
+    const stuck = deferred();
+    const next = deferred();
+    const started: string[] = [];
+    void gate.run(() => {
+      started.push('stuck');
+      return stuck.promise;
+    });
+    const second = gate.run(() => {
+      started.push('next');
+      return next.promise;
+    });
+    expect(started).toEqual(['stuck']);
+    await expect.poll(() => started).toEqual(['stuck', 'next']);
+    next.resolve('ok');
+    expect(await second).toBe('ok');
+    // The hung open settling late releases nothing twice.
+    stuck.resolve('late');
+    await settled();
+    expect(gate.counts).toEqual({ active: 0, waiting: 0 });
+  });
+
   it('refuses a limit that is not a positive integer', () => {
     expect(() => new OpenGate(0)).toThrow('positive integer, got 0');
   });

@@ -1,6 +1,8 @@
 // Bounds the SSH channel opens in flight across all forwards. A burst of thousands of client connections waits here,
 // in arrival order, instead of asking sshd for thousands of channels at once. An open below the limit starts in the
-// same tick: this sits on every connection's path, so it adds no promise hops of its own there.
+// same tick: this sits on every connection's path, so it adds no promise hops of its own there. An open the guest
+// leaves hanging (a service that drops SYNs: sshd waits on its connect for about two minutes) stops counting after
+// `slowMs`, so a few stuck ports cannot hold up every other forward's connections.
 
 interface Waiter {
   start: () => void;
@@ -11,7 +13,10 @@ export class OpenGate {
   private active = 0;
   private readonly waiting: Waiter[] = [];
 
-  constructor(private readonly limit: number) {
+  constructor(
+    private readonly limit: number,
+    private readonly slowMs = 10_000,
+  ) {
     if (!Number.isInteger(limit) || limit < 1)
       throw new RangeError(`open limit must be a positive integer, got ${limit}`);
   }
@@ -37,6 +42,15 @@ export class OpenGate {
 
   private start<T>(open: () => Promise<T>): Promise<T> {
     this.active++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(slow);
+      this.release();
+    };
+    const slow = setTimeout(release, this.slowMs);
+    slow.unref();
     let opening: Promise<T>;
     try {
       opening = open();
@@ -45,11 +59,11 @@ export class OpenGate {
     }
     return opening.then(
       (value) => {
-        this.release();
+        release();
         return value;
       },
       (err: unknown) => {
-        this.release();
+        release();
         throw err;
       },
     );
