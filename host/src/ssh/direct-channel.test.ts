@@ -1,7 +1,7 @@
 // DirectChannel against the pinned ssh2 on both ends (an in-process ssh2 Server as the guest): the internals it
 // relies on are there, ssh2's own channels keep working beside it, the guest's window is topped up only while the
-// sink takes data, writers wait while the SSH socket's queue is long, refusals arrive as errors, and streamlocal opens
-// reach the socket path asked for.
+// sink takes data, writers wait while the SSH socket's queue is long, the guest's CLOSE is answered a turn later,
+// refusals arrive as errors, and streamlocal opens reach the socket path asked for.
 import type { ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type GuestHandlers, type Ssh2Pair, ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
@@ -163,6 +163,58 @@ describe('DirectChannel', () => {
     await expect.poll(() => adjusts).toBeGreaterThan(0);
     await expect.poll(() => guestClosed).toBe(true);
     expect(sent).not.toHaveBeenCalled();
+  });
+
+  it("answers the guest's CLOSE after the turn that closed the sink (the client's FIN goes first), once", async () => {
+    let guest: ServerChannel | undefined;
+    let guestClosed = false;
+    const p = await start({
+      tcpip: (accept) => {
+        guest = accept();
+        guest.resume(); // ssh2 emits 'close' only once its readable side has ended
+        guest.on('close', () => {
+          guestClosed = true;
+        });
+      },
+    });
+    const protocol = (p.client as unknown as { _protocol: { channelClose: () => void } })._protocol;
+    const answered = vi.spyOn(protocol, 'channelClose');
+    let answeredAtSinkClose: number | null = null;
+    const { got, sink } = recorder();
+    await open(p, TCP, {
+      ...sink,
+      close: (lost) => {
+        answeredAtSinkClose = answered.mock.calls.length;
+        sink.close(lost);
+      },
+    });
+    await expect.poll(() => guest !== undefined).toBe(true);
+    guest?.close();
+    await expect.poll(() => got.closed).toEqual({ lost: false });
+    expect(answeredAtSinkClose).toBe(0);
+    await expect.poll(() => guestClosed).toBe(true);
+    expect(answered).toHaveBeenCalledTimes(1);
+  });
+
+  it("drops the answer to a guest's CLOSE when the connection is lost before it goes out", async () => {
+    let guest: ServerChannel | undefined;
+    const p = await start({ tcpip: (accept) => (guest = accept()) });
+    const protocol = (p.client as unknown as { _protocol: { channelClose: () => void } })._protocol;
+    const answered = vi.spyOn(protocol, 'channelClose');
+    const { got, sink } = recorder();
+    await open(p, TCP, {
+      ...sink,
+      close: (lost) => {
+        sink.close(lost);
+        p.client.end();
+      },
+    });
+    await expect.poll(() => guest !== undefined).toBe(true);
+    guest?.close();
+    await expect.poll(() => got.closed).toEqual({ lost: false });
+    // The answer is due two loop turns after the sink's close.
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect(answered).not.toHaveBeenCalled();
   });
 
   it('reports a refused open as an error, and a lost connection as a lost close', async () => {
