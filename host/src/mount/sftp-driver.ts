@@ -8,7 +8,7 @@ import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { serveSftpThreaded } from '../sftp/index.js';
+import { serveSftp } from '../sftp/index.js';
 
 /** Where distributions install OpenSSH's sftp-server when it is not on PATH. */
 export const SFTP_SERVER_PATHS = [
@@ -46,7 +46,7 @@ class BuiltinSession extends EventEmitter implements DriverSession {
   private readonly session;
   constructor(stream: Duplex, mount: MountConfig, log: Logger) {
     super();
-    this.session = serveSftpThreaded(stream, { root: mount.location, readOnly: !mount.writable, log });
+    this.session = serveSftp(stream, { root: mount.location, readOnly: !mount.writable, log });
     this.session.once('close', (e: { reason?: string }) => this.emit('close', e?.reason ?? 'sftp session closed'));
   }
   close(reason: string): void {

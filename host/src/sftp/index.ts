@@ -1,3 +1,2 @@
-// Public surface of tether's builtin SFTP v3 server; mount/ wires serveSftpThreaded() to an exec channel.
+// Public surface of tether's builtin SFTP v3 server; mount/ wires serveSftp() to an exec channel.
 export { type SftpLogger, type SftpServerOptions, type SftpSession, type SftpStats, serveSftp } from './server.js';
-export { serveSftpThreaded, type ThreadedSftpSession } from './threaded.js';
