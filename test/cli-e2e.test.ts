@@ -1,6 +1,7 @@
 // The tether CLI end to end against the testbed (real sshd in a namespace, the guest agent provisioned by `up`):
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
-// add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, and down leaving nothing behind.
+// add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, down leaving nothing behind, and an up
+// whose mount cannot be made (exit 1, the agent serving on degraded).
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -198,5 +199,31 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(await refused(guestPort)).toBe(true);
     const ls = await cli('ls', '--json');
     expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'stopped' })]);
+  });
+
+  it('up exits 1 naming a mount the guest cannot take, and leaves the agent serving degraded until down', async () => {
+    const name = 'e2e-mount';
+    const location = join(home, 'not-created'); // the host directory to mount does not exist
+    const config = writeTestbedConfig(join(home, 'e2e-mount.yaml'), tb, {
+      guestAgent: { installDir },
+      mounts: [{ location, mountPoint: join(tb.stateDir, 'e2e-mnt'), inotify: false }],
+    });
+    const r = await cli('up', name, '-c', config, '--timeout', '90');
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/✓ requirement 4 of 5: guest agent running/);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^tether: requirement 5 of 5 \\(mounts ready\\) failed: host directory ${location}: .*; the agent keeps running degraded \\(pid \\d+, `,
+      ),
+    );
+    const pid = Number(readFileSync(join(home, name, 'ha.pid'), 'utf8'));
+    expect(isAlive(pid)).toBe(true);
+    const status = JSON.parse((await cli('status', name, '--json')).stdout);
+    expect(status.state).toBe('degraded');
+    const mounts = JSON.parse((await cli('mount', 'ls', name, '--json')).stdout);
+    expect(mounts).toEqual([expect.objectContaining({ state: 'error', error: expect.stringContaining(location) })]);
+    const down = await cli('down', name);
+    expect(down.code).toBe(0);
+    expect(isAlive(pid)).toBe(false);
   });
 });

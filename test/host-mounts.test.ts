@@ -1,5 +1,6 @@
 // The agent wiring of mounts: runAgent with a configured mount runs requirement 5 (guest mount requirements, then
-// the mount), reports the mount in status, and unmounts on stop; a mount that cannot be made fails requirement 5.
+// the mount), reports the mount in status, and unmounts on stop; a mount that cannot be made fails requirement 5
+// while the agent serves forwards degraded, and is made once the guest or host lacks nothing.
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { runAgent } from '../host/src/agent/index.js';
 import { testConfig } from './forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { freePort, waitFor } from './helpers/wait.js';
 
 function loginIds(user: string): { uid: number; gid: number } {
   const fields = readFileSync('/etc/passwd', 'utf8')
@@ -57,31 +59,55 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     rmSync(instanceDir, { recursive: true, force: true });
   });
 
-  it('fails requirement 5 before mounting anything, naming the key, when a host directory does not exist', async () => {
+  it('fails requirement 5 naming the key when a host directory is missing, serves forwards degraded, and mounts once it exists', async () => {
     const tb = testbed();
-    const location = join(tmpdir(), `tether-missing-export-${process.pid}`); // does not exist on the host
+    const location = join(tmpdir(), `tether-missing-export-${process.pid}`); // does not exist on the host yet
+    rmSync(location, { recursive: true, force: true });
     const mountPoint = join(tb.stateDir, 'agent-mnt-missing');
     mkdirSync(mountPoint, { recursive: true });
     const { uid, gid } = loginIds(tb.user);
     chownSync(mountPoint, uid, gid);
     const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
-    const config = testConfig(tb, { mounts: [{ location, mountPoint, inotify: false }] });
+    const guestPort = await freePort();
+    const config = testConfig(tb, {
+      mounts: [{ location, mountPoint, inotify: false }],
+      portForwards: [{ guestPort, static: true }],
+    });
     const { agent, ready } = await runAgent('mountfail', config, { instanceDir, requirementTimeoutMs: 60_000 });
     let pid: number | undefined;
     try {
-      await expect(ready).rejects.toThrow(
-        `requirement 5 of 5 (mounts ready) failed: host directory ${location}: mounts[0].location ${location} does ` +
-          'not exist on the host',
-      );
+      await ready; // the agent runs on without the mount
       pid = agent.link.info?.pid;
       const status = agent.status();
-      expect(status.state).toBe('failed');
-      expect(status.requirements[4].state).toBe('failed');
-      expect(agent.mounts()[0].state).toBe('pending'); // never tried
+      expect(status.state).toBe('degraded');
+      expect(status.requirements[4]).toMatchObject({
+        state: 'failed',
+        detail: `host directory ${location}: mounts[0].location ${location} does not exist on the host`,
+      });
+      expect(agent.mounts()[0]).toMatchObject({ state: 'error', error: expect.stringContaining(location) });
+      // Forwarding is not held up by the mount.
+      await waitFor(
+        () => agent.forwards().some((f) => f.guestAddr.endsWith(`:${guestPort}`) && f.state === 'forwarding'),
+        {
+          what: `static forward of ${guestPort}`,
+        },
+      );
+
+      mkdirSync(location);
+      writeFileSync(join(location, 'late.txt'), 'made after up\n');
+      await waitFor(() => agent.status().state === 'ready', {
+        what: 'agent ready once the directory exists',
+        timeoutMs: 30_000,
+      });
+      expect(agent.status().requirements[4].state).toBe('ok');
+      expect(agent.mounts()[0].state).toBe('mounted');
+      const r = await tb.exec(`cat ${mountPoint}/late.txt`, { user: tb.user });
+      expect(r.stdout).toBe('made after up\n');
     } finally {
       await agent.stop('test finished');
       if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
       rmSync(instanceDir, { recursive: true, force: true });
+      rmSync(location, { recursive: true, force: true });
     }
   });
 });

@@ -81,6 +81,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   /** `failed` (Error) when a provisioning run fails; requirement 3 listens. */
   private readonly provisionEvents = new EventEmitter();
   private stopping = false;
+  /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
+  private mountsFailed = false;
 
   constructor(
     readonly name: string,
@@ -206,8 +208,15 @@ export class HostAgent extends EventEmitter implements AgentApi {
         return `tether-guest ${info.version} pid ${info.pid} on ${info.hostname} (${info.listeners} listeners)`;
       });
       const mounts = this.opts.mounts;
-      if (mounts) await this.requirement(5, () => mounts.start(this.ssh, this.link));
-      this.setState(this.link.up ? 'ready' : 'degraded');
+      if (mounts) {
+        // A mount the guest cannot take yet leaves the forwards serving, as Lima leaves a degraded instance running:
+        // the agent goes on degraded, the mounts keep trying, and `up` reports requirement 5 as failed.
+        this.mountsFailed = await this.requirement(5, () => mounts.start(this.ssh, this.link)).then(
+          () => false,
+          () => true,
+        );
+      }
+      this.setState(this.healthy() ? 'ready' : 'degraded');
     } catch (err) {
       this.setState('failed');
       throw err;
@@ -243,7 +252,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     });
     this.engine.on('change', (forward: ForwardView) => this.announce({ type: 'forward', forward }));
     this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
-    this.opts.mounts?.onChange?.((mount) => this.announce({ type: 'mount', mount }));
+    this.opts.mounts?.onChange?.((mount) => {
+      this.announce({ type: 'mount', mount });
+      this.mountsChanged();
+    });
     this.link.on('peer', (peer) => this.engine.attachPeer(peer));
     // A failure while reconciling must not take every other forward down with an unhandled rejection.
     const reconciled = (p: Promise<void>) =>
@@ -251,7 +263,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.link.on('snapshot', (listeners) => void reconciled(this.engine.setListeners(listeners)));
     this.link.on('delta', (delta) => void reconciled(this.engine.applyDelta(delta)));
     this.link.on('up', () => {
-      if (this.state === 'degraded') this.setState('ready');
+      if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     });
     this.link.on('down', (reason: string) => {
       this.engine.suspendDetected(reason);
@@ -290,6 +302,23 @@ export class HostAgent extends EventEmitter implements AgentApi {
     r.detail = detail;
     r.elapsedMs = Math.round(elapsedMs);
     this.announce({ type: 'requirement', requirement: { ...r } });
+  }
+
+  /** Nothing keeps the agent degraded: the guest agent link is up and no failed mount requirement is pending. */
+  private healthy(): boolean {
+    return this.link.up && !this.mountsFailed;
+  }
+
+  /** After a failed requirement 5, every mount mounted at last: the requirement is met and the agent healthy again. */
+  private mountsChanged(): void {
+    const views = this.opts.mounts?.views() ?? [];
+    if (!this.mountsFailed || !views.every((v) => v.state === 'mounted')) return;
+    this.mountsFailed = false;
+    const r = this.requirements[4];
+    const detail = `${views.length} of ${views.length} mounted (after the failure above)`;
+    this.setRequirement(5, 'ok', detail, r.elapsedMs);
+    this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
+    if (this.state === 'degraded' && this.healthy()) this.setState('ready');
   }
 
   /** Runs one requirement's check; `note` updates what the waiting requirement shows (e.g. the last failure). */

@@ -60,6 +60,8 @@ export class BootProgress {
 export type BootOutcome =
   | { outcome: 'ready'; status: StatusView }
   | { outcome: 'failed'; status: StatusView; requirement: RequirementView | null }
+  /** A requirement failed that the agent runs on without (a mount): it stays up, degraded, and keeps trying. */
+  | { outcome: 'degraded'; status: StatusView; requirement: RequirementView }
   | { outcome: 'timeout'; status: StatusView | null; requirement: RequirementView | null }
   | { outcome: 'gone'; reason: string };
 
@@ -72,7 +74,10 @@ export interface FollowOptions {
 
 function settled(s: StatusView): BootOutcome | null {
   const failed = s.requirements.find((r) => r.state === 'failed') ?? null;
-  if (failed || s.state === 'failed') return { outcome: 'failed', status: s, requirement: failed };
+  if (s.state === 'failed' || (failed && s.state === 'stopping'))
+    return { outcome: 'failed', status: s, requirement: failed };
+  // Until the agent leaves `starting` it has not said whether it goes on without the failed requirement.
+  if (failed) return s.state === 'starting' ? null : { outcome: 'degraded', status: s, requirement: failed };
   const allMet = s.requirements.length > 0 && s.requirements.every((r) => r.state === 'ok' || r.state === 'skipped');
   if (s.state === 'ready' || (allMet && s.state !== 'starting')) return { outcome: 'ready', status: s };
   return null;

@@ -59,6 +59,11 @@ export class MountManager {
     await Promise.all([...this.entries.map((e) => e.watcher?.start()), this.resume(client)]);
   }
 
+  /** The guest's mount requirements are not met: every mount not yet started shows `reason` as its error. */
+  unmet(reason: string): void {
+    for (const e of this.entries) e.mount.unmet(reason);
+  }
+
   /** The SSH connection is gone: every mount becomes `suspended` until resume(). Watchers keep running. */
   suspend(reason = 'ssh connection lost'): void {
     this.client = null;

@@ -118,6 +118,12 @@ export class GuestMount extends EventEmitter {
     }
   }
 
+  /** The guest lacks what every mount needs (sshfs, /dev/fuse...): `error` with the reason until a mount() is tried. */
+  unmet(reason: string): void {
+    if (this.active) return;
+    this.setState('error', reason);
+  }
+
   /** The SSH connection is gone: drop the session; the guest side is cleaned up by the next mount(). */
   suspend(reason: string): void {
     this.generation++;

@@ -105,8 +105,9 @@ async function up(name: string, opts: UpOptions): Promise<void> {
     const { startAgentProcess } = await import('../agent-process.js');
     const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
-    // The agent is this process: stopped here, not signalled like a background one.
-    await finish(paths, outcome, () => proc.stop('boot failed'));
+    // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
+    if (outcome.outcome === 'degraded') process.stderr.write(`tether: ${degradedMessage(paths, outcome)}\n`);
+    else await finish(paths, outcome, () => proc.stop('boot failed'));
     print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
     await proc.done;
     return;
@@ -188,6 +189,7 @@ async function finish(
     );
     return;
   }
+  if (outcome.outcome === 'degraded') throw new CliError(degradedMessage(paths, outcome));
   let message: string;
   if (outcome.outcome === 'gone') {
     const pid = readPid(paths);
@@ -207,6 +209,17 @@ async function finish(
     message += ' (agent stopped)';
   }
   throw new CliError(`${message}; log: ${paths.currentLog}`);
+}
+
+/** A failed requirement the agent runs on without: what failed, that forwards work, and how to follow or stop it. */
+function degradedMessage(paths: InstancePaths, outcome: Extract<BootOutcome, { outcome: 'degraded' }>): string {
+  const r = outcome.requirement;
+  const s = outcome.status;
+  return (
+    `requirement ${r.index} of ${r.total} (${r.name}) failed: ${r.detail ?? 'see the log'}; the agent keeps running ` +
+    `degraded (pid ${s.pid}, ${countOf(s.forwards.forwarding, 'forward')} up) and retries by itself: ` +
+    `\`tether status ${paths.name}\` follows it, \`tether down ${paths.name}\` stops it; log: ${paths.currentLog}`
+  );
 }
 
 /** Why a requirement is still waiting: its own detail, else the SSH layer's last error (requirements 1 and 2). */
