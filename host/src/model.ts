@@ -110,7 +110,10 @@ export interface StatusView {
   name: string;
   pid: number;
   startedAt: string;
-  /** `starting` until every requirement is ok, `ready` after, `degraded` while the link is down. */
+  /**
+   * `starting` until every requirement is ok, `ready` after, `degraded` while the guest agent link is down or a
+   * failed mount requirement (5) is not met yet.
+   */
   state: 'starting' | 'ready' | 'degraded' | 'failed' | 'stopping';
   ssh: { target: string; state: ConnectionState; since: string; lastError: string | null; reconnects: number };
   guest: GuestView | null;

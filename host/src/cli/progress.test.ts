@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { RequirementView } from '../model.js';
-import { BootProgress } from './progress.js';
+import type { RequirementView, StatusView } from '../model.js';
+import { BootProgress, bootOutcome } from './progress.js';
 
 const req = (
   index: number,
@@ -62,5 +62,34 @@ describe('BootProgress', () => {
       '✓ requirement 2 of 3: host key (0.3s)',
       '[  1.0s] waiting for requirement 3 of 3: guest agent running',
     ]);
+  });
+});
+
+describe('bootOutcome', () => {
+  const status = (state: StatusView['state'], requirements: RequirementView[]) =>
+    ({ state, requirements }) as unknown as StatusView;
+  const mountsFailed = [req(1, 'ok'), req(2, 'ok'), req(3, 'ok'), req(3, 'failed', { index: 5, name: 'mounts ready' })];
+
+  it('waits while the agent has not said whether it goes on without a failed requirement', () => {
+    expect(bootOutcome(status('starting', mountsFailed))).toBeNull();
+    expect(bootOutcome(status('starting', [req(1, 'ok'), req(2, 'waiting')]))).toBeNull();
+  });
+
+  it('is degraded when the agent runs on without the failed requirement, failed when it gave up', () => {
+    expect(bootOutcome(status('degraded', mountsFailed))).toMatchObject({
+      outcome: 'degraded',
+      requirement: { index: 5, name: 'mounts ready' },
+    });
+    expect(bootOutcome(status('failed', [req(1, 'ok'), req(2, 'failed')]))).toMatchObject({
+      outcome: 'failed',
+      requirement: { index: 2 },
+    });
+    expect(bootOutcome(status('stopping', mountsFailed))).toMatchObject({ outcome: 'failed' });
+  });
+
+  it('is ready once every requirement is met', () => {
+    expect(bootOutcome(status('ready', [req(1, 'ok'), req(2, 'ok'), req(3, 'skipped')]))).toMatchObject({
+      outcome: 'ready',
+    });
   });
 });

@@ -72,7 +72,8 @@ export interface FollowOptions {
   pollMs?: number;
 }
 
-function settled(s: StatusView): BootOutcome | null {
+/** What a boot came to by this status, or null while it is still under way. */
+export function bootOutcome(s: StatusView): BootOutcome | null {
   const failed = s.requirements.find((r) => r.state === 'failed') ?? null;
   if (s.state === 'failed' || (failed && s.state === 'stopping'))
     return { outcome: 'failed', status: s, requirement: failed };
@@ -105,7 +106,7 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
     const onStatus = (s: StatusView) => {
       last = s;
       show(s.requirements);
-      const o = settled(s);
+      const o = bootOutcome(s);
       if (o) finish(o);
     };
     const refresh = () =>
