@@ -66,8 +66,9 @@ export class TcpBinding implements HostBinding {
     const { ssh } = this.deps;
     const open: OpenChannel = (sink, started) =>
       this.deps.opens.run(() => {
-        started();
         const first = ssh.openDirect(channel, sink);
+        // After the open is queued, so its packet goes out before the client socket starts reading (a syscall).
+        started();
         const { fallbackIP } = target;
         if (!fallbackIP) return first;
         return first.catch((err: Error) => {
