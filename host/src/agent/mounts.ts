@@ -58,99 +58,136 @@ export function batchFor(batch: FsEvents, caps: readonly string[]): FsEvents {
 }
 
 export function mountDriver(mounts: readonly MountConfig[], logger: Logger): MountDriver {
-  const listeners: ((view: MountView) => void)[] = [];
-  const manager = new MountManager(mounts, {
-    logger,
-    onChange: (view) => {
-      for (const l of [...listeners]) l(view); // a listener may remove itself
-    },
-  });
-  let notify: (batch: FsEvents) => boolean = () => false;
-  let detach: (() => void) | null = null;
-  let recheck: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const log = componentLogger(logger, 'mount');
+  return new Mounts(mounts, logger);
+}
 
-  /** What the guest lacks for mounting (one line), or null. */
-  const unmetRequirements = async (client: Client): Promise<string | null> => {
-    const failed = (await manager.checkRequirements(client)).filter((r) => !r.ok);
-    return failed.length > 0 ? failed.map((r) => `${r.name}: ${r.detail}`).join('; ') : null;
+class Mounts implements MountDriver {
+  private readonly listeners: ((view: MountView) => void)[] = [];
+  private readonly manager: MountManager;
+  private readonly log: Logger;
+  private ssh: SshSession | null = null;
+  private notify: (batch: FsEvents) => boolean = () => false;
+  /** The mounts were started: from then on the manager mounts, retries and follows the connection by itself. */
+  private begun = false;
+  private stopped = false;
+  /** What the guest lacked at the last check, while the mounts wait for it (not begun). */
+  private unmetReason: string | null = null;
+  private recheckTimer: NodeJS.Timeout | undefined;
+
+  constructor(mounts: readonly MountConfig[], logger: Logger) {
+    this.manager = new MountManager(mounts, {
+      logger,
+      onChange: (view) => {
+        for (const l of [...this.listeners]) l(view); // a listener may remove itself
+      },
+    });
+    this.log = componentLogger(logger, 'mount');
+  }
+
+  async start(ssh: SshSession, link: AgentLink): Promise<string | null> {
+    this.ssh = ssh;
+    this.notify = (batch) => link.peer?.notify('fs.events', batchFor(batch, link.info?.caps ?? [])) ?? false;
+    // From the start, so a drop while the first mount or the watchers' first scan runs is not missed.
+    ssh.on('disconnected', this.onDown);
+    ssh.on('connected', this.onUp);
+    let client: Client | null = null;
+    let unmet: string | null;
+    try {
+      client = await ssh.waitConnected();
+      unmet = await this.unmetRequirements(client);
+    } catch (err) {
+      unmet = `ssh: ${(err as Error).message}`;
+    }
+    if (this.stopped) throw new Error('the agent stopped before mounting');
+    if (unmet !== null || !client) {
+      this.wait(unmet ?? 'ssh is not connected', RECHECK_MIN_MS);
+      throw new Error(unmet ?? 'ssh is not connected');
+    }
+    await this.begin(client);
+    const missing = await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
+    const views = this.manager.views();
+    const errors = views.filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
+    const summary = `${views.length - missing.length} of ${views.length} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
+    // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
+    if (missing.length > 0) throw new Error(summary);
+    return summary;
+  }
+
+  views(): MountView[] {
+    return this.manager.views();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.recheckTimer);
+    this.ssh?.off('disconnected', this.onDown);
+    this.ssh?.off('connected', this.onUp);
+    await this.manager.stop();
+  }
+
+  onChange(listener: (view: MountView) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private readonly onDown = (reason: string): void => {
+    if (this.begun) this.manager.suspend(`ssh connection lost: ${reason}`);
   };
 
-  /** Mounts everything; from then on SSH drops suspend the mounts and reconnects resume them. */
-  const begin = async (ssh: SshSession, client: Client) => {
-    await manager.start(client, notify);
-    const onDown = (reason: string) => manager.suspend(`ssh connection lost: ${reason}`);
-    const onUp = () => {
-      if (ssh.client) void manager.resume(ssh.client, notify);
-    };
-    ssh.on('disconnected', onDown);
-    ssh.on('connected', onUp);
-    detach = () => {
-      ssh.off('disconnected', onDown);
-      ssh.off('connected', onUp);
-    };
+  private readonly onUp = (): void => {
+    const client = this.ssh?.client;
+    if (this.begun) {
+      if (client) void this.manager.resume(client, this.notify);
+    } else if (this.unmetReason !== null) {
+      this.wait(this.unmetReason, RECHECK_MIN_MS); // a new connection may be to a fixed guest: look again soon
+    }
   };
+
+  /** What the guest lacks for mounting (one line), or null; a check that fails says so. */
+  private async unmetRequirements(client: Client): Promise<string | null> {
+    try {
+      const failed = (await this.manager.checkRequirements(client)).filter((r) => !r.ok);
+      return failed.length > 0 ? failed.map((r) => `${r.name}: ${r.detail}`).join('; ') : null;
+    } catch (err) {
+      return `checking the guest's mount requirements failed: ${(err as Error).message}`;
+    }
+  }
+
+  /** Mounts everything, once. */
+  private async begin(client: Client): Promise<void> {
+    if (this.begun || this.stopped) return;
+    this.begun = true;
+    this.unmetReason = null;
+    clearTimeout(this.recheckTimer);
+    await this.manager.start(client, this.notify);
+  }
 
   /**
-   * While the guest lacks something (sshfs not installed yet, a host directory not created yet), checks again with
-   * backoff and mounts once nothing is missing: fixing it needs no `tether up` again.
+   * The guest lacks something (sshfs not installed yet, a host directory not created yet): the mounts show why, and
+   * the requirements are checked again after `delay` (doubling to RECHECK_MAX_MS), mounting once nothing is missing,
+   * so fixing it needs no `tether up` again.
    */
-  const recheckLater = (ssh: SshSession, delay: number, last: string) => {
-    recheck = setTimeout(async () => {
-      const client = ssh.client;
-      const found = client
-        ? await unmetRequirements(client).catch(
-            (err: Error) => `checking the guest's mount requirements failed: ${err.message}`,
-          )
-        : last;
-      if (stopped) return;
-      if (client && found === null) {
-        log.info('the guest meets the mount requirements now; mounting');
-        await begin(ssh, client).catch((err: Error) =>
-          log.error({ err: err.message }, `mounting failed: ${err.message}`),
-        );
-        return;
-      }
-      const unmet = found ?? last;
-      if (unmet !== last) {
-        manager.unmet(unmet);
-        log.warn({ unmet }, `mounts wait: ${unmet}`);
-      }
-      recheckLater(ssh, Math.min(delay * 2, RECHECK_MAX_MS), unmet);
-    }, delay);
-    recheck.unref();
-  };
+  private wait(reason: string, delay: number): void {
+    if (this.stopped || this.begun) return;
+    if (reason !== this.unmetReason) this.log.warn({ unmet: reason }, `mounts wait: ${reason}`);
+    this.unmetReason = reason;
+    this.manager.unmet(reason);
+    clearTimeout(this.recheckTimer);
+    this.recheckTimer = setTimeout(() => void this.recheck(delay), delay);
+    this.recheckTimer.unref();
+  }
 
-  return {
-    async start(ssh: SshSession, link: AgentLink) {
-      notify = (batch: FsEvents) => link.peer?.notify('fs.events', batchFor(batch, link.info?.caps ?? [])) ?? false;
-      const client = await ssh.waitConnected();
-      const unmet = await unmetRequirements(client);
-      if (unmet !== null) {
-        manager.unmet(unmet);
-        recheckLater(ssh, RECHECK_MIN_MS, unmet);
-        throw new Error(unmet);
-      }
-      await begin(ssh, client);
-      const missing = await untilMounted(manager, listeners, RETRY_GRACE_MS);
-      const total = manager.views().length;
-      const errors = manager
-        .views()
-        .filter((v) => v.error)
-        .map((v) => `${v.mountPoint}: ${v.error}`);
-      const summary = `${total - missing.length} of ${total} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
-      // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
-      if (missing.length > 0) throw new Error(summary);
-      return summary;
-    },
-    views: () => manager.views(),
-    async stop() {
-      stopped = true;
-      clearTimeout(recheck);
-      detach?.();
-      await manager.stop();
-    },
-    onChange: (listener) => listeners.push(listener),
-  };
+  private async recheck(delay: number): Promise<void> {
+    if (this.stopped || this.begun) return;
+    const client = this.ssh?.client ?? null;
+    const unmet = client ? await this.unmetRequirements(client) : this.unmetReason;
+    if (this.stopped || this.begun) return;
+    if (client && unmet === null) {
+      this.log.info('the guest meets the mount requirements now; mounting');
+      await this.begin(client).catch((err: Error) =>
+        this.log.error({ err: err.message }, `mounting failed: ${err.message}`),
+      );
+      return;
+    }
+    this.wait(unmet ?? 'ssh is not connected', Math.min(delay * 2, RECHECK_MAX_MS));
+  }
 }
