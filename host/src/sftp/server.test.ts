@@ -570,4 +570,10 @@ describe('handles', () => {
     expect((await c.closed).reason).toMatch(/client closed/);
     expect(c.session.stats.openHandles).toBe(0);
   });
+
+  it('takes a client that goes away without ending its stream as a disconnect, not a stream error', async () => {
+    const c = await start();
+    c.toServer.destroy(); // the composed stream reports ERR_STREAM_PREMATURE_CLOSE
+    expect((await c.closed).reason).toBe('client closed the stream');
+  });
 });

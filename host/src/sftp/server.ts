@@ -186,7 +186,12 @@ class Session extends EventEmitter implements SftpSession {
     stream.on('drain', this.onDrain);
     stream.once('end', () => this.close('client closed the stream'));
     stream.once('close', () => this.close('stream closed'));
-    stream.on('error', (err: Error) => this.close(`stream error: ${err.message}`));
+    stream.on('error', (err: NodeJS.ErrnoException) =>
+      // A composed stream whose other end went away without ending it reports that as an error; it is a disconnect.
+      this.close(
+        err.code === 'ERR_STREAM_PREMATURE_CLOSE' ? 'client closed the stream' : `stream error: ${err.message}`,
+      ),
+    );
   }
 
   get stats(): SftpStats {
