@@ -2,7 +2,7 @@
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
 // add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, down leaving nothing behind, and an up
 // whose mount cannot be made (exit 1, the agent serving on degraded).
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -201,12 +201,13 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'stopped' })]);
   });
 
-  it('up exits 1 naming a mount the guest cannot take, and leaves the agent serving degraded until down', async () => {
+  it('up exits 1 naming a mount the guest cannot take and leaves the agent serving degraded; up again once fixed mounts at once', async () => {
     const name = 'e2e-mount';
     const location = join(home, 'not-created'); // the host directory to mount does not exist
+    const mountPoint = join(tb.stateDir, 'e2e-mnt'); // nor does the mount point, which the SSH user cannot create
     const config = writeTestbedConfig(join(home, 'e2e-mount.yaml'), tb, {
       guestAgent: { installDir },
-      mounts: [{ location, mountPoint: join(tb.stateDir, 'e2e-mnt'), inotify: false }],
+      mounts: [{ location, mountPoint, inotify: false }],
     });
     const r = await cli('up', name, '-c', config, '--timeout', '90');
     expect(r.code).toBe(1);
@@ -222,6 +223,17 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(status.state).toBe('degraded');
     const mounts = JSON.parse((await cli('mount', 'ls', name, '--json')).stdout);
     expect(mounts).toEqual([expect.objectContaining({ state: 'error', error: expect.stringContaining(location) })]);
+
+    // Fixed on the host, then `up` again: the running agent tries at once and is ready.
+    mkdirSync(location);
+    await tb.exec(`mkdir -p ${mountPoint} && chown ${tb.user} ${mountPoint}`);
+    const again = await cli('up', name, '--timeout', '60');
+    expect(again.stdout).toMatch(/trying its failed mounts again/);
+    expect(again.stdout).toMatch(/✓ requirement 5 of 5: mounts ready/);
+    expect(again.stdout).toMatch(/✓ instance e2e-mount is ready/);
+    expect(again.code).toBe(0);
+    expect(Number(readFileSync(join(home, name, 'ha.pid'), 'utf8'))).toBe(pid);
+
     const down = await cli('down', name);
     expect(down.code).toBe(0);
     expect(isAlive(pid)).toBe(false);

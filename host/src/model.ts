@@ -153,6 +153,12 @@ export interface AgentApi {
   addForward(spec: ForwardSpec): Promise<ForwardView>;
   /** Removes a runtime or static forward by id; detected forwards are turned into `ignored`. */
   removeForward(id: string): Promise<void>;
+  /**
+   * After a failed mount requirement (5): checks the guest's mount requirements and mounts again now, instead of at
+   * the next backoff step (`tether up` on a degraded instance, once the user fixed the guest). False when there is
+   * nothing to retry.
+   */
+  retryMounts?(): boolean;
   stop(reason: string): Promise<void>;
   on(event: 'event', listener: (e: AgentEvent) => void): unknown;
   off(event: 'event', listener: (e: AgentEvent) => void): unknown;

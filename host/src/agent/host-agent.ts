@@ -39,6 +39,8 @@ export const HOST_AGENT_NAME = 'tether/0.1.0';
 export interface MountDriver {
   /** Checks the guest's mount requirements and mounts; resolves with a detail line, rejects with what failed. */
   start(ssh: SshSession, link: AgentLink): Promise<string | null>;
+  /** After a failed start: the same, now (the driver also retries by itself, with backoff). */
+  retry(): Promise<string | null>;
   views(): MountView[];
   stop(): Promise<void>;
   /** Called with each changed view, so the agent can announce it. */
@@ -83,6 +85,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private stopping = false;
   /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
   private mountsFailed = false;
+  private retryingMounts = false;
 
   constructor(
     readonly name: string,
@@ -172,6 +175,21 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   removeForward(id: string): Promise<void> {
     return this.engine.remove(id);
+  }
+
+  retryMounts(): boolean {
+    const mounts = this.opts.mounts;
+    if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping) return false;
+    this.retryingMounts = true;
+    void this.requirement(5, () => mounts.retry())
+      .then(
+        () => this.mountsChanged(),
+        () => undefined, // logged and shown by the requirement; the driver keeps trying
+      )
+      .finally(() => {
+        this.retryingMounts = false;
+      });
+    return true;
   }
 
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────────────────────────
@@ -315,9 +333,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (!this.mountsFailed || !views.every((v) => v.state === 'mounted')) return;
     this.mountsFailed = false;
     const r = this.requirements[4];
-    const detail = `${views.length} of ${views.length} mounted (after the failure above)`;
-    this.setRequirement(5, 'ok', detail, r.elapsedMs);
-    this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
+    if (r.state !== 'ok') {
+      const detail = `${views.length} of ${views.length} mounted (after the failure above)`;
+      this.setRequirement(5, 'ok', detail, r.elapsedMs);
+      this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
+    }
     if (this.state === 'degraded' && this.healthy()) this.setState('ready');
   }
 

@@ -90,27 +90,20 @@ class Mounts implements MountDriver {
     // From the start, so a drop while the first mount or the watchers' first scan runs is not missed.
     ssh.on('disconnected', this.onDown);
     ssh.on('connected', this.onUp);
-    let client: Client | null = null;
-    let unmet: string | null;
+    let client: Client;
     try {
       client = await ssh.waitConnected();
-      unmet = await this.unmetRequirements(client);
     } catch (err) {
-      unmet = `ssh: ${(err as Error).message}`;
+      const reason = `ssh: ${(err as Error).message}`;
+      this.wait(reason, RECHECK_MIN_MS);
+      throw new Error(reason);
     }
-    if (this.stopped) throw new Error('the agent stopped before mounting');
-    if (unmet !== null || !client) {
-      this.wait(unmet ?? 'ssh is not connected', RECHECK_MIN_MS);
-      throw new Error(unmet ?? 'ssh is not connected');
-    }
-    await this.begin(client);
-    const missing = await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
-    const views = this.manager.views();
-    const errors = views.filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
-    const summary = `${views.length - missing.length} of ${views.length} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
-    // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
-    if (missing.length > 0) throw new Error(summary);
-    return summary;
+    return this.mountNow(client);
+  }
+
+  async retry(): Promise<string | null> {
+    if (this.stopped || !this.ssh) throw new Error('the mounts are not running');
+    return this.mountNow(this.ssh.client);
   }
 
   views(): MountView[] {
@@ -150,6 +143,29 @@ class Mounts implements MountDriver {
     } catch (err) {
       return `checking the guest's mount requirements failed: ${(err as Error).message}`;
     }
+  }
+
+  /**
+   * Checks the guest's requirements (until the mounts were started once) and mounts; resolves with a summary once
+   * every mount is up, rejects with what is missing (the mounts go on waiting or retrying by themselves).
+   */
+  private async mountNow(client: Client | null): Promise<string> {
+    if (!this.begun) {
+      const unmet = client ? await this.unmetRequirements(client) : 'ssh is not connected';
+      if (this.stopped) throw new Error('the agent stopped before mounting');
+      if (unmet !== null || !client) {
+        this.wait(unmet ?? 'ssh is not connected', RECHECK_MIN_MS);
+        throw new Error(unmet ?? 'ssh is not connected');
+      }
+      await this.begin(client);
+    }
+    const missing = await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
+    const views = this.manager.views();
+    const errors = views.filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
+    const summary = `${views.length - missing.length} of ${views.length} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
+    // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
+    if (missing.length > 0) throw new Error(summary);
+    return summary;
   }
 
   /** Mounts everything, once. */

@@ -55,6 +55,11 @@ export class ControlClient {
     await this.call('DELETE', `/v1/forwards/${encodeURIComponent(id)}`);
   }
 
+  /** Asks a degraded agent to try its failed mounts again now; false when nothing was waiting. */
+  async retryMounts(): Promise<boolean> {
+    return (await this.call<{ retrying: boolean }>('POST', '/v1/mounts/retry')).retrying;
+  }
+
   async shutdown(): Promise<void> {
     await this.call('POST', '/v1/shutdown');
   }

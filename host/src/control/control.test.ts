@@ -35,6 +35,7 @@ class FakeAgent extends EventEmitter implements AgentApi {
   readonly config = Config.parse({ ssh: { user: 'dev' } });
   list = new Map<string, ForwardView>([['tcp/127.0.0.1:8080', forward('tcp/127.0.0.1:8080', 8080)]]);
   stopped: string | null = null;
+  mountsWaiting = true;
   status(): StatusView {
     return { name: this.name, state: 'ready' } as StatusView;
   }
@@ -57,6 +58,11 @@ class FakeAgent extends EventEmitter implements AgentApi {
   }
   async stop(reason: string): Promise<void> {
     this.stopped = reason;
+  }
+  retryMounts(): boolean {
+    const was = this.mountsWaiting;
+    this.mountsWaiting = false;
+    return was;
   }
 }
 
@@ -134,6 +140,11 @@ describe('control API', () => {
     });
     expect(await raw('PUT', '/v1/status')).toMatchObject({ status: 405 });
     expect(await raw('POST', '/v1/forwards', 'x'.repeat(100_000))).toMatchObject({ status: 413 });
+  });
+
+  it('asks the agent to retry its failed mounts, and says whether anything was waiting', async () => {
+    expect(await client.retryMounts()).toBe(true);
+    expect(await client.retryMounts()).toBe(false);
   });
 
   it('stops the agent on shutdown after replying', async () => {

@@ -1,7 +1,7 @@
 // The control API of a running host agent: HTTP JSON and a WebSocket event stream on the instance's ha.sock.
 // Depends only on AgentApi (model.ts); it never touches ssh/link/forward/mount. Routes:
 //   GET /v1/status · GET /v1/forwards · POST /v1/forwards · DELETE /v1/forwards/:id · GET /v1/mounts
-//   POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
+//   POST /v1/mounts/retry · POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
 // Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 500.
 // The WebSocket library is loaded on the first /v1/events upgrade: an agent nobody follows does not carry it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -82,13 +82,18 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       await agent.removeForward(id);
       return send(res, 200, { removed: id });
     }
+    if (route === 'POST /v1/mounts/retry') {
+      const retrying = agent.retryMounts?.() ?? false;
+      if (retrying) log.info('mount retry requested via control API');
+      return send(res, 202, { retrying });
+    }
     if (route === 'POST /v1/shutdown') {
       log.info('shutdown requested via control API');
       send(res, 202, { stopping: true });
       res.once('finish', () => shutdown('shutdown requested via control API'));
       return;
     }
-    const known = ['/v1/status', '/v1/forwards', '/v1/mounts', '/v1/shutdown', '/v1/events'];
+    const known = ['/v1/status', '/v1/forwards', '/v1/mounts', '/v1/mounts/retry', '/v1/shutdown', '/v1/events'];
     if (known.includes(url.pathname)) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`);
     throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
   }

@@ -92,6 +92,15 @@ async function up(name: string, opts: UpOptions): Promise<void> {
         print(
           `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
         );
+      // Running degraded on a failed mount: the user may have fixed the guest since, so try now, not at the next
+      // backoff step.
+      if (
+        running?.state === 'degraded' &&
+        (await clientFor(paths)
+          .retryMounts()
+          .catch(() => false))
+      )
+        print(`trying its failed mounts again`);
       const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
       return finish(paths, outcome, null);
     }
