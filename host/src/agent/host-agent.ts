@@ -184,7 +184,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     void this.requirement(5, () => mounts.retry())
       .then(
         () => this.mountsChanged(),
-        () => undefined, // logged and shown by the requirement; the driver keeps trying
+        () => {
+          // Logged and shown by the requirement; the driver keeps trying. Mounted meanwhile by its own retry: met.
+          if (!this.mountsFailed) this.setRequirement(5, 'ok', this.mountSummary(), this.requirements[4].elapsedMs);
+        },
       )
       .finally(() => {
         this.retryingMounts = false;
@@ -322,6 +325,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.announce({ type: 'requirement', requirement: { ...r } });
   }
 
+  private mountSummary(): string {
+    const n = this.opts.mounts?.views().length ?? 0;
+    return `${n} of ${n} mounted (after the failure above)`;
+  }
+
   /** Nothing keeps the agent degraded: the guest agent link is up and no failed mount requirement is pending. */
   private healthy(): boolean {
     return this.link.up && !this.mountsFailed;
@@ -333,8 +341,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (!this.mountsFailed || !views.every((v) => v.state === 'mounted')) return;
     this.mountsFailed = false;
     const r = this.requirements[4];
-    if (r.state !== 'ok') {
-      const detail = `${views.length} of ${views.length} mounted (after the failure above)`;
+    // While a retry runs, its own requirement() reports the outcome.
+    if (r.state === 'failed' && !this.retryingMounts) {
+      const detail = this.mountSummary();
       this.setRequirement(5, 'ok', detail, r.elapsedMs);
       this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
     }

@@ -103,6 +103,8 @@ class Mounts implements MountDriver {
 
   async retry(): Promise<string | null> {
     if (this.stopped || !this.ssh) throw new Error('the mounts are not running');
+    // Started before: the manager has the mounts; what failed is tried now instead of at its next backoff step.
+    if (this.begun) this.manager.retryNow();
     return this.mountNow(this.ssh.client);
   }
 
@@ -151,13 +153,14 @@ class Mounts implements MountDriver {
    */
   private async mountNow(client: Client | null): Promise<string> {
     if (!this.begun) {
-      const unmet = client ? await this.unmetRequirements(client) : 'ssh is not connected';
+      const unmet = client ? await this.unmetRequirements(client) : (this.unmetReason ?? 'ssh is not connected');
       if (this.stopped) throw new Error('the agent stopped before mounting');
-      if (unmet !== null || !client) {
+      // A background recheck may have found everything met and started the mounts meanwhile.
+      if (!this.begun && (unmet !== null || !client)) {
         this.wait(unmet ?? 'ssh is not connected', RECHECK_MIN_MS);
         throw new Error(unmet ?? 'ssh is not connected');
       }
-      await this.begin(client);
+      if (client) await this.begin(client);
     }
     const missing = await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
     const views = this.manager.views();

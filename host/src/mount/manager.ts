@@ -64,6 +64,16 @@ export class MountManager {
     for (const e of this.entries) e.mount.unmet(reason);
   }
 
+  /** Tries every mount that is neither mounted nor mounting now, instead of at its next backoff step. */
+  retryNow(): void {
+    if (this.stopped || !this.client) return;
+    for (const e of this.entries) {
+      if (e.mount.state === 'mounted' || e.mount.state === 'mounting') continue;
+      e.retryDelay = RETRY_MIN_MS;
+      void this.mountEntry(e);
+    }
+  }
+
   /** The SSH connection is gone: every mount becomes `suspended` until resume(). Watchers keep running. */
   suspend(reason = 'ssh connection lost'): void {
     this.client = null;
