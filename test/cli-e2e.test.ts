@@ -186,6 +186,14 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(broken.stdout).toMatch(/✗ guest agent: no answer on .*agent\.sock/);
     expect(broken.stdout).toMatch(/ {4}fix: /);
     expect(broken.stderr).toMatch(/^tether: \d+ problems?: .*guest agent/);
+
+    // up on the running instance waits for the link rather than calling it ready, and says what it waits for.
+    const up = await cli('up', NAME, '--timeout', '3');
+    expect(up.stdout).toMatch(/already running/);
+    expect(up.stdout).toMatch(/waiting for the link to the guest agent: /);
+    expect(up.stderr).toMatch(/timed out waiting for the link to the guest agent: /);
+    expect(up.code).toBe(1);
+    expect(isAlive(agentPid)).toBe(true);
     chmodSync(installDir, 0o755);
   });
 

@@ -87,9 +87,13 @@ describe('bootOutcome', () => {
     expect(bootOutcome(status('stopping', mountsFailed))).toMatchObject({ outcome: 'failed' });
   });
 
-  it('is ready once every requirement is met', () => {
+  it('is ready once every requirement is met and the agent says ready', () => {
     expect(bootOutcome(status('ready', [req(1, 'ok'), req(2, 'ok'), req(3, 'skipped')]))).toMatchObject({
       outcome: 'ready',
     });
+  });
+
+  it('waits while every requirement is met but the link to the guest is down', () => {
+    expect(bootOutcome(status('degraded', [req(1, 'ok'), req(2, 'ok'), req(3, 'ok')]))).toBeNull();
   });
 });

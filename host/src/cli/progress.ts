@@ -79,9 +79,15 @@ export function bootOutcome(s: StatusView): BootOutcome | null {
     return { outcome: 'failed', status: s, requirement: failed };
   // Until the agent leaves `starting` it has not said whether it goes on without the failed requirement.
   if (failed) return s.state === 'starting' ? null : { outcome: 'degraded', status: s, requirement: failed };
-  const allMet = s.requirements.length > 0 && s.requirements.every((r) => r.state === 'ok' || r.state === 'skipped');
-  if (s.state === 'ready' || (allMet && s.state !== 'starting')) return { outcome: 'ready', status: s };
-  return null;
+  // `degraded` with every requirement met: the link to the guest dropped since, and forwards are suspended until it
+  // is back, so the VM is not ready yet (followBoot says what it waits for).
+  return s.state === 'ready' ? { outcome: 'ready', status: s } : null;
+}
+
+/** Why the link to the guest agent is down, from a status. */
+export function linkDownReason(s: StatusView): string {
+  if (s.ssh.state === 'connected') return 'SSH is connected but the guest agent does not answer';
+  return `SSH is ${s.ssh.state}${s.ssh.lastError ? ` (${s.ssh.lastError})` : ''}`;
 }
 
 /** Follows the agent's requirements until it is ready, a requirement fails, the agent goes away, or time runs out. */
@@ -103,11 +109,16 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
       for (const r of reqs) latest.set(r.index, r);
       for (const line of progress.update(reqs)) opts.print(line);
     };
+    let linkNoted = false;
     const onStatus = (s: StatusView) => {
       last = s;
       show(s.requirements);
       const o = bootOutcome(s);
-      if (o) finish(o);
+      if (o) return finish(o);
+      if (s.state === 'degraded' && !linkNoted) {
+        linkNoted = true;
+        opts.print(`waiting for the link to the guest agent: ${linkDownReason(s)}`);
+      }
     };
     const refresh = () =>
       client.status().then(onStatus, (err: Error) => {

@@ -13,7 +13,7 @@ import { socketAnswers } from '../../socket-file.js';
 import { spawnAgent } from '../agent-spawn.js';
 import { clientFor, existingInstance, parseLogLevel, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
-import { type BootOutcome, followBoot } from '../progress.js';
+import { type BootOutcome, followBoot, linkDownReason } from '../progress.js';
 import { countOf } from '../render.js';
 import { parseSshTarget } from '../target.js';
 import { stopAgent } from './down.js';
@@ -205,7 +205,12 @@ async function finish(
     message = `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
   } else {
     const r = outcome.requirement;
-    const what = r ? `requirement ${r.index} of ${r.total} (${r.name})` : 'the agent';
+    const linkDown = !r && outcome.status?.state === 'degraded';
+    const what = r
+      ? `requirement ${r.index} of ${r.total} (${r.name})`
+      : linkDown
+        ? 'the link to the guest agent'
+        : 'the agent';
     message =
       outcome.outcome === 'failed'
         ? `${what} failed: ${r?.detail ?? 'see the log'}`
@@ -233,6 +238,7 @@ function degradedMessage(paths: InstancePaths, outcome: Extract<BootOutcome, { o
 
 /** Why a requirement is still waiting: its own detail, else the SSH layer's last error (requirements 1 and 2). */
 function timeoutReason(status: StatusView | null, r: RequirementView | null): string {
+  if (!r && status?.state === 'degraded') return `: ${linkDownReason(status)}`;
   const why = r?.detail ?? (r && r.index <= 2 ? status?.ssh.lastError : null);
   return why ? `: ${why}` : '';
 }
