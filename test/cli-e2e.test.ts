@@ -2,15 +2,16 @@
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
 // add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, down leaving nothing behind, and an up
 // whose mount cannot be made (exit 1, the agent serving on degraded).
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../host/src/cli/agent-spawn.js';
 import { isAlive } from '../host/src/instance.js';
 import { FORWARD_JSON_KEYS } from '../host/src/model.js';
 import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
-import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, type Testbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 const NAME = 'e2e';
@@ -66,10 +67,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const r = await cli('up', NAME, '-c', config, '--timeout', '90');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 4: ssh reachable/);
-    expect(r.stdout).toMatch(/✓ requirement 2 of 4: host key \(\d+\.\ds\)/);
-    expect(r.stdout).toMatch(/✓ requirement 3 of 4: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
-    expect(r.stdout).toMatch(/✓ requirement 4 of 4: guest agent running/);
+    expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 5: ssh reachable/);
+    expect(r.stdout).toMatch(/✓ requirement 2 of 5: host key \(\d+\.\ds\)/);
+    expect(r.stdout).toMatch(/✓ requirement 3 of 5: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
+    expect(r.stdout).toMatch(/✓ requirement 4 of 5: guest agent running/);
+    expect(r.stdout).toMatch(/- requirement 5 of 5: mounts ready \(skipped: no mounts configured\)/);
     expect(r.stdout).toMatch(/✓ instance e2e is ready/);
     const sock = join(home, NAME, 'ha.sock');
     expect(statSync(sock).mode & 0o777).toBe(0o600);
@@ -166,7 +168,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ name: NAME, state: 'ready', pid: agentPid, ssh: { state: 'connected' } });
     expect(s.guest.version).toMatch(/^\d+\.\d+\.\d+/);
-    expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok', 'skipped']);
   });
 
   it('doctor passes when healthy and names a broken guest agent', async () => {
@@ -245,5 +247,36 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const down = await cli('down', name);
     expect(down.code).toBe(0);
     expect(isAlive(pid)).toBe(false);
+  });
+
+  it('up is ready without the default mount of ~ when the guest cannot take it, and says why', async () => {
+    const name = 'e2e-default';
+    // No `mounts:` key: the default mount of the host's ~, here a directory that exists in the guest (the testbed
+    // shares the host's file system) and is not the SSH user's, like /root for a host agent run as root.
+    const hostHome = mkdtempSync(join(tmpdir(), 'tether-e2e-home-'));
+    const { mounts: _, ...input } = testbedConfigInput(tb, { guestAgent: { installDir } });
+    const config = join(home, 'e2e-default.yaml');
+    writeFileSync(config, stringify(input));
+    const asUser = (...args: string[]) => runCli(home, args, 120_000, { HOME: hostHome });
+    try {
+      const r = await asUser('up', name, '-c', config, '--timeout', '90');
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `- requirement 5 of 5: mounts ready \\(skipped: the default mount of ~ is not made: .*${hostHome} exists in the guest and is not the SSH user's to mount on; set the mount's mountPoint`,
+        ),
+      );
+      expect(r.stdout).toMatch(/✓ instance e2e-default is ready/);
+      expect(r.code).toBe(0);
+      const status = JSON.parse((await asUser('status', name, '--json')).stdout);
+      expect(status.state).toBe('ready');
+      const mounts = JSON.parse((await asUser('mount', 'ls', name, '--json')).stdout);
+      expect(mounts).toEqual([expect.objectContaining({ mountPoint: hostHome, state: 'error' })]);
+      const doctor = await asUser('doctor', name);
+      expect(doctor.stdout).toMatch(new RegExp(`! mount point ${hostHome}: `));
+    } finally {
+      expect((await asUser('down', name)).code).toBe(0);
+      rmSync(hostHome, { recursive: true, force: true });
+    }
   });
 });

@@ -22,10 +22,15 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(home: string, args: string[], timeoutMs = 60_000): Promise<CliResult> {
+export function runCli(
+  home: string,
+  args: string[],
+  timeoutMs = 60_000,
+  env: Record<string, string> = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '' },
+      env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -54,6 +54,11 @@ export interface HostAgentOptions {
   /** Where build/guest (tether-guest.cjs, manifest.json) is; default: the repository's build/guest. */
   guestBundleDir?: string;
   mounts?: MountDriver;
+  /**
+   * The mounts are the implicit default (`~`, no `mounts:` in tether.yaml): when the guest cannot take them,
+   * requirement 5 is skipped with the reason and the agent is ready without them (they keep being tried).
+   */
+  mountsOptional?: boolean;
   /** Where warnings and errors are kept for status; share it with loggers made outside the agent (mounts). */
   problems?: ProblemRing;
   /** Shown in status; default <instanceDir>/logs/current.log. */
@@ -96,10 +101,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.problems = opts.problems ?? new ProblemRing(20);
     this.log = this.logger('agent');
     this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
-    const total = opts.mounts ? 5 : 4;
-    this.requirements = REQUIREMENTS.slice(0, total).map((name, i) => ({
+    this.requirements = REQUIREMENTS.map((name, i) => ({
       index: i + 1,
-      total,
+      total: REQUIREMENTS.length,
       name,
       state: 'pending',
       detail: null,
@@ -181,7 +185,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const mounts = this.opts.mounts;
     if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping) return false;
     this.retryingMounts = true;
-    void this.requirement(5, () => mounts.retry())
+    void this.requirement(5, () => mounts.retry(), this.opts.mountsOptional)
       .then(
         () => this.mountsChanged(),
         () => {
@@ -232,10 +236,16 @@ export class HostAgent extends EventEmitter implements AgentApi {
       if (mounts) {
         // A mount the guest cannot take yet leaves the forwards serving, as Lima leaves a degraded instance running:
         // the agent goes on degraded, the mounts keep trying, and `up` reports requirement 5 as failed.
-        this.mountsFailed = await this.requirement(5, () => mounts.start(this.ssh, this.link)).then(
+        this.mountsFailed = await this.requirement(
+          5,
+          () => mounts.start(this.ssh, this.link),
+          this.opts.mountsOptional,
+        ).then(
           () => false,
           () => true,
         );
+      } else {
+        this.setRequirement(5, 'skipped', 'no mounts configured');
       }
       this.setState(this.healthy() ? 'ready' : 'degraded');
     } catch (err) {
@@ -332,7 +342,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   /** Nothing keeps the agent degraded: the guest agent link is up and no failed mount requirement is pending. */
   private healthy(): boolean {
-    return this.link.up && !this.mountsFailed;
+    return this.link.up && (!this.mountsFailed || this.opts.mountsOptional === true);
   }
 
   /** After a failed requirement 5, every mount mounted at last: the requirement is met and the agent healthy again. */
@@ -342,7 +352,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.mountsFailed = false;
     const r = this.requirements[4];
     // While a retry runs, its own requirement() reports the outcome.
-    if (r.state === 'failed' && !this.retryingMounts) {
+    if ((r.state === 'failed' || r.state === 'skipped') && !this.retryingMounts) {
       const detail = this.mountSummary();
       this.setRequirement(5, 'ok', detail, r.elapsedMs);
       this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
@@ -354,6 +364,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private async requirement(
     index: number,
     check: (note: (detail: string) => void) => Promise<string | null>,
+    optional = false,
   ): Promise<void> {
     const r = this.requirements[index - 1];
     const started = performance.now();
@@ -367,10 +378,16 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.setRequirement(index, 'ok', detail, performance.now() - started);
       this.log.info({ detail }, `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`);
     } catch (err) {
-      const detail = (err as Error).message;
-      this.setRequirement(index, 'failed', detail, performance.now() - started);
-      this.log.error(`requirement ${index} of ${r.total} failed: ${r.name}: ${detail}`);
-      throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${detail}`);
+      const reason = (err as Error).message;
+      if (optional) {
+        const detail = `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`;
+        this.setRequirement(index, 'skipped', detail, performance.now() - started);
+        this.log.warn(`requirement ${index} of ${r.total} skipped: ${r.name}: ${detail}`);
+      } else {
+        this.setRequirement(index, 'failed', reason, performance.now() - started);
+        this.log.error(`requirement ${index} of ${r.total} failed: ${r.name}: ${reason}`);
+      }
+      throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${reason}`);
     }
   }
 

@@ -35,7 +35,8 @@ export async function runAgent(name: string, config: Config, opts: RunAgentOptio
     (config.mounts?.length
       ? (await import('./mounts.js')).mountDriver(config.mounts, problems.tap(logger, 'mount'))
       : undefined);
-  const agent = new HostAgent(name, config, { ...opts, logger, mounts, problems });
+  const mountsOptional = 'mountsDefaulted' in config && config.mountsDefaulted === true;
+  const agent = new HostAgent(name, config, { mountsOptional, ...opts, logger, mounts, problems });
   const ready = agent.start();
   ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure
   return { agent, ready };

@@ -9,7 +9,11 @@ import type { z } from 'zod';
 import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
 
 /** A config after loading: paths expanded, mounts defaulted. */
-export type LoadedConfig = Config & { mounts: MountConfig[] };
+export type LoadedConfig = Config & {
+  mounts: MountConfig[];
+  /** No `mounts` key: `mounts` is DEFAULT_MOUNTS, which the agent makes when it can (requirement 5 is not failed). */
+  mountsDefaulted: boolean;
+};
 
 /** Mounts used when tether.yaml has no `mounts` key: the host's home directory, read-only. */
 export const DEFAULT_MOUNTS = [{ location: '~', writable: false }] as const;
@@ -248,6 +252,7 @@ function finish(config: Config, base: string): LoadedConfig {
   });
   return {
     ...config,
+    mountsDefaulted: config.mounts === undefined,
     ssh: { ...config.ssh, identityFile: config.ssh.identityFile && expandHome(config.ssh.identityFile, base) },
     guestAgent: { ...config.guestAgent, installDir: underGuestHome(config.guestAgent.installDir) },
     portForwards: config.portForwards.map((r) =>

@@ -128,6 +128,7 @@ export class MountManager {
         location: config.location,
         mountPoint: mount.mountPoint,
         ignore: config.ignore,
+        touchEchoes: !markerTouch,
         log: componentLogger(this.opts.logger, 'watch', bindings),
         // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the
         // guest (a configured `~/x` would be refused as a hostile path). Until the first mount resolved it there is

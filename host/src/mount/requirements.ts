@@ -76,10 +76,16 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   };
 }
 
+/** Whether `path` is `dir` or a directory above it (both absolute, resolved). */
+function covers(path: string, dir: string): boolean {
+  return path === dir || path === '/' || dir.startsWith(`${path}/`);
+}
+
 async function checkMountPoint(
   client: Client,
   mountPoint: string,
   fix: boolean,
+  guestHome: string | null,
   mountedByAgent?: ReadonlySet<string>,
 ): Promise<MountRequirement> {
   const name = `mount point ${mountPoint}`;
@@ -90,6 +96,14 @@ async function checkMountPoint(
     return { name, ok: false, detail: (err as Error).message };
   }
   const where = describeGuestPath(mountPoint, path);
+  // The host's home at the same path as the SSH user's own (the same user name on a Linux host, or root on both
+  // sides) would hide ~/.ssh and the guest agent's install directory behind the host's files.
+  if (guestHome && covers(path, guestHome))
+    return {
+      name,
+      ok: false,
+      detail: `mounting on ${where} would hide the SSH user's home ${guestHome} in the guest (its .ssh, the guest agent); set the mount's mountPoint to another path, e.g. /mnt${path === '/' ? '/host' : path}`,
+    };
   const mp = shellQuote(path);
   const info = await execGuestOutput(client, 'cat /proc/self/mountinfo');
   const fsType = mountedFsType(info.stdout, path);
@@ -104,11 +118,19 @@ async function checkMountPoint(
   if (fsType !== null) return { name, ok: false, detail: `${where} already has a ${fsType} filesystem mounted` };
   const r = await execGuest(client, `mkdir -p ${mp} && test -w ${mp}`);
   if (r.code === 0) return { name, ok: true, detail: null };
+  // A directory that exists (e.g. /root for a host agent run as root) belongs to someone else: mounting over it
+  // would hide it, so the fix is another mount point, never taking it over.
+  if ((await execGuest(client, `test -e ${mp}`)).code === 0)
+    return {
+      name,
+      ok: false,
+      detail: `${where} exists in the guest and is not the SSH user's to mount on; set the mount's mountPoint to a path the SSH user may create, e.g. /mnt${path}`,
+    };
   const why = r.stderr.trim() || `${where} is not writable by the SSH user`;
   if (fix) {
     const s = await execGuest(
       client,
-      `test -e ${mp} || { sudo -n mkdir -p ${mp} && sudo -n chown "$(id -u):$(id -g)" ${mp}; } && test -w ${mp}`,
+      `sudo -n mkdir -p ${mp} && sudo -n chown "$(id -u):$(id -g)" ${mp} && test -w ${mp}`,
     );
     if (s.code === 0) return { name, ok: true, detail: `created ${where} with sudo` };
   }
@@ -117,6 +139,15 @@ async function checkMountPoint(
     ok: false,
     detail: `cannot create ${where} as the SSH user (${why}); create it in the guest: sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`,
   };
+}
+
+/** The SSH user's home in the guest, resolved; null when it cannot be told (then nothing is refused for it). */
+async function guestHomeOf(client: Client): Promise<string | null> {
+  try {
+    return (await resolveGuestPath(client, '~')).path;
+  } catch {
+    return null;
+  }
 }
 
 /** Checks every mount requirement in order; never throws for a failed check (a failed SSH exec does throw). */
@@ -130,6 +161,7 @@ export async function checkMountRequirements(
   const out = mounts.map(checkLocation);
   out.push(await checkSshfs(client), await checkFuseConf(client, fix));
   const points = [...new Set(mounts.map(mountPointOf))];
-  for (const mp of points) out.push(await checkMountPoint(client, mp, fix, opts.mountedByAgent));
+  const home = points.length > 0 ? await guestHomeOf(client) : null;
+  for (const mp of points) out.push(await checkMountPoint(client, mp, fix, home, opts.mountedByAgent));
   return out;
 }

@@ -237,6 +237,16 @@ describe('files', () => {
     expect(c.session.stats.openHandles).toBe(0);
   });
 
+  it('answers a zero-length read inside the file with no data, not EOF', async () => {
+    await fsp.writeFile(join(root, 'z'), 'some bytes');
+    const c = await start();
+    const h = await c.handle(c.open('z', FXF.READ));
+    const d = await c.read(h, 4, 0);
+    expect(d.type, describeReply(d)).toBe(FXP.DATA);
+    expect(d.r.bytes().length).toBe(0);
+    expectStatus(await c.close(h), FX.OK);
+  });
+
   it('applies pipelined OPEN(CREAT) then LSTAT in arrival order (200 files)', async () => {
     const c = await start();
     const replies: Promise<Reply>[] = [];
@@ -390,6 +400,16 @@ describe('confinement', () => {
     expect(await c.names(c.path(FXP.READLINK, 'etc'))).toEqual(['/etc']);
     expect(attrsOf(await c.path(FXP.LSTAT, 'etc')).mode & 0o170000).toBe(0o120000);
     expectStatus(await c.path(FXP.REMOVE, 'etc'), FX.OK);
+  });
+
+  it('answers the marker touch of a link that points outside, and still refuses real times through it', async () => {
+    await fsp.symlink(join(outside, 'secret'), join(root, 'esc'));
+    const before = (await fsp.stat(join(outside, 'secret'))).mtimeMs;
+    const c = await start();
+    const touch = (at: number, mt: number) => (w: PacketWriter) => w.string('esc').u32(ATTR.ACMODTIME).u32(at).u32(mt);
+    expectStatus(await c.request(FXP.SETSTAT, touch(MARKER_TOUCH.atime, MARKER_TOUCH.mtime)), FX.OK);
+    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000, 1_000_000_000)), FX.PERMISSION_DENIED);
+    expect((await fsp.stat(join(outside, 'secret'))).mtimeMs).toBe(before);
   });
 
   it('refuses to create a file through a dangling link that points outside', async () => {

@@ -396,8 +396,9 @@ function opRead(s: Session, r: PacketReader, id: number): Reply {
   const offset = r.u64();
   const len = Math.min(r.u32(), MAX_READ_LENGTH);
   const packet = Buffer.allocUnsafe(DATA_HEADER + len);
-  const bytesRead = readSync(h.fd, packet, DATA_HEADER, len, offset);
-  if (bytesRead === 0) return status(id, FX.EOF, 'end of file');
+  // A zero-length read is answered with zero bytes, not EOF: the offset may be anywhere in the file.
+  const bytesRead = len === 0 ? 0 : readSync(h.fd, packet, DATA_HEADER, len, offset);
+  if (bytesRead === 0 && len > 0) return status(id, FX.EOF, 'end of file');
   packet.writeUInt32BE(DATA_HEADER - 4 + bytesRead, 0);
   packet[4] = FXP.DATA;
   packet.writeUInt32BE(id, 5);
@@ -453,8 +454,12 @@ function applyAttrs(
 }
 
 function opSetstat(s: Session, r: PacketReader, id: number): Reply {
-  const host = s.paths.resolve(r.string(), true);
-  applyAttrs(s, 'setstat', readAttrs(r), {
+  const path = r.string();
+  const attrs = readAttrs(r);
+  // Before resolving: a marker touch of a symlink pointing out of the export must still raise the guest's event.
+  if (isMarkerTouch(attrs)) return ok(id);
+  const host = s.paths.resolve(path, true);
+  applyAttrs(s, 'setstat', attrs, {
     truncate: (size) => truncateSync(host, size),
     chmod: (mode) => chmodSync(host, mode),
     utimes: (at, mt) => lutimesSync(host, at, mt),
@@ -464,8 +469,10 @@ function opSetstat(s: Session, r: PacketReader, id: number): Reply {
 }
 
 function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
-  const host = s.paths.resolve(r.string(), false);
+  const path = r.string();
   const attrs = readAttrs(r);
+  if (isMarkerTouch(attrs)) return ok(id);
+  const host = s.paths.resolve(path, false);
   const isLink = lstatSync(host).isSymbolicLink();
   const notOnLink = (what: string) => {
     if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
@@ -506,33 +513,45 @@ function opOpendir(s: Session, r: PacketReader, id: number): Reply {
 function opReaddir(s: Session, r: PacketReader, id: number): Reply {
   const h = s.handles.dir(r.bytes());
   const names: string[] = [];
-  const hostPaths: string[] = [];
+  const stats: Stats[] = [];
+  const add = (name: string, hostPath: string) => {
+    const st = statEntry(hostPath);
+    if (!st) return;
+    names.push(name);
+    stats.push(st);
+  };
   if (!h.dotsSent) {
     h.dotsSent = true;
-    names.push('.', '..');
-    hostPaths.push(h.path, parentWithin(s, h));
+    add('.', h.path);
+    add('..', parentWithin(s, h));
   }
   while (!h.eof && names.length < READDIR_BATCH) {
     const entry = h.dir.readSync();
     if (entry === null) h.eof = true;
-    else {
-      names.push(entry.name);
-      hostPaths.push(h.path === '/' ? `/${entry.name}` : `${h.path}/${entry.name}`);
-    }
+    else add(entry.name, h.path === '/' ? `/${entry.name}` : `${h.path}/${entry.name}`);
   }
   if (names.length === 0) return status(id, FX.EOF, 'end of directory');
-  // An entry removed between readdir and lstat is simply left out.
-  const stats = hostPaths.map((p) => lstatSync(p, { throwIfNoEntry: false }) ?? null);
   const now = Date.now();
   const w = new PacketWriter(FXP.NAME, names.length * 120).u32(id);
-  w.u32(stats.filter((st) => st !== null).length);
+  w.u32(names.length);
   names.forEach((name, i) => {
     const st = stats[i];
-    if (!st) return;
     w.string(name).string(longname(name, st, now));
     writeStats(w, st);
   });
   return w.finish();
+}
+
+/**
+ * A listed entry's attributes, or null to leave it out: removed since the readdir, or not ours to stat (EACCES,
+ * ELOOP). One such entry must not fail the whole listing, as OpenSSH's sftp-server also skips it.
+ */
+function statEntry(hostPath: string): Stats | null {
+  try {
+    return lstatSync(hostPath, { throwIfNoEntry: false }) ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** The parent of a listed directory, except that the root's '..' is the root itself. */

@@ -13,4 +13,11 @@ describe('EchoFilter', () => {
     now += 2000;
     expect(f.isEcho('a.txt', 10)).toBe(false);
   });
+
+  it('takes only a whole-second mtime (what an SFTP v3 touch sets) for an echo', () => {
+    const f = new EchoFilter(2000, () => 1000);
+    f.record('a.txt', 10);
+    expect(f.isEcho('a.txt', 10, 1_700_000_000_000)).toBe(true);
+    expect(f.isEcho('a.txt', 10, 1_700_000_000_123.456)).toBe(false);
+  });
 });

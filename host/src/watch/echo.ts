@@ -1,9 +1,10 @@
-// Echo suppression for host→guest file events. The guest agent makes its kernel notice a host edit by touching the
-// path through sshfs (utimes); that SETSTAT reaches the host file, and the host watcher would report it as a new
-// 'change' that goes back to the guest, which touches again: a loop. A path we sent is remembered for a short
-// window with its size; a 'change' inside that window that left the size alone is taken for the touch and
-// dropped. A real host edit that changes the size still goes through; one that keeps it, within the window, is
-// lost — the cheaper failure, since a loop never ends. Pure bookkeeping: no I/O, no timers.
+// Echo suppression for host→guest file events on mounts whose SFTP server applies the guest's touch (OpenSSH's
+// sftp-server; tether's own answers a marker touch without changing anything, so it has no echoes). The guest agent
+// makes its kernel notice a host edit by touching the path through sshfs (utimes); that SETSTAT reaches the host
+// file, and the host watcher would report it as a new 'change' that goes back to the guest, which touches again: a
+// loop. A path we sent is remembered for a short window with its size; a 'change' inside that window that left the
+// size alone and set a whole-second mtime (SFTP v3 carries seconds only, while an editor's write has nanoseconds
+// on every common file system) is taken for the touch and dropped. Pure bookkeeping: no I/O, no timers.
 
 export const ECHO_WINDOW_MS = 2_000;
 
@@ -26,15 +27,15 @@ export class EchoFilter {
     if (this.sent.size > 4096) this.prune();
   }
 
-  /** true when a 'change' of `path` with this size is most likely the guest's own touch coming back. */
-  isEcho(path: string, size: number | undefined): boolean {
+  /** true when a 'change' of `path` with this size and mtime is most likely the guest's own touch coming back. */
+  isEcho(path: string, size: number | undefined, mtimeMs?: number): boolean {
     const s = this.sent.get(path);
     if (!s) return false;
     if (this.now() - s.at > this.windowMs) {
       this.sent.delete(path);
       return false;
     }
-    return s.size === size;
+    return s.size === size && (mtimeMs === undefined || mtimeMs % 1000 === 0);
   }
 
   private prune(): void {

@@ -27,10 +27,15 @@ describe('MountWatcher', () => {
     mkdirSync(join(dir, 'node_modules'));
     batches = [];
     states = [];
-    w = new MountWatcher({
+    w = watcher();
+    await w.start();
+  });
+  const watcher = (touchEchoes?: boolean) =>
+    new MountWatcher({
       location: dir,
       mountPoint: '/guest/home',
       ignore: ['node_modules'],
+      touchEchoes,
       log: silentLogger(),
       send: (b) => {
         batches.push(b);
@@ -38,8 +43,6 @@ describe('MountWatcher', () => {
       },
       onState: (s) => states.push(s),
     });
-    await w.start();
-  });
   afterEach(async () => {
     await w.close();
     rmSync(dir, { recursive: true, force: true });
@@ -57,12 +60,33 @@ describe('MountWatcher', () => {
   it('drops the echo of a touch but not a write that follows it at once', async () => {
     writeFileSync(join(dir, 'e.txt'), 'hello');
     await until(() => has('e.txt', 'add'), 'add e.txt');
-    const now = new Date();
+    // What sftp-server's SETSTAT of the guest's touch does: whole seconds (SFTP v3).
+    const now = Math.floor(Date.now() / 1000);
     utimesSync(join(dir, 'e.txt'), now, now);
     await until(() => w.counters.echoes === 1, 'echo dropped');
     appendFileSync(join(dir, 'e.txt'), ' world');
     await until(() => has('e.txt', 'change'), 'change after the echo');
     expect(w.counters.echoes).toBe(1);
+  });
+
+  it('filters nothing when the guest touches do not change host files (the builtin server)', async () => {
+    await w.close();
+    w = watcher(false);
+    await w.start();
+    writeFileSync(join(dir, 'm.txt'), 'hello');
+    await until(() => has('m.txt', 'add'), 'add m.txt');
+    const now = Math.floor(Date.now() / 1000);
+    utimesSync(join(dir, 'm.txt'), now, now);
+    await until(() => has('m.txt', 'change'), 'the whole-second touch');
+    expect(w.counters.echoes).toBe(0);
+  });
+
+  it('sends a host edit that keeps the size, right after the previous event', async () => {
+    writeFileSync(join(dir, 'port.js'), 'port = 3000');
+    await until(() => has('port.js', 'add'), 'add port.js');
+    writeFileSync(join(dir, 'port.js'), 'port = 3001');
+    await until(() => has('port.js', 'change'), 'the same-size edit');
+    expect(w.counters.echoes).toBe(0);
   });
 
   it('degrades instead of failing when the host runs out of watches', async () => {

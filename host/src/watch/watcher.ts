@@ -23,6 +23,11 @@ export interface MountWatcherOptions extends BatchOptions {
   /** Delivers one batch; returns false when it could not be sent (link down): then nothing is remembered. */
   send(batch: FsEvents): boolean;
   onState?(state: WatchState, reason: string | null): void;
+  /**
+   * Whether the guest's touches change the host files (OpenSSH's sftp-server applies them; tether's own server
+   * answers the marker touch without a change): only then are their echoes filtered (echo.ts). Default true.
+   */
+  touchEchoes?: boolean;
   echoWindowMs?: number;
 }
 
@@ -53,7 +58,7 @@ export class MountWatcher {
   private stateValue: WatchState = 'off';
   private reasonValue: string | null = null;
   private readonly ignore: Set<string>;
-  private readonly echo: EchoFilter;
+  private readonly echo: EchoFilter | null;
   private readonly batcher: EventBatcher;
   /** Sizes seen when events were queued, remembered for the echo filter once the batch is sent. */
   private readonly sizes = new Map<string, number | undefined>();
@@ -62,7 +67,7 @@ export class MountWatcher {
 
   constructor(private readonly opts: MountWatcherOptions) {
     this.ignore = new Set(opts.ignore);
-    this.echo = new EchoFilter(opts.echoWindowMs);
+    this.echo = opts.touchEchoes === false ? null : new EchoFilter(opts.echoWindowMs);
     this.batcher = new EventBatcher((events) => this.deliver(events), opts);
   }
 
@@ -118,7 +123,7 @@ export class MountWatcher {
     if (rel === '' || rel.startsWith('..')) return;
     const size = stats?.isFile() ? stats.size : undefined;
     if (kind === 'change' && stats) this.recheckLater(path, stats);
-    if (kind === 'change' && this.echo.isEcho(rel, size)) {
+    if (kind === 'change' && this.echo?.isEcho(rel, size, stats?.mtimeMs)) {
       this.counters.echoes++;
       return;
     }
@@ -147,7 +152,7 @@ export class MountWatcher {
       const size = this.sizes.get(e.path);
       this.sizes.delete(e.path);
       // Only files get touched in place; a deleted path cannot echo.
-      if (accepted && (e.kind === 'add' || e.kind === 'change')) this.echo.record(e.path, size);
+      if (accepted && (e.kind === 'add' || e.kind === 'change')) this.echo?.record(e.path, size);
     }
     if (accepted) this.counters.sent += events.length;
     else {

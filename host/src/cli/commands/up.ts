@@ -92,10 +92,11 @@ async function up(name: string, opts: UpOptions): Promise<void> {
         print(
           `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
         );
-      // Running degraded on a failed mount: the user may have fixed the guest since, so try now, not at the next
-      // backoff step.
+      // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
+      // guest since, so try now, not at the next backoff step.
+      const mountsUnmet = running?.requirements.some((r) => r.index === 5 && r.state !== 'ok');
       if (
-        running?.state === 'degraded' &&
+        (running?.state === 'degraded' || mountsUnmet) &&
         (await clientFor(paths)
           .retryMounts()
           .catch(() => false))
