@@ -69,6 +69,9 @@ export interface HostAgentOptions {
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs'>>;
 }
 
+/** How long the guest's listeners may wait for its sshd port to be learned on a new connection. */
+const SSH_PORT_WAIT_MS = 5_000;
+
 const REQUIREMENTS = ['ssh reachable', 'host key', 'guest agent provisioned', 'guest agent running', 'mounts ready'];
 
 /** Emits `event` (AgentEvent). */
@@ -90,6 +93,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private stopping = false;
   /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
   private mountsFailed = false;
+  /** Settles once this connection's guest sshd port is known or given up on (learnSshPort). */
+  private sshPortKnown: Promise<void> = Promise.resolve();
   private retryingMounts = false;
 
   constructor(
@@ -228,10 +233,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
       } else {
         await this.requirement(3, () => this.waitProvisioned(timeout));
       }
-      await this.requirement(4, async () => {
-        const info = await this.link.waitUp(timeout);
-        return `tether-guest ${info.version} pid ${info.pid} on ${info.hostname} (${info.listeners} listeners)`;
-      });
+      await this.requirement(4, (note) =>
+        this.showingLinkError(note, async () => {
+          const info = await this.link.waitUp(timeout);
+          return `tether-guest ${info.version} pid ${info.pid} on ${info.hostname} (${info.listeners} listeners)`;
+        }),
+      );
       const mounts = this.opts.mounts;
       if (mounts) {
         // A mount the guest cannot take yet leaves the forwards serving, as Lima leaves a degraded instance running:
@@ -279,7 +286,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.ssh.on('disconnected', (reason: string) => this.engine.setSshDown(reason));
     this.ssh.on('connected', () => {
       this.engine.setSshDown(null);
-      void this.learnSshPort();
+      this.sshPortKnown = this.learnSshPort();
     });
     this.engine.on('change', (forward: ForwardView) => this.announce({ type: 'forward', forward }));
     this.engine.on('removed', (id: string) => this.announce({ type: 'forward-removed', id }));
@@ -291,8 +298,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     // A failure while reconciling must not take every other forward down with an unhandled rejection.
     const reconciled = (p: Promise<void>) =>
       p.catch((err: Error) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`));
-    this.link.on('snapshot', (listeners) => void reconciled(this.engine.setListeners(listeners)));
-    this.link.on('delta', (delta) => void reconciled(this.engine.applyDelta(delta)));
+    // The guest's listeners wait for its sshd port to be known, so that port is never bound, even for a moment.
+    this.link.on('snapshot', (listeners) =>
+      reconciled(this.sshPortKnown.then(() => this.engine.setListeners(listeners))),
+    );
+    this.link.on('delta', (delta) => reconciled(this.sshPortKnown.then(() => this.engine.applyDelta(delta))));
     this.link.on('up', () => {
       if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     });
@@ -302,14 +312,23 @@ export class HostAgent extends EventEmitter implements AgentApi {
     });
   }
 
-  /** Each connection: the port the guest's sshd serves it on is never forwarded (22 until known). */
+  /**
+   * Each connection: the port the guest's sshd serves it on is never forwarded (22 until known). Settles within
+   * SSH_PORT_WAIT_MS whatever the guest does, since the listeners wait for it.
+   */
   private async learnSshPort(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), SSH_PORT_WAIT_MS);
+    });
     try {
-      const port = await guestServerPort(this.ssh);
+      const port = await Promise.race([guestServerPort(this.ssh), late]);
       if (port === null) this.log.debug('the guest shell has no $SSH_CONNECTION; taking its sshd port to be 22');
       else await this.engine.setSshPort(port);
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'could not ask the guest for its sshd port');
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -388,6 +407,19 @@ export class HostAgent extends EventEmitter implements AgentApi {
         this.log.error(`requirement ${index} of ${r.total} failed: ${r.name}: ${reason}`);
       }
       throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${reason}`);
+    }
+  }
+
+  /** Runs `wait`, showing the link's last error on the waiting requirement (and so in `up`'s timeout message). */
+  private async showingLinkError(note: (detail: string) => void, wait: () => Promise<string>): Promise<string> {
+    const show = () => {
+      if (this.link.lastError) note(this.link.lastError);
+    };
+    const timer = setInterval(show, 2000); // a link that comes up at once shows nothing
+    try {
+      return await wait();
+    } finally {
+      clearInterval(timer);
     }
   }
 

@@ -23,6 +23,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that went away (`tether doctor | head -3`) ends the command quietly, as it does for other CLI tools.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(EXIT_OK);
+  throw err;
+});
+
 main(process.argv).then(
   (code) => {
     // The command is done: exit without waiting for stray handles, once stdout has been flushed (pipes are

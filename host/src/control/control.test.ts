@@ -118,12 +118,20 @@ describe('control API', () => {
     expect(agent.list.has(f.id)).toBe(false);
     await expect.poll(() => seen.map((e) => e.type)).toEqual(['forward', 'forward-removed']);
     sub.close();
+    // Without proto a port forward is TCP, as for `tether forward add`.
+    const plain = await client.addForward({ hostPort: 9002, guestPort: 9002 } as never);
+    expect(plain.proto).toBe('tcp');
+    await client.removeForward(plain.id);
   });
 
   it('answers bad requests with {error} and a status code', async () => {
     await expect(client.addForward({ proto: 'tcp', hostPort: 0, guestPort: 80 })).rejects.toMatchObject({
       status: 400,
       message: expect.stringMatching(/invalid forward: hostPort: /),
+    });
+    await expect(client.addForward({ proto: 'sctp', hostPort: 9001, guestPort: 80 } as never)).rejects.toMatchObject({
+      status: 400,
+      message: 'invalid forward: proto: expected "tcp", "udp" or "unix", got "sctp"',
     });
     await expect(client.removeForward('tcp/nope:1')).rejects.toMatchObject({
       status: 404,

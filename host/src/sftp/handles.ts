@@ -1,9 +1,28 @@
 // The session's open handles: files (a host fd) and directories (an fs.Dir being listed). Owns allocation of
 // opaque handle strings, the handle limit and closing everything when the session ends.
 
-import { close as closeFd, closeSync, type Dir } from 'node:fs';
+import { close as closeFd, closeSync, type Dir, readFileSync } from 'node:fs';
 import { FX } from './constants.js';
 import { SftpStatusError } from './errors.js';
+
+let defaultLimit: number | null = null;
+
+/**
+ * The handle limit of a session unless configured: a quarter of the process's open-file limit (every handle is a
+ * descriptor, and the forwards and other mounts need theirs), from 1,024 to 65,536. OpenSSH's sftp-server is bounded
+ * by the descriptor limit alone; a fixed 1,024 refused the next open of a guest program holding that many files.
+ */
+export function defaultHandleLimit(): number {
+  if (defaultLimit === null) {
+    let soft = 4096; // where /proc/self/limits cannot be read (macOS hosts)
+    try {
+      const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+      if (m) soft = m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+    } catch {}
+    defaultLimit = Math.min(65_536, Math.max(1024, Math.floor(soft / 4)));
+  }
+  return defaultLimit;
+}
 
 export interface FileHandle {
   kind: 'file';

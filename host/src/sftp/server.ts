@@ -70,7 +70,7 @@ import {
   type StatusCode,
 } from './constants.js';
 import { SftpStatusError, toStatus } from './errors.js';
-import { type DirHandle, HandleTable } from './handles.js';
+import { type DirHandle, defaultHandleLimit, HandleTable } from './handles.js';
 import { ArrivalOrder } from './ordering.js';
 import { ReplyWriter } from './output.js';
 import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter } from './packet.js';
@@ -88,7 +88,7 @@ export interface SftpServerOptions {
   root: string;
   /** Refuse every request that would change the filesystem. */
   readOnly?: boolean;
-  /** Open file and directory handles allowed at once (default 1024). */
+  /** Open file and directory handles allowed at once (default: defaultHandleLimit(), from the descriptor limit). */
   maxHandles?: number;
   log?: SftpLogger;
 }
@@ -175,7 +175,7 @@ class Session extends EventEmitter implements SftpSession {
     super();
     this.paths = new Confinement(opts.root);
     this.readOnly = opts.readOnly ?? false;
-    this.maxHandles = opts.maxHandles ?? 1024;
+    this.maxHandles = opts.maxHandles ?? defaultHandleLimit();
     this.handles = new HandleTable(this.maxHandles);
     this.log = opts.log ?? noopLog;
     this.output = new ReplyWriter(stream, () => {
