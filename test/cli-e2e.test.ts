@@ -186,6 +186,9 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const broken = await cli('doctor', NAME);
     expect(broken.code).toBe(1);
     expect(broken.stdout).toMatch(/✗ guest agent: no answer on .*agent\.sock/);
+    // The host agent itself is fine; what it lacks is its link to the guest agent, named with the reason.
+    expect(broken.stdout).toMatch(/✓ host agent: running/);
+    expect(broken.stdout).toMatch(/✗ guest agent link: the host agent is not connected to the guest agent: /);
     expect(broken.stdout).toMatch(/ {4}fix: /);
     expect(broken.stderr).toMatch(/^tether: \d+ problems?: .*guest agent/);
 

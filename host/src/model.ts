@@ -117,6 +117,8 @@ export interface StatusView {
   state: 'starting' | 'ready' | 'degraded' | 'failed' | 'stopping';
   ssh: { target: string; state: ConnectionState; since: string; lastError: string | null; reconnects: number };
   guest: GuestView | null;
+  /** The link to the guest agent over SSH: whether it is up, and why it last failed. */
+  link: { up: boolean; lastError: string | null };
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };
   mounts: Record<MountState, number> & { total: number };

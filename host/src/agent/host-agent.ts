@@ -158,6 +158,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         reconnects: this.ssh.reconnects,
       },
       guest: this.link.info ? guestView(this.link.info) : null,
+      link: { up: this.link.up, lastError: this.link.lastError },
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,
       mounts,

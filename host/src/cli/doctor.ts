@@ -45,6 +45,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   const agent = await checkAgent(paths);
   add(agent.result);
+  if (agent.link) add(agent.link);
 
   const ssh = await probeSsh(paths, config);
   for (const r of ssh.results) add(r);
@@ -118,7 +119,7 @@ function forwardProblem(f: ForwardView): CheckResult {
 
 async function checkAgent(
   paths: InstancePaths,
-): Promise<{ result: CheckResult; forwards: ForwardView[] | null; mounts?: MountView[] }> {
+): Promise<{ result: CheckResult; link?: CheckResult; forwards: ForwardView[] | null; mounts?: MountView[] }> {
   const name = 'host agent';
   const pid = readPid(paths);
   let status: StatusView;
@@ -148,6 +149,9 @@ async function checkAgent(
   const forwards = await clientFor(paths, 5_000).forwards();
   const mounts = await clientFor(paths, 5_000).mounts();
   const detail = `running (pid ${status.pid}), state ${status.state}, ssh ${status.ssh.state}`;
+  // Degraded with SSH up and the link down: the guest agent is what is missing (stopped, or restarting).
+  if (status.ssh.state === 'connected' && !status.link.up)
+    return { result: ok(name, detail), link: linkDown(paths, status), forwards, mounts };
   const result =
     status.state === 'ready'
       ? ok(name, detail)
@@ -157,6 +161,15 @@ async function checkAgent(
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
   return { result, forwards, mounts };
+}
+
+/** The host agent is connected but its link to the guest agent is down. */
+function linkDown(paths: InstancePaths, status: StatusView): CheckResult {
+  return fail(
+    'guest agent link',
+    `the host agent is not connected to the guest agent${status.link.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
+    `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
+  );
 }
 
 function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig {

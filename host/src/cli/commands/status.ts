@@ -36,6 +36,7 @@ export function registerStatus(program: Command): void {
           state: 'stopped',
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
           guest: null,
+          link: { up: false, lastError: null },
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),
           mounts: countStates(MOUNT_STATES, []),
