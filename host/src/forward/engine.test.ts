@@ -133,11 +133,33 @@ describe('ForwardEngine', () => {
   it('caps detected forwards with a single warning', async () => {
     engine = make(3);
     const base = await freePort();
-    const many = Array.from({ length: 50 }, (_, i) => ({ ...tcp('10.0.0.1', base + i) }));
+    const many = Array.from({ length: 50 }, (_, i) => ({ ...tcp('127.0.0.1', base + i) }));
     await engine.setListeners(many);
     expect(engine.views()).toHaveLength(3);
     expect(engine.capped).toBe(47);
     expect(lines.filter((l) => l.msg.includes('maxForwards'))).toHaveLength(1);
+  });
+
+  it('does not let ignored listeners take the slots of forwarded ones', async () => {
+    engine = make(2);
+    const port = await freePort();
+    // The guest's sshd and non-loopback listeners are ignored; they count against a cap of their own.
+    await engine.setListeners([tcp('127.0.0.1', 22), tcp('10.0.0.1', 80), tcp('10.0.0.2', 80), tcp('127.0.0.1', port)]);
+    expect(engine.view(`tcp/127.0.0.1:${port}`)?.state).toBe('forwarding');
+    expect(engine.views().filter((v) => v.state === 'ignored')).toHaveLength(2);
+    expect(engine.capped).toBe(1);
+    expect(lines.filter((l) => l.msg.includes('maxForwards'))).toHaveLength(0);
+  });
+
+  it('bounds the listeners it remembers from deltas, with one warning', async () => {
+    engine = make(2); // remembers 4 × 2
+    const base = await freePort();
+    for (let round = 0; round < 3; round++) {
+      const added = Array.from({ length: 10 }, (_, i) => tcp('10.0.0.1', base + round * 10 + i));
+      await engine.applyDelta({ added, removed: [] });
+    }
+    expect(engine.views().length + engine.capped).toBe(8);
+    expect(lines.filter((l) => l.msg.includes('listeners; the rest are not tracked'))).toHaveLength(1);
   });
 
   it('warns once about connections it cannot forward while they keep failing, counting the rest', async () => {

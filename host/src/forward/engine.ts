@@ -24,7 +24,7 @@ import {
 } from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
 import { OpenGate } from './open-gate.js';
-import { DEFAULT_HOST_IPS, matchRule, unmapIPv4 } from './rules.js';
+import { DEFAULT_HOST_IPS, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
@@ -96,6 +96,8 @@ interface BindingEntry {
   settled: Promise<void>;
 }
 
+/** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
+const GUEST_LISTENER_FACTOR = 4;
 /** At most one warning per forward this often about connections that could not be forwarded. */
 const OPEN_WARN_INTERVAL_MS = 5_000;
 
@@ -203,8 +205,15 @@ export class ForwardEngine extends EventEmitter {
   private readonly rules: PortRule[];
   private readonly socketRules: SocketRule[];
   private capWarned = false;
-  /** Forwards with source `detected`, kept as a count: checking the cap must not walk every forward. */
+  /**
+   * Detected forwards that bind host addresses, and those ignored (by a rule, the sshd port, `forward rm`), kept as
+   * counts: checking a cap must not walk every forward. Each is capped at maxForwards on its own, so ignored
+   * listeners never take a forwarded one's place.
+   */
   private detectedForwards = 0;
+  private ignoredForwards = 0;
+  /** Guest listeners beyond what the engine keeps (GUEST_LISTENER_FACTOR × maxForwards), since the last snapshot. */
+  private overflowed = 0;
   /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
   private sshDown: string | null = null;
   private stopped = false;
@@ -255,6 +264,7 @@ export class ForwardEngine extends EventEmitter {
     this.guestListeners.clear();
     for (const [id, l] of desired) this.guestListeners.set(id, l);
     this.cappedIds.clear(); // counted again below, from this snapshot
+    this.overflowed = 0;
     for (const f of [...this.forwardsById.values()]) {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
@@ -269,8 +279,23 @@ export class ForwardEngine extends EventEmitter {
       if (f?.source === 'detected') this.drop(f);
       else if (f) f.process = null;
     }
-    for (const l of delta.added) this.guestListeners.set(listenerId(l), l);
-    await Promise.all(delta.added.map((l) => this.upsertDetected(l)));
+    // Deltas can add without end (a hostile or broken guest): past the bound, listeners are not even remembered.
+    const limit = this.opts.maxForwards * GUEST_LISTENER_FACTOR;
+    const added = delta.added.filter((l) => {
+      const id = listenerId(l);
+      if (this.guestListeners.size >= limit && !this.guestListeners.has(id)) return false;
+      this.guestListeners.set(id, l);
+      return true;
+    });
+    if (added.length < delta.added.length) {
+      if (this.overflowed === 0)
+        this.log.warn(
+          { kept: limit },
+          `guest reports more than ${limit} listeners; the rest are not tracked until its next full snapshot`,
+        );
+      this.overflowed += delta.added.length - added.length;
+    }
+    await Promise.all(added.map((l) => this.upsertDetected(l)));
   }
 
   /** The agent link is down: detected forwards keep their host listeners (clients get a quick retry) but say so. */
@@ -364,6 +389,11 @@ export class ForwardEngine extends EventEmitter {
     this.userIgnored.add(id);
     this.release(f);
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
+    if (!f.ignored) {
+      this.detectedForwards--;
+      this.ignoredForwards++;
+      this.admitCapped();
+    }
     f.ignored = 'removed by the operator (tether forward rm)';
     this.refresh(f);
   }
@@ -387,6 +417,7 @@ export class ForwardEngine extends EventEmitter {
     this.bindings.clear();
     this.forwardsById.clear();
     this.detectedForwards = 0;
+    this.ignoredForwards = 0;
     await Promise.all(closing);
   }
 
@@ -443,9 +474,13 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    if (this.detectedForwards >= this.opts.maxForwards) {
+    const decision: RuleDecision = this.userIgnored.has(id)
+      ? { action: 'ignore', reason: 'removed by the operator' }
+      : matchRule(l, this.rules, { sshPort: this.sshPort });
+    const ignoring = decision.action === 'ignore';
+    if ((ignoring ? this.ignoredForwards : this.detectedForwards) >= this.opts.maxForwards) {
       this.cappedIds.add(id);
-      if (!this.capWarned) {
+      if (!ignoring && !this.capWarned) {
         this.capWarned = true;
         this.log.warn(
           { maxForwards: this.opts.maxForwards },
@@ -454,10 +489,6 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    if (this.userIgnored.has(id)) {
-      return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, 'removed by the operator', process);
-    }
-    const decision = matchRule(l, this.rules, { sshPort: this.sshPort });
     if (decision.action === 'ignore') {
       return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
     }
@@ -612,7 +643,10 @@ export class ForwardEngine extends EventEmitter {
     f.ignored = ignored;
     f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
     this.forwardsById.set(id, f);
-    if (source === 'detected') this.detectedForwards++;
+    if (source === 'detected') {
+      if (ignored) this.ignoredForwards++;
+      else this.detectedForwards++;
+    }
     if (ignored) {
       this.refresh(f);
       return Promise.resolve();
@@ -653,7 +687,8 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
     if (f.diagnosis.recheck) clearTimeout(f.diagnosis.recheck);
-    if (f.source === 'detected') {
+    if (f.source === 'detected' && f.ignored) this.ignoredForwards--;
+    else if (f.source === 'detected') {
       this.detectedForwards--;
       // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
       if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
