@@ -313,6 +313,27 @@ describe('ForwardEngine', () => {
     });
   });
 
+  it('lists a static rule to another host port and its guest listener as one forward, carrying the process', async () => {
+    const [guestPort, hostPort] = [await freePort(), await freePort()];
+    engine = new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: [PortForward.parse({ guestPort, hostPort, static: true })],
+      maxForwards: 10,
+      instanceDir: '/tmp',
+      logger,
+    });
+    await engine.start();
+    await engine.setListeners([{ ...tcp('127.0.0.1', guestPort), pid: 7, command: 'node server.js' }]);
+    expect(engine.views().map((v) => [v.id, v.source, v.state, v.process?.command])).toEqual([
+      [`tcp/127.0.0.1:${guestPort}->${hostPort}`, 'static', 'forwarding', 'node server.js'],
+    ]);
+    // Removing the static forward hands the listener back to detection, through the same rule.
+    await engine.remove(`tcp/127.0.0.1:${guestPort}->${hostPort}`);
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
+      [`tcp/127.0.0.1:${guestPort}`, 'detected', [`127.0.0.1:${hostPort}`, `[::1]:${hostPort}`]],
+    ]);
+  });
+
   it('lists a static rule with a host address and its guest listener as one forward', async () => {
     const port = await freePort();
     engine = new ForwardEngine({

@@ -381,9 +381,11 @@ export class ForwardEngine extends EventEmitter {
     if (!f) throw new Error(`no forward with id ${id}`);
     if (f.source !== 'detected') {
       this.drop(f);
-      // An explicit forward may have replaced a detected one of the same port: the listener is forwarded again.
-      const listener = this.guestListeners.get(id);
-      if (listener && !this.stopped) await this.upsertDetected(listener);
+      // An explicit forward may have replaced or covered detected ones of its guest port: those are forwarded again.
+      const again = [...this.guestListeners.entries()].filter(
+        ([lid, l]) => l.proto === f.proto && l.port === f.guestPort && !this.forwardsById.has(lid),
+      );
+      if (!this.stopped) await Promise.all(again.map(([, l]) => this.upsertDetected(l)));
       return;
     }
     this.userIgnored.add(id);
@@ -492,6 +494,13 @@ export class ForwardEngine extends EventEmitter {
     if (decision.action === 'ignore') {
       return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
     }
+    // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
+    // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets.
+    const explicit = this.explicitHolding(l, decision.hostIPs, decision.hostPort);
+    if (explicit) {
+      if (process) explicit.process = process;
+      return Promise.resolve();
+    }
     return this.createPortForward(
       'detected',
       id,
@@ -503,6 +512,16 @@ export class ForwardEngine extends EventEmitter {
       null,
       process,
     );
+  }
+
+  /** The explicit forward of the listener's guest port bound to one of these host addresses, if any. */
+  private explicitHolding(l: Listener, hostIPs: readonly string[], hostPort: number): Forward | undefined {
+    for (const ip of hostIPs) {
+      for (const f of this.bindings.get(`${l.proto}/${formatAddr(ip, hostPort)}`)?.refs ?? []) {
+        if (f.source !== 'detected' && f.guestPort === l.port) return f;
+      }
+    }
+    return undefined;
   }
 
   private newForward(
