@@ -482,11 +482,11 @@ export class ForwardEngine extends EventEmitter {
     const ignoring = decision.action === 'ignore';
     if ((ignoring ? this.ignoredForwards : this.detectedForwards) >= this.opts.maxForwards) {
       this.cappedIds.add(id);
-      if (!ignoring && !this.capWarned) {
+      if (!this.capWarned) {
         this.capWarned = true;
         this.log.warn(
           { maxForwards: this.opts.maxForwards },
-          `guest reports more listeners than maxForwards (${this.opts.maxForwards}); the rest are not forwarded`,
+          `guest reports more listeners than maxForwards (${this.opts.maxForwards}); the rest are not forwarded or listed`,
         );
       }
       return Promise.resolve();
