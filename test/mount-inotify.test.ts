@@ -100,6 +100,25 @@ describe.skipIf(!canRunTestbed())('mount inotify propagation', () => {
     await expectGuestWatcherSees(tb(), m, applier);
   });
 
+  it('shows the guest a host rewrite of the same size in the same second as the content it replaced', async () => {
+    const file = join(m.location, 'same.txt');
+    const guestRead = async () => (await tb().exec(`cat ${m.mountPoint}/same.txt`, { user: tb().user })).stdout;
+    // SFTP v3 times are whole seconds: two writes in one second look alike to the guest unless it looks again.
+    for (let attempt = 0; ; attempt++) {
+      await waitFor(() => Date.now() % 1000 < 200, { what: 'the start of a second', intervalMs: 5 });
+      writeFileSync(file, 'version-A');
+      const a = statSync(file).mtimeMs;
+      await waitFor(async () => (await guestRead()) === 'version-A', { what: 'the guest reads version A' });
+      writeFileSync(file, 'version-B');
+      if (Math.floor(statSync(file).mtimeMs / 1000) === Math.floor(a / 1000)) break;
+      if (attempt === 4) throw new Error('could not write twice within one second');
+    }
+    await waitFor(async () => (await guestRead()) === 'version-B', {
+      what: 'the guest reads version B',
+      timeoutMs: 2_000,
+    });
+  });
+
   it('does not loop: the applier touch is not sent back over 30 s', async () => {
     await applier.idle();
     const counters = () => m.manager.watchCounters()[m.mountPoint];

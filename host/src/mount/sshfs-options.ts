@@ -13,12 +13,17 @@
 //   dir_cache=no                              1.22            2.84            1.54                  0.09
 //   auto_cache,dcache_timeout=2               0.63            0.40            0.30                  0.18
 //   auto_cache,dcache_timeout=2,attr/entry .5 0.67            0.81            0.43                  0.29
-// Content staleness is low everywhere (libfuse invalidates cached pages when it sees a new mtime), so the choice is
-// about metadata: sshfs's default 20 s directory/stat cache can show a host-changed size or listing for 20 s in
-// trees the watcher does not report; dir_cache=no is fresh but makes warm walks several times slower. Chosen:
-// auto_cache (page cache kept across opens while mtime/size are unchanged) with dcache_timeout=2 (metadata at
-// most ~2 s stale), which was also among the fastest rows. kernel_cache is not used: it trusts cached pages
-// across opens even when the host changed the file. Users can override any of it with the mount's `sshfs` list.
+// Chosen: dcache_timeout=2 (metadata at most ~2 s stale; sshfs's default 20 s can show a host-changed size or
+// listing for 20 s in trees the watcher does not report, and dir_cache=no makes warm walks several times slower),
+// without auto_cache. auto_cache keeps a file's cached pages across opens while its mtime and size look unchanged,
+// and SFTP v3 carries whole-second mtimes: a host rewrite of the same size within the second of the previous one
+// (an edit from 3000 to 3001, a test writing twice) stayed invisible in the guest until the pages aged out, seconds
+// later, whatever the inotify applier touched. Without it every open reads the host's current content, at this cost
+// (the bench above, both rows in one run):
+//   options                       find 2000 cold  find 2000 warm  git status 1000 warm  staleness
+//   auto_cache,dcache_timeout=2   0.17            0.030           0.088                 0.14
+//   dcache_timeout=2              0.16            0.035           0.135                 0.03
+// kernel_cache trusts cached pages even longer. Users can override any of it with the mount's `sshfs` list.
 import type { MountConfig } from '../config/schema.js';
 import { shellQuote } from './guest-shell.js';
 
@@ -30,10 +35,13 @@ export const BASE_OPTIONS = [
   'allow_other',
   // Files owned by the host user appear owned by the guest's SSH user (git refuses "dubious ownership" otherwise).
   'idmap=user',
+  // Not `ro` for read-only mounts: the server refuses their writes, and the guest applier's marker touch must get
+  // through the guest kernel to raise its events. Not `default_permissions`: as on Lima's mounts, a container user
+  // other than the SSH user may use a writable mount; the host decides with the host user's rights.
 ];
 
 /** Staleness vs speed; see the numbers at the top. */
-export const CACHE_OPTIONS: readonly string[] = ['auto_cache', 'dcache_timeout=2'];
+export const CACHE_OPTIONS: readonly string[] = ['dcache_timeout=2'];
 
 export function sshfsOptions(mount: MountConfig, cacheOptions: readonly string[] = CACHE_OPTIONS): string[] {
   return [...BASE_OPTIONS, ...cacheOptions, ...mount.sshfs];
