@@ -98,14 +98,37 @@ export const MountConfig = z
     driver: z.enum(['builtin', 'openssh']).default('builtin'),
     /** Propagate host file events so guest watchers (inotify) see host edits. */
     inotify: z.boolean().default(true),
-    /** Basenames not watched for inotify propagation. */
-    ignore: z
-      .array(z.string().min(1))
-      .default(['node_modules', '.git', '.cache', '.npm', '.venv', '__pycache__', 'target', '.Trash', 'Library']),
+    /** Basenames not watched for inotify propagation, besides DEFAULT_WATCH_IGNORE. */
+    ignore: z.array(z.string().min(1)).default([]),
     /** Extra sshfs -o options, e.g. ["cache_timeout=5"]. */
     sshfs: z.array(z.string().min(1)).default([]),
   })
   .strict();
+
+/**
+ * Basenames never watched at any depth, whatever a mount's `ignore` adds: dependency trees, VCS data, caches and
+ * toolchains, which hold most of a home directory's files and would cost the watcher memory (about 5 KiB a file)
+ * while their changes matter to no guest watcher.
+ */
+export const DEFAULT_WATCH_IGNORE: readonly string[] = [
+  'node_modules',
+  '.git',
+  '.cache',
+  '.npm',
+  '.venv',
+  '__pycache__',
+  'target',
+  '.Trash',
+  'Library',
+  '.cargo',
+  '.rustup',
+  '.m2',
+  '.gradle',
+  '.nvm',
+  '.pyenv',
+  '.local',
+  '.vscode-server',
+];
 
 export const Config = z
   .object({

@@ -3,7 +3,7 @@
 // inotify applier, and unmounts cleanly on stop. The agent wiring calls it; it opens no SSH connections itself.
 import type { FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
-import type { MountConfig } from '../config/schema.js';
+import { DEFAULT_WATCH_IGNORE, type MountConfig } from '../config/schema.js';
 import { componentLogger, type Logger } from '../log.js';
 import type { MountView } from '../model.js';
 import { MountWatcher, type WatchCounters } from '../watch/index.js';
@@ -50,13 +50,19 @@ export class MountManager {
 
   /**
    * Mounts everything and starts the watchers, side by side. Resolves when every mount has settled (mounted or
-   * error) and every watcher finished its initial scan; a failed mount does not reject (its view says why, and it
-   * is retried).
+   * error) and, unless `awaitWatchers` is false, every watcher finished its initial scan (a large home directory
+   * takes a while: the view's `inotify` turns `watching` then); a failed mount does not reject (its view says why,
+   * and it is retried).
    */
-  async start(client: Client, notify: FsEventSink): Promise<void> {
+  async start(client: Client, notify: FsEventSink, opts: { awaitWatchers?: boolean } = {}): Promise<void> {
     this.stopped = false;
     this.notify = notify;
-    await Promise.all([...this.entries.map((e) => e.watcher?.start()), this.resume(client)]);
+    const watching = Promise.all(this.entries.map((e) => e.watcher?.start()));
+    if (opts.awaitWatchers === false) {
+      const log = componentLogger(this.opts.logger, 'watch');
+      watching.catch((err: Error) => log.error({ err }, `starting a file watcher failed: ${err.message}`));
+      await this.resume(client);
+    } else await Promise.all([watching, this.resume(client)]);
   }
 
   /** The guest's mount requirements are not met: every mount not yet started shows `reason` as its error. */
@@ -127,7 +133,7 @@ export class MountManager {
       entry.watcher = new MountWatcher({
         location: config.location,
         mountPoint: mount.mountPoint,
-        ignore: config.ignore,
+        ignore: [...DEFAULT_WATCH_IGNORE, ...config.ignore],
         touchEchoes: !markerTouch,
         log: componentLogger(this.opts.logger, 'watch', bindings),
         // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the
