@@ -17,6 +17,9 @@ export const LIMITS = {
   pathBytes: 4096,
   capabilities: 64,
   nameBytes: 128,
+  // UDP flows (host client address ↔ guest socket) open at once over one link; the host opens no more than the
+  // guest relay takes, so the guest never has to refuse (and log) a datagram for it.
+  udpFlows: 1024,
 } as const;
 
 const u32 = z.number().int().min(0).max(0xffff_ffff);

@@ -4,6 +4,7 @@
 // (the host must not be able to use the agent to send anywhere else). Knows nothing of the link: callbacks send.
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
+import { LIMITS } from '@tether/protocol';
 import type { Logger } from '../log.js';
 
 export interface UdpRelayOptions {
@@ -87,7 +88,7 @@ export class UdpRelay {
     options: UdpRelayOptions = {},
   ) {
     this.idleMs = options.idleMs ?? 60_000;
-    this.maxFlows = options.maxFlows ?? 1024;
+    this.maxFlows = options.maxFlows ?? LIMITS.udpFlows;
     this.maxPending = options.maxPending ?? 64;
   }
 

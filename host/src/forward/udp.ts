@@ -46,7 +46,7 @@ export class UdpFlows {
   constructor(opts: UdpRelayOptions) {
     this.log = opts.logger;
     this.idleMs = opts.idleMs ?? 60_000;
-    this.maxFlows = opts.maxFlows ?? 4096;
+    this.maxFlows = opts.maxFlows ?? LIMITS.udpFlows;
     this.sweep = setInterval(() => this.expire(), Math.max(1_000, this.idleMs / 2));
     this.sweep.unref();
   }
