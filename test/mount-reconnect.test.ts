@@ -69,4 +69,14 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     expect(fixture.manager.views()[0].state).toBe('unmounted');
     expect(guestMountType(fixture.mountPoint)).toBeNull();
   });
+
+  it('leaves no dead mount behind when stopped while its sshfs is gone', async () => {
+    const fixture = await startMount(tb(), { driver: 'builtin' });
+    process.kill(sshfsPid(fixture.mountPoint), 'SIGKILL');
+    await waitFor(() => fixture.manager.views()[0].state === 'error', { what: 'mount lost' });
+    expect(guestMountType(fixture.mountPoint)).toBe('fuse.sshfs'); // dead, until someone unmounts it
+    await fixture.manager.stop();
+    expect(guestMountType(fixture.mountPoint)).toBeNull();
+    await fixture.stop();
+  });
 });

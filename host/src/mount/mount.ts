@@ -148,6 +148,16 @@ export class GuestMount extends EventEmitter {
       } catch (err) {
         this.log.warn({ err: (err as Error).message }, 'could not unmount in the guest');
       }
+    } else if (client && path !== null) {
+      // No session (its sshfs exited: the mount is in error): a dead FUSE mount it left would stay behind.
+      try {
+        if (isSshfsType(await guestFsType(client, path))) {
+          this.log.info('lazily unmounting the sshfs mount left by an sshfs that exited');
+          await execGuest(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
+        }
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'could not look for a leftover mount in the guest');
+      }
     }
     if (gen !== this.generation) return;
     this.teardown('unmounted');
