@@ -130,6 +130,16 @@ describe('ForwardEngine', () => {
     expect(forwardingLogs).toHaveLength(2); // once at creation, once after resuming
   });
 
+  it('refuses an added forward on a host address another added forward holds', async () => {
+    engine = make();
+    const hostPort = await freePort();
+    const first = await engine.add({ proto: 'tcp', hostPort, guestPort: 8123 });
+    await expect(engine.add({ proto: 'tcp', hostPort, guestPort: 8125 })).rejects.toThrow(
+      `host 127.0.0.1:${hostPort} is already used by forward ${first.id} (runtime); remove it first`,
+    );
+    expect(engine.views().map((v) => v.id)).toEqual([first.id]);
+  });
+
   it('caps detected forwards with a single warning', async () => {
     engine = make(3);
     const base = await freePort();

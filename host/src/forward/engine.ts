@@ -350,6 +350,13 @@ export class ForwardEngine extends EventEmitter {
     }
     const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
+    // Another added or static forward on the same host address: two explicit claims, as `ssh -L` twice would be.
+    for (const ip of hostIPsOf(spec.hostIP)) {
+      const addr = formatAddr(ip, spec.hostPort);
+      for (const holder of this.bindings.get(`${spec.proto}/${addr}`)?.refs ?? []) {
+        if (holder.source !== 'detected') throw new DuplicateForwardError(holder.id, holder.source, `host ${addr}`);
+      }
+    }
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
     this.cappedIds.delete(id);
