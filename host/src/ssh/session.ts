@@ -333,9 +333,10 @@ export class SshSession extends EventEmitter {
       this.emit('connected', client);
     });
     client.on('error', (err: Error & { level?: string }) => {
-      lastClientError = err.message;
+      // ssh2 says only "All configured authentication methods failed": name who logged in with what.
+      lastClientError = err.level === 'client-authentication' ? `${this.loginRefused()}: ${err.message}` : err.message;
       // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
-      if (!this.refused) this.lastError = err.level ? `${err.message} (${err.level})` : err.message;
+      if (!this.refused) this.lastError = err.level ? `${lastClientError} (${err.level})` : lastClientError;
     });
     client.on('close', () => {
       const wasCurrent = this.client === client;
@@ -361,6 +362,14 @@ export class SshSession extends EventEmitter {
       this.lastError = `cannot connect to ${this.target}: ${(err as Error).message}`;
       this.scheduleReconnect(this.lastError);
     }
+  }
+
+  /** "login as USER with KEY refused", for authentication failures. */
+  private loginRefused(): string {
+    const { user, identityFile, useAgent } = this.opts.ssh;
+    const keys = identityFile ? `key ${identityFile}` : 'the default keys in ~/.ssh';
+    const agent = useAgent && process.env.SSH_AUTH_SOCK ? ' and the ssh-agent' : '';
+    return `login as ${user} with ${keys}${agent} refused`;
   }
 
   /** Gives up for good: what is wrong needs the user (credentials, configuration), not another attempt. */
