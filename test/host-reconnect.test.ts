@@ -99,7 +99,7 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
       );
       expect(waiting.some((d) => /authentication methods failed.*; retrying$/.test(d ?? ''))).toBe(true);
       // Who logged in with what, not only ssh2's words.
-      const who = `login as ${testbed().user} with key ${key} refused`;
+      const who = `login as ${testbed().user} refused (ssh.identityFile ${key})`;
       expect(waiting.some((d) => d?.startsWith(who))).toBe(true);
       // Still trying: a booting guest may install the key a moment later.
       expect(agent.status().ssh.state).toBe('connecting');

@@ -73,7 +73,8 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
   it('leaves no dead mount behind when stopped while its sshfs is gone', async () => {
     const fixture = await startMount(tb(), { driver: 'builtin' });
     process.kill(sshfsPid(fixture.mountPoint), 'SIGKILL');
-    await waitFor(() => fixture.manager.views()[0].state === 'error', { what: 'mount lost' });
+    // The manager retries about a second after the loss; nothing below awaits before stop() cancels that retry.
+    await waitFor(() => fixture.manager.views()[0].state === 'error', { what: 'mount lost', intervalMs: 5 });
     expect(guestMountType(fixture.mountPoint)).toBe('fuse.sshfs'); // dead, until someone unmounts it
     await fixture.manager.stop();
     expect(guestMountType(fixture.mountPoint)).toBeNull();

@@ -93,8 +93,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private stopping = false;
   /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
   private mountsFailed = false;
-  /** Settles once this connection's guest sshd port is known or given up on (learnSshPort). */
+  /** Settles once this connection's guest sshd port is known or waited for long enough (learnSshPort). */
   private sshPortKnown: Promise<void> = Promise.resolve();
+  /** Times the agent link went down: listener updates held back across a drop are dropped. */
+  private linkDowns = 0;
   private retryingMounts = false;
 
   constructor(
@@ -299,38 +301,48 @@ export class HostAgent extends EventEmitter implements AgentApi {
     // A failure while reconciling must not take every other forward down with an unhandled rejection.
     const reconciled = (p: Promise<void>) =>
       p.catch((err: Error) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`));
-    // The guest's listeners wait for its sshd port to be known, so that port is never bound, even for a moment.
-    this.link.on('snapshot', (listeners) =>
-      reconciled(this.sshPortKnown.then(() => this.engine.setListeners(listeners))),
-    );
-    this.link.on('delta', (delta) => reconciled(this.sshPortKnown.then(() => this.engine.applyDelta(delta))));
+    // The guest's listeners wait for its sshd port to be known, so that port is never bound, even for a moment; what
+    // was held back while the link went down (and maybe up again) is stale and dropped.
+    const afterSshPort = (apply: () => Promise<void>) => {
+      const generation = this.linkDowns;
+      return reconciled(this.sshPortKnown.then(() => (generation === this.linkDowns ? apply() : undefined)));
+    };
+    this.link.on('snapshot', (listeners) => afterSshPort(() => this.engine.setListeners(listeners)));
+    this.link.on('delta', (delta) => afterSshPort(() => this.engine.applyDelta(delta)));
     this.link.on('up', () => {
       if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     });
     this.link.on('down', (reason: string) => {
+      this.linkDowns++;
       this.engine.suspendDetected(reason);
       if (this.state === 'ready') this.setState('degraded');
     });
   }
 
   /**
-   * Each connection: the port the guest's sshd serves it on is never forwarded (22 until known). Settles within
-   * SSH_PORT_WAIT_MS whatever the guest does, since the listeners wait for it.
+   * Each connection: the port the guest's sshd serves it on is never forwarded (22 until known). The returned gate
+   * opens once the port is known, or after SSH_PORT_WAIT_MS whatever the guest does (the listeners wait on it); a
+   * later answer is still applied.
    */
-  private async learnSshPort(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<null>((resolve) => {
-      timer = setTimeout(() => resolve(null), SSH_PORT_WAIT_MS);
+  private learnSshPort(): Promise<void> {
+    const learned = guestServerPort(this.ssh)
+      .then((port) =>
+        port === null
+          ? this.log.debug('the guest shell has no $SSH_CONNECTION; taking its sshd port to be 22')
+          : this.engine.setSshPort(port),
+      )
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'could not ask the guest for its sshd port'));
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.debug(`the guest's sshd port is not known after ${SSH_PORT_WAIT_MS} ms; applying its listeners`);
+        resolve();
+      }, SSH_PORT_WAIT_MS);
+      timer.unref();
+      void learned.finally(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
-    try {
-      const port = await Promise.race([guestServerPort(this.ssh), late]);
-      if (port === null) this.log.debug('the guest shell has no $SSH_CONNECTION; taking its sshd port to be 22');
-      else await this.engine.setSshPort(port);
-    } catch (err) {
-      this.log.debug({ err: (err as Error).message }, 'could not ask the guest for its sshd port');
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   private announce(e: AgentEvent): void {
@@ -413,8 +425,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   /** Runs `wait`, showing the link's last error on the waiting requirement (and so in `up`'s timeout message). */
   private async showingLinkError(note: (detail: string) => void, wait: () => Promise<string>): Promise<string> {
+    const since = Date.now(); // failures from before (the socket before provisioning) are not this wait's
     const show = () => {
-      if (this.link.lastError) note(this.link.lastError);
+      if (this.link.lastError && this.link.lastErrorAt >= since) note(this.link.lastError);
     };
     const timer = setInterval(show, 2000); // a link that comes up at once shows nothing
     try {

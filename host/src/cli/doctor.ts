@@ -150,7 +150,9 @@ async function checkAgent(
   const mounts = await clientFor(paths, 5_000).mounts();
   const detail = `running (pid ${status.pid}), state ${status.state}, ssh ${status.ssh.state}`;
   // Degraded with SSH up and the link down: the guest agent is what is missing (stopped, or restarting).
-  if (status.ssh.state === 'connected' && !status.link.up)
+  // Only for an agent that serves: a failed or starting one is the problem itself, and says why below.
+  const serving = status.state === 'ready' || status.state === 'degraded';
+  if (serving && status.ssh.state === 'connected' && status.link?.up === false)
     return { result: ok(name, detail), link: linkDown(paths, status), forwards, mounts };
   const result =
     status.state === 'ready'
@@ -167,7 +169,7 @@ async function checkAgent(
 function linkDown(paths: InstancePaths, status: StatusView): CheckResult {
   return fail(
     'guest agent link',
-    `the host agent is not connected to the guest agent${status.link.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
+    `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
     `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
   );
 }

@@ -86,8 +86,9 @@ export function bootOutcome(s: StatusView): BootOutcome | null {
 
 /** Why the link to the guest agent is down, from a status. */
 export function linkDownReason(s: StatusView): string {
-  if (s.ssh.state === 'connected') return 'SSH is connected but the guest agent does not answer';
-  return `SSH is ${s.ssh.state}${s.ssh.lastError ? ` (${s.ssh.lastError})` : ''}`;
+  if (s.ssh.state !== 'connected') return `SSH is ${s.ssh.state}${s.ssh.lastError ? ` (${s.ssh.lastError})` : ''}`;
+  const why = s.link?.lastError;
+  return `SSH is connected but the guest agent does not answer${why ? ` (${why})` : ''}`;
 }
 
 /** Follows the agent's requirements until it is ready, a requirement fails, the agent goes away, or time runs out. */
@@ -115,7 +116,7 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
       show(s.requirements);
       const o = bootOutcome(s);
       if (o) return finish(o);
-      if (s.state === 'degraded' && !linkNoted) {
+      if (s.state === 'degraded' && s.link?.up === false && !linkNoted) {
         linkNoted = true;
         opts.print(`waiting for the link to the guest agent: ${linkDownReason(s)}`);
       }

@@ -98,8 +98,9 @@ export const MountConfig = z
     driver: z.enum(['builtin', 'openssh']).default('builtin'),
     /** Propagate host file events so guest watchers (inotify) see host edits. */
     inotify: z.boolean().default(true),
-    /** Basenames not watched for inotify propagation, besides DEFAULT_WATCH_IGNORE. */
+    /** Basenames not watched for inotify propagation, besides DEFAULT_WATCH_IGNORE (unless ignoreDefaults is false). */
     ignore: z.array(z.string().min(1)).default([]),
+    ignoreDefaults: z.boolean().default(true),
     /** Extra sshfs -o options, e.g. ["cache_timeout=5"]. */
     sshfs: z.array(z.string().min(1)).default([]),
   })

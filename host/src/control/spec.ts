@@ -27,7 +27,7 @@ export function parseForwardSpec(body: unknown): ForwardSpec {
   // forward without one is TCP, as for `tether forward add`.
   if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
     const { proto } = body as { proto?: unknown };
-    if (proto === undefined) body = { ...body, proto: 'tcp' };
+    if (proto === undefined && !('guestSocket' in body)) body = { ...body, proto: 'tcp' };
     else if (proto !== 'tcp' && proto !== 'udp' && proto !== 'unix')
       throw new Error(`invalid forward: proto: expected "tcp", "udp" or "unix", got ${JSON.stringify(proto)}`);
   }

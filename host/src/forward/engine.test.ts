@@ -130,6 +130,16 @@ describe('ForwardEngine', () => {
     expect(forwardingLogs).toHaveLength(2); // once at creation, once after resuming
   });
 
+  it('folds a detected listener into a forward added later for its port: one row, with its process', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([{ ...tcp('0.0.0.0', port), pid: 9, command: 'vite' }]);
+    expect(engine.views().map((v) => v.source)).toEqual(['detected']);
+    const added = await engine.add({ proto: 'tcp', hostPort: port, guestPort: port });
+    expect(engine.views().map((v) => [v.id, v.source, v.process?.command])).toEqual([[added.id, 'runtime', 'vite']]);
+    expect(await echo(port)).toBe('hi');
+  });
+
   it('refuses an added forward on a host address another added forward holds', async () => {
     engine = make();
     const hostPort = await freePort();
@@ -337,6 +347,17 @@ describe('ForwardEngine', () => {
     expect(engine.views().map((v) => [v.id, v.source, v.state, v.process?.command])).toEqual([
       [`tcp/127.0.0.1:${guestPort}->${hostPort}`, 'static', 'forwarding', 'node server.js'],
     ]);
+    // The server stops: the static forward stays, without its process.
+    await engine.applyDelta({ added: [], removed: [tcp('127.0.0.1', guestPort)] });
+    expect(engine.view(`tcp/127.0.0.1:${guestPort}->${hostPort}`)?.process).toBeNull();
+    await engine.applyDelta({
+      added: [{ ...tcp('127.0.0.1', guestPort), pid: 8, command: 'node server.js' }],
+      removed: [],
+    });
+    expect(engine.view(`tcp/127.0.0.1:${guestPort}->${hostPort}`)?.process).toEqual({
+      pid: 8,
+      command: 'node server.js',
+    });
     // Removing the static forward hands the listener back to detection, through the same rule.
     await engine.remove(`tcp/127.0.0.1:${guestPort}->${hostPort}`);
     expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([

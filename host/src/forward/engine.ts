@@ -192,8 +192,10 @@ function familyOf(ip: string): 4 | 6 {
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
-  /** Guest listeners (by id) not forwarded because of the cap; forwarded once others go. */
-  private readonly cappedIds = new Set<string>();
+  /** Guest listeners (by id) left out by the caps, per cap; each takes the place of one of its kind that goes. */
+  private readonly cappedIds = { forwarded: new Set<string>(), ignored: new Set<string>() };
+  /** Guest listeners (by id) that a static or runtime forward of their port serves (explicitHolding). */
+  private readonly folded = new Map<string, Forward>();
   readonly udp: UdpFlows;
   private readonly forwardsById = new Map<string, Forward>();
   private readonly bindings = new Map<string, BindingEntry>();
@@ -263,8 +265,10 @@ export class ForwardEngine extends EventEmitter {
     for (const l of listeners) desired.set(listenerId(l), l);
     this.guestListeners.clear();
     for (const [id, l] of desired) this.guestListeners.set(id, l);
-    this.cappedIds.clear(); // counted again below, from this snapshot
+    this.cappedIds.forwarded.clear(); // counted again below, from this snapshot
+    this.cappedIds.ignored.clear();
     this.overflowed = 0;
+    for (const id of [...this.folded.keys()]) if (!desired.has(id)) this.unfold(id);
     for (const f of [...this.forwardsById.values()]) {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
@@ -273,11 +277,14 @@ export class ForwardEngine extends EventEmitter {
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
     for (const l of delta.removed) {
-      this.guestListeners.delete(listenerId(l));
-      this.cappedIds.delete(listenerId(l));
-      const f = this.forwardsById.get(listenerId(l));
+      const id = listenerId(l);
+      this.guestListeners.delete(id);
+      this.cappedIds.forwarded.delete(id);
+      this.cappedIds.ignored.delete(id);
+      this.unfold(id);
+      const f = this.forwardsById.get(id);
       if (f?.source === 'detected') this.drop(f);
-      else if (f) f.process = null;
+      else if (f) this.setProcess(f, null);
     }
     // Deltas can add without end (a hostile or broken guest): past the bound, listeners are not even remembered.
     const limit = this.opts.maxForwards * GUEST_LISTENER_FACTOR;
@@ -359,9 +366,19 @@ export class ForwardEngine extends EventEmitter {
     }
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
-    this.cappedIds.delete(id);
+    this.cappedIds.forwarded.delete(id);
     const { proto, guestPort, hostPort } = spec;
-    await this.createPortForward('runtime', id, proto, '127.0.0.1', guestPort, hostIPsOf(spec.hostIP), hostPort);
+    const created = this.createPortForward(
+      'runtime',
+      id,
+      proto,
+      '127.0.0.1',
+      guestPort,
+      hostIPsOf(spec.hostIP),
+      hostPort,
+    );
+    this.foldDetected(this.forwardsById.get(id));
+    await created;
     return this.keepIfBound(id);
   }
 
@@ -401,7 +418,7 @@ export class ForwardEngine extends EventEmitter {
     if (!f.ignored) {
       this.detectedForwards--;
       this.ignoredForwards++;
-      this.admitCapped();
+      this.admitCapped('forwarded');
     }
     f.ignored = 'removed by the operator (tether forward rm)';
     this.refresh(f);
@@ -432,21 +449,51 @@ export class ForwardEngine extends EventEmitter {
 
   // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Guest listeners not forwarded because of the cap, right now. */
+  /** Guest listeners not forwarded (or listed) because of the caps, right now. */
   get capped(): number {
-    return this.cappedIds.size;
+    return this.cappedIds.forwarded.size + this.cappedIds.ignored.size;
   }
 
-  /** A detected forward went: the first capped listener still there takes its place. */
-  private admitCapped(): void {
-    for (const id of this.cappedIds) {
-      this.cappedIds.delete(id);
+  /** A detected forward of this kind went: the first capped listener still there that needs its slot takes it. */
+  private admitCapped(kind: 'forwarded' | 'ignored'): void {
+    for (const id of [...this.cappedIds[kind]]) {
+      this.cappedIds[kind].delete(id);
       const l = this.guestListeners.get(id);
-      // One an explicit forward took over meanwhile needs no slot.
-      if (l && !this.stopped && !this.forwardsById.has(id)) {
-        void this.upsertDetected(l);
-        return;
-      }
+      if (!l || this.stopped || this.forwardsById.has(id)) continue;
+      const before = this.detectedForwards + this.ignoredForwards;
+      void this.upsertDetected(l);
+      if (this.detectedForwards + this.ignoredForwards > before) return;
+    }
+  }
+
+  /** A guest listener's process now shows on `f` (null: its listener went); watchers of `forward ls` see it. */
+  private setProcess(f: Forward, process: Forward['process']): void {
+    if (f.process?.pid === process?.pid && f.process?.command === process?.command) return;
+    f.process = process;
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
+  }
+
+  /** A folded listener went: its explicit forward no longer shows its process. */
+  private unfold(id: string): void {
+    const holder = this.folded.get(id);
+    if (!holder) return;
+    this.folded.delete(id);
+    this.setProcess(holder, null);
+  }
+
+  /**
+   * A static or runtime forward was just made: detected forwards of its guest port on the same host addresses give
+   * way, and their listeners fold into it (one row, as when the listener comes after the forward).
+   */
+  private foldDetected(explicit: Forward | undefined): void {
+    if (!explicit) return;
+    const keys = new Set(explicit.bindingKeys);
+    for (const f of [...this.forwardsById.values()]) {
+      if (f.source !== 'detected' || f.proto !== explicit.proto || f.guestPort !== explicit.guestPort) continue;
+      if (!f.bindingKeys.some((k) => keys.has(k))) continue;
+      this.drop(f);
+      const l = this.guestListeners.get(f.id);
+      if (l) void this.upsertDetected(l);
     }
   }
 
@@ -476,7 +523,7 @@ export class ForwardEngine extends EventEmitter {
       l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : l.command ? { pid: 0, command: l.command } : null;
     const existing = this.forwardsById.get(id);
     if (existing) {
-      if (process) existing.process = process;
+      if (process) this.setProcess(existing, process);
       if (existing.suspended) {
         existing.suspended = null;
         this.refresh(existing);
@@ -486,9 +533,17 @@ export class ForwardEngine extends EventEmitter {
     const decision: RuleDecision = this.userIgnored.has(id)
       ? { action: 'ignore', reason: 'removed by the operator' }
       : matchRule(l, this.rules, { sshPort: this.sshPort });
+    // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
+    // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets.
+    const explicit = decision.action === 'forward' && this.explicitHolding(l, decision.hostIPs, decision.hostPort);
+    if (explicit) {
+      this.folded.set(id, explicit);
+      if (process) this.setProcess(explicit, process);
+      return Promise.resolve();
+    }
     const ignoring = decision.action === 'ignore';
     if ((ignoring ? this.ignoredForwards : this.detectedForwards) >= this.opts.maxForwards) {
-      this.cappedIds.add(id);
+      this.cappedIds[ignoring ? 'ignored' : 'forwarded'].add(id);
       if (!this.capWarned) {
         this.capWarned = true;
         this.log.warn(
@@ -500,13 +555,6 @@ export class ForwardEngine extends EventEmitter {
     }
     if (decision.action === 'ignore') {
       return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
-    }
-    // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
-    // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets.
-    const explicit = this.explicitHolding(l, decision.hostIPs, decision.hostPort);
-    if (explicit) {
-      if (process) explicit.process = process;
-      return Promise.resolve();
     }
     return this.createPortForward(
       'detected',
@@ -713,12 +761,16 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
     if (f.diagnosis.recheck) clearTimeout(f.diagnosis.recheck);
-    if (f.source === 'detected' && f.ignored) this.ignoredForwards--;
-    else if (f.source === 'detected') {
+    if (f.source === 'detected' && f.ignored) {
+      this.ignoredForwards--;
+      this.admitCapped('ignored');
+    } else if (f.source === 'detected') {
       this.detectedForwards--;
       // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
       if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
-      this.admitCapped();
+      this.admitCapped('forwarded');
+    } else {
+      for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }
     this.release(f);
     this.log.info(

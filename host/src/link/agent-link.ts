@@ -50,6 +50,8 @@ export class AgentLink extends EventEmitter {
   up = false;
   /** Why the link is not up (last failure), for status and requirement details. */
   lastError: string | null = null;
+  /** When lastError was last set (Date.now()). */
+  lastErrorAt = 0;
   /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
   blocked: string | null = null;
 
@@ -245,6 +247,7 @@ export class AgentLink extends EventEmitter {
     this.up = false;
     this.info = null;
     this.lastError = reason;
+    this.lastErrorAt = Date.now();
     this.log.warn({ reason, socket: this.opts.socket }, `agent link down: ${reason}`);
     this.emit('down', reason);
     return 'was-up';
@@ -258,6 +261,7 @@ export class AgentLink extends EventEmitter {
       else this.log.warn({ socket: this.opts.socket }, message);
     }
     this.lastError = message;
+    this.lastErrorAt = Date.now();
   }
 
   /** The explainOpenFailure verdict; a failing check (e.g. the connection dropped) explains nothing. */
@@ -277,6 +281,7 @@ export class AgentLink extends EventEmitter {
       this.log.error({ socket: this.opts.socket }, message);
       this.blocked = message;
       this.lastError = message;
+      this.lastErrorAt = Date.now();
       this.emit('blocked', message);
     }
   }

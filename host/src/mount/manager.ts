@@ -133,7 +133,7 @@ export class MountManager {
       entry.watcher = new MountWatcher({
         location: config.location,
         mountPoint: mount.mountPoint,
-        ignore: [...DEFAULT_WATCH_IGNORE, ...config.ignore],
+        ignore: [...(config.ignoreDefaults ? DEFAULT_WATCH_IGNORE : []), ...config.ignore],
         touchEchoes: !markerTouch,
         log: componentLogger(this.opts.logger, 'watch', bindings),
         // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the

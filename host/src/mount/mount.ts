@@ -36,8 +36,8 @@ function unmountCommand(mountPoint: string): string {
   return `fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}`;
 }
 
-async function guestFsType(client: Client, mountPoint: string): Promise<string | null> {
-  const r = await execGuestOutput(client, 'cat /proc/self/mountinfo');
+async function guestFsType(client: Client, mountPoint: string, timeoutMs?: number): Promise<string | null> {
+  const r = await execGuestOutput(client, 'cat /proc/self/mountinfo', timeoutMs);
   if (r.code !== 0) {
     throw new Error(`cannot read /proc/self/mountinfo in the guest (exit ${r.code}): ${r.stderr.trim()}`);
   }
@@ -151,7 +151,8 @@ export class GuestMount extends EventEmitter {
     } else if (client && path !== null) {
       // No session (its sshfs exited: the mount is in error): a dead FUSE mount it left would stay behind.
       try {
-        if (isSshfsType(await guestFsType(client, path))) {
+        // Bounded like the unmount itself: `tether down` waits for this.
+        if (isSshfsType(await guestFsType(client, path, UNMOUNT_TIMEOUT_MS))) {
           this.log.info('lazily unmounting the sshfs mount left by an sshfs that exited');
           await execGuest(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
         }

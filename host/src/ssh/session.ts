@@ -364,12 +364,10 @@ export class SshSession extends EventEmitter {
     }
   }
 
-  /** "login as USER with KEY refused", for authentication failures. */
+  /** "login as USER refused (identity file KEY)", for authentication failures. */
   private loginRefused(): string {
-    const { user, identityFile, useAgent } = this.opts.ssh;
-    const keys = identityFile ? `key ${identityFile}` : 'the default keys in ~/.ssh';
-    const agent = useAgent && process.env.SSH_AUTH_SOCK ? ' and the ssh-agent' : '';
-    return `login as ${user} with ${keys}${agent} refused`;
+    const { user, identityFile } = this.opts.ssh;
+    return `login as ${user} refused (${identityFile ? `ssh.identityFile ${identityFile}` : 'no ssh.identityFile set'})`;
   }
 
   /** Gives up for good: what is wrong needs the user (credentials, configuration), not another attempt. */

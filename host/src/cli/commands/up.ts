@@ -206,7 +206,7 @@ async function finish(
     message = `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
   } else {
     const r = outcome.requirement;
-    const linkDown = !r && outcome.status?.state === 'degraded';
+    const linkDown = !r && outcome.status?.state === 'degraded' && outcome.status.link?.up === false;
     const what = r
       ? `requirement ${r.index} of ${r.total} (${r.name})`
       : linkDown
@@ -239,7 +239,7 @@ function degradedMessage(paths: InstancePaths, outcome: Extract<BootOutcome, { o
 
 /** Why a requirement is still waiting: its own detail, else the SSH layer's last error (requirements 1 and 2). */
 function timeoutReason(status: StatusView | null, r: RequirementView | null): string {
-  if (!r && status?.state === 'degraded') return `: ${linkDownReason(status)}`;
+  if (!r && status?.state === 'degraded' && status.link?.up === false) return `: ${linkDownReason(status)}`;
   const why = r?.detail ?? (r && r.index <= 2 ? status?.ssh.lastError : null);
   return why ? `: ${why}` : '';
 }
