@@ -89,6 +89,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       'forwards',
       'guest',
       'lastErrors',
+      'link',
       'logFile',
       'mounts',
       'name',
