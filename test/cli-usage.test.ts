@@ -68,6 +68,18 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('names an identity file it cannot read before starting anything', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'tether-cli-nokey-')); // its instance stays out of the others' `ls`
+    const missing = join(own, 'no-such-key');
+    const r = await runCli(own, ['up', 'nokey', '--ssh', 'dev@127.0.0.1:1', '-i', missing]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(`^tether: .*tether\\.yaml: ssh\\.identityFile ${missing} cannot be read \\(ENOENT\\)`),
+    );
+    expect(existsSync(join(own, 'nokey', 'ha.pid'))).toBe(false);
+    rmSync(own, { recursive: true, force: true });
+  });
+
   it('creates an instance from flags and reports it as stopped', async () => {
     // Port 1 on loopback: nothing answers, so up fails fast on requirement 1 and names it.
     const r = await runCli(home, ['up', 'idle', '--ssh', 'dev@127.0.0.1:1', '--timeout', '3']);

@@ -259,6 +259,21 @@ describe('ForwardEngine', () => {
     expect(dialed.at(-1)).toBe(port);
   });
 
+  it('logs a conflict once at warn, while the other address family binds', async () => {
+    engine = make();
+    const port = await freePort();
+    const holder = net.createServer().listen(port, '127.0.0.1');
+    await once(holder, 'listening');
+    try {
+      await engine.setListeners([tcp('127.0.0.1', port)]);
+      expect(engine.view(`tcp/127.0.0.1:${port}`)?.state).toBe('conflict');
+      const warned = lines.filter((l) => l.level === 40 && l.msg.includes(`:${port}: conflict`));
+      expect(warned).toHaveLength(1);
+    } finally {
+      holder.close();
+    }
+  });
+
   it("reaches a guest :: listener from host ::1 through the guest's 127.0.0.1 when its ::1 refuses (IPv6 off)", async () => {
     engine = make();
     const port = await freePort();

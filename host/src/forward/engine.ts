@@ -966,6 +966,7 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     const next = this.computeState(f);
     if (!next || (next.state === f.state && next.error === f.error)) return;
+    const previous = f.state;
     f.state = next.state;
     f.error = next.error;
     f.since = new Date();
@@ -973,7 +974,10 @@ export class ForwardEngine extends EventEmitter {
     const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'}: ${f.state}${
       f.error ? ` (${f.error})` : ''
     }`;
-    if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
+    // A state is logged once; a new detail of the same state (a conflict's other address family bound meanwhile) is
+    // debug, except for `error`, whose new detail is a new diagnosis.
+    if (next.state === previous && next.state !== 'error') this.log.debug(fields, msg);
+    else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
     else if (f.state === 'ignored' || f.state === 'suspended') this.log.info(fields, msg);
     else this.log.warn(fields, msg);
     this.emit('change', this.toView(f));

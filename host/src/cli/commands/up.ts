@@ -2,7 +2,7 @@
 // the background (or in this process with --foreground), and follows the boot requirements until the VM is ready.
 // Also `tether agent NAME` (hidden): runs the agent in this process, as the detached one (agent-main.ts) does.
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { copyConfigFile, expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
@@ -107,6 +107,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
     }
   }
 
+  checkIdentityFile(paths, config.ssh.identityFile);
   print(
     `starting instance ${name}: ${config.ssh.user}@${config.ssh.host}:${config.ssh.port} (log: ${paths.currentLog})`,
   );
@@ -183,6 +184,17 @@ async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutM
     if (Date.now() > deadline)
       throw new CliError(`the agent did not open ${paths.socket} within ${timeoutMs / 1000}s; see ${paths.stdioLog}`);
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A key file that cannot be read is named here, not reported later as a guest that cannot be reached. */
+function checkIdentityFile(paths: InstancePaths, file: string | undefined): void {
+  if (!file) return;
+  try {
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new CliError(`${paths.config}: ssh.identityFile ${file} cannot be read (${code}); give another with -i`);
   }
 }
 
