@@ -67,11 +67,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const r = await cli('up', NAME, '-c', config, '--timeout', '90');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 5: ssh reachable/);
-    expect(r.stdout).toMatch(/✓ requirement 2 of 5: host key \(\d+\.\ds\)/);
-    expect(r.stdout).toMatch(/✓ requirement 3 of 5: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
-    expect(r.stdout).toMatch(/✓ requirement 4 of 5: guest agent running/);
-    expect(r.stdout).toMatch(/- requirement 5 of 5: mounts ready \(skipped: no mounts configured\)/);
+    expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 4: ssh reachable/);
+    expect(r.stdout).toMatch(/✓ requirement 2 of 4: host key \(\d+\.\ds\)/);
+    expect(r.stdout).toMatch(/✓ requirement 3 of 4: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
+    expect(r.stdout).toMatch(/✓ requirement 4 of 4: guest agent running/);
+    expect(r.stdout).not.toMatch(/mounts ready/); // `mounts: []`: no mount requirement
     expect(r.stdout).toMatch(/✓ instance e2e is ready/);
     const sock = join(home, NAME, 'ha.sock');
     expect(statSync(sock).mode & 0o777).toBe(0o600);
@@ -168,7 +168,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ name: NAME, state: 'ready', pid: agentPid, ssh: { state: 'connected' } });
     expect(s.guest.version).toMatch(/^\d+\.\d+\.\d+/);
-    expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok', 'skipped']);
+    expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
   });
 
   it('doctor passes when healthy and names a broken guest agent', async () => {

@@ -154,7 +154,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
     const agent = hostAgent('refused', config, instanceDir);
     try {
       await expect(agent.start()).rejects.toThrow(
-        /requirement 3 of 5 \(guest agent provisioned\) failed: .*sshd refuses/,
+        /requirement 3 of 4 \(guest agent provisioned\) failed: .*sshd refuses/,
       );
       const req = agent.status().requirements[2];
       expect(req.state).toBe('failed');
@@ -186,7 +186,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: sshd refuses unix
     const never = Config.parse(testbedConfigInput(testbed(), { guestAgent: { provision: 'never' } }));
     const agent = hostAgent('refused-never', never, instanceDir);
     try {
-      await expect(agent.start()).rejects.toThrow(/requirement 4 of 5 \(guest agent running\) failed: .*sshd refuses/);
+      await expect(agent.start()).rejects.toThrow(/requirement 4 of 4 \(guest agent running\) failed: .*sshd refuses/);
       expect(agent.status().requirements[3].detail).toMatch(REFUSAL);
     } finally {
       await agent.stop('test over');

@@ -108,9 +108,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.problems = opts.problems ?? new ProblemRing(20);
     this.log = this.logger('agent');
     this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
-    this.requirements = REQUIREMENTS.map((name, i) => ({
+    // Requirement 5 (mounts ready) exists when mounts are configured, the default mount of ~ included.
+    const total = opts.mounts ? 5 : 4;
+    this.requirements = REQUIREMENTS.slice(0, total).map((name, i) => ({
       index: i + 1,
-      total: REQUIREMENTS.length,
+      total,
       name,
       state: 'pending',
       detail: null,
@@ -254,8 +256,6 @@ export class HostAgent extends EventEmitter implements AgentApi {
           () => false,
           () => true,
         );
-      } else {
-        this.setRequirement(5, 'skipped', 'no mounts configured');
       }
       this.setState(this.healthy() ? 'ready' : 'degraded');
     } catch (err) {
