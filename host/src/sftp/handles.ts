@@ -27,7 +27,7 @@ export function defaultHandleLimit(): number {
 export interface FileHandle {
   kind: 'file';
   fd: number;
-  /** Host path, for log lines and FSTATVFS. */
+  /** Host path as a byte string (paths.ts), for FSTATVFS. */
   path: string;
 }
 

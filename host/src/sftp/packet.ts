@@ -113,6 +113,11 @@ export class PacketReader {
     return this.bytes().toString('utf8');
   }
 
+  /** A path as a byte string (see paths.ts): every byte kept, whether or not the name is UTF-8. */
+  path(): string {
+    return this.bytes().toString('latin1');
+  }
+
   private need(n: number, what: string): void {
     if (this.off + n > this.buf.length) {
       throw new MalformedPacketError(`truncated packet: ${what} at offset ${this.off} of ${this.buf.length}`);
@@ -163,6 +168,14 @@ export class PacketWriter {
     this.u32(len);
     this.reserve(len);
     this.off += this.buf.write(v, this.off, 'utf8');
+    return this;
+  }
+
+  /** A path given as a byte string (see paths.ts), written back byte for byte. */
+  path(v: string): this {
+    this.u32(v.length);
+    this.reserve(v.length);
+    this.off += this.buf.write(v, this.off, 'latin1');
     return this;
   }
 

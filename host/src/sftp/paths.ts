@@ -15,6 +15,11 @@
 // old name; the TTL bounds that window to PARENT_TTL_MS. The server also drops the cache whenever the guest renames
 // or removes anything.
 //
+// Paths are byte strings: one character per byte of the name (latin1), since a host file name is any bytes but '/'
+// and NUL, not necessarily UTF-8 (a file from an old archive, say). Decoding them as UTF-8 would hand the guest
+// names the host cannot find again. They meet the filesystem only as Buffers (fsPath) and a person only through
+// displayPath.
+//
 // Policy: creating a symlink with any target is allowed (the guest kernel resolves links on the mount in the
 // guest's own namespace), but the server never follows a link that leads outside the root.
 
@@ -22,6 +27,16 @@ import { lstatSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { FX } from './constants.js';
 import { SftpStatusError } from './errors.js';
+
+/** A byte-string path as the Buffer that fs calls take. */
+export function fsPath(p: string): Buffer {
+  return Buffer.from(p, 'latin1');
+}
+
+/** A byte-string path for log lines and status messages (names that are not UTF-8 show replacement characters). */
+export function displayPath(p: string): string {
+  return Buffer.from(p, 'latin1').toString('utf8');
+}
 
 const MAX_SYMLINK_HOPS = 40;
 /** Parent directories remembered; the whole cache is dropped when it fills (a walk refills it in microseconds). */
@@ -44,13 +59,13 @@ class ParentCache {
     const hit = this.entries.get(dir);
     const now = performance.now();
     if (hit) {
-      const st = hit.expires > now ? lstatSync(dir, { throwIfNoEntry: false }) : undefined;
+      const st = hit.expires > now ? lstatSync(fsPath(dir), { throwIfNoEntry: false }) : undefined;
       if (st?.isDirectory() && st.ino === hit.ino && st.dev === hit.dev) return dir;
       this.entries.delete(dir);
     }
-    const real = realpathSync.native(dir);
+    const real = realpathSync.native(fsPath(dir), { encoding: 'latin1' });
     if (real !== dir) return real;
-    const st = lstatSync(real, { throwIfNoEntry: false });
+    const st = lstatSync(fsPath(real), { throwIfNoEntry: false });
     if (st?.isDirectory()) {
       if (this.entries.size >= MAX_CACHED_PARENTS) this.entries.clear();
       this.entries.set(dir, { dev: st.dev, ino: st.ino, expires: now + PARENT_TTL_MS });
@@ -78,14 +93,14 @@ export class Confinement {
   readonly realRoot: string;
   private readonly parents = new ParentCache();
 
-  /** Throws if `root` does not exist: an export without a directory is a configuration error. */
+  /** Throws if `root` (a path as configured, UTF-8) does not exist: an export without a directory is a configuration error. */
   constructor(root: string) {
-    this.clientRoot = stripTrailingSlash(posix.normalize(posix.resolve(root)));
-    this.realRoot = realpathSync.native(this.clientRoot);
+    this.clientRoot = Buffer.from(stripTrailingSlash(posix.normalize(posix.resolve(root))), 'utf8').toString('latin1');
+    this.realRoot = realpathSync.native(fsPath(this.clientRoot), { encoding: 'latin1' });
   }
 
   /**
-   * Maps a client path to a confined host path. `follow` resolves symlinks in the final component (STAT, OPEN,
+   * Maps a client path to a confined host path (both byte strings). `follow` resolves symlinks in the final component (STAT, OPEN,
    * SETSTAT, OPENDIR, REALPATH); without it the final component is the link itself (LSTAT, REMOVE, RENAME, ...).
    */
   resolve(clientPath: string, follow: boolean): string {
@@ -100,18 +115,18 @@ export class Confinement {
     let p = this.toHost(clientPath, clientPath);
     for (let hops = 0; ; hops++) {
       if (p === this.realRoot)
-        return { path: p, stats: wantStats ? lstatSync(p, { throwIfNoEntry: false }) : undefined };
+        return { path: p, stats: wantStats ? lstatSync(fsPath(p), { throwIfNoEntry: false }) : undefined };
       const slash = p.lastIndexOf('/');
       const parent = this.parents.realpath(slash === 0 ? '/' : p.slice(0, slash));
       if (!within(parent, this.realRoot)) throw this.denied(clientPath);
       const candidate = parent === '/' ? p.slice(slash) : parent + p.slice(slash);
       if (!follow && !wantStats) return { path: candidate, stats: undefined };
-      const stats = lstatSync(candidate, { throwIfNoEntry: false });
+      const stats = lstatSync(fsPath(candidate), { throwIfNoEntry: false });
       if (!follow || !stats?.isSymbolicLink()) return { path: candidate, stats };
       if (hops >= MAX_SYMLINK_HOPS) {
-        throw new SftpStatusError(FX.FAILURE, `too many levels of symbolic links resolving ${clientPath}`);
+        throw new SftpStatusError(FX.FAILURE, `too many levels of symbolic links resolving ${displayPath(clientPath)}`);
       }
-      const target = readlinkSync(candidate);
+      const target = readlinkSync(fsPath(candidate), { encoding: 'latin1' });
       p = this.toHost(posix.isAbsolute(target) ? target : posix.join(parent, target), clientPath);
     }
   }
@@ -143,6 +158,9 @@ export class Confinement {
   }
 
   private denied(asked: string): SftpStatusError {
-    return new SftpStatusError(FX.PERMISSION_DENIED, `${asked}: outside the export ${this.clientRoot}`);
+    return new SftpStatusError(
+      FX.PERMISSION_DENIED,
+      `${displayPath(asked)}: outside the export ${displayPath(this.clientRoot)}`,
+    );
   }
 }

@@ -18,7 +18,7 @@
 // - Backpressure: input is paused while the output stream is full or too many requests are queued.
 // - READ replies are built by reading the file straight into the outgoing packet buffer; replies finished in one
 //   event-loop turn are written together (output.ts).
-// - Every path goes through Confinement (paths.ts); read-only mode refuses every request with an effect. Because
+// - Every path goes through Confinement (paths.ts) as a byte string, so names that are not UTF-8 work; read-only mode refuses every request with an effect. Because
 //   mutations are serial, the guest cannot race its own path checks; only concurrent host processes could.
 // - Error codes follow OpenSSH's sftp-server so sshfs maps them back to the errno the guest expects.
 
@@ -74,7 +74,7 @@ import { type DirHandle, defaultHandleLimit, HandleTable } from './handles.js';
 import { ArrivalOrder } from './ordering.js';
 import { ReplyWriter } from './output.js';
 import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter } from './packet.js';
-import { Confinement } from './paths.js';
+import { Confinement, displayPath, fsPath } from './paths.js';
 
 export interface SftpLogger {
   debug(obj: object, msg: string): void;
@@ -143,7 +143,7 @@ function attrsReply(id: number, st: Stats): Buffer {
 
 /** A NAME reply with one entry and no attributes (REALPATH, READLINK). */
 function singleName(id: number, name: string): Buffer {
-  const w = new PacketWriter(FXP.NAME, 2 * name.length + 20).u32(id).u32(1).string(name).string(name);
+  const w = new PacketWriter(FXP.NAME, 2 * name.length + 20).u32(id).u32(1).path(name).path(name);
   writeEmptyAttrs(w);
   return w.finish();
 }
@@ -370,15 +370,15 @@ function openFlags(pflags: number): number {
 const MUTATING_OPEN = FXF.WRITE | FXF.APPEND | FXF.CREAT | FXF.TRUNC | FXF.EXCL;
 
 function opOpen(s: Session, r: PacketReader, id: number): Reply {
-  const path = r.string();
+  const path = r.path();
   const pflags = r.u32();
   const attrs = readAttrs(r);
-  if (s.readOnly && pflags & MUTATING_OPEN) throw readOnlyRefusal(`open for writing of ${path}`);
+  if (s.readOnly && pflags & MUTATING_OPEN) throw readOnlyRefusal(`open for writing of ${displayPath(path)}`);
   s.handles.ensureRoom();
   // O_CREAT|O_EXCL must fail on an existing link rather than create its target.
   const exclusive = (pflags & (FXF.CREAT | FXF.EXCL)) === (FXF.CREAT | FXF.EXCL);
   const host = s.paths.resolve(path, !exclusive);
-  const fd = openSync(host, openFlags(pflags), (attrs.mode ?? 0o666) & 0o7777);
+  const fd = openSync(fsPath(host), openFlags(pflags), (attrs.mode ?? 0o666) & 0o7777);
   return handleReply(id, s.handles.add({ kind: 'file', fd, path: host }));
 }
 
@@ -419,10 +419,10 @@ function opWrite(s: Session, r: PacketReader, id: number): Reply {
 const statOp =
   (follow: boolean): Handler =>
   (s, r, id) => {
-    const path = r.string();
+    const path = r.path();
     // lstat even when following: resolution has already walked the links, and lstat cannot be raced into one.
     const { stats } = s.paths.resolveAndStat(path, follow);
-    if (!stats) throw new SftpStatusError(FX.NO_SUCH_FILE, `${path}: no such file or directory`);
+    if (!stats) throw new SftpStatusError(FX.NO_SUCH_FILE, `${displayPath(path)}: no such file or directory`);
     return attrsReply(id, stats);
   };
 
@@ -454,11 +454,11 @@ function applyAttrs(
 }
 
 function opSetstat(s: Session, r: PacketReader, id: number): Reply {
-  const path = r.string();
+  const path = r.path();
   const attrs = readAttrs(r);
   // Before resolving: a marker touch of a symlink pointing out of the export must still raise the guest's event.
   if (isMarkerTouch(attrs)) return ok(id);
-  const host = s.paths.resolve(path, true);
+  const host = fsPath(s.paths.resolve(path, true));
   applyAttrs(s, 'setstat', attrs, {
     truncate: (size) => truncateSync(host, size),
     chmod: (mode) => chmodSync(host, mode),
@@ -469,10 +469,10 @@ function opSetstat(s: Session, r: PacketReader, id: number): Reply {
 }
 
 function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
-  const path = r.string();
+  const path = r.path();
   const attrs = readAttrs(r);
   if (isMarkerTouch(attrs)) return ok(id);
-  const host = s.paths.resolve(path, false);
+  const host = fsPath(s.paths.resolve(path, false));
   const isLink = lstatSync(host).isSymbolicLink();
   const notOnLink = (what: string) => {
     if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
@@ -504,9 +504,10 @@ function opFsetstat(s: Session, r: PacketReader, id: number): Reply {
 }
 
 function opOpendir(s: Session, r: PacketReader, id: number): Reply {
-  const host = s.paths.resolve(r.string(), true);
+  const host = s.paths.resolve(r.path(), true);
   s.handles.ensureRoom();
-  const dir = opendirSync(host, { bufferSize: READDIR_BATCH });
+  // latin1: entry names arrive as byte strings, like every other path here.
+  const dir = opendirSync(fsPath(host), { bufferSize: READDIR_BATCH, encoding: 'latin1' });
   return handleReply(id, s.handles.add({ kind: 'dir', dir, path: host, dotsSent: false, eof: false }));
 }
 
@@ -536,7 +537,7 @@ function opReaddir(s: Session, r: PacketReader, id: number): Reply {
   w.u32(names.length);
   names.forEach((name, i) => {
     const st = stats[i];
-    w.string(name).string(longname(name, st, now));
+    w.path(name).path(longname(name, st, now));
     writeStats(w, st);
   });
   return w.finish();
@@ -548,7 +549,7 @@ function opReaddir(s: Session, r: PacketReader, id: number): Reply {
  */
 function statEntry(hostPath: string): Stats | null {
   try {
-    return lstatSync(hostPath, { throwIfNoEntry: false }) ?? null;
+    return lstatSync(fsPath(hostPath), { throwIfNoEntry: false }) ?? null;
   } catch {
     return null;
   }
@@ -561,9 +562,9 @@ function parentWithin(s: Session, h: DirHandle): string {
 
 /** `unlinks` marks requests that rename or remove a name, after which cached parent directories are dropped. */
 const pathOp =
-  (follow: boolean, act: (host: string, r: PacketReader) => unknown, unlinks = false): Handler =>
+  (follow: boolean, act: (host: Buffer, r: PacketReader) => unknown, unlinks = false): Handler =>
   (s, r, id) => {
-    const host = s.paths.resolve(r.string(), follow);
+    const host = fsPath(s.paths.resolve(r.path(), follow));
     try {
       act(host, r);
     } finally {
@@ -573,12 +574,12 @@ const pathOp =
   };
 
 const twoPathOp =
-  (act: (from: string, to: string) => unknown, unlinks = false): Handler =>
+  (act: (from: Buffer, to: Buffer) => unknown, unlinks = false): Handler =>
   (s, r, id) => {
-    const from = r.string();
-    const to = r.string();
-    const hostFrom = s.paths.resolve(from, false);
-    const hostTo = s.paths.resolve(to, false);
+    const from = r.path();
+    const to = r.path();
+    const hostFrom = fsPath(s.paths.resolve(from, false));
+    const hostTo = fsPath(s.paths.resolve(to, false));
     try {
       act(hostFrom, hostTo);
     } finally {
@@ -588,27 +589,27 @@ const twoPathOp =
   };
 
 /** SFTP v3 RENAME never replaces an existing target (POSIX replacement is posix-rename@openssh.com). */
-function renameNoReplace(from: string, to: string): void {
+function renameNoReplace(from: Buffer, to: Buffer): void {
   if (lstatSync(to, { throwIfNoEntry: false })) throw new SftpStatusError(FX.FAILURE, `rename target already exists`);
   renameSync(from, to);
 }
 
 function opRealpath(s: Session, r: PacketReader, id: number): Reply {
-  return singleName(id, s.paths.toClient(s.paths.resolve(r.string(), true)));
+  return singleName(id, s.paths.toClient(s.paths.resolve(r.path(), true)));
 }
 
 function opReadlink(s: Session, r: PacketReader, id: number): Reply {
-  return singleName(id, readlinkSync(s.paths.resolve(r.string(), false)));
+  return singleName(id, readlinkSync(fsPath(s.paths.resolve(r.path(), false)), { encoding: 'latin1' }));
 }
 
 // OpenSSH (and therefore sshfs) sends SYMLINK as (target, linkpath), the reverse of the draft; tether follows
 // OpenSSH. The target is stored verbatim: it is only ever followed through resolve(), which confines it.
 function opSymlink(s: Session, r: PacketReader, id: number): Reply {
-  const target = r.string();
-  const link = s.paths.resolve(r.string(), false);
+  const target = r.path();
+  const link = s.paths.resolve(r.path(), false);
   if (target.includes('\0')) throw new SftpStatusError(FX.BAD_MESSAGE, 'symlink target contains a NUL byte');
   try {
-    symlinkSync(target, link);
+    symlinkSync(fsPath(target), fsPath(link));
   } finally {
     s.paths.forgetParents();
   }
@@ -624,13 +625,13 @@ function statvfsReply(id: number, st: BigIntStatsFs, readOnly: boolean): Buffer 
 }
 
 function opStatvfs(s: Session, r: PacketReader, id: number): Reply {
-  const host = s.paths.resolve(r.string(), true);
-  return statvfsReply(id, statfsSync(host, { bigint: true }), s.readOnly);
+  const host = s.paths.resolve(r.path(), true);
+  return statvfsReply(id, statfsSync(fsPath(host), { bigint: true }), s.readOnly);
 }
 
 function opFstatvfs(s: Session, r: PacketReader, id: number): Reply {
   const h = s.handles.get(r.bytes());
-  return statvfsReply(id, statfsSync(h.path, { bigint: true }), s.readOnly);
+  return statvfsReply(id, statfsSync(fsPath(h.path), { bigint: true }), s.readOnly);
 }
 
 async function opFsync(s: Session, r: PacketReader, id: number): Promise<Reply> {

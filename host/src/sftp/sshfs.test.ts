@@ -204,6 +204,25 @@ describeFuse('sshfs over the builtin server', { timeout: 120_000 }, () => {
     expect(await hostText('synced')).toBe('durable');
   });
 
+  it('keeps file names that are not UTF-8, byte for byte, both ways', async () => {
+    // Latin-1 "café" and "naïve": valid names on Linux, invalid UTF-8.
+    const hostName = Buffer.from('caf\xe9', 'latin1');
+    const dirName = Buffer.from('na\xefve', 'latin1');
+    const rootBytes = Buffer.from(root);
+    const under = (...names: Buffer[]) => Buffer.concat([rootBytes, ...names.flatMap((n) => [Buffer.from('/'), n])]);
+    await fsp.writeFile(under(hostName), 'from the host');
+    await fsp.mkdir(under(dirName));
+    await fsp.symlink(hostName, under(Buffer.from('link-to-latin1')));
+    const out = await guestOk(
+      "cat $'caf\\xe9'\necho\nls -b | grep -cF 'caf\\351'\nprintf 'from the guest' > $'na\\xefve/r\\xe9sum\\xe9'\n" +
+        "mv $'caf\\xe9' $'na\\xefve/caf\\xe9'\nreadlink link-to-latin1 | od -An -c | tr -d ' \\n'",
+    );
+    expect(out).toBe('from the host\n1\ncaf351\\n');
+    const inDir = (await fsp.readdir(under(dirName), { encoding: 'buffer' })).map((b) => b.toString('hex')).sort();
+    expect(inDir).toEqual([hostName, Buffer.from('r\xe9sum\xe9', 'latin1')].map((b) => b.toString('hex')).sort());
+    expect(await fsp.readFile(under(dirName, Buffer.from('r\xe9sum\xe9', 'latin1')), 'utf8')).toBe('from the guest');
+  });
+
   it('refuses to follow a link out of the export (follow_symlinks mount)', async () => {
     const read = await guest('cat esc/secret', follow.mnt);
     expect(read.code).not.toBe(0);
