@@ -97,6 +97,8 @@ export interface LoggedError {
 
 export interface GuestView {
   version: string;
+  /** The agent's build hash; null from an agent that does not report it. */
+  build: string | null;
   hostname: string;
   kernel: string;
   arch: string;

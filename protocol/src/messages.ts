@@ -34,14 +34,15 @@ const bytes = (max: number) =>
 
 // ── envelope ────────────────────────────────────────────────────────────────────────────────────────────────────
 
-export const Hello = z
-  .object({
-    t: z.literal('hello'),
-    v: z.number().int().min(0),
-    agent: shortText, // "tether-guest/0.1.0"
-    caps: z.array(shortText).max(LIMITS.capabilities),
-  })
-  .strict();
+// Not strict, so that a hello of another protocol version (which may say more) is still read, and its sender told
+// apart as such: a host replaces a guest agent of another version, and the pid tells it which process that is.
+export const Hello = z.object({
+  t: z.literal('hello'),
+  v: z.number().int().min(0),
+  agent: shortText, // "tether-guest/0.1.0"
+  caps: z.array(shortText).max(LIMITS.capabilities),
+  pid: z.number().int().positive().optional(),
+});
 
 export const Request = z.object({ t: z.literal('req'), id: u32, m: shortText, p: z.unknown() }).strict();
 
@@ -85,22 +86,23 @@ export type PortDelta = z.infer<typeof PortDelta>;
 
 // ── info and liveness ───────────────────────────────────────────────────────────────────────────────────────────
 
-export const Info = z
-  .object({
-    version: shortText,
-    kernel: shortText,
-    arch: shortText,
-    hostname: shortText,
-    uptimeSec: z.number().min(0),
-    startedAt: z.number().min(0), // agent start, ms since epoch
-    pid: z.number().int().positive(),
-    uid: z.number().int().min(0),
-    caps: z.array(shortText).max(LIMITS.capabilities),
-    scanIntervalMs: z.number().min(0),
-    lastScanMs: z.number().min(0),
-    listeners: z.number().int().min(0),
-  })
-  .strict();
+// Not strict: a newer agent may report more, and an older host still reads what it knows.
+export const Info = z.object({
+  version: shortText,
+  /** The build hash (`tether-guest version`); the host replaces an agent whose build differs from the one it ships. */
+  build: shortText.optional(),
+  kernel: shortText,
+  arch: shortText,
+  hostname: shortText,
+  uptimeSec: z.number().min(0),
+  startedAt: z.number().min(0), // agent start, ms since epoch
+  pid: z.number().int().positive(),
+  uid: z.number().int().min(0),
+  caps: z.array(shortText).max(LIMITS.capabilities),
+  scanIntervalMs: z.number().min(0),
+  lastScanMs: z.number().min(0),
+  listeners: z.number().int().min(0),
+});
 export type Info = z.infer<typeof Info>;
 
 export const Ping = z.object({ t: z.number() }).strict();

@@ -1,6 +1,6 @@
 import { Duplex, PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { LinkClosedError, RemoteError, RequestTimeoutError } from './errors.js';
+import { LinkClosedError, ProtocolVersionError, RemoteError, RequestTimeoutError } from './errors.js';
 import { encodeFrame } from './frame.js';
 import type { EventData, EventName, Info, Listener } from './messages.js';
 import { Peer } from './peer.js';
@@ -136,6 +136,17 @@ describe('Peer', () => {
     const reason = closed(peer);
     send(encodeFrame({ t: 'hello', v: 99, agent: 'future/9', caps: [] }));
     expect(await reason).toMatch(/version mismatch.*future\/9 speaks 99/);
+  });
+
+  it('tells a future hello (with fields it does not know) apart as a version mismatch, with its pid', async () => {
+    const { peer, send } = rawRemote();
+    const error = new Promise<Error | undefined>((resolve) =>
+      peer.once('close', (_r: string, e?: Error) => resolve(e)),
+    );
+    send(encodeFrame({ t: 'hello', v: 2, agent: 'tether-guest/2.0.0', caps: [], pid: 4242, features: { x: 1 } }));
+    const err = await error;
+    expect(err).toBeInstanceOf(ProtocolVersionError);
+    expect((err as ProtocolVersionError).pid).toBe(4242);
   });
 
   const hostile: [string, Buffer][] = [

@@ -3,7 +3,7 @@
 // the agents own what the handlers do.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { LinkClosedError, ProtocolError, RemoteError, RequestTimeoutError } from './errors.js';
+import { LinkClosedError, ProtocolError, ProtocolVersionError, RemoteError, RequestTimeoutError } from './errors.js';
 import { DEFAULT_MAX_FRAME, encodeFrame, FrameDecoder } from './frame.js';
 import {
   Envelope,
@@ -85,7 +85,7 @@ export class Peer extends EventEmitter {
     stream.on('end', () => this.close('remote ended the stream'));
     stream.on('close', () => this.close('stream closed'));
     stream.on('error', (err) => this.close(`stream error: ${err.message}`, err));
-    this.write({ t: 'hello', v: PROTOCOL_VERSION, agent: opts.agent, caps: opts.caps ?? [] });
+    this.write({ t: 'hello', v: PROTOCOL_VERSION, agent: opts.agent, caps: opts.caps ?? [], pid: process.pid });
   }
 
   get closed(): boolean {
@@ -192,8 +192,9 @@ export class Peer extends EventEmitter {
   private onHello(hello: Hello): void {
     if (this.remote) throw new ProtocolError('duplicate hello');
     if (hello.v !== PROTOCOL_VERSION) {
-      throw new ProtocolError(
+      throw new ProtocolVersionError(
         `protocol version mismatch: this side speaks ${PROTOCOL_VERSION}, ${hello.agent} speaks ${hello.v}`,
+        hello.pid,
       );
     }
     this.remote = hello;

@@ -9,7 +9,7 @@ import { InvalidFsPathError } from '../inotify/paths.js';
 import type { Logger } from '../log.js';
 import type { PortPoller } from '../ports/index.js';
 import { UdpRelay, type UdpRelayOptions } from '../relay/udp.js';
-import { AGENT_NAME, CAPABILITIES, VERSION } from '../version.js';
+import { AGENT_NAME, BUILD_HASH, CAPABILITIES, VERSION } from '../version.js';
 import { toWireSnapshot } from './listeners.js';
 
 export interface SessionContext {
@@ -97,6 +97,7 @@ export class Session {
     const stats = this.ctx.poller.stats();
     return {
       version: VERSION,
+      build: BUILD_HASH,
       kernel: release(),
       arch: arch(),
       hostname: hostname(),

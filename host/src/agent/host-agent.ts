@@ -30,7 +30,7 @@ import {
   StreamLocalRefusedError,
   streamLocalRefusal,
 } from '../ssh/index.js';
-import { startGuestAgent } from './guest-start.js';
+import { outdatedAgent, startGuestAgent } from './guest-start.js';
 import { ProblemRing } from './problems.js';
 
 export const HOST_AGENT_NAME = 'tether/0.1.0';
@@ -129,7 +129,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
       socket: config.guestAgent.socket,
       logger: this.logger('link'),
       agent: HOST_AGENT_NAME,
-      ensureAgent: provision ? () => this.provision().then(() => undefined) : undefined,
+      ensureAgent: provision ? (_reason, replace) => this.provision(replace).then(() => undefined) : undefined,
+      outdated: (info) => outdatedAgent(info, this.bundleDir),
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
       explainOpenFailure: async (err) =>
         (await streamLocalRefusal(this.ssh, config.guestAgent.socket, err))?.message ?? null,
@@ -470,8 +471,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   }
 
   /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
-  private provision(): Promise<string> {
-    this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'))
+  private provision(replace?: { pid?: number }): Promise<string> {
+    this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), replace)
       .then(
         (summary) => {
           this.provisionSummary = summary;
@@ -528,6 +529,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
 function guestView(info: Info): GuestView {
   return {
     version: info.version,
+    build: info.build ?? null,
     hostname: info.hostname,
     kernel: info.kernel,
     arch: info.arch,

@@ -2,7 +2,7 @@
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
 
-export { startGuestAgent } from './guest-start.js';
+export { outdatedAgent, startGuestAgent } from './guest-start.js';
 export { HOST_AGENT_NAME, HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
 export { mountDriver } from './mounts.js';
 export { type RunAgentOptions, type RunningAgent, runAgent } from './run.js';

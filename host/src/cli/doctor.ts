@@ -1,12 +1,13 @@
 import { Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
-import { HOST_AGENT_NAME } from '../agent/index.js';
+import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
+import { defaultBundleDir } from '../provision/index.js';
 import { socketAnswers } from '../socket-file.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
@@ -304,7 +305,19 @@ async function checkGuestAgent(client: Client, config: LoadedConfig): Promise<Ch
     peer = new Peer(stream, { agent: `${HOST_AGENT_NAME} doctor`, timeoutMs: 5_000 });
     await withTimeout(peer.ready, 5_000, 'no hello');
     const info = await peer.request('info', {});
-    const results = [ok('guest agent', `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`)];
+    const answers = `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`;
+    const outdated = outdatedAgent(info, defaultBundleDir());
+    const results = [
+      outdated
+        ? warn(
+            'guest agent',
+            `${answers}, but ${outdated}`,
+            config.guestAgent.provision === 'auto'
+              ? 'tether down NAME && tether up NAME (provisioning replaces it)'
+              : "install this host's tether-guest in the guest (tether-guest install), or set guestAgent.provision: auto",
+          )
+        : ok('guest agent', answers),
+    ];
     const age = Math.max(0, Math.round((Date.now() - info.startedAt) / 1000));
     results.push(
       info.scanIntervalMs > 0

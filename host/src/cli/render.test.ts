@@ -12,6 +12,7 @@ const status: StatusView = {
   ssh: { target: 'me@127.0.0.1:2222', state: 'connected', since: now, lastError: null, reconnects: 0 },
   guest: {
     version: '0.1.0',
+    build: 'f91eb48',
     hostname: 'vm',
     kernel: '6.1',
     arch: 'x64',

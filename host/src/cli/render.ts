@@ -130,7 +130,7 @@ export function statusText(s: StatusView): string {
   if (s.guest) {
     const g = s.guest;
     lines.push(
-      `guest agent:  ${g.version} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
+      `guest agent:  ${g.version}${g.build ? ` (build ${g.build})` : ''} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
         `scan every ${Math.round(g.scanIntervalMs)} ms, ${g.listeners} listeners`,
     );
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);

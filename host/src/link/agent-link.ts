@@ -3,10 +3,20 @@
 // asking for a fresh snapshot on a sequence gap. On link loss (SSH drop, agent restart) it reports `down` and keeps
 // retrying while SSH is up; when the socket does not answer it asks `explainOpenFailure` whether starting the agent
 // could help at all (not when sshd refuses the channel: then it reports `blocked`), and if so calls `ensureAgent`
-// (which starts the guest agent). Owns the Peer of the current link; it does not forward anything itself.
+// (which starts the guest agent). An agent that answers but is not this host's build (`outdated`), or speaks another
+// protocol version, is handed to `ensureAgent` to be replaced, once per build it reports: an agent that is still the
+// same after its replacement (something else serves the socket) is used as it is, with a warning. Owns the Peer of the
+// current link; it does not forward anything itself.
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Info, type Listener, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
+import {
+  type Info,
+  type Listener,
+  Peer,
+  type PortDelta,
+  type PortSnapshot,
+  ProtocolVersionError,
+} from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 
@@ -20,8 +30,13 @@ export interface AgentLinkOptions {
   logger: Logger;
   /** This side's name in hello, e.g. `tether/0.1.0`. */
   agent: string;
-  /** Called when the socket does not answer (channel open failure): start or provision the guest agent. */
-  ensureAgent?: (reason: string) => Promise<void>;
+  /**
+   * Called when the socket does not answer (channel open failure): start or provision the guest agent. With
+   * `replace`, an agent answers but must make way for this host's build (see `outdated`); its pid when known.
+   */
+  ensureAgent?: (reason: string, replace?: { pid?: number }) => Promise<void>;
+  /** Why a running agent is not the build this host ships (null when it is); consulted only with ensureAgent. */
+  outdated?: (info: Info) => string | null;
   /**
    * Called on a channel open failure before ensureAgent: resolves with a message when the cause is one that starting
    * the agent cannot fix (sshd refuses unix-socket forwarding to a running agent). The link then reports `blocked`,
@@ -54,6 +69,8 @@ export class AgentLink extends EventEmitter {
   lastErrorAt = 0;
   /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
   blocked: string | null = null;
+  /** Why the agent in use is not this host's build, when replacing it did not help; null otherwise. */
+  outdated: string | null = null;
 
   private readonly log: Logger;
   private generation = 0;
@@ -61,6 +78,8 @@ export class AgentLink extends EventEmitter {
   private seq: number | null = null;
   private held: PortDelta[] | null = null;
   private lastEnsure = 0;
+  /** What the agent reported (build, or protocol mismatch) for each replacement tried: one try each. */
+  private readonly replaceTried = new Set<string>();
   private readonly abort = new AbortController();
   private readonly onConnected = () => this.restart();
   private readonly onDisconnected = (reason: string) => this.peer?.close(`ssh connection lost: ${reason}`);
@@ -199,7 +218,13 @@ export class AgentLink extends EventEmitter {
       return 'failed';
     }
     const peer = new Peer(channel, { agent: this.opts.agent, timeoutMs: this.opts.setupTimeoutMs ?? 10_000 });
-    const closed = new Promise<string>((resolve) => peer.once('close', (reason: string) => resolve(reason)));
+    let closeError: Error | undefined;
+    const closed = new Promise<string>((resolve) =>
+      peer.once('close', (reason: string, error?: Error) => {
+        closeError = error;
+        resolve(reason);
+      }),
+    );
     peer.on('handlerError', (name: string, err: Error) =>
       this.log.error({ err, event: name }, `handling ${name} failed: ${err.message}`),
     );
@@ -223,6 +248,8 @@ export class AgentLink extends EventEmitter {
         }),
       ]);
       const info = await peer.request('info', {});
+      const build = info.build ?? `${info.version} without build`;
+      if (await this.replaced(peer, this.outdatedReason(info), build, info.pid)) return 'failed';
       this.emit('peer', peer);
       const snapshot = await peer.request('ports.subscribe', {});
       this.info = info;
@@ -240,6 +267,8 @@ export class AgentLink extends EventEmitter {
       this.noteFailure(message);
       peer.close(message);
       if (this.peer === peer) this.peer = null;
+      if (closeError instanceof ProtocolVersionError)
+        await this.replaced(peer, closeError.message, closeError.message, closeError.pid);
       return 'failed';
     }
     const reason = await closed;
@@ -296,6 +325,37 @@ export class AgentLink extends EventEmitter {
     } catch (err) {
       this.noteFailure(`cannot start the guest agent: ${(err as Error).message}`);
     }
+  }
+
+  private outdatedReason(info: Info): string | null {
+    const reason = this.opts.ensureAgent ? (this.opts.outdated?.(info) ?? null) : null;
+    if (!reason) this.outdated = null;
+    return reason;
+  }
+
+  /**
+   * Replaces an agent that is not this host's build, once for each build (`key`) it reports; true when it did (the
+   * link then starts over with the new agent). An agent still the same afterwards is kept, and `outdated` says why.
+   */
+  private async replaced(peer: Peer, reason: string | null, key: string, pid?: number): Promise<boolean> {
+    const ensure = this.opts.ensureAgent;
+    if (!reason || !ensure) return false;
+    if (this.replaceTried.has(key)) {
+      if (this.outdated !== reason) this.log.warn({ socket: this.opts.socket }, `${reason}; replacing it did not help`);
+      this.outdated = reason;
+      return false;
+    }
+    this.replaceTried.add(key);
+    this.log.info({ socket: this.opts.socket, reason }, `${reason}; replacing it`);
+    peer.close(`replacing the guest agent: ${reason}`);
+    if (this.peer === peer) this.peer = null;
+    this.lastEnsure = Date.now();
+    try {
+      await ensure(reason, { pid });
+    } catch (err) {
+      this.noteFailure(`cannot replace the guest agent: ${(err as Error).message}`);
+    }
+    return true;
   }
 
   private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {

@@ -36,6 +36,12 @@ export interface ProvisionOptions {
   startTimeoutMs?: number;
   /** How long a guest that is still booting gets to start its installed agent (default 5 min). */
   bootWaitMs?: number;
+  /**
+   * The agent that answers is not this host's build (or speaks another protocol): install this build and restart
+   * it even when the socket answers and the installed copy is current. `pid`, when the old agent told it, is stopped
+   * first, whoever started it (a unit, an earlier background start, a person).
+   */
+  replace?: { pid?: number };
 }
 
 /** Where the systemd install (`tether-guest install`) puts the executable. */
@@ -121,7 +127,7 @@ export async function ensureGuestAgent(
     (i) => i.hash === manifest.hash && (i.kind === 'bundle') === (artefact === 'bundle'),
   );
 
-  if (!openError && current) {
+  if (!openError && current && !opts.replace) {
     log.info({ path: current.path, hash: manifest.hash }, 'guest agent already current and running');
     return { ...base, actions: ['already current'], summary: `already current (${manifest.version} ${manifest.hash})` };
   }
@@ -142,7 +148,7 @@ export async function ensureGuestAgent(
   }
 
   const actions: ProvisionAction[] = [];
-  const notes: string[] = [];
+  const notes: string[] = opts.replace ? ['replaced the running agent'] : [];
   let exe = current?.path;
   if (!exe) {
     exe = await upload(shell, artefactPath(manifest, artefact), installDirOf(facts), artefact, log);
@@ -153,11 +159,12 @@ export async function ensureGuestAgent(
   const command = artefact === 'bundle' ? `${q(facts.nodePath)} ${q(exe)}` : q(exe);
   const user = config.ssh.user;
   const sudo = facts.root ? '' : 'sudo -n ';
+  if (opts.replace?.pid) await stopAgent(shell, opts.replace.pid, facts.sudo ? sudo : '');
 
   if (facts.systemd && (facts.root || facts.sudo)) {
     // A socket that does not answer is an agent to restart, even when the install itself changes nothing (its
     // socket file was removed, or it hangs): `systemctl start` leaves a running service alone.
-    const restart = openError ? ' --restart' : '';
+    const restart = openError || opts.replace ? ' --restart' : '';
     const r = await shell.execText(
       `${sudo}${command} install --socket-owner ${q(user)} --socket ${q(socket)}${restart}`,
       60_000,
@@ -181,7 +188,9 @@ export async function ensureGuestAgent(
     notes.push(`started in background (${why}; it will not survive a guest reboot)`);
   }
 
-  await waitRunning(shell, socket, opts.startTimeoutMs ?? 15_000, async () => {
+  // The single executable is a 100 MB Node binary: loading it takes 10-20 s from an emulated (TCG) guest's cold disk.
+  const startTimeout = opts.startTimeoutMs ?? (artefact === 'bundle' ? 20_000 : START_WAIT_MS);
+  await waitRunning(shell, socket, startTimeout, async () => {
     const r = await shell.execText(
       facts.systemd && actions.includes('installed unit')
         ? `${sudo}journalctl -u tether-guest -n 5 --no-pager 2>&1 || ${sudo}systemctl status tether-guest 2>&1 | tail -n 5`
@@ -369,6 +378,20 @@ async function upload(
  * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
  * the old one removes the socket path as it exits. `elevate` (`sudo -n `) also signals: the pid is then sudo's.
  */
+/** Stops the agent process `pid` (as the login user, else through sudo) and waits up to 5 s for it to exit. */
+async function stopAgent(shell: GuestShell, pid: number, sudo: string): Promise<void> {
+  const p = String(pid);
+  const r = await shell.execText(
+    [
+      `kill ${p} 2>/dev/null || ${sudo}kill ${p}`,
+      `i=0; while [ -d /proc/${p} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done`,
+      `[ ! -d /proc/${p} ]`,
+    ].join('\n'),
+  );
+  if (r.code !== 0)
+    throw new Error(`cannot stop the running guest agent (pid ${p}): ${lastLine(r.stderr) || 'it did not exit'}`);
+}
+
 async function startInBackground(shell: GuestShell, dir: string, command: string, elevate: string): Promise<void> {
   const pidFile = q(`${dir}/agent.pid`);
   const logFile = q(`${dir}/agent.log`);

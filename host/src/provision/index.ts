@@ -6,4 +6,12 @@ export {
   type ProvisionOptions,
   type ProvisionResult,
 } from './ensure.js';
-export { archOf, defaultBundleDir, type GuestArch, type GuestManifest, nodeUsable, readManifest } from './manifest.js';
+export {
+  archOf,
+  BUNDLE_FILE,
+  defaultBundleDir,
+  type GuestArch,
+  type GuestManifest,
+  nodeUsable,
+  readManifest,
+} from './manifest.js';

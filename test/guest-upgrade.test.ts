@@ -1,0 +1,76 @@
+// Upgrading tether on the host replaces the guest agent: an agent that answers on the socket but reports another
+// build or another protocol version (the shipped bundle with its build hash or protocol version rewritten, started by
+// hand) is stopped and replaced by this host's build when the host agent comes up with `provision: auto`, and
+// requirement 3 says so.
+import type { ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BUNDLE_FILE, readManifest } from '../host/src/provision/index.js';
+import { type Harness, startAgent, stopChild, testConfig } from './forward-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { waitFor } from './helpers/wait.js';
+
+const BUILD_DIR = fileURLToPath(new URL('../build/guest', import.meta.url));
+const haveBuild = existsSync(join(BUILD_DIR, 'manifest.json'));
+if (!haveBuild && process.env.CI === 'true') throw new Error('build/guest missing: run npm run build first');
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('guest agent of another build', () => {
+  const testbed = useTestbed();
+  const manifest = haveBuild ? readManifest(BUILD_DIR) : null;
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  /** Starts the shipped bundle, edited by `rewrite`, on the configured socket as the login user. */
+  async function startOtherAgent(rewrite: (bundle: string) => string): Promise<ChildProcess> {
+    const tb = testbed();
+    const file = join(tb.guestDir, 'tether-guest-other.cjs');
+    const bundle = readFileSync(join(BUILD_DIR, BUNDLE_FILE), 'utf8');
+    const edited = rewrite(bundle);
+    expect(edited).not.toBe(bundle);
+    writeFileSync(file, edited);
+    const uid = Number((await tb.exec(`id -u ${tb.user}`)).stdout.trim());
+    chownSync(file, uid, uid);
+    const other = tb.spawn('node', [file, 'run', '--socket', testConfig(tb).guestAgent.socket], { user: tb.user });
+    let out = '';
+    other.stdout?.on('data', (d: Buffer) => {
+      out += d;
+    });
+    await waitFor(() => out.includes('agent listening') || other.exitCode !== null, { what: 'the other agent' });
+    expect(other.exitCode, out).toBeNull();
+    return other;
+  }
+
+  async function expectReplaced(other: ChildProcess, logged: string): Promise<void> {
+    h = await startAgent(testbed());
+    const status = h.agent.status();
+    expect(status.state).toBe('ready');
+    expect(status.requirements[2].detail).toMatch(/^replaced the running agent/);
+    expect(status.guest?.build).toBe(manifest!.hash);
+    await waitFor(() => other.exitCode !== null || other.signalCode !== null, { what: 'the other agent to exit' });
+    expect(readFileSync(join(h.instanceDir, 'logs', 'current.log'), 'utf8')).toContain(logged);
+  }
+
+  it('replaces an agent that reports another build', async () => {
+    const hash = JSON.stringify(manifest!.hash);
+    const other = await startOtherAgent((b) => b.replaceAll(hash, JSON.stringify('olderbuild00000')));
+    try {
+      await expectReplaced(other, '(build olderbuild00000) is not the one this host ships');
+    } finally {
+      await stopChild(other);
+    }
+  });
+
+  it('replaces an agent that speaks another protocol version', async () => {
+    const other = await startOtherAgent((b) => b.replace('var PROTOCOL_VERSION = 1;', 'var PROTOCOL_VERSION = 2;'));
+    try {
+      await expectReplaced(other, 'protocol version mismatch: this side speaks 1');
+    } finally {
+      await stopChild(other);
+    }
+  });
+});
