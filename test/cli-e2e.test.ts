@@ -212,6 +212,9 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(await refused(guestPort)).toBe(true);
     const ls = await cli('ls', '--json');
     expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'stopped' })]);
+    expect(JSON.parse((await cli('status', NAME, '--json')).stdout).stopReason).toBe(
+      'tether down (shutdown via control API)',
+    );
   });
 
   it('up exits 1 naming a mount the guest cannot take and leaves the agent serving degraded; up again once fixed mounts at once', async () => {

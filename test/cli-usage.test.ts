@@ -110,7 +110,10 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       'ssh',
       'startedAt',
       'state',
+      'stopReason',
     ]);
+    // The agent `up` stopped says why: the requirement that failed.
+    expect(stopped.stopReason).toMatch(/^tether up: .*requirement 1 of \d \(ssh reachable\)/);
     expect(stopped.forwards).toEqual({
       forwarding: 0,
       conflict: 0,
@@ -129,7 +132,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       }),
     );
     const text = (await runCli(home, ['status', 'idle'])).stdout;
-    expect(text).toMatch(/^last run: {5}stopped: /m);
+    expect(text).toMatch(/^last run: {5}stopped: tether up: .*ssh reachable/m);
     expect(text).toMatch(/^last errors:$/m);
     expect(text).toMatch(/^ {2}\S+ \[agent\] requirement 1 of \d failed: ssh reachable/m);
     const fwd = await runCli(home, ['forward', 'ls', 'idle']);

@@ -108,6 +108,37 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     }
   });
 
+  it('fails requirement 2 with the fix once the guest has refused the key for the grace period', async () => {
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-authfail-'));
+    const key = join(instanceDir, 'id_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const config = Config.parse({
+      ...testbedConfigInput(testbed()),
+      ssh: { ...testbedConfigInput(testbed()).ssh, identityFile: key },
+    });
+    const agent = new HostAgent('authfail', config, {
+      instanceDir,
+      logger: silentLogger(),
+      requirementTimeoutMs: 120_000,
+      loginRefusedGraceMs: 1_500,
+      ssh: { backoffInitialMs: 100, backoffMaxMs: 500 },
+    });
+    const started = Date.now();
+    try {
+      await expect(agent.start()).rejects.toThrow(
+        new RegExp(
+          `requirement 2 of 4 \\(host key\\) failed: login as ${testbed().user} refused .*refused for \\d+ s: ` +
+            `put the public key of ${key} in the guest's ~${testbed().user}/\\.ssh/authorized_keys`,
+        ),
+      );
+      // Long before the requirement's own deadline.
+      expect(Date.now() - started).toBeLessThan(60_000);
+    } finally {
+      await agent.stop('test finished');
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+
   it('brings forwards back by themselves after the guest sshd restarts', async () => {
     const tb = testbed();
     const port = await freePort();

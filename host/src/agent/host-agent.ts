@@ -65,6 +65,8 @@ export interface HostAgentOptions {
   logFile?: string;
   /** Deadline of each boot requirement. */
   requirementTimeoutMs?: number;
+  /** How long requirement 2 keeps trying while the guest refuses the login (default 60 s). */
+  loginRefusedGraceMs?: number;
   /** Reconnect tuning (tests). */
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs'>>;
 }
@@ -72,6 +74,8 @@ export interface HostAgentOptions {
 /** How long the guest's listeners may wait for its sshd port to be learned on a new connection. */
 const SSH_PORT_WAIT_MS = 5_000;
 
+/** How long requirement 2 keeps trying while the guest refuses the login (see waitLogin). */
+const LOGIN_REFUSED_GRACE_MS = 60_000;
 const REQUIREMENTS = ['ssh reachable', 'host key', 'guest agent provisioned', 'guest agent running', 'mounts ready'];
 
 /** Emits `event` (AgentEvent). */
@@ -217,17 +221,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const timeout = this.opts.requirementTimeoutMs ?? 120_000;
     this.ssh.start();
     try {
-      await this.requirement(1, () => this.waitReachable(timeout));
+      await this.requirement(1, (note) => this.showingRetries(note, () => this.waitReachable(timeout)));
       await this.requirement(2, async (note) => {
-        // Login can fail for a while on a booting guest (cloud-init has not installed the key yet): keep trying,
-        // and show why each attempt failed instead of a silent wait.
-        const onRetrying = (reason: string) => note(`${reason}; retrying`);
-        this.ssh.on('retrying', onRetrying);
-        try {
-          await this.ssh.waitConnected(timeout);
-        } finally {
-          this.ssh.off('retrying', onRetrying);
-        }
+        await this.showingRetries(note, () => this.waitLogin(timeout));
         const key = this.ssh.hostKey!;
         const how = this.ssh.hostKeyResult === 'pinned' ? 'pinned on first use' : 'matches the pinned key';
         return `${key.algorithm} ${key.fingerprint} (${how}); logged in as ${this.config.ssh.user}`;
@@ -422,6 +418,50 @@ export class HostAgent extends EventEmitter implements AgentApi {
       }
       throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${reason}`);
     }
+  }
+
+  /** Runs `wait`, showing why each SSH attempt failed on the waiting requirement instead of a silent wait. */
+  private async showingRetries<T>(note: (detail: string) => void, wait: () => Promise<T>): Promise<T> {
+    const onRetrying = (reason: string) => note(`${reason}; retrying`);
+    this.ssh.on('retrying', onRetrying);
+    try {
+      return await wait();
+    } finally {
+      this.ssh.off('retrying', onRetrying);
+    }
+  }
+
+  /**
+   * Login, retried while the guest refuses it for up to loginRefusedGraceMs: a guest whose sshd is up before its
+   * key is installed (a late provisioning script) gets that long; a wrong key fails the requirement then, not at
+   * the end of `up`'s timeout.
+   */
+  private waitLogin(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const settle = (err: Error | null) => {
+        this.ssh.off('retrying', onRetrying);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onRetrying = (reason: string) => {
+        const since = this.ssh.loginRefusedSince;
+        if (since !== null && Date.now() - since >= (this.opts.loginRefusedGraceMs ?? LOGIN_REFUSED_GRACE_MS)) {
+          const { user, identityFile } = this.config.ssh;
+          settle(
+            new Error(
+              `${reason}; refused for ${Math.round((Date.now() - since) / 1000)} s: put the public key of ` +
+                `${identityFile ?? 'your ssh-agent key'} in the guest's ~${user}/.ssh/authorized_keys, or set ` +
+                'ssh.identityFile in tether.yaml to a key the guest accepts',
+            ),
+          );
+        }
+      };
+      this.ssh.on('retrying', onRetrying);
+      this.ssh.waitConnected(timeoutMs).then(
+        () => settle(null),
+        (err: Error) => settle(err),
+      );
+    });
   }
 
   /** Runs `wait`, showing the link's last error on the waiting requirement (and so in `up`'s timeout message). */

@@ -147,7 +147,7 @@ export function follow(
 export interface LastRun {
   /** Its warnings and errors, oldest first (at most `max`). */
   errors: LoggedError[];
-  /** The reason on its `stopped` line (`got SIGTERM`, `boot failed`, …); null when it has none (killed, crashed). */
+  /** The reason on its `stopped` line (`got SIGTERM`, `tether down`, …), that it ended without one, or null (no run found). */
   stopReason: string | null;
 }
 
@@ -165,5 +165,11 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
     .filter((r) => typeof r.level === 'number' && r.level >= LEVELS.warn)
     .map((r) => ({ time: String(r.time), component: String(r.component ?? 'agent'), msg: String(r.msg) }));
   const stopped = run.findLast((r) => r.msg === `host agent for ${name} stopped`);
-  return { errors: errors.slice(-max), stopReason: typeof stopped?.reason === 'string' ? stopped.reason : null };
+  const stopReason =
+    typeof stopped?.reason === 'string'
+      ? stopped.reason
+      : start >= 0 && !stopped
+        ? 'its log ends without a stop: the agent was killed (SIGKILL) or crashed'
+        : null;
+  return { errors: errors.slice(-max), stopReason };
 }

@@ -60,8 +60,9 @@ export class ControlClient {
     return (await this.call<{ retrying: boolean }>('POST', '/v1/mounts/retry')).retrying;
   }
 
-  async shutdown(): Promise<void> {
-    await this.call('POST', '/v1/shutdown');
+  /** `reason` goes into the agent's stop line (and so `status` of the stopped instance). */
+  async shutdown(reason?: string): Promise<void> {
+    await this.call('POST', '/v1/shutdown', reason === undefined ? undefined : { reason });
   }
 
   /** Streams AgentEvents to `onEvent`; `onClose` gets a reason when the stream ends (agent gone, error). */

@@ -155,9 +155,11 @@ describe('control API', () => {
     expect(await client.retryMounts()).toBe(false);
   });
 
-  it('stops the agent on shutdown after replying', async () => {
-    await client.shutdown();
-    await expect.poll(() => agent.stopped).toMatch(/shutdown requested/);
+  it('stops the agent on shutdown after replying, with the reason given', async () => {
+    await client.shutdown('tether up: requirement 2 of 4 (host key) failed:\n  login refused');
+    await expect
+      .poll(() => agent.stopped)
+      .toBe('tether up: requirement 2 of 4 (host key) failed: login refused (shutdown via control API)');
   });
 
   it('ends event streams when the server closes', async () => {

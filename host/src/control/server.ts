@@ -88,9 +88,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       return send(res, 202, { retrying });
     }
     if (route === 'POST /v1/shutdown') {
-      log.info('shutdown requested via control API');
+      const reason = shutdownReason(await readJson(req));
+      log.info({ reason }, 'shutdown requested via control API');
       send(res, 202, { stopping: true });
-      res.once('finish', () => shutdown('shutdown requested via control API'));
+      res.once('finish', () => shutdown(reason));
       return;
     }
     const known = ['/v1/status', '/v1/forwards', '/v1/mounts', '/v1/mounts/retry', '/v1/shutdown', '/v1/events'];
@@ -205,6 +206,14 @@ function decodeId(raw: string): string {
   }
 }
 
+/** The caller's reason (`tether up` stops an agent whose boot failed, and says why), on one bounded line. */
+function shutdownReason(body: unknown): string {
+  const given = (body as { reason?: unknown } | undefined)?.reason;
+  if (typeof given !== 'string' || given.trim() === '') return 'shutdown requested via control API';
+  return `${given.replace(/\s+/g, ' ').trim().slice(0, 500)} (shutdown via control API)`;
+}
+
+/** The request's JSON body; undefined when it has none. */
 function readJson(req: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -217,6 +226,7 @@ function readJson(req: IncomingMessage): Promise<unknown> {
     });
     req.on('error', reject);
     req.on('end', () => {
+      if (chunks.length === 0) return resolve(undefined);
       try {
         resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
       } catch (err) {

@@ -89,6 +89,8 @@ export class SshSession extends EventEmitter {
   hostKey: HostKey | null = null;
   /** `pinned` (first use), `match`, or `mismatch` once a key was offered. */
   hostKeyResult: 'pinned' | 'match' | 'mismatch' | null = null;
+  /** Since when (Date.now()) every attempt has ended in the guest refusing the login; null otherwise. */
+  loginRefusedSince: number | null = null;
   client: Client | null = null;
 
   private readonly log: Logger;
@@ -327,6 +329,7 @@ export class SshSession extends EventEmitter {
       this.client = client;
       this.attempt = 0;
       this.lastError = null;
+      this.loginRefusedSince = null;
       if (this.everConnected) this.reconnects++;
       this.everConnected = true;
       this.setState('connected', null);
@@ -334,7 +337,9 @@ export class SshSession extends EventEmitter {
     });
     client.on('error', (err: Error & { level?: string }) => {
       // ssh2 says only "All configured authentication methods failed": name who logged in with what.
-      lastClientError = err.level === 'client-authentication' ? `${this.loginRefused()}: ${err.message}` : err.message;
+      const refusedLogin = err.level === 'client-authentication';
+      lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
+      this.loginRefusedSince = refusedLogin ? (this.loginRefusedSince ?? Date.now()) : null;
       // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
       if (!this.refused) this.lastError = err.level ? `${lastClientError} (${err.level})` : lastClientError;
     });

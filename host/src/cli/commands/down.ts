@@ -18,7 +18,7 @@ export function registerDown(program: Command): void {
     ['tether down dev'],
   ).action(async (name: string) => {
     const paths = existingInstance(name);
-    const how = await stopAgent(paths);
+    const how = await stopAgent(paths, 'tether down');
     process.stdout.write(
       how === 'not running' ? `instance ${name} is not running\n` : `stopped instance ${name} (${how})\n`,
     );
@@ -45,11 +45,11 @@ async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
 }
 
 /** Stops the instance's agent; says how (`shut down`, `SIGTERM`, `SIGKILL`, `not running`). */
-export async function stopAgent(paths: InstancePaths): Promise<string> {
+export async function stopAgent(paths: InstancePaths, reason?: string): Promise<string> {
   const pid = readPid(paths);
   let how = 'shut down';
   try {
-    await clientFor(paths, 5_000).shutdown();
+    await clientFor(paths, 5_000).shutdown(reason);
   } catch (err) {
     if (!(err instanceof AgentNotRunningError) && !(pid && isOurAgent(pid, paths))) throw err;
     if (!pid || !isAlive(pid) || !isOurAgent(pid, paths)) {

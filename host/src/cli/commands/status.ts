@@ -37,6 +37,7 @@ export function registerStatus(program: Command): void {
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
           guest: null,
           link: { up: false, lastError: null },
+          stopReason: last.stopReason,
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),
           mounts: countStates(MOUNT_STATES, []),

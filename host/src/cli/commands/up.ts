@@ -81,7 +81,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       print(
         `instance ${name} has an agent whose boot failed${failed ? ` (requirement ${failed.index}: ${failed.detail})` : ''}; starting it again`,
       );
-      await stopAgent(paths);
+      await stopAgent(paths, 'tether up: its boot had failed; starting it again');
     } else {
       // A foreground `up` is meant to be the agent (a systemd or launchd unit): reporting success would have the
       // unit restarted in a loop.
@@ -118,7 +118,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
     // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
     if (outcome.outcome === 'degraded') process.stderr.write(`tether: ${degradedMessage(paths, outcome)}\n`);
-    else await finish(paths, outcome, () => proc.stop('boot failed'));
+    else await finish(paths, outcome, (reason) => proc.stop(reason));
     print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
     await proc.done;
     return;
@@ -131,7 +131,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
     print,
     start: started,
   });
-  await finish(paths, outcome, () => stopAgent(paths));
+  await finish(paths, outcome, (reason) => stopAgent(paths, reason));
 }
 
 /**
@@ -202,7 +202,8 @@ function checkIdentityFile(paths: InstancePaths, file: string | undefined): void
 async function finish(
   paths: InstancePaths,
   outcome: BootOutcome,
-  stop: (() => Promise<unknown>) | null,
+  /** Stops the agent of a boot that failed; `reason` is what failed. */
+  stop: ((reason: string) => Promise<unknown>) | null,
 ): Promise<void> {
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
@@ -230,7 +231,7 @@ async function finish(
         : `timed out waiting for ${what}${timeoutReason(outcome.status, r)}`;
   }
   if (stop && outcome.outcome !== 'gone') {
-    await stop().catch((err: Error) => {
+    await stop(`tether up: ${message}`).catch((err: Error) => {
       if (!(err instanceof AgentNotRunningError)) message += `; stopping the agent failed too: ${err.message}`;
     });
     message += ' (agent stopped)';
