@@ -238,7 +238,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
       await this.requirement(4, (note) =>
         this.showingLinkError(note, async () => {
           const info = await this.link.waitUp(timeout);
-          return `tether-guest ${info.version} pid ${info.pid} on ${info.hostname} (${info.listeners} listeners)`;
+          // No pid: this line stays as the boot's record, while the agent may be restarted since (status: guest).
+          return `tether-guest ${info.version} on ${info.hostname} (${info.listeners} listeners)`;
         }),
       );
       const mounts = this.opts.mounts;

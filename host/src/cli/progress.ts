@@ -18,6 +18,18 @@ export class BootProgress {
   }
 
   /**
+   * Takes these requirements as already shown: `up` of a running instance prints what changes now (a mount tried
+   * again), not a replay of its boot, whose lines would claim what may no longer hold (SSH reachable).
+   */
+  seed(reqs: RequirementView[]): void {
+    for (const r of reqs) {
+      if (r.state === 'waiting' || r.state === 'pending') continue;
+      this.latest.set(r.index, r);
+      this.printed.set(r.index, { state: r.state, detail: r.detail });
+    }
+  }
+
+  /**
    * Lines to print after these (possibly repeated, possibly out of order) requirement views. Lines come in
    * requirement order: nothing is printed for requirement k until 1..k-1 are known to be met.
    */
@@ -70,6 +82,8 @@ export interface FollowOptions {
   print: (line: string) => void;
   start?: number;
   pollMs?: number;
+  /** Requirements already shown (BootProgress.seed). */
+  shown?: RequirementView[];
 }
 
 /** What a boot came to by this status, or null while it is still under way. */
@@ -80,8 +94,10 @@ export function bootOutcome(s: StatusView): BootOutcome | null {
   // Until the agent leaves `starting` it has not said whether it goes on without the failed requirement.
   if (failed) return s.state === 'starting' ? null : { outcome: 'degraded', status: s, requirement: failed };
   // `degraded` with every requirement met: the link to the guest dropped since, and forwards are suspended until it
-  // is back, so the VM is not ready yet (followBoot says what it waits for).
-  return s.state === 'ready' ? { outcome: 'ready', status: s } : null;
+  // is back, so the VM is not ready yet (followBoot says what it waits for). A requirement tried again (mounts) is
+  // awaited even by a ready agent.
+  const waiting = s.requirements.some((r) => r.state === 'waiting');
+  return s.state === 'ready' && !waiting ? { outcome: 'ready', status: s } : null;
 }
 
 /** Why the link to the guest agent is down, from a status. */
@@ -94,6 +110,7 @@ export function linkDownReason(s: StatusView): string {
 /** Follows the agent's requirements until it is ready, a requirement fails, the agent goes away, or time runs out. */
 export function followBoot(client: ControlClient, opts: FollowOptions): Promise<BootOutcome> {
   const progress = new BootProgress(opts.start);
+  if (opts.shown) progress.seed(opts.shown);
   const latest = new Map<number, RequirementView>();
   let last: StatusView | null = null;
   return new Promise<BootOutcome>((resolve) => {

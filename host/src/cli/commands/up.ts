@@ -95,14 +95,18 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
       // guest since, so try now, not at the next backoff step.
       const mountsUnmet = running?.requirements.some((r) => r.index === 5 && r.state !== 'ok');
-      if (
+      const retrying =
         (running?.state === 'degraded' || mountsUnmet) &&
         (await clientFor(paths)
           .retryMounts()
-          .catch(() => false))
-      )
-        print(`trying its failed mounts again`);
-      const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
+          .catch(() => false));
+      if (retrying) print(`trying its failed mounts again`);
+      // A boot still under way is followed from its start; a finished one shows only what happens now.
+      const shown =
+        running && running.state !== 'starting'
+          ? running.requirements.filter((r) => !(retrying && r.index === 5))
+          : undefined;
+      const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started, shown });
       return finish(paths, outcome, null);
     }
   }
