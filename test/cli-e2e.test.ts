@@ -94,6 +94,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     // Its boot is not replayed: those lines would claim what may no longer hold.
     expect(same.stdout).not.toMatch(/requirement \d of/);
     expect(same.stdout).toMatch(/✓ instance e2e is ready/);
+    // Edited by hand after the agent read it: said as well.
+    const config = join(home, NAME, 'tether.yaml');
+    const edited = `${readFileSync(config, 'utf8')}# edited by hand\n`;
+    writeFileSync(config, edited);
+    expect((await cli('up', NAME)).stdout).toMatch(/tether\.yaml changed; the running agent applies it after/);
     const changed = await cli('up', NAME, '--ssh', `${tb.user}@localhost:${tb.sshPort}`);
     expect(changed.code).toBe(0);
     expect(changed.stdout).toMatch(

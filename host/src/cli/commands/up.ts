@@ -2,7 +2,7 @@
 // the background (or in this process with --foreground), and follows the boot requirements until the VM is ready.
 // Also `tether agent NAME` (hidden): runs the agent in this process, as the detached one (agent-main.ts) does.
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { copyConfigFile, expandHome, loadConfig, updateConfigFile, writeInitialConfig } from '../../config/load.js';
@@ -88,7 +88,9 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       if (opts.foreground)
         throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
       print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
-      if (changed)
+      // Changed by these flags, or edited by hand since the agent read it.
+      const edited = running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
+      if (changed || edited)
         print(
           `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
         );
