@@ -34,6 +34,16 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     }
   });
 
+  it('refuses an instance directory too deep for its control socket, before starting anything', async () => {
+    const deep = join(home, 'd'.repeat(100));
+    const r = await runCli(deep, ['up', 'deep', '--ssh', 'dev@127.0.0.1:1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^tether: the control socket \S+\/deep\/ha\.sock is \d+ bytes long, and a unix socket path may have at most 10[37] here: set TETHER_HOME to a shorter directory/,
+    );
+    expect(existsSync(join(deep, 'deep', 'ha.pid'))).toBe(false);
+  });
+
   it('exits 2 on usage errors with one line', async () => {
     expect((await runCli(home, ['frobnicate'])).code).toBe(2);
     // Help asked for is no error; help shown for a missing command is a usage error.

@@ -14,6 +14,20 @@ export class SocketBusyError extends Error {
   }
 }
 
+/** The longest unix socket path the kernel takes: sun_path less its NUL (108 bytes on Linux, 104 on macOS, BSDs). */
+export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
+
+/**
+ * Why `path` cannot be a unix socket here (too long: Node would bind a truncated path somewhere else), or null.
+ * Callers add what to change.
+ */
+export function socketPathProblem(path: string): string | null {
+  const bytes = Buffer.byteLength(path);
+  return bytes > MAX_SOCKET_PATH
+    ? `${path} is ${bytes} bytes long, and a unix socket path may have at most ${MAX_SOCKET_PATH} here`
+    : null;
+}
+
 /** Whether something accepts connections on the unix socket at `path` (false for a stale or missing socket). */
 export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
@@ -31,6 +45,8 @@ export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> 
 
 /** Makes `path` free for listening: unlinks a stale socket, throws SocketBusyError when someone answers on it. */
 export async function claimSocketPath(path: string): Promise<void> {
+  const tooLong = socketPathProblem(path);
+  if (tooLong) throw new Error(tooLong);
   let isSocket: boolean;
   try {
     isSocket = lstatSync(path).isSocket();

@@ -9,7 +9,7 @@ import { copyConfigFile, expandHome, loadConfig, updateConfigFile, writeInitialC
 import { AgentNotRunningError } from '../../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
 import type { RequirementView, StatusView } from '../../model.js';
-import { socketAnswers } from '../../socket-file.js';
+import { socketAnswers, socketPathProblem } from '../../socket-file.js';
 import { spawnAgent } from '../agent-spawn.js';
 import { clientFor, existingInstance, parseLogLevel, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
@@ -114,6 +114,9 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   }
 
   checkIdentityFile(paths, config.ssh.identityFile);
+  const tooLong = socketPathProblem(paths.socket);
+  if (tooLong)
+    throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
   print(
     `starting instance ${name}: ${config.ssh.user}@${config.ssh.host}:${config.ssh.port} (log: ${paths.currentLog})`,
   );
