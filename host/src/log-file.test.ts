@@ -1,8 +1,10 @@
 // The agent's rotating log files on a real directory: appends continue the newest file, a full file starts the
 // next, only the newest files stay, and current.log always points at the file being written.
-import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CURRENT_LOG, type LogFileStream, logFileNumbers, openLogFile } from './log-file.js';
 
@@ -12,6 +14,31 @@ describe('log files', () => {
   let dir = '';
   afterEach(() => {
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('keeps a process running when the log disk and its stderr are full', () => {
+    dir = mkdtempSync(join(tmpdir(), 'tether-logs-full-'));
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
+    expect(mounted.status, String(mounted.stderr)).toBe(0);
+    const full = openSync('/dev/full', 'w');
+    try {
+      const logFile = fileURLToPath(new URL('../dist/log-file.js', import.meta.url));
+      const script = `
+        import { ignoreStdioErrors, openLogFile } from ${JSON.stringify(logFile)};
+        ignoreStdioErrors();
+        const log = openLogFile({ dir: ${JSON.stringify(dir)}, maxBytes: 1e6, keep: 3 });
+        for (let i = 0; i < 2000; i++) log.write(JSON.stringify({ msg: 'line ' + i, pad: 'x'.repeat(200) }) + '\\n');
+        process.stderr.write('still here\\n');
+        console.log('done');`;
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        stdio: ['ignore', full, full],
+        timeout: 30_000,
+      });
+      expect(child.status).toBe(0);
+    } finally {
+      closeSync(full);
+      spawnSync('umount', [dir]);
+    }
   });
 
   it('rotates at the size, keeps the newest files and points current.log at the one being written', async () => {

@@ -43,6 +43,14 @@ export function logFileNumbers(dir: string): number[] {
     .sort((a, b) => a - b);
 }
 
+/**
+ * A background agent's stdout and stderr are its stdio log, on the same disk as the log: once that disk is full, a
+ * write error on them would be an unhandled 'error' event, fatal to an agent that serves on without its log.
+ */
+export function ignoreStdioErrors(): void {
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+}
+
 /** Opens the log directory for appending: continues the newest file unless it is already full. */
 export function openLogFile(opts: LogFileOptions): LogFileStream {
   const { dir, maxBytes, keep } = opts;
@@ -54,8 +62,14 @@ export function openLogFile(opts: LogFileOptions): LogFileStream {
     size = 0;
   }
   const dest = pino.destination({ dest: join(dir, logFileName(n)), sync: true, mkdir: true });
-  // A full disk or a removed directory must not take the agent down with it; there is nowhere to log it but stderr.
-  dest.on('error', (err: Error) => process.stderr.write(`tether: cannot write the log in ${dir}: ${err.message}\n`));
+  // A full disk or a removed directory must not take the agent down with it; there is nowhere to log it but stderr,
+  // once a minute at most (every line fails alike).
+  let reportedAt = Number.NEGATIVE_INFINITY;
+  dest.on('error', (err: Error) => {
+    if (performance.now() - reportedAt < 60_000) return;
+    reportedAt = performance.now();
+    process.stderr.write(`tether: cannot write the log in ${dir}: ${err.message} (said once a minute)\n`);
+  });
   const settle = () => {
     try {
       pointCurrentAt(dir, n);

@@ -8,6 +8,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { type ControlServer, startControlServer } from '../control/server.js';
 import { claimPidFile, type InstancePaths, readPid, removeRuntimeFiles } from '../instance.js';
 import { componentLogger, createLogger, type Logger } from '../log.js';
+import { ignoreStdioErrors } from '../log-file.js';
 import type { AgentApi } from '../model.js';
 import { socketAnswers } from '../socket-file.js';
 import { CliError } from './errors.js';
@@ -43,6 +44,7 @@ export async function startAgentProcess(
   // Claimed before anything starts, so a second agent stops here and `down` finds this one while it boots.
   const owner = claimPidFile(paths);
   if (owner) throw new CliError(`instance ${paths.name} is already running or starting (pid ${owner})`);
+  ignoreStdioErrors();
   const log = await createLogger({ dir: paths.logs, level: opts.logLevel });
   const agentLog = componentLogger(log, 'agent');
   agentLog.info({ pid: process.pid, config: paths.config }, `host agent for ${paths.name} starting`);
