@@ -1,4 +1,5 @@
-// The pid file as the instance's claim: one agent wins, a live owner is named, a dead one's file is taken over.
+// The pid file as the instance's claim: one agent wins, a live owner is named, a dead one's file (or a recycled
+// pid's) is taken over.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,14 +14,29 @@ describe('claimPidFile', () => {
   const paths = instancePaths('claim', home);
   ensureInstanceDir(paths);
 
-  it('claims a free instance, names a live owner, and takes over the file of a dead one', () => {
+  it('claims a free instance, names a live owner, and takes over the file of a dead one', async () => {
     expect(claimPidFile(paths)).toBeNull();
     expect(readFileSync(paths.pidFile, 'utf8')).toBe(`${process.pid}\n`);
     expect(claimPidFile(paths)).toBeNull(); // our own claim again
 
-    writeFileSync(paths.pidFile, `${process.ppid}\n`); // a live process that is not us
-    expect(claimPidFile(paths)).toBe(process.ppid);
-    expect(readFileSync(paths.pidFile, 'utf8')).toBe(`${process.ppid}\n`);
+    // A live agent of this instance, as `ps` shows it (its command line names agent-main.js and the instance).
+    const agent = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', 'agent-main.js', 'claim']);
+    await once(agent, 'spawn');
+    // A live process whose pid was recycled after the recorded agent died: no owner.
+    const other = spawn('sleep', ['30']);
+    await once(other, 'spawn');
+    try {
+      writeFileSync(paths.pidFile, `${agent.pid}\n`);
+      expect(claimPidFile(paths)).toBe(agent.pid);
+      expect(readFileSync(paths.pidFile, 'utf8')).toBe(`${agent.pid}\n`);
+
+      writeFileSync(paths.pidFile, `${other.pid}\n`);
+      expect(claimPidFile(paths)).toBeNull();
+      expect(readFileSync(paths.pidFile, 'utf8')).toBe(`${process.pid}\n`);
+    } finally {
+      agent.kill();
+      other.kill();
+    }
 
     const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
     writeFileSync(paths.pidFile, `${dead}\n`);

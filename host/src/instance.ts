@@ -1,6 +1,8 @@
 // Instance directories: where one VM's config, control socket, pid file, logs and pinned host key live
 // ($TETHER_HOME/NAME, default ~/.tether/NAME). Owns naming rules, paths, the pid file and listing instances; it
 // never talks to a running agent (that is control/client.ts).
+
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -101,12 +103,23 @@ export function claimPidFile(paths: InstancePaths): number | null {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const owner = readPid(paths);
-      if (owner && owner !== process.pid && isAlive(owner)) return owner;
+      // A pid recycled since the recorded agent died (a host reboot) is no owner.
+      if (owner && owner !== process.pid && isAlive(owner) && isOurAgent(owner, paths)) return owner;
       rmSync(paths.pidFile, { force: true });
     }
     return readPid(paths);
   } finally {
     rmSync(tmp, { force: true });
+  }
+}
+
+/** Whether `pid` runs a tether agent for this instance (guards against a recycled pid in a stale ha.pid). */
+export function isOurAgent(pid: number, paths: InstancePaths): boolean {
+  try {
+    const cmd = execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
+    return /tether|main\.js/.test(cmd) && cmd.includes(paths.name);
+  } catch {
+    return false;
   }
 }
 

@@ -1,9 +1,8 @@
 // `tether down NAME`: asks the agent to shut down through the control API, waits for its process to exit and removes
 // ha.sock/ha.pid; when the API does not answer, SIGTERMs the recorded pid (only if it is a tether agent).
-import { execFileSync } from 'node:child_process';
 import type { Command } from 'commander';
 import { AgentNotRunningError } from '../../control/client.js';
-import { type InstancePaths, isAlive, readPid, removeRuntimeFiles } from '../../instance.js';
+import { type InstancePaths, isAlive, isOurAgent, readPid, removeRuntimeFiles } from '../../instance.js';
 import { socketAnswers } from '../../socket-file.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 
@@ -23,16 +22,6 @@ export function registerDown(program: Command): void {
       how === 'not running' ? `instance ${name} is not running\n` : `stopped instance ${name} (${how})\n`,
     );
   });
-}
-
-/** Whether `pid` runs a tether agent for this instance (guards against a recycled pid in a stale ha.pid). */
-function isOurAgent(pid: number, paths: InstancePaths): boolean {
-  try {
-    const cmd = execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
-    return /tether|main\.js/.test(cmd) && cmd.includes(paths.name);
-  } catch {
-    return false;
-  }
 }
 
 async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
