@@ -446,11 +446,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
       };
       const onRetrying = (reason: string) => {
         const since = this.ssh.loginRefusedSince;
-        if (since !== null && Date.now() - since >= (this.opts.loginRefusedGraceMs ?? LOGIN_REFUSED_GRACE_MS)) {
+        if (since !== null && performance.now() - since >= (this.opts.loginRefusedGraceMs ?? LOGIN_REFUSED_GRACE_MS)) {
           const { user, identityFile } = this.config.ssh;
           settle(
             new Error(
-              `${reason}; refused for ${Math.round((Date.now() - since) / 1000)} s: put the public key of ` +
+              `${reason}; refused for ${Math.round((performance.now() - since) / 1000)} s: put the public key of ` +
                 `${identityFile ?? 'your ssh-agent key'} in the guest's ~${user}/.ssh/authorized_keys, or set ` +
                 'ssh.identityFile in tether.yaml to a key the guest accepts',
             ),

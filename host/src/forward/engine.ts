@@ -600,7 +600,13 @@ export class ForwardEngine extends EventEmitter {
       ignored: null,
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
-      diagnosis: { running: false, at: 0, opens: 0, recheck: null, recheckMs: DIAGNOSE_INTERVAL_MS },
+      diagnosis: {
+        running: false,
+        at: Number.NEGATIVE_INFINITY,
+        opens: 0,
+        recheck: null,
+        recheckMs: DIAGNOSE_INTERVAL_MS,
+      },
       openWarn: { at: -Infinity, suppressed: 0 },
       opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
@@ -663,7 +669,7 @@ export class ForwardEngine extends EventEmitter {
   private diagnoseSocket(f: Forward, err: Error): void {
     const d = f.diagnosis;
     if (!(err instanceof ChannelOpenError) || d.running) return;
-    if (f.refused && Date.now() - d.at < DIAGNOSE_INTERVAL_MS) return;
+    if (f.refused && performance.now() - d.at < DIAGNOSE_INTERVAL_MS) return;
     d.running = true;
     const opens = d.opens;
     socketOpenFailure(this.opts.ssh, f.guestAddr, err)
@@ -673,7 +679,7 @@ export class ForwardEngine extends EventEmitter {
       })
       .then((cause) => {
         d.running = false;
-        d.at = Date.now();
+        d.at = performance.now();
         // A channel that opened meanwhile says more than the look did.
         if (d.opens === opens && cause !== f.refused) {
           f.refused = cause;

@@ -14,6 +14,7 @@ interface Flow {
   client: { address: string; port: number };
   target: GuestTarget;
   key: string;
+  /** performance.now(): idle expiry must not follow wall-clock steps. */
   lastUsed: number;
 }
 
@@ -40,7 +41,7 @@ export class UdpFlows {
   private readonly log: Logger;
   /** Replies for flows this side does not know (expired here, or made up by the guest) not yet logged. */
   private unknownReplies = 0;
-  private unknownLoggedAt = 0;
+  private unknownLoggedAt = Number.NEGATIVE_INFINITY;
   private unknownTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: UdpRelayOptions) {
@@ -95,7 +96,7 @@ export class UdpFlows {
       this.byKey.set(key, flow);
       target.stats.connections++;
     }
-    flow.lastUsed = Date.now();
+    flow.lastUsed = performance.now();
     target.stats.bytesIn += data.length;
     // A Buffer is a Uint8Array on the wire; the cast only widens its backing-buffer type.
     const bytes = data as unknown as Uint8Array<ArrayBuffer>;
@@ -125,7 +126,7 @@ export class UdpFlows {
       this.dropUnknownReply(id);
       return;
     }
-    flow.lastUsed = Date.now();
+    flow.lastUsed = performance.now();
     flow.target.stats.bytesOut += data.byteLength;
     flow.socket.send(data, flow.client.port, flow.client.address, (err) => {
       if (err)
@@ -139,7 +140,7 @@ export class UdpFlows {
   /** A flood of replies for unknown flows costs one log line per interval, not one per datagram. */
   private dropUnknownReply(id: number): void {
     this.dropped++;
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.unknownLoggedAt >= UNKNOWN_REPLY_LOG_MS) {
       this.unknownLoggedAt = now;
       this.log.warn({ flow: id }, `udp reply for unknown flow ${id} dropped (expired here, or the guest made it up)`);
@@ -149,7 +150,7 @@ export class UdpFlows {
     this.unknownTimer ??= setTimeout(
       () => {
         this.unknownTimer = null;
-        this.unknownLoggedAt = Date.now();
+        this.unknownLoggedAt = performance.now();
         this.log.warn(
           { dropped: this.unknownReplies },
           `udp reply for unknown flow: ${this.unknownReplies} more dropped in the last ${UNKNOWN_REPLY_LOG_MS / 1000} s`,
@@ -170,7 +171,7 @@ export class UdpFlows {
   }
 
   private expire(): void {
-    const cutoff = Date.now() - this.idleMs;
+    const cutoff = performance.now() - this.idleMs;
     for (const flow of [...this.byId.values()]) if (flow.lastUsed < cutoff) this.end(flow.id, true);
   }
 

@@ -77,7 +77,8 @@ export class AgentLink extends EventEmitter {
   private stopped = false;
   private seq: number | null = null;
   private held: PortDelta[] | null = null;
-  private lastEnsure = 0;
+  /** performance.now() of the last ensureAgent call: a wall-clock step must not stall or hurry restarts. */
+  private lastEnsure = Number.NEGATIVE_INFINITY;
   /** What the agent reported (build, or protocol mismatch) for each replacement tried: one try each. */
   private readonly replaceTried = new Set<string>();
   private readonly abort = new AbortController();
@@ -285,7 +286,7 @@ export class AgentLink extends EventEmitter {
   private noteFailure(message: string): void {
     if (message !== this.lastError) {
       // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
-      const expected = this.lastEnsure === 0 && this.opts.ensureAgent !== undefined;
+      const expected = this.lastEnsure === Number.NEGATIVE_INFINITY && this.opts.ensureAgent !== undefined;
       if (expected) this.log.info({ socket: this.opts.socket }, message);
       else this.log.warn({ socket: this.opts.socket }, message);
     }
@@ -317,8 +318,8 @@ export class AgentLink extends EventEmitter {
 
   private async maybeEnsureAgent(reason: string): Promise<void> {
     const ensure = this.opts.ensureAgent;
-    if (!ensure || Date.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000)) return;
-    this.lastEnsure = Date.now();
+    if (!ensure || performance.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000)) return;
+    this.lastEnsure = performance.now();
     try {
       this.log.info({ socket: this.opts.socket, reason }, 'guest agent not answering; starting it');
       await ensure(reason);
@@ -349,7 +350,7 @@ export class AgentLink extends EventEmitter {
     this.log.info({ socket: this.opts.socket, reason }, `${reason}; replacing it`);
     peer.close(`replacing the guest agent: ${reason}`);
     if (this.peer === peer) this.peer = null;
-    this.lastEnsure = Date.now();
+    this.lastEnsure = performance.now();
     try {
       await ensure(reason, { pid });
     } catch (err) {

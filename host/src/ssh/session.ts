@@ -89,7 +89,7 @@ export class SshSession extends EventEmitter {
   hostKey: HostKey | null = null;
   /** `pinned` (first use), `match`, or `mismatch` once a key was offered. */
   hostKeyResult: 'pinned' | 'match' | 'mismatch' | null = null;
-  /** Since when (Date.now()) every attempt has ended in the guest refusing the login; null otherwise. */
+  /** Since when (performance.now()) every attempt has ended in the guest refusing the login; null otherwise. */
   loginRefusedSince: number | null = null;
   client: Client | null = null;
 
@@ -339,7 +339,7 @@ export class SshSession extends EventEmitter {
       // ssh2 says only "All configured authentication methods failed": name who logged in with what.
       const refusedLogin = err.level === 'client-authentication';
       lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
-      this.loginRefusedSince = refusedLogin ? (this.loginRefusedSince ?? Date.now()) : null;
+      this.loginRefusedSince = refusedLogin ? (this.loginRefusedSince ?? performance.now()) : null;
       // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
       if (!this.refused) this.lastError = err.level ? `${lastClientError} (${err.level})` : lastClientError;
     });
