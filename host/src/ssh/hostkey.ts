@@ -27,7 +27,7 @@ export class HostKeyMismatchError extends Error {
   ) {
     super(
       `host key changed: pinned ${pinned.algorithm} ${pinned.fingerprint}, server offered ${offered.algorithm} ` +
-        `${offered.fingerprint}; refusing to connect (delete ${path} to accept the new key deliberately)`,
+        `${offered.fingerprint}; refusing to connect (delete ${path} to accept the new key deliberately; a running agent then connects again by itself)`,
     );
   }
 }

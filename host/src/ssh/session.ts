@@ -3,6 +3,7 @@
 // helpers that open channels on it; it does not know what the channels are for. Per-connection users listen for
 // `connected` (a new Client each time) and rebuild their objects.
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type CipherAlgorithm,
@@ -353,8 +354,7 @@ export class SshSession extends EventEmitter {
       if (wasCurrent) this.emit('disconnected', reason);
       if (this.stopped) return;
       if (this.refused) {
-        this.stopped = true;
-        this.setState('closed', reason);
+        this.refuse(reason);
         return;
       }
       this.scheduleReconnect(reason);
@@ -375,12 +375,43 @@ export class SshSession extends EventEmitter {
     return `login as ${user} refused (${identityFile ? `ssh.identityFile ${identityFile}` : 'no ssh.identityFile set'})`;
   }
 
-  /** Gives up for good: what is wrong needs the user (credentials, configuration), not another attempt. */
+  /**
+   * Stops trying: what is wrong (credentials, a changed host key) needs the user, not another attempt. It then watches
+   * for the user's fix (see watchForFix) and connects again by itself once it is made.
+   */
   private refuse(reason: string): void {
     this.lastError = reason;
     this.refused = true;
     this.stopped = true;
     this.setState('closed', reason);
+    this.watchForFix();
+  }
+
+  /**
+   * While refused, looks every REFUSED_RECHECK_MS for what the error told the user to change: the pinned host key
+   * deleted or replaced, or credentials that load again (an identity file back on a volume mounted late). Nothing is
+   * sent to the server meanwhile.
+   */
+  private watchForFix(): void {
+    const pinned = fileText(this.hostKeyPath);
+    const credsFailed = 'error' in credentials(this.opts.ssh, this.opts.home);
+    const check = () => {
+      this.timer = null;
+      const pinChanged = fileText(this.hostKeyPath) !== pinned;
+      const credsBack = credsFailed && !('error' in credentials(this.opts.ssh, this.opts.home));
+      if (!pinChanged && !credsBack) {
+        this.timer = setTimeout(check, REFUSED_RECHECK_MS).unref();
+        return;
+      }
+      const what = pinChanged ? `the pinned host key ${this.hostKeyPath} changed` : 'the credentials load again';
+      this.log.info({ target: this.target }, `ssh: ${what}; connecting again`);
+      this.refused = false;
+      this.stopped = false;
+      this.attempt = 0;
+      this.setState(this.everConnected ? 'reconnecting' : 'connecting', what);
+      this.connect();
+    };
+    this.timer = setTimeout(check, REFUSED_RECHECK_MS).unref();
   }
 
   private verifyHostKey(blob: Buffer): boolean {
@@ -427,6 +458,18 @@ export class SshSession extends EventEmitter {
     this.setState(next, reason);
     this.emit('retrying', reason, delay);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+}
+
+/** How often a refused session looks for the user's fix. */
+const REFUSED_RECHECK_MS = 2_000;
+
+/** A small file's text, or '' when it cannot be read (the pinned host key, deleted to accept a new one). */
+function fileText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
   }
 }
 

@@ -88,6 +88,11 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       if (opts.foreground)
         throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
       print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+      // Refused for good until the user acts (a changed host key, credentials): waiting would only run out the clock.
+      if (running?.ssh.state === 'closed')
+        throw new CliError(
+          `its SSH connection stopped trying: ${running.ssh.lastError ?? 'see the log'}; log: ${paths.currentLog}`,
+        );
       // Changed by these flags, or edited by hand since the agent read it.
       const edited = running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
       if (changed || edited)
