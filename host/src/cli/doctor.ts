@@ -98,16 +98,22 @@ function fixOf(detail: string | null): string {
   return m ? m[1] : 'see the detail above';
 }
 
-function forwardProblem(f: ForwardView): CheckResult {
+/** What doctor says of a forward that is not serving, with the fix. Exported for its test. */
+export function forwardProblem(f: ForwardView): CheckResult {
   const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
   const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
-  if (f.state === 'conflict')
+  if (f.state === 'conflict') {
+    // Held by another of tether's own forwards (the engine names it): lsof would only show tether.
+    const own = /in use by tether's forward (\S+)/.exec(f.error ?? '')?.[1];
     return fail(
       name,
       detail,
-      `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
+      own
+        ? `remove one of the two: tether forward rm NAME ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
+        : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
     );
+  }
   if (f.state === 'privileged') {
     const fix = `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`;
     // A guest system service (an MTA on 25, a DHCP client on 68) on its own port is no fault of the setup; a forward
