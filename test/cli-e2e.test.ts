@@ -238,7 +238,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(r.stdout).toMatch(/✓ requirement 4 of 5: guest agent running/);
     expect(r.stderr).toMatch(
       new RegExp(
-        `^tether: requirement 5 of 5 \\(mounts ready\\) failed: host directory ${location}: .*; the agent keeps running degraded \\(pid \\d+, `,
+        `^tether: requirement 5 of 5 \\(mounts ready\\) failed: 0 of 1 mounted; ${mountPoint}: host directory ${location}: .*; the agent keeps running degraded \\(pid \\d+, `,
       ),
     );
     const pid = Number(readFileSync(join(home, name, 'ha.pid'), 'utf8'));

@@ -82,7 +82,7 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       expect(status.state).toBe('degraded');
       expect(status.requirements[4]).toMatchObject({
         state: 'failed',
-        detail: `host directory ${location}: mounts[0].location ${location} does not exist on the host`,
+        detail: `0 of 1 mounted; ${mountPoint}: host directory ${location}: mounts[0].location ${location} does not exist on the host`,
       });
       expect(agent.mounts()[0]).toMatchObject({ state: 'error', error: expect.stringContaining(location) });
       // Forwarding is not held up by the mount.
@@ -108,6 +108,61 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
       rmSync(instanceDir, { recursive: true, force: true });
       rmSync(location, { recursive: true, force: true });
+    }
+  });
+
+  it('mounts the mounts it can when another one cannot be made: each shows its own state and reason', async () => {
+    const tb = testbed();
+    const good = mkdtempSync(join(tmpdir(), 'tether-agent-good-'));
+    writeFileSync(join(good, 'good.txt'), 'mounted beside a broken one\n');
+    const missing = join(tmpdir(), `tether-missing-second-${process.pid}`); // does not exist on the host yet
+    rmSync(missing, { recursive: true, force: true });
+    const { uid, gid } = loginIds(tb.user);
+    const goodPoint = join(tb.stateDir, 'agent-mnt-good');
+    const badPoint = join(tb.stateDir, 'agent-mnt-bad');
+    for (const mp of [goodPoint, badPoint]) {
+      mkdirSync(mp, { recursive: true });
+      chownSync(mp, uid, gid);
+    }
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+    const config = testConfig(tb, {
+      mounts: [
+        { location: good, mountPoint: goodPoint, writable: true, inotify: false },
+        { location: missing, mountPoint: badPoint, inotify: false },
+      ],
+    });
+    const { agent, ready } = await runAgent('mountsome', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    let pid: number | undefined;
+    const why = `host directory ${missing}: mounts[1].location ${missing} does not exist on the host`;
+    try {
+      await ready;
+      pid = agent.link.info?.pid;
+      const status = agent.status();
+      expect(status.state).toBe('degraded');
+      expect(status.requirements[4]).toMatchObject({ state: 'failed', detail: `1 of 2 mounted; ${badPoint}: ${why}` });
+      expect(agent.mounts().map((m) => [m.mountPoint, m.state, m.error])).toEqual([
+        [goodPoint, 'mounted', null],
+        [badPoint, 'error', why],
+      ]);
+      const r = await tb.exec(`cat ${goodPoint}/good.txt`, { user: tb.user });
+      expect(r.stdout).toBe('mounted beside a broken one\n');
+
+      // The broken one is tried again by itself, and the good one stays mounted meanwhile.
+      mkdirSync(missing);
+      writeFileSync(join(missing, 'late.txt'), 'made after up\n');
+      await waitFor(() => agent.status().state === 'ready', {
+        what: 'agent ready once the second directory exists',
+        timeoutMs: 30_000,
+      });
+      expect(agent.mounts().map((m) => m.state)).toEqual(['mounted', 'mounted']);
+      expect((await tb.exec(`cat ${badPoint}/late.txt`, { user: tb.user })).stdout).toBe('made after up\n');
+      expect((await tb.exec(`cat ${goodPoint}/good.txt`, { user: tb.user })).stdout).toBe(
+        'mounted beside a broken one\n',
+      );
+    } finally {
+      await agent.stop('test finished');
+      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+      for (const dir of [instanceDir, good, missing]) rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,7 +1,8 @@
 // Adapts the mount manager (host/src/mount/) to the agent's MountDriver seam: requirement 5 checks the guest's mount
-// requirements and mounts (when they are not met, it fails and checks again in the background until they are);
-// afterwards SSH drops suspend the mounts and reconnects resume them, with host file events sent over whichever agent
-// link is current. Owns only this wiring.
+// requirements and mounts, each mount on its own: those whose requirements are met are mounted, the others show what
+// they lack and are checked again in the background until they can be mounted (requirement 5 fails meanwhile).
+// Afterwards SSH drops suspend the started mounts and reconnects resume them, with host file events sent over
+// whichever agent link is current. Owns only this wiring.
 import { CAP_MARKER_TOUCH, type FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
@@ -19,16 +20,15 @@ const RECHECK_MIN_MS = 5_000;
 const RECHECK_MAX_MS = 60_000;
 
 /**
- * Resolves with the mounts still not mounted once all are, or after `graceMs`; an attempt still running then is
- * waited for rather than cut off (the `up` timeout bounds it).
+ * Resolves once every started mount is mounted, or after `graceMs`; an attempt still running then is waited for rather
+ * than cut off (the `up` timeout bounds it). Mounts held by their requirements are not waited for.
  */
-function untilMounted(
-  manager: MountManager,
-  listeners: ((view: MountView) => void)[],
-  graceMs: number,
-): Promise<MountView[]> {
-  const missing = () => manager.views().filter((v) => v.state !== 'mounted');
-  if (missing().length === 0) return Promise.resolve([]);
+function untilMounted(manager: MountManager, listeners: ((view: MountView) => void)[], graceMs: number): Promise<void> {
+  const missing = () => {
+    const held = new Set(manager.waiting());
+    return manager.views().filter((v, i) => !held.has(i) && v.state !== 'mounted');
+  };
+  if (missing().length === 0) return Promise.resolve();
   return new Promise((resolve) => {
     let expired = false;
     const check = () => {
@@ -37,7 +37,7 @@ function untilMounted(
       clearTimeout(timer);
       const at = listeners.indexOf(check);
       if (at >= 0) listeners.splice(at, 1);
-      resolve(left);
+      resolve();
     };
     const timer = setTimeout(() => {
       expired = true;
@@ -45,6 +45,15 @@ function untilMounted(
     }, graceMs);
     listeners.push(check);
   });
+}
+
+/** `N of M mounted`, then each reason with the mount points it keeps out (a reason shared by several, once). */
+export function mountSummary(views: readonly MountView[]): string {
+  const mounted = views.filter((v) => v.state === 'mounted').length;
+  const byReason = new Map<string, string[]>();
+  for (const v of views) if (v.error) byReason.set(v.error, [...(byReason.get(v.error) ?? []), v.mountPoint]);
+  const reasons = [...byReason].map(([reason, points]) => `${points.join(', ')}: ${reason}`);
+  return `${mounted} of ${views.length} mounted${reasons.length ? `; ${reasons.join('; ')}` : ''}`;
 }
 
 /**
@@ -67,12 +76,10 @@ class Mounts implements MountDriver {
   private readonly log: Logger;
   private ssh: SshSession | null = null;
   private notify: (batch: FsEvents) => boolean = () => false;
-  /** The mounts were started: from then on the manager mounts, retries and follows the connection by itself. */
-  private begun = false;
   private stopped = false;
-  /** What the guest lacked at the last check, while the mounts wait for it (not begun). */
-  private unmetReason: string | null = null;
   private recheckTimer: NodeJS.Timeout | undefined;
+  /** The next background check of held mounts' requirements comes after this; doubles up to RECHECK_MAX_MS. */
+  private recheckMs = RECHECK_MIN_MS;
 
   constructor(mounts: readonly MountConfig[], logger: Logger) {
     this.manager = new MountManager(mounts, {
@@ -95,7 +102,7 @@ class Mounts implements MountDriver {
       client = await ssh.waitConnected();
     } catch (err) {
       const reason = `ssh: ${(err as Error).message}`;
-      this.wait(reason, RECHECK_MIN_MS);
+      this.holdAll(reason);
       throw new Error(reason);
     }
     return this.mountNow(client);
@@ -103,8 +110,8 @@ class Mounts implements MountDriver {
 
   async retry(): Promise<string | null> {
     if (this.stopped || !this.ssh) throw new Error('the mounts are not running');
-    // Started before: the manager has the mounts; what failed is tried now instead of at its next backoff step.
-    if (this.begun) this.manager.retryNow();
+    // The started mounts that failed are tried now instead of at their next backoff step; held ones are checked now.
+    this.manager.retryNow();
     return this.mountNow(this.ssh.client);
   }
 
@@ -125,89 +132,89 @@ class Mounts implements MountDriver {
   }
 
   private readonly onDown = (reason: string): void => {
-    if (this.begun) this.manager.suspend(`ssh connection lost: ${reason}`);
+    this.manager.suspend(`ssh connection lost: ${reason}`);
   };
 
   private readonly onUp = (): void => {
     const client = this.ssh?.client;
-    if (this.begun) {
-      if (client) void this.manager.resume(client, this.notify);
-    } else if (this.unmetReason !== null) {
-      this.wait(this.unmetReason, RECHECK_MIN_MS); // a new connection may be to a fixed guest: look again soon
-    }
+    if (client) void this.manager.resume(client, this.notify);
+    // A new connection may be to a fixed guest: held mounts look again soon.
+    if (this.manager.waiting().length > 0) this.scheduleRecheck(RECHECK_MIN_MS);
   };
 
-  /** What the guest lacks for mounting (one line), or null; a check that fails says so. */
-  private async unmetRequirements(client: Client): Promise<string | null> {
-    try {
-      const failed = (await this.manager.checkRequirements(client)).filter((r) => !r.ok);
-      return failed.length > 0 ? failed.map((r) => `${r.name}: ${r.detail}`).join('; ') : null;
-    } catch (err) {
-      return `checking the guest's mount requirements failed: ${(err as Error).message}`;
-    }
-  }
-
   /**
-   * Checks the guest's requirements (until the mounts were started once) and mounts; resolves with a summary once
-   * every mount is up, rejects with what is missing (the mounts go on waiting or retrying by themselves).
+   * Starts the held mounts whose requirements are met now; resolves with a summary once every mount is up, rejects
+   * with what keeps which mount out (they go on waiting or retrying by themselves).
    */
   private async mountNow(client: Client | null): Promise<string> {
-    if (!this.begun) {
-      const unmet = client ? await this.unmetRequirements(client) : (this.unmetReason ?? 'ssh is not connected');
-      if (this.stopped) throw new Error('the agent stopped before mounting');
-      // A background recheck may have found everything met and started the mounts meanwhile.
-      if (!this.begun && (unmet !== null || !client)) {
-        this.wait(unmet ?? 'ssh is not connected', RECHECK_MIN_MS);
-        throw new Error(unmet ?? 'ssh is not connected');
-      }
-      if (client) await this.begin(client);
-    }
-    const missing = await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
+    await this.admit(client, RECHECK_MIN_MS);
+    if (this.stopped) throw new Error('the agent stopped before mounting');
+    await untilMounted(this.manager, this.listeners, RETRY_GRACE_MS);
     const views = this.manager.views();
-    const errors = views.filter((v) => v.error).map((v) => `${v.mountPoint}: ${v.error}`);
-    const summary = `${views.length - missing.length} of ${views.length} mounted${errors.length ? `; ${errors.join('; ')}` : ''}`;
+    const summary = mountSummary(views);
     // The manager keeps retrying, but `up` must not report ready with a mount the user asked for missing.
-    if (missing.length > 0) throw new Error(summary);
+    if (views.some((v) => v.state !== 'mounted')) throw new Error(summary);
     return summary;
   }
 
-  /** Mounts everything, once. */
-  private async begin(client: Client): Promise<void> {
-    if (this.begun || this.stopped) return;
-    this.begun = true;
-    this.unmetReason = null;
-    clearTimeout(this.recheckTimer);
-    // Requirement 5 is about the mounts; a watcher still scanning a large tree shows `inotify: off` meanwhile.
-    await this.manager.start(client, this.notify, { awaitWatchers: false });
-  }
-
   /**
-   * The guest lacks something (sshfs not installed yet, a host directory not created yet): the mounts show why, and
-   * the requirements are checked again after `delay` (doubling to RECHECK_MAX_MS), mounting once nothing is missing,
+   * Checks the requirements of the mounts not started yet and starts those that meet them; the others show what they
+   * lack (a requirement every mount needs, such as sshfs, holds them all) and are checked again after `recheckMs`,
    * so fixing it needs no `tether up` again.
    */
-  private wait(reason: string, delay: number): void {
-    if (this.stopped || this.begun) return;
-    if (reason !== this.unmetReason) this.log.warn({ unmet: reason }, `mounts wait: ${reason}`);
-    this.unmetReason = reason;
-    this.manager.unmet(reason);
+  private async admit(client: Client | null, recheckMs: number): Promise<void> {
+    const waiting = this.manager.waiting();
+    if (waiting.length === 0 || this.stopped) return;
+    if (!client) {
+      // Nothing to look at: what a held mount showed still stands.
+      const views = this.manager.views();
+      for (const i of waiting) if (!views[i].error) this.manager.hold(i, 'ssh is not connected');
+      this.scheduleRecheck(recheckMs);
+      return;
+    }
+    const unmet = await this.unmetRequirements(client, waiting);
+    if (this.stopped) return;
+    for (const [i, reason] of unmet) this.manager.hold(i, reason);
+    if (unmet.size > 0) this.scheduleRecheck(recheckMs);
+    const ready = waiting.filter((i) => !unmet.has(i));
+    if (ready.length === 0) return;
+    const points = ready.map((i) => this.manager.views()[i].mountPoint);
+    this.log.info({ mountPoints: points }, `mount requirements met for ${points.join(', ')}; mounting`);
+    // Requirement 5 is about the mounts; a watcher still scanning a large tree shows `inotify: off` meanwhile.
+    await this.manager.start(client, this.notify, { awaitWatchers: false, which: ready });
+  }
+
+  /** What each of the `waiting` mounts lacks (one line each); mounts that lack nothing are left out. */
+  private async unmetRequirements(client: Client, waiting: readonly number[]): Promise<Map<number, string>> {
+    const unmet = new Map<number, string>();
+    const add = (i: number, why: string) => unmet.set(i, unmet.has(i) ? `${unmet.get(i)}; ${why}` : why);
+    try {
+      for (const r of await this.manager.checkRequirements(client, { only: waiting })) {
+        if (!r.ok) for (const i of r.mounts ?? waiting) add(i, `${r.name}: ${r.detail}`);
+      }
+    } catch (err) {
+      for (const i of waiting) add(i, `checking the guest's mount requirements failed: ${(err as Error).message}`);
+    }
+    return unmet;
+  }
+
+  private holdAll(reason: string): void {
+    for (const i of this.manager.waiting()) this.manager.hold(i, reason);
+    this.scheduleRecheck(RECHECK_MIN_MS);
+  }
+
+  private scheduleRecheck(delay: number): void {
+    if (this.stopped) return;
+    this.recheckMs = delay;
     clearTimeout(this.recheckTimer);
-    this.recheckTimer = setTimeout(() => void this.recheck(delay), delay);
+    this.recheckTimer = setTimeout(() => void this.recheck(), delay);
     this.recheckTimer.unref();
   }
 
-  private async recheck(delay: number): Promise<void> {
-    if (this.stopped || this.begun) return;
-    const client = this.ssh?.client ?? null;
-    const unmet = client ? await this.unmetRequirements(client) : this.unmetReason;
-    if (this.stopped || this.begun) return;
-    if (client && unmet === null) {
-      this.log.info('the guest meets the mount requirements now; mounting');
-      await this.begin(client).catch((err: Error) =>
-        this.log.error({ err: err.message }, `mounting failed: ${err.message}`),
-      );
-      return;
-    }
-    this.wait(unmet ?? 'ssh is not connected', Math.min(delay * 2, RECHECK_MAX_MS));
+  private async recheck(): Promise<void> {
+    const next = Math.min(this.recheckMs * 2, RECHECK_MAX_MS);
+    await this.admit(this.ssh?.client ?? null, next).catch((err: Error) =>
+      this.log.error({ err: err.message }, `mounting failed: ${err.message}`),
+    );
   }
 }

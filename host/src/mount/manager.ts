@@ -1,6 +1,7 @@
 // All configured mounts of one VM: mounts them over the agent's SSH client, keeps their states, remounts after a
 // reconnect or an unexpected sshfs exit (capped backoff), runs the host-side watchers that feed the guest's
-// inotify applier, and unmounts cleanly on stop. The agent wiring calls it; it opens no SSH connections itself.
+// inotify applier, and unmounts cleanly on stop. Each mount is started on its own: one whose requirements are not
+// met is held (showing why) while the others mount. The agent wiring calls it; it opens no SSH connections itself.
 import type { FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import { DEFAULT_WATCH_IGNORE, type MountConfig } from '../config/schema.js';
@@ -28,6 +29,8 @@ interface Entry {
   watcher: MountWatcher | null;
   retryTimer?: NodeJS.Timeout;
   retryDelay: number;
+  /** Started: from then on mounted, retried and followed across reconnects; before, held by its requirements. */
+  begun: boolean;
 }
 
 export class MountManager {
@@ -49,52 +52,70 @@ export class MountManager {
   }
 
   /**
-   * Mounts everything and starts the watchers, side by side. Resolves when every mount has settled (mounted or
-   * error) and, unless `awaitWatchers` is false, every watcher finished its initial scan (a large home directory
-   * takes a while: the view's `inotify` turns `watching` then); a failed mount does not reject (its view says why,
-   * and it is retried).
+   * Starts the mounts `which` (indices into `mounts`; default all) not started yet: mounts them and starts their
+   * watchers, side by side. Resolves when each has settled (mounted or error) and, unless `awaitWatchers` is false,
+   * its watcher finished its initial scan (a large home directory takes a while: the view's `inotify` turns
+   * `watching` then); a failed mount does not reject (its view says why, and it is retried).
    */
-  async start(client: Client, notify: FsEventSink, opts: { awaitWatchers?: boolean } = {}): Promise<void> {
+  async start(
+    client: Client,
+    notify: FsEventSink,
+    opts: { awaitWatchers?: boolean; which?: readonly number[] } = {},
+  ): Promise<void> {
     this.stopped = false;
+    this.client = client;
     this.notify = notify;
-    const watching = Promise.all(this.entries.map((e) => e.watcher?.start()));
+    const starting = (opts.which ?? [...this.entries.keys()]).map((i) => this.entries[i]).filter((e) => !e.begun);
+    for (const e of starting) e.begun = true;
+    const watching = Promise.all(starting.map((e) => e.watcher?.start()));
+    const mounting = Promise.all(starting.map((e) => this.mountEntry(e)));
     if (opts.awaitWatchers === false) {
       const log = componentLogger(this.opts.logger, 'watch');
       watching.catch((err: Error) => log.error({ err }, `starting a file watcher failed: ${err.message}`));
-      await this.resume(client);
-    } else await Promise.all([watching, this.resume(client)]);
+      await mounting;
+    } else await Promise.all([watching, mounting]);
   }
 
-  /** The guest's mount requirements are not met: every mount not yet started shows `reason` as its error. */
-  unmet(reason: string): void {
-    for (const e of this.entries) e.mount.unmet(reason);
+  /** The mounts (indices) not started yet: their requirements were not met, or not checked yet. */
+  waiting(): number[] {
+    return [...this.entries.keys()].filter((i) => !this.entries[i].begun);
   }
 
-  /** Tries every mount that is neither mounted nor mounting now, instead of at its next backoff step. */
+  /** Mount `index` cannot be started yet (its requirements are not met): it shows `reason` as its error. */
+  hold(index: number, reason: string): void {
+    const e = this.entries[index];
+    if (!e.begun) e.mount.unmet(reason);
+  }
+
+  /** Tries every started mount that is neither mounted nor mounting now, instead of at its next backoff step. */
   retryNow(): void {
     if (this.stopped || !this.client) return;
     for (const e of this.entries) {
-      if (e.mount.state === 'mounted' || e.mount.state === 'mounting') continue;
+      if (!e.begun || e.mount.state === 'mounted' || e.mount.state === 'mounting') continue;
       e.retryDelay = RETRY_MIN_MS;
       void this.mountEntry(e);
     }
   }
 
-  /** The SSH connection is gone: every mount becomes `suspended` until resume(). Watchers keep running. */
+  /** The SSH connection is gone: every started mount becomes `suspended` until resume(). Watchers keep running. */
   suspend(reason = 'ssh connection lost'): void {
     this.client = null;
     for (const e of this.entries) {
+      if (!e.begun) continue; // a held mount keeps showing what it waits for
       clearTimeout(e.retryTimer);
       e.mount.suspend(reason);
     }
   }
 
-  /** After a reconnect: clears stale FUSE mounts in the guest and mounts again. `notify` replaces the sink. */
+  /**
+   * After a reconnect: clears stale FUSE mounts in the guest and mounts the started mounts again. `notify` replaces
+   * the sink.
+   */
   async resume(client: Client, notify?: FsEventSink): Promise<void> {
     if (this.stopped) return;
     this.client = client;
     if (notify) this.notify = notify;
-    await Promise.all(this.entries.map((e) => this.mountEntry(e)));
+    await Promise.all(this.entries.filter((e) => e.begun).map((e) => this.mountEntry(e)));
   }
 
   /** Unmounts everything in the guest (when still connected) and stops the watchers. */
@@ -126,7 +147,7 @@ export class MountManager {
     const bindings = { location: config.location, mountPoint: config.mountPoint ?? config.location };
     const log = componentLogger(this.opts.logger, 'mount', bindings);
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
-    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS };
+    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS, begun: false };
     if (config.inotify) {
       // Only tether's SFTP server answers the marker touch without changing anything (MARKER_TOUCH).
       const markerTouch = config.driver === 'builtin';

@@ -118,7 +118,7 @@ export class GuestMount extends EventEmitter {
     }
   }
 
-  /** The guest lacks what every mount needs (sshfs, /dev/fuse...): `error` with the reason until a mount() is tried. */
+  /** The guest or host lacks what this mount needs (sshfs, its directory...): `error` with the reason until mount(). */
   unmet(reason: string): void {
     if (this.active) return;
     this.setState('error', reason);

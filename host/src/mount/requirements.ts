@@ -1,8 +1,8 @@
 // Boot requirements for mounts, checked before anything is mounted: each host directory exists; in the guest over
-// SSH: sshfs (and /dev/fuse)
-// present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every mount point creatable
-// and writable by the SSH user (checked where it resolves to in the guest: `~`, symlinks). Each failure says what is
-// wrong and how to fix it. Mounts nothing.
+// SSH: sshfs (and /dev/fuse) present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every
+// mount point creatable and writable by the SSH user (checked where it resolves to in the guest: `~`, symlinks). Each
+// failure says what is wrong and how to fix it, and which mounts it keeps out (one mount's missing directory must not
+// hold the others back). Mounts nothing.
 import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
@@ -16,6 +16,8 @@ export interface MountRequirement {
   ok: boolean;
   /** What failed and how to fix it; on success, what was done (e.g. fixed with sudo) or null. */
   detail: string | null;
+  /** The mounts it concerns (indices into the configured mounts); absent when every mount needs it (sshfs). */
+  mounts?: number[];
 }
 
 export interface RequirementOptions {
@@ -23,19 +25,23 @@ export interface RequirementOptions {
   fix?: boolean;
   /** Mount points (as configured) a running agent has mounted: their sshfs mount is that one, not a leftover. */
   mountedByAgent?: ReadonlySet<string>;
+  /** Check only these mounts (indices into the configured mounts), e.g. those still waiting; default all. */
+  only?: readonly number[];
 }
 
 /** The host directory to export: it must exist (a typo would otherwise surface as a failing mount in the guest). */
 function checkLocation(mount: MountConfig, index: number): MountRequirement {
   const name = `host directory ${mount.location}`;
+  const mounts = [index];
   try {
-    if (statSync(mount.location).isDirectory()) return { name, ok: true, detail: null };
-    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} is not a directory on the host` };
+    if (statSync(mount.location).isDirectory()) return { name, ok: true, detail: null, mounts };
+    const detail = `mounts[${index}].location ${mount.location} is not a directory on the host`;
+    return { name, ok: false, detail, mounts };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why =
       e.code === 'ENOENT' ? 'does not exist on the host' : `cannot be read on the host (${e.code ?? e.message})`;
-    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} ${why}` };
+    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} ${why}`, mounts };
   }
 }
 
@@ -157,11 +163,19 @@ export async function checkMountRequirements(
   opts: RequirementOptions = {},
 ): Promise<MountRequirement[]> {
   const fix = opts.fix ?? true;
-  if (mounts.length === 0) return [];
-  const out = mounts.map(checkLocation);
+  const checked = opts.only ?? [...mounts.keys()];
+  if (checked.length === 0) return [];
+  const out = checked.map((i) => checkLocation(mounts[i], i));
   out.push(await checkSshfs(client), await checkFuseConf(client, fix));
-  const points = [...new Set(mounts.map(mountPointOf))];
-  const home = points.length > 0 ? await guestHomeOf(client) : null;
-  for (const mp of points) out.push(await checkMountPoint(client, mp, fix, home, opts.mountedByAgent));
+  // One check per mount point, for every mount on it.
+  const points = new Map<string, number[]>();
+  for (const i of checked) {
+    const mp = mountPointOf(mounts[i]);
+    points.set(mp, [...(points.get(mp) ?? []), i]);
+  }
+  const home = await guestHomeOf(client);
+  for (const [mp, on] of points) {
+    out.push({ ...(await checkMountPoint(client, mp, fix, home, opts.mountedByAgent)), mounts: on });
+  }
   return out;
 }
