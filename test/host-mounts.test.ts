@@ -146,6 +146,9 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       ]);
       const r = await tb.exec(`cat ${goodPoint}/good.txt`, { user: tb.user });
       expect(r.stdout).toBe('mounted beside a broken one\n');
+      // The last errors name the mount and say why.
+      const lastErrors = status.lastErrors.map((e) => `[${e.component}] ${e.msg}`);
+      expect(lastErrors).toContain(`[mount] mount ${badPoint} error: ${why}`);
 
       // The broken one is tried again by itself, and the good one stays mounted meanwhile.
       mkdirSync(missing);

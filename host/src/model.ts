@@ -95,6 +95,29 @@ export interface LoggedError {
   msg: string;
 }
 
+/** Fields of a log line that carry the reason of a warning or error, in the order they are looked at. */
+const REASON_FIELDS = ['error', 'err', 'reason'] as const;
+
+/**
+ * A warning's or error's text as `status` lists it (LoggedError.msg): the log line's message, followed by the reason
+ * the line carries in a field (`error`, `err` as a string, an Error or pino's serialised `{message}`, `reason`) when
+ * the message does not already say it, so "mount error" does not reach the operator without its why.
+ */
+export function problemMessage(msg: string, fields: unknown): string {
+  if (typeof fields !== 'object' || fields === null) return msg;
+  for (const key of REASON_FIELDS) {
+    const value = (fields as Record<string, unknown>)[key];
+    const detail =
+      typeof value === 'string'
+        ? value
+        : typeof value === 'object' && value !== null && typeof (value as Error).message === 'string'
+          ? (value as Error).message
+          : '';
+    if (detail) return msg.includes(detail) ? msg : `${msg}: ${detail}`;
+  }
+  return msg;
+}
+
 export interface GuestView {
   version: string;
   /** The agent's build hash; null from an agent that does not report it. */

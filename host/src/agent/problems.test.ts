@@ -23,13 +23,28 @@ describe('ProblemRing', () => {
     sftp.warn('bad packet');
     expect(ring.list().map((p) => `${p.component}: ${p.msg}`)).toEqual([
       'agent: agent warning',
-      'mount: mount failed',
+      'mount: mount failed: EACCES',
       'sftp: bad packet',
     ]);
     root.error('fourth');
     expect(ring.list()).toHaveLength(3);
-    expect(ring.list()[0].msg).toBe('mount failed');
+    expect(ring.list()[0].msg).toBe('mount failed: EACCES');
     // The log lines themselves are written as usual, with their bindings.
     expect(lines.some((l) => l.includes('"component":"sftp"') && l.includes('"mountPoint":"/home/me"'))).toBe(true);
+  });
+
+  it('keeps the reason a line carries in a field (error, err, reason) when its message does not say it', () => {
+    const ring = new ProblemRing();
+    const log = ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'mount');
+    log.error({ state: 'error', error: 'sshfs exited with status 1' }, 'mount error');
+    log.warn({ err: new Error('EPIPE') }, 'sshfs channel error');
+    log.warn({ reason: 'bad length' }, 'closing session');
+    log.warn({ error: 'EADDRINUSE' }, 'forward error (EADDRINUSE)'); // said already: not twice
+    expect(ring.list().map((p) => p.msg)).toEqual([
+      'mount error: sshfs exited with status 1',
+      'sshfs channel error: EPIPE',
+      'closing session: bad length',
+      'forward error (EADDRINUSE)',
+    ]);
   });
 });

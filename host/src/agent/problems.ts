@@ -1,7 +1,8 @@
 // The last warnings and errors of the agent, for `tether status`: a logger wrapper that records every warn/error
-// line it writes (component and message) in a bounded ring. Owns the ring; the log file stays the full record.
+// line it writes (component, and message with the reason its fields carry) in a bounded ring. Owns the ring; the log
+// file stays the full record.
 import type { Logger } from '../log.js';
-import type { LoggedError } from '../model.js';
+import { type LoggedError, problemMessage } from '../model.js';
 
 export class ProblemRing {
   private readonly items: LoggedError[] = [];
@@ -41,7 +42,7 @@ export class ProblemRing {
 function messageOf(args: unknown[]): string {
   const [first, second] = args;
   if (typeof first === 'string') return first;
-  if (typeof second === 'string') return second;
+  if (typeof second === 'string') return problemMessage(second, first);
   if (first instanceof Error) return first.message;
   return JSON.stringify(first) ?? '';
 }

@@ -3,7 +3,7 @@ import { appendFileSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { follow, logFiles, tail } from './log-reader.js';
+import { follow, lastRun, logFiles, tail } from './log-reader.js';
 
 const line = (n: number, component = 'forward', level = 30) => JSON.stringify({ level, component, msg: `m${n}` });
 
@@ -62,5 +62,23 @@ describe('log reader', () => {
     } finally {
       stop();
     }
+  });
+
+  it("lists a stopped run's warnings and errors with the reason their lines carry in a field", () => {
+    const rec = (level: number, component: string, msg: string, fields: object = {}) =>
+      JSON.stringify({ level, time: '2025-01-01T00:00:00.000Z', component, msg, ...fields });
+    writeFileSync(
+      join(dir, 'tether.1.log'),
+      `${[
+        rec(30, 'agent', 'host agent for dev starting'),
+        rec(50, 'mount', 'mount error', { mountPoint: '/home/me', error: 'sshfs exited with status 1' }),
+        rec(40, 'watch', 'watch error', { err: { type: 'Error', message: 'ENOSPC' } }),
+      ].join('\n')}\n`,
+    );
+    point('tether.1.log');
+    expect(lastRun(dir, 'dev').errors.map((e) => `[${e.component}] ${e.msg}`)).toEqual([
+      '[mount] mount error: sshfs exited with status 1',
+      '[watch] watch error: ENOSPC',
+    ]);
   });
 });

@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-file.js';
-import type { LoggedError } from '../model.js';
+import { type LoggedError, problemMessage } from '../model.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -163,7 +163,11 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
   const run = records.slice(Math.max(0, start));
   const errors = run
     .filter((r) => typeof r.level === 'number' && r.level >= LEVELS.warn)
-    .map((r) => ({ time: String(r.time), component: String(r.component ?? 'agent'), msg: String(r.msg) }));
+    .map((r) => ({
+      time: String(r.time),
+      component: String(r.component ?? 'agent'),
+      msg: problemMessage(String(r.msg), r),
+    }));
   const stopped = run.findLast((r) => r.msg === `host agent for ${name} stopped`);
   const stopReason =
     typeof stopped?.reason === 'string'

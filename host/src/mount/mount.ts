@@ -278,9 +278,11 @@ export class GuestMount extends EventEmitter {
     this.errorValue = error;
     this.sinceValue = new Date().toISOString();
     const line = { state, ...(error ? { error } : {}) };
-    if (state === 'error') this.log.error(line, `mount ${state}`);
-    else if (state === 'suspended') this.log.warn(line, `mount ${state}`);
-    else this.log.info(line, `mount ${state}`);
+    // The mount point and reason in the message itself: `status` lists warnings and errors by message.
+    const msg = `mount ${this.mountPoint} ${state}${error ? `: ${error}` : ''}`;
+    if (state === 'error') this.log.error(line, msg);
+    else if (state === 'suspended') this.log.warn(line, msg);
+    else this.log.info(line, msg);
     this.emit('state', state);
   }
 }
