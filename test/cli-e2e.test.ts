@@ -153,6 +153,22 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(again.stderr).toMatch(new RegExp(`no forward matches ${hostPort}`));
   });
 
+  it('forward add --socket to a guest socket that is not there says so at once, and forward ls keeps saying it', async () => {
+    const guestSocket = join(tb.guestDir, 'missing.sock');
+    const hostSocket = join(home, 'missing-h.sock');
+    const add = await cli('forward', 'add', NAME, '--socket', `${guestSocket}:${hostSocket}`);
+    expect(add.code).toBe(0);
+    expect(add.stdout).toContain(
+      `added unix ${hostSocket} → guest ${guestSocket} (error: guest socket ${guestSocket} does not exist`,
+    );
+    const ls = JSON.parse((await cli('forward', 'ls', NAME, '--json')).stdout) as { guestAddr: string }[];
+    expect(ls.find((f) => f.guestAddr === guestSocket)).toMatchObject({
+      state: 'error',
+      error: expect.stringContaining(`guest socket ${guestSocket} does not exist`),
+    });
+    expect((await cli('forward', 'rm', NAME, hostSocket)).code).toBe(0);
+  });
+
   it('logs -n prints the last lines, pretty or JSON, filtered by component', async () => {
     const pretty = await cli('logs', NAME, '-n', '5');
     expect(pretty.code).toBe(0);

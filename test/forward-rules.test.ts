@@ -118,7 +118,12 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     /** A connection through the forward until its first reply; the error when there is none. */
     const tryForward = async () => (await socketRoundTrip(hostSocket, 'ping').catch(() => '')) || view(id)?.error;
 
-    // Nothing in the guest yet: the connection fails and the forward says the socket is missing.
+    // Nothing in the guest yet: the forward says so from the start, before any client tries.
+    expect(view(id)).toMatchObject({
+      state: 'error',
+      error: expect.stringMatching(/guest socket .*echo\.sock does not exist/),
+    });
+    // A connection fails, and the forward keeps saying why.
     await waitFor(async () => /guest socket .*echo\.sock does not exist/.test((await tryForward()) ?? ''), {
       what: 'a missing guest socket reported',
     });
@@ -155,6 +160,38 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     expect(view(id)?.error).toBeNull();
     expect(await socketRoundTrip(hostSocket, 'through the socket')).toBe('through the socket');
     await stopChild(socat);
+  });
+
+  it("looks at a unix forward's guest socket when it is added and when SSH is back: its state is true without a client", async () => {
+    const tb = testbed();
+    const guestSock = join(tb.guestDir, 'added.sock');
+    const hostSocket = join(h.instanceDir, 'added-h.sock');
+    const added = await h.agent.addForward({ proto: 'unix', guestSocket: guestSock, hostSocket });
+    expect(added).toMatchObject({
+      state: 'error',
+      error: expect.stringContaining(`guest socket ${guestSock} does not exist`),
+    });
+    // Kept in error (not taken back like a host address that cannot be bound): it forwards once the socket is there.
+    expect(view(added.id)?.state).toBe('error');
+    const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSock},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
+    await waitFor(() => view(added.id)?.state === 'forwarding', {
+      what: 'the added forward forwarding once its guest socket listens',
+      timeoutMs: 30_000,
+    });
+    expect(view(added.id)?.error).toBeNull();
+
+    // The service stops while SSH is down: once SSH is back the forward says so by itself.
+    await tb.stopSshd();
+    await waitFor(() => view(added.id)?.state === 'suspended', { what: 'the forward suspended' });
+    await stopChild(socat);
+    await tb.startSshd();
+    await waitFor(() => view(added.id)?.state !== 'suspended', { what: 'the forward back from suspended' });
+    expect(view(added.id)).toMatchObject({
+      state: 'error',
+      error: expect.stringMatching(/guest socket .*added\.sock does not exist|nothing listens on guest socket/),
+    });
+    await h.agent.removeForward(added.id);
+    await waitFor(() => h.agent.link.up, { what: 'the agent link up again', timeoutMs: 30_000 });
   });
 
   it('adds and removes a forward at runtime', async () => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Listener } from '@tether/protocol';
 import { pino } from 'pino';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PortForward } from '../config/schema.js';
 import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import { ChannelOpenError, type SshSession } from '../ssh/index.js';
@@ -26,8 +26,12 @@ const dialed: number[] = [];
 const refusing = new Set<string>();
 /** Guest ports the "guest's sshd" may not open channels to (AllowTcpForwarding no, PermitOpen). */
 const prohibited = new Set<number>();
-/** A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would. */
+/**
+ * A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would; every
+ * guest socket listens (its probe opens and closes at once).
+ */
 const fakeSsh = {
+  openStreamLocal: async () => ({ destroy: () => {} }),
   openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
       if (refusing.has(target.dstIP)) {
@@ -57,6 +61,12 @@ const fakeSsh = {
       s.on('close', () => sink.close(false));
     }),
 } as unknown as SshSession;
+
+/** Resolves once `ok()` holds (polling, as the engine settles asynchronously). */
+const waitUntil = (ok: () => boolean) =>
+  vi.waitFor(() => {
+    if (!ok()) throw new Error('not yet');
+  });
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -433,9 +443,9 @@ describe('ForwardEngine unix socket forwards', () => {
     await engine?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
-  const make = (rules: object[]) =>
+  const make = (rules: object[], ssh: SshSession = fakeSsh) =>
     new ForwardEngine({
-      ssh: fakeSsh,
+      ssh,
       portForwards: rules.map((r) => PortForward.parse(r)),
       maxForwards: 10,
       instanceDir: dir,
@@ -487,5 +497,83 @@ describe('ForwardEngine unix socket forwards', () => {
     } finally {
       other.close();
     }
+  });
+
+  /**
+   * A guest whose sshd answers streamlocal opens as `socket` says: each open waits for the test to settle it
+   * (`answer`), and the look from an exec channel reports the socket's state.
+   */
+  function socketGuest(socket: { state: string }) {
+    const opens: { resolve: (ch: { destroy(): void }) => void; reject: (err: Error) => void }[] = [];
+    let destroyed = 0;
+    const ssh = {
+      openStreamLocal: () => new Promise((resolve, reject) => opens.push({ resolve, reject })),
+      execText: async () => ({ code: 0, stdout: `user=tb\nstate=${socket.state}\n`, stderr: '' }),
+    } as unknown as SshSession;
+    /** Settles the pending opens as the guest socket is now. */
+    const answer = () => {
+      for (const o of opens.splice(0)) {
+        if (socket.state === 'listening') o.resolve({ destroy: () => destroyed++ });
+        else {
+          const cause = Object.assign(new Error('(SSH) Channel open failure: open failed'), { reason: 2 });
+          o.reject(new ChannelOpenError(`cannot open guest socket: ${cause.message}`, cause));
+        }
+      }
+    };
+    return { ssh, opens, answer, destroyed: () => destroyed };
+  }
+
+  it('looks at the guest socket when a forward is set up: missing is an error with why before any client', async () => {
+    const socket = { state: 'absent' };
+    const guest = socketGuest(socket);
+    engine = make([{ guestSocket: '/run/a.sock' }], guest.ssh);
+    const started = engine.start();
+    await waitUntil(() => guest.opens.length === 1);
+    expect(engine.view('unix//run/a.sock')).toBeUndefined(); // not listed as forwarding while it is looked at
+    guest.answer();
+    await started;
+    expect(engine.view('unix//run/a.sock')).toMatchObject({
+      state: 'error',
+      error: expect.stringContaining('guest socket /run/a.sock does not exist'),
+    });
+
+    // An added forward to a socket that is not there yet is kept, in error; one that answers is forwarding.
+    const adding = engine.add({ proto: 'unix', guestSocket: '/run/b.sock', hostSocket: join(dir, 'b.sock') });
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    expect(await adding).toMatchObject({
+      state: 'error',
+      error: expect.stringContaining('/run/b.sock does not exist'),
+    });
+    socket.state = 'listening';
+    const listening = engine.add({ proto: 'unix', guestSocket: '/run/c.sock', hostSocket: join(dir, 'c.sock') });
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    expect(await listening).toMatchObject({ state: 'forwarding', error: null });
+    expect(guest.destroyed()).toBe(1); // the probe's channel is closed at once
+  });
+
+  it('probes one at a time when SSH comes back, and stays suspended until the probe tells', async () => {
+    const socket = { state: 'listening' };
+    const guest = socketGuest(socket);
+    engine = make([{ guestSocket: '/run/a.sock' }], guest.ssh);
+    const started = engine.start();
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    await started;
+    expect(engine.view('unix//run/a.sock')?.state).toBe('forwarding');
+
+    socket.state = 'absent'; // the service stopped while SSH was down
+    for (let i = 0; i < 3; i++) {
+      engine.setSshDown('connection reset');
+      engine.setSshDown(null);
+    }
+    await waitUntil(() => guest.opens.length > 0);
+    expect(guest.opens).toHaveLength(1);
+    expect(engine.view('unix//run/a.sock')?.state).toBe('suspended');
+    guest.answer();
+    await waitUntil(() => engine?.view('unix//run/a.sock')?.state === 'error');
+    expect(engine.view('unix//run/a.sock')?.error).toContain('guest socket /run/a.sock does not exist');
+    expect(guest.opens).toHaveLength(0);
   });
 });

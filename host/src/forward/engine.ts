@@ -1,8 +1,9 @@
 // The forwarding engine: reconciles the desired forwards (guest listeners from the agent link, static rules from
 // tether.yaml, runtime adds) into host bindings and keeps each forward's state. Host bindings are keyed by host
 // address and shared (ref-counted) when several guest listeners map to the same one (guest 0.0.0.0:80 and :::80 both
-// land on host 127.0.0.1:80 and [::1]:80). Owns forward states, their one log line per change, conflict retries and
-// the cap; the sockets themselves live in tcp.ts, udp.ts and unix.ts.
+// land on host 127.0.0.1:80 and [::1]:80). Owns forward states, their one log line per change, conflict retries, the
+// looks at unix forwards' guest sockets (so their state is true before a client connects) and the cap; the sockets
+// themselves live in tcp.ts, udp.ts and unix.ts.
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
@@ -69,10 +70,19 @@ interface Forward {
    */
   refused: string | null;
   /**
-   * Unix socket forwards: a look at the guest socket after a failed open is running, when the last one ended, and
-   * the next look while the forward shows a cause (so it clears without a client trying), with its delay.
+   * Unix socket forwards: the look at the guest socket that is running (a probe, or a diagnosis after a failed open;
+   * one at a time), when the last diagnosis ended, channels opened so far, the next look while the forward shows a
+   * cause (so it clears without a client trying) with its delay, and whether the first look settled (until then the
+   * forward is not listed: it would show `forwarding` for a socket that may not exist).
    */
-  diagnosis: { running: boolean; at: number; opens: number; recheck: NodeJS.Timeout | null; recheckMs: number };
+  diagnosis: {
+    look: Promise<void> | null;
+    at: number;
+    opens: number;
+    recheck: NodeJS.Timeout | null;
+    recheckMs: number;
+    looked: boolean;
+  };
   /** When a failed connection was last warned about, and how many failed since without a line. */
   openWarn: { at: number; suppressed: number };
   /** Takes each channel open's outcome (GuestTarget.opened). */
@@ -108,6 +118,11 @@ const DIAGNOSE_INTERVAL_MS = 5_000;
  * (a login shell in the guest), and a socket that never comes (docker not installed) must not cost more than that.
  */
 const RECHECK_MAX_MS = 60_000;
+/**
+ * How long setting up a unix forward (`forward add`, start, SSH back) waits for the look at its guest socket before it
+ * shows a state anyway: a stalled SSH connection must not hold `forward add` until keepalive gives up on it.
+ */
+const LOOK_WAIT_MS = 10_000;
 
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
@@ -322,9 +337,22 @@ export class ForwardEngine extends EventEmitter {
     this.sshDown = reason && `ssh connection down: ${reason}`;
     for (const f of this.forwardsById.values()) {
       if (f.source === 'detected' || f.ignored) continue;
-      f.suspended = this.sshDown;
-      this.refresh(f);
+      if (reason === null && f.proto === 'unix' && f.bindingKeys.length > 0) void this.resumeUnix(f);
+      else {
+        f.suspended = this.sshDown;
+        this.refresh(f);
+      }
     }
+  }
+
+  /**
+   * SSH is back: a unix forward looks at its guest socket before it leaves `suspended`, so it does not show
+   * `forwarding` for a service that stopped meanwhile.
+   */
+  private async resumeUnix(f: Forward): Promise<void> {
+    await this.settleLook(f);
+    f.suspended = this.sshDown; // null unless SSH dropped again meanwhile
+    this.refresh(f);
   }
 
   /**
@@ -385,11 +413,14 @@ export class ForwardEngine extends EventEmitter {
   /**
    * A forward the operator just added that could bind no host address at all (privileges, an address this host does
    * not have) is taken back, and the request fails with why, as `ssh -L` or `docker run -p` would. One in `conflict`
-   * stays: it takes the port once it is free.
+   * stays: it takes the port once it is free; so does a unix forward whose guest socket is not there yet (`error`
+   * with why): it forwards once the socket is, as a docker.sock forward added before docker starts should.
    */
   private async keepIfBound(id: string): Promise<ForwardView> {
     const view = this.view(id)!;
     if (view.state !== 'error' && view.state !== 'privileged') return view;
+    const bound = this.forwardsById.get(id)?.bindingKeys.some((k) => this.bindings.get(k)?.status === 'bound');
+    if (bound) return view;
     await this.remove(id);
     const why =
       view.state === 'privileged'
@@ -601,11 +632,12 @@ export class ForwardEngine extends EventEmitter {
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
       diagnosis: {
-        running: false,
+        look: null,
         at: Number.NEGATIVE_INFINITY,
         opens: 0,
         recheck: null,
         recheckMs: DIAGNOSE_INTERVAL_MS,
+        looked: proto !== 'unix',
       },
       openWarn: { at: -Infinity, suppressed: 0 },
       opened: (err) => this.channelOpened(f, err),
@@ -665,28 +697,73 @@ export class ForwardEngine extends EventEmitter {
     w.suppressed = 0;
   }
 
-  /** One look at a time per forward, and while the forward shows a cause, at most one every DIAGNOSE_INTERVAL_MS. */
+  /** A failed open: the guest socket is looked at, unless a look is running or one ended recently. */
   private diagnoseSocket(f: Forward, err: Error): void {
     const d = f.diagnosis;
-    if (!(err instanceof ChannelOpenError) || d.running) return;
+    if (!(err instanceof ChannelOpenError) || d.look) return;
     if (f.refused && performance.now() - d.at < DIAGNOSE_INTERVAL_MS) return;
-    d.running = true;
+    void this.look(f, () => this.examineSocket(f, err));
+  }
+
+  /** Runs `run` as the forward's look at its guest socket, or joins the one running: one at a time per forward. */
+  private look(f: Forward, run: () => Promise<void>): Promise<void> {
+    const d = f.diagnosis;
+    d.look ??= run().finally(() => {
+      d.look = null;
+    });
+    return d.look;
+  }
+
+  /** Why channels to the guest socket fail, from an exec channel (socketOpenFailure); the forward shows it. */
+  private async examineSocket(f: Forward, err: Error): Promise<void> {
+    const d = f.diagnosis;
     const opens = d.opens;
-    socketOpenFailure(this.opts.ssh, f.guestAddr, err)
-      .catch((e: Error) => {
-        this.log.debug({ forward: f.id, err: e.message }, `cannot look at guest socket ${f.guestAddr}: ${e.message}`);
-        return f.refused; // no news: keep what it shows
-      })
-      .then((cause) => {
-        d.running = false;
-        d.at = performance.now();
-        // A channel that opened meanwhile says more than the look did.
-        if (d.opens === opens && cause !== f.refused) {
-          f.refused = cause;
-          this.refresh(f);
-        }
-        if (f.refused) this.scheduleRecheck(f, err);
-      });
+    const cause = await socketOpenFailure(this.opts.ssh, f.guestAddr, err).catch((e: Error) => {
+      this.log.debug({ forward: f.id, err: e.message }, `cannot look at guest socket ${f.guestAddr}: ${e.message}`);
+      return f.refused; // no news: keep what it shows
+    });
+    d.at = performance.now();
+    // A channel that opened meanwhile says more than the look did.
+    if (d.opens === opens && cause !== f.refused) {
+      f.refused = cause;
+      this.refresh(f);
+    }
+    if (f.refused) this.scheduleRecheck(f, err);
+  }
+
+  /**
+   * Opens a channel to the guest socket and closes it at once, as a client's connect and close would: a listening
+   * socket sees one connection that ends without a byte (harmless for docker.sock and the like, which serve one
+   * request per connection anyway). When the open fails, the socket is examined for why. Joins a running look.
+   */
+  private probeSocket(f: Forward): Promise<void> {
+    return this.look(f, async () => {
+      let channel: { destroy(): void };
+      try {
+        channel = await this.opts.ssh.openStreamLocal(f.guestAddr);
+      } catch (err) {
+        // Not connected: the forward is suspended, and looks again once SSH is back.
+        if (err instanceof ChannelOpenError) await this.examineSocket(f, err);
+        return;
+      }
+      channel.destroy();
+      this.channelOpened(f, null);
+    });
+  }
+
+  /**
+   * A unix forward just set up (or SSH back): its state waits for a probe of the guest socket, for at most
+   * LOOK_WAIT_MS (the probe goes on after that and updates the state when it ends).
+   */
+  private async settleLook(f: Forward): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LOOK_WAIT_MS);
+      timer.unref();
+    });
+    await Promise.race([this.probeSocket(f), waited]);
+    clearTimeout(timer);
+    f.diagnosis.looked = true;
   }
 
   /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
@@ -741,7 +818,7 @@ export class ForwardEngine extends EventEmitter {
     return Promise.all(settled).then(() => undefined);
   }
 
-  private createUnixForward(source: ForwardSource, guestSocket: string, hostSocket: string): Promise<void> {
+  private async createUnixForward(source: ForwardSource, guestSocket: string, hostSocket: string): Promise<void> {
     const id = `unix/${guestSocket}`;
     const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
     f.hostAddrs = [hostSocket];
@@ -754,13 +831,15 @@ export class ForwardEngine extends EventEmitter {
         '(the default is <instance dir>/<basename of guestSocket>)';
       this.log.error({ forward: id, hostSocket }, `forward ${id} not set up: ${f.refused}`);
       this.refresh(f);
-      return Promise.resolve();
+      return;
     }
-    return this.acquire(
+    await this.acquire(
       f,
       `unix/${hostSocket}`,
       () => new UnixBinding(hostSocket, guestSocket, f, { ssh: this.opts.ssh, log: this.log }),
     );
+    await this.settleLook(f);
+    this.refresh(f);
   }
 
   private drop(f: Forward): void {
@@ -946,6 +1025,7 @@ export class ForwardEngine extends EventEmitter {
     const settled = entries.filter((e) => e.status !== 'pending');
     if (settled.length === 0) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
+    if (!f.diagnosis.looked) return null; // a unix forward's first look at its guest socket is running
     if (f.refused) return { state: 'error', error: f.refused };
     const taken = entries.flatMap((e) => {
       const owner = this.owner(e);
