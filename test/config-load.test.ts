@@ -103,6 +103,13 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/demo\.yaml:4:18: portForwards\[0\]\.guestSocket: got "docker\.sock"; expected an absolute guest path/],
   },
   {
+    name: 'rule that mixes a port and a socket',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n    hostPort: 8080\n    guestSocket: /run/x.sock\n',
+    expect: [
+      /demo\.yaml:4:5: portForwards\[0\]: .*a rule forwards either a port .* or a unix socket .*not both: got guestPort, hostPort, guestSocket/,
+    ],
+  },
+  {
     name: 'mount with a wrong driver and a missing location',
     text: 'ssh:\n  user: a\nmounts:\n  - driver: nfs\n',
     expect: [/mounts\[0\]\.location: missing; expected string/, /mounts\[0\]\.driver: got "nfs"; expected one of/],

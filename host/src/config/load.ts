@@ -118,6 +118,19 @@ function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
   for (const index of failing) {
     const entry = entries[index];
     const isSocket = entry !== null && typeof entry === 'object' && ('guestSocket' in entry || 'hostSocket' in entry);
+    const portKeys = isSocket ? Object.keys(entry).filter((k) => k in PortRule.shape) : [];
+    if (portKeys.length > 0) {
+      const socketKeys = Object.keys(entry).filter((k) => k in SocketRule.shape);
+      rest.push({
+        code: 'custom',
+        path: ['portForwards', index],
+        message:
+          `a rule forwards either a port (guestPort, hostPort, …) or a unix socket (guestSocket, hostSocket), ` +
+          `not both: got ${[...portKeys, ...socketKeys].join(', ')}`,
+        input: entry,
+      } as Issue);
+      continue;
+    }
     const r = (isSocket ? SocketRule : PortRule).safeParse(entry, { reportInput: true });
     for (const i of r.error?.issues ?? []) rest.push({ ...i, path: ['portForwards', index, ...i.path] } as Issue);
   }
