@@ -204,4 +204,16 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(oldPid && isAlive(oldPid)).toBeFalsy();
     expect(await state()).toBe('stopped');
   });
+
+  it('up says the agent was stopped when down stops it while up waits', async () => {
+    const key = join(home, 'plain_key_2');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    const up = runCli(home, ['up', 'halted', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '60']);
+    const paths = instancePaths('halted', home);
+    await waitFor(() => existsSync(paths.socket), { what: 'the agent to serve its socket', timeoutMs: 20_000 });
+    expect((await runCli(home, ['down', 'halted'])).code).toBe(0);
+    const r = await up;
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/✗ requirement 1 of \d: ssh reachable: the agent was stopped: tether down/);
+  });
 });

@@ -95,6 +95,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   /** `failed` (Error) when a provisioning run fails; requirement 3 listens. */
   private readonly provisionEvents = new EventEmitter();
   private stopping = false;
+  private stopReason = '';
   /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
   private mountsFailed = false;
   /** Settles once this connection's guest sshd port is known or waited for long enough (learnSshPort). */
@@ -265,6 +266,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   async stop(reason: string): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.stopReason = reason;
     this.setState('stopping');
     this.log.info({ reason }, `host agent stopping: ${reason}`);
     await this.opts.mounts?.stop().catch((err: Error) => this.log.warn(`stopping mounts failed: ${err.message}`));
@@ -408,7 +410,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.setRequirement(index, 'ok', detail, performance.now() - started);
       this.log.info({ detail }, `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`);
     } catch (err) {
-      const reason = (err as Error).message;
+      // Stopped while it waited (`tether down` during `up`): that, not the SSH error it caused, is why.
+      const reason = this.stopping ? `the agent was stopped: ${this.stopReason}` : (err as Error).message;
       if (optional) {
         const detail = `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`;
         this.setRequirement(index, 'skipped', detail, performance.now() - started);
