@@ -109,7 +109,8 @@ export class DnatSource {
   private listTable(): Promise<{ stdout: string }> {
     // -w: legacy iptables takes the xtables lock even to list, and kube-proxy or flannel may hold it a moment.
     const [cmd, ...args] = this.options.command ?? ['iptables', '-w', '5', '-t', 'nat', '-S'];
-    return run(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20 });
+    const env = { ...process.env, PATH: `${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}:${K3S_AUX_BIN}` };
+    return run(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20, env });
   }
 
   private read(onChange: () => void): void {
@@ -154,6 +155,12 @@ export class DnatSource {
 }
 
 const run = promisify(execFile);
+
+/**
+ * k3s brings its own iptables (and uses it for ServiceLB's and kube-proxy's rules): on a minimal image it is the only
+ * one, so it is searched after the system's.
+ */
+const K3S_AUX_BIN = '/var/lib/rancher/k3s/data/current/bin/aux';
 
 /** How often to look for an iptables that is not installed (a package or k3s may bring it). */
 const MISSING_INTERVAL_MS = 60_000;
