@@ -374,7 +374,7 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a socket director
     const bad = Config.parse(testbedConfigInput(ctx.testbed(), { guestAgent: { socket } }));
     await expect(ensureGuestAgent(session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
       new RegExp(
-        `socket ${socket} is in a directory ${config.ssh.user} cannot create or write, and sudo -n is refused .*` +
+        `socket ${socket} is in a directory ${config.ssh.user} cannot create or write, and sudo -n \\(or doas -n\\) is refused .*` +
           `set guestAgent.socket to a path ${config.ssh.user} can write, e.g. ${config.guestAgent.installDir}/agent.sock`,
       ),
     );

@@ -65,7 +65,10 @@ interface GuestFacts {
   /** systemd runs the tether-guest unit (`systemctl is-active`: active or activating). */
   unitActive: boolean;
   root: boolean;
+  /** Root is to be had without a password: through `sudo -n`, or `doas -n` (Alpine's cloud images). */
   sudo: boolean;
+  /** The prefix that runs a command as root ('sudo -n ' or 'doas -n '); '' when there is none. */
+  elevate: string;
   systemd: boolean;
   /** Absolute install directory (installDir resolved against the login user's home). */
   dir: string;
@@ -117,7 +120,7 @@ export async function ensureGuestAgent(
     // Started as the login user, the agent could not create its socket: it would exit, and each retry upload again.
     const user = config.ssh.user;
     throw new Error(
-      `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n is refused ` +
+      `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n (or doas -n) is refused ` +
         `(it asks for a password, or ${user} may not use it): allow ${user} passwordless sudo, log in as root, or ` +
         `set guestAgent.socket to a path ${user} can write, e.g. ${facts.dir}/agent.sock`,
     );
@@ -158,7 +161,7 @@ export async function ensureGuestAgent(
   // Node by absolute path: `sudo` resets PATH to its secure_path, which misses a Node from nvm or under /opt.
   const command = artefact === 'bundle' ? `${q(facts.nodePath)} ${q(exe)}` : q(exe);
   const user = config.ssh.user;
-  const sudo = facts.root ? '' : 'sudo -n ';
+  const sudo = facts.root ? '' : facts.elevate || 'sudo -n ';
   if (opts.replace?.pid) await stopAgent(shell, opts.replace.pid, facts.sudo ? sudo : '');
 
   if (facts.systemd && (facts.root || facts.sudo)) {
@@ -175,7 +178,7 @@ export async function ensureGuestAgent(
     actions.push('installed unit');
     notes.push('installed the systemd unit');
   } else {
-    const why = facts.systemd ? 'not root and sudo -n is refused' : 'no systemd';
+    const why = facts.systemd ? 'not root and sudo -n (or doas -n) is refused' : 'no systemd';
     const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
     await startInBackground(
       shell,
@@ -263,7 +266,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     'echo "unit=$(systemctl is-enabled tether-guest 2>/dev/null)"',
     'echo "boot=$(systemctl is-system-running 2>/dev/null)"',
     'echo "active=$(systemctl is-active tether-guest 2>/dev/null)"',
-    'sudo -n true 2>/dev/null && echo sudo=1',
+    'if sudo -n true 2>/dev/null; then echo sudo=sudo; elif doas -n true 2>/dev/null; then echo sudo=doas; fi',
     `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
     `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
     `for f in "$D/${BUNDLE_FILE}" ${SYSTEM_LIB}/${BUNDLE_FILE}; do [ -f "$f" ] && [ -n "$N" ] && echo "bundle:$f=$("$N" "$f" version 2>/dev/null)"; done`,
@@ -284,6 +287,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     unitActive: false,
     root: false,
     sudo: false,
+    elevate: '',
     systemd: false,
     dir: '',
     dirError: null,
@@ -311,8 +315,10 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     else if (key === 'unit') facts.unitEnabled = value === 'enabled';
     else if (key === 'boot') facts.systemState = value;
     else if (key === 'active') facts.unitActive = isActive(value);
-    else if (key === 'sudo') facts.sudo = true;
-    else if (key === 'sockdir') facts.socketDirWritable = true;
+    else if (key === 'sudo') {
+      facts.sudo = true;
+      facts.elevate = `${value} -n `;
+    } else if (key === 'sockdir') facts.socketDirWritable = true;
     else if (key.startsWith('sea:') || key.startsWith('bundle:')) {
       const [version, hash] = value.split(/\s+/);
       if (version && hash) {
