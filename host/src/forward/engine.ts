@@ -779,7 +779,9 @@ export class ForwardEngine extends EventEmitter {
       d.recheckMs = Math.min(d.recheckMs * 2, RECHECK_MAX_MS);
       // While SSH is down there is nothing to look at: wait for it.
       if (f.suspended) this.scheduleRecheck(f, err);
-      else this.diagnoseSocket(f, err);
+      // Not through diagnoseSocket: its rate limit is this timer's own interval, which a timer can undercut by a
+      // fraction of a millisecond, and a recheck skipped there would never be scheduled again.
+      else void this.look(f, () => this.examineSocket(f, err));
     }, d.recheckMs);
     d.recheck.unref();
   }
