@@ -11,6 +11,7 @@ import { defaultBundleDir } from '../provision/index.js';
 import { socketAnswers } from '../socket-file.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
+import { sshTarget } from '../ssh/target.js';
 import { clientFor } from './context.js';
 import { countOf } from './render.js';
 
@@ -191,7 +192,7 @@ async function probeSsh(
   paths: InstancePaths,
   config: LoadedConfig,
 ): Promise<{ results: CheckResult[]; client: Client | null }> {
-  const target = `${config.ssh.user}@${config.ssh.host}:${config.ssh.port}`;
+  const target = sshTarget(config.ssh);
   const results: CheckResult[] = [];
   // The agent's own choice of keys, so doctor and agent agree on what is offered.
   const creds = credentials(config.ssh);

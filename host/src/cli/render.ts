@@ -124,7 +124,7 @@ export function statusText(s: StatusView): string {
     `instance:     ${s.name}`,
     `state:        ${s.state}`,
     `agent:        pid ${s.pid}, up since ${s.startedAt} (${formatAge(s.startedAt)})`,
-    `ssh:          ${s.ssh.target} ${s.ssh.state} since ${formatAge(s.ssh.since)}, ${s.ssh.reconnects} reconnects` +
+    `ssh:          ${s.ssh.target} ${s.ssh.state} (since ${formatAge(s.ssh.since)}), ${s.ssh.reconnects} reconnects` +
       (s.ssh.lastError ? `, last error: ${s.ssh.lastError}` : ''),
   ];
   if (s.guest) {

@@ -21,3 +21,4 @@ export {
   SshSession,
   type SshSessionOptions,
 } from './session.js';
+export { sshTarget } from './target.js';

@@ -21,6 +21,7 @@ import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChan
 import { checkHostKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
 import { loginShellCommand } from './shell-quote.js';
+import { sshTarget } from './target.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
 export const CIPHERS: CipherAlgorithm[] = [
@@ -111,8 +112,7 @@ export class SshSession extends EventEmitter {
   }
 
   get target(): string {
-    const { user, host, port } = this.opts.ssh;
-    return `${user}@${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return sshTarget(this.opts.ssh);
   }
 
   get connected(): boolean {

@@ -4,6 +4,7 @@ import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { instancePaths, listInstances, tetherHome } from '../../instance.js';
 import type { StatusView } from '../../model.js';
+import { sshTarget } from '../../ssh/target.js';
 import { clientFor, withHelp } from '../context.js';
 import { table } from '../render.js';
 
@@ -32,7 +33,7 @@ async function describe(name: string): Promise<InstanceRow> {
   };
   try {
     const c = loadConfig(paths.config);
-    row.ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
+    row.ssh = sshTarget(c.ssh);
   } catch (err) {
     row.state = 'invalid config';
     row.error = (err as Error).message.split('\n')[0];

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
+import { sshTarget } from '../../ssh/target.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { lastRun } from '../log-reader.js';
 import { statusText } from '../render.js';
@@ -24,7 +25,7 @@ export function registerStatus(program: Command): void {
     } catch (err) {
       if (!(err instanceof AgentNotRunningError)) throw err;
       const c = loadConfig(paths.config);
-      const ssh = `${c.ssh.user}@${c.ssh.host}:${c.ssh.port}`;
+      const ssh = sshTarget(c.ssh);
       // Why it is not running, as far as its last run's log tells.
       const last = lastRun(paths.logs, name);
       if (opts.json) {

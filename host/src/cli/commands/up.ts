@@ -10,6 +10,7 @@ import { AgentNotRunningError } from '../../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../../instance.js';
 import type { RequirementView, StatusView } from '../../model.js';
 import { socketAnswers, socketPathProblem } from '../../socket-file.js';
+import { sshTarget } from '../../ssh/target.js';
 import { spawnAgent } from '../agent-spawn.js';
 import { clientFor, existingInstance, parseLogLevel, parseSeconds, pathsFor, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
@@ -122,9 +123,7 @@ async function up(name: string, opts: UpOptions): Promise<void> {
   const tooLong = socketPathProblem(paths.socket);
   if (tooLong)
     throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
-  print(
-    `starting instance ${name}: ${config.ssh.user}@${config.ssh.host}:${config.ssh.port} (log: ${paths.currentLog})`,
-  );
+  print(`starting instance ${name}: ${sshTarget(config.ssh)} (log: ${paths.currentLog})`);
   if (opts.foreground) {
     // Loaded on demand: the agent's modules are what makes the CLI slow to start.
     const { startAgentProcess } = await import('../agent-process.js');
