@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostAgent } from '../host/src/agent/index.js';
+import { HostAgent, type HostAgentOptions } from '../host/src/agent/index.js';
 import { Config } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import type { AgentEvent } from '../host/src/model.js';
@@ -77,7 +77,8 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     }
   });
 
-  it('keeps trying a key the guest does not accept, and shows why while it waits', async () => {
+  /** A host agent whose identity file is a fresh key the guest does not know. */
+  function agentWithUnknownKey(opts: Partial<HostAgentOptions>) {
     const instanceDir = mkdtempSync(join(tmpdir(), 'tether-authfail-'));
     const key = join(instanceDir, 'id_ed25519');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
@@ -88,9 +89,14 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     const agent = new HostAgent('authfail', config, {
       instanceDir,
       logger: silentLogger(),
-      requirementTimeoutMs: 3_000,
       ssh: { backoffInitialMs: 100, backoffMaxMs: 500 },
+      ...opts,
     });
+    return { agent, instanceDir, key };
+  }
+
+  it('keeps trying a key the guest does not accept, and shows why while it waits', async () => {
+    const { agent, instanceDir, key } = agentWithUnknownKey({ requirementTimeoutMs: 3_000 });
     const waiting: (string | null)[] = [];
     agent.on('event', (e: AgentEvent) => {
       if (e.type === 'requirement' && e.requirement.index === 2 && e.requirement.state === 'waiting')
@@ -113,19 +119,9 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
   });
 
   it('fails requirement 2 with the fix once the guest has refused the key for the grace period', async () => {
-    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-authfail-'));
-    const key = join(instanceDir, 'id_ed25519');
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
-    const config = Config.parse({
-      ...testbedConfigInput(testbed()),
-      ssh: { ...testbedConfigInput(testbed()).ssh, identityFile: key },
-    });
-    const agent = new HostAgent('authfail', config, {
-      instanceDir,
-      logger: silentLogger(),
+    const { agent, instanceDir, key } = agentWithUnknownKey({
       requirementTimeoutMs: 120_000,
       loginRefusedGraceMs: 1_500,
-      ssh: { backoffInitialMs: 100, backoffMaxMs: 500 },
     });
     const started = Date.now();
     try {
