@@ -206,6 +206,21 @@ function serve(sock) {
     }
   });
   void writeAll(sock, [frame({ t: 'hello', v: 1, agent: 'tether-guest/0.0.0-hostile', caps: [] })]);
+  if (m.name === 'key-bomb') void writeAll(sock, keyBombFrame(m.keys)).then(() => done(m.name));
+}
+
+/** One map32 of `keys` distinct 6-character keys with nil values: cheap to send, costly to decode. */
+function keyBombFrame(keys) {
+  const payload = Buffer.alloc(5 + keys * 8);
+  payload[0] = 0xdf;
+  payload.writeUInt32BE(keys, 1);
+  for (let i = 0; i < keys; i++) {
+    const at = 5 + i * 8;
+    payload[at] = 0xa6;
+    payload.write(i.toString(36).padStart(6, 'a'), at + 1, 'latin1');
+    payload[at + 7] = 0xc0;
+  }
+  return [header(payload.length), payload];
 }
 
 fs.rmSync(socketPath, { force: true });

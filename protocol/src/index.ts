@@ -1,6 +1,8 @@
 // Public surface of the agent link protocol shared by tether and tether-guest.
+
+export { BudgetExceededError, checkBudget, type ValueBudget } from './budget.js';
 export * from './errors.js';
-export { DEFAULT_MAX_FRAME, decodePayload, encodeFrame, FrameDecoder } from './frame.js';
+export { DEFAULT_MAX_FRAME, decodePayload, encodeFrame, FrameDecoder, type FrameLimits, INCOMPLETE } from './frame.js';
 export * from './messages.js';
 export { Peer, type PeerOptions } from './peer.js';
 export { validate } from './validate.js';

@@ -2,6 +2,7 @@
 // Owns shapes, ranges and caps (the host does not trust the guest); knows nothing of transport or dispatch.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { DEFAULT_MAX_FRAME, type FrameLimits } from './frame.js';
 
 /** Bumped on any incompatible change; both sides refuse a different version in `hello`. */
 export const PROTOCOL_VERSION = 1;
@@ -21,6 +22,34 @@ export const LIMITS = {
   // guest relay takes, so the guest never has to refuse (and log) a datagram for it.
   udpFlows: 1024,
 } as const;
+
+/** msgpack values in one listener: a map of six keys and six values. */
+const LISTENER_VALUES = 13;
+
+/**
+ * What an incoming frame may hold, derived from the caps above so that a peer cannot make us decode much more than
+ * the largest legitimate message. Before hello only a hello may arrive: the largest the schema allows (64
+ * capabilities of 128 characters, 3 UTF-8 bytes each) is 25 KB. After it, the largest message is a `ports.delta`
+ * with both listener arrays full (3.4 M values; a snapshot is half that). Its bytes would not fit 16 MiB at the
+ * schema's widest listener (about 350 bytes, with a 256-byte command); real listeners take 60–100 bytes, so a
+ * 131,072-listener snapshot is about 12 MB. Maps are at most 12 entries wide (`info`) and a message has a handful
+ * of key orders (envelope, result, listener): the budget leaves room for newer messages.
+ */
+export const FRAME_LIMITS = {
+  beforeHello: {
+    maxBytes: 32 * 1024,
+    budget: { maxValues: 1024, maxMapEntries: 32, maxShapes: 16, maxDepth: 8 },
+  },
+  afterHello: {
+    maxBytes: DEFAULT_MAX_FRAME,
+    budget: {
+      maxValues: 2 * LIMITS.listenersPerMessage * LISTENER_VALUES + 1024,
+      maxMapEntries: 32,
+      maxShapes: 256,
+      maxDepth: 32,
+    },
+  },
+} as const satisfies Record<string, FrameLimits>;
 
 const u32 = z.number().int().min(0).max(0xffff_ffff);
 const port = z.number().int().min(1).max(65_535);

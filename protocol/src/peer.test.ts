@@ -183,6 +183,34 @@ describe('Peer', () => {
     });
   }
 
+  it('holds frames before hello to the size of a hello, and later ones to the message budget', async () => {
+    const early = rawRemote();
+    const tooEarly = closed(early.peer);
+    early.send(encodeFrame({ t: 'evt', e: 'udp.reply', d: { flow: 1, data: Buffer.alloc(40_000) } }));
+    expect(await tooEarly).toBe('frame of 40040 bytes exceeds the maximum of 32768 bytes (before hello)');
+
+    const bomb = rawRemote();
+    const refused = closed(bomb.peer);
+    const keys = 100_000;
+    const map = Buffer.alloc(5 + keys * 8, 0xc0);
+    map[0] = 0xdf;
+    map.writeUInt32BE(keys, 1);
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(map.length, 0);
+    bomb.send(Buffer.concat([hello, header, map]));
+    expect(await refused).toBe(
+      'msgpack payload of 800005 bytes refused before decoding: a map of 100000 entries (at most 32)',
+    );
+  });
+
+  it('accepts a large message in the same chunk as the hello that allows it', async () => {
+    const { peer, send } = rawRemote();
+    const got = new Promise((resolve) => peer.onEvent('udp.reply', resolve));
+    send(Buffer.concat([hello, encodeFrame({ t: 'evt', e: 'udp.reply', d: { flow: 1, data: Buffer.alloc(60_000) } })]));
+    expect(await got).toMatchObject({ flow: 1 });
+    expect(peer.closed).toBe(false);
+  });
+
   it('closes the link when the remote floods requests but never reads the answers', async () => {
     const [a, b] = pipePair();
     b.on('error', () => {});

@@ -4,12 +4,13 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { LinkClosedError, ProtocolError, ProtocolVersionError, RemoteError, RequestTimeoutError } from './errors.js';
-import { DEFAULT_MAX_FRAME, encodeFrame, FrameDecoder } from './frame.js';
+import { DEFAULT_MAX_FRAME, encodeFrame, FrameDecoder, INCOMPLETE } from './frame.js';
 import {
   Envelope,
   type EventData,
   type EventName,
   events,
+  FRAME_LIMITS,
   type Hello,
   isEventName,
   isMethodName,
@@ -25,6 +26,7 @@ export interface PeerOptions {
   /** Identifies this side in `hello`, e.g. `tether/0.1.0`. */
   agent: string;
   caps?: string[];
+  /** Largest frame sent or accepted once hello is accepted (before it, only a hello-sized frame is). */
   maxFrame?: number;
   /**
    * Bytes allowed to wait unsent before the link is closed: a remote that keeps asking (ping floods) but never reads
@@ -73,7 +75,8 @@ export class Peer extends EventEmitter {
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.maxBuffered = opts.maxBuffered ?? 64 * 1024 * 1024;
-    this.decoder = new FrameDecoder(this.maxFrame);
+    const { beforeHello } = FRAME_LIMITS;
+    this.decoder = new FrameDecoder({ ...beforeHello, maxBytes: Math.min(beforeHello.maxBytes, this.maxFrame) });
     this.ready = new Promise<Hello>((resolve, reject) => {
       this.once('ready', resolve);
       this.once('close', (reason: string) => reject(new LinkClosedError(reason)));
@@ -160,15 +163,17 @@ export class Peer extends EventEmitter {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    let messages: unknown[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch (err) {
-      this.close((err as Error).message, err as Error);
-      return;
-    }
-    for (const m of messages) {
-      if (this.closed) return;
+    this.decoder.add(chunk);
+    while (!this.closed) {
+      let m: unknown;
+      try {
+        m = this.decoder.next();
+      } catch (err) {
+        const when = this.remote ? '' : ' (before hello)';
+        this.close(`${(err as Error).message}${when}`, err as Error);
+        return;
+      }
+      if (m === INCOMPLETE) return;
       try {
         this.dispatch(m);
       } catch (err) {
@@ -198,6 +203,8 @@ export class Peer extends EventEmitter {
       );
     }
     this.remote = hello;
+    // One frame at a time, so the very next frame of the same chunk is already held to these.
+    this.decoder.limits = { ...FRAME_LIMITS.afterHello, maxBytes: this.maxFrame };
     this.emit('ready', hello);
   }
 
