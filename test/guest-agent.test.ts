@@ -5,9 +5,9 @@ import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
-import { type AddressInfo, createServer, type Server } from 'node:net';
+import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import type { Listener, PortDelta } from '@tether/protocol';
+import { encodeFrame, FrameDecoder, type Listener, type PortDelta, PROTOCOL_VERSION } from '@tether/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../guest/src/testing/client.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
@@ -135,6 +135,8 @@ describe.skipIf(!canRunTestbed())('tether-guest in the testbed', () => {
   let client: TestClient;
   let tracker: Tracker;
   let hostServer: Server;
+  let agentLog: string[];
+  let agentSocket: string;
 
   beforeAll(async () => {
     if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build:guest first`);
@@ -144,7 +146,8 @@ describe.skipIf(!canRunTestbed())('tether-guest in the testbed', () => {
 
     const tb = testbed();
     const socket = join(tb.guestDir, 'agent.sock');
-    ({ agent } = await startAgent(tb, ['node', BUNDLE], socket));
+    agentSocket = socket;
+    ({ agent, log: agentLog } = await startAgent(tb, ['node', BUNDLE], socket));
     client = await connectClient(socket, []);
     tracker = new Tracker(client, await client.peer.request('ports.subscribe', {}));
   });
@@ -153,6 +156,32 @@ describe.skipIf(!canRunTestbed())('tether-guest in the testbed', () => {
     client?.peer.close('test done');
     if (agent) await stopChild(agent);
     await new Promise((r) => hostServer?.close(r));
+  });
+
+  it('ignores events and refuses methods from a newer host without dropping its link', async () => {
+    const sock = connect(agentSocket);
+    await once(sock, 'connect');
+    const decoder = new FrameDecoder();
+    const replies: { t: string; id?: number; ok?: boolean; e?: unknown }[] = [];
+    sock.on('data', (chunk: Buffer) => replies.push(...(decoder.push(chunk) as typeof replies)));
+    try {
+      const future = encodeFrame({ t: 'evt', e: 'vm.future', d: { paths: ['/a'] } });
+      sock.write(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, agent: 'tether/9.0.0', caps: [] }));
+      sock.write(Buffer.concat([future, future, encodeFrame({ t: 'req', id: 1, m: 'vm.future', p: {} })]));
+      sock.write(encodeFrame({ t: 'req', id: 2, m: 'ping', p: { t: 1 } }));
+      await waitFor(() => replies.some((r) => r.id === 2), { what: 'the ping answered' });
+      expect(replies.find((r) => r.id === 1)).toMatchObject({
+        ok: false,
+        e: { code: 'unknown_method', message: 'no method vm.future' },
+      });
+      expect(replies.find((r) => r.id === 2)).toMatchObject({ ok: true });
+      const warned = () => agentLog.join('').match(/ignoring unknown event vm\.future from the host/g) ?? [];
+      await waitFor(() => warned().length > 0, { what: 'the unknown event logged' });
+      expect(warned()).toHaveLength(1);
+      expect(sock.destroyed).toBe(false);
+    } finally {
+      sock.destroy();
+    }
   });
 
   it('reports the guest listing, not the host one, and answers info', async () => {

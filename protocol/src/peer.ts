@@ -49,7 +49,8 @@ interface Pending {
 
 /**
  * Events: `ready` (remote Hello), `close` (reason: string, error?: Error), `unhandled` (event without handler),
- * `handlerError` (name, error thrown by a local event handler).
+ * `unknownEvent` (name: an event missing from this side's table, ignored; once per name), `handlerError` (name,
+ * error thrown by a local event handler).
  * A peer is single-use: after close, make a new one on a new stream.
  */
 export class Peer extends EventEmitter {
@@ -65,6 +66,7 @@ export class Peer extends EventEmitter {
   private readonly handlers = new Map<string, (p: unknown) => unknown>();
   private readonly eventHandlers = new Map<string, (d: unknown) => void>();
   private readonly pending = new Map<number, Pending>();
+  private readonly unknownEvents = new Set<string>();
   private nextId = 1;
 
   constructor(
@@ -248,7 +250,14 @@ export class Peer extends EventEmitter {
   }
 
   private onEventMessage(name: string, rawData: unknown): void {
-    if (!isEventName(name)) throw new ProtocolError(`unknown event ${JSON.stringify(name)}`);
+    if (!isEventName(name)) {
+      // A newer remote may announce events this side has never heard of: not a broken link.
+      if (!this.unknownEvents.has(name)) {
+        this.unknownEvents.add(name);
+        this.emit('unknownEvent', name);
+      }
+      return;
+    }
     const data = validate(events[name], rawData, `event ${name}`);
     const handler = this.eventHandlers.get(name);
     if (!handler) {

@@ -66,6 +66,9 @@ export class Session {
       log.info('client closed', { reason });
     });
     peer.on('unhandled', (name: string) => log.debug('event without handler ignored', { event: name }));
+    peer.on('unknownEvent', (name: string) =>
+      log.warn(`ignoring unknown event ${name} from the host (a newer tether?)`, { event: name }),
+    );
     peer.on('handlerError', (name: string, err: Error) => log.error('event handler failed', { event: name, err }));
 
     peer.handle('info', () => this.info());

@@ -236,6 +236,9 @@ export class AgentLink extends EventEmitter {
       ignored.add(name);
       this.log.warn({ event: name }, `ignoring ${name} events from the guest: the host does not handle them`);
     });
+    peer.on('unknownEvent', (name: string) =>
+      this.log.warn({ event: name }, `ignoring unknown event ${name} from the guest (a newer tether-guest?)`),
+    );
     this.peer = peer;
     this.seq = null;
     this.held = [];
