@@ -18,6 +18,7 @@ const BUNDLE = join(BUILD, 'tether-guest.cjs');
 const SEA_X64 = join(BUILD, 'tether-guest-linux-x64');
 const SEA_ARM64 = join(BUILD, 'tether-guest-linux-arm64');
 const QEMU = '/usr/bin/qemu-aarch64-static';
+const HOP_FIXTURE = join(import.meta.dirname, 'port-hop.mjs');
 
 // Opens the sockets named on the command line (`tcp@127.0.0.1`, `tcpdual@::`, `udp@::1`, `tcp*1000@127.0.0.1`) on
 // port 0, prints their ports as JSON, and keeps them until stdin closes (or it is killed).
@@ -182,6 +183,24 @@ describe.skipIf(!canRunTestbed())('tether-guest in the testbed', () => {
     } finally {
       sock.destroy();
     }
+  });
+
+  it('sees a server that hops ports (one closes, the next opens in the same tick) without waiting for a full scan', async () => {
+    // The fixture's poller never runs another full scan, so a hop that the per-tick checks miss is missed for good:
+    // the deadline only has to be long enough for a loaded machine, not short enough to measure anything.
+    const tb = testbed();
+    const hops = 8;
+    const r = await tb.exec(`node ${HOP_FIXTURE} 47100 ${hops} 10000`, { timeoutMs: 120_000 });
+    expect(r.stderr).toBe('');
+    const seen = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { port: number; ms: number | null });
+    console.log(
+      `port hops listed after: ${seen.map((h) => (h.ms === null ? 'never' : `${h.ms.toFixed(0)} ms`)).join(', ')}`,
+    );
+    expect(seen.map((h) => h.port)).toEqual(Array.from({ length: hops }, (_, i) => 47101 + i));
+    expect(seen.every((h) => h.ms !== null)).toBe(true);
   });
 
   it('reports the guest listing, not the host one, and answers info', async () => {

@@ -15,6 +15,8 @@ export const COMMAND_MAX_BYTES = 256;
 export interface SocketOwner {
   pid: number;
   command: string | null;
+  /** The descriptor it was found at: `/proc/<pid>/fd/<fd>` links to the socket while the process holds it there. */
+  fd: number;
 }
 
 const SOCKET_PREFIX = 'socket:[';
@@ -52,14 +54,20 @@ function readLink(path: string): string | null {
 }
 
 /** Calls `visit` with each socket inode process `pid` holds open; stops early when `visit` returns false. */
-function forEachSocketInode(pid: number, procRoot: string, visit: (inode: number) => boolean): void {
+function forEachSocketInode(pid: number, procRoot: string, visit: (inode: number, fd: number) => boolean): void {
   const fdDir = join(procRoot, String(pid), 'fd');
   for (const fd of listDir(fdDir)) {
     const link = readLink(join(fdDir, fd));
     if (link === null) continue;
     const inode = socketInode(link);
-    if (inode >= 0 && !visit(inode)) return;
+    if (inode >= 0 && !visit(inode, Number(fd))) return;
   }
+}
+
+/** The socket inode at descriptor `fd` of process `pid`, or -1 (closed, another kind of file, process gone). */
+export function socketAt(pid: number, fd: number, procRoot = '/proc'): number {
+  const link = readLink(join(procRoot, String(pid), 'fd', String(fd)));
+  return link === null ? -1 : socketInode(link);
 }
 
 /** Socket inodes held open by one process (empty if it cannot be read). */
@@ -80,11 +88,11 @@ export function findSocketOwners(wanted: ReadonlySet<number>, procRoot = '/proc'
   const owners = new Map<number, SocketOwner>();
   if (wanted.size === 0) return owners;
   for (const pid of pidsByLikelihood(procRoot)) {
-    let owner: SocketOwner | undefined;
-    forEachSocketInode(pid, procRoot, (inode) => {
+    let command: string | null | undefined;
+    forEachSocketInode(pid, procRoot, (inode, fd) => {
       if (wanted.has(inode) && !owners.has(inode)) {
-        owner ??= { pid, command: readCommand(pid, procRoot) };
-        owners.set(inode, owner);
+        if (command === undefined) command = readCommand(pid, procRoot);
+        owners.set(inode, { pid, command, fd });
       }
       return owners.size < wanted.size;
     });

@@ -13,8 +13,8 @@
 //     walk of the listening hash); or
 //   - the caller asks for a full scan.
 // What still slips past a tick in a listeners-only table: one listener closing and another opening between two ticks,
-// or a connection opening as a listener closes; and a bound UDP socket connecting or disconnecting. The caller's
-// periodic full scans catch those.
+// or a connection opening as a listener closes; and a bound UDP socket connecting or disconnecting. The caller asks
+// for a full read when it notices a known listener closed (liveness.ts); its periodic full scans catch the rest.
 
 import { join } from 'node:path';
 import { PROC_NET_TABLES, ProcNetScanner, type ProcNetScannerOptions, type ProcNetTable } from './procnet.js';

@@ -1,8 +1,16 @@
 // Public surface of the guest port scanner: a leaf that reads /proc and returns listening sockets.
 
-export { COMMAND_MAX_BYTES, findSocketOwners, readCommand, type SocketOwner, socketInodesOf } from './attribution.js';
+export {
+  COMMAND_MAX_BYTES,
+  findSocketOwners,
+  readCommand,
+  type SocketOwner,
+  socketAt,
+  socketInodesOf,
+} from './attribution.js';
 export { DnatSource, type DnatSourceOptions, parseNatRules } from './dnat.js';
 export { GatedScanner, type GatedTableStats } from './gate.js';
+export { ListenerProbe, PROBES_PER_TICK } from './liveness.js';
 export {
   type ListenerSource,
   type PortDelta,

@@ -7,6 +7,8 @@
 // run every `minIntervalMs` unless they get expensive; full scans re-read every non-empty table to catch what
 // counters cannot show, as often as their own measured cost allows within the same CPU target, every 2 s to 10 s (they
 // only catch corner cases, and once a second they alone cost 0.2% of a core in the loaded testbed).
+// A listener closing and another opening within one tick leave the counters unchanged: a probe of the known listeners'
+// descriptors (liveness.ts) notices the close and makes that tick read the tables.
 // Attributing new listeners to processes is kept out of both: its cost follows how often listeners appear, not how
 // often we look, so slowing the ticks would only delay detection without bounding it.
 
@@ -14,6 +16,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { findSocketOwners, socketInodesOf } from './attribution.js';
 import { GatedScanner, type GatedTableStats } from './gate.js';
+import { ListenerProbe } from './liveness.js';
 import { type Listener, listenerKey } from './types.js';
 
 export interface PortPollerOptions {
@@ -98,9 +101,12 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly stopwatch: Stopwatch;
   private readonly now: () => number;
   private readonly scanner: GatedScanner;
+  private readonly probe: ListenerProbe;
   private readonly sources: readonly ListenerSource[];
 
   private readonly current = new Map<string, Listener>();
+  /** The listeners of `current` that have a descriptor to probe; null when `current` changed since it was built. */
+  private probed: Listener[] | null = null;
   /** Keys left out as our own, with the inode that was checked, so they are not re-checked every tick. */
   private readonly excluded = new Map<string, number>();
   // Per-scan scratch, cleared and reused.
@@ -136,6 +142,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.stopwatch = options.clock ? clockStopwatch(options.clock) : cpuStopwatch;
     this.now = options.now ?? (() => performance.now());
     this.scanner = new GatedScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
+    this.probe = new ListenerProbe(this.procRoot);
     this.sources = options.sources ?? [];
     this.intervalMs = this.minIntervalMs;
   }
@@ -166,7 +173,14 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.attributionMs = 0;
     let delta: PortDelta | null = null;
     try {
-      delta = this.diff(full);
+      this.probed ??= [...this.current.values()].filter((l) => l.fd !== undefined);
+      const closed = full ? null : this.probe.gone(this.probed);
+      delta = this.diff(full || closed !== null);
+      // Still listed with the same socket: another process holds it too (a fork). Its descriptor tells nothing more.
+      if (closed && this.current.get(listenerKey(closed)) === closed) {
+        closed.fd = undefined;
+        this.probed = null;
+      }
       this.lastError = null;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
@@ -261,6 +275,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     for (const listener of fresh) current.set(listenerKey(listener), listener);
 
     if (fresh.length === 0 && removed.length === 0) return null;
+    this.probed = null;
     return { seq: ++this.seq, added: fresh.sort(compareListeners), removed: removed.sort(compareListeners) };
   }
 
@@ -286,6 +301,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       if (!owner) continue;
       listener.pid = owner.pid;
       listener.command = owner.command;
+      listener.fd = owner.fd;
     }
   }
 }

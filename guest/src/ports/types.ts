@@ -14,6 +14,8 @@ export interface Listener {
   pid: number | null;
   /** The owner's command line (NULs as spaces), at most 256 bytes. */
   command: string | null;
+  /** The owner's descriptor for the socket, while it is worth probing (liveness.ts); stays in the guest. */
+  fd?: number;
 }
 
 /** One listener per key: SO_REUSEPORT sockets sharing an address collapse into one entry. */
