@@ -104,7 +104,7 @@ export function claimPidFile(paths: InstancePaths): number | null {
       }
       const owner = readPid(paths);
       // A pid recycled since the recorded agent died (a host reboot) is no owner.
-      if (owner && owner !== process.pid && isAlive(owner) && isOurAgent(owner, paths)) return owner;
+      if (owner && owner !== process.pid && isAlive(owner) && isOurAgent(owner, paths) !== false) return owner;
       rmSync(paths.pidFile, { force: true });
     }
     return readPid(paths);
@@ -113,14 +113,19 @@ export function claimPidFile(paths: InstancePaths): number | null {
   }
 }
 
-/** Whether `pid` runs a tether agent for this instance (guards against a recycled pid in a stale ha.pid). */
-export function isOurAgent(pid: number, paths: InstancePaths): boolean {
+/**
+ * Whether `pid` runs a tether agent for this instance (guards against a recycled pid in a stale ha.pid); undefined
+ * when that cannot be told (no `ps`). `-ww`: BSD and macOS `ps` cut the command line at 80 columns otherwise.
+ */
+export function isOurAgent(pid: number, paths: InstancePaths): boolean | undefined {
+  let cmd: string;
   try {
-    const cmd = execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
-    return /tether|main\.js/.test(cmd) && cmd.includes(paths.name);
-  } catch {
-    return false;
+    cmd = execFileSync('ps', ['-ww', '-o', 'command=', '-p', String(pid)], { encoding: 'utf8', stdio: 'pipe' });
+  } catch (err) {
+    // ps exits 1 for a pid that is gone; a ps that cannot run tells nothing.
+    return (err as { status?: number | null }).status === 1 ? false : undefined;
   }
+  return /tether|main\.js/.test(cmd) && cmd.split(/\s+/).includes(paths.name);
 }
 
 /** The pid recorded in ha.pid, or null when there is none or it is unreadable. */

@@ -143,7 +143,8 @@ export interface StatusView {
   ssh: { target: string; state: ConnectionState; since: string; lastError: string | null; reconnects: number };
   guest: GuestView | null;
   /** The link to the guest agent over SSH: whether it is up, and why it last failed. */
-  link: { up: boolean; lastError: string | null };
+  /** `outdated`: why the guest agent in use is not this host's build (replacing it failed or did not help). */
+  link: { up: boolean; lastError: string | null; outdated: string | null };
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };
   mounts: Record<MountState, number> & { total: number };

@@ -8,13 +8,6 @@ export class ProtocolError extends Error {
 /** The other side's hello names another protocol version: nothing else it sends can be read. */
 export class ProtocolVersionError extends ProtocolError {
   override name = 'ProtocolVersionError';
-  constructor(
-    message: string,
-    /** The other side's process, when its hello says. */
-    readonly pid?: number,
-  ) {
-    super(message);
-  }
 }
 
 /** A message failed schema validation; `field` is the dotted path of the first bad field (e.g. `d.added.3.port`). */

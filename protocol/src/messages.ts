@@ -63,14 +63,14 @@ const bytes = (max: number) =>
 
 // ── envelope ────────────────────────────────────────────────────────────────────────────────────────────────────
 
-// Not strict, so that a hello of another protocol version (which may say more) is still read, and its sender told
-// apart as such: a host replaces a guest agent of another version, and the pid tells it which process that is.
+// Not strict, so that a hello of another protocol version (which may say more) is still read and its sender told
+// apart as such: a host replaces a guest agent of another version. (Agents before this one read hello strictly, so
+// this side must not send more than these fields.)
 export const Hello = z.object({
   t: z.literal('hello'),
   v: z.number().int().min(0),
   agent: shortText, // "tether-guest/0.1.0"
   caps: z.array(shortText).max(LIMITS.capabilities),
-  pid: z.number().int().positive().optional(),
 });
 
 export const Request = z.object({ t: z.literal('req'), id: u32, m: shortText, p: z.unknown() }).strict();

@@ -90,7 +90,7 @@ export class Peer extends EventEmitter {
     stream.on('end', () => this.close('remote ended the stream'));
     stream.on('close', () => this.close('stream closed'));
     stream.on('error', (err) => this.close(`stream error: ${err.message}`, err));
-    this.write({ t: 'hello', v: PROTOCOL_VERSION, agent: opts.agent, caps: opts.caps ?? [], pid: process.pid });
+    this.write({ t: 'hello', v: PROTOCOL_VERSION, agent: opts.agent, caps: opts.caps ?? [] });
   }
 
   get closed(): boolean {
@@ -201,7 +201,6 @@ export class Peer extends EventEmitter {
     if (hello.v !== PROTOCOL_VERSION) {
       throw new ProtocolVersionError(
         `protocol version mismatch: this side speaks ${PROTOCOL_VERSION}, ${hello.agent} speaks ${hello.v}`,
-        hello.pid,
       );
     }
     this.remote = hello;

@@ -67,7 +67,7 @@ export class FsApplier {
   private readonly maxQueued: number;
   private readonly queue: Touch[] = [];
   private tokens: number;
-  private refilledAt = Date.now();
+  private refilledAt = performance.now(); // monotonic: a clock stepped back must not stall events
   private running: Promise<void> | null = null;
   private closed = false;
   applied = 0;
@@ -140,7 +140,7 @@ export class FsApplier {
 
   private async waitForToken(): Promise<void> {
     for (;;) {
-      const now = Date.now();
+      const now = performance.now();
       this.tokens = Math.min(this.rate, this.tokens + ((now - this.refilledAt) * this.rate) / 1000);
       this.refilledAt = now;
       if (this.tokens >= 1) return;

@@ -29,7 +29,7 @@ export function sshfsMountCheck(mountinfoPath = '/proc/self/mountinfo', ttlMs = 
   let cached: Set<string> | null = null;
   let readAt = 0;
   return (root) => {
-    const now = Date.now();
+    const now = performance.now(); // monotonic: a clock stepped back must not freeze the cache
     if (!cached || now - readAt > ttlMs) {
       try {
         cached = mountPointsOfType(readFileSync(mountinfoPath, 'utf8'), 'fuse.sshfs');

@@ -16,7 +16,7 @@ export async function startGuestAgent(
   config: Pick<Config, 'ssh' | 'guestAgent'>,
   bundleDir: string,
   log: Logger,
-  replace?: { pid?: number },
+  replace = false,
 ): Promise<string> {
   const result = await ensureGuestAgent(ssh, config, bundleDir, log, { replace });
   return result.summary;

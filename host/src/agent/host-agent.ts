@@ -168,7 +168,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         reconnects: this.ssh.reconnects,
       },
       guest: this.link.info ? guestView(this.link.info) : null,
-      link: { up: this.link.up, lastError: this.link.lastError },
+      link: { up: this.link.up, lastError: this.link.lastError, outdated: this.link.outdated },
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,
       mounts,
@@ -515,7 +515,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   }
 
   /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
-  private provision(replace?: { pid?: number }): Promise<string> {
+  private provision(replace = false): Promise<string> {
     this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), replace)
       .then(
         (summary) => {
@@ -577,7 +577,7 @@ function guestView(info: Info): GuestView {
     hostname: info.hostname,
     kernel: info.kernel,
     arch: info.arch,
-    scanIntervalMs: info.scanIntervalMs,
+    scanIntervalMs: Math.round(info.scanIntervalMs * 10) / 10,
     agentPid: info.pid,
     agentStartedAt: new Date(info.startedAt).toISOString(),
     listeners: info.listeners,

@@ -133,6 +133,7 @@ export function statusText(s: StatusView): string {
       `guest agent:  ${g.version}${g.build ? ` (build ${g.build})` : ''} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
         `scan every ${Math.round(g.scanIntervalMs)} ms, ${g.listeners} listeners`,
     );
+    if (s.link?.outdated) lines.push(`              ! ${s.link.outdated}`);
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
   lines.push('requirements:');

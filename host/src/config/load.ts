@@ -118,9 +118,9 @@ function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
   for (const index of failing) {
     const entry = entries[index];
     const isSocket = entry !== null && typeof entry === 'object' && ('guestSocket' in entry || 'hostSocket' in entry);
-    const portKeys = isSocket ? Object.keys(entry).filter((k) => k in PortRule.shape) : [];
+    const portKeys = isSocket ? Object.keys(entry).filter((k) => Object.hasOwn(PortRule.shape, k)) : [];
     if (portKeys.length > 0) {
-      const socketKeys = Object.keys(entry).filter((k) => k in SocketRule.shape);
+      const socketKeys = Object.keys(entry).filter((k) => Object.hasOwn(SocketRule.shape, k));
       rest.push({
         code: 'custom',
         path: ['portForwards', index],

@@ -4,9 +4,9 @@
 // retrying while SSH is up; when the socket does not answer it asks `explainOpenFailure` whether starting the agent
 // could help at all (not when sshd refuses the channel: then it reports `blocked`), and if so calls `ensureAgent`
 // (which starts the guest agent). An agent that answers but is not this host's build (`outdated`), or speaks another
-// protocol version, is handed to `ensureAgent` to be replaced, once per build it reports: an agent that is still the
-// same after its replacement (something else serves the socket) is used as it is, with a warning. Owns the Peer of the
-// current link; it does not forward anything itself.
+// protocol version, is handed to `ensureAgent` to be replaced, once per SSH connection (whatever answers on the socket
+// cannot have the host reinstall in a loop): one still not this host's build afterwards is used as it is, and
+// `outdated` says why. Owns the Peer of the current link; it does not forward anything itself.
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -32,9 +32,9 @@ export interface AgentLinkOptions {
   agent: string;
   /**
    * Called when the socket does not answer (channel open failure): start or provision the guest agent. With
-   * `replace`, an agent answers but must make way for this host's build (see `outdated`); its pid when known.
+   * `replace`, an agent answers but must make way for this host's build (see `outdated`).
    */
-  ensureAgent?: (reason: string, replace?: { pid?: number }) => Promise<void>;
+  ensureAgent?: (reason: string, replace?: boolean) => Promise<void>;
   /** Why a running agent is not the build this host ships (null when it is); consulted only with ensureAgent. */
   outdated?: (info: Info) => string | null;
   /**
@@ -69,7 +69,7 @@ export class AgentLink extends EventEmitter {
   lastErrorAt = 0;
   /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
   blocked: string | null = null;
-  /** Why the agent in use is not this host's build, when replacing it did not help; null otherwise. */
+  /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
   outdated: string | null = null;
 
   private readonly log: Logger;
@@ -79,8 +79,8 @@ export class AgentLink extends EventEmitter {
   private held: PortDelta[] | null = null;
   /** performance.now() of the last ensureAgent call: a wall-clock step must not stall or hurry restarts. */
   private lastEnsure = Number.NEGATIVE_INFINITY;
-  /** What the agent reported (build, or protocol mismatch) for each replacement tried: one try each. */
-  private readonly replaceTried = new Set<string>();
+  /** A replacement was tried on this SSH connection. */
+  private replaceTried = false;
   private readonly abort = new AbortController();
   private readonly onConnected = () => this.restart();
   private readonly onDisconnected = (reason: string) => this.peer?.close(`ssh connection lost: ${reason}`);
@@ -165,6 +165,7 @@ export class AgentLink extends EventEmitter {
     if (this.stopped) return;
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
     this.blocked = null;
+    this.replaceTried = false;
     const gen = ++this.generation;
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
   }
@@ -252,8 +253,7 @@ export class AgentLink extends EventEmitter {
         }),
       ]);
       const info = await peer.request('info', {});
-      const build = info.build ?? `${info.version} without build`;
-      if (await this.replaced(peer, this.outdatedReason(info), build, info.pid)) return 'failed';
+      if (await this.replaced(peer, this.outdatedReason(info))) return 'failed';
       this.emit('peer', peer);
       const snapshot = await peer.request('ports.subscribe', {});
       this.info = info;
@@ -271,8 +271,7 @@ export class AgentLink extends EventEmitter {
       this.noteFailure(message);
       peer.close(message);
       if (this.peer === peer) this.peer = null;
-      if (closeError instanceof ProtocolVersionError)
-        await this.replaced(peer, closeError.message, closeError.message, closeError.pid);
+      if (closeError instanceof ProtocolVersionError) await this.replaced(peer, closeError.message);
       return 'failed';
     }
     const reason = await closed;
@@ -338,26 +337,30 @@ export class AgentLink extends EventEmitter {
   }
 
   /**
-   * Replaces an agent that is not this host's build, once for each build (`key`) it reports; true when it did (the
-   * link then starts over with the new agent). An agent still the same afterwards is kept, and `outdated` says why.
+   * Replaces an agent that is not this host's build, once per SSH connection; true when it did (the link then starts
+   * over with the new agent). An agent still not this host's build afterwards is kept, and `outdated` says why.
    */
-  private async replaced(peer: Peer, reason: string | null, key: string, pid?: number): Promise<boolean> {
+  private async replaced(peer: Peer, reason: string | null): Promise<boolean> {
     const ensure = this.opts.ensureAgent;
     if (!reason || !ensure) return false;
-    if (this.replaceTried.has(key)) {
-      if (this.outdated !== reason) this.log.warn({ socket: this.opts.socket }, `${reason}; replacing it did not help`);
-      this.outdated = reason;
+    if (this.replaceTried) {
+      if (this.outdated === null) {
+        this.outdated = `${reason}, though it was replaced on this SSH connection`;
+        this.log.warn({ socket: this.opts.socket }, this.outdated);
+      }
       return false;
     }
-    this.replaceTried.add(key);
+    this.replaceTried = true;
     this.log.info({ socket: this.opts.socket, reason }, `${reason}; replacing it`);
     peer.close(`replacing the guest agent: ${reason}`);
     if (this.peer === peer) this.peer = null;
     this.lastEnsure = performance.now();
     try {
-      await ensure(reason, { pid });
+      await ensure(reason, true);
     } catch (err) {
-      this.noteFailure(`cannot replace the guest agent: ${(err as Error).message}`);
+      const message = (err as Error).message;
+      this.outdated = `${reason}; replacing it failed: ${message}`;
+      this.noteFailure(`cannot replace the guest agent: ${message}`);
     }
     return true;
   }

@@ -38,10 +38,10 @@ export interface ProvisionOptions {
   bootWaitMs?: number;
   /**
    * The agent that answers is not this host's build (or speaks another protocol): install this build and restart
-   * it even when the socket answers and the installed copy is current. `pid`, when the old agent told it, is stopped
-   * first, whoever started it (a unit, an earlier background start, a person).
+   * it even when the socket answers and the installed copy is current. The process listening on the socket is
+   * stopped first, whoever started it (a unit, an earlier background start, a person).
    */
-  replace?: { pid?: number };
+  replace?: boolean;
 }
 
 /** Where the systemd install (`tether-guest install`) puts the executable. */
@@ -162,7 +162,7 @@ export async function ensureGuestAgent(
   const command = artefact === 'bundle' ? `${q(facts.nodePath)} ${q(exe)}` : q(exe);
   const user = config.ssh.user;
   const sudo = facts.root ? '' : facts.elevate || 'sudo -n ';
-  if (opts.replace?.pid) await stopAgent(shell, opts.replace.pid, facts.sudo ? sudo : '');
+  if (opts.replace) await stopSocketHolder(shell, socket, facts.root || facts.sudo ? sudo : '');
 
   if (facts.systemd && (facts.root || facts.sudo)) {
     // A socket that does not answer is an agent to restart, even when the install itself changes nothing (its
@@ -380,32 +380,44 @@ async function upload(
 }
 
 /**
+ * Stops whatever listens on the unix socket `socket` in the guest (the agent being replaced; an older one may not
+ * even speak this protocol) and waits up to 5 s for it to exit. The process is found by the socket's inode, from
+ * /proc/net/unix and the processes' descriptors (as root through `sudo`, to see every user's), never by a pid the
+ * agent reports: whatever answers on the socket cannot have the host stop another process.
+ */
+async function stopSocketHolder(shell: GuestShell, socket: string, sudo: string): Promise<void> {
+  const script = [
+    `ino=$(awk -v p=${q(socket)} '$NF == p && $4 == "00010000" { print $7; exit }' /proc/net/unix)`,
+    '[ -n "$ino" ] || exit 0',
+    'for f in /proc/[0-9]*/fd/*; do',
+    '  [ "$(readlink "$f" 2>/dev/null)" = "socket:[$ino]" ] || continue',
+    '  p=$(echo "$f" | cut -d/ -f3)',
+    `  kill "$p"; ${waitExit('$p')} || exit 1; exit 0`,
+    'done',
+    'exit 0',
+  ].join('\n');
+  const r = await shell.execText(`${sudo}sh -c ${q(script)}`);
+  if (r.code !== 0)
+    throw new Error(`cannot stop the guest agent listening on ${socket}: ${lastLine(r.stderr) || 'it did not exit'}`);
+}
+
+/** Shell: waits up to 5 s for process `pid` (a shell word) to exit; its status says whether it did. */
+function waitExit(pid: string): string {
+  return `i=0; while [ -d /proc/${pid} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done; [ ! -d /proc/${pid} ]`;
+}
+
+/**
  * Starts the agent detached from the SSH session; first stops a previous background copy we started (pid file) and
  * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
  * the old one removes the socket path as it exits. `elevate` (`sudo -n `) also signals: the pid is then sudo's.
  */
-/** Stops the agent process `pid` (as the login user, else through sudo) and waits up to 5 s for it to exit. */
-async function stopAgent(shell: GuestShell, pid: number, sudo: string): Promise<void> {
-  const p = String(pid);
-  const r = await shell.execText(
-    [
-      `kill ${p} 2>/dev/null || ${sudo}kill ${p}`,
-      `i=0; while [ -d /proc/${p} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done`,
-      `[ ! -d /proc/${p} ]`,
-    ].join('\n'),
-  );
-  if (r.code !== 0)
-    throw new Error(`cannot stop the running guest agent (pid ${p}): ${lastLine(r.stderr) || 'it did not exit'}`);
-}
-
 async function startInBackground(shell: GuestShell, dir: string, command: string, elevate: string): Promise<void> {
   const pidFile = q(`${dir}/agent.pid`);
   const logFile = q(`${dir}/agent.log`);
   const script = [
     `p=$(cat ${pidFile} 2>/dev/null)`,
     'if [ -n "$p" ] && grep -q tether-guest /proc/$p/cmdline 2>/dev/null; then',
-    `  ${elevate}kill $p`,
-    '  i=0; while [ -d /proc/$p ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done',
+    `  ${elevate}kill $p; ${waitExit('$p')}`,
     'fi',
     `nohup ${elevate}${command} >>${logFile} 2>&1 </dev/null &`,
     `echo $! >${pidFile}`,

@@ -100,6 +100,8 @@ export class SshSession extends EventEmitter {
   private started = false;
   private stopped = false;
   private refused = false;
+  /** close() was called: nothing reconnects, not even a fix made while refused. */
+  private closedForGood = false;
   private everConnected = false;
   private attempt = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -227,9 +229,16 @@ export class SshSession extends EventEmitter {
 
   /** Ends the connection for good. */
   async close(reason: string): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
+    // A refused session is stopped too, but still watches for the user's fix: that ends here as well.
     if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.closedForGood) return;
+    this.closedForGood = true;
+    if (this.stopped) {
+      this.setState('closed', reason);
+      return;
+    }
+    this.stopped = true;
     const client = this.client;
     if (client) {
       const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
@@ -397,6 +406,7 @@ export class SshSession extends EventEmitter {
     const credsFailed = 'error' in credentials(this.opts.ssh, this.opts.home);
     const check = () => {
       this.timer = null;
+      if (this.closedForGood) return;
       const pinChanged = fileText(this.hostKeyPath) !== pinned;
       const credsBack = credsFailed && !('error' in credentials(this.opts.ssh, this.opts.home));
       if (!pinChanged && !credsBack) {

@@ -40,8 +40,8 @@ export async function stopAgent(paths: InstancePaths, reason?: string): Promise<
   try {
     await clientFor(paths, 5_000).shutdown(reason);
   } catch (err) {
-    if (!(err instanceof AgentNotRunningError) && !(pid && isOurAgent(pid, paths))) throw err;
-    if (!pid || !isAlive(pid) || !isOurAgent(pid, paths)) {
+    if (!(err instanceof AgentNotRunningError) && !(pid && isOurAgent(pid, paths) === true)) throw err;
+    if (!pid || !isAlive(pid) || isOurAgent(pid, paths) !== true) {
       removeRuntimeFiles(paths);
       return 'not running';
     }

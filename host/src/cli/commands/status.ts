@@ -3,9 +3,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
+import { isAlive, isOurAgent, readPid } from '../../instance.js';
 import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
 import { sshTarget } from '../../ssh/target.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
+import { CliError } from '../errors.js';
 import { lastRun } from '../log-reader.js';
 import { statusText } from '../render.js';
 
@@ -24,6 +26,13 @@ export function registerStatus(program: Command): void {
       process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${statusText(s)}\n`);
     } catch (err) {
       if (!(err instanceof AgentNotRunningError)) throw err;
+      // Its process runs but the control API does not answer (still starting, or hung): not stopped.
+      const pid = readPid(paths);
+      if (pid !== null && isAlive(pid) && isOurAgent(pid, paths) !== false)
+        throw new CliError(
+          `instance ${name}: its agent (pid ${pid}) runs but does not answer on ${paths.socket} (starting, or hung); ` +
+            `try again, or \`tether down ${name}\` stops it`,
+        );
       const c = loadConfig(paths.config);
       const ssh = sshTarget(c.ssh);
       // Why it is not running, as far as its last run's log tells.
@@ -37,7 +46,7 @@ export function registerStatus(program: Command): void {
           state: 'stopped',
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
           guest: null,
-          link: { up: false, lastError: null },
+          link: { up: false, lastError: null, outdated: null },
           stopReason: last.stopReason,
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),

@@ -89,13 +89,16 @@ async function up(name: string, opts: UpOptions): Promise<void> {
       if (opts.foreground)
         throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
       print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
-      // Refused for good until the user acts (a changed host key, credentials): waiting would only run out the clock.
+      // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
       if (running?.ssh.state === 'closed')
         throw new CliError(
-          `its SSH connection stopped trying: ${running.ssh.lastError ?? 'see the log'}; log: ${paths.currentLog}`,
+          `its SSH connection is refused until you make the fix: ${running.ssh.lastError ?? 'see the log'}; ` +
+            `log: ${paths.currentLog}`,
         );
-      // Changed by these flags, or edited by hand since the agent read it.
-      const edited = running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
+      // Changed by these flags (compared by content), or, without flags that rewrite it, edited by hand since the
+      // agent read it.
+      const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
+      const edited = !rewritten && running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
       if (changed || edited)
         print(
           `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
