@@ -45,7 +45,7 @@ describe('value budget', () => {
     expect(() => checkBudget(pack(info), budget)).not.toThrow();
   });
 
-  it("refuses one map of 2 million keys (seconds and a gigabyte to decode) from its header", () => {
+  it('refuses one map of 2 million keys (seconds and a gigabyte to decode) from its header', () => {
     const n = 2_000_000;
     const payload = Buffer.alloc(5 + n * 8, 0xc0);
     payload[0] = 0xdf;

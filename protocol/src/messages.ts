@@ -118,8 +118,6 @@ export type PortDelta = z.infer<typeof PortDelta>;
 // Not strict: a newer agent may report more, and an older host still reads what it knows.
 export const Info = z.object({
   version: shortText,
-  /** The build hash (`tether-guest version`); the host replaces an agent whose build differs from the one it ships. */
-  build: shortText.optional(),
   kernel: shortText,
   arch: shortText,
   hostname: shortText,
@@ -183,8 +181,17 @@ export const Empty = z.object({}).strict();
 // ── tables: the single source of truth for what may be asked and announced ──────────────────────────────────────
 
 /** Requests the guest agent answers (the host asks). */
+/**
+ * Which build of the agent answers (`tether-guest version`): a host replaces one that is not the build it ships. A
+ * method of its own rather than a field of Info, which hosts before it read strictly.
+ */
+export const AgentBuild = z.object({ version: shortText, build: shortText });
+export type AgentBuild = z.infer<typeof AgentBuild>;
+
 export const methods = {
   info: { params: Empty, result: Info },
+  /** Answered since tether-guest reports its build; older agents answer unknown_method. */
+  'agent.build': { params: Empty, result: AgentBuild },
   ping: { params: Ping, result: Ping },
   /** Start receiving `ports.delta` events; answers with the current full snapshot. */
   'ports.subscribe': { params: Empty, result: PortSnapshot },

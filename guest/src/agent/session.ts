@@ -72,6 +72,7 @@ export class Session {
     peer.on('handlerError', (name: string, err: Error) => log.error('event handler failed', { event: name, err }));
 
     peer.handle('info', () => this.info());
+    peer.handle('agent.build', () => ({ version: VERSION, build: BUILD_HASH }));
     peer.handle('ports.snapshot', () => this.snapshot());
     peer.handle('ports.subscribe', () => {
       const snapshot = this.snapshot();
@@ -100,7 +101,6 @@ export class Session {
     const stats = this.ctx.poller.stats();
     return {
       version: VERSION,
-      build: BUILD_HASH,
       kernel: release(),
       arch: arch(),
       hostname: hostname(),

@@ -26,16 +26,16 @@ export async function startGuestAgent(
  * Why the running agent is not the build in `bundleDir` (an upgrade of tether on the host leaves the old one running
  * in the guest), or null when it is, or when there is no build here to compare with (provisioning says so itself).
  */
-export function outdatedAgent(info: Info, bundleDir: string): string | null {
+export function outdatedAgent(info: Info, build: string | null, bundleDir: string): string | null {
   let manifest: { version: string; hash: string };
   try {
     manifest = readManifest(bundleDir);
   } catch {
     return null;
   }
-  if (info.build === manifest.hash) return null;
+  if (build === manifest.hash) return null;
   return (
-    `the guest agent ${info.version} (build ${info.build ?? 'not reported'}) is not the one this host ships, ` +
+    `the guest agent ${info.version} (build ${build ?? 'not reported'}) is not the one this host ships, ` +
     `${manifest.version} (build ${manifest.hash})`
   );
 }

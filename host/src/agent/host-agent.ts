@@ -135,7 +135,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       logger: this.logger('link'),
       agent: HOST_AGENT_NAME,
       ensureAgent: provision ? (_reason, replace) => this.provision(replace).then(() => undefined) : undefined,
-      outdated: (info) => outdatedAgent(info, this.bundleDir),
+      outdated: (info, build) => outdatedAgent(info, build, this.bundleDir),
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
       explainOpenFailure: async (err) =>
         (await streamLocalRefusal(this.ssh, config.guestAgent.socket, err))?.message ?? null,
@@ -167,7 +167,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         lastError: this.ssh.lastError,
         reconnects: this.ssh.reconnects,
       },
-      guest: this.link.info ? guestView(this.link.info) : null,
+      guest: this.link.info ? guestView(this.link.info, this.link.build) : null,
       link: { up: this.link.up, lastError: this.link.lastError, outdated: this.link.outdated },
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,
@@ -570,10 +570,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
   }
 }
 
-function guestView(info: Info): GuestView {
+function guestView(info: Info, build: string | null): GuestView {
   return {
     version: info.version,
-    build: info.build ?? null,
+    build,
     hostname: info.hostname,
     kernel: info.kernel,
     arch: info.arch,

@@ -4,6 +4,7 @@ import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
+import { agentBuild } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
@@ -313,7 +314,7 @@ async function checkGuestAgent(client: Client, config: LoadedConfig): Promise<Ch
     await withTimeout(peer.ready, 5_000, 'no hello');
     const info = await peer.request('info', {});
     const answers = `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`;
-    const outdated = outdatedAgent(info, defaultBundleDir());
+    const outdated = outdatedAgent(info, await agentBuild(peer), defaultBundleDir());
     const results = [
       outdated
         ? warn(

@@ -16,6 +16,7 @@ import {
   type PortDelta,
   type PortSnapshot,
   ProtocolVersionError,
+  RemoteError,
 } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
@@ -35,8 +36,11 @@ export interface AgentLinkOptions {
    * `replace`, an agent answers but must make way for this host's build (see `outdated`).
    */
   ensureAgent?: (reason: string, replace?: boolean) => Promise<void>;
-  /** Why a running agent is not the build this host ships (null when it is); consulted only with ensureAgent. */
-  outdated?: (info: Info) => string | null;
+  /**
+   * Why a running agent is not the build this host ships (null when it is); `build` is null from an agent too old
+   * to say. Consulted only with ensureAgent.
+   */
+  outdated?: (info: Info, build: string | null) => string | null;
   /**
    * Called on a channel open failure before ensureAgent: resolves with a message when the cause is one that starting
    * the agent cannot fix (sshd refuses unix-socket forwarding to a running agent). The link then reports `blocked`,
@@ -61,6 +65,8 @@ export interface AgentLinkOptions {
 export class AgentLink extends EventEmitter {
   peer: Peer | null = null;
   info: Info | null = null;
+  /** The linked agent's build hash (`agent.build`); null before the link is up or from an agent too old to say. */
+  build: string | null = null;
   private refreshing: Promise<void> | null = null;
   up = false;
   /** Why the link is not up (last failure), for status and requirement details. */
@@ -253,10 +259,12 @@ export class AgentLink extends EventEmitter {
         }),
       ]);
       const info = await peer.request('info', {});
-      if (await this.replaced(peer, this.outdatedReason(info))) return 'failed';
+      const build = await agentBuild(peer);
+      if (await this.replaced(peer, this.outdatedReason(info, build))) return 'failed';
       this.emit('peer', peer);
       const snapshot = await peer.request('ports.subscribe', {});
       this.info = info;
+      this.build = build;
       this.up = true;
       this.lastError = null;
       this.blocked = null;
@@ -330,8 +338,8 @@ export class AgentLink extends EventEmitter {
     }
   }
 
-  private outdatedReason(info: Info): string | null {
-    const reason = this.opts.ensureAgent ? (this.opts.outdated?.(info) ?? null) : null;
+  private outdatedReason(info: Info, build: string | null): string | null {
+    const reason = this.opts.ensureAgent ? (this.opts.outdated?.(info, build) ?? null) : null;
     if (!reason) this.outdated = null;
     return reason;
   }
@@ -394,5 +402,18 @@ export class AgentLink extends EventEmitter {
     }
     this.seq = delta.seq;
     this.emit('delta', delta);
+  }
+}
+
+/**
+ * The agent's build hash, or null from an agent that does not say (older than the `agent.build` method: it answers
+ * unknown_method; any refusal counts the same).
+ */
+export async function agentBuild(peer: Peer): Promise<string | null> {
+  try {
+    return (await peer.request('agent.build', {})).build;
+  } catch (err) {
+    if (err instanceof RemoteError) return null;
+    throw err;
   }
 }
