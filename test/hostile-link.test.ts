@@ -125,7 +125,7 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     ],
     ['an event before hello', { name: 'no-hello' }, /expected hello first, got evt/],
     [
-      "a 16 MB map of 2,000,000 distinct keys after hello (3.9 s and 1.2 GB to decode without the budget)",
+      'a 16 MB map of 2,000,000 distinct keys after hello (3.9 s and 1.2 GB to decode without the budget)',
       { name: 'key-bomb', keys: 2_000_000 },
       /msgpack payload of 16000005 bytes refused before decoding: a map of 2000000 entries \(at most 32\)/,
     ],
