@@ -63,17 +63,29 @@ async function checkSshfs(client: Client): Promise<MountRequirement> {
   return { name, ok: false, detail };
 }
 
+/**
+ * Shell: `as_root CMD…` runs CMD as root without a password prompt: through `sudo -n`, or `doas -n` on guests without
+ * sudo (Alpine's cloud images).
+ */
+const AS_ROOT = [
+  'as_root() {',
+  '  if command -v sudo >/dev/null 2>&1; then sudo -n "$@"',
+  '  elif command -v doas >/dev/null 2>&1; then doas -n "$@"',
+  '  else echo "neither sudo nor doas is installed" >&2; return 127; fi',
+  '}',
+].join('\n');
+
 async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequirement> {
   const name = 'user_allow_other in /etc/fuse.conf';
   const check = `[ "$(id -u)" = 0 ] || grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf`;
   if ((await execGuest(client, check)).code === 0) return { name, ok: true, detail: null };
   let tried = '';
   if (fix) {
-    const r = await execGuest(client, `sudo -n sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
+    const r = await execGuest(client, `${AS_ROOT}\nas_root sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
     if (r.code === 0 && (await execGuest(client, check)).code === 0) {
       return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
     }
-    tried = ` (sudo -n was not allowed: ${r.stderr.trim() || `exit ${r.code}`})`;
+    tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || `exit ${r.code}`})`;
   }
   return {
     name,
@@ -136,7 +148,7 @@ async function checkMountPoint(
   if (fix) {
     const s = await execGuest(
       client,
-      `sudo -n mkdir -p ${mp} && sudo -n chown "$(id -u):$(id -g)" ${mp} && test -w ${mp}`,
+      `${AS_ROOT}\nas_root mkdir -p ${mp} && as_root chown "$(id -u):$(id -g)" ${mp} && test -w ${mp}`,
     );
     if (s.code === 0) return { name, ok: true, detail: `created ${where} with sudo` };
   }
