@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CURRENT_LOG, type LogFileStream, logFileNumbers, openLogFile } from './log-file.js';
+import { type LogFileStream, openLogFile } from './log-file.js';
+import { CURRENT_LOG, logFileNumbers } from './log-names.js';
 
 const flush = (s: LogFileStream) => new Promise<void>((resolve, reject) => s.flush((e) => (e ? reject(e) : resolve())));
 

@@ -3,12 +3,10 @@
 // Writes go through pino's own destination, synchronously: the agent logs state changes, not traffic, and a line
 // written before a crash is then on disk, in the file its size accounting says. A rotation reopens the destination
 // on the next file.
-import { mkdirSync, readdirSync, renameSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
+import { mkdirSync, renameSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DestinationStream, pino } from 'pino';
-
-export const LOG_FILE = 'tether';
-export const CURRENT_LOG = 'current.log';
+import { CURRENT_LOG, logFileName, logFileNumbers } from './log-names.js';
 
 export interface LogFileOptions {
   dir: string;
@@ -21,26 +19,6 @@ export interface LogFileOptions {
 /** A destination with pino's flush, for a clean exit. */
 export interface LogFileStream extends DestinationStream {
   flush(cb?: (err?: Error) => void): void;
-}
-
-export function logFileName(n: number): string {
-  return `${LOG_FILE}.${n}.log`;
-}
-
-/** The numbers of the log files in `dir`, ascending. */
-export function logFileNumbers(dir: string): number[] {
-  const re = new RegExp(`^${LOG_FILE}\\.(\\d+)\\.log$`);
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names
-    .map((name) => re.exec(name))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]))
-    .sort((a, b) => a - b);
 }
 
 /**

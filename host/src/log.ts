@@ -3,22 +3,9 @@
 // worker thread, so the agent's memory stays small).
 import { type DestinationStream, type Logger, pino } from 'pino';
 import { openLogFile } from './log-file.js';
+import type { Component } from './log-names.js';
 
 export type { Logger } from 'pino';
-export { CURRENT_LOG, LOG_FILE } from './log-file.js';
-
-export const COMPONENTS = [
-  'agent',
-  'ssh',
-  'link',
-  'forward',
-  'mount',
-  'sftp',
-  'watch',
-  'control',
-  'provision',
-] as const;
-export type Component = (typeof COMPONENTS)[number];
 
 export interface LogOptions {
   /** Directory for rotated files; absent: JSON lines to stdout. */

@@ -7,7 +7,8 @@ import type { Info } from '@tether/protocol';
 import type { Config } from '../config/schema.js';
 import { ForwardEngine } from '../forward/engine.js';
 import { AgentLink } from '../link/index.js';
-import { type Component, CURRENT_LOG, componentLogger, type Logger } from '../log.js';
+import { componentLogger, type Logger } from '../log.js';
+import { type Component, CURRENT_LOG } from '../log-names.js';
 import {
   type AgentApi,
   type AgentEvent,

@@ -1,3 +1,5 @@
+// First: ssh2 must see the pooled random fill when it loads.
+import '../ssh/random-pool.js';
 import { Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';

@@ -1,7 +1,7 @@
 // How the CLI fails: exit codes (0 ok, 1 failure, 2 usage) and one clear line on stderr; a stack trace only with
 // TETHER_DEBUG=1. Commands throw CliError (or any Error) and never call process.exit themselves.
 import { basename, dirname } from 'node:path';
-import { ConfigError } from '../config/load.js';
+import { ConfigError } from '../config/errors.js';
 import { AgentNotRunningError } from '../control/client.js';
 
 export const EXIT_OK = 0;

@@ -1,7 +1,7 @@
 // `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]`, `--socket GUEST:HOST`, and matching an
 // rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
 import { isIP } from 'node:net';
-import { expandHome } from '../config/load.js';
+import { expandHome } from '../config/paths.js';
 import type { ForwardSpec, ForwardView } from '../model.js';
 import { UsageError } from './errors.js';
 

@@ -4,7 +4,7 @@
 // agent owns writing.
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-file.js';
+import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-names.js';
 import { type LoggedError, problemMessage } from '../model.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };

@@ -1,8 +1,6 @@
 #!/usr/bin/env node
 // `tether`: runs the command tree and maps outcomes to exit codes (0 ok, 1 failure, 2 usage); errors are one line on
 // stderr (a stack trace only with TETHER_DEBUG=1).
-// First: ssh2 must see the pooled random fill when it loads.
-import '../ssh/random-pool.js';
 import { CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportError } from './errors.js';
 import { buildProgram } from './program.js';

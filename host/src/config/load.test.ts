@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from './load.js';
+import { ConfigError } from './errors.js';
+import { parseConfig } from './load.js';
 
 // Guest paths in tether.yaml: `~` means the SSH user's home in the guest, which only the guest knows. (The rest of
 // loading is covered by test/config-load.test.ts.)

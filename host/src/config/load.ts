@@ -6,6 +6,8 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { ConfigError, type ConfigProblem } from './errors.js';
+import { expandHome } from './paths.js';
 import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
 
 /** A config after loading: paths expanded, mounts defaulted. */
@@ -17,24 +19,6 @@ export type LoadedConfig = Config & {
 
 /** Mounts used when tether.yaml has no `mounts` key: the host's home directory, read-only. */
 export const DEFAULT_MOUNTS = [{ location: '~', writable: false }] as const;
-
-/** One problem in a config file; `message` is the full one-line description. */
-export interface ConfigProblem {
-  path: string;
-  line: number | null;
-  column: number | null;
-  message: string;
-}
-
-export class ConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly problems: ConfigProblem[],
-  ) {
-    super(problems.map((p) => p.message).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
 
 export function loadConfig(file: string): LoadedConfig {
   let text: string;
@@ -236,17 +220,6 @@ function keyNode(doc: Document, parentPath: readonly Key[], key: Key): unknown {
     return pair?.key;
   }
   return typeof key === 'number' ? doc.getIn([...parentPath, key], true) : undefined;
-}
-
-/**
- * `~` and `~/x` → the host user's home; relative paths are taken from the config file's directory. Host paths only:
- * a guest mountPoint keeps its `~`, which only the guest can expand (host/src/mount/guest-path.ts).
- */
-export function expandHome(p: string, base?: string): string {
-  if (p === '~') return homedir();
-  if (p.startsWith('~/')) return join(homedir(), p.slice(2));
-  if (base !== undefined && !isAbsolute(p)) return resolve(base, p);
-  return p;
 }
 
 /**

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
-import { expandHome } from '../config/load.js';
+import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import {

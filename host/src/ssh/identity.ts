@@ -1,12 +1,14 @@
 // Which private keys the SSH session offers when tether.yaml names none: like OpenSSH, the user's default key files
 // in OpenSSH's order, every one that exists and loads without a passphrase (the agent runs in the background and
 // cannot prompt). Security-key types (`*_sk`) need a token and are left out. Also checks a configured identity file.
+// First: ssh2 must see the pooled random fill when it loads.
+import './random-pool.js';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 // A default import: ssh2 is CommonJS and Node's ESM loader does not see `utils` as a named export.
 import ssh2, { type AgentAuthMethod, type PublicKeyAuthMethod } from 'ssh2';
-import { expandHome } from '../config/load.js';
+import { expandHome } from '../config/paths.js';
 import type { SshConfig } from '../config/schema.js';
 
 /** OpenSSH's default identity files (ssh_config IdentityFile), in its order. */

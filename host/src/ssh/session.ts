@@ -2,6 +2,8 @@
 // pinning, reconnect with capped exponential backoff and jitter, and explicit states. Owns the Client and the promise
 // helpers that open channels on it; it does not know what the channels are for. Per-connection users listen for
 // `connected` (a new Client each time) and rebuild their objects.
+// First: ssh2 must see the pooled random fill when it loads.
+import './random-pool.js';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -2,7 +2,7 @@
 // the last N, and following across rotation with -f. Works whether or not the agent runs.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { COMPONENTS } from '../../log.js';
+import { COMPONENTS } from '../../log-names.js';
 import { existingInstance, parsePositiveInt, withHelp } from '../context.js';
 import { follow, type LogFilter, levelNumber, tail } from '../log-reader.js';
 

@@ -1,6 +1,6 @@
 // `tether ls`: every instance under $TETHER_HOME with its SSH target, agent state, forwards and mounts.
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/load.js';
+import type { LoadedConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { instancePaths, listInstances, tetherHome } from '../../instance.js';
 import type { StatusView } from '../../model.js';
@@ -19,7 +19,7 @@ interface InstanceRow {
   error: string | null;
 }
 
-async function describe(name: string): Promise<InstanceRow> {
+async function describe(name: string, loadConfig: (file: string) => LoadedConfig): Promise<InstanceRow> {
   const paths = instancePaths(name);
   const row: InstanceRow = {
     name,
@@ -65,7 +65,8 @@ export function registerLs(program: Command): void {
       .option('--json', 'print a JSON array'),
     ['tether ls', 'tether ls --json | jq -r ".[].name"'],
   ).action(async (opts: { json?: boolean }) => {
-    const rows = await Promise.all(listInstances().map(describe));
+    const { loadConfig } = await import('../../config/load.js'); // each instance's SSH target
+    const rows = await Promise.all(listInstances().map((name) => describe(name, loadConfig)));
     if (opts.json) {
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return;

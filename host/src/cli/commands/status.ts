@@ -1,7 +1,6 @@
 // `tether status NAME`: the agent's connection state, guest agent, requirements, forward and mount summary, last
 // errors. A stopped instance is reported as such (exit 0): status describes, it does not judge — see `doctor`.
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { isAlive, isOurAgent, readPid } from '../../instance.js';
 import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
@@ -33,6 +32,7 @@ export function registerStatus(program: Command): void {
           `instance ${name}: its agent (pid ${pid}) runs but does not answer on ${paths.socket} (starting, or hung); ` +
             `try again, or \`tether down ${name}\` stops it`,
         );
+      const { loadConfig } = await import('../../config/load.js'); // only for a stopped instance
       const c = loadConfig(paths.config);
       const ssh = sshTarget(c.ssh);
       // Why it is not running, as far as its last run's log tells.

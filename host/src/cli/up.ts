@@ -1,0 +1,231 @@
+// What `tether up NAME` does (commands/up.ts registers it): writes or updates tether.yaml from the flags, starts the
+// host agent detached in the background (or in this process with --foreground), and follows the boot requirements
+// until the VM is ready or one fails.
+import type { ChildProcess } from 'node:child_process';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { copyConfigFile, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
+import { expandHome } from '../config/paths.js';
+import { AgentNotRunningError } from '../control/client.js';
+import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
+import type { RequirementView, StatusView } from '../model.js';
+import { socketAnswers, socketPathProblem } from '../socket-file.js';
+import { sshTarget } from '../ssh/target.js';
+import { spawnAgent } from './agent-spawn.js';
+import { stopAgent } from './commands/down.js';
+import type { UpOptions } from './commands/up.js';
+import { clientFor, pathsFor } from './context.js';
+import { CliError, UsageError } from './errors.js';
+import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
+import { countOf } from './render.js';
+import { parseSshTarget } from './target.js';
+
+export async function up(name: string, opts: UpOptions): Promise<void> {
+  const started = Date.now();
+  const paths = pathsFor(name);
+  const changed = prepareConfig(paths, opts);
+  const config = loadConfig(paths.config);
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const timeoutMs = opts.timeout * 1000;
+
+  if (await socketAnswers(paths.socket)) {
+    const running = await clientFor(paths)
+      .status()
+      .catch(() => null);
+    if (running?.state === 'failed') {
+      // Left by an `up` that was interrupted before the boot failed (it stops a failed agent when it sees it fail):
+      // a failed boot is not retried, so the agent is started anew.
+      const failed = running.requirements.find((r) => r.state === 'failed');
+      print(
+        `instance ${name} has an agent whose boot failed${failed ? ` (requirement ${failed.index}: ${failed.detail})` : ''}; starting it again`,
+      );
+      await stopAgent(paths, 'tether up: its boot had failed; starting it again');
+    } else {
+      // A foreground `up` is meant to be the agent (a systemd or launchd unit): reporting success would have the
+      // unit restarted in a loop.
+      if (opts.foreground)
+        throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
+      print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+      // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
+      if (running?.ssh.state === 'closed')
+        throw new CliError(
+          `its SSH connection is refused until you make the fix: ${running.ssh.lastError ?? 'see the log'}; ` +
+            `log: ${paths.currentLog}`,
+        );
+      // Changed by these flags (compared by content), or, without flags that rewrite it, edited by hand since the
+      // agent read it.
+      const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
+      const edited = !rewritten && running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
+      if (changed || edited)
+        print(
+          `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
+        );
+      // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
+      // guest since, so try now, not at the next backoff step.
+      const mountsUnmet = running?.requirements.some((r) => r.index === 5 && r.state !== 'ok');
+      const retrying =
+        (running?.state === 'degraded' || mountsUnmet) &&
+        (await clientFor(paths)
+          .retryMounts()
+          .catch(() => false));
+      if (retrying) print(`trying its failed mounts again`);
+      // A boot still under way is followed from its start; a finished one shows only what happens now.
+      const shown =
+        running && running.state !== 'starting'
+          ? running.requirements.filter((r) => !(retrying && r.index === 5))
+          : undefined;
+      const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started, shown });
+      return finish(paths, outcome, null);
+    }
+  }
+
+  checkIdentityFile(paths, config.ssh.identityFile);
+  const tooLong = socketPathProblem(paths.socket);
+  if (tooLong)
+    throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
+  print(`starting instance ${name}: ${sshTarget(config.ssh)} (log: ${paths.currentLog})`);
+  if (opts.foreground) {
+    // Loaded on demand: the agent's modules are what makes the CLI slow to start.
+    const { startAgentProcess } = await import('./agent-process.js');
+    const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
+    const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
+    // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
+    if (outcome.outcome === 'degraded') process.stderr.write(`tether: ${degradedMessage(paths, outcome)}\n`);
+    else await finish(paths, outcome, (reason) => proc.stop(reason));
+    print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
+    await proc.done;
+    return;
+  }
+
+  const child = spawnAgent(paths, { logLevel: opts.logLevel, timeoutS: opts.timeout });
+  await waitForSocket(paths, child, Math.min(timeoutMs, 30_000));
+  const outcome = await followBoot(clientFor(paths), {
+    timeoutMs: timeoutMs - (Date.now() - started),
+    print,
+    start: started,
+  });
+  await finish(paths, outcome, (reason) => stopAgent(paths, reason));
+}
+
+/**
+ * First use: tether.yaml from -c or the flags. Later: -c replaces it, flags update the ssh section. True when an
+ * existing instance's config changed.
+ */
+function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
+  const target = opts.ssh ? parseSshTarget(opts.ssh) : undefined;
+  const identityFile = opts.identity ? expandHome(opts.identity, process.cwd()) : undefined;
+  const exists = instanceExists(paths);
+  if (opts.config) {
+    const source = resolve(opts.config);
+    loadConfig(source); // refuse a broken file before it replaces a working one
+    ensureInstanceDir(paths);
+    const before = exists ? readFileSync(paths.config, 'utf8') : null;
+    copyConfigFile(source, paths.config);
+    if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
+    return before !== null && before !== readFileSync(paths.config, 'utf8');
+  }
+  if (!exists) {
+    if (!target)
+      throw new UsageError(
+        `instance ${paths.name} does not exist yet; give --ssh [USER@]HOST[:PORT] (or -c FILE) to create it`,
+      );
+    ensureInstanceDir(paths);
+    writeInitialConfig(paths.config, { ...target, identityFile });
+    process.stdout.write(`created instance ${paths.name}: ${paths.config}\n`);
+    return false;
+  }
+  ensureInstanceDir(paths);
+  return !!(target || identityFile) && updateConfigFile(paths.config, { ...target, identityFile });
+}
+
+function stdioTail(paths: InstancePaths): string {
+  try {
+    const lines = readFileSync(paths.stdioLog, 'utf8').trim().split('\n');
+    return lines.slice(-3).join(' | ');
+  } catch {
+    return '(no output)';
+  }
+}
+
+async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await socketAnswers(paths.socket))) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new CliError(
+        `the agent exited while starting (${child.exitCode ?? child.signalCode}): ${stdioTail(paths)}; see ${paths.stdioLog}`,
+      );
+    if (Date.now() > deadline)
+      throw new CliError(`the agent did not open ${paths.socket} within ${timeoutMs / 1000}s; see ${paths.stdioLog}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A key file that cannot be read is named here, not reported later as a guest that cannot be reached. */
+function checkIdentityFile(paths: InstancePaths, file: string | undefined): void {
+  if (!file) return;
+  try {
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new CliError(`${paths.config}: ssh.identityFile ${file} cannot be read (${code}); give another with -i`);
+  }
+}
+
+/** Reports the boot's outcome; on failure stops the agent with `stop` (null: leave it, it was running already). */
+async function finish(
+  paths: InstancePaths,
+  outcome: BootOutcome,
+  /** Stops the agent of a boot that failed; `reason` is what failed. */
+  stop: ((reason: string) => Promise<unknown>) | null,
+): Promise<void> {
+  if (outcome.outcome === 'ready') {
+    const s = outcome.status;
+    process.stdout.write(
+      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
+    );
+    return;
+  }
+  if (outcome.outcome === 'degraded') throw new CliError(degradedMessage(paths, outcome));
+  let message: string;
+  if (outcome.outcome === 'gone') {
+    const pid = readPid(paths);
+    message = `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
+  } else {
+    const r = outcome.requirement;
+    const linkDown = !r && outcome.status?.state === 'degraded' && outcome.status.link?.up === false;
+    const what = r
+      ? `requirement ${r.index} of ${r.total} (${r.name})`
+      : linkDown
+        ? 'the link to the guest agent'
+        : 'the agent';
+    message =
+      outcome.outcome === 'failed'
+        ? `${what} failed: ${r?.detail ?? 'see the log'}`
+        : `timed out waiting for ${what}${timeoutReason(outcome.status, r)}`;
+  }
+  if (stop && outcome.outcome !== 'gone') {
+    await stop(`tether up: ${message}`).catch((err: Error) => {
+      if (!(err instanceof AgentNotRunningError)) message += `; stopping the agent failed too: ${err.message}`;
+    });
+    message += ' (agent stopped)';
+  }
+  throw new CliError(`${message}; log: ${paths.currentLog}`);
+}
+
+/** A failed requirement the agent runs on without: what failed, that forwards work, and how to follow or stop it. */
+function degradedMessage(paths: InstancePaths, outcome: Extract<BootOutcome, { outcome: 'degraded' }>): string {
+  const r = outcome.requirement;
+  const s = outcome.status;
+  return (
+    `requirement ${r.index} of ${r.total} (${r.name}) failed: ${r.detail ?? 'see the log'}; the agent keeps running ` +
+    `degraded (pid ${s.pid}, ${countOf(s.forwards.forwarding, 'forward')} up) and retries by itself: ` +
+    `\`tether status ${paths.name}\` follows it, \`tether down ${paths.name}\` stops it; log: ${paths.currentLog}`
+  );
+}
+
+/** Why a requirement is still waiting: its own detail, else the SSH layer's last error (requirements 1 and 2). */
+function timeoutReason(status: StatusView | null, r: RequirementView | null): string {
+  if (!r && status?.state === 'degraded' && status.link?.up === false) return `: ${linkDownReason(status)}`;
+  const why = r?.detail ?? (r && r.index <= 2 ? status?.ssh.lastError : null);
+  return why ? `: ${why}` : '';
+}
