@@ -87,6 +87,20 @@ describe.skipIf(!canRunTestbed()).each(['builtin', 'openssh'] as const)('mount p
     expect(statSync(host('target')).nlink).toBe(2);
   });
 
+  it('passes symlink targets through as they are: absolute, and with ..', async () => {
+    // node_modules/.bin, npm's local packages and Python venvs make such links; sshfs builds that contain symlinks
+    // by default refuse to read them (EPERM).
+    await guest(tb(), `cd ${mp()} && mkdir -p pkg/bin && echo run > pkg/tool && ln -s ../tool pkg/bin/up`);
+    await guest(tb(), `ln -s ${mp()}/pkg/tool ${mp()}/abs`);
+    expect(readlinkSync(host('pkg/bin/up'))).toBe('../tool');
+    expect((await guest(tb(), `readlink ${mp()}/pkg/bin/up ${mp()}/abs`)).split('\n')).toEqual([
+      '../tool',
+      `${mp()}/pkg/tool`,
+      '',
+    ]);
+    expect(await guest(tb(), `cat ${mp()}/pkg/bin/up ${mp()}/abs`)).toBe('run\nrun\n');
+  });
+
   it('changes modes and times', async () => {
     await guest(tb(), `cd ${mp()} && echo x > modes && chmod 640 modes && touch -m -d @1000000000 modes`);
     const st = statSync(host('modes'));

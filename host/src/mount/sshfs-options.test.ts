@@ -18,7 +18,15 @@ describe('sshfs command', () => {
     const config = MountConfig.parse({ location: "/tmp/it's $HOME", mountPoint: '/mnt/x y' });
     const cmd = sshfsCommand(config, '/var/mnt/x y', 'printf MARK');
     expect(cmd).toContain(`':/tmp/it'\\''s $HOME'`);
-    expect(cmd).toMatch(/^mkdir -p '\/var\/mnt\/x y' && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/);
+    expect(cmd).toMatch(
+      /^mkdir -p '\/var\/mnt\/x y' && x=\$\(.+\) && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/,
+    );
     expect(shellQuote('plain/path-1.txt')).toBe('plain/path-1.txt');
+  });
+  it('adds no_contain_symlinks where sshfs has it, before the user extras', () => {
+    const config = MountConfig.parse({ location: '/a', sshfs: ['contain_symlinks'] });
+    const cmd = sshfsCommand(config, '/a', 'true');
+    expect(cmd).toContain('x=$(sshfs -h 2>&1 | grep -qw no_contain_symlinks && echo ,no_contain_symlinks || true)');
+    expect(cmd).toContain('dcache_timeout=2"$x",contain_symlinks :/a');
   });
 });

@@ -40,6 +40,15 @@ export const BASE_OPTIONS = [
   // other than the SSH user may use a writable mount; the host decides with the host user's rights.
 ];
 
+/**
+ * Symlink targets pass through as they are. sshfs builds patched for CVE-2026-47187 (Debian 12's 3.7.3-1.2~deb12u1
+ * and later) refuse absolute targets and targets with `..` by default (`contain_symlinks`): node_modules/.bin, npm's
+ * local packages, git and Python venvs break on the mount. That default guards a client against a hostile server;
+ * here the server is the user's own host. Older sshfs rejects the option, so the guest adds it only where `sshfs -h`
+ * lists it, before the user's extras (which can turn it back on).
+ */
+const SYMLINKS_AS_THEY_ARE = 'no_contain_symlinks';
+
 /** Staleness vs speed; see the numbers at the top. */
 export const CACHE_OPTIONS: readonly string[] = ['dcache_timeout=2'];
 
@@ -68,6 +77,11 @@ export function sshfsCommand(
   cacheOptions?: readonly string[],
 ): string {
   const mp = shellQuote(guestPath);
-  const opts = shellQuote(sshfsOptions(mount, cacheOptions).join(','));
-  return `mkdir -p ${mp} && ${printMarker} && exec sshfs -f -o ${opts} ${shellQuote(`:${mount.location}`)} ${mp}`;
+  const ours = shellQuote([...BASE_OPTIONS, ...(cacheOptions ?? CACHE_OPTIONS)].join(','));
+  const theirs = mount.sshfs.length ? shellQuote(`,${mount.sshfs.join(',')}`) : '';
+  const probe = `sshfs -h 2>&1 | grep -qw ${SYMLINKS_AS_THEY_ARE} && echo ,${SYMLINKS_AS_THEY_ARE} || true`;
+  return (
+    `mkdir -p ${mp} && x=$(${probe}) && ${printMarker} && ` +
+    `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`
+  );
 }

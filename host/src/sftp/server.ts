@@ -27,6 +27,7 @@ import {
   type BigIntStatsFs,
   constants as C,
   chmodSync,
+  closeSync,
   fchmodSync,
   fchownSync,
   fstatSync,
@@ -47,7 +48,6 @@ import {
   type Stats,
   statfsSync,
   symlinkSync,
-  truncateSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -453,6 +453,20 @@ function applyAttrs(
   if (a.uid !== undefined && a.gid !== undefined) ops.chown(a.uid, a.gid);
 }
 
+/**
+ * truncate(2) by path as OpenSSH's sftp-server does it: it needs write permission only. Node's truncateSync opens the
+ * file for reading and writing, which a write-only file (mode 0200) refuses.
+ */
+function truncatePath(host: string | Buffer, size: number): void {
+  // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking the session; regular files ignore it.
+  const fd = openSync(host, C.O_WRONLY | C.O_NONBLOCK);
+  try {
+    ftruncateSync(fd, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function opSetstat(s: Session, r: PacketReader, id: number): Reply {
   const path = r.path();
   const attrs = readAttrs(r);
@@ -460,7 +474,7 @@ function opSetstat(s: Session, r: PacketReader, id: number): Reply {
   if (isMarkerTouch(attrs)) return ok(id);
   const host = fsPath(s.paths.resolve(path, true));
   applyAttrs(s, 'setstat', attrs, {
-    truncate: (size) => truncateSync(host, size),
+    truncate: (size) => truncatePath(host, size),
     chmod: (mode) => chmodSync(host, mode),
     utimes: (at, mt) => lutimesSync(host, at, mt),
     chown: (uid, gid) => lchownSync(host, uid, gid),
@@ -480,7 +494,7 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
   applyAttrs(s, EXT.LSETSTAT, attrs, {
     truncate: (size) => {
       notOnLink('truncate');
-      truncateSync(host, size);
+      truncatePath(host, size);
     },
     chmod: (mode) => {
       notOnLink('chmod');
