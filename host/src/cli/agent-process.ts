@@ -47,7 +47,7 @@ export async function startAgentProcess(
   ignoreStdioErrors();
   const log = await createLogger({ dir: paths.logs, level: opts.logLevel });
   const agentLog = componentLogger(log, 'agent');
-  agentLog.info({ pid: process.pid, config: paths.config }, `host agent for ${paths.name} starting`);
+  agentLog.info({ config: paths.config }, `host agent for ${paths.name} starting`);
 
   const { agent, ready } = await runAgent(paths.name, config, {
     instanceDir: paths.dir,

@@ -141,6 +141,11 @@ describe('control API', () => {
       status: 409,
       message: 'socket busy',
     });
+    // Without proto, a body with a guestSocket is a unix forward (the fake agent refuses those as busy).
+    await expect(client.addForward({ guestSocket: '/a', hostSocket: '/b' } as never)).rejects.toMatchObject({
+      status: 409,
+      message: 'socket busy',
+    });
     expect(await raw('POST', '/v1/forwards', '{not json')).toMatchObject({ status: 400 });
     expect(await raw('GET', '/v1/nothing')).toEqual({
       status: 404,

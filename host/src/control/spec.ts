@@ -23,11 +23,11 @@ export const ForwardSpecSchema = z.union([
 
 /** Parses a ForwardSpec; throws an Error whose message lists every problem as `field: message`. */
 export function parseForwardSpec(body: unknown): ForwardSpec {
-  // `proto` picks the shape, so it is checked first (the union alone would only say "Invalid input"); a port
-  // forward without one is TCP, as for `tether forward add`.
+  // `proto` picks the shape, so it is checked first (the union alone would only say "Invalid input"); without one, a
+  // body naming a guestSocket is a unix forward and any other a TCP one, as for `tether forward add`.
   if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
     const { proto } = body as { proto?: unknown };
-    if (proto === undefined && !('guestSocket' in body)) body = { ...body, proto: 'tcp' };
+    if (proto === undefined) body = { ...body, proto: 'guestSocket' in body ? 'unix' : 'tcp' };
     else if (proto !== 'tcp' && proto !== 'udp' && proto !== 'unix')
       throw new Error(`invalid forward: proto: expected "tcp", "udp" or "unix", got ${JSON.stringify(proto)}`);
   }

@@ -269,7 +269,7 @@ export class AgentLink extends EventEmitter {
       this.lastError = null;
       this.blocked = null;
       this.log.info(
-        { agent: hello?.agent, pid: info.pid, socket: this.opts.socket, listeners: snapshot.listeners.length },
+        { agent: hello?.agent, guestPid: info.pid, socket: this.opts.socket, listeners: snapshot.listeners.length },
         `agent link up: ${hello?.agent} pid ${info.pid} at ${this.opts.socket}`,
       );
       this.emit('up', info);
