@@ -144,7 +144,8 @@ export interface StatusView {
   guest: GuestView | null;
   /** The link to the guest agent over SSH: whether it is up, and why it last failed. */
   /** `outdated`: why the guest agent in use is not this host's build (replacing it failed or did not help). */
-  link: { up: boolean; lastError: string | null; outdated: string | null };
+  /** `socket`: the guest agent's socket in the guest (guestAgent.socket, or the login user's own: provisioning). */
+  link: { up: boolean; lastError: string | null; outdated: string | null; socket: string };
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };
   mounts: Record<MountState, number> & { total: number };

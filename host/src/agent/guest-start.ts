@@ -8,8 +8,9 @@ import { ensureGuestAgent, readManifest } from '../provision/index.js';
 import type { SshSession } from '../ssh/index.js';
 
 /**
- * Makes tether-guest run in the guest; resolves with a one-line summary once its socket answers. `replace`: an agent
- * answers but is to be replaced by this host's build (restarted even when the installed copy is current).
+ * Makes tether-guest run in the guest; resolves with a one-line summary and the socket it answers on once it does.
+ * `replace`: an agent answers but is to be replaced by this host's build (restarted even when the installed copy is
+ * current).
  */
 export async function startGuestAgent(
   ssh: SshSession,
@@ -17,9 +18,9 @@ export async function startGuestAgent(
   bundleDir: string,
   log: Logger,
   replace = false,
-): Promise<string> {
-  const result = await ensureGuestAgent(ssh, config, bundleDir, log, { replace });
-  return result.summary;
+): Promise<{ summary: string; socket: string }> {
+  const { summary, socket } = await ensureGuestAgent(ssh, config, bundleDir, log, { replace });
+  return { summary, socket };
 }
 
 /**

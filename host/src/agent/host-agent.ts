@@ -138,8 +138,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       ensureAgent: provision ? (_reason, replace) => this.provision(replace).then(() => undefined) : undefined,
       outdated: (info, build) => outdatedAgent(info, build, this.bundleDir),
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
-      explainOpenFailure: async (err) =>
-        (await streamLocalRefusal(this.ssh, config.guestAgent.socket, err))?.message ?? null,
+      explainOpenFailure: async (err) => (await streamLocalRefusal(this.ssh, this.link.socket, err))?.message ?? null,
     });
     this.engine = new ForwardEngine({
       ssh: this.ssh,
@@ -169,7 +168,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
         reconnects: this.ssh.reconnects,
       },
       guest: this.link.info ? guestView(this.link.info, this.link.build) : null,
-      link: { up: this.link.up, lastError: this.link.lastError, outdated: this.link.outdated },
+      link: {
+        up: this.link.up,
+        lastError: this.link.lastError,
+        outdated: this.link.outdated,
+        socket: this.link.socket,
+      },
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,
       mounts,
@@ -519,7 +523,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private provision(replace = false): Promise<string> {
     this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), replace)
       .then(
-        (summary) => {
+        ({ summary, socket }) => {
+          this.link.useSocket(socket);
           this.provisionSummary = summary;
           return summary;
         },
@@ -539,7 +544,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
    * once when the link is blocked (sshd refuses the channel to a running agent): provisioning cannot help then.
    */
   private waitProvisioned(timeoutMs: number): Promise<string> {
-    if (this.link.up) return Promise.resolve(`already running at ${this.config.guestAgent.socket}`);
+    if (this.link.up) return Promise.resolve(`already running at ${this.link.socket}`);
     if (this.link.blocked) return Promise.reject(new Error(this.link.blocked));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -549,7 +554,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
           ),
         timeoutMs,
       );
-      const onUp = () => finish(null, this.provisionSummary ?? `already running at ${this.config.guestAgent.socket}`);
+      const onUp = () => finish(null, this.provisionSummary ?? `already running at ${this.link.socket}`);
       // A provisioning failure is final for this requirement; the link keeps retrying for later.
       const onFailed = (err: Error) =>
         finish(

@@ -59,7 +59,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     for (const name of ['guest agent', 'port scanner']) add(skip(name, 'needs a working SSH login'));
   } else {
     try {
-      const guest = await checkGuestAgent(ssh.client, config);
+      // Where the running agent found the guest agent (provisioning may have moved it to the user's own socket).
+      const guest = await checkGuestAgent(ssh.client, config, agent.guestSocket ?? config.guestAgent.socket);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
@@ -128,9 +129,13 @@ export function forwardProblem(f: ForwardView): CheckResult {
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }
 
-async function checkAgent(
-  paths: InstancePaths,
-): Promise<{ result: CheckResult; link?: CheckResult; forwards: ForwardView[] | null; mounts?: MountView[] }> {
+async function checkAgent(paths: InstancePaths): Promise<{
+  result: CheckResult;
+  link?: CheckResult;
+  forwards: ForwardView[] | null;
+  mounts?: MountView[];
+  guestSocket?: string;
+}> {
   const name = 'host agent';
   const pid = readPid(paths);
   let status: StatusView;
@@ -164,7 +169,13 @@ async function checkAgent(
   // Only for an agent that serves: a failed or starting one is the problem itself, and says why below.
   const serving = status.state === 'ready' || status.state === 'degraded';
   if (serving && status.ssh.state === 'connected' && status.link?.up === false)
-    return { result: ok(name, detail), link: linkDown(paths, status), forwards, mounts };
+    return {
+      result: ok(name, detail),
+      link: linkDown(paths, status),
+      forwards,
+      mounts,
+      guestSocket: status.link.socket,
+    };
   const result =
     status.state === 'ready'
       ? ok(name, detail)
@@ -173,7 +184,7 @@ async function checkAgent(
           `${detail}${status.ssh.lastError ? `, last ssh error: ${status.ssh.lastError}` : ''}`,
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
-  return { result, forwards, mounts };
+  return { result, forwards, mounts, guestSocket: status.link?.socket };
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
@@ -275,8 +286,7 @@ async function probeSsh(
   return { results, client };
 }
 
-async function checkGuestAgent(client: Client, config: LoadedConfig): Promise<CheckResult[]> {
-  const socket = config.guestAgent.socket;
+async function checkGuestAgent(client: Client, config: LoadedConfig, socket: string): Promise<CheckResult[]> {
   const fix =
     config.guestAgent.provision === 'auto'
       ? 'tether down NAME && tether up NAME (provisioning starts it), or in the guest: sudo systemctl restart tether-guest'

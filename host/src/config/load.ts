@@ -8,7 +8,15 @@ import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parse
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { expandHome } from './paths.js';
-import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
+import {
+  Config,
+  DEFAULT_GUEST_SOCKET,
+  GuestAgentConfig,
+  MountConfig,
+  PortRule,
+  SocketRule,
+  SshConfig,
+} from './schema.js';
 
 /** A config after loading: paths expanded, mounts defaulted. */
 export type LoadedConfig = Config & {
@@ -267,7 +275,7 @@ export function writeInitialConfig(file: string, o: ConfigOverrides & { user: st
   if (o.identityFile) ssh.identityFile = o.identityFile;
   const doc = new Document({
     ssh,
-    guestAgent: { socket: '/run/tether/agent.sock', provision: 'auto' },
+    guestAgent: { socket: DEFAULT_GUEST_SOCKET, provision: 'auto' },
     portForwards: [],
   });
   doc.commentBefore = ` ${HEADER.replaceAll('\n', '\n ')}`;

@@ -3,6 +3,12 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
+/**
+ * The guest agent's socket unless tether.yaml names another (guest/src/agent/socket.ts serves on the same by
+ * default). A login user without root or sudo gets one in its install directory instead (provision/ensure.ts).
+ */
+export const DEFAULT_GUEST_SOCKET = '/run/tether/agent.sock';
+
 const port = z.number().int().min(1).max(65_535);
 const portRange = z.tuple([port, port]).refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
 const ip = z.string().refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
@@ -37,7 +43,7 @@ export const SshConfig = z
 export const GuestAgentConfig = z
   .object({
     /** Unix socket of tether-guest inside the guest. */
-    socket: z.string().min(1).default('/run/tether/agent.sock'),
+    socket: z.string().min(1).default(DEFAULT_GUEST_SOCKET),
     /** auto: upload and start/install the guest agent when missing or outdated; never: expect it to run. */
     provision: z.enum(['auto', 'never']).default('auto'),
     /** Guest directory the agent is uploaded to (relative paths, and `~/...`, are under the SSH user's home). */

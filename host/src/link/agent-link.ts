@@ -87,6 +87,7 @@ export class AgentLink extends EventEmitter {
   private lastEnsure = Number.NEGATIVE_INFINITY;
   /** A replacement was tried on this SSH connection. */
   private replaceTried = false;
+  private socketPath: string;
   private readonly abort = new AbortController();
   private readonly onConnected = () => this.restart();
   private readonly onDisconnected = (reason: string) => this.peer?.close(`ssh connection lost: ${reason}`);
@@ -97,6 +98,19 @@ export class AgentLink extends EventEmitter {
   ) {
     super();
     this.log = opts.logger;
+    this.socketPath = opts.socket;
+  }
+
+  /** The guest agent's socket: `socket` from the options until provisioning moves it (useSocket). */
+  get socket(): string {
+    return this.socketPath;
+  }
+
+  /** The agent was started on another socket (the login user's own: provision/ensure.ts agentSocket). */
+  useSocket(path: string): void {
+    if (path === this.socketPath) return;
+    this.log.info({ socket: path, was: this.socketPath }, `guest agent socket is ${path}`);
+    this.socketPath = path;
   }
 
   start(): void {
@@ -157,7 +171,7 @@ export class AgentLink extends EventEmitter {
         () =>
           settle(
             new Error(
-              `guest agent at ${this.opts.socket} not answering after ${timeoutMs} ms: ${this.lastError ?? 'no link yet'}`,
+              `guest agent at ${this.socket} not answering after ${timeoutMs} ms: ${this.lastError ?? 'no link yet'}`,
             ),
           ),
         timeoutMs,
@@ -203,7 +217,7 @@ export class AgentLink extends EventEmitter {
   private async session(gen: number): Promise<'was-up' | 'failed' | 'blocked'> {
     let channel: Awaited<ReturnType<SshSession['openStreamLocal']>>;
     try {
-      channel = await this.ssh.openStreamLocal(this.opts.socket);
+      channel = await this.ssh.openStreamLocal(this.socket);
     } catch (err) {
       const message = (err as Error).message;
       if (err instanceof SshNotConnectedError) {
@@ -255,7 +269,7 @@ export class AgentLink extends EventEmitter {
       const hello = await Promise.race([
         peer.ready,
         sleep(setupTimeout, null, { ref: false }).then(() => {
-          throw new Error(`no hello from ${this.opts.socket} within ${setupTimeout} ms`);
+          throw new Error(`no hello from ${this.socket} within ${setupTimeout} ms`);
         }),
       ]);
       const info = await peer.request('info', {});
@@ -269,8 +283,8 @@ export class AgentLink extends EventEmitter {
       this.lastError = null;
       this.blocked = null;
       this.log.info(
-        { agent: hello?.agent, guestPid: info.pid, socket: this.opts.socket, listeners: snapshot.listeners.length },
-        `agent link up: ${hello?.agent} pid ${info.pid} at ${this.opts.socket}`,
+        { agent: hello?.agent, guestPid: info.pid, socket: this.socket, listeners: snapshot.listeners.length },
+        `agent link up: ${hello?.agent} pid ${info.pid} at ${this.socket}`,
       );
       this.emit('up', info);
       this.applySnapshot(peer, snapshot);
@@ -288,7 +302,7 @@ export class AgentLink extends EventEmitter {
     this.info = null;
     this.lastError = reason;
     this.lastErrorAt = Date.now();
-    this.log.warn({ reason, socket: this.opts.socket }, `agent link down: ${reason}`);
+    this.log.warn({ reason, socket: this.socket }, `agent link down: ${reason}`);
     this.emit('down', reason);
     return 'was-up';
   }
@@ -297,8 +311,8 @@ export class AgentLink extends EventEmitter {
     if (message !== this.lastError) {
       // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
       const expected = this.lastEnsure === Number.NEGATIVE_INFINITY && this.opts.ensureAgent !== undefined;
-      if (expected) this.log.info({ socket: this.opts.socket }, message);
-      else this.log.warn({ socket: this.opts.socket }, message);
+      if (expected) this.log.info({ socket: this.socket }, message);
+      else this.log.warn({ socket: this.socket }, message);
     }
     this.lastError = message;
     this.lastErrorAt = Date.now();
@@ -311,14 +325,14 @@ export class AgentLink extends EventEmitter {
     try {
       return await explain(err);
     } catch (checkErr) {
-      this.log.debug({ err: checkErr }, `cannot tell why ${this.opts.socket} does not answer`);
+      this.log.debug({ err: checkErr }, `cannot tell why ${this.socket} does not answer`);
       return null;
     }
   }
 
   private noteBlocked(message: string): void {
     if (message !== this.blocked) {
-      this.log.error({ socket: this.opts.socket }, message);
+      this.log.error({ socket: this.socket }, message);
       this.blocked = message;
       this.lastError = message;
       this.lastErrorAt = Date.now();
@@ -331,7 +345,7 @@ export class AgentLink extends EventEmitter {
     if (!ensure || performance.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000)) return;
     this.lastEnsure = performance.now();
     try {
-      this.log.info({ socket: this.opts.socket, reason }, 'guest agent not answering; starting it');
+      this.log.info({ socket: this.socket, reason }, 'guest agent not answering; starting it');
       await ensure(reason);
     } catch (err) {
       this.noteFailure(`cannot start the guest agent: ${(err as Error).message}`);
@@ -354,12 +368,12 @@ export class AgentLink extends EventEmitter {
     if (this.replaceTried) {
       if (this.outdated === null) {
         this.outdated = `${reason}, though it was replaced on this SSH connection`;
-        this.log.warn({ socket: this.opts.socket }, this.outdated);
+        this.log.warn({ socket: this.socket }, this.outdated);
       }
       return false;
     }
     this.replaceTried = true;
-    this.log.info({ socket: this.opts.socket, reason }, `${reason}; replacing it`);
+    this.log.info({ socket: this.socket, reason }, `${reason}; replacing it`);
     peer.close(`replacing the guest agent: ${reason}`);
     if (this.peer === peer) this.peer = null;
     this.lastEnsure = performance.now();

@@ -7,10 +7,10 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from '../../../test/helpers/testbed.js';
 import { waitFor } from '../../../test/helpers/wait.js';
-import { Config } from '../config/schema.js';
+import { Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
-import { chooseArtefact, ensureGuestAgent, seaLibcProblem } from './ensure.js';
+import { agentSocket, chooseArtefact, ensureGuestAgent, seaLibcProblem } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
@@ -99,6 +99,22 @@ describe('seaLibcProblem', () => {
     expect(seaLibcProblem('glibc 3.0')).toBeNull();
     expect(seaLibcProblem('glibc 2.17')).toBe('it needs glibc 2.28 or newer, and the guest has glibc 2.17');
     expect(seaLibcProblem('')).toMatch(/needs glibc, and the guest has none \(musl/);
+  });
+});
+
+describe('agentSocket', () => {
+  const user = { root: false, sudo: false, socketDirWritable: false, dir: '/home/me/.tether-guest/', dirError: null };
+
+  it('moves the default socket into the install directory for a user without root or sudo', () => {
+    expect(agentSocket(DEFAULT_GUEST_SOCKET, user)).toBe('/home/me/.tether-guest/agent.sock');
+  });
+
+  it('keeps the default where root is to be had or its directory is writable, and a socket tether.yaml names', () => {
+    for (const privilege of [{ root: true }, { sudo: true }, { socketDirWritable: true }])
+      expect(agentSocket(DEFAULT_GUEST_SOCKET, { ...user, ...privilege })).toBe(DEFAULT_GUEST_SOCKET);
+    expect(agentSocket('/srv/agent.sock', user)).toBe('/srv/agent.sock');
+    // No install directory to put it in: the default stays, and provisioning says what to fix.
+    expect(agentSocket(DEFAULT_GUEST_SOCKET, { ...user, dirError: 'Permission denied' })).toBe(DEFAULT_GUEST_SOCKET);
   });
 });
 

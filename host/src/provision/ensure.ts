@@ -2,11 +2,12 @@
 // this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
 // single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
 // (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
-// process. When the agent's socket does not answer because sshd refuses unix-socket forwarding
+// process, with its socket in the install directory when the default one needs privileges the login user lacks.
+// When the agent's socket does not answer because sshd refuses unix-socket forwarding
 // (ssh/guest-socket.ts), it fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the
 // remote shell snippets; it uses the SSH session given to it and never opens its own.
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
-import type { Config } from '../config/schema.js';
+import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { type ExecResult, streamLocalRefusal } from '../ssh/index.js';
 import { shellQuote as q } from '../ssh/shell-quote.js';
@@ -29,6 +30,8 @@ export interface ProvisionResult {
   artefact: 'bundle' | GuestArch;
   /** One line for logs and `tether up`, e.g. "uploaded tether-guest.cjs, started in background (no systemd)". */
   summary: string;
+  /** Where the agent answers: guestAgent.socket, or the login user's own (agentSocket). */
+  socket: string;
 }
 
 export interface ProvisionOptions {
@@ -87,16 +90,20 @@ export async function ensureGuestAgent(
   opts: ProvisionOptions = {},
 ): Promise<ProvisionResult> {
   const manifest = readManifest(bundleDir);
-  const { socket } = config.guestAgent;
-  const openError = await socketError(shell, socket);
-  if (openError) {
-    // A running agent behind an sshd that refuses the channel looks like a dead one; reinstalling or restarting it
-    // would only take the working agent down and end in a timeout.
-    const refused = await streamLocalRefusal(shell, socket, openError);
-    if (refused) throw refused;
-  }
+  let socket = config.guestAgent.socket;
+  let openError = await answerOrWhyNot(shell, socket);
   const facts = await probe(shell, config);
   log.info({ ...facts, installed: facts.installed.map((i) => `${i.path} ${i.hash}`) }, 'guest probed');
+  const own = agentSocket(socket, facts);
+  if (openError && own !== socket) {
+    log.info(
+      { socket: own, configured: socket },
+      `${config.ssh.user} can neither create ${socket} nor use sudo -n (or doas -n): the guest agent's socket is ${own}`,
+    );
+    socket = own;
+    facts.socketDirWritable = true; // the install directory, which the probe created
+    openError = await answerOrWhyNot(shell, socket);
+  }
   // Its agent stopped because the guest is going down: the link comes back after the reboot by itself.
   if (facts.systemState === 'stopping')
     throw new Error('the guest is shutting down; nothing to start until it is back');
@@ -125,7 +132,7 @@ export async function ensureGuestAgent(
         `set guestAgent.socket to a path ${user} can write, e.g. ${facts.dir}/agent.sock`,
     );
   }
-  const base = { version: manifest.version, hash: manifest.hash, artefact };
+  const base = { version: manifest.version, hash: manifest.hash, artefact, socket };
   const current = facts.installed.find(
     (i) => i.hash === manifest.hash && (i.kind === 'bundle') === (artefact === 'bundle'),
   );
@@ -202,6 +209,35 @@ export async function ensureGuestAgent(
     return r.stdout.trim().split('\n').join(' | ');
   });
   return { ...base, actions, summary: notes.join(', ') };
+}
+
+/**
+ * The socket the agent is to serve on. The default one's directory (/run/tether) takes root to create: a login user
+ * without root or passwordless sudo (a container-like guest, a test sshd) gets its own in the install directory, as
+ * Lima keeps a user's sockets in a directory of its own. A socket tether.yaml names is used as it is, and fails with
+ * the fix when the user cannot create it.
+ */
+export function agentSocket(
+  configured: string,
+  facts: Pick<GuestFacts, 'root' | 'sudo' | 'socketDirWritable' | 'dir' | 'dirError'>,
+): string {
+  const privileged = facts.root || facts.sudo || facts.socketDirWritable;
+  if (configured !== DEFAULT_GUEST_SOCKET || privileged || facts.dirError !== null || facts.dir === '')
+    return configured;
+  return `${facts.dir.replace(/\/$/, '')}/agent.sock`;
+}
+
+/**
+ * Null when the agent answers on `socket`, else why not. Throws when sshd refuses the channel: a running agent behind
+ * such an sshd looks like a dead one, and reinstalling or restarting it would only take it down and end in a timeout.
+ */
+async function answerOrWhyNot(shell: GuestShell, socket: string): Promise<Error | null> {
+  const openError = await socketError(shell, socket);
+  if (openError) {
+    const refused = await streamLocalRefusal(shell, socket, openError);
+    if (refused) throw refused;
+  }
+  return openError;
 }
 
 /**
