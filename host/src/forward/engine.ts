@@ -1,9 +1,8 @@
 // The forwarding engine: reconciles the desired forwards (guest listeners from the agent link, static rules from
-// tether.yaml, runtime adds) into host bindings and keeps each forward's state. Host bindings are keyed by host
-// address and shared (ref-counted) when several guest listeners map to the same one (guest 0.0.0.0:80 and :::80 both
-// land on host 127.0.0.1:80 and [::1]:80). Owns forward states, their one log line per change, conflict retries, the
-// looks at unix forwards' guest sockets (so their state is true before a client connects) and the cap; the sockets
-// themselves live in tcp.ts, udp.ts and unix.ts.
+// tether.yaml, runtime adds) into host bindings and keeps each forward's state. Owns the forwards: which one a guest
+// listener becomes (its rule, folded into an explicit forward of its port, left out by the cap), their states and
+// one log line per change. The shared host bindings and their bind retries live in host-bindings.ts, unix forwards'
+// looks at their guest sockets in socket-look.ts, and the sockets themselves in tcp.ts, udp.ts and unix.ts.
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
@@ -17,18 +16,18 @@ import {
   type ForwardState,
   type ForwardView,
 } from '../model.js';
-import {
-  ChannelOpenError,
-  OPEN_ADMINISTRATIVELY_PROHIBITED,
-  type SshSession,
-  socketOpenFailure,
-} from '../ssh/index.js';
-import { type ForwardStats, formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import { ChannelOpenError, OPEN_ADMINISTRATIVELY_PROHIBITED, type SshSession } from '../ssh/index.js';
+import { type ForwardStats, formatAddr, type HostBinding, type Route } from './binding.js';
+import { type BindingView, bindingKey, HostBindings, RETRYING } from './host-bindings.js';
+import { explicitId, listenerId, unixId } from './ids.js';
 import { OpenGate } from './open-gate.js';
-import { DEFAULT_HOST_IPS, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
+import { hostIPsOf, matchRule, type RuleDecision } from './rules.js';
+import { SocketLook } from './socket-look.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
+
+export { listenerId } from './ids.js';
 
 export interface ForwardEngineOptions {
   ssh: SshSession;
@@ -48,7 +47,7 @@ export interface ForwardEngineOptions {
 }
 
 type Proto = 'tcp' | 'udp' | 'unix';
-type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
+type StateAndError = { state: ForwardState; error: string | null };
 
 interface Forward {
   id: string;
@@ -69,20 +68,8 @@ interface Forward {
    * login user's to open); null once one opens.
    */
   refused: string | null;
-  /**
-   * Unix socket forwards: the look at the guest socket that is running (a probe, or a diagnosis after a failed open;
-   * one at a time), when the last diagnosis ended, channels opened so far, the next look while the forward shows a
-   * cause (so it clears without a client trying) with its delay, and whether the first look settled (until then the
-   * forward is not listed: it would show `forwarding` for a socket that may not exist).
-   */
-  diagnosis: {
-    look: Promise<void> | null;
-    at: number;
-    opens: number;
-    recheck: NodeJS.Timeout | null;
-    recheckMs: number;
-    looked: boolean;
-  };
+  /** Unix socket forwards: the look at the guest socket (null for ports). */
+  look: SocketLook | null;
   /** When a failed connection was last warned about, and how many failed since without a line. */
   openWarn: { at: number; suppressed: number };
   /** Takes each channel open's outcome (GuestTarget.opened). */
@@ -93,62 +80,10 @@ interface Forward {
   since: Date;
 }
 
-interface BindingEntry {
-  key: string;
-  binding: HostBinding;
-  refs: Set<Forward>;
-  status: BindStatus;
-  error: string | null;
-  retryDelay: number;
-  timer: NodeJS.Timeout | null;
-  closed: boolean;
-  /** Settles after the first listen attempt. */
-  settled: Promise<void>;
-}
-
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
 const GUEST_LISTENER_FACTOR = 4;
 /** At most one warning per forward this often about connections that could not be forwarded. */
 const OPEN_WARN_INTERVAL_MS = 5_000;
-
-/** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
-const DIAGNOSE_INTERVAL_MS = 5_000;
-/**
- * While no client tries, a forward in error looks again by itself, backing off to this: each look is an exec channel
- * (a login shell in the guest), and a socket that never comes (docker not installed) must not cost more than that.
- */
-const RECHECK_MAX_MS = 60_000;
-/**
- * How long setting up a unix forward (`forward add`, start, SSH back) waits for the look at its guest socket before it
- * shows a state anyway: a stalled SSH connection must not hold `forward add` until keepalive gives up on it.
- */
-const LOOK_WAIT_MS = 10_000;
-
-const PRIVILEGED_HINT =
-  'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
-
-/** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
-const TRANSIENT_BIND_ERRORS = new Set(['EADDRNOTAVAIL', 'EMFILE', 'ENFILE', 'ENOBUFS']);
-const RETRYING = '; retrying';
-
-/** A host without IPv6 (or without that loopback) will not get it later: not worth retrying every few seconds. */
-function noLoopbackHere(code: string, addr: string): boolean {
-  return code === 'EADDRNOTAVAIL' && (addr.startsWith('[::1]:') || addr.startsWith('127.'));
-}
-
-/** The proto, host IP and port of a binding key (`tcp/127.0.0.1:8080`, `udp/[::1]:53`); null for unix sockets. */
-function hostAddrOfKey(key: string): { proto: string; ip: string; port: number } | null {
-  const m = /^(tcp|udp)\/\[?([^\]]*?)\]?:(\d+)$/.exec(key);
-  return m ? { proto: m[1], ip: m[2], port: Number(m[3]) } : null;
-}
-
-/** Two host addresses of one port that cannot both be bound: the same, or a wildcard and an address of its family. */
-function overlaps(a: string, b: string): boolean {
-  if (a === b) return true;
-  const v6 = (ip: string) => ip.includes(':');
-  if (v6(a) !== v6(b)) return false;
-  return a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::';
-}
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
 export class DuplicateForwardError extends Error {
@@ -163,46 +98,14 @@ export class DuplicateForwardError extends Error {
   }
 }
 
-export function listenerId(l: { proto: string; ip: string; port: number }): string {
-  return `${l.proto}/${formatAddr(l.ip, l.port)}`;
-}
-
-/**
- * Static and runtime forwards share the id of the guest listener when they use the same host port (they take its
- * place); one to another host port is a forward of its own beside the detected one. `hostIP` qualifies the id with
- * the one host address: the caller asks for it only when the plain id is another explicit forward's (the same guest
- * port on a second host address).
- */
-function explicitId(proto: string, ip: string, guestPort: number, hostPort: number, hostIP?: string): string {
-  const id = listenerId({ proto, ip, port: guestPort });
-  if (hostIP) return `${id}->${formatAddr(hostIP, hostPort)}`;
-  return hostPort === guestPort ? id : `${id}->${hostPort}`;
-}
-
-/** Host IPs of an explicit forward: the rule's or spec's one address, else both loopbacks. */
-function hostIPsOf(hostIP: string | undefined): string[] {
-  return hostIP ? [hostIP] : [...DEFAULT_HOST_IPS];
-}
-
-/**
- * Where a connection for a forward is sent: a wildcard is reached through a loopback. `::` usually accepts
- * both families, so a host client keeps its own family, with the other loopback to try when that one fails: a
- * guest with IPv6 turned off by sysctl has no ::1, and a `::` socket with IPV6_V6ONLY takes no IPv4.
- */
-function guestTargetIP(ip: string, family: 4 | 6, explicit: boolean): { guestIP: string; fallbackIP?: string } {
-  const a = unmapIPv4(ip);
-  if (a === '0.0.0.0') return { guestIP: '127.0.0.1' };
-  if (a === '::')
-    return family === 4 ? { guestIP: '127.0.0.1', fallbackIP: '::1' } : { guestIP: '::1', fallbackIP: '127.0.0.1' };
-  // A forward asked for by port (`forward add 8080:5173`, a static rule) means the guest's localhost in whichever
-  // family its server took: a dev server bound to `localhost` often listens on ::1 only.
-  if (explicit && (a === '127.0.0.1' || a === '::1'))
-    return { guestIP: a, fallbackIP: a === '::1' ? '127.0.0.1' : '::1' };
-  return { guestIP: a };
-}
-
-function familyOf(ip: string): 4 | 6 {
-  return unmapIPv4(ip).includes(':') ? 6 : 4;
+/** Why a TCP forward's channels fail when the guest's sshd prohibits them, with what to change there. */
+function sshdRefusal(err: ChannelOpenError): string {
+  return (
+    `the guest's sshd refuses the channel (${err.message}): set AllowTcpForwarding yes (or local), no PermitOpen ` +
+    'that excludes this port, and DisableForwarding no in its sshd_config (and any Match block for this user), ' +
+    'check the key has no restrict or no-port-forwarding option in authorized_keys, reload sshd, then tether ' +
+    'down and up'
+  );
 }
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
@@ -213,7 +116,7 @@ export class ForwardEngine extends EventEmitter {
   private readonly folded = new Map<string, Forward>();
   readonly udp: UdpFlows;
   private readonly forwardsById = new Map<string, Forward>();
-  private readonly bindings = new Map<string, BindingEntry>();
+  private readonly bindings: HostBindings<Forward>;
   private readonly userIgnored = new Set<string>();
   /** The guest's listeners as last reported, so a detected forward can come back when an explicit one goes. */
   private readonly guestListeners = new Map<string, Listener>();
@@ -244,6 +147,12 @@ export class ForwardEngine extends EventEmitter {
     this.socketRules = opts.portForwards.filter(isSocketRule);
     this.opens = new OpenGate(opts.channelOpenConcurrency ?? 64);
     this.udp = new UdpFlows({ logger: opts.logger, idleMs: opts.udpIdleMs });
+    this.bindings = new HostBindings({
+      log: this.log,
+      retryInitialMs: opts.retryInitialMs,
+      retryMaxMs: opts.retryMaxMs,
+      onChange: (f) => this.refresh(f),
+    });
   }
 
   /** Sets up static TCP rules and unix socket forwards; resolves when their first bind attempts settled. */
@@ -337,7 +246,7 @@ export class ForwardEngine extends EventEmitter {
     this.sshDown = reason && `ssh connection down: ${reason}`;
     for (const f of this.forwardsById.values()) {
       if (f.source === 'detected' || f.ignored) continue;
-      if (reason === null && f.proto === 'unix' && f.bindingKeys.length > 0) void this.resumeUnix(f);
+      if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
       else {
         f.suspended = this.sshDown;
         this.refresh(f);
@@ -349,8 +258,8 @@ export class ForwardEngine extends EventEmitter {
    * SSH is back: a unix forward looks at its guest socket before it leaves `suspended`, so it does not show
    * `forwarding` for a service that stopped meanwhile.
    */
-  private async resumeUnix(f: Forward): Promise<void> {
-    await this.settleLook(f);
+  private async resumeUnix(f: Forward, look: SocketLook): Promise<void> {
+    await look.settle();
     f.suspended = this.sshDown; // null unless SSH dropped again meanwhile
     this.refresh(f);
   }
@@ -376,7 +285,7 @@ export class ForwardEngine extends EventEmitter {
 
   async add(spec: ForwardSpec): Promise<ForwardView> {
     if (spec.proto === 'unix') {
-      const id = `unix/${spec.guestSocket}`;
+      const id = unixId(spec.guestSocket);
       this.refuseDuplicate(id);
       const holder = this.unixHolder(expandHome(spec.hostSocket));
       if (holder) throw new DuplicateForwardError(holder.id, holder.source, `host socket ${spec.hostSocket}`);
@@ -388,7 +297,7 @@ export class ForwardEngine extends EventEmitter {
     // Another added or static forward on the same host address: two explicit claims, as `ssh -L` twice would be.
     for (const ip of hostIPsOf(spec.hostIP)) {
       const addr = formatAddr(ip, spec.hostPort);
-      for (const holder of this.bindings.get(`${spec.proto}/${addr}`)?.refs ?? []) {
+      for (const holder of this.bindings.refs(bindingKey(spec.proto, addr))) {
         if (holder.source !== 'detected') throw new DuplicateForwardError(holder.id, holder.source, `host ${addr}`);
       }
     }
@@ -419,8 +328,8 @@ export class ForwardEngine extends EventEmitter {
   private async keepIfBound(id: string): Promise<ForwardView> {
     const view = this.view(id)!;
     if (view.state !== 'error' && view.state !== 'privileged') return view;
-    const bound = this.forwardsById.get(id)?.bindingKeys.some((k) => this.bindings.get(k)?.status === 'bound');
-    if (bound) return view;
+    const keys = this.forwardsById.get(id)?.bindingKeys ?? [];
+    if (this.bindings.of(keys).some((e) => e.status === 'bound')) return view;
     await this.remove(id);
     const why =
       view.state === 'privileged'
@@ -470,12 +379,12 @@ export class ForwardEngine extends EventEmitter {
     this.stopped = true;
     this.udp.stop();
     this.opens.clear('the forward engine stopped');
-    const closing = [...this.bindings.values()].map((e) => this.closeEntry(e));
-    this.bindings.clear();
+    const closing = this.bindings.stop();
+    for (const f of this.forwardsById.values()) f.look?.stop();
     this.forwardsById.clear();
     this.detectedForwards = 0;
     this.ignoredForwards = 0;
-    await Promise.all(closing);
+    await closing;
   }
 
   // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
@@ -530,7 +439,7 @@ export class ForwardEngine extends EventEmitter {
 
   /** The unix socket forward whose host socket file is `hostSocket`, if any. */
   private unixHolder(hostSocket: string): Forward | undefined {
-    return this.bindings.get(`unix/${hostSocket}`)?.refs.values().next().value;
+    return this.bindings.refs(bindingKey('unix', hostSocket)).values().next().value;
   }
 
   /** explicitId, qualified by the host address when the plain id is already another explicit forward's. */
@@ -603,7 +512,7 @@ export class ForwardEngine extends EventEmitter {
   /** The explicit forward of the listener's guest port bound to one of these host addresses, if any. */
   private explicitHolding(l: Listener, hostIPs: readonly string[], hostPort: number): Forward | undefined {
     for (const ip of hostIPs) {
-      for (const f of this.bindings.get(`${l.proto}/${formatAddr(ip, hostPort)}`)?.refs ?? []) {
+      for (const f of this.bindings.refs(bindingKey(l.proto, formatAddr(ip, hostPort)))) {
         if (f.source !== 'detected' && f.guestPort === l.port) return f;
       }
     }
@@ -631,14 +540,7 @@ export class ForwardEngine extends EventEmitter {
       ignored: null,
       suspended: source === 'detected' ? null : this.sshDown,
       refused: null,
-      diagnosis: {
-        look: null,
-        at: Number.NEGATIVE_INFINITY,
-        opens: 0,
-        recheck: null,
-        recheckMs: DIAGNOSE_INTERVAL_MS,
-        looked: proto !== 'unix',
-      },
+      look: null,
       openWarn: { at: -Infinity, suppressed: 0 },
       opened: (err) => this.channelOpened(f, err),
       stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
@@ -656,23 +558,22 @@ export class ForwardEngine extends EventEmitter {
    * socket's failures all look alike from here, so the socket is looked at in the guest (socketOpenFailure).
    */
   private channelOpened(f: Forward, err: Error | null): void {
-    if (err) this.warnOpenFailure(f, err);
     if (!err) {
-      f.diagnosis.opens++;
-      if (f.refused === null) return;
-      f.refused = null;
-    } else if (f.proto === 'unix') {
-      this.diagnoseSocket(f, err);
-      return;
-    } else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
-      f.refused =
-        `the guest's sshd refuses the channel (${err.message}): set AllowTcpForwarding yes (or local), no PermitOpen ` +
-        'that excludes this port, and DisableForwarding no in its sshd_config (and any Match block for this user), ' +
-        'check the key has no restrict or no-port-forwarding option in authorized_keys, reload sshd, then tether ' +
-        'down and up';
-    } else {
+      f.look?.opened();
+      this.show(f, null);
       return;
     }
+    this.warnOpenFailure(f, err);
+    if (f.look) f.look.failed(err);
+    else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
+      this.show(f, sshdRefusal(err));
+    }
+  }
+
+  /** The forward shows `cause` as why its channels fail (null: they open). */
+  private show(f: Forward, cause: string | null): void {
+    if (cause === f.refused) return;
+    f.refused = cause;
     this.refresh(f);
   }
 
@@ -695,95 +596,6 @@ export class ForwardEngine extends EventEmitter {
     );
     w.at = now;
     w.suppressed = 0;
-  }
-
-  /** A failed open: the guest socket is looked at, unless a look is running or one ended recently. */
-  private diagnoseSocket(f: Forward, err: Error): void {
-    const d = f.diagnosis;
-    if (!(err instanceof ChannelOpenError) || d.look) return;
-    if (f.refused && performance.now() - d.at < DIAGNOSE_INTERVAL_MS) return;
-    void this.look(f, () => this.examineSocket(f, err));
-  }
-
-  /** Runs `run` as the forward's look at its guest socket, or joins the one running: one at a time per forward. */
-  private look(f: Forward, run: () => Promise<void>): Promise<void> {
-    const d = f.diagnosis;
-    d.look ??= run().finally(() => {
-      d.look = null;
-    });
-    return d.look;
-  }
-
-  /** Why channels to the guest socket fail, from an exec channel (socketOpenFailure); the forward shows it. */
-  private async examineSocket(f: Forward, err: Error): Promise<void> {
-    const d = f.diagnosis;
-    const opens = d.opens;
-    const cause = await socketOpenFailure(this.opts.ssh, f.guestAddr, err).catch((e: Error) => {
-      this.log.debug({ forward: f.id, err: e.message }, `cannot look at guest socket ${f.guestAddr}: ${e.message}`);
-      return f.refused; // no news: keep what it shows
-    });
-    d.at = performance.now();
-    // A channel that opened meanwhile says more than the look did.
-    if (d.opens === opens && cause !== f.refused) {
-      f.refused = cause;
-      this.refresh(f);
-    }
-    if (f.refused) this.scheduleRecheck(f, err);
-  }
-
-  /**
-   * Opens a channel to the guest socket and closes it at once, as a client's connect and close would: a listening
-   * socket sees one connection that ends without a byte (harmless for docker.sock and the like, which serve one
-   * request per connection anyway). When the open fails, the socket is examined for why. Joins a running look.
-   */
-  private probeSocket(f: Forward): Promise<void> {
-    return this.look(f, async () => {
-      let channel: { destroy(): void };
-      try {
-        channel = await this.opts.ssh.openStreamLocal(f.guestAddr);
-      } catch (err) {
-        // Not connected: the forward is suspended, and looks again once SSH is back.
-        if (err instanceof ChannelOpenError) await this.examineSocket(f, err);
-        return;
-      }
-      channel.destroy();
-      this.channelOpened(f, null);
-    });
-  }
-
-  /**
-   * A unix forward just set up (or SSH back): its state waits for a probe of the guest socket, for at most
-   * LOOK_WAIT_MS (the probe goes on after that and updates the state when it ends).
-   */
-  private async settleLook(f: Forward): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, LOOK_WAIT_MS);
-      timer.unref();
-    });
-    await Promise.race([this.probeSocket(f), waited]);
-    clearTimeout(timer);
-    f.diagnosis.looked = true;
-  }
-
-  /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
-  private scheduleRecheck(f: Forward, err: Error): void {
-    const d = f.diagnosis;
-    if (d.recheck) clearTimeout(d.recheck);
-    d.recheck = setTimeout(() => {
-      d.recheck = null;
-      if (!f.refused || this.stopped || this.forwardsById.get(f.id) !== f) {
-        d.recheckMs = DIAGNOSE_INTERVAL_MS;
-        return;
-      }
-      d.recheckMs = Math.min(d.recheckMs * 2, RECHECK_MAX_MS);
-      // While SSH is down there is nothing to look at: wait for it.
-      if (f.suspended) this.scheduleRecheck(f, err);
-      // Not through diagnoseSocket: its rate limit is this timer's own interval, which a timer can undercut by a
-      // fraction of a millisecond, and a recheck skipped there would never be scheduled again.
-      else void this.look(f, () => this.examineSocket(f, err));
-    }, d.recheckMs);
-    d.recheck.unref();
   }
 
   private createPortForward(
@@ -811,7 +623,7 @@ export class ForwardEngine extends EventEmitter {
       return Promise.resolve();
     }
     const settled = hostIPs.map((ip) =>
-      this.acquire(f, `${proto}/${formatAddr(ip, hostPort)}`, (route) =>
+      this.acquire(f, bindingKey(proto, formatAddr(ip, hostPort)), (route) =>
         proto === 'tcp'
           ? new TcpBinding(ip, hostPort, route, { ssh: this.opts.ssh, opens: this.opens, log: this.log })
           : new UdpBinding(ip, hostPort, route, this.udp, this.log),
@@ -821,8 +633,10 @@ export class ForwardEngine extends EventEmitter {
   }
 
   private async createUnixForward(source: ForwardSource, guestSocket: string, hostSocket: string): Promise<void> {
-    const id = `unix/${guestSocket}`;
+    const id = unixId(guestSocket);
     const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
+    const look = new SocketLook(f, { ssh: this.opts.ssh, log: this.log, show: (cause) => this.show(f, cause) });
+    f.look = look;
     f.hostAddrs = [hostSocket];
     this.forwardsById.set(id, f);
     // One host socket file serves one guest socket: a second forward there would send its clients to the first's.
@@ -837,17 +651,17 @@ export class ForwardEngine extends EventEmitter {
     }
     await this.acquire(
       f,
-      `unix/${hostSocket}`,
+      bindingKey('unix', hostSocket),
       () => new UnixBinding(hostSocket, guestSocket, f, { ssh: this.opts.ssh, log: this.log }),
     );
-    await this.settleLook(f);
+    await look.settle();
     this.refresh(f);
   }
 
   private drop(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
-    if (f.diagnosis.recheck) clearTimeout(f.diagnosis.recheck);
+    f.look?.stop();
     if (f.source === 'detected' && f.ignored) {
       this.ignoredForwards--;
       this.admitCapped('ignored');
@@ -869,173 +683,42 @@ export class ForwardEngine extends EventEmitter {
 
   // ── host bindings ─────────────────────────────────────────────────────────────────────────────────────────────
 
+  /** `f` uses the host binding at `key` (see HostBindings.acquire). */
   private acquire(f: Forward, key: string, make: (route: Route) => HostBinding): Promise<void> {
     f.bindingKeys.push(key);
-    const existing = this.bindings.get(key);
-    if (existing) {
-      existing.refs.add(f);
-      return existing.settled.then(() => this.refreshRefs(existing));
-    }
-    const entry = {
-      key,
-      refs: new Set([f]),
-      status: 'pending',
-      error: null,
-      retryDelay: this.opts.retryInitialMs ?? 250,
-      timer: null,
-      closed: false,
-    } as unknown as BindingEntry;
-    entry.binding = make((family) => this.route(entry, family));
-    this.bindings.set(key, entry);
-    entry.settled = this.attempt(entry);
-    return entry.settled;
+    return this.bindings.acquire(f, key, make);
   }
 
   private release(f: Forward): void {
-    for (const key of f.bindingKeys) {
-      const entry = this.bindings.get(key);
-      if (!entry) continue;
-      entry.refs.delete(f);
-      if (entry.refs.size === 0) {
-        this.bindings.delete(key);
-        void this.closeEntry(entry);
-      } else {
-        // A forward that waited for this host port (another guest port) may own it now.
-        this.refreshRefs(entry);
-      }
-    }
+    this.bindings.release(f, f.bindingKeys);
     f.bindingKeys = [];
-  }
-
-  /**
-   * The forward a shared host binding serves. Guest listeners on one port (0.0.0.0 and :: alike) share it; a forward
-   * to another guest port cannot, and waits in `conflict` until the owner goes. An explicit forward (static rule,
-   * forward add) owns the port before a detected one: the operator asked for that host port.
-   */
-  private owner(entry: BindingEntry): Forward | undefined {
-    let first: Forward | undefined;
-    for (const f of entry.refs) {
-      if (f.ignored) continue;
-      if (f.source !== 'detected') return f;
-      first ??= f;
-    }
-    return first;
-  }
-
-  private closeEntry(entry: BindingEntry): Promise<void> {
-    entry.closed = true;
-    if (entry.timer) clearTimeout(entry.timer);
-    return entry.binding.close().catch((err: Error) => {
-      this.log.warn({ address: entry.binding.address }, `closing ${entry.binding.address} failed: ${err.message}`);
-    });
-  }
-
-  /** Among the owner's guest port, prefers a listener of the binding's own family (guest ::1 for host [::1]). */
-  private route(entry: BindingEntry, family: 4 | 6): GuestTarget | null {
-    const owner = this.owner(entry);
-    let pick: Forward | undefined;
-    for (const f of entry.refs) {
-      if (f.ignored || f.guestPort !== owner?.guestPort) continue;
-      pick ??= f;
-      if (familyOf(f.guestIP) === family) {
-        pick = f;
-        break;
-      }
-    }
-    if (!pick) return null;
-    const { id, guestPort, stats, opened } = pick;
-    return { id, ...guestTargetIP(pick.guestIP, family, pick.source !== 'detected'), guestPort, stats, opened };
-  }
-
-  private attempt(entry: BindingEntry): Promise<void> {
-    entry.status = 'pending';
-    return entry.binding.listen().then(
-      () => {
-        if (entry.closed || this.stopped) {
-          void entry.binding.close();
-          return;
-        }
-        entry.status = 'bound';
-        entry.error = null;
-        entry.retryDelay = this.opts.retryInitialMs ?? 250;
-        this.refreshRefs(entry);
-      },
-      (err: NodeJS.ErrnoException) => {
-        if (entry.closed || this.stopped) return;
-        const addr = entry.binding.address;
-        if (err.code === 'EADDRINUSE') {
-          entry.status = 'conflict';
-          entry.error = `host address ${addr} is in use by ${this.holderOf(entry)}; retrying until it is free`;
-          this.scheduleRetry(entry);
-        } else if (err.code === 'EACCES') {
-          entry.status = 'privileged';
-          entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
-        } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code) && !noLoopbackHere(err.code, addr)) {
-          // An address that comes with a VPN or Wi-Fi later, or file descriptors that free up: worth another try.
-          entry.status = 'error';
-          entry.error = `cannot listen on ${addr}: ${err.message}${RETRYING}`;
-          this.scheduleRetry(entry);
-        } else {
-          entry.status = 'error';
-          entry.error = `cannot listen on ${addr}: ${err.message}`;
-        }
-        this.refreshRefs(entry);
-      },
-    );
-  }
-
-  /**
-   * Who holds the host address a binding could not get: one of tether's own forwards when it listens on the same
-   * port where the addresses overlap (a wildcard and a specific address of one family), else another process.
-   */
-  private holderOf(entry: BindingEntry): string {
-    const mine = hostAddrOfKey(entry.key);
-    if (mine) {
-      for (const other of this.bindings.values()) {
-        if (other === entry || other.status !== 'bound') continue;
-        const theirs = hostAddrOfKey(other.key);
-        if (!theirs || theirs.proto !== mine.proto || theirs.port !== mine.port || !overlaps(mine.ip, theirs.ip))
-          continue;
-        const holder = this.owner(other);
-        if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
-      }
-    }
-    return 'another process';
-  }
-
-  private scheduleRetry(entry: BindingEntry): void {
-    const max = this.opts.retryMaxMs ?? 5_000;
-    const delay = Math.round(entry.retryDelay * (0.75 + Math.random() * 0.5));
-    entry.retryDelay = Math.min(max, entry.retryDelay * 2);
-    entry.timer = setTimeout(() => {
-      entry.timer = null;
-      if (!entry.closed) void this.attempt(entry);
-    }, delay);
   }
 
   // ── states ────────────────────────────────────────────────────────────────────────────────────────────────────
 
-  private refreshRefs(entry: BindingEntry): void {
-    for (const f of entry.refs) this.refresh(f);
-  }
-
-  private computeState(f: Forward): { state: ForwardState; error: string | null } | null {
+  /** The forward's state, or null while it has none to show yet (its first bind attempt or look is running). */
+  private computeState(f: Forward): StateAndError | null {
     if (f.ignored) return { state: 'ignored', error: f.ignored };
-    const entries = f.bindingKeys.map((k) => this.bindings.get(k)).filter((e): e is BindingEntry => !!e);
     // Refused before any host binding was made (its host socket is another forward's).
     if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
-    const settled = entries.filter((e) => e.status !== 'pending');
-    if (settled.length === 0) return null; // first bind attempt still running
+    const entries = this.bindings.of(f.bindingKeys);
+    if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
-    if (!f.diagnosis.looked) return null; // a unix forward's first look at its guest socket is running
+    if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
     if (f.refused) return { state: 'error', error: f.refused };
+    return this.bindingsState(f, entries);
+  }
+
+  /** What the forward's host bindings make its state: who holds them, which are bound and why the others are not. */
+  private bindingsState(f: Forward, entries: BindingView<Forward>[]): StateAndError {
     const taken = entries.flatMap((e) => {
-      const owner = this.owner(e);
+      const owner = this.bindings.owner(e);
       return owner && owner.guestPort !== f.guestPort
         ? [`host ${e.binding.address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`]
         : [];
     });
     if (taken.length) return { state: 'conflict', error: taken.join('; ') };
+    const settled = entries.filter((e) => e.status !== 'pending');
     const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
     const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
     // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the

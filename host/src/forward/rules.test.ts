@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PortRule } from '../config/schema.js';
-import { type GuestListenerAddr, matchRule, type RuleDecision } from './rules.js';
+import { type GuestListenerAddr, guestTargetIP, matchRule, type RuleDecision } from './rules.js';
 
 const rule = (r: Record<string, unknown>) => PortRule.parse(r);
 const both = ['127.0.0.1', '::1'];
@@ -119,4 +119,19 @@ describe('matchRule', () => {
       }
     });
   }
+});
+
+describe('guestTargetIP', () => {
+  it('reaches a wildcard through a loopback, a :: one in the client family first', () => {
+    expect(guestTargetIP('0.0.0.0', 6, false)).toEqual({ guestIP: '127.0.0.1' });
+    expect(guestTargetIP('::', 4, false)).toEqual({ guestIP: '127.0.0.1', fallbackIP: '::1' });
+    expect(guestTargetIP('::', 6, false)).toEqual({ guestIP: '::1', fallbackIP: '127.0.0.1' });
+  });
+
+  it("tries the other loopback only for a forward asked for by port, which means the guest's localhost", () => {
+    expect(guestTargetIP('::ffff:127.0.0.1', 4, true)).toEqual({ guestIP: '127.0.0.1', fallbackIP: '::1' });
+    expect(guestTargetIP('::1', 6, true)).toEqual({ guestIP: '::1', fallbackIP: '127.0.0.1' });
+    expect(guestTargetIP('::1', 6, false)).toEqual({ guestIP: '::1' });
+    expect(guestTargetIP('192.168.5.15', 4, true)).toEqual({ guestIP: '192.168.5.15' });
+  });
 });

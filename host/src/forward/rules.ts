@@ -1,4 +1,5 @@
-// Which host address a guest listener is forwarded to, with Lima's rule semantics. Pure: no I/O, no state.
+// Which host address a guest listener is forwarded to, with Lima's rule semantics, and which guest address a host
+// connection for it is sent to. Pure: no I/O, no state.
 // Order: the built-in ignore of the guest's sshd port, then the configured rules (first match wins), then the
 // default rule (guest loopback or wildcard → host 127.0.0.1 and ::1, same port). Non-loopback guest addresses are
 // forwarded only when a rule says so.
@@ -44,6 +45,31 @@ export function isLocalhost(ip: string): boolean {
   return a === '127.0.0.1' || a === '::1';
 }
 
+export function familyOf(ip: string): 4 | 6 {
+  return unmapIPv4(ip).includes(':') ? 6 : 4;
+}
+
+/** Host IPs of a rule or an added forward: its one address, else both loopbacks. */
+export function hostIPsOf(hostIP: string | undefined): string[] {
+  return hostIP ? [hostIP] : [...DEFAULT_HOST_IPS];
+}
+
+/**
+ * Where a connection for a forward is sent: a wildcard is reached through a loopback. `::` usually accepts
+ * both families, so a host client keeps its own family, with the other loopback to try when that one fails: a
+ * guest with IPv6 turned off by sysctl has no ::1, and a `::` socket with IPV6_V6ONLY takes no IPv4.
+ */
+export function guestTargetIP(ip: string, family: 4 | 6, explicit: boolean): { guestIP: string; fallbackIP?: string } {
+  const a = unmapIPv4(ip);
+  if (a === '0.0.0.0') return { guestIP: '127.0.0.1' };
+  if (a === '::')
+    return family === 4 ? { guestIP: '127.0.0.1', fallbackIP: '::1' } : { guestIP: '::1', fallbackIP: '127.0.0.1' };
+  // A forward asked for by port (`forward add 8080:5173`, a static rule) means the guest's localhost in whichever
+  // family its server took: a dev server bound to `localhost` often listens on ::1 only.
+  if (explicit && isLocalhost(a)) return { guestIP: a, fallbackIP: a === '::1' ? '127.0.0.1' : '::1' };
+  return { guestIP: a };
+}
+
 function guestRange(rule: PortRule): [number, number] {
   return rule.guestPortRange ?? (rule.guestPort !== undefined ? [rule.guestPort, rule.guestPort] : ALL_PORTS);
 }
@@ -78,7 +104,7 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts
     const offset = l.port - guestRange(rule)[0];
     return {
       action: 'forward',
-      hostIPs: rule.hostIP ? [rule.hostIP] : [...DEFAULT_HOST_IPS],
+      hostIPs: hostIPsOf(rule.hostIP),
       hostPort: hostRange(rule)[0] + offset,
     };
   }

@@ -1,0 +1,263 @@
+// The host bindings table: the host addresses the forwards listen on (TCP and UDP ports, unix socket files), keyed by
+// address and shared, ref-counted, when several forwards map to the same one (guest 0.0.0.0:80 and :::80 both land on
+// host 127.0.0.1:80 and [::1]:80). Owns each binding's listen attempts and what their failures mean (a busy address
+// is a conflict, retried with backoff until it is free; EACCES wants privileges; errors that may pass are retried),
+// and which forward a shared binding serves. The forwards' states stay the engine's: the table tells it, through
+// onChange, whenever a binding's forwards may show something else.
+import type { Logger } from '../log.js';
+import type { ForwardSource } from '../model.js';
+import type { GuestTarget, HostBinding, Route } from './binding.js';
+import { familyOf, guestTargetIP } from './rules.js';
+
+export type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
+
+/** What the table needs of a forward that uses a binding. */
+export interface BindingRef extends Pick<GuestTarget, 'id' | 'guestPort' | 'stats' | 'opened'> {
+  source: ForwardSource;
+  guestIP: string;
+  /** Why it is ignored: an ignored forward neither owns a binding nor is routed to. */
+  ignored: string | null;
+}
+
+interface BindingEntry<F> {
+  key: string;
+  binding: HostBinding;
+  /** The forwards that use it. */
+  refs: Set<F>;
+  status: BindStatus;
+  /** Why it is not bound (or, retrying, not yet); null while bound. */
+  error: string | null;
+  retryDelay: number;
+  timer: NodeJS.Timeout | null;
+  closed: boolean;
+  /** Settles after the first listen attempt. */
+  settled: Promise<void>;
+}
+
+/** What the engine sees of one binding. */
+export type BindingView<F> = Readonly<Pick<BindingEntry<F>, 'binding' | 'refs' | 'status' | 'error'>>;
+
+export interface HostBindingsOptions<F> {
+  log: Logger;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** A binding's status or owner changed: forward `f`, which uses it, may show another state. */
+  onChange: (f: F) => void;
+}
+
+const PRIVILEGED_HINT =
+  'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
+
+/** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
+const TRANSIENT_BIND_ERRORS = new Set(['EADDRNOTAVAIL', 'EMFILE', 'ENFILE', 'ENOBUFS']);
+export const RETRYING = '; retrying';
+
+const NONE: ReadonlySet<never> = new Set();
+
+/** The key of the binding of a host address: `tcp/127.0.0.1:8080`, `udp/[::1]:53`, `unix/<socket path>`. */
+export function bindingKey(proto: 'tcp' | 'udp' | 'unix', address: string): string {
+  return `${proto}/${address}`;
+}
+
+/** A host without IPv6 (or without that loopback) will not get it later: not worth retrying every few seconds. */
+function noLoopbackHere(code: string, addr: string): boolean {
+  return code === 'EADDRNOTAVAIL' && (addr.startsWith('[::1]:') || addr.startsWith('127.'));
+}
+
+/** The proto, host IP and port of a binding key (`tcp/127.0.0.1:8080`, `udp/[::1]:53`); null for unix sockets. */
+function hostAddrOfKey(key: string): { proto: string; ip: string; port: number } | null {
+  const m = /^(tcp|udp)\/\[?([^\]]*?)\]?:(\d+)$/.exec(key);
+  return m ? { proto: m[1], ip: m[2], port: Number(m[3]) } : null;
+}
+
+/** Two host addresses of one port that cannot both be bound: the same, or a wildcard and an address of its family. */
+function overlaps(a: string, b: string): boolean {
+  if (a === b) return true;
+  const v6 = (ip: string) => ip.includes(':');
+  if (v6(a) !== v6(b)) return false;
+  return a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::';
+}
+
+export class HostBindings<F extends BindingRef> {
+  private readonly entries = new Map<string, BindingEntry<F>>();
+  private readonly retryInitialMs: number;
+  private stopped = false;
+
+  constructor(private readonly opts: HostBindingsOptions<F>) {
+    this.retryInitialMs = opts.retryInitialMs ?? 250;
+  }
+
+  /**
+   * `f` uses the binding at `key`, which `make` creates (and the table listens on) when no forward uses it yet.
+   * Resolves once the binding's first listen attempt settled.
+   */
+  acquire(f: F, key: string, make: (route: Route) => HostBinding): Promise<void> {
+    const existing = this.entries.get(key);
+    if (existing) {
+      existing.refs.add(f);
+      return existing.settled.then(() => this.changed(existing));
+    }
+    const entry = {
+      key,
+      refs: new Set([f]),
+      status: 'pending',
+      error: null,
+      retryDelay: this.retryInitialMs,
+      timer: null,
+      closed: false,
+    } as unknown as BindingEntry<F>;
+    entry.binding = make((family) => this.route(entry, family));
+    this.entries.set(key, entry);
+    entry.settled = this.attempt(entry);
+    return entry.settled;
+  }
+
+  /** `f` no longer uses the bindings at `keys`; one that no forward uses any more is closed. */
+  release(f: F, keys: readonly string[]): void {
+    for (const key of keys) {
+      const entry = this.entries.get(key);
+      if (!entry) continue;
+      entry.refs.delete(f);
+      if (entry.refs.size === 0) {
+        this.entries.delete(key);
+        void this.closeEntry(entry);
+      } else {
+        // A forward that waited for this host port (another guest port) may own it now.
+        this.changed(entry);
+      }
+    }
+  }
+
+  /** The bindings at `keys` that exist. */
+  of(keys: readonly string[]): BindingView<F>[] {
+    return keys.map((k) => this.entries.get(k)).filter((e): e is BindingEntry<F> => !!e);
+  }
+
+  /** The forwards that use the binding at `key` (none when there is no binding there). */
+  refs(key: string): ReadonlySet<F> {
+    return this.entries.get(key)?.refs ?? NONE;
+  }
+
+  /**
+   * The forward a shared host binding serves. Guest listeners on one port (0.0.0.0 and :: alike) share it; a forward
+   * to another guest port cannot, and waits in `conflict` until the owner goes. An explicit forward (static rule,
+   * forward add) owns the port before a detected one: the operator asked for that host port.
+   */
+  owner(entry: BindingView<F>): F | undefined {
+    let first: F | undefined;
+    for (const f of entry.refs) {
+      if (f.ignored) continue;
+      if (f.source !== 'detected') return f;
+      first ??= f;
+    }
+    return first;
+  }
+
+  /** Closes every binding; listen attempts still running close theirs when they end. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const closing = [...this.entries.values()].map((e) => this.closeEntry(e));
+    this.entries.clear();
+    await Promise.all(closing);
+  }
+
+  private changed(entry: BindingEntry<F>): void {
+    for (const f of entry.refs) this.opts.onChange(f);
+  }
+
+  private closeEntry(entry: BindingEntry<F>): Promise<void> {
+    entry.closed = true;
+    if (entry.timer) clearTimeout(entry.timer);
+    return entry.binding.close().catch((err: Error) => {
+      this.opts.log.warn({ address: entry.binding.address }, `closing ${entry.binding.address} failed: ${err.message}`);
+    });
+  }
+
+  /** Among the owner's guest port, prefers a listener of the binding's own family (guest ::1 for host [::1]). */
+  private route(entry: BindingEntry<F>, family: 4 | 6): GuestTarget | null {
+    const owner = this.owner(entry);
+    let pick: F | undefined;
+    for (const f of entry.refs) {
+      if (f.ignored || f.guestPort !== owner?.guestPort) continue;
+      pick ??= f;
+      if (familyOf(f.guestIP) === family) {
+        pick = f;
+        break;
+      }
+    }
+    if (!pick) return null;
+    const { id, guestPort, stats, opened } = pick;
+    return { id, ...guestTargetIP(pick.guestIP, family, pick.source !== 'detected'), guestPort, stats, opened };
+  }
+
+  private attempt(entry: BindingEntry<F>): Promise<void> {
+    entry.status = 'pending';
+    return entry.binding.listen().then(
+      () => {
+        if (entry.closed || this.stopped) {
+          void entry.binding.close();
+          return;
+        }
+        entry.status = 'bound';
+        entry.error = null;
+        entry.retryDelay = this.retryInitialMs;
+        this.changed(entry);
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (entry.closed || this.stopped) return;
+        this.failed(entry, err);
+        this.changed(entry);
+      },
+    );
+  }
+
+  /** What a failed listen means: the binding's status and error, and whether it is tried again. */
+  private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException): void {
+    const addr = entry.binding.address;
+    if (err.code === 'EADDRINUSE') {
+      entry.status = 'conflict';
+      entry.error = `host address ${addr} is in use by ${this.holderOf(entry)}; retrying until it is free`;
+      this.scheduleRetry(entry);
+    } else if (err.code === 'EACCES') {
+      entry.status = 'privileged';
+      entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
+    } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code) && !noLoopbackHere(err.code, addr)) {
+      // An address that comes with a VPN or Wi-Fi later, or file descriptors that free up: worth another try.
+      entry.status = 'error';
+      entry.error = `cannot listen on ${addr}: ${err.message}${RETRYING}`;
+      this.scheduleRetry(entry);
+    } else {
+      entry.status = 'error';
+      entry.error = `cannot listen on ${addr}: ${err.message}`;
+    }
+  }
+
+  /**
+   * Who holds the host address a binding could not get: one of tether's own forwards when it listens on the same
+   * port where the addresses overlap (a wildcard and a specific address of one family), else another process.
+   */
+  private holderOf(entry: BindingEntry<F>): string {
+    const mine = hostAddrOfKey(entry.key);
+    if (mine) {
+      for (const other of this.entries.values()) {
+        if (other === entry || other.status !== 'bound') continue;
+        const theirs = hostAddrOfKey(other.key);
+        if (!theirs || theirs.proto !== mine.proto || theirs.port !== mine.port || !overlaps(mine.ip, theirs.ip))
+          continue;
+        const holder = this.owner(other);
+        if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
+      }
+    }
+    return 'another process';
+  }
+
+  private scheduleRetry(entry: BindingEntry<F>): void {
+    const max = this.opts.retryMaxMs ?? 5_000;
+    const delay = Math.round(entry.retryDelay * (0.75 + Math.random() * 0.5));
+    entry.retryDelay = Math.min(max, entry.retryDelay * 2);
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      if (!entry.closed) void this.attempt(entry);
+    }, delay);
+  }
+}

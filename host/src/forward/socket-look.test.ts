@@ -1,0 +1,108 @@
+// SocketLook against a fake guest: the probe at setup, the diagnosis after failed opens (one at a time, then rate
+// limited), and a channel that opens during a diagnosis outweighing it.
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { ChannelOpenError, type SocketShell } from '../ssh/index.js';
+import { SocketLook } from './socket-look.js';
+
+const GUEST_SOCKET = '/run/a.sock';
+
+function openFailed(): ChannelOpenError {
+  const cause = Object.assign(new Error('(SSH) Channel open failure: open failed'), { reason: 2 });
+  return new ChannelOpenError(`cannot open guest socket: ${cause.message}`, cause);
+}
+
+/** Holds the guest's looks until the returned function is called. */
+function holdLooks(guest: { hold: Promise<void> | null }): () => void {
+  let release = () => {};
+  guest.hold = new Promise((r) => {
+    release = r;
+  });
+  return release;
+}
+
+/** Lets the looks that can end, end. */
+const settled = () => new Promise((r) => setTimeout(r, 10));
+
+/** A guest socket in `state`, its forward, and the look at it; `looks` counts the exec channels that examined it. */
+function setup(state: string) {
+  const guest = { state, looks: 0, closed: 0, hold: null as Promise<void> | null };
+  const ssh = {
+    openStreamLocal: async () => {
+      if (guest.state !== 'listening') throw openFailed();
+      return { destroy: () => guest.closed++ };
+    },
+    execText: async () => {
+      guest.looks++;
+      await guest.hold;
+      return { code: 0, stdout: `user=tb\nstate=${guest.state}\n`, stderr: '' };
+    },
+  } as unknown as SocketShell;
+  const opened: (Error | null)[] = [];
+  const forward = {
+    id: `unix/${GUEST_SOCKET}`,
+    guestAddr: GUEST_SOCKET,
+    refused: null as string | null,
+    suspended: null,
+    opened: (err: Error | null) => void opened.push(err),
+  };
+  const look = new SocketLook(forward, {
+    ssh,
+    log: pino({ level: 'silent' }),
+    show: (cause) => {
+      forward.refused = cause;
+    },
+  });
+  return { guest, forward, look, opened };
+}
+
+describe('SocketLook', () => {
+  it('probes a listening socket at setup as a client would: one channel, closed at once', async () => {
+    const { guest, forward, look, opened } = setup('listening');
+    expect(look.looked).toBe(false);
+    await look.settle();
+    expect(look.looked).toBe(true);
+    expect(guest.closed).toBe(1);
+    expect(opened).toEqual([null]);
+    expect(forward.refused).toBeNull();
+    look.stop();
+  });
+
+  it('says why a socket that does not answer the probe fails', async () => {
+    const { guest, forward, look } = setup('absent');
+    await look.settle();
+    expect(look.looked).toBe(true);
+    expect(guest.looks).toBe(1);
+    expect(forward.refused).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
+    look.stop();
+  });
+
+  it('diagnoses failed opens one at a time, and not again soon after one showed a cause', async () => {
+    const { guest, forward, look } = setup('not listening');
+    const release = holdLooks(guest);
+    look.failed(new Error('not connected')); // not a refused channel: nothing to look at
+    expect(guest.looks).toBe(0);
+    look.failed(openFailed());
+    look.failed(openFailed());
+    release();
+    await settled();
+    expect(guest.looks).toBe(1);
+    expect(forward.refused).toContain(`nothing listens on guest socket ${GUEST_SOCKET}`);
+    look.failed(openFailed());
+    await settled();
+    expect(guest.looks).toBe(1);
+    look.stop();
+  });
+
+  it('keeps what a channel that opened during the diagnosis says', async () => {
+    const { guest, forward, look } = setup('absent');
+    const release = holdLooks(guest);
+    look.failed(openFailed());
+    look.opened();
+    release();
+    await settled();
+    expect(guest.looks).toBe(1);
+    expect(forward.refused).toBeNull();
+    look.stop();
+  });
+});

@@ -1,0 +1,154 @@
+// A unix socket forward's look at its guest socket: whether something listens there and, when channels fail, why
+// (missing, stale, not the login user's to open), so the forward's state is true before a client connects. One look
+// at a time per forward (a probe, or a diagnosis after a failed open), and each costs an SSH channel: failed opens
+// look at most every DIAGNOSE_INTERVAL_MS, and a forward showing a cause looks again by itself, backing off.
+import type { Logger } from '../log.js';
+import { ChannelOpenError, type SocketShell, socketOpenFailure } from '../ssh/index.js';
+import type { GuestTarget } from './binding.js';
+
+/** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
+const DIAGNOSE_INTERVAL_MS = 5_000;
+/**
+ * While no client tries, a forward in error looks again by itself, backing off to this: each look is an exec channel
+ * (a login shell in the guest), and a socket that never comes (docker not installed) must not cost more than that.
+ */
+const RECHECK_MAX_MS = 60_000;
+/**
+ * How long setting up a unix forward (`forward add`, start, SSH back) waits for the look at its guest socket before it
+ * shows a state anyway: a stalled SSH connection must not hold `forward add` until keepalive gives up on it.
+ */
+const LOOK_WAIT_MS = 10_000;
+
+/** What a look needs of its forward. */
+export interface LookedForward extends Pick<GuestTarget, 'id' | 'opened'> {
+  /** The guest socket's path. */
+  readonly guestAddr: string;
+  /** Why its channels fail, as the forward shows it; null while they open. */
+  readonly refused: string | null;
+  /** Why it is suspended (SSH down: nothing to look at); null otherwise. */
+  readonly suspended: string | null;
+}
+
+export interface SocketLookDeps {
+  ssh: SocketShell;
+  log: Logger;
+  /** The forward is to show this cause from now on. */
+  show: (cause: string | null) => void;
+}
+
+export class SocketLook {
+  /** Whether the first look settled: until then the forward is not listed (`forwarding` for a socket that may not exist). */
+  looked = false;
+  /** The look running, joined by any other. */
+  private running: Promise<void> | null = null;
+  /** When the last diagnosis ended. */
+  private at = Number.NEGATIVE_INFINITY;
+  /** Channels opened so far: one that opens during a diagnosis says more than the diagnosis. */
+  private opens = 0;
+  /** The next look while the forward shows a cause (so it clears without a client trying), and its delay. */
+  private recheck: NodeJS.Timeout | null = null;
+  private recheckMs = DIAGNOSE_INTERVAL_MS;
+  private stopped = false;
+
+  constructor(
+    private readonly forward: LookedForward,
+    private readonly deps: SocketLookDeps,
+  ) {}
+
+  /** A channel to the guest socket opened. */
+  opened(): void {
+    this.opens++;
+  }
+
+  /** A failed open: the guest socket is looked at, unless a look is running or one ended recently. */
+  failed(err: Error): void {
+    if (!(err instanceof ChannelOpenError) || this.running) return;
+    if (this.forward.refused && performance.now() - this.at < DIAGNOSE_INTERVAL_MS) return;
+    void this.look(() => this.examine(err));
+  }
+
+  /**
+   * A unix forward just set up (or SSH back): its state waits for a probe of the guest socket, for at most
+   * LOOK_WAIT_MS (the probe goes on after that and updates the state when it ends).
+   */
+  async settle(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LOOK_WAIT_MS);
+      timer.unref();
+    });
+    await Promise.race([this.probe(), waited]);
+    clearTimeout(timer);
+    this.looked = true;
+  }
+
+  /** The forward is gone: no more looks of its own. */
+  stop(): void {
+    this.stopped = true;
+    if (this.recheck) clearTimeout(this.recheck);
+  }
+
+  /** Runs `run` as the look at the guest socket, or joins the one running: one at a time. */
+  private look(run: () => Promise<void>): Promise<void> {
+    this.running ??= run().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  /** Why channels to the guest socket fail, from an exec channel (socketOpenFailure); the forward shows it. */
+  private async examine(err: Error): Promise<void> {
+    const f = this.forward;
+    const opens = this.opens;
+    const cause = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
+      this.deps.log.debug(
+        { forward: f.id, err: e.message },
+        `cannot look at guest socket ${f.guestAddr}: ${e.message}`,
+      );
+      return f.refused; // no news: keep what it shows
+    });
+    this.at = performance.now();
+    // A channel that opened meanwhile says more than the look did.
+    if (this.opens === opens) this.deps.show(cause);
+    if (f.refused) this.scheduleRecheck(err);
+  }
+
+  /**
+   * Opens a channel to the guest socket and closes it at once, as a client's connect and close would: a listening
+   * socket sees one connection that ends without a byte (harmless for docker.sock and the like, which serve one
+   * request per connection anyway). When the open fails, the socket is examined for why. Joins a running look.
+   */
+  private probe(): Promise<void> {
+    return this.look(async () => {
+      let channel: { destroy(): void };
+      try {
+        channel = await this.deps.ssh.openStreamLocal(this.forward.guestAddr);
+      } catch (err) {
+        // Not connected: the forward is suspended, and looks again once SSH is back.
+        if (err instanceof ChannelOpenError) await this.examine(err);
+        return;
+      }
+      channel.destroy();
+      this.forward.opened(null);
+    });
+  }
+
+  /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
+  private scheduleRecheck(err: Error): void {
+    if (this.recheck) clearTimeout(this.recheck);
+    this.recheck = setTimeout(() => {
+      this.recheck = null;
+      if (!this.forward.refused || this.stopped) {
+        this.recheckMs = DIAGNOSE_INTERVAL_MS;
+        return;
+      }
+      this.recheckMs = Math.min(this.recheckMs * 2, RECHECK_MAX_MS);
+      // While SSH is down there is nothing to look at: wait for it.
+      if (this.forward.suspended) this.scheduleRecheck(err);
+      // Not through failed(): its rate limit is this timer's own interval, which a timer can undercut by a fraction
+      // of a millisecond, and a recheck skipped there would never be scheduled again.
+      else void this.look(() => this.examine(err));
+    }, this.recheckMs);
+    this.recheck.unref();
+  }
+}
