@@ -1,5 +1,6 @@
 // SFTP wire encoding: splitting the input stream into packets, reading fields out of a packet, and building
 // reply packets. Owns byte layout only; knows nothing about files or request semantics.
+import { FXP, type StatusCode } from './constants.js';
 
 /** A packet whose fields run past its end or violate the wire format. */
 export class MalformedPacketError extends Error {
@@ -191,4 +192,9 @@ export class PacketWriter {
     this.buf.copy(next, 0, 0, this.off);
     this.buf = next;
   }
+}
+
+/** An SSH_FXP_STATUS reply to request `id` (no language tag). */
+export function statusPacket(id: number, code: StatusCode, message: string): Buffer {
+  return new PacketWriter(FXP.STATUS, 16 + message.length).u32(id).u32(code).string(message).string('').finish();
 }

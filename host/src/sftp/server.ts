@@ -67,13 +67,12 @@ import {
   SFTP_VERSION,
   ST_NOSUID,
   ST_RDONLY,
-  type StatusCode,
 } from './constants.js';
 import { SftpStatusError, toStatus } from './errors.js';
 import { type DirHandle, defaultHandleLimit, HandleTable } from './handles.js';
 import { ArrivalOrder } from './ordering.js';
 import { ReplyWriter } from './output.js';
-import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter } from './packet.js';
+import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter, statusPacket as status } from './packet.js';
 import { Confinement, displayPath, fsPath } from './paths.js';
 
 export interface SftpLogger {
@@ -127,10 +126,6 @@ interface Op {
   /** Refused in read-only mode (the SETSTAT family checks for itself: applyAttrs). */
   mutates?: boolean;
   run: Handler;
-}
-
-function status(id: number, code: StatusCode, message: string): Buffer {
-  return new PacketWriter(FXP.STATUS, 16 + message.length).u32(id).u32(code).string(message).string('').finish();
 }
 
 const ok = (id: number) => status(id, FX.OK, 'ok');
