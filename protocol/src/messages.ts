@@ -150,9 +150,10 @@ export type UdpReply = z.infer<typeof UdpReply>;
 
 /**
  * The times (seconds since the epoch) the guest applier sets to make guest watchers see a host edit when the batch
- * says `markerTouch`: tether's SFTP server answers a SETSTAT of exactly these times with OK and changes nothing, on
- * read-only exports too, while the guest kernel raises IN_ATTRIB for the utimes all the same. Two different values,
- * so that no `touch -d` (which sets both alike) is mistaken for it.
+ * says `markerTouch`: the host answers a SETSTAT of exactly these times with OK and changes nothing (tether's SFTP
+ * server itself; for OpenSSH's sftp-server the filter in front of it), on read-only exports too, while the guest
+ * kernel raises IN_ATTRIB for the utimes all the same. Two different values, so that no `touch -d` (which sets both
+ * alike) is mistaken for it.
  */
 export const MARKER_TOUCH = { atime: 1, mtime: 2 } as const;
 /** The capability (hello and info `caps`) of a guest agent that applies `markerTouch`. */
@@ -164,8 +165,10 @@ export const FsEvents = z
     /** Guest mount point the paths are relative to. */
     root: z.string().min(1).max(LIMITS.pathBytes),
     /**
-     * The mount is served by tether's own SFTP server: touch with MARKER_TOUCH (nothing changes on the host).
-     * Otherwise (OpenSSH's sftp-server) touch with the current time, which only a writable mount allows.
+     * Touch with MARKER_TOUCH: the host answers it without changing anything, with either driver (tether's SFTP
+     * server, or OpenSSH's sftp-server behind the host's marker filter). The host sets it on every batch; without it
+     * (a host from before the filter, for openssh mounts) touch with the current time, which the host file takes and
+     * only a writable mount allows.
      */
     markerTouch: z.boolean().optional(),
     events: z

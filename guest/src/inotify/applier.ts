@@ -1,8 +1,9 @@
 // Applies host file events to the guest's sshfs mount so that guest watchers (inotify) see them: a FUSE mount gets
 // no kernel events for changes made on the host, but a local `utimes` through the mount does raise them (IN_ATTRIB
-// on the path, and on the parent directory for creates/deletes so directory watchers re-scan). On mounts served by
-// tether's SFTP server the touch sets MARKER_TOUCH, which that server answers without changing anything, so
-// read-only mounts get events too and host files keep their times; elsewhere it sets the current time.
+// on the path, and on the parent directory for creates/deletes so directory watchers re-scan). When the batch says
+// `markerTouch` (the host sets it for both drivers) the touch sets MARKER_TOUCH, which the host answers without
+// changing anything, so read-only mounts get events too and host files keep their times; otherwise (an older host)
+// it sets the current time.
 // Owns batch validation, the mount check, coalescing, rate limiting and confinement to the mount (no symlink may lead
 // outside it). The mount check is made on the root as resolved here: the host names the mount point as configured
 // (/home/me), and when that path leads through a symlink (/home -> /var/home) the kernel lists the mount under the

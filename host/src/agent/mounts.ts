@@ -76,6 +76,8 @@ class Mounts implements MountDriver {
   private readonly log: Logger;
   private ssh: SshSession | null = null;
   private notify: (batch: FsEvents) => boolean = () => false;
+  /** Whether the guest agent now linked takes `markerTouch` (see batchFor). */
+  private guestAppliesMarker: () => boolean = () => true;
   private stopped = false;
   private recheckTimer: NodeJS.Timeout | undefined;
   /** The next background check of held mounts' requirements comes after this; doubles up to RECHECK_MAX_MS. */
@@ -87,6 +89,7 @@ class Mounts implements MountDriver {
       onChange: (view) => {
         for (const l of [...this.listeners]) l(view); // a listener may remove itself
       },
+      guestAppliesMarker: () => this.guestAppliesMarker(),
     });
     this.log = componentLogger(logger, 'mount');
   }
@@ -94,6 +97,7 @@ class Mounts implements MountDriver {
   async start(ssh: SshSession, link: AgentLink): Promise<string | null> {
     this.ssh = ssh;
     this.notify = (batch) => link.peer?.notify('fs.events', batchFor(batch, link.info?.caps ?? [])) ?? false;
+    this.guestAppliesMarker = () => (link.info?.caps ?? []).includes(CAP_MARKER_TOUCH);
     // From the start, so a drop while the first mount or the watchers' first scan runs is not missed.
     ssh.on('disconnected', this.onDown);
     ssh.on('connected', this.onUp);

@@ -19,6 +19,11 @@ export interface MountManagerOptions {
   logger: Logger;
   /** Called with a fresh view after every state change of a mount or its watch. */
   onChange?(view: MountView): void;
+  /**
+   * Whether the guest agent applies `markerTouch` (default yes). One from before it gets batches without the field
+   * and touches with the current time, which changes the host file: then the echoes of its touches are filtered.
+   */
+  guestAppliesMarker?(): boolean;
 }
 
 const RETRY_MIN_MS = 1_000;
@@ -149,20 +154,20 @@ export class MountManager {
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
     const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS, begun: false };
     if (config.inotify) {
-      // Only tether's SFTP server answers the marker touch without changing anything (MARKER_TOUCH).
-      const markerTouch = config.driver === 'builtin';
+      // Both drivers answer the marker touch (MARKER_TOUCH) without changing anything: tether's SFTP server itself,
+      // sftp-server through the filter in front of it (sftp/marker-filter.ts). Its touches leave no echo to filter.
       entry.watcher = new MountWatcher({
         location: config.location,
         mountPoint: mount.mountPoint,
         ignore: [...(config.ignoreDefaults ? DEFAULT_WATCH_IGNORE : []), ...config.ignore],
-        touchEchoes: !markerTouch,
+        touchEchoes: () => this.opts.guestAppliesMarker?.() === false,
         log: componentLogger(this.opts.logger, 'watch', bindings),
         // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the
         // guest (a configured `~/x` would be refused as a hostile path). Until the first mount resolved it there is
         // no sshfs mount for the events to reach, so they are dropped as while the link is down.
         send: (batch) => {
           const root = mount.guestPath;
-          return root !== null && this.client !== null && this.notify({ ...batch, root, markerTouch });
+          return root !== null && this.client !== null && this.notify({ ...batch, root, markerTouch: true });
         },
         onState: () => this.changed(entry),
       });

@@ -1,5 +1,6 @@
 // Serving SFTP for one mount on the stdio of its sshfs exec channel: the builtin server (host/src/sftp/) or the
-// host's OpenSSH `sftp-server` binary piped to the channel. Owns the server side of one session and its child
+// host's OpenSSH `sftp-server` binary piped to the channel through the marker-touch filter (sftp/marker-filter.ts,
+// so the guest applier's touches change nothing there either). Owns the server side of one session and its child
 // process; it does not open or close SSH channels itself beyond ending the stream it was given.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -8,7 +9,7 @@ import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { serveSftp } from '../sftp/index.js';
+import { markerFilter, serveSftp } from '../sftp/index.js';
 
 /** Where distributions install OpenSSH's sftp-server when it is not on PATH. */
 export const SFTP_SERVER_PATHS = [
@@ -70,8 +71,9 @@ class OpensshSession extends EventEmitter implements DriverSession {
     this.child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const { stdin, stdout, stderr } = this.child;
     if (!stdin || !stdout || !stderr) throw new Error(`cannot start ${binary}: no stdio pipes`);
-    stream.pipe(stdin);
-    stdout.pipe(stream, { end: false });
+    const filter = markerFilter(log);
+    stream.pipe(filter.requests).pipe(stdin);
+    stdout.pipe(filter.replies).pipe(stream, { end: false });
     stderr.setEncoding('utf8').on('data', (d: string) => {
       // Kept short: only the tail explains an exit.
       this.stderr = (this.stderr + d).slice(-2048);

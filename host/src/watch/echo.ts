@@ -1,10 +1,11 @@
-// Echo suppression for host→guest file events on mounts whose SFTP server applies the guest's touch (OpenSSH's
-// sftp-server; tether's own answers a marker touch without changing anything, so it has no echoes). The guest agent
-// makes its kernel notice a host edit by touching the path through sshfs (utimes); that SETSTAT reaches the host
-// file, and the host watcher would report it as a new 'change' that goes back to the guest, which touches again: a
-// loop. A path we sent is remembered for a short window with its size; a 'change' inside that window that left the
-// size alone and set a whole-second mtime (SFTP v3 carries seconds only, while an editor's write has nanoseconds
-// on every common file system) is taken for the touch and dropped. Pure bookkeeping: no I/O, no timers.
+// Echo suppression for host→guest file events when the guest's touch changes the host file: a guest agent from
+// before the marker touch touches with the current time, which the server applies (a marker touch is answered
+// without any change, by both drivers, so it has no echoes). The guest agent makes its kernel notice a host edit by
+// touching the path through sshfs (utimes); that SETSTAT reaches the host file, and the host watcher would report it
+// as a new 'change' that goes back to the guest, which touches again: a loop. A path we sent is remembered for a
+// short window with its size; a 'change' inside that window that left the size alone and set a whole-second mtime
+// (SFTP v3 carries seconds only, while an editor's write has nanoseconds on every common file system) is taken for
+// the touch and dropped. Pure bookkeeping: no I/O, no timers.
 
 export const ECHO_WINDOW_MS = 2_000;
 

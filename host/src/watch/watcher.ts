@@ -24,10 +24,11 @@ export interface MountWatcherOptions extends BatchOptions {
   send(batch: FsEvents): boolean;
   onState?(state: WatchState, reason: string | null): void;
   /**
-   * Whether the guest's touches change the host files (OpenSSH's sftp-server applies them; tether's own server
-   * answers the marker touch without a change): only then are their echoes filtered (echo.ts). Default true.
+   * Whether the guest's touches change the host files: only then are their echoes filtered (echo.ts). A marker
+   * touch changes nothing (both drivers answer it without a change); a guest agent from before it touches with the
+   * current time, which the server applies. Asked at each delivered batch; default true.
    */
-  touchEchoes?: boolean;
+  touchEchoes?: boolean | (() => boolean);
   echoWindowMs?: number;
 }
 
@@ -59,6 +60,7 @@ export class MountWatcher {
   private reasonValue: string | null = null;
   private readonly ignore: Set<string>;
   private readonly echo: EchoFilter | null;
+  private readonly touchEchoes: () => boolean;
   private readonly batcher: EventBatcher;
   /** Sizes seen when events were queued, remembered for the echo filter once the batch is sent. */
   private readonly sizes = new Map<string, number | undefined>();
@@ -67,7 +69,9 @@ export class MountWatcher {
 
   constructor(private readonly opts: MountWatcherOptions) {
     this.ignore = new Set(opts.ignore);
-    this.echo = opts.touchEchoes === false ? null : new EchoFilter(opts.echoWindowMs);
+    const touchEchoes = opts.touchEchoes ?? true;
+    this.echo = touchEchoes === false ? null : new EchoFilter(opts.echoWindowMs);
+    this.touchEchoes = typeof touchEchoes === 'function' ? touchEchoes : () => touchEchoes;
     this.batcher = new EventBatcher((events) => this.deliver(events), opts);
   }
 
@@ -148,11 +152,12 @@ export class MountWatcher {
 
   private deliver(events: FsEvent[]): void {
     const accepted = this.opts.send({ root: this.opts.mountPoint, events });
+    const echoes = accepted && this.echo !== null && this.touchEchoes();
     for (const e of events) {
       const size = this.sizes.get(e.path);
       this.sizes.delete(e.path);
       // Only files get touched in place; a deleted path cannot echo.
-      if (accepted && (e.kind === 'add' || e.kind === 'change')) this.echo?.record(e.path, size);
+      if (echoes && (e.kind === 'add' || e.kind === 'change')) this.echo?.record(e.path, size);
     }
     if (accepted) this.counters.sent += events.length;
     else {
