@@ -2,8 +2,7 @@
 // first tether.yaml from `tether up` flags. Every error names the file, the line:column when known, the key path,
 // the bad value and what was expected. The shape itself lives in schema.ts.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
