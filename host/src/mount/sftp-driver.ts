@@ -74,6 +74,9 @@ class OpensshSession extends EventEmitter implements DriverSession {
     const filter = markerFilter(log);
     stream.pipe(filter.requests).pipe(stdin);
     stdout.pipe(filter.replies).pipe(stream, { end: false });
+    // pipe() forwards no errors: without these an error in the filter would be uncaught, and end the whole agent.
+    for (const side of [filter.requests, filter.replies])
+      side.on('error', (err: Error) => this.close(`sftp filter error: ${err.message}`));
     stderr.setEncoding('utf8').on('data', (d: string) => {
       // Kept short: only the tail explains an exit.
       this.stderr = (this.stderr + d).slice(-2048);

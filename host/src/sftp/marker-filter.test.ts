@@ -185,6 +185,22 @@ describe('marker filter', () => {
     expect(packets.map((p) => p[0])).toEqual([FXP.VERSION, FXP.DATA, FXP.STATUS]);
   });
 
+  it('drops a marker that arrives after the server has gone, while the guest is not reading, without an error', async () => {
+    const f = started();
+    collect(f.requests);
+    const errors: Error[] = [];
+    for (const side of [f.requests, f.replies]) side.on('error', (e: Error) => errors.push(e));
+    // The server's output ends while its VERSION still waits for the guest: the reply side is ended, not done.
+    f.replies.end();
+    await new Promise((resolve) => f.replies.once('finish', resolve));
+    f.requests.write(marker(3));
+    await tick();
+    expect(errors).toEqual([]);
+    const toGuest = collect(f.replies);
+    await tick();
+    expect(new FrameDecoder(1 << 30).push(toGuest()).map((p) => p[0])).toEqual([FXP.VERSION]);
+  });
+
   it('passes a length sftp-server refuses through unfiltered, and says so', async () => {
     warnings.length = 0;
     const f = started();

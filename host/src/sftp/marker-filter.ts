@@ -61,10 +61,13 @@ class ReplyStream extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private waiting: TransformCallback | null = null;
+  /** The server's output has ended: nothing more may be pushed, and a reply now has no session to belong to. */
+  private ended = false;
 
   /** Queues `packet` for the guest: now when the server's output is at a packet boundary, else right after it
-   * (and after the server's VERSION). */
+   * (and after the server's VERSION). Dropped once the server's output has ended. */
   inject(packet: Buffer): void {
+    if (this.ended || this.destroyed) return;
     if (this.atBoundary()) this.push(packet);
     else {
       this.pending.push(packet);
@@ -115,6 +118,7 @@ class ReplyStream extends Transform {
     this.left = 0;
     this.started = true;
     this.flushPending();
+    this.ended = true;
     cb();
   }
 
