@@ -4,7 +4,8 @@
 try {
   await import('../dist/cli/main.js');
 } catch (err) {
-  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/cli/main.js')) throw err;
+  // Only the build itself missing; a dependency missing from an existing build is its own error.
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.url).endsWith('/dist/cli/main.js')) throw err;
   process.stderr.write('tether: not built yet: run `npm run build` in the tether checkout\n');
   process.exit(1);
 }

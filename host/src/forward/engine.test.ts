@@ -466,6 +466,18 @@ describe('ForwardEngine unix socket forwards', () => {
     );
   });
 
+  it('skips a rule that repeats an earlier one for the same guest socket', async () => {
+    const [first, second] = [join(dir, 'first.sock'), join(dir, 'second.sock')];
+    engine = make([
+      { guestSocket: '/run/a.sock', hostSocket: first },
+      { guestSocket: '/run/a.sock', hostSocket: second },
+    ]);
+    await engine.start();
+    expect(engine.views().map((v) => [v.id, v.hostAddrs])).toEqual([['unix//run/a.sock', [first]]]);
+    expect(existsSync(first)).toBe(true);
+    expect(existsSync(second)).toBe(false);
+  });
+
   it('leaves a socket another program serves alone (conflict), and replaces a stale one', async () => {
     const live = join(dir, 'live.sock');
     const other = net.createServer((s) => s.on('error', () => {}).end('theirs')).listen(live);

@@ -162,20 +162,25 @@ export class ForwardEngine extends EventEmitter {
       const guestPort = rule.guestPort!;
       const hostPort = rule.hostPort ?? rule.hostPortRange?.[0] ?? guestPort;
       const id = this.explicitIdFor('tcp', rule.guestIP, guestPort, hostPort, rule.hostIP);
-      if (this.forwardsById.has(id)) {
-        const index = this.opts.portForwards.indexOf(rule);
-        this.log.error({ forward: id }, `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`);
-        continue;
-      }
+      if (this.repeats(rule, id)) continue;
       pending.push(
         this.createPortForward('static', id, 'tcp', rule.guestIP, guestPort, hostIPsOf(rule.hostIP), hostPort),
       );
     }
     for (const rule of this.socketRules) {
       const hostSocket = expandHome(rule.hostSocket ?? join(this.opts.instanceDir, basename(rule.guestSocket)));
+      if (this.repeats(rule, unixId(rule.guestSocket))) continue;
       pending.push(this.createUnixForward('static', rule.guestSocket, hostSocket));
     }
     await Promise.all(pending);
+  }
+
+  /** A static rule whose forward an earlier rule already set up: said, and skipped. */
+  private repeats(rule: PortForward, id: string): boolean {
+    if (!this.forwardsById.has(id)) return false;
+    const index = this.opts.portForwards.indexOf(rule);
+    this.log.error({ forward: id }, `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`);
+    return true;
   }
 
   /** A new agent link: its UDP events go through the flow table. */

@@ -103,14 +103,28 @@ describe('seaLibcProblem', () => {
 });
 
 describe('agentSocket', () => {
-  const user = { root: false, sudo: false, socketDirWritable: false, dir: '/home/me/.tether-guest/', dirError: null };
+  const user = {
+    root: false,
+    sudo: false,
+    socketDirWritable: false,
+    dir: '/home/me/.tether-guest/',
+    dirError: null,
+    unitEnabled: false,
+    unitActive: false,
+  };
 
   it('moves the default socket into the install directory for a user without root or sudo', () => {
     expect(agentSocket(DEFAULT_GUEST_SOCKET, user)).toBe('/home/me/.tether-guest/agent.sock');
   });
 
   it('keeps the default where root is to be had or its directory is writable, and a socket tether.yaml names', () => {
-    for (const privilege of [{ root: true }, { sudo: true }, { socketDirWritable: true }])
+    for (const privilege of [
+      { root: true },
+      { sudo: true },
+      { socketDirWritable: true },
+      { unitEnabled: true }, // root's unit serves it (once the guest has booted)
+      { unitActive: true },
+    ])
       expect(agentSocket(DEFAULT_GUEST_SOCKET, { ...user, ...privilege })).toBe(DEFAULT_GUEST_SOCKET);
     expect(agentSocket('/srv/agent.sock', user)).toBe('/srv/agent.sock');
     // No install directory to put it in: the default stays, and provisioning says what to fix.

@@ -219,9 +219,10 @@ export async function ensureGuestAgent(
  */
 export function agentSocket(
   configured: string,
-  facts: Pick<GuestFacts, 'root' | 'sudo' | 'socketDirWritable' | 'dir' | 'dirError'>,
+  facts: Pick<GuestFacts, 'root' | 'sudo' | 'socketDirWritable' | 'dir' | 'dirError' | 'unitEnabled' | 'unitActive'>,
 ): string {
-  const privileged = facts.root || facts.sudo || facts.socketDirWritable;
+  // A systemd unit (installed by root earlier) serves the default socket, or will once the guest has booted.
+  const privileged = facts.root || facts.sudo || facts.socketDirWritable || facts.unitEnabled || facts.unitActive;
   if (configured !== DEFAULT_GUEST_SOCKET || privileged || facts.dirError !== null || facts.dir === '')
     return configured;
   return `${facts.dir.replace(/\/$/, '')}/agent.sock`;
