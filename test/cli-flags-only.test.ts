@@ -58,8 +58,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt())('tether up with flags only', ()
     expect(doctor.stdout).toContain(`answers on ${status.link.socket}`);
   });
 
-  it('finds the agent on that socket again after down and up', async () => {
+  it('finds the agent on that socket again: doctor without a host agent, then down and up', async () => {
     expect((await cli('down', NAME)).code).toBe(0);
+    const guestHome = (await testbed().ssh('printf %s "$HOME"')).stdout;
+    const doctor = await cli('doctor', NAME);
+    expect(doctor.stdout).toContain(`answers on ${guestHome}/.tether-guest/agent.sock`);
     const r = await cli('up', NAME);
     expect(r.stdout).toMatch(/✓ requirement 3 of 5: guest agent provisioned .*already current/);
     expect(r.code).toBe(0);

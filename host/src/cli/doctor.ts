@@ -4,13 +4,14 @@ import { Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
+import { DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { agentBuild } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
-import { defaultBundleDir } from '../provision/index.js';
+import { defaultBundleDir, ownAgentSocket } from '../provision/index.js';
 import { socketAnswers } from '../socket-file.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
@@ -60,7 +61,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   } else {
     try {
       // Where the running agent found the guest agent (provisioning may have moved it to the user's own socket).
-      const guest = await checkGuestAgent(ssh.client, config, agent.guestSocket ?? config.guestAgent.socket);
+      const socket = agent.guestSocket ?? (await guestSocketWithoutAgent(ssh.client, config));
+      const guest = await checkGuestAgent(ssh.client, config, socket);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
@@ -286,29 +288,55 @@ async function probeSsh(
   return { results, client };
 }
 
+function openSocketOn(client: Client): (path: string) => Promise<ClientChannel> {
+  return (path) =>
+    new Promise<ClientChannel>((resolve, reject) =>
+      client.openssh_forwardOutStreamLocal(path, (err, ch) => (err ? reject(err) : resolve(ch))),
+    );
+}
+
+function shellOn(client: Client) {
+  return {
+    execText: async (command: string, timeoutMs?: number) => ({
+      ...(await execGuest(client, command, timeoutMs)),
+      signal: null,
+    }),
+    openStreamLocal: openSocketOn(client),
+  };
+}
+
+/**
+ * With no host agent to ask: the default socket, or the login user's own where provisioning put the agent instead
+ * (a user without root or sudo: provision/ensure.ts agentSocket) and it answers there.
+ */
+async function guestSocketWithoutAgent(client: Client, config: LoadedConfig): Promise<string> {
+  const { socket, installDir } = config.guestAgent;
+  if (socket !== DEFAULT_GUEST_SOCKET) return socket;
+  const answers = (path: string) =>
+    openSocketOn(client)(path).then(
+      (ch) => {
+        ch.destroy();
+        return true;
+      },
+      () => false,
+    );
+  if (await answers(socket)) return socket;
+  const own = await ownAgentSocket(shellOn(client), installDir).catch(() => null);
+  return own && (await answers(own)) ? own : socket;
+}
+
 async function checkGuestAgent(client: Client, config: LoadedConfig, socket: string): Promise<CheckResult[]> {
   const fix =
     config.guestAgent.provision === 'auto'
       ? 'tether down NAME && tether up NAME (provisioning starts it), or in the guest: sudo systemctl restart tether-guest'
       : 'start tether-guest in the guest (sudo systemctl restart tether-guest), or set guestAgent.provision: auto';
   let peer: Peer | null = null;
-  const openSocket = (path: string) =>
-    new Promise<ClientChannel>((resolve, reject) =>
-      client.openssh_forwardOutStreamLocal(path, (err, ch) => (err ? reject(err) : resolve(ch))),
-    );
   let stream: ClientChannel;
   try {
-    stream = await openSocket(socket);
+    stream = await openSocketOn(client)(socket);
   } catch (err) {
     // The same look as provisioning's: a running agent behind an sshd that refuses the channel is no dead agent.
-    const shell = {
-      execText: async (command: string, timeoutMs?: number) => ({
-        ...(await execGuest(client, command, timeoutMs)),
-        signal: null,
-      }),
-      openStreamLocal: openSocket,
-    };
-    const refused = await streamLocalRefusal(shell, socket, err as Error).catch(() => null);
+    const refused = await streamLocalRefusal(shellOn(client), socket, err as Error).catch(() => null);
     return [
       refused
         ? fail(

@@ -228,6 +228,22 @@ export function agentSocket(
   return `${facts.dir.replace(/\/$/, '')}/agent.sock`;
 }
 
+/** The shell line that sets D to the absolute install directory (installDir is relative to the login user's home). */
+function installDirLine(installDir: string): string {
+  return `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`;
+}
+
+/**
+ * The login user's own agent socket as agentSocket names it, for a look at the guest that does not provision
+ * (doctor while no host agent runs); null when the guest does not say.
+ */
+export async function ownAgentSocket(shell: Pick<GuestShell, 'execText'>, installDir: string): Promise<string | null> {
+  const r = await shell.execText(`${installDirLine(installDir)}; printf '\\n%s\\n' "$D/agent.sock"`);
+  // Last line: the login shell's startup files may print before it.
+  const path = r.code === 0 ? r.stdout.trim().split('\n').at(-1) : undefined;
+  return path?.startsWith('/') ? path : null;
+}
+
 /**
  * Null when the agent answers on `socket`, else why not. Throws when sshd refuses the channel: a running agent behind
  * such an sshd looks like a dead one, and reinstalling or restarting it would only take it down and end in a timeout.
@@ -287,7 +303,7 @@ async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Pro
     // An empty line first: whatever the login shell's startup files print without a final newline ends there
     // instead of running into the first key=value line.
     'echo',
-    `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`,
+    installDirLine(installDir),
     // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
     `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
     'echo "dir=$D"',

@@ -2,6 +2,7 @@
 export {
   ensureGuestAgent,
   type GuestShell,
+  ownAgentSocket,
   type ProvisionAction,
   type ProvisionOptions,
   type ProvisionResult,
