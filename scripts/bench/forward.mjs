@@ -527,7 +527,10 @@ async function main() {
     'ssh -L',
     rows,
   );
-  if (info && !info.error) console.log(`guest agent scan interval at the end: ${Math.round(info.scanIntervalMs)} ms`);
+  if (info && !info.error) {
+    const last = `last scan ${info.lastScanMs.toFixed(2)} ms`;
+    console.log(`guest agent scan interval at the end: ${Math.round(info.scanIntervalMs)} ms (${last})`);
+  }
   console.log(missed.length ? `\ngoals missed: ${missed.join(', ')}` : '\nall goals met');
 }
 

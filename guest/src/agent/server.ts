@@ -6,7 +6,7 @@ import { unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { FsApplier, type FsApplierOptions } from '../inotify/applier.js';
 import { type Logger, silentLogger } from '../log.js';
-import { DnatSource, type PortDelta, PortPoller } from '../ports/index.js';
+import { DnatSource, type PortDelta, PortPoller, TableAnchors } from '../ports/index.js';
 import type { UdpRelayOptions } from '../relay/udp.js';
 import { toWireDelta } from './listeners.js';
 import { resolveOwner } from './owner.js';
@@ -33,6 +33,7 @@ export class AgentServer {
   private readonly applier: FsApplier;
   private readonly sessions = new Set<Session>();
   private readonly server: Server;
+  private anchors: TableAnchors | null = null;
   private readonly startedAt = Date.now();
   private nextClient = 1;
 
@@ -69,6 +70,8 @@ export class AgentServer {
       process.umask(umask);
     }
     restrictSocket(this.socketPath, owner);
+    // Before the poller starts, so that the listener the anchors are made with is never seen.
+    this.anchors = await TableAnchors.open(this.log.child({ component: 'ports' }));
     this.poller.on('delta', this.onDelta);
     this.poller.on('error', this.onScanError);
     this.poller.start();
@@ -80,6 +83,7 @@ export class AgentServer {
     this.poller.off('delta', this.onDelta);
     this.poller.off('error', this.onScanError);
     this.applier.close();
+    this.anchors?.close();
     for (const s of this.sessions) s.peer.close('agent shutting down');
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     try {

@@ -74,7 +74,7 @@ export class GatedScanner {
         state.rows = [];
       } else if (full || inuse < 0 || inuse !== state.inuse || this.churned(state, inuse, activity)) {
         const rows: Listener[] = [];
-        this.scanner.readTable(state.path, state.table, rows);
+        this.scanner.readTable(state.path, state.table, rows, state.rows.length);
         state.rows = rows;
         state.reads++;
         state.activity = activity;

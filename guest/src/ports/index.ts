@@ -1,5 +1,6 @@
 // Public surface of the guest port scanner: a leaf that reads /proc and returns listening sockets.
 
+export { TableAnchors } from './anchors.js';
 export {
   COMMAND_MAX_BYTES,
   findSocketOwners,

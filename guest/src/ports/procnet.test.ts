@@ -88,6 +88,22 @@ describe('ProcNetScanner', () => {
     }
   });
 
+  it('reads every listener whatever number it is told to expect, and again with the widths it learned', () => {
+    const many = Array.from({ length: 40 }, (_, i) =>
+      tcpRow(i, `0100007F:${(0x2000 + i).toString(16).toUpperCase()}`, ZERO4, '0A', 0, 100 + i),
+    );
+    const established = tcpRow(40, '0100007F:1F90', '0100007F:C000', '01', 0, 999);
+    writeTable('tcp', [TCP_HEADER, ...many, established, ...many.map((r) => r.replace(' 0A ', ' 06 '))]);
+    const scanner = new ProcNetScanner({ procRoot: root, littleEndian: true });
+    for (const expected of [0, 1, 39, 40, 41, 500, 0, 40]) {
+      const got = scanner.readTable(join(root, 'net', 'tcp'), { proto: 'tcp', family: 4 }, [], expected);
+      expect(
+        got.map((l) => l.inode),
+        `expected ${expected}`,
+      ).toEqual(many.map((_, i) => 100 + i));
+    }
+  });
+
   it('reads a last line without a trailing newline', () => {
     writeFileSync(join(root, 'net', 'udp'), `${UDP_HEADER}\n${udpRow(0, '0100007F:0035', ZERO4, '07', 0, 7)}`);
     const got = new ProcNetScanner({ procRoot: root, littleEndian: true, chunkSize: 16 }).scan();
