@@ -122,7 +122,9 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
     const literalBefore = existsSync(literal);
     const m = await startMount(tb, { driver: 'builtin' }, { mountPoint: `~/${name}` });
     try {
-      expect(m.manager.views().map((v) => [v.mountPoint, v.state])).toEqual([[`~/${name}`, 'mounted']]);
+      expect(m.manager.views().map((v) => [v.mountPoint, v.guestPath, v.state])).toEqual([
+        [`~/${name}`, join(home, name), 'mounted'],
+      ]);
       writeFileSync(join(m.location, 'hello.txt'), 'at home\n');
       expect(await guest(tb, `cat ${home}/${name}/hello.txt`)).toBe('at home\n');
       const reqs = await m.manager.checkRequirements(m.client, { fix: false });

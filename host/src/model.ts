@@ -67,7 +67,10 @@ export function countStates<S extends string>(
 
 export interface MountView {
   location: string;
+  /** As configured: may start with `~` (the guest user's home). */
   mountPoint: string;
+  /** The mount point as resolved in the guest (absolute, symlinks followed); null until the first mount attempt. */
+  guestPath: string | null;
   driver: 'builtin' | 'openssh';
   writable: boolean;
   state: MountState;

@@ -21,6 +21,7 @@ describe('mountSummary', () => {
   const view = (mountPoint: string, state: MountView['state'], error: string | null): MountView => ({
     location: mountPoint,
     mountPoint,
+    guestPath: mountPoint,
     driver: 'builtin',
     writable: false,
     state,

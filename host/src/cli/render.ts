@@ -93,7 +93,7 @@ export function mountTable(mounts: MountView[]): string {
     mounts.map((m) => {
       const row = [
         m.location,
-        m.mountPoint,
+        m.guestPath && m.guestPath !== m.mountPoint ? `${m.mountPoint} (${m.guestPath})` : m.mountPoint,
         m.driver,
         m.writable ? 'rw' : 'ro',
         m.state,

@@ -208,6 +208,7 @@ export class MountManager {
     return {
       location: mount.config.location,
       mountPoint: mount.mountPoint,
+      guestPath: mount.guestPath,
       driver: mount.config.driver,
       writable: mount.config.writable,
       state: mount.state,
