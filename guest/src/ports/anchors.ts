@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 
 const CANDIDATES = 32;
+/** A loopback that does not connect within this (a firewall dropping on lo) leaves the family without anchors. */
+const OPEN_TIMEOUT_MS = 2000;
 /** Connections kept per family: the first ones the table lists. */
 const KEEP = 3;
 
@@ -93,18 +95,31 @@ async function openConnections(host: string, count: number): Promise<Connection[
   });
   const { port } = server.address() as { port: number };
   const clients: Socket[] = [];
+  const deadline = Date.now() + OPEN_TIMEOUT_MS;
   try {
     for (let i = 0; i < count; i++) {
-      clients.push(
-        await new Promise<Socket>((resolve, reject) => {
-          const socket = connect({ host, port }, () => resolve(socket));
-          socket.once('error', reject);
-        }),
-      );
+      const socket = connect({ host, port });
+      clients.push(socket);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no connection to ${host}:${port} within ${OPEN_TIMEOUT_MS} ms`)),
+          deadline - Date.now(),
+        );
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+      socket.on('error', () => {});
     }
-    for (const c of clients) c.on('error', () => {});
-    const deadline = Date.now() + 2000;
     while (accepted.size < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  } catch (err) {
+    for (const socket of [...clients, ...accepted.values()]) socket.destroy();
+    throw err;
   } finally {
     server.close();
   }
