@@ -10,7 +10,7 @@
 // percent of it (measured: 1.7 ms → 0.1 ms per read). Several are kept because a read that sees a few rows past the
 // listeners (its size guessed from the last count) walks on to the one after those.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
@@ -69,7 +69,7 @@ async function anchorFamily(host: string, tablePath: string): Promise<Connection
   const connections = await openConnections(host, CANDIDATES);
   let kept: Connection[] = [];
   try {
-    kept = firstListed(readFileSync(tablePath, 'latin1'), connections);
+    kept = firstListed(tablePath, connections);
   } finally {
     // An abortive close leaves no TIME_WAIT socket behind, which would itself sit in the hash for a minute.
     for (const c of connections) {
@@ -134,11 +134,11 @@ async function openConnections(host: string, count: number): Promise<Connection[
 }
 
 /** The connections owning the first KEEP rows of ours in the table, in listing order. */
-function firstListed(table: string, connections: Connection[]): Connection[] {
+function firstListed(tablePath: string, connections: Connection[]): Connection[] {
   const byPort = new Map(connections.map((c) => [c.client.localPort ?? 0, c]));
   const serverPort = connections[0]?.peer.localPort;
   const kept: Connection[] = [];
-  for (const line of table.split('\n').slice(1)) {
+  for (const line of tableLines(tablePath)) {
     const [, local, remote] = line.trim().split(/\s+/);
     if (!local || !remote) continue;
     const localPort = portOf(local);
@@ -149,6 +149,30 @@ function firstListed(table: string, connections: Connection[]): Connection[] {
     if (kept.length === KEEP) break;
   }
   return kept;
+}
+
+/** The rows of a /proc/net table, read in chunks so that a namespace with many sockets is read only as far as needed. */
+function* tableLines(path: string): Generator<string> {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    let rest = '';
+    let header = true;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) {
+        if (rest) yield rest;
+        return;
+      }
+      const lines = (rest + buf.toString('latin1', 0, n)).split('\n');
+      rest = lines.pop() ?? '';
+      if (header) lines.shift();
+      header = false;
+      yield* lines;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function portOf(address: string): number {
