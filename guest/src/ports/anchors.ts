@@ -16,8 +16,11 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 
 const CANDIDATES = 32;
-/** A loopback that does not connect within this (a firewall dropping on lo) leaves the family without anchors. */
-const OPEN_TIMEOUT_MS = 2000;
+/**
+ * A loopback that does not connect within this (a firewall dropping on lo) leaves the family without anchors. The
+ * agent waits for the anchors before it scans, and loopback connects take microseconds.
+ */
+const OPEN_TIMEOUT_MS = 500;
 /** Connections kept per family: the first ones the table lists. */
 const KEEP = 3;
 
