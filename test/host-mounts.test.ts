@@ -111,6 +111,42 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     }
   });
 
+  it('fails requirement 5 again when a mount cannot be made after a reconnect, and is ready again once it can', async () => {
+    const tb = testbed();
+    const location = mkdtempSync(join(tmpdir(), 'tether-agent-again-'));
+    const mountPoint = join(tb.stateDir, 'agent-mnt-again');
+    mkdirSync(mountPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb.user);
+    chownSync(mountPoint, uid, gid);
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
+    const { agent, ready } = await runAgent('mountagain', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    let pid: number | undefined;
+    try {
+      await ready;
+      pid = agent.link.info?.pid;
+      expect(agent.status().state).toBe('ready');
+      await tb.stopSshd();
+      await waitFor(() => agent.mounts()[0].state === 'suspended', { what: 'the mount suspended', timeoutMs: 60_000 });
+      rmSync(location, { recursive: true, force: true }); // what the mount needs is gone when SSH comes back
+      await tb.startSshd();
+      await waitFor(() => agent.status().state === 'degraded', { what: 'the agent degraded', timeoutMs: 60_000 });
+      expect(agent.mounts().map((m) => m.state)).toEqual(['error']);
+      const r5 = agent.status().requirements[4];
+      expect([r5.state, r5.detail?.startsWith(`0 of 1 mounted; ${mountPoint}: `)]).toEqual(['failed', true]);
+
+      mkdirSync(location);
+      writeFileSync(join(location, 'back.txt'), 'mounted again\n');
+      await waitFor(() => agent.status().state === 'ready', { what: 'the agent ready again', timeoutMs: 60_000 });
+      expect(agent.status().requirements[4].state).toBe('ok');
+      expect((await tb.exec(`cat ${mountPoint}/back.txt`, { user: tb.user })).stdout).toBe('mounted again\n');
+    } finally {
+      await agent.stop('test finished');
+      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+      for (const dir of [instanceDir, location]) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('mounts the mounts it can when another one cannot be made: each shows its own state and reason', async () => {
     const tb = testbed();
     const good = mkdtempSync(join(tmpdir(), 'tether-agent-good-'));

@@ -32,6 +32,7 @@ import {
   streamLocalRefusal,
 } from '../ssh/index.js';
 import { outdatedAgent, startGuestAgent } from './guest-start.js';
+import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
 
 export const HOST_AGENT_NAME = 'tether/0.1.0';
@@ -382,9 +383,23 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return this.link.up && (!this.mountsFailed || this.opts.mountsOptional === true);
   }
 
-  /** After a failed requirement 5, every mount mounted at last: the requirement is met and the agent healthy again. */
+  /**
+   * A mount of a booted agent failing (its remount after a reconnect, say) fails requirement 5 again: the agent is
+   * degraded and `up` retries, as at boot. After a failed requirement 5, every mount mounted at last: the requirement
+   * is met and the agent healthy again.
+   */
   private mountsChanged(): void {
     const views = this.opts.mounts?.views() ?? [];
+    const r5 = this.requirements[4];
+    const failing = views.filter((v) => v.state === 'error');
+    if (failing.length > 0 && r5?.state === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
+      const detail = mountSummary(views);
+      this.mountsFailed = true;
+      this.setRequirement(5, 'failed', detail, r5.elapsedMs);
+      this.log.error({ detail }, `requirement 5 of ${r5.total} failed: ${r5.name}: ${detail}`);
+      if (this.state === 'ready') this.setState('degraded');
+      return;
+    }
     if (!this.mountsFailed || !views.every((v) => v.state === 'mounted')) return;
     this.mountsFailed = false;
     const r = this.requirements[4];

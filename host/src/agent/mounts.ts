@@ -114,7 +114,12 @@ class Mounts implements MountDriver {
 
   async retry(): Promise<string | null> {
     if (this.stopped || !this.ssh) throw new Error('the mounts are not running');
-    // The started mounts that failed are tried now instead of at their next backoff step; held ones are checked now.
+    // The started mounts that failed are tried now instead of at their next backoff step, after what they need in the
+    // guest is fixed again; held ones are checked now.
+    const client = this.ssh.client;
+    const views = this.manager.views();
+    const failed = this.started().filter((i) => views[i].state === 'error');
+    if (client && failed.length > 0) await this.refix(client, failed);
     this.manager.retryNow();
     return this.mountNow(this.ssh.client);
   }
@@ -141,10 +146,45 @@ class Mounts implements MountDriver {
 
   private readonly onUp = (): void => {
     const client = this.ssh?.client;
-    if (client) void this.manager.resume(client, this.notify);
+    if (client) void this.remount(client);
     // A new connection may be to a fixed guest: held mounts look again soon.
     if (this.manager.waiting().length > 0) this.scheduleRecheck(RECHECK_MIN_MS);
   };
+
+  /**
+   * After a reconnect. The guest may have been reset or rebuilt meanwhile (a VM whose disk is thrown away at stop):
+   * what the first mount had fixed (user_allow_other, mount points made with sudo) is fixed again first.
+   */
+  private async remount(client: Client): Promise<void> {
+    await this.refix(client, this.started());
+    if (this.stopped || this.ssh?.client !== client) return;
+    await this.manager.resume(client, this.notify);
+  }
+
+  /** Checks (and fixes with sudo where allowed) the guest requirements of started mounts; logs what is still unmet. */
+  private async refix(client: Client, which: readonly number[]): Promise<void> {
+    if (which.length === 0) return;
+    try {
+      const mountedByAgent = new Set(
+        this.manager
+          .views()
+          .filter((v) => v.state === 'mounted')
+          .map((v) => v.mountPoint),
+      );
+      for (const r of await this.manager.checkRequirements(client, { only: which, mountedByAgent })) {
+        if (!r.ok) this.log.warn({ requirement: r.name }, `mount requirement not met: ${r.name}: ${r.detail}`);
+        else if (r.detail?.includes('sudo')) this.log.info({ requirement: r.name }, `${r.name}: ${r.detail}`);
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, `checking the guest's mount requirements failed`);
+    }
+  }
+
+  /** Indices of the mounts started (mounted, retried and followed across reconnects). */
+  private started(): number[] {
+    const waiting = new Set(this.manager.waiting());
+    return this.manager.mounts.map((_, i) => i).filter((i) => !waiting.has(i));
+  }
 
   /**
    * Starts the held mounts whose requirements are met now; resolves with a summary once every mount is up, rejects
