@@ -104,8 +104,8 @@ export class GuestMount extends EventEmitter {
         this.log.info({ guestPath: path }, `mount point ${this.mountPoint} is ${path} in the guest`);
       }
       this.guestPathValue = path;
-      await this.clearStale(client, path);
-      const active = await this.start(client, gen, path, shell);
+      const stale = await this.hasStaleMount(client, path);
+      const active = await this.start(client, gen, path, shell, stale);
       await this.waitVisible(client, active, gen, path);
       if (gen !== this.generation) return;
       this.setState('mounted', null);
@@ -170,20 +170,27 @@ export class GuestMount extends EventEmitter {
     return describeGuestPath(this.mountPoint, this.guestPathValue);
   }
 
-  private async clearStale(client: Client, path: string): Promise<void> {
+  /** Whether a dead sshfs mount sits at the mount point (sshfs's start clears it); another filesystem there fails. */
+  private async hasStaleMount(client: Client, path: string): Promise<boolean> {
     const fsType = await guestFsType(client, path);
-    if (fsType === null) return;
+    if (fsType === null) return false;
     if (!isSshfsType(fsType)) {
       throw new Error(`mount point ${this.where()} already has a ${fsType} filesystem mounted in the guest`);
     }
     this.log.info({ fsType }, 'lazily unmounting a stale sshfs mount');
-    const r = await execGuest(client, lazyUnmountCommand(path));
-    if (r.code !== 0) throw new Error(`cannot clear the stale mount at ${this.where()}: ${r.stderr.trim()}`);
+    return true;
   }
 
-  private async start(client: Client, gen: number, path: string, shell: string | null): Promise<Active> {
+  private async start(
+    client: Client,
+    gen: number,
+    path: string,
+    shell: string | null,
+    stale: boolean,
+  ): Promise<Active> {
     const marker = startupMarker();
-    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print));
+    const unmountFirst = stale ? lazyUnmountCommand(path) : undefined;
+    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print, { unmountFirst }));
     if (gen !== this.generation) {
       // Unmounted or suspended while resolving or opening: this channel must not become the active one.
       channel.close();

@@ -19,9 +19,16 @@ describe('sshfs command', () => {
     const cmd = sshfsCommand(config, '/var/mnt/x y', 'printf MARK');
     expect(cmd).toContain(`':/tmp/it'\\''s $HOME'`);
     expect(cmd).toMatch(
-      /^mkdir -p '\/var\/mnt\/x y' && x=\$\(.+\) && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/,
+      /^x=\$\(.+\) && mkdir -p '\/var\/mnt\/x y' && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/,
     );
     expect(shellQuote('plain/path-1.txt')).toBe('plain/path-1.txt');
+  });
+  it('clears a stale mount in the same command, right before the mount point is made', () => {
+    const config = MountConfig.parse({ location: '/a' });
+    const cmd = sshfsCommand(config, "/m n't", 'true', { unmountFirst: 'fusermount3 -uz x' });
+    expect(cmd).toMatch(
+      /^x=\$\(.+\) && \{ fusermount3 -uz x \|\| \{ echo cannot clear the stale sshfs mount at '\/m n'\\''t' >&2; exit 1; \}; \} && mkdir -p /,
+    );
   });
   it('adds no_contain_symlinks where sshfs has it, before the user extras', () => {
     const config = MountConfig.parse({ location: '/a', sshfs: ['contain_symlinks'] });

@@ -68,20 +68,25 @@ export function mountPointOf(mount: MountConfig): string {
  * Shell command for the exec channel: create the mount point, print the start marker (everything on stdout before
  * it is the login shell's startup output, dropped by the host: startup-output.ts), then become sshfs in the
  * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
- * point (guest-path.ts).
+ * point (guest-path.ts). `unmountFirst` clears a dead mount left there, in the same command: between it and sshfs's
+ * mount, the mount point is the plain directory underneath, and writes there would be hidden by the mount and lost;
+ * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest.
  */
 export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
   printMarker: string,
-  cacheOptions?: readonly string[],
+  opts: { cacheOptions?: readonly string[]; unmountFirst?: string } = {},
 ): string {
   const mp = shellQuote(guestPath);
-  const ours = shellQuote([...BASE_OPTIONS, ...(cacheOptions ?? CACHE_OPTIONS)].join(','));
+  const ours = shellQuote([...BASE_OPTIONS, ...(opts.cacheOptions ?? CACHE_OPTIONS)].join(','));
   const theirs = mount.sshfs.length ? shellQuote(`,${mount.sshfs.join(',')}`) : '';
   const probe = `sshfs -h 2>&1 | grep -qw ${SYMLINKS_AS_THEY_ARE} && echo ,${SYMLINKS_AS_THEY_ARE} || true`;
+  const unmount = opts.unmountFirst
+    ? `{ ${opts.unmountFirst} || { echo cannot clear the stale sshfs mount at ${mp} >&2; exit 1; }; } && `
+    : '';
   return (
-    `mkdir -p ${mp} && x=$(${probe}) && ${printMarker} && ` +
+    `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${printMarker} && ` +
     `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`
   );
 }
