@@ -8,7 +8,7 @@ import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Listener } from '@tether/protocol';
+import type { Listener, Peer } from '@tether/protocol';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PortForward } from '../config/schema.js';
@@ -35,7 +35,8 @@ const fakeSsh = {
   openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
       if (refusing.has(target.dstIP)) {
-        reject(new Error('cannot open a channel: (SSH) Channel open failure: Connection refused'));
+        const cause = Object.assign(new Error('(SSH) Channel open failure: Connection refused'), { reason: 2 });
+        reject(new ChannelOpenError(`cannot open a channel: ${cause.message}`, cause));
         return;
       }
       if (prohibited.has(target.dstPort)) {
@@ -206,6 +207,45 @@ describe('ForwardEngine', () => {
     expect(warned.map((l) => l.msg)).toEqual([
       `cannot forward a connection to guest 127.0.0.1:${port}: cannot open a channel: (SSH) Channel open failure: Connection refused`,
     ]);
+  });
+
+  it("asks the guest agent to scan when a detected listener's port refuses, one request at a time", async () => {
+    engine = make();
+    const requests: string[] = [];
+    let answer = () => {};
+    const peer = {
+      onEvent: () => {},
+      once: () => peer,
+      request: (method: string) => {
+        requests.push(method);
+        return new Promise<void>((resolve) => {
+          answer = resolve;
+        });
+      },
+    };
+    engine.attachPeer(peer as unknown as Peer);
+    const [port, closed] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', port), tcp('::1', closed)]);
+    await expect(echo(port)).resolves.toBe('hi');
+    prohibited.add(port); // refused by sshd's configuration: nothing to scan for
+    try {
+      await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNRESET' });
+    } finally {
+      prohibited.clear();
+    }
+    expect(requests).toEqual([]);
+    refusing.add('::1');
+    try {
+      await expect(echo(closed)).rejects.toMatchObject({ code: 'ECONNRESET' });
+      await expect(echo(closed)).rejects.toMatchObject({ code: 'ECONNRESET' });
+      expect(requests).toEqual(['ports.snapshot']); // the first is still unanswered
+      answer();
+      await new Promise((r) => setImmediate(r));
+      await expect(echo(closed)).rejects.toMatchObject({ code: 'ECONNRESET' });
+      expect(requests).toEqual(['ports.snapshot', 'ports.snapshot']);
+    } finally {
+      refusing.clear();
+    }
   });
 
   it('forwards a capped listener once a forwarded one goes', async () => {

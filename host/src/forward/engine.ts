@@ -16,7 +16,12 @@ import {
   type ForwardState,
   type ForwardView,
 } from '../model.js';
-import { ChannelOpenError, OPEN_ADMINISTRATIVELY_PROHIBITED, type SshSession } from '../ssh/index.js';
+import {
+  ChannelOpenError,
+  OPEN_ADMINISTRATIVELY_PROHIBITED,
+  OPEN_CONNECT_FAILED,
+  type SshSession,
+} from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type HostBinding, type Route } from './binding.js';
 import { type BindingView, bindingKey, HostBindings, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
@@ -138,6 +143,9 @@ export class ForwardEngine extends EventEmitter {
   private sshDown: string | null = null;
   private stopped = false;
   private sshPort: number;
+  /** The current agent link, and whether a scan it was asked for (rescan) is still answering. */
+  private peer: Peer | null = null;
+  private rescanning = false;
 
   constructor(private readonly opts: ForwardEngineOptions) {
     super();
@@ -183,8 +191,9 @@ export class ForwardEngine extends EventEmitter {
     return true;
   }
 
-  /** A new agent link: its UDP events go through the flow table. */
+  /** A new agent link: its UDP events go through the flow table, and refused connections ask it to scan. */
   attachPeer(peer: Peer): void {
+    this.peer = peer;
     this.udp.attach(peer);
   }
 
@@ -569,10 +578,30 @@ export class ForwardEngine extends EventEmitter {
       return;
     }
     this.warnOpenFailure(f, err);
+    if (f.source === 'detected' && err instanceof ChannelOpenError && err.reason === OPEN_CONNECT_FAILED) {
+      this.rescan();
+    }
     if (f.look) f.look.failed(err);
     else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
       this.show(f, sshdRefusal(err));
     }
+  }
+
+  /**
+   * A detected listener whose guest port refuses a connection has most likely just closed: the guest agent is asked
+   * to scan now (the delta it sends removes the forward) instead of at its next tick, so the host port stops
+   * accepting connections that can only be reset. One request at a time.
+   */
+  private rescan(): void {
+    const peer = this.peer;
+    if (!peer || this.rescanning) return;
+    this.rescanning = true;
+    peer
+      .request('ports.snapshot', {})
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'asking the guest agent to scan failed'))
+      .finally(() => {
+        this.rescanning = false;
+      });
   }
 
   /** The forward shows `cause` as why its channels fail (null: they open). */

@@ -17,6 +17,7 @@ export {
   type ExecResult,
   HOST_KEY_FILE,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
+  OPEN_CONNECT_FAILED,
   SshNotConnectedError,
   SshSession,
   type SshSessionOptions,

@@ -66,6 +66,8 @@ export class SshNotConnectedError extends Error {
 
 /** RFC 4254 §5.1 SSH_OPEN_ADMINISTRATIVELY_PROHIBITED: OpenSSH's answer when its configuration forbids a channel. */
 export const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
+/** RFC 4254 §5.1 SSH_OPEN_CONNECT_FAILED: sshd's connect to the target failed (for TCP: nothing listens there). */
+export const OPEN_CONNECT_FAILED = 2;
 
 /** The server refused a channel; `reason` is its RFC 4254 code when it gave one (ssh2 puts it on its error). */
 export class ChannelOpenError extends Error {
