@@ -1,7 +1,7 @@
 // The human form of `tether status`: one line per part, the guest agent's scan interval in whole milliseconds.
 import { describe, expect, it } from 'vitest';
-import type { StatusView } from '../model.js';
-import { statusText } from './render.js';
+import type { ForwardView, StatusView } from '../model.js';
+import { forwardTable, statusText } from './render.js';
 
 const now = new Date().toISOString();
 const status: StatusView = {
@@ -34,5 +34,34 @@ describe('status text', () => {
     const text = statusText(status);
     expect(text).toContain('scan every 192 ms, 3 listeners');
     expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)');
+  });
+});
+
+describe('forward table', () => {
+  const forward = (port: number, command: string, error: string | null): ForwardView => ({
+    id: `tcp/127.0.0.1:${port}`,
+    proto: 'tcp',
+    guestAddr: `127.0.0.1:${port}`,
+    hostAddrs: [`127.0.0.1:${port}`],
+    state: error ? 'error' : 'forwarding',
+    process: { pid: 9, command },
+    connections: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    since: now,
+    error,
+    source: 'detected',
+  });
+
+  it('keeps a command with newlines and tabs on its row, and pads no line past its last cell', () => {
+    const out = forwardTable([
+      forward(8000, 'python3 -c "import http.server\nhttp.server.test()"\t-x', null),
+      forward(8001, 'node', 'a long reason that makes the error column wide'),
+    ]);
+    const lines = out.split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines[1]).toContain('9 python3 -c "import http.server http.ser');
+    expect(lines.filter((l) => l !== l.trimEnd())).toEqual([]);
+    expect(lines[1].endsWith('ago')).toBe(true); // an empty ERROR cell adds nothing
   });
 });

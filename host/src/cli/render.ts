@@ -34,9 +34,18 @@ export function table(head: string[], rows: string[][]): string {
     },
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
-  t.push(...rows);
-  return t.toString();
+  // A cell is one line: a guest command line may hold newlines or other control characters (`python3 -c "…"`).
+  t.push(...rows.map((row) => row.map((cell) => cell.replace(CONTROL_CHARS, ' '))));
+  // The last column is not padded out to its widest cell.
+  return t
+    .toString()
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .join('\n');
 }
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]+/g;
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
