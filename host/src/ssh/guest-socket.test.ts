@@ -1,0 +1,33 @@
+// How a guest socket the SSH user may not connect to is explained: the fix named depends on who may.
+import { describe, expect, it } from 'vitest';
+import { socketOpenFailure } from './guest-socket.js';
+
+/** A guest shell whose state script answers as if `socket` were owner:group with `mode`, for user `me`. */
+function shellFor(stat: string) {
+  return {
+    execText: async () => ({
+      code: 0,
+      signal: null,
+      stdout: `user=me\nstate=no access\ndenied=${stat}:/run/x.sock\n`,
+      stderr: '',
+    }),
+    openStreamLocal: async () => {
+      throw new Error('not used');
+    },
+  };
+}
+
+describe('socketOpenFailure for a socket the user may not connect to', () => {
+  const open = new Error('(SSH) Channel open failure: open failed');
+
+  it('names the group to join when group membership would give access', async () => {
+    const why = await socketOpenFailure(shellFor('root:docker:660'), '/run/x.sock', open);
+    expect(why).toContain('add me to group docker in the guest (sudo usermod -aG docker me)');
+  });
+
+  it("never suggests joining root's group", async () => {
+    const why = await socketOpenFailure(shellFor('root:root:660'), '/run/x.sock', open);
+    expect(why).not.toContain('usermod');
+    expect(why).toContain('only root may connect: log in as root (ssh.user) or have the service open it to a group');
+  });
+});
