@@ -27,11 +27,14 @@ command -v qemu-system-x86_64 >/dev/null || {
 }
 
 # KVM only when this process can open /dev/kvm; otherwise TCG (multi-threaded, one host thread per vCPU).
-if [[ -r /dev/kvm && -w /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null; then
+# VM_ACCEL=tcg forces TCG; a KVM that opens but cannot run the guest (nested virtualisation refusing an MSR) falls
+# back to TCG below.
+TCG=(-accel tcg,thread=multi -cpu max)
+if [[ ${VM_ACCEL:-auto} != tcg && -r /dev/kvm && -w /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null; then
 	exec 3>&-
 	ACCEL=(-accel kvm -cpu host)
 else
-	ACCEL=(-accel tcg,thread=multi -cpu max)
+	ACCEL=("${TCG[@]}")
 fi
 # With -snapshot the writes go to a throw-away overlay, so host-side write caching cannot lose anything that matters.
 SNAPSHOT=(-snapshot) CACHE=unsafe
@@ -39,18 +42,26 @@ SNAPSHOT=(-snapshot) CACHE=unsafe
 
 rm -f "$STATE/qemu.pid" "$STATE/qmp.sock" "$STATE/serial.log"
 started=$(vm_now)
-qemu-system-x86_64 \
-	-name tether-vm -machine "${VM_MACHINE:-pc}" "${ACCEL[@]}" -smp "${VM_CPUS:-1}" -m "${VM_MEMORY_MB:-2048}" \
-	-nodefaults -no-user-config -display none \
-	-kernel "$STATE/vmlinuz" -initrd "$STATE/initrd.img" \
-	-append "root=/dev/vda rootfstype=ext4 rw console=ttyS0 ${VM_QUIET-quiet} mitigations=off no_timer_check cryptomgr.notests tsc=reliable nowatchdog" \
-	-drive "file=$STATE/rootfs.ext4,format=raw,if=virtio,cache=$CACHE,discard=unmap" "${SNAPSHOT[@]}" \
-	-nic "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:22" \
-	-device virtio-rng-pci \
-	-serial "file:$STATE/serial.log" \
-	-qmp "unix:$STATE/qmp.sock,server=on,wait=off" \
-	-pidfile "$STATE/qemu.pid" -daemonize ||
-	vm_die "qemu-system-x86_64 failed to start (is 127.0.0.1:$PORT already in use?)"
+run_qemu() {
+	qemu-system-x86_64 \
+		-name tether-vm -machine "${VM_MACHINE:-pc}" "$@" -smp "${VM_CPUS:-1}" -m "${VM_MEMORY_MB:-2048}" \
+		-nodefaults -no-user-config -display none \
+		-kernel "$STATE/vmlinuz" -initrd "$STATE/initrd.img" \
+		-append "root=/dev/vda rootfstype=ext4 rw console=ttyS0 ${VM_QUIET-quiet} mitigations=off no_timer_check cryptomgr.notests tsc=reliable nowatchdog" \
+		-drive "file=$STATE/rootfs.ext4,format=raw,if=virtio,cache=$CACHE,discard=unmap" "${SNAPSHOT[@]}" \
+		-nic "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$PORT-:22" \
+		-device virtio-rng-pci \
+		-serial "file:$STATE/serial.log" \
+		-qmp "unix:$STATE/qmp.sock,server=on,wait=off" \
+		-pidfile "$STATE/qemu.pid" -daemonize 2>"$STATE/qemu.err"
+}
+if ! run_qemu "${ACCEL[@]}"; then
+	[[ ${ACCEL[1]} == kvm ]] || vm_die "qemu-system-x86_64 failed to start: $(tail -3 "$STATE/qemu.err")"
+	vm_log "KVM failed ($(tail -1 "$STATE/qemu.err")); starting with TCG instead"
+	ACCEL=("${TCG[@]}")
+	rm -f "$STATE/qemu.pid" "$STATE/qmp.sock" "$STATE/serial.log"
+	run_qemu "${ACCEL[@]}" || vm_die "qemu-system-x86_64 failed to start: $(tail -3 "$STATE/qemu.err")"
+fi
 echo "$PORT" >"$STATE/ssh.port"
 vm_log "QEMU running (pid $(cat "$STATE/qemu.pid"), ${ACCEL[1]}); waiting up to ${BOOT_TIMEOUT}s for ssh on 127.0.0.1:$PORT"
 
