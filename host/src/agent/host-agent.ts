@@ -391,8 +391,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private mountsChanged(): void {
     const views = this.opts.mounts?.views() ?? [];
     const r5 = this.requirements[4];
-    const failing = views.filter((v) => v.state === 'error');
-    if (failing.length > 0 && r5?.state === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
+    const failing = views.some((v) => v.state === 'error');
+    if (failing && r5?.state === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
       const detail = mountSummary(views);
       this.mountsFailed = true;
       this.setRequirement(5, 'failed', detail, r5.elapsedMs);
