@@ -153,6 +153,41 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     }
   });
 
+  it('is not ready again after a reconnect until its mount is remounted', async () => {
+    const tb = testbed();
+    const location = mkdtempSync(join(tmpdir(), 'tether-agent-remount-'));
+    writeFileSync(join(location, 'still.txt'), 'still here\n');
+    const mountPoint = join(tb.stateDir, 'agent-mnt-remount');
+    mkdirSync(mountPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb.user);
+    chownSync(mountPoint, uid, gid);
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
+    const { agent, ready } = await runAgent('remount', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    let pid: number | undefined;
+    // The mount states at each moment the agent said `ready`.
+    const atReady: string[][] = [];
+    agent.on('event', (e: { type: string; state?: string }) => {
+      if (e.type === 'status' && e.state === 'ready') atReady.push(agent.mounts().map((m) => m.state));
+    });
+    try {
+      await ready;
+      pid = agent.link.info?.pid;
+      await tb.stopSshd();
+      await waitFor(() => agent.status().state === 'degraded', { what: 'the agent degraded', timeoutMs: 60_000 });
+      await tb.startSshd();
+      await waitFor(() => agent.status().state === 'ready', { what: 'the agent ready again', timeoutMs: 60_000 });
+      expect(atReady.length).toBeGreaterThan(0);
+      expect(atReady).toEqual(atReady.map(() => ['mounted']));
+      expect(agent.status().mounts.mounted).toBe(1);
+      expect((await tb.exec(`cat ${mountPoint}/still.txt`, { user: tb.user })).stdout).toBe('still here\n');
+    } finally {
+      await agent.stop('test finished');
+      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+      for (const dir of [instanceDir, location]) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('mounts the mounts it can when another one cannot be made: each shows its own state and reason', async () => {
     const tb = testbed();
     const good = mkdtempSync(join(tmpdir(), 'tether-agent-good-'));

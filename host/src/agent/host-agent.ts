@@ -321,7 +321,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.link.on('down', (reason: string) => {
       this.linkDowns++;
       this.engine.suspendDetected(reason);
-      if (this.state === 'ready') this.setState('degraded');
+      if (this.state === 'ready') this.setState('degraded', `link to the guest agent down: ${reason}`);
     });
   }
 
@@ -355,13 +355,14 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.emit('event', e);
   }
 
-  private setState(state: StatusView['state']): void {
+  private setState(state: StatusView['state'], reason?: string): void {
     if (state === this.state || (this.stopping && state !== 'stopping')) return;
     const from = this.state;
     this.state = state;
-    const fields = { state, from };
-    if (state === 'failed' || state === 'degraded') this.log.warn(fields, `host agent ${state} (was ${from})`);
-    else this.log.info(fields, `host agent ${state} (was ${from})`);
+    const fields = { state, from, reason };
+    const msg = `host agent ${state} (was ${from})${reason ? `: ${reason}` : ''}`;
+    if (state === 'failed' || state === 'degraded') this.log.warn(fields, msg);
+    else this.log.info(fields, msg);
     this.announce({ type: 'status', state });
   }
 
@@ -378,9 +379,17 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return `${n} of ${n} mounted (after the failure above)`;
   }
 
-  /** Nothing keeps the agent degraded: the guest agent link is up and no failed mount requirement is pending. */
+  /**
+   * Nothing keeps the agent degraded: the guest agent link is up, and the mounts (unless optional) serve: none has
+   * a failed requirement pending, and once booted every one is mounted, so `ready` after a reconnect means the
+   * remounts are done too, not only the forwards.
+   */
   private healthy(): boolean {
-    return this.link.up && (!this.mountsFailed || this.opts.mountsOptional === true);
+    if (!this.link.up) return false;
+    if (this.opts.mountsOptional === true) return true;
+    if (this.mountsFailed) return false;
+    const booted = this.requirements[4]?.state === 'ok';
+    return !booted || this.mounts().every((v) => v.state === 'mounted');
   }
 
   /**
@@ -400,16 +409,18 @@ export class HostAgent extends EventEmitter implements AgentApi {
       if (this.state === 'ready') this.setState('degraded');
       return;
     }
-    if (!this.mountsFailed || !views.every((v) => v.state === 'mounted')) return;
-    this.mountsFailed = false;
-    const r = this.requirements[4];
-    // While a retry runs, its own requirement() reports the outcome.
-    if ((r.state === 'failed' || r.state === 'skipped') && !this.retryingMounts) {
-      const detail = this.mountSummary();
-      this.setRequirement(5, 'ok', detail, r.elapsedMs);
-      this.log.info({ detail }, `requirement 5 of ${r.total} ok: ${r.name} (${detail})`);
+    if (this.mountsFailed && views.every((v) => v.state === 'mounted')) {
+      this.mountsFailed = false;
+      // While a retry runs, its own requirement() reports the outcome.
+      if ((r5.state === 'failed' || r5.state === 'skipped') && !this.retryingMounts) {
+        const detail = this.mountSummary();
+        this.setRequirement(5, 'ok', detail, r5.elapsedMs);
+        this.log.info({ detail }, `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`);
+      }
     }
+    // A remount under way (after a reconnect, or sshfs restarted) is degraded until it is mounted again.
     if (this.state === 'degraded' && this.healthy()) this.setState('ready');
+    else if (this.state === 'ready' && !this.healthy()) this.setState('degraded', mountSummary(views));
   }
 
   /** Runs one requirement's check; `note` updates what the waiting requirement shows (e.g. the last failure). */

@@ -128,6 +128,7 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
       for (const line of progress.update(reqs)) opts.print(line);
     };
     let linkNoted = false;
+    let mountsNoted = false;
     const onStatus = (s: StatusView) => {
       last = s;
       show(s.requirements);
@@ -136,6 +137,9 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
       if (s.state === 'degraded' && s.link?.up === false && !linkNoted) {
         linkNoted = true;
         opts.print(`waiting for the link to the guest agent: ${linkDownReason(s)}`);
+      } else if (s.state === 'degraded' && s.link?.up && s.mounts.mounted < s.mounts.total && !mountsNoted) {
+        mountsNoted = true;
+        opts.print(`waiting for the mounts: ${s.mounts.mounted} of ${s.mounts.total} mounted`);
       }
     };
     const refresh = () =>
