@@ -320,6 +320,9 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       expect(await v.sshOk(`ps -o user= -p ${pid}`)).toBe('root');
       // The unit runs the installed copy of the executable, not a Node bundle.
       expect(await v.sshOk(`sudo -n readlink /proc/${pid}/exe`)).toMatch(/\/tether-guest$/);
+      // Stored once: the upload the unit was installed from is gone.
+      expect((await v.ssh(`test -e '${uploaded[0].remote}'`)).code).not.toBe(0);
+      expect(await v.sshOk('test -x /usr/local/lib/tether-guest/tether-guest && echo installed')).toBe('installed');
       expect(await v.sshOk(`stat -c '%U %a' ${AGENT_SOCKET}`)).toBe(`${VM_USER} 600`);
     },
     5 * MIN,

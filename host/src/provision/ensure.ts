@@ -184,6 +184,7 @@ export async function ensureGuestAgent(
     log.info({ out: r.stdout.trim() }, 'guest agent systemd unit installed');
     actions.push('installed unit');
     notes.push('installed the systemd unit');
+    if (!exe.startsWith(`${SYSTEM_LIB}/`)) await removeInstalledFrom(shell, exe, log);
   } else {
     const why = facts.systemd ? 'not root and sudo -n (or doas -n) is refused' : 'no systemd';
     const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
@@ -430,6 +431,16 @@ async function upload(
   }
   log.info({ local, remote: final }, 'guest agent uploaded');
   return final;
+}
+
+/**
+ * The unit runs the copy `install` made under SYSTEM_LIB; the one it was made from (the upload, ~100 MB for the
+ * single executable) would only take the guest's disk twice. The next probe finds the installed copy.
+ */
+async function removeInstalledFrom(shell: GuestShell, path: string, log: Logger): Promise<void> {
+  const r = await shell.execText(`rm -f ${q(path)}`).catch((e: Error) => ({ code: null, stderr: e.message }));
+  if (r.code === 0) log.info({ path }, 'removed the copy the systemd unit was installed from');
+  else log.warn({ path, detail: r.stderr.trim() }, `could not remove ${path} after installing the unit`);
 }
 
 /**
