@@ -216,4 +216,35 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/✗ requirement 1 of \d: ssh reachable: the agent was stopped: tether down/);
   });
+
+  it('rm refuses a running instance, stops it first with --force, and forgets it', async () => {
+    const key = join(home, 'plain_key_3');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    const up = runCli(home, ['up', 'gone', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '60']);
+    const paths = instancePaths('gone', home);
+    await waitFor(() => existsSync(paths.socket) && readPid(paths) !== null, {
+      what: 'the agent to serve its socket',
+      timeoutMs: 20_000,
+    });
+    const pid = readPid(paths) as number;
+    const refused = await runCli(home, ['rm', 'gone']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toBe(
+      'tether: instance gone is running; stop it with `tether down gone` first, or use --force\n',
+    );
+    expect(existsSync(paths.config)).toBe(true);
+    expect(isAlive(pid)).toBe(true);
+
+    const forced = await runCli(home, ['rm', '--force', 'gone']);
+    expect(forced.code).toBe(0);
+    expect(forced.stdout).toBe(`stopped instance gone (shut down)\nremoved instance gone (${paths.dir})\n`);
+    expect(existsSync(paths.dir)).toBe(false);
+    expect(isAlive(pid)).toBe(false);
+    expect((await up).code).toBe(1);
+    const names = JSON.parse((await runCli(home, ['ls', '--json'])).stdout).map((i: { name: string }) => i.name);
+    expect(names).not.toContain('gone');
+    const again = await runCli(home, ['delete', 'gone']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^tether: no instance gone /);
+  });
 });

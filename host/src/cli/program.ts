@@ -7,6 +7,7 @@ import { registerForward } from './commands/forward.js';
 import { registerLogs } from './commands/logs.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
+import { registerRm } from './commands/rm.js';
 import { registerStatus } from './commands/status.js';
 import { registerUp } from './commands/up.js';
 import { withHelp } from './context.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   ]);
   registerUp(program);
   registerDown(program);
+  registerRm(program);
   registerLs(program);
   registerStatus(program);
   registerForward(program);

@@ -1,0 +1,36 @@
+// `tether rm NAME [--force]`: forgets an instance by removing its directory ($TETHER_HOME/NAME: tether.yaml, the
+// pinned host key, logs). A running host agent is stopped first only with --force, as `limactl delete` does: without
+// it, rm would pull the config and control socket out from under a live agent. The VM is not touched: its guest
+// agent stays installed, and `tether up NAME --ssh …` later starts over (pinning the host key again).
+import { rmSync } from 'node:fs';
+import type { Command } from 'commander';
+import { isAlive, isOurAgent, readPid } from '../../instance.js';
+import { socketAnswers } from '../../socket-file.js';
+import { existingInstance, withHelp } from '../context.js';
+import { CliError } from '../errors.js';
+import { stopAgent } from './down.js';
+
+export function registerRm(program: Command): void {
+  withHelp(
+    program
+      .command('rm')
+      .alias('delete')
+      .description('forget an instance: remove its directory (config, pinned host key, logs); the VM is not touched')
+      .argument('<name>', 'instance name')
+      .option('-f, --force', 'stop its host agent first when it runs'),
+    ['tether rm dev', 'tether rm --force dev'],
+  ).action(async (name: string, opts: { force?: boolean }) => {
+    const paths = existingInstance(name);
+    const pid = readPid(paths);
+    const running =
+      (pid !== null && isAlive(pid) && isOurAgent(pid, paths) === true) || (await socketAnswers(paths.socket));
+    if (running) {
+      if (!opts.force)
+        throw new CliError(`instance ${name} is running; stop it with \`tether down ${name}\` first, or use --force`);
+      const how = await stopAgent(paths, 'tether rm --force');
+      process.stdout.write(`stopped instance ${name} (${how})\n`);
+    }
+    rmSync(paths.dir, { recursive: true, force: true });
+    process.stdout.write(`removed instance ${name} (${paths.dir})\n`);
+  });
+}
