@@ -236,9 +236,18 @@ function statusKiB(pid, field) {
 }
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+function statFields(pid) {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1).split(' ');
+}
+
 function cpuSeconds(pid) {
-  const rest = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1).split(' ');
+  const rest = statFields(pid);
   return (Number(rest[11]) + Number(rest[12])) / CLK_TCK; // utime + stime
+}
+
+/** Minor page faults so far: memory the C library handed back to the kernel and faulted in again. */
+function minorFaults(pid) {
+  return Number(statFields(pid)[7]);
 }
 
 /** Samples VmRSS of pid while fn runs; resolves with [fn's result, peak MiB]. */
@@ -338,6 +347,7 @@ async function measureThroughput(tether, openssh) {
   const tput = {};
   const rssPeaks = [];
   const cpu = { [tether.name]: 0, [openssh.name]: 0 };
+  const faults = { [tether.name]: 0, [openssh.name]: 0 };
   let moved = 0;
   for (const streams of [1, 4]) {
     for (const dir of ['upload', 'download']) {
@@ -346,6 +356,7 @@ async function measureThroughput(tether, openssh) {
       for (let rep = 0; rep < REPS; rep++) {
         for (const t of rep % 2 ? [openssh, tether] : [tether, openssh]) {
           const cpu0 = cpuSeconds(t.pid);
+          const faults0 = minorFaults(t.pid);
           const run = () => throughput(t.ports, dir, streams);
           let mbps;
           if (t === tether && streams === 4) {
@@ -356,12 +367,20 @@ async function measureThroughput(tether, openssh) {
             mbps = await run();
           }
           cpu[t.name] += cpuSeconds(t.pid) - cpu0;
+          faults[t.name] += minorFaults(t.pid) - faults0;
           tput[key][t.name].push(mbps);
         }
         moved += TOTAL_BYTES;
       }
       const runs = (name) => tput[key][name].map((v) => fmt(v)).join(' ');
-      console.log(`  ${key}: tether ${runs(tether.name)} | ssh -L ${runs(openssh.name)} MB/s`);
+      const peaks =
+        streams === 4
+          ? `; tether RSS peaks ${rssPeaks
+              .slice(-REPS)
+              .map((m) => fmt(m))
+              .join(' ')} MiB`
+          : '';
+      console.log(`  ${key}: tether ${runs(tether.name)} | ssh -L ${runs(openssh.name)} MB/s${peaks}`);
     }
   }
   const gib = moved / (1 << 30);
@@ -369,6 +388,7 @@ async function measureThroughput(tether, openssh) {
     tput,
     rssPeak: Math.max(...rssPeaks),
     cpuPerGiB: { tether: cpu[tether.name] / gib, openssh: cpu[openssh.name] / gib },
+    faultsPerGiB: { tether: faults[tether.name] / gib, openssh: faults[openssh.name] / gib },
   };
 }
 
@@ -512,6 +532,7 @@ async function main() {
   if (tp) {
     rows.push(row('RSS peak, 4 streams', 'MiB', tp.rssPeak, sshHwm, verdict(tp.rssPeak <= 120, '<= 120 MiB', 'RSS')));
     rows.push(row('CPU per GiB moved', 's', tp.cpuPerGiB.tether, tp.cpuPerGiB.openssh, 'info'));
+    rows.push(row('minor page faults', 'per GiB', tp.faultsPerGiB.tether, tp.faultsPerGiB.openssh, 'info'));
   }
   rows.push(row('RSS after boot (idle)', 'MiB', bootRss, undefined, 'info'));
   rows.push(row('VmHWM whole run', 'MiB', agentHwm, sshHwm, 'info'));
@@ -530,6 +551,8 @@ async function main() {
   if (info && !info.error) {
     const last = `last scan ${info.lastScanMs.toFixed(2)} ms`;
     console.log(`guest agent scan interval at the end: ${Math.round(info.scanIntervalMs)} ms (${last})`);
+    const peaks = Object.entries(info.memPeaks ?? {}).map(([k, v]) => `${k} ${fmt(v)}`);
+    if (peaks.length) console.log(`host agent memory peaks (MiB, each field on its own): ${peaks.join(', ')}`);
   }
   console.log(missed.length ? `\ngoals missed: ${missed.join(', ')}` : '\nall goals met');
 }

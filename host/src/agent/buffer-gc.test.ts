@@ -91,6 +91,44 @@ describe('buffer collector', () => {
     c?.stop();
   });
 
+  it('keeps reading often while garbage piles up again to where it was before the last collection', () => {
+    vi.useFakeTimers();
+    let memory = 1 * MiB;
+    const collect = vi.fn(() => {
+      memory = 1 * MiB; // all of it was young garbage
+    });
+    const opts = { limitBytes: 16 * MiB, busyIntervalMs: 10, idleIntervalMs: 100, collect };
+    const c = startBufferCollector({ ...opts, arrayBuffers: () => memory });
+    vi.advanceTimersByTime(100); // first reading: 1 MiB
+    for (let i = 1; i <= 3; i++) {
+      memory = 10 * MiB; // 9 MiB of garbage per busy interval, back to the same level each time
+      vi.advanceTimersByTime(10);
+      expect(collect).toHaveBeenCalledTimes(i);
+    }
+    c?.stop();
+  });
+
+  it('also checks after every 2 MiB of traffic, without waiting for its timer', () => {
+    vi.useFakeTimers();
+    let memory = 1 * MiB;
+    const collect = vi.fn(() => {
+      memory = 1 * MiB;
+    });
+    const opts = { limitBytes: 16 * MiB, busyIntervalMs: 1000, idleIntervalMs: 1000, collect };
+    const c = startBufferCollector({ ...opts, arrayBuffers: () => memory });
+    c?.traffic(2 * MiB); // first reading: 1 MiB
+    memory = 12 * MiB;
+    c?.traffic(MiB);
+    expect(collect).not.toHaveBeenCalled(); // not 2 MiB yet
+    c?.traffic(MiB);
+    expect(collect.mock.calls).toEqual([['minor']]);
+    c?.stop();
+    memory = 100 * MiB;
+    c?.traffic(4 * MiB);
+    vi.advanceTimersByTime(5000);
+    expect(collect).toHaveBeenCalledTimes(1);
+  });
+
   it('does nothing without a GC function (no --expose-gc)', () => {
     expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
     expect(startBufferCollector()).toBeNull();

@@ -70,7 +70,7 @@ export interface HostAgentOptions {
   /** How long requirement 2 keeps trying while the guest refuses the login (default 60 s). */
   loginRefusedGraceMs?: number;
   /** Reconnect tuning (tests). */
-  ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs'>>;
+  ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs' | 'onTraffic'>>;
 }
 
 /** How long the guest's listeners may wait for its sshd port to be learned on a new connection. */

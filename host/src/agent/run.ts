@@ -25,7 +25,7 @@ export interface RunningAgent {
 
 /** Creates and starts the agent; returns at once so callers can serve status while it boots. */
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
-  processBufferCollector();
+  const collector = processBufferCollector();
   const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
   // Mounts come from the config unless the caller brings its own driver (tests, benchmarks). Their warnings and
   // errors go to status with the agent's own.
@@ -36,7 +36,10 @@ export async function runAgent(name: string, config: Config, opts: RunAgentOptio
       ? (await import('./mounts.js')).mountDriver(config.mounts, problems.tap(logger, 'mount'))
       : undefined);
   const mountsOptional = 'mountsDefaulted' in config && config.mountsDefaulted === true;
-  const agent = new HostAgent(name, config, { mountsOptional, ...opts, logger, mounts, problems });
+  // The collector checks at the pace of the SSH traffic too: its timer alone fires late while the event loop is busy
+  // with that traffic, which is when garbage piles up fastest.
+  const ssh = collector ? { onTraffic: collector.traffic, ...opts.ssh } : opts.ssh;
+  const agent = new HostAgent(name, config, { mountsOptional, ...opts, ssh, logger, mounts, problems });
   const ready = agent.start();
   ready.catch(() => {}); // observed by the caller; the agent's status keeps the failure
   return { agent, ready };

@@ -48,6 +48,8 @@ export interface SshSessionOptions {
   home?: string;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** Told the size of every chunk the SSH socket reads or writes (the buffer collector's pace). */
+  onTraffic?: (bytes: number) => void;
 }
 
 export interface ExecResult {
@@ -319,7 +321,7 @@ export class SshSession extends EventEmitter {
     }
     const client = new Client();
     let lastClientError: string | null = null;
-    const sock = coalescingSocket(ssh.host, ssh.port);
+    const sock = coalescingSocket(ssh.host, ssh.port, this.opts.onTraffic);
     const config: ConnectConfig = {
       host: ssh.host,
       port: ssh.port,
