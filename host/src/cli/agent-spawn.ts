@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { InstancePaths } from '../instance.js';
 
 /**
- * Node/V8 flags of the background agent (Linux x64 here: about 70 MiB idle and a 120-130 MiB peak with 4 busy
+ * Node/V8 flags of the background agent (Linux x64 here: about 70 MiB idle and a 90-95 MiB peak with 4 busy
  * streams, where Node's defaults gave about 80 MiB idle):
  * - `--max-semi-space-size=1`: V8's default young generation (16 MiB semi-spaces on 64-bit, resident once touched)
  *   was the largest single item of the idle agent's RSS. Forwarding's garbage is short-lived, so scavenges of a
