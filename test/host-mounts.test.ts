@@ -5,9 +5,9 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runAgent } from '../host/src/agent/index.js';
+import { type HostAgent, runAgent } from '../host/src/agent/index.js';
 import { testConfig } from './forward-fixture.js';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 function loginIds(user: string): { uid: number; gid: number } {
@@ -19,20 +19,41 @@ function loginIds(user: string): { uid: number; gid: number } {
   return { uid: Number(fields[2]), gid: Number(fields[3]) };
 }
 
+/** A mount point under the testbed's state directory, owned by the guest login user (as sshfs needs it). */
+function guestMountPoint(tb: Testbed, name: string): string {
+  const mountPoint = join(tb.stateDir, name);
+  mkdirSync(mountPoint, { recursive: true });
+  const { uid, gid } = loginIds(tb.user);
+  chownSync(mountPoint, uid, gid);
+  return mountPoint;
+}
+
+/** An agent with one writable mount of a new host directory that holds `files`, under way (await `ready`). */
+async function agentWithMount(tb: Testbed, name: string, files: Record<string, string> = {}) {
+  const location = mkdtempSync(join(tmpdir(), `tether-agent-${name}-`));
+  for (const [file, text] of Object.entries(files)) writeFileSync(join(location, file), text);
+  const mountPoint = guestMountPoint(tb, `agent-mnt-${name}`);
+  const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
+  const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
+  const { agent, ready } = await runAgent(name, config, { instanceDir, requirementTimeoutMs: 60_000 });
+  return { location, mountPoint, instanceDir, agent, ready };
+}
+
+/** Stops the agent and the guest agent it started (pid, when known); removes the host directories. */
+async function stopAll(tb: Testbed, agent: HostAgent, pid: number | undefined, dirs: string[] = []): Promise<void> {
+  await agent.stop('test finished');
+  if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+}
+
 describe.skipIf(!canRunTestbed())('host agent mounts', () => {
   const testbed = useTestbed();
 
   it('mounts a configured directory as boot requirement 5 and unmounts on stop', async () => {
     const tb = testbed();
-    const location = mkdtempSync(join(tmpdir(), 'tether-agent-export-'));
-    writeFileSync(join(location, 'hello.txt'), 'from the host\n');
-    const mountPoint = join(tb.stateDir, 'agent-mnt');
-    mkdirSync(mountPoint, { recursive: true });
-    const { uid, gid } = loginIds(tb.user);
-    chownSync(mountPoint, uid, gid);
-    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
-    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
-    const { agent, ready } = await runAgent('mounts', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    const { location, mountPoint, instanceDir, agent, ready } = await agentWithMount(tb, 'mounts', {
+      'hello.txt': 'from the host\n',
+    });
     let pid: number | undefined;
     try {
       await ready;
@@ -50,8 +71,7 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       const r = await tb.exec(`cat ${mountPoint}/hello.txt`, { user: tb.user });
       expect(r.stdout).toBe('from the host\n');
     } finally {
-      await agent.stop('test finished');
-      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
+      await stopAll(tb, agent, pid);
     }
     const after = await tb.exec(`grep -c ' ${mountPoint} ' /proc/mounts || true`);
     expect(after.stdout.trim()).toBe('0');
@@ -63,10 +83,7 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     const tb = testbed();
     const location = join(tmpdir(), `tether-missing-export-${process.pid}`); // does not exist on the host yet
     rmSync(location, { recursive: true, force: true });
-    const mountPoint = join(tb.stateDir, 'agent-mnt-missing');
-    mkdirSync(mountPoint, { recursive: true });
-    const { uid, gid } = loginIds(tb.user);
-    chownSync(mountPoint, uid, gid);
+    const mountPoint = guestMountPoint(tb, 'agent-mnt-missing');
     const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
     const guestPort = await freePort();
     const config = testConfig(tb, {
@@ -104,23 +121,13 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       const r = await tb.exec(`cat ${mountPoint}/late.txt`, { user: tb.user });
       expect(r.stdout).toBe('made after up\n');
     } finally {
-      await agent.stop('test finished');
-      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
-      rmSync(instanceDir, { recursive: true, force: true });
-      rmSync(location, { recursive: true, force: true });
+      await stopAll(tb, agent, pid, [instanceDir, location]);
     }
   });
 
   it('fails requirement 5 again when a mount cannot be made after a reconnect, and is ready again once it can', async () => {
     const tb = testbed();
-    const location = mkdtempSync(join(tmpdir(), 'tether-agent-again-'));
-    const mountPoint = join(tb.stateDir, 'agent-mnt-again');
-    mkdirSync(mountPoint, { recursive: true });
-    const { uid, gid } = loginIds(tb.user);
-    chownSync(mountPoint, uid, gid);
-    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
-    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
-    const { agent, ready } = await runAgent('mountagain', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    const { location, mountPoint, instanceDir, agent, ready } = await agentWithMount(tb, 'mountagain');
     let pid: number | undefined;
     try {
       await ready;
@@ -147,23 +154,15 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       expect(agent.status().requirements[4].state).toBe('ok');
       expect((await tb.exec(`cat ${mountPoint}/back.txt`, { user: tb.user })).stdout).toBe('mounted again\n');
     } finally {
-      await agent.stop('test finished');
-      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
-      for (const dir of [instanceDir, location]) rmSync(dir, { recursive: true, force: true });
+      await stopAll(tb, agent, pid, [instanceDir, location]);
     }
   });
 
   it('is not ready again after a reconnect until its mount is remounted', async () => {
     const tb = testbed();
-    const location = mkdtempSync(join(tmpdir(), 'tether-agent-remount-'));
-    writeFileSync(join(location, 'still.txt'), 'still here\n');
-    const mountPoint = join(tb.stateDir, 'agent-mnt-remount');
-    mkdirSync(mountPoint, { recursive: true });
-    const { uid, gid } = loginIds(tb.user);
-    chownSync(mountPoint, uid, gid);
-    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
-    const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
-    const { agent, ready } = await runAgent('remount', config, { instanceDir, requirementTimeoutMs: 60_000 });
+    const { location, mountPoint, instanceDir, agent, ready } = await agentWithMount(tb, 'remount', {
+      'still.txt': 'still here\n',
+    });
     let pid: number | undefined;
     // The mount states at each moment the agent said `ready`.
     const atReady: string[][] = [];
@@ -182,9 +181,7 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
       expect(agent.status().mounts.mounted).toBe(1);
       expect((await tb.exec(`cat ${mountPoint}/still.txt`, { user: tb.user })).stdout).toBe('still here\n');
     } finally {
-      await agent.stop('test finished');
-      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
-      for (const dir of [instanceDir, location]) rmSync(dir, { recursive: true, force: true });
+      await stopAll(tb, agent, pid, [instanceDir, location]);
     }
   });
 
@@ -194,13 +191,8 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     writeFileSync(join(good, 'good.txt'), 'mounted beside a broken one\n');
     const missing = join(tmpdir(), `tether-missing-second-${process.pid}`); // does not exist on the host yet
     rmSync(missing, { recursive: true, force: true });
-    const { uid, gid } = loginIds(tb.user);
-    const goodPoint = join(tb.stateDir, 'agent-mnt-good');
-    const badPoint = join(tb.stateDir, 'agent-mnt-bad');
-    for (const mp of [goodPoint, badPoint]) {
-      mkdirSync(mp, { recursive: true });
-      chownSync(mp, uid, gid);
-    }
+    const goodPoint = guestMountPoint(tb, 'agent-mnt-good');
+    const badPoint = guestMountPoint(tb, 'agent-mnt-bad');
     const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
     const config = testConfig(tb, {
       mounts: [
@@ -240,9 +232,7 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
         'mounted beside a broken one\n',
       );
     } finally {
-      await agent.stop('test finished');
-      if (pid) await tb.exec(`kill -TERM ${pid} 2>/dev/null; true`);
-      for (const dir of [instanceDir, good, missing]) rmSync(dir, { recursive: true, force: true });
+      await stopAll(tb, agent, pid, [instanceDir, good, missing]);
     }
   });
 });
