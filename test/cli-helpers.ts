@@ -1,7 +1,7 @@
 // Running the built `tether` CLI (host/dist/cli/main.js, after `npx tsc -b`) as a child process with its own
 // TETHER_HOME, collecting exit code and output, and the tether.yaml a test hands it. Owns nothing beyond the child it
 // waits for.
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -27,12 +27,15 @@ export function runCli(
   args: string[],
   timeoutMs = 60_000,
   env: Record<string, string> = {},
+  /** Gets the child once spawned (e.g. to signal it). */
+  spawned?: (child: ChildProcess) => void,
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    spawned?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => {

@@ -1,7 +1,7 @@
 // The tether CLI without a VM: help with examples and exit codes, usage errors (exit 2), config errors naming file,
 // line and key (exit 1), commands on a stopped instance, a foreground boot that fails, and an agent left failed by
 // an interrupted up. Runs the built CLI.
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -215,6 +215,38 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const r = await up;
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/✗ requirement 1 of \d: ssh reachable: the agent was stopped: tether down/);
+  });
+
+  it('up says when nothing listens on the SSH port, and Ctrl-C stops the agent it started', async () => {
+    const key = join(home, 'plain_key_4');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    let child: ChildProcess | undefined;
+    const args = ['up', 'ctrlc', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '60'];
+    const up = runCli(home, args, 60_000, {}, (c) => {
+      child = c;
+    });
+    const paths = instancePaths('ctrlc', home);
+    const detail = async () => {
+      const r = await runCli(home, ['status', 'ctrlc', '--json']);
+      return r.code === 0 ? (JSON.parse(r.stdout).requirements[0].detail as string | null) : null;
+    };
+    await waitFor(async () => (await detail())?.includes('ECONNREFUSED') === true, {
+      what: 'requirement 1 showing the refused connect',
+      timeoutMs: 20_000,
+    });
+    expect(await detail()).toMatch(
+      /ECONNREFUSED 127\.0\.0\.1:1 \(nothing listens there: is the VM running, and is 1 the port it forwards to its sshd\?\); retrying$/,
+    );
+    const pid = readPid(paths) as number;
+    expect(isAlive(pid)).toBe(true);
+    child?.kill('SIGINT');
+    const r = await up;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toBe('tether: interrupted; stopping the agent of ctrlc (`tether up ctrlc` starts it again)\n');
+    expect(isAlive(pid)).toBe(false);
+    const status = JSON.parse((await runCli(home, ['status', 'ctrlc', '--json'])).stdout);
+    expect(status.state).toBe('stopped');
+    expect(status.stopReason).toMatch(/^tether up: interrupted/);
   });
 
   it('rm refuses a running instance, stops it first with --force, and forgets it', async () => {

@@ -69,12 +69,21 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
           .retryMounts()
           .catch(() => false));
       if (retrying) print(`trying its failed mounts again`);
+      // Not ours to stop: Ctrl-C only stops following it.
+      onInterrupt(() => {
+        process.stderr.write(
+          `tether: interrupted; instance ${name} keeps running (\`tether status ${name}\` follows it, \`tether down ${name}\` stops it)\n`,
+        );
+        return Promise.resolve();
+      });
       // A boot still under way is followed from its start; a finished one shows only what happens now.
       const shown =
         running && running.state !== 'starting'
           ? running.requirements.filter((r) => !(retrying && r.index === 5))
           : undefined;
-      const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started, shown });
+      const outcome = await unlessInterrupted(
+        followBoot(clientFor(paths), { timeoutMs, print, start: started, shown }),
+      );
       return finish(paths, outcome, null);
     }
   }
@@ -98,12 +107,19 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
   }
 
   const child = spawnAgent(paths, { logLevel: opts.logLevel, timeoutS: opts.timeout });
-  await waitForSocket(paths, child, Math.min(timeoutMs, 30_000));
-  const outcome = await followBoot(clientFor(paths), {
-    timeoutMs: timeoutMs - (Date.now() - started),
-    print,
-    start: started,
+  // The agent runs detached (its own session), so Ctrl-C reaches only this process: an `up` given up on (a wrong
+  // port that never answers) stops the agent it started, instead of leaving it retrying unseen.
+  onInterrupt(async () => {
+    process.stderr.write(
+      `tether: interrupted; stopping the agent of ${name} (\`tether up ${name}\` starts it again)\n`,
+    );
+    const how = await stopAgent(paths, 'tether up: interrupted').catch(() => 'not running');
+    if (how === 'not running' && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   });
+  await unlessInterrupted(waitForSocket(paths, child, Math.min(timeoutMs, 30_000)));
+  const outcome = await unlessInterrupted(
+    followBoot(clientFor(paths), { timeoutMs: timeoutMs - (Date.now() - started), print, start: started }),
+  );
   await finish(paths, outcome, (reason) => stopAgent(paths, reason));
 }
 
@@ -227,5 +243,28 @@ function degradedMessage(paths: InstancePaths, outcome: Extract<BootOutcome, { o
 function timeoutReason(status: StatusView | null, r: RequirementView | null): string {
   if (!r && status?.state === 'degraded' && status.link?.up === false) return `: ${linkDownReason(status)}`;
   const why = r?.detail ?? (r && r.index <= 2 ? status?.ssh.lastError : null);
-  return why ? `: ${why}` : '';
+  // The waiting detail says the agent was retrying; the message ends with whether it still is.
+  return why ? `: ${why.replace(/; retrying$/, '')}` : '';
+}
+
+let interrupted = false;
+
+/** On Ctrl-C: runs `then` once, and exits 130 (128 + SIGINT) as a shell expects of an interrupted command. */
+function onInterrupt(then: () => Promise<void>): void {
+  process.once('SIGINT', () => {
+    interrupted = true;
+    void then().finally(() => process.exit(130));
+  });
+}
+
+/**
+ * `p`'s outcome, unless Ctrl-C came meanwhile: then the interrupt handler ends the process, and what `p` saw (the
+ * agent it stops going away) is not reported as a failure of its own.
+ */
+function unlessInterrupted<T>(p: Promise<T>): Promise<T> {
+  const never = new Promise<T>(() => {});
+  return p.then(
+    (v) => (interrupted ? never : v),
+    (err: unknown) => (interrupted ? never : Promise.reject(err)),
+  );
 }

@@ -355,6 +355,9 @@ export class SshSession extends EventEmitter {
       // ssh2 says only "All configured authentication methods failed": name who logged in with what.
       const refusedLogin = err.level === 'client-authentication';
       lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
+      // A typo in the port looks like a VM that is still booting: say which it may be.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')
+        lastClientError += ` (nothing listens there: is the VM running, and is ${this.opts.ssh.port} the port it forwards to its sshd?)`;
       this.loginRefusedSince = refusedLogin ? (this.loginRefusedSince ?? performance.now()) : null;
       // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
       if (!this.refused) this.lastError = err.level ? `${lastClientError} (${err.level})` : lastClientError;
