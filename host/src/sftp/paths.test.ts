@@ -65,3 +65,10 @@ describe('Confinement parent cache', () => {
     expect(c.resolve(`${root}/l/f`, false)).toBe(join(root, 'c', 'f'));
   });
 });
+
+describe('Confinement root', () => {
+  it('names a root that does not exist in words, not as a bare realpath error', () => {
+    const missing = join(tmp, 'gone');
+    expect(() => new Confinement(missing)).toThrow(new Error(`host directory ${missing} does not exist`));
+  });
+});

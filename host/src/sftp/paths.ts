@@ -96,7 +96,14 @@ export class Confinement {
   /** Throws if `root` (a path as configured, UTF-8) does not exist: an export without a directory is a configuration error. */
   constructor(root: string) {
     this.clientRoot = Buffer.from(stripTrailingSlash(posix.normalize(posix.resolve(root))), 'utf8').toString('latin1');
-    this.realRoot = realpathSync.native(fsPath(this.clientRoot), { encoding: 'latin1' });
+    try {
+      this.realRoot = realpathSync.native(fsPath(this.clientRoot), { encoding: 'latin1' });
+    } catch (err) {
+      // Node's "ENOENT: no such file or directory, realpath '…'" would reach `mount ls` as it is.
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'does not exist' : `cannot be opened (${code ?? (err as Error).message})`;
+      throw new Error(`host directory ${root} ${why}`);
+    }
   }
 
   /**
