@@ -18,8 +18,9 @@ export async function startGuestAgent(
   bundleDir: string,
   log: Logger,
   replace = false,
+  onStep?: (what: string) => void,
 ): Promise<{ summary: string; socket: string }> {
-  const { summary, socket } = await ensureGuestAgent(ssh, config, bundleDir, log, { replace });
+  const { summary, socket } = await ensureGuestAgent(ssh, config, bundleDir, log, { replace, onStep });
   return { summary, socket };
 }
 

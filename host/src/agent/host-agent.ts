@@ -240,7 +240,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       if (this.config.guestAgent.provision === 'never') {
         this.setRequirement(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run');
       } else {
-        await this.requirement(3, () => this.waitProvisioned(timeout));
+        await this.requirement(3, (note) => this.waitProvisioned(timeout, note));
       }
       await this.requirement(4, (note) =>
         this.showingLinkError(note, async () => {
@@ -547,7 +547,15 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
   private provision(replace = false): Promise<string> {
-    this.provisioning ??= startGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), replace)
+    const onStep = (what: string) => this.provisionEvents.emit('step', what);
+    this.provisioning ??= startGuestAgent(
+      this.ssh,
+      this.config,
+      this.bundleDir,
+      this.logger('provision'),
+      replace,
+      onStep,
+    )
       .then(
         ({ summary, socket }) => {
           this.link.useSocket(socket);
@@ -569,7 +577,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
    * Requirement 3: the agent answers by itself, or provisioning (started by the link on no answer) succeeds. Fails at
    * once when the link is blocked (sshd refuses the channel to a running agent): provisioning cannot help then.
    */
-  private waitProvisioned(timeoutMs: number): Promise<string> {
+  private waitProvisioned(timeoutMs: number, note: (detail: string) => void): Promise<string> {
     if (this.link.up) return Promise.resolve(`already running at ${this.link.socket}`);
     if (this.link.blocked) return Promise.reject(new Error(this.link.blocked));
     return new Promise((resolve, reject) => {
@@ -590,6 +598,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       const finish = (err: Error | null, detail?: string) => {
         clearTimeout(timer);
         this.provisionEvents.off('failed', onFailed);
+        this.provisionEvents.off('step', note);
         this.link.off('up', onUp);
         this.link.off('blocked', onBlocked);
         if (err) reject(err);
@@ -598,6 +607,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.link.once('up', onUp);
       this.link.once('blocked', onBlocked);
       this.provisionEvents.once('failed', onFailed);
+      this.provisionEvents.on('step', note);
     });
   }
 }

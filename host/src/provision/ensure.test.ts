@@ -60,9 +60,12 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
     }
   }
 
-  it('uploads the bundle and starts the agent in the background', async () => {
-    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+  it('uploads the bundle and starts the agent in the background, telling each step', async () => {
+    const steps: string[] = [];
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { onStep: (s) => steps.push(s) });
     expect(r.actions).toEqual(['uploaded', 'started in background']);
+    expect(steps[0]).toMatch(/^uploading tether-guest\.cjs: 0 of \d+ MB$/);
+    expect(steps.at(-1)).toBe(`waiting for tether-guest to answer on ${r.socket}`);
     expect(r.artefact).toBe('bundle');
     expect(r.hash).toBe(readManifest(BUNDLE_DIR).hash);
     expect(r.summary).toMatch(/no systemd/);

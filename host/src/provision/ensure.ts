@@ -6,6 +6,8 @@
 // When the agent's socket does not answer because sshd refuses unix-socket forwarding
 // (ssh/guest-socket.ts), it fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the
 // remote shell snippets; it uses the SSH session given to it and never opens its own.
+import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -45,6 +47,8 @@ export interface ProvisionOptions {
    * stopped first, whoever started it (a unit, an earlier background start, a person).
    */
   replace?: boolean;
+  /** Told each slow step as it starts (upload progress included), for the waiting requirement to show. */
+  onStep?: (what: string) => void;
 }
 
 /** Where the systemd install (`tether-guest install`) puts the executable. */
@@ -161,7 +165,7 @@ export async function ensureGuestAgent(
   const notes: string[] = opts.replace ? ['replaced the running agent'] : [];
   let exe = current?.path;
   if (!exe) {
-    exe = await upload(shell, artefactPath(manifest, artefact), installDirOf(facts), artefact, log);
+    exe = await upload(shell, artefactPath(manifest, artefact), installDirOf(facts), artefact, log, opts.onStep);
     actions.push('uploaded');
     notes.push(`uploaded ${artefact === 'bundle' ? BUNDLE_FILE : seaFile(artefact)} ${manifest.version}`);
   }
@@ -172,6 +176,7 @@ export async function ensureGuestAgent(
   if (opts.replace) await stopSocketHolder(shell, socket, facts.root || facts.sudo ? sudo : '');
 
   if (facts.systemd && (facts.root || facts.sudo)) {
+    opts.onStep?.('installing the systemd unit');
     // A socket that does not answer is an agent to restart, even when the install itself changes nothing (its
     // socket file was removed, or it hangs): `systemctl start` leaves a running service alone.
     const restart = openError || opts.replace ? ' --restart' : '';
@@ -201,6 +206,7 @@ export async function ensureGuestAgent(
 
   // The single executable is a 100 MB Node binary: loading it takes 10-20 s from an emulated (TCG) guest's cold disk.
   const startTimeout = opts.startTimeoutMs ?? (artefact === 'bundle' ? 20_000 : START_WAIT_MS);
+  opts.onStep?.(`waiting for tether-guest to answer on ${socket}`);
   await waitRunning(shell, socket, startTimeout, async () => {
     const r = await shell.execText(
       facts.systemd && actions.includes('installed unit')
@@ -400,6 +406,7 @@ async function upload(
   dir: string,
   artefact: 'bundle' | GuestArch,
   log: Logger,
+  onStep?: (what: string) => void,
 ): Promise<string> {
   const final = `${dir}/${artefact === 'bundle' ? BUNDLE_FILE : 'tether-guest'}`;
   const tmp = `${final}.upload-${process.pid}`;
@@ -413,7 +420,18 @@ async function upload(
         sftp.on('error', (err: Error) =>
           reject(new Error(`uploading ${local} to the guest's ${tmp} failed: the guest's SFTP server: ${err.message}`)),
         );
-        sftp.fastPut(local, tmp, { mode: 0o755 }, (err) =>
+        const name = basename(local);
+        const mb = (n: number) => Math.round(n / 1e6);
+        let shown = -1;
+        // A line per quarter: the single executable is ~100 MB, tens of seconds to an emulated guest.
+        const step = (done: number, _chunk: number, total: number) => {
+          const quarter = Math.floor((4 * done) / Math.max(total, 1));
+          if (quarter === shown || quarter >= 4) return;
+          shown = quarter;
+          onStep?.(`uploading ${name}: ${mb(done)} of ${mb(total)} MB`);
+        };
+        step(0, 0, statSync(local).size);
+        sftp.fastPut(local, tmp, { mode: 0o755, step }, (err) =>
           err ? reject(new Error(`uploading ${local} to the guest's ${tmp} failed: ${err.message}`)) : resolve(),
         );
       });
