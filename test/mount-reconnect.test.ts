@@ -1,8 +1,10 @@
 // A tether mount survives the loss of the SSH connection: with the guest's sshd stopped the mount is `suspended`;
 // after sshd is back and the manager resumes on a new connection, a stale FUSE mount left in the guest is cleared
 // lazily and the mount works again without manual action. Also: stop() unmounts cleanly.
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { connect, guest, type MountFixture, startMount, waitFor } from './mount-fixture.js';
@@ -58,6 +60,23 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     process.kill(sshfsPid(fixture.mountPoint), 'SIGKILL');
     await waitFor(() => fixture.manager.views()[0].state !== 'mounted', { what: 'mount lost' });
     await waitFor(() => fixture.manager.views()[0].state === 'mounted', { what: 'remounted', timeoutMs: 20_000 });
+    expect(await guest(tb(), `cat ${fixture.mountPoint}/f`)).toBe('before\nafter\n');
+  });
+
+  it('mounts again, saying why, when the mount is unmounted in the guest', async () => {
+    if (!m) throw new Error('previous test did not mount');
+    const fixture = m;
+    fixture.changes.length = 0;
+    // sshfs ends with status 0 once its mount is gone (what `fusermount -u` or a guest shutdown does). Not
+    // execFileSync: the unmount waits on sshfs, which waits on the SFTP server in this process.
+    await promisify(execFile)('umount', [fixture.mountPoint]);
+    await waitFor(() => fixture.manager.views()[0].state === 'mounted' && fixture.changes.length > 1, {
+      what: 'remounted',
+      timeoutMs: 20_000,
+    });
+    expect(fixture.changes.map((v) => v.error).filter(Boolean)[0]).toBe(
+      'sshfs ended: unmounted in the guest (fusermount -u, or the guest shutting down)',
+    );
     expect(await guest(tb(), `cat ${fixture.mountPoint}/f`)).toBe('before\nafter\n');
   });
 

@@ -21,4 +21,12 @@ describe('execGuest', () => {
     } as unknown as ClientChannel);
     await expect.poll(() => closed).toBe(true);
   });
+
+  it('names a timed-out script by its first line, not the whole script', async () => {
+    const client = { exec: () => {} } as unknown as Client;
+    const script = "printf '%s\\n' marker\nexec sshfs -o slave :/home/me /mnt";
+    await expect(execGuest(client, script, 50)).rejects.toThrow(
+      new Error("guest command timed out after 50ms: printf '%s\\n' marker …"),
+    );
+  });
 });

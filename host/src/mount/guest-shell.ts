@@ -33,7 +33,10 @@ export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
  */
 export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000): Promise<GuestResult> {
   const deadline = Date.now() + timeoutMs;
-  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${cmd}`);
+  // The command is a shell script: its first line is enough to tell which one it was.
+  const first = cmd.split('\n', 1)[0];
+  const shown = first.length > 80 || first !== cmd ? `${first.slice(0, 80)} …` : cmd;
+  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${shown}`);
   const opening = openExec(client, cmd);
   let openTimer: NodeJS.Timeout | undefined;
   const channel = await Promise.race([

@@ -206,7 +206,13 @@ export class GuestMount extends EventEmitter {
       if (signal) exit = `signal ${signal}`;
       else if (typeof code === 'number') exit = `code ${code}`;
     });
-    const why = () => stderr.trim() || (exit ? `sshfs exited (${exit})` : 'sshfs channel closed');
+    const why = () =>
+      stderr.trim() ||
+      (exit === 'code 0'
+        ? 'sshfs ended: unmounted in the guest (fusermount -u, or the guest shutting down)'
+        : exit
+          ? `sshfs exited (${exit})`
+          : 'sshfs channel closed');
     const closed = new Promise<void>((resolve) => {
       channel.once('close', () => {
         active.isClosed = true;
