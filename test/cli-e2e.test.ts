@@ -67,7 +67,12 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const r = await cli('up', NAME, '-c', config, '--timeout', '90');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`created instance ${NAME}: ${join(home, NAME, 'tether.yaml')} (from ${config})\n`);
     expect(r.stdout).toMatch(/\[\s*\d+\.\ds\] waiting for requirement 1 of 4: ssh reachable/);
+    // Requirement 3 says what it is doing while it waits.
+    expect(r.stdout).toMatch(
+      /waiting for requirement 3 of 4: guest agent provisioned \(waiting for tether-guest to answer on /,
+    );
     expect(r.stdout).toMatch(/✓ requirement 2 of 4: host key \(\d+\.\ds\)/);
     expect(r.stdout).toMatch(/✓ requirement 3 of 4: guest agent provisioned \(\d+\.\ds\) uploaded tether-guest\.cjs/);
     expect(r.stdout).toMatch(/✓ requirement 4 of 4: guest agent running/);

@@ -246,7 +246,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
         this.showingLinkError(note, async () => {
           const info = await this.link.waitUp(timeout);
           // No pid: this line stays as the boot's record, while the agent may be restarted since (status: guest).
-          return `tether-guest ${info.version} on ${info.hostname} (${info.listeners} listeners)`;
+          // No listener count either: a just-started agent answers before its first scan, and would say 0.
+          return `tether-guest ${info.version} on ${info.hostname}`;
         }),
       );
       const mounts = this.opts.mounts;

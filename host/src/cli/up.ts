@@ -138,6 +138,7 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
     const before = exists ? readFileSync(paths.config, 'utf8') : null;
     copyConfigFile(source, paths.config);
     if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
+    if (!exists) process.stdout.write(`created instance ${paths.name}: ${paths.config} (from ${source})\n`);
     return before !== null && before !== readFileSync(paths.config, 'utf8');
   }
   if (!exists) {
