@@ -198,6 +198,13 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(s).toMatchObject({ name: NAME, state: 'ready', pid: agentPid, ssh: { state: 'connected' } });
     expect(s.guest.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    // ls counts forwards out of those not ignored (the guest's sshd port is, by default).
+    const f = s.forwards as { total: number; forwarding: number; ignored: number };
+    expect(f.ignored).toBeGreaterThan(0);
+    const row = JSON.parse((await cli('ls', '--json')).stdout).find((i: { name: string }) => i.name === NAME);
+    expect(row.forwards).toEqual({ total: f.total, forwarding: f.forwarding, ignored: f.ignored });
+    const line = new RegExp(`^${NAME} +\\S+ +ready +${f.forwarding}/${f.total - f.ignored} `, 'm');
+    expect((await cli('ls')).stdout).toMatch(line);
   });
 
   it('doctor passes when healthy and names a broken guest agent', async () => {

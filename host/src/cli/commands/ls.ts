@@ -13,7 +13,7 @@ interface InstanceRow {
   ssh: string | null;
   state: string;
   pid: number | null;
-  forwards: { total: number; forwarding: number } | null;
+  forwards: { total: number; forwarding: number; ignored: number } | null;
   mounts: { total: number; mounted: number } | null;
   dir: string;
   error: string | null;
@@ -51,7 +51,7 @@ async function describe(name: string, loadConfig: (file: string) => LoadedConfig
   row.state = s.state;
   row.pid = s.pid;
   row.ssh = s.ssh.target;
-  row.forwards = { total: s.forwards.total, forwarding: s.forwards.forwarding };
+  row.forwards = { total: s.forwards.total, forwarding: s.forwards.forwarding, ignored: s.forwards.ignored };
   row.mounts = { total: s.mounts.total, mounted: s.mounts.mounted };
   return row;
 }
@@ -81,7 +81,8 @@ export function registerLs(program: Command): void {
       r.name,
       r.ssh ?? '-',
       r.state,
-      r.forwards ? `${r.forwards.forwarding}/${r.forwards.total}` : '-',
+      // Out of those meant to forward: the guest's sshd and ignored ports would make "0/3" of an idle VM.
+      r.forwards ? `${r.forwards.forwarding}/${r.forwards.total - r.forwards.ignored}` : '-',
       r.mounts ? `${r.mounts.mounted}/${r.mounts.total}` : '-',
     ]);
     process.stdout.write(`${table(['NAME', 'SSH', 'STATE', 'FORWARDS', 'MOUNTS'], cells)}\n`);
