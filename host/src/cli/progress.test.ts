@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RequirementView, StatusView } from '../model.js';
-import { BootProgress, bootOutcome } from './progress.js';
+import { BootProgress, bootOutcome, linkDownReason } from './progress.js';
 
 const req = (
   index: number,
@@ -95,5 +95,26 @@ describe('bootOutcome', () => {
 
   it('waits while every requirement is met but the link to the guest is down', () => {
     expect(bootOutcome(status('degraded', [req(1, 'ok'), req(2, 'ok'), req(3, 'ok')]))).toBeNull();
+  });
+});
+
+describe('linkDownReason', () => {
+  const status = (sshState: string, linkError: string | null) =>
+    ({
+      ssh: { state: sshState, lastError: 'connect ECONNREFUSED' },
+      link: { up: false, lastError: linkError },
+    }) as unknown as StatusView;
+
+  it('says why SSH is down, or why the guest agent does not answer over it', () => {
+    expect(linkDownReason(status('reconnecting', null))).toBe('SSH is reconnecting (connect ECONNREFUSED)');
+    expect(linkDownReason(status('connected', 'connect ENOENT /run/tether/agent.sock'))).toBe(
+      'SSH is connected but the guest agent does not answer (connect ENOENT /run/tether/agent.sock)',
+    );
+  });
+
+  it('does not give the SSH drop that is over as the reason', () => {
+    expect(linkDownReason(status('connected', 'ssh connection lost: connection closed by the server'))).toBe(
+      'SSH is connected again; the link to the guest agent is reopening',
+    );
   });
 });

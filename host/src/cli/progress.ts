@@ -104,6 +104,8 @@ export function bootOutcome(s: StatusView): BootOutcome | null {
 export function linkDownReason(s: StatusView): string {
   if (s.ssh.state !== 'connected') return `SSH is ${s.ssh.state}${s.ssh.lastError ? ` (${s.ssh.lastError})` : ''}`;
   const why = s.link?.lastError;
+  // The link's last error may be the SSH drop itself, from before this connection: not why it is down now.
+  if (why?.startsWith('ssh connection lost')) return 'SSH is connected again; the link to the guest agent is reopening';
   return `SSH is connected but the guest agent does not answer${why ? ` (${why})` : ''}`;
 }
 
