@@ -1,7 +1,10 @@
 // The bridge against real ssh2 on both ends (an in-process ssh2 Server answering direct-tcpip) and real loopback
 // sockets: the guest's EOF reaches the client as a clean end after all data; an SSH connection lost mid-reply
 // reaches it as a reset, never as a clean end of a truncated reply; bytes read ahead of the channel are not lost.
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Connection, ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
@@ -23,8 +26,11 @@ interface Rig {
   close(): Promise<void>;
 }
 
-/** `held`: the guest answers channel opens only once it settles. */
-async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve()): Promise<Rig> {
+/**
+ * `held`: the guest answers channel opens only once it settles. `unixPath`: the host listener is a unix socket there
+ * (its kernel buffers are small, so a reply backs up in the host socket itself).
+ */
+async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve(), unixPath?: string): Promise<Rig> {
   const pair = await ssh2Pair({ tcpip: (accept) => void held.then(() => guest(accept())) });
   const stats: ForwardStats = { connections: 0, bytesIn: 0, bytesOut: 0 };
   const target = { kind: 'tcp', srcIP: '127.0.0.1', srcPort: 1, dstIP: '127.0.0.1', dstPort: 2 } as const;
@@ -36,11 +42,15 @@ async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve(
   const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) =>
     bridge(s, open, { label: 'test', stats, log: silentLogger() }),
   );
-  const port = await new Promise<number>((resolve) =>
-    listener.listen(0, '127.0.0.1', () => resolve((listener.address() as net.AddressInfo).port)),
-  );
+  const port = await new Promise<number>((resolve) => {
+    if (unixPath) listener.listen(unixPath, () => resolve(0));
+    else listener.listen(0, '127.0.0.1', () => resolve((listener.address() as net.AddressInfo).port));
+  });
   return {
-    connect: () => net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }),
+    connect: () =>
+      unixPath
+        ? net.connect({ path: unixPath, allowHalfOpen: true })
+        : net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }),
     stats,
     conn: pair.conn,
     openSockets: () => new Promise((resolve) => listener.getConnections((_err, n) => resolve(n))),
@@ -111,6 +121,30 @@ describe('bridge', () => {
     expect(await result).toEqual({ data: reply, ended: 'end' });
     s.end(); // the client's FIN must reach the bridge, though it last paused the socket for the channel
     await expect.poll(() => r?.openSockets()).toBe(0);
+  });
+
+  it('still delivers a backed-up reply in full when the guest ends after the client did', async () => {
+    const reply = 'r'.repeat(1536 * 1024); // within the SSH window, beyond a unix socket's kernel buffers
+    let guestEnded = false;
+    const dir = mkdtempSync(join(tmpdir(), 'tether-bridge-'));
+    const guest: GuestBehaviour = (ch) => {
+      ch.on('data', () => {});
+      ch.on('end', () => {
+        ch.end(reply); // data, EOF, CLOSE after the client's EOF
+        guestEnded = true;
+      });
+    };
+    r = await rig(guest, Promise.resolve(), join(dir, 'host.sock'));
+    const s = r.connect();
+    s.pause(); // the reply backs up in the host socket: the guest's EOF finds bytes not yet with the kernel
+    s.end('request');
+    await expect.poll(() => guestEnded).toBe(true);
+    await expect.poll(() => r?.stats.bytesOut).toBe(reply.length);
+    const result = outcome(s);
+    s.resume();
+    expect(await result).toEqual({ data: reply, ended: 'end' });
+    await expect.poll(() => r?.openSockets()).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('reads one chunk ahead while the channel opens, and sends it, the rest and the EOF once it is ready', async () => {

@@ -23,12 +23,25 @@ export interface BridgeOptions {
  * instead of a poll later.
  */
 export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): void {
-  socket.setNoDelay(true);
-  const splice = new Splice(socket, opts);
+  openBridge(open, opts).connect(socket);
+}
+
+/** A bridge whose channel open has started before the client's Socket exists (see accept-early.ts). */
+export interface PendingBridge {
+  /** The client's socket; until then nothing is read or written on the client side. */
+  connect(socket: Socket): void;
+  /** No socket will come (Node dropped the accepted connection): the channel is closed once it opens. */
+  cancel(): void;
+}
+
+/** `bridge` in two steps: the channel open goes out now, the client socket joins with `connect`. */
+export function openBridge(open: OpenChannel, opts: BridgeOptions): PendingBridge {
+  const splice = new Splice(opts);
   open(splice, () => splice.readAhead()).then(
     (channel) => splice.attach(channel),
     (err: Error) => splice.failed(err),
   );
+  return splice;
 }
 
 /** Closes the client connection with a TCP reset when possible, so it cannot mistake the end for a complete reply. */
@@ -41,30 +54,45 @@ function reset(socket: Socket): void {
 }
 
 /** One connection's two ends. The guest side arrives as sink calls, which may start before `attach`. */
-class Splice implements ChannelSink {
+class Splice implements ChannelSink, PendingBridge {
+  private socket: Socket | null = null;
   private channel: GuestChannel | null = null;
   /** No more traffic either way: the guest closed the channel, or the client went away (the channel is closed). */
   private done = false;
   private guestEnded = false;
   private reading = false;
+  /** `readAhead` came before the socket did. */
+  private readWanted = false;
   /** Client bytes read before the channel was ready, and whether the client's EOF came with them. */
   private early: Buffer[] = [];
   private clientEnded = false;
 
-  constructor(
-    private readonly socket: Socket,
-    private readonly opts: BridgeOptions,
-  ) {
+  constructor(private readonly opts: BridgeOptions) {
     opts.stats.connections++;
+  }
+
+  connect(socket: Socket): void {
+    this.socket = socket;
+    socket.setNoDelay(true);
     socket.on('error', (err) => this.clientGone('client error', err));
     socket.on('close', () => this.clientGone('client closed'));
+    if (this.readWanted) this.readAhead();
+  }
+
+  cancel(): void {
+    if (this.finish()) return;
+    this.channel?.close();
   }
 
   /** Starts reading the client; until `attach` a chunk read pauses it again. */
   readAhead(): void {
+    const { socket } = this;
+    if (!socket) {
+      this.readWanted = true;
+      return;
+    }
     if (this.reading || this.done) return;
     this.reading = true;
-    const { socket } = this;
     socket.on('data', (chunk: Buffer) => this.fromClient(chunk));
     socket.on('drain', () => this.channel?.resume());
     // The client's half-close ends our side of the channel; the guest may still answer.
@@ -75,19 +103,28 @@ class Splice implements ChannelSink {
     socket.resume();
   }
 
+  /** The channel, as soon as the guest confirms it (ChannelSink), and again once the open settles (a no-op then). */
+  opened(channel: GuestChannel): void {
+    this.attach(channel);
+  }
+
   attach(channel: GuestChannel): void {
+    if (this.channel === channel) return;
     if (this.done) {
       channel.close();
       return;
     }
     this.channel = channel;
-    this.opts.opened?.(null);
-    this.readAhead();
+    // The client's first bytes (and a request-only client's EOF) go to the guest before anything else runs: the
+    // connection waits on them.
     let open = true;
     for (const chunk of this.early) open = channel.write(chunk);
     this.early = [];
     if (this.clientEnded) channel.end();
-    else if (open) this.socket.resume();
+    channel.flush();
+    this.readAhead();
+    if (!this.clientEnded && open) this.socket?.resume();
+    this.opts.opened?.(null);
   }
 
   private fromClient(chunk: Buffer): void {
@@ -97,9 +134,9 @@ class Splice implements ChannelSink {
     const { channel } = this;
     if (!channel) {
       this.early.push(chunk);
-      this.socket.pause();
+      this.socket?.pause();
     } else if (!channel.write(chunk)) {
-      this.socket.pause();
+      this.socket?.pause();
     }
   }
 
@@ -110,25 +147,33 @@ class Splice implements ChannelSink {
     // The forward warns (throttled) through `opened`; this line has the connection's own addresses.
     log.debug({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
     // Reset rather than FIN so the client sees a failed connect, not an empty reply.
-    reset(this.socket);
+    if (this.socket) reset(this.socket);
   }
 
   // ── the guest side (ChannelSink) ────────────────────────────────────────────────────────────────────────────────
 
   data(chunk: Buffer): boolean {
-    if (this.socket.destroyed) return false;
+    const { socket } = this;
+    if (!socket || socket.destroyed) return false;
     this.opts.stats.bytesOut += chunk.length;
-    return this.socket.write(chunk);
+    return socket.write(chunk);
   }
 
   end(): void {
     this.guestEnded = true;
-    if (!this.socket.destroyed) this.socket.end();
+    const { socket } = this;
+    if (!socket || socket.destroyed) return;
+    // Both directions are done and every byte is with the kernel: closing the socket sends the FIN at once, where
+    // end() leaves its shutdown(2) to libuv's next pending phase, after everything else this turn does. The client's
+    // EOF has been read, so nothing unread is left to turn the close into a reset.
+    if (this.clientEnded && socket.writableLength === 0) socket.destroy();
+    else socket.end();
   }
 
   close(lost: boolean): void {
     if (this.finish()) return;
     const { socket, opts } = this;
+    if (!socket) return;
     if (lost && !this.guestEnded) {
       opts.log.debug({ forward: opts.label }, `connection ${opts.label} reset: its SSH connection was lost`);
       reset(socket);
@@ -142,7 +187,7 @@ class Splice implements ChannelSink {
   }
 
   drain(): void {
-    this.socket.resume();
+    this.socket?.resume();
   }
 
   // ────────────────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -151,7 +196,7 @@ class Splice implements ChannelSink {
     if (this.finish()) return;
     const { label, log } = this.opts;
     if (err) log.debug({ err: err.message, forward: label }, `connection ${label} ${why}: ${err.message}`);
-    this.socket.destroy();
+    this.socket?.destroy();
     // Not attached yet: attach() closes the channel when it arrives.
     this.channel?.close();
   }

@@ -51,6 +51,7 @@ const fakeSsh = {
           end: () => s.end(),
           close: () => s.destroy(),
           resume: () => s.resume(),
+          flush: () => undefined,
         }),
       );
       s.once('error', reject);

@@ -1,11 +1,13 @@
 // A host TCP listener for one host address: each accepted connection gets its own direct-tcpip channel to the guest
 // address the engine's route picks (source address = the host client's), opened through a shared queue so a burst
-// of thousands of connections does not open thousands of channels at once.
+// of thousands of connections does not open thousands of channels at once. The open starts as the connection is
+// accepted, before Node builds its Socket (accept-early.ts).
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
+import { acceptEarly, type Peer } from './accept-early.js';
 import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
-import { bridge } from './bridge.js';
+import { openBridge, type PendingBridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
 
 export interface TcpBindingDeps {
@@ -19,6 +21,8 @@ export class TcpBinding implements HostBinding {
   readonly address: string;
   private server: net.Server | null = null;
   private readonly family: 4 | 6;
+  /** The bridge opened for a socket before Node built it (see accept-early.ts). */
+  private claim: (socket: net.Socket) => PendingBridge | undefined = () => undefined;
 
   constructor(
     private readonly hostIP: string,
@@ -46,6 +50,11 @@ export class TcpBinding implements HostBinding {
     };
     await listenServer(server, opts, this.address, this.deps.log);
     this.server = server;
+    this.claim = acceptEarly(
+      server,
+      (peer) => this.open(peer) ?? undefined,
+      (pending) => pending.cancel(),
+    );
   }
 
   async close(): Promise<void> {
@@ -54,15 +63,24 @@ export class TcpBinding implements HostBinding {
   }
 
   private onConnection(socket: net.Socket): void {
+    const pending =
+      this.claim(socket) ?? this.open({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+    if (pending) pending.connect(socket);
+    else socket.destroy();
+  }
+
+  /** Starts the channel open for a client at `peer`; null when the binding routes nowhere any more. */
+  private open(peer: Peer): PendingBridge | null {
     const target = this.route(this.family);
-    if (!target) {
-      socket.destroy();
-      return;
-    }
-    const label = `${this.address} → guest ${formatAddr(target.guestIP, target.guestPort)}`;
-    const srcIP = socket.remoteAddress ?? (this.family === 6 ? '::1' : '127.0.0.1');
-    const srcPort = socket.remotePort ?? 0;
-    const channel = { kind: 'tcp', srcIP, srcPort, dstIP: target.guestIP, dstPort: target.guestPort } as const;
+    if (!target) return null;
+    const srcIP = peer.address || (this.family === 6 ? '::1' : '127.0.0.1');
+    const channel = {
+      kind: 'tcp',
+      srcIP,
+      srcPort: peer.port,
+      dstIP: target.guestIP,
+      dstPort: target.guestPort,
+    } as const;
     const { ssh } = this.deps;
     const open: OpenChannel = (sink, started) =>
       this.deps.opens.run(() => {
@@ -80,8 +98,12 @@ export class TcpBinding implements HostBinding {
           });
         });
       });
-    bridge(socket, open, {
-      label,
+    const { address } = this;
+    return openBridge(open, {
+      // Only log lines read it; most connections never build it.
+      get label() {
+        return `${address} → guest ${formatAddr(target.guestIP, target.guestPort)}`;
+      },
       stats: target.stats,
       log: this.deps.log,
       opened: target.opened,

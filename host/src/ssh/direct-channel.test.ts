@@ -1,7 +1,8 @@
 // DirectChannel against the pinned ssh2 on both ends (an in-process ssh2 Server as the guest): the internals it
-// relies on are there, ssh2's own channels keep working beside it, the guest's window is topped up only while the
-// sink takes data, writers wait while the SSH socket's queue is long, the guest's CLOSE is answered a turn later,
-// refusals arrive as errors, and streamlocal opens reach the socket path asked for.
+// relies on are there, ssh2's own channels keep working beside it, the sink gets its channel before the open's
+// callback, the guest's window is topped up only while the sink takes data, writers wait while the SSH socket's
+// queue is long, the guest's CLOSE is answered a turn later, refusals arrive as errors, and streamlocal opens reach
+// the socket path asked for.
 import type { ServerChannel } from 'ssh2';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type GuestHandlers, type Ssh2Pair, ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
@@ -59,6 +60,33 @@ describe('DirectChannel', () => {
     );
     expect(own).not.toBeInstanceOf(DirectChannel);
     expect(typeof own.pipe).toBe('function');
+  });
+
+  it("hands the sink its channel while the confirmation is handled, before the open's callback", async () => {
+    const p = await start({ tcpip: (accept) => accept() });
+    const order: string[] = [];
+    let fromSink: unknown;
+    const { sink } = recorder();
+    const ch = await new Promise<DirectChannel | undefined>((resolve, reject) =>
+      openDirectChannel(
+        p.client,
+        TCP,
+        {
+          ...sink,
+          opened: (channel) => {
+            order.push('opened');
+            fromSink = channel;
+          },
+        },
+        (err, channel) => {
+          order.push('callback');
+          if (err) reject(err);
+          else resolve(channel);
+        },
+      ),
+    );
+    expect(order).toEqual(['opened', 'callback']);
+    expect(fromSink).toBe(ch);
   });
 
   it('stops topping up the window while the sink refuses data, and resumes it', async () => {

@@ -8,6 +8,7 @@
 // This relies on ssh2 internals (`_protocol`, `_chanMgr`, the message handlers): ssh2 is pinned to one version in
 // host/package.json, and direct-channel.test.ts checks this contract against it.
 import type { Client } from 'ssh2';
+import { flushWrites } from './coalesce.js';
 
 /** ssh2's own values (lib/Channel.js): the window we grant, when we top it up, the largest packet we accept. */
 const MAX_WINDOW = 2 * 1024 * 1024;
@@ -22,6 +23,11 @@ const OUTPUT_LIMIT = 256 * 1024;
 
 /** Where a channel delivers what the guest sends. Called from ssh2's packet handlers, in order. */
 export interface ChannelSink {
+  /**
+   * The guest confirmed the open: called with the channel while the confirmation is handled, before the open's
+   * callback (and any promise settled from it) runs, so bytes waiting for the channel can go out in the same turn.
+   */
+  opened?(channel: GuestChannel): void;
   /** Guest bytes. Return false to stop topping up the guest's window until `resume()`. */
   data(chunk: Buffer): boolean;
   /** The guest's EOF: no more data will come. */
@@ -48,6 +54,8 @@ export interface GuestChannel {
   close(): void;
   /** Tops up the guest's window again after the sink's `data` returned false. */
   resume(): void;
+  /** Sends what this turn's writes queued in the SSH socket now, not at the end of the turn (see flushWrites). */
+  flush(): void;
 }
 
 export type DirectTarget =
@@ -186,6 +194,10 @@ export class DirectChannel implements GuestChannel {
     this._chunkcb = undefined;
     this._waitWindow = false;
     this.endPending = false;
+  }
+
+  flush(): void {
+    flushWrites(this.sock);
   }
 
   resume(): void {
@@ -327,6 +339,7 @@ export function openDirectChannel(
   }
   if (target.kind === 'tcp') protocol.directTcpip(id, MAX_WINDOW, PACKET_SIZE, target);
   else protocol.openssh_directStreamLocal(id, MAX_WINDOW, PACKET_SIZE, { socketPath: target.socketPath });
+  flushWrites(owner._sock);
 }
 
 /**
@@ -400,8 +413,10 @@ function interceptConfirmations(protocol: Protocol, table: ChannelTable): void {
   handlers.CHANNEL_OPEN_CONFIRMATION = (p, info) => {
     const pending = table.get(info.recipient) as PendingOpen | undefined;
     if (typeof pending !== 'function' || !pending.direct) return original(p, info);
-    const channel = new DirectChannel(pending.type, info, pending.direct.sink, pending.direct.client);
+    const { sink, client } = pending.direct;
+    const channel = new DirectChannel(pending.type, info, sink, client);
     table.update(info.recipient, channel);
+    sink.opened?.(channel);
     pending(undefined, channel);
   };
 }
