@@ -16,9 +16,12 @@ import type { InstancePaths } from '../instance.js';
  *   external-memory trigger.
  * - `--max-old-space-size=512`: a ceiling far above the agent's working heap (tens of MiB), so a leak ends the
  *   process with an out-of-memory error instead of growing without bound.
- * - `--single-threaded`: no V8 helper threads for GC and compilation. The agent's heap is small, so collecting on
- *   the main thread is short, while waking helper threads for every scavenge cost more than the work they took
- *   over: measured here, 3.5-3.8 instead of 4.7-4.8 CPU seconds per GiB forwarded, RSS no higher.
+ * - `--single-threaded-gc`: no V8 helper threads for GC. The agent's heap is small, so collecting on the main thread
+ *   is short, while waking helper threads for every scavenge cost more than the work they took over: measured here,
+ *   3.5-3.8 instead of 4.7-4.8 CPU seconds per GiB forwarded, RSS no higher. Compilation keeps its background
+ *   thread: with `--single-threaded` (no helper threads at all) each optimising compile, 0.3-4 ms, ran on the main
+ *   thread and stalled whatever connection was in flight; about 45 of them fell into the first thousand echo
+ *   connections after a warm-up.
  * - `--interrupt-budget=8192` (V8's default is 67584): V8 optimises a function after it has run a fixed amount of
  *   bytecode, and the code run once per forwarded connection (accept, channel open, bridge, teardown) is small, so at
  *   the default it stayed unoptimised for the first 1,500-2,500 connections. An eighth of the budget optimises it
@@ -30,7 +33,7 @@ export const AGENT_NODE_FLAGS: readonly string[] = [
   '--max-semi-space-size=1',
   '--expose-gc',
   '--max-old-space-size=512',
-  '--single-threaded',
+  '--single-threaded-gc',
   '--interrupt-budget=8192',
 ];
 
