@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import type { InstancePaths } from '../instance.js';
 
 /**
- * Node/V8 flags of the background agent (Linux x64 here: about 70 MiB idle and a 90-95 MiB peak with 4 busy
- * streams, where Node's defaults gave about 80 MiB idle):
+ * Node/V8 flags of the background agent (Linux x64 here: about 79 MiB idle and a 95-101 MiB peak with 4 busy
+ * streams; Node's defaults gave about 80 MiB idle in an earlier measurement):
  * - `--max-semi-space-size=1`: V8's default young generation (16 MiB semi-spaces on 64-bit, resident once touched)
  *   was the largest single item of the idle agent's RSS. Forwarding's garbage is short-lived, so scavenges of a
  *   1 MiB semi-space stay cheap.
@@ -21,12 +21,12 @@ import type { InstancePaths } from '../instance.js';
  *   3.5-3.8 instead of 4.7-4.8 CPU seconds per GiB forwarded, RSS no higher. Compilation keeps its background
  *   thread: with `--single-threaded` (no helper threads at all) each optimising compile, 0.3-4 ms, ran on the main
  *   thread and stalled whatever connection was in flight; about 45 of them fell into the first thousand echo
- *   connections after a warm-up.
+ *   connections after a warm-up. The thread costs about 8 MiB of RSS.
  * - `--interrupt-budget=8192` (V8's default is 67584): V8 optimises a function after it has run a fixed amount of
  *   bytecode, and the code run once per forwarded connection (accept, channel open, bridge, teardown) is small, so at
- *   the default it stayed unoptimised for the first 1,500-2,500 connections. An eighth of the budget optimises it
- *   within the first few hundred: per-connection CPU in the bench went from 2.4-2.7x to 1.7-1.9x OpenSSH's, and the
- *   echo latency p50 from 1.45-1.55x to 1.2-1.25x, for about 2 MiB more idle RSS (more optimised code).
+ *   the default it stayed unoptimised for the first 1,500-2,500 connections. An eighth of the budget optimises most
+ *   of it within the first few hundred: per-connection CPU in the bench went from 2.4-2.7x to 1.7-1.9x OpenSSH's,
+ *   and the echo latency p50 from 1.45-1.55x to 1.2-1.25x, for about 2 MiB more idle RSS (more optimised code).
  * Flags given to the CLI's own node (`node --inspect tether up`) come after these and win.
  */
 export const AGENT_NODE_FLAGS: readonly string[] = [
