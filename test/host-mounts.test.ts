@@ -227,6 +227,10 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
         timeoutMs: 30_000,
       });
       expect(agent.mounts().map((m) => m.state)).toEqual(['mounted', 'mounted']);
+      // The mount's error is history now, and status says so; nothing is left unresolved.
+      const after = agent.status().lastErrors;
+      expect(after.find((e) => e.msg === `mount ${badPoint} error: ${why}`)?.resolvedAt).toEqual(expect.any(String));
+      expect(after.filter((e) => e.resolvedAt === null)).toEqual([]);
       expect((await tb.exec(`cat ${badPoint}/late.txt`, { user: tb.user })).stdout).toBe('made after up\n');
       expect((await tb.exec(`cat ${goodPoint}/good.txt`, { user: tb.user })).stdout).toBe(
         'mounted beside a broken one\n',

@@ -96,6 +96,8 @@ export interface LoggedError {
   time: string;
   component: string;
   msg: string;
+  /** When a later line showed its subject healthy again (problem-subjects.ts); null while it may still hold. */
+  resolvedAt: string | null;
 }
 
 /** Fields of a log line that carry the reason of a warning or error, in the order they are looked at. */

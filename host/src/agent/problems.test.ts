@@ -47,4 +47,38 @@ describe('ProblemRing', () => {
       'forward error (EADDRINUSE)',
     ]);
   });
+
+  it('marks a problem resolved when a later line shows its subject healthy again', () => {
+    const ring = new ProblemRing();
+    const root = ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent');
+    const mountA = componentLogger(root, 'mount', { mountPoint: '/a' });
+    const mountB = componentLogger(root, 'mount', { mountPoint: '/b' });
+    const forward = componentLogger(root, 'forward');
+    const ssh = componentLogger(root, 'ssh');
+    mountA.error({ state: 'error', error: 'EIO' }, 'mount /a error');
+    mountB.error({ state: 'error', error: 'EIO' }, 'mount /b error');
+    forward.warn({ forward: 'tcp:1', state: 'conflict' }, 'forward tcp:1 conflict');
+    forward.warn({ forward: 'tcp:2', state: 'conflict' }, 'forward tcp:2 conflict');
+    ssh.warn({ state: 'reconnecting' }, 'ssh reconnecting');
+    mountA.info({ state: 'mounted' }, 'mount /a mounted');
+    forward.info({ forward: 'tcp:1', state: 'removed' }, 'forward tcp:1 removed');
+    forward.warn(
+      { forward: 'tcp:2', state: 'forwarding', error: '::1 busy' },
+      'forward tcp:2 forwarding on one family',
+    );
+    ssh.info({ state: 'connected' }, 'ssh connected');
+    const open = () =>
+      ring
+        .list()
+        .filter((p) => p.resolvedAt === null)
+        .map((p) => p.msg);
+    expect(open()).toEqual([
+      'mount /b error: EIO',
+      'forward tcp:2 conflict',
+      'forward tcp:2 forwarding on one family: ::1 busy',
+    ]);
+    // The instance ready again: every requirement holds, so mount /b is back; forward problems are not requirements.
+    root.info({ state: 'ready', from: 'degraded' }, 'host agent ready');
+    expect(open()).toEqual(['forward tcp:2 conflict', 'forward tcp:2 forwarding on one family: ::1 busy']);
+  });
 });

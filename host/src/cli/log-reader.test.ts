@@ -81,4 +81,30 @@ describe('log reader', () => {
       '[watch] watch error: ENOSPC',
     ]);
   });
+
+  it('marks the problems of a stopped run that a later line shows resolved, and only those', () => {
+    const rec = (level: number, time: string, component: string, msg: string, fields: object = {}) =>
+      JSON.stringify({ level, time: `2025-01-01T00:00:0${time}.000Z`, component, msg, ...fields });
+    const fwd = 'tcp:127.0.0.1:8080';
+    writeFileSync(
+      join(dir, 'tether.1.log'),
+      `${[
+        rec(30, '0', 'agent', 'host agent for dev starting'),
+        rec(50, '1', 'mount', 'mount /a error: EIO', { mountPoint: '/a', state: 'error' }),
+        rec(50, '1', 'mount', 'mount /b error: EIO', { mountPoint: '/b', state: 'error' }),
+        rec(40, '2', 'forward', 'conflict', { forward: fwd, state: 'conflict' }),
+        rec(40, '2', 'sftp', 'bad packet', { mountPoint: '/a' }),
+        rec(30, '3', 'mount', 'mount /a mounted', { mountPoint: '/a', state: 'mounted' }),
+        rec(30, '4', 'forward', 'forwarding', { forward: 'tcp:127.0.0.1:9090', state: 'forwarding' }),
+        rec(30, '5', 'forward', 'forwarding', { forward: fwd, state: 'forwarding' }),
+      ].join('\n')}\n`,
+    );
+    point('tether.1.log');
+    expect(lastRun(dir, 'dev').errors.map((e) => `${e.msg} ${e.resolvedAt}`)).toEqual([
+      'mount /a error: EIO 2025-01-01T00:00:03.000Z',
+      'mount /b error: EIO null',
+      'conflict 2025-01-01T00:00:05.000Z',
+      'bad packet null', // an event of the SFTP server, not a state: no line settles it
+    ]);
+  });
 });

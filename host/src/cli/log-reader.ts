@@ -6,6 +6,7 @@ import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } f
 import { join } from 'node:path';
 import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-names.js';
 import { type LoggedError, problemMessage } from '../model.js';
+import { problemSubject, settles } from '../problem-subjects.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -161,13 +162,21 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
   }
   const start = records.findLastIndex((r) => r.msg === `host agent for ${name} starting`);
   const run = records.slice(Math.max(0, start));
-  const errors = run
-    .filter((r) => typeof r.level === 'number' && r.level >= LEVELS.warn)
-    .map((r) => ({
-      time: String(r.time),
-      component: String(r.component ?? 'agent'),
-      msg: problemMessage(String(r.msg), r),
-    }));
+  const errors: (LoggedError & { subject: string })[] = [];
+  for (const r of run) {
+    if (typeof r.level !== 'number' || r.level < LEVELS.info) continue;
+    const component = String(r.component ?? 'agent');
+    for (const e of errors)
+      if (e.resolvedAt === null && settles(component, r, e.subject)) e.resolvedAt = String(r.time);
+    if (r.level >= LEVELS.warn)
+      errors.push({
+        time: String(r.time),
+        component,
+        msg: problemMessage(String(r.msg), r),
+        resolvedAt: null,
+        subject: problemSubject(component, r),
+      });
+  }
   const stopped = run.findLast((r) => r.msg === `host agent for ${name} stopped`);
   const stopReason =
     typeof stopped?.reason === 'string'
@@ -175,5 +184,5 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
       : start >= 0 && !stopped
         ? 'its log ends without a stop: the agent was killed (SIGKILL) or crashed'
         : null;
-  return { errors: errors.slice(-max), stopReason };
+  return { errors: errors.slice(-max).map(({ subject: _, ...e }) => e), stopReason };
 }

@@ -1,7 +1,7 @@
 // Turning the control API's views into what a terminal shows: tables (cli-table3), the `forward ls --json` contract
 // objects, human sizes and ages. No I/O.
 import Table from 'cli-table3';
-import { FORWARD_JSON_KEYS, type ForwardView, type MountView, type StatusView } from '../model.js';
+import { FORWARD_JSON_KEYS, type ForwardView, type LoggedError, type MountView, type StatusView } from '../model.js';
 
 /** A forward as `forward ls --json` prints it: exactly FORWARD_JSON_KEYS, in that order. */
 export function forwardJson(f: ForwardView): Record<(typeof FORWARD_JSON_KEYS)[number], unknown> {
@@ -152,10 +152,15 @@ export function statusText(s: StatusView): string {
     );
   if (s.lastErrors.length > 0) {
     lines.push('last errors:');
-    for (const e of s.lastErrors) lines.push(`  ${e.time} [${e.component}] ${e.msg}`);
+    for (const e of s.lastErrors) lines.push(problemLine(e));
   }
   lines.push(`log:          ${s.logFile}`);
   return lines.join('\n');
+}
+
+/** One entry of `last errors:`; one the agent has since recovered from says when. */
+export function problemLine(e: LoggedError): string {
+  return `  ${e.time} [${e.component}] ${e.msg}${e.resolvedAt ? ` (resolved ${e.resolvedAt})` : ''}`;
 }
 
 export function requirementMark(state: string): string {

@@ -709,7 +709,7 @@ export class ForwardEngine extends EventEmitter {
     }
     this.release(f);
     this.log.info(
-      { forward: f.id, guest: f.guestAddr, host: f.hostAddrs },
+      { forward: f.id, state: 'removed', guest: f.guestAddr, host: f.hostAddrs },
       `forward ${f.id} removed (guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'})`,
     );
     this.emit('removed', f.id);

@@ -283,7 +283,13 @@ export class AgentLink extends EventEmitter {
       this.lastError = null;
       this.blocked = null;
       this.log.info(
-        { agent: hello?.agent, guestPid: info.pid, socket: this.socket, listeners: snapshot.listeners.length },
+        {
+          state: 'up',
+          agent: hello?.agent,
+          guestPid: info.pid,
+          socket: this.socket,
+          listeners: snapshot.listeners.length,
+        },
         `agent link up: ${hello?.agent} pid ${info.pid} at ${this.socket}`,
       );
       this.emit('up', info);
@@ -302,7 +308,7 @@ export class AgentLink extends EventEmitter {
     this.info = null;
     this.lastError = reason;
     this.lastErrorAt = Date.now();
-    this.log.warn({ reason, socket: this.socket }, `agent link down: ${reason}`);
+    this.log.warn({ state: 'down', reason, socket: this.socket }, `agent link down: ${reason}`);
     this.emit('down', reason);
     return 'was-up';
   }

@@ -8,7 +8,7 @@ import { sshTarget } from '../../ssh/target.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { lastRun } from '../log-reader.js';
-import { statusText } from '../render.js';
+import { problemLine, statusText } from '../render.js';
 
 export function registerStatus(program: Command): void {
   withHelp(
@@ -64,7 +64,7 @@ export function registerStatus(program: Command): void {
         if (last.stopReason) lines.push(`last run:     stopped: ${last.stopReason}`);
         if (last.errors.length > 0) {
           lines.push('last errors:');
-          for (const e of last.errors) lines.push(`  ${e.time} [${e.component}] ${e.msg}`);
+          for (const e of last.errors) lines.push(problemLine(e));
         }
         lines.push(`log:          ${paths.currentLog}`);
         process.stdout.write(`${lines.join('\n')}\n`);

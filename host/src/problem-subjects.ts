@@ -1,0 +1,40 @@
+// What a warning or error is about, and which later log lines settle it, so that `status` can tell a problem that is
+// still there from one the agent has since recovered from (a mount that failed and mounted again, a host port that
+// was busy and is forwarded now). Shared by the running agent's ring (agent/problems.ts) and by the reading of a
+// stopped instance's last run (cli/log-reader.ts): both see the same component and fields.
+//
+// A problem's subject is its component, narrowed to the forward or mount point its line names. States come from the
+// `state` field that every state-change line carries. One-off events (an SFTP request that failed, a bad packet)
+// have a subject no line settles: they stay history.
+
+type Fields = Record<string, unknown>;
+
+/** The subject of a line of `component` with `fields`: `forward:<id>`, `mount:<mount point>`, or the component. */
+export function problemSubject(component: string, fields: Fields): string {
+  if (typeof fields.forward === 'string') return `forward:${fields.forward}`;
+  if (typeof fields.mountPoint === 'string') return `${component}:${fields.mountPoint}`;
+  return component;
+}
+
+/** Components whose problems an instance that is `ready` again has shown to be over: ready needs all of them. */
+const READY_SETTLES = new Set(['agent', 'ssh', 'link', 'mount']);
+
+/**
+ * Whether a line (component, fields) shows `subject` healthy again: a forward forwarding, ignored or removed; a mount
+ * mounted; the SSH connection connected; the agent link up; the instance ready (which settles every requirement of
+ * it: SSH, link, mounts, and the agent's own requirement lines).
+ */
+export function settles(component: string, fields: Fields, subject: string): boolean {
+  const { state } = fields;
+  if (typeof state !== 'string') return false;
+  if (component === 'forward')
+    return (
+      subject === problemSubject(component, fields) &&
+      ((state === 'forwarding' && !fields.error) || state === 'ignored' || state === 'removed')
+    );
+  if (component === 'mount' && state === 'mounted') return subject === problemSubject(component, fields);
+  if (component === 'ssh' && state === 'connected') return subject === 'ssh';
+  if (component === 'link' && state === 'up') return subject === 'link';
+  if (component === 'agent' && state === 'ready') return READY_SETTLES.has(subject.split(':')[0]);
+  return false;
+}
