@@ -2,7 +2,7 @@
 // line and key (exit 1), commands on a stopped instance, a foreground boot that fails, and an agent left failed by
 // an interrupted up. Runs the built CLI.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -278,5 +278,13 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const again = await runCli(home, ['delete', 'gone']);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/^tether: no instance gone /);
+
+    // What is left of an instance without its tether.yaml (logs, the pinned key) is removed too.
+    mkdirSync(join(paths.dir, 'logs'), { recursive: true });
+    writeFileSync(join(paths.dir, 'known_hosts'), '');
+    const leftover = await runCli(home, ['rm', 'gone']);
+    expect(leftover.code).toBe(0);
+    expect(leftover.stdout).toBe(`removed instance gone (${paths.dir})\n`);
+    expect(existsSync(paths.dir)).toBe(false);
   });
 });

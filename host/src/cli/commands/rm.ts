@@ -1,12 +1,12 @@
 // `tether rm NAME [--force]`: forgets an instance by removing its directory ($TETHER_HOME/NAME: tether.yaml, the
-// pinned host key, logs). A running host agent is stopped first only with --force, as `limactl delete` does: without
+// pinned host key, logs), with or without its tether.yaml. A running host agent is stopped first only with --force, as `limactl delete` does: without
 // it, rm would pull the config and control socket out from under a live agent. The VM is not touched: its guest
 // agent stays installed, and `tether up NAME --ssh …` later starts over (pinning the host key again).
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isAlive, isOurAgent, readPid } from '../../instance.js';
 import { socketAnswers } from '../../socket-file.js';
-import { existingInstance, withHelp } from '../context.js';
+import { existingInstance, pathsFor, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { stopAgent } from './down.js';
 
@@ -20,7 +20,10 @@ export function registerRm(program: Command): void {
       .option('-f, --force', 'stop its host agent first when it runs'),
     ['tether rm dev', 'tether rm --force dev'],
   ).action(async (name: string, opts: { force?: boolean }) => {
-    const paths = existingInstance(name);
+    // A directory without its tether.yaml (a first `up` given a config it could not use, a file removed by hand) is
+    // still the instance's: rm cleans it up rather than saying there is nothing to remove.
+    const paths = pathsFor(name);
+    if (!existsSync(paths.dir)) existingInstance(name);
     const pid = readPid(paths);
     const running =
       (pid !== null && isAlive(pid) && isOurAgent(pid, paths) === true) || (await socketAnswers(paths.socket));
