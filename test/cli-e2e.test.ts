@@ -2,7 +2,17 @@
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
 // add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, down leaving nothing behind, and an up
 // whose mount cannot be made (exit 1, the agent serving on degraded).
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -207,8 +217,35 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect((await cli('ls')).stdout).toMatch(line);
   });
 
+  it('doctor of a second instance of the same VM names the instance that serves it already', async () => {
+    const spare = join(home, 'spare');
+    mkdirSync(spare);
+    copyFileSync(join(home, NAME, 'tether.yaml'), join(spare, 'tether.yaml'));
+    try {
+      const r = await cli('doctor', 'spare');
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `^✗ other instances: instance ${NAME} \\(pid ${agentPid}\\) runs against \\S+@127\\.0\\.0\\.1:`,
+          'm',
+        ),
+      );
+      expect(r.stdout).toMatch(new RegExp(`^ {4}fix: run one instance per VM: tether down ${NAME} `, 'm'));
+      expect(r.code).toBe(1);
+      // up says so before it starts the second agent; which serves (its forwards find their ports taken).
+      const up = await cli('up', 'spare', '--timeout', '60');
+      expect(up.stderr).toMatch(
+        new RegExp(`^tether: warning: instance ${NAME} \\(pid ${agentPid}\\) runs against \\S+, the same VM: `, 'm'),
+      );
+      expect((await cli('down', 'spare')).code).toBe(0);
+      expect(isAlive(agentPid)).toBe(true);
+    } finally {
+      rmSync(spare, { recursive: true, force: true });
+    }
+  });
+
   it('doctor passes when healthy and names a broken guest agent', async () => {
     const healthy = await cli('doctor', NAME);
+    expect(healthy.stdout).toMatch(/✓ other instances: none runs against /);
     expect(healthy.stdout).toMatch(/✓ guest agent: tether-guest .* answers on /);
     expect(healthy.stdout).toMatch(/✓ port scanner: scanning every \d+ ms/);
     expect(healthy.code).toBe(0);

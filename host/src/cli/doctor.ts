@@ -18,6 +18,7 @@ import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ss
 import { sshTarget } from '../ssh/target.js';
 import { clientFor } from './context.js';
 import { countOf } from './render.js';
+import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';
 
 export interface CheckResult {
   name: string;
@@ -52,6 +53,16 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   const agent = await checkAgent(paths);
   add(agent.result);
   if (agent.link) add(agent.link);
+  const siblings = await runningSiblings(paths, config.ssh, loadConfig);
+  add(
+    siblings.length === 0
+      ? ok('other instances', `none runs against ${sshTarget(config.ssh)}`)
+      : fail(
+          'other instances',
+          `${describeSiblings(siblings)}: the same VM, whose guest ports and mount points it already serves`,
+          `run one instance per VM: tether down ${siblings[0].name} (or tether rm NAME, if this one is the spare)`,
+        ),
+  );
 
   const ssh = await probeSsh(paths, config);
   for (const r of ssh.results) add(r);
@@ -94,7 +105,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
     if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
-    for (const f of bad) add(forwardProblem(f));
+    for (const f of bad) add(forwardProblem(f, siblings));
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
   return results;
 }
@@ -106,7 +117,7 @@ function fixOf(detail: string | null): string {
 }
 
 /** What doctor says of a forward that is not serving, with the fix. Exported for its test. */
-export function forwardProblem(f: ForwardView): CheckResult {
+export function forwardProblem(f: ForwardView, siblings: Sibling[] = []): CheckResult {
   const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
   const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
@@ -118,7 +129,9 @@ export function forwardProblem(f: ForwardView): CheckResult {
       detail,
       own
         ? `remove one of the two: tether forward rm NAME ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
-        : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
+        : siblings.length > 0
+          ? `instance ${siblings[0].name} forwards the same VM and holds its ports: tether down ${siblings[0].name}`
+          : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
     );
   }
   if (f.state === 'privileged') {

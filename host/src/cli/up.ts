@@ -18,6 +18,7 @@ import { clientFor, pathsFor } from './context.js';
 import { CliError, UsageError } from './errors.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
+import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
 
 export async function up(name: string, opts: UpOptions): Promise<void> {
@@ -92,6 +93,12 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
   const tooLong = socketPathProblem(paths.socket);
   if (tooLong)
     throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
+  const siblings = await runningSiblings(paths, config.ssh, loadConfig);
+  if (siblings.length > 0)
+    process.stderr.write(
+      `tether: warning: ${describeSiblings(siblings)}, the same VM: this instance will find the host ports of its ` +
+        `forwards taken (\`tether down ${siblings[0].name}\` first)\n`,
+    );
   print(`starting instance ${name}: ${sshTarget(config.ssh)} (log: ${paths.currentLog})`);
   if (opts.foreground) {
     // Loaded on demand: the agent's modules are what makes the CLI slow to start.
