@@ -134,6 +134,14 @@ export type Info = z.infer<typeof Info>;
 
 export const Ping = z.object({ t: z.number() }).strict();
 
+/**
+ * guest → host, the agent's last message before it closes the link: why it stops, and whether the whole guest is
+ * shutting down (systemd says `stopping`). Then the host waits for the guest to come back instead of starting the
+ * agent again and remounting in a guest that is going away. Not strict: a newer agent may say more.
+ */
+export const AgentBye = z.object({ reason: shortText, systemStopping: z.boolean() });
+export type AgentBye = z.infer<typeof AgentBye>;
+
 // ── UDP relay ───────────────────────────────────────────────────────────────────────────────────────────────────
 
 /** host → guest: one datagram of flow `flow`, for the guest listener at ip:port. */
@@ -204,6 +212,7 @@ export const methods = {
 
 /** One-way events, in either direction. */
 export const events = {
+  'agent.bye': AgentBye,
   'ports.delta': PortDelta,
   'udp.dgram': UdpDatagram,
   'udp.reply': UdpReply,

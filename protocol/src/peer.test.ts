@@ -78,6 +78,7 @@ describe('Peer', () => {
   it('round-trips every event type', async () => {
     const [host, guest] = peers();
     const samples: { [E in EventName]: EventData<E> } = {
+      'agent.bye': { reason: 'the guest is shutting down (SIGTERM)', systemStopping: true },
       'ports.delta': { seq: 3, added: [listener], removed: [{ ...listener, proto: 'udp', pid: null, command: null }] },
       'udp.dgram': { flow: 9, ip: '127.0.0.1', port: 53, data: Buffer.from('query') },
       'udp.reply': { flow: 9, data: Buffer.from('answer') },

@@ -36,6 +36,7 @@ type ForwardEntry = Omit<ForwardView, 'id' | 'source'>;
 
 interface LogLine {
   time: string;
+  level: number;
   component?: string;
   msg: string;
   [key: string]: unknown;
@@ -453,6 +454,19 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       const story = sinceReboot.filter((l) => l.component === 'link' || l.component === 'provision');
       console.log(
         `[vm] link and provisioning after the reboot:\n${story.map((l) => `  ${l.time} [${l.component}] ${l.msg}`).join('\n')}`,
+      );
+      // The guest agent said the guest was shutting down, so until the SSH connection came back tether neither tried
+      // to start it nor to remount, and nothing of the shutdown was logged as an error: the mount was suspended.
+      const reconnectLine = sinceReboot.findIndex((l) => l.component === 'ssh' && l.msg === 'ssh connected');
+      expect(reconnectLine).toBeGreaterThan(0);
+      const shutdown = sinceReboot.slice(0, reconnectLine);
+      expect(shutdown.map((l) => l.msg)).toContainEqual(
+        expect.stringMatching(/^guest agent stopping: the guest is shutting down/),
+      );
+      expect(shutdown.filter((l) => l.level >= 50)).toEqual([]);
+      expect(shutdown.filter((l) => /starting it|^mount \S+ mounting/.test(l.msg))).toEqual([]);
+      expect(shutdown.map((l) => l.msg)).toContainEqual(
+        expect.stringMatching(/^mount \S+ suspended: the guest is shutting down$/),
       );
       expect(sinceReboot.filter((l) => l.msg === 'guest agent uploaded')).toEqual([]);
       expect(sinceReboot.filter((l) => l.msg === 'guest agent systemd unit installed')).toEqual([]);

@@ -4,6 +4,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { AgentBye } from '@tether/protocol';
 import { FsApplier, type FsApplierOptions } from '../inotify/applier.js';
 import { type Logger, silentLogger } from '../log.js';
 import { DnatSource, type PortDelta, PortPoller, TableAnchors } from '../ports/index.js';
@@ -78,13 +79,17 @@ export class AgentServer {
     this.log.info('agent listening', { socket: this.socketPath, owner: owner?.user ?? null, uid: owner?.uid ?? null });
   }
 
-  async close(): Promise<void> {
+  /** Stops serving; `bye` is each client's last message (the host learns why the link ends, see AgentBye). */
+  async close(bye?: AgentBye): Promise<void> {
     this.poller.stop();
     this.poller.off('delta', this.onDelta);
     this.poller.off('error', this.onScanError);
     this.applier.close();
     this.anchors?.close();
-    for (const s of this.sessions) s.peer.close('agent shutting down');
+    for (const s of this.sessions) {
+      if (bye) s.peer.notify('agent.bye', bye);
+      s.peer.close(bye?.reason ?? 'agent shutting down');
+    }
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     try {
       unlinkSync(this.socketPath);

@@ -1,5 +1,6 @@
 // `tether-guest run`: the agent in the foreground until SIGTERM/SIGINT, then a clean shutdown (socket unlinked).
 import { AgentServer } from '../agent/server.js';
+import { systemStopping } from '../agent/system-state.js';
 import type { Logger } from '../log.js';
 import { BUILD_HASH, VERSION } from '../version.js';
 
@@ -13,11 +14,13 @@ export async function runAgent(options: RunOptions, log: Logger): Promise<void> 
   await server.start();
   log.info('tether-guest started', { version: VERSION, build: BUILD_HASH, pid: process.pid });
   await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      log.info('shutting down', { signal });
+    const stop = async (signal: NodeJS.Signals) => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
-      server.close().then(resolve, resolve);
+      const stopping = await systemStopping();
+      log.info('shutting down', { signal, systemStopping: stopping });
+      const reason = stopping ? `the guest is shutting down (${signal})` : `got ${signal}`;
+      server.close({ reason, systemStopping: stopping }).then(resolve, resolve);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

@@ -75,6 +75,7 @@ class Mounts implements MountDriver {
   private readonly manager: MountManager;
   private readonly log: Logger;
   private ssh: SshSession | null = null;
+  private link: AgentLink | null = null;
   private notify: (batch: FsEvents) => boolean = () => false;
   /** Whether the guest agent now linked takes `markerTouch` (see batchFor). */
   private guestAppliesMarker: () => boolean = () => true;
@@ -101,6 +102,9 @@ class Mounts implements MountDriver {
     // From the start, so a drop while the first mount or the watchers' first scan runs is not missed.
     ssh.on('disconnected', this.onDown);
     ssh.on('connected', this.onUp);
+    this.link = link;
+    link.on('guest-stopping', this.onGuestStopping);
+    link.on('up', this.onLinkUp);
     let client: Client;
     try {
       client = await ssh.waitConnected();
@@ -133,12 +137,21 @@ class Mounts implements MountDriver {
     clearTimeout(this.recheckTimer);
     this.ssh?.off('disconnected', this.onDown);
     this.ssh?.off('connected', this.onUp);
+    this.link?.off('guest-stopping', this.onGuestStopping);
+    this.link?.off('up', this.onLinkUp);
     await this.manager.stop();
   }
 
   onChange(listener: (view: MountView) => void): void {
     this.listeners.push(listener);
   }
+
+  private readonly onGuestStopping = (): void => {
+    this.manager.pause(this.link?.guestStopping ?? 'the guest is shutting down');
+  };
+
+  /** The guest agent answers again on the same SSH connection: a shutdown it announced did not happen after all. */
+  private readonly onLinkUp = (): void => this.manager.unpause();
 
   private readonly onDown = (reason: string): void => {
     this.manager.suspend(`ssh connection lost: ${reason}`);

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  type AgentBye,
   type Info,
   type Listener,
   Peer,
@@ -60,7 +61,8 @@ export interface AgentLinkOptions {
 /**
  * Events: `peer` (peer: Peer) as soon as a link is usable (register event handlers there), `up` (info: Info),
  * `snapshot` (listeners: Listener[]), `delta` (delta: PortDelta), `down` (reason: string), `blocked` (reason: string)
- * when the socket cannot be reached for a reason that starting the agent cannot fix.
+ * when the socket cannot be reached for a reason that starting the agent cannot fix, `guest-stopping` when the
+ * guest agent said the guest is shutting down (guestStopping).
  */
 export class AgentLink extends EventEmitter {
   peer: Peer | null = null;
@@ -77,6 +79,11 @@ export class AgentLink extends EventEmitter {
   blocked: string | null = null;
   /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
   outdated: string | null = null;
+  /**
+   * Set when the guest agent's last message (agent.bye) said the guest is shutting down: until SSH connects again, or
+   * an agent answers after all, the link neither starts the agent nor calls its absence a problem.
+   */
+  guestStopping: string | null = null;
 
   private readonly log: Logger;
   private generation = 0;
@@ -186,6 +193,7 @@ export class AgentLink extends EventEmitter {
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
     this.blocked = null;
     this.replaceTried = false;
+    this.guestStopping = null;
     const gen = ++this.generation;
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
   }
@@ -264,6 +272,7 @@ export class AgentLink extends EventEmitter {
     this.seq = null;
     this.held = [];
     peer.onEvent('ports.delta', (d) => this.onDelta(peer, d));
+    peer.onEvent('agent.bye', (bye) => this.onBye(bye));
     try {
       const setupTimeout = this.opts.setupTimeoutMs ?? 10_000;
       const hello = await Promise.race([
@@ -282,6 +291,7 @@ export class AgentLink extends EventEmitter {
       this.up = true;
       this.lastError = null;
       this.blocked = null;
+      this.guestStopping = null;
       this.log.info(
         {
           state: 'up',
@@ -306,22 +316,35 @@ export class AgentLink extends EventEmitter {
     if (this.peer === peer) this.peer = null;
     this.up = false;
     this.info = null;
-    this.lastError = reason;
+    const why = this.guestStopping ?? reason;
+    this.lastError = why;
     this.lastErrorAt = Date.now();
-    this.log.warn({ state: 'down', reason, socket: this.socket }, `agent link down: ${reason}`);
-    this.emit('down', reason);
+    const fields = { state: 'down', reason: why, socket: this.socket };
+    if (this.guestStopping) this.log.info(fields, `agent link down: ${why}; waiting for the guest to come back`);
+    else this.log.warn(fields, `agent link down: ${why}`);
+    this.emit('down', why);
     return 'was-up';
   }
 
   private noteFailure(message: string): void {
     if (message !== this.lastError) {
       // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
-      const expected = this.lastEnsure === Number.NEGATIVE_INFINITY && this.opts.ensureAgent !== undefined;
+      const expected =
+        this.guestStopping !== null ||
+        (this.lastEnsure === Number.NEGATIVE_INFINITY && this.opts.ensureAgent !== undefined);
       if (expected) this.log.info({ socket: this.socket }, message);
       else this.log.warn({ socket: this.socket }, message);
     }
     this.lastError = message;
     this.lastErrorAt = Date.now();
+  }
+
+  /** The guest agent's last message: when the guest is shutting down, wait for it rather than restart the agent. */
+  private onBye(bye: AgentBye): void {
+    this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
+    if (!bye.systemStopping) return;
+    this.guestStopping = 'the guest is shutting down';
+    this.emit('guest-stopping');
   }
 
   /** The explainOpenFailure verdict; a failing check (e.g. the connection dropped) explains nothing. */
@@ -348,7 +371,8 @@ export class AgentLink extends EventEmitter {
 
   private async maybeEnsureAgent(reason: string): Promise<void> {
     const ensure = this.opts.ensureAgent;
-    if (!ensure || performance.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000)) return;
+    if (!ensure || this.guestStopping || performance.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000))
+      return;
     this.lastEnsure = performance.now();
     try {
       this.log.info({ socket: this.socket, reason }, 'guest agent not answering; starting it');

@@ -2,7 +2,8 @@
 // the keepalives to notice.
 import type { Client, ClientChannel } from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { execGuest } from './guest-shell.js';
+import { commandLabel } from '../ssh/shell-quote.js';
+import { execGuest, execGuestOutput } from './guest-shell.js';
 
 describe('execGuest', () => {
   it('times out when the exec channel is never confirmed, and closes a channel that opens late', async () => {
@@ -28,5 +29,21 @@ describe('execGuest', () => {
     await expect(execGuest(client, script, 50)).rejects.toThrow(
       new Error("guest command timed out after 50ms: printf '%s\\n' marker …"),
     );
+  });
+
+  it("names a script run for its output by the script's own first line, not the marker printed before it", async () => {
+    const client = { exec: () => {} } as unknown as Client;
+    await expect(execGuestOutput(client, 'P=/home/me/share; mkdir -p "$P"\nstat "$P"', 50)).rejects.toThrow(
+      new Error('guest command timed out after 50ms: P=/home/me/share; mkdir -p "$P" …'),
+    );
+  });
+});
+
+describe('commandLabel', () => {
+  it('skips blank lines and a bare echo, and says when more follows', () => {
+    expect(commandLabel('echo\nD=.tether-guest; case "$D" in\nesac')).toBe('D=.tether-guest; case "$D" in …');
+    expect(commandLabel('  \nuname -m')).toBe('uname -m …');
+    expect(commandLabel('uname -m')).toBe('uname -m');
+    expect(commandLabel(`true ${'x'.repeat(100)}`)).toBe(`true ${'x'.repeat(75)} …`);
   });
 });

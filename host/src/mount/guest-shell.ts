@@ -1,7 +1,7 @@
 // Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
 // output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
 import type { Client, ClientChannel } from 'ssh2';
-import { loginShellCommand, shellQuote } from '../ssh/shell-quote.js';
+import { commandLabel, loginShellCommand, shellQuote } from '../ssh/shell-quote.js';
 import { afterMarker, startupMarker } from './startup-output.js';
 
 export { shellQuote };
@@ -31,12 +31,14 @@ export function openExec(client: Client, cmd: string): Promise<ClientChannel> {
  * is abandoned. The deadline covers opening the channel too: on a frozen VM the open goes unanswered until
  * keepalives give up (30 s by default), longer than `tether down` waits for the agent.
  */
-export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000): Promise<GuestResult> {
+export async function execGuest(
+  client: Client,
+  cmd: string,
+  timeoutMs = 15_000,
+  label = commandLabel(cmd),
+): Promise<GuestResult> {
   const deadline = Date.now() + timeoutMs;
-  // The command is a shell script: its first line is enough to tell which one it was.
-  const first = cmd.split('\n', 1)[0];
-  const shown = first.length > 80 || first !== cmd ? `${first.slice(0, 80)} …` : cmd;
-  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${shown}`);
+  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${label}`);
   const opening = openExec(client, cmd);
   let openTimer: NodeJS.Timeout | undefined;
   const channel = await Promise.race([
@@ -90,6 +92,6 @@ export async function execGuest(client: Client, cmd: string, timeoutMs = 15_000)
  */
 export async function execGuestOutput(client: Client, cmd: string, timeoutMs?: number): Promise<GuestResult> {
   const marker = startupMarker('tether-out');
-  const r = await execGuest(client, `${marker.print}; ${cmd}`, timeoutMs);
+  const r = await execGuest(client, `${marker.print}; ${cmd}`, timeoutMs, commandLabel(cmd));
   return { ...r, stdout: afterMarker(r.stdout, marker) ?? '' };
 }

@@ -43,6 +43,8 @@ export class MountManager {
   private client: Client | null = null;
   private notify: FsEventSink = () => false;
   private stopped = false;
+  /** Why mounts are not retried now (the guest is shutting down); null normally. */
+  private paused: string | null = null;
 
   constructor(
     readonly mounts: readonly MountConfig[],
@@ -102,6 +104,33 @@ export class MountManager {
     }
   }
 
+  /**
+   * The guest is shutting down: its sshfs processes end with it, so a mount that ends shows `suspended` with `reason`,
+   * and none is tried again until unpause() (its agent answers after all) or resume() (SSH connects again). Mounts that
+   * still serve are left alone: guest programs may be writing their last bytes.
+   */
+  pause(reason: string): void {
+    this.paused = reason;
+    for (const e of this.entries) {
+      if (!e.begun) continue;
+      e.mount.endExpected = reason;
+      clearTimeout(e.retryTimer);
+      if (e.mount.state === 'error') e.mount.suspend(reason);
+    }
+  }
+
+  /** Ends a pause(): the mounts that are not mounted are tried now. */
+  unpause(): void {
+    if (this.paused === null) return;
+    this.clearPause();
+    this.retryNow();
+  }
+
+  private clearPause(): void {
+    this.paused = null;
+    for (const e of this.entries) e.mount.endExpected = null;
+  }
+
   /** The SSH connection is gone: every started mount becomes `suspended` until resume(). Watchers keep running. */
   suspend(reason = 'ssh connection lost'): void {
     this.client = null;
@@ -118,6 +147,7 @@ export class MountManager {
    */
   async resume(client: Client, notify?: FsEventSink): Promise<void> {
     if (this.stopped) return;
+    this.clearPause();
     this.client = client;
     if (notify) this.notify = notify;
     await Promise.all(this.entries.filter((e) => e.begun).map((e) => this.mountEntry(e)));
@@ -191,7 +221,7 @@ export class MountManager {
   }
 
   private scheduleRetry(e: Entry): void {
-    if (this.stopped || !this.client) return;
+    if (this.stopped || !this.client || this.paused !== null) return;
     clearTimeout(e.retryTimer);
     const delay = e.retryDelay * (0.8 + Math.random() * 0.4);
     e.retryDelay = Math.min(e.retryDelay * 2, RETRY_MAX_MS);

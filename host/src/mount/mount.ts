@@ -70,6 +70,11 @@ export class GuestMount extends EventEmitter {
   private active: Active | null = null;
   /** Bumped by every mount/suspend/unmount so late events of an older channel are ignored. */
   private generation = 0;
+  /**
+   * Set while the guest is going away (its agent said it shuts down): an sshfs that ends now ends with the guest, so
+   * the mount shows `suspended` with this reason instead of an error.
+   */
+  endExpected: string | null = null;
 
   constructor(
     readonly config: MountConfig,
@@ -221,7 +226,8 @@ export class GuestMount extends EventEmitter {
         if (gen !== this.generation) return;
         this.active = null;
         if (this.stateValue === 'mounted') {
-          this.setState('error', why());
+          if (this.endExpected) this.setState('suspended', this.endExpected);
+          else this.setState('error', why());
           this.emit('lost', why());
         }
       });

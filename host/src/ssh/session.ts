@@ -22,7 +22,7 @@ import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { checkHostKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
-import { loginShellCommand } from './shell-quote.js';
+import { commandLabel, loginShellCommand } from './shell-quote.js';
 import { sshTarget } from './target.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
@@ -184,7 +184,7 @@ export class SshSession extends EventEmitter {
    * before a listener added after `await` exists.
    */
   exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
-    return this.open<ExecChannel>(`exec ${JSON.stringify(command)}`, (c, cb) =>
+    return this.open<ExecChannel>(`run ${JSON.stringify(commandLabel(command))} in the guest`, (c, cb) =>
       c.exec(loginShellCommand(command), options, (err, channel) => {
         const ch = channel as ExecChannel;
         if (ch) {
@@ -213,7 +213,9 @@ export class SshSession extends EventEmitter {
       };
       const timer = setTimeout(() => {
         channel.destroy();
-        reject(new Error(`guest command ${JSON.stringify(firstLine(command))} did not finish within ${timeoutMs} ms`));
+        reject(
+          new Error(`guest command ${JSON.stringify(commandLabel(command))} did not finish within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       channel.on('data', (c: Buffer) => cap(out, c));
       channel.stderr.on('data', (c: Buffer) => cap(err, c));
@@ -490,10 +492,4 @@ function fileText(path: string): string {
   } catch {
     return '';
   }
-}
-
-/** A command as error messages show it: its first line, at most 80 characters (scripts run to dozens of lines). */
-function firstLine(command: string): string {
-  const line = command.split('\n', 1)[0];
-  return line.length > 80 || line.length < command.length ? `${line.slice(0, 80)}…` : line;
 }

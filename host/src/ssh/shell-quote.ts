@@ -19,3 +19,14 @@ export function shellQuote(s: string): string {
 export function loginShellCommand(script: string): string {
   return `exec /bin/sh -c ${shellQuote(script)}`;
 }
+
+/**
+ * A script as messages name it: its first line that says something (not blank or a bare `echo`), at most 80
+ * characters, with `…` when more follows. Scripts run to dozens of lines.
+ */
+export function commandLabel(script: string): string {
+  const lines = script.split('\n');
+  const i = lines.findIndex((l) => !/^\s*(echo\s*)?$/.test(l));
+  const line = (i < 0 ? (lines[0] ?? '') : lines[i]).trim();
+  return line.length > 80 || lines.length > 1 ? `${line.slice(0, 80)} …` : line;
+}
