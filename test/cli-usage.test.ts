@@ -286,5 +286,11 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(leftover.code).toBe(0);
     expect(leftover.stdout).toBe(`removed instance gone (${paths.dir})\n`);
     expect(existsSync(paths.dir)).toBe(false);
+    // A directory of that name with nothing of an instance in it is not tether's to remove.
+    mkdirSync(join(paths.dir, 'src'), { recursive: true });
+    const foreign = await runCli(home, ['rm', 'gone']);
+    expect(foreign.code).toBe(1);
+    expect(foreign.stderr).toMatch(/has no tether\.yaml, .*not a tether instance, not removed/);
+    expect(existsSync(join(paths.dir, 'src'))).toBe(true);
   });
 });

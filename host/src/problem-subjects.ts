@@ -12,17 +12,23 @@ type Fields = Record<string, unknown>;
 /** The subject of a line of `component` with `fields`: `forward:<id>`, `mount:<mount point>`, or the component. */
 export function problemSubject(component: string, fields: Fields): string {
   if (typeof fields.forward === 'string') return `forward:${fields.forward}`;
+  // A guest agent that is not this host's build stays so while the link is up: the link coming up does not settle it.
+  if (fields.outdated === true) return `${component}:outdated`;
   if (typeof fields.mountPoint === 'string') return `${component}:${fields.mountPoint}`;
   return component;
 }
 
-/** Components whose problems an instance that is `ready` again has shown to be over: ready needs all of them. */
-const READY_SETTLES = new Set(['agent', 'ssh', 'link', 'mount']);
+/**
+ * Subjects an instance that is `ready` again has shown to be over: ready needs SSH, the link and the agent's
+ * requirements. Not mounts: an instance with only the default mount of `~` is ready without it, so a mount's problem
+ * is settled by the mount itself.
+ */
+const READY_SETTLES = new Set(['agent', 'ssh', 'link']);
 
 /**
  * Whether a line (component, fields) shows `subject` healthy again: a forward forwarding, ignored or removed; a mount
- * mounted; the SSH connection connected; the agent link up; the instance ready (which settles every requirement of
- * it: SSH, link, mounts, and the agent's own requirement lines).
+ * mounted; the SSH connection connected; the agent link up; the instance ready (which settles SSH, the link and the
+ * agent's own requirement lines).
  */
 export function settles(component: string, fields: Fields, subject: string): boolean {
   const { state } = fields;
@@ -35,6 +41,6 @@ export function settles(component: string, fields: Fields, subject: string): boo
   if (component === 'mount' && state === 'mounted') return subject === problemSubject(component, fields);
   if (component === 'ssh' && state === 'connected') return subject === 'ssh';
   if (component === 'link' && state === 'up') return subject === 'link';
-  if (component === 'agent' && state === 'ready') return READY_SETTLES.has(subject.split(':')[0]);
+  if (component === 'agent' && state === 'ready') return READY_SETTLES.has(subject);
   return false;
 }

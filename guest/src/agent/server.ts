@@ -86,10 +86,7 @@ export class AgentServer {
     this.poller.off('error', this.onScanError);
     this.applier.close();
     this.anchors?.close();
-    for (const s of this.sessions) {
-      if (bye) s.peer.notify('agent.bye', bye);
-      s.peer.close(bye?.reason ?? 'agent shutting down');
-    }
+    await Promise.all([...this.sessions].map((s) => (bye ? s.farewell(bye) : s.peer.close('agent shutting down'))));
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     try {
       unlinkSync(this.socketPath);

@@ -3,7 +3,7 @@
 
 import type { Socket } from 'node:net';
 import { arch, hostname, release, uptime } from 'node:os';
-import { type Info, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
+import { type AgentBye, type Info, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
 import type { FsApplier } from '../inotify/applier.js';
 import { InvalidFsPathError } from '../inotify/paths.js';
 import type { Logger } from '../log.js';
@@ -46,6 +46,22 @@ export class Session {
       ctx.udp,
     );
     this.wire();
+  }
+
+  /**
+   * Sends `bye` as the client's last message and ends the link once it is written out (or after `timeoutMs`, for a
+   * client that stopped reading): a destroy alone would drop it if earlier frames still queue behind it.
+   */
+  async farewell(bye: AgentBye, timeoutMs = 200): Promise<void> {
+    this.peer.notify('agent.bye', bye);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.socket.end(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.peer.close(bye.reason);
   }
 
   /** Sends a port delta if this client subscribed; drops a client whose unread backlog grew too large. */

@@ -70,12 +70,18 @@ export function mountDriver(mounts: readonly MountConfig[], logger: Logger): Mou
   return new Mounts(mounts, logger);
 }
 
+/** How often a remount held back for a guest that said it shuts down looks whether the link stopped waiting. */
+const HELD_CHECK_MS = 5_000;
+
 class Mounts implements MountDriver {
   private readonly listeners: ((view: MountView) => void)[] = [];
   private readonly manager: MountManager;
   private readonly log: Logger;
   private ssh: SshSession | null = null;
   private link: AgentLink | null = null;
+  /** An SSH reconnect came while the guest was shutting down: the remount waits for the guest agent (onLinkUp). */
+  private remountHeld = false;
+  private heldTimer: NodeJS.Timeout | undefined;
   private notify: (batch: FsEvents) => boolean = () => false;
   /** Whether the guest agent now linked takes `markerTouch` (see batchFor). */
   private guestAppliesMarker: () => boolean = () => true;
@@ -135,6 +141,7 @@ class Mounts implements MountDriver {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.recheckTimer);
+    clearInterval(this.heldTimer);
     this.ssh?.off('disconnected', this.onDown);
     this.ssh?.off('connected', this.onUp);
     this.link?.off('guest-stopping', this.onGuestStopping);
@@ -150,8 +157,30 @@ class Mounts implements MountDriver {
     this.manager.pause(this.link?.guestStopping ?? 'the guest is shutting down');
   };
 
-  /** The guest agent answers again on the same SSH connection: a shutdown it announced did not happen after all. */
-  private readonly onLinkUp = (): void => this.manager.unpause();
+  private holdRemount(): void {
+    this.remountHeld = true;
+    clearInterval(this.heldTimer);
+    this.heldTimer = setInterval(() => {
+      if (this.link?.guestStopping && !this.stopped) return;
+      clearInterval(this.heldTimer);
+      this.onLinkUp();
+    }, HELD_CHECK_MS);
+    this.heldTimer.unref();
+  }
+
+  /**
+   * The guest agent answers again: the guest is back from its shutdown (or did not go down after all). A remount held
+   * back at the reconnect runs now.
+   */
+  private readonly onLinkUp = (): void => {
+    clearInterval(this.heldTimer);
+    const client = this.ssh?.client;
+    if (this.stopped) return;
+    if (this.remountHeld && client) {
+      this.remountHeld = false;
+      void this.remount(client);
+    } else this.manager.unpause();
+  };
 
   private readonly onDown = (reason: string): void => {
     this.manager.suspend(`ssh connection lost: ${reason}`);
@@ -159,7 +188,10 @@ class Mounts implements MountDriver {
 
   private readonly onUp = (): void => {
     const client = this.ssh?.client;
-    if (client) void this.remount(client);
+    // sshd may take logins in a guest that is still going down: the remount waits for its agent to answer, or for
+    // the link to stop waiting for the guest (then the mounts do not wait on an agent that may never come).
+    if (client && this.link?.guestStopping) this.holdRemount();
+    else if (client) void this.remount(client);
     // A new connection may be to a fixed guest: held mounts look again soon.
     if (this.manager.waiting().length > 0) this.scheduleRecheck(RECHECK_MIN_MS);
   };

@@ -77,8 +77,19 @@ describe('ProblemRing', () => {
       'forward tcp:2 conflict',
       'forward tcp:2 forwarding on one family: ::1 busy',
     ]);
-    // The instance ready again: every requirement holds, so mount /b is back; forward problems are not requirements.
+    // The instance ready again settles what ready needs (here: nothing left), not a mount, which only mounting
+    // settles (an instance with only the default mount is ready without it), nor a forward.
+    ssh.warn({ state: 'reconnecting' }, 'ssh reconnecting again');
     root.info({ state: 'ready', from: 'degraded' }, 'host agent ready');
-    expect(open()).toEqual(['forward tcp:2 conflict', 'forward tcp:2 forwarding on one family: ::1 busy']);
+    expect(open()).toEqual([
+      'mount /b error: EIO',
+      'forward tcp:2 conflict',
+      'forward tcp:2 forwarding on one family: ::1 busy',
+    ]);
+    // A guest agent of another build stays a problem while the link is up.
+    const link = componentLogger(root, 'link');
+    link.warn({ outdated: true }, 'the guest agent is not this build');
+    link.info({ state: 'up' }, 'agent link up');
+    expect(open()).toContain('the guest agent is not this build');
   });
 });

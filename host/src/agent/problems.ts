@@ -51,8 +51,8 @@ export class ProblemRing {
       (wrapped as unknown as Record<string, unknown>)[level] = (...args: unknown[]) => {
         if (log.isLevelEnabled(level)) {
           const fields = { ...bindings, ...fieldsOf(args) };
-          if (level !== 'info') this.record(component, messageOf(args), fields);
           this.observe(component, fields);
+          if (level !== 'info') this.record(component, messageOf(args), fields);
         }
         original(...args);
       };

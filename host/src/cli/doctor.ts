@@ -60,7 +60,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       : fail(
           'other instances',
           `${describeSiblings(siblings)}: the same VM, whose guest ports and mount points it already serves`,
-          `run one instance per VM: tether down ${siblings[0].name} (or tether rm NAME, if this one is the spare)`,
+          `run one instance per VM: tether down ${siblings[0].name} (or tether rm --force ${paths.name}, if this one is the spare)`,
         ),
   );
 
@@ -130,7 +130,7 @@ export function forwardProblem(f: ForwardView, siblings: Sibling[] = []): CheckR
       own
         ? `remove one of the two: tether forward rm NAME ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
         : siblings.length > 0
-          ? `instance ${siblings[0].name} forwards the same VM and holds its ports: tether down ${siblings[0].name}`
+          ? `instance ${siblings[0].name} forwards the same VM and likely holds this port: tether down ${siblings[0].name} (else see \`lsof -nP -i :${port}\`)`
           : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
     );
   }

@@ -22,6 +22,12 @@ import {
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 
+/**
+ * How long a guest that said it shuts down is waited for before its agent is started again as for any lost link: a
+ * reboot of a slow VM (TCG) takes a minute or two; a guest that stays down needs nothing started meanwhile anyway.
+ */
+const GUEST_STOPPING_WAIT_MS = 5 * 60_000;
+
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
 
@@ -79,11 +85,9 @@ export class AgentLink extends EventEmitter {
   blocked: string | null = null;
   /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
   outdated: string | null = null;
-  /**
-   * Set when the guest agent's last message (agent.bye) said the guest is shutting down: until SSH connects again, or
-   * an agent answers after all, the link neither starts the agent nor calls its absence a problem.
-   */
-  guestStopping: string | null = null;
+  private stoppingReason: string | null = null;
+  /** performance.now() until which a guest that said it shuts down is waited for (GUEST_STOPPING_WAIT_MS). */
+  private stoppingUntil = 0;
 
   private readonly log: Logger;
   private generation = 0;
@@ -106,6 +110,16 @@ export class AgentLink extends EventEmitter {
     super();
     this.log = opts.logger;
     this.socketPath = opts.socket;
+  }
+
+  /**
+   * Set when the guest agent's last message (agent.bye) said the guest is shutting down: until an agent answers again,
+   * for at most GUEST_STOPPING_WAIT_MS, the link neither starts the agent nor calls its absence a problem. An SSH
+   * reconnect does not end it: sshd may still take logins in a guest that is going down.
+   */
+  get guestStopping(): string | null {
+    if (this.stoppingReason !== null && performance.now() > this.stoppingUntil) this.stoppingReason = null;
+    return this.stoppingReason;
   }
 
   /** The guest agent's socket: `socket` from the options until provisioning moves it (useSocket). */
@@ -193,7 +207,6 @@ export class AgentLink extends EventEmitter {
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
     this.blocked = null;
     this.replaceTried = false;
-    this.guestStopping = null;
     const gen = ++this.generation;
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
   }
@@ -291,7 +304,7 @@ export class AgentLink extends EventEmitter {
       this.up = true;
       this.lastError = null;
       this.blocked = null;
-      this.guestStopping = null;
+      this.stoppingReason = null;
       this.log.info(
         {
           state: 'up',
@@ -343,7 +356,8 @@ export class AgentLink extends EventEmitter {
   private onBye(bye: AgentBye): void {
     this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
     if (!bye.systemStopping) return;
-    this.guestStopping = 'the guest is shutting down';
+    this.stoppingReason = 'the guest is shutting down';
+    this.stoppingUntil = performance.now() + GUEST_STOPPING_WAIT_MS;
     this.emit('guest-stopping');
   }
 
@@ -398,7 +412,7 @@ export class AgentLink extends EventEmitter {
     if (this.replaceTried) {
       if (this.outdated === null) {
         this.outdated = `${reason}, though it was replaced on this SSH connection`;
-        this.log.warn({ socket: this.socket }, this.outdated);
+        this.log.warn({ socket: this.socket, outdated: true }, this.outdated);
       }
       return false;
     }

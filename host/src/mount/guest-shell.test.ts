@@ -42,7 +42,8 @@ describe('execGuest', () => {
 describe('commandLabel', () => {
   it('skips blank lines and a bare echo, and says when more follows', () => {
     expect(commandLabel('echo\nD=.tether-guest; case "$D" in\nesac')).toBe('D=.tether-guest; case "$D" in …');
-    expect(commandLabel('  \nuname -m')).toBe('uname -m …');
+    expect(commandLabel('  \nuname -m\n')).toBe('uname -m');
+    expect(commandLabel('uname -m\nuname -r')).toBe('uname -m …');
     expect(commandLabel('uname -m')).toBe('uname -m');
     expect(commandLabel(`true ${'x'.repeat(100)}`)).toBe(`true ${'x'.repeat(75)} …`);
   });

@@ -215,8 +215,10 @@ export class MountManager {
       await e.mount.mount(client);
       e.retryDelay = RETRY_MIN_MS;
     } catch {
-      // The mount logged and recorded why; try again later while connected.
-      this.scheduleRetry(e);
+      // The mount logged and recorded why; try again later while connected. One that was under way when the guest
+      // began to shut down failed with it: suspended like the others.
+      if (this.paused !== null) e.mount.suspend(this.paused);
+      else this.scheduleRetry(e);
     }
   }
 

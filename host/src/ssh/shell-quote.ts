@@ -26,7 +26,9 @@ export function loginShellCommand(script: string): string {
  */
 export function commandLabel(script: string): string {
   const lines = script.split('\n');
-  const i = lines.findIndex((l) => !/^\s*(echo\s*)?$/.test(l));
-  const line = (i < 0 ? (lines[0] ?? '') : lines[i]).trim();
-  return line.length > 80 || lines.length > 1 ? `${line.slice(0, 80)} …` : line;
+  const said = (l: string) => !/^\s*(echo\s*)?$/.test(l);
+  const i = Math.max(0, lines.findIndex(said));
+  const line = (lines[i] ?? '').trim();
+  const more = lines.slice(i + 1).some((l) => l.trim() !== '');
+  return line.length > 80 || more ? `${line.slice(0, 80)} …` : line;
 }

@@ -4,11 +4,14 @@
 // agent stays installed, and `tether up NAME --ssh …` later starts over (pinning the host key again).
 import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
-import { isAlive, isOurAgent, readPid } from '../../instance.js';
+import { type InstancePaths, isAlive, isOurAgent, readPid } from '../../instance.js';
 import { socketAnswers } from '../../socket-file.js';
 import { existingInstance, pathsFor, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { stopAgent } from './down.js';
+
+/** What only a tether instance directory holds: one of them makes a directory without tether.yaml an instance. */
+const INSTANCE_MARKS = (paths: InstancePaths) => [paths.logs, paths.hostKey, paths.pidFile];
 
 export function registerRm(program: Command): void {
   withHelp(
@@ -24,6 +27,10 @@ export function registerRm(program: Command): void {
     // still the instance's: rm cleans it up rather than saying there is nothing to remove.
     const paths = pathsFor(name);
     if (!existsSync(paths.dir)) existingInstance(name);
+    if (!existsSync(paths.config) && !INSTANCE_MARKS(paths).some((p) => existsSync(p)))
+      throw new CliError(
+        `${paths.dir} has no tether.yaml, log directory, pinned host key or pid file: not a tether instance, not removed`,
+      );
     const pid = readPid(paths);
     const running =
       (pid !== null && isAlive(pid) && isOurAgent(pid, paths) === true) || (await socketAnswers(paths.socket));
