@@ -2,10 +2,11 @@
 // testbed namespace, which plays the VM: the listing it reports is the guest's own, over the real protocol on the
 // agent's unix socket (on the shared filesystem, so the test connects to it directly).
 import type { ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeFrame, FrameDecoder, type Listener, type PortDelta, PROTOCOL_VERSION } from '@tether/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -325,6 +326,38 @@ for _ in range(30):
       await stopChild(sea);
     }
     expect(existsSync(socket)).toBe(false); // unlinked on SIGTERM
+  });
+
+  it('as root with a tracefs, wakes its scanner on kernel listen events and removes its trace instance on exit', async () => {
+    const tb = testbed();
+    // A tracefs of the test's own: this machine may not mount one (systemd mounts /sys/kernel/tracing on a VM).
+    const tracefs = mkdtempSync(join(tmpdir(), 'tether-tracefs-'));
+    execFileSync('mount', ['-t', 'tracefs', 'nodev', tracefs]);
+    const socket = join(tb.guestDir, 'traced.sock');
+    let traced: ChildProcess | undefined;
+    try {
+      ({ agent: traced } = await startAgent(tb, ['node', BUNDLE], socket));
+      const c = await connectClient(socket, []);
+      const info = await c.peer.request('info', {});
+      expect(info.listenEvents).toEqual({ on: true, detail: expect.stringMatching(/^tracefs \//) });
+      // Instances are the kernel's: every tracefs mount shows the same ones.
+      const instance = join(tracefs, 'instances', `tether-guest-${info.pid}`);
+      expect(existsSync(instance)).toBe(true);
+
+      const t = new Tracker(c, await c.peer.request('ports.subscribe', {}));
+      const { child, ports } = await guestSockets(tb, ['tcp@127.0.0.1']);
+      await waitFor(() => t.find('tcp', ports[0]), { what: `the guest listener on ${ports[0]}` });
+      await stopChild(child);
+      await waitFor(() => !t.find('tcp', ports[0]), { what: `the guest listener on ${ports[0]} to go` });
+      c.peer.close('test done');
+
+      await stopChild(traced); // hangs if the blocked read of trace_pipe is not ended
+      expect(existsSync(instance)).toBe(false);
+    } finally {
+      if (traced) await stopChild(traced);
+      spawnSync('umount', ['-l', tracefs]);
+      rmSync(tracefs, { recursive: true, force: true });
+    }
   });
 
   it('prints the manifest version and hash from the bundle and both single executables', () => {

@@ -131,6 +131,11 @@ export interface GuestView {
   kernel: string;
   arch: string;
   scanIntervalMs: number;
+  /**
+   * Whether the kernel's listen events wake the guest's scanner (a new TCP listener is seen within milliseconds), and
+   * from which tracefs, or why not; null from an agent that does not say.
+   */
+  listenEvents: { on: boolean; detail: string } | null;
   agentPid: number;
   agentStartedAt: string;
   listeners: number;

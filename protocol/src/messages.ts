@@ -18,6 +18,7 @@ export const LIMITS = {
   pathBytes: 4096,
   capabilities: 64,
   nameBytes: 128,
+  reasonBytes: 512,
   // UDP flows (host client address ↔ guest socket) open at once over one link; the host opens no more than the
   // guest relay takes, so the guest never has to refuse (and log) a datagram for it.
   udpFlows: 1024,
@@ -32,7 +33,7 @@ const LISTENER_VALUES = 13;
  * capabilities of 128 characters, 3 UTF-8 bytes each) is 25 KB. After it, the largest message is a `ports.delta`
  * with both listener arrays full (3.4 M values; a snapshot is half that). Its bytes would not fit 16 MiB at the
  * schema's widest listener (about 350 bytes, with a 256-byte command); real listeners take 60–100 bytes, so a
- * 131,072-listener snapshot is about 12 MB. Maps are at most 12 entries wide (`info`) and a message has a handful
+ * 131,072-listener snapshot is about 12 MB. Maps are at most 13 entries wide (`info`) and a message has a handful
  * of key orders (envelope, result, listener): the budget leaves room for newer messages.
  */
 export const FRAME_LIMITS = {
@@ -129,6 +130,8 @@ export const Info = z.object({
   scanIntervalMs: z.number().min(0),
   lastScanMs: z.number().min(0),
   listeners: z.number().int().min(0),
+  /** Whether kernel listen events wake the scanner (else only its ticks find listeners), and from where or why not. */
+  listenEvents: z.object({ on: z.boolean(), detail: z.string().max(LIMITS.reasonBytes) }).optional(),
 });
 export type Info = z.infer<typeof Info>;
 

@@ -325,6 +325,9 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
       expect((await v.ssh(`test -e '${uploaded[0].remote}'`)).code).not.toBe(0);
       expect(await v.sshOk('test -x /usr/local/lib/tether-guest/tether-guest && echo installed')).toBe('installed');
       expect(await v.sshOk(`stat -c '%U %a' ${AGENT_SOCKET}`)).toBe(`${VM_USER} 600`);
+      // As root under systemd (which mounts tracefs), the kernel's listen events wake its scanner.
+      expect(s.guest?.listenEvents).toEqual({ on: true, detail: expect.stringMatching(/^tracefs \//) });
+      expect(await v.sshOk(`sudo -n ls /sys/kernel/tracing/instances`)).toContain(`tether-guest-${pid}`);
     },
     5 * MIN,
   );

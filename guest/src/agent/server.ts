@@ -7,7 +7,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { AgentBye } from '@tether/protocol';
 import { FsApplier, type FsApplierOptions } from '../inotify/applier.js';
 import { type Logger, silentLogger } from '../log.js';
-import { DnatSource, type PortDelta, PortPoller, TableAnchors } from '../ports/index.js';
+import {
+  DnatSource,
+  ListenEvents,
+  type ListenEventsState,
+  type PortDelta,
+  PortPoller,
+  TableAnchors,
+} from '../ports/index.js';
 import type { UdpRelayOptions } from '../relay/udp.js';
 import { toWireDelta } from './listeners.js';
 import { resolveOwner } from './owner.js';
@@ -31,6 +38,9 @@ export class AgentServer {
   readonly socketPath: string;
   private readonly log: Logger;
   private readonly poller: PortPoller;
+  private readonly listenEvents: ListenEvents | null;
+  /** What `info` says about listen events when this agent does not use them. */
+  private readonly noListenEvents: ListenEventsState;
   private readonly applier: FsApplier;
   private readonly sessions = new Set<Session>();
   private readonly server: Server;
@@ -41,9 +51,14 @@ export class AgentServer {
   constructor(private readonly options: AgentServerOptions = {}) {
     this.socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
     this.log = options.log ?? silentLogger;
-    // As root, ports that only a DNAT rule publishes (container networks without a proxy process) count too.
-    const sources = process.getuid?.() === 0 ? [new DnatSource({ log: this.log.child({ component: 'dnat' }) })] : [];
-    this.poller = options.poller ?? new PortPoller({ sources });
+    // As root, ports that only a DNAT rule publishes (container networks without a proxy process) count too, and the
+    // kernel's listen events (tracefs) wake the poller.
+    const root = process.getuid?.() === 0;
+    const sources = root ? [new DnatSource({ log: this.log.child({ component: 'dnat' }) })] : [];
+    this.listenEvents =
+      root && !options.poller ? new ListenEvents({ log: this.log.child({ component: 'ports' }) }) : null;
+    this.noListenEvents = { on: false, detail: root ? 'not used' : 'needs root' };
+    this.poller = options.poller ?? new PortPoller({ sources, triggers: this.listenEvents ? [this.listenEvents] : [] });
     this.applier = new FsApplier(this.log.child({ component: 'fs' }), options.fs);
     this.server = createServer((socket) => this.accept(socket));
     this.server.on('error', (err) => this.log.error('agent socket error', { socket: this.socketPath, err }));
@@ -114,6 +129,7 @@ export class AgentServer {
         poller: this.poller,
         applier: this.applier,
         startedAt: this.startedAt,
+        listenEvents: () => this.listenEvents?.state ?? this.noListenEvents,
         udp: this.options.udp,
         maxBuffered: this.options.maxBuffered,
       },

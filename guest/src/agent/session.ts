@@ -7,7 +7,7 @@ import { type AgentBye, type Info, Peer, type PortDelta, type PortSnapshot } fro
 import type { FsApplier } from '../inotify/applier.js';
 import { InvalidFsPathError } from '../inotify/paths.js';
 import type { Logger } from '../log.js';
-import type { PortPoller } from '../ports/index.js';
+import type { ListenEventsState, PortPoller } from '../ports/index.js';
 import { UdpRelay, type UdpRelayOptions } from '../relay/udp.js';
 import { AGENT_NAME, BUILD_HASH, CAPABILITIES, VERSION } from '../version.js';
 import { toWireSnapshot } from './listeners.js';
@@ -16,6 +16,8 @@ export interface SessionContext {
   poller: PortPoller;
   applier: FsApplier;
   startedAt: number;
+  /** Whether kernel listen events wake the poller (ListenEvents), or why not. */
+  listenEvents?: () => ListenEventsState;
   udp?: UdpRelayOptions;
   /** Bytes queued towards a client that stops reading before it is dropped (deltas cannot be skipped). */
   maxBuffered?: number;
@@ -127,6 +129,7 @@ export class Session {
       caps: CAPABILITIES,
       scanIntervalMs: stats.intervalMs,
       lastScanMs: stats.lastScanMs,
+      listenEvents: this.ctx.listenEvents?.() ?? { on: false, detail: 'not used by this agent' },
       listeners: this.ctx.poller.snapshot().listeners.length,
     };
   }

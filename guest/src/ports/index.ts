@@ -11,6 +11,7 @@ export {
 } from './attribution.js';
 export { DnatSource, type DnatSourceOptions, parseNatRules } from './dnat.js';
 export { GatedScanner, type GatedTableStats } from './gate.js';
+export { ListenEvents, type ListenEventsOptions, type ListenEventsState, type ScanTrigger } from './listen-events.js';
 export { ListenerProbe, PROBES_PER_TICK } from './liveness.js';
 export {
   type ListenerSource,

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { ScanTrigger } from './listen-events.js';
 import { type PortDelta, PortPoller, scanOnce } from './poller.js';
 import { type Listener, listenerKey } from './types.js';
 
@@ -401,5 +402,104 @@ describe('PortPoller interval adaptation', () => {
       poller.scanNow();
     }
     expect(poller.stats().intervalMs).toBe(100);
+  });
+  describe('wake-ups', () => {
+    // Fake timers, and the poller's clock moved with them: which scan runs when is exact.
+    let t = 0;
+    let wake: () => void = () => {};
+    const trigger: ScanTrigger & { started: number; stopped: number } = {
+      started: 0,
+      stopped: 0,
+      start(w) {
+        this.started++;
+        wake = w;
+      },
+      stop() {
+        this.stopped++;
+      },
+    };
+    const advance = (ms: number) => {
+      t += ms;
+      vi.advanceTimersByTime(ms);
+    };
+    beforeEach(() => {
+      vi.useFakeTimers();
+      t = 0;
+      trigger.started = 0;
+      trigger.stopped = 0;
+    });
+    afterEach(() => vi.useRealTimers());
+
+    function poller(costMs: number): PortPoller {
+      const cost = { value: costMs };
+      const p = new PortPoller({
+        procRoot,
+        clock: fakeClock(cost),
+        now: () => t,
+        minFullScanMs: 1e9,
+        maxIntervalMs: 60_000,
+        triggers: [trigger],
+      });
+      p.start();
+      advance(0); // the first scan, at once
+      expect(p.stats().scans).toBe(1);
+      expect(trigger.started).toBe(1);
+      return p;
+    }
+
+    it('pulls the next tick forward to a couple of milliseconds after the event', () => {
+      const p = poller(0.1);
+      advance(50); // the next tick is due at 100
+      wake();
+      advance(1);
+      expect(p.stats().scans).toBe(1);
+      advance(1);
+      expect(p.stats()).toMatchObject({ scans: 2, wakes: 1 });
+      // Ticks go on from the pulled one: the next one 100 ms after it.
+      advance(99);
+      expect(p.stats().scans).toBe(2);
+      advance(1);
+      expect(p.stats()).toMatchObject({ scans: 3, wakes: 1 });
+      p.stop();
+    });
+
+    it('takes one wake-up for a burst of events, and none when the tick is due sooner anyway', () => {
+      const p = poller(0.1);
+      advance(50);
+      for (let i = 0; i < 20; i++) wake();
+      advance(2);
+      expect(p.stats()).toMatchObject({ scans: 2, wakes: 1 });
+      advance(99); // 1 ms before the next tick
+      wake();
+      advance(1);
+      expect(p.stats()).toMatchObject({ scans: 3, wakes: 1 });
+      p.stop();
+    });
+
+    it('keeps pulled ticks within their own CPU budget when ticks are expensive', () => {
+      const p = poller(10);
+      // Let the tick cost settle near 10 ms, and stop right after a tick.
+      for (let i = 0; i < 30; i++) {
+        const scans = p.stats().scans;
+        while (p.stats().scans === scans) advance(1);
+      }
+      const before = p.stats();
+      expect(before.intervalMs).toBeGreaterThan(900); // 10 ms at 1 % of a core
+      wake(); // right after a tick: the pulled one comes about 10 ms / 5 % = 200 ms after it
+      advance(190);
+      expect(p.stats().scans).toBe(before.scans);
+      advance(11);
+      expect(p.stats()).toMatchObject({ scans: before.scans + 1, wakes: 1 });
+      p.stop();
+    });
+
+    it('stops its triggers with it and ignores a wake-up after', () => {
+      const p = poller(0.1);
+      p.stop();
+      expect(trigger.stopped).toBe(1);
+      wake();
+      advance(1000);
+      expect(p.stats()).toMatchObject({ scans: 1, wakes: 0 });
+    });
   });
 });

@@ -16,6 +16,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { findSocketOwners, socketInodesOf } from './attribution.js';
 import { GatedScanner, type GatedTableStats } from './gate.js';
+import type { ScanTrigger } from './listen-events.js';
 import { ListenerProbe } from './liveness.js';
 import { type Listener, listenerKey } from './types.js';
 
@@ -49,6 +50,8 @@ export interface PortPollerOptions {
   now?: () => number;
   /** Listeners found elsewhere than in the socket tables (DnatSource), merged into every scan. */
   sources?: readonly ListenerSource[];
+  /** Signals that a listener may have come or gone (ListenEvents); each pulls the next tick forward (wake). */
+  triggers?: readonly ScanTrigger[];
 }
 
 /** Where listeners come from besides /proc/net: started and stopped with the poller; a change scans at once. */
@@ -76,6 +79,8 @@ export interface PortPollerStats {
   lastScanMs: number;
   lastAttributionMs: number;
   scans: number;
+  /** Ticks a wake-up (a kernel listen event) pulled forward. */
+  wakes: number;
   /** Period between full scans, and the cost of the last one. */
   fullScanIntervalMs: number;
   lastFullScanMs: number;
@@ -91,6 +96,14 @@ type PortPollerEvents = { delta: [PortDelta]; error: [Error] };
 // slow detection right after every port change.
 const COST_ALPHA = 0.25;
 
+// Wake-ups (a kernel listen event) pull the next tick forward, to WAKE_DELAY_MS after the event: the tracepoint fires
+// as the socket's state changes, just before the kernel puts it in the table and counts it. Their own CPU budget,
+// on top of the ticks' target, bounds a storm of events (containers starting in other namespaces fire them too): a
+// pulled tick comes at least the smoothed tick cost / WAKE_TARGET_CPU, and WAKE_MIN_GAP_MS, after the last scan.
+const WAKE_DELAY_MS = 2;
+const WAKE_TARGET_CPU = 0.05;
+const WAKE_MIN_GAP_MS = 10;
+
 export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly minIntervalMs: number;
   private readonly maxIntervalMs: number;
@@ -105,6 +118,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private readonly scanner: GatedScanner;
   private readonly probe: ListenerProbe;
   private readonly sources: readonly ListenerSource[];
+  private readonly triggers: readonly ScanTrigger[];
 
   private readonly current = new Map<string, Listener>();
   /** The listeners of `current` that have a descriptor to probe; null when `current` changed since it was built. */
@@ -129,6 +143,10 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   private lastAttributionMs = 0;
   private lastError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** When the scheduled tick runs, and when the last scan of any kind ran (clock of `now`). */
+  private nextTickAt = 0;
+  private lastScanAt = Number.NEGATIVE_INFINITY;
+  private wakes = 0;
 
   constructor(options: PortPollerOptions = {}) {
     super();
@@ -146,6 +164,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.scanner = new GatedScanner({ procRoot: this.procRoot, chunkSize: options.chunkSize });
     this.probe = new ListenerProbe(this.procRoot);
     this.sources = options.sources ?? [];
+    this.triggers = options.triggers ?? [];
     this.intervalMs = this.minIntervalMs;
   }
 
@@ -153,6 +172,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     if (this.timer) return;
     this.schedule(0);
     for (const source of this.sources) source.start(() => this.timer && this.scanNow());
+    for (const trigger of this.triggers) trigger.start(() => this.wake());
   }
 
   /** Stops polling and releases the files kept open between scans (scanning again reopens them). */
@@ -161,6 +181,19 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.timer = null;
     this.scanner.close();
     for (const source of this.sources) source.stop();
+    for (const trigger of this.triggers) trigger.stop();
+  }
+
+  /** A listener may have come or gone: runs the next tick soon, unless it is due sooner anyway (see WAKE_DELAY_MS). */
+  wake(): void {
+    if (!this.timer) return;
+    const now = this.now();
+    const gap = Math.max(WAKE_MIN_GAP_MS, this.smoothedCostMs / WAKE_TARGET_CPU);
+    const at = Math.max(now + WAKE_DELAY_MS, this.lastScanAt + gap);
+    if (at >= this.nextTickAt) return;
+    this.wakes++;
+    clearTimeout(this.timer);
+    this.schedule(at - now);
   }
 
   get running(): boolean {
@@ -170,6 +203,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   /** Scans now (a full scan when one is due); emits and returns the delta if anything changed, else null. */
   scanNow(): PortDelta | null {
     const at = this.now();
+    this.lastScanAt = at;
     const full = at - this.lastFullScanAt >= this.fullScanIntervalMs;
     const elapsed = this.stopwatch();
     this.attributionMs = 0;
@@ -206,6 +240,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
       lastScanMs: this.lastScanMs,
       lastAttributionMs: this.lastAttributionMs,
       scans: this.scans,
+      wakes: this.wakes,
       fullScanIntervalMs: this.fullScanIntervalMs,
       lastFullScanMs: this.lastFullScanMs,
       tables: this.scanner.stats(),
@@ -214,6 +249,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   }
 
   private schedule(delayMs: number): void {
+    this.nextTickAt = this.now() + delayMs;
     this.timer = setTimeout(() => {
       this.scanNow();
       if (this.timer) this.schedule(this.intervalMs);

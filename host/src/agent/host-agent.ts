@@ -621,6 +621,7 @@ function guestView(info: Info, build: string | null): GuestView {
     kernel: info.kernel,
     arch: info.arch,
     scanIntervalMs: Math.round(info.scanIntervalMs * 10) / 10,
+    listenEvents: info.listenEvents ?? null,
     agentPid: info.pid,
     agentStartedAt: new Date(info.startedAt).toISOString(),
     listeners: info.listeners,

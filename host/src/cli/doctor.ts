@@ -1,6 +1,6 @@
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
-import { Peer } from '@tether/protocol';
+import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
@@ -384,7 +384,7 @@ async function checkGuestAgent(client: Client, config: LoadedConfig, socket: str
       info.scanIntervalMs > 0
         ? ok(
             'port scanner',
-            `scanning every ${Math.round(info.scanIntervalMs)} ms (last scan ${info.lastScanMs.toFixed(2)} ms), ${info.listeners} listeners, up ${age}s`,
+            `scanning every ${Math.round(info.scanIntervalMs)} ms (last scan ${info.lastScanMs.toFixed(2)} ms), ${info.listeners} listeners, up ${age}s; ${listenEventsText(info.listenEvents)}`,
           )
         : fail('port scanner', 'not running (scan interval 0)', 'restart the guest agent; see its log in the guest'),
     );
@@ -418,4 +418,10 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 /** For doctor's header line. */
 export async function agentRunning(paths: InstancePaths): Promise<boolean> {
   return socketAnswers(paths.socket);
+}
+
+/** Whether new TCP listeners wake the guest's scanner at once, or are found by its ticks only (and why). */
+function listenEventsText(state: Info['listenEvents']): string {
+  if (!state) return 'kernel listen events: not reported by this agent';
+  return state.on ? `kernel listen events on (${state.detail})` : `no kernel listen events (${state.detail})`;
 }

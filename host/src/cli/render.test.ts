@@ -17,6 +17,7 @@ const status: StatusView = {
     kernel: '6.1',
     arch: 'x64',
     scanIntervalMs: 191.5239326477051, // adaptive: the guest reports what it currently uses
+    listenEvents: { on: false, detail: 'needs root' },
     agentPid: 7,
     agentStartedAt: now,
     listeners: 3,
@@ -34,6 +35,11 @@ describe('status text', () => {
     const text = statusText(status);
     expect(text).toContain('scan every 192 ms, 3 listeners');
     expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)');
+  });
+
+  it('says when the guest scanner also runs on kernel listen events', () => {
+    const on = { ...status.guest!, listenEvents: { on: true, detail: 'tracefs /sys/kernel/tracing' } };
+    expect(statusText({ ...status, guest: on })).toContain('scan every 192 ms and on listen events, 3 listeners');
   });
 });
 

@@ -140,7 +140,7 @@ export function statusText(s: StatusView): string {
     const g = s.guest;
     lines.push(
       `guest agent:  ${g.version}${g.build ? ` (build ${g.build})` : ''} pid ${g.agentPid} on ${g.hostname} (${g.arch}, kernel ${g.kernel}), ` +
-        `scan every ${Math.round(g.scanIntervalMs)} ms, ${g.listeners} listeners`,
+        `scan every ${Math.round(g.scanIntervalMs)} ms${g.listenEvents?.on ? ' and on listen events' : ''}, ${g.listeners} listeners`,
     );
     if (s.link?.outdated) lines.push(`              ! ${s.link.outdated}`);
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
