@@ -86,6 +86,28 @@ describe.runIf(canTrace())('ListenEvents on a real tracefs', () => {
     await until('the instance to be removed', () => !existsSync(instance));
   });
 
+  it('goes on when started again before the last stop has ended its read', async () => {
+    const events = new ListenEvents({ roots: [root] });
+    let first = 0;
+    let second = 0;
+    events.start(() => first++);
+    events.stop();
+    events.start(() => second++);
+    expect(events.state.on).toBe(true);
+    // The stop's marker ends the read first; the read that follows is the second start's.
+    await until('the marker read', () => second > 0);
+    const base = second;
+    const server = await listen();
+    await until('a wake-up for the new listener', () => second > base);
+    await new Promise((resolve) => server.close(resolve));
+    expect(first).toBe(0);
+    events.stop();
+    await until(
+      'the instance to be removed',
+      () => !existsSync(join(root, 'instances', `tether-guest-${process.pid}`)),
+    );
+  });
+
   it('removes instances left by agents that no longer run, and keeps those of running ones', async () => {
     const dead = spawnSync('true').pid;
     const stale = join(root, 'instances', `tether-guest-${dead}`);

@@ -47,8 +47,11 @@ export class ListenEvents implements ScanTrigger {
   private readonly mountsFile: string;
   private readonly log: Logger | undefined;
   private instance: string | null = null;
+  /** The tracefs mount the instance was made under. */
+  private tracefs = '';
   private fd = -1;
   private stopping = false;
+  private wake: () => void = () => {};
   private readonly buf = Buffer.allocUnsafe(4096);
   private status: ListenEventsState = { on: false, detail: 'not started' };
   private count = 0;
@@ -69,15 +72,20 @@ export class ListenEvents implements ScanTrigger {
   }
 
   start(wake: () => void): void {
-    if (this.instance) return;
+    this.wake = wake;
+    if (this.instance) {
+      // Started again before the last stop's read ended: that read goes on.
+      if (this.stopping) this.resume();
+      return;
+    }
     this.stopping = false;
     const errors: string[] = [];
     for (const root of this.roots ?? tracefsRoots(this.mountsFile)) {
       try {
         this.open(root);
-        this.status = { on: true, detail: `tracefs ${root}`.slice(0, DETAIL_MAX) };
+        this.status = on(root);
         this.log?.info('listen events on', { tracefs: root, instance: this.instance });
-        this.pump(wake);
+        this.pump();
         return;
       } catch (err) {
         errors.push(`${root}: ${(err as Error).message}`);
@@ -105,6 +113,7 @@ export class ListenEvents implements ScanTrigger {
   }
 
   private open(root: string): void {
+    this.tracefs = root;
     const instances = join(root, 'instances');
     removeStale(instances);
     const instance = join(instances, `${INSTANCE_PREFIX}${process.pid}`);
@@ -119,7 +128,18 @@ export class ListenEvents implements ScanTrigger {
     this.fd = openSync(join(instance, 'trace_pipe'), 'r');
   }
 
-  private pump(wake: () => void): void {
+  private resume(): void {
+    const instance = this.instance as string;
+    try {
+      writeFileSync(join(instance, EVENT, 'enable'), '1');
+      this.stopping = false;
+      this.status = on(this.tracefs);
+    } catch (err) {
+      this.log?.warn('could not resume listen events; ticks alone detect listeners', { instance, err });
+    }
+  }
+
+  private pump(): void {
     read(this.fd, this.buf, 0, this.buf.length, null, (err, n) => {
       if (this.stopping) return this.release();
       if (err || n === 0) {
@@ -129,8 +149,8 @@ export class ListenEvents implements ScanTrigger {
         return this.release();
       }
       for (let i = 0; i < n; i++) if (this.buf[i] === 0x0a) this.count++;
-      wake();
-      this.pump(wake);
+      this.wake();
+      this.pump();
     });
   }
 
@@ -140,6 +160,10 @@ export class ListenEvents implements ScanTrigger {
     if (this.instance) removeInstance(this.instance);
     this.instance = null;
   }
+}
+
+function on(tracefs: string): ListenEventsState {
+  return { on: true, detail: `tracefs ${tracefs}`.slice(0, DETAIL_MAX) };
 }
 
 /** Mount points of tracefs, from the mount table, then the usual places (debugfs mounts it on first access). */
