@@ -40,8 +40,9 @@ program
   .option('--socket <path>', 'unix socket to serve on', DEFAULT_SOCKET_PATH)
   .option('--socket-owner <user>', 'user who may connect to the socket besides root')
   .option('--log-level <level>', 'debug, info, warn, error or silent', parseLevel, 'info' as LogLevel)
+  .option('--no-listen-events', "find listeners by polling alone, not also on the kernel's listen events (tracefs)")
   .action(
-    guarded(async (opts: { socket: string; socketOwner?: string; logLevel: LogLevel }) => {
+    guarded(async (opts: { socket: string; socketOwner?: string; logLevel: LogLevel; listenEvents: boolean }) => {
       await runAgent(opts, new Logger(opts.logLevel, { component: 'agent' }));
     }),
   );

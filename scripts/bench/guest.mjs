@@ -4,14 +4,17 @@
 // agent does, and measures
 //   - detection latency: a TCP listener opened in the guest → its `ports.delta` event received here (p50/p95);
 //   - agent CPU over an idle window with 0, 1,000 and 50,000 established loopback connections in the guest
-//     (utime+stime from /proc/<pid>/stat), and the detection latency again at 50,000.
+//     (utime+stime from /proc/<pid>/stat), and the detection latency again at 50,000;
+//   - the detection latency of an agent that also follows the kernel's listen events (tracefs; the figures above are
+//     of an agent run with --no-listen-events, ticks alone). Without a mounted tracefs the bench mounts one of its own.
 // There is no external anchor for these figures: the table prints each goal beside it.
 //
 //   npm run build:guest && node scripts/bench/guest.mjs        (root; BENCH_QUICK=1 for a short run)
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -165,10 +168,11 @@ async function startListener(tb) {
 
 // ── the agent ───────────────────────────────────────────────────────────────────────────────────────────────────
 
-async function startAgent(tb) {
+async function startAgent(tb, extraArgs = []) {
   const socketPath = join(tb.guestDir, 'agent.sock');
   rmSync(socketPath, { force: true }); // left by an earlier run: existence must mean this agent is listening
-  const agent = startInGuest(tb.netns, [process.execPath, bundle, 'run', '--socket', socketPath], 'guest agent');
+  const argv = [process.execPath, bundle, 'run', '--socket', socketPath, ...extraArgs];
+  const agent = startInGuest(tb.netns, argv, 'guest agent');
   agent.stdout.resume(); // JSON logs: not needed here, but must not fill the pipe
   const deadline = Date.now() + 20_000;
   while (!existsSync(socketPath)) {
@@ -286,6 +290,22 @@ async function holdConnections(tb, n) {
   return helpers;
 }
 
+/** Mounts a tracefs of the bench's own unless one is mounted; returns what undoes that. */
+function ensureTracefs() {
+  if (
+    readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[2] === 'tracefs')
+  )
+    return () => {};
+  const dir = mkdtempSync(join(tmpdir(), 'tether-bench-tracefs-'));
+  execFileSync('mount', ['-t', 'tracefs', 'nodev', dir]);
+  return () => {
+    execFileSync('umount', ['-l', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
+
 function printTable(title, rows) {
   console.log(`\n## ${title}  (no external anchor; goals from issue 3)`);
   const header = ['metric', 'tether', 'bare 10 Hz ticker', 'goal', 'met'];
@@ -314,7 +334,7 @@ async function main() {
   const rows = [];
   const notes = [];
   try {
-    const agent = await startAgent(tb);
+    const agent = await startAgent(tb, ['--no-listen-events']);
     let listener = await startListener(tb);
     const latency = await detectionLatency(agent, listener, TRIALS);
     const after = await agent.peer.request('info', {});
@@ -352,8 +372,28 @@ async function main() {
       for (const helper of helpers) await stopChild(helper);
     }
     agent.peer.close('bench done');
-    await stopChild(listener.child);
     await stopChild(agent.child);
+
+    const unmount = ensureTracefs();
+    try {
+      const traced = await startAgent(tb);
+      // The socket answers before the scanner (and its events) starts.
+      let info = await traced.peer.request('info', {});
+      for (let i = 0; i < 100 && info.listenEvents?.detail === 'not started'; i++) {
+        await sleep(50);
+        info = await traced.peer.request('info', {});
+      }
+      if (!info.listenEvents?.on)
+        throw new Error(`the agent does not follow listen events: ${info.listenEvents?.detail}`);
+      const latency = await detectionLatency(traced, listener, TRIALS);
+      rows.push({ metric: 'detection with listen events p50', unit: 'ms', value: percentile(latency, 50), goal: 100 });
+      rows.push({ metric: 'detection with listen events p95', unit: 'ms', value: percentile(latency, 95), goal: 200 });
+      traced.peer.close('bench done');
+      await stopChild(traced.child);
+    } finally {
+      unmount();
+    }
+    await stopChild(listener.child);
   } finally {
     for (const child of [...children]) await stopChild(child);
     testbedDown();

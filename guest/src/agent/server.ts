@@ -32,6 +32,8 @@ export interface AgentServerOptions {
   fs?: FsApplierOptions;
   /** See SessionContext.maxBuffered. */
   maxBuffered?: number;
+  /** Follow the kernel's listen events as root (ListenEvents); default true. */
+  listenEvents?: boolean;
 }
 
 export class AgentServer {
@@ -55,9 +57,9 @@ export class AgentServer {
     // kernel's listen events (tracefs) wake the poller.
     const root = process.getuid?.() === 0;
     const sources = root ? [new DnatSource({ log: this.log.child({ component: 'dnat' }) })] : [];
-    this.listenEvents =
-      root && !options.poller ? new ListenEvents({ log: this.log.child({ component: 'ports' }) }) : null;
-    this.noListenEvents = { on: false, detail: root ? 'not used' : 'needs root' };
+    const follow = root && !options.poller && options.listenEvents !== false;
+    this.listenEvents = follow ? new ListenEvents({ log: this.log.child({ component: 'ports' }) }) : null;
+    this.noListenEvents = { on: false, detail: root ? 'turned off' : 'needs root' };
     this.poller = options.poller ?? new PortPoller({ sources, triggers: this.listenEvents ? [this.listenEvents] : [] });
     this.applier = new FsApplier(this.log.child({ component: 'fs' }), options.fs);
     this.server = createServer((socket) => this.accept(socket));

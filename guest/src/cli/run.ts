@@ -7,10 +7,17 @@ import { BUILD_HASH, VERSION } from '../version.js';
 export interface RunOptions {
   socket?: string;
   socketOwner?: string;
+  /** false: find listeners by polling alone, without the kernel's listen events. */
+  listenEvents?: boolean;
 }
 
 export async function runAgent(options: RunOptions, log: Logger): Promise<void> {
-  const server = new AgentServer({ socketPath: options.socket, socketOwner: options.socketOwner, log });
+  const server = new AgentServer({
+    socketPath: options.socket,
+    socketOwner: options.socketOwner,
+    listenEvents: options.listenEvents,
+    log,
+  });
   await server.start();
   log.info('tether-guest started', { version: VERSION, build: BUILD_HASH, pid: process.pid });
   await new Promise<void>((resolve) => {
