@@ -6,8 +6,9 @@
 //   node scripts/bench/mount.mjs [--reps N] [--quick] [--only REGEX] [--targets builtin,openssh,native]
 //                                [--cache "opt,opt;opt,opt"]
 //
-// --quick shrinks the workloads (smoke run). --only runs the workloads whose name matches REGEX (to rerun a noisy
-// row), --targets a subset of the targets. Repetitions are interleaved across targets (rep 1 of each target, then
+// BENCH_INOTIFY=1 runs the mounts with the host watch on (inotify: true, the default in tether.yaml; off here so the
+// figures are of the SFTP path alone). --quick shrinks the workloads (smoke run). --only runs the workloads whose
+// name matches REGEX (to rerun a noisy row), --targets a subset of the targets. Repetitions are interleaved across targets (rep 1 of each target, then
 // rep 2, ...) so a burst of load from elsewhere on the machine hits every target alike. --cache compares sshfs
 // cache option sets (builtin driver only), including how long a host edit takes to become visible in the guest
 // without any inotify help ("staleness").
@@ -141,7 +142,14 @@ async function mountTarget(tb, client, driver, location, extra = []) {
   mkdirSync(mountPoint, { recursive: true });
   const { uid, gid } = ids(tb.user);
   chownSync(mountPoint, uid, gid);
-  const config = MountConfig.parse({ location, mountPoint, writable: true, driver, inotify: false, sshfs: extra });
+  const config = MountConfig.parse({
+    location,
+    mountPoint,
+    writable: true,
+    driver,
+    inotify: process.env.BENCH_INOTIFY === '1',
+    sshfs: extra,
+  });
   const up = async () => {
     const m = new MountManager([config], { logger: silentLogger() });
     await m.start(client, () => false);

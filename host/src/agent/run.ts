@@ -1,6 +1,6 @@
 // Entry point that runs one VM's host agent in this process: creates the logger (<instanceDir>/logs, rotated) and
 // starts a HostAgent, with the mount manager when the config has mounts. `tether up` and the tests call it. The
-// mount, SFTP and watch modules (and chokidar) are loaded only for a config that has mounts: an agent that only
+// mount, SFTP and watch modules are loaded only for a config that has mounts: an agent that only
 // forwards ports does not carry them. In a process started with --expose-gc it also starts the buffer collector.
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';

@@ -108,7 +108,7 @@ describe('MountWatcher', () => {
   });
 
   it('degrades instead of failing when the host runs out of watches', async () => {
-    // biome-ignore lint/complexity/useLiteralKeys: reaching the private chokidar instance to inject its error
+    // biome-ignore lint/complexity/useLiteralKeys: reaching the private tree watcher to inject its error
     const inner = w['watcher'];
     inner?.emit(
       'error',
@@ -117,5 +117,17 @@ describe('MountWatcher', () => {
     expect(w.state).toBe('degraded');
     expect(w.reason).toContain('ENOSPC');
     expect(states).toEqual(['watching', 'degraded']);
+  });
+
+  it('degrades while the host directory is gone, and watches the new one once it is back', async () => {
+    rmSync(dir, { recursive: true });
+    await until(() => w.state === 'degraded', 'degraded');
+    expect(w.reason).toContain(`host directory ${dir} is gone`);
+    mkdirSync(join(dir, 'src'), { recursive: true }); // `git clone` into the same place
+    await until(() => w.state === 'watching', 'watching again', 10_000);
+    await until(() => has('src', 'addDir'), 'its top-level entries sent as added');
+    writeFileSync(join(dir, 'src/main.ts'), 'x');
+    await until(() => has('src/main.ts', 'add'), 'a file in the new directory');
+    expect(states).toEqual(['watching', 'degraded', 'watching']);
   });
 });

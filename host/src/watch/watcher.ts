@@ -1,14 +1,14 @@
-// Host-side watch of one mounted directory (chokidar): turns host edits into batched `fs.events` for the guest
-// agent, relative to the guest mount point. Prunes ignored basenames at any depth (chokidar never descends into
-// them: watching 25,000 files cost 280 MB RSS unpruned vs 126 MB pruned), drops the echo of the guest's own
-// touches (echo.ts), and degrades — never crashes — when the host runs out of watches or descriptors.
+// Host-side watch of one mounted directory (tree.ts): turns host edits into batched `fs.events` for the guest agent,
+// relative to the guest mount point. Prunes ignored basenames at any depth (the watch never descends into them:
+// watching 25,000 files cost 280 MB RSS unpruned vs 126 MB pruned), drops the echo of the guest's own touches
+// (echo.ts), and degrades — never crashes — when the host runs out of watches or descriptors, or the directory goes.
 import { type Stats, stat } from 'node:fs';
 import { relative, sep } from 'node:path';
 import type { FsEventKind, FsEvents } from '@tether/protocol';
-import { type FSWatcher, watch } from 'chokidar';
 import type { Logger } from '../log.js';
 import { type BatchOptions, EventBatcher, type FsEvent } from './batch.js';
 import { EchoFilter } from './echo.js';
+import { TreeWatcher } from './tree.js';
 
 export type WatchState = 'watching' | 'degraded' | 'off';
 
@@ -47,15 +47,18 @@ const EXHAUSTED = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
 const KINDS = new Set<string>(['add', 'change', 'unlink', 'addDir', 'unlinkDir']);
 
 /**
- * chokidar drops a 'change' that follows another one of the same path within 50 ms; a host write right after the
- * guest's echo touch would be lost. Each change is therefore re-checked once this long after it.
+ * A host write right after the guest's echo touch can be seen together with it (one look at the file), and then
+ * dropped as the echo. Each change is therefore re-checked once this long after it.
  */
 const RECHECK_MS = 75;
+/** How often a mount whose host directory went away is looked for again. */
+const ROOT_RETRY_MS = 2000;
 /** Beyond this many pending re-checks (a storm of changes), new changes are not re-checked. */
 const MAX_RECHECKS = 1000;
 
 export class MountWatcher {
-  private watcher: FSWatcher | null = null;
+  private watcher: TreeWatcher | null = null;
+  private rootRetry: NodeJS.Timeout | null = null;
   private stateValue: WatchState = 'off';
   private reasonValue: string | null = null;
   private readonly ignore: Set<string>;
@@ -85,32 +88,25 @@ export class MountWatcher {
   /** Starts watching; resolves once the initial scan is done (or the watch degraded). */
   async start(): Promise<void> {
     if (this.watcher) return;
-    const w = watch(this.opts.location, {
-      ignoreInitial: true,
-      persistent: true,
-      // A link to `/` inside $HOME must not make us watch the whole host.
-      followSymlinks: false,
-      alwaysStat: true,
-      ignorePermissionErrors: true,
-      ignored: (path: string) => this.ignored(path),
-    });
+    // Symlinks are not followed: a link to `/` inside $HOME must not make us watch the whole host.
+    const w = new TreeWatcher(this.opts.location, { ignored: (path) => this.ignored(path) });
     this.watcher = w;
-    w.on('all', (event: string, path: string, stats?: Stats) => this.onEvent(event, path, stats));
-    w.on('error', (err: unknown) => this.onError(err));
-    await new Promise<void>((resolve) => {
-      w.once('ready', () => resolve());
-      w.once('error', () => resolve());
-    });
-    if (this.watcher === w && this.stateValue === 'off') this.setState('watching', null);
+    w.on('event', (kind, path, stats) => this.onEvent(kind, path, stats));
+    w.on('error', (err) => this.onError(err));
+    w.on('rootGone', () => this.onRootGone());
+    await w.start();
+    if (this.watcher === w && this.stateValue !== 'degraded') this.setState('watching', null);
   }
 
   async close(): Promise<void> {
     this.batcher.clear();
     for (const t of this.rechecks.values()) clearTimeout(t);
     this.rechecks.clear();
+    if (this.rootRetry) clearTimeout(this.rootRetry);
+    this.rootRetry = null;
     const w = this.watcher;
     this.watcher = null;
-    if (w) await w.close().catch(() => undefined);
+    w?.close();
     if (this.stateValue !== 'degraded') this.setState('off', null);
   }
 
@@ -135,7 +131,7 @@ export class MountWatcher {
     this.batcher.push(rel, kind);
   }
 
-  /** Reports a later change of `path` that chokidar's own throttle may have swallowed. */
+  /** Reports a later change of `path` that a look taken together with the echo's may have hidden. */
   private recheckLater(path: string, seen: Stats): void {
     clearTimeout(this.rechecks.get(path));
     if (this.rechecks.size >= MAX_RECHECKS) return;
@@ -177,10 +173,50 @@ export class MountWatcher {
       const w = this.watcher;
       this.watcher = null;
       this.batcher.flush();
-      void w?.close().catch(() => undefined);
+      w?.close();
       return;
     }
     this.opts.log.warn({ err: e?.message ?? String(err), path: e?.path }, 'watch error');
+  }
+
+  /**
+   * The host directory was removed or renamed away (`rm -rf proj && git clone …`): degraded until a directory is
+   * there again, then watched anew, its top-level entries sent as added.
+   */
+  private onRootGone(): void {
+    const { location } = this.opts;
+    this.watcher = null;
+    this.batcher.flush();
+    const reason = `host directory ${location} is gone: host edits are not propagated until it is back`;
+    this.opts.log.warn({ path: location }, `inotify degraded: ${reason}`);
+    this.setState('degraded', reason);
+    const retry = () => {
+      this.rootRetry = null;
+      stat(location, (err, st) => {
+        if (this.watcher || this.rootRetry || this.stateValue === 'off') return;
+        if (err || !st.isDirectory()) {
+          this.rootRetry = setTimeout(retry, ROOT_RETRY_MS);
+          this.rootRetry.unref();
+          return;
+        }
+        void this.rearm();
+      });
+    };
+    this.rootRetry = setTimeout(retry, ROOT_RETRY_MS);
+    this.rootRetry.unref();
+  }
+
+  private async rearm(): Promise<void> {
+    const w = new TreeWatcher(this.opts.location, { ignored: (path) => this.ignored(path) });
+    this.watcher = w;
+    w.on('event', (kind, path, stats) => this.onEvent(kind, path, stats));
+    w.on('error', (err) => this.onError(err));
+    w.on('rootGone', () => this.onRootGone());
+    await w.start();
+    if (this.watcher !== w) return;
+    this.opts.log.info({ path: this.opts.location }, 'host directory back: watching it again');
+    this.setState('watching', null);
+    for (const [path, isDir] of w.topLevel()) this.onEvent(isDir ? 'addDir' : 'add', path, undefined);
   }
 
   private setState(state: WatchState, reason: string | null): void {
