@@ -139,6 +139,13 @@ describe('resolveUdpTarget', () => {
     expect(resolveUdpTarget('127.0.0.1', 54, [l('127.0.0.1', 53)])).toBeNull();
   });
 
+  it('reaches an IPv6 socket bound to a v4-mapped address by its IPv4 address, as the host names it', () => {
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::ffff:127.0.0.1', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('0.0.0.0', 53, [l('::ffff:0.0.0.0', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('127.0.0.1', 53, [l('::ffff:0.0.0.0', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('::1', 53, [l('::ffff:127.0.0.1', 53)])).toBe('127.0.0.1');
+  });
+
   it('falls back to the other loopback when the one named has no listener', () => {
     expect(resolveUdpTarget('127.0.0.1', 53, [l('::1', 53)])).toBe('::1');
     expect(resolveUdpTarget('::1', 53, [l('127.0.0.1', 53)])).toBe('127.0.0.1');

@@ -57,7 +57,10 @@ export function resolveUdpTarget(ip: string, port: number, listeners: Iterable<U
 /** The address to send to for `ip` when the guest's UDP listeners at the port are bound to `bound`. */
 function reach(ip: string, bound: readonly string[]): string | null {
   const loopbackFamily = LOOPBACK.has(ip) ? isIP(ip) : 0;
-  for (const b of bound) {
+  for (const raw of bound) {
+    // An IPv6 socket bound to a v4-mapped address (`::ffff:127.0.0.1`, as Java and .NET bind "127.0.0.1") takes the
+    // IPv4 datagrams of that address; the host names it by the IPv4 address.
+    const b = raw.startsWith('::ffff:') && isIP(raw.slice(7)) === 4 ? raw.slice(7) : raw;
     if (b === ip) return WILDCARD_TO_LOOPBACK[ip] ?? ip;
     if (loopbackFamily === 4 && (b === '0.0.0.0' || b === '::')) return ip; // `::` is dual-stack by default
     if (loopbackFamily === 6 && b === '::') return ip;

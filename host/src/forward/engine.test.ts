@@ -272,6 +272,23 @@ describe('ForwardEngine', () => {
     await expect(engine.remove('tcp/127.0.0.1:1')).rejects.toThrow(/no forward with id tcp\/127.0.0.1:1/);
   });
 
+  it('keeps a removed port ignored when its server comes back on another address, and keeps an earlier reason', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('::', port)]);
+    await engine.remove(`tcp/[::]:${port}`);
+    await engine.applyDelta({ added: [tcp('127.0.0.1', port)], removed: [tcp('::', port)] });
+    expect(engine.view(`tcp/127.0.0.1:${port}`)).toMatchObject({ state: 'ignored', error: /removed by the operator/ });
+    await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+
+    // The guest's sshd port: removing it again says nothing new and keeps why it is ignored.
+    await engine.setListeners([tcp('127.0.0.1', 22)]);
+    const before = engine.view('tcp/127.0.0.1:22')?.error;
+    expect(before).toMatch(/sshd/);
+    await engine.remove('tcp/127.0.0.1:22');
+    expect(engine.view('tcp/127.0.0.1:22')?.error).toBe(before);
+  });
+
   it('keeps a runtime forward to another host port beside the detected one, and restores a replaced one', async () => {
     engine = make();
     const [guest, other] = [await freePort(), await freePort()];

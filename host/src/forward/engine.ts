@@ -123,6 +123,11 @@ export class ForwardEngine extends EventEmitter {
   private readonly forwardsById = new Map<string, Forward>();
   private readonly bindings: HostBindings<Forward>;
   private readonly userIgnored = new Set<string>();
+  /**
+   * Guest ports (`proto/port`) of detected forwards the operator removed: a server restarted on another address of
+   * that port (`--host 0.0.0.0` after `127.0.0.1`) stays ignored too, as the operator named the port.
+   */
+  private readonly userIgnoredPorts = new Set<string>();
   /** The guest's listeners as last reported, so a detected forward can come back when an explicit one goes. */
   private readonly guestListeners = new Map<string, Listener>();
   private readonly opens: OpenGate;
@@ -366,7 +371,9 @@ export class ForwardEngine extends EventEmitter {
       if (!this.stopped) await Promise.all(again.map(([, l]) => this.upsertDetected(l)));
       return;
     }
+    if (f.ignored) return; // ignored already (a rule, the guest's sshd, an earlier rm): its reason stays
     this.userIgnored.add(id);
+    this.userIgnoredPorts.add(`${f.proto}/${f.guestPort}`);
     this.release(f);
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
     if (!f.ignored) {
@@ -484,9 +491,10 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    const decision: RuleDecision = this.userIgnored.has(id)
-      ? { action: 'ignore', reason: 'removed by the operator' }
-      : matchRule(l, this.rules, { sshPort: this.sshPort });
+    const decision: RuleDecision =
+      this.userIgnored.has(id) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`)
+        ? { action: 'ignore', reason: 'removed by the operator' }
+        : matchRule(l, this.rules, { sshPort: this.sshPort });
     // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
     // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets.
     const explicit = decision.action === 'forward' && this.explicitHolding(l, decision.hostIPs, decision.hostPort);

@@ -131,8 +131,13 @@ export function registerForward(program: Command): void {
       for (const f of found) targets.set(f.id, f);
     }
     for (const f of targets.values()) {
+      if (f.state === 'ignored') {
+        process.stdout.write(`${f.id} is ignored already${f.error ? ` (${f.error})` : ''}\n`);
+        continue;
+      }
       await client.removeForward(f.id);
-      process.stdout.write(`removed ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr}\n`);
+      const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
+      process.stdout.write(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
     }
   });
 }
