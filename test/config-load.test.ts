@@ -103,6 +103,18 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/demo\.yaml:4:18: portForwards\[0\]\.guestSocket: got "docker\.sock"; expected an absolute guest path/],
   },
   {
+    name: 'guest agent socket given as a relative path',
+    text: 'ssh:\n  user: a\nguestAgent:\n  socket: agent.sock\n',
+    expect: [/demo\.yaml:4:11: guestAgent\.socket: got "agent\.sock"; expected an absolute guest path/],
+  },
+  {
+    name: 'rule with a host port and no guest port',
+    text: 'ssh:\n  user: a\nportForwards:\n  - hostPort: 8080\n',
+    expect: [
+      /demo\.yaml:4:5: portForwards\[0\]\.guestPort: missing; expected: hostPort needs guestPort or guestPortRange/,
+    ],
+  },
+  {
     name: 'rule that mixes a port and a socket',
     text: 'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n    hostPort: 8080\n    guestSocket: /run/x.sock\n',
     expect: [

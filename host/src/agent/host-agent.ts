@@ -23,7 +23,7 @@ import {
   type RequirementView,
   type StatusView,
 } from '../model.js';
-import { defaultBundleDir } from '../provision/index.js';
+import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
 import {
   guestServerPort,
   SshSession,
@@ -238,6 +238,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
       await this.engine.start();
       this.link.start();
       if (this.config.guestAgent.provision === 'never') {
+        const { socket, installDir } = this.config.guestAgent;
+        this.link.useSocket(await runningAgentSocket(this.ssh, socket, installDir));
         this.setRequirement(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run');
       } else {
         await this.requirement(3, (note) => this.waitProvisioned(timeout, note));

@@ -4,14 +4,13 @@ import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
-import { DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { agentBuild } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
-import { defaultBundleDir, ownAgentSocket } from '../provision/index.js';
+import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
 import { socketAnswers } from '../socket-file.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
@@ -50,7 +49,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     return results;
   }
 
-  const agent = await checkAgent(paths);
+  const agent = await checkAgent(paths, config.guestAgent.provision);
   add(agent.result);
   if (agent.link) add(agent.link);
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
@@ -72,7 +71,9 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   } else {
     try {
       // Where the running agent found the guest agent (provisioning may have moved it to the user's own socket).
-      const socket = agent.guestSocket ?? (await guestSocketWithoutAgent(ssh.client, config));
+      const socket =
+        agent.guestSocket ??
+        (await runningAgentSocket(shellOn(ssh.client), config.guestAgent.socket, config.guestAgent.installDir));
       const guest = await checkGuestAgent(ssh.client, config, socket);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
@@ -144,7 +145,10 @@ export function forwardProblem(f: ForwardView, siblings: Sibling[] = []): CheckR
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }
 
-async function checkAgent(paths: InstancePaths): Promise<{
+async function checkAgent(
+  paths: InstancePaths,
+  provision: 'auto' | 'never',
+): Promise<{
   result: CheckResult;
   link?: CheckResult;
   forwards: ForwardView[] | null;
@@ -186,7 +190,7 @@ async function checkAgent(paths: InstancePaths): Promise<{
   if (serving && status.ssh.state === 'connected' && status.link?.up === false)
     return {
       result: ok(name, detail),
-      link: linkDown(paths, status),
+      link: linkDown(paths, status, provision),
       forwards,
       mounts,
       guestSocket: status.link.socket,
@@ -203,11 +207,13 @@ async function checkAgent(paths: InstancePaths): Promise<{
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
-function linkDown(paths: InstancePaths, status: StatusView): CheckResult {
+function linkDown(paths: InstancePaths, status: StatusView, provision: 'auto' | 'never'): CheckResult {
   return fail(
     'guest agent link',
     `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
-    `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
+    provision === 'never'
+      ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
+      : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
   );
 }
 
@@ -316,26 +322,6 @@ function shellOn(client: Client) {
     }),
     openStreamLocal: openSocketOn(client),
   };
-}
-
-/**
- * With no host agent to ask: the default socket, or the login user's own where provisioning put the agent instead
- * (a user without root or sudo: provision/ensure.ts agentSocket) and it answers there.
- */
-async function guestSocketWithoutAgent(client: Client, config: LoadedConfig): Promise<string> {
-  const { socket, installDir } = config.guestAgent;
-  if (socket !== DEFAULT_GUEST_SOCKET) return socket;
-  const answers = (path: string) =>
-    openSocketOn(client)(path).then(
-      (ch) => {
-        ch.destroy();
-        return true;
-      },
-      () => false,
-    );
-  if (await answers(socket)) return socket;
-  const own = await ownAgentSocket(shellOn(client), installDir).catch(() => null);
-  return own && (await answers(own)) ? own : socket;
 }
 
 async function checkGuestAgent(client: Client, config: LoadedConfig, socket: string): Promise<CheckResult[]> {

@@ -43,7 +43,10 @@ export const SshConfig = z
 export const GuestAgentConfig = z
   .object({
     /** Unix socket of tether-guest inside the guest. */
-    socket: z.string().min(1).default(DEFAULT_GUEST_SOCKET),
+    socket: z
+      .string()
+      .startsWith('/', `expected an absolute guest path, e.g. ${DEFAULT_GUEST_SOCKET}`)
+      .default(DEFAULT_GUEST_SOCKET),
     /** auto: upload and start/install the guest agent when missing or outdated; never: expect it to run. */
     provision: z.enum(['auto', 'never']).default('auto'),
     /** Guest directory the agent is uploaded to (relative paths, and `~/...`, are under the SSH user's home). */
@@ -71,13 +74,24 @@ export const PortRule = z
       ctx.addIssue({ code: 'custom', message: 'give guestPort or guestPortRange, not both', path: ['guestPort'] });
     if (r.hostPort !== undefined && r.hostPortRange !== undefined)
       ctx.addIssue({ code: 'custom', message: 'give hostPort or hostPortRange, not both', path: ['hostPort'] });
+    const hostKey = r.hostPort !== undefined ? 'hostPort' : 'hostPortRange';
+    const hostGiven = r.hostPort !== undefined || r.hostPortRange !== undefined;
+    if (hostGiven && r.guestPort === undefined && r.guestPortRange === undefined && !r.ignore) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${hostKey} needs guestPort or guestPortRange: the guest port(s) to forward there`,
+        path: ['guestPort'],
+      });
+      return;
+    }
     const g = r.guestPortRange ?? (r.guestPort ? [r.guestPort, r.guestPort] : [1, 65_535]);
     const h = r.hostPortRange ?? (r.hostPort ? [r.hostPort, r.hostPort] : g);
-    if (g[1] - g[0] !== h[1] - h[0])
+    // An inverted range is reported by itself (portRange); its length says nothing more.
+    if (g[0] <= g[1] && h[0] <= h[1] && g[1] - g[0] !== h[1] - h[0])
       ctx.addIssue({
         code: 'custom',
         message: `host range ${h[0]}-${h[1]} must be as long as guest range ${g[0]}-${g[1]}`,
-        path: ['hostPortRange'],
+        path: [hostKey],
       });
     if (r.static && (r.guestPort === undefined || r.proto === 'udp'))
       ctx.addIssue({ code: 'custom', message: 'a static rule needs a guestPort and proto tcp', path: ['static'] });

@@ -252,6 +252,21 @@ export async function ownAgentSocket(shell: Pick<GuestShell, 'execText'>, instal
 }
 
 /**
+ * Where an agent that tether does not start answers (guestAgent.provision: never, or `doctor` without a host agent):
+ * the configured socket, or, for the default one, the login user's own where an earlier provisioning put the agent
+ * (agentSocket), when only that answers.
+ */
+export async function runningAgentSocket(
+  shell: Pick<GuestShell, 'execText' | 'openStreamLocal'>,
+  configured: string,
+  installDir: string,
+): Promise<string> {
+  if (configured !== DEFAULT_GUEST_SOCKET || (await socketError(shell, configured)) === null) return configured;
+  const own = await ownAgentSocket(shell, installDir).catch(() => null);
+  return own && (await socketError(shell, own)) === null ? own : configured;
+}
+
+/**
  * Null when the agent answers on `socket`, else why not. Throws when sshd refuses the channel: a running agent behind
  * such an sshd looks like a dead one, and reinstalling or restarting it would only take it down and end in a timeout.
  */
@@ -544,7 +559,7 @@ async function startedBySystemd(shell: GuestShell, socket: string, bootWaitMs: n
 }
 
 /** null when the agent's socket accepts a channel, else why it did not. */
-async function socketError(shell: GuestShell, socket: string): Promise<Error | null> {
+async function socketError(shell: Pick<GuestShell, 'openStreamLocal'>, socket: string): Promise<Error | null> {
   try {
     const ch = await shell.openStreamLocal(socket);
     ch.destroy();

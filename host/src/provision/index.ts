@@ -6,6 +6,7 @@ export {
   type ProvisionAction,
   type ProvisionOptions,
   type ProvisionResult,
+  runningAgentSocket,
 } from './ensure.js';
 export {
   archOf,
