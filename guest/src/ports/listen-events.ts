@@ -100,17 +100,29 @@ export class ListenEvents implements ScanTrigger {
   stop(): void {
     if (!this.instance || this.stopping) return;
     this.stopping = true;
-    const instance = this.instance;
-    try {
-      writeFileSync(join(instance, EVENT, 'enable'), '0');
-      // The pending read returns only when the instance's buffer has something: a marker ends it, and the read's
-      // callback releases the instance.
-      writeFileSync(join(instance, 'trace_marker'), 'tether-guest stopping');
-    } catch (err) {
-      this.log?.warn('could not end the listen-event read', { instance, err });
-    }
+    this.endRead();
     this.status = { on: false, detail: 'stopped' };
   }
+
+  /**
+   * Ends the pending read of trace_pipe: it returns only when the instance's buffer has something, so a marker is
+   * written there (the read's callback then releases the instance). Also run at process exit: Node's exit waits for
+   * its pool threads, and one blocked in that read would hold the process until some socket somewhere listens.
+   */
+  private readonly endRead = (): void => {
+    const instance = this.instance;
+    if (!instance) return;
+    try {
+      writeFileSync(join(instance, EVENT, 'enable'), '0');
+    } catch (err) {
+      this.log?.warn('could not turn the listen event off', { instance, err });
+    }
+    try {
+      writeFileSync(join(instance, 'trace_marker'), 'tether-guest stopping');
+    } catch (err) {
+      this.log?.warn('could not end the listen-event read; it ends with the next listen event', { instance, err });
+    }
+  };
 
   private open(root: string): void {
     this.tracefs = root;
@@ -126,6 +138,7 @@ export class ListenEvents implements ScanTrigger {
     writeFileSync(join(instance, EVENT, 'filter'), FILTER);
     writeFileSync(join(instance, EVENT, 'enable'), '1');
     this.fd = openSync(join(instance, 'trace_pipe'), 'r');
+    process.once('exit', this.endRead);
   }
 
   private resume(): void {
@@ -155,6 +168,7 @@ export class ListenEvents implements ScanTrigger {
   }
 
   private release(): void {
+    process.off('exit', this.endRead);
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
     if (this.instance) removeInstance(this.instance);

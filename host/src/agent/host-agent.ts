@@ -236,10 +236,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
         return `${key.algorithm} ${key.fingerprint} (${how}); logged in as ${this.config.ssh.user}`;
       });
       await this.engine.start();
-      this.link.start();
       if (this.config.guestAgent.provision === 'never') {
         const { socket, installDir } = this.config.guestAgent;
         this.link.useSocket(await runningAgentSocket(this.ssh, socket, installDir));
+      }
+      this.link.start();
+      if (this.config.guestAgent.provision === 'never') {
         this.setRequirement(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run');
       } else {
         await this.requirement(3, (note) => this.waitProvisioned(timeout, note));

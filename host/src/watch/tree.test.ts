@@ -92,6 +92,24 @@ describe('TreeWatcher', () => {
     expect(adds).toHaveLength(n);
   });
 
+  it('watches a directory made again under the same name (rm -rf dist && mkdir dist)', async () => {
+    rmSync(join(root, 'a'), { recursive: true });
+    mkdirSync(join(root, 'a'));
+    writeFileSync(join(root, 'a/fresh.txt'), '');
+    await until(() => seen('add', 'a/fresh.txt').length === 1, 'a file in the new directory');
+    expect(w.size).toBe(2); // root and the new a/
+  });
+
+  it('says the root is gone when it is removed and made again at once, and takes a trailing slash', async () => {
+    w.close();
+    w = new TreeWatcher(`${root}/`);
+    w.on('rootGone', () => gone++);
+    await w.start();
+    rmSync(root, { recursive: true });
+    mkdirSync(root);
+    await until(() => gone === 1, 'rootGone');
+  });
+
   it('says when the watched directory itself goes away', async () => {
     rmSync(root, { recursive: true });
     await until(() => gone === 1, 'rootGone');

@@ -6,8 +6,8 @@
 
 import { EventEmitter } from 'node:events';
 import { type Dirent, type FSWatcher, type Stats, watch } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
-import { basename, join, sep } from 'node:path';
+import { lstat, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 export type TreeEventKind = 'add' | 'change' | 'unlink' | 'addDir' | 'unlinkDir';
 
@@ -26,8 +26,13 @@ type TreeWatcherEvents = {
 
 interface Dir {
   watcher: FSWatcher | null;
-  /** Entry name → whether it is a directory. */
-  entries: Map<string, boolean>;
+  /** Entry name → whether it is a directory, and its inode (0 until looked at): a directory replaced under the same name is another one to watch. */
+  entries: Map<string, Entry>;
+}
+
+interface Entry {
+  isDir: boolean;
+  ino: number;
 }
 
 /** Errors that only mean the entry is not there (any more), or not ours to read: nothing to report. */
@@ -41,17 +46,32 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
   /** Paths being looked at, and those notified again meanwhile (looked at once more after). */
   private readonly looking = new Set<string>();
   private readonly again = new Set<string>();
+  /** Watched directories whose own watch said they were deleted or moved: watched anew if one is there again. */
+  private readonly suspect = new Set<string>();
+  /** Directories whose watch reported an event under their own name (themselves, or an entry named alike). */
+  private selfEvents = new Set<string>();
   private closed = false;
+  private readonly root: string;
 
   constructor(
-    private readonly root: string,
+    root: string,
     private readonly opts: TreeWatcherOptions = {},
   ) {
     super();
+    this.root = resolve(root);
   }
 
-  /** Watches the tree as it is (no events for what is already there); resolves once every directory is watched. */
+  /**
+   * Watches the tree as it is (no events for what is already there); resolves once every directory is watched. The
+   * root is followed if it is a symlink (a mount's location may be one); nothing under it is.
+   */
   async start(): Promise<void> {
+    const st = await stat(this.root).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      this.close();
+      this.emit('rootGone');
+      return;
+    }
     await this.watchDir(this.root, false);
   }
 
@@ -62,7 +82,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
 
   /** The root's entries as last seen: absolute path → whether it is a directory. */
   topLevel(): [string, boolean][] {
-    return [...(this.dirs.get(this.root)?.entries ?? [])].map(([name, isDir]) => [join(this.root, name), isDir]);
+    return [...(this.dirs.get(this.root)?.entries ?? [])].map(([name, e]) => [join(this.root, name), e.isDir]);
   }
 
   close(): void {
@@ -80,7 +100,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     if (this.closed || this.dirs.has(path)) return;
     const dir: Dir = { watcher: null, entries: new Map() };
     try {
-      dir.watcher = watch(path, { persistent: true }, (_type, name) => this.notice(path, name));
+      dir.watcher = watch(path, { persistent: true }, (type, name) => this.notice(path, name, type));
       dir.watcher.on('error', (err: NodeJS.ErrnoException) => this.failed(path, err));
     } catch (err) {
       return this.failed(path, err as NodeJS.ErrnoException);
@@ -99,15 +119,19 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
       const child = join(path, entry.name);
       if (dir.entries.has(entry.name) || this.opts.ignored?.(child)) continue;
       const isDir = entry.isDirectory();
-      dir.entries.set(entry.name, isDir);
-      if (announce) this.emit('event', isDir ? 'addDir' : 'add', child, await lstat(child).catch(() => undefined));
+      const stats = isDir || announce ? await lstat(child).catch(() => undefined) : undefined;
+      // Gone meanwhile (its own notice says so), or this directory was: nothing to add.
+      if (this.closed || this.dirs.get(path) !== dir || (isDir && !stats)) continue;
+      dir.entries.set(entry.name, { isDir, ino: stats?.ino ?? 0 });
+      if (announce) this.emit('event', isDir ? 'addDir' : 'add', child, stats);
       if (isDir) subdirs.push(this.watchDir(child, announce));
     }
     await Promise.all(subdirs);
   }
 
-  private notice(dir: string, name: string | Buffer | null): void {
+  private notice(dir: string, name: string | Buffer | null, type = 'change'): void {
     if (this.closed || !this.dirs.has(dir)) return;
+    if (type === 'rename' && name !== null && name.toString() === basename(dir)) this.selfEvents.add(dir);
     let names = this.pending.get(dir);
     if (!names) {
       names = new Set();
@@ -115,7 +139,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     }
     // No name (the kernel's queue overflowed): every known entry, and the directory read again.
     if (name === null) for (const known of this.dirs.get(dir)?.entries.keys() ?? []) names.add(known);
-    else names.add(name.toString());
+    else if (name.length > 0) names.add(name.toString());
     if (name === null) void this.rescan(dir);
     if (this.scheduled) return;
     this.scheduled = true;
@@ -126,11 +150,11 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
   private flush(): void {
     this.scheduled = false;
     const batch = this.pending;
+    const selves = this.selfEvents;
     this.pending = new Map();
-    for (const [dir, names] of batch) {
-      for (const name of names) void this.look(dir, name);
-      if (dir === this.root && names.has(basename(this.root))) void this.checkRoot();
-    }
+    this.selfEvents = new Set();
+    for (const [dir, names] of batch) for (const name of names) void this.look(dir, name);
+    for (const dir of selves) void this.checkSelf(dir);
   }
 
   /** What became of entry `name` of `dir`: reported by comparing it with what was known. */
@@ -161,18 +185,28 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     }
     if (this.closed || this.dirs.get(dir) !== d) return;
     const known = d.entries.get(name);
-    if (known !== undefined && (!stats || stats.isDirectory() !== known)) {
+    const suspect = this.suspect.delete(path);
+    // Gone, of another kind, or another directory under the same name (`rm -rf dist && mkdir dist`, a swap by
+    // rename; its watch said so, as the inode number may be reused), or one whose watch never came (removed during
+    // the walk): the old one is reported gone.
+    const replaced =
+      known?.isDir === true && stats?.isDirectory() && (suspect || stats.ino !== known.ino || !this.dirs.has(path));
+    if (known !== undefined && (!stats || stats.isDirectory() !== known.isDir || replaced)) {
       d.entries.delete(name);
-      if (known) this.forgetDir(path);
-      this.emit('event', known ? 'unlinkDir' : 'unlink', path, undefined);
+      if (known.isDir) this.forgetDir(path);
+      this.emit('event', known.isDir ? 'unlinkDir' : 'unlink', path, undefined);
     }
     if (!stats) return;
     const isDir = stats.isDirectory();
-    if (d.entries.get(name) === undefined) {
-      d.entries.set(name, isDir);
+    const entry = d.entries.get(name);
+    if (entry === undefined) {
+      d.entries.set(name, { isDir, ino: stats.ino });
       this.emit('event', isDir ? 'addDir' : 'add', path, stats);
       if (isDir) await this.watchDir(path, true);
-    } else if (!isDir) this.emit('event', 'change', path, stats);
+    } else if (!isDir) {
+      entry.ino = stats.ino;
+      this.emit('event', 'change', path, stats);
+    }
   }
 
   /** A notification without a name: the directory's entries are compared with a fresh listing. */
@@ -181,21 +215,33 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     for (const name of list) void this.look(dir, name);
   }
 
-  private async checkRoot(): Promise<void> {
-    const stats = await lstat(this.root).catch(() => undefined);
-    if (this.closed || stats?.isDirectory()) return;
-    this.close();
-    this.emit('rootGone');
+  /**
+   * A directory's watch reported a deletion or move under the directory's own name: the directory itself (its watch
+   * is over, even if a new directory of that name is there at once, perhaps with the same inode number), unless an
+   * entry of that name inside it is what the event was about.
+   */
+  private async checkSelf(dir: string): Promise<void> {
+    const d = this.dirs.get(dir);
+    const base = basename(dir);
+    if (!d || d.entries.has(base)) return;
+    const entry = await lstat(join(dir, base)).catch(() => undefined);
+    if (this.closed || this.dirs.get(dir) !== d || entry) return;
+    if (dir === this.root) {
+      this.close();
+      this.emit('rootGone');
+      return;
+    }
+    this.suspect.add(dir);
+    void this.look(dirname(dir), base);
   }
 
-  /** Stops watching a directory that went away, and everything under it. */
+  /** Stops watching a directory that went away, and everything under it (found through its entries). */
   private forgetDir(path: string): void {
-    const prefix = `${path}${sep}`;
-    for (const [p, dir] of this.dirs) {
-      if (p !== path && !p.startsWith(prefix)) continue;
-      dir.watcher?.close();
-      this.dirs.delete(p);
-    }
+    const dir = this.dirs.get(path);
+    if (!dir) return;
+    dir.watcher?.close();
+    this.dirs.delete(path);
+    for (const [name, e] of dir.entries) if (e.isDir) this.forgetDir(join(path, name));
   }
 
   private failed(path: string, err: NodeJS.ErrnoException): void {

@@ -59,6 +59,7 @@ const MAX_RECHECKS = 1000;
 export class MountWatcher {
   private watcher: TreeWatcher | null = null;
   private rootRetry: NodeJS.Timeout | null = null;
+  private closed = false;
   private stateValue: WatchState = 'off';
   private reasonValue: string | null = null;
   private readonly ignore: Set<string>;
@@ -99,6 +100,7 @@ export class MountWatcher {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.batcher.clear();
     for (const t of this.rechecks.values()) clearTimeout(t);
     this.rechecks.clear();
@@ -193,7 +195,7 @@ export class MountWatcher {
     const retry = () => {
       this.rootRetry = null;
       stat(location, (err, st) => {
-        if (this.watcher || this.rootRetry || this.stateValue === 'off') return;
+        if (this.closed || this.watcher || this.rootRetry) return;
         if (err || !st.isDirectory()) {
           this.rootRetry = setTimeout(retry, ROOT_RETRY_MS);
           this.rootRetry.unref();
@@ -207,13 +209,14 @@ export class MountWatcher {
   }
 
   private async rearm(): Promise<void> {
+    if (this.closed) return;
     const w = new TreeWatcher(this.opts.location, { ignored: (path) => this.ignored(path) });
     this.watcher = w;
     w.on('event', (kind, path, stats) => this.onEvent(kind, path, stats));
     w.on('error', (err) => this.onError(err));
     w.on('rootGone', () => this.onRootGone());
     await w.start();
-    if (this.watcher !== w) return;
+    if (this.closed || this.watcher !== w) return;
     this.opts.log.info({ path: this.opts.location }, 'host directory back: watching it again');
     this.setState('watching', null);
     for (const [path, isDir] of w.topLevel()) this.onEvent(isDir ? 'addDir' : 'add', path, undefined);
