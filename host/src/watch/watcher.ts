@@ -89,14 +89,20 @@ export class MountWatcher {
   /** Starts watching; resolves once the initial scan is done (or the watch degraded). */
   async start(): Promise<void> {
     if (this.watcher) return;
+    const w = this.watchTree();
+    await w.start();
+    if (this.watcher === w && this.stateValue !== 'degraded') this.setState('watching', null);
+  }
+
+  /** A tree watch of the location, made the current one. */
+  private watchTree(): TreeWatcher {
     // Symlinks are not followed: a link to `/` inside $HOME must not make us watch the whole host.
     const w = new TreeWatcher(this.opts.location, { ignored: (path) => this.ignored(path) });
     this.watcher = w;
     w.on('event', (kind, path, stats) => this.onEvent(kind, path, stats));
     w.on('error', (err) => this.onError(err));
     w.on('rootGone', () => this.onRootGone());
-    await w.start();
-    if (this.watcher === w && this.stateValue !== 'degraded') this.setState('watching', null);
+    return w;
   }
 
   async close(): Promise<void> {
@@ -210,11 +216,7 @@ export class MountWatcher {
 
   private async rearm(): Promise<void> {
     if (this.closed) return;
-    const w = new TreeWatcher(this.opts.location, { ignored: (path) => this.ignored(path) });
-    this.watcher = w;
-    w.on('event', (kind, path, stats) => this.onEvent(kind, path, stats));
-    w.on('error', (err) => this.onError(err));
-    w.on('rootGone', () => this.onRootGone());
+    const w = this.watchTree();
     await w.start();
     if (this.closed || this.watcher !== w) return;
     this.opts.log.info({ path: this.opts.location }, 'host directory back: watching it again');
