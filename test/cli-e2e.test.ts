@@ -166,6 +166,15 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const again = await cli('forward', 'rm', NAME, String(hostPort));
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(new RegExp(`no forward matches ${hostPort}`));
+
+    // Added on the guest port's own host port, it replaces the detected forward; removed, the detected one is back,
+    // and rm says so.
+    const same = await cli('forward', 'add', NAME, `${guestPort}:${guestPort}`);
+    expect(same.code).toBe(0);
+    const rmSame = await cli('forward', 'rm', NAME, `${guestPort}:${guestPort}`);
+    expect(rmSame.code).toBe(0);
+    expect(rmSame.stdout).toMatch(/forwarded again as detected \(forwarding\)/);
+    expect(await httpStatus(guestPort)).toBe(200);
   });
 
   it('forward add --socket to a guest socket that is not there says so at once, and forward ls keeps saying it', async () => {
@@ -276,8 +285,19 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
   });
 
   it('down stops the agent and leaves no process and no socket behind', async () => {
+    // A follower sees the stop as the end of what it follows, not as a failure.
+    let out = '';
+    const watching = runCli(home, ['forward', 'ls', NAME, '--watch', '--json'], 60_000, {}, (child) =>
+      child.stdout?.on('data', (c: Buffer) => {
+        out += c.toString();
+      }),
+    );
+    await waitFor(() => out.includes('\n'), { what: 'forward ls --watch to draw' });
     const r = await cli('down', NAME);
     expect(r.code).toBe(0);
+    const watched = await watching;
+    expect(watched.code).toBe(0);
+    expect(watched.stderr).toContain('the agent stopped');
     expect(r.stdout).toMatch(/stopped instance e2e/);
     expect(isAlive(agentPid)).toBe(false);
     expect(existsSync(join(home, NAME, 'ha.sock'))).toBe(false);

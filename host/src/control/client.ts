@@ -66,14 +66,20 @@ export class ControlClient {
     await this.call('POST', '/v1/shutdown', reason === undefined ? undefined : { reason });
   }
 
-  /** Streams AgentEvents to `onEvent`; `onClose` gets a reason when the stream ends (agent gone, error). */
-  events(onEvent: (e: AgentEvent) => void, onClose: (reason: string) => void = () => {}): EventSubscription {
+  /**
+   * Streams AgentEvents to `onEvent`; `onClose` gets a reason when the stream ends (agent gone, error), and `stopped`
+   * when the agent said it stops.
+   */
+  events(
+    onEvent: (e: AgentEvent) => void,
+    onClose: (reason: string, stopped: boolean) => void = () => {},
+  ): EventSubscription {
     let closed = false;
     let ws: import('ws').WebSocket | null = null;
-    const finish = (reason: string) => {
+    const finish = (reason: string, stopped = false) => {
       if (closed) return;
       closed = true;
-      onClose(reason);
+      onClose(reason, stopped);
     };
     // ws is loaded on first use: most commands never stream events, and the CLI should start fast.
     const opened = import('ws').then(
@@ -91,7 +97,9 @@ export class ControlClient {
               // A malformed event is skipped; the next status poll corrects the picture.
             }
           });
-          socket.on('close', (code, reason) => finish(reason.toString() || `event stream closed (code ${code})`));
+          socket.on('close', (code, reason) =>
+            finish(reason.toString() || `event stream closed (code ${code})`, code === 1001),
+          );
           socket.on('error', (err) => finish(err.message));
         }),
     );

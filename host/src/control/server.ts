@@ -12,6 +12,9 @@ import type { AgentApi, AgentEvent } from '../model.js';
 import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
 import { parseForwardSpec } from './spec.js';
 
+/** The close reason an event follower gets when the agent stops (code 1001). */
+export const AGENT_STOPPED = 'the agent stopped';
+
 const MAX_BODY = 64 * 1024;
 /** A WebSocket client that lets this much pile up is too slow to follow events; it is disconnected. */
 const MAX_WS_BUFFER = 4 * 1024 * 1024;
@@ -166,12 +169,17 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     close: () =>
       new Promise<void>((resolve) => {
         closed = true;
-        if (wss) {
-          for (const ws of wss.clients) ws.terminate();
-          wss.close();
-        }
-        http.close(() => resolve());
-        for (const s of sockets) s.destroy();
+        // Followers (`forward ls --watch`, `up`) are told the agent stopped (1001, going away) before their
+        // connections are cut: a stop is not a failure of theirs.
+        for (const ws of wss?.clients ?? []) ws.close(1001, AGENT_STOPPED);
+        setImmediate(() => {
+          if (wss) {
+            for (const ws of wss.clients) ws.terminate();
+            wss.close();
+          }
+          http.close(() => resolve());
+          for (const s of sockets) s.destroy();
+        });
       }),
   };
 }

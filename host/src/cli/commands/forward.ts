@@ -51,7 +51,12 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
         else return;
         schedule();
       },
-      (reason) => fail(new Error(`the agent closed the event stream (${reason})`)),
+      (reason, stopped) => {
+        if (!stopped) return fail(new Error(`the agent closed the event stream (${reason})`));
+        clearInterval(refresh);
+        process.stderr.write(`tether: ${reason} (instance ${name})\n`);
+        resolve();
+      },
     );
     const refresh = setInterval(() => void reload(), 2_000);
     sub.opened.then(reload, fail);
@@ -138,6 +143,13 @@ export function registerForward(program: Command): void {
       await client.removeForward(f.id);
       const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
       process.stdout.write(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
+      // A static or added forward served a guest port that also listens: the rules forward it again as detected.
+      const back = f.source === 'detected' ? undefined : (await client.forwards()).find((g) => g.id === f.id);
+      if (back && back.state !== 'ignored')
+        process.stdout.write(
+          `  the guest still listens on ${back.guestAddr}: forwarded again as detected (${back.state}); ` +
+            `\`tether forward rm ${name} ${back.id}\` ignores it until tether down\n`,
+        );
     }
   });
 }
