@@ -201,6 +201,8 @@ export class MountManager {
         },
         onState: () => this.changed(entry),
       });
+      const watcher = entry.watcher;
+      mount.onGuestChange = (hostPath) => watcher.guestChanged(hostPath);
     }
     mount.on('state', () => this.changed(entry));
     mount.on('lost', () => this.scheduleRetry(entry));

@@ -75,6 +75,8 @@ export class GuestMount extends EventEmitter {
    * the mount shows `suspended` with this reason instead of an error.
    */
   endExpected: string | null = null;
+  /** Hears of each host path the guest changes through the mount (builtin driver; see serveMount). */
+  onGuestChange: ((hostPath: string) => void) | undefined = undefined;
 
   constructor(
     readonly config: MountConfig,
@@ -256,7 +258,7 @@ export class GuestMount extends EventEmitter {
       );
     }
     try {
-      active.session = serveMount(channel, this.config, this.sftpLog);
+      active.session = serveMount(channel, this.config, this.sftpLog, this.onGuestChange);
     } catch (err) {
       channel.close();
       throw err;

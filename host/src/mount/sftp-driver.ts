@@ -45,9 +45,9 @@ export interface DriverSession extends EventEmitter {
 
 class BuiltinSession extends EventEmitter implements DriverSession {
   private readonly session;
-  constructor(stream: Duplex, mount: MountConfig, log: Logger) {
+  constructor(stream: Duplex, mount: MountConfig, log: Logger, onChange?: (hostPath: string) => void) {
     super();
-    this.session = serveSftp(stream, { root: mount.location, readOnly: !mount.writable, log });
+    this.session = serveSftp(stream, { root: mount.location, readOnly: !mount.writable, log, onChange });
     this.session.once('close', (e: { reason?: string }) => this.emit('close', e?.reason ?? 'sftp session closed'));
   }
   close(reason: string): void {
@@ -109,8 +109,17 @@ class OpensshSession extends EventEmitter implements DriverSession {
 }
 
 /** Starts serving `mount` over `stream` with the mount's driver. Throws when the openssh driver has no binary. */
-export function serveMount(stream: Duplex, mount: MountConfig, log: Logger): DriverSession {
-  if (mount.driver === 'builtin') return new BuiltinSession(stream, mount, log);
+/**
+ * Serves one sshfs session. `onChange` hears of every change the guest makes through it; only the builtin driver
+ * tells (sftp-server is another process).
+ */
+export function serveMount(
+  stream: Duplex,
+  mount: MountConfig,
+  log: Logger,
+  onChange?: (hostPath: string) => void,
+): DriverSession {
+  if (mount.driver === 'builtin') return new BuiltinSession(stream, mount, log, onChange);
   const binary = findSftpServer();
   if (!binary) {
     throw new Error(

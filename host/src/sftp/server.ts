@@ -90,6 +90,11 @@ export interface SftpServerOptions {
   /** Open file and directory handles allowed at once (default: defaultHandleLimit(), from the descriptor limit). */
   maxHandles?: number;
   log?: SftpLogger;
+  /**
+   * Called with the host path (as UTF-8) of each entry a request created, wrote, removed, renamed, linked or set
+   * attributes of, once it did: the mount's watch drops the echo of the guest's own changes (watch/watcher.ts).
+   */
+  onChange?: (hostPath: string) => void;
 }
 
 export interface SftpStats {
@@ -162,12 +167,14 @@ class Session extends EventEmitter implements SftpSession {
   private queued = 0;
   private outputBlocked = false;
   private paused = false;
+  private readonly onChange: ((hostPath: string) => void) | undefined;
 
   constructor(
     private readonly stream: Duplex,
     opts: SftpServerOptions,
   ) {
     super();
+    this.onChange = opts.onChange;
     this.paths = new Confinement(opts.root);
     this.readOnly = opts.readOnly ?? false;
     this.maxHandles = opts.maxHandles ?? defaultHandleLimit();
@@ -199,6 +206,11 @@ class Session extends EventEmitter implements SftpSession {
 
   addWritten(n: number): void {
     this.counters.bytesWritten += n;
+  }
+
+  /** A request changed the entry at `hostPath` (a byte string, as paths are here). */
+  changed(hostPath: string): void {
+    this.onChange?.(displayPath(hostPath));
   }
 
   close(reason = 'closed by server'): void {
@@ -374,6 +386,7 @@ function opOpen(s: Session, r: PacketReader, id: number): Reply {
   const exclusive = (pflags & (FXF.CREAT | FXF.EXCL)) === (FXF.CREAT | FXF.EXCL);
   const host = s.paths.resolve(path, !exclusive);
   const fd = openSync(fsPath(host), openFlags(pflags), (attrs.mode ?? 0o666) & 0o7777);
+  if (pflags & (FXF.CREAT | FXF.TRUNC)) s.changed(host);
   return handleReply(id, s.handles.add({ kind: 'file', fd, path: host }));
 }
 
@@ -408,6 +421,7 @@ function opWrite(s: Session, r: PacketReader, id: number): Reply {
   const data = r.bytes();
   for (let done = 0; done < data.length; ) done += writeSync(h.fd, data, done, data.length - done, offset + done);
   s.addWritten(data.length);
+  s.changed(h.path);
   return ok(id);
 }
 
@@ -467,13 +481,15 @@ function opSetstat(s: Session, r: PacketReader, id: number): Reply {
   const attrs = readAttrs(r);
   // Before resolving: a marker touch of a symlink pointing out of the export must still raise the guest's event.
   if (isMarkerTouch(attrs)) return ok(id);
-  const host = fsPath(s.paths.resolve(path, true));
+  const hostPath = s.paths.resolve(path, true);
+  const host = fsPath(hostPath);
   applyAttrs(s, 'setstat', attrs, {
     truncate: (size) => truncatePath(host, size),
     chmod: (mode) => chmodSync(host, mode),
     utimes: (at, mt) => lutimesSync(host, at, mt),
     chown: (uid, gid) => lchownSync(host, uid, gid),
   });
+  s.changed(hostPath);
   return ok(id);
 }
 
@@ -481,7 +497,8 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
   const path = r.path();
   const attrs = readAttrs(r);
   if (isMarkerTouch(attrs)) return ok(id);
-  const host = fsPath(s.paths.resolve(path, false));
+  const hostPath = s.paths.resolve(path, false);
+  const host = fsPath(hostPath);
   const isLink = lstatSync(host).isSymbolicLink();
   const notOnLink = (what: string) => {
     if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
@@ -498,17 +515,19 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
     utimes: (at, mt) => lutimesSync(host, at, mt),
     chown: (uid, gid) => lchownSync(host, uid, gid),
   });
+  s.changed(hostPath);
   return ok(id);
 }
 
 function opFsetstat(s: Session, r: PacketReader, id: number): Reply {
-  const { fd } = s.handles.file(r.bytes());
+  const { fd, path } = s.handles.file(r.bytes());
   applyAttrs(s, 'fsetstat', readAttrs(r), {
     truncate: (size) => ftruncateSync(fd, size),
     chmod: (mode) => fchmodSync(fd, mode),
     utimes: (at, mt) => futimesSync(fd, at, mt),
     chown: (uid, gid) => fchownSync(fd, uid, gid),
   });
+  s.changed(path);
   return ok(id);
 }
 
@@ -573,12 +592,13 @@ function parentWithin(s: Session, h: DirHandle): string {
 const pathOp =
   (follow: boolean, act: (host: Buffer, r: PacketReader) => unknown, unlinks = false): Handler =>
   (s, r, id) => {
-    const host = fsPath(s.paths.resolve(r.path(), follow));
+    const hostPath = s.paths.resolve(r.path(), follow);
     try {
-      act(host, r);
+      act(fsPath(hostPath), r);
     } finally {
       if (unlinks) s.paths.forgetParents();
     }
+    s.changed(hostPath);
     return ok(id);
   };
 
@@ -587,13 +607,15 @@ const twoPathOp =
   (s, r, id) => {
     const from = r.path();
     const to = r.path();
-    const hostFrom = fsPath(s.paths.resolve(from, false));
-    const hostTo = fsPath(s.paths.resolve(to, false));
+    const hostFrom = s.paths.resolve(from, false);
+    const hostTo = s.paths.resolve(to, false);
     try {
-      act(hostFrom, hostTo);
+      act(fsPath(hostFrom), fsPath(hostTo));
     } finally {
       if (unlinks) s.paths.forgetParents();
     }
+    s.changed(hostFrom);
+    s.changed(hostTo);
     return ok(id);
   };
 
@@ -622,6 +644,7 @@ function opSymlink(s: Session, r: PacketReader, id: number): Reply {
   } finally {
     s.paths.forgetParents();
   }
+  s.changed(link);
   return ok(id);
 }
 

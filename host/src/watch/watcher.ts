@@ -2,7 +2,7 @@
 // relative to the guest mount point. Prunes ignored basenames at any depth (the watch never descends into them:
 // watching 25,000 files cost 280 MB RSS unpruned vs 126 MB pruned), drops the echo of the guest's own touches
 // (echo.ts), and degrades — never crashes — when the host runs out of watches or descriptors, or the directory goes.
-import { type Stats, stat } from 'node:fs';
+import { realpathSync, type Stats, stat } from 'node:fs';
 import { relative, sep } from 'node:path';
 import type { FsEventKind, FsEvents } from '@tether/protocol';
 import type { Logger } from '../log.js';
@@ -35,7 +35,7 @@ export interface MountWatcherOptions extends BatchOptions {
 export interface WatchCounters {
   /** Events delivered to send() and accepted. */
   sent: number;
-  /** 'change' events dropped as echoes of the guest's touches. */
+  /** Events dropped as echoes: of the guest's touches ('change'), and of the guest's own changes through the mount. */
   echoes: number;
   /** Events dropped because send() refused the batch. */
   dropped: number;
@@ -51,6 +51,11 @@ const KINDS = new Set<string>(['add', 'change', 'unlink', 'addDir', 'unlinkDir']
  * dropped as the echo. Each change is therefore re-checked once this long after it.
  */
 const RECHECK_MS = 75;
+/**
+ * A host event of a path the guest itself changed through the mount (builtin driver) this recently is that change
+ * coming back: the guest kernel knew of it already, and a touch would only make its watchers see it twice.
+ */
+const GUEST_ECHO_MS = 1000;
 /** How often a mount whose host directory went away is looked for again. */
 const ROOT_RETRY_MS = 2000;
 /** Beyond this many pending re-checks (a storm of changes), new changes are not re-checked. */
@@ -70,6 +75,9 @@ export class MountWatcher {
   private readonly sizes = new Map<string, number | undefined>();
   private readonly rechecks = new Map<string, NodeJS.Timeout>();
   readonly counters: WatchCounters = { sent: 0, echoes: 0, dropped: 0 };
+  /** Paths (relative) the guest changed through the mount, and when. */
+  private readonly guestMade = new Map<string, number>();
+  private realLocation: string | undefined = undefined;
 
   constructor(private readonly opts: MountWatcherOptions) {
     this.ignore = new Set(opts.ignore);
@@ -118,6 +126,18 @@ export class MountWatcher {
     if (this.stateValue !== 'degraded') this.setState('off', null);
   }
 
+  /** The guest changed `hostPath` through the mount (sftp server): its host event is not sent back. */
+  guestChanged(hostPath: string): void {
+    // The server names real paths; the location may be reached through a symlink.
+    this.realLocation ??= realpathOr(this.opts.location);
+    const rel = relative(this.realLocation, hostPath).split(sep).join('/');
+    if (rel === '' || rel.startsWith('..')) return;
+    const now = Date.now();
+    this.guestMade.set(rel, now);
+    if (this.guestMade.size > 4096)
+      for (const [p, at] of this.guestMade) if (now - at > GUEST_ECHO_MS) this.guestMade.delete(p);
+  }
+
   private ignored(path: string): boolean {
     const rel = relative(this.opts.location, path);
     if (rel === '' || rel.startsWith('..')) return false;
@@ -129,6 +149,11 @@ export class MountWatcher {
     const kind = event as FsEventKind;
     const rel = relative(this.opts.location, path).split(sep).join('/');
     if (rel === '' || rel.startsWith('..')) return;
+    const madeAt = this.guestMade.get(rel);
+    if (madeAt !== undefined && Date.now() - madeAt <= GUEST_ECHO_MS) {
+      this.counters.echoes++;
+      return;
+    }
     const size = stats?.isFile() ? stats.size : undefined;
     if (kind === 'change' && stats) this.recheckLater(path, stats);
     if (kind === 'change' && this.echo?.isEcho(rel, size, stats?.mtimeMs)) {
@@ -229,5 +254,13 @@ export class MountWatcher {
     this.stateValue = state;
     this.reasonValue = reason;
     this.opts.onState?.(state, reason);
+  }
+}
+
+function realpathOr(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
   }
 }
