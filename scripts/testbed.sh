@@ -186,16 +186,29 @@ ensure_guest_dir() {
   mkdir -p "$STATE/guest"
   chown "$LOGIN_USER:" "$STATE/guest"
   chmod 0755 "$STATE/guest"
+  # Each testbed's login users get a home of their own (sshd sets HOME, see write_sshd_config): the guest agent
+  # tether installs as a user without root, and what tether writes under ~, then belong to this testbed alone, as
+  # they would to one VM. The chatty user's rc file comes along.
+  local user
+  for user in "$LOGIN_USER" "$CHATTY_USER" "$FISH_USER"; do
+    id -u "$user" >/dev/null 2>&1 || continue
+    mkdir -p "$STATE/home/$user"
+    chown "$user:" "$STATE/home/$user"
+    chmod 0755 "$STATE/home/$user"
+  done
+  cp -p "/home/$CHATTY_USER/.bashrc" "$STATE/home/$CHATTY_USER/.bashrc"
 }
 
 write_sshd_config() {
-  local extra=${TETHER_TESTBED_SSHD_EXTRA:-} line key
+  local extra=${TETHER_TESTBED_SSHD_EXTRA:-} line key rest setenv=''
   local -A replaced=()
   # Keywords the extra lines set globally: sshd takes the first value it reads, so the default line must go.
+  # Their SetEnv variables join the per-user ones below (a Match block's SetEnv replaces the global one).
   while IFS= read -r line; do
-    read -r key _ <<<"$line" || true
+    read -r key rest <<<"$line" || true
     [[ ${key,,} == match ]] && break
     [[ -n $key && $key != \#* ]] && replaced[${key,,}]=1
+    [[ ${key,,} == setenv ]] && setenv+=" $rest"
   done <<<"$extra"
   {
     while IFS= read -r line; do
@@ -225,10 +238,16 @@ MaxStartups 100:30:200
 MaxSessions 100
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
-# For the chatty login user's ~/.bashrc: where a test can leave more for it to print.
-SetEnv TETHER_TESTBED_STATE=$STATE
 EOF
     [[ -z $extra ]] || printf '# From TETHER_TESTBED_SSHD_EXTRA.\n%s\n' "$extra"
+    # Last, so that they stay apart from the lines above. TETHER_TESTBED_STATE is for the chatty login user's
+    # ~/.bashrc: where a test can leave more for it to print. sshd takes the first SetEnv that applies: hence one per
+    # user, each with both variables.
+    local user
+    for user in "$LOGIN_USER" "$CHATTY_USER" "$FISH_USER"; do
+      printf 'Match User %s\n  SetEnv TETHER_TESTBED_STATE=%s HOME=%s%s\n' "$user" "$STATE" "$STATE/home/$user" "$setenv"
+    done
+    printf 'Match all\n  SetEnv TETHER_TESTBED_STATE=%s%s\n' "$STATE" "$setenv"
   } >"$STATE/sshd_config"
   "$SSHD_BIN" -t -f "$STATE/sshd_config" || die "sshd rejected $STATE/sshd_config"
 }

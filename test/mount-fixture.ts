@@ -37,13 +37,13 @@ export function connect(tb: Testbed, user = tb.user): Promise<Client> {
   });
 }
 
-export function loginIds(user: string): { uid: number; gid: number; home: string } {
+export function loginIds(user: string): { uid: number; gid: number } {
   const line = readFileSync('/etc/passwd', 'utf8')
     .split('\n')
     .find((l) => l.startsWith(`${user}:`));
   if (!line) throw new Error(`no user ${user}`);
   const f = line.split(':');
-  return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] };
+  return { uid: Number(f[2]), gid: Number(f[3]) };
 }
 
 let counter = 0;

@@ -20,7 +20,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, testbedHome, useTestbed } from './helpers/testbed.js';
 import { CHATTY_USER, guest, loginIds, startMount, waitFor } from './mount-fixture.js';
 
 interface LogLine {
@@ -82,7 +82,7 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
     const real = join(tb.stateDir, 'var-home');
     mkdirSync(real);
     chownSync(real, uid, gid);
-    const link = join(tb.stateDir, 'home');
+    const link = join(tb.stateDir, 'linked-home');
     symlinkSync(real, link);
     const mountPoint = join(link, 'me');
     const m = await startMount(tb, { driver: 'builtin', inotify: true }, { mountPoint });
@@ -116,7 +116,7 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
 
   it("expands ~ in mountPoint to the guest user's home, without creating a directory named ~", async () => {
     const tb = testbed();
-    const { home } = loginIds(tb.user);
+    const home = testbedHome(tb, tb.user);
     const name = `.tether-test-mnt-${process.pid}-${Date.now()}`;
     const literal = join(home, '~');
     const literalBefore = existsSync(literal);

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRunTestbed, startTestbed, stopTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, startTestbed, stopTestbed, type Testbed, testbedHome, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 /** Ports in LISTEN state (0A) in /proc/net/tcp or tcp6 text. */
@@ -106,15 +106,16 @@ describe.skipIf(!canRunTestbed())('testbed', () => {
         user: tb.user,
       },
     );
-    expect(result).toEqual({ stdout: `${tb.user}\n/home/${tb.user}\n${tb.user}\n`, stderr: '', code: 0 });
+    expect(result).toEqual({ stdout: `${tb.user}\n${testbedHome(tb, tb.user)}\n${tb.user}\n`, stderr: '', code: 0 });
   });
 
   it('ssh logs in as the login user with a plain shell and returns output and exit code', async () => {
     const tb = testbed();
     expect(tb.user).toBe('tether-tb');
     expect(tb.hostKeyFingerprint).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
+    // Each testbed's users have a home of their own (one VM's home is not another's).
     expect(await tb.ssh('id -un; echo "$HOME"; echo oops >&2')).toEqual({
-      stdout: `${tb.user}\n/home/${tb.user}\n`,
+      stdout: `${tb.user}\n${testbedHome(tb, tb.user)}\n`,
       stderr: 'oops\n',
       code: 0,
     });

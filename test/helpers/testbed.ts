@@ -82,7 +82,6 @@ interface TestbedInfo {
 interface LoginUser {
   uid: number;
   gid: number;
-  home: string;
 }
 
 const live = new Map<string, { tb: Testbed; children: Set<ChildProcess> }>();
@@ -119,17 +118,34 @@ function lookupUser(user: string): LoginUser {
     .map((line) => line.split(':'))
     .find((fields) => fields[0] === user);
   if (!entry) throw new Error(`no such user in /etc/passwd: ${user}`);
-  return { uid: Number(entry[2]), gid: Number(entry[3]), home: entry[5] };
+  return { uid: Number(entry[2]), gid: Number(entry[3]) };
 }
 
-/** argv (after `nsenter`) that runs cmd in the namespace, dropping to `user` when given; plus that user's env. */
-function guestCommand(netns: string, cmd: string, args: string[], user?: string) {
-  if (!user) return { argv: [`--net=${netns}`, cmd, ...args], env: {} };
+/**
+ * argv (after `nsenter`) that runs cmd in the namespace, dropping to `user` when given; plus that user's env. HOME is
+ * the user's home in this testbed, as its sshd sets it (scripts/testbed.sh).
+ */
+function guestCommand(info: TestbedInfo, cmd: string, args: string[], user?: string) {
+  if (!user) return { argv: [`--net=${info.netns}`, cmd, ...args], env: {} };
   const u = lookupUser(user);
   return {
-    argv: [`--net=${netns}`, 'setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', cmd, ...args],
-    env: { HOME: u.home, USER: user, LOGNAME: user },
+    argv: [
+      `--net=${info.netns}`,
+      'setpriv',
+      `--reuid=${u.uid}`,
+      `--regid=${u.gid}`,
+      '--init-groups',
+      '--',
+      cmd,
+      ...args,
+    ],
+    env: { HOME: testbedHome(info, user), USER: user, LOGNAME: user },
   };
+}
+
+/** A login user's home in this testbed (each testbed has its own, see scripts/testbed.sh). */
+export function testbedHome(info: Pick<TestbedInfo, 'stateDir'>, user: string): string {
+  return path.join(info.stateDir, 'home', user);
 }
 
 function exitCode(code: number | null, signal: NodeJS.Signals | null): number {
@@ -193,7 +209,7 @@ function makeTestbed(info: TestbedInfo): Testbed {
   const children = new Set<ChildProcess>();
 
   const spawnGuest = (cmd: string, args: string[], opts: { user?: string; env?: NodeJS.ProcessEnv } = {}) => {
-    const { argv, env } = guestCommand(info.netns, cmd, args, opts.user);
+    const { argv, env } = guestCommand(info, cmd, args, opts.user);
     const child = spawn('nsenter', argv, { env: { ...process.env, ...env, ...opts.env }, stdio: 'pipe' });
     children.add(child);
     child.once('exit', () => children.delete(child));
@@ -231,7 +247,7 @@ function makeTestbed(info: TestbedInfo): Testbed {
   const tb: Testbed = {
     ...info,
     exec(cmd, opts = {}) {
-      const { argv, env } = guestCommand(info.netns, '/bin/sh', ['-c', cmd], opts.user);
+      const { argv, env } = guestCommand(info, '/bin/sh', ['-c', cmd], opts.user);
       const child = spawn('nsenter', argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
       return collect(child, opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, `guest command ${JSON.stringify(cmd)}`);
     },
