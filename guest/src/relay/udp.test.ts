@@ -104,6 +104,18 @@ describe('UDP relay', () => {
     expect(c.events['udp.close'] ?? []).toEqual([]);
   });
 
+  it('moves a flow refused on 127.0.0.1 to ::1 when the listener there is an IPv6-only ::, and resends', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp6', '::'); // ipv6Only, as nginx and Go's "udp6" bind
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 6, ip: '127.0.0.1', port, data: Buffer.from('first') });
+    const reply = await waitFor(() => c.events['udp.reply']?.[0], { what: 'the reply through ::1' });
+    expect([reply.flow, text(reply.data)]).toEqual([6, 'echo:first']);
+    c.peer.notify('udp.dgram', { flow: 6, ip: '127.0.0.1', port, data: Buffer.from('second') });
+    await waitFor(() => c.events['udp.reply']?.length === 2, { what: 'a second reply on the moved flow' });
+    expect(text(c.events['udp.reply']![1].data)).toBe('echo:second');
+  });
+
   it('refuses flows beyond the per-client cap', async () => {
     const c = await agentClient(60_000, 2);
     const port = await echoServer('udp4', '127.0.0.1');

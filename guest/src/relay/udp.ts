@@ -76,6 +76,10 @@ interface Flow {
   socket: Socket | null;
   connected: boolean;
   pending: Uint8Array[];
+  /** Datagrams sent before the first reply (at most maxPending): sent again if the flow moves to the other loopback. */
+  unanswered: Uint8Array[] | null;
+  /** Whether the flow moved once already (see retarget). */
+  moved: boolean;
   timer: NodeJS.Timeout;
 }
 
@@ -114,6 +118,7 @@ export class UdpRelay {
     if (!target) return;
     flow = target;
     flow.timer.refresh();
+    if (flow.unanswered && flow.unanswered.length < this.maxPending) flow.unanswered.push(d.data);
     if (flow.connected) flow.socket?.send(d.data);
     else if (flow.pending.length < this.maxPending) flow.pending.push(d.data);
   }
@@ -150,6 +155,8 @@ export class UdpRelay {
       socket: null,
       connected: false,
       pending: [],
+      unanswered: [],
+      moved: false,
       timer: setTimeout(() => this.end(flow, 'idle', true), this.idleMs),
     };
     flow.timer.unref();
@@ -173,6 +180,7 @@ export class UdpRelay {
     flow.socket = socket;
     socket.on('message', (data) => {
       flow.timer.refresh();
+      flow.unanswered = null;
       this.deps.reply(flow.id, data);
     });
     const failed = (err: Error): void => {
@@ -190,11 +198,12 @@ export class UdpRelay {
       log.warn('udp flow cannot reach its target', { flow: flow.id, dest, port: flow.port, err });
       this.end(flow, 'connect failed', true);
     };
-    socket.on('error', (err) => {
-      // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: the listener went away
-      // for a moment; keep the flow, the host decides.
-      if (flow.connected) log.debug('udp flow socket error', { flow: flow.id, dest, port: flow.port, err });
-      else failed(err);
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: nothing listens at
+      // `dest` (any more). The other loopback may have the listener; otherwise keep the flow, the host decides.
+      if (!flow.connected) failed(err);
+      else if (err.code !== 'ECONNREFUSED' || !this.retarget(flow, dest))
+        log.debug('udp flow socket error', { flow: flow.id, dest, port: flow.port, err });
     });
     // Connected, so only the target's replies are accepted; bound to loopback when the target is, so the flow's
     // socket is never reachable from outside the guest.
@@ -209,6 +218,33 @@ export class UdpRelay {
         for (const data of flow.pending.splice(0)) socket.send(data);
       });
     });
+  }
+
+  /**
+   * Moves a refused flow, once, to the other loopback when a listener there takes it: a `::` listener with
+   * IPV6_V6ONLY (nginx's default, Go's "udp6") has no 127.0.0.1, and of two listeners on a port, one may have gone.
+   * What was sent before any reply goes again.
+   */
+  private retarget(flow: Flow, dest: string): boolean {
+    if (flow.moved || !LOOPBACK.has(dest)) return false;
+    const other = dest === '127.0.0.1' ? '::1' : '127.0.0.1';
+    if (resolveUdpTarget(other, flow.port, this.deps.listeners()) !== other) return false;
+    flow.moved = true;
+    try {
+      flow.socket?.close();
+    } catch {
+      // closed already
+    }
+    flow.connected = false;
+    flow.pending = [...(flow.unanswered ?? [])];
+    this.deps.log.info('udp flow refused; moved to the other loopback', {
+      flow: flow.id,
+      dest,
+      to: other,
+      port: flow.port,
+    });
+    this.connectFlow(flow, other, null);
+    return true;
   }
 
   private end(flow: Flow, reason: string, notify: boolean): void {
