@@ -6,6 +6,7 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FsEvents } from '@tether/protocol';
+import { pino } from 'pino';
 import { Client } from 'ssh2';
 import { MountConfig } from '../host/src/config/schema.js';
 import { type Logger, silentLogger } from '../host/src/log.js';
@@ -136,3 +137,16 @@ export function sha256File(path: string): string {
 }
 
 export { waitFor };
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** A real pino logger whose lines are kept for assertions. */
+export function recordingLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as LogLine) });
+  return { logger, lines };
+}

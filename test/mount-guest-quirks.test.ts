@@ -16,25 +16,11 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
 import { canRunTestbed, testbedHome, useTestbed } from './helpers/testbed.js';
-import { CHATTY_USER, guest, loginIds, startMount, waitFor } from './mount-fixture.js';
-
-interface LogLine {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
-
-/** A real pino logger whose lines are kept for assertions. */
-function recordingLogger() {
-  const lines: LogLine[] = [];
-  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as LogLine) });
-  return { logger, lines };
-}
+import { CHATTY_USER, guest, loginIds, recordingLogger, startMount, waitFor } from './mount-fixture.js';
 
 describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
   const testbed = useTestbed();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
-import { connect, guest, type MountFixture, startMount, waitFor } from './mount-fixture.js';
+import { connect, guest, type MountFixture, recordingLogger, startMount, waitFor } from './mount-fixture.js';
 
 function guestMountType(mountPoint: string): string | null {
   const line = readFileSync('/proc/self/mountinfo', 'utf8')
@@ -35,20 +35,27 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
   let m: MountFixture | undefined;
   afterAll(async () => m?.stop());
 
-  it('is suspended while sshd is down and mounts again after a reconnect', async () => {
-    m = await startMount(tb(), { driver: 'builtin', writable: true });
+  it('is suspended while sshd is down and mounts again after a reconnect, naming what was written meanwhile', async () => {
+    const { logger, lines } = recordingLogger();
+    m = await startMount(tb(), { driver: 'builtin', writable: true }, { logger });
     const fixture = m;
     await guest(tb(), `echo before > ${fixture.mountPoint}/f`);
     fixture.client.once('close', () => fixture.manager.suspend('ssh connection closed'));
     await tb().stopSshd();
     await waitFor(() => fixture.manager.views()[0].state === 'suspended', { what: 'suspended', timeoutMs: 20_000 });
     expect(fixture.changes.some((v) => v.state === 'suspended')).toBe(true);
+    // sshfs ended with its channel and unmounted: a guest program writes into the plain directory underneath.
+    await waitFor(() => guestMountType(fixture.mountPoint) === null, { what: 'the guest mount to go' });
+    await guest(tb(), `echo meanwhile > ${fixture.mountPoint}/during.txt`);
 
     await tb().startSshd();
     const client = await connect(tb());
     fixture.client = client;
     await fixture.manager.resume(client);
     expect(fixture.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+    const warned = lines.filter((l) => l.msg.includes(`1 entries were written to ${fixture.mountPoint}`));
+    expect(warned).toHaveLength(1);
+    expect(warned[0].msg).toContain('mount --bind');
     await guest(tb(), `echo after >> ${fixture.mountPoint}/f`);
     expect(readFileSync(join(fixture.location, 'f'), 'utf8')).toBe('before\nafter\n');
   });

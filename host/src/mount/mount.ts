@@ -4,6 +4,7 @@
 // it cleanly. Owns the channel, the SFTP session and the mount's state; retry policy and watching live in
 // manager.ts.
 import { EventEmitter } from 'node:events';
+import { posix } from 'node:path';
 import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -77,6 +78,8 @@ export class GuestMount extends EventEmitter {
   endExpected: string | null = null;
   /** Hears of each host path the guest changes through the mount (builtin driver; see serveMount). */
   onGuestChange: ((hostPath: string) => void) | undefined = undefined;
+  /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
+  private underlyingAtFirst: number | null = null;
 
   constructor(
     readonly config: MountConfig,
@@ -196,8 +199,9 @@ export class GuestMount extends EventEmitter {
     stale: boolean,
   ): Promise<Active> {
     const marker = startupMarker();
+    const countTag = `${marker.bytes.toString().trim()}-underlying`;
     const unmountFirst = stale ? lazyUnmountCommand(path) : undefined;
-    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print, { unmountFirst }));
+    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print, { unmountFirst, countTag }));
     if (gen !== this.generation) {
       // Unmounted or suspended while resolving or opening: this channel must not become the active one.
       channel.close();
@@ -251,6 +255,7 @@ export class GuestMount extends EventEmitter {
     }
     if (gen !== this.generation) throw new Error('superseded before sshfs started');
     if (active.isClosed) throw new Error(`sshfs failed to mount ${this.where()}: ${why()}`);
+    startup = this.takeUnderlyingCount(startup, countTag, path);
     if (startup.length > 0) {
       this.log.warn(
         { bytes: startup.length, output: quoteStartup(startup) },
@@ -266,6 +271,38 @@ export class GuestMount extends EventEmitter {
     // skipStartupOutput left the channel paused so no SFTP bytes were lost before the server's listener existed.
     channel.resume();
     return active;
+  }
+
+  /** Reads (and removes) the count line the start command printed before its marker (sshfsCommand's countTag). */
+  private takeUnderlyingCount(startup: Buffer, tag: string, path: string): Buffer {
+    const text = startup.toString('latin1');
+    const at = text.lastIndexOf(`${tag} `);
+    if (at < 0) return startup;
+    const end = text.indexOf('\n', at);
+    const count = Number(text.slice(at + tag.length + 1, end < 0 ? undefined : end).trim());
+    if (Number.isInteger(count)) this.noteUnderlying(count, path);
+    return Buffer.concat([startup.subarray(0, at), startup.subarray(end < 0 ? startup.length : end + 1)]);
+  }
+
+  /**
+   * sshfs ends with its SSH channel and unmounts: until the remount, the mount point is the plain directory under
+   * it, and what guest programs write there is hidden once the mount is back. A mount point that was empty at the
+   * first mount of this run and holds entries at a later one had such writes: they are named, with the way to them.
+   */
+  private noteUnderlying(count: number, path: string): void {
+    if (this.underlyingAtFirst === null) {
+      this.underlyingAtFirst = count;
+      return;
+    }
+    if (count === 0 || this.underlyingAtFirst !== 0) return;
+    const parent = posix.dirname(path);
+    this.log.warn(
+      { mountPoint: path, entries: count },
+      `${count} entries were written to ${path} in the guest while it was not mounted (the SSH link was down); ` +
+        `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
+        `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
+        '(sudo umount /mnt/under after)',
+    );
   }
 
   private async waitVisible(client: Client, active: Active, gen: number, path: string): Promise<void> {

@@ -76,7 +76,7 @@ export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
   printMarker: string,
-  opts: { cacheOptions?: readonly string[]; unmountFirst?: string } = {},
+  opts: { cacheOptions?: readonly string[]; unmountFirst?: string; countTag?: string } = {},
 ): string {
   const mp = shellQuote(guestPath);
   const ours = shellQuote([...BASE_OPTIONS, ...(opts.cacheOptions ?? CACHE_OPTIONS)].join(','));
@@ -85,8 +85,10 @@ export function sshfsCommand(
   const unmount = opts.unmountFirst
     ? `{ ${opts.unmountFirst} || { echo cannot clear the stale sshfs mount at ${mp} >&2; exit 1; }; } && `
     : '';
+  // How many entries the mount point holds before the mount covers them (see GuestMount.noteUnderlying).
+  const count = opts.countTag ? `printf '%s %s\\n' ${opts.countTag} "$(ls -A ${mp} 2>/dev/null | wc -l)" && ` : '';
   return (
-    `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${printMarker} && ` +
+    `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ` +
     `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`
   );
 }
