@@ -83,10 +83,16 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const missing = join(own, 'no-such-key');
     const r = await runCli(own, ['up', 'nokey', '--ssh', 'dev@127.0.0.1:1', '-i', missing]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(
-      new RegExp(`^tether: .*tether\\.yaml: ssh\\.identityFile ${missing} cannot be read \\(ENOENT\\)`),
-    );
-    expect(existsSync(join(own, 'nokey', 'ha.pid'))).toBe(false);
+    expect(r.stderr).toMatch(new RegExp(`^tether: -i ${missing} cannot be read \\(ENOENT\\)`));
+    // Nothing is created for it: a first `up` that fails here leaves no instance behind.
+    expect(existsSync(join(own, 'nokey'))).toBe(false);
+    // An instance whose tether.yaml names a key that is gone says where the name comes from.
+    mkdirSync(join(own, 'gone'), { recursive: true });
+    writeFileSync(join(own, 'gone', 'tether.yaml'), `ssh:\n  user: dev\n  port: 1\n  identityFile: ${missing}\n`);
+    const gone = await runCli(own, ['up', 'gone']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(new RegExp(`tether\\.yaml: ssh\\.identityFile ${missing} cannot be read \\(ENOENT\\)`));
+    expect(existsSync(join(own, 'gone', 'ha.pid'))).toBe(false);
     rmSync(own, { recursive: true, force: true });
   });
 

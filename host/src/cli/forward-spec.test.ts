@@ -42,6 +42,10 @@ describe('forward specs', () => {
       f('tcp/127.0.0.1:4000->9400', 'tcp', '127.0.0.1:4000', ['127.0.0.1:9400']),
     ];
     expect(matchForwards('tcp/127.0.0.1:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    expect(() => matchForwards('abc', all)).toThrow(
+      /abc: expected a forward id .*a host port .*a spec .*a socket path/,
+    );
+    expect(() => matchForwards('8080:99999', all)).toThrow(/is not a port/);
     expect(matchForwards('8080', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
     expect(matchForwards('[::1]:8080:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
     expect(matchForwards('5353:53/udp', all).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);

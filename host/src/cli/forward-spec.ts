@@ -70,7 +70,16 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
     const hostPort = port(arg, 'host port', arg);
     return explicitFirst(forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort)));
   }
-  const spec = parsePortSpec(arg);
+  let spec: ReturnType<typeof parsePortSpec>;
+  try {
+    spec = parsePortSpec(arg);
+  } catch (err) {
+    // Not a spec at all: rm takes more than add's spec, so say all of it (a bad port in a spec says that instead).
+    if (!(err instanceof UsageError) || !/: expected \[HOSTIP:\]/.test(err.message)) throw err;
+    throw new UsageError(
+      `${arg}: expected a forward id (tcp/127.0.0.1:3000), a host port (8080), a spec ([HOSTIP:]HOSTPORT:GUESTPORT[/udp]) or a socket path`,
+    );
+  }
   return explicitFirst(
     forwards.filter(
       (f) =>

@@ -89,7 +89,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
     }
   }
 
-  checkIdentityFile(paths, config.ssh.identityFile);
+  checkIdentityFile(`${paths.config}: ssh.identityFile`, config.ssh.identityFile);
   const tooLong = socketPathProblem(paths.socket);
   if (tooLong)
     throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
@@ -137,6 +137,8 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
 function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
   const target = opts.ssh ? parseSshTarget(opts.ssh) : undefined;
   const identityFile = opts.identity ? expandHome(opts.identity, process.cwd()) : undefined;
+  // Before anything is written: a first `up` with a key that cannot be read must not leave an instance behind.
+  checkIdentityFile('-i', identityFile);
   const exists = instanceExists(paths);
   if (opts.config) {
     const source = resolve(opts.config);
@@ -185,13 +187,13 @@ async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutM
 }
 
 /** A key file that cannot be read is named here, not reported later as a guest that cannot be reached. */
-function checkIdentityFile(paths: InstancePaths, file: string | undefined): void {
+function checkIdentityFile(source: string, file: string | undefined): void {
   if (!file) return;
   try {
     accessSync(file, constants.R_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new CliError(`${paths.config}: ssh.identityFile ${file} cannot be read (${code}); give another with -i`);
+    throw new CliError(`${source} ${file} cannot be read (${code}); give another with -i`);
   }
 }
 
