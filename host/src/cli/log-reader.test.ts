@@ -80,6 +80,24 @@ describe('log reader', () => {
       '[mount] mount error: sshfs exited with status 1',
       '[watch] watch error: ENOSPC',
     ]);
+    expect(lastRun(dir, 'dev').guestSocket).toBeNull();
+  });
+
+  it('tells the guest agent socket a stopped run moved to', () => {
+    const rec = (msg: string, fields: object = {}) =>
+      JSON.stringify({ level: 30, time: '2025-01-01T00:00:00.000Z', component: 'link', msg, ...fields });
+    writeFileSync(
+      join(dir, 'tether.1.log'),
+      `${[
+        rec('host agent for dev starting'),
+        rec('guest agent socket is /home/me/.tether-guest/agent.sock', {
+          socket: '/home/me/.tether-guest/agent.sock',
+          was: '/run/tether/agent.sock',
+        }),
+      ].join('\n')}\n`,
+    );
+    point('tether.1.log');
+    expect(lastRun(dir, 'dev').guestSocket).toBe('/home/me/.tether-guest/agent.sock');
   });
 
   it('marks the problems of a stopped run that a later line shows resolved, and only those', () => {

@@ -150,6 +150,8 @@ export interface LastRun {
   errors: LoggedError[];
   /** The reason on its `stopped` line (`got SIGTERM`, `tether down`, …), that it ended without one, or null (no run found). */
   stopReason: string | null;
+  /** The guest agent socket it moved to (the login user's own, see provision), or null when it kept the configured one. */
+  guestSocket: string | null;
 }
 
 /** Reads back from the newest `host agent for NAME starting` line (within the last `scan` lines). */
@@ -184,5 +186,7 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
       : start >= 0 && !stopped
         ? 'its log ends without a stop: the agent was killed (SIGKILL) or crashed'
         : null;
-  return { errors: errors.slice(-max).map(({ subject: _, ...e }) => e), stopReason };
+  const moved = run.findLast((r) => typeof r.msg === 'string' && r.msg.startsWith('guest agent socket is '));
+  const guestSocket = typeof moved?.socket === 'string' ? moved.socket : null;
+  return { errors: errors.slice(-max).map(({ subject: _, ...e }) => e), stopReason, guestSocket };
 }

@@ -46,7 +46,7 @@ export function registerStatus(program: Command): void {
           state: 'stopped',
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
           guest: null,
-          link: { up: false, lastError: null, outdated: null, socket: c.guestAgent.socket },
+          link: { up: false, lastError: null, outdated: null, socket: last.guestSocket ?? c.guestAgent.socket },
           stopReason: last.stopReason,
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),
