@@ -14,6 +14,8 @@ export function problemSubject(component: string, fields: Fields): string {
   if (typeof fields.forward === 'string') return `forward:${fields.forward}`;
   // A guest agent that is not this host's build stays so while the link is up: the link coming up does not settle it.
   if (fields.outdated === true) return `${component}:outdated`;
+  // Entries hidden under a mount point stay hidden when the mount is back: its `mounted` line does not settle them.
+  if (typeof fields.hiddenEntries === 'number') return `${component}:hidden:${String(fields.mountPoint)}`;
   if (typeof fields.mountPoint === 'string') return `${component}:${fields.mountPoint}`;
   return component;
 }

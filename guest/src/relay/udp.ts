@@ -76,12 +76,19 @@ interface Flow {
   socket: Socket | null;
   connected: boolean;
   pending: Uint8Array[];
-  /** Datagrams sent before the first reply (at most maxPending): sent again if the flow moves to the other loopback. */
+  /**
+   * Datagrams sent in the flow's first UNANSWERED_MS without a reply (at most maxPending): sent again if it moves to
+   * the other loopback. A refusal comes within milliseconds; later, nothing is kept (one-way protocols never reply).
+   */
   unanswered: Uint8Array[] | null;
+  openedAt: number;
   /** Whether the flow moved once already (see retarget). */
   moved: boolean;
   timer: NodeJS.Timeout;
 }
+
+/** How long a new flow keeps what it sent for a move to the other loopback (see Flow.unanswered). */
+const UNANSWERED_MS = 1000;
 
 export class UdpRelay {
   private readonly idleMs: number;
@@ -118,7 +125,8 @@ export class UdpRelay {
     if (!target) return;
     flow = target;
     flow.timer.refresh();
-    if (flow.unanswered && flow.unanswered.length < this.maxPending) flow.unanswered.push(d.data);
+    if (flow.unanswered && performance.now() - flow.openedAt > UNANSWERED_MS) flow.unanswered = null;
+    if (flow.unanswered && flow.unanswered.length < this.maxPending) flow.unanswered.push(Buffer.from(d.data));
     if (flow.connected) flow.socket?.send(d.data);
     else if (flow.pending.length < this.maxPending) flow.pending.push(d.data);
   }
@@ -156,6 +164,7 @@ export class UdpRelay {
       connected: false,
       pending: [],
       unanswered: [],
+      openedAt: performance.now(),
       moved: false,
       timer: setTimeout(() => this.end(flow, 'idle', true), this.idleMs),
     };
@@ -237,6 +246,7 @@ export class UdpRelay {
     }
     flow.connected = false;
     flow.pending = [...(flow.unanswered ?? [])];
+    flow.unanswered = null;
     this.deps.log.info('udp flow refused; moved to the other loopback', {
       flow: flow.id,
       dest,

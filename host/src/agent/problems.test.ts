@@ -91,5 +91,9 @@ describe('ProblemRing', () => {
     link.warn({ outdated: true }, 'the guest agent is not this build');
     link.info({ state: 'up' }, 'agent link up');
     expect(open()).toContain('the guest agent is not this build');
+    // Entries left hidden under a mount point stay so when it is mounted again.
+    mountA.warn({ guestPath: '/a', hiddenEntries: 2 }, '2 entries were written to /a while it was not mounted');
+    mountA.info({ state: 'mounted' }, 'mount /a mounted');
+    expect(open()).toContain('2 entries were written to /a while it was not mounted');
   });
 });

@@ -12,6 +12,9 @@ import type { AgentApi, AgentEvent } from '../model.js';
 import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
 import { parseForwardSpec } from './spec.js';
 
+/** How long followers get to read up to the close frame when the agent stops. */
+const CLOSE_GRACE_MS = 500;
+
 /** The close reason an event follower gets when the agent stops (code 1001). */
 export const AGENT_STOPPED = 'the agent stopped';
 
@@ -170,15 +173,26 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       new Promise<void>((resolve) => {
         closed = true;
         // Followers (`forward ls --watch`, `up`) are told the agent stopped (1001, going away) before their
-        // connections are cut: a stop is not a failure of theirs.
-        for (const ws of wss?.clients ?? []) ws.close(1001, AGENT_STOPPED);
-        setImmediate(() => {
+        // connections are cut: a stop is not a failure of theirs. A follower behind on its events gets a moment to
+        // read up to the close frame.
+        const followers = [...(wss?.clients ?? [])];
+        const gone = followers.map((ws) => new Promise<void>((done) => ws.once('close', () => done())));
+        for (const ws of followers) ws.close(1001, AGENT_STOPPED);
+        let cutDone = false;
+        const cut = () => {
+          if (cutDone) return;
+          cutDone = true;
           if (wss) {
             for (const ws of wss.clients) ws.terminate();
             wss.close();
           }
           http.close(() => resolve());
           for (const s of sockets) s.destroy();
+        };
+        const timer = setTimeout(cut, CLOSE_GRACE_MS);
+        void Promise.all(gone).then(() => {
+          clearTimeout(timer);
+          cut();
         });
       }),
   };

@@ -297,7 +297,7 @@ export class GuestMount extends EventEmitter {
     if (count === 0 || this.underlyingAtFirst !== 0) return;
     const parent = posix.dirname(path);
     this.log.warn(
-      { mountPoint: path, entries: count },
+      { guestPath: path, hiddenEntries: count },
       `${count} entries were written to ${path} in the guest while it was not mounted (the SSH link was down); ` +
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +

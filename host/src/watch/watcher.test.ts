@@ -107,6 +107,22 @@ describe('MountWatcher', () => {
     expect(w.counters.echoes).toBe(0);
   });
 
+  it("drops the events of the guest's own changes, and sends a host edit made right after them", async () => {
+    // What the SFTP server does for the guest: change the file, then say so.
+    mkdirSync(join(dir, 'gdir'));
+    w.guestChanged(join(dir, 'gdir'));
+    writeFileSync(join(dir, 'gdir/g.txt'), 'from the guest');
+    w.guestChanged(join(dir, 'gdir/g.txt'));
+    writeFileSync(join(dir, 'fence.txt'), '');
+    await until(() => has('fence.txt', 'add'), 'the fence');
+    expect(batches.flatMap((b) => b.events.map((e) => e.path)).filter((p) => p.startsWith('gdir'))).toEqual([]);
+    expect(w.counters.echoes).toBeGreaterThan(0);
+    // The host edits the same file within the window: its ctime is later than the guest's change, so it goes.
+    await new Promise((r) => setTimeout(r, 30));
+    writeFileSync(join(dir, 'gdir/g.txt'), 'from the host');
+    await until(() => has('gdir/g.txt', 'change'), 'the host edit');
+  });
+
   it('degrades instead of failing when the host runs out of watches', async () => {
     // biome-ignore lint/complexity/useLiteralKeys: reaching the private tree watcher to inject its error
     const inner = w['watcher'];

@@ -52,10 +52,19 @@ const KINDS = new Set<string>(['add', 'change', 'unlink', 'addDir', 'unlinkDir']
  */
 const RECHECK_MS = 75;
 /**
- * A host event of a path the guest itself changed through the mount (builtin driver) this recently is that change
- * coming back: the guest kernel knew of it already, and a touch would only make its watchers see it twice.
+ * A host event of a path the guest itself changed through the mount (builtin driver) this recently, or of an entry
+ * under such a path (a directory it made or renamed), is that change coming back: the guest kernel knew of it
+ * already, and a touch would only make its watchers see it twice. Unless the entry changed after the guest's change
+ * (its ctime is later by more than GUEST_ECHO_SLACK_MS, the kernel's coarse clock): then the host changed it too.
  */
 const GUEST_ECHO_MS = 1000;
+const GUEST_ECHO_SLACK_MS = 10;
+
+/** When the guest last changed a path: on the monotonic clock (the window) and the wall clock (against ctime). */
+interface GuestChange {
+  at: number;
+  wall: number;
+}
 /** How often a mount whose host directory went away is looked for again. */
 const ROOT_RETRY_MS = 2000;
 /** Beyond this many pending re-checks (a storm of changes), new changes are not re-checked. */
@@ -76,7 +85,7 @@ export class MountWatcher {
   private readonly rechecks = new Map<string, NodeJS.Timeout>();
   readonly counters: WatchCounters = { sent: 0, echoes: 0, dropped: 0 };
   /** Paths (relative) the guest changed through the mount, and when. */
-  private readonly guestMade = new Map<string, number>();
+  private readonly guestMade = new Map<string, GuestChange>();
   private realLocation: string | undefined = undefined;
 
   constructor(private readonly opts: MountWatcherOptions) {
@@ -132,10 +141,23 @@ export class MountWatcher {
     this.realLocation ??= realpathOr(this.opts.location);
     const rel = relative(this.realLocation, hostPath).split(sep).join('/');
     if (rel === '' || rel.startsWith('..')) return;
-    const now = Date.now();
-    this.guestMade.set(rel, now);
+    const at = performance.now();
+    this.guestMade.set(rel, { at, wall: Date.now() });
     if (this.guestMade.size > 4096)
-      for (const [p, at] of this.guestMade) if (now - at > GUEST_ECHO_MS) this.guestMade.delete(p);
+      for (const [p, c] of this.guestMade) if (at - c.at > GUEST_ECHO_MS) this.guestMade.delete(p);
+  }
+
+  /** Whether an event of `rel` is the echo of the guest's own change of it, or of a directory above it. */
+  private guestEcho(rel: string, stats: Stats | undefined): boolean {
+    if (this.guestMade.size === 0) return false;
+    const now = performance.now();
+    for (let path = rel; ; ) {
+      const c = this.guestMade.get(path);
+      if (c && now - c.at <= GUEST_ECHO_MS) return !stats || stats.ctimeMs <= c.wall + GUEST_ECHO_SLACK_MS;
+      const up = path.lastIndexOf('/');
+      if (up < 0) return false;
+      path = path.slice(0, up);
+    }
   }
 
   private ignored(path: string): boolean {
@@ -149,8 +171,7 @@ export class MountWatcher {
     const kind = event as FsEventKind;
     const rel = relative(this.opts.location, path).split(sep).join('/');
     if (rel === '' || rel.startsWith('..')) return;
-    const madeAt = this.guestMade.get(rel);
-    if (madeAt !== undefined && Date.now() - madeAt <= GUEST_ECHO_MS) {
+    if (this.guestEcho(rel, stats)) {
       this.counters.echoes++;
       return;
     }

@@ -144,7 +144,13 @@ export function registerForward(program: Command): void {
       const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
       process.stdout.write(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
       // A static or added forward served a guest port that also listens: the rules forward it again as detected.
-      const back = f.source === 'detected' ? undefined : (await client.forwards()).find((g) => g.id === f.id);
+      const guestPort = f.guestAddr.slice(f.guestAddr.lastIndexOf(':') + 1);
+      const back =
+        f.source === 'detected' || f.proto === 'unix'
+          ? undefined
+          : (await client.forwards()).find(
+              (g) => g.source === 'detected' && g.proto === f.proto && g.guestAddr.endsWith(`:${guestPort}`),
+            );
       if (back && back.state !== 'ignored')
         process.stdout.write(
           `  the guest still listens on ${back.guestAddr}: forwarded again as detected (${back.state}); ` +
