@@ -208,7 +208,7 @@ write_sshd_config() {
     read -r key rest <<<"$line" || true
     [[ ${key,,} == match ]] && break
     [[ -n $key && $key != \#* ]] && replaced[${key,,}]=1
-    [[ ${key,,} == setenv ]] && setenv+=" $rest"
+    [[ ${key,,} == setenv ]] && setenv+=" ${rest%%#*}"
   done <<<"$extra"
   {
     while IFS= read -r line; do

@@ -93,6 +93,13 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(new RegExp(`tether\\.yaml: ssh\\.identityFile ${missing} cannot be read \\(ENOENT\\)`));
     expect(existsSync(join(own, 'gone', 'ha.pid'))).toBe(false);
+    // A first `up -c FILE` whose file names such a key creates nothing either.
+    const file = join(own, 'given.yaml');
+    writeFileSync(file, `ssh:\n  user: dev\n  port: 1\n  identityFile: ${missing}\n`);
+    const given = await runCli(own, ['up', 'fromfile', '-c', file]);
+    expect(given.code).toBe(1);
+    expect(given.stderr).toMatch(new RegExp(`given\\.yaml: ssh\\.identityFile ${missing} cannot be read \\(ENOENT\\)`));
+    expect(existsSync(join(own, 'fromfile'))).toBe(false);
     rmSync(own, { recursive: true, force: true });
   });
 

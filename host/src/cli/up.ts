@@ -142,7 +142,10 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
   const exists = instanceExists(paths);
   if (opts.config) {
     const source = resolve(opts.config);
-    loadConfig(source); // refuse a broken file before it replaces a working one
+    // Refuse a broken file before it replaces a working one, and a key it names that cannot be read before it
+    // creates an instance.
+    const given = loadConfig(source);
+    if (!exists && !identityFile) checkIdentityFile(`${source}: ssh.identityFile`, given.ssh.identityFile);
     ensureInstanceDir(paths);
     const before = exists ? readFileSync(paths.config, 'utf8') : null;
     copyConfigFile(source, paths.config);
