@@ -27,8 +27,10 @@ export function defaultHandleLimit(): number {
 export interface FileHandle {
   kind: 'file';
   fd: number;
-  /** Host path as a byte string (paths.ts), for FSTATVFS. */
+  /** Host path as a byte string (paths.ts), for FSTATVFS and change reports. */
   path: string;
+  /** When a write through it was last reported as a change (server.ts opWrite), on the monotonic clock. */
+  reportedAt?: number;
 }
 
 export interface DirHandle {
