@@ -152,6 +152,25 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
   });
 
+  it('keeps the host addresses an added forward does not take for the detected listener, and restores them all', async () => {
+    engine = make();
+    const port = await freePort();
+    const detected = `tcp/0.0.0.0:${port}`;
+    await engine.setListeners([{ ...tcp('0.0.0.0', port), pid: 9, command: 'vite' }]);
+    const added = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: port });
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs, v.process?.command])).toEqual([
+      [detected, 'detected', [`[::1]:${port}`], 'vite'],
+      [added.id, 'runtime', [`127.0.0.1:${port}`], 'vite'],
+    ]);
+    expect(await echo(port, '::1')).toBe('hi');
+    expect(await echo(port)).toBe('hi');
+    await engine.remove(added.id);
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
+      [detected, 'detected', [`127.0.0.1:${port}`, `[::1]:${port}`]],
+    ]);
+    expect(await echo(port)).toBe('hi');
+  });
+
   it('refuses an added forward on a host address another added forward holds', async () => {
     engine = make();
     const hostPort = await freePort();

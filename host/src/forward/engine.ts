@@ -333,8 +333,7 @@ export class ForwardEngine extends EventEmitter {
       hostIPsOf(spec.hostIP),
       hostPort,
     );
-    this.foldDetected(this.forwardsById.get(id));
-    await created;
+    await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
     return this.keepIfBound(id);
   }
 
@@ -363,8 +362,14 @@ export class ForwardEngine extends EventEmitter {
     const f = this.forwardsById.get(id);
     if (!f) throw new Error(`no forward with id ${id}`);
     if (f.source !== 'detected') {
+      const foldedIds = [...this.folded].filter(([, holder]) => holder === f).map(([lid]) => lid);
       this.drop(f);
-      // An explicit forward may have replaced or covered detected ones of its guest port: those are forwarded again.
+      // An explicit forward may have replaced or covered detected ones of its guest port: those are forwarded again,
+      // on all their addresses (one it covered in part kept the others, and is made anew).
+      for (const lid of foldedIds) {
+        const partial = this.forwardsById.get(lid);
+        if (partial?.source === 'detected') this.drop(partial);
+      }
       const again = [...this.guestListeners.entries()].filter(
         ([lid, l]) => l.proto === f.proto && l.port === f.guestPort && !this.forwardsById.has(lid),
       );
@@ -446,16 +451,18 @@ export class ForwardEngine extends EventEmitter {
    * A static or runtime forward was just made: detected forwards of its guest port on the same host addresses give
    * way, and their listeners fold into it (one row, as when the listener comes after the forward).
    */
-  private foldDetected(explicit: Forward | undefined): void {
+  private async foldDetected(explicit: Forward | undefined): Promise<void> {
     if (!explicit) return;
     const keys = new Set(explicit.bindingKeys);
+    const again: Promise<void>[] = [];
     for (const f of [...this.forwardsById.values()]) {
       if (f.source !== 'detected' || f.proto !== explicit.proto || f.guestPort !== explicit.guestPort) continue;
       if (!f.bindingKeys.some((k) => keys.has(k))) continue;
       this.drop(f);
       const l = this.guestListeners.get(f.id);
-      if (l) void this.upsertDetected(l);
+      if (l) again.push(this.upsertDetected(l));
     }
+    await Promise.all(again);
   }
 
   /** The unix socket forward whose host socket file is `hostSocket`, if any. */
@@ -496,12 +503,15 @@ export class ForwardEngine extends EventEmitter {
         ? { action: 'ignore', reason: 'removed by the operator' }
         : matchRule(l, this.rules, { sshPort: this.sshPort });
     // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
-    // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets.
-    const explicit = decision.action === 'forward' && this.explicitHolding(l, decision.hostIPs, decision.hostPort);
+    // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets. Host
+    // addresses it does not hold (`forward add 127.0.0.1:P:P` beside the default [::1]) stay this listener's own.
+    let hostIPs = decision.action === 'forward' ? decision.hostIPs : [];
+    const explicit = decision.action === 'forward' && this.explicitHolding(l, hostIPs, decision.hostPort);
     if (explicit) {
-      this.folded.set(id, explicit);
-      if (process) this.setProcess(explicit, process);
-      return Promise.resolve();
+      this.folded.set(id, explicit.holder);
+      if (process) this.setProcess(explicit.holder, process);
+      hostIPs = hostIPs.filter((ip) => !explicit.held.includes(ip));
+      if (hostIPs.length === 0) return Promise.resolve();
     }
     const ignoring = decision.action === 'ignore';
     if ((ignoring ? this.ignoredForwards : this.detectedForwards) >= this.opts.maxForwards) {
@@ -518,27 +528,29 @@ export class ForwardEngine extends EventEmitter {
     if (decision.action === 'ignore') {
       return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
     }
-    return this.createPortForward(
-      'detected',
-      id,
-      l.proto,
-      l.ip,
-      l.port,
-      decision.hostIPs,
-      decision.hostPort,
-      null,
-      process,
-    );
+    return this.createPortForward('detected', id, l.proto, l.ip, l.port, hostIPs, decision.hostPort, null, process);
   }
 
-  /** The explicit forward of the listener's guest port bound to one of these host addresses, if any. */
-  private explicitHolding(l: Listener, hostIPs: readonly string[], hostPort: number): Forward | undefined {
+  /**
+   * The explicit forward of the listener's guest port bound to one of these host addresses, and which of them it
+   * (or another explicit forward of the port) holds; undefined when none is.
+   */
+  private explicitHolding(
+    l: Listener,
+    hostIPs: readonly string[],
+    hostPort: number,
+  ): { holder: Forward; held: string[] } | undefined {
+    let holder: Forward | undefined;
+    const held: string[] = [];
     for (const ip of hostIPs) {
       for (const f of this.bindings.refs(bindingKey(l.proto, formatAddr(ip, hostPort)))) {
-        if (f.source !== 'detected' && f.guestPort === l.port) return f;
+        if (f.source === 'detected' || f.guestPort !== l.port) continue;
+        holder ??= f;
+        held.push(ip);
+        break;
       }
     }
-    return undefined;
+    return holder && { holder, held };
   }
 
   private newForward(
