@@ -46,6 +46,30 @@ async function expectGuestWatcherSees(tb: Testbed, m: MountFixture, applier: FsA
   }
 }
 
+/**
+ * The guest's own changes through the mount (mkdir, create, append, rename, rm) are not sent back to it; a host edit
+ * of a path the guest changed is, once the guest's change is past.
+ */
+async function expectNoGuestEchoes(tb: Testbed, m: MountFixture): Promise<void> {
+  const counters = () => m.manager.watchCounters()[m.mountPoint];
+  const echoesBefore = counters().echoes;
+  const guest = (cmd: string) => tb.exec(cmd, { user: tb.user });
+  await guest(
+    `mkdir ${m.mountPoint}/gdir && echo hi > ${m.mountPoint}/gdir/g.txt && echo more >> ${m.mountPoint}/gdir/g.txt`,
+  );
+  await guest(`mv ${m.mountPoint}/gdir/g.txt ${m.mountPoint}/gdir/h.txt && rm ${m.mountPoint}/gdir/h.txt`);
+  // A host file made after them is the fence: its event comes after theirs would have.
+  writeFileSync(join(m.location, 'fence.txt'), 'x');
+  await waitFor(() => has(m.batches, 'fence.txt', 'add'), { what: 'add fence.txt' });
+  const paths = m.batches.flatMap((b) => b.events.map((e) => e.path));
+  expect(paths.filter((p) => p.startsWith('gdir'))).toEqual([]);
+  expect(counters().echoes).toBeGreaterThan(echoesBefore);
+  await guest(`echo guest > ${m.mountPoint}/both.txt`);
+  await new Promise((r) => setTimeout(r, 1_100)); // past the 1 s in which the guest's change is expected back
+  writeFileSync(join(m.location, 'both.txt'), 'host edit');
+  await waitFor(() => has(m.batches, 'both.txt', 'change'), { what: 'the host edit of both.txt' });
+}
+
 /** The fixture's mount, with every batch it records also handed to `applier` while `applying()`. */
 function applyBatches(m: MountFixture, applier: FsApplier, applying: () => boolean): void {
   const record = m.batches;
@@ -117,26 +141,8 @@ describe.skipIf(!canRunTestbed())('mount inotify propagation', () => {
     });
   });
 
-  it("does not send the guest's own changes through the mount back to it, and still sends a host edit after", async () => {
-    const counters = () => m.manager.watchCounters()[m.mountPoint];
-    const echoesBefore = counters().echoes;
-    const guest = (cmd: string) => tb().exec(cmd, { user: tb().user });
-    await guest(
-      `mkdir ${m.mountPoint}/gdir && echo hi > ${m.mountPoint}/gdir/g.txt && echo more >> ${m.mountPoint}/gdir/g.txt`,
-    );
-    await guest(`mv ${m.mountPoint}/gdir/g.txt ${m.mountPoint}/gdir/h.txt && rm ${m.mountPoint}/gdir/h.txt`);
-    // A host file made after them is the fence: its event comes after theirs would have.
-    writeFileSync(join(m.location, 'fence.txt'), 'x');
-    await waitFor(() => has(m.batches, 'fence.txt', 'add'), { what: 'add fence.txt' });
-    const paths = m.batches.flatMap((b) => b.events.map((e) => e.path));
-    expect(paths.filter((p) => p.startsWith('gdir'))).toEqual([]);
-    expect(counters().echoes).toBeGreaterThan(echoesBefore);
-    // A host edit of a path the guest changed is sent once the guest's change is past.
-    await guest(`echo guest > ${m.mountPoint}/both.txt`);
-    await new Promise((r) => setTimeout(r, 1_100)); // past the 1 s in which the guest's change is expected back
-    writeFileSync(join(m.location, 'both.txt'), 'host edit');
-    await waitFor(() => has(m.batches, 'both.txt', 'change'), { what: 'the host edit of both.txt' });
-  });
+  it("does not send the guest's own changes through the mount back to it, and still sends a host edit after", () =>
+    expectNoGuestEchoes(tb(), m));
 
   it('does not loop: the applier touch is not sent back over 30 s', async () => {
     await applier.idle();
@@ -178,4 +184,19 @@ describe.skipIf(!canRunTestbed())('mount inotify propagation on a read-only moun
     await expectGuestWatcherSees(tb(), m, applier);
     expect(m.batches.every((b) => b.markerTouch === true)).toBe(true);
   });
+});
+
+describe.skipIf(!canRunTestbed())('mount inotify propagation with the openssh driver', () => {
+  const tb = useTestbed();
+  let m: MountFixture;
+
+  beforeAll(async () => {
+    m = await startMount(tb(), { driver: 'openssh', writable: true, inotify: true });
+  });
+  afterAll(async () => {
+    await m?.stop();
+  });
+
+  it("does not send the guest's own changes through sftp-server back to it, and still sends a host edit after", () =>
+    expectNoGuestEchoes(tb(), m));
 });

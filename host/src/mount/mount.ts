@@ -76,7 +76,7 @@ export class GuestMount extends EventEmitter {
    * the mount shows `suspended` with this reason instead of an error.
    */
   endExpected: string | null = null;
-  /** Hears of each host path the guest changes through the mount (builtin driver; see serveMount). */
+  /** Hears of each host path the guest changes through the mount (see serveMount). */
   onGuestChange: ((hostPath: string) => void) | undefined = undefined;
   /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
   private underlyingAtFirst: number | null = null;

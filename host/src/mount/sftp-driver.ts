@@ -1,7 +1,8 @@
 // Serving SFTP for one mount on the stdio of its sshfs exec channel: the builtin server (host/src/sftp/) or the
-// host's OpenSSH `sftp-server` binary piped to the channel through the marker-touch filter (sftp/marker-filter.ts,
-// so the guest applier's touches change nothing there either). Owns the server side of one session and its child
-// process; it does not open or close SSH channels itself beyond ending the stream it was given.
+// host's OpenSSH `sftp-server` binary piped to the channel through the marker-touch filter (sftp/marker-filter.ts:
+// the guest applier's touches change nothing there either, and its change tap names what the guest changes). Owns
+// the server side of one session and its child process; it does not open or close SSH channels itself beyond
+// ending the stream it was given.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { accessSync, constants as fsConstants } from 'node:fs';
@@ -9,7 +10,7 @@ import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { markerFilter, serveSftp } from '../sftp/index.js';
+import { ChangeTap, markerFilter, serveSftp } from '../sftp/index.js';
 
 /** Where distributions install OpenSSH's sftp-server when it is not on PATH. */
 export const SFTP_SERVER_PATHS = [
@@ -65,13 +66,14 @@ class OpensshSession extends EventEmitter implements DriverSession {
     binary: string,
     mount: MountConfig,
     private readonly log: Logger,
+    onChange?: (hostPath: string) => void,
   ) {
     super();
     const args = ['-e', '-d', mount.location, ...(mount.writable ? [] : ['-R'])];
     this.child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const { stdin, stdout, stderr } = this.child;
     if (!stdin || !stdout || !stderr) throw new Error(`cannot start ${binary}: no stdio pipes`);
-    const filter = markerFilter(log);
+    const filter = markerFilter(log, onChange ? new ChangeTap(mount.location, onChange) : null);
     stream.pipe(filter.requests).pipe(stdin);
     stdout.pipe(filter.replies).pipe(stream, { end: false });
     // pipe() forwards no errors: without these an error in the filter would be uncaught, and end the whole agent.
@@ -108,10 +110,9 @@ class OpensshSession extends EventEmitter implements DriverSession {
   }
 }
 
-/** Starts serving `mount` over `stream` with the mount's driver. Throws when the openssh driver has no binary. */
 /**
- * Serves one sshfs session. `onChange` hears of every change the guest makes through it; only the builtin driver
- * tells (sftp-server is another process).
+ * Serves one sshfs session with the mount's driver; throws when the openssh driver has no binary. `onChange` hears
+ * of every change the guest makes through it: from tether's own server, or read off the requests to sftp-server.
  */
 export function serveMount(
   stream: Duplex,
@@ -126,5 +127,5 @@ export function serveMount(
       `driver openssh for ${mount.location}: no sftp-server found on PATH or in ${SFTP_SERVER_PATHS.join(', ')}`,
     );
   }
-  return new OpensshSession(stream, binary, mount, log);
+  return new OpensshSession(stream, binary, mount, log, onChange);
 }

@@ -1,5 +1,6 @@
 // Public surface of tether's builtin SFTP v3 server and of the marker-touch filter put in front of OpenSSH's
 // sftp-server; mount/ wires them to an exec channel.
 
+export { ChangeTap } from './change-tap.js';
 export { type MarkerFilter, markerFilter } from './marker-filter.js';
 export { type SftpLogger, type SftpServerOptions, type SftpSession, type SftpStats, serveSftp } from './server.js';

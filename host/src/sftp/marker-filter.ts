@@ -7,9 +7,12 @@
 //
 // Requests are not decoded whole: only a packet whose type can be a marker touch is collected (they are small);
 // every other one, WRITE data included, is passed on as views of the chunks it arrived in. Replies are only
-// counted, so a generated one is slipped in where a server packet ends and never inside one.
+// counted, so a generated one is slipped in where a server packet ends and never inside one. With a change tap
+// (change-tap.ts), the requests that change paths are collected too, and a WRITE's head, and the heads of replies
+// are copied to it while it waits for them; the bytes still pass unchanged and in order.
 import { Transform, type TransformCallback } from 'node:stream';
 import { isMarkerTouch, readAttrs } from './attrs.js';
+import { type ChangeTap, HEAD_BYTES, TAPPED_REQUESTS } from './change-tap.js';
 import { EXT, FX, FXP, MAX_PACKET_LENGTH } from './constants.js';
 import { PacketReader, statusPacket } from './packet.js';
 
@@ -56,6 +59,14 @@ class ReplyStream extends Transform {
   private headerFill = 0;
   /** Bytes of the current server packet still to come; 0 with headerFill 0: at a boundary. */
   private left = 0;
+  /** The current packet's first bytes, copied for the tap while it waits for replies (HEAD_BYTES at most). */
+  private readonly head = Buffer.alloc(HEAD_BYTES);
+  private headFill = 0;
+  private headWant = 0;
+
+  constructor(readonly tap: ChangeTap | null) {
+    super();
+  }
   /** The server's first packet (VERSION) is out: no reply may precede it. */
   private started = false;
   private pending: Buffer[] = [];
@@ -87,10 +98,11 @@ class ReplyStream extends Transform {
     while (off < chunk.length) {
       if (this.left > 0) {
         const n = Math.min(this.left, chunk.length - off);
+        if (this.headFill < this.headWant) this.copyHead(chunk, off, n);
         off += n;
         this.left -= n;
       } else if (this.headerFill === 0 && chunk.length - off >= 4) {
-        this.left = chunk.readUInt32BE(off);
+        this.startPacket(chunk.readUInt32BE(off));
         off += 4;
       } else {
         const n = Math.min(4 - this.headerFill, chunk.length - off);
@@ -99,7 +111,7 @@ class ReplyStream extends Transform {
         off += n;
         if (this.headerFill < 4) break;
         this.headerFill = 0;
-        this.left = this.header.readUInt32BE(0);
+        this.startPacket(this.header.readUInt32BE(0));
       }
       if (this.left === 0 && this.headerFill === 0) this.started = true;
       if (this.pending.length > 0 && this.atBoundary()) {
@@ -133,6 +145,24 @@ class ReplyStream extends Transform {
     return this.started && this.left === 0 && this.headerFill === 0;
   }
 
+  private startPacket(length: number): void {
+    this.left = length;
+    this.headFill = 0;
+    this.headWant = 0;
+    if (!this.tap?.waiting) return;
+    this.headWant = Math.min(4 + length, HEAD_BYTES);
+    this.head.writeUInt32BE(length, 0);
+    this.headFill = 4;
+    if (this.headFill === this.headWant) this.tap.reply(this.head.subarray(0, this.headWant));
+  }
+
+  private copyHead(chunk: Buffer, off: number, n: number): void {
+    const take = Math.min(n, this.headWant - this.headFill);
+    chunk.copy(this.head, this.headFill, off, off + take);
+    this.headFill += take;
+    if (this.headFill === this.headWant) this.tap?.reply(this.head.subarray(0, this.headWant));
+  }
+
   private flushPending(): void {
     const packets = this.pending;
     this.pending = [];
@@ -154,18 +184,23 @@ class RequestStream extends Transform {
   private headerFill = 0;
   /** Bytes of a passed-through packet still to come. */
   private passLeft = 0;
-  /** A possible marker touch being collected whole (length prefix included). */
+  /** A possible marker touch or a tapped request being collected (length prefix included): whole, or a WRITE's head. */
   private held: Buffer | null = null;
   private heldFill = 0;
+  /** Bytes of the held packet that pass after the held part (a WRITE's data); 0 when it is held whole. */
+  private heldRest = 0;
   /** After a length sftp-server refuses: the stream cannot be followed any more, so it passes as it is. */
   private raw = false;
   answered = 0;
+
+  private readonly tap: ChangeTap | null;
 
   constructor(
     private readonly replies: ReplyStream,
     private readonly log: MarkerFilterLogger,
   ) {
     super();
+    this.tap = replies.tap;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -190,35 +225,35 @@ class RequestStream extends Transform {
         this.heldFill += n;
         off += n;
         run = off;
-        if (this.heldFill === this.held.length) {
-          const packet = this.held;
-          this.held = null;
-          if (!this.answer(packet)) this.push(packet);
-        }
+        if (this.heldFill === this.held.length) this.releaseHeld();
       } else if (this.headerFill === 0 && chunk.length - off >= HEADER) {
         const length = chunk.readUInt32BE(off);
         if (!this.lengthOk(length)) {
           this.push(chunk.subarray(run));
           break;
         }
-        const end = off + 4 + length;
-        if (!CANDIDATES.has(chunk[off + 4])) {
+        const want = this.holdBytes(chunk[off + 4], length);
+        if (want === 0) {
           this.passLeft = length - 1;
           off += HEADER;
-        } else if (end <= chunk.length) {
+        } else if (off + want > chunk.length) {
+          flushRun();
+          this.hold(want, length);
+          run = off;
+        } else if (want < 4 + length) {
+          this.tap?.request(chunk.subarray(off, off + want)); // a WRITE's head: the rest passes
+          this.passLeft = length - 1;
+          off += HEADER;
+        } else {
           // Whole in this chunk: a marker touch is cut out of the run, anything else stays in it.
+          const end = off + want;
           const packet = chunk.subarray(off, end);
           if (markerTouchId(packet) !== null) {
             flushRun();
             this.answer(packet);
             run = end;
-          }
+          } else this.tap?.request(packet);
           off = end;
-        } else {
-          flushRun();
-          this.held = Buffer.allocUnsafe(4 + length);
-          this.heldFill = 0;
-          run = off;
         }
       } else {
         // A header split across chunks is kept until its type is known.
@@ -236,15 +271,12 @@ class RequestStream extends Transform {
           this.push(chunk.subarray(off));
           break;
         }
-        if (CANDIDATES.has(this.header[4])) {
-          this.held = Buffer.allocUnsafe(4 + length);
-          this.header.copy(this.held);
+        const want = this.holdBytes(this.header[4], length);
+        if (want > 0) {
+          const held = this.hold(want, length);
+          this.header.copy(held);
           this.heldFill = HEADER;
-          if (this.heldFill === this.held.length) {
-            const packet = this.held;
-            this.held = null;
-            this.push(packet); // a type byte alone is no marker touch
-          }
+          if (this.heldFill === held.length) this.releaseHeld();
         } else {
           this.push(Buffer.from(this.header));
           this.passLeft = length - 1;
@@ -269,6 +301,34 @@ class RequestStream extends Transform {
     cb();
   }
 
+  /** How much of a packet of `type` to hold before passing it: 0, all of it, or a WRITE's head. */
+  private holdBytes(type: number, length: number): number {
+    if (CANDIDATES.has(type) || (this.tap && TAPPED_REQUESTS.has(type))) return 4 + length;
+    return this.tap && type === FXP.WRITE ? Math.min(4 + length, HEAD_BYTES) : 0;
+  }
+
+  private hold(want: number, length: number): Buffer {
+    this.held = Buffer.allocUnsafe(want);
+    this.heldFill = 0;
+    this.heldRest = 4 + length - want;
+    return this.held;
+  }
+
+  /** The held bytes are all there: answered (a marker touch) or passed on, and the tap told. */
+  private releaseHeld(): void {
+    const packet = this.held as Buffer;
+    this.held = null;
+    if (this.heldRest > 0) {
+      this.tap?.request(packet);
+      this.push(packet);
+      this.passLeft = this.heldRest;
+      this.heldRest = 0;
+    } else if (!this.answer(packet)) {
+      this.tap?.request(packet);
+      this.push(packet);
+    }
+  }
+
   /** Answers `packet` when it is a marker touch; false when it is not. */
   private answer(packet: Buffer): boolean {
     const id = markerTouchId(packet);
@@ -290,8 +350,9 @@ class RequestStream extends Transform {
   }
 }
 
-export function markerFilter(log: MarkerFilterLogger): MarkerFilter {
-  const replies = new ReplyStream();
+/** `tap`, when given, hears of the changes the passing requests make (change-tap.ts). */
+export function markerFilter(log: MarkerFilterLogger, tap: ChangeTap | null = null): MarkerFilter {
+  const replies = new ReplyStream(tap);
   const requests = new RequestStream(replies, log);
   return { requests, replies, answered: () => requests.answered };
 }

@@ -137,10 +137,13 @@ export class MountWatcher {
 
   /** The guest changed `hostPath` through the mount (sftp server): its host event is not sent back. */
   guestChanged(hostPath: string): void {
-    // The server names real paths; the location may be reached through a symlink.
+    // The builtin server names real paths, and the location may be reached through a symlink; sftp-server's
+    // requests name paths as the guest does, under the location as configured.
     this.realLocation ??= realpathOr(this.opts.location);
-    const rel = relative(this.realLocation, hostPath).split(sep).join('/');
+    let rel = relative(this.realLocation, hostPath);
+    if (rel === '' || rel.startsWith('..')) rel = relative(this.opts.location, hostPath);
     if (rel === '' || rel.startsWith('..')) return;
+    rel = rel.split(sep).join('/');
     const at = performance.now();
     this.guestMade.set(rel, { at, wall: Date.now() });
     if (this.guestMade.size > 4096)
