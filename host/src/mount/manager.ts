@@ -36,6 +36,8 @@ interface Entry {
   retryDelay: number;
   /** Started: from then on mounted, retried and followed across reconnects; before, held by its requirements. */
   begun: boolean;
+  /** Its mount waits for a mount it lies inside, which is being mounted now (see mountEntry). */
+  deferred: boolean;
 }
 
 export class MountManager {
@@ -75,7 +77,7 @@ export class MountManager {
     const starting = (opts.which ?? [...this.entries.keys()]).map((i) => this.entries[i]).filter((e) => !e.begun);
     for (const e of starting) e.begun = true;
     const watching = Promise.all(starting.map((e) => e.watcher?.start()));
-    const mounting = Promise.all(starting.map((e) => this.mountEntry(e)));
+    const mounting = Promise.all(outermostFirst(starting).map((e) => this.mountEntry(e)));
     if (opts.awaitWatchers === false) {
       const log = componentLogger(this.opts.logger, 'watch');
       watching.catch((err: Error) => log.error({ err }, `starting a file watcher failed: ${err.message}`));
@@ -97,7 +99,7 @@ export class MountManager {
   /** Tries every started mount that is neither mounted nor mounting now, instead of at its next backoff step. */
   retryNow(): void {
     if (this.stopped || !this.client) return;
-    for (const e of this.entries) {
+    for (const e of outermostFirst(this.entries)) {
       if (!e.begun || e.mount.state === 'mounted' || e.mount.state === 'mounting') continue;
       e.retryDelay = RETRY_MIN_MS;
       void this.mountEntry(e);
@@ -150,7 +152,7 @@ export class MountManager {
     this.clearPause();
     this.client = client;
     if (notify) this.notify = notify;
-    await Promise.all(this.entries.filter((e) => e.begun).map((e) => this.mountEntry(e)));
+    await Promise.all(outermostFirst(this.entries.filter((e) => e.begun)).map((e) => this.mountEntry(e)));
   }
 
   /** Unmounts everything in the guest (when still connected) and stops the watchers. */
@@ -182,7 +184,7 @@ export class MountManager {
     const bindings = { location: config.location, mountPoint: config.mountPoint ?? config.location };
     const log = componentLogger(this.opts.logger, 'mount', bindings);
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
-    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS, begun: false };
+    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS, begun: false, deferred: false };
     if (config.inotify) {
       // Both drivers answer the marker touch (MARKER_TOUCH) without changing anything: tether's SFTP server itself,
       // sftp-server through the filter in front of it (sftp/marker-filter.ts). Its touches leave no echo to filter.
@@ -209,10 +211,22 @@ export class MountManager {
     return entry;
   }
 
+  /**
+   * Mounts `e`, unless a mount it lies inside (`~` and `~/proj`) is being mounted now: mounted after it, `e` would be
+   * hidden under it, so `e` waits for it to settle. Once `e` is mounted, the mounts inside it are mounted (again):
+   * those mounted before it are hidden now.
+   */
   private async mountEntry(e: Entry): Promise<void> {
     const client = this.client;
     if (!client || this.stopped) return;
     clearTimeout(e.retryTimer);
+    const outer = this.entries.find((o) => o.mount.state === 'mounting' && inside(o.mount, e.mount));
+    if (outer) {
+      if (!e.deferred) this.opts.logger.debug(`mount ${e.mount.mountPoint} waits for ${outer.mount.mountPoint}`);
+      e.deferred = true;
+      return;
+    }
+    e.deferred = false;
     try {
       await e.mount.mount(client);
       e.retryDelay = RETRY_MIN_MS;
@@ -222,6 +236,13 @@ export class MountManager {
       if (this.paused !== null) e.mount.suspend(this.paused);
       else this.scheduleRetry(e);
     }
+    const inner = this.entries.filter(
+      (i) =>
+        i.begun &&
+        inside(e.mount, i.mount) &&
+        (i.deferred || (e.mount.state === 'mounted' && i.mount.state === 'mounted')),
+    );
+    await Promise.all(outermostFirst(inner).map((i) => this.mountEntry(i)));
   }
 
   private scheduleRetry(e: Entry): void {
@@ -251,4 +272,24 @@ export class MountManager {
       error: mount.error ?? (e.watcher?.state === 'degraded' ? e.watcher.reason : null),
     };
   }
+}
+
+/** The guest directory a mount covers, as far as known: resolved once mounted, as configured before. */
+function coveredPaths(m: GuestMount): string[] {
+  const paths = [m.mountPoint];
+  if (m.guestPath !== null && m.guestPath !== m.mountPoint) paths.push(m.guestPath);
+  return paths.map((p) => p.replace(/\/+$/, ''));
+}
+
+/** Whether `inner`'s mount point lies strictly inside `outer`'s. */
+function inside(outer: GuestMount, inner: GuestMount): boolean {
+  if (outer === inner) return false;
+  const outs = coveredPaths(outer);
+  return coveredPaths(inner).some((i) => outs.some((o) => i.startsWith(`${o}/`)));
+}
+
+/** Entries ordered so a mount comes before those inside it (by mount point depth); the order is otherwise kept. */
+function outermostFirst(entries: readonly Entry[]): Entry[] {
+  const depth = (e: Entry) => (e.mount.guestPath ?? e.mount.mountPoint).split('/').filter(Boolean).length;
+  return [...entries].sort((a, b) => depth(a) - depth(b));
 }

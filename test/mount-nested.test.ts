@@ -1,0 +1,69 @@
+// A mount inside another (a read-only home and a writable project in it, at the same paths) is mounted after the
+// one it lies in, whatever their order in the config, at the first mount and again after an SSH outage: mounted
+// first, it would be hidden under the outer mount while still showing `mounted`.
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Client } from 'ssh2';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MountConfig } from '../host/src/config/schema.js';
+import { silentLogger } from '../host/src/log.js';
+import { MountManager } from '../host/src/mount/index.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { connect, guest, guestTry, loginIds, waitFor } from './mount-fixture.js';
+
+/** The sshfs mounts under `prefix` in this namespace's mount table, in mount order. */
+function sshfsMountsUnder(prefix: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.split(' - ')[1]?.startsWith('fuse.sshfs'))
+    .map((l) => l.split(' ')[4])
+    .filter((p) => p.startsWith(prefix));
+}
+
+describe.skipIf(!canRunTestbed())('nested mounts', () => {
+  const tb = useTestbed();
+  let manager: MountManager | undefined;
+  let client: Client | undefined;
+  const home = mkdtempSync(join(tmpdir(), 'tether-export-nested-'));
+  afterAll(async () => {
+    await manager?.stop();
+    client?.end();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('mounts the outer mount first, at the start and after a reconnect, so the inner one stays writable', async () => {
+    mkdirSync(join(home, 'proj'));
+    const outerPoint = join(tb().stateDir, 'nested');
+    const innerPoint = join(outerPoint, 'proj');
+    mkdirSync(innerPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb().user);
+    for (const p of [outerPoint, innerPoint]) chownSync(p, uid, gid);
+    // The inner mount first in the config, as a user adding a project to a home mount may write it.
+    const configs = [
+      { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
+      { location: home, mountPoint: outerPoint, writable: false },
+    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: false, ...m }));
+    manager = new MountManager(configs, { logger: silentLogger() });
+    client = await connect(tb());
+    await manager.start(client, () => true);
+    expect(manager.views().map((v) => v.state)).toEqual(['mounted', 'mounted']);
+    expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
+    await guest(tb(), `echo one > ${innerPoint}/w.txt`);
+    expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\n');
+    expect((await guestTry(tb(), `echo no > ${outerPoint}/r.txt`)).code).not.toBe(0);
+
+    const m = manager;
+    client.once('close', () => m.suspend('ssh connection closed'));
+    await tb().stopSshd();
+    await waitFor(() => m.views().every((v) => v.state === 'suspended'), { what: 'suspended', timeoutMs: 20_000 });
+    await waitFor(() => sshfsMountsUnder(outerPoint).length === 0, { what: 'the guest mounts to go' });
+    await tb().startSshd();
+    client = await connect(tb());
+    await m.resume(client);
+    expect(m.views().map((v) => v.state)).toEqual(['mounted', 'mounted']);
+    expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
+    await guest(tb(), `echo two >> ${innerPoint}/w.txt`);
+    expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\ntwo\n');
+  });
+});
