@@ -74,7 +74,7 @@ export interface MountView {
   driver: 'builtin' | 'openssh';
   writable: boolean;
   state: MountState;
-  /** `watching`, `degraded` (watch limit hit: host edits are not propagated) or `off`. */
+  /** `watching`, `degraded` (watch incomplete: some host edits are not propagated) or `off` (off, or not mounted). */
   inotify: 'watching' | 'degraded' | 'off';
   since: string;
   error: string | null;
@@ -159,6 +159,8 @@ export interface StatusView {
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };
   mounts: Record<MountState, number> & { total: number };
+  /** Each mount's state, as `tether mount ls --json` lists it. */
+  mountStates: MountView[];
   lastErrors: LoggedError[];
   logFile: string;
 }

@@ -155,7 +155,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   status(): StatusView {
     const forwards = countStates(FORWARD_STATES, this.engine.views());
-    const mounts = countStates(MOUNT_STATES, this.mounts());
+    const mountStates = this.mounts();
+    const mounts = countStates(MOUNT_STATES, mountStates);
     return {
       name: this.name,
       pid: process.pid,
@@ -178,6 +179,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,
       mounts,
+      mountStates,
       lastErrors: this.problems.list(),
       logFile: this.opts.logFile ?? join(this.opts.instanceDir, 'logs', CURRENT_LOG),
     };

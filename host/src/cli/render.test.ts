@@ -26,6 +26,7 @@ const status: StatusView = {
   requirements: [],
   forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3 },
   mounts: { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 0, unmounted: 0, total: 0 },
+  mountStates: [],
   lastErrors: [],
   logFile: '/tmp/current.log',
 };
@@ -35,6 +36,38 @@ describe('status text', () => {
     const text = statusText(status);
     expect(text).toContain('scan every 192 ms, 3 listeners');
     expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)');
+  });
+
+  it('lists each mount with its state and why it is not mounted', () => {
+    const mount = {
+      location: '/Users/me',
+      mountPoint: '~',
+      guestPath: '/home/me',
+      driver: 'builtin',
+      writable: false,
+      inotify: 'off',
+      since: now,
+    } as const;
+    const text = statusText({
+      ...status,
+      mounts: { ...status.mounts, mounted: 1, suspended: 1, total: 2 },
+      mountStates: [
+        { ...mount, state: 'mounted', inotify: 'watching', error: null },
+        {
+          ...mount,
+          location: '/src',
+          mountPoint: '/src',
+          guestPath: '/src',
+          writable: true,
+          state: 'suspended',
+          error: 'ssh connection lost',
+        },
+      ],
+    });
+    expect(text).toContain(
+      'mounts:       2 (1 mounted, 1 suspended)\n  /Users/me → ~ (/home/me): mounted (ro, inotify watching)\n',
+    );
+    expect(text).toContain('  /src → /src: suspended (rw, inotify off): ssh connection lost\n');
   });
 
   it('says when the guest scanner also runs on kernel listen events', () => {

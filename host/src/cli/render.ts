@@ -115,6 +115,13 @@ export function mountTable(mounts: MountView[]): string {
   );
 }
 
+/** `~ → /home/me: mounted (rw, inotify watching)`, with the reason when there is one. */
+export function mountLine(m: MountView): string {
+  const where = m.guestPath && m.guestPath !== m.mountPoint ? `${m.mountPoint} (${m.guestPath})` : m.mountPoint;
+  const mode = `${m.writable ? 'rw' : 'ro'}, inotify ${m.inotify}`;
+  return `${m.location} → ${where}: ${m.state} (${mode})${m.error ? `: ${m.error}` : ''}`;
+}
+
 /** `1 forward`, `3 forwards`. */
 export function countOf(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
@@ -145,6 +152,7 @@ export function statusText(s: StatusView): string {
     if (s.link?.outdated) lines.push(`              ! ${s.link.outdated}`);
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
+  for (const m of s.mountStates ?? []) lines.push(`  ${mountLine(m)}`);
   lines.push('requirements:');
   for (const r of s.requirements)
     lines.push(

@@ -267,7 +267,8 @@ export class MountManager {
       driver: mount.config.driver,
       writable: mount.config.writable,
       state: mount.state,
-      inotify: e.watcher?.state ?? 'off',
+      // Host edits reach guest watchers only through a mount: the watch runs on meanwhile, but propagates nothing.
+      inotify: !e.watcher || (e.watcher.state === 'watching' && mount.state !== 'mounted') ? 'off' : e.watcher.state,
       since: mount.since,
       error: mount.error ?? (e.watcher?.state === 'degraded' ? e.watcher.reason : null),
     };

@@ -51,6 +51,7 @@ export function registerStatus(program: Command): void {
           requirements: [],
           forwards: countStates(FORWARD_STATES, []),
           mounts: countStates(MOUNT_STATES, []),
+          mountStates: [],
           lastErrors: last.errors,
           logFile: paths.currentLog,
         };
