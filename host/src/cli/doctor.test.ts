@@ -1,8 +1,8 @@
-// doctor's advice for a forward in conflict: another process (lsof finds it) or another of tether's own forwards
-// (lsof would only show tether: the fix is to remove one of them).
+// doctor's advice for a forward in conflict (another process, which lsof finds, or another of tether's own forwards,
+// where lsof would only show tether: the fix is to remove one of them) and for a mount that is not mounted.
 import { describe, expect, it } from 'vitest';
-import type { ForwardView } from '../model.js';
-import { forwardProblem } from './doctor.js';
+import type { ForwardView, MountView } from '../model.js';
+import { forwardProblem, mountProblem } from './doctor.js';
 
 const conflict = (error: string): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
@@ -34,5 +34,33 @@ describe('doctor on a forward in conflict', () => {
     );
     expect(r.fix).toMatch(/^remove one of the two: tether forward rm NAME tcp\/127\.0\.0\.1:8090->18150,/);
     expect(r.fix).not.toMatch(/lsof/);
+  });
+});
+
+describe('doctor on a mount the agent has not mounted', () => {
+  const view = (state: MountView['state'], error: string | null): MountView => ({
+    location: '/srv/code',
+    mountPoint: '~/code',
+    guestPath: '/home/me/code',
+    driver: 'openssh',
+    writable: true,
+    state,
+    inotify: 'off',
+    since: new Date(0).toISOString(),
+    error,
+  });
+
+  it('names the mount, its state and why, and where to look', () => {
+    const r = mountProblem('vm', view('error', 'driver openssh for /srv/code: no sftp-server found'));
+    expect(r).toMatchObject({
+      name: 'mount ~/code',
+      state: 'fail',
+      detail: '/srv/code → /home/me/code is error: driver openssh for /srv/code: no sftp-server found',
+    });
+    expect(r.fix).toContain('tether logs vm --component mount');
+  });
+
+  it('says a suspended mount comes back with the SSH connection', () => {
+    expect(mountProblem('vm', view('suspended', 'ssh connection lost')).fix).toMatch(/SSH connection is back/);
   });
 });

@@ -108,7 +108,22 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
     for (const f of bad) add(forwardProblem(f, siblings));
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
+  if (agent.mounts && agent.mounts.length > 0) {
+    const down = agent.mounts.filter((m) => m.state !== 'mounted');
+    if (down.length === 0) add(ok('mounts', `${countOf(agent.mounts.length, 'mount')}, all mounted`));
+    for (const m of down) add(mountProblem(paths.name, m));
+  }
   return results;
+}
+
+/** What doctor says of a mount the running agent has not mounted, with where to look. Exported for its test. */
+export function mountProblem(instance: string, m: MountView): CheckResult {
+  const detail = `${m.location} → ${m.guestPath ?? m.mountPoint} is ${m.state}${m.error ? `: ${m.error}` : ''}`;
+  const fix =
+    m.state === 'suspended'
+      ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
+      : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
+  return fail(`mount ${m.mountPoint}`, detail, fix);
 }
 
 /** Extracts "fix it ...: <command>" advice the mount requirements embed in their details. */
