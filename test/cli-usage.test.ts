@@ -126,6 +126,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       'lastErrors',
       'link',
       'logFile',
+      'mountStates',
       'mounts',
       'name',
       'pid',
