@@ -2,7 +2,8 @@
 // forward views, the agent's log says what happened (component and reason), and tether recovers by itself.
 //   - the SSH link stalls (bridge SIGSTOPped past the keepalive deadline) and comes back;
 //   - the guest sshd is killed and restarted;
-//   - the guest agent is SIGKILLed (provisioning starts it again);
+//   - the guest agent is SIGKILLed (provisioning starts it again), or SIGSTOPped (an unanswered ping takes the link
+//     down, and the agent is replaced);
 //   - the CLI-started host agent is SIGKILLed and `tether up` runs again with the guest unchanged.
 // Recovery times are measured and printed (the ≤ 2 s goal is a benchmark concern); tests only assert recovery
 // within a generous deadline.
@@ -202,6 +203,51 @@ describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
     expect(h.agent.status().state).toBe('ready');
     expect(h.agent.status().guest?.agentPid).toBe(h.agent.link.info!.pid);
     await waitLog(h.instanceDir, mark, 'link', /./);
+    await stopChild(server);
+  });
+});
+
+describe.skipIf(!canRunTestbed())('faults: guest agent hung', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startAgent(
+      testbed(),
+      {},
+      { link: { livenessIntervalMs: 500, livenessTimeoutMs: 2_000, setupTimeoutMs: 3_000 } },
+    );
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const state = (id: string) => h.agent.forwards().find((f) => f.id === id)?.state;
+
+  it('guest agent SIGSTOPped: a ping goes unanswered, forwards are suspended, the agent is replaced', async () => {
+    const tb = testbed();
+    const port = await freePort();
+    const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
+    const mark = logLines(h.instanceDir).length;
+    const oldPid = h.agent.link.info!.pid;
+
+    const stoppedAt = performance.now();
+    await tb.exec(`kill -STOP ${oldPid}`);
+    await waitFor(() => state(id) === 'suspended', { what: 'forward suspended', timeoutMs: 10_000 });
+    expect(h.agent.status().ssh.state).toBe('connected');
+    expect(h.agent.status().link.lastError).toMatch(/did not answer a ping within 2000 ms/);
+    await waitLog(h.instanceDir, mark, 'link', /agent link down: the guest agent did not answer a ping/);
+    await waitFor(() => h.agent.link.up && h.agent.link.info!.pid !== oldPid, {
+      what: 'a new guest agent',
+      timeoutMs: RECOVERY_DEADLINE_MS,
+    });
+    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding again', timeoutMs: RECOVERY_DEADLINE_MS });
+    expect((await roundTrip('127.0.0.1', port, 'after the hung agent')).toString()).toBe('after the hung agent');
+    record('guest agent SIGSTOP (replacement included)', stoppedAt);
+    await waitLog(h.instanceDir, mark, 'link', /does not answer .*; replacing it/);
+    expect((await tb.exec(`kill -0 ${oldPid}`)).code).not.toBe(0);
     await stopChild(server);
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Info } from '@tether/protocol';
 import type { Config } from '../config/schema.js';
 import { ForwardEngine } from '../forward/engine.js';
-import { AgentLink } from '../link/index.js';
+import { AgentLink, type AgentLinkOptions } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
 import { type Component, CURRENT_LOG } from '../log-names.js';
 import {
@@ -71,6 +71,8 @@ export interface HostAgentOptions {
   loginRefusedGraceMs?: number;
   /** Reconnect tuning (tests). */
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs' | 'onTraffic'>>;
+  /** Agent link timing (tests). */
+  link?: Partial<Pick<AgentLinkOptions, 'setupTimeoutMs' | 'livenessIntervalMs' | 'livenessTimeoutMs'>>;
 }
 
 /** How long the guest's listeners may wait for its sshd port to be learned on a new connection. */
@@ -140,6 +142,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       outdated: (info, build) => outdatedAgent(info, build, this.bundleDir),
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
       explainOpenFailure: async (err) => (await streamLocalRefusal(this.ssh, this.link.socket, err))?.message ?? null,
+      ...opts.link,
     });
     this.engine = new ForwardEngine({
       ssh: this.ssh,

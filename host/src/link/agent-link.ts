@@ -6,7 +6,9 @@
 // (which starts the guest agent). An agent that answers but is not this host's build (`outdated`), or speaks another
 // protocol version, is handed to `ensureAgent` to be replaced, once per SSH connection (whatever answers on the socket
 // cannot have the host reinstall in a loop): one still not this host's build afterwards is used as it is, and
-// `outdated` says why. Owns the Peer of the current link; it does not forward anything itself.
+// `outdated` says why. A link that is up is pinged: one whose agent stops answering (hung, or stopped) is taken down,
+// and an agent that takes the connection but never says hello is replaced too (at most once a minute). Owns the Peer
+// of the current link; it does not forward anything itself.
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -18,6 +20,7 @@ import {
   type PortSnapshot,
   ProtocolVersionError,
   RemoteError,
+  RequestTimeoutError,
 } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
@@ -27,6 +30,15 @@ import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
  * reboot of a slow VM (TCG) takes a minute or two; a guest that stays down needs nothing started meanwhile anyway.
  */
 const GUEST_STOPPING_WAIT_MS = 5 * 60_000;
+
+/**
+ * A link that is up is pinged this often, and taken down when a ping gets no answer in LIVENESS_TIMEOUT_MS: a hung or
+ * stopped guest agent keeps its socket and the channel open, and nothing else would notice.
+ */
+const LIVENESS_INTERVAL_MS = 5_000;
+const LIVENESS_TIMEOUT_MS = 10_000;
+/** A guest agent that does not answer is replaced at most this often. */
+const HUNG_REPLACE_INTERVAL_MS = 60_000;
 
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
@@ -62,6 +74,9 @@ export interface AgentLinkOptions {
   retryMaxMs?: number;
   /** Deadline for hello, info and subscribe on a fresh link. */
   setupTimeoutMs?: number;
+  /** How often a link that is up is pinged, and how long an answer may take (see LIVENESS_INTERVAL_MS). */
+  livenessIntervalMs?: number;
+  livenessTimeoutMs?: number;
 }
 
 /**
@@ -88,6 +103,8 @@ export class AgentLink extends EventEmitter {
   private stoppingReason: string | null = null;
   /** performance.now() until which a guest that said it shuts down is waited for (GUEST_STOPPING_WAIT_MS). */
   private stoppingUntil = 0;
+  /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
+  private lastHungReplace = Number.NEGATIVE_INFINITY;
 
   private readonly log: Logger;
   private generation = 0;
@@ -291,7 +308,7 @@ export class AgentLink extends EventEmitter {
       const hello = await Promise.race([
         peer.ready,
         sleep(setupTimeout, null, { ref: false }).then(() => {
-          throw new Error(`no hello from ${this.socket} within ${setupTimeout} ms`);
+          throw new HelloTimeoutError(`no hello from ${this.socket} within ${setupTimeout} ms`);
         }),
       ]);
       const info = await peer.request('info', {});
@@ -323,9 +340,14 @@ export class AgentLink extends EventEmitter {
       peer.close(message);
       if (this.peer === peer) this.peer = null;
       if (closeError instanceof ProtocolVersionError) await this.replaced(peer, closeError.message);
+      // The socket takes connections but nothing answers on it: a hung or stopped agent, to be replaced.
+      else if (err instanceof HelloTimeoutError || err instanceof RequestTimeoutError)
+        await this.replaceHung((err as Error).message);
       return 'failed';
     }
+    const liveness = this.watchLiveness(peer);
     const reason = await closed;
+    clearInterval(liveness);
     if (this.peer === peer) this.peer = null;
     this.up = false;
     this.info = null;
@@ -337,6 +359,28 @@ export class AgentLink extends EventEmitter {
     else this.log.warn(fields, `agent link down: ${why}`);
     this.emit('down', why);
     return 'was-up';
+  }
+
+  /** Pings `peer` while it is up; one that gets no answer in time takes the link down (the loop then retries). */
+  private watchLiveness(peer: Peer): NodeJS.Timeout {
+    const every = this.opts.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
+    const within = this.opts.livenessTimeoutMs ?? LIVENESS_TIMEOUT_MS;
+    let pinging = false;
+    const timer = setInterval(() => {
+      if (pinging) return;
+      pinging = true;
+      peer.ping(within).then(
+        () => {
+          pinging = false;
+        },
+        (err: Error) => {
+          if (err instanceof RequestTimeoutError)
+            peer.close(`the guest agent did not answer a ping within ${within} ms (hung or stopped)`);
+        },
+      );
+    }, every);
+    timer.unref();
+    return timer;
   }
 
   private noteFailure(message: string): void {
@@ -431,6 +475,24 @@ export class AgentLink extends EventEmitter {
     return true;
   }
 
+  /**
+   * The socket takes connections but the agent behind it does not answer (hung, or stopped): it is stopped and
+   * started again, at most once per HUNG_REPLACE_INTERVAL_MS (what holds the socket may not be ours to stop).
+   */
+  private async replaceHung(why: string): Promise<void> {
+    const ensure = this.opts.ensureAgent;
+    if (!ensure || this.guestStopping || performance.now() - this.lastHungReplace < HUNG_REPLACE_INTERVAL_MS) return;
+    this.lastHungReplace = performance.now();
+    this.lastEnsure = performance.now();
+    const reason = `the guest agent at ${this.socket} does not answer (${why})`;
+    this.log.warn({ socket: this.socket, reason }, `${reason}; replacing it`);
+    try {
+      await ensure(reason, true);
+    } catch (err) {
+      this.noteFailure(`cannot replace the guest agent that does not answer: ${(err as Error).message}`);
+    }
+  }
+
   private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {
     if (peer !== this.peer) return;
     this.seq = snapshot.seq;
@@ -474,4 +536,9 @@ export async function agentBuild(peer: Peer): Promise<string | null> {
     if (err instanceof RemoteError) return null;
     throw err;
   }
+}
+
+/** The socket took the connection, but no hello came in time. */
+class HelloTimeoutError extends Error {
+  override name = 'HelloTimeoutError';
 }

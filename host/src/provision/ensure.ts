@@ -478,7 +478,7 @@ async function removeInstalledFrom(shell: GuestShell, path: string, log: Logger)
 
 /**
  * Stops whatever listens on the unix socket `socket` in the guest (the agent being replaced; an older one may not
- * even speak this protocol) and waits up to 5 s for it to exit. The process is found by the socket's inode, from
+ * even speak this protocol, a hung one answers nothing) and waits up to 5 s for it to exit, then kills it. The process is found by the socket's inode, from
  * /proc/net/unix and the processes' descriptors (as root through `sudo`, to see every user's), never by a pid the
  * agent reports: whatever answers on the socket cannot have the host stop another process.
  */
@@ -489,7 +489,8 @@ async function stopSocketHolder(shell: GuestShell, socket: string, sudo: string)
     'for f in /proc/[0-9]*/fd/*; do',
     '  [ "$(readlink "$f" 2>/dev/null)" = "socket:[$ino]" ] || continue',
     '  p=$(echo "$f" | cut -d/ -f3)',
-    `  kill "$p"; ${waitExit('$p')} || exit 1; exit 0`,
+    // A hung or stopped agent does not act on SIGTERM: SIGKILL after the wait.
+    `  kill "$p"; ${waitExit('$p')} && exit 0; kill -9 "$p"; ${waitExit('$p')} || exit 1; exit 0`,
     'done',
     'exit 0',
   ].join('\n');
