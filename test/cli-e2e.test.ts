@@ -284,6 +284,21 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     chmodSync(installDir, 0o755);
   });
 
+  it('a stopped agent: status says it does not answer and how to stop it, ls lists it as not answering', async () => {
+    process.kill(agentPid, 'SIGSTOP');
+    try {
+      const status = await cli('status', NAME);
+      expect(status.code).toBe(1);
+      expect(status.stderr).toContain(`instance ${NAME}: the agent does not answer on `);
+      expect(status.stderr).toContain(`\`tether down ${NAME}\` stops it`);
+      const ls = await cli('ls', '--json');
+      expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'not answering' })]);
+    } finally {
+      process.kill(agentPid, 'SIGCONT');
+    }
+    expect((await cli('status', NAME)).code).toBe(0);
+  });
+
   it('down stops the agent and leaves no process and no socket behind', async () => {
     // A follower sees the stop as the end of what it follows, not as a failure.
     let out = '';

@@ -2,7 +2,7 @@
 // TETHER_DEBUG=1. Commands throw CliError (or any Error) and never call process.exit themselves.
 import { basename, dirname } from 'node:path';
 import { ConfigError } from '../config/errors.js';
-import { AgentNotRunningError } from '../control/client.js';
+import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -32,6 +32,10 @@ export function describeError(err: unknown): string {
   if (err instanceof AgentNotRunningError) {
     const instance = basename(dirname(err.socketPath));
     return `instance ${instance}: ${err.message}; start it with \`tether up ${instance}\``;
+  }
+  if (err instanceof AgentNotAnsweringError) {
+    const instance = basename(dirname(err.socketPath));
+    return `instance ${instance}: ${err.message}; \`tether down ${instance}\` stops it (with SIGKILL when it must)`;
   }
   if (err instanceof ConfigError) return err.problems.map((p) => p.message).join('\n');
   if (err instanceof Error) return err.message;

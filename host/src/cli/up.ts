@@ -6,7 +6,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { copyConfigFile, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
-import { AgentNotRunningError } from '../control/client.js';
+import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
 import type { RequirementView, StatusView } from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
@@ -30,9 +30,13 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
   const timeoutMs = opts.timeout * 1000;
 
   if (await socketAnswers(paths.socket)) {
-    const running = await clientFor(paths)
+    // One that takes the connection but does not answer (stopped, stuck) is said so at once: nothing to wait for.
+    const running = await clientFor(paths, Math.min(timeoutMs, 10_000))
       .status()
-      .catch(() => null);
+      .catch((err: Error) => {
+        if (err instanceof AgentNotAnsweringError) throw err;
+        return null;
+      });
     if (running?.state === 'failed') {
       // Left by an `up` that was interrupted before the boot failed (it stops a failed agent when it sees it fail):
       // a failed boot is not retried, so the agent is started anew.

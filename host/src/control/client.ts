@@ -14,6 +14,17 @@ export class AgentNotRunningError extends Error {
   }
 }
 
+/** The agent's socket takes the connection, but no reply comes in time (its process is stopped or stuck). */
+export class AgentNotAnsweringError extends Error {
+  constructor(
+    readonly socketPath: string,
+    cause: string,
+  ) {
+    super(`the agent does not answer on ${socketPath} (${cause}): it is stopped or stuck`);
+    this.name = 'AgentNotAnsweringError';
+  }
+}
+
 export class ControlError extends Error {
   constructor(
     readonly status: number,
@@ -116,6 +127,20 @@ export class ControlClient {
   private call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<T>((resolve, reject) => {
+      // A deadline for the whole exchange: http's `timeout` option does not reach a socket made by createConnection,
+      // and an agent whose event loop is stuck (a hung host file system) accepts the connection and never answers.
+      const timer = setTimeout(
+        () => req.destroy(new AgentNotAnsweringError(this.socketPath, `no reply within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+      const settle =
+        <A extends unknown[]>(fn: (...args: A) => void) =>
+        (...args: A) => {
+          clearTimeout(timer);
+          fn(...args);
+        };
+      resolve = settle(resolve);
+      reject = settle(reject);
       const req = request(
         {
           // Its own connection, not through http's global agent: the agent's server-name check compiles Node's IPv6
@@ -123,7 +148,6 @@ export class ControlClient {
           createConnection: () => connect(this.socketPath),
           path,
           method,
-          timeout: this.timeoutMs,
           headers: payload
             ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
             : undefined,
@@ -151,13 +175,13 @@ export class ControlClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no reply within ${this.timeoutMs}ms`)));
       req.on('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
       req.end(payload);
     });
   }
 
   private connectError(err: NodeJS.ErrnoException): Error {
+    if (err instanceof AgentNotAnsweringError) return err;
     if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
       return new AgentNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused');
     return new Error(`control API on ${this.socketPath}: ${err.message}`);

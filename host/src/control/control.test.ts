@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import { Config } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import type { AgentApi, AgentEvent, ForwardSpec, ForwardView, StatusView } from '../model.js';
 import { SocketBusyError } from '../socket-file.js';
-import { AgentNotRunningError, ControlClient, ControlError } from './client.js';
+import { AgentNotAnsweringError, AgentNotRunningError, ControlClient, ControlError } from './client.js';
 import { type ControlServer, startControlServer } from './server.js';
 
 function forward(id: string, port: number): ForwardView {
@@ -178,6 +179,26 @@ describe('control API', () => {
     await sub.opened;
     await server.close();
     await expect.poll(() => closedWith).not.toBeNull();
+  });
+});
+
+describe('control client against an agent that does not answer', () => {
+  it('gives up after its timeout with AgentNotAnsweringError, naming the socket', async () => {
+    // Takes the connection and never replies, as an agent whose event loop is stuck or whose process is stopped.
+    const socketPath = join(dir, 'stuck.sock');
+    const held: Socket[] = [];
+    const stuck = createServer((s) => void held.push(s));
+    await new Promise<void>((r) => stuck.listen(socketPath, () => r()));
+    try {
+      const err = await new ControlClient(socketPath, 300).status().catch((e: Error) => e);
+      expect(err).toBeInstanceOf(AgentNotAnsweringError);
+      expect((err as Error).message).toBe(
+        `the agent does not answer on ${socketPath} (no reply within 300 ms): it is stopped or stuck`,
+      );
+    } finally {
+      for (const s of held) s.destroy();
+      stuck.close();
+    }
   });
 });
 

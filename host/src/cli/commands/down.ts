@@ -46,6 +46,8 @@ export async function stopAgent(paths: InstancePaths, reason?: string): Promise<
       return 'not running';
     }
     process.kill(pid, 'SIGTERM');
+    // A stopped agent (SIGSTOP, a suspended terminal job) acts on the SIGTERM only once it runs again.
+    process.kill(pid, 'SIGCONT');
     how = 'SIGTERM: the control API did not answer';
   }
   if (!pid) {
