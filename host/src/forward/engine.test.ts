@@ -171,6 +171,20 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
   });
 
+  it('keeps both detected listeners of a port listed when an added forward takes one host address', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('0.0.0.0', port), { ...tcp('::', port), pid: 43 }]);
+    const added = await engine.add({ proto: 'tcp', hostIP: '::1', hostPort: port, guestPort: port });
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
+      [`tcp/[::]:${port}`, 'detected', [`127.0.0.1:${port}`]],
+      [`tcp/0.0.0.0:${port}`, 'detected', [`127.0.0.1:${port}`]],
+      [added.id, 'runtime', [`[::1]:${port}`]],
+    ]);
+    expect(await echo(port)).toBe('hi');
+    expect(await echo(port, '::1')).toBe('hi');
+  });
+
   it('refuses an added forward on a host address another added forward holds', async () => {
     engine = make();
     const hostPort = await freePort();
