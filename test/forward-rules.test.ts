@@ -109,6 +109,26 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     });
   }
 
+  it("relays a burst of 500 datagrams sent at once, not only what fits the link stream's own buffer", async () => {
+    const port = await freePort('127.0.0.1');
+    const server = await guestServer(testbed(), 'udp', '127.0.0.1', port);
+    const id = `udp/127.0.0.1:${port}`;
+    await waitFor(() => view(id)?.state === 'forwarding', { what: `${id} forwarding` });
+    expect(await udpAsk('127.0.0.1', port, 'warm')).toBe('echo:warm');
+    const s = dgram.createSocket('udp4');
+    const replies = new Set<string>();
+    s.on('message', (m) => replies.add(m.toString()));
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+    s.setRecvBufferSize(4 * 1024 * 1024);
+    // 500 datagrams of 100 bytes: 50 KB, three times a stream's 16 KiB buffer.
+    for (let i = 0; i < 500; i++) s.send(`${String(i).padStart(4, '0')}${'x'.repeat(96)}`, port, '127.0.0.1');
+    // An observation of how many come back, not readiness: replies stop once the burst is through.
+    await waitFor(() => replies.size === 500, { what: 'all 500 replies', timeoutMs: 10_000 }).catch(() => undefined);
+    s.close();
+    expect(replies.size).toBeGreaterThanOrEqual(490);
+    await stopChild(server);
+  });
+
   it('forwards a unix socket (host file mode 0600) and says why its channels fail while they do, until it is fixed', async () => {
     const tb = testbed();
     const id = `unix/${guestSocket()}`;

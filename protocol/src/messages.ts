@@ -22,6 +22,13 @@ export const LIMITS = {
   // UDP flows (host client address ↔ guest socket) open at once over one link; the host opens no more than the
   // guest relay takes, so the guest never has to refuse (and log) a datagram for it.
   udpFlows: 1024,
+  // Datagrams wait in the link's buffer up to this many bytes, either way, before new ones are dropped: a burst of a
+  // few hundred (DNS, a game, QUIC's first flight) must not be cut at the stream's 16 KiB mark.
+  udpQueuedBytes: 1024 * 1024,
+  // Kernel receive buffer asked for on the sockets that take such a burst (host bindings, guest relay sockets): the
+  // default (208 KiB) holds about 256 small datagrams, fewer than a burst the agent reads one by one. The kernel
+  // caps it at net.core.rmem_max.
+  udpSocketBufferBytes: 1024 * 1024,
 } as const;
 
 /** msgpack values in one listener: a map of six keys and six values. */

@@ -102,6 +102,11 @@ export class Peer extends EventEmitter {
     return !this.closed && !this.stream.writableNeedDrain;
   }
 
+  /** Bytes waiting unsent: a sender of bursts (UDP) drops past a bound of its own, deeper than `writable`'s. */
+  get queuedBytes(): number {
+    return this.stream.writableLength;
+  }
+
   handle<M extends MethodName>(method: M, handler: Handler<M>): void {
     this.handlers.set(method, handler as (p: unknown) => unknown);
   }

@@ -3,7 +3,7 @@
 
 import type { Socket } from 'node:net';
 import { arch, hostname, release, uptime } from 'node:os';
-import { type AgentBye, type Info, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
+import { type AgentBye, type Info, LIMITS, Peer, type PortDelta, type PortSnapshot } from '@tether/protocol';
 import type { FsApplier } from '../inotify/applier.js';
 import { InvalidFsPathError } from '../inotify/paths.js';
 import type { Logger } from '../log.js';
@@ -40,7 +40,9 @@ export class Session {
       {
         listeners: () => ctx.poller.snapshot().listeners,
         reply: (flow, data) => {
-          if (this.peer.writable) this.peer.notify('udp.reply', { flow, data: data as Uint8Array<ArrayBuffer> });
+          // A reply the link cannot take now is dropped, as UDP may; a burst fits in LIMITS.udpQueuedBytes.
+          if (!this.peer.closed && this.peer.queuedBytes <= LIMITS.udpQueuedBytes)
+            this.peer.notify('udp.reply', { flow, data: data as Uint8Array<ArrayBuffer> });
         },
         closed: (flow) => this.peer.notify('udp.close', { flow }),
         log,

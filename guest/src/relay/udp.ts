@@ -185,7 +185,10 @@ export class UdpRelay {
    */
   private connectFlow(flow: Flow, dest: string, fallback: string | null): void {
     const { log } = this.deps;
-    const socket = createSocket({ type: isIP(dest) === 6 ? 'udp6' : 'udp4' });
+    const socket = createSocket({
+      type: isIP(dest) === 6 ? 'udp6' : 'udp4',
+      recvBufferSize: LIMITS.udpSocketBufferBytes,
+    });
     flow.socket = socket;
     socket.on('message', (data) => {
       flow.timer.refresh();

@@ -3,7 +3,7 @@
 // every state change is logged once, and a host port serves one guest port at a time.
 
 import { spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -183,6 +183,19 @@ describe('ForwardEngine', () => {
     ]);
     expect(await echo(port)).toBe('hi');
     expect(await echo(port, '::1')).toBe('hi');
+  });
+
+  it('keeps an added UDP forward suspended while the agent link is down: the link carries its datagrams', async () => {
+    engine = make();
+    const port = await freePort();
+    const added = await engine.add({ proto: 'udp', hostPort: port, guestPort: 5353 });
+    expect(added).toMatchObject({ state: 'suspended', error: 'agent link not up yet' });
+    engine.attachPeer(Object.assign(new EventEmitter(), { onEvent: () => undefined }) as unknown as Peer);
+    expect(engine.view(added.id)).toMatchObject({ state: 'forwarding', error: null });
+    engine.suspendDetected('channel closed');
+    expect(engine.view(added.id)).toMatchObject({ state: 'suspended', error: 'agent link down: channel closed' });
+    const tcpAdded = await engine.add({ proto: 'tcp', hostPort: await freePort(), guestPort: 80 });
+    expect(tcpAdded.state).toBe('forwarding');
   });
 
   it('refuses an added forward on a host address another added forward holds', async () => {

@@ -146,6 +146,8 @@ export class ForwardEngine extends EventEmitter {
   private overflowed = 0;
   /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
   private sshDown: string | null = null;
+  /** Why the agent link is down, which static and runtime UDP forwards need too (its relay carries them). */
+  private linkDown: string | null = 'agent link not up yet';
   private stopped = false;
   private sshPort: number;
   /** The current agent link, and whether a scan it was asked for (rescan) is still answering. */
@@ -200,6 +202,8 @@ export class ForwardEngine extends EventEmitter {
   attachPeer(peer: Peer): void {
     this.peer = peer;
     this.udp.attach(peer);
+    this.linkDown = null;
+    for (const f of this.forwardsById.values()) if (f.source !== 'detected' && f.proto === 'udp') this.resume(f);
   }
 
   /** A full snapshot of guest listeners: forwards still listening are kept, the others removed. */
@@ -248,11 +252,16 @@ export class ForwardEngine extends EventEmitter {
     await Promise.all(added.map((l) => this.upsertDetected(l)));
   }
 
-  /** The agent link is down: detected forwards keep their host listeners (clients get a quick retry) but say so. */
+  /**
+   * The agent link is down: detected forwards, and UDP ones whose datagrams its relay carries, keep their host
+   * listeners (clients get a quick retry) but say so.
+   */
   suspendDetected(reason: string): void {
+    this.linkDown = `agent link down: ${reason}`;
     for (const f of this.forwardsById.values()) {
-      if (f.source !== 'detected' || f.ignored) continue;
-      f.suspended = `agent link down: ${reason}`;
+      if ((f.source !== 'detected' && f.proto !== 'udp') || f.ignored || (f.source !== 'detected' && this.sshDown))
+        continue;
+      f.suspended = this.linkDown;
       this.refresh(f);
     }
   }
@@ -266,10 +275,7 @@ export class ForwardEngine extends EventEmitter {
     for (const f of this.forwardsById.values()) {
       if (f.source === 'detected' || f.ignored) continue;
       if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
-      else {
-        f.suspended = this.sshDown;
-        this.refresh(f);
-      }
+      else this.resume(f);
     }
   }
 
@@ -279,8 +285,17 @@ export class ForwardEngine extends EventEmitter {
    */
   private async resumeUnix(f: Forward, look: SocketLook): Promise<void> {
     await look.settle();
-    f.suspended = this.sshDown; // null unless SSH dropped again meanwhile
+    this.resume(f); // still suspended when SSH dropped again meanwhile
+  }
+
+  /** A static, runtime or unix forward shows what keeps it from serving now, if anything (SSH; UDP: the link). */
+  private resume(f: Forward): void {
+    f.suspended = this.explicitSuspension(f.proto);
     this.refresh(f);
+  }
+
+  private explicitSuspension(proto: Proto): string | null {
+    return this.sshDown ?? (proto === 'udp' ? this.linkDown : null);
   }
 
   /**
@@ -572,7 +587,7 @@ export class ForwardEngine extends EventEmitter {
       bindingKeys: [],
       process: null,
       ignored: null,
-      suspended: source === 'detected' ? null : this.sshDown,
+      suspended: source === 'detected' ? null : this.explicitSuspension(proto),
       refused: null,
       look: null,
       openWarn: { at: -Infinity, suppressed: 0 },

@@ -7,6 +7,7 @@ import type { Peer } from '@tether/protocol';
 import { LIMITS } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import { DropLog } from './drop-log.js';
 
 interface Flow {
   id: number;
@@ -17,9 +18,6 @@ interface Flow {
   /** performance.now(): idle expiry must not follow wall-clock steps. */
   lastUsed: number;
 }
-
-/** Replies for unknown flows are logged at most this often (the first at once, then a count per interval). */
-const UNKNOWN_REPLY_LOG_MS = 10_000;
 
 export interface UdpRelayOptions {
   logger: Logger;
@@ -39,13 +37,15 @@ export class UdpFlows {
   private readonly idleMs: number;
   private readonly maxFlows: number;
   private readonly log: Logger;
-  /** Replies for flows this side does not know (expired here, or made up by the guest) not yet logged. */
-  private unknownReplies = 0;
-  private unknownLoggedAt = Number.NEGATIVE_INFINITY;
-  private unknownTimer: NodeJS.Timeout | null = null;
+  /** Replies for flows this side does not know (expired here, or made up by the guest). */
+  private readonly unknownReplies: DropLog;
+  /** Datagrams from host clients that could not go to the guest. */
+  private readonly undelivered: DropLog;
 
   constructor(opts: UdpRelayOptions) {
     this.log = opts.logger;
+    this.unknownReplies = new DropLog(this.log, 'udp reply for unknown flow');
+    this.undelivered = new DropLog(this.log, 'udp datagrams from host clients');
     this.idleMs = opts.idleMs ?? 60_000;
     this.maxFlows = opts.maxFlows ?? LIMITS.udpFlows;
     this.sweep = setInterval(() => this.expire(), Math.max(1_000, this.idleMs / 2));
@@ -73,15 +73,24 @@ export class UdpFlows {
   /** A datagram from a host client on `socket` for `target`. */
   send(socket: dgram.Socket, bindingAddr: string, client: dgram.RemoteInfo, target: GuestTarget, data: Buffer): void {
     const peer = this.peer;
-    if (!peer?.writable || data.length > LIMITS.datagramBytes) {
-      this.dropped++;
+    const why =
+      !peer || peer.closed
+        ? 'the agent link is down'
+        : peer.queuedBytes > LIMITS.udpQueuedBytes
+          ? `the agent link is behind (${peer.queuedBytes} bytes wait to be sent)`
+          : data.length > LIMITS.datagramBytes
+            ? `${data.length} bytes is more than a datagram holds`
+            : null;
+    const from = formatAddr(client.address, client.port);
+    if (!peer || why) {
+      this.drop(from, target, why ?? 'the agent link is down');
       return;
     }
-    const key = `${bindingAddr}|${formatAddr(client.address, client.port)}`;
+    const key = `${bindingAddr}|${from}`;
     let flow = this.byKey.get(key);
     if (!flow) {
       if (this.byId.size >= this.maxFlows) {
-        this.dropped++;
+        this.drop(from, target, `${this.maxFlows} flows are open already`);
         return;
       }
       flow = {
@@ -110,8 +119,15 @@ export class UdpFlows {
 
   stop(): void {
     clearInterval(this.sweep);
-    if (this.unknownTimer) clearTimeout(this.unknownTimer);
+    this.unknownReplies.stop();
+    this.undelivered.stop();
     this.clear();
+  }
+
+  private drop(from: string, target: GuestTarget, why: string): void {
+    this.dropped++;
+    const to = formatAddr(target.guestIP, target.guestPort);
+    this.undelivered.add({ client: from, guest: to }, `udp datagram from ${from} to guest ${to} dropped: ${why}`);
   }
 
   private allocId(): number {
@@ -140,25 +156,10 @@ export class UdpFlows {
   /** A flood of replies for unknown flows costs one log line per interval, not one per datagram. */
   private dropUnknownReply(id: number): void {
     this.dropped++;
-    const now = performance.now();
-    if (now - this.unknownLoggedAt >= UNKNOWN_REPLY_LOG_MS) {
-      this.unknownLoggedAt = now;
-      this.log.warn({ flow: id }, `udp reply for unknown flow ${id} dropped (expired here, or the guest made it up)`);
-      return;
-    }
-    this.unknownReplies++;
-    this.unknownTimer ??= setTimeout(
-      () => {
-        this.unknownTimer = null;
-        this.unknownLoggedAt = performance.now();
-        this.log.warn(
-          { dropped: this.unknownReplies },
-          `udp reply for unknown flow: ${this.unknownReplies} more dropped in the last ${UNKNOWN_REPLY_LOG_MS / 1000} s`,
-        );
-        this.unknownReplies = 0;
-      },
-      this.unknownLoggedAt + UNKNOWN_REPLY_LOG_MS - now,
-    ).unref();
+    this.unknownReplies.add(
+      { flow: id },
+      `udp reply for unknown flow ${id} dropped (expired here, or the guest made it up)`,
+    );
   }
 
   private end(id: number, notify: boolean): void {
@@ -198,7 +199,11 @@ export class UdpBinding implements HostBinding {
   }
 
   listen(): Promise<void> {
-    const socket = dgram.createSocket({ type: this.family === 6 ? 'udp6' : 'udp4', ipv6Only: this.family === 6 });
+    const socket = dgram.createSocket({
+      type: this.family === 6 ? 'udp6' : 'udp4',
+      ipv6Only: this.family === 6,
+      recvBufferSize: LIMITS.udpSocketBufferBytes,
+    });
     return new Promise((resolve, reject) => {
       socket.once('error', (err) => {
         socket.close();
