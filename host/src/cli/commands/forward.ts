@@ -151,7 +151,10 @@ export function registerForward(program: Command): void {
           : (await client.forwards()).find(
               (g) => g.source === 'detected' && g.proto === f.proto && g.guestAddr.endsWith(`:${guestPort}`),
             );
-      if (back && back.state !== 'ignored')
+      // Only when it took over what the removed one served: a detected forward on another host port was there all along.
+      const before = forwards.find((g) => g.id === back?.id);
+      const tookOver = back && (!before || back.hostAddrs.some((a) => f.hostAddrs.includes(a)));
+      if (back && tookOver && back.state !== 'ignored')
         process.stdout.write(
           `  the guest still listens on ${back.guestAddr}: forwarded again as detected (${back.state}); ` +
             `\`tether forward rm ${name} ${back.id}\` ignores it until tether down\n`,
