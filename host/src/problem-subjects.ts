@@ -17,6 +17,9 @@ export function problemSubject(component: string, fields: Fields): string {
   // Entries hidden under a mount point stay hidden when the mount is back: its `mounted` line does not settle them.
   if (typeof fields.hiddenEntries === 'number') return `${component}:hidden:${String(fields.mountPoint)}`;
   if (typeof fields.mountPoint === 'string') return `${component}:${fields.mountPoint}`;
+  // A boot requirement that failed or was skipped (the default mount of ~) is settled by its own `ok` line only: an
+  // instance is ready without the default mount.
+  if (typeof fields.requirement === 'number') return `${component}:requirement:${fields.requirement}`;
   return component;
 }
 
@@ -30,7 +33,7 @@ const READY_SETTLES = new Set(['agent', 'ssh', 'link']);
 /**
  * Whether a line (component, fields) shows `subject` healthy again: a forward forwarding, ignored or removed; a mount
  * mounted; the SSH connection connected; the agent link up; the instance ready (which settles SSH, the link and the
- * agent's own requirement lines).
+ * agent's own lines); a boot requirement met.
  */
 export function settles(component: string, fields: Fields, subject: string): boolean {
   const { state } = fields;
@@ -44,5 +47,6 @@ export function settles(component: string, fields: Fields, subject: string): boo
   if (component === 'ssh' && state === 'connected') return subject === 'ssh';
   if (component === 'link' && state === 'up') return subject === 'link';
   if (component === 'agent' && state === 'ready') return READY_SETTLES.has(subject);
+  if (component === 'agent' && state === 'ok') return subject === problemSubject(component, fields);
   return false;
 }

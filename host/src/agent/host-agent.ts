@@ -415,7 +415,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
       const detail = mountSummary(views);
       this.mountsFailed = true;
       this.setRequirement(5, 'failed', detail, r5.elapsedMs);
-      this.log.error({ detail }, `requirement 5 of ${r5.total} failed: ${r5.name}: ${detail}`);
+      this.log.error(
+        { detail, requirement: 5, state: 'failed' },
+        `requirement 5 of ${r5.total} failed: ${r5.name}: ${detail}`,
+      );
       if (this.state === 'ready') this.setState('degraded');
       return;
     }
@@ -425,7 +428,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
       if ((r5.state === 'failed' || r5.state === 'skipped') && !this.retryingMounts) {
         const detail = this.mountSummary();
         this.setRequirement(5, 'ok', detail, r5.elapsedMs);
-        this.log.info({ detail }, `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`);
+        this.log.info(
+          { detail, requirement: 5, state: 'ok' },
+          `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`,
+        );
       }
     }
     // A remount under way (after a reconnect, or sshfs restarted) is degraded until it is mounted again.
@@ -449,17 +455,26 @@ export class HostAgent extends EventEmitter implements AgentApi {
     try {
       const detail = await check(note);
       this.setRequirement(index, 'ok', detail, performance.now() - started);
-      this.log.info({ detail }, `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`);
+      this.log.info(
+        { detail, requirement: index, state: 'ok' },
+        `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`,
+      );
     } catch (err) {
       // Stopped while it waited (`tether down` during `up`): that, not the SSH error it caused, is why.
       const reason = this.stopping ? `the agent was stopped: ${this.stopReason}` : (err as Error).message;
       if (optional) {
         const detail = `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`;
         this.setRequirement(index, 'skipped', detail, performance.now() - started);
-        this.log.warn(`requirement ${index} of ${r.total} skipped: ${r.name}: ${detail}`);
+        this.log.warn(
+          { requirement: index, state: 'skipped' },
+          `requirement ${index} of ${r.total} skipped: ${r.name}: ${detail}`,
+        );
       } else {
         this.setRequirement(index, 'failed', reason, performance.now() - started);
-        this.log.error(`requirement ${index} of ${r.total} failed: ${r.name}: ${reason}`);
+        this.log.error(
+          { requirement: index, state: 'failed' },
+          `requirement ${index} of ${r.total} failed: ${r.name}: ${reason}`,
+        );
       }
       throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${reason}`);
     }

@@ -95,5 +95,14 @@ describe('ProblemRing', () => {
     mountA.warn({ guestPath: '/a', hiddenEntries: 2 }, '2 entries were written to /a while it was not mounted');
     mountA.info({ state: 'mounted' }, 'mount /a mounted');
     expect(open()).toContain('2 entries were written to /a while it was not mounted');
+    // A skipped requirement (the default mount of ~) stays open when the instance is ready without it; its own ok
+    // line settles it.
+    root.warn({ requirement: 5, state: 'skipped' }, 'requirement 5 of 5 skipped: mounts ready');
+    root.info({ state: 'ready', from: 'starting' }, 'host agent ready');
+    expect(open()).toContain('requirement 5 of 5 skipped: mounts ready');
+    root.info({ requirement: 4, state: 'ok' }, 'requirement 4 of 5 ok: guest agent running');
+    expect(open()).toContain('requirement 5 of 5 skipped: mounts ready');
+    root.info({ requirement: 5, state: 'ok' }, 'requirement 5 of 5 ok: mounts ready');
+    expect(open()).not.toContain('requirement 5 of 5 skipped: mounts ready');
   });
 });
