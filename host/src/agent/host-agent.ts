@@ -251,13 +251,23 @@ export class HostAgent extends EventEmitter implements AgentApi {
       } else {
         await this.requirement(3, (note) => this.waitProvisioned(timeout, note));
       }
+      // Nothing will start the agent: what is missing, and the fix, go with every line about the wait.
+      const fix =
+        this.config.guestAgent.provision === 'never'
+          ? '; guestAgent.provision is never: start tether-guest in the guest (`tether-guest run`), or set guestAgent.provision: auto'
+          : '';
       await this.requirement(4, (note) =>
-        this.showingLinkError(note, async () => {
-          const info = await this.link.waitUp(timeout);
-          // No pid: this line stays as the boot's record, while the agent may be restarted since (status: guest).
-          // No listener count either: a just-started agent answers before its first scan, and would say 0.
-          return `tether-guest ${info.version} on ${info.hostname}`;
-        }),
+        this.showingLinkError(
+          (detail) => note(`${detail}${fix}`),
+          async () => {
+            const info = await this.link.waitUp(timeout).catch((err: Error) => {
+              throw new Error(`${err.message}${fix}`);
+            });
+            // No pid: this line stays as the boot's record, while the agent may be restarted since (status: guest).
+            // No listener count either: a just-started agent answers before its first scan, and would say 0.
+            return `tether-guest ${info.version} on ${info.hostname}`;
+          },
+        ),
       );
       const mounts = this.opts.mounts;
       if (mounts) {
