@@ -12,6 +12,8 @@ describe('forward specs', () => {
       guestPort: 80,
     });
     expect(parsePortSpec('[::1]:5353:53/udp')).toEqual({ proto: 'udp', hostIP: '::1', hostPort: 5353, guestPort: 53 });
+    expect(parsePortSpec('5353:53/UDP')).toEqual({ proto: 'udp', hostPort: 5353, guestPort: 53 });
+    expect(parsePortSpec('localhost:8080:80')).toEqual({ proto: 'tcp', hostPort: 8080, guestPort: 80 });
   });
 
   it('rejects bad specs with the argument and the expected form', () => {

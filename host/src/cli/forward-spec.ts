@@ -7,7 +7,7 @@ import { UsageError } from './errors.js';
 
 type PortSpec = Extract<ForwardSpec, { proto: 'tcp' | 'udp' }>;
 
-const SPEC_RE = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/;
+const SPEC_RE = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/i;
 
 function port(s: string, what: string, arg: string): number {
   const n = Number(s);
@@ -15,17 +15,18 @@ function port(s: string, what: string, arg: string): number {
   return n;
 }
 
-/** `8080:80`, `127.0.0.1:8080:80`, `[::1]:5353:53/udp` → a port ForwardSpec. */
+/** `8080:80`, `127.0.0.1:8080:80`, `localhost:8080:80`, `[::1]:5353:53/udp` (or `/UDP`) → a port ForwardSpec. */
 export function parsePortSpec(arg: string): PortSpec {
   const m = SPEC_RE.exec(arg.trim());
   if (!m)
     throw new UsageError(`${arg}: expected [HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. 8080:80 or 127.0.0.1:5353:53/udp`);
   const spec: PortSpec = {
-    proto: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp',
+    proto: (m[4]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp',
     hostPort: port(m[2], 'host port', arg),
     guestPort: port(m[3], 'guest port', arg),
   };
-  if (m[1]) {
+  // `localhost` is what a forward without an address already serves: 127.0.0.1 and ::1.
+  if (m[1] && m[1].toLowerCase() !== 'localhost') {
     const ip = m[1].replace(/^\[|\]$/g, '');
     if (isIP(ip) === 0) throw new UsageError(`${arg}: ${ip} is not an IP address`);
     spec.hostIP = ip;
