@@ -365,6 +365,24 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(isAlive(pid)).toBe(false);
   });
 
+  it('up is ready with a configured forward that cannot serve yet, and warns about it', async () => {
+    const name = 'e2e-static';
+    const missing = join(tb.guestDir, 'not-yet.sock');
+    const config = writeTestbedConfig(join(home, 'e2e-static.yaml'), tb, {
+      guestAgent: { installDir },
+      portForwards: [{ guestSocket: missing, hostSocket: join(home, 'not-yet.sock') }],
+    });
+    try {
+      const r = await cli('up', name, '-c', config);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/✓ instance e2e-static is ready/);
+      expect(r.stderr).toContain(`tether: warning: forward unix ${join(home, 'not-yet.sock')} → guest ${missing} `);
+      expect(r.stderr).toMatch(/from tether.yaml: error \(guest socket .* does not exist/);
+    } finally {
+      expect((await cli('down', name)).code).toBe(0);
+    }
+  });
+
   it('up is ready without the default mount of ~ when the guest cannot take it, and says why', async () => {
     const name = 'e2e-default';
     // No `mounts:` key: the default mount of the host's ~, here a directory that exists in the guest (the testbed
@@ -390,6 +408,8 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       expect(mounts).toEqual([expect.objectContaining({ mountPoint: hostHome, state: 'error' })]);
       const doctor = await asUser('doctor', name);
       expect(doctor.stdout).toMatch(new RegExp(`! mount point ${hostHome}: `));
+      expect(doctor.stdout).toMatch(new RegExp(`! mount ${hostHome}: .* is error: `));
+      expect(doctor.code).toBe(0);
     } finally {
       expect((await asUser('down', name)).code).toBe(0);
       rmSync(hostHome, { recursive: true, force: true });

@@ -353,12 +353,13 @@ export interface TestbedConfigParts {
   ssh?: Record<string, unknown>;
   guestAgent?: Record<string, unknown>;
   mounts?: unknown[];
+  portForwards?: unknown[];
 }
 
 /**
  * The tether config, as a user writes it (before defaults), that points at this testbed guest: its sshd, login user
- * and key, and a guest agent socket and install directory in its state directory; no mounts unless given. `ssh` and
- * `guestAgent` entries are merged over those.
+ * and key, and a guest agent socket and install directory in its state directory; no mounts unless given, and the
+ * port forwards given. `ssh` and `guestAgent` entries are merged over those.
  */
 export function testbedConfigInput(tb: Testbed, parts: TestbedConfigParts = {}) {
   return {
@@ -376,6 +377,7 @@ export function testbedConfigInput(tb: Testbed, parts: TestbedConfigParts = {}) 
       ...parts.guestAgent,
     },
     mounts: parts.mounts ?? [],
+    ...(parts.portForwards ? { portForwards: parts.portForwards } : {}),
   };
 }
 

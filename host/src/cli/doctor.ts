@@ -111,19 +111,20 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   if (agent.mounts && agent.mounts.length > 0) {
     const down = agent.mounts.filter((m) => m.state !== 'mounted');
     if (down.length === 0) add(ok('mounts', `${countOf(agent.mounts.length, 'mount')}, all mounted`));
-    for (const m of down) add(mountProblem(paths.name, m));
+    // The default mount of ~ is made when the guest can take it: one that is not is worth a warning only.
+    for (const m of down) add(mountProblem(paths.name, m, config.mountsDefaulted ? 'warn' : 'fail'));
   }
   return results;
 }
 
 /** What doctor says of a mount the running agent has not mounted, with where to look. Exported for its test. */
-export function mountProblem(instance: string, m: MountView): CheckResult {
+export function mountProblem(instance: string, m: MountView, severity: 'warn' | 'fail' = 'fail'): CheckResult {
   const detail = `${m.location} → ${m.guestPath ?? m.mountPoint} is ${m.state}${m.error ? `: ${m.error}` : ''}`;
   const fix =
     m.state === 'suspended'
       ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
       : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
-  return fail(`mount ${m.mountPoint}`, detail, fix);
+  return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 
 /** Extracts "fix it ...: <command>" advice the mount requirements embed in their details. */

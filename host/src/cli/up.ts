@@ -216,6 +216,7 @@ async function finish(
     process.stdout.write(
       `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
     );
+    await warnConfiguredForwards(paths);
     return;
   }
   if (outcome.outcome === 'degraded') throw new CliError(degradedMessage(paths, outcome));
@@ -243,6 +244,24 @@ async function finish(
     message += ' (agent stopped)';
   }
   throw new CliError(`${message}; log: ${paths.currentLog}`);
+}
+
+/**
+ * The forwards tether.yaml asks for (static rules, unix sockets) that do not serve yet: ready means the agent runs,
+ * not that a host port a rule names was free. Said on stderr, one line each; `up` still succeeds.
+ */
+async function warnConfiguredForwards(paths: InstancePaths): Promise<void> {
+  const forwards = await clientFor(paths, 5_000)
+    .forwards()
+    .catch(() => []);
+  for (const f of forwards) {
+    if (f.source !== 'static' || !['conflict', 'privileged', 'error'].includes(f.state)) continue;
+    const host = f.hostAddrs.length > 0 ? f.hostAddrs.join(', ') : '-';
+    process.stderr.write(
+      `tether: warning: forward ${f.proto} ${host} → guest ${f.guestAddr} from tether.yaml: ${f.state}` +
+        `${f.error ? ` (${f.error})` : ''}\n`,
+    );
+  }
 }
 
 /** A failed requirement the agent runs on without: what failed, that forwards work, and how to follow or stop it. */
