@@ -65,5 +65,28 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
     expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
     await guest(tb(), `echo two >> ${innerPoint}/w.txt`);
     expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\ntwo\n');
+    await m.stop();
+  });
+
+  it('unmounts an inner mount made first (its outer one was held) and mounts it again inside the outer one', async () => {
+    const outerPoint = join(tb().stateDir, 'nested2');
+    const innerPoint = join(outerPoint, 'proj');
+    mkdirSync(innerPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb().user);
+    for (const p of [outerPoint, innerPoint]) chownSync(p, uid, gid);
+    const configs = [
+      { location: home, mountPoint: outerPoint, writable: false },
+      { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
+    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: false, ...m }));
+    manager = new MountManager(configs, { logger: silentLogger() });
+    client ??= await connect(tb());
+    // The outer mount's requirements are not met yet: the inner one is mounted alone, on the plain directory.
+    await manager.start(client, () => true, { which: [1] });
+    expect(sshfsMountsUnder(outerPoint)).toEqual([innerPoint]);
+    await manager.start(client, () => true, { which: [0] });
+    expect(manager.views().map((v) => v.state)).toEqual(['mounted', 'mounted']);
+    expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
+    await guest(tb(), `echo three >> ${innerPoint}/w.txt`);
+    expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\ntwo\nthree\n');
   });
 });

@@ -213,8 +213,8 @@ export class MountManager {
 
   /**
    * Mounts `e`, unless a mount it lies inside (`~` and `~/proj`) is being mounted now: mounted after it, `e` would be
-   * hidden under it, so `e` waits for it to settle. Once `e` is mounted, the mounts inside it are mounted (again):
-   * those mounted before it are hidden now.
+   * hidden under it, so `e` waits for it to settle. Mounts inside `e` that are mounted now (its first attempt failed,
+   * or its requirements held it) are unmounted first, while their paths still reach them, and mounted again after it.
    */
   private async mountEntry(e: Entry): Promise<void> {
     const client = this.client;
@@ -227,6 +227,12 @@ export class MountManager {
       return;
     }
     e.deferred = false;
+    const covered = this.entries.filter((i) => i.mount.state === 'mounted' && inside(e.mount, i.mount));
+    for (const i of covered) {
+      this.opts.logger.info(`mount ${i.mount.mountPoint} is unmounted to mount ${e.mount.mountPoint} around it first`);
+      i.deferred = true;
+      await i.mount.unmount(client);
+    }
     try {
       await e.mount.mount(client);
       e.retryDelay = RETRY_MIN_MS;
@@ -236,12 +242,7 @@ export class MountManager {
       if (this.paused !== null) e.mount.suspend(this.paused);
       else this.scheduleRetry(e);
     }
-    const inner = this.entries.filter(
-      (i) =>
-        i.begun &&
-        inside(e.mount, i.mount) &&
-        (i.deferred || (e.mount.state === 'mounted' && i.mount.state === 'mounted')),
-    );
+    const inner = this.entries.filter((i) => i.begun && i.deferred && inside(e.mount, i.mount));
     await Promise.all(outermostFirst(inner).map((i) => this.mountEntry(i)));
   }
 
@@ -275,18 +276,15 @@ export class MountManager {
   }
 }
 
-/** The guest directory a mount covers, as far as known: resolved once mounted, as configured before. */
-function coveredPaths(m: GuestMount): string[] {
-  const paths = [m.mountPoint];
-  if (m.guestPath !== null && m.guestPath !== m.mountPoint) paths.push(m.guestPath);
-  return paths.map((p) => p.replace(/\/+$/, ''));
-}
-
-/** Whether `inner`'s mount point lies strictly inside `outer`'s. */
+/**
+ * Whether `inner`'s mount point lies strictly inside `outer`'s: compared as resolved in the guest once both are,
+ * as configured before. One spelling for both, so that two mounts are never each inside the other.
+ */
 function inside(outer: GuestMount, inner: GuestMount): boolean {
-  if (outer === inner) return false;
-  const outs = coveredPaths(outer);
-  return coveredPaths(inner).some((i) => outs.some((o) => i.startsWith(`${o}/`)));
+  const resolved = outer.guestPath !== null && inner.guestPath !== null;
+  const path = (m: GuestMount) => ((resolved ? m.guestPath : m.mountPoint) ?? '').replace(/\/+$/, '');
+  const o = path(outer);
+  return outer !== inner && path(inner).startsWith(`${o}/`);
 }
 
 /** Entries ordered so a mount comes before those inside it (by mount point depth); the order is otherwise kept. */
