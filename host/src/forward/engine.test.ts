@@ -171,6 +171,24 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
   });
 
+  it('keeps the other host address for a listener on 127.0.0.1 when an added forward takes 127.0.0.1', async () => {
+    engine = make();
+    const port = await freePort();
+    const detected = `tcp/127.0.0.1:${port}`;
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    const added = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: port });
+    expect(added.id).toBe(`tcp/127.0.0.1:${port}->127.0.0.1:${port}`);
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
+      [detected, 'detected', [`[::1]:${port}`]],
+      [added.id, 'runtime', [`127.0.0.1:${port}`]],
+    ]);
+    expect(await echo(port, '::1')).toBe('hi');
+    await engine.remove(added.id);
+    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
+      [detected, 'detected', [`127.0.0.1:${port}`, `[::1]:${port}`]],
+    ]);
+  });
+
   it('keeps both detected listeners of a port listed when an added forward takes one host address', async () => {
     engine = make();
     const port = await freePort();
@@ -190,10 +208,20 @@ describe('ForwardEngine', () => {
     const port = await freePort();
     const added = await engine.add({ proto: 'udp', hostPort: port, guestPort: 5353 });
     expect(added).toMatchObject({ state: 'suspended', error: 'agent link not up yet' });
-    engine.attachPeer(Object.assign(new EventEmitter(), { onEvent: () => undefined }) as unknown as Peer);
+    const fakePeer = () => Object.assign(new EventEmitter(), { onEvent: () => undefined });
+    engine.attachPeer(fakePeer() as unknown as Peer);
     expect(engine.view(added.id)).toMatchObject({ state: 'forwarding', error: null });
     engine.suspendDetected('channel closed');
     expect(engine.view(added.id)).toMatchObject({ state: 'suspended', error: 'agent link down: channel closed' });
+    // A link that closes before it is up (its setup timed out) reports no `down`: its peer closing is enough.
+    const peer = fakePeer();
+    engine.attachPeer(peer as unknown as Peer);
+    expect(engine.view(added.id)?.state).toBe('forwarding');
+    peer.emit('close', 'no reply to ports.subscribe');
+    expect(engine.view(added.id)).toMatchObject({
+      state: 'suspended',
+      error: 'agent link down: no reply to ports.subscribe',
+    });
     const tcpAdded = await engine.add({ proto: 'tcp', hostPort: await freePort(), guestPort: 80 });
     expect(tcpAdded.state).toBe('forwarding');
   });

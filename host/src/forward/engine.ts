@@ -204,6 +204,10 @@ export class ForwardEngine extends EventEmitter {
     this.udp.attach(peer);
     this.linkDown = null;
     for (const f of this.forwardsById.values()) if (f.source !== 'detected' && f.proto === 'udp') this.resume(f);
+    // Also when the link fails before it is up (its setup timed out): the link reports no `down` for that.
+    peer.once('close', (reason: string) => {
+      if (this.peer === peer && !this.stopped) this.suspendExplicitUdp(`agent link down: ${reason}`);
+    });
   }
 
   /** A full snapshot of guest listeners: forwards still listening are kept, the others removed. */
@@ -257,13 +261,17 @@ export class ForwardEngine extends EventEmitter {
    * listeners (clients get a quick retry) but say so.
    */
   suspendDetected(reason: string): void {
-    this.linkDown = `agent link down: ${reason}`;
     for (const f of this.forwardsById.values()) {
-      if ((f.source !== 'detected' && f.proto !== 'udp') || f.ignored || (f.source !== 'detected' && this.sshDown))
-        continue;
-      f.suspended = this.linkDown;
+      if (f.source !== 'detected' || f.ignored) continue;
+      f.suspended = `agent link down: ${reason}`;
       this.refresh(f);
     }
+    this.suspendExplicitUdp(`agent link down: ${reason}`);
+  }
+
+  private suspendExplicitUdp(why: string): void {
+    this.linkDown = why;
+    for (const f of this.forwardsById.values()) if (f.source !== 'detected' && f.proto === 'udp') this.resume(f);
   }
 
   /**
@@ -485,13 +493,17 @@ export class ForwardEngine extends EventEmitter {
     return this.bindings.refs(bindingKey('unix', hostSocket)).values().next().value;
   }
 
-  /** explicitId, qualified by the host address when the plain id is already another explicit forward's. */
+  /**
+   * explicitId, qualified by the host address when the plain id is already another explicit forward's, or a
+   * detected forward's that serves host addresses this one does not take (it keeps them, under its own id).
+   */
   private explicitIdFor(proto: string, ip: string, guestPort: number, hostPort: number, hostIP?: string): string {
     const plain = explicitId(proto, ip, guestPort, hostPort);
     const holder = this.forwardsById.get(plain);
-    return hostIP && holder && holder.source !== 'detected'
-      ? explicitId(proto, ip, guestPort, hostPort, hostIP)
-      : plain;
+    if (!hostIP || !holder) return plain;
+    const taken = new Set(hostIPsOf(hostIP).map((h) => formatAddr(h, hostPort)));
+    const keeps = holder.source === 'detected' && holder.hostAddrs.some((a) => !taken.has(a));
+    return holder.source !== 'detected' || keeps ? explicitId(proto, ip, guestPort, hostPort, hostIP) : plain;
   }
 
   private refuseDuplicate(id: string): void {
@@ -507,7 +519,8 @@ export class ForwardEngine extends EventEmitter {
     const existing = this.forwardsById.get(id);
     if (existing) {
       if (process) this.setProcess(existing, process);
-      if (existing.suspended) {
+      // An explicit forward of the same id (`forward add P:P`) follows SSH, not the listener's comings and goings.
+      if (existing.source === 'detected' && existing.suspended) {
         existing.suspended = null;
         this.refresh(existing);
       }
