@@ -95,6 +95,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private readonly log: Logger;
   private readonly bundleDir: string;
   private provisioning: Promise<string> | null = null;
+  /** The run under way replaces the running agent (see provision). */
+  private provisioningReplaces = false;
   private provisionSummary: string | null = null;
   /** `failed` (Error) when a provisioning run fails; requirement 3 listens. */
   private readonly provisionEvents = new EventEmitter();
@@ -217,7 +219,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         () => this.mountsChanged(),
         () => {
           // Logged and shown by the requirement; the driver keeps trying. Mounted meanwhile by its own retry: met.
-          if (!this.mountsFailed) this.setRequirement(5, 'ok', this.mountSummary(), this.requirements[4].elapsedMs);
+          if (!this.mountsFailed) this.mountsMet();
         },
       )
       .finally(() => {
@@ -394,6 +396,14 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.announce({ type: 'requirement', requirement: { ...r } });
   }
 
+  /** Requirement 5 is met after it failed: shown, and logged (the line settles its failure in `status`). */
+  private mountsMet(): void {
+    const r5 = this.requirements[4];
+    const detail = this.mountSummary();
+    this.setRequirement(5, 'ok', detail, r5.elapsedMs);
+    this.log.info({ detail, requirement: 5, state: 'ok' }, `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`);
+  }
+
   private mountSummary(): string {
     const n = this.opts.mounts?.views().length ?? 0;
     return `${n} of ${n} mounted (after the failure above)`;
@@ -435,14 +445,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (this.mountsFailed && views.every((v) => v.state === 'mounted')) {
       this.mountsFailed = false;
       // While a retry runs, its own requirement() reports the outcome.
-      if ((r5.state === 'failed' || r5.state === 'skipped') && !this.retryingMounts) {
-        const detail = this.mountSummary();
-        this.setRequirement(5, 'ok', detail, r5.elapsedMs);
-        this.log.info(
-          { detail, requirement: 5, state: 'ok' },
-          `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`,
-        );
-      }
+      if ((r5.state === 'failed' || r5.state === 'skipped') && !this.retryingMounts) this.mountsMet();
     }
     // A remount under way (after a reconnect, or sshfs restarted) is degraded until it is mounted again.
     if (this.state === 'degraded' && this.healthy()) this.setState('ready');
@@ -582,7 +585,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
   private provision(replace = false): Promise<string> {
+    // A replacement asked for while a plain run is under way (one that found the agent's socket taking connections,
+    // and so left it alone) runs after it, not folded into it.
+    if (replace && this.provisioning && !this.provisioningReplaces)
+      return this.provisioning.catch(() => '').then(() => this.provision(true));
     const onStep = (what: string) => this.provisionEvents.emit('step', what);
+    if (!this.provisioning) this.provisioningReplaces = replace;
     this.provisioning ??= startGuestAgent(
       this.ssh,
       this.config,
@@ -604,6 +612,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       )
       .finally(() => {
         this.provisioning = null;
+        this.provisioningReplaces = false;
       });
     return this.provisioning;
   }
