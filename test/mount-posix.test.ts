@@ -101,6 +101,28 @@ describe.skipIf(!canRunTestbed()).each(['builtin', 'openssh'] as const)('mount p
     expect(await guest(tb(), `cat ${mp()}/pkg/bin/up ${mp()}/abs`)).toBe('run\nrun\n');
   });
 
+  // sftp-server follows the link for SETSTAT, which sshfs sends for lutimes too: only tether's server gets this right.
+  if (driver === 'builtin')
+    it("sets a link's own times: tar extracts dangling links (node_modules/.bin), touch -h leaves the target", async () => {
+      const made = await guest(
+        tb(),
+        'd=$(mktemp -d) && mkdir $d/src && ln -s ../lib/missing.js $d/src/cli && touch -h -d @1000000000 $d/src/cli && ' +
+          'tar -C $d/src -cf $d/links.tar cli && echo $d',
+      );
+      const dir = made.trim();
+      try {
+        await guest(tb(), `mkdir ${mp()}/bin && tar -C ${mp()}/bin -xf ${dir}/links.tar`);
+        expect(readlinkSync(host('bin/cli'))).toBe('../lib/missing.js');
+        expect(Math.floor(lstatSync(host('bin/cli')).mtimeMs / 1000)).toBe(1_000_000_000);
+        await guest(tb(), `cd ${mp()} && echo t > real && touch -d @1000000000 real && ln -s real alias`);
+        await guest(tb(), `touch -h -d @1200000000 ${mp()}/alias`);
+        expect(Math.floor(statSync(host('real')).mtimeMs / 1000)).toBe(1_000_000_000);
+        expect(Math.floor(lstatSync(host('alias')).mtimeMs / 1000)).toBe(1_200_000_000);
+      } finally {
+        await guest(tb(), `rm -rf ${dir}`);
+      }
+    });
+
   it('changes modes and times', async () => {
     await guest(tb(), `cd ${mp()} && echo x > modes && chmod 640 modes && touch -m -d @1000000000 modes`);
     const st = statSync(host('modes'));

@@ -402,14 +402,26 @@ describe('confinement', () => {
     expectStatus(await c.path(FXP.REMOVE, 'etc'), FX.OK);
   });
 
-  it('answers the marker touch of a link that points outside, and still refuses real times through it', async () => {
+  it('answers the marker touch of a link that points outside, and sets real times on the link, never through it', async () => {
     await fsp.symlink(join(outside, 'secret'), join(root, 'esc'));
     const before = (await fsp.stat(join(outside, 'secret'))).mtimeMs;
     const c = await start();
     const touch = (at: number, mt: number) => (w: PacketWriter) => w.string('esc').u32(ATTR.ACMODTIME).u32(at).u32(mt);
     expectStatus(await c.request(FXP.SETSTAT, touch(MARKER_TOUCH.atime, MARKER_TOUCH.mtime)), FX.OK);
-    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000, 1_000_000_000)), FX.PERMISSION_DENIED);
+    // sshfs sends SETSTAT for the link's own times (lutimes: touch -h, tar): they land on the link.
+    expectStatus(await c.request(FXP.SETSTAT, touch(1_000_000_000, 1_000_000_000)), FX.OK);
+    expect((await fsp.lstat(join(root, 'esc'))).mtimeMs).toBe(1_000_000_000_000);
     expect((await fsp.stat(join(outside, 'secret'))).mtimeMs).toBe(before);
+  });
+
+  it('sets the times of a dangling link on the link, as tar restoring node_modules/.bin does', async () => {
+    await fsp.symlink('../lib/missing.js', join(root, 'bin-link'));
+    const c = await start();
+    const touch = (w: PacketWriter) => w.string('bin-link').u32(ATTR.ACMODTIME).u32(1_000_000_000).u32(1_000_000_000);
+    expectStatus(await c.request(FXP.SETSTAT, touch), FX.OK);
+    expect((await fsp.lstat(join(root, 'bin-link'))).mtimeMs).toBe(1_000_000_000_000);
+    const chmod = (w: PacketWriter) => w.string('bin-link').u32(ATTR.PERMISSIONS).u32(0o600);
+    expectStatus(await c.request(FXP.SETSTAT, chmod), FX.OP_UNSUPPORTED);
   });
 
   it('refuses to create a file through a dangling link that points outside', async () => {

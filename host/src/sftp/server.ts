@@ -490,6 +490,14 @@ function opSetstat(s: Session, r: PacketReader, id: number): Reply {
   const attrs = readAttrs(r);
   // Before resolving: a marker touch of a symlink pointing out of the export must still raise the guest's event.
   if (isMarkerTouch(attrs)) return ok(id);
+  // sshfs sends SETSTAT for lutimes and lchown too. The guest kernel resolves links itself for the calls that follow
+  // them, so a path that is a link here names the link's own inode (tar and rsync restoring a link's times, touch -h,
+  // chown -h): following it would change the target, or fail for a dangling link (node_modules/.bin).
+  const link = s.paths.resolveAndStat(path, false);
+  if (link.stats?.isSymbolicLink()) {
+    setLinkAttrs(s, link.path, attrs, 'setstat');
+    return ok(id);
+  }
   const hostPath = s.paths.resolve(path, true);
   const host = fsPath(hostPath);
   applyAttrs(s, 'setstat', attrs, {
@@ -506,13 +514,18 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
   const path = r.path();
   const attrs = readAttrs(r);
   if (isMarkerTouch(attrs)) return ok(id);
-  const hostPath = s.paths.resolve(path, false);
+  setLinkAttrs(s, s.paths.resolve(path, false), attrs, EXT.LSETSTAT);
+  return ok(id);
+}
+
+/** Sets `attrs` on `hostPath` itself, not on what it links to: times and owner; a link's mode or size cannot be. */
+function setLinkAttrs(s: Session, hostPath: string, attrs: RequestedAttrs, op: string): void {
   const host = fsPath(hostPath);
   const isLink = lstatSync(host).isSymbolicLink();
   const notOnLink = (what: string) => {
     if (isLink) throw new SftpStatusError(FX.OP_UNSUPPORTED, `cannot ${what} a symbolic link`);
   };
-  applyAttrs(s, EXT.LSETSTAT, attrs, {
+  applyAttrs(s, op, attrs, {
     truncate: (size) => {
       notOnLink('truncate');
       truncatePath(host, size);
@@ -525,7 +538,6 @@ function opLsetstat(s: Session, r: PacketReader, id: number): Reply {
     chown: (uid, gid) => lchownSync(host, uid, gid),
   });
   s.changed(hostPath);
-  return ok(id);
 }
 
 function opFsetstat(s: Session, r: PacketReader, id: number): Reply {
