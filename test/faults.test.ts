@@ -178,32 +178,15 @@ describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
   });
 
   it('guest agent SIGKILLed: degraded with the reason, log lines, back by itself', async () => {
-    const tb = testbed();
-    const port = await freePort();
-    const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
-    const id = `tcp/127.0.0.1:${port}`;
-    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
-    const mark = logLines(h.instanceDir).length;
-    const oldPid = h.agent.link.info!.pid;
-
-    const killedAt = performance.now();
-    await tb.exec(`kill -KILL ${oldPid}`);
-    await waitFor(() => state(id) === 'suspended', { what: 'forward suspended' });
-    // The SSH connection is unaffected; only the link is down.
-    expect(h.agent.status().ssh.state).toBe('connected');
-    await waitLog(h.instanceDir, mark, 'forward', /: suspended \(agent link down: /);
-    await waitFor(() => h.agent.link.up && h.agent.link.info!.pid !== oldPid, {
-      what: 'a new guest agent',
-      timeoutMs: RECOVERY_DEADLINE_MS,
-    });
-    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding again', timeoutMs: RECOVERY_DEADLINE_MS });
-    expect((await roundTrip('127.0.0.1', port, 'after agent restart')).toString()).toBe('after agent restart');
+    const fault = await signalGuestAgent(h, testbed(), 'KILL');
+    await waitLog(h.instanceDir, fault.mark, 'forward', /: suspended \(agent link down: /);
+    await expectRecovered(h, fault, 'after agent restart');
     // The guest agent is restarted by tether itself, so the whole outage counts.
-    record('guest agent SIGKILL (restart included)', killedAt);
+    record('guest agent SIGKILL (restart included)', fault.at);
     expect(h.agent.status().state).toBe('ready');
     expect(h.agent.status().guest?.agentPid).toBe(h.agent.link.info!.pid);
-    await waitLog(h.instanceDir, mark, 'link', /./);
-    await stopChild(server);
+    await waitLog(h.instanceDir, fault.mark, 'link', /./);
+    await stopChild(fault.server);
   });
 });
 
@@ -222,35 +205,45 @@ describe.skipIf(!canRunTestbed())('faults: guest agent hung', () => {
     await h?.stop();
   });
 
-  const state = (id: string) => h.agent.forwards().find((f) => f.id === id)?.state;
-
   it('guest agent SIGSTOPped: a ping goes unanswered, forwards are suspended, the agent is replaced', async () => {
     const tb = testbed();
-    const port = await freePort();
-    const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
-    const id = `tcp/127.0.0.1:${port}`;
-    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding' });
-    const mark = logLines(h.instanceDir).length;
-    const oldPid = h.agent.link.info!.pid;
-
-    const stoppedAt = performance.now();
-    await tb.exec(`kill -STOP ${oldPid}`);
-    await waitFor(() => state(id) === 'suspended', { what: 'forward suspended', timeoutMs: 10_000 });
-    expect(h.agent.status().ssh.state).toBe('connected');
+    const fault = await signalGuestAgent(h, tb, 'STOP');
     expect(h.agent.status().link.lastError).toMatch(/did not answer a ping within 2000 ms/);
-    await waitLog(h.instanceDir, mark, 'link', /agent link down: the guest agent did not answer a ping/);
-    await waitFor(() => h.agent.link.up && h.agent.link.info!.pid !== oldPid, {
-      what: 'a new guest agent',
-      timeoutMs: RECOVERY_DEADLINE_MS,
-    });
-    await waitFor(() => state(id) === 'forwarding', { what: 'forwarding again', timeoutMs: RECOVERY_DEADLINE_MS });
-    expect((await roundTrip('127.0.0.1', port, 'after the hung agent')).toString()).toBe('after the hung agent');
-    record('guest agent SIGSTOP (replacement included)', stoppedAt);
-    await waitLog(h.instanceDir, mark, 'link', /does not answer .*; replacing it/);
-    expect((await tb.exec(`kill -0 ${oldPid}`)).code).not.toBe(0);
-    await stopChild(server);
+    await waitLog(h.instanceDir, fault.mark, 'link', /agent link down: the guest agent did not answer a ping/);
+    await expectRecovered(h, fault, 'after the hung agent');
+    record('guest agent SIGSTOP (replacement included)', fault.at);
+    await waitLog(h.instanceDir, fault.mark, 'link', /does not answer .*; replacing it/);
+    expect((await tb.exec(`kill -0 ${fault.oldPid}`)).code).not.toBe(0);
+    await stopChild(fault.server);
   });
 });
+
+/** A guest server forwarded through `h`, then `signal` sent to the guest agent; resolves once the forward is suspended. */
+async function signalGuestAgent(h: Harness, tb: Testbed, signal: 'KILL' | 'STOP') {
+  const port = await freePort();
+  const server = await guestServer(tb, 'tcp', '127.0.0.1', port);
+  const id = `tcp/127.0.0.1:${port}`;
+  const state = () => h.agent.forwards().find((f) => f.id === id)?.state;
+  await waitFor(() => state() === 'forwarding', { what: 'forwarding' });
+  const mark = logLines(h.instanceDir).length;
+  const oldPid = h.agent.link.info!.pid;
+  const at = performance.now();
+  await tb.exec(`kill -${signal} ${oldPid}`);
+  await waitFor(() => state() === 'suspended', { what: 'forward suspended', timeoutMs: 10_000 });
+  // The SSH connection is unaffected; only the link is down.
+  expect(h.agent.status().ssh.state).toBe('connected');
+  return { port, server, id, state, mark, oldPid, at };
+}
+
+/** Another guest agent answers, and the fault's forward serves again. */
+async function expectRecovered(h: Harness, fault: Awaited<ReturnType<typeof signalGuestAgent>>, text: string) {
+  await waitFor(() => h.agent.link.up && h.agent.link.info!.pid !== fault.oldPid, {
+    what: 'a new guest agent',
+    timeoutMs: RECOVERY_DEADLINE_MS,
+  });
+  await waitFor(() => fault.state() === 'forwarding', { what: 'forwarding again', timeoutMs: RECOVERY_DEADLINE_MS });
+  expect((await roundTrip('127.0.0.1', fault.port, text)).toString()).toBe(text);
+}
 
 function loginIds(user: string): { uid: number; gid: number } {
   const f = readFileSync('/etc/passwd', 'utf8')
