@@ -286,19 +286,23 @@ export class GuestMount extends EventEmitter {
 
   /**
    * sshfs ends with its SSH channel and unmounts: until the remount, the mount point is the plain directory under
-   * it, and what guest programs write there is hidden once the mount is back. A mount point that was empty at the
-   * first mount of this run and holds entries at a later one had such writes: they are named, with the way to them.
+   * it, and what guest programs write there is hidden once the mount is back. A mount point that holds more entries
+   * at a remount than at the first mount of this run had such writes: they are named, with the way to them.
    */
   private noteUnderlying(count: number, path: string): void {
     if (this.underlyingAtFirst === null) {
       this.underlyingAtFirst = count;
+      // Not a fault (a guest directory mounted over), but what the mount hides is worth a line.
+      if (count > 0)
+        this.log.info({ guestPath: path, underlying: count }, `the mount hides ${count} entries of ${path}`);
       return;
     }
-    if (count === 0 || this.underlyingAtFirst !== 0) return;
+    const added = count - this.underlyingAtFirst;
+    if (added <= 0) return;
     const parent = posix.dirname(path);
     this.log.warn(
-      { guestPath: path, hiddenEntries: count },
-      `${count} entries were written to ${path} in the guest while it was not mounted (the SSH link was down); ` +
+      { guestPath: path, hiddenEntries: added },
+      `${added} entries were written to ${path} in the guest while it was not mounted (the SSH link was down); ` +
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
         '(sudo umount /mnt/under after)',
