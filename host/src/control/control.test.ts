@@ -130,6 +130,11 @@ describe('control API', () => {
       status: 400,
       message: expect.stringMatching(/invalid forward: hostPort: /),
     });
+    // Without a proto, and with a field of the wrong type: the field is named.
+    await expect(client.addForward({ hostPort: 'x', guestPort: 80 } as never)).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/^invalid forward: hostPort: .*number/),
+    });
     await expect(client.addForward({ proto: 'sctp', hostPort: 9001, guestPort: 80 } as never)).rejects.toMatchObject({
       status: 400,
       message: 'invalid forward: proto: expected "tcp", "udp" or "unix", got "sctp"',

@@ -6,20 +6,20 @@ import type { ForwardSpec } from '../model.js';
 const port = z.number().int().min(1).max(65_535);
 const path = z.string().min(1).max(1024);
 
-export const ForwardSpecSchema = z.union([
-  z
-    .object({
-      proto: z.enum(['tcp', 'udp']),
-      hostIP: z
-        .string()
-        .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address')
-        .optional(),
-      hostPort: port,
-      guestPort: port,
-    })
-    .strict(),
-  z.object({ proto: z.literal('unix'), guestSocket: path, hostSocket: path }).strict(),
-]) satisfies z.ZodType<ForwardSpec>;
+const PortSpecSchema = z
+  .object({
+    proto: z.enum(['tcp', 'udp']),
+    hostIP: z
+      .string()
+      .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address')
+      .optional(),
+    hostPort: port,
+    guestPort: port,
+  })
+  .strict();
+const UnixSpecSchema = z.object({ proto: z.literal('unix'), guestSocket: path, hostSocket: path }).strict();
+
+export const ForwardSpecSchema = z.union([PortSpecSchema, UnixSpecSchema]) satisfies z.ZodType<ForwardSpec>;
 
 /** Parses a ForwardSpec; throws an Error whose message lists every problem as `field: message`. */
 export function parseForwardSpec(body: unknown): ForwardSpec {
@@ -31,7 +31,8 @@ export function parseForwardSpec(body: unknown): ForwardSpec {
     else if (proto !== 'tcp' && proto !== 'udp' && proto !== 'unix')
       throw new Error(`invalid forward: proto: expected "tcp", "udp" or "unix", got ${JSON.stringify(proto)}`);
   }
-  const r = ForwardSpecSchema.safeParse(body);
+  const unix = (body as { proto?: unknown } | null)?.proto === 'unix';
+  const r = (unix ? UnixSpecSchema : PortSpecSchema).safeParse(body);
   if (r.success) return r.data;
   const problems = r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`);
   throw new Error(`invalid forward: ${problems.join('; ')}`);
