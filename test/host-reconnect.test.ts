@@ -77,6 +77,27 @@ describe.skipIf(!canRunTestbed())('host agent resilience', () => {
     }
   });
 
+  it('fails requirement 2 (host key), not 1, on a pinned key file it cannot read, and says to delete it', async () => {
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-hostkey-'));
+    writeFileSync(join(instanceDir, 'host_key'), 'garbage\n');
+    const agent = new HostAgent('malformed', testConfig(testbed()), {
+      instanceDir,
+      logger: silentLogger(),
+      requirementTimeoutMs: 20_000,
+    });
+    try {
+      await expect(agent.start()).rejects.toThrow(
+        /requirement 2 of \d \(host key\) failed: pinned host key .* is malformed/,
+      );
+      const reqs = agent.status().requirements;
+      expect(reqs.find((r) => r.index === 1)?.state).toBe('ok');
+      expect(reqs.find((r) => r.state === 'failed')?.detail).toContain(`delete it to pin the key again`);
+    } finally {
+      await agent.stop('test finished');
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+
   /** A host agent whose identity file is a fresh key the guest does not know. */
   function agentWithUnknownKey(opts: Partial<HostAgentOptions>) {
     const instanceDir = mkdtempSync(join(tmpdir(), 'tether-authfail-'));

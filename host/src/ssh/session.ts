@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
-import { checkHostKey, type HostKey } from './hostkey.js';
+import { checkHostKey, describeKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
 import { commandLabel, loginShellCommand } from './shell-quote.js';
 import { sshTarget } from './target.js';
@@ -454,6 +454,14 @@ export class SshSession extends EventEmitter {
       }
       return true;
     } catch (err) {
+      // The guest answered the handshake; it is its key that cannot be checked (a pin that cannot be read).
+      try {
+        this.hostKey = describeKey(blob);
+        this.hostKeyResult = 'mismatch';
+        this.emit('reachable', this.hostKey);
+      } catch {
+        // A key blob ssh2 accepted but that cannot be described: the handshake's failure says why.
+      }
       this.refused = true;
       this.lastError = (err as Error).message;
       return false;
