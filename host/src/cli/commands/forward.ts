@@ -25,7 +25,9 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
       if (json) process.stdout.write(`${JSON.stringify(list.map(forwardJson))}\n`);
       else {
         const header = `tether forward ls ${name} — ${new Date().toLocaleTimeString()} (Ctrl-C to quit)`;
-        process.stdout.write(`\x1b[H\x1b[2J${header}\n\n${render(list, false)}\n`);
+        // A terminal is cleared for each redraw; a pipe or file gets the tables one after the other.
+        const clear = process.stdout.isTTY ? '\x1b[H\x1b[2J' : '';
+        process.stdout.write(`${clear}${header}\n\n${render(list, false)}\n`);
       }
     };
     const schedule = () => {
