@@ -30,10 +30,21 @@ const prohibited = new Set<number>();
  * A "channel" that is a plain connection to the echo server, delivering to the sink as a DirectChannel would; every
  * guest socket listens (its probe opens and closes at once).
  */
+/** Guest ports whose channel opens wait until the test refuses them (refuseHeld). */
+const holding = new Set<number>();
+const held: (() => void)[] = [];
+const refusal = () => {
+  const cause = Object.assign(new Error('(SSH) Channel open failure: Connection refused'), { reason: 2 });
+  return new ChannelOpenError(`cannot open a channel: ${cause.message}`, cause);
+};
 const fakeSsh = {
   openStreamLocal: async () => ({ destroy: () => {} }),
   openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
+      if (holding.has(target.dstPort)) {
+        held.push(() => reject(refusal()));
+        return;
+      }
       if (refusing.has(target.dstIP)) {
         const cause = Object.assign(new Error('(SSH) Channel open failure: Connection refused'), { reason: 2 });
         reject(new ChannelOpenError(`cannot open a channel: ${cause.message}`, cause));
@@ -201,6 +212,44 @@ describe('ForwardEngine', () => {
     ]);
     expect(await echo(port)).toBe('hi');
     expect(await echo(port, '::1')).toBe('hi');
+  });
+
+  it('does not report a refused connection of a forward removed while its channel was opening', async () => {
+    engine = make();
+    const port = await freePort();
+    holding.add(port);
+    try {
+      await engine.setListeners([tcp('127.0.0.1', port)]);
+      const client = net.connect({ host: '127.0.0.1', port });
+      client.on('error', () => undefined);
+      await waitUntil(() => held.length === 1);
+      await engine.setListeners([]); // the server went; the open in flight is refused after
+      held.shift()?.();
+      await new Promise<void>((r) => client.once('close', () => r()));
+      expect(lines.filter((l) => l.msg.startsWith('cannot forward a connection'))).toEqual([]);
+    } finally {
+      holding.delete(port);
+    }
+  });
+
+  it('gives a listener whose process changed a new since (a restarted server, a rebooted guest)', async () => {
+    engine = make();
+    const port = await freePort();
+    const id = `udp/127.0.0.1:${port}`;
+    const udp = (pid: number): Listener => ({ ...tcp('127.0.0.1', port), proto: 'udp', pid });
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(new Date('2026-01-01T00:00:00Z'));
+      await engine.setListeners([udp(193)]);
+      expect(engine.view(id)?.since).toBe('2026-01-01T00:00:00.000Z');
+      vi.setSystemTime(new Date('2026-01-01T00:28:00Z'));
+      await engine.setListeners([udp(193)]);
+      expect(engine.view(id)?.since).toBe('2026-01-01T00:00:00.000Z');
+      await engine.setListeners([udp(211)]);
+      expect(engine.view(id)).toMatchObject({ since: '2026-01-01T00:28:00.000Z', process: { pid: 211 } });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('keeps an added UDP forward suspended while the agent link is down: the link carries its datagrams', async () => {

@@ -458,6 +458,8 @@ export class ForwardEngine extends EventEmitter {
   /** A guest listener's process now shows on `f` (null: its listener went); watchers of `forward ls` see it. */
   private setProcess(f: Forward, process: Forward['process']): void {
     if (f.process?.pid === process?.pid && f.process?.command === process?.command) return;
+    // Another process on the same address (a server restarted, the guest rebooted): a new listener since now.
+    if (f.process && process && f.process.pid !== process.pid) f.since = new Date();
     f.process = process;
     if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
   }
@@ -623,6 +625,11 @@ export class ForwardEngine extends EventEmitter {
     if (!err) {
       f.look?.opened();
       this.show(f, null);
+      return;
+    }
+    // Removed while the open was under way (its listener went): the refusal is that, not a problem to report.
+    if (this.forwardsById.get(f.id) !== f) {
+      this.log.debug({ forward: f.id, err: err.message }, `connection to removed forward ${f.id} refused`);
       return;
     }
     this.warnOpenFailure(f, err);
