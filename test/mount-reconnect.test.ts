@@ -56,6 +56,10 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     const warned = lines.filter((l) => l.msg.includes(`1 entries were written to ${fixture.mountPoint}`));
     expect(warned).toHaveLength(1);
     expect(warned[0].msg).toContain('mount --bind');
+    // Guest programs still on the old mount cannot tell: the log says they need a restart.
+    expect(
+      lines.filter((l) => l.msg.includes(`mount ${fixture.mountPoint} was mounted again: guest programs`)),
+    ).toHaveLength(1);
     await guest(tb(), `echo after >> ${fixture.mountPoint}/f`);
     expect(readFileSync(join(fixture.location, 'f'), 'utf8')).toBe('before\nafter\n');
   });

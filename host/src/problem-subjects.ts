@@ -16,6 +16,8 @@ export function problemSubject(component: string, fields: Fields): string {
   if (fields.outdated === true) return `${component}:outdated`;
   // Entries hidden under a mount point stay hidden when the mount is back: its `mounted` line does not settle them.
   if (typeof fields.hiddenEntries === 'number') return `${component}:hidden:${String(fields.mountPoint)}`;
+  // So do guest programs left on the mount before a remount: only their restart, which tether cannot see, settles it.
+  if (fields.remounted === true) return `${component}:remounted:${String(fields.mountPoint)}`;
   if (typeof fields.mountPoint === 'string') return `${component}:${fields.mountPoint}`;
   // A boot requirement that failed or was skipped (the default mount of ~) is settled by its own `ok` line only: an
   // instance is ready without the default mount.

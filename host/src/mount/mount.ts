@@ -78,6 +78,10 @@ export class GuestMount extends EventEmitter {
   endExpected: string | null = null;
   /** Hears of each host path the guest changes through the mount (see serveMount). */
   onGuestChange: ((hostPath: string) => void) | undefined = undefined;
+  /** Mounted at least once in this run: a later mount is a remount (see noteRemount). */
+  private mountedBefore = false;
+  /** The last session ended while the guest shut down: its programs went with it, nobody is left on the old mount. */
+  private endedWithGuest = false;
   /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
   private underlyingAtFirst: number | null = null;
 
@@ -119,6 +123,9 @@ export class GuestMount extends EventEmitter {
       await this.waitVisible(client, active, gen, path);
       if (gen !== this.generation) return;
       this.setState('mounted', null);
+      if (this.mountedBefore && !this.endedWithGuest) this.noteRemount(path);
+      this.mountedBefore = true;
+      this.endedWithGuest = false;
     } catch (err) {
       if (gen !== this.generation) return;
       const reason = err instanceof Error ? err.message : String(err);
@@ -136,6 +143,7 @@ export class GuestMount extends EventEmitter {
 
   /** The SSH connection is gone: drop the session; the guest side is cleaned up by the next mount(). */
   suspend(reason: string): void {
+    if (this.endExpected) this.endedWithGuest = true;
     this.generation++;
     this.teardown(reason);
     if (this.stateValue !== 'unmounted' && this.stateValue !== 'pending') this.setState('suspended', reason);
@@ -232,8 +240,10 @@ export class GuestMount extends EventEmitter {
         if (gen !== this.generation) return;
         this.active = null;
         if (this.stateValue === 'mounted') {
-          if (this.endExpected) this.setState('suspended', this.endExpected);
-          else this.setState('error', why());
+          if (this.endExpected) {
+            this.endedWithGuest = true;
+            this.setState('suspended', this.endExpected);
+          } else this.setState('error', why());
           this.emit('lost', why());
         }
       });
@@ -306,6 +316,18 @@ export class GuestMount extends EventEmitter {
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
         '(sudo umount /mnt/under after)',
+    );
+  }
+
+  /**
+   * A remount is a new mount: guest programs that used the old one keep it (a working directory or open file there
+   * fails with ENOTCONN, a file watch hears nothing more, not even that it ended). Only the user can restart them.
+   */
+  private noteRemount(path: string): void {
+    this.log.warn(
+      { guestPath: path, remounted: true },
+      `mount ${this.mountPoint} was mounted again: guest programs that were using it (a working directory or open ` +
+        'files there, file watchers such as a dev server or `tsc --watch`) still hold the old mount and need a restart',
     );
   }
 
