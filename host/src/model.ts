@@ -155,7 +155,14 @@ export interface StatusView {
   /** The link to the guest agent over SSH: whether it is up, and why it last failed. */
   /** `outdated`: why the guest agent in use is not this host's build (replacing it failed or did not help). */
   /** `socket`: the guest agent's socket in the guest (guestAgent.socket, or the login user's own: provisioning). */
-  link: { up: boolean; lastError: string | null; outdated: string | null; socket: string };
+  /** `guestStopping`: why the guest agent is awaited rather than restarted (its guest said it shuts down), or null. */
+  link: {
+    up: boolean;
+    lastError: string | null;
+    outdated: string | null;
+    socket: string;
+    guestStopping: string | null;
+  };
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };
   mounts: Record<MountState, number> & { total: number };

@@ -180,6 +180,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         lastError: this.link.lastError,
         outdated: this.link.outdated,
         socket: this.link.socket,
+        guestStopping: this.link.guestStopping,
       },
       requirements: this.requirements.map((r) => ({ ...r })),
       forwards,

@@ -6,7 +6,7 @@
 import { CAP_MARKER_TOUCH, type FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
-import type { AgentLink } from '../link/index.js';
+import { type AgentLink, GUEST_STOPPING } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
 import type { MountView } from '../model.js';
 import { MountManager } from '../mount/index.js';
@@ -154,7 +154,7 @@ class Mounts implements MountDriver {
   }
 
   private readonly onGuestStopping = (): void => {
-    this.manager.pause(this.link?.guestStopping ?? 'the guest is shutting down');
+    this.manager.pause(this.link?.guestStopping ?? GUEST_STOPPING);
   };
 
   private holdRemount(): void {

@@ -63,7 +63,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
         ),
   );
 
-  const ssh = await probeSsh(paths, config);
+  const ssh = await probeSsh(paths, config, agent.guestStopping === true);
   for (const r of ssh.results) add(r);
 
   if (!ssh.client) {
@@ -170,6 +170,8 @@ async function checkAgent(
   forwards: ForwardView[] | null;
   mounts?: MountView[];
   guestSocket?: string;
+  /** The running agent's link is down because the guest said it shuts down. */
+  guestStopping?: boolean;
 }> {
   const name = 'host agent';
   const pid = readPid(paths);
@@ -199,6 +201,7 @@ async function checkAgent(
   }
   const forwards = await clientFor(paths, 5_000).forwards();
   const mounts = await clientFor(paths, 5_000).mounts();
+  const guestStopping = status.link?.up === false && (status.link.guestStopping ?? null) !== null;
   const detail = `running (pid ${status.pid}), state ${status.state}, ssh ${status.ssh.state}`;
   // Degraded with SSH up and the link down: the guest agent is what is missing (stopped, or restarting).
   // Only for an agent that serves: a failed or starting one is the problem itself, and says why below.
@@ -210,6 +213,7 @@ async function checkAgent(
       forwards,
       mounts,
       guestSocket: status.link.socket,
+      guestStopping,
     };
   const result =
     status.state === 'ready'
@@ -219,7 +223,7 @@ async function checkAgent(
           `${detail}${status.ssh.lastError ? `, last ssh error: ${status.ssh.lastError}` : ''}`,
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
-  return { result, forwards, mounts, guestSocket: status.link?.socket };
+  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping };
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
@@ -242,6 +246,7 @@ function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig 
 async function probeSsh(
   paths: InstancePaths,
   config: LoadedConfig,
+  guestStopping: boolean,
 ): Promise<{ results: CheckResult[]; client: Client | null }> {
   const target = sshTarget(config.ssh);
   const results: CheckResult[] = [];
@@ -282,7 +287,10 @@ async function probeSsh(
       fail(
         'ssh reachable',
         `${target}: ${outcome?.message ?? 'no SSH handshake'}`,
-        `start the VM / its sshd, or fix ssh.host and ssh.port in ${paths.config}`,
+        // The running agent heard the guest say it shuts down: a reboot under way, not a setting to fix.
+        guestStopping
+          ? 'the guest said it is shutting down (a reboot?): wait for it; tether reconnects by itself when it is back'
+          : `start the VM / its sshd, or fix ssh.host and ssh.port in ${paths.config}`,
       ),
     );
     client.end();

@@ -22,7 +22,7 @@ const status: StatusView = {
     agentStartedAt: now,
     listeners: 3,
   },
-  link: { up: true, lastError: null, outdated: null, socket: '/run/tether/agent.sock' },
+  link: { up: true, lastError: null, outdated: null, socket: '/run/tether/agent.sock', guestStopping: null },
   requirements: [],
   forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3 },
   mounts: { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 0, unmounted: 0, total: 0 },

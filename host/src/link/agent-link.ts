@@ -40,6 +40,9 @@ const LIVENESS_TIMEOUT_MS = 10_000;
 /** A guest agent that does not answer is replaced at most this often. */
 const HUNG_REPLACE_INTERVAL_MS = 60_000;
 
+/** Why the link is down while the guest agent's last message said the guest shuts down (status: link.lastError). */
+export const GUEST_STOPPING = 'the guest is shutting down';
+
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
 
@@ -400,7 +403,7 @@ export class AgentLink extends EventEmitter {
   private onBye(bye: AgentBye): void {
     this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
     if (!bye.systemStopping) return;
-    this.stoppingReason = 'the guest is shutting down';
+    this.stoppingReason = GUEST_STOPPING;
     this.stoppingUntil = performance.now() + GUEST_STOPPING_WAIT_MS;
     this.emit('guest-stopping');
   }
