@@ -1,6 +1,7 @@
 // What a running host agent exposes to operators: the shapes served by the control API and printed by the CLI.
 // The agent wiring (agent/) produces them; control/ serves them; cli/ renders them. Nothing here does I/O.
-import type { Config } from './config/schema.js';
+import type { Config, MountConfig } from './config/schema.js';
+import type { ForwardSpec } from './control/spec.js';
 
 export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -71,7 +72,7 @@ export interface MountView {
   mountPoint: string;
   /** The mount point as resolved in the guest (absolute, symlinks followed); null until the first mount attempt. */
   guestPath: string | null;
-  driver: 'builtin' | 'openssh';
+  driver: MountConfig['driver'];
   writable: boolean;
   state: MountState;
   /** `watching`, `degraded` (watch incomplete: some host edits are not propagated) or `off` (off, or not mounted). */
@@ -147,20 +148,22 @@ export interface StatusView {
   startedAt: string;
   /**
    * `starting` until every requirement is ok, `ready` after, `degraded` while the guest agent link is down or a
-   * failed mount requirement (5) is not met yet.
+   * failed mount requirement (5) is not met yet, `failed` when another requirement failed (`up` then stops it),
+   * `stopping` from the moment it was asked to stop.
    */
   state: 'starting' | 'ready' | 'degraded' | 'failed' | 'stopping';
   ssh: { target: string; state: ConnectionState; since: string; lastError: string | null; reconnects: number };
   guest: GuestView | null;
-  /** The link to the guest agent over SSH: whether it is up, and why it last failed. */
-  /** `outdated`: why the guest agent in use is not this host's build (replacing it failed or did not help). */
-  /** `socket`: the guest agent's socket in the guest (guestAgent.socket, or the login user's own: provisioning). */
-  /** `guestStopping`: why the guest agent is awaited rather than restarted (its guest said it shuts down), or null. */
+  /** The link to the guest agent over SSH. */
   link: {
+    /** Whether it is up, and why it last failed. */
     up: boolean;
     lastError: string | null;
+    /** Why the guest agent in use is not this host's build (replacing it failed or did not help). */
     outdated: string | null;
+    /** The guest agent's socket in the guest (guestAgent.socket, or the login user's own: provisioning). */
     socket: string;
+    /** Why the guest agent is awaited rather than restarted (its guest said it shuts down), or null. */
     guestStopping: string | null;
   };
   requirements: RequirementView[];
@@ -172,10 +175,9 @@ export interface StatusView {
   logFile: string;
 }
 
-/** A request to add a forward at runtime (`tether forward add`). */
-export type ForwardSpec =
-  | { proto: 'tcp' | 'udp'; hostIP?: string; hostPort: number; guestPort: number }
-  | { proto: 'unix'; guestSocket: string; hostSocket: string };
+// A request to add a forward at runtime (`tether forward add`): typed by the control API's schema, imported as a
+// type only so that zod stays out of the CLI's startup.
+export type { ForwardSpec };
 
 /** Pushed on the control API's event stream (`/v1/events`). */
 export type AgentEvent =

@@ -84,6 +84,7 @@ export const Hello = z.object({
 export const Request = z.object({ t: z.literal('req'), id: u32, m: shortText, p: z.unknown() }).strict();
 
 export const ResponseError = z.object({ code: shortText, message: z.string().max(4096) }).strict();
+export type ResponseError = z.infer<typeof ResponseError>;
 
 export const Response = z
   .object({ t: z.literal('res'), id: u32, ok: z.boolean(), r: z.unknown(), e: ResponseError.optional() })
@@ -201,7 +202,6 @@ export const Empty = z.object({}).strict();
 
 // ── tables: the single source of truth for what may be asked and announced ──────────────────────────────────────
 
-/** Requests the guest agent answers (the host asks). */
 /**
  * Which build of the agent answers (`tether-guest version`): a host replaces one that is not the build it ships. A
  * method of its own rather than a field of Info, which hosts before it read strictly.
@@ -209,6 +209,7 @@ export const Empty = z.object({}).strict();
 export const AgentBuild = z.object({ version: shortText, build: shortText });
 export type AgentBuild = z.infer<typeof AgentBuild>;
 
+/** Requests the guest agent answers (the host asks). */
 export const methods = {
   info: { params: Empty, result: Info },
   /** Answered since tether-guest reports its build; older agents answer unknown_method. */

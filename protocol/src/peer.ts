@@ -18,6 +18,7 @@ import {
   methods,
   type Params,
   PROTOCOL_VERSION,
+  type ResponseError,
   type Result,
 } from './messages.js';
 import { validate } from './validate.js';
@@ -235,7 +236,7 @@ export class Peer extends EventEmitter {
       );
   }
 
-  private onResponse(id: number, ok: boolean, result: unknown, error: { code: string; message: string } | undefined) {
+  private onResponse(id: number, ok: boolean, result: unknown, error: ResponseError | undefined) {
     const p = this.pending.get(id);
     if (!p) return; // late answer to a request that already timed out
     this.pending.delete(id);

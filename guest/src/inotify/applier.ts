@@ -11,18 +11,10 @@
 // just sent; this side only applies.
 import { lutimes, realpath, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { MARKER_TOUCH } from '@tether/protocol';
+import { type FsEventKind, type FsEvents, MARKER_TOUCH } from '@tether/protocol';
 import type { Logger } from '../log.js';
 import { type MountCheck, sshfsMountCheck } from './mounts.js';
 import { checkRelativePath, checkRoot } from './paths.js';
-
-export type FsEventKind = 'add' | 'change' | 'unlink' | 'addDir' | 'unlinkDir';
-
-export interface FsEventBatch {
-  root: string;
-  markerTouch?: boolean;
-  events: { path: string; kind: FsEventKind }[];
-}
 
 export interface FsApplierOptions {
   /** Whether `root` is a mount this applier may touch (default: an sshfs mount point per /proc/self/mountinfo). */
@@ -48,7 +40,7 @@ const TOUCH_SELF: ReadonlySet<FsEventKind> = new Set(['add', 'change', 'addDir']
 const TOUCH_PARENT: ReadonlySet<FsEventKind> = new Set(['add', 'unlink', 'addDir', 'unlinkDir']);
 
 /** The relative paths a batch touches, each once: the paths themselves and/or their parent directories. */
-export function touchesOf(events: FsEventBatch['events']): string[] {
+export function touchesOf(events: FsEvents['events']): string[] {
   const out = new Set<string>();
   for (const { path, kind } of events) {
     const rel = checkRelativePath(path);
@@ -90,7 +82,7 @@ export class FsApplier {
    * treats that as a hostile client) — then queues its touches. A root that does not resolve to a mount is logged
    * and ignored.
    */
-  submit(batch: FsEventBatch): void {
+  submit(batch: FsEvents): void {
     const root = checkRoot(batch.root);
     const rels = touchesOf(batch.events);
     if (this.closed || rels.length === 0) return;

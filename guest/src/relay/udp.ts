@@ -4,7 +4,7 @@
 // (the host must not be able to use the agent to send anywhere else). Knows nothing of the link: callbacks send.
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
-import { LIMITS } from '@tether/protocol';
+import { LIMITS, type UdpDatagram } from '@tether/protocol';
 import type { Logger } from '../log.js';
 
 export interface UdpRelayOptions {
@@ -28,13 +28,6 @@ export interface UdpRelayDeps {
   /** The flow ended on this side (idle, refused, socket error): tell the host. */
   closed: (flow: number) => void;
   log: Logger;
-}
-
-export interface UdpDatagramIn {
-  flow: number;
-  ip: string;
-  port: number;
-  data: Uint8Array;
 }
 
 const WILDCARD_TO_LOOPBACK: Record<string, string> = { '0.0.0.0': '127.0.0.1', '::': '::1' };
@@ -110,7 +103,7 @@ export class UdpRelay {
     return this.flowsById.size;
   }
 
-  onDatagram(d: UdpDatagramIn): void {
+  onDatagram(d: UdpDatagram): void {
     if (this.closed) return;
     let flow = this.flowsById.get(d.flow);
     if (flow && (flow.ip !== d.ip || flow.port !== d.port)) {
@@ -143,7 +136,7 @@ export class UdpRelay {
     for (const flow of [...this.flowsById.values()]) this.end(flow, 'client gone', false);
   }
 
-  private open(d: UdpDatagramIn): Flow | null {
+  private open(d: UdpDatagram): Flow | null {
     const { log } = this.deps;
     if (this.flowsById.size >= this.maxFlows) {
       log.warn('udp flow refused: too many flows for this client', { flow: d.flow, maxFlows: this.maxFlows });

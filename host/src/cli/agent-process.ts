@@ -1,7 +1,7 @@
-// Hosting one VM's agent in this process (the hidden `tether agent NAME` that `up` spawns detached, and
-// `up --foreground`): refuses when an agent already answers or holds ha.pid, claims ha.pid, starts the HostAgent,
-// serves the control API on ha.sock, and on shutdown (API, SIGTERM, SIGINT) stops everything and removes the socket
-// and pid file it created.
+// Hosting one VM's agent in this process (agent-main.ts, which `up` spawns detached, and `up --foreground`):
+// refuses when an agent already answers or holds ha.pid, claims ha.pid, starts the HostAgent, serves the control
+// API on ha.sock, and on shutdown (API, SIGTERM, SIGINT) stops everything and removes the socket and pid file it
+// created.
 
 import { runAgent } from '../agent/run.js';
 import type { LoadedConfig } from '../config/load.js';

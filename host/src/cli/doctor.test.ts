@@ -21,19 +21,28 @@ const conflict = (error: string): ForwardView => ({
 
 describe('doctor on a forward in conflict', () => {
   it('points at lsof when another process holds the host port', () => {
-    const r = forwardProblem(conflict('host address 127.0.0.1:18150 is in use by another process; retrying'));
+    const r = forwardProblem('vm', conflict('host address 127.0.0.1:18150 is in use by another process; retrying'));
     expect(r.state).toBe('fail');
     expect(r.fix).toMatch(/free host port 18150 \(see `lsof -nP -i :18150`\)/);
   });
 
   it('names the forward to remove when one of tether’s own holds it', () => {
     const r = forwardProblem(
+      'vm',
       conflict(
         "host address 127.0.0.1:18150 is in use by tether's forward tcp/127.0.0.1:8090->18150 (on 127.0.0.1:18150); retrying until it is free",
       ),
     );
-    expect(r.fix).toMatch(/^remove one of the two: tether forward rm NAME tcp\/127\.0\.0\.1:8090->18150,/);
+    expect(r.fix).toMatch(/^remove one of the two: tether forward rm vm tcp\/127\.0\.0\.1:8090->18150,/);
     expect(r.fix).not.toMatch(/lsof/);
+  });
+
+  it('names the forward to remove when an added forward took the host address', () => {
+    const r = forwardProblem(
+      'vm',
+      conflict('host 127.0.0.1:18150 is taken by forward tcp/127.0.0.1:8090->18150 (guest 127.0.0.1:8090)'),
+    );
+    expect(r.fix).toMatch(/^remove one of the two: tether forward rm vm tcp\/127\.0\.0\.1:8090->18150,/);
   });
 });
 

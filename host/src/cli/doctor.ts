@@ -4,6 +4,7 @@ import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
+import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { agentBuild } from '../link/index.js';
@@ -106,7 +107,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
     if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
-    for (const f of bad) add(forwardProblem(f, siblings));
+    for (const f of bad) add(forwardProblem(paths.name, f, siblings));
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
   if (agent.mounts && agent.mounts.length > 0) {
     const down = agent.mounts.filter((m) => m.state !== 'mounted');
@@ -134,18 +135,19 @@ function fixOf(detail: string | null): string {
 }
 
 /** What doctor says of a forward that is not serving, with the fix. Exported for its test. */
-export function forwardProblem(f: ForwardView, siblings: Sibling[] = []): CheckResult {
+export function forwardProblem(instance: string, f: ForwardView, siblings: Sibling[] = []): CheckResult {
   const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
   const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
   if (f.state === 'conflict') {
-    // Held by another of tether's own forwards (the engine names it): lsof would only show tether.
-    const own = /in use by tether's forward (\S+)/.exec(f.error ?? '')?.[1];
+    // Held by another of tether's own forwards: lsof would only show tether. Both wordings name the holder: the host
+    // bindings' (one address of a wildcard forward) and the engine's (an explicit forward took the address).
+    const own = /(?:in use by tether's forward|is taken by forward) (\S+)/.exec(f.error ?? '')?.[1];
     return fail(
       name,
       detail,
       own
-        ? `remove one of the two: tether forward rm NAME ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
+        ? `remove one of the two: tether forward rm ${instance} ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
         : siblings.length > 0
           ? `instance ${siblings[0].name} forwards the same VM and likely holds this port: tether down ${siblings[0].name} (else see \`lsof -nP -i :${port}\`)`
           : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
@@ -163,7 +165,7 @@ export function forwardProblem(f: ForwardView, siblings: Sibling[] = []): CheckR
 
 async function checkAgent(
   paths: InstancePaths,
-  provision: 'auto' | 'never',
+  provision: GuestAgentConfig['provision'],
 ): Promise<{
   result: CheckResult;
   link?: CheckResult;
@@ -227,7 +229,7 @@ async function checkAgent(
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
-function linkDown(paths: InstancePaths, status: StatusView, provision: 'auto' | 'never'): CheckResult {
+function linkDown(paths: InstancePaths, status: StatusView, provision: GuestAgentConfig['provision']): CheckResult {
   return fail(
     'guest agent link',
     `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
@@ -423,11 +425,6 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
       },
     );
   });
-}
-
-/** For doctor's header line. */
-export async function agentRunning(paths: InstancePaths): Promise<boolean> {
-  return socketAnswers(paths.socket);
 }
 
 /** Whether new TCP listeners wake the guest's scanner at once, or are found by its ticks only (and why). */

@@ -2,7 +2,8 @@
 // Depends only on AgentApi (model.ts); it never touches ssh/link/forward/mount. Routes:
 //   GET /v1/status · GET /v1/forwards · POST /v1/forwards · DELETE /v1/forwards/:id · GET /v1/mounts
 //   POST /v1/mounts/retry · POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
-// Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 500.
+// Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 409 (the forward
+// exists already), 422 (the forward cannot be added, e.g. a busy host address), 500.
 // The WebSocket library is loaded on the first /v1/events upgrade: an agent nobody follows does not carry it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';

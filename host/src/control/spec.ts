@@ -1,7 +1,6 @@
 // Request bodies of the control API, validated at the boundary: a ForwardSpec (POST /v1/forwards).
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import type { ForwardSpec } from '../model.js';
 
 const port = z.number().int().min(1).max(65_535);
 const path = z.string().min(1).max(1024);
@@ -19,7 +18,8 @@ const PortSpecSchema = z
   .strict();
 const UnixSpecSchema = z.object({ proto: z.literal('unix'), guestSocket: path, hostSocket: path }).strict();
 
-export const ForwardSpecSchema = z.union([PortSpecSchema, UnixSpecSchema]) satisfies z.ZodType<ForwardSpec>;
+/** A request to add a forward at runtime (`tether forward add`): a TCP or UDP port, or a unix socket. */
+export type ForwardSpec = z.infer<typeof PortSpecSchema> | z.infer<typeof UnixSpecSchema>;
 
 /** Parses a ForwardSpec; throws an Error whose message lists every problem as `field: message`. */
 export function parseForwardSpec(body: unknown): ForwardSpec {

@@ -32,8 +32,6 @@ import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
 
-export { listenerId } from './ids.js';
-
 export interface ForwardEngineOptions {
   ssh: SshSession;
   portForwards: readonly PortForward[];
@@ -51,7 +49,7 @@ export interface ForwardEngineOptions {
   udpIdleMs?: number;
 }
 
-type Proto = 'tcp' | 'udp' | 'unix';
+type Proto = ForwardView['proto'];
 type StateAndError = { state: ForwardState; error: string | null };
 
 interface Forward {
@@ -404,11 +402,9 @@ export class ForwardEngine extends EventEmitter {
     this.userIgnoredPorts.add(`${f.proto}/${f.guestPort}`);
     this.release(f);
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
-    if (!f.ignored) {
-      this.detectedForwards--;
-      this.ignoredForwards++;
-      this.admitCapped('forwarded');
-    }
+    this.detectedForwards--;
+    this.ignoredForwards++;
+    this.admitCapped('forwarded');
     f.ignored = 'removed by the operator (tether forward rm)';
     this.refresh(f);
   }

@@ -4,7 +4,8 @@
 // Atomic): comparing the configured path would never see the mount. Owns the command and the parsing of its output;
 // callers keep showing the configured path to the user.
 import type { Client } from 'ssh2';
-import { execGuestOutput, shellQuote } from './guest-shell.js';
+import { shellQuote } from '../ssh/shell-quote.js';
+import { execGuestOutput } from './guest-shell.js';
 
 /** A shell word for a configured guest path: `~` becomes "$HOME", the rest is quoted. */
 export function guestPathWord(path: string): string {

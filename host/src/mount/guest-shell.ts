@@ -1,10 +1,8 @@
 // Running short shell commands in the guest over the agent's SSH connection (exec channels, no pty): quoting and
 // output collection. Owns nothing long-lived; the sshfs channel itself is opened by mount.ts.
 import type { Client, ClientChannel } from 'ssh2';
-import { commandLabel, loginShellCommand, shellQuote } from '../ssh/shell-quote.js';
+import { commandLabel, loginShellCommand } from '../ssh/shell-quote.js';
 import { afterMarker, startupMarker } from './startup-output.js';
-
-export { shellQuote };
 
 export interface GuestResult {
   code: number;

@@ -1,8 +1,7 @@
-// Public surface of mount orchestration: the manager the agent wiring drives, requirements, and the pieces the
-// benchmark and doctor reuse.
+// Public surface of mount orchestration: the manager the agent wiring drives, the requirements doctor checks, and
+// the sftp-server lookup.
 
 export { type FsEventSink, MountManager, type MountManagerOptions } from './manager.js';
 export { GuestMount, lazyUnmountCommand } from './mount.js';
 export { checkMountRequirements, type MountRequirement, type RequirementOptions } from './requirements.js';
 export { findSftpServer, SFTP_SERVER_PATHS } from './sftp-driver.js';
-export { BASE_OPTIONS, CACHE_OPTIONS, mountPointOf, sshfsCommand, sshfsOptions } from './sshfs-options.js';

@@ -6,8 +6,9 @@
 import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
+import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
-import { execGuest, execGuestOutput, shellQuote } from './guest-shell.js';
+import { execGuest, execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { mountPointOf } from './sshfs-options.js';
 

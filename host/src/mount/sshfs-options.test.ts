@@ -1,14 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { MountConfig } from '../config/schema.js';
-import { shellQuote } from './guest-shell.js';
-import { mountPointOf, sshfsCommand, sshfsOptions } from './sshfs-options.js';
+import { shellQuote } from '../ssh/shell-quote.js';
+import { mountPointOf, sshfsCommand } from './sshfs-options.js';
 
 describe('sshfs command', () => {
   it('puts user extras after tether options so they win', () => {
     const m = MountConfig.parse({ location: '/Users/me', sshfs: ['dcache_timeout=60'] });
-    const opts = sshfsOptions(m);
-    expect(opts.slice(0, 2)).toEqual(['slave', 'allow_other']);
-    expect(opts.at(-1)).toBe('dcache_timeout=60');
+    const options = /exec sshfs -f -o (\S+) /.exec(sshfsCommand(m, '/Users/me', 'true'))?.[1];
+    expect(options).toBe(`'slave,allow_other,idmap=user,dcache_timeout=2'"$x"',dcache_timeout=60'`);
   });
   it('mounts at the location unless a mount point is configured', () => {
     expect(mountPointOf(MountConfig.parse({ location: '/a' }))).toBe('/a');

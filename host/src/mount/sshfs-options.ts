@@ -25,10 +25,10 @@
 //   dcache_timeout=2              0.16            0.035           0.135                 0.03
 // kernel_cache trusts cached pages even longer. Users can override any of it with the mount's `sshfs` list.
 import type { MountConfig } from '../config/schema.js';
-import { shellQuote } from './guest-shell.js';
+import { shellQuote } from '../ssh/shell-quote.js';
 
 /** Options every tether mount gets; user extras (MountConfig.sshfs) come after them and so win on conflicts. */
-export const BASE_OPTIONS = [
+const BASE_OPTIONS = [
   // SFTP arrives on stdin/stdout instead of sshfs starting ssh itself (`slave` is accepted by every sshfs 3.x).
   'slave',
   // Other guest users (and root, e.g. docker) may use the mount; needs user_allow_other in /etc/fuse.conf.
@@ -50,11 +50,7 @@ export const BASE_OPTIONS = [
 const SYMLINKS_AS_THEY_ARE = 'no_contain_symlinks';
 
 /** Staleness vs speed; see the numbers at the top. */
-export const CACHE_OPTIONS: readonly string[] = ['dcache_timeout=2'];
-
-export function sshfsOptions(mount: MountConfig, cacheOptions: readonly string[] = CACHE_OPTIONS): string[] {
-  return [...BASE_OPTIONS, ...cacheOptions, ...mount.sshfs];
-}
+const CACHE_OPTIONS: readonly string[] = ['dcache_timeout=2'];
 
 /**
  * The guest's mount point for a mount as configured (the same path as on the host unless configured; may start with
@@ -76,10 +72,10 @@ export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
   printMarker: string,
-  opts: { cacheOptions?: readonly string[]; unmountFirst?: string; countTag?: string } = {},
+  opts: { unmountFirst?: string; countTag?: string } = {},
 ): string {
   const mp = shellQuote(guestPath);
-  const ours = shellQuote([...BASE_OPTIONS, ...(opts.cacheOptions ?? CACHE_OPTIONS)].join(','));
+  const ours = shellQuote([...BASE_OPTIONS, ...CACHE_OPTIONS].join(','));
   const theirs = mount.sshfs.length ? shellQuote(`,${mount.sshfs.join(',')}`) : '';
   const probe = `sshfs -h 2>&1 | grep -qw ${SYMLINKS_AS_THEY_ARE} && echo ,${SYMLINKS_AS_THEY_ARE} || true`;
   const unmount = opts.unmountFirst

@@ -10,7 +10,7 @@ import { waitFor } from '../../../test/helpers/wait.js';
 import { Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
-import { agentSocket, chooseArtefact, ensureGuestAgent, seaLibcProblem } from './ensure.js';
+import { agentSocket, chooseArtefact, ensureGuestAgent, seaLibcProblem, taggedValue } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
@@ -92,6 +92,15 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
     await expect(ensureGuestAgent(session, config, '/nonexistent', silentLogger())).rejects.toThrow(
       /guest agent build missing or unreadable at \/nonexistent\/manifest\.json/,
     );
+  });
+});
+
+describe('taggedValue', () => {
+  it('reads the tagged line whatever a login shell printed before it', () => {
+    const out = 'Welcome to the dev box!\nactive=inactive\n\nboot=starting\nactive=activating\n';
+    expect(taggedValue(out, 'boot')).toBe('starting');
+    expect(taggedValue(out, 'active')).toBe('activating');
+    expect(taggedValue('Welcome\n', 'boot')).toBe('');
   });
 });
 

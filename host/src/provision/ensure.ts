@@ -546,17 +546,27 @@ async function startedBySystemd(shell: GuestShell, socket: string, bootWaitMs: n
   const started = Date.now();
   for (;;) {
     if (!(await socketError(shell, socket))) return true;
+    // Tagged lines, as in the probe: a login shell's startup output may come first.
     const r = await shell.execText(
-      'systemctl is-system-running 2>/dev/null; systemctl is-active tether-guest 2>/dev/null; true',
+      'echo; echo "boot=$(systemctl is-system-running 2>/dev/null)"; echo "active=$(systemctl is-active tether-guest 2>/dev/null)"',
       15_000,
     );
-    const [system = '', unit = ''] = r.stdout.trim().split('\n');
     const waited = Date.now() - started;
     const systemdOnIt =
-      (isBooting(system.trim()) && waited < bootWaitMs) || (isActive(unit.trim()) && waited < START_WAIT_MS);
+      (isBooting(taggedValue(r.stdout, 'boot')) && waited < bootWaitMs) ||
+      (isActive(taggedValue(r.stdout, 'active')) && waited < START_WAIT_MS);
     if (!systemdOnIt) return false;
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
+}
+
+/** The value of the last `key=value` line of a guest command's output ('' when there is none). Exported for its test. */
+export function taggedValue(stdout: string, key: string): string {
+  const line = stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith(`${key}=`));
+  return line ? line.slice(key.length + 1).trim() : '';
 }
 
 /** null when the agent's socket accepts a channel, else why it did not. */

@@ -2,12 +2,9 @@
 // nothing, unlink then add is a change...) and flushed when the mount has been quiet for `debounceMs`, or at
 // the latest `maxDelayMs` after the first event of a batch, in chunks the protocol accepts. Timers only; the
 // callback decides what a flush means.
-import { type FsEventKind, LIMITS } from '@tether/protocol';
+import { type FsEventKind, type FsEvents, LIMITS } from '@tether/protocol';
 
-export interface FsEvent {
-  path: string;
-  kind: FsEventKind;
-}
+export type FsEvent = FsEvents['events'][number];
 
 export interface BatchOptions {
   debounceMs?: number;

@@ -1,9 +1,8 @@
 // `tether up NAME`: creates the instance on first use (tether.yaml from the flags), starts the host agent detached in
 // the background (or in this process with --foreground), and follows the boot requirements until the VM is ready
-// (../up.ts). Also `tether agent NAME` (hidden): runs the agent in this process, as the detached one (agent-main.ts)
-// does.
+// (../up.ts).
 import type { Command } from 'commander';
-import { existingInstance, parseLogLevel, parseSeconds, withHelp } from '../context.js';
+import { parseLogLevel, parseSeconds, withHelp } from '../context.js';
 
 export interface UpOptions {
   ssh?: string;
@@ -40,19 +39,4 @@ export function registerUp(program: Command): void {
     const { up } = await import('../up.js');
     await up(name, opts);
   });
-
-  program
-    .command('agent', { hidden: true })
-    .description('run the host agent of an instance in this process (started by `tether up`)')
-    .argument('<name>')
-    .option('--log-level <level>', 'agent log level', parseLogLevel)
-    .action(async (name: string, opts: { logLevel?: string }) => {
-      const paths = existingInstance(name);
-      const [{ startAgentProcess }, { loadConfig }] = await Promise.all([
-        import('../agent-process.js'),
-        import('../../config/load.js'),
-      ]);
-      const proc = await startAgentProcess(paths, loadConfig(paths.config), { logLevel: opts.logLevel });
-      await proc.done;
-    });
 }
