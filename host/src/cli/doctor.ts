@@ -12,7 +12,6 @@ import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
-import { socketAnswers } from '../socket-file.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';

@@ -560,7 +560,7 @@ async function startedBySystemd(shell: GuestShell, socket: string, bootWaitMs: n
   }
 }
 
-/** The value of the last `key=value` line of a guest command's output ('' when there is none). Exported for its test. */
+/** The last `key=value` value in a guest command's output ('' when there is none). Exported for its test. */
 export function taggedValue(stdout: string, key: string): string {
   const line = stdout
     .split('\n')
