@@ -4,6 +4,10 @@
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 export type LogFields = Record<string, unknown>;
 export type LogSink = (line: string) => void;
+export interface LogFn {
+  (msg: string): void;
+  (fields: LogFields, msg: string): void;
+}
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
@@ -26,21 +30,16 @@ export class Logger {
     return RANK[level] >= RANK[this.level] && level !== 'silent';
   }
 
-  debug(msg: string, fields?: LogFields): void {
-    this.write('debug', msg, fields);
-  }
-  info(msg: string, fields?: LogFields): void {
-    this.write('info', msg, fields);
-  }
-  warn(msg: string, fields?: LogFields): void {
-    this.write('warn', msg, fields);
-  }
-  error(msg: string, fields?: LogFields): void {
-    this.write('error', msg, fields);
-  }
+  // pino's argument order, as the host agent's logger: fields first when there are any.
+  readonly debug: LogFn = (fieldsOrMsg: LogFields | string, msg?: string) => this.write('debug', fieldsOrMsg, msg);
+  readonly info: LogFn = (fieldsOrMsg: LogFields | string, msg?: string) => this.write('info', fieldsOrMsg, msg);
+  readonly warn: LogFn = (fieldsOrMsg: LogFields | string, msg?: string) => this.write('warn', fieldsOrMsg, msg);
+  readonly error: LogFn = (fieldsOrMsg: LogFields | string, msg?: string) => this.write('error', fieldsOrMsg, msg);
 
-  private write(level: LogLevel, msg: string, fields?: LogFields): void {
+  private write(level: LogLevel, fieldsOrMsg: LogFields | string, msg = ''): void {
     if (!this.enabled(level)) return;
+    const fields = typeof fieldsOrMsg === 'string' ? undefined : fieldsOrMsg;
+    if (typeof fieldsOrMsg === 'string') msg = fieldsOrMsg;
     const line = { time: new Date().toISOString(), level, ...this.bindings, msg, ...fields };
     this.sink(`${JSON.stringify(line, errorReplacer)}\n`);
   }

@@ -63,7 +63,7 @@ export class AgentServer {
     this.poller = options.poller ?? new PortPoller({ sources, triggers: this.listenEvents ? [this.listenEvents] : [] });
     this.applier = new FsApplier(this.log.child({ component: 'fs' }), options.fs);
     this.server = createServer((socket) => this.accept(socket));
-    this.server.on('error', (err) => this.log.error('agent socket error', { socket: this.socketPath, err }));
+    this.server.on('error', (err) => this.log.error({ socket: this.socketPath, err }, 'agent socket error'));
   }
 
   get clients(): number {
@@ -93,7 +93,7 @@ export class AgentServer {
     this.poller.on('delta', this.onDelta);
     this.poller.on('error', this.onScanError);
     this.poller.start();
-    this.log.info('agent listening', { socket: this.socketPath, owner: owner?.user ?? null, uid: owner?.uid ?? null });
+    this.log.info({ socket: this.socketPath, owner: owner?.user ?? null, uid: owner?.uid ?? null }, 'agent listening');
   }
 
   /** Stops serving; `bye` is each client's last message (the host learns why the link ends, see AgentBye). */
@@ -110,17 +110,17 @@ export class AgentServer {
     } catch {
       // already gone (server.close unlinks it on some platforms)
     }
-    this.log.info('agent stopped', { socket: this.socketPath });
+    this.log.info({ socket: this.socketPath }, 'agent stopped');
   }
 
   private readonly onDelta = (delta: PortDelta): void => {
     const wire = toWireDelta(delta);
-    this.log.debug('ports changed', { seq: delta.seq, added: delta.added.length, removed: delta.removed.length });
+    this.log.debug({ seq: delta.seq, added: delta.added.length, removed: delta.removed.length }, 'ports changed');
     for (const s of this.sessions) s.sendDelta(wire);
   };
 
   private readonly onScanError = (err: Error): void => {
-    this.log.warn('port scan failed', { err });
+    this.log.warn({ err }, 'port scan failed');
   };
 
   private accept(socket: Socket): void {
@@ -139,6 +139,6 @@ export class AgentServer {
     );
     this.sessions.add(session);
     session.peer.on('close', () => this.sessions.delete(session));
-    log.info('client connected', { clients: this.sessions.size });
+    log.info({ clients: this.sessions.size }, 'client connected');
   }
 }

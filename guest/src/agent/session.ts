@@ -80,16 +80,16 @@ export class Session {
 
   private wire(): void {
     const { peer, ctx, log } = this;
-    peer.on('ready', (hello) => log.info('client ready', { remote: hello.agent, caps: hello.caps }));
+    peer.on('ready', (hello) => log.info({ remote: hello.agent, caps: hello.caps }, 'client ready'));
     peer.on('close', (reason: string) => {
       this.relay.close();
-      log.info('client closed', { reason });
+      log.info({ reason }, 'client closed');
     });
-    peer.on('unhandled', (name: string) => log.debug('event without handler ignored', { event: name }));
+    peer.on('unhandled', (name: string) => log.debug({ event: name }, 'event without handler ignored'));
     peer.on('unknownEvent', (name: string) =>
-      log.warn(`ignoring unknown event ${name} from the host (a newer tether?)`, { event: name }),
+      log.warn({ event: name }, `ignoring unknown event ${name} from the host (a newer tether?)`),
     );
-    peer.on('handlerError', (name: string, err: Error) => log.error('event handler failed', { event: name, err }));
+    peer.on('handlerError', (name: string, err: Error) => log.error({ event: name, err }, 'event handler failed'));
 
     peer.handle('info', () => this.info());
     peer.handle('agent.build', () => ({ version: VERSION, build: BUILD_HASH }));

@@ -19,13 +19,13 @@ export async function runAgent(options: RunOptions, log: Logger): Promise<void> 
     log,
   });
   await server.start();
-  log.info('tether-guest started', { version: VERSION, build: BUILD_HASH, pid: process.pid });
+  log.info({ version: VERSION, build: BUILD_HASH, pid: process.pid }, 'tether-guest started');
   await new Promise<void>((resolve) => {
     const stop = async (signal: NodeJS.Signals) => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
       const stopping = await systemStopping();
-      log.info('shutting down', { signal, systemStopping: stopping });
+      log.info({ signal, systemStopping: stopping }, 'shutting down');
       const reason = stopping ? `the guest is shutting down (${signal})` : `got ${signal}`;
       server.close({ reason, systemStopping: stopping }).then(resolve, resolve);
     };

@@ -87,21 +87,24 @@ export class FsApplier {
     const rels = touchesOf(batch.events);
     if (this.closed || rels.length === 0) return;
     if (this.queue.length + rels.length > this.maxQueued) {
-      this.log.warn('fs events dropped: too many paths waiting', {
-        root,
-        paths: rels.length,
-        queued: this.queue.length,
-      });
+      this.log.warn(
+        {
+          root,
+          paths: rels.length,
+          queued: this.queue.length,
+        },
+        'fs events dropped: too many paths waiting',
+      );
       return;
     }
     const realRoot = realpath(root).then(
       (real) => {
         if (this.isMount(real)) return real;
-        this.log.warn('fs events ignored: root is not an sshfs mount', { root, real, events: batch.events.length });
+        this.log.warn({ root, real, events: batch.events.length }, 'fs events ignored: root is not an sshfs mount');
         return null;
       },
       (err) => {
-        this.log.debug('fs events: root unreadable', { root, err });
+        this.log.debug({ root, err }, 'fs events: root unreadable');
         return null;
       },
     );
@@ -156,7 +159,7 @@ export class FsApplier {
       } else {
         const parent = await realpath(posix.join(realRoot, posix.dirname(t.rel)));
         if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) {
-          this.log.warn('fs event path leaves its mount through a symlink; not touched', { root: t.root, path: t.rel });
+          this.log.warn({ root: t.root, path: t.rel }, 'fs event path leaves its mount through a symlink; not touched');
           this.failed++;
           return;
         }
@@ -166,7 +169,7 @@ export class FsApplier {
     } catch (err) {
       // Expected now and then: sshfs caches, or the file is already gone again.
       this.failed++;
-      this.log.debug('fs event not applied', { root: t.root, path: t.rel, err });
+      this.log.debug({ root: t.root, path: t.rel, err }, 'fs event not applied');
     }
   }
 }

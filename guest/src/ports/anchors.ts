@@ -44,7 +44,7 @@ export class TableAnchors {
       try {
         kept.push(...(await anchorFamily(f.host, join(procRoot, 'net', f.table))));
       } catch (err) {
-        log.debug('no table anchors for this family', { family: f.family, err });
+        log.debug({ family: f.family, err }, 'no table anchors for this family');
       }
     }
     return new TableAnchors(kept);

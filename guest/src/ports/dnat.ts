@@ -128,9 +128,12 @@ export class DnatSource {
     if (err) {
       // No iptables (yet), no nat table, no permission: said once, and tried again now and then.
       if (!this.failed)
-        this.options.log.info('cannot read iptables DNAT rules; trying again later', {
-          err: err.stderr?.trim() || err.message,
-        });
+        this.options.log.info(
+          {
+            err: err.stderr?.trim() || err.message,
+          },
+          'cannot read iptables DNAT rules; trying again later',
+        );
       this.failed = true;
       delay = err.code === 'ENOENT' ? MISSING_INTERVAL_MS : idleIntervalMs;
     } else {

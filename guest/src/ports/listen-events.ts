@@ -84,7 +84,7 @@ export class ListenEvents implements ScanTrigger {
       try {
         this.open(root);
         this.status = on(root);
-        this.log?.info('listen events on', { tracefs: root, instance: this.instance });
+        this.log?.info({ tracefs: root, instance: this.instance }, 'listen events on');
         this.pump();
         return;
       } catch (err) {
@@ -94,7 +94,7 @@ export class ListenEvents implements ScanTrigger {
     }
     const why = errors.length > 0 ? errors.join('; ') : 'no tracefs mounted';
     this.status = { on: false, detail: why.slice(0, DETAIL_MAX) };
-    this.log?.info('listen events unavailable; ticks alone detect listeners', { reason: why });
+    this.log?.info({ reason: why }, 'listen events unavailable; ticks alone detect listeners');
   }
 
   stop(): void {
@@ -115,12 +115,12 @@ export class ListenEvents implements ScanTrigger {
     try {
       writeFileSync(join(instance, EVENT, 'enable'), '0');
     } catch (err) {
-      this.log?.warn('could not turn the listen event off', { instance, err });
+      this.log?.warn({ instance, err }, 'could not turn the listen event off');
     }
     try {
       writeFileSync(join(instance, 'trace_marker'), 'tether-guest stopping');
     } catch (err) {
-      this.log?.warn('could not end the listen-event read; it ends with the next listen event', { instance, err });
+      this.log?.warn({ instance, err }, 'could not end the listen-event read; it ends with the next listen event');
     }
   };
 
@@ -148,7 +148,7 @@ export class ListenEvents implements ScanTrigger {
       this.stopping = false;
       this.status = on(this.tracefs);
     } catch (err) {
-      this.log?.warn('could not resume listen events; ticks alone detect listeners', { instance, err });
+      this.log?.warn({ instance, err }, 'could not resume listen events; ticks alone detect listeners');
     }
   }
 
@@ -158,7 +158,7 @@ export class ListenEvents implements ScanTrigger {
       if (err || n === 0) {
         const reason = err ? err.message : 'trace_pipe ended';
         this.status = { on: false, detail: `read failed: ${reason}`.slice(0, DETAIL_MAX) };
-        this.log?.warn('listen events stopped; ticks alone detect listeners', { instance: this.instance, reason });
+        this.log?.warn({ instance: this.instance, reason }, 'listen events stopped; ticks alone detect listeners');
         return this.release();
       }
       for (let i = 0; i < n; i++) if (this.buf[i] === 0x0a) this.count++;

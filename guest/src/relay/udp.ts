@@ -107,11 +107,14 @@ export class UdpRelay {
     if (this.closed) return;
     let flow = this.flowsById.get(d.flow);
     if (flow && (flow.ip !== d.ip || flow.port !== d.port)) {
-      this.deps.log.warn('udp datagram names another target than its flow; dropped', {
-        flow: d.flow,
-        flowTarget: `${flow.ip}:${flow.port}`,
-        target: `${d.ip}:${d.port}`,
-      });
+      this.deps.log.warn(
+        {
+          flow: d.flow,
+          flowTarget: `${flow.ip}:${flow.port}`,
+          target: `${d.ip}:${d.port}`,
+        },
+        'udp datagram names another target than its flow; dropped',
+      );
       return;
     }
     const target = flow ?? this.open(d);
@@ -139,13 +142,13 @@ export class UdpRelay {
   private open(d: UdpDatagram): Flow | null {
     const { log } = this.deps;
     if (this.flowsById.size >= this.maxFlows) {
-      log.warn('udp flow refused: too many flows for this client', { flow: d.flow, maxFlows: this.maxFlows });
+      log.warn({ flow: d.flow, maxFlows: this.maxFlows }, 'udp flow refused: too many flows for this client');
       this.deps.closed(d.flow);
       return null;
     }
     const dest = resolveUdpTarget(d.ip, d.port, this.deps.listeners());
     if (dest === null) {
-      log.warn('udp flow refused: no guest UDP listener at that address', { flow: d.flow, ip: d.ip, port: d.port });
+      log.warn({ flow: d.flow, ip: d.ip, port: d.port }, 'udp flow refused: no guest UDP listener at that address');
       this.deps.closed(d.flow);
       return null;
     }
@@ -168,7 +171,7 @@ export class UdpRelay {
     const fallback =
       dest === '::1' && resolveUdpTarget('127.0.0.1', d.port, this.deps.listeners()) ? '127.0.0.1' : null;
     this.connectFlow(flow, dest, fallback);
-    log.debug('udp flow opened', { flow: flow.id, dest, port: d.port });
+    log.debug({ flow: flow.id, dest, port: d.port }, 'udp flow opened');
     return flow;
   }
 
@@ -196,11 +199,11 @@ export class UdpRelay {
         // a failed bind closes it already
       }
       if (fallback) {
-        log.debug('udp flow falls back to another loopback', { flow: flow.id, dest, fallback, err });
+        log.debug({ flow: flow.id, dest, fallback, err }, 'udp flow falls back to another loopback');
         this.connectFlow(flow, fallback, null);
         return;
       }
-      log.warn('udp flow cannot reach its target', { flow: flow.id, dest, port: flow.port, err });
+      log.warn({ flow: flow.id, dest, port: flow.port, err }, 'udp flow cannot reach its target');
       this.end(flow, 'connect failed', true);
     };
     socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -208,7 +211,7 @@ export class UdpRelay {
       // `dest` (any more). The other loopback may have the listener; otherwise keep the flow, the host decides.
       if (!flow.connected) failed(err);
       else if (err.code !== 'ECONNREFUSED' || !this.retarget(flow, dest))
-        log.debug('udp flow socket error', { flow: flow.id, dest, port: flow.port, err });
+        log.debug({ flow: flow.id, dest, port: flow.port, err }, 'udp flow socket error');
     });
     // Connected, so only the target's replies are accepted; bound to loopback when the target is, so the flow's
     // socket is never reachable from outside the guest.
@@ -243,12 +246,15 @@ export class UdpRelay {
     flow.connected = false;
     flow.pending = [...(flow.unanswered ?? [])];
     flow.unanswered = null;
-    this.deps.log.info('udp flow refused; moved to the other loopback', {
-      flow: flow.id,
-      dest,
-      to: other,
-      port: flow.port,
-    });
+    this.deps.log.info(
+      {
+        flow: flow.id,
+        dest,
+        to: other,
+        port: flow.port,
+      },
+      'udp flow refused; moved to the other loopback',
+    );
     this.connectFlow(flow, other, null);
     return true;
   }
@@ -262,7 +268,7 @@ export class UdpRelay {
     } catch {
       // already closed by a failed bind
     }
-    this.deps.log.debug('udp flow closed', { flow: flow.id, reason });
+    this.deps.log.debug({ flow: flow.id, reason }, 'udp flow closed');
     if (notify && !this.closed) this.deps.closed(flow.id);
   }
 }
