@@ -31,11 +31,10 @@ import {
   StreamLocalRefusedError,
   streamLocalRefusal,
 } from '../ssh/index.js';
+import { HOST_AGENT_NAME } from '../version.js';
 import { outdatedAgent, startGuestAgent } from './guest-start.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
-
-export const HOST_AGENT_NAME = 'tether/0.1.0';
 
 /** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
 export interface MountDriver {

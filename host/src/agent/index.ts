@@ -3,6 +3,6 @@
 import '../ssh/random-pool.js';
 
 export { outdatedAgent, startGuestAgent } from './guest-start.js';
-export { HOST_AGENT_NAME, HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
+export { HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
 export { mountDriver } from './mounts.js';
 export { type RunAgentOptions, type RunningAgent, runAgent } from './run.js';

@@ -2,7 +2,7 @@
 import '../ssh/random-pool.js';
 import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
-import { HOST_AGENT_NAME, outdatedAgent } from '../agent/index.js';
+import { outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
@@ -15,6 +15,7 @@ import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';
+import { HOST_AGENT_NAME } from '../version.js';
 import { clientFor } from './context.js';
 import { countOf } from './render.js';
 import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';

@@ -1,6 +1,7 @@
 // The `tether` command tree (commander): every subcommand registered here; main.ts runs it. Separate from main.ts so
 // tests can build the program without running it.
 import { Command } from 'commander';
+import { VERSION } from '../version.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerDown } from './commands/down.js';
 import { registerForward } from './commands/forward.js';
@@ -11,8 +12,6 @@ import { registerRm } from './commands/rm.js';
 import { registerStatus } from './commands/status.js';
 import { registerUp } from './commands/up.js';
 import { withHelp } from './context.js';
-
-export const VERSION = '0.1.0';
 
 export function buildProgram(): Command {
   const program = new Command('tether')
