@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTR, EXT, FX, FXF, FXP } from '../host/src/sftp/constants.js';
-import { FrameDecoder, PacketReader, PacketWriter } from '../host/src/sftp/packet.js';
+import { PacketReader, PacketWriter, SftpPacketSplitter } from '../host/src/sftp/packet.js';
 import { type SftpLogger, serveSftp } from '../host/src/sftp/server.js';
 
 const SEED = Number(process.env.SFTP_FUZZ_SEED) || Date.now() % 0x7fff_ffff;
@@ -362,7 +362,7 @@ class FuzzSession {
       log,
     });
     this.closed = new Promise((resolve) => session.once('close', (e: { reason: string }) => resolve(e.reason)));
-    const decoder = new FrameDecoder(1 << 24);
+    const decoder = new SftpPacketSplitter(1 << 24);
     this.fromServer.on('data', (chunk: Buffer) => {
       for (const p of decoder.push(chunk)) this.onReply(p);
     });

@@ -23,7 +23,7 @@ import {
   type RequirementView,
   type StatusView,
 } from '../model.js';
-import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
+import { defaultBundleDir, ensureGuestAgent, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import {
   guestServerPort,
   SshSession,
@@ -32,12 +32,11 @@ import {
   streamLocalRefusal,
 } from '../ssh/index.js';
 import { HOST_AGENT_NAME } from '../version.js';
-import { outdatedAgent, startGuestAgent } from './guest-start.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
 
 /** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
-export interface MountDriver {
+export interface AgentMounts {
   /** Checks the guest's mount requirements and mounts; resolves with a detail line, rejects with what failed. */
   start(ssh: SshSession, link: AgentLink): Promise<string | null>;
   /** After a failed start: the same, now (the driver also retries by itself, with backoff). */
@@ -54,7 +53,7 @@ export interface HostAgentOptions {
   logger: Logger;
   /** Where build/guest (tether-guest.cjs, manifest.json) is; default: the repository's build/guest. */
   guestBundleDir?: string;
-  mounts?: MountDriver;
+  mounts?: AgentMounts;
   /**
    * The mounts are the implicit default (`~`, no `mounts:` in tether.yaml): when the guest cannot take them,
    * requirement 5 is skipped with the reason and the agent is ready without them (they keep being tried).
@@ -591,14 +590,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
       return this.provisioning.catch(() => '').then(() => this.provision(true));
     const onStep = (what: string) => this.provisionEvents.emit('step', what);
     if (!this.provisioning) this.provisioningReplaces = replace;
-    this.provisioning ??= startGuestAgent(
-      this.ssh,
-      this.config,
-      this.bundleDir,
-      this.logger('provision'),
+    this.provisioning ??= ensureGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), {
       replace,
       onStep,
-    )
+    })
       .then(
         ({ summary, socket }) => {
           this.link.useSocket(socket);

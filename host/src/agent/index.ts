@@ -2,7 +2,6 @@
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
 
-export { outdatedAgent, startGuestAgent } from './guest-start.js';
-export { HostAgent, type HostAgentOptions, type MountDriver } from './host-agent.js';
-export { mountDriver } from './mounts.js';
+export { type AgentMounts, HostAgent, type HostAgentOptions } from './host-agent.js';
+export { agentMounts } from './mounts.js';
 export { type RunAgentOptions, type RunningAgent, runAgent } from './run.js';

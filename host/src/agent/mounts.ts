@@ -1,4 +1,4 @@
-// Adapts the mount manager (host/src/mount/) to the agent's MountDriver seam: requirement 5 checks the guest's mount
+// Adapts the mount manager (host/src/mount/) to the agent's AgentMounts seam: requirement 5 checks the guest's mount
 // requirements and mounts, each mount on its own: those whose requirements are met are mounted, the others show what
 // they lack and are checked again in the background until they can be mounted (requirement 5 fails meanwhile).
 // Afterwards SSH drops suspend the started mounts and reconnects resume them, with host file events sent over
@@ -11,7 +11,7 @@ import { componentLogger, type Logger } from '../log.js';
 import type { MountView } from '../model.js';
 import { MountManager } from '../mount/index.js';
 import type { SshSession } from '../ssh/index.js';
-import type { MountDriver } from './host-agent.js';
+import type { AgentMounts } from './host-agent.js';
 
 /** How long requirement 5 gives a mount whose first attempt failed to succeed on a retry (the first come at ~1, 3, 7 s). */
 const RETRY_GRACE_MS = 10_000;
@@ -66,14 +66,14 @@ export function batchFor(batch: FsEvents, caps: readonly string[]): FsEvents {
   return plain;
 }
 
-export function mountDriver(mounts: readonly MountConfig[], logger: Logger): MountDriver {
-  return new Mounts(mounts, logger);
+export function agentMounts(mounts: readonly MountConfig[], logger: Logger): AgentMounts {
+  return new ManagedMounts(mounts, logger);
 }
 
 /** How often a remount held back for a guest that said it shuts down looks whether the link stopped waiting. */
 const HELD_CHECK_MS = 5_000;
 
-class Mounts implements MountDriver {
+class ManagedMounts implements AgentMounts {
   private readonly listeners: ((view: MountView) => void)[] = [];
   private readonly manager: MountManager;
   private readonly log: Logger;

@@ -33,7 +33,7 @@ export async function runAgent(name: string, config: Config, opts: RunAgentOptio
   const mounts =
     opts.mounts ??
     (config.mounts?.length
-      ? (await import('./mounts.js')).mountDriver(config.mounts, problems.tap(logger, 'mount'))
+      ? (await import('./mounts.js')).agentMounts(config.mounts, problems.tap(logger, 'mount'))
       : undefined);
   const mountsOptional = 'mountsDefaulted' in config && config.mountsDefaulted === true;
   // The collector checks at the pace of the SSH traffic too: its timer alone fires late while the event loop is busy

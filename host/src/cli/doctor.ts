@@ -2,7 +2,6 @@
 import '../ssh/random-pool.js';
 import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
-import { outdatedAgent } from '../agent/index.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
@@ -11,7 +10,7 @@ import { agentBuild } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
-import { defaultBundleDir, runningAgentSocket } from '../provision/index.js';
+import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';

@@ -19,7 +19,7 @@ interface Flow {
   lastUsed: number;
 }
 
-export interface UdpRelayOptions {
+export interface UdpFlowsOptions {
   logger: Logger;
   idleMs?: number;
   maxFlows?: number;
@@ -42,7 +42,7 @@ export class UdpFlows {
   /** Datagrams from host clients that could not go to the guest. */
   private readonly undelivered: DropLog;
 
-  constructor(opts: UdpRelayOptions) {
+  constructor(opts: UdpFlowsOptions) {
     this.log = opts.logger;
     this.unknownReplies = new DropLog(this.log, 'udp reply for unknown flow');
     this.undelivered = new DropLog(this.log, 'udp datagrams from host clients');

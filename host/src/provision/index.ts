@@ -15,5 +15,6 @@ export {
   type GuestArch,
   type GuestManifest,
   nodeUsable,
+  outdatedAgent,
   readManifest,
 } from './manifest.js';

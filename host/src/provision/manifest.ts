@@ -1,8 +1,10 @@
 // The guest agent build the host ships (build/guest): its manifest (version, hash, files) and which file suits a
-// guest (the JS bundle when the guest has Node ≥ 20, else the single executable for its architecture).
+// guest (the JS bundle when the guest has Node ≥ 20, else the single executable for its architecture), and whether a
+// running agent is that build.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Info } from '@tether/protocol';
 
 export interface GuestManifest {
   version: string;
@@ -65,4 +67,22 @@ export function artefactPath(manifest: GuestManifest, kind: 'bundle' | GuestArch
   const path = join(manifest.dir, name);
   if (!existsSync(path)) throw new Error(`guest agent build lacks ${path}; run \`npm run build:guest\``);
   return path;
+}
+
+/**
+ * Why the running agent is not the build in `bundleDir` (an upgrade of tether on the host leaves the old one running
+ * in the guest), or null when it is, or when there is no build here to compare with (provisioning says so itself).
+ */
+export function outdatedAgent(info: Info, build: string | null, bundleDir: string): string | null {
+  let manifest: { version: string; hash: string };
+  try {
+    manifest = readManifest(bundleDir);
+  } catch {
+    return null;
+  }
+  if (build === manifest.hash) return null;
+  return (
+    `the guest agent ${info.version} (build ${build ?? 'not reported'}) is not the one this host ships, ` +
+    `${manifest.version} (build ${manifest.hash})`
+  );
 }

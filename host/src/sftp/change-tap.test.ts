@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ChangeTap } from './change-tap.js';
 import { ATTR, EXT, FX, FXF, FXP } from './constants.js';
 import { markerFilter } from './marker-filter.js';
-import { FrameDecoder, PacketReader, PacketWriter, statusPacket } from './packet.js';
+import { PacketReader, PacketWriter, SftpPacketSplitter, statusPacket } from './packet.js';
 
 const log = { warn: () => undefined };
 
@@ -101,7 +101,7 @@ describe('change tap in the marker filter', () => {
 
       const sentToServer = [...first.filter((p) => p[4] !== FXP.SETSTAT), ...second];
       expect(toServer().equals(Buffer.concat(sentToServer))).toBe(true);
-      const replies = new FrameDecoder(1 << 30).push(toGuest());
+      const replies = new SftpPacketSplitter(1 << 30).push(toGuest());
       expect(replies.map((p) => p[0])).toContain(FXP.HANDLE);
       expect(replies).toHaveLength(1 + 3 + 2 + 12 + 1); // the marker touch answered by the filter
     });
@@ -119,7 +119,7 @@ describe.skipIf(!existsSync('/usr/lib/openssh/sftp-server'))('change tap in fron
     const f = markerFilter(log, new ChangeTap(dir, (p) => changed.push(p)));
     f.requests.pipe(child.stdin);
     child.stdout.pipe(f.replies);
-    const decoder = new FrameDecoder(1 << 30);
+    const decoder = new SftpPacketSplitter(1 << 30);
     const replies: Buffer[] = [];
     f.replies.on('data', (d: Buffer) => replies.push(...decoder.push(Buffer.from(d))));
     const until = async (n: number) => {

@@ -8,7 +8,7 @@ import type { Transform } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ATTR, EXT, FX, FXP, MAX_PACKET_LENGTH } from './constants.js';
 import { markerFilter, markerTouchId } from './marker-filter.js';
-import { FrameDecoder, PacketReader, PacketWriter } from './packet.js';
+import { PacketReader, PacketWriter, SftpPacketSplitter } from './packet.js';
 
 const warnings: string[] = [];
 const log = { warn: (_o: object, msg: string) => void warnings.push(msg) };
@@ -59,7 +59,7 @@ function started() {
 
 /** STATUS packets (after the VERSION) as [id, code]. */
 function statuses(bytes: Buffer): [number, number][] {
-  const packets = new FrameDecoder(1 << 30).push(bytes).filter((p) => p[0] !== FXP.VERSION);
+  const packets = new SftpPacketSplitter(1 << 30).push(bytes).filter((p) => p[0] !== FXP.VERSION);
   return packets.map((p) => {
     const r = new PacketReader(p);
     expect(r.u8()).toBe(FXP.STATUS);
@@ -150,7 +150,7 @@ describe('marker filter', () => {
     for (const c of rest.slice(1)) f.replies.write(c);
     f.replies.write(data(4, 10)); // the next server packet comes after the injected ones
     await tick();
-    const packets = new FrameDecoder(1 << 30).push(toGuest());
+    const packets = new SftpPacketSplitter(1 << 30).push(toGuest());
     expect(packets.map((p) => [p[0], p.readUInt32BE(1)])).toEqual([
       [FXP.VERSION, 3],
       [FXP.DATA, 1],
@@ -170,7 +170,7 @@ describe('marker filter', () => {
     expect(toGuest().length).toBe(0);
     f.replies.write(version());
     await tick();
-    const packets = new FrameDecoder(1 << 30).push(toGuest());
+    const packets = new SftpPacketSplitter(1 << 30).push(toGuest());
     expect(packets.map((p) => p[0])).toEqual([FXP.VERSION, FXP.STATUS]);
   });
 
@@ -181,7 +181,7 @@ describe('marker filter', () => {
     f.replies.write(data(1, 10));
     f.requests.write(marker(2));
     await tick();
-    const packets = new FrameDecoder(1 << 30).push(toGuest());
+    const packets = new SftpPacketSplitter(1 << 30).push(toGuest());
     expect(packets.map((p) => p[0])).toEqual([FXP.VERSION, FXP.DATA, FXP.STATUS]);
   });
 
@@ -198,7 +198,7 @@ describe('marker filter', () => {
     expect(errors).toEqual([]);
     const toGuest = collect(f.replies);
     await tick();
-    expect(new FrameDecoder(1 << 30).push(toGuest()).map((p) => p[0])).toEqual([FXP.VERSION]);
+    expect(new SftpPacketSplitter(1 << 30).push(toGuest()).map((p) => p[0])).toEqual([FXP.VERSION]);
   });
 
   it('passes a length sftp-server refuses through unfiltered, and says so', async () => {
@@ -261,13 +261,13 @@ describe.skipIf(!existsSync('/usr/lib/openssh/sftp-server'))('marker filter in f
     const done = new Promise((r) => child.on('exit', r));
     f.requests.write(Buffer.concat([init(), ...requests]));
     // sftp-server exits at its input's EOF without finishing its output: the end waits for every reply.
-    const decoder = new FrameDecoder(1 << 30);
+    const decoder = new SftpPacketSplitter(1 << 30);
     const packets: Buffer[] = [];
     f.replies.on('data', (d: Buffer) => packets.push(...decoder.push(Buffer.from(d))));
     await waitFor(() => packets.length === requests.length + 1);
     f.requests.end();
     await done;
-    const [version, ...rest] = new FrameDecoder(1 << 30).push(out());
+    const [version, ...rest] = new SftpPacketSplitter(1 << 30).push(out());
     expect(version[0]).toBe(FXP.VERSION);
     return rest.map((p) => {
       const r = new PacketReader(p);

@@ -5,7 +5,7 @@ import { Duplex, PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { FXP } from './constants.js';
 import { ReplyWriter } from './output.js';
-import { FrameDecoder, PacketWriter } from './packet.js';
+import { PacketWriter, SftpPacketSplitter } from './packet.js';
 import { serveSftp } from './server.js';
 
 /** A sink that holds every write until released, so the stream's buffer fills up. */
@@ -91,7 +91,7 @@ describe('session backpressure', () => {
     expect(session.stats.requests).toBeLessThan(2 * batch + 1);
 
     sink.release();
-    const decoder = new FrameDecoder(1 << 20);
+    const decoder = new SftpPacketSplitter(1 << 20);
     let replies = 0;
     await until('all replies written', () => {
       for (const c of sink.chunks.splice(0)) replies += decoder.push(c).length;

@@ -16,7 +16,7 @@ export class FrameLengthError extends Error {
  * Splits a byte stream into packet bodies (type byte onwards). A packet that arrives whole inside one chunk is
  * returned as a view of that chunk; a packet split across chunks is copied once into a buffer of its exact size.
  */
-export class FrameDecoder {
+export class SftpPacketSplitter {
   private readonly header = Buffer.alloc(4);
   private headerFill = 0;
   private body: Buffer | null = null;

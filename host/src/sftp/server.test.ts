@@ -6,7 +6,7 @@ import { Duplex, PassThrough } from 'node:stream';
 import { MARKER_TOUCH } from '@tether/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ATTR, EXT, FX, FXF, FXP, MAX_PACKET_LENGTH } from './constants.js';
-import { FrameDecoder, PacketReader, PacketWriter } from './packet.js';
+import { PacketReader, PacketWriter, SftpPacketSplitter } from './packet.js';
 import { type SftpServerOptions, type SftpSession, serveSftp } from './server.js';
 
 interface Reply {
@@ -28,7 +28,7 @@ class RawClient {
   constructor(opts: SftpServerOptions) {
     this.session = serveSftp(Duplex.from({ readable: this.toServer, writable: this.fromServer }), opts);
     this.closed = new Promise((resolve) => this.session.once('close', resolve));
-    const decoder = new FrameDecoder(1 << 24);
+    const decoder = new SftpPacketSplitter(1 << 24);
     this.fromServer.on('data', (chunk: Buffer) => {
       for (const p of decoder.push(chunk)) {
         const r = new PacketReader(p);

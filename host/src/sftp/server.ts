@@ -1,6 +1,6 @@
 // tether's builtin SFTP v3 server: one session per Duplex (in production the stdio of the guest's
 // `sshfs -o slave` exec channel). It knows nothing of SSH. Design:
-// - Input is split into packets by FrameDecoder (no re-concatenation); a length above 256 KiB, a packet without a
+// - Input is split into packets by SftpPacketSplitter (no re-concatenation); a length above 256 KiB, a packet without a
 //   request id, or a request before INIT ends the session with a logged reason. A request whose fields are
 //   malformed gets SSH_FX_BAD_MESSAGE. Nothing thrown by a request escapes to the event loop.
 // - Every request except FSYNC is handled synchronously, like OpenSSH's sftp-server: on a local disk a lookup,
@@ -72,7 +72,7 @@ import { SftpStatusError, toStatus } from './errors.js';
 import { type DirHandle, defaultHandleLimit, HandleTable } from './handles.js';
 import { ArrivalOrder } from './ordering.js';
 import { ReplyWriter } from './output.js';
-import { FrameDecoder, FrameLengthError, PacketReader, PacketWriter, statusPacket as status } from './packet.js';
+import { FrameLengthError, PacketReader, PacketWriter, SftpPacketSplitter, statusPacket as status } from './packet.js';
 import { Confinement, displayPath, fsPath } from './paths.js';
 
 export interface SftpLogger {
@@ -161,7 +161,7 @@ class Session extends EventEmitter implements SftpSession {
   readonly readOnly: boolean;
   readonly maxHandles: number;
   private readonly log: SftpLogger;
-  private readonly decoder = new FrameDecoder(MAX_PACKET_LENGTH);
+  private readonly decoder = new SftpPacketSplitter(MAX_PACKET_LENGTH);
   private readonly order = new ArrivalOrder();
   private readonly output: ReplyWriter;
   private readonly counters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
