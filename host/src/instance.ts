@@ -48,10 +48,13 @@ export function validateInstanceName(name: string): string {
 }
 
 export function instancePaths(name: string, home = tetherHome()): InstancePaths {
-  const dir = join(home, validateInstanceName(name));
+  return { name, ...instanceFiles(join(home, validateInstanceName(name))) };
+}
+
+/** The layout of an instance directory (the agent also runs on a bare directory: tests, the benchmarks). */
+export function instanceFiles(dir: string): Omit<InstancePaths, 'name'> {
   const logs = join(dir, 'logs');
   return {
-    name,
     dir,
     config: join(dir, 'tether.yaml'),
     socket: join(dir, 'ha.sock'),

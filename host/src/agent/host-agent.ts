@@ -2,13 +2,13 @@
 // the mounts together, runs the boot requirements in order, and exposes the operator view (AgentApi) that the control
 // API serves. Owns lifecycles and the translation of component events into AgentEvents; no socket code lives here.
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
 import type { Info } from '@tether/protocol';
 import type { Config } from '../config/schema.js';
 import { ForwardEngine } from '../forward/engine.js';
+import { instanceFiles } from '../instance.js';
 import { AgentLink, type AgentLinkOptions } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
-import { type Component, CURRENT_LOG } from '../log-names.js';
+import type { Component } from '../log-names.js';
 import {
   type AgentApi,
   type AgentEvent,
@@ -185,7 +185,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       mounts,
       mountStates,
       lastErrors: this.problems.list(),
-      logFile: this.opts.logFile ?? join(this.opts.instanceDir, 'logs', CURRENT_LOG),
+      logFile: this.opts.logFile ?? instanceFiles(this.opts.instanceDir).currentLog,
     };
   }
 

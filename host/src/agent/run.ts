@@ -4,8 +4,8 @@
 // forwards ports does not carry them. In a process started with --expose-gc it also starts the buffer collector.
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
-import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
+import { instanceFiles } from '../instance.js';
 import { createLogger, type Logger } from '../log.js';
 import { processBufferCollector } from './buffer-gc.js';
 import { HostAgent, type HostAgentOptions } from './host-agent.js';
@@ -26,7 +26,8 @@ export interface RunningAgent {
 /** Creates and starts the agent; returns at once so callers can serve status while it boots. */
 export async function runAgent(name: string, config: Config, opts: RunAgentOptions): Promise<RunningAgent> {
   const collector = processBufferCollector();
-  const logger = opts.logger ?? (await createLogger({ dir: join(opts.instanceDir, 'logs'), level: opts.logLevel }));
+  const logger =
+    opts.logger ?? (await createLogger({ dir: instanceFiles(opts.instanceDir).logs, level: opts.logLevel }));
   // Mounts come from the config unless the caller brings its own driver (tests, benchmarks). Their warnings and
   // errors go to status with the agent's own.
   const problems = opts.problems ?? new ProblemRing(20);

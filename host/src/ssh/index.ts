@@ -15,7 +15,6 @@ export {
   ChannelOpenError,
   CIPHERS,
   type ExecResult,
-  HOST_KEY_FILE,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
   OPEN_CONNECT_FAILED,
   SshNotConnectedError,

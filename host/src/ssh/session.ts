@@ -6,7 +6,6 @@
 import './random-pool.js';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   type CipherAlgorithm,
   Client,
@@ -16,6 +15,7 @@ import {
   type SFTPWrapper,
 } from 'ssh2';
 import type { SshConfig } from '../config/schema.js';
+import { instanceFiles } from '../instance.js';
 import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
@@ -34,8 +34,6 @@ export const CIPHERS: CipherAlgorithm[] = [
   'aes192-ctr',
   'aes256-ctr',
 ];
-
-export const HOST_KEY_FILE = 'host_key';
 
 export interface SshSessionOptions {
   ssh: SshConfig;
@@ -116,7 +114,7 @@ export class SshSession extends EventEmitter {
   constructor(private readonly opts: SshSessionOptions) {
     super();
     this.log = opts.logger;
-    this.hostKeyPath = join(opts.instanceDir, HOST_KEY_FILE);
+    this.hostKeyPath = instanceFiles(opts.instanceDir).hostKey;
   }
 
   get target(): string {
