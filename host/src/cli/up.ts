@@ -12,14 +12,23 @@ import type { RequirementView, StatusView } from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
 import { sshTarget } from '../ssh/target.js';
 import { spawnAgent } from './agent-spawn.js';
-import { stopAgent } from './commands/down.js';
-import type { UpOptions } from './commands/up.js';
+import { stopAgent } from './agent-stop.js';
 import { clientFor, pathsFor } from './context.js';
 import { CliError, UsageError } from './errors.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
 import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
+
+/** The flags of `tether up` (commands/up.ts). */
+export interface UpOptions {
+  ssh?: string;
+  identity?: string;
+  config?: string;
+  foreground?: boolean;
+  timeout: number;
+  logLevel?: string;
+}
 
 export async function up(name: string, opts: UpOptions): Promise<void> {
   const started = Date.now();

@@ -6,9 +6,9 @@ import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { type InstancePaths, isAlive, isOurAgent, readPid } from '../../instance.js';
 import { socketAnswers } from '../../socket-file.js';
+import { stopAgent } from '../agent-stop.js';
 import { existingInstance, pathsFor, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
-import { stopAgent } from './down.js';
 
 /** What only a tether instance directory holds: one of them makes a directory without tether.yaml an instance. */
 const INSTANCE_MARKS = (paths: InstancePaths) => [paths.logs, paths.hostKey, paths.pidFile];

@@ -3,15 +3,7 @@
 // (../up.ts).
 import type { Command } from 'commander';
 import { parseLogLevel, parseSeconds, withHelp } from '../context.js';
-
-export interface UpOptions {
-  ssh?: string;
-  identity?: string;
-  config?: string;
-  foreground?: boolean;
-  timeout: number;
-  logLevel?: string;
-}
+import type { UpOptions } from '../up.js';
 
 const DEFAULT_TIMEOUT_S = 300;
 
