@@ -2,9 +2,9 @@
 // ships without pino, so this stays tiny: one object per line with `time`, `level`, `component`, `msg` and fields.
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-export type LogFields = Record<string, unknown>;
-export type LogSink = (line: string) => void;
-export interface LogFn {
+type LogFields = Record<string, unknown>;
+type LogSink = (line: string) => void;
+interface LogFn {
   (msg: string): void;
   (fields: LogFields, msg: string): void;
 }

@@ -39,7 +39,7 @@ export function tetherHome(): string {
 }
 
 /** Throws a one-line error when `name` cannot be an instance name. */
-export function validateInstanceName(name: string): string {
+function validateInstanceName(name: string): string {
   if (!NAME_RE.test(name))
     throw new Error(
       `invalid instance name ${JSON.stringify(name)}: expected 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit`,

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { type DestinationStream, pino } from 'pino';
 import { CURRENT_LOG, logFileName, logFileNumbers } from './log-names.js';
 
-export interface LogFileOptions {
+interface LogFileOptions {
   dir: string;
   /** Start the next file once the current one has this many bytes. */
   maxBytes: number;

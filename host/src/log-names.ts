@@ -16,7 +16,7 @@ export const COMPONENTS = [
 ] as const;
 export type Component = (typeof COMPONENTS)[number];
 
-export const LOG_FILE = 'tether';
+const LOG_FILE = 'tether';
 export const CURRENT_LOG = 'current.log';
 
 export function logFileName(n: number): string {

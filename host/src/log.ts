@@ -7,7 +7,7 @@ import type { Component } from './log-names.js';
 
 export type { Logger } from 'pino';
 
-export interface LogOptions {
+interface LogOptions {
   /** Directory for rotated files; absent: JSON lines to stdout. */
   dir?: string;
   level?: string;

@@ -81,7 +81,7 @@ export interface MountView {
   error: string | null;
 }
 
-export type RequirementState = 'pending' | 'waiting' | 'ok' | 'failed' | 'skipped';
+type RequirementState = 'pending' | 'waiting' | 'ok' | 'failed' | 'skipped';
 
 export interface RequirementView {
   /** 1-based position, as in "waiting for requirement 2 of 5". */

@@ -15,7 +15,7 @@ export class SocketBusyError extends Error {
 }
 
 /** The longest unix socket path the kernel takes: sun_path less its NUL (108 bytes on Linux, 104 on macOS, BSDs). */
-export const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
+const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
 
 /**
  * Why `path` cannot be a unix socket here (too long: Node would bind a truncated path somewhere else), or null.

@@ -3,7 +3,7 @@
 import type { PortDelta as WireDelta, Listener as WireListener, PortSnapshot as WireSnapshot } from '@tether/protocol';
 import type { Listener, PortDelta, PortSnapshot } from '../ports/index.js';
 
-export function toWireListener(l: Listener): WireListener {
+function toWireListener(l: Listener): WireListener {
   return { proto: l.proto, family: l.family, ip: l.ip, port: l.port, pid: l.pid, command: l.command };
 }
 

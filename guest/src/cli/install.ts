@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 
 export const SERVICE_NAME = 'tether-guest.service';
 
-export interface InstallOptions {
+interface InstallOptions {
   socketOwner: string;
   socketPath?: string;
   /** Restart the service even when nothing changed: a running agent whose socket does not answer. */
@@ -21,9 +21,9 @@ export interface InstallOptions {
   self?: SelfExecutable;
 }
 
-export type SelfExecutable = { kind: 'sea'; path: string } | { kind: 'bundle'; node: string; path: string };
+type SelfExecutable = { kind: 'sea'; path: string } | { kind: 'bundle'; node: string; path: string };
 
-export interface InstallResult {
+interface InstallResult {
   unitPath: string;
   execPath: string;
   changed: boolean;
@@ -53,7 +53,7 @@ function isSea(): boolean {
   return sea.isSea();
 }
 
-export function currentExecutable(): SelfExecutable {
+function currentExecutable(): SelfExecutable {
   if (isSea()) return { kind: 'sea', path: process.execPath };
   if (!process.argv[1]) throw new Error('cannot tell which file is running (no script path in argv)');
   return { kind: 'bundle', node: process.execPath, path: resolve(process.argv[1]) };
@@ -74,7 +74,7 @@ function quoteArg(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
 }
 
-export function unitText(execStart: string[]): string {
+function unitText(execStart: string[]): string {
   return `[Unit]
 Description=tether guest agent (port forwarding and file events for the host)
 After=network.target

@@ -6,7 +6,7 @@ function hostPort(l: Listener): string {
   return l.family === 6 ? `[${l.ip}]:${l.port}` : `${l.ip}:${l.port}`;
 }
 
-export function formatPortsTable(listeners: Listener[]): string {
+function formatPortsTable(listeners: Listener[]): string {
   const rows = [['PROTO', 'ADDRESS', 'PID', 'COMMAND']];
   for (const l of listeners) {
     rows.push([`${l.proto}${l.family}`, hostPort(l), l.pid === null ? '-' : String(l.pid), l.command ?? '-']);

@@ -4,7 +4,7 @@ import { systemStopping } from '../agent/system-state.js';
 import type { Logger } from '../log.js';
 import { BUILD_HASH, VERSION } from '../version.js';
 
-export interface RunOptions {
+interface RunOptions {
   socket?: string;
   socketOwner?: string;
   /** false: find listeners by polling alone, without the kernel's listen events. */

@@ -15,13 +15,13 @@ export interface UdpRelayOptions {
   maxPending?: number;
 }
 
-export interface UdpTarget {
+interface UdpTarget {
   proto: string;
   ip: string;
   port: number;
 }
 
-export interface UdpRelayDeps {
+interface UdpRelayDeps {
   /** The guest's listeners right now; only UDP ones are consulted. */
   listeners: () => Iterable<UdpTarget>;
   reply: (flow: number, data: Uint8Array) => void;

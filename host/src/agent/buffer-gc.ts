@@ -13,7 +13,7 @@
 
 export type CollectionKind = 'minor' | 'major';
 
-export interface BufferCollectorOptions {
+interface BufferCollectorOptions {
   /**
    * A full GC when ArrayBuffer memory still exceeds the live level (the lowest reading since the last full GC) by
    * this after a minor GC; the minor GC runs at half of it.
@@ -29,7 +29,7 @@ export interface BufferCollectorOptions {
   arrayBuffers?: () => number;
 }
 
-export interface BufferCollector {
+interface BufferCollector {
   /** Collections run so far, by kind. */
   readonly collections: Readonly<Record<CollectionKind, number>>;
   /** Bytes the process moved (an SSH socket's reads and writes); a check runs at once every TRAFFIC_CHECK bytes. */

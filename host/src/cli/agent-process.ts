@@ -24,7 +24,7 @@ export interface AgentProcess {
   stop(reason: string): Promise<void>;
 }
 
-export interface AgentProcessOptions {
+interface AgentProcessOptions {
   logLevel?: string;
   /** Deadline of each boot requirement (`tether up --timeout`). */
   requirementTimeoutMs?: number;

@@ -51,7 +51,7 @@ export const AGENT_ENV: Readonly<Record<string, string>> = {
   MALLOC_MMAP_THRESHOLD_: String(1024 * 1024),
 };
 
-export interface AgentArgs {
+interface AgentArgs {
   logLevel?: string;
   /** Deadline of each boot requirement, in seconds. */
   timeoutS?: number;

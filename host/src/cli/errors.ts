@@ -42,7 +42,7 @@ export function describeError(err: unknown): string {
   return String(err);
 }
 
-export function exitCodeOf(err: unknown): number {
+function exitCodeOf(err: unknown): number {
   return err instanceof CliError ? err.exitCode : EXIT_FAILURE;
 }
 

@@ -45,7 +45,7 @@ export function logFiles(dir: string): string[] {
   return logFileNumbers(real).map((n) => join(real, logFileName(n)));
 }
 
-export interface TailResult {
+interface TailResult {
   lines: string[];
   /** Where following continues: the file current.log points at and the offset read up to. */
   file: string | null;
@@ -145,7 +145,7 @@ export function follow(
 }
 
 /** What the last agent run of an instance left in its log, for `status` of a stopped instance. */
-export interface LastRun {
+interface LastRun {
   /** Its warnings and errors, oldest first (at most `max`). */
   errors: LoggedError[];
   /** The reason on its `stopped` line (`got SIGTERM`, `tether down`, …), that it ended without one, or null (no run found). */

@@ -77,7 +77,7 @@ export type BootOutcome =
   | { outcome: 'timeout'; status: StatusView | null; requirement: RequirementView | null }
   | { outcome: 'gone'; reason: string };
 
-export interface FollowOptions {
+interface FollowOptions {
   timeoutMs: number;
   print: (line: string) => void;
   start?: number;

@@ -47,7 +47,7 @@ export function table(head: string[], rows: string[][]): string {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]+/g;
 
-export function formatBytes(n: number): string {
+function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n / 1024;
@@ -60,7 +60,7 @@ export function formatBytes(n: number): string {
 }
 
 /** `5s ago`, `3m ago`, `2h ago`, `4d ago`. */
-export function formatAge(iso: string, now = Date.now()): string {
+function formatAge(iso: string, now = Date.now()): string {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return '-';
   const s = Math.max(0, Math.round((now - t) / 1000));
@@ -116,7 +116,7 @@ export function mountTable(mounts: MountView[]): string {
 }
 
 /** `~ → /home/me: mounted (rw, inotify watching)`, with the reason when there is one. */
-export function mountLine(m: MountView): string {
+function mountLine(m: MountView): string {
   const where = m.guestPath && m.guestPath !== m.mountPoint ? `${m.mountPoint} (${m.guestPath})` : m.mountPoint;
   const mode = `${m.writable ? 'rw' : 'ro'}, inotify ${m.inotify}`;
   return `${m.location} → ${where}: ${m.state} (${mode})${m.error ? `: ${m.error}` : ''}`;
@@ -128,7 +128,7 @@ export function countOf(n: number, noun: string): string {
 }
 
 /** `3 (2 forwarding, 1 conflict)` from a per-state count. */
-export function summarizeCounts(counts: Record<string, number> & { total: number }): string {
+function summarizeCounts(counts: Record<string, number> & { total: number }): string {
   const parts = Object.entries(counts)
     .filter(([k, v]) => k !== 'total' && v > 0)
     .map(([k, v]) => `${v} ${k}`);
@@ -171,7 +171,7 @@ export function problemLine(e: LoggedError): string {
   return `  ${e.time} [${e.component}] ${e.msg}${e.resolvedAt ? ` (resolved ${e.resolvedAt})` : ''}`;
 }
 
-export function requirementMark(state: string): string {
+function requirementMark(state: string): string {
   return state === 'ok' ? '✓' : state === 'failed' ? '✗' : state === 'skipped' ? '-' : '…';
 }
 

@@ -2,7 +2,7 @@
 import { userInfo } from 'node:os';
 import { UsageError } from './errors.js';
 
-export interface SshTarget {
+interface SshTarget {
   user: string;
   host: string;
   port?: number;

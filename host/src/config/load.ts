@@ -25,7 +25,7 @@ export type LoadedConfig = Config & {
 };
 
 /** Mounts used when tether.yaml has no `mounts` key: the host's home directory, read-only. */
-export const DEFAULT_MOUNTS = [{ location: '~', writable: false }] as const;
+const DEFAULT_MOUNTS = [{ location: '~', writable: false }] as const;
 
 export function loadConfig(file: string): LoadedConfig {
   let text: string;
@@ -178,7 +178,7 @@ function problem(file: string, path: readonly Key[], pos: [number, number] | nul
 }
 
 /** `portForwards[2].hostPortRange` */
-export function formatPath(path: readonly Key[]): string {
+function formatPath(path: readonly Key[]): string {
   return path.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join('');
 }
 
@@ -258,7 +258,7 @@ function finish(config: Config, base: string): LoadedConfig {
 // ── writing ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
 /** What `tether up` flags can say about a new or existing instance. */
-export interface ConfigOverrides {
+interface ConfigOverrides {
   host?: string;
   port?: number;
   user?: string;

@@ -35,7 +35,7 @@ export class ControlError extends Error {
   }
 }
 
-export interface EventSubscription {
+interface EventSubscription {
   /** Resolves once the stream is open (events after this point are delivered). */
   readonly opened: Promise<void>;
   close(): void;

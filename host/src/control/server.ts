@@ -17,13 +17,13 @@ import { parseForwardSpec } from './spec.js';
 const CLOSE_GRACE_MS = 500;
 
 /** The close reason an event follower gets when the agent stops (code 1001). */
-export const AGENT_STOPPED = 'the agent stopped';
+const AGENT_STOPPED = 'the agent stopped';
 
 const MAX_BODY = 64 * 1024;
 /** A WebSocket client that lets this much pile up is too slow to follow events; it is disconnected. */
 const MAX_WS_BUFFER = 4 * 1024 * 1024;
 
-export interface ControlServerOptions {
+interface ControlServerOptions {
   socketPath: string;
   agent: AgentApi;
   log: Logger;

@@ -32,7 +32,7 @@ import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
 
-export interface ForwardEngineOptions {
+interface ForwardEngineOptions {
   ssh: SshSession;
   portForwards: readonly PortForward[];
   maxForwards: number;
@@ -89,7 +89,7 @@ const GUEST_LISTENER_FACTOR = 4;
 const OPEN_WARN_INTERVAL_MS = 5_000;
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
-export class DuplicateForwardError extends Error {
+class DuplicateForwardError extends Error {
   readonly statusCode = 409;
   /** `what`: what the new forward would share with the existing one, when it is not the id. */
   constructor(id: string, source: ForwardSource, what?: string) {

@@ -9,7 +9,7 @@ import type { ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
 import { familyOf, guestTargetIP } from './rules.js';
 
-export type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
+type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
 
 /** What the table needs of a forward that uses a binding. */
 export interface BindingRef extends Pick<GuestTarget, 'id' | 'guestPort' | 'stats' | 'opened'> {
@@ -37,7 +37,7 @@ interface BindingEntry<F> {
 /** What the engine sees of one binding. */
 export type BindingView<F> = Readonly<Pick<BindingEntry<F>, 'binding' | 'refs' | 'status' | 'error'>>;
 
-export interface HostBindingsOptions<F> {
+interface HostBindingsOptions<F> {
   log: Logger;
   retryInitialMs?: number;
   retryMaxMs?: number;

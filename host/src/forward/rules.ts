@@ -15,23 +15,23 @@ export type RuleDecision =
   | { action: 'forward'; hostIPs: string[]; hostPort: number }
   | { action: 'ignore'; reason: string };
 
-export interface MatchOptions {
+interface MatchOptions {
   /** The guest's sshd port, never forwarded (default 22). */
   sshPort?: number;
 }
 
 /** Host addresses a forward binds when no rule names one. */
-export const DEFAULT_HOST_IPS: readonly string[] = ['127.0.0.1', '::1'];
+const DEFAULT_HOST_IPS: readonly string[] = ['127.0.0.1', '::1'];
 
 const ALL_PORTS: [number, number] = [1, 65_535];
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`; other addresses unchanged. */
-export function unmapIPv4(ip: string): string {
+function unmapIPv4(ip: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   return m ? m[1] : ip;
 }
 
-export function isWildcard(ip: string): boolean {
+function isWildcard(ip: string): boolean {
   const a = unmapIPv4(ip);
   return a === '0.0.0.0' || a === '::';
 }
@@ -40,7 +40,7 @@ export function isWildcard(ip: string): boolean {
  * 127.0.0.1 or ::1: the guest's localhost. Other 127/8 addresses are system services' own (systemd-resolved's stub
  * on 127.0.0.53 and .54): forwarded only by a rule naming them, as in Lima.
  */
-export function isLocalhost(ip: string): boolean {
+function isLocalhost(ip: string): boolean {
   const a = unmapIPv4(ip);
   return a === '127.0.0.1' || a === '::1';
 }
@@ -79,13 +79,13 @@ function hostRange(rule: PortRule): [number, number] {
 }
 
 /** Lima: a guest bound to a wildcard matches any rule; a wildcard rule matches any guest; ::1 matches 127.0.0.1. */
-export function guestIPMatches(ruleIP: string, listenerIP: string): boolean {
+function guestIPMatches(ruleIP: string, listenerIP: string): boolean {
   if (isWildcard(listenerIP) || isWildcard(ruleIP)) return true;
   if (isLocalhost(ruleIP) && isLocalhost(listenerIP)) return true;
   return unmapIPv4(ruleIP) === unmapIPv4(listenerIP);
 }
 
-export function ruleMatches(rule: PortRule, l: GuestListenerAddr): boolean {
+function ruleMatches(rule: PortRule, l: GuestListenerAddr): boolean {
   if (rule.proto !== 'any' && rule.proto !== l.proto) return false;
   const [lo, hi] = guestRange(rule);
   if (l.port < lo || l.port > hi) return false;

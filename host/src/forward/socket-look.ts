@@ -20,7 +20,7 @@ const RECHECK_MAX_MS = 60_000;
 const LOOK_WAIT_MS = 10_000;
 
 /** What a look needs of its forward. */
-export interface LookedForward extends Pick<GuestTarget, 'id' | 'opened'> {
+interface LookedForward extends Pick<GuestTarget, 'id' | 'opened'> {
   /** The guest socket's path. */
   readonly guestAddr: string;
   /** Why its channels fail, as the forward shows it; null while they open. */
@@ -29,7 +29,7 @@ export interface LookedForward extends Pick<GuestTarget, 'id' | 'opened'> {
   readonly suspended: string | null;
 }
 
-export interface SocketLookDeps {
+interface SocketLookDeps {
   ssh: SocketShell;
   log: Logger;
   /** The forward is to show this cause from now on. */

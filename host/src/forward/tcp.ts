@@ -10,7 +10,7 @@ import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Rout
 import { openBridge, type PendingBridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
 
-export interface TcpBindingDeps {
+interface TcpBindingDeps {
   ssh: SshSession;
   /** Bounds concurrent channel opens across all forwards. */
   opens: OpenGate;

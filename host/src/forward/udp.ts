@@ -19,7 +19,7 @@ interface Flow {
   lastUsed: number;
 }
 
-export interface UdpFlowsOptions {
+interface UdpFlowsOptions {
   logger: Logger;
   idleMs?: number;
   maxFlows?: number;

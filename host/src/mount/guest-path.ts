@@ -14,7 +14,7 @@ export function guestPathWord(path: string): string {
   return shellQuote(path);
 }
 
-export interface ResolvedGuestPath {
+interface ResolvedGuestPath {
   /** Absolute, with every symlink resolved (as mountinfo shows it). */
   path: string;
   /** The guest user's login shell ($SHELL), for hints about its startup files; null when unset. */

@@ -4,7 +4,7 @@ import type { Client, ClientChannel } from 'ssh2';
 import { commandLabel, loginShellCommand } from '../ssh/shell-quote.js';
 import { afterMarker, startupMarker } from './startup-output.js';
 
-export interface GuestResult {
+interface GuestResult {
   code: number;
   stdout: string;
   stderr: string;

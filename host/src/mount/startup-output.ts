@@ -14,7 +14,7 @@ export const MAX_STARTUP_OUTPUT = 64 * 1024;
 /** How many bytes of startup output messages quote. */
 const QUOTE_BYTES = 200;
 
-export interface StartupMarker {
+interface StartupMarker {
   /** Shell command printing the marker line. */
   print: string;
   /** The exact bytes it prints (the line, newline included). */
@@ -77,7 +77,7 @@ export class ClosedBeforeMarkerError extends Error {
   }
 }
 
-export interface SkipOptions {
+interface SkipOptions {
   /** Fail after this many bytes of startup output (default MAX_STARTUP_OUTPUT). */
   limit?: number;
   timeoutMs: number;

@@ -24,7 +24,7 @@ export function defaultHandleLimit(): number {
   return defaultLimit;
 }
 
-export interface FileHandle {
+interface FileHandle {
   kind: 'file';
   fd: number;
   /** Host path as a byte string (paths.ts), for FSTATVFS and change reports. */

@@ -16,7 +16,7 @@ import { type ChangeTap, HEAD_BYTES, TAPPED_REQUESTS } from './change-tap.js';
 import { EXT, FX, FXP, MAX_PACKET_LENGTH } from './constants.js';
 import { PacketReader, statusPacket } from './packet.js';
 
-export interface MarkerFilterLogger {
+interface MarkerFilterLogger {
   warn(obj: object, msg: string): void;
 }
 

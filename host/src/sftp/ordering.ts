@@ -4,7 +4,7 @@
 // with each other. So sshfs's pipelined OPEN(CREAT)+LSTAT of the same name sees the file, while readahead READs
 // of a big file are served in parallel.
 
-export type Task = () => Promise<void>;
+type Task = () => Promise<void>;
 
 const ignore = () => {};
 

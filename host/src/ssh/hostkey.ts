@@ -13,7 +13,7 @@ export interface HostKey {
   fingerprint: string;
 }
 
-export type HostKeyCheck =
+type HostKeyCheck =
   | { result: 'pinned'; key: HostKey } // first use: written to the pin file
   | { result: 'match'; key: HostKey }
   | { result: 'mismatch'; key: HostKey; pinned: HostKey; error: HostKeyMismatchError };
@@ -57,7 +57,7 @@ export function readPinned(path: string): HostKey | null {
   return describeKey(Buffer.from(base64, 'base64'));
 }
 
-export function writePinned(path: string, key: HostKey): void {
+function writePinned(path: string, key: HostKey): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, `${key.algorithm} ${key.base64} ${key.fingerprint}\n`, { mode: 0o600 });
 }

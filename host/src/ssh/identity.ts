@@ -12,9 +12,9 @@ import { expandHome } from '../config/paths.js';
 import type { SshConfig } from '../config/schema.js';
 
 /** OpenSSH's default identity files (ssh_config IdentityFile), in its order. */
-export const DEFAULT_IDENTITY_FILES = ['id_rsa', 'id_ecdsa', 'id_ed25519'].map((f) => join('~', '.ssh', f));
+const DEFAULT_IDENTITY_FILES = ['id_rsa', 'id_ecdsa', 'id_ed25519'].map((f) => join('~', '.ssh', f));
 
-export interface Identity {
+interface Identity {
   path: string;
   key: Buffer;
 }

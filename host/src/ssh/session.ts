@@ -58,7 +58,7 @@ export interface ExecResult {
 }
 
 /** An exec channel that remembers its exit status (see SshSession.exec). */
-export type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
+type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
 
 export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 export type TreeEventKind = 'add' | 'change' | 'unlink' | 'addDir' | 'unlinkDir';
 
-export interface TreeWatcherOptions {
+interface TreeWatcherOptions {
   /** Paths (absolute) not to report or enter. */
   ignored?: (path: string) => boolean;
 }
