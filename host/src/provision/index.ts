@@ -1,20 +1,3 @@
 // Guest agent provisioning: the public surface used by the agent wiring and `tether doctor`.
-export {
-  ensureGuestAgent,
-  type GuestShell,
-  ownAgentSocket,
-  type ProvisionAction,
-  type ProvisionOptions,
-  type ProvisionResult,
-  runningAgentSocket,
-} from './ensure.js';
-export {
-  archOf,
-  BUNDLE_FILE,
-  defaultBundleDir,
-  type GuestArch,
-  type GuestManifest,
-  nodeUsable,
-  outdatedAgent,
-  readManifest,
-} from './manifest.js';
+export { ensureGuestAgent, runningAgentSocket } from './ensure.js';
+export { BUNDLE_FILE, defaultBundleDir, outdatedAgent, readManifest } from './manifest.js';

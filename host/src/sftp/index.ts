@@ -2,5 +2,5 @@
 // sftp-server; mount/ wires them to an exec channel.
 
 export { ChangeTap } from './change-tap.js';
-export { type MarkerFilter, markerFilter } from './marker-filter.js';
-export { type SftpLogger, type SftpServerOptions, type SftpSession, type SftpStats, serveSftp } from './server.js';
+export { markerFilter } from './marker-filter.js';
+export { serveSftp } from './server.js';

@@ -1,19 +1,16 @@
 // The SSH layer of the host agent: one session per VM, its host key pinning, and what a guest unix socket looks like
 // through it.
 export {
-  type GuestSocketState,
-  type GuestSocketView,
   guestSocketState,
   type SocketShell,
   StreamLocalRefusedError,
   socketOpenFailure,
   streamLocalRefusal,
 } from './guest-socket.js';
-export { checkHostKey, describeKey, type HostKey, HostKeyMismatchError, readPinned } from './hostkey.js';
-export { guestServerPort, parseServerPort } from './server-port.js';
+export { describeKey, type HostKey, readPinned } from './hostkey.js';
+export { guestServerPort } from './server-port.js';
 export {
   ChannelOpenError,
-  CIPHERS,
   type ExecResult,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
   OPEN_CONNECT_FAILED,
