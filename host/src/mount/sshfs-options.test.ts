@@ -7,7 +7,7 @@ describe('sshfs command', () => {
   it('puts user extras after tether options so they win', () => {
     const m = MountConfig.parse({ location: '/Users/me', sshfs: ['dcache_timeout=60'] });
     const options = /exec sshfs -f -o (\S+) /.exec(sshfsCommand(m, '/Users/me', 'true'))?.[1];
-    expect(options).toBe(`'slave,allow_other,idmap=user,dcache_timeout=2'"$x"',dcache_timeout=60'`);
+    expect(options).toBe('slave,allow_other,idmap=user,dcache_timeout=2"$x",dcache_timeout=60');
   });
   it('mounts at the location unless a mount point is configured', () => {
     expect(mountPointOf(MountConfig.parse({ location: '/a' }))).toBe('/a');
