@@ -3,6 +3,7 @@
 import { basename, dirname } from 'node:path';
 import { ConfigError } from '../config/errors.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
+import { complain } from './terminal.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -47,7 +48,7 @@ function exitCodeOf(err: unknown): number {
 }
 
 export function reportError(err: unknown): number {
-  process.stderr.write(`tether: ${describeError(err)}\n`);
-  if (process.env.TETHER_DEBUG === '1' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  complain(`tether: ${describeError(err)}\n`);
+  if (process.env.TETHER_DEBUG === '1' && err instanceof Error && err.stack) complain(`${err.stack}\n`);
   return exitCodeOf(err);
 }

@@ -4,6 +4,7 @@
 import { CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportError } from './errors.js';
 import { buildProgram } from './program.js';
+import { complain } from './terminal.js';
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -34,7 +35,7 @@ main(process.argv).then(
     process.stdout.write('', () => process.exit(code));
   },
   (err) => {
-    process.stderr.write(`tether: ${err instanceof Error ? err.message : String(err)}\n`);
+    complain(`tether: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(EXIT_FAILURE);
   },
 );

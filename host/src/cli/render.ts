@@ -45,7 +45,7 @@ export function table(head: string[], rows: string[][]): string {
 }
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
-const CONTROL_CHARS = /[\u0000-\u001f\u007f]+/g;
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]+/g;
 
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;

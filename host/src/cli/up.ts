@@ -19,6 +19,7 @@ import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
 import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
+import { complain, say } from './terminal.js';
 
 /** The flags of `tether up` (commands/up.ts). */
 export interface UpOptions {
@@ -35,7 +36,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
   const paths = pathsFor(name);
   const changed = prepareConfig(paths, opts);
   const config = loadConfig(paths.config);
-  const print = (line: string) => process.stdout.write(`${line}\n`);
+  const print = (line: string) => say(`${line}\n`);
   const timeoutMs = opts.timeout * 1000;
 
   if (await socketAnswers(paths.socket)) {
@@ -85,7 +86,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
       if (retrying) print(`trying its failed mounts again`);
       // Not ours to stop: Ctrl-C only stops following it.
       onInterrupt(() => {
-        process.stderr.write(
+        complain(
           `tether: interrupted; instance ${name} keeps running (\`tether status ${name}\` follows it, \`tether down ${name}\` stops it)\n`,
         );
         return Promise.resolve();
@@ -108,7 +109,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
     throw new CliError(`the control socket ${tooLong}: set TETHER_HOME to a shorter directory, or use a shorter name`);
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
   if (siblings.length > 0)
-    process.stderr.write(
+    complain(
       `tether: warning: ${describeSiblings(siblings)}, the same VM: this instance will find the host ports of its ` +
         `forwards taken (\`tether down ${siblings[0].name}\` first)\n`,
     );
@@ -119,7 +120,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
     const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
     const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
     // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
-    if (outcome.outcome === 'degraded') process.stderr.write(`tether: ${degradedMessage(paths, outcome)}\n`);
+    if (outcome.outcome === 'degraded') complain(`tether: ${degradedMessage(paths, outcome)}\n`);
     else await finish(paths, outcome, (reason) => proc.stop(reason));
     print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
     await proc.done;
@@ -130,9 +131,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
   // The agent runs detached (its own session), so Ctrl-C reaches only this process: an `up` given up on (a wrong
   // port that never answers) stops the agent it started, instead of leaving it retrying unseen.
   onInterrupt(async () => {
-    process.stderr.write(
-      `tether: interrupted; stopping the agent of ${name} (\`tether up ${name}\` starts it again)\n`,
-    );
+    complain(`tether: interrupted; stopping the agent of ${name} (\`tether up ${name}\` starts it again)\n`);
     const how = await stopAgent(paths, 'tether up: interrupted').catch(() => 'not running');
     if (how === 'not running' && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   });
@@ -163,7 +162,7 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
     const before = exists ? readFileSync(paths.config, 'utf8') : null;
     copyConfigFile(source, paths.config);
     if (target || identityFile) updateConfigFile(paths.config, { ...target, identityFile });
-    if (!exists) process.stdout.write(`created instance ${paths.name}: ${paths.config} (from ${source})\n`);
+    if (!exists) say(`created instance ${paths.name}: ${paths.config} (from ${source})\n`);
     return before !== null && before !== readFileSync(paths.config, 'utf8');
   }
   if (!exists) {
@@ -173,7 +172,7 @@ function prepareConfig(paths: InstancePaths, opts: UpOptions): boolean {
       );
     ensureInstanceDir(paths);
     writeInitialConfig(paths.config, { ...target, identityFile });
-    process.stdout.write(`created instance ${paths.name}: ${paths.config}\n`);
+    say(`created instance ${paths.name}: ${paths.config}\n`);
     return false;
   }
   ensureInstanceDir(paths);
@@ -222,7 +221,7 @@ async function finish(
 ): Promise<void> {
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
-    process.stdout.write(
+    say(
       `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
     );
     await warnConfiguredForwards(paths);
@@ -266,7 +265,7 @@ async function warnConfiguredForwards(paths: InstancePaths): Promise<void> {
   for (const f of forwards) {
     if (f.source !== 'static' || !['conflict', 'privileged', 'error'].includes(f.state)) continue;
     const host = f.hostAddrs.length > 0 ? f.hostAddrs.join(', ') : '-';
-    process.stderr.write(
+    complain(
       `tether: warning: forward ${f.proto} ${host} → guest ${f.guestAddr} from tether.yaml: ${f.state}` +
         `${f.error ? ` (${f.error})` : ''}\n`,
     );

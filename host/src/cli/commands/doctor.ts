@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { existingInstance, withHelp } from '../context.js';
 import type { CheckResult } from '../doctor.js';
 import { CliError } from '../errors.js';
+import { say } from '../terminal.js';
 
 function line(r: CheckResult, name: string): string {
   const mark = { ok: '✓', warn: '!', fail: '✗', skip: '-' }[r.state];
@@ -22,15 +23,13 @@ export function registerDoctor(program: Command): void {
   ).action(async (name: string) => {
     const paths = existingInstance(name);
     const { runChecks } = await import('../doctor.js'); // ssh2 and the mount checks load only here
-    const results = await runChecks(paths, (r) => process.stdout.write(`${line(r, name)}\n`));
+    const results = await runChecks(paths, (r) => say(`${line(r, name)}\n`));
     const failed = results.filter((r) => r.state === 'fail');
     if (failed.length > 0)
       throw new CliError(
         `${failed.length} problem${failed.length > 1 ? 's' : ''}: ${failed.map((r) => r.name).join(', ')}`,
       );
     const warned = results.filter((r) => r.state === 'warn').length;
-    process.stdout.write(
-      warned ? `no problems; ${warned} warning${warned > 1 ? 's' : ''} above\n` : 'everything looks right\n',
-    );
+    say(warned ? `no problems; ${warned} warning${warned > 1 ? 's' : ''} above\n` : 'everything looks right\n');
   });
 }

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { stopAgent } from '../agent-stop.js';
 import { existingInstance, withHelp } from '../context.js';
+import { say } from '../terminal.js';
 
 export function registerDown(program: Command): void {
   withHelp(
@@ -13,8 +14,6 @@ export function registerDown(program: Command): void {
   ).action(async (name: string) => {
     const paths = existingInstance(name);
     const how = await stopAgent(paths, 'tether down');
-    process.stdout.write(
-      how === 'not running' ? `instance ${name} is not running\n` : `stopped instance ${name} (${how})\n`,
-    );
+    say(how === 'not running' ? `instance ${name} is not running\n` : `stopped instance ${name} (${how})\n`);
   });
 }

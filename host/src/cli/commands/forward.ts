@@ -7,9 +7,10 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { matchForwards, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
 import { forwardJson, forwardTable } from '../render.js';
+import { complain, inertJson, say, sayJson } from '../terminal.js';
 
 function render(forwards: ForwardView[], json: boolean): string {
-  if (json) return JSON.stringify(forwards.map(forwardJson), null, 2);
+  if (json) return inertJson(JSON.stringify(forwards.map(forwardJson), null, 2));
   if (forwards.length === 0) return 'no forwards (nothing listens in the guest yet)';
   return forwardTable(forwards);
 }
@@ -22,12 +23,13 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
     const draw = () => {
       pending = false;
       const list = [...byId.values()].sort(compareForwards);
-      if (json) process.stdout.write(`${JSON.stringify(list.map(forwardJson))}\n`);
+      if (json) sayJson(list.map(forwardJson));
       else {
         const header = `tether forward ls ${name} — ${new Date().toLocaleTimeString()} (Ctrl-C to quit)`;
         // A terminal is cleared for each redraw; a pipe or file gets the tables one after the other.
         const clear = process.stdout.isTTY ? '\x1b[H\x1b[2J' : '';
-        process.stdout.write(`${clear}${header}\n\n${render(list, false)}\n`);
+        process.stdout.write(clear);
+        say(`${header}\n\n${render(list, false)}\n`);
       }
     };
     const schedule = () => {
@@ -56,7 +58,7 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
       (reason, stopped) => {
         if (!stopped) return fail(new Error(`the agent closed the event stream (${reason})`));
         clearInterval(refresh);
-        process.stderr.write(`tether: ${reason} (instance ${name})\n`);
+        complain(`tether: ${reason} (instance ${name})\n`);
         resolve();
       },
     );
@@ -92,7 +94,7 @@ export function registerForward(program: Command): void {
   ).action(async (name: string, opts: { json?: boolean; watch?: boolean }) => {
     const client = clientFor(existingInstance(name));
     if (opts.watch) return watch(name, client, opts.json === true);
-    process.stdout.write(`${render(await client.forwards(), opts.json === true)}\n`);
+    say(`${render(await client.forwards(), opts.json === true)}\n`);
   });
 
   withHelp(
@@ -112,7 +114,7 @@ export function registerForward(program: Command): void {
       throw new UsageError('give either [HOSTIP:]HOSTPORT:GUESTPORT[/udp] or --socket GUEST:HOST');
     const parsed = opts.socket ? parseSocketSpec(opts.socket) : parsePortSpec(spec!);
     const f = await clientFor(existingInstance(name)).addForward(parsed);
-    process.stdout.write(
+    say(
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
   });
@@ -139,12 +141,12 @@ export function registerForward(program: Command): void {
     }
     for (const f of targets.values()) {
       if (f.state === 'ignored') {
-        process.stdout.write(`${f.id} is ignored already${f.error ? ` (${f.error})` : ''}\n`);
+        say(`${f.id} is ignored already${f.error ? ` (${f.error})` : ''}\n`);
         continue;
       }
       await client.removeForward(f.id);
       const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
-      process.stdout.write(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
+      say(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
       // A static or added forward served a guest port that also listens: the rules forward it again as detected.
       const guestPort = f.guestAddr.slice(f.guestAddr.lastIndexOf(':') + 1);
       const back =
@@ -157,7 +159,7 @@ export function registerForward(program: Command): void {
       const before = forwards.find((g) => g.id === back?.id);
       const tookOver = back && (!before || back.hostAddrs.some((a) => f.hostAddrs.includes(a)));
       if (back && tookOver && back.state !== 'ignored')
-        process.stdout.write(
+        say(
           `  the guest still listens on ${back.guestAddr}: forwarded again as detected (${back.state}); ` +
             `\`tether forward rm ${name} ${back.id}\` ignores it until tether down\n`,
         );

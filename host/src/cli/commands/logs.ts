@@ -5,6 +5,7 @@ import { InvalidArgumentError } from 'commander';
 import { COMPONENTS } from '../../log-names.js';
 import { existingInstance, parsePositiveInt, withHelp } from '../context.js';
 import { follow, type LogFilter, levelNumber, tail } from '../log-reader.js';
+import { complain, inertJson, inertValues, say } from '../terminal.js';
 
 interface LogsOptions {
   follow?: boolean;
@@ -61,21 +62,22 @@ export function registerLogs(program: Command): void {
       errorLikeObjectKeys: ['err'],
     });
     const print = (line: string) => {
-      if (opts.json) process.stdout.write(`${line}\n`);
+      if (opts.json) process.stdout.write(`${inertJson(line)}\n`);
       else {
         let rec: unknown;
         try {
           rec = JSON.parse(line);
         } catch {
-          process.stdout.write(`${line}\n`);
+          say(`${line}\n`);
           return;
         }
-        process.stdout.write(pretty(rec));
+        // The record's strings, not the pretty line: its colours are escape sequences of its own.
+        process.stdout.write(pretty(inertValues(rec)));
       }
     };
     const result = tail(paths.logs, filter, opts.lines);
     if (result.lines.length === 0 && !opts.follow && result.file === null)
-      process.stderr.write(`no log files in ${paths.logs} yet (the agent has not run)\n`);
+      complain(`no log files in ${paths.logs} yet (the agent has not run)\n`);
     for (const line of result.lines) print(line);
     if (!opts.follow) return;
     const stop = follow(paths.logs, result, filter, print);

@@ -7,6 +7,7 @@ import type { StatusView } from '../../model.js';
 import { sshTarget } from '../../ssh/target.js';
 import { clientFor, withHelp } from '../context.js';
 import { table } from '../render.js';
+import { say, sayJson } from '../terminal.js';
 
 interface InstanceRow {
   name: string;
@@ -68,13 +69,11 @@ export function registerLs(program: Command): void {
     const { loadConfig } = await import('../../config/load.js'); // each instance's SSH target
     const rows = await Promise.all(listInstances().map((name) => describe(name, loadConfig)));
     if (opts.json) {
-      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      sayJson(rows, 2);
       return;
     }
     if (rows.length === 0) {
-      process.stdout.write(
-        `no instances in ${tetherHome()}; create one with \`tether up NAME --ssh USER@HOST:PORT\`\n`,
-      );
+      say(`no instances in ${tetherHome()}; create one with \`tether up NAME --ssh USER@HOST:PORT\`\n`);
       return;
     }
     const cells = rows.map((r) => [
@@ -85,6 +84,6 @@ export function registerLs(program: Command): void {
       r.forwards ? `${r.forwards.forwarding}/${r.forwards.total - r.forwards.ignored}` : '-',
       r.mounts ? `${r.mounts.mounted}/${r.mounts.total}` : '-',
     ]);
-    process.stdout.write(`${table(['NAME', 'SSH', 'STATE', 'FORWARDS', 'MOUNTS'], cells)}\n`);
+    say(`${table(['NAME', 'SSH', 'STATE', 'FORWARDS', 'MOUNTS'], cells)}\n`);
   });
 }

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { mountTable } from '../render.js';
+import { say, sayJson } from '../terminal.js';
 
 export function registerMount(program: Command): void {
   const mount = withHelp(program.command('mount').description('host directories mounted in the guest'), [
@@ -17,8 +18,8 @@ export function registerMount(program: Command): void {
     ['tether mount ls dev', 'tether mount ls dev --json'],
   ).action(async (name: string, opts: { json?: boolean }) => {
     const mounts = await clientFor(existingInstance(name)).mounts();
-    if (opts.json) process.stdout.write(`${JSON.stringify(mounts, null, 2)}\n`);
-    else if (mounts.length === 0) process.stdout.write('no mounts (tether.yaml has mounts: [])\n');
-    else process.stdout.write(`${mountTable(mounts)}\n`);
+    if (opts.json) sayJson(mounts, 2);
+    else if (mounts.length === 0) say('no mounts (tether.yaml has mounts: [])\n');
+    else say(`${mountTable(mounts)}\n`);
   });
 }

@@ -9,6 +9,7 @@ import { socketAnswers } from '../../socket-file.js';
 import { stopAgent } from '../agent-stop.js';
 import { existingInstance, pathsFor, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
+import { say } from '../terminal.js';
 
 /** What only a tether instance directory holds: one of them makes a directory without tether.yaml an instance. */
 const INSTANCE_MARKS = (paths: InstancePaths) => [paths.logs, paths.hostKey, paths.pidFile];
@@ -38,9 +39,9 @@ export function registerRm(program: Command): void {
       if (!opts.force)
         throw new CliError(`instance ${name} is running; stop it with \`tether down ${name}\` first, or use --force`);
       const how = await stopAgent(paths, 'tether rm --force');
-      process.stdout.write(`stopped instance ${name} (${how})\n`);
+      say(`stopped instance ${name} (${how})\n`);
     }
     rmSync(paths.dir, { recursive: true, force: true });
-    process.stdout.write(`removed instance ${name} (${paths.dir})\n`);
+    say(`removed instance ${name} (${paths.dir})\n`);
   });
 }

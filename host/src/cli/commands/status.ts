@@ -9,6 +9,7 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { lastRun } from '../log-reader.js';
 import { problemLine, statusText } from '../render.js';
+import { say, sayJson } from '../terminal.js';
 
 export function registerStatus(program: Command): void {
   withHelp(
@@ -22,7 +23,8 @@ export function registerStatus(program: Command): void {
     const paths = existingInstance(name);
     try {
       const s = await clientFor(paths).status();
-      process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${statusText(s)}\n`);
+      if (opts.json) sayJson(s, 2);
+      else say(`${statusText(s)}\n`);
     } catch (err) {
       if (!(err instanceof AgentNotRunningError)) throw err;
       // Its process runs but the control API does not answer (still starting, or hung): not stopped.
@@ -61,7 +63,7 @@ export function registerStatus(program: Command): void {
           lastErrors: last.errors,
           logFile: paths.currentLog,
         };
-        process.stdout.write(`${JSON.stringify(stopped, null, 2)}\n`);
+        sayJson(stopped, 2);
       } else {
         const lines = [
           `instance:     ${name}`,
@@ -74,7 +76,7 @@ export function registerStatus(program: Command): void {
           for (const e of last.errors) lines.push(problemLine(e));
         }
         lines.push(`log:          ${paths.currentLog}`);
-        process.stdout.write(`${lines.join('\n')}\n`);
+        say(`${lines.join('\n')}\n`);
       }
     }
   });
