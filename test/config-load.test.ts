@@ -32,6 +32,22 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/^\/etc\/tether\/demo\.yaml:\d+:\d+: YAML syntax error: /],
   },
   {
+    name: 'alias to an anchor that does not exist',
+    text: 'ssh:\n  user: a\n  host: *nope\n',
+    expect: [/^\/etc\/tether\/demo\.yaml:3:9: YAML error: Unresolved alias .*nope/],
+  },
+  {
+    name: 'aliases that expand past the alias limit',
+    text: `a: &a [x, x, x, x, x, x, x, x, x, x]\n${Array.from(
+      { length: 8 },
+      (_, i) =>
+        `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(97 + i)}`)
+          .join(', ')}]`,
+    ).join('\n')}\nssh:\n  user: a\n`,
+    expect: [/^\/etc\/tether\/demo\.yaml:2:\d+: YAML error: Excessive alias count/],
+  },
+  {
     name: 'duplicate key',
     text: 'ssh:\n  user: a\n  user: b\n',
     expect: [/demo\.yaml:3:3: YAML syntax error: Map keys must be unique/],
@@ -240,9 +256,17 @@ describe('config written by tether up', () => {
     });
   });
 
+  it('leaves a file with syntax errors as it is when up flags would update it, naming where the errors are', () => {
+    const file = join(dir, 'broken.yaml');
+    const text = 'ssh:\n  user: a\nportForwards:\n  - guestPortRange: [9000, 9010\n';
+    writeFileSync(file, text);
+    expect(() => updateConfigFile(file, { port: 2223 })).toThrow(new RegExp(`^${file}:\\d+:\\d+: YAML syntax error`));
+    expect(readFileSync(file, 'utf8')).toBe(text);
+  });
+
   it('reports a file edited into an invalid state', () => {
     const file = join(dir, 'bad.yaml');
-    writeFileSync(file, 'ssh:\n  user: a\n  keepaliveInterval: -1\n');
-    expect(() => loadConfig(file)).toThrow(`${file}:3:22: ssh.keepaliveInterval: got -1; expected number to be >0`);
+    writeFileSync(file, 'ssh:\n  user: a\n  keepaliveInterval: 0.001\n');
+    expect(() => loadConfig(file)).toThrow(`${file}:3:22: ssh.keepaliveInterval: got 0.001; expected number to be >=1`);
   });
 });

@@ -3,7 +3,7 @@
 // the bad value and what was expected. The shape itself lives in schema.ts.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import { Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, visit } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { expandHome } from './paths.js';
@@ -42,6 +42,25 @@ export function loadConfig(file: string): LoadedConfig {
 
 /** Parses and validates config text; `file` is used in messages and as the base for relative paths. */
 export function parseConfig(text: string, file: string): LoadedConfig {
+  const { doc, lines } = parseYaml(text, file);
+  const raw = plainValue(doc, lines, file);
+  bareTildes(doc, raw);
+  const result = Config.safeParse(raw, { reportInput: true });
+  if (!result.success) {
+    const issues = portForwardIssues(result.error.issues, raw);
+    const problems = issues.flatMap((issue) => describeIssue(issue, raw, doc, lines, file));
+    throw new ConfigError(file, problems);
+  }
+  return finish(result.data, dirname(resolve(file)));
+}
+
+/**
+ * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example); so do
+ * `mountPoint: ~` and `installDir: ~` (the guest user's home). Only a literal `~` is read that way: an empty
+ * `location:` stays null and is refused, rather than exporting `$HOME`.
+ */
+/** The YAML document of config text; throws a ConfigError naming each syntax error's line and column. */
+function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter } {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -59,22 +78,37 @@ export function parseConfig(text: string, file: string): LoadedConfig {
       }),
     );
   }
-  const raw: unknown = doc.toJS() ?? {};
-  bareTildes(doc, raw);
-  const result = Config.safeParse(raw, { reportInput: true });
-  if (!result.success) {
-    const issues = portForwardIssues(result.error.issues, raw);
-    const problems = issues.flatMap((issue) => describeIssue(issue, raw, doc, lines, file));
-    throw new ConfigError(file, problems);
-  }
-  return finish(result.data, dirname(resolve(file)));
+  return { doc, lines };
 }
 
 /**
- * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example); so do
- * `mountPoint: ~` and `installDir: ~` (the guest user's home). Only a literal `~` is read that way: an empty
- * `location:` stays null and is refused, rather than exporting `$HOME`.
+ * The document as plain values. Aliases are resolved only here, so an alias to no anchor, or one that expands past
+ * yaml's alias limit (a "billion laughs" file), fails here: named by the first alias's position.
  */
+function plainValue(doc: Document, lines: LineCounter, file: string): unknown {
+  try {
+    return doc.toJS() ?? {};
+  } catch (err) {
+    let at: number | undefined;
+    visit(doc, {
+      Alias(_key, node) {
+        at = node.range?.[0];
+        return visit.BREAK;
+      },
+    });
+    const pos = at === undefined ? null : lines.linePos(at);
+    const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
+    throw new ConfigError(file, [
+      {
+        path: '',
+        line: pos?.line ?? null,
+        column: pos?.col ?? null,
+        message: `${where}: YAML error: ${(err as Error).message}`,
+      },
+    ]);
+  }
+}
+
 function bareTildes(doc: Document, raw: unknown): void {
   const setIfTilde = (parent: unknown, path: (string | number)[]) => {
     const key = path[path.length - 1] as string;
@@ -331,7 +365,8 @@ export function copyConfigFile(source: string, dest: string): void {
 
 /** Applies `up` flags to an existing tether.yaml, keeping its comments and layout. */
 export function updateConfigFile(file: string, o: ConfigOverrides): boolean {
-  const doc = parseDocument(readFileSync(file, 'utf8'));
+  // A file with syntax errors is left as it is, and the error says where they are.
+  const { doc } = parseYaml(readFileSync(file, 'utf8'), file);
   let changed = false;
   for (const [key, value] of Object.entries(o)) {
     if (value === undefined || doc.getIn(['ssh', key]) === value) continue;

@@ -34,8 +34,11 @@ export const SshConfig = z
     identityFile: z.string().min(1).optional(),
     /** Use the running ssh-agent (SSH_AUTH_SOCK) as well. */
     useAgent: z.boolean().default(true),
-    /** Seconds between keepalives; the link is declared dead after keepaliveCountMax misses. */
-    keepaliveInterval: z.number().positive().max(3600).default(10),
+    /**
+     * Seconds between keepalives; the link is declared dead after keepaliveCountMax misses. At least 1: a keepalive
+     * that has to be answered within milliseconds fails under ordinary load, and the link would reconnect for good.
+     */
+    keepaliveInterval: z.number().min(1).max(3600).default(10),
     keepaliveCountMax: z.number().int().min(1).max(100).default(3),
   })
   .strict();
