@@ -4,7 +4,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -645,6 +645,39 @@ describe('ForwardEngine unix socket forwards', () => {
     await expect(engine.add({ proto: 'unix', guestSocket: '/run/podman.sock', hostSocket: host })).rejects.toThrow(
       `host socket ${host} is already used by forward unix//var/run/docker.sock (static)`,
     );
+  });
+
+  it('refuses an added socket whose host path cannot be made, naming the host side first, and leaves nothing', async () => {
+    const socket = { state: 'absent' };
+    const guest = socketGuest(socket);
+    engine = make([], guest.ssh);
+    await engine.start();
+    const deep = join(dir, 'x'.repeat(120), 'docker.sock');
+    const tooLong = engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: deep });
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    await expect(tooLong).rejects.toThrow(
+      /^forward unix\/\/run\/a\.sock not added: cannot listen on \S+: the path is too long for a unix socket \(\d+ bytes; pick a shorter one\); guest socket \/run\/a\.sock does not exist/,
+    );
+    expect(existsSync(join(dir, 'x'.repeat(120)))).toBe(false);
+
+    // A file where the socket's directory should be.
+    writeFileSync(join(dir, 'file'), '');
+    socket.state = 'listening';
+    const blocked = engine.add({ proto: 'unix', guestSocket: '/run/b.sock', hostSocket: join(dir, 'file', 'b.sock') });
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    await expect(blocked).rejects.toThrow(/not added: cannot listen on \S+\/file\/b\.sock: EEXIST: file already exists, mkdir /);
+
+    // procfs takes no new files, not even root's: EACCES, which for a socket path is no question of port privileges.
+    const proc = engine.add({ proto: 'unix', guestSocket: '/run/c.sock', hostSocket: '/proc/tether-test.sock' });
+    await waitUntil(() => guest.opens.length === 1);
+    guest.answer();
+    await expect(proc).rejects.toThrow(
+      'forward unix//run/c.sock not added: cannot create the socket /proc/tether-test.sock: permission denied (EACCES); ' +
+        'pick a host path in a directory you can write',
+    );
+    expect(engine.views()).toEqual([]);
   });
 
   it('skips a rule that repeats an earlier one for the same guest socket', async () => {

@@ -790,8 +790,11 @@ export class ForwardEngine extends EventEmitter {
     if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
     if (f.suspended) return { state: 'suspended', error: f.suspended };
     if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
-    if (f.refused) return { state: 'error', error: f.refused };
-    return this.bindingsState(f, entries);
+    const host = this.bindingsState(f, entries);
+    if (!f.refused) return host;
+    // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
+    if (host.state === 'forwarding') return { state: 'error', error: f.refused };
+    return { state: host.state === 'conflict' ? 'conflict' : 'error', error: `${host.error}; ${f.refused}` };
   }
 
   /** What the forward's host bindings make its state: who holds them, which are bound and why the others are not. */

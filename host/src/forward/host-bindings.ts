@@ -218,6 +218,9 @@ export class HostBindings<F extends BindingRef> {
       entry.status = 'conflict';
       entry.error = `host address ${addr} is in use by ${this.holderOf(entry)}; retrying until it is free`;
       this.scheduleRetry(entry);
+    } else if (err.code === 'EACCES' && entry.key.startsWith('unix/')) {
+      entry.status = 'error';
+      entry.error = `cannot create the socket ${addr}: permission denied (EACCES); pick a host path in a directory you can write`;
     } else if (err.code === 'EACCES') {
       entry.status = 'privileged';
       entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;

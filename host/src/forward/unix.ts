@@ -6,7 +6,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { claimSocketPath } from '../socket-file.js';
+import { claimSocketPath, socketPathProblem } from '../socket-file.js';
 import type { SshSession } from '../ssh/index.js';
 import { type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
 import { bridge } from './bridge.js';
@@ -23,6 +23,10 @@ export class UnixBinding implements HostBinding {
 
   async listen(): Promise<void> {
     const path = this.address;
+    // Before the directory is made: a path that cannot be a socket leaves nothing behind.
+    if (socketPathProblem(path)) {
+      throw new Error(`the path is too long for a unix socket (${Buffer.byteLength(path)} bytes; pick a shorter one)`);
+    }
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     await claimSocketPath(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
