@@ -667,7 +667,9 @@ describe('ForwardEngine unix socket forwards', () => {
     const blocked = engine.add({ proto: 'unix', guestSocket: '/run/b.sock', hostSocket: join(dir, 'file', 'b.sock') });
     await waitUntil(() => guest.opens.length === 1);
     guest.answer();
-    await expect(blocked).rejects.toThrow(/not added: cannot listen on \S+\/file\/b\.sock: EEXIST: file already exists, mkdir /);
+    await expect(blocked).rejects.toThrow(
+      /not added: cannot listen on \S+\/file\/b\.sock: EEXIST: file already exists, mkdir /,
+    );
 
     // procfs takes no new files, not even root's: EACCES, which for a socket path is no question of port privileges.
     const proc = engine.add({ proto: 'unix', guestSocket: '/run/c.sock', hostSocket: '/proc/tether-test.sock' });
