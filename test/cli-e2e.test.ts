@@ -254,6 +254,23 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     }
   });
 
+  it('doctor with a tether.yaml broken while the agent runs still checks what the agent serves', async () => {
+    const file = join(home, NAME, 'tether.yaml');
+    const good = readFileSync(file, 'utf8');
+    writeFileSync(file, `${good}\nssh: {}\n`);
+    try {
+      const r = await cli('doctor', NAME);
+      expect(r.stdout).toMatch(/^✗ config: .*tether\.yaml:\d+:\d+: /m);
+      expect(r.stdout).toMatch(/ {4}fix: edit \S+tether\.yaml; the running agent keeps the config it started with/);
+      expect(r.stdout).toMatch(/^✓ host agent: running/m);
+      expect(r.stdout).toMatch(/^- ssh: needs a config that loads/m);
+      expect(r.stdout).toMatch(/^✓ host ports: \d+ forwards?, none in conflict/m);
+      expect(r.code).toBe(1);
+    } finally {
+      writeFileSync(file, good);
+    }
+  });
+
   it('doctor passes when healthy and names a broken guest agent', async () => {
     const healthy = await cli('doctor', NAME);
     expect(healthy.stdout).toMatch(/✓ other instances: none runs against /);

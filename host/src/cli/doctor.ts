@@ -45,7 +45,18 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     config = loadConfig(paths.config);
     add(ok('config', `${paths.config} is valid`));
   } catch (err) {
-    add(fail('config', (err as Error).message.split('\n').join('; '), `edit ${paths.config}`));
+    const problem = (err as Error).message.split('\n').join('; ');
+    // A running agent keeps the config it started with: what it serves can still be checked.
+    const agent = await checkAgent(paths, 'auto');
+    if (!agent.forwards) {
+      add(fail('config', problem, `edit ${paths.config}`));
+      return results;
+    }
+    add(fail('config', problem, `edit ${paths.config}; the running agent keeps the config it started with`));
+    add(agent.result);
+    if (agent.link) add(agent.link);
+    for (const name of ['ssh', 'guest agent', 'mount requirements']) add(skip(name, 'needs a config that loads'));
+    servingChecks(paths.name, agent, [], add);
     return results;
   }
 
@@ -103,18 +114,29 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     );
   }
 
+  servingChecks(paths.name, agent, siblings, add, config.mountsDefaulted);
+  return results;
+}
+
+/** What the running agent serves: forwards that do not, mounts that are not mounted. */
+function servingChecks(
+  instance: string,
+  agent: Pick<AgentCheck, 'forwards' | 'mounts'>,
+  siblings: Sibling[],
+  add: (r: CheckResult) => void,
+  mountsDefaulted = false,
+): void {
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
     if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
-    for (const f of bad) add(forwardProblem(paths.name, f, siblings));
+    for (const f of bad) add(forwardProblem(instance, f, siblings));
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
   if (agent.mounts && agent.mounts.length > 0) {
     const down = agent.mounts.filter((m) => m.state !== 'mounted');
     if (down.length === 0) add(ok('mounts', `${countOf(agent.mounts.length, 'mount')}, all mounted`));
     // The default mount of ~ is made when the guest can take it: one that is not is worth a warning only.
-    for (const m of down) add(mountProblem(paths.name, m, config.mountsDefaulted ? 'warn' : 'fail'));
+    for (const m of down) add(mountProblem(instance, m, mountsDefaulted ? 'warn' : 'fail'));
   }
-  return results;
 }
 
 /** What doctor says of a mount the running agent has not mounted, with where to look. Exported for its test. */
@@ -162,10 +184,7 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
   return fail(name, detail, 'see `tether logs NAME --component forward`');
 }
 
-async function checkAgent(
-  paths: InstancePaths,
-  provision: GuestAgentConfig['provision'],
-): Promise<{
+interface AgentCheck {
   result: CheckResult;
   link?: CheckResult;
   forwards: ForwardView[] | null;
@@ -173,7 +192,9 @@ async function checkAgent(
   guestSocket?: string;
   /** The running agent's link is down because the guest said it shuts down. */
   guestStopping?: boolean;
-}> {
+}
+
+async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
   const name = 'host agent';
   const pid = readPid(paths);
   let status: StatusView;
