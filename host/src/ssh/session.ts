@@ -35,6 +35,9 @@ export const CIPHERS: CipherAlgorithm[] = [
   'aes256-ctr',
 ];
 
+/** How long a connection may take to get through the SSH handshake (ssh2's readyTimeout). */
+const READY_TIMEOUT_MS = 20_000;
+
 export interface SshSessionOptions {
   ssh: SshConfig;
   /** Holds the pinned host key (`<instanceDir>/host_key`). */
@@ -322,6 +325,15 @@ export class SshSession extends EventEmitter {
     const client = new Client();
     let lastClientError: string | null = null;
     const sock = coalescingSocket(ssh.host, ssh.port, this.opts.onTraffic);
+    // A server that takes the connection and says nothing (a VM whose sshd hangs, something else on the port) ends in
+    // ssh2's ready timeout, whose own words ("Connection lost before handshake") hide that nothing was ever said.
+    let silentSince: number | null = null;
+    sock.once('connect', () => {
+      silentSince = performance.now();
+    });
+    sock.once('data', () => {
+      silentSince = null;
+    });
     const config: ConnectConfig = {
       host: ssh.host,
       port: ssh.port,
@@ -330,7 +342,7 @@ export class SshSession extends EventEmitter {
       ...creds,
       keepaliveInterval: ssh.keepaliveInterval * 1000,
       keepaliveCountMax: ssh.keepaliveCountMax,
-      readyTimeout: this.opts.readyTimeoutMs ?? 20_000,
+      readyTimeout: this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS,
       algorithms: { cipher: CIPHERS },
       // Block body on purpose: a returned truthy value would accept the key before the check ran.
       hostVerifier: (blob: Buffer, verify: (ok: boolean) => void): void => {
@@ -355,6 +367,7 @@ export class SshSession extends EventEmitter {
       // ssh2 says only "All configured authentication methods failed": name who logged in with what.
       const refusedLogin = err.level === 'client-authentication';
       lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
+      if (silentSince !== null && /handshake/i.test(err.message)) lastClientError = this.noBanner(silentSince);
       // A typo in the port looks like a VM that is still booting: say which it may be.
       if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')
         lastClientError += ` (nothing listens there: is the VM running, and is ${this.opts.ssh.port} the port it forwards to its sshd?)`;
@@ -385,6 +398,17 @@ export class SshSession extends EventEmitter {
       this.lastError = `cannot connect to ${this.target}: ${(err as Error).message}`;
       this.scheduleReconnect(this.lastError);
     }
+  }
+
+  /** Why a connection that the server took, and never said anything on, ended. */
+  private noBanner(since: number): string {
+    const waited = (performance.now() - since) / 1000;
+    const readyS = (this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS) / 1000;
+    return waited >= readyS - 0.5
+      ? `${this.target} took the connection but sent no SSH banner in ${Math.round(waited)} s: not an SSH server, ` +
+          'or an sshd that hangs (a VM still booting?)'
+      : `${this.target} closed the connection without an SSH banner: not an SSH server, or an sshd turning ` +
+          'connections away (MaxStartups, a firewall, a VM still booting?)';
   }
 
   /** "login as USER refused (identity file KEY)", for authentication failures. */
