@@ -23,6 +23,7 @@ import {
   type SshSession,
 } from '../ssh/index.js';
 import { type ForwardStats, formatAddr, type HostBinding, type Route } from './binding.js';
+import { ChurnLog } from './churn-log.js';
 import { type BindingView, bindingKey, HostBindings, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { OpenGate } from './open-gate.js';
@@ -130,6 +131,8 @@ export class ForwardEngine extends EventEmitter {
   private readonly guestListeners = new Map<string, Listener>();
   private readonly opens: OpenGate;
   private readonly log: Logger;
+  /** Keeps a forward that comes and goes in a loop from flooding the log. */
+  private readonly churn: ChurnLog;
   private readonly rules: PortRule[];
   private readonly socketRules: SocketRule[];
   private capWarned = false;
@@ -155,6 +158,7 @@ export class ForwardEngine extends EventEmitter {
   constructor(private readonly opts: ForwardEngineOptions) {
     super();
     this.log = opts.logger;
+    this.churn = new ChurnLog(this.log);
     this.sshPort = opts.sshPort ?? 22;
     this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
     this.socketRules = opts.portForwards.filter(isSocketRule);
@@ -423,6 +427,7 @@ export class ForwardEngine extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     this.udp.stop();
+    this.churn.stop();
     this.opens.clear('the forward engine stopped');
     const closing = this.bindings.stop();
     for (const f of this.forwardsById.values()) f.look?.stop();
@@ -759,10 +764,12 @@ export class ForwardEngine extends EventEmitter {
       for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }
     this.release(f);
-    this.log.info(
-      { forward: f.id, state: 'removed', guest: f.guestAddr, host: f.hostAddrs },
-      `forward ${f.id} removed (guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'})`,
-    );
+    if (this.churn.allow(f.id)) {
+      this.log.info(
+        { forward: f.id, state: 'removed', guest: f.guestAddr, host: f.hostAddrs },
+        `forward ${f.id} removed (guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'})`,
+      );
+    }
     this.emit('removed', f.id);
   }
 
@@ -836,6 +843,7 @@ export class ForwardEngine extends EventEmitter {
     // A state is logged once; a new detail of the same state (a conflict's other address family bound meanwhile) is
     // debug, except for `error`, whose new detail is a new diagnosis.
     if (next.state === previous && next.state !== 'error') this.log.debug(fields, msg);
+    else if (!this.churn.allow(f.id)) this.log.debug(fields, msg);
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
     else if (f.state === 'ignored' || f.state === 'suspended') this.log.info(fields, msg);
     else this.log.warn(fields, msg);
