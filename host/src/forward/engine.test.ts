@@ -587,6 +587,15 @@ describe('ForwardEngine', () => {
     ]);
   });
 
+  it('binds every address of both families for hostIP ::', async () => {
+    engine = make();
+    const hostPort = await freePort();
+    const f = await engine.add({ proto: 'tcp', hostIP: '::', hostPort, guestPort: 80 });
+    expect(f).toMatchObject({ state: 'forwarding', hostAddrs: [`0.0.0.0:${hostPort}`, `[::]:${hostPort}`] });
+    expect(await echo(hostPort, '127.0.0.1')).toBe('hi');
+    expect(await echo(hostPort, '::1')).toBe('hi');
+  });
+
   it('forwards one guest port on two host addresses as two forwards', async () => {
     engine = make();
     const hostPort = await freePort();

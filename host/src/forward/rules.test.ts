@@ -34,6 +34,18 @@ const cases: {
     want: fwd(5353),
   },
   { name: 'default: ::ffff:127.0.0.1', l: tcp('::ffff:127.0.0.1', 9000), rules: [], want: fwd(9000) },
+  {
+    name: 'hostIP :: binds both wildcards, 0.0.0.0 only IPv4',
+    l: tcp('127.0.0.1', 9001),
+    rules: [rule({ guestPort: 9001, hostIP: '::' })],
+    want: fwd(9001, ['0.0.0.0', '::']),
+  },
+  {
+    name: 'hostIP 0.0.0.0 binds IPv4 only',
+    l: tcp('127.0.0.1', 9002),
+    rules: [rule({ guestPort: 9002, hostIP: '0.0.0.0' })],
+    want: fwd(9002, ['0.0.0.0']),
+  },
   { name: 'default: non-loopback ignored', l: tcp('10.0.2.15', 8080), rules: [], want: 'ignore' },
   { name: 'sshd port ignored', l: tcp('0.0.0.0', 22), rules: [], want: 'ignore' },
   { name: 'custom ssh port ignored', l: tcp('0.0.0.0', 2222), rules: [], sshPort: 2222, want: 'ignore' },

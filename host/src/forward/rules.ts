@@ -49,8 +49,13 @@ export function familyOf(ip: string): 4 | 6 {
   return unmapIPv4(ip).includes(':') ? 6 : 4;
 }
 
-/** Host IPs of a rule or an added forward: its one address, else both loopbacks. */
+/**
+ * Host IPs of a rule or an added forward: its one address, else both loopbacks. `::` means every address, as in
+ * `docker run -p`: the IPv4 wildcard too, as a binding of its own (the IPv6 one is IPv6-only), so each family's
+ * wildcard stands or falls alone. `0.0.0.0` is IPv4 only, as on Linux.
+ */
 export function hostIPsOf(hostIP: string | undefined): string[] {
+  if (hostIP === '::') return ['0.0.0.0', '::'];
   return hostIP ? [hostIP] : [...DEFAULT_HOST_IPS];
 }
 
