@@ -691,16 +691,28 @@ describe('ForwardEngine unix socket forwards', () => {
     expect(engine.views()).toEqual([]);
   });
 
-  it('skips a rule that repeats an earlier one for the same guest socket', async () => {
-    const [first, second] = [join(dir, 'first.sock'), join(dir, 'second.sock')];
+  it('forwards one guest socket to two host paths, and skips a rule that repeats an earlier one', async () => {
+    const [first, second, third] = [join(dir, 'first.sock'), join(dir, 'second.sock'), join(dir, 'third.sock')];
     engine = make([
       { guestSocket: '/run/a.sock', hostSocket: first },
       { guestSocket: '/run/a.sock', hostSocket: second },
+      { guestSocket: '/run/a.sock', hostSocket: first },
     ]);
     await engine.start();
-    expect(engine.views().map((v) => [v.id, v.hostAddrs])).toEqual([['unix//run/a.sock', [first]]]);
-    expect(existsSync(first)).toBe(true);
-    expect(existsSync(second)).toBe(false);
+    expect(engine.views().map((v) => [v.id, v.hostAddrs, v.state])).toEqual([
+      ['unix//run/a.sock', [first], 'forwarding'],
+      [`unix//run/a.sock->${second}`, [second], 'forwarding'],
+    ]);
+    expect(existsSync(first) && existsSync(second)).toBe(true);
+    expect(
+      lines.some((l) => l.msg === 'portForwards[2] repeats forward unix//run/a.sock of an earlier rule; skipped'),
+    ).toBe(true);
+
+    const added = await engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: third });
+    expect(added).toMatchObject({ id: `unix//run/a.sock->${third}`, state: 'forwarding' });
+    await expect(engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: third })).rejects.toThrow(
+      /already/,
+    );
   });
 
   it('leaves a socket another program serves alone (conflict), and replaces a stale one', async () => {

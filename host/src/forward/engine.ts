@@ -186,8 +186,9 @@ export class ForwardEngine extends EventEmitter {
     }
     for (const rule of this.socketRules) {
       const hostSocket = expandHome(rule.hostSocket ?? join(this.opts.instanceDir, basename(rule.guestSocket)));
-      if (this.repeats(rule, unixId(rule.guestSocket))) continue;
-      pending.push(this.createUnixForward('static', rule.guestSocket, hostSocket));
+      const id = this.unixIdFor(rule.guestSocket, hostSocket);
+      if (this.repeats(rule, id)) continue;
+      pending.push(this.createUnixForward(id, 'static', rule.guestSocket, hostSocket));
     }
     await Promise.all(pending);
   }
@@ -196,7 +197,11 @@ export class ForwardEngine extends EventEmitter {
   private repeats(rule: PortForward, id: string): boolean {
     if (!this.forwardsById.has(id)) return false;
     const index = this.opts.portForwards.indexOf(rule);
-    this.log.error({ forward: id }, `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`);
+    // Not named by `forward`: that forward's own lines would settle this one in `status`, and the rule stays skipped.
+    this.log.error(
+      { rule: index, repeats: id },
+      `portForwards[${index}] repeats forward ${id} of an earlier rule; skipped`,
+    );
     return true;
   }
 
@@ -329,11 +334,12 @@ export class ForwardEngine extends EventEmitter {
 
   async add(spec: ForwardSpec): Promise<ForwardView> {
     if (spec.proto === 'unix') {
-      const id = unixId(spec.guestSocket);
+      const hostSocket = expandHome(spec.hostSocket);
+      const id = this.unixIdFor(spec.guestSocket, hostSocket);
       this.refuseDuplicate(id);
-      const holder = this.unixHolder(expandHome(spec.hostSocket));
+      const holder = this.unixHolder(hostSocket);
       if (holder) throw new DuplicateForwardError(holder.id, holder.source, `host socket ${spec.hostSocket}`);
-      await this.createUnixForward('runtime', spec.guestSocket, expandHome(spec.hostSocket));
+      await this.createUnixForward(id, 'runtime', spec.guestSocket, hostSocket);
       return this.keepIfBound(id);
     }
     const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
@@ -722,8 +728,21 @@ export class ForwardEngine extends EventEmitter {
     return Promise.all(settled).then(() => undefined);
   }
 
-  private async createUnixForward(source: ForwardSource, guestSocket: string, hostSocket: string): Promise<void> {
-    const id = unixId(guestSocket);
+  /**
+   * The id of a forward of `guestSocket` to `hostSocket`: the plain one, or one qualified with the host path when
+   * another forward of the same guest socket has the plain one (docker.sock in two places).
+   */
+  private unixIdFor(guestSocket: string, hostSocket: string): string {
+    const plain = this.forwardsById.get(unixId(guestSocket));
+    return plain && plain.hostAddrs[0] !== hostSocket ? unixId(guestSocket, hostSocket) : unixId(guestSocket);
+  }
+
+  private async createUnixForward(
+    id: string,
+    source: ForwardSource,
+    guestSocket: string,
+    hostSocket: string,
+  ): Promise<void> {
     const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
     const look = new SocketLook(f, { ssh: this.opts.ssh, log: this.log, show: (cause) => this.show(f, cause) });
     f.look = look;

@@ -18,6 +18,10 @@ export function explicitId(proto: string, ip: string, guestPort: number, hostPor
   return hostPort === guestPort ? id : `${id}->${hostPort}`;
 }
 
-export function unixId(guestSocket: string): string {
-  return `unix/${guestSocket}`;
+/**
+ * A unix forward is named by its guest socket; `hostSocket` qualifies the id of a second forward of the same guest
+ * socket to another host path (the caller asks for it only when the plain id is taken).
+ */
+export function unixId(guestSocket: string, hostSocket?: string): string {
+  return hostSocket ? `unix/${guestSocket}->${hostSocket}` : `unix/${guestSocket}`;
 }
