@@ -344,6 +344,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.engine.suspendDetected(reason);
       if (this.state === 'ready') this.setState('degraded', `link to the guest agent down: ${reason}`);
     });
+    // While the link is down, the reason it cannot come back (sshd now refuses the channel) replaces the reason it
+    // went down: that is what `forward ls` should name, with the sshd option to change.
+    this.link.on('blocked', (message: string) => {
+      if (!this.link.up) this.engine.suspendDetected(message);
+    });
   }
 
   /**
