@@ -1,18 +1,20 @@
-// `--ssh [USER@]HOST[:PORT]` (IPv6 as `[::1]:2222`) → the ssh fields of tether.yaml.
+// `--ssh [USER@]HOST[:PORT]` (IPv6 as `[::1]:2222`) → the ssh fields of tether.yaml. What is left out takes ssh's
+// defaults (the local user, port 22), also when it replaces an instance's target: `--ssh vm2` means vm2 as ssh
+// would reach it, not vm2 on the old target's port.
 import { userInfo } from 'node:os';
 import { UsageError } from './errors.js';
 
 interface SshTarget {
   user: string;
   host: string;
-  port?: number;
+  port: number;
 }
 
 export function parseSshTarget(arg: string): SshTarget {
   const m = /^(?:([^@\s]+)@)?(\[[0-9a-fA-F:.]+\]|[^:@\s[\]]+)(?::(\d{1,5}))?$/.exec(arg.trim());
   if (!m) throw new UsageError(`--ssh ${arg}: expected [USER@]HOST[:PORT], e.g. dev@127.0.0.1:2222`);
-  const port = m[3] === undefined ? undefined : Number(m[3]);
-  if (port !== undefined && (port < 1 || port > 65_535))
+  const port = m[3] === undefined ? 22 : Number(m[3]);
+  if (port < 1 || port > 65_535)
     throw new UsageError(`--ssh ${arg}: port ${m[3]} is not a port (1-65535)`);
   return { user: m[1] ?? userInfo().username, host: m[2].replace(/^\[|\]$/g, ''), port };
 }
