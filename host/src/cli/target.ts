@@ -14,7 +14,6 @@ export function parseSshTarget(arg: string): SshTarget {
   const m = /^(?:([^@\s]+)@)?(\[[0-9a-fA-F:.]+\]|[^:@\s[\]]+)(?::(\d{1,5}))?$/.exec(arg.trim());
   if (!m) throw new UsageError(`--ssh ${arg}: expected [USER@]HOST[:PORT], e.g. dev@127.0.0.1:2222`);
   const port = m[3] === undefined ? 22 : Number(m[3]);
-  if (port < 1 || port > 65_535)
-    throw new UsageError(`--ssh ${arg}: port ${m[3]} is not a port (1-65535)`);
+  if (port < 1 || port > 65_535) throw new UsageError(`--ssh ${arg}: port ${m[3]} is not a port (1-65535)`);
   return { user: m[1] ?? userInfo().username, host: m[2].replace(/^\[|\]$/g, ''), port };
 }
