@@ -3,20 +3,11 @@
 // never talks to a running agent (that is control/client.ts).
 
 import { execFileSync } from 'node:child_process';
-import {
-  chmodSync,
-  existsSync,
-  linkSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, existsSync, linkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CURRENT_LOG } from './log-names.js';
+import { makeDirs } from './make-dirs.js';
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -68,7 +59,7 @@ export function instanceFiles(dir: string): Omit<InstancePaths, 'name'> {
 
 /** Creates the instance directory (0700: it holds the control socket) and its logs directory. */
 export function ensureInstanceDir(paths: InstancePaths): void {
-  mkdirSync(paths.logs, { recursive: true, mode: 0o700 });
+  makeDirs(paths.logs, 0o700);
   chmodSync(paths.dir, 0o700);
 }
 

@@ -3,10 +3,11 @@
 // Writes go through pino's own destination, synchronously: the agent logs state changes, not traffic, and a line
 // written before a crash is then on disk, in the file its size accounting says. A rotation reopens the destination
 // on the next file.
-import { mkdirSync, renameSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
+import { renameSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DestinationStream, pino } from 'pino';
 import { CURRENT_LOG, logFileName, logFileNumbers } from './log-names.js';
+import { makeDirs } from './make-dirs.js';
 
 interface LogFileOptions {
   dir: string;
@@ -32,7 +33,7 @@ export function ignoreStdioErrors(): void {
 /** Opens the log directory for appending: continues the newest file unless it is already full. */
 export function openLogFile(opts: LogFileOptions): LogFileStream {
   const { dir, maxBytes, keep } = opts;
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   let n = logFileNumbers(dir).at(-1) ?? 1;
   let size = fileSize(join(dir, logFileName(n)));
   if (size >= maxBytes) {

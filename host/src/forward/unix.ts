@@ -2,10 +2,11 @@
 // guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
 // file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
 // Desktop's, a second tether) and any other kind of file at that path are left alone and reported.
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
+import { makeDirs } from '../make-dirs.js';
 import { claimSocketPath, socketPathProblem } from '../socket-file.js';
 import type { SshSession } from '../ssh/index.js';
 import { type GuestTarget, type HostBinding, listenServer, stopServer } from './binding.js';
@@ -27,7 +28,7 @@ export class UnixBinding implements HostBinding {
     if (socketPathProblem(path)) {
       throw new Error(`the path is too long for a unix socket (${Buffer.byteLength(path)} bytes; pick a shorter one)`);
     }
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(path), 0o700);
     await claimSocketPath(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(

@@ -1,8 +1,9 @@
 // Host key trust on first use: the guest's SSH host key is pinned in the instance directory the first time it is
 // seen; afterwards only that key is accepted. Owns the pin file format and the fingerprint; knows nothing of ssh2.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { makeDirs } from '../make-dirs.js';
 
 export interface HostKey {
   /** Key type, e.g. `ssh-ed25519`. */
@@ -58,7 +59,7 @@ export function readPinned(path: string): HostKey | null {
 }
 
 function writePinned(path: string, key: HostKey): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  makeDirs(dirname(path), 0o700);
   writeFileSync(path, `${key.algorithm} ${key.base64} ${key.fingerprint}\n`, { mode: 0o600 });
 }
 
