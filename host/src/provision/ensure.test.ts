@@ -10,8 +10,10 @@ import { waitFor } from '../../../test/helpers/wait.js';
 import { Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
-import { agentSocket, chooseArtefact, ensureGuestAgent, seaLibcProblem, taggedValue } from './ensure.js';
+import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
+import { ensureGuestAgent } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
+import { taggedValue } from './probe.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
 const haveBuild = existsSync(join(BUNDLE_DIR, 'manifest.json'));

@@ -1,11 +1,11 @@
 // Guest agent provisioning (`guestAgent.provision: auto`): makes sure tether-guest runs in the guest and is the build
-// this host ships. Probes the guest (arch, Node, systemd, privileges, installed versions), uploads the bundle or the
+// this host ships. Probes the guest (probe.ts), picks the copy and socket (choose.ts), uploads the bundle or the
 // single executable over SFTP when the guest's copy is missing or outdated, then installs the systemd unit
 // (`tether-guest install`, via `sudo -n` when not root) or — without systemd or privileges — starts it as a background
 // process, with its socket in the install directory when the default one needs privileges the login user lacks.
 // When the agent's socket does not answer because sshd refuses unix-socket forwarding
 // (ssh/guest-socket.ts), it fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the
-// remote shell snippets; it uses the SSH session given to it and never opens its own.
+// shell snippets that change the guest; it uses the SSH session given to it and never opens its own.
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { ClientChannel, SFTPWrapper } from 'ssh2';
@@ -13,7 +13,18 @@ import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { type ExecResult, streamLocalRefusal } from '../ssh/index.js';
 import { shellQuote as q } from '../ssh/shell-quote.js';
-import { archOf, artefactPath, BUNDLE_FILE, type GuestArch, nodeUsable, readManifest, seaFile } from './manifest.js';
+import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
+import { artefactPath, BUNDLE_FILE, type GuestArch, readManifest, seaFile } from './manifest.js';
+import {
+  type GuestFacts,
+  installDirLine,
+  isActive,
+  isBooting,
+  lastLine,
+  probe,
+  SYSTEM_LIB,
+  taggedValue,
+} from './probe.js';
 
 /** What provisioning needs from an SSH session (SshSession satisfies it). */
 export interface GuestShell {
@@ -49,41 +60,6 @@ export interface ProvisionOptions {
   replace?: boolean;
   /** Told each slow step as it starts (upload progress included), for the waiting requirement to show. */
   onStep?: (what: string) => void;
-}
-
-/** Where the systemd install (`tether-guest install`) puts the executable. */
-const SYSTEM_LIB = '/usr/local/lib/tether-guest';
-
-interface GuestFacts {
-  arch: GuestArch | null;
-  unameM: string;
-  nodeVersion: string;
-  /** Absolute path of the login shell's `node` (`command -v node`), '' when there is none. */
-  nodePath: string;
-  /** The login user's $HOME. */
-  home: string;
-  /** `getconf GNU_LIBC_VERSION` (`glibc 2.36`); '' on musl (Alpine) and other C libraries. */
-  libc: string;
-  hasNode: boolean;
-  /** The tether-guest systemd unit is enabled (it starts at boot). */
-  unitEnabled: boolean;
-  /** `systemctl is-system-running`: initializing or starting while the guest boots, stopping while it shuts down. */
-  systemState: string;
-  /** systemd runs the tether-guest unit (`systemctl is-active`: active or activating). */
-  unitActive: boolean;
-  root: boolean;
-  /** Root is to be had without a password: through `sudo -n`, or `doas -n` (Alpine's cloud images). */
-  sudo: boolean;
-  /** The prefix that runs a command as root ('sudo -n ' or 'doas -n '); '' when there is none. */
-  elevate: string;
-  systemd: boolean;
-  /** Absolute install directory (installDir resolved against the login user's home). */
-  dir: string;
-  /** Why `mkdir -p` of the install directory failed (its own message), or null when the directory is there. */
-  dirError: string | null;
-  socketDirWritable: boolean;
-  /** Installed copies and the hash each reports (`tether-guest version` → `<version> <hash>`). */
-  installed: { path: string; kind: 'bundle' | 'sea'; version: string; hash: string }[];
 }
 
 export async function ensureGuestAgent(
@@ -219,28 +195,6 @@ export async function ensureGuestAgent(
 }
 
 /**
- * The socket the agent is to serve on. The default one's directory (/run/tether) takes root to create: a login user
- * without root or passwordless sudo (a container-like guest, a test sshd) gets its own in the install directory, as
- * Lima keeps a user's sockets in a directory of its own. A socket tether.yaml names is used as it is, and fails with
- * the fix when the user cannot create it.
- */
-export function agentSocket(
-  configured: string,
-  facts: Pick<GuestFacts, 'root' | 'sudo' | 'socketDirWritable' | 'dir' | 'dirError' | 'unitEnabled' | 'unitActive'>,
-): string {
-  // A systemd unit (installed by root earlier) serves the default socket, or will once the guest has booted.
-  const privileged = facts.root || facts.sudo || facts.socketDirWritable || facts.unitEnabled || facts.unitActive;
-  if (configured !== DEFAULT_GUEST_SOCKET || privileged || facts.dirError !== null || facts.dir === '')
-    return configured;
-  return `${facts.dir.replace(/\/$/, '')}/agent.sock`;
-}
-
-/** The shell line that sets D to the absolute install directory (installDir is relative to the login user's home). */
-function installDirLine(installDir: string): string {
-  return `D=${q(installDir)}; case "$D" in /*) ;; *) D="$HOME/$D" ;; esac`;
-}
-
-/**
  * The login user's own agent socket as agentSocket names it, for a look at the guest that does not provision
  * (doctor while no host agent runs); null when the guest does not say.
  */
@@ -277,133 +231,6 @@ async function answerOrWhyNot(shell: GuestShell, socket: string): Promise<Error 
     if (refused) throw refused;
   }
   return openError;
-}
-
-/**
- * What runs the agent: the guest's Node with the script bundle, else the single executable. As a systemd service, or
- * started through sudo, the agent runs as root without the login shell's PATH and HOME: a Node from a version manager
- * under the user's home (nvm, asdf, volta, mise: often a shim that needs the user's environment; SELinux also keeps
- * services from running files in home directories) is then passed over for the single executable when that can run.
- */
-export function chooseArtefact(
-  facts: Pick<
-    GuestFacts,
-    'arch' | 'hasNode' | 'nodePath' | 'home' | 'libc' | 'systemd' | 'root' | 'sudo' | 'socketDirWritable'
-  >,
-): 'bundle' | GuestArch {
-  if (!facts.arch) return 'bundle';
-  if (!facts.hasNode) return facts.arch;
-  // Run by systemd, or in the background through `sudo` when the login user cannot create the socket.
-  const asRoot =
-    (facts.systemd && (facts.root || facts.sudo)) || (!facts.root && facts.sudo && !facts.socketDirWritable);
-  const nodeInHome = facts.home !== '' && facts.nodePath.startsWith(`${facts.home.replace(/\/$/, '')}/`);
-  return asRoot && nodeInHome && seaLibcProblem(facts.libc) === null ? facts.arch : 'bundle';
-}
-
-/** The glibc the single executables (Node's official builds) need. */
-const SEA_MIN_GLIBC: readonly [number, number] = [2, 28];
-
-/** Why the single executable cannot run on a guest with this C library, or null when it can. */
-export function seaLibcProblem(libc: string): string | null {
-  const m = /^glibc (\d+)\.(\d+)/.exec(libc);
-  if (!m) return 'it needs glibc, and the guest has none (musl, as on Alpine?)';
-  const [major, minor] = [Number(m[1]), Number(m[2])];
-  const [needMajor, needMinor] = SEA_MIN_GLIBC;
-  if (major > needMajor || (major === needMajor && minor >= needMinor)) return null;
-  return `it needs glibc ${needMajor}.${needMinor} or newer, and the guest has ${libc}`;
-}
-
-function lastLine(s: string): string {
-  const lines = s.trim().split('\n');
-  return lines[lines.length - 1] || '(no output)';
-}
-
-async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'>): Promise<GuestFacts> {
-  const { installDir, socket } = config.guestAgent;
-  const sockDir = socket.includes('/') ? socket.slice(0, socket.lastIndexOf('/')) || '/' : '.';
-  const script = [
-    // An empty line first: whatever the login shell's startup files print without a final newline ends there
-    // instead of running into the first key=value line.
-    'echo',
-    installDirLine(installDir),
-    // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
-    `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
-    'echo "dir=$D"',
-    'echo "arch=$(uname -m)"',
-    // The login shell's node by absolute path (nvm, /opt): `sudo` would not find it by name. An alias is no path.
-    'N=$(command -v node 2>/dev/null); case "$N" in /*) ;; *) N= ;; esac',
-    'echo "nodepath=$N"',
-    'echo "home=$HOME"',
-    'echo "node=$([ -n "$N" ] && "$N" -v 2>/dev/null)"',
-    'echo "uid=$(id -u)"',
-    'echo "libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"',
-    'test -d /run/systemd/system && echo systemd=1',
-    'echo "unit=$(systemctl is-enabled tether-guest 2>/dev/null)"',
-    'echo "boot=$(systemctl is-system-running 2>/dev/null)"',
-    'echo "active=$(systemctl is-active tether-guest 2>/dev/null)"',
-    'if sudo -n true 2>/dev/null; then echo sudo=sudo; elif doas -n true 2>/dev/null; then echo sudo=doas; fi',
-    `(mkdir -p ${q(sockDir)} && test -w ${q(sockDir)}) 2>/dev/null && echo sockdir=1`,
-    `for f in "$D/tether-guest" ${SYSTEM_LIB}/tether-guest; do [ -x "$f" ] && echo "sea:$f=$("$f" version 2>/dev/null)"; done`,
-    `for f in "$D/${BUNDLE_FILE}" ${SYSTEM_LIB}/${BUNDLE_FILE}; do [ -f "$f" ] && [ -n "$N" ] && echo "bundle:$f=$("$N" "$f" version 2>/dev/null)"; done`,
-    'true',
-  ].join('\n');
-  const r = await shell.execText(script, 60_000);
-  if (r.code !== 0) throw new Error(`probing the guest failed (exit ${r.code}): ${lastLine(r.stderr)}`);
-  const facts: GuestFacts = {
-    arch: null,
-    unameM: '',
-    nodeVersion: '',
-    libc: '',
-    nodePath: '',
-    home: '',
-    hasNode: false,
-    unitEnabled: false,
-    systemState: '',
-    unitActive: false,
-    root: false,
-    sudo: false,
-    elevate: '',
-    systemd: false,
-    dir: '',
-    dirError: null,
-    socketDirWritable: false,
-    installed: [],
-  };
-  for (const line of r.stdout.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq < 0) continue;
-    const key = line.slice(0, eq);
-    const value = line.slice(eq + 1).trim();
-    if (key === 'dir') facts.dir = value;
-    else if (key === 'direrror') facts.dirError = value || 'mkdir -p failed';
-    else if (key === 'nodepath') facts.nodePath = value;
-    else if (key === 'home') facts.home = value;
-    else if (key === 'arch') {
-      facts.unameM = value;
-      facts.arch = archOf(value);
-    } else if (key === 'node') {
-      facts.nodeVersion = value;
-      facts.hasNode = nodeUsable(value);
-    } else if (key === 'uid') facts.root = value === '0';
-    else if (key === 'libc') facts.libc = value;
-    else if (key === 'systemd') facts.systemd = true;
-    else if (key === 'unit') facts.unitEnabled = value === 'enabled';
-    else if (key === 'boot') facts.systemState = value;
-    else if (key === 'active') facts.unitActive = isActive(value);
-    else if (key === 'sudo') {
-      facts.sudo = true;
-      facts.elevate = `${value} -n `;
-    } else if (key === 'sockdir') facts.socketDirWritable = true;
-    else if (key.startsWith('sea:') || key.startsWith('bundle:')) {
-      const [version, hash] = value.split(/\s+/);
-      if (version && hash) {
-        const kind = key.startsWith('sea:') ? 'sea' : 'bundle';
-        facts.installed.push({ path: key.slice(kind.length + 1), kind, version, hash });
-      }
-    }
-  }
-  if (!facts.dir) throw new Error(`probing the guest printed no install directory: ${lastLine(r.stdout + r.stderr)}`);
-  return facts;
 }
 
 /** The install directory, for the steps that write into it (upload, background start). */
@@ -529,14 +356,6 @@ const BOOT_WAIT_MS = 5 * 60_000;
 /** How long a running unit gets to answer on its socket once the guest has booted (then it is taken as hung). */
 const START_WAIT_MS = 60_000;
 
-function isBooting(systemState: string): boolean {
-  return systemState === 'initializing' || systemState === 'starting';
-}
-
-function isActive(unitState: string): boolean {
-  return unitState === 'active' || unitState === 'activating';
-}
-
 /**
  * Waits for the socket of the installed, enabled unit while systemd is on it: the guest is booting (up to
  * `bootWaitMs`) or the unit runs (up to START_WAIT_MS). True once the socket answers; false when the unit stopped
@@ -558,15 +377,6 @@ async function startedBySystemd(shell: GuestShell, socket: string, bootWaitMs: n
     if (!systemdOnIt) return false;
     await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
-}
-
-/** The last `key=value` value in a guest command's output ('' when there is none). Exported for its test. */
-export function taggedValue(stdout: string, key: string): string {
-  const line = stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith(`${key}=`));
-  return line ? line.slice(key.length + 1).trim() : '';
 }
 
 /** null when the agent's socket accepts a channel, else why it did not. */
