@@ -20,7 +20,6 @@ import {
   type GuestView,
   MOUNT_STATES,
   type MountView,
-  type RequirementView,
   type StatusView,
 } from '../model.js';
 import { defaultBundleDir, ensureGuestAgent, outdatedAgent, runningAgentSocket } from '../provision/index.js';
@@ -34,6 +33,7 @@ import {
 import { HOST_AGENT_NAME } from '../version.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
+import { BootRequirements, MOUNTS_READY } from './requirements.js';
 
 /** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
 export interface AgentMounts {
@@ -78,7 +78,6 @@ const SSH_PORT_WAIT_MS = 5_000;
 
 /** How long requirement 2 keeps trying while the guest refuses the login (see waitLogin). */
 const LOGIN_REFUSED_GRACE_MS = 60_000;
-const REQUIREMENTS = ['ssh reachable', 'host key', 'guest agent provisioned', 'guest agent running', 'mounts ready'];
 
 /** Emits `event` (AgentEvent). */
 export class HostAgent extends EventEmitter implements AgentApi {
@@ -89,7 +88,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   readonly problems: ProblemRing;
   readonly startedAt = new Date();
   private state: StatusView['state'] = 'starting';
-  private readonly requirements: RequirementView[];
+  private readonly requirements: BootRequirements;
   private readonly log: Logger;
   private readonly bundleDir: string;
   private provisioning: Promise<string> | null = null;
@@ -119,14 +118,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
     // Requirement 5 (mounts ready) exists when mounts are configured, the default mount of ~ included.
     const total = opts.mounts ? 5 : 4;
-    this.requirements = REQUIREMENTS.slice(0, total).map((name, i) => ({
-      index: i + 1,
-      total,
-      name,
-      state: 'pending',
-      detail: null,
-      elapsedMs: 0,
-    }));
+    this.requirements = new BootRequirements(total, this.log, (requirement) =>
+      this.announce({ type: 'requirement', requirement }),
+    );
     this.ssh = new SshSession({
       ssh: config.ssh,
       instanceDir: opts.instanceDir,
@@ -180,7 +174,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         socket: this.link.socket,
         guestStopping: this.link.guestStopping,
       },
-      requirements: this.requirements.map((r) => ({ ...r })),
+      requirements: this.requirements.views(),
       forwards,
       mounts,
       mountStates,
@@ -213,7 +207,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const mounts = this.opts.mounts;
     if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping) return false;
     this.retryingMounts = true;
-    void this.requirement(5, () => mounts.retry(), this.opts.mountsOptional)
+    void this.requirement(MOUNTS_READY, () => mounts.retry(), this.opts.mountsOptional)
       .then(
         () => this.mountsChanged(),
         () => {
@@ -248,7 +242,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       }
       this.link.start();
       if (this.config.guestAgent.provision === 'never') {
-        this.setRequirement(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run');
+        this.requirements.show(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run', 0);
       } else {
         await this.requirement(3, (note) => this.waitProvisioned(timeout, note));
       }
@@ -275,7 +269,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         // A mount the guest cannot take yet leaves the forwards serving, as Lima leaves a degraded instance running:
         // the agent goes on degraded, the mounts keep trying, and `up` reports requirement 5 as failed.
         this.mountsFailed = await this.requirement(
-          5,
+          MOUNTS_READY,
           () => mounts.start(this.ssh, this.link),
           this.opts.mountsOptional,
         ).then(
@@ -392,25 +386,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.announce({ type: 'status', state });
   }
 
-  private setRequirement(index: number, state: RequirementView['state'], detail: string | null, elapsedMs = 0): void {
-    const r = this.requirements[index - 1];
-    r.state = state;
-    r.detail = detail;
-    r.elapsedMs = Math.round(elapsedMs);
-    this.announce({ type: 'requirement', requirement: { ...r } });
-  }
-
   /** Requirement 5 is met after it failed: shown, and logged (the line settles its failure in `status`). */
   private mountsMet(): void {
-    const r5 = this.requirements[4];
-    const detail = this.mountSummary();
-    this.setRequirement(5, 'ok', detail, r5.elapsedMs);
-    this.log.info({ detail, requirement: 5, state: 'ok' }, `requirement 5 of ${r5.total} ok: ${r5.name} (${detail})`);
-  }
-
-  private mountSummary(): string {
     const n = this.opts.mounts?.views().length ?? 0;
-    return `${n} of ${n} mounted (after the failure above)`;
+    this.requirements.ok(MOUNTS_READY, `${n} of ${n} mounted (after the failure above)`);
   }
 
   /**
@@ -422,7 +401,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (!this.link.up) return false;
     if (this.opts.mountsOptional === true) return true;
     if (this.mountsFailed) return false;
-    const booted = this.requirements[4]?.state === 'ok';
+    const booted = this.requirements.stateOf(MOUNTS_READY) === 'ok';
     return !booted || this.mounts().every((v) => v.state === 'mounted');
   }
 
@@ -433,68 +412,38 @@ export class HostAgent extends EventEmitter implements AgentApi {
    */
   private mountsChanged(): void {
     const views = this.opts.mounts?.views() ?? [];
-    const r5 = this.requirements[4];
+    const r5 = this.requirements.stateOf(MOUNTS_READY);
     const failing = views.some((v) => v.state === 'error');
-    if (failing && r5?.state === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
-      const detail = mountSummary(views);
+    if (failing && r5 === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
       this.mountsFailed = true;
-      this.setRequirement(5, 'failed', detail, r5.elapsedMs);
-      this.log.error(
-        { detail, requirement: 5, state: 'failed' },
-        `requirement 5 of ${r5.total} failed: ${r5.name}: ${detail}`,
-      );
+      this.requirements.failed(MOUNTS_READY, mountSummary(views));
       if (this.state === 'ready') this.setState('degraded');
       return;
     }
     if (this.mountsFailed && views.every((v) => v.state === 'mounted')) {
       this.mountsFailed = false;
       // While a retry runs, its own requirement() reports the outcome.
-      if ((r5.state === 'failed' || r5.state === 'skipped') && !this.retryingMounts) this.mountsMet();
+      if ((r5 === 'failed' || r5 === 'skipped') && !this.retryingMounts) this.mountsMet();
     }
     // A remount under way (after a reconnect, or sshfs restarted) is degraded until it is mounted again.
     if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     else if (this.state === 'ready' && !this.healthy()) this.setState('degraded', mountSummary(views));
   }
 
-  /** Runs one requirement's check; `note` updates what the waiting requirement shows (e.g. the last failure). */
-  private async requirement(
+  /** Runs one boot requirement (see BootRequirements.run); `optional`: a failure skips it (the default mount of ~). */
+  private requirement(
     index: number,
     check: (note: (detail: string) => void) => Promise<string | null>,
     optional = false,
   ): Promise<void> {
-    const r = this.requirements[index - 1];
-    const started = performance.now();
-    this.setRequirement(index, 'waiting', null);
-    this.log.info(`waiting for requirement ${index} of ${r.total}: ${r.name}`);
-    const note = (detail: string) => {
-      if (r.state === 'waiting' && r.detail !== detail) this.setRequirement(index, 'waiting', detail);
-    };
-    try {
-      const detail = await check(note);
-      this.setRequirement(index, 'ok', detail, performance.now() - started);
-      this.log.info(
-        { detail, requirement: index, state: 'ok' },
-        `requirement ${index} of ${r.total} ok: ${r.name}${detail ? ` (${detail})` : ''}`,
-      );
-    } catch (err) {
+    return this.requirements.run(index, check, {
       // Stopped while it waited (`tether down` during `up`): that, not the SSH error it caused, is why.
-      const reason = this.stopping ? `the agent was stopped: ${this.stopReason}` : (err as Error).message;
-      if (optional) {
-        const detail = `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`;
-        this.setRequirement(index, 'skipped', detail, performance.now() - started);
-        this.log.warn(
-          { requirement: index, state: 'skipped' },
-          `requirement ${index} of ${r.total} skipped: ${r.name}: ${detail}`,
-        );
-      } else {
-        this.setRequirement(index, 'failed', reason, performance.now() - started);
-        this.log.error(
-          { requirement: index, state: 'failed' },
-          `requirement ${index} of ${r.total} failed: ${r.name}: ${reason}`,
-        );
-      }
-      throw new Error(`requirement ${index} of ${r.total} (${r.name}) failed: ${reason}`);
-    }
+      reason: (err) => (this.stopping ? `the agent was stopped: ${this.stopReason}` : err.message),
+      skipped: optional
+        ? (reason) =>
+            `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`
+        : undefined,
+    });
   }
 
   /** Runs `wait`, showing why each SSH attempt failed on the waiting requirement instead of a silent wait. */

@@ -4,6 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { MOUNTS_READY } from '../agent/requirements.js';
 import { copyConfigFile, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
@@ -77,7 +78,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
         );
       // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
       // guest since, so try now, not at the next backoff step.
-      const mountsUnmet = running?.requirements.some((r) => r.index === 5 && r.state !== 'ok');
+      const mountsUnmet = running?.requirements.some((r) => r.index === MOUNTS_READY && r.state !== 'ok');
       const retrying =
         (running?.state === 'degraded' || mountsUnmet) &&
         (await clientFor(paths)
@@ -94,7 +95,7 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
       // A boot still under way is followed from its start; a finished one shows only what happens now.
       const shown =
         running && running.state !== 'starting'
-          ? running.requirements.filter((r) => !(retrying && r.index === 5))
+          ? running.requirements.filter((r) => !(retrying && r.index === MOUNTS_READY))
           : undefined;
       const outcome = await unlessInterrupted(
         followBoot(clientFor(paths), { timeoutMs, print, start: started, shown }),
