@@ -4,24 +4,16 @@
 //   POST /v1/mounts/retry · POST /v1/shutdown · WS /v1/events (AgentEvent JSON messages)
 // Errors are `{error: message}` with 400 (bad request), 404 (unknown route or forward), 405, 413, 409 (the forward
 // exists already), 422 (the forward cannot be added, e.g. a busy host address), 500.
-// The WebSocket library is loaded on the first /v1/events upgrade: an agent nobody follows does not carry it.
+// The event stream's followers are events.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { WebSocketServer } from 'ws';
 import type { Logger } from '../log.js';
-import type { AgentApi, AgentEvent } from '../model.js';
+import type { AgentApi } from '../model.js';
 import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
+import { EventStream } from './events.js';
 import { parseForwardSpec } from './spec.js';
 
-/** How long followers get to read up to the close frame when the agent stops. */
-const CLOSE_GRACE_MS = 500;
-
-/** The close reason an event follower gets when the agent stops (code 1001). */
-const AGENT_STOPPED = 'the agent stopped';
-
 const MAX_BODY = 64 * 1024;
-/** A WebSocket client that lets this much pile up is too slow to follow events; it is disconnected. */
-const MAX_WS_BUFFER = 4 * 1024 * 1024;
 
 interface ControlServerOptions {
   socketPath: string;
@@ -106,52 +98,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
   }
 
-  let wss: WebSocketServer | null = null;
-  let closed = false;
-  const eventServer = async (): Promise<WebSocketServer> => {
-    if (!wss) {
-      const { WebSocketServer } = await import('ws');
-      wss ??= new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
-    }
-    return wss;
-  };
-  http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    if (new URL(req.url ?? '/', 'http://tether').pathname !== '/v1/events') {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
-      return;
-    }
-    // The HTTP server dropped its listeners from the socket; an error while ws loads must not go unhandled.
-    const onError = () => socket.destroy();
-    socket.on('error', onError);
-    eventServer().then(
-      (server) => {
-        socket.off('error', onError);
-        if (closed || socket.destroyed) socket.destroy();
-        else subscribe(server, req, socket, head);
-      },
-      (err: Error) => {
-        socket.off('error', onError);
-        log.error({ err: err.message }, 'cannot serve /v1/events');
-        socket.end('HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n');
-      },
-    );
-  });
-
-  function subscribe(server: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
-    server.handleUpgrade(req, socket, head, (ws) => {
-      const onEvent = (e: AgentEvent) => {
-        if (ws.bufferedAmount > MAX_WS_BUFFER) {
-          log.warn({ buffered: ws.bufferedAmount }, 'event subscriber too slow; disconnecting it');
-          ws.close(1013, 'too slow to follow events');
-          return;
-        }
-        ws.send(JSON.stringify(e));
-      };
-      agent.on('event', onEvent);
-      ws.on('close', () => agent.off('event', onEvent));
-      ws.on('error', () => agent.off('event', onEvent));
-    });
-  }
+  const events = new EventStream(agent, log);
+  http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => events.upgrade(req, socket, head));
 
   // Clients (`forward ls --watch`, `up`) hold connections open; track them so close() does not wait for them.
   const sockets = new Set<Socket>();
@@ -170,32 +118,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   return {
     socketPath,
-    close: () =>
-      new Promise<void>((resolve) => {
-        closed = true;
-        // Followers (`forward ls --watch`, `up`) are told the agent stopped (1001, going away) before their
-        // connections are cut: a stop is not a failure of theirs. A follower behind on its events gets a moment to
-        // read up to the close frame.
-        const followers = [...(wss?.clients ?? [])];
-        const gone = followers.map((ws) => new Promise<void>((done) => ws.once('close', () => done())));
-        for (const ws of followers) ws.close(1001, AGENT_STOPPED);
-        let cutDone = false;
-        const cut = () => {
-          if (cutDone) return;
-          cutDone = true;
-          if (wss) {
-            for (const ws of wss.clients) ws.terminate();
-            wss.close();
-          }
-          http.close(() => resolve());
-          for (const s of sockets) s.destroy();
-        };
-        const timer = setTimeout(cut, CLOSE_GRACE_MS);
-        void Promise.all(gone).then(() => {
-          clearTimeout(timer);
-          cut();
-        });
-      }),
+    async close() {
+      // Followers are told first, and get a moment to read up to the close frame; then every connection is cut.
+      await events.close();
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
   };
 }
 
