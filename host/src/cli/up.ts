@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MOUNTS_READY } from '../agent/requirements.js';
-import { copyConfigFile, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
+import { copyConfigFile, type LoadedConfig, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
@@ -32,76 +32,40 @@ export interface UpOptions {
   logLevel?: string;
 }
 
+/** What the steps of one `up` share. */
+interface UpRun {
+  name: string;
+  paths: InstancePaths;
+  opts: UpOptions;
+  /** When `up` started (Date.now()), for the elapsed times it prints. */
+  started: number;
+  timeoutMs: number;
+  print: (line: string) => void;
+}
+
 export async function up(name: string, opts: UpOptions): Promise<void> {
   const started = Date.now();
   const paths = pathsFor(name);
   const changed = prepareConfig(paths, opts);
   const config = loadConfig(paths.config);
-  const print = (line: string) => say(`${line}\n`);
-  const timeoutMs = opts.timeout * 1000;
+  const run: UpRun = { name, paths, opts, started, timeoutMs: opts.timeout * 1000, print: (line) => say(`${line}\n`) };
 
   if (await socketAnswers(paths.socket)) {
     // One that takes the connection but does not answer (stopped, stuck) is said so at once: nothing to wait for.
-    const running = await clientFor(paths, Math.min(timeoutMs, 10_000))
+    const running = await clientFor(paths, Math.min(run.timeoutMs, 10_000))
       .status()
       .catch((err: Error) => {
         if (err instanceof AgentNotAnsweringError) throw err;
         return null;
       });
-    if (running?.state === 'failed') {
-      // Left by an `up` that was interrupted before the boot failed (it stops a failed agent when it sees it fail):
-      // a failed boot is not retried, so the agent is started anew.
-      const failed = running.requirements.find((r) => r.state === 'failed');
-      print(
-        `instance ${name} has an agent whose boot failed${failed ? ` (requirement ${failed.index}: ${failed.detail})` : ''}; starting it again`,
-      );
-      await stopAgent(paths, 'tether up: its boot had failed; starting it again');
-    } else {
-      // A foreground `up` is meant to be the agent (a systemd or launchd unit): reporting success would have the
-      // unit restarted in a loop.
-      if (opts.foreground)
-        throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
-      print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
-      // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
-      if (running?.ssh.state === 'closed')
-        throw new CliError(
-          `its SSH connection is refused until you make the fix: ${running.ssh.lastError ?? 'see the log'}; ` +
-            `log: ${paths.currentLog}`,
-        );
-      // Changed by these flags (compared by content), or, without flags that rewrite it, edited by hand since the
-      // agent read it.
-      const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
-      const edited = !rewritten && running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
-      if (changed || edited)
-        print(
-          `${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``,
-        );
-      // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
-      // guest since, so try now, not at the next backoff step.
-      const mountsUnmet = running?.requirements.some((r) => r.index === MOUNTS_READY && r.state !== 'ok');
-      const retrying =
-        (running?.state === 'degraded' || mountsUnmet) &&
-        (await clientFor(paths)
-          .retryMounts()
-          .catch(() => false));
-      if (retrying) print(`trying its failed mounts again`);
-      // Not ours to stop: Ctrl-C only stops following it.
-      onInterrupt(() => {
-        complain(
-          `tether: interrupted; instance ${name} keeps running (\`tether status ${name}\` follows it, \`tether down ${name}\` stops it)\n`,
-        );
-        return Promise.resolve();
-      });
-      // A boot still under way is followed from its start; a finished one shows only what happens now.
-      const shown =
-        running && running.state !== 'starting'
-          ? running.requirements.filter((r) => !(retrying && r.index === MOUNTS_READY))
-          : undefined;
-      const outcome = await unlessInterrupted(
-        followBoot(clientFor(paths), { timeoutMs, print, start: started, shown }),
-      );
-      return finish(paths, outcome, null);
-    }
+    if (running?.state !== 'failed') return followRunning(run, running, changed);
+    // Left by an `up` that was interrupted before the boot failed (it stops a failed agent when it sees it fail):
+    // a failed boot is not retried, so the agent is started anew.
+    const failed = running.requirements.find((r) => r.state === 'failed');
+    run.print(
+      `instance ${name} has an agent whose boot failed${failed ? ` (requirement ${failed.index}: ${failed.detail})` : ''}; starting it again`,
+    );
+    await stopAgent(paths, 'tether up: its boot had failed; starting it again');
   }
 
   checkIdentityFile(`${paths.config}: ssh.identityFile`, config.ssh.identityFile);
@@ -114,20 +78,75 @@ export async function up(name: string, opts: UpOptions): Promise<void> {
       `tether: warning: ${describeSiblings(siblings)}, the same VM: this instance will find the host ports of its ` +
         `forwards taken (\`tether down ${siblings[0].name}\` first)\n`,
     );
-  print(`starting instance ${name}: ${sshTarget(config.ssh)} (log: ${paths.currentLog})`);
-  if (opts.foreground) {
-    // Loaded on demand: the agent's modules are what makes the CLI slow to start.
-    const { startAgentProcess } = await import('./agent-process.js');
-    const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
-    const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: started });
-    // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
-    if (outcome.outcome === 'degraded') complain(`tether: ${degradedMessage(paths, outcome)}\n`);
-    else await finish(paths, outcome, (reason) => proc.stop(reason));
-    print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
-    await proc.done;
-    return;
-  }
+  run.print(`starting instance ${name}: ${sshTarget(config.ssh)} (log: ${paths.currentLog})`);
+  if (opts.foreground) await startForeground(run, config);
+  else await startBackground(run);
+}
 
+/** An agent already runs: says so (and what changed since it started), retries its failed mounts, follows it. */
+async function followRunning(run: UpRun, running: StatusView | null, changed: boolean): Promise<void> {
+  const { name, paths, opts, print } = run;
+  // A foreground `up` is meant to be the agent (a systemd or launchd unit): reporting success would have the
+  // unit restarted in a loop.
+  if (opts.foreground)
+    throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
+  print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+  // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
+  if (running?.ssh.state === 'closed')
+    throw new CliError(
+      `its SSH connection is refused until you make the fix: ${running.ssh.lastError ?? 'see the log'}; ` +
+        `log: ${paths.currentLog}`,
+    );
+  // Changed by these flags (compared by content), or, without flags that rewrite it, edited by hand since the
+  // agent read it.
+  const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
+  const edited = !rewritten && running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
+  if (changed || edited)
+    print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
+  // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
+  // guest since, so try now, not at the next backoff step.
+  const mountsUnmet = running?.requirements.some((r) => r.index === MOUNTS_READY && r.state !== 'ok');
+  const retrying =
+    (running?.state === 'degraded' || mountsUnmet) &&
+    (await clientFor(paths)
+      .retryMounts()
+      .catch(() => false));
+  if (retrying) print(`trying its failed mounts again`);
+  // Not ours to stop: Ctrl-C only stops following it.
+  onInterrupt(() => {
+    complain(
+      `tether: interrupted; instance ${name} keeps running (\`tether status ${name}\` follows it, \`tether down ${name}\` stops it)\n`,
+    );
+    return Promise.resolve();
+  });
+  // A boot still under way is followed from its start; a finished one shows only what happens now.
+  const shown =
+    running && running.state !== 'starting'
+      ? running.requirements.filter((r) => !(retrying && r.index === MOUNTS_READY))
+      : undefined;
+  const outcome = await unlessInterrupted(
+    followBoot(clientFor(paths), { timeoutMs: run.timeoutMs, print, start: run.started, shown }),
+  );
+  return finish(paths, outcome, null);
+}
+
+/** `up --foreground`: the agent runs in this process, until it is stopped. */
+async function startForeground(run: UpRun, config: LoadedConfig): Promise<void> {
+  const { name, paths, opts, print, timeoutMs } = run;
+  // Loaded on demand: the agent's modules are what makes the CLI slow to start.
+  const { startAgentProcess } = await import('./agent-process.js');
+  const proc = await startAgentProcess(paths, config, { logLevel: opts.logLevel, requirementTimeoutMs: timeoutMs });
+  const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: run.started });
+  // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
+  if (outcome.outcome === 'degraded') complain(`tether: ${degradedMessage(paths, outcome)}\n`);
+  else await finish(paths, outcome, (reason) => proc.stop(reason));
+  print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
+  await proc.done;
+}
+
+/** The agent detached in the background; `up` follows its boot and stops it when the boot fails. */
+async function startBackground(run: UpRun): Promise<void> {
+  const { name, paths, opts, print, timeoutMs, started } = run;
   const child = spawnAgent(paths, { logLevel: opts.logLevel, timeoutS: opts.timeout });
   // The agent runs detached (its own session), so Ctrl-C reaches only this process: an `up` given up on (a wrong
   // port that never answers) stops the agent it started, instead of leaving it retrying unseen.
