@@ -78,7 +78,12 @@ export function registerForward(program: Command): void {
     'tether forward add dev 8080:80',
     'tether forward rm dev 8080',
   ]);
+  registerLs(forward);
+  registerAdd(forward);
+  registerRm(forward);
+}
 
+function registerLs(forward: Command): void {
   withHelp(
     forward
       .command('ls')
@@ -96,7 +101,9 @@ export function registerForward(program: Command): void {
     if (opts.watch) return watch(name, client, opts.json === true);
     say(`${render(await client.forwards(), opts.json === true)}\n`);
   });
+}
 
+function registerAdd(forward: Command): void {
   withHelp(
     forward
       .command('add')
@@ -118,7 +125,9 @@ export function registerForward(program: Command): void {
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
   });
+}
 
+function registerRm(forward: Command): void {
   withHelp(
     forward
       .command('rm')
