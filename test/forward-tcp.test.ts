@@ -127,6 +127,46 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     await stopChild(server);
   });
 
+  it('a guest port that stops accepting does not hold up the other forwards', async () => {
+    const [stalled, healthy] = [await freePort(), await freePort()];
+    // Listens with a backlog of one, then blocks its thread and never accepts (a server paused in a debugger): once
+    // the backlog is full, sshd's connects to it hang.
+    const paused = testbed().spawn(
+      'node',
+      [
+        '-e',
+        `require('net').createServer().listen({ host: '127.0.0.1', port: ${stalled}, backlog: 1 }, () => ` +
+          'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600000))',
+      ],
+      { user: testbed().user },
+    );
+    const server = await guestServer(testbed(), 'tcp', '127.0.0.1', healthy);
+    try {
+      await waitFor(() => state(`tcp/127.0.0.1:${stalled}`) === 'forwarding', { what: 'the stalled port forwarded' });
+      await waitFor(() => state(`tcp/127.0.0.1:${healthy}`) === 'forwarding', { what: 'the healthy port forwarded' });
+      // 300 clients that connect and give up at once, as a browser's retries do: each leaves a hanging open.
+      for (let i = 0; i < 300; i++) {
+        const c = net.connect({ host: '127.0.0.1', port: stalled }, () => c.destroy());
+        c.on('error', () => {});
+      }
+      const pending = () => h.agent.forwards().find((f) => f.id === `tcp/127.0.0.1:${stalled}`)?.connections ?? 0;
+      await waitFor(() => pending() >= 200, { what: 'the clients pending in the agent' });
+      // Before, they took every channel-open slot in arrival order, and the healthy forward waited about a minute.
+      let timer: NodeJS.Timeout | undefined;
+      const reply = await Promise.race([
+        roundTrip('127.0.0.1', healthy, 'still here'),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('the healthy forward is held up by the stalled one')), 15_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      expect(String(reply)).toBe('still here');
+      expect(pending()).toBeGreaterThan(64); // the stalled port's opens still hang meanwhile
+    } finally {
+      await stopChild(paused);
+      await stopChild(server);
+    }
+  });
+
   it('keeps memory bounded for a slow reader (backpressure through the SSH window)', async () => {
     const total = 512 << 20;
     const port = await freePort();

@@ -24,6 +24,10 @@ export interface AgentProcess {
   stop(reason: string): Promise<void>;
 }
 
+/** Uncaught exceptions the agent logs and survives within CRASH_WINDOW_MS; one more stops it. */
+const CRASHES_TOLERATED = 10;
+const CRASH_WINDOW_MS = 60_000;
+
 interface AgentProcessOptions {
   logLevel?: string;
   /** Deadline of each boot requirement (`tether up --timeout`). */
@@ -98,6 +102,22 @@ export async function startAgentProcess(
         `unhandled rejection (a bug; the agent keeps running): ${(err as Error)?.message ?? err}`,
       ),
     );
+    // Nor is an exception from a callback (a timer, a socket event), as long as it stays an exception: one that
+    // keeps coming stops the agent, with its reason logged where `status` reads it.
+    const crashes: number[] = [];
+    process.on('uncaughtException', (err) => {
+      const now = Date.now();
+      crashes.push(now);
+      while (crashes[0] < now - CRASH_WINDOW_MS) crashes.shift();
+      if (crashes.length <= CRASHES_TOLERATED) {
+        agentLog.error({ err }, `uncaught exception (a bug; the agent keeps running): ${err.message}`);
+        return;
+      }
+      agentLog.fatal({ err }, `uncaught exception: ${err.message}`);
+      void stop(`${crashes.length} uncaught exceptions within a minute, the last: ${err.message}`).then(() =>
+        process.exit(1),
+      );
+    });
   }
   return { agent, control, log, ready, done, stop };
 }

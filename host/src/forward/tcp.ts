@@ -83,7 +83,7 @@ export class TcpBinding implements HostBinding {
     } as const;
     const { ssh } = this.deps;
     const open: OpenChannel = (sink, started) =>
-      this.deps.opens.run(() => {
+      this.deps.opens.run(target.id, () => {
         const first = ssh.openDirect(channel, sink);
         // After the open is queued, so its packet goes out before the client socket starts reading (a syscall).
         started();
