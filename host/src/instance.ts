@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, linkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CURRENT_LOG } from './log-names.js';
+import { CURRENT_LOG, STDIO_LOG } from './log-names.js';
 import { makeDirs } from './make-dirs.js';
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -52,7 +52,7 @@ export function instanceFiles(dir: string): Omit<InstancePaths, 'name'> {
     pidFile: join(dir, 'ha.pid'),
     logs,
     currentLog: join(logs, CURRENT_LOG),
-    stdioLog: join(logs, 'agent.stdio.log'),
+    stdioLog: join(logs, STDIO_LOG),
     hostKey: join(dir, 'host_key'),
   };
 }

@@ -18,6 +18,8 @@ export type Component = (typeof COMPONENTS)[number];
 
 const LOG_FILE = 'tether';
 export const CURRENT_LOG = 'current.log';
+/** The background agent's own stdout and stderr: where a crash leaves its stack, before or past the logger. */
+export const STDIO_LOG = 'agent.stdio.log';
 
 export function logFileName(n: number): string {
   return `${LOG_FILE}.${n}.log`;

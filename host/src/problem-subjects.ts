@@ -52,3 +52,15 @@ export function settles(component: string, fields: Fields, subject: string): boo
   if (component === 'agent' && state === 'ok') return subject === problemSubject(component, fields);
   return false;
 }
+
+/**
+ * Cuts `problems` (oldest first) down to `max` in place: the oldest that is over goes first, an open one only when
+ * every one is open, so a burst of passing trouble (a server restarting in a loop) cannot push out the error that
+ * still holds.
+ */
+export function trimProblems(problems: { resolvedAt: string | null }[], max: number): void {
+  while (problems.length > max) {
+    const over = problems.findIndex((p) => p.resolvedAt !== null);
+    problems.splice(Math.max(over, 0), 1);
+  }
+}

@@ -48,6 +48,25 @@ describe('ProblemRing', () => {
     ]);
   });
 
+  it('forgets problems that are over before one that still holds', () => {
+    const ring = new ProblemRing(3);
+    const forward = componentLogger(
+      ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent'),
+      'forward',
+    );
+    forward.error({ forward: 'unix//run/x.sock', state: 'error' }, 'guest socket /run/x.sock does not exist');
+    // A server restarting in a loop: each of its failures is over at once.
+    for (let i = 0; i < 10; i++) {
+      forward.warn({ forward: 'tcp:8080', state: 'error' }, `connection reset ${i}`);
+      forward.info({ forward: 'tcp:8080', state: 'forwarding' }, 'forwarding');
+    }
+    expect(ring.list().map((p) => [p.msg, p.resolvedAt === null])).toEqual([
+      ['guest socket /run/x.sock does not exist', true],
+      ['connection reset 8', false],
+      ['connection reset 9', false],
+    ]);
+  });
+
   it('marks a problem resolved when a later line shows its subject healthy again', () => {
     const ring = new ProblemRing();
     const root = ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent');

@@ -81,6 +81,10 @@ describe('log reader', () => {
       '[watch] watch error: ENOSPC',
     ]);
     expect(lastRun(dir, 'dev').guestSocket).toBeNull();
+    // No `stopped` line: killed or crashed, and where a crash's stack went.
+    expect(lastRun(dir, 'dev').stopReason).toBe(
+      `its log ends without a stop: the agent was killed (SIGKILL) or crashed (a crash's stack is in ${join(dir, 'agent.stdio.log')})`,
+    );
   });
 
   it('tells the guest agent socket a stopped run moved to', () => {

@@ -4,9 +4,9 @@
 // agent owns writing.
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CURRENT_LOG, logFileName, logFileNumbers } from '../log-names.js';
+import { CURRENT_LOG, logFileName, logFileNumbers, STDIO_LOG } from '../log-names.js';
 import { type LoggedError, problemMessage } from '../model.js';
-import { problemSubject, settles } from '../problem-subjects.js';
+import { problemSubject, settles, trimProblems } from '../problem-subjects.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -184,9 +184,10 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
     typeof stopped?.reason === 'string'
       ? stopped.reason
       : start >= 0 && !stopped
-        ? 'its log ends without a stop: the agent was killed (SIGKILL) or crashed'
+        ? `its log ends without a stop: the agent was killed (SIGKILL) or crashed (a crash's stack is in ${join(dir, STDIO_LOG)})`
         : null;
   const moved = run.findLast((r) => typeof r.msg === 'string' && r.msg.startsWith('guest agent socket is '));
   const guestSocket = typeof moved?.socket === 'string' ? moved.socket : null;
-  return { errors: errors.slice(-max).map(({ subject: _, ...e }) => e), stopReason, guestSocket };
+  trimProblems(errors, max);
+  return { errors: errors.map(({ subject: _, ...e }) => e), stopReason, guestSocket };
 }
