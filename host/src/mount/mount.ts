@@ -83,6 +83,8 @@ export class GuestMount extends EventEmitter {
   private mountedBefore = false;
   /** The last session ended while the guest shut down: its programs went with it, nobody is left on the old mount. */
   private endedWithGuest = false;
+  /** The guest's boot id at the last mount; null before it (see takeStartLine). */
+  private bootId: string | null = null;
   /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
   private underlyingAtFirst: number | null = null;
 
@@ -266,7 +268,7 @@ export class GuestMount extends EventEmitter {
     }
     if (gen !== this.generation) throw new Error('superseded before sshfs started');
     if (active.isClosed) throw new Error(`sshfs failed to mount ${this.where()}: ${why()}`);
-    startup = this.takeUnderlyingCount(startup, countTag, path);
+    startup = this.takeStartLine(startup, countTag, path);
     if (startup.length > 0) {
       this.log.warn(
         { bytes: startup.length, output: quoteStartup(startup) },
@@ -284,14 +286,30 @@ export class GuestMount extends EventEmitter {
     return active;
   }
 
-  /** Reads (and removes) the count line the start command printed before its marker (sshfsCommand's countTag). */
-  private takeUnderlyingCount(startup: Buffer, tag: string, path: string): Buffer {
+  /**
+   * Reads (and removes) the line the start command printed before its marker (sshfsCommand's countTag): the entries
+   * under the mount point, and the guest's boot id. A new boot id means the guest rebooted since the last mount
+   * (also without saying so: a reset, a crash), so no guest program holds the old mount, and what lies under the
+   * mount point is counted afresh.
+   */
+  private takeStartLine(startup: Buffer, tag: string, path: string): Buffer {
     const text = startup.toString('latin1');
     const at = text.lastIndexOf(`${tag} `);
     if (at < 0) return startup;
     const end = text.indexOf('\n', at);
-    const count = Number(text.slice(at + tag.length + 1, end < 0 ? undefined : end).trim());
-    if (Number.isInteger(count)) this.noteUnderlying(count, path);
+    const [countText = '', bootId = ''] = text
+      .slice(at + tag.length + 1, end < 0 ? undefined : end)
+      .trim()
+      .split(' ');
+    if (bootId) {
+      if (this.bootId !== null && bootId !== this.bootId) {
+        this.endedWithGuest = true;
+        this.underlyingAtFirst = null;
+      }
+      this.bootId = bootId;
+    }
+    const count = Number(countText);
+    if (countText && Number.isInteger(count)) this.noteUnderlying(count, path);
     return Buffer.concat([startup.subarray(0, at), startup.subarray(end < 0 ? startup.length : end + 1)]);
   }
 

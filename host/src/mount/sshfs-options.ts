@@ -81,8 +81,12 @@ export function sshfsCommand(
   const unmount = opts.unmountFirst
     ? `{ ${opts.unmountFirst} || { echo cannot clear the stale sshfs mount at ${mp} >&2; exit 1; }; } && `
     : '';
-  // How many entries the mount point holds before the mount covers them (see GuestMount.noteUnderlying).
-  const count = opts.countTag ? `printf '%s %s\\n' ${opts.countTag} "$(ls -A ${mp} 2>/dev/null | wc -l)" && ` : '';
+  // How many entries the mount point holds before the mount covers them (see GuestMount.noteUnderlying), and which
+  // boot of the guest this is (a remount after a reboot leaves no guest program on the old mount).
+  const count = opts.countTag
+    ? `printf '%s %s %s\\n' ${opts.countTag} "$(ls -A ${mp} 2>/dev/null | wc -l)" ` +
+      '"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" && '
+    : '';
   return (
     `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ` +
     `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`
