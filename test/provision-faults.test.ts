@@ -382,3 +382,27 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a socket director
     expect(existsSync(installDir) ? readdirSync(installDir) : []).toEqual([]);
   });
 });
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: an install directory without room', () => {
+  // A 512 KiB tmpfs: the bundle (over a MB) does not fit. Mounted on the host, which the testbed guest shares.
+  const full = sharedDir('tether-provision-full-');
+  const ctx = useGuestSession([], 'tether-provision-full-session-');
+  beforeAll(() => {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k,mode=1777', 'tether-test-full', full]);
+  });
+  afterAll(() => {
+    execFileSync('umount', [full]);
+    rmSync(full, { recursive: true, force: true });
+  });
+
+  it('says the guest has no room for the agent, with how much it has and needs, and leaves nothing', async () => {
+    const cramped = Config.parse(testbedConfigInput(ctx.testbed(), { guestAgent: { installDir: full } }));
+    await expect(ensureGuestAgent(ctx.session, cramped, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+      new RegExp(
+        `uploading .* failed: .*\\(no room: ${full} has 1 MB free in the guest, the agent needs \\d+ MB; free some, ` +
+          'or set guestAgent.installDir on a file system with room\\)',
+      ),
+    );
+    expect(readdirSync(full)).toEqual([]);
+  });
+});

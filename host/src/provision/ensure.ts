@@ -242,6 +242,13 @@ function installDirOf(facts: GuestFacts): string {
   return facts.dir;
 }
 
+/** Bytes free for the login user on the guest file system that holds `dir`, or null when the guest does not say. */
+async function freeBytes(shell: GuestShell, dir: string): Promise<number | null> {
+  const r = await shell.execText(`echo; df -Pk ${q(dir)} 2>/dev/null | tail -n 1`).catch(() => null);
+  const kib = Number(r?.stdout.trim().split('\n').at(-1)?.split(/\s+/)[3]);
+  return Number.isFinite(kib) && kib >= 0 ? kib * 1024 : null;
+}
+
 async function upload(
   shell: GuestShell,
   local: string,
@@ -287,6 +294,14 @@ async function upload(
     // A partial upload can be as large as the single executable (~100 MB): do not leave it in the guest.
     const rm = await shell.execText(`rm -f ${q(tmp)}`).catch((e: Error) => ({ code: null, stderr: e.message }));
     if (rm.code !== 0) log.warn({ tmp, detail: rm.stderr.trim() }, `could not remove the partial upload ${tmp}`);
+    // SFTP says only "Failure" for a full disk: the guest's free space, once the partial upload is gone, says it.
+    const room = await freeBytes(shell, dir);
+    const size = statSync(local).size;
+    if (room !== null && room < size) {
+      (err as Error).message +=
+        ` (no room: ${dir} has ${Math.round(room / 1e6)} MB free in the guest, the agent needs ` +
+        `${Math.round(size / 1e6)} MB; free some, or set guestAgent.installDir on a file system with room)`;
+    }
     throw err;
   }
   log.info({ local, remote: final }, 'guest agent uploaded');
