@@ -85,7 +85,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       const socket =
         agent.guestSocket ??
         (await runningAgentSocket(shellOn(ssh.client), config.guestAgent.socket, config.guestAgent.installDir));
-      const guest = await checkGuestAgent(ssh.client, config, socket);
+      const guest = await checkGuestAgent(paths.name, ssh.client, config, socket);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
@@ -370,11 +370,18 @@ function shellOn(client: Client) {
   };
 }
 
-async function checkGuestAgent(client: Client, config: LoadedConfig, socket: string): Promise<CheckResult[]> {
+async function checkGuestAgent(
+  instance: string,
+  client: Client,
+  config: LoadedConfig,
+  socket: string,
+): Promise<CheckResult[]> {
+  // Without systemd (or sudo) tether runs the agent in the background itself: there is no unit to restart then.
+  const unit = 'where tether installed its systemd unit, in the guest: sudo systemctl restart tether-guest';
   const fix =
     config.guestAgent.provision === 'auto'
-      ? 'tether down NAME && tether up NAME (provisioning starts it), or in the guest: sudo systemctl restart tether-guest'
-      : 'start tether-guest in the guest (sudo systemctl restart tether-guest), or set guestAgent.provision: auto';
+      ? `tether down ${instance} && tether up ${instance} (provisioning starts it again), or ${unit}`
+      : `start tether-guest in the guest (\`tether-guest run\`; ${unit}), or set guestAgent.provision: auto`;
   let peer: Peer | null = null;
   let stream: ClientChannel;
   try {
