@@ -378,7 +378,9 @@ export class AgentLink extends EventEmitter {
         },
         (err: Error) => {
           if (err instanceof RequestTimeoutError)
-            peer.close(`the guest agent did not answer a ping within ${within} ms (hung or stopped)`);
+            peer.close(
+              `the guest agent did not answer a ping within ${within} ms (the agent is hung or stopped, or the whole VM is paused)`,
+            );
         },
       );
     }, every);
