@@ -32,7 +32,7 @@ const quick = process.env.BENCH_QUICK === '1';
 const MiB = 1 << 20;
 const TOTAL_BYTES = (quick ? 64 : 512) * MiB; // per direction per run, split across the streams
 const REPS = 3;
-const LATENCY_N = Number(process.env.BENCH_LATENCY_N) || (quick ? 200 : 1000); // per tool
+const LATENCY_N = Number(process.env.BENCH_LATENCY_N) || (quick ? 200 : 3000); // per tool: p99 is the 30th slowest
 const LATENCY_BLOCK = 50; // tools alternate every block
 const WARMUP_ECHOES = Number(process.env.BENCH_WARMUP_ECHOES) || (quick ? 300 : 1500); // per tool, before measuring
 const DETECT_N = quick ? 20 : 60;

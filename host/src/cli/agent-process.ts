@@ -6,6 +6,7 @@
 import { runAgent } from '../agent/run.js';
 import type { LoadedConfig } from '../config/load.js';
 import { type ControlServer, startControlServer } from '../control/server.js';
+import { lowFileLimitWarning, openFileLimit } from '../file-limit.js';
 import { claimPidFile, type InstancePaths, readPid, removeRuntimeFiles } from '../instance.js';
 import { componentLogger, createLogger, type Logger } from '../log.js';
 import { ignoreStdioErrors } from '../log-file.js';
@@ -51,7 +52,10 @@ export async function startAgentProcess(
   ignoreStdioErrors();
   const log = await createLogger({ dir: paths.logs, level: opts.logLevel });
   const agentLog = componentLogger(log, 'agent');
-  agentLog.info({ config: paths.config }, `host agent for ${paths.name} starting`);
+  const openFiles = openFileLimit();
+  agentLog.info({ config: paths.config, openFiles }, `host agent for ${paths.name} starting`);
+  const lowLimit = lowFileLimitWarning(openFiles);
+  if (lowLimit) agentLog.warn({ openFiles }, lowLimit);
 
   const { agent, ready } = await runAgent(paths.name, config, {
     instanceDir: paths.dir,

@@ -66,11 +66,30 @@ export function agentArgv(name: string, opts: AgentArgs = {}): string[] {
   return args;
 }
 
+/**
+ * Runs a command with its soft limit on open files raised to the hard limit (node has no setrlimit). Every forwarded
+ * connection holds a file descriptor in the agent: processes start at 256 on macOS and at 1024 in many Linux
+ * sessions, so a few hundred concurrent connections (a browser, a load test, `kubectl` watches) would have the agent
+ * refuse the rest, its own control socket included. macOS refuses `unlimited` (its usual hard limit) as a soft one,
+ * so finite values are tried after it; the limit is never lowered, and `exec` keeps the pid.
+ */
+export function withRaisedFileLimit(file: string, args: readonly string[]): [string, string[]] {
+  const script = [
+    's=$(ulimit -S -n)',
+    'for n in "$(ulimit -H -n)" 1048576 65536 24576 10240; do',
+    '  [ "$s" = unlimited ] && break',
+    '  if [ "$n" = unlimited ] || [ "$n" -gt "$s" ]; then ulimit -S -n "$n" 2>/dev/null && break; fi',
+    'done',
+    'exec "$@"',
+  ].join('\n');
+  return ['/bin/sh', ['-c', script, 'tether-agent', file, ...args]];
+}
+
 /** Starts the agent detached, its stdout/stderr appended to the instance's stdio log; the caller does not wait. */
 export function spawnAgent(paths: InstancePaths, opts: AgentArgs = {}): ChildProcess {
   const out = openSync(paths.stdioLog, 'a', 0o600);
   try {
-    const child = spawn(process.execPath, agentArgv(paths.name, opts), {
+    const child = spawn(...withRaisedFileLimit(process.execPath, agentArgv(paths.name, opts)), {
       detached: true,
       stdio: ['ignore', out, out],
       env: { ...AGENT_ENV, ...process.env },

@@ -22,6 +22,8 @@ const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(
 let echoPort = 0;
 /** The guest ports connections were sent to, in order. */
 const dialed: number[] = [];
+/** The guest addresses channel opens asked for, refused ones included, in order. */
+const tried: string[] = [];
 /** Guest addresses whose connections the "guest" refuses, as sshd reports a refused connect. */
 const refusing = new Set<string>();
 /** Guest ports the "guest's sshd" may not open channels to (AllowTcpForwarding no, PermitOpen). */
@@ -41,6 +43,7 @@ const fakeSsh = {
   openStreamLocal: async () => ({ destroy: () => {} }),
   openDirect: (target: { dstIP: string; dstPort: number }, sink: ChannelSink) =>
     new Promise<GuestChannel>((resolve, reject) => {
+      tried.push(target.dstIP);
       if (holding.has(target.dstPort)) {
         held.push(() => reject(refusal()));
         return;
@@ -489,6 +492,36 @@ describe('ForwardEngine', () => {
     } finally {
       refusing.clear();
     }
+  });
+
+  it('points a forward added by port at ::1 while its only listener is there, and shows that address', async () => {
+    engine = make();
+    const port = await freePort();
+    const id = `tcp/127.0.0.1:${port}`;
+    const changes: string[] = [];
+    engine.on('change', (v: { id: string; guestAddr: string }) => {
+      if (v.id === id) changes.push(v.guestAddr);
+    });
+    const view = await engine.add({ proto: 'tcp', hostPort: port, guestPort: port });
+    expect(view).toMatchObject({ id, guestAddr: `127.0.0.1:${port}` });
+    await engine.applyDelta({ added: [tcp('::1', port)], removed: [] });
+    expect(engine.view(id)).toMatchObject({ guestAddr: `[::1]:${port}`, process: { pid: 42 } });
+    expect(changes).toContain(`[::1]:${port}`);
+    refusing.add('127.0.0.1');
+    tried.length = 0;
+    try {
+      expect(await echo(port)).toBe('hi');
+      expect(tried).toEqual(['::1']);
+    } finally {
+      refusing.clear();
+    }
+    // Listeners on both loopbacks: the address asked for.
+    await engine.applyDelta({ added: [tcp('127.0.0.1', port)], removed: [] });
+    expect(engine.view(id)?.guestAddr).toBe(`127.0.0.1:${port}`);
+    await engine.applyDelta({ added: [], removed: [tcp('127.0.0.1', port)] });
+    expect(engine.view(id)?.guestAddr).toBe(`[::1]:${port}`);
+    await engine.applyDelta({ added: [], removed: [tcp('::1', port)] });
+    expect(engine.view(id)).toMatchObject({ guestAddr: `127.0.0.1:${port}`, process: null });
   });
 
   it("shows a forward whose channels the guest's sshd prohibits as error, naming the option, until one opens", async () => {

@@ -27,7 +27,7 @@ import { ChurnLog } from './churn-log.js';
 import { type BindingView, bindingKey, HostBindings, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { OpenGate } from './open-gate.js';
-import { hostIPsOf, matchRule, type RuleDecision } from './rules.js';
+import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
@@ -58,7 +58,10 @@ interface Forward {
   proto: Proto;
   source: ForwardSource;
   guestAddr: string;
+  /** Where connections go: `askedIP`, or for an explicit localhost forward, the loopback its listener took. */
   guestIP: string;
+  /** The guest address the rule, `forward add` or the listener named. */
+  askedIP: string;
   guestPort: number;
   hostAddrs: string[];
   bindingKeys: string[];
@@ -231,6 +234,7 @@ export class ForwardEngine extends EventEmitter {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
     await Promise.all([...desired.values()].map((l) => this.upsertDetected(l)));
+    for (const f of this.forwardsById.values()) this.followFolded(f);
   }
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
@@ -242,7 +246,10 @@ export class ForwardEngine extends EventEmitter {
       this.unfold(id);
       const f = this.forwardsById.get(id);
       if (f?.source === 'detected') this.drop(f);
-      else if (f) this.setProcess(f, null);
+      else if (f) {
+        this.setProcess(f, null);
+        this.followFolded(f);
+      }
     }
     // Deltas can add without end (a hostile or broken guest): past the bound, listeners are not even remembered.
     const limit = this.opts.maxForwards * GUEST_LISTENER_FACTOR;
@@ -477,6 +484,34 @@ export class ForwardEngine extends EventEmitter {
     if (!holder) return;
     this.folded.delete(id);
     this.setProcess(holder, null);
+    this.followFolded(holder);
+  }
+
+  /**
+   * An explicit forward to the guest's localhost goes to the loopback its listeners took: a dev server bound to
+   * `localhost` that listens on ::1 only is reached there first (not after a refused 127.0.0.1 for every
+   * connection), and `forward ls` shows the address that answers.
+   */
+  private followFolded(f: Forward): void {
+    if (f.source === 'detected' || !isLocalhost(f.askedIP)) return;
+    const at = new Set<string>();
+    // A listener on the address asked for has the forward's own id (`forward add P` and a server on 127.0.0.1:P).
+    const own = this.guestListeners.get(f.id);
+    if (own) at.add(unmapIPv4(own.ip));
+    for (const [id, holder] of this.folded) {
+      const l = holder === f ? this.guestListeners.get(id) : undefined;
+      if (l) at.add(unmapIPv4(l.ip));
+    }
+    const other = unmapIPv4(f.askedIP) === '::1' ? '127.0.0.1' : '::1';
+    const ip = at.size === 1 && at.has(other) ? other : f.askedIP;
+    if (ip === f.guestIP) return;
+    f.guestIP = ip;
+    f.guestAddr = formatAddr(ip, f.guestPort);
+    this.log.info(
+      { forward: f.id, guest: f.guestAddr },
+      `forward ${f.id} goes to guest ${f.guestAddr}, where its listener is`,
+    );
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
   }
 
   /**
@@ -528,6 +563,7 @@ export class ForwardEngine extends EventEmitter {
     const existing = this.forwardsById.get(id);
     if (existing) {
       if (process) this.setProcess(existing, process);
+      this.followFolded(existing);
       // An explicit forward of the same id (`forward add P:P`) follows SSH, not the listener's comings and goings.
       if (existing.source === 'detected' && existing.suspended) {
         existing.suspended = null;
@@ -547,6 +583,7 @@ export class ForwardEngine extends EventEmitter {
     if (explicit) {
       this.folded.set(id, explicit.holder);
       if (process) this.setProcess(explicit.holder, process);
+      this.followFolded(explicit.holder);
       hostIPs = hostIPs.filter((ip) => !explicit.held.includes(ip));
       if (hostIPs.length === 0) return Promise.resolve();
     }
@@ -604,6 +641,7 @@ export class ForwardEngine extends EventEmitter {
       source,
       guestAddr,
       guestIP,
+      askedIP: guestIP,
       guestPort,
       hostAddrs: [],
       bindingKeys: [],

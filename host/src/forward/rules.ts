@@ -26,7 +26,7 @@ const DEFAULT_HOST_IPS: readonly string[] = ['127.0.0.1', '::1'];
 const ALL_PORTS: [number, number] = [1, 65_535];
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`; other addresses unchanged. */
-function unmapIPv4(ip: string): string {
+export function unmapIPv4(ip: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   return m ? m[1] : ip;
 }
@@ -40,7 +40,7 @@ function isWildcard(ip: string): boolean {
  * 127.0.0.1 or ::1: the guest's localhost. Other 127/8 addresses are system services' own (systemd-resolved's stub
  * on 127.0.0.53 and .54): forwarded only by a rule naming them, as in Lima.
  */
-function isLocalhost(ip: string): boolean {
+export function isLocalhost(ip: string): boolean {
   const a = unmapIPv4(ip);
   return a === '127.0.0.1' || a === '::1';
 }
