@@ -14,6 +14,8 @@ export function problemSubject(component: string, fields: Fields): string {
   if (typeof fields.forward === 'string') return `forward:${fields.forward}`;
   // A guest agent that is not this host's build stays so while the link is up: the link coming up does not settle it.
   if (fields.outdated === true) return `${component}:outdated`;
+  // A low limit on open files holds for the whole run.
+  if (typeof fields.openFiles === 'number') return `${component}:openFiles`;
   // Entries hidden under a mount point stay hidden when the mount is back: its `mounted` line does not settle them.
   if (typeof fields.hiddenEntries === 'number') return `${component}:hidden:${String(fields.mountPoint)}`;
   // So do guest programs left on the mount before a remount: only their restart, which tether cannot see, settles it.

@@ -110,6 +110,10 @@ describe('ProblemRing', () => {
     link.warn({ outdated: true }, 'the guest agent is not this build');
     link.info({ state: 'up' }, 'agent link up');
     expect(open()).toContain('the guest agent is not this build');
+    // A low limit on open files holds for the whole run: the instance ready does not settle it.
+    root.warn({ openFiles: 256 }, 'open files are limited to 256');
+    root.info({ state: 'ready', from: 'degraded' }, 'host agent ready');
+    expect(open()).toContain('open files are limited to 256');
     // Entries left hidden under a mount point stay so when it is mounted again.
     mountA.warn({ guestPath: '/a', hiddenEntries: 2 }, '2 entries were written to /a while it was not mounted');
     mountA.info({ state: 'mounted' }, 'mount /a mounted');

@@ -54,8 +54,6 @@ export async function startAgentProcess(
   const agentLog = componentLogger(log, 'agent');
   const openFiles = openFileLimit();
   agentLog.info({ config: paths.config, openFiles }, `host agent for ${paths.name} starting`);
-  const lowLimit = lowFileLimitWarning(openFiles);
-  if (lowLimit) agentLog.warn({ openFiles }, lowLimit);
 
   const { agent, ready } = await runAgent(paths.name, config, {
     instanceDir: paths.dir,
@@ -63,6 +61,9 @@ export async function startAgentProcess(
     logFile: paths.currentLog,
     requirementTimeoutMs: opts.requirementTimeoutMs,
   });
+  // Through the agent's logger, so `status` lists it with the other warnings.
+  const lowLimit = lowFileLimitWarning(openFiles);
+  if (lowLimit) agent.logger('agent').warn({ openFiles }, lowLimit);
 
   let finished!: () => void;
   const done = new Promise<void>((resolve) => {
