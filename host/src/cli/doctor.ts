@@ -8,9 +8,9 @@ import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { agentBuild } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
-import { execGuest } from '../mount/guest-shell.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
+import { execOn } from '../ssh/exec.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';
@@ -362,10 +362,7 @@ function openSocketOn(client: Client): (path: string) => Promise<ClientChannel> 
 
 function shellOn(client: Client) {
   return {
-    execText: async (command: string, timeoutMs?: number) => ({
-      ...(await execGuest(client, command, timeoutMs)),
-      signal: null,
-    }),
+    execText: (command: string, timeoutMs?: number) => execOn(client, command, timeoutMs),
     openStreamLocal: openSocketOn(client),
   };
 }

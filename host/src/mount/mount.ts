@@ -9,9 +9,10 @@ import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { MountState } from '../model.js';
+import { describeExit, execOn, openExec } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
-import { execGuest, execGuestOutput, openExec } from './guest-shell.js';
+import { execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { type DriverSession, serveMount } from './sftp-driver.js';
 import { mountPointOf, sshfsCommand } from './sshfs-options.js';
@@ -41,7 +42,7 @@ function unmountCommand(mountPoint: string): string {
 async function guestFsType(client: Client, mountPoint: string, timeoutMs?: number): Promise<string | null> {
   const r = await execGuestOutput(client, 'cat /proc/self/mountinfo', timeoutMs);
   if (r.code !== 0) {
-    throw new Error(`cannot read /proc/self/mountinfo in the guest (exit ${r.code}): ${r.stderr.trim()}`);
+    throw new Error(`cannot read /proc/self/mountinfo in the guest (${describeExit(r)}): ${r.stderr.trim()}`);
   }
   return mountedFsType(r.stdout, mountPoint);
 }
@@ -159,10 +160,10 @@ export class GuestMount extends EventEmitter {
     const path = this.guestPathValue;
     if (client && active && path !== null) {
       try {
-        const r = await execGuest(client, unmountCommand(path), UNMOUNT_TIMEOUT_MS);
+        const r = await execOn(client, unmountCommand(path), UNMOUNT_TIMEOUT_MS);
         if (r.code !== 0) {
           this.log.warn({ stderr: r.stderr.trim() }, 'unmount failed (busy?); unmounting lazily');
-          await execGuest(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
+          await execOn(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
         }
         // sshfs leaves its loop once unmounted, which closes the channel.
         await Promise.race([active.closed, new Promise((r) => setTimeout(r, UNMOUNT_TIMEOUT_MS).unref())]);
@@ -175,7 +176,7 @@ export class GuestMount extends EventEmitter {
         // Bounded like the unmount itself: `tether down` waits for this.
         if (isSshfsType(await guestFsType(client, path, UNMOUNT_TIMEOUT_MS))) {
           this.log.info('lazily unmounting the sshfs mount left by an sshfs that exited');
-          await execGuest(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
+          await execOn(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
         }
       } catch (err) {
         this.log.warn({ err: (err as Error).message }, 'could not look for a leftover mount in the guest');
@@ -222,19 +223,12 @@ export class GuestMount extends EventEmitter {
     channel.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
     });
-    let exit = '';
-    // Exit status from 'close' (see execGuest for why not 'exit').
-    channel.once('close', (code?: number | null, signal?: string) => {
-      if (signal) exit = `signal ${signal}`;
-      else if (typeof code === 'number') exit = `code ${code}`;
-    });
-    const why = () =>
-      stderr.trim() ||
-      (exit === 'code 0'
-        ? 'sshfs ended: unmounted in the guest (fusermount -u, or the guest shutting down)'
-        : exit
-          ? `sshfs exited (${exit})`
-          : 'sshfs channel closed');
+    const why = () => {
+      const status = channel.exitStatus;
+      if (stderr.trim()) return stderr.trim();
+      if (status?.code === 0) return 'sshfs ended: unmounted in the guest (fusermount -u, or the guest shutting down)';
+      return status ? `sshfs exited (${describeExit(status)})` : 'sshfs channel closed';
+    };
     const closed = new Promise<void>((resolve) => {
       channel.once('close', () => {
         active.isClosed = true;

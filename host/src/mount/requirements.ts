@@ -6,9 +6,10 @@
 import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
+import { describeExit, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
-import { execGuest, execGuestOutput } from './guest-shell.js';
+import { execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { mountPointOf } from './sshfs-options.js';
 
@@ -50,17 +51,19 @@ const FUSE_CONF_FIX = 'echo user_allow_other | sudo tee -a /etc/fuse.conf';
 
 async function checkSshfs(client: Client): Promise<MountRequirement> {
   const name = 'sshfs in the guest';
-  const r = await execGuest(
+  const r = await execOn(
     client,
     'command -v sshfs || exit 3; test -c /dev/fuse || exit 4; test -r /dev/fuse && test -w /dev/fuse || exit 5',
   );
   if (r.code === 0) return { name, ok: true, detail: null };
+  const missing: Record<number, string> = {
+    3: 'sshfs is not installed in the guest (e.g. sudo apt-get install sshfs, or sudo dnf install fuse-sshfs)',
+    4: 'the guest has no /dev/fuse (load the fuse module: sudo modprobe fuse)',
+    5: 'the SSH user cannot open /dev/fuse in the guest (fix: sudo chmod 0666 /dev/fuse)',
+  };
   const detail =
-    {
-      3: 'sshfs is not installed in the guest (e.g. sudo apt-get install sshfs, or sudo dnf install fuse-sshfs)',
-      4: 'the guest has no /dev/fuse (load the fuse module: sudo modprobe fuse)',
-      5: 'the SSH user cannot open /dev/fuse in the guest (fix: sudo chmod 0666 /dev/fuse)',
-    }[r.code] ?? `cannot check for sshfs in the guest: ${r.stderr.trim() || `exit ${r.code}`}`;
+    (r.code !== null && missing[r.code]) ||
+    `cannot check for sshfs in the guest: ${r.stderr.trim() || describeExit(r)}`;
   return { name, ok: false, detail };
 }
 
@@ -79,14 +82,14 @@ const AS_ROOT = [
 async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequirement> {
   const name = 'user_allow_other in /etc/fuse.conf';
   const check = `[ "$(id -u)" = 0 ] || grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf`;
-  if ((await execGuest(client, check)).code === 0) return { name, ok: true, detail: null };
+  if ((await execOn(client, check)).code === 0) return { name, ok: true, detail: null };
   let tried = '';
   if (fix) {
-    const r = await execGuest(client, `${AS_ROOT}\nas_root sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
-    if (r.code === 0 && (await execGuest(client, check)).code === 0) {
+    const r = await execOn(client, `${AS_ROOT}\nas_root sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
+    if (r.code === 0 && (await execOn(client, check)).code === 0) {
       return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
     }
-    tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || `exit ${r.code}`})`;
+    tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || describeExit(r)})`;
   }
   return {
     name,
@@ -135,11 +138,11 @@ async function checkMountPoint(
         : 'an earlier sshfs mount is there; it will be replaced',
     };
   if (fsType !== null) return { name, ok: false, detail: `${where} already has a ${fsType} filesystem mounted` };
-  const r = await execGuest(client, `mkdir -p ${mp} && test -w ${mp}`);
+  const r = await execOn(client, `mkdir -p ${mp} && test -w ${mp}`);
   if (r.code === 0) return { name, ok: true, detail: null };
   // A directory that exists (e.g. /root for a host agent run as root) belongs to someone else: mounting over it
   // would hide it, so the fix is another mount point, never taking it over.
-  if ((await execGuest(client, `test -e ${mp}`)).code === 0)
+  if ((await execOn(client, `test -e ${mp}`)).code === 0)
     return {
       name,
       ok: false,
@@ -147,7 +150,7 @@ async function checkMountPoint(
     };
   const why = r.stderr.trim() || `${where} is not writable by the SSH user`;
   if (fix) {
-    const s = await execGuest(
+    const s = await execOn(
       client,
       `${AS_ROOT}\nas_root mkdir -p ${mp} && as_root chown "$(id -u):$(id -g)" ${mp} && test -w ${mp}`,
     );

@@ -5,7 +5,8 @@
 // channel still fails, the cause is sshd. Used for the guest agent's socket (provisioning, the agent link, doctor)
 // and for unix socket forwards. Owns that shell snippet and the messages that name the fix; it opens nothing else.
 import type { ClientChannel } from 'ssh2';
-import { type ExecResult, SshNotConnectedError } from './session.js';
+import type { ExecResult } from './exec.js';
+import { SshNotConnectedError } from './session.js';
 import { shellQuote as q } from './shell-quote.js';
 
 /** What the checks need from an SSH session (SshSession satisfies it). */

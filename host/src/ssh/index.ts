@@ -1,5 +1,7 @@
 // The SSH layer of the host agent: one session per VM, its host key pinning, and what a guest unix socket looks like
 // through it.
+
+export type { ExecResult } from './exec.js';
 export {
   guestSocketState,
   type SocketShell,
@@ -11,7 +13,6 @@ export { describeKey, type HostKey, readPinned } from './hostkey.js';
 export { guestServerPort } from './server-port.js';
 export {
   ChannelOpenError,
-  type ExecResult,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
   OPEN_CONNECT_FAILED,
   SshNotConnectedError,

@@ -1,7 +1,7 @@
 // Which port the guest's sshd serves this connection on, as the guest sees it. Through QEMU's hostfwd or any other
 // port mapping the host connects to one port and sshd listens on another; only sshd knows, and it tells the session
 // in $SSH_CONNECTION ("client_ip client_port server_ip server_port"). The forward engine never forwards that port.
-import type { ExecResult } from './session.js';
+import type { ExecResult } from './exec.js';
 
 /** The server port of the last `$SSH_CONNECTION`-shaped line (login shells may print greetings first), or null. */
 export function parseServerPort(stdout: string): number | null {

@@ -20,9 +20,10 @@ import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
 import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
+import { type ExecChannel, type ExecResult, execText, startExec } from './exec.js';
 import { checkHostKey, describeKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
-import { commandLabel, loginShellCommand } from './shell-quote.js';
+import { commandLabel } from './shell-quote.js';
 import { sshTarget } from './target.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
@@ -52,16 +53,6 @@ export interface SshSessionOptions {
   /** Told the size of every chunk the SSH socket reads or writes (the buffer collector's pace). */
   onTraffic?: (bytes: number) => void;
 }
-
-export interface ExecResult {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** An exec channel that remembers its exit status (see SshSession.exec). */
-type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
 
 export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';
@@ -179,23 +170,10 @@ export class SshSession extends EventEmitter {
     return this.open(`open guest socket ${socketPath}`, (c, cb) => c.openssh_forwardOutStreamLocal(socketPath, cb));
   }
 
-  /**
-   * Opens an exec channel running `command` as a POSIX sh script (loginShellCommand). Its exit status is recorded on
-   * the channel (`exitStatus`) as soon as it arrives: ssh2 may emit 'exit' in the same tick as the open callback,
-   * before a listener added after `await` exists.
-   */
+  /** Opens an exec channel running `command` (see startExec). */
   exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
     return this.open<ExecChannel>(`run ${JSON.stringify(commandLabel(command))} in the guest`, (c, cb) =>
-      c.exec(loginShellCommand(command), options, (err, channel) => {
-        const ch = channel as ExecChannel;
-        if (ch) {
-          ch.exitStatus = null;
-          ch.on('exit', (code: number | null, signal?: string) => {
-            ch.exitStatus = { code, signal: signal ?? null };
-          });
-        }
-        cb(err, ch);
-      }),
+      startExec(c, command, options, cb),
     );
   }
 
@@ -203,37 +181,9 @@ export class SshSession extends EventEmitter {
     return this.open('open sftp', (c, cb) => c.sftp(cb));
   }
 
-  /** Runs a command to completion, collecting its output (capped at 1 MiB each). */
-  async execText(command: string, timeoutMs = 30_000): Promise<ExecResult> {
-    const channel = await this.exec(command);
-    return new Promise((resolve, reject) => {
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      const cap = (list: Buffer[], chunk: Buffer) => {
-        if (list.reduce((n, b) => n + b.length, 0) < 1 << 20) list.push(chunk);
-      };
-      const timer = setTimeout(() => {
-        channel.destroy();
-        reject(
-          new Error(`guest command ${JSON.stringify(commandLabel(command))} did not finish within ${timeoutMs} ms`),
-        );
-      }, timeoutMs);
-      channel.on('data', (c: Buffer) => cap(out, c));
-      channel.stderr.on('data', (c: Buffer) => cap(err, c));
-      channel.on('error', (e: Error) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      channel.on('close', () => {
-        clearTimeout(timer);
-        resolve({
-          code: channel.exitStatus?.code ?? null,
-          signal: channel.exitStatus?.signal ?? null,
-          stdout: Buffer.concat(out).toString('utf8'),
-          stderr: Buffer.concat(err).toString('utf8'),
-        });
-      });
-    });
+  /** Runs a command to completion, collecting its output (see execText). */
+  execText(command: string, timeoutMs = 30_000): Promise<ExecResult> {
+    return execText(() => this.exec(command), timeoutMs, commandLabel(command));
   }
 
   /** Ends the connection for good. */
