@@ -164,8 +164,11 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);
     const down = await runCli(home, ['down', 'idle']);
     expect(down).toMatchObject({ code: 0, stdout: 'instance idle is not running\n' });
-    const spec = await runCli(home, ['forward', 'add', 'idle', '80']);
-    expect(spec.code).toBe(2);
+    const spec = await runCli(home, ['forward', 'add', 'idle', '80:']);
+    expect(spec).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('80:: expected [HOSTIP:]HOSTPORT:GUESTPORT'),
+    });
   });
 
   it('up --foreground with a key that has a passphrase fails requirement 1 with the reason and exits 1', async () => {

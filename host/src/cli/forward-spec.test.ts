@@ -14,10 +14,15 @@ describe('forward specs', () => {
     expect(parsePortSpec('[::1]:5353:53/udp')).toEqual({ proto: 'udp', hostIP: '::1', hostPort: 5353, guestPort: 53 });
     expect(parsePortSpec('5353:53/UDP')).toEqual({ proto: 'udp', hostPort: 5353, guestPort: 53 });
     expect(parsePortSpec('localhost:8080:80')).toEqual({ proto: 'tcp', hostPort: 8080, guestPort: 80 });
+    expect(parsePortSpec('3000')).toEqual({ proto: 'tcp', hostPort: 3000, guestPort: 3000 });
+    expect(parsePortSpec('53/udp')).toEqual({ proto: 'udp', hostPort: 53, guestPort: 53 });
   });
 
   it('rejects bad specs with the argument and the expected form', () => {
-    expect(() => parsePortSpec('8080')).toThrow(/^8080: expected \[HOSTIP:\]HOSTPORT:GUESTPORT\[\/udp\]/);
+    expect(() => parsePortSpec('127.0.0.1:8080')).toThrow(
+      /^127\.0\.0\.1:8080: expected \[HOSTIP:\]HOSTPORT:GUESTPORT\[\/udp\] or PORT\[\/udp\]/,
+    );
+    expect(() => parsePortSpec('0')).toThrow('0: port 0 is not a port (1-65535)');
     expect(() => parsePortSpec('70000:80')).toThrow('70000:80: host port 70000 is not a port (1-65535)');
     expect(() => parsePortSpec('1.2.3:80:80')).toThrow('1.2.3 is not an IP address');
     expect(() => parsePortSpec('80:80/sctp')).toThrow(/expected/);

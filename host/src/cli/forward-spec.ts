@@ -1,4 +1,4 @@
-// `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]`, `--socket GUEST:HOST`, and matching an
+// `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]` or `PORT[/udp]`, `--socket GUEST:HOST`, and matching an
 // rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
 import { isIP } from 'node:net';
 import { expandHome } from '../config/paths.js';
@@ -8,6 +8,9 @@ import { UsageError } from './errors.js';
 type PortSpec = Extract<ForwardSpec, { proto: 'tcp' | 'udp' }>;
 
 const SPEC_RE = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/i;
+/** A port alone: the same port on both sides, as `forward rm PORT` names a host port. */
+const SAME_PORT_RE = /^(\d{1,5})(?:\/(tcp|udp))?$/i;
+export const PORT_SPEC_FORM = '[HOSTIP:]HOSTPORT:GUESTPORT[/udp] or PORT[/udp]';
 
 function port(s: string, what: string, arg: string): number {
   const n = Number(s);
@@ -15,11 +18,18 @@ function port(s: string, what: string, arg: string): number {
   return n;
 }
 
-/** `8080:80`, `127.0.0.1:8080:80`, `localhost:8080:80`, `[::1]:5353:53/udp` (or `/UDP`) → a port ForwardSpec. */
+/**
+ * `8080:80`, `127.0.0.1:8080:80`, `localhost:8080:80`, `[::1]:5353:53/udp` (or `/UDP`), `3000` (3000:3000) → a port
+ * ForwardSpec.
+ */
 export function parsePortSpec(arg: string): PortSpec {
+  const same = SAME_PORT_RE.exec(arg.trim());
+  if (same) {
+    const p = port(same[1], 'port', arg);
+    return { proto: (same[2]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: p, guestPort: p };
+  }
   const m = SPEC_RE.exec(arg.trim());
-  if (!m)
-    throw new UsageError(`${arg}: expected [HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. 8080:80 or 127.0.0.1:5353:53/udp`);
+  if (!m) throw new UsageError(`${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000 or 127.0.0.1:5353:53/udp`);
   const spec: PortSpec = {
     proto: (m[4]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp',
     hostPort: port(m[2], 'host port', arg),

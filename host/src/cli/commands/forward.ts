@@ -5,7 +5,7 @@ import type { ControlClient } from '../../control/client.js';
 import { compareForwards, type ForwardView } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
-import { matchForwards, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
+import { matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
 import { forwardJson, forwardTable } from '../render.js';
 import { complain, inertJson, say, sayJson } from '../terminal.js';
 
@@ -109,16 +109,17 @@ function registerAdd(forward: Command): void {
       .command('add')
       .description('forward a host port to a guest port (or a guest unix socket to a host socket) until `down`')
       .argument('<name>', 'instance name')
-      .argument('[spec]', '[HOSTIP:]HOSTPORT:GUESTPORT[/udp]')
+      .argument('[spec]', `${PORT_SPEC_FORM} (the same port on both sides)`)
       .option('--socket <guest:host>', 'forward the guest unix socket GUEST to the host socket path HOST'),
     [
       'tether forward add dev 8080:80',
+      'tether forward add dev 3000',
       'tether forward add dev 127.0.0.1:5353:53/udp',
       'tether forward add dev --socket /var/run/docker.sock:~/.tether/dev/docker.sock',
     ],
   ).action(async (name: string, spec: string | undefined, opts: { socket?: string }) => {
     if ((spec === undefined) === (opts.socket === undefined))
-      throw new UsageError('give either [HOSTIP:]HOSTPORT:GUESTPORT[/udp] or --socket GUEST:HOST');
+      throw new UsageError(`give either ${PORT_SPEC_FORM} or --socket GUEST:HOST`);
     const parsed = opts.socket ? parseSocketSpec(opts.socket) : parsePortSpec(spec!);
     const f = await clientFor(existingInstance(name)).addForward(parsed);
     say(
