@@ -434,6 +434,31 @@ describe('ForwardEngine', () => {
     expect(await echo(guest)).toBe('hi');
   });
 
+  it('keeps the host listener of an address whose guest socket was replaced within one delta (SO_REUSEPORT)', async () => {
+    engine = make();
+    const port = await freePort();
+    const id = `tcp/0.0.0.0:${port}`;
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const held = net.connect({ host: '127.0.0.1', port });
+    await once(held, 'connect');
+    lines.length = 0;
+    const next = { ...tcp('0.0.0.0', port), pid: 43, command: 'worker 2' };
+    await engine.applyDelta({ added: [next], removed: [tcp('0.0.0.0', port)] });
+    expect(engine.view(id)).toMatchObject({ state: 'forwarding', process: { pid: 43, command: 'worker 2' } });
+    expect(lines.filter((l) => l.msg.includes(id) && /removed|bound|listening/.test(l.msg))).toEqual([]);
+    // The host socket was never closed: a second host listener on the port is still refused.
+    await expect(
+      new Promise((resolve, reject) =>
+        net
+          .createServer()
+          .once('error', reject)
+          .listen(port, '127.0.0.1', () => resolve('bound')),
+      ),
+    ).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    held.destroy();
+    expect(await echo(port)).toBe('hi');
+  });
+
   it('serves one guest port per host port: an explicit forward to another takes it, the detected one waits', async () => {
     engine = make();
     const port = await freePort();

@@ -238,8 +238,13 @@ export class ForwardEngine extends EventEmitter {
   }
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
+    // An address whose socket was replaced comes as removed and added in one delta (one socket of an SO_REUSEPORT
+    // group closing, a server restarting between two scans): its forward stays, and takes the new owner below,
+    // instead of closing its host listener and refusing the clients that come meanwhile.
+    const readded = new Set(delta.added.map(listenerId));
     for (const l of delta.removed) {
       const id = listenerId(l);
+      if (readded.has(id)) continue;
       this.guestListeners.delete(id);
       this.cappedIds.forwarded.delete(id);
       this.cappedIds.ignored.delete(id);
