@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../host/src/agent/index.js';
 import { runChecks } from '../host/src/cli/doctor.js';
-import { Config } from '../host/src/config/schema.js';
+import { Config, DEFAULT_GUEST_SOCKET } from '../host/src/config/schema.js';
 import { ensureInstanceDir, instancePaths, isAlive } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
 import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
@@ -380,6 +380,22 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a socket director
     );
     const installDir = config.guestAgent.installDir;
     expect(existsSync(installDir) ? readdirSync(installDir) : []).toEqual([]);
+  });
+
+  it('names the install directory, not the socket, when neither can be made (a home the user cannot write)', async () => {
+    const { config, session } = ctx;
+    const tb = ctx.testbed();
+    const blocker = join(tb.guestDir, 'not-a-home');
+    writeFileSync(blocker, '');
+    const installDir = join(blocker, '.tether-guest');
+    // The default socket, whose directory the user cannot make either: its own would go in the install directory.
+    const bad = Config.parse(testbedConfigInput(tb, { guestAgent: { installDir, socket: DEFAULT_GUEST_SOCKET } }));
+    await expect(ensureGuestAgent(session, bad, BUNDLE_DIR, silentLogger())).rejects.toThrow(
+      new RegExp(
+        `cannot create the install directory ${installDir} in the guest \\(guestAgent.installDir\\): .*Not a directory; ` +
+          `set guestAgent.installDir to an absolute directory ${config.ssh.user} can write`,
+      ),
+    );
   });
 });
 

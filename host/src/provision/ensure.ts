@@ -105,6 +105,8 @@ export async function ensureGuestAgent(
   }
   if (!facts.root && !facts.sudo && !facts.socketDirWritable) {
     // Started as the login user, the agent could not create its socket: it would exit, and each retry upload again.
+    // Its own socket would go in the install directory: when that cannot be made either, that is what to fix.
+    installDirOf(facts, config.ssh.user);
     const user = config.ssh.user;
     throw new Error(
       `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n (or doas -n) is refused ` +
@@ -141,7 +143,14 @@ export async function ensureGuestAgent(
   const notes: string[] = opts.replace ? ['replaced the running agent'] : [];
   let exe = current?.path;
   if (!exe) {
-    exe = await upload(shell, artefactPath(manifest, artefact), installDirOf(facts), artefact, log, opts.onStep);
+    exe = await upload(
+      shell,
+      artefactPath(manifest, artefact),
+      installDirOf(facts, config.ssh.user),
+      artefact,
+      log,
+      opts.onStep,
+    );
     actions.push('uploaded');
     notes.push(`uploaded ${artefact === 'bundle' ? BUNDLE_FILE : seaFile(artefact)} ${manifest.version}`);
   }
@@ -171,7 +180,7 @@ export async function ensureGuestAgent(
     const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
     await startInBackground(
       shell,
-      installDirOf(facts),
+      installDirOf(facts, config.ssh.user),
       `${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
       elevate,
     );
@@ -233,11 +242,15 @@ async function answerOrWhyNot(shell: GuestShell, socket: string): Promise<Error 
   return openError;
 }
 
-/** The install directory, for the steps that write into it (upload, background start). */
-function installDirOf(facts: GuestFacts): string {
+/**
+ * The install directory, for the steps that write into it (upload, background start). One the login user cannot
+ * create (a read-only or root-owned home, HOME=/nonexistent) is named with the way out: another directory.
+ */
+function installDirOf(facts: GuestFacts, user: string): string {
   if (facts.dirError)
     throw new Error(
-      `cannot create the install directory ${facts.dir} in the guest (guestAgent.installDir): ${facts.dirError}`,
+      `cannot create the install directory ${facts.dir} in the guest (guestAgent.installDir): ${facts.dirError}; ` +
+        `set guestAgent.installDir to an absolute directory ${user} can write, e.g. /var/tmp/tether-guest-${user}`,
     );
   return facts.dir;
 }
