@@ -10,6 +10,7 @@
 //   - a socket directory the login user cannot write, without sudo: refused before the upload, with the ways out;
 // and the bundle on a Node that lacks `node:sea` (20.0-20.11, 21.0-21.6), simulated by a preload that removes it.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
   existsSync,
@@ -396,6 +397,59 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('provisioning: a socket director
           `set guestAgent.installDir to an absolute directory ${config.ssh.user} can write`,
       ),
     );
+  });
+});
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd without an SFTP server', () => {
+  const ctx = useGuestSession(['Subsystem sftp /nonexistent/sftp-server'], 'tether-provision-nosftp-');
+
+  it('uploads through cat on an exec channel, byte for byte, and the agent runs', async () => {
+    const { session, config } = ctx;
+    await expect(session.sftp()).rejects.toThrow(/exit code \d+ while establishing SFTP session/); // the setup
+    const steps: string[] = [];
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { onStep: (s) => steps.push(s) });
+    expect(r.actions).toEqual(expect.arrayContaining(['uploaded', 'started in background']));
+    expect(steps.filter((s) => s.startsWith('uploading '))).toHaveLength(4);
+    const uploaded = join(config.guestAgent.installDir, 'tether-guest.cjs');
+    const local = join(BUNDLE_DIR, 'tether-guest.cjs');
+    expect(createHash('sha256').update(readFileSync(uploaded)).digest('hex')).toBe(
+      createHash('sha256').update(readFileSync(local)).digest('hex'),
+    );
+    expect(readdirSync(config.guestAgent.installDir).filter((f) => f.includes('.upload-'))).toEqual([]);
+    expect((await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).actions).toEqual(['already current']);
+  });
+});
+
+describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd that allows one session per connection', () => {
+  const ctx = useGuestSession(['MaxSessions 1'], 'tether-provision-maxsessions-');
+
+  it('runs guest commands side by side and back to back, and provisions', async () => {
+    const { session, config } = ctx;
+    const side = await Promise.all([1, 2, 3].map((i) => session.execText(`echo ${i}`)));
+    expect(side.map((r) => r.stdout.trim())).toEqual(['1', '2', '3']);
+    for (let i = 0; i < 5; i++) expect((await session.execText(`echo ${i}`)).code).toBe(0);
+    const [provisioned, probe] = await Promise.all([
+      ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger()),
+      session.execText('echo "$SSH_CONNECTION"'),
+    ]);
+    expect(provisioned.actions).toContain('uploaded');
+    expect(probe.stdout).toMatch(/^\S+ \d+ \S+ \d+$/m);
+  });
+
+  it('names the limit when a session stays taken', async () => {
+    const { session } = ctx;
+    // sshd frees the session once its command has exited, not when the channel closes.
+    const held = await session.exec('sleep 3');
+    try {
+      await expect(session.execText('true')).rejects.toThrow(
+        /open failed \(the guest's sshd allows no more sessions.*MaxSessions/,
+      );
+    } finally {
+      held.close();
+    }
+    await expect
+      .poll(async () => (await session.execText('echo again').catch(() => null))?.stdout.trim())
+      .toBe('again');
   });
 });
 

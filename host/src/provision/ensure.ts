@@ -25,11 +25,11 @@ import {
   SYSTEM_LIB,
   taggedValue,
 } from './probe.js';
+import { sendFile, type UploadShell } from './upload.js';
 
 /** What provisioning needs from an SSH session (SshSession satisfies it). */
-export interface GuestShell {
+export interface GuestShell extends UploadShell {
   execText(command: string, timeoutMs?: number): Promise<ExecResult>;
-  sftp(): Promise<SFTPWrapper>;
   openStreamLocal(socketPath: string): Promise<ClientChannel>;
 }
 
@@ -272,34 +272,9 @@ async function upload(
 ): Promise<string> {
   const final = `${dir}/${artefact === 'bundle' ? BUNDLE_FILE : 'tether-guest'}`;
   const tmp = `${final}.upload-${process.pid}`;
-  const sftp = await shell.sftp();
   try {
-    try {
-      await new Promise<void>((resolve, reject) => {
-        // ssh2 removes its own 'error' listener once the SFTP session is ready: without this one a malformed packet
-        // from the guest's SFTP server is an unhandled 'error' that ends the host agent. It stays attached (a no-op
-        // once settled) for an error that arrives while the session closes.
-        sftp.on('error', (err: Error) =>
-          reject(new Error(`uploading ${local} to the guest's ${tmp} failed: the guest's SFTP server: ${err.message}`)),
-        );
-        const name = basename(local);
-        const mb = (n: number) => Math.round(n / 1e6);
-        let shown = -1;
-        // A line per quarter: the single executable is ~100 MB, tens of seconds to an emulated guest.
-        const step = (done: number, _chunk: number, total: number) => {
-          const quarter = Math.floor((4 * done) / Math.max(total, 1));
-          if (quarter === shown || quarter >= 4) return;
-          shown = quarter;
-          onStep?.(`uploading ${name}: ${mb(done)} of ${mb(total)} MB`);
-        };
-        step(0, 0, statSync(local).size);
-        sftp.fastPut(local, tmp, { mode: 0o755, step }, (err) =>
-          err ? reject(new Error(`uploading ${local} to the guest's ${tmp} failed: ${err.message}`)) : resolve(),
-        );
-      });
-    } finally {
-      sftp.end();
-    }
+    const how = await sendFile(shell, local, tmp, onStep);
+    if (how === 'exec') log.info({ remote: tmp }, "the guest's sshd has no SFTP server: uploaded through cat");
     // Rename over the old copy: a running executable cannot be overwritten in place (ETXTBSY).
     const r = await shell.execText(`chmod 755 ${q(tmp)} && mv -f ${q(tmp)} ${q(final)}`);
     if (r.code !== 0) throw new Error(`installing ${final} in the guest failed: ${lastLine(r.stderr)}`);

@@ -3,6 +3,7 @@
 // open goes unanswered until keepalives give up, longer than `tether down` waits for the agent). Used through
 // SshSession (provisioning, the guest socket) and on a bare ssh2 Client (mounts, doctor). Owns nothing long-lived.
 import type { Client, ClientChannel, ExecOptions } from 'ssh2';
+import { openSession } from './session-limit.js';
 import { commandLabel, loginShellCommand } from './shell-quote.js';
 
 export interface ExecResult {
@@ -42,15 +43,21 @@ export function startExec(
   });
 }
 
-/** startExec as a promise that rejects (never throws) when the client is not connected. */
+/**
+ * startExec as a promise that rejects (never throws) when the client is not connected; a session refused by sshd's
+ * session limit is tried again for a moment (openSession).
+ */
 export function openExec(client: Client, command: string, options: ExecOptions = {}): Promise<ExecChannel> {
-  return new Promise((resolve, reject) => {
-    try {
-      startExec(client, command, options, (err, channel) => (err ? reject(err) : resolve(channel)));
-    } catch (err) {
-      reject(err instanceof Error ? err : new Error(String(err)));
-    }
-  });
+  return openSession(
+    () =>
+      new Promise<ExecChannel>((resolve, reject) => {
+        try {
+          startExec(client, command, options, (err, channel) => (err ? reject(err) : resolve(channel)));
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      }),
+  );
 }
 
 /**

@@ -23,6 +23,7 @@ import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChan
 import { type ExecChannel, type ExecResult, execText, startExec } from './exec.js';
 import { checkHostKey, describeKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
+import { openSession } from './session-limit.js';
 import { commandLabel } from './shell-quote.js';
 import { sshTarget } from './target.js';
 
@@ -172,13 +173,15 @@ export class SshSession extends EventEmitter {
 
   /** Opens an exec channel running `command` (see startExec). */
   exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
-    return this.open<ExecChannel>(`run ${JSON.stringify(commandLabel(command))} in the guest`, (c, cb) =>
-      startExec(c, command, options, cb),
+    return openSession(() =>
+      this.open<ExecChannel>(`run ${JSON.stringify(commandLabel(command))} in the guest`, (c, cb) =>
+        startExec(c, command, options, cb),
+      ),
     );
   }
 
   sftp(): Promise<SFTPWrapper> {
-    return this.open('open sftp', (c, cb) => c.sftp(cb));
+    return openSession(() => this.open('open sftp', (c, cb) => c.sftp(cb)));
   }
 
   /** Runs a command to completion, collecting its output (see execText). */
