@@ -19,8 +19,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
+import { checkMountRequirements } from '../host/src/mount/index.js';
 import { canRunTestbed, testbedHome, useTestbed } from './helpers/testbed.js';
-import { CHATTY_USER, guest, loginIds, recordingLogger, startMount, waitFor } from './mount-fixture.js';
+import { CHATTY_USER, connect, guest, loginIds, recordingLogger, startMount, waitFor } from './mount-fixture.js';
 
 describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
   const testbed = useTestbed();
@@ -121,6 +122,25 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
       // Not recursive: should the unmount have failed, this must not reach through the mount. Absent when tether
       // created the directory somewhere else (the failure reported above).
       if (existsSync(join(home, name))) rmdirSync(join(home, name));
+    }
+  });
+});
+
+describe.skipIf(!canRunTestbed())('mount requirements on a guest that runs no commands', () => {
+  // A user sshd allows SFTP only, as hosting providers and hardened images do: every command fails alike.
+  const testbed = useTestbed({ sshdConfig: [`Match User ${CHATTY_USER}`, '  ForceCommand internal-sftp'] });
+
+  it('says that no command could run, instead of blaming /etc/fuse.conf', async () => {
+    const client = await connect(testbed(), CHATTY_USER);
+    try {
+      const reqs = await checkMountRequirements(client, [{ location: '~', mountPoint: '/tmp/x' }] as never, {
+        fix: false,
+      });
+      const fuse = reqs.find((r) => r.name === 'user_allow_other in /etc/fuse.conf');
+      expect(fuse).toMatchObject({ ok: false, detail: expect.stringMatching(/^cannot run a command in the guest/) });
+      expect(fuse?.detail).not.toMatch(/needs user_allow_other/);
+    } finally {
+      client.end();
     }
   });
 });

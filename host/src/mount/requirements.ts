@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
-import { describeExit, execOn } from '../ssh/exec.js';
+import { describeExit, type ExecResult, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
 import { execGuestOutput } from './guest-shell.js';
@@ -79,14 +79,38 @@ const AS_ROOT = [
   '}',
 ].join('\n');
 
+/**
+ * What the guest's /etc/fuse.conf says of user_allow_other: `yes`, `no`, `root` (the SSH user is root, who needs
+ * none), `unreadable`; null when the command could not run at all (a ForceCommand, a broken shell).
+ */
+async function fuseConfState(client: Client): Promise<{ state: string | null; run: ExecResult }> {
+  const run = await execOn(
+    client,
+    [
+      'if [ "$(id -u)" = 0 ]; then echo fuse=root',
+      'elif [ -e /etc/fuse.conf ] && [ ! -r /etc/fuse.conf ]; then echo fuse=unreadable',
+      "elif grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf 2>/dev/null; then echo fuse=yes",
+      'else echo fuse=no; fi',
+    ].join('\n'),
+  );
+  return { state: /^fuse=(\w+)$/m.exec(run.stdout)?.[1] ?? null, run };
+}
+
 async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequirement> {
   const name = 'user_allow_other in /etc/fuse.conf';
-  const check = `[ "$(id -u)" = 0 ] || grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf`;
-  if ((await execOn(client, check)).code === 0) return { name, ok: true, detail: null };
+  const { state, run } = await fuseConfState(client);
+  if (state === null) {
+    const why = run.stderr.trim() || run.stdout.trim() || describeExit(run);
+    return { name, ok: false, detail: `cannot run a command in the guest to look at /etc/fuse.conf: ${why}` };
+  }
+  if (state === 'yes' || state === 'root') return { name, ok: true, detail: null };
+  // fusermount reads it as root: a file the SSH user cannot read is fusermount's to judge when sshfs starts.
+  if (state === 'unreadable')
+    return { name, ok: true, detail: '/etc/fuse.conf is not readable by the SSH user; fusermount checks it as root' };
   let tried = '';
   if (fix) {
     const r = await execOn(client, `${AS_ROOT}\nas_root sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
-    if (r.code === 0 && (await execOn(client, check)).code === 0) {
+    if (r.code === 0 && (await fuseConfState(client)).state === 'yes') {
       return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
     }
     tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || describeExit(r)})`;

@@ -11,7 +11,7 @@ import { Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
 import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
-import { ensureGuestAgent } from './ensure.js';
+import { ensureGuestAgent, runningAgentSocket } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
 import { taggedValue } from './probe.js';
 
@@ -179,5 +179,34 @@ describe('chooseArtefact', () => {
   it('uses the single executable without Node, and the bundle on an architecture without one', () => {
     expect(chooseArtefact({ ...base, hasNode: false, nodePath: '' })).toBe('linux-x64');
     expect(chooseArtefact({ ...base, arch: null })).toBe('bundle');
+  });
+});
+
+describe('runningAgentSocket', () => {
+  const own = '/home/me/.tether-guest/agent.sock';
+  /** A guest where no socket answers (sshd refuses the channel) and `present` are the socket files there. */
+  const guest = (present: string[]) => ({
+    openStreamLocal: async () => {
+      throw new Error('(SSH) Channel open failure: open failed');
+    },
+    execText: async (command: string) => {
+      if (command.includes('"$D/agent.sock"')) return { code: 0, signal: null, stdout: `\n${own}\n`, stderr: '' };
+      const which = present.includes(DEFAULT_GUEST_SOCKET) ? 'configured' : present.includes(own) ? 'own' : '';
+      return { code: 0, signal: null, stdout: `motd\n${which ? `sock=${which}\n` : ''}`, stderr: '' };
+    },
+  });
+
+  it("looks at the login user's own socket when only that exists, though nothing answers", async () => {
+    expect(await runningAgentSocket(guest([own]) as never, DEFAULT_GUEST_SOCKET, '.tether-guest')).toBe(own);
+  });
+
+  it('keeps the configured socket when it exists too, or when neither does', async () => {
+    const both = [DEFAULT_GUEST_SOCKET, own];
+    expect(await runningAgentSocket(guest(both) as never, DEFAULT_GUEST_SOCKET, '.tether-guest')).toBe(
+      DEFAULT_GUEST_SOCKET,
+    );
+    expect(await runningAgentSocket(guest([]) as never, DEFAULT_GUEST_SOCKET, '.tether-guest')).toBe(
+      DEFAULT_GUEST_SOCKET,
+    );
   });
 });

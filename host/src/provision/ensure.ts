@@ -217,7 +217,8 @@ export async function ownAgentSocket(shell: Pick<GuestShell, 'execText'>, instal
 /**
  * Where an agent that tether does not start answers (guestAgent.provision: never, or `doctor` without a host agent):
  * the configured socket, or, for the default one, the login user's own where an earlier provisioning put the agent
- * (agentSocket), when only that answers.
+ * (agentSocket), when only that answers, or when only that exists: an agent behind an sshd that refuses the channel
+ * is to be looked at where it is.
  */
 export async function runningAgentSocket(
   shell: Pick<GuestShell, 'execText' | 'openStreamLocal'>,
@@ -226,7 +227,12 @@ export async function runningAgentSocket(
 ): Promise<string> {
   if (configured !== DEFAULT_GUEST_SOCKET || (await socketError(shell, configured)) === null) return configured;
   const own = await ownAgentSocket(shell, installDir).catch(() => null);
-  return own && (await socketError(shell, own)) === null ? own : configured;
+  if (!own) return configured;
+  if ((await socketError(shell, own)) === null) return own;
+  const r = await shell
+    .execText(`echo; test -S ${q(configured)} && echo sock=configured || { test -S ${q(own)} && echo sock=own; }; true`)
+    .catch(() => null);
+  return r && taggedValue(r.stdout, 'sock') === 'own' ? own : configured;
 }
 
 /**
