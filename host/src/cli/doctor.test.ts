@@ -26,6 +26,18 @@ describe('doctor on a forward in conflict', () => {
     expect(r.fix).toMatch(/free host port 18150 \(see `lsof -nP -i :18150`\)/);
   });
 
+  it('says to wait, not to look for a listener, when a connection from the port holds it', () => {
+    const r = forwardProblem(
+      'vm',
+      conflict(
+        'host address 127.0.0.1:18150 is held by a connection from that port, not by a listener (an outgoing ' +
+          'connection, or one closed less than a minute ago, in TIME-WAIT); retrying until it is free',
+      ),
+    );
+    expect(r.fix).toMatch(/^wait: tether binds it once the connection is gone .*ss -tan sport = :18150/);
+    expect(r.fix).not.toMatch(/lsof/);
+  });
+
   it('names the forward to remove when one of tether’s own holds it', () => {
     const r = forwardProblem(
       'vm',

@@ -164,14 +164,18 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
     // Held by another of tether's own forwards: lsof would only show tether. Both wordings name the holder: the host
     // bindings' (one address of a wildcard forward) and the engine's (an explicit forward took the address).
     const own = /(?:in use by tether's forward|is taken by forward) (\S+)/.exec(f.error ?? '')?.[1];
+    // A connection from the port (TIME-WAIT, an outgoing one) shows in no listing of listeners, and passes.
+    const connection = /held by a connection from that port/.test(f.error ?? '');
     return fail(
       name,
       detail,
       own
         ? `remove one of the two: tether forward rm ${instance} ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
-        : siblings.length > 0
-          ? `instance ${siblings[0].name} forwards the same VM and likely holds this port: tether down ${siblings[0].name} (else see \`lsof -nP -i :${port}\`)`
-          : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
+        : connection
+          ? `wait: tether binds it once the connection is gone (TIME-WAIT ends within a minute; see \`ss -tan sport = :${port}\` or \`netstat -an | grep ${port}\`), or map it elsewhere with a portForwards rule (hostPort)`
+          : siblings.length > 0
+            ? `instance ${siblings[0].name} forwards the same VM and likely holds this port: tether down ${siblings[0].name} (else see \`lsof -nP -i :${port}\`)`
+            : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
     );
   }
   if (f.state === 'privileged') {

@@ -493,6 +493,39 @@ describe('ForwardEngine', () => {
     }
   });
 
+  it('says a host port held by a connection from it (not a listener) is that, and binds once it is gone', async () => {
+    engine = make();
+    let closeServerSide = () => {};
+    const server = net.createServer((s) => {
+      // The server closes first, so its side waits in TIME-WAIT and the client's port is free once it closes.
+      closeServerSide = () => s.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    // An outgoing connection whose port the kernel picked at connect, as a client's ephemeral port can be a guest
+    // port's number (a socket bound by hand has SO_REUSEADDR, which would let the listener in).
+    const client = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
+    await once(client, 'connect');
+    const port = client.localPort as number;
+    try {
+      await engine.setListeners([tcp('127.0.0.1', port)]);
+      const id = `tcp/127.0.0.1:${port}`;
+      // Host [::1] binds; 127.0.0.1 is taken by the connection.
+      expect(engine.view(id)?.error).toContain(`127.0.0.1:${port} is in use by another process`);
+      const held = `127.0.0.1:${port} is held by a connection from that port, not by a listener`;
+      await waitUntil(() => (engine.view(id)?.error ?? '').includes(held));
+      client.on('end', () => client.destroy());
+      closeServerSide();
+      // The retry backs off to 5 s between attempts.
+      await vi.waitFor(() => expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null }), {
+        timeout: 15_000,
+        interval: 100,
+      });
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
   it("reaches a guest :: listener from host ::1 through the guest's 127.0.0.1 when its ::1 refuses (IPv6 off)", async () => {
     engine = make();
     const port = await freePort();

@@ -4,6 +4,7 @@
 // is a conflict, retried with backoff until it is free; EACCES wants privileges; errors that may pass are retried),
 // and which forward a shared binding serves. The forwards' states stay the engine's: the table tells it, through
 // onChange, whenever a binding's forwards may show something else.
+import net from 'node:net';
 import type { Logger } from '../log.js';
 import type { ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
@@ -32,6 +33,8 @@ interface BindingEntry<F> {
   closed: boolean;
   /** Settles after the first listen attempt. */
   settled: Promise<void>;
+  /** A busy TCP address where nothing accepts: a connection holds the port, not a listener (see explainBusy). */
+  heldByConnection: boolean;
 }
 
 /** What the engine sees of one binding. */
@@ -47,6 +50,33 @@ interface HostBindingsOptions<F> {
 
 const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
+
+const ANOTHER_PROCESS = 'another process';
+
+function busyMessage(addr: string, holder: string, heldByConnection: boolean): string {
+  if (heldByConnection && holder === ANOTHER_PROCESS)
+    return (
+      `host address ${addr} is held by a connection from that port, not by a listener (an outgoing connection, or ` +
+      'one closed less than a minute ago, in TIME-WAIT); retrying until it is free'
+    );
+  return `host address ${addr} is in use by ${holder}; retrying until it is free`;
+}
+
+/** Whether something accepts TCP connections at ip:port (a wildcard is asked on its loopback). */
+function acceptsAt(ip: string, port: number): Promise<boolean> {
+  const host = ip === '0.0.0.0' ? '127.0.0.1' : ip === '::' ? '::1' : ip;
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    const done = (accepts: boolean) => {
+      s.destroy();
+      resolve(accepts);
+    };
+    // No answer at all (a filtered address): not known to be free of listeners.
+    s.setTimeout(1_000, () => done(true));
+    s.once('connect', () => done(true));
+    s.once('error', (err: NodeJS.ErrnoException) => done(err.code !== 'ECONNREFUSED'));
+  });
+}
 
 /** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
 const TRANSIENT_BIND_ERRORS = new Set(['EADDRNOTAVAIL', 'EMFILE', 'ENFILE', 'ENOBUFS']);
@@ -105,6 +135,7 @@ export class HostBindings<F extends BindingRef> {
       retryDelay: this.retryInitialMs,
       timer: null,
       closed: false,
+      heldByConnection: false,
     } as unknown as BindingEntry<F>;
     entry.binding = make((family) => this.route(entry, family));
     this.entries.set(key, entry);
@@ -216,8 +247,10 @@ export class HostBindings<F extends BindingRef> {
     const addr = entry.binding.address;
     if (err.code === 'EADDRINUSE') {
       entry.status = 'conflict';
-      entry.error = `host address ${addr} is in use by ${this.holderOf(entry)}; retrying until it is free`;
+      const holder = this.holderOf(entry);
+      entry.error = busyMessage(addr, holder, entry.heldByConnection);
       this.scheduleRetry(entry);
+      if (holder === ANOTHER_PROCESS && entry.key.startsWith('tcp/')) void this.explainBusy(entry);
     } else if (err.code === 'EACCES' && entry.key.startsWith('unix/')) {
       entry.status = 'error';
       entry.error = `cannot create the socket ${addr}: permission denied (EACCES); pick a host path in a directory you can write`;
@@ -251,7 +284,22 @@ export class HostBindings<F extends BindingRef> {
         if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
       }
     }
-    return 'another process';
+    return ANOTHER_PROCESS;
+  }
+
+  /**
+   * Whether anything accepts on a busy TCP address. Where nothing does, the port is held by a connection from it (an
+   * outgoing one, or one that closed within the last minute and waits in TIME-WAIT: a guest port in the host's
+   * ephemeral range meets these), which no listing of listeners shows and which frees itself.
+   */
+  private async explainBusy(entry: BindingEntry<F>): Promise<void> {
+    const a = hostAddrOfKey(entry.key);
+    if (!a) return;
+    const held = !(await acceptsAt(a.ip, a.port));
+    if (entry.closed || entry.status !== 'conflict' || held === entry.heldByConnection) return;
+    entry.heldByConnection = held;
+    entry.error = busyMessage(entry.binding.address, ANOTHER_PROCESS, held);
+    this.changed(entry);
   }
 
   private scheduleRetry(entry: BindingEntry<F>): void {
