@@ -4,10 +4,10 @@
 // is a conflict, retried with backoff until it is free; EACCES wants privileges; errors that may pass are retried),
 // and which forward a shared binding serves. The forwards' states stay the engine's: the table tells it, through
 // onChange, whenever a binding's forwards may show something else.
-import net from 'node:net';
 import type { Logger } from '../log.js';
 import type { ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
+import { tcpPortHolder } from './port-holder.js';
 import { familyOf, guestTargetIP } from './rules.js';
 
 type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
@@ -60,22 +60,6 @@ function busyMessage(addr: string, holder: string, heldByConnection: boolean): s
       'one closed less than a minute ago, in TIME-WAIT); retrying until it is free'
     );
   return `host address ${addr} is in use by ${holder}; retrying until it is free`;
-}
-
-/** Whether something accepts TCP connections at ip:port (a wildcard is asked on its loopback). */
-function acceptsAt(ip: string, port: number): Promise<boolean> {
-  const host = ip === '0.0.0.0' ? '127.0.0.1' : ip === '::' ? '::1' : ip;
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    const done = (accepts: boolean) => {
-      s.destroy();
-      resolve(accepts);
-    };
-    // No answer at all (a filtered address): not known to be free of listeners.
-    s.setTimeout(1_000, () => done(true));
-    s.once('connect', () => done(true));
-    s.once('error', (err: NodeJS.ErrnoException) => done(err.code !== 'ECONNREFUSED'));
-  });
 }
 
 /** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
@@ -287,15 +271,11 @@ export class HostBindings<F extends BindingRef> {
     return ANOTHER_PROCESS;
   }
 
-  /**
-   * Whether anything accepts on a busy TCP address. Where nothing does, the port is held by a connection from it (an
-   * outgoing one, or one that closed within the last minute and waits in TIME-WAIT: a guest port in the host's
-   * ephemeral range meets these), which no listing of listeners shows and which frees itself.
-   */
+  /** Whether a busy TCP address is held by a listener or only by connections from it (port-holder.ts). */
   private async explainBusy(entry: BindingEntry<F>): Promise<void> {
     const a = hostAddrOfKey(entry.key);
     if (!a) return;
-    const held = !(await acceptsAt(a.ip, a.port));
+    const held = (await tcpPortHolder(a.ip, a.port)) === 'connection';
     if (entry.closed || entry.status !== 'conflict' || held === entry.heldByConnection) return;
     entry.heldByConnection = held;
     entry.error = busyMessage(entry.binding.address, ANOTHER_PROCESS, held);
