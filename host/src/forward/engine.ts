@@ -512,10 +512,8 @@ export class ForwardEngine extends EventEmitter {
     if (ip === f.guestIP) return;
     f.guestIP = ip;
     f.guestAddr = formatAddr(ip, f.guestPort);
-    this.log.info(
-      { forward: f.id, guest: f.guestAddr },
-      `forward ${f.id} goes to guest ${f.guestAddr}, where its listener is`,
-    );
+    const why = ip === f.askedIP ? 'the address it was given' : 'where its only listener is';
+    this.log.info({ forward: f.id, guest: f.guestAddr }, `forward ${f.id} goes to guest ${f.guestAddr}, ${why}`);
     if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
   }
 
