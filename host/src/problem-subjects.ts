@@ -66,3 +66,26 @@ export function trimProblems(problems: { resolvedAt: string | null }[], max: num
     problems.splice(Math.max(over, 0), 1);
   }
 }
+
+/**
+ * Appends `problem` to `problems` (oldest first), cut down to `max` as trimProblems does. An open problem of the same
+ * subject that says the same, numbers aside, gives way to it: a warning repeated at every reconnect (a laptop that
+ * sleeps), or a drop count every 10 s, is one entry, with its latest time, and cannot crowd out the others.
+ */
+export function addProblem<P extends { subject: string; msg: string; resolvedAt: string | null }>(
+  problems: P[],
+  problem: P,
+  max: number,
+): void {
+  const shape = shapeOf(problem.msg);
+  const repeat = problems.findIndex(
+    (p) => p.resolvedAt === null && p.subject === problem.subject && shapeOf(p.msg) === shape,
+  );
+  if (repeat >= 0) problems.splice(repeat, 1);
+  problems.push(problem);
+  trimProblems(problems, max);
+}
+
+function shapeOf(msg: string): string {
+  return msg.replace(/\d+/g, '#');
+}

@@ -33,6 +33,23 @@ describe('ProblemRing', () => {
     expect(lines.some((l) => l.includes('"component":"sftp"') && l.includes('"mountPoint":"/home/me"'))).toBe(true);
   });
 
+  it('keeps one entry, the latest, for a warning repeated with other numbers, so repeats do not crowd out the rest', () => {
+    const ring = new ProblemRing(3);
+    const root = ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent');
+    const mount = componentLogger(root, 'mount');
+    root.error('the agent link is down');
+    for (let i = 1; i <= 5; i++)
+      mount.warn({ mountPoint: '/home/me', remounted: true }, `/home/me was mounted again (${i} reconnects)`);
+    const udp = componentLogger(root, 'forward');
+    udp.warn(`dropped: 1024 flows are open already`);
+    udp.warn(`dropped: 1025 flows are open already`);
+    expect(ring.list().map((p) => p.msg)).toEqual([
+      'the agent link is down',
+      '/home/me was mounted again (5 reconnects)',
+      'dropped: 1025 flows are open already',
+    ]);
+  });
+
   it('keeps the reason a line carries in a field (error, err, reason) when its message does not say it', () => {
     const ring = new ProblemRing();
     const log = ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'mount');

@@ -4,7 +4,7 @@
 // record.
 import type { Logger } from '../log.js';
 import { type LoggedError, problemMessage } from '../model.js';
-import { problemSubject, settles, trimProblems } from '../problem-subjects.js';
+import { addProblem, problemSubject, settles } from '../problem-subjects.js';
 
 interface Problem extends LoggedError {
   subject: string;
@@ -23,8 +23,11 @@ export class ProblemRing {
 
   record(component: string, msg: string, fields: Fields = {}): void {
     const time = new Date().toISOString();
-    this.items.push({ time, component, msg, resolvedAt: null, subject: problemSubject(component, fields) });
-    trimProblems(this.items, this.size);
+    addProblem(
+      this.items,
+      { time, component, msg, resolvedAt: null, subject: problemSubject(component, fields) },
+      this.size,
+    );
   }
 
   /** Marks the open problems that a line of `component` with `fields` shows to be over. */
