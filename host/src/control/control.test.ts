@@ -125,6 +125,18 @@ describe('control API', () => {
     await client.removeForward(plain.id);
   });
 
+  it('serves many event followers from one listener on the agent, and lets go of it when they leave', async () => {
+    const seen: number[] = Array(15).fill(0);
+    const subs = seen.map((_, i) => client.events(() => seen[i]++));
+    await Promise.all(subs.map((s) => s.opened));
+    expect(agent.listenerCount('event')).toBe(1);
+    const f = await client.addForward({ proto: 'tcp', hostPort: 9004, guestPort: 9004 });
+    await expect.poll(() => seen.every((n) => n >= 1)).toBe(true);
+    for (const s of subs) s.close();
+    await expect.poll(() => agent.listenerCount('event')).toBe(0);
+    await client.removeForward(f.id);
+  });
+
   it('answers bad requests with {error} and a status code', async () => {
     await expect(client.addForward({ proto: 'tcp', hostPort: 0, guestPort: 80 })).rejects.toMatchObject({
       status: 400,

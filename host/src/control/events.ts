@@ -20,6 +20,7 @@ const MAX_WS_BUFFER = 4 * 1024 * 1024;
 export class EventStream {
   private wss: WebSocketServer | null = null;
   private closed = false;
+  private readonly followers = new Set<WebSocket>();
 
   constructor(
     private readonly agent: Pick<AgentApi, 'on' | 'off'>,
@@ -77,17 +78,26 @@ export class EventStream {
     return this.wss;
   }
 
+  /** Each follower is served from one listener on the agent: Node warns of a leak past ten listeners. */
   private follow(ws: WebSocket): void {
-    const onEvent = (e: AgentEvent) => {
+    this.followers.add(ws);
+    if (this.followers.size === 1) this.agent.on('event', this.broadcast);
+    const leave = () => {
+      if (this.followers.delete(ws) && this.followers.size === 0) this.agent.off('event', this.broadcast);
+    };
+    ws.on('close', leave);
+    ws.on('error', leave);
+  }
+
+  private readonly broadcast = (e: AgentEvent): void => {
+    const message = JSON.stringify(e);
+    for (const ws of this.followers) {
       if (ws.bufferedAmount > MAX_WS_BUFFER) {
         this.log.warn({ buffered: ws.bufferedAmount }, 'event subscriber too slow; disconnecting it');
         ws.close(1013, 'too slow to follow events');
-        return;
+        continue;
       }
-      ws.send(JSON.stringify(e));
-    };
-    this.agent.on('event', onEvent);
-    ws.on('close', () => this.agent.off('event', onEvent));
-    ws.on('error', () => this.agent.off('event', onEvent));
-  }
+      ws.send(message);
+    }
+  };
 }
