@@ -1,7 +1,12 @@
 // The background agent's file limit: raised to the hard limit before node starts, never lowered.
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { withRaisedFileLimit } from './agent-spawn.js';
+import { ensureInstanceDir, instancePaths } from '../instance.js';
+import { spawnAgent, withRaisedFileLimit } from './agent-spawn.js';
 
 /** The soft limit a command started by withRaisedFileLimit sees, under `prlimit --nofile=soft:hard`. */
 function softLimitUnder(soft: number, hard: number): string {
@@ -29,5 +34,22 @@ describe('withRaisedFileLimit', () => {
     ]);
     const r = spawnSync(file, args, { encoding: 'utf8' });
     expect(JSON.parse(r.stdout)).toEqual(['a b', '"$x"']);
+  });
+});
+
+describe('spawnAgent', () => {
+  it('moves a stdio log over 1 MiB aside to .1 before it starts, so crash stacks stay but it cannot grow for good', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'tether-spawn-'));
+    try {
+      const paths = instancePaths('big', home);
+      ensureInstanceDir(paths);
+      writeFileSync(paths.stdioLog, 'x'.repeat(1024 * 1024 + 1));
+      const child = spawnAgent(paths);
+      await once(child, 'exit');
+      expect(statSync(`${paths.stdioLog}.1`).size).toBe(1024 * 1024 + 1);
+      expect(statSync(paths.stdioLog).size).toBeLessThan(64 * 1024);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

@@ -2,7 +2,7 @@
 // the whole command tree) with V8 flags sized for a long-lived, allocation-heavy proxy. Owns the command line of
 // that process; what the process does is agent-main.ts and agent-process.ts.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, renameSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { InstancePaths } from '../instance.js';
 
@@ -85,8 +85,13 @@ export function withRaisedFileLimit(file: string, args: readonly string[]): [str
   return ['/bin/sh', ['-c', script, 'tether-agent', file, ...args]];
 }
 
+/** The stdio log gains each start's warnings and crash stacks; past this size the next start moves it to `.1`. */
+const STDIO_LOG_MAX = 1024 * 1024;
+
 /** Starts the agent detached, its stdout/stderr appended to the instance's stdio log; the caller does not wait. */
 export function spawnAgent(paths: InstancePaths, opts: AgentArgs = {}): ChildProcess {
+  if ((statSync(paths.stdioLog, { throwIfNoEntry: false })?.size ?? 0) > STDIO_LOG_MAX)
+    renameSync(paths.stdioLog, `${paths.stdioLog}.1`);
   const out = openSync(paths.stdioLog, 'a', 0o600);
   try {
     const child = spawn(...withRaisedFileLimit(process.execPath, agentArgv(paths.name, opts)), {
