@@ -36,6 +36,7 @@ describe('install', () => {
     const unit = readFileSync(first.unitPath, 'utf8');
     expect(unit).toContain(`ExecStart=/usr/bin/node ${join(dir, 'lib/tether-guest.cjs')} run --socket-owner alice`);
     expect(unit).toContain('Restart=always');
+    expect(unit).toContain('LimitNOFILE=65536');
     expect(unit).toContain('StartLimitIntervalSec=0');
     expect(statSync(first.execPath).mode & 0o777).toBe(0o755);
 

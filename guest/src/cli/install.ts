@@ -86,6 +86,8 @@ Type=simple
 ExecStart=${execStart.map(quoteArg).join(' ')}
 Restart=always
 RestartSec=1
+# A socket per UDP flow (up to 1,024) besides its own: systemd's default soft limit of 1024 open files is too few.
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target

@@ -1,6 +1,7 @@
 // UDP forwarding: host dgram sockets for guest UDP listeners, and the flow table that carries their datagrams over
 // the agent link (`udp.dgram` with a flow id per distinct host client) and routes `udp.reply` back to that client.
-// Idle flows expire; datagrams are dropped (and counted) when the link is down or its buffer is full, as UDP may.
+// Idle flows expire, and at the cap the least recently used one makes room; datagrams are dropped (and counted)
+// when the link is down or its buffer is full, as UDP may.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Peer } from '@tether/protocol';
@@ -41,11 +42,14 @@ export class UdpFlows {
   private readonly unknownReplies: DropLog;
   /** Datagrams from host clients that could not go to the guest. */
   private readonly undelivered: DropLog;
+  /** Flows ended early to make room at the cap. */
+  private readonly evicted: DropLog;
 
   constructor(opts: UdpFlowsOptions) {
     this.log = opts.logger;
     this.unknownReplies = new DropLog(this.log, 'udp reply for unknown flow');
     this.undelivered = new DropLog(this.log, 'udp datagrams from host clients');
+    this.evicted = new DropLog(this.log, 'udp flows ended to make room');
     this.idleMs = opts.idleMs ?? 60_000;
     this.maxFlows = opts.maxFlows ?? LIMITS.udpFlows;
     this.sweep = setInterval(() => this.expire(), Math.max(1_000, this.idleMs / 2));
@@ -89,10 +93,9 @@ export class UdpFlows {
     const key = `${bindingAddr}|${from}`;
     let flow = this.byKey.get(key);
     if (!flow) {
-      if (this.byId.size >= this.maxFlows) {
-        this.drop(from, target, `${this.maxFlows} flows are open already`);
-        return;
-      }
+      // At the cap the flow used least recently makes room, as conntrack does: clients that sent once and went away
+      // (a socket per query) would otherwise turn every new client away until they expire.
+      if (this.byId.size >= this.maxFlows) this.evictLeastRecent();
       flow = {
         id: this.allocId(),
         socket,
@@ -121,6 +124,7 @@ export class UdpFlows {
     clearInterval(this.sweep);
     this.unknownReplies.stop();
     this.undelivered.stop();
+    this.evicted.stop();
     this.clear();
   }
 
@@ -169,6 +173,17 @@ export class UdpFlows {
     this.byKey.delete(flow.key);
     flow.target.stats.connections--;
     if (notify) this.peer?.notify('udp.close', { flow: id });
+  }
+
+  private evictLeastRecent(): void {
+    let oldest: Flow | undefined;
+    for (const flow of this.byId.values()) if (!oldest || flow.lastUsed < oldest.lastUsed) oldest = flow;
+    if (!oldest) return;
+    this.evicted.add(
+      { maxFlows: this.maxFlows },
+      `udp flow table full (${this.maxFlows} flows): the least recently used flows make room for new clients`,
+    );
+    this.end(oldest.id, true);
   }
 
   private expire(): void {

@@ -353,6 +353,8 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
     'if [ -n "$p" ] && grep -q tether-guest /proc/$p/cmdline 2>/dev/null; then',
     `  ${elevate}kill $p; ${waitExit('$p')}`,
     'fi',
+    // A socket per UDP flow (up to 1,024) besides its own: the login session's soft limit is often 1024.
+    'ulimit -n "$(ulimit -H -n)" 2>/dev/null',
     `nohup ${elevate}${command} >>${logFile} 2>&1 </dev/null &`,
     `echo $! >${pidFile}`,
   ].join('\n');
