@@ -4,7 +4,8 @@
 // on a writable mount from the guest (checked on the host), and one guest sshd restart every 5 minutes (once at
 // the midpoint when the run is shorter). Prints periodic samples (fds, host listeners, forwards, memory, SSH state)
 // and, at the end, what did not return to its baseline; exits 1 on a leak.
-// Env: SOAK_MINUTES (30), SOAK_SAMPLE_S (15), SOAK_SSHD_EVERY_S (300). Needs root and a build (`npm run build`).
+// Env: SOAK_MINUTES (30), SOAK_SAMPLE_S (15), SOAK_SSHD_EVERY_S (300), SOAK_NAME and SOAK_PORT (the testbed's name
+// and host port; default a fresh name and a free port). Needs root and a build (`npm run build`).
 import { spawn, spawnSync } from 'node:child_process';
 import {
   chownSync,
@@ -163,9 +164,9 @@ function sample(agent) {
 }
 
 async function main() {
-  const name = `soak${process.pid.toString(36)}`;
+  const name = process.env.SOAK_NAME ?? `soak${process.pid.toString(36)}`;
   const tb = JSON.parse(
-    testbed('up', name, String(await freePort()))
+    testbed('up', name, String(process.env.SOAK_PORT ?? (await freePort())))
       .trim()
       .split('\n')
       .pop(),
@@ -243,6 +244,8 @@ async function main() {
     for (let t = SSHD_EVERY_MS; t < MINUTES * 60_000; t += SSHD_EVERY_MS) restartAt.push(Date.now() + t);
     if (restartAt.length === 0) restartAt.push(Date.now() + (MINUTES * 60_000) / 2);
     let nextSample = Date.now() + SAMPLE_MS;
+    const warmAt = Date.now() + 60_000;
+    let warm = null;
     while (Date.now() < endAt) {
       const live = agent
         .forwards()
@@ -275,6 +278,11 @@ async function main() {
       }
       if (Date.now() >= nextSample) {
         nextSample += SAMPLE_MS;
+        // The first sample after a minute of churn, collected: what the agent needs while busy, warm.
+        if (!warm && Date.now() >= warmAt) {
+          gc();
+          warm = sample(agent);
+        }
         log(`${JSON.stringify(sample(agent))} ${JSON.stringify(counts)}`);
       }
       await sleep(100);
@@ -301,6 +309,10 @@ async function main() {
     if (inRange() > 0) leaks.push(`${inRange()} forwards of closed guest listeners remain`);
     if (end.connections > 0) leaks.push(`${end.connections} connections still counted`);
     if (end.heapMiB > baseline.heapMiB + 50) leaks.push(`heap ${baseline.heapMiB} → ${end.heapMiB} MiB`);
+    // Idle at the end, the heap must not be above what it was while busy after the first minute: anything that
+    // piled up across the run shows here (10 MiB over 30 minutes is a third of a MiB a minute).
+    if (warm && end.heapMiB > warm.heapMiB + 10)
+      leaks.push(`heap ${warm.heapMiB} MiB busy at minute 1 → ${end.heapMiB} idle at the end`);
     if (counts.mismatched > 0) leaks.push(`${counts.mismatched} mount writes not seen on the host`);
     // Writes may fail while sshd restarts (the mount is remounted); most must succeed.
     if (counts.writes < counts.writeErrors * 10)
