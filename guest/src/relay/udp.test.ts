@@ -24,7 +24,8 @@ afterEach(async () => {
 });
 
 async function echoServer(type: 'udp4' | 'udp6', address: string): Promise<number> {
-  const s: Socket = createSocket({ type, ipv6Only: type === 'udp6' });
+  // A buffer for a burst: the kernel's default holds about 200 small datagrams.
+  const s: Socket = createSocket({ type, ipv6Only: type === 'udp6', recvBufferSize: 1 << 20 });
   s.on('message', (msg, from) => s.send(Buffer.concat([Buffer.from('echo:'), msg]), from.port, from.address));
   s.bind(0, address);
   await once(s, 'listening');
@@ -72,6 +73,19 @@ describe('UDP relay', () => {
     const byFlow = (flow: number) => replies.filter((r) => r.flow === flow).map((r) => text(r.data));
     expect(byFlow(7)).toEqual(['echo:four', 'echo:again']);
     expect(byFlow(9)).toEqual(['echo:six']);
+  });
+
+  it('holds a burst that opens a flow until its socket is connected, not only the first few datagrams', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp4', '127.0.0.1');
+    await c.peer.request('ports.snapshot', {});
+    // All in one write: they reach the relay before the flow's socket has bound and connected.
+    for (let i = 0; i < 300; i++)
+      c.peer.notify('udp.dgram', { flow: 5, ip: '127.0.0.1', port, data: Buffer.from(`${i}`.padStart(100, '.')) });
+    await waitFor(() => c.events['udp.reply']?.length === 300, { what: '300 replies' }).catch((err: Error) => {
+      throw new Error(`${err.message} (${c.events['udp.reply']?.length ?? 0} came)`);
+    });
+    expect(new Set(c.events['udp.reply'].map((r) => text(r.data))).size).toBe(300);
   });
 
   it('reaches a wildcard listener through loopback', async () => {

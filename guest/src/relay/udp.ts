@@ -11,8 +11,13 @@ export interface UdpRelayOptions {
   /** A flow without traffic in either direction for this long is closed (and the host told). */
   idleMs?: number;
   maxFlows?: number;
-  /** Datagrams held per flow while its socket connects; beyond that they are dropped (UDP may drop). */
+  /**
+   * Datagrams kept per flow for a move to the other loopback (see Flow.unanswered), and held while its socket
+   * connects, as long as they also fit in maxPendingBytes; beyond that they are dropped (UDP may drop).
+   */
   maxPending?: number;
+  /** Bytes held per flow while its socket connects: a burst that opens a flow arrives before the connect is done. */
+  maxPendingBytes?: number;
 }
 
 interface UdpTarget {
@@ -69,6 +74,7 @@ interface Flow {
   socket: Socket | null;
   connected: boolean;
   pending: Uint8Array[];
+  pendingBytes: number;
   /**
    * Datagrams sent in the flow's first UNANSWERED_MS without a reply (at most maxPending): sent again if it moves to
    * the other loopback. A refusal comes within milliseconds; later, nothing is kept (one-way protocols never reply).
@@ -87,6 +93,7 @@ export class UdpRelay {
   private readonly idleMs: number;
   private readonly maxFlows: number;
   private readonly maxPending: number;
+  private readonly maxPendingBytes: number;
   private readonly flowsById = new Map<number, Flow>();
   private closed = false;
 
@@ -97,6 +104,7 @@ export class UdpRelay {
     this.idleMs = options.idleMs ?? 60_000;
     this.maxFlows = options.maxFlows ?? LIMITS.udpFlows;
     this.maxPending = options.maxPending ?? 64;
+    this.maxPendingBytes = options.maxPendingBytes ?? LIMITS.udpSocketBufferBytes;
   }
 
   get flows(): number {
@@ -124,7 +132,11 @@ export class UdpRelay {
     if (flow.unanswered && performance.now() - flow.openedAt > UNANSWERED_MS) flow.unanswered = null;
     if (flow.unanswered && flow.unanswered.length < this.maxPending) flow.unanswered.push(Buffer.from(d.data));
     if (flow.connected) flow.socket?.send(d.data);
-    else if (flow.pending.length < this.maxPending) flow.pending.push(d.data);
+    else if (flow.pendingBytes + d.data.byteLength <= this.maxPendingBytes) {
+      // Held until the socket is connected: as much as the kernel would buffer for a socket that already was.
+      flow.pending.push(d.data);
+      flow.pendingBytes += d.data.byteLength;
+    }
   }
 
   /** The host ended a flow. */
@@ -159,6 +171,7 @@ export class UdpRelay {
       socket: null,
       connected: false,
       pending: [],
+      pendingBytes: 0,
       unanswered: [],
       openedAt: performance.now(),
       moved: false,
@@ -223,6 +236,7 @@ export class UdpRelay {
           return;
         }
         flow.connected = true;
+        flow.pendingBytes = 0;
         for (const data of flow.pending.splice(0)) socket.send(data);
       });
     });
@@ -245,6 +259,7 @@ export class UdpRelay {
     }
     flow.connected = false;
     flow.pending = [...(flow.unanswered ?? [])];
+    flow.pendingBytes = flow.pending.reduce((n, d) => n + d.byteLength, 0);
     flow.unanswered = null;
     this.deps.log.info(
       {
