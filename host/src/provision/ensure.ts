@@ -7,8 +7,7 @@
 // (ssh/guest-socket.ts), it fails with that reason and touches nothing: no upload, no reinstall, no restart. Owns the
 // shell snippets that change the guest; it uses the SSH session given to it and never opens its own.
 import { statSync } from 'node:fs';
-import { basename } from 'node:path';
-import type { ClientChannel, SFTPWrapper } from 'ssh2';
+import type { ClientChannel } from 'ssh2';
 import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { type ExecResult, streamLocalRefusal } from '../ssh/index.js';
