@@ -1,7 +1,8 @@
 // The session's open handles: files (a host fd) and directories (an fs.Dir being listed). Owns allocation of
 // opaque handle strings, the handle limit and closing everything when the session ends.
 
-import { close as closeFd, closeSync, type Dir, readFileSync } from 'node:fs';
+import { close as closeFd, closeSync, type Dir } from 'node:fs';
+import { openFileLimit } from '../file-limit.js';
 import { FX } from './constants.js';
 import { SftpStatusError } from './errors.js';
 
@@ -14,11 +15,9 @@ let defaultLimit: number | null = null;
  */
 export function defaultHandleLimit(): number {
   if (defaultLimit === null) {
-    let soft = 4096; // where /proc/self/limits cannot be read (macOS hosts)
-    try {
-      const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-      if (m) soft = m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
-    } catch {}
+    const limit = openFileLimit();
+    // 4,096 where the limit cannot be read.
+    const soft = limit === 'unlimited' ? Number.MAX_SAFE_INTEGER : (limit ?? 4096);
     defaultLimit = Math.min(65_536, Math.max(1024, Math.floor(soft / 4)));
   }
   return defaultLimit;
