@@ -1,34 +1,32 @@
 // The forwarding engine: reconciles the desired forwards (guest listeners from the agent link, static rules from
 // tether.yaml, runtime adds) into host bindings and keeps each forward's state. Owns the forwards: which one a guest
 // listener becomes (its rule, folded into an explicit forward of its port, left out by the cap), their states and
-// one log line per change. The shared host bindings and their bind retries live in host-bindings.ts, unix forwards'
-// looks at their guest sockets in socket-look.ts, and the sockets themselves in tcp.ts, udp.ts and unix.ts.
+// one log line per change. The forward record is in forward.ts and its state in state.ts; the shared host bindings
+// and their bind retries live in host-bindings.ts, unix forwards' looks at their guest sockets in socket-look.ts,
+// and the sockets themselves in tcp.ts, udp.ts and unix.ts.
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import {
-  compareForwards,
-  type ForwardSource,
-  type ForwardSpec,
-  type ForwardState,
-  type ForwardView,
-} from '../model.js';
+import { compareForwards, type ForwardSource, type ForwardSpec, type ForwardView } from '../model.js';
 import {
   ChannelOpenError,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
   OPEN_CONNECT_FAILED,
   type SshSession,
 } from '../ssh/index.js';
-import { type ForwardStats, formatAddr, type HostBinding, type Route } from './binding.js';
+import { formatAddr, type HostBinding, type Route } from './binding.js';
 import { ChurnLog } from './churn-log.js';
-import { type BindingView, bindingKey, HostBindings, RETRYING } from './host-bindings.js';
+import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
+import { bindingKey, HostBindings, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
+import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
 import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
+import { forwardState } from './state.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
@@ -50,47 +48,8 @@ interface ForwardEngineOptions {
   udpIdleMs?: number;
 }
 
-type Proto = ForwardView['proto'];
-type StateAndError = { state: ForwardState; error: string | null };
-
-interface Forward {
-  id: string;
-  proto: Proto;
-  source: ForwardSource;
-  guestAddr: string;
-  /** Where connections go: `askedIP`, or for an explicit localhost forward, the loopback its listener took. */
-  guestIP: string;
-  /** The guest address the rule, `forward add` or the listener named. */
-  askedIP: string;
-  guestPort: number;
-  hostAddrs: string[];
-  bindingKeys: string[];
-  process: { pid: number; command: string } | null;
-  /** Why it is ignored (rule, operator, cap); null when it forwards. */
-  ignored: string | null;
-  /** Why it is suspended (agent link down); null otherwise. */
-  suspended: string | null;
-  /**
-   * Why its channels fail for every connection alike (sshd prohibits them; for a unix socket: missing, stale, not the
-   * login user's to open); null once one opens.
-   */
-  refused: string | null;
-  /** Unix socket forwards: the look at the guest socket (null for ports). */
-  look: SocketLook | null;
-  /** When a failed connection was last warned about, and how many failed since without a line. */
-  openWarn: { at: number; suppressed: number };
-  /** Takes each channel open's outcome (GuestTarget.opened). */
-  opened: (err: Error | null) => void;
-  stats: ForwardStats;
-  state: ForwardState | null;
-  error: string | null;
-  since: Date;
-}
-
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
 const GUEST_LISTENER_FACTOR = 4;
-/** At most one warning per forward this often about connections that could not be forwarded. */
-const OPEN_WARN_INTERVAL_MS = 5_000;
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
 class DuplicateForwardError extends Error {
@@ -103,16 +62,6 @@ class DuplicateForwardError extends Error {
     );
     this.name = 'DuplicateForwardError';
   }
-}
-
-/** Why a TCP forward's channels fail when the guest's sshd prohibits them, with what to change there. */
-function sshdRefusal(err: ChannelOpenError): string {
-  return (
-    `the guest's sshd refuses the channel (${err.message}): set AllowTcpForwarding yes (or local), no PermitOpen ` +
-    'that excludes this port, and DisableForwarding no in its sshd_config (and any Match block for this user), ' +
-    'check the key has no restrict or no-port-forwarding option in authorized_keys, reload sshd, then tether ' +
-    'down and up'
-  );
 }
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
@@ -433,13 +382,13 @@ export class ForwardEngine extends EventEmitter {
 
   views(): ForwardView[] {
     const out: ForwardView[] = [];
-    for (const f of this.forwardsById.values()) if (f.state) out.push(this.toView(f));
+    for (const f of this.forwardsById.values()) if (f.state) out.push(toView(f));
     return out.sort(compareForwards);
   }
 
   view(id: string): ForwardView | undefined {
     const f = this.forwardsById.get(id);
-    return f?.state ? this.toView(f) : undefined;
+    return f?.state ? toView(f) : undefined;
   }
 
   async stop(): Promise<void> {
@@ -480,7 +429,7 @@ export class ForwardEngine extends EventEmitter {
     // Another process on the same address (a server restarted, the guest rebooted): a new listener since now.
     if (f.process && process && f.process.pid !== process.pid) f.since = new Date();
     f.process = process;
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
   }
 
   /** A folded listener went: its explicit forward no longer shows its process. */
@@ -514,7 +463,7 @@ export class ForwardEngine extends EventEmitter {
     f.guestAddr = formatAddr(ip, f.guestPort);
     const why = ip === f.askedIP ? 'the address it was given' : 'where its only listener is';
     this.log.info({ forward: f.id, guest: f.guestAddr }, `forward ${f.id} goes to guest ${f.guestAddr}, ${why}`);
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.toView(f));
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
   }
 
   /**
@@ -630,39 +579,6 @@ export class ForwardEngine extends EventEmitter {
     return holder && { holder, held };
   }
 
-  private newForward(
-    id: string,
-    proto: Proto,
-    source: ForwardSource,
-    guestAddr: string,
-    guestIP: string,
-    guestPort: number,
-  ): Forward {
-    const f: Forward = {
-      id,
-      proto,
-      source,
-      guestAddr,
-      guestIP,
-      askedIP: guestIP,
-      guestPort,
-      hostAddrs: [],
-      bindingKeys: [],
-      process: null,
-      ignored: null,
-      suspended: source === 'detected' ? null : this.explicitSuspension(proto),
-      refused: null,
-      look: null,
-      openWarn: { at: -Infinity, suppressed: 0 },
-      opened: (err) => this.channelOpened(f, err),
-      stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
-      state: null,
-      error: null,
-      since: new Date(),
-    };
-    return f;
-  }
-
   /**
    * A channel the guest's sshd refuses as prohibited (AllowTcpForwarding, AllowStreamLocalForwarding,
    * DisableForwarding, PermitOpen, a restricted key) fails every connection alike: the forward shows it as `error`
@@ -680,7 +596,7 @@ export class ForwardEngine extends EventEmitter {
       this.log.debug({ forward: f.id, err: err.message }, `connection to removed forward ${f.id} refused`);
       return;
     }
-    this.warnOpenFailure(f, err);
+    warnOpenFailure(this.log, f, err);
     if (f.source === 'detected' && err instanceof ChannelOpenError && err.reason === OPEN_CONNECT_FAILED) {
       this.rescan();
     }
@@ -714,25 +630,9 @@ export class ForwardEngine extends EventEmitter {
     this.refresh(f);
   }
 
-  /**
-   * A connection that could not be forwarded is worth a warning, but a client retrying against a dead link would
-   * fill the log and the status's last errors: at most one line per forward every OPEN_WARN_INTERVAL_MS, counting
-   * the others.
-   */
-  private warnOpenFailure(f: Forward, err: Error): void {
-    const w = f.openWarn;
-    const now = performance.now();
-    if (now - w.at < OPEN_WARN_INTERVAL_MS) {
-      w.suppressed++;
-      return;
-    }
-    const more = w.suppressed > 0 ? ` (${w.suppressed} more since the last warning)` : '';
-    this.log.warn(
-      { forward: f.id, guest: f.guestAddr, err: err.message, suppressed: w.suppressed },
-      `cannot forward a connection to guest ${f.guestAddr}: ${err.message}${more}`,
-    );
-    w.at = now;
-    w.suppressed = 0;
+  private newForward(init: Omit<ForwardInit, 'suspended' | 'opened'>): Forward {
+    const suspended = init.source === 'detected' ? null : this.explicitSuspension(init.proto);
+    return newForward({ ...init, suspended, opened: (f, err) => this.channelOpened(f, err) });
   }
 
   private createPortForward(
@@ -746,7 +646,8 @@ export class ForwardEngine extends EventEmitter {
     ignored: string | null = null,
     process: Forward['process'] = null,
   ): Promise<void> {
-    const f = this.newForward(id, proto, source, formatAddr(guestIP, guestPort), guestIP, guestPort);
+    const guestAddr = formatAddr(guestIP, guestPort);
+    const f = this.newForward({ id, proto, source, guestAddr, guestIP, guestPort });
     f.process = process;
     f.ignored = ignored;
     f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
@@ -784,7 +685,7 @@ export class ForwardEngine extends EventEmitter {
     guestSocket: string,
     hostSocket: string,
   ): Promise<void> {
-    const f = this.newForward(id, 'unix', source, guestSocket, '', 0);
+    const f = this.newForward({ id, proto: 'unix', source, guestAddr: guestSocket, guestIP: '', guestPort: 0 });
     const look = new SocketLook(f, { ssh: this.opts.ssh, log: this.log, show: (cause) => this.show(f, cause) });
     f.look = look;
     f.hostAddrs = [hostSocket];
@@ -848,49 +749,9 @@ export class ForwardEngine extends EventEmitter {
 
   // ── states ────────────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** The forward's state, or null while it has none to show yet (its first bind attempt or look is running). */
-  private computeState(f: Forward): StateAndError | null {
-    if (f.ignored) return { state: 'ignored', error: f.ignored };
-    // Refused before any host binding was made (its host socket is another forward's).
-    if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
-    const entries = this.bindings.of(f.bindingKeys);
-    if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
-    if (f.suspended) return { state: 'suspended', error: f.suspended };
-    if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
-    const host = this.bindingsState(f, entries);
-    if (!f.refused) return host;
-    // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
-    if (host.state === 'forwarding') return { state: 'error', error: f.refused };
-    return { state: host.state === 'conflict' ? 'conflict' : 'error', error: `${host.error}; ${f.refused}` };
-  }
-
-  /** What the forward's host bindings make its state: who holds them, which are bound and why the others are not. */
-  private bindingsState(f: Forward, entries: BindingView<Forward>[]): StateAndError {
-    const taken = entries.flatMap((e) => {
-      const owner = this.bindings.owner(e);
-      return owner && owner.guestPort !== f.guestPort
-        ? [`host ${e.binding.address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`]
-        : [];
-    });
-    if (taken.length) return { state: 'conflict', error: taken.join('; ') };
-    const settled = entries.filter((e) => e.status !== 'pending');
-    const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
-    const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
-    // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the
-    // other program. An address the host cannot bind at all (no IPv6) does not stop the family that works.
-    if (settled.some((e) => e.status === 'conflict')) {
-      const meanwhile = bound.length ? `; ${bound.join(', ')} forwarding meanwhile` : '';
-      return { state: 'conflict', error: failures.join('; ') + meanwhile };
-    }
-    if (bound.length) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
-    const error = failures.join('; ');
-    if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
-    return { state: 'error', error };
-  }
-
   private refresh(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
-    const next = this.computeState(f);
+    const next = forwardState(f, this.bindings);
     if (!next || (next.state === f.state && next.error === f.error)) return;
     const previous = f.state;
     f.state = next.state;
@@ -907,23 +768,6 @@ export class ForwardEngine extends EventEmitter {
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
     else if (f.state === 'ignored' || f.state === 'suspended') this.log.info(fields, msg);
     else this.log.warn(fields, msg);
-    this.emit('change', this.toView(f));
-  }
-
-  private toView(f: Forward): ForwardView {
-    return {
-      id: f.id,
-      proto: f.proto,
-      guestAddr: f.guestAddr,
-      hostAddrs: [...f.hostAddrs],
-      state: f.state ?? 'error',
-      process: f.process,
-      connections: f.stats.connections,
-      bytesIn: f.stats.bytesIn,
-      bytesOut: f.stats.bytesOut,
-      since: f.since.toISOString(),
-      error: f.error,
-      source: f.source,
-    };
+    this.emit('change', toView(f));
   }
 }

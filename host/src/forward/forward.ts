@@ -1,0 +1,91 @@
+// One forward as the engine keeps it: where its traffic goes, what it holds on the host, why it may not serve, its
+// counters, and the view of it that `forward ls` and the control API show. The engine decides; this is the record.
+import type { ForwardSource, ForwardState, ForwardView } from '../model.js';
+import type { ForwardStats } from './binding.js';
+import type { SocketLook } from './socket-look.js';
+
+export type Proto = ForwardView['proto'];
+
+export interface Forward {
+  id: string;
+  proto: Proto;
+  source: ForwardSource;
+  guestAddr: string;
+  /** Where connections go: `askedIP`, or for an explicit localhost forward, the loopback its listener took. */
+  guestIP: string;
+  /** The guest address the rule, `forward add` or the listener named. */
+  askedIP: string;
+  guestPort: number;
+  hostAddrs: string[];
+  bindingKeys: string[];
+  process: { pid: number; command: string } | null;
+  /** Why it is ignored (rule, operator, cap); null when it forwards. */
+  ignored: string | null;
+  /** Why it is suspended (agent link down); null otherwise. */
+  suspended: string | null;
+  /**
+   * Why its channels fail for every connection alike (sshd prohibits them; for a unix socket: missing, stale, not the
+   * login user's to open); null once one opens.
+   */
+  refused: string | null;
+  /** Unix socket forwards: the look at the guest socket (null for ports). */
+  look: SocketLook | null;
+  /** When a failed connection was last warned about, and how many failed since without a line. */
+  openWarn: { at: number; suppressed: number };
+  /** Takes each channel open's outcome (GuestTarget.opened). */
+  opened: (err: Error | null) => void;
+  stats: ForwardStats;
+  state: ForwardState | null;
+  error: string | null;
+  since: Date;
+}
+
+/** What a new forward is made of; everything else starts empty. */
+export interface ForwardInit {
+  id: string;
+  proto: Proto;
+  source: ForwardSource;
+  guestAddr: string;
+  guestIP: string;
+  guestPort: number;
+  suspended: string | null;
+  opened: (f: Forward, err: Error | null) => void;
+}
+
+export function newForward(init: ForwardInit): Forward {
+  const { opened, ...fields } = init;
+  const f: Forward = {
+    ...fields,
+    askedIP: init.guestIP,
+    hostAddrs: [],
+    bindingKeys: [],
+    process: null,
+    ignored: null,
+    refused: null,
+    look: null,
+    openWarn: { at: -Infinity, suppressed: 0 },
+    opened: (err) => opened(f, err),
+    stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
+    state: null,
+    error: null,
+    since: new Date(),
+  };
+  return f;
+}
+
+export function toView(f: Forward): ForwardView {
+  return {
+    id: f.id,
+    proto: f.proto,
+    guestAddr: f.guestAddr,
+    hostAddrs: [...f.hostAddrs],
+    state: f.state ?? 'error',
+    process: f.process,
+    connections: f.stats.connections,
+    bytesIn: f.stats.bytesIn,
+    bytesOut: f.stats.bytesOut,
+    since: f.since.toISOString(),
+    error: f.error,
+    source: f.source,
+  };
+}

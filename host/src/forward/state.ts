@@ -1,0 +1,49 @@
+// A forward's state and its error, worked out from what keeps it from serving (ignored, suspended, refused by the
+// guest) and from its host bindings (who holds them, which are bound and why the others are not).
+import type { ForwardState } from '../model.js';
+import type { Forward } from './forward.js';
+import type { BindingView, HostBindings } from './host-bindings.js';
+
+export interface StateAndError {
+  state: ForwardState;
+  error: string | null;
+}
+
+/** The forward's state, or null while it has none to show yet (its first bind attempt or look is running). */
+export function forwardState(f: Forward, bindings: HostBindings<Forward>): StateAndError | null {
+  if (f.ignored) return { state: 'ignored', error: f.ignored };
+  // Refused before any host binding was made (its host socket is another forward's).
+  if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
+  const entries = bindings.of(f.bindingKeys);
+  if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
+  if (f.suspended) return { state: 'suspended', error: f.suspended };
+  if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
+  const host = bindingsState(f, entries, bindings);
+  if (!f.refused) return host;
+  // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
+  if (host.state === 'forwarding') return { state: 'error', error: f.refused };
+  return { state: host.state === 'conflict' ? 'conflict' : 'error', error: `${host.error}; ${f.refused}` };
+}
+
+function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: HostBindings<Forward>): StateAndError {
+  const taken = entries.flatMap((e) => {
+    const owner = bindings.owner(e);
+    return owner && owner.guestPort !== f.guestPort
+      ? [`host ${e.binding.address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`]
+      : [];
+  });
+  if (taken.length) return { state: 'conflict', error: taken.join('; ') };
+  const settled = entries.filter((e) => e.status !== 'pending');
+  const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
+  const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
+  // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the
+  // other program. An address the host cannot bind at all (no IPv6) does not stop the family that works.
+  if (settled.some((e) => e.status === 'conflict')) {
+    const meanwhile = bound.length ? `; ${bound.join(', ')} forwarding meanwhile` : '';
+    return { state: 'conflict', error: failures.join('; ') + meanwhile };
+  }
+  if (bound.length) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
+  const error = failures.join('; ');
+  if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
+  return { state: 'error', error };
+}
