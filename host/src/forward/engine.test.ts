@@ -582,6 +582,26 @@ describe('ForwardEngine', () => {
     expect(engine.view(id)).toMatchObject({ guestAddr: `127.0.0.1:${port}`, process: null });
   });
 
+  it('points a forward added to another host port at ::1 when its guest port listens only there', async () => {
+    engine = make();
+    const [guestPort, hostPort] = [await freePort(), await freePort()];
+    // The listener first (its own detected forward on host guestPort), then the forward to another host port.
+    await engine.setListeners([tcp('::1', guestPort)]);
+    const view = await engine.add({ proto: 'tcp', hostPort, guestPort });
+    expect(view.guestAddr).toBe(`[::1]:${guestPort}`);
+    refusing.add('127.0.0.1');
+    tried.length = 0;
+    try {
+      expect(await echo(hostPort)).toBe('hi');
+      expect(tried).toEqual(['::1']);
+    } finally {
+      refusing.clear();
+    }
+    // The server moves to 0.0.0.0 (reachable on 127.0.0.1): back to the address asked for.
+    await engine.applyDelta({ added: [tcp('0.0.0.0', guestPort)], removed: [tcp('::1', guestPort)] });
+    expect(engine.view(view.id)?.guestAddr).toBe(`127.0.0.1:${guestPort}`);
+  });
+
   it("shows a forward whose channels the guest's sshd prohibits as error, naming the option, until one opens", async () => {
     engine = make();
     const port = await freePort();

@@ -50,6 +50,8 @@ interface ForwardEngineOptions {
 
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
 const GUEST_LISTENER_FACTOR = 4;
+/** The guest addresses whose listeners a forward to the guest's localhost can reach (see followLoopback). */
+const GUEST_LOOPBACK_OR_ANY = ['127.0.0.1', '::1', '0.0.0.0', '::', '::ffff:127.0.0.1'];
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
 class DuplicateForwardError extends Error {
@@ -72,6 +74,8 @@ export class ForwardEngine extends EventEmitter {
   private readonly folded = new Map<string, Forward>();
   readonly udp: UdpFlows;
   private readonly forwardsById = new Map<string, Forward>();
+  /** The static and runtime port forwards among them (few), so a listener's port finds them without a walk. */
+  private readonly explicitForwards = new Set<Forward>();
   private readonly bindings: HostBindings<Forward>;
   private readonly userIgnored = new Set<string>();
   /**
@@ -183,7 +187,7 @@ export class ForwardEngine extends EventEmitter {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
     await Promise.all([...desired.values()].map((l) => this.upsertDetected(l)));
-    for (const f of this.forwardsById.values()) this.followFolded(f);
+    for (const f of this.explicitForwards) this.followLoopback(f);
   }
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
@@ -200,10 +204,8 @@ export class ForwardEngine extends EventEmitter {
       this.unfold(id);
       const f = this.forwardsById.get(id);
       if (f?.source === 'detected') this.drop(f);
-      else if (f) {
-        this.setProcess(f, null);
-        this.followFolded(f);
-      }
+      else if (f) this.setProcess(f, null);
+      this.followPort(l.proto, l.port);
     }
     // Deltas can add without end (a hostile or broken guest): past the bound, listeners are not even remembered.
     const limit = this.opts.maxForwards * GUEST_LISTENER_FACTOR;
@@ -399,6 +401,7 @@ export class ForwardEngine extends EventEmitter {
     const closing = this.bindings.stop();
     for (const f of this.forwardsById.values()) f.look?.stop();
     this.forwardsById.clear();
+    this.explicitForwards.clear();
     this.detectedForwards = 0;
     this.ignoredForwards = 0;
     await closing;
@@ -438,22 +441,19 @@ export class ForwardEngine extends EventEmitter {
     if (!holder) return;
     this.folded.delete(id);
     this.setProcess(holder, null);
-    this.followFolded(holder);
   }
 
   /**
-   * An explicit forward to the guest's localhost goes to the loopback its listeners took: a dev server bound to
-   * `localhost` that listens on ::1 only is reached there first (not after a refused 127.0.0.1 for every
-   * connection), and `forward ls` shows the address that answers.
+   * An explicit forward to the guest's localhost goes to the loopback its guest port listens on: a dev server bound
+   * to `localhost` that listens on ::1 only is reached there first (not after a refused 127.0.0.1 for every
+   * connection), and `forward ls` shows the address that answers. Any listener of the guest port counts, whichever
+   * host port its own forward has (`forward add 9097:8087` follows a server on [::1]:8087).
    */
-  private followFolded(f: Forward): void {
-    if (f.source === 'detected' || !isLocalhost(f.askedIP)) return;
+  private followLoopback(f: Forward): void {
+    if (f.source === 'detected' || f.proto === 'unix' || !isLocalhost(f.askedIP)) return;
     const at = new Set<string>();
-    // A listener on the address asked for has the forward's own id (`forward add P` and a server on 127.0.0.1:P).
-    const own = this.guestListeners.get(f.id);
-    if (own) at.add(unmapIPv4(own.ip));
-    for (const [id, holder] of this.folded) {
-      const l = holder === f ? this.guestListeners.get(id) : undefined;
+    for (const ip of GUEST_LOOPBACK_OR_ANY) {
+      const l = this.guestListeners.get(listenerId({ proto: f.proto, ip, port: f.guestPort }));
       if (l) at.add(unmapIPv4(l.ip));
     }
     const other = unmapIPv4(f.askedIP) === '::1' ? '127.0.0.1' : '::1';
@@ -464,6 +464,11 @@ export class ForwardEngine extends EventEmitter {
     const why = ip === f.askedIP ? 'the address it was given' : 'where its only listener is';
     this.log.info({ forward: f.id, guest: f.guestAddr }, `forward ${f.id} goes to guest ${f.guestAddr}, ${why}`);
     if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
+  }
+
+  /** A listener of this guest port came or went: the explicit forwards of the port follow it (followLoopback). */
+  private followPort(proto: string, port: number): void {
+    for (const f of this.explicitForwards) if (f.proto === proto && f.guestPort === port) this.followLoopback(f);
   }
 
   /**
@@ -512,10 +517,10 @@ export class ForwardEngine extends EventEmitter {
     // A port a DNAT rule publishes has no process but names the rule: pid 0, the guest kernel, answers it.
     const process =
       l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : l.command ? { pid: 0, command: l.command } : null;
+    this.followPort(l.proto, l.port);
     const existing = this.forwardsById.get(id);
     if (existing) {
       if (process) this.setProcess(existing, process);
-      this.followFolded(existing);
       // An explicit forward of the same id (`forward add P:P`) follows SSH, not the listener's comings and goings.
       if (existing.source === 'detected' && existing.suspended) {
         existing.suspended = null;
@@ -535,7 +540,6 @@ export class ForwardEngine extends EventEmitter {
     if (explicit) {
       this.folded.set(id, explicit.holder);
       if (process) this.setProcess(explicit.holder, process);
-      this.followFolded(explicit.holder);
       hostIPs = hostIPs.filter((ip) => !explicit.held.includes(ip));
       if (hostIPs.length === 0) return Promise.resolve();
     }
@@ -652,6 +656,10 @@ export class ForwardEngine extends EventEmitter {
     f.ignored = ignored;
     f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
     this.forwardsById.set(id, f);
+    if (source !== 'detected') {
+      this.explicitForwards.add(f);
+      this.followLoopback(f);
+    }
     if (source === 'detected') {
       if (ignored) this.ignoredForwards++;
       else this.detectedForwards++;
@@ -712,6 +720,7 @@ export class ForwardEngine extends EventEmitter {
   private drop(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
+    this.explicitForwards.delete(f);
     f.look?.stop();
     if (f.source === 'detected' && f.ignored) {
       this.ignoredForwards--;
