@@ -2,6 +2,7 @@
 // objects, human sizes and ages. No I/O.
 import Table from 'cli-table3';
 import { FORWARD_JSON_KEYS, type ForwardView, type LoggedError, type MountView, type StatusView } from '../model.js';
+import { inert } from './terminal.js';
 
 /** A forward as `forward ls --json` prints it: exactly FORWARD_JSON_KEYS, in that order. */
 export function forwardJson(f: ForwardView): Record<(typeof FORWARD_JSON_KEYS)[number], unknown> {
@@ -34,8 +35,9 @@ export function table(head: string[], rows: string[][]): string {
     },
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
-  // A cell is one line: a guest command line may hold newlines or other control characters (`python3 -c "…"`).
-  t.push(...rows.map((row) => row.map((cell) => cell.replace(CONTROL_CHARS, ' '))));
+  // A cell is one line: the newlines and tabs of a guest command line (`python3 -c "…"`) are spaces; other control
+  // characters are shown as \xNN, as everywhere else the CLI prints.
+  t.push(...rows.map((row) => row.map((cell) => inert(cell.replace(LINE_BREAKS, ' ')))));
   // The last column is not padded out to its widest cell.
   return t
     .toString()
@@ -44,8 +46,7 @@ export function table(head: string[], rows: string[][]): string {
     .join('\n');
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]+/g;
+const LINE_BREAKS = /[\n\t\r]+/g;
 
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
