@@ -33,6 +33,20 @@ describe('guest paths in tether.yaml', () => {
     );
   });
 
+  it('refuses two mounts on one guest directory, naming the second and the first', () => {
+    const yaml = (a: string, b: string) => `ssh:\n  user: a\nmounts:\n  - location: /a\n${a}  - location: /b\n${b}`;
+    const problems = problemsOf(yaml('    mountPoint: ~/m\n', '    mountPoint: ~/m/\n'));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(
+      /^\/etc\/tether\/demo\.yaml:7:\d+: mounts\[1\]\.mountPoint: .*the same guest mount point as mounts\[0\].*give each its own mountPoint/,
+    );
+    // A location without mountPoint is that path in the guest too.
+    expect(problemsOf(yaml('', '    mountPoint: /a\n'))[0]).toMatch(/mounts\[1\]\.mountPoint: .*as mounts\[0\]/);
+    // The host's ~ (a location) and the guest user's ~ (a mountPoint) are different directories.
+    const homes = 'ssh:\n  user: a\nmounts:\n  - location: ~/p\n  - location: /b\n    mountPoint: ~/p\n';
+    expect(parseConfig(homes, FILE).mounts).toHaveLength(2);
+  });
+
   it('reads installDir ~/x as x, which is already relative to the guest home', () => {
     const c = parseConfig('ssh:\n  user: a\nguestAgent:\n  installDir: ~/.local/tether\n', FILE);
     expect(c.guestAgent.installDir).toBe('.local/tether');

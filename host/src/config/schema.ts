@@ -1,6 +1,7 @@
 // The shape of tether.yaml, defined once as a zod schema; every config type in the host derives from it.
 // Owns keys, defaults and constraints; loading and error reporting live in load.ts.
 import { isIP } from 'node:net';
+import { posix } from 'node:path';
 import { z } from 'zod';
 
 /**
@@ -164,7 +165,34 @@ export const Config = z
     /** Upper bound on forwarded guest listeners; more are reported and ignored. */
     maxForwards: z.number().int().min(1).max(65_535).default(4096),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Two mounts on one guest directory stack: the second hides the first, and both would show `mounted`.
+    const seen = new Map<string, number>();
+    (c.mounts ?? []).forEach((m, i) => {
+      const key = mountPointKey(m);
+      const first = seen.get(key);
+      if (first === undefined) {
+        seen.set(key, i);
+        return;
+      }
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mounts', i, m.mountPoint === undefined ? 'location' : 'mountPoint'],
+        message: `the same guest mount point as mounts[${first}]: a second mount there would hide the first; give each its own mountPoint`,
+      });
+    });
+  });
+
+/**
+ * A mount's guest directory as written, for comparing mounts: its mountPoint, else its location (the same path in the
+ * guest; a `~` there is the host's home, not the guest user's, so it is kept apart from a mountPoint's `~`).
+ */
+function mountPointKey(m: { location: string; mountPoint?: string }): string {
+  const dir = (p: string) => posix.normalize(p).replace(/(.)\/+$/, '$1');
+  if (m.mountPoint !== undefined) return dir(m.mountPoint);
+  return m.location.startsWith('~') ? `host:${dir(m.location)}` : dir(m.location);
+}
 
 export type SshConfig = z.infer<typeof SshConfig>;
 export type GuestAgentConfig = z.infer<typeof GuestAgentConfig>;
