@@ -10,7 +10,7 @@ import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import { MountManager } from '../host/src/mount/index.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
-import { connect, guest, guestTry, loginIds, waitFor } from './mount-fixture.js';
+import { connect, guest, guestTry, loginIds, recordingLogger, waitFor } from './mount-fixture.js';
 
 /** The sshfs mounts under `prefix` in this namespace's mount table, in mount order. */
 function sshfsMountsUnder(prefix: string): string[] {
@@ -44,7 +44,8 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
       { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
       { location: home, mountPoint: outerPoint, writable: false },
     ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: false, ...m }));
-    manager = new MountManager(configs, { logger: silentLogger() });
+    const { logger, lines } = recordingLogger();
+    manager = new MountManager(configs, { logger });
     client = await connect(tb());
     await manager.start(client, () => true);
     expect(manager.views().map((v) => v.state)).toEqual(['mounted', 'mounted']);
@@ -65,6 +66,9 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
     expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
     await guest(tb(), `echo two >> ${innerPoint}/w.txt`);
     expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\ntwo\n');
+    // Under the inner mount point lies the outer mount's view of the host files (w.txt is one since the first mount):
+    // nothing the guest wrote while SSH was down.
+    expect(lines.filter((l) => l.msg.includes('entries were written to'))).toEqual([]);
     await m.stop();
   });
 

@@ -206,6 +206,7 @@ export class MountManager {
       const watcher = entry.watcher;
       mount.onGuestChange = (hostPath) => watcher.guestChanged(hostPath);
     }
+    mount.nested = () => this.entries.some((o) => inside(o.mount, mount));
     mount.on('state', () => this.changed(entry));
     mount.on('lost', () => this.scheduleRetry(entry));
     return entry;

@@ -78,6 +78,11 @@ export class GuestMount extends EventEmitter {
    * the mount shows `suspended` with this reason instead of an error.
    */
   endExpected: string | null = null;
+  /**
+   * Whether the mount point lies inside another of the instance's mounts: what is under it then is that mount's view
+   * of host files, not guest writes (see noteUnderlying).
+   */
+  nested: () => boolean = () => false;
   /** Hears of each host path the guest changes through the mount (see serveMount). */
   onGuestChange: ((hostPath: string) => void) | undefined = undefined;
   /** Mounted at least once in this run: a later mount is a remount (see noteRemount). */
@@ -313,6 +318,7 @@ export class GuestMount extends EventEmitter {
    * at a remount than at the first mount of this run had such writes: they are named, with the way to them.
    */
   private noteUnderlying(count: number, path: string): void {
+    if (this.nested()) return;
     if (this.underlyingAtFirst === null) {
       this.underlyingAtFirst = count;
       // Not a fault (a guest directory mounted over), but what the mount hides is worth a line.
