@@ -135,13 +135,14 @@ describe.skipIf(!cliBuilt())('CLI output of strings that carry terminal controls
     },
   );
 
-  it.each([['status', NAME], ['forward', 'ls', NAME], ['mount', 'ls', NAME]])(
-    'tether %s shows where a control character was, escaped',
-    async (...args) => {
-      const r = await runCli(home, args);
-      expect(r.stdout).toContain('\\x1b]0;PWNED\\x07');
-    },
-  );
+  it.each([
+    ['status', NAME],
+    ['forward', 'ls', NAME],
+    ['mount', 'ls', NAME],
+  ])('tether %s shows where a control character was, escaped', async (...args) => {
+    const r = await runCli(home, args);
+    expect(r.stdout).toContain('\\x1b]0;PWNED\\x07');
+  });
 
   it.each([
     ['status', NAME, '--json'],

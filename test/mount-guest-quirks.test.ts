@@ -45,6 +45,18 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
     },
   );
 
+  it('mounts at a path mountinfo writes with escapes (a space, a backslash)', async () => {
+    const tb = testbed();
+    const m = await startMount(tb, { driver: 'builtin' }, { mountPoint: join(tb.stateDir, 'my \\mnt') });
+    try {
+      expect(m.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+      writeFileSync(join(m.location, 'spaced.txt'), 'seen\n');
+      expect((await tb.exec(`cat '${m.mountPoint}/spaced.txt'`, { user: tb.user })).stdout).toBe('seen\n');
+    } finally {
+      await m.stop();
+    }
+  });
+
   it('fails the mount, quoting the output and naming ~/.bashrc, when the shell prints more than 64 KiB', async () => {
     const tb = testbed();
     const greeting = join(tb.stateDir, 'shell-greeting');

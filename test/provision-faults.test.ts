@@ -35,6 +35,7 @@ import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
 import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/src/ssh/index.js';
 import { writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
+import { guest, startMount } from './mount-fixture.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
 const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');
@@ -434,6 +435,17 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd that allows one se
     ]);
     expect(provisioned.actions).toContain('uploaded');
     expect(probe.stdout).toMatch(/^\S+ \d+ \S+ \d+$/m);
+  });
+
+  it('mounts with the one session: the mount is seen from its own start command', async () => {
+    const m = await startMount(ctx.testbed(), { driver: 'builtin', writable: true });
+    try {
+      expect(m.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+      await guest(ctx.testbed(), `echo through > ${m.mountPoint}/one.txt`);
+      expect(readFileSync(join(m.location, 'one.txt'), 'utf8')).toBe('through\n');
+    } finally {
+      await m.stop();
+    }
   });
 
   it('names the limit when a session stays taken', async () => {

@@ -25,7 +25,6 @@ import {
 } from './startup-output.js';
 
 const READY_TIMEOUT_MS = 20_000;
-const READY_POLL_MS = 50;
 const UNMOUNT_TIMEOUT_MS = 5_000;
 
 /** Lazy unmount: works while files are open and on a dead ("transport endpoint is not connected") mount. */
@@ -56,6 +55,8 @@ interface Active {
   isClosed: boolean;
   /** Why the channel ended: sshfs's last stderr, else its exit status. */
   why(): string;
+  /** Resolves when the start command saw the mount in the guest's mount table (sshfsCommand's readyTag). */
+  visible: Promise<void>;
 }
 
 /** Emits 'state' on every change and 'lost' (reason) when a mounted mount goes away on its own. */
@@ -129,7 +130,7 @@ export class GuestMount extends EventEmitter {
       this.guestPathValue = path;
       const stale = await this.hasStaleMount(client, path);
       const active = await this.start(client, gen, path, shell, stale);
-      await this.waitVisible(client, active, gen, path);
+      await this.waitVisible(active);
       if (gen !== this.generation) return;
       this.setState('mounted', null);
       if (this.mountedBefore && !this.endedWithGuest) this.noteRemount(path);
@@ -217,16 +218,27 @@ export class GuestMount extends EventEmitter {
   ): Promise<Active> {
     const marker = startupMarker();
     const countTag = `${marker.bytes.toString().trim()}-underlying`;
+    const readyTag = `${marker.bytes.toString().trim()}-mounted`;
     const unmountFirst = stale ? lazyUnmountCommand(path) : undefined;
-    const channel = await openExec(client, sshfsCommand(this.config, path, marker.print, { unmountFirst, countTag }));
+    const command = sshfsCommand(this.config, path, marker.print, { unmountFirst, countTag, readyTag });
+    const channel = await openExec(client, command);
     if (gen !== this.generation) {
       // Unmounted or suspended while resolving or opening: this channel must not become the active one.
       channel.close();
       throw new Error('superseded before sshfs started');
     }
     let stderr = '';
+    let seen: () => void = () => {};
+    const visible = new Promise<void>((resolve) => {
+      seen = resolve;
+    });
     channel.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr = (stderr + d).slice(-2048);
+      let text = stderr + d;
+      if (text.includes(readyTag)) {
+        text = text.replace(`${readyTag}\n`, '');
+        seen();
+      }
+      stderr = text.slice(-2048);
     });
     const why = () => {
       const status = channel.exitStatus;
@@ -251,7 +263,7 @@ export class GuestMount extends EventEmitter {
       });
     });
     channel.on('error', (err: Error) => this.log.warn({ err: err.message }, 'sshfs channel error'));
-    const active: Active = { channel, session: null, closed, why, isClosed: false };
+    const active: Active = { channel, session: null, closed, why, isClosed: false, visible };
     this.active = active;
 
     let startup: Buffer;
@@ -350,20 +362,22 @@ export class GuestMount extends EventEmitter {
     );
   }
 
-  private async waitVisible(client: Client, active: Active, gen: number, path: string): Promise<void> {
-    let gone = false;
-    void active.closed.then(() => {
-      gone = true;
+  /** Resolves once the guest sees the mount; rejects when sshfs ends first or it does not show in time. */
+  private async waitVisible(active: Active): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`sshfs did not mount ${this.where()} within ${READY_TIMEOUT_MS / 1000}s`)),
+        READY_TIMEOUT_MS,
+      );
     });
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      if (gen !== this.generation) return;
-      if (gone) throw new Error(`sshfs failed to mount ${this.where()}: ${active.why()}`);
-      if (isSshfsType(await guestFsType(client, path))) return;
-      if (Date.now() > deadline) {
-        throw new Error(`sshfs did not mount ${this.where()} within ${READY_TIMEOUT_MS / 1000}s`);
-      }
-      await new Promise((r) => setTimeout(r, READY_POLL_MS));
+    const ended = active.closed.then(() => {
+      throw new Error(`sshfs failed to mount ${this.where()}: ${active.why()}`);
+    });
+    try {
+      await Promise.race([active.visible, ended, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -66,13 +66,14 @@ export function mountPointOf(mount: MountConfig): string {
  * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
  * point (guest-path.ts). `unmountFirst` clears a dead mount left there, in the same command: between it and sshfs's
  * mount, the mount point is the plain directory underneath, and writes there would be hidden by the mount and lost;
- * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest.
+ * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `readyTag`
+ * (see readyWatch) is printed on stderr once the mount shows in the guest's mount table.
  */
 export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
   printMarker: string,
-  opts: { unmountFirst?: string; countTag?: string } = {},
+  opts: { unmountFirst?: string; countTag?: string; readyTag?: string } = {},
 ): string {
   const mp = shellQuote(guestPath);
   const ours = shellQuote([...BASE_OPTIONS, ...CACHE_OPTIONS].join(','));
@@ -87,8 +88,29 @@ export function sshfsCommand(
     ? `printf '%s %s %s\\n' ${opts.countTag} "$(ls -A ${mp} 2>/dev/null | wc -l)" ` +
       '"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" && '
     : '';
+  const sshfs = `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`;
+  const become = opts.readyTag ? `{ ${readyWatch(guestPath, opts.readyTag)} ${sshfs}; }` : sshfs;
+  return `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ${become}`;
+}
+
+/** How long, at most, the start command looks for its mount in the guest's mount table (50 ms a look). */
+const READY_LOOKS = 600;
+
+/**
+ * A background loop, started right before sshfs, that prints `tag` on stderr once the mount point's topmost mount in
+ * /proc/self/mountinfo is sshfs's, and ends with sshfs (it looks while the shell's pid, which exec gives to sshfs,
+ * lives). Looking from the same command, not from another exec channel, keeps a mount to one of the sshd's sessions
+ * (MaxSessions: with N allowed, the Nth mount could never be seen), and spares a login shell's start-up per look.
+ * mountinfo writes space, tab, newline and backslash as octal escapes; the path is compared in that form.
+ */
+function readyWatch(guestPath: string, tag: string): string {
+  const escaped = guestPath.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  const topmostIsSshfs =
+    'BEGIN { p = ENVIRON["P"] } { s = index($0, " - "); split(substr($0, 1, s - 1), f, " "); ' +
+    'if (f[5] == p) t = substr($0, s + 3) } END { split(t, g, " "); exit !(g[1] == "fuse.sshfs" || g[1] == "fuse") }';
   return (
-    `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ` +
-    `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`
+    `( n=0; while [ "$n" -lt ${READY_LOOKS} ] && kill -0 $$ 2>/dev/null; do ` +
+    `if P=${shellQuote(escaped)} awk ${shellQuote(topmostIsSshfs)} /proc/self/mountinfo; then echo ${tag} >&2; exit 0; fi; ` +
+    'sleep 0.05 2>/dev/null || sleep 1; n=$((n + 1)); done ) </dev/null >/dev/null &'
   );
 }
