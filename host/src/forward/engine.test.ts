@@ -721,16 +721,58 @@ describe('ForwardEngine', () => {
     expect(await echo(hostPort, '127.0.0.2')).toBe('hi');
   });
 
-  it("names tether's own forward when a wildcard host address overlaps one it holds", async () => {
+  it('gives an added wildcard host address to the explicit forward; the detected one keeps what does not overlap', async () => {
     engine = make();
     const port = await freePort();
     await engine.setListeners([tcp('0.0.0.0', port)]);
     const wide = await engine.add({ proto: 'tcp', hostIP: '0.0.0.0', hostPort: port, guestPort: port });
-    expect(wide.state).toBe('conflict');
-    expect(wide.error).toBe(
-      `host address 0.0.0.0:${port} is in use by tether's forward tcp/0.0.0.0:${port} (on 127.0.0.1:${port}); ` +
-        'retrying until it is free',
+    expect(wide).toMatchObject({ state: 'forwarding', hostAddrs: [`0.0.0.0:${port}`] });
+    // The listener is served on 127.0.0.1 by the explicit forward; its own forward keeps [::1].
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({ state: 'forwarding', hostAddrs: [`[::1]:${port}`] });
+    expect(await echo(port)).toBe('hi');
+    await engine.remove(wide.id);
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({
+      state: 'forwarding',
+      hostAddrs: [`127.0.0.1:${port}`, `[::1]:${port}`],
+    });
+  });
+
+  it('makes a detected forward of another guest port wait for an added wildcard, naming it, and take the port back at once', async () => {
+    engine = new ForwardEngine({
+      ...{ ssh: fakeSsh, portForwards: [], maxForwards: 10, instanceDir: '/tmp', logger },
+      retryInitialMs: 60_000,
+      retryMaxMs: 60_000,
+    });
+    const [port, other] = [await freePort(), await freePort()];
+    const detected = `tcp/127.0.0.1:${port}`;
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    const wide = await engine.add({ proto: 'tcp', hostIP: '0.0.0.0', hostPort: port, guestPort: other });
+    expect(wide.state).toBe('forwarding');
+    expect(engine.view(detected)).toMatchObject({
+      state: 'conflict',
+      error: expect.stringContaining(
+        `host address 127.0.0.1:${port} is in use by tether's forward ${wide.id} (on 0.0.0.0:${port})`,
+      ),
+    });
+    // Removed: the detected forward binds at once, not at its next retry a minute later.
+    await engine.remove(wide.id);
+    await expect.poll(() => engine.view(detected)?.state).toBe('forwarding');
+  });
+
+  it('refuses an added forward whose host address overlaps another added one, naming both addresses', async () => {
+    engine = make();
+    const port = await freePort();
+    const wide = await engine.add({ proto: 'tcp', hostIP: '::', hostPort: port, guestPort: 8010 });
+    expect(wide.state).toBe('forwarding');
+    await expect(engine.add({ proto: 'tcp', hostPort: port, guestPort: 8011 })).rejects.toThrow(
+      `host 0.0.0.0:${port} (overlapping 127.0.0.1:${port}) is already used by forward ${wide.id} (runtime)`,
     );
+    await engine.remove(wide.id);
+    const narrow = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: 8011 });
+    await expect(engine.add({ proto: 'tcp', hostIP: '0.0.0.0', hostPort: port, guestPort: 8010 })).rejects.toThrow(
+      `host 127.0.0.1:${port} (overlapping 0.0.0.0:${port}) is already used by forward ${narrow.id} (runtime)`,
+    );
+    expect(engine.views().map((v) => v.id)).toEqual([narrow.id]);
   });
 });
 

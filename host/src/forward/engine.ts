@@ -20,7 +20,7 @@ import {
 import { formatAddr, type HostBinding, type Route } from './binding.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
-import { bindingKey, HostBindings, RETRYING } from './host-bindings.js';
+import { bindingKey, HostBindings, keysOverlap, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
@@ -64,6 +64,12 @@ class DuplicateForwardError extends Error {
     );
     this.name = 'DuplicateForwardError';
   }
+}
+
+/** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */
+function clash(key: string, theirs: string): string {
+  const addr = (k: string) => k.slice(k.indexOf('/') + 1);
+  return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
 }
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
@@ -307,15 +313,23 @@ export class ForwardEngine extends EventEmitter {
     }
     const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
-    // Another added or static forward on the same host address: two explicit claims, as `ssh -L` twice would be.
-    for (const ip of hostIPsOf(spec.hostIP)) {
-      const addr = formatAddr(ip, spec.hostPort);
-      for (const holder of this.bindings.refs(bindingKey(spec.proto, addr))) {
-        if (holder.source !== 'detected') throw new DuplicateForwardError(holder.id, holder.source, `host ${addr}`);
+    // Another added or static forward on the same host address, or one that overlaps it (0.0.0.0 and 127.0.0.1): two
+    // explicit claims, as `ssh -L` twice would be.
+    const keys = hostIPsOf(spec.hostIP).map((ip) => bindingKey(spec.proto, formatAddr(ip, spec.hostPort)));
+    for (const key of keys) {
+      for (const holder of this.explicitForwards) {
+        const theirs = holder.bindingKeys.find((k) => keysOverlap(k, key));
+        if (theirs) throw new DuplicateForwardError(holder.id, holder.source, clash(key, theirs));
       }
     }
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
+    // Detected forwards on addresses that overlap the new ones (127.0.0.1:P under an added 0.0.0.0:P) let go of
+    // them first, as the explicit forward wins; they come back below, folded into it or waiting for the port.
+    const displaced = [...new Set(keys.flatMap((k) => this.bindings.overlapping(k)))].filter(
+      (f) => f.source === 'detected',
+    );
+    for (const f of displaced) this.drop(f);
     this.cappedIds.forwarded.delete(id);
     const { proto, guestPort, hostPort } = spec;
     const created = this.createPortForward(
@@ -328,6 +342,8 @@ export class ForwardEngine extends EventEmitter {
       hostPort,
     );
     await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
+    const back = displaced.map((f) => this.guestListeners.get(f.id)).filter((l): l is Listener => !!l);
+    await Promise.all(back.map((l) => this.upsertDetected(l)));
     return this.keepIfBound(id);
   }
 
@@ -573,8 +589,9 @@ export class ForwardEngine extends EventEmitter {
     let holder: Forward | undefined;
     const held: string[] = [];
     for (const ip of hostIPs) {
-      for (const f of this.bindings.refs(bindingKey(l.proto, formatAddr(ip, hostPort)))) {
-        if (f.source === 'detected' || f.guestPort !== l.port) continue;
+      const key = bindingKey(l.proto, formatAddr(ip, hostPort));
+      for (const f of this.explicitForwards) {
+        if (f.proto !== l.proto || f.guestPort !== l.port || !f.bindingKeys.some((k) => keysOverlap(k, key))) continue;
         holder ??= f;
         held.push(ip);
         break;

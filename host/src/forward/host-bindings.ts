@@ -92,6 +92,14 @@ function overlaps(a: string, b: string): boolean {
   return a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::';
 }
 
+/** Whether the bindings at two keys cannot both listen: the same key, or overlapping addresses of one proto and port. */
+export function keysOverlap(a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = hostAddrOfKey(a);
+  const y = hostAddrOfKey(b);
+  return !!x && !!y && x.proto === y.proto && x.port === y.port && overlaps(x.ip, y.ip);
+}
+
 export class HostBindings<F extends BindingRef> {
   private readonly entries = new Map<string, BindingEntry<F>>();
   private readonly retryInitialMs: number;
@@ -135,7 +143,7 @@ export class HostBindings<F extends BindingRef> {
       entry.refs.delete(f);
       if (entry.refs.size === 0) {
         this.entries.delete(key);
-        void this.closeEntry(entry);
+        void this.closeEntry(entry).then(() => this.retryOverlapping(entry));
       } else {
         // A forward that waited for this host port (another guest port) may own it now.
         this.changed(entry);
@@ -146,6 +154,11 @@ export class HostBindings<F extends BindingRef> {
   /** The bindings at `keys` that exist. */
   of(keys: readonly string[]): BindingView<F>[] {
     return keys.map((k) => this.entries.get(k)).filter((e): e is BindingEntry<F> => !!e);
+  }
+
+  /** The forwards that use bindings other than the one at `key` whose addresses overlap it (see keysOverlap). */
+  overlapping(key: string): F[] {
+    return this.overlappingEntries(key).flatMap((e) => [...e.refs]);
   }
 
   /** The forwards that use the binding at `key` (none when there is no binding there). */
@@ -174,6 +187,24 @@ export class HostBindings<F extends BindingRef> {
     const closing = [...this.entries.values()].map((e) => this.closeEntry(e));
     this.entries.clear();
     await Promise.all(closing);
+  }
+
+  /** Other bindings whose addresses overlap `entry`'s (a wildcard and an address of its family, same proto and port). */
+  private overlappingEntries(key: string): BindingEntry<F>[] {
+    const out: BindingEntry<F>[] = [];
+    for (const other of this.entries.values()) if (other.key !== key && keysOverlap(key, other.key)) out.push(other);
+    return out;
+  }
+
+  /** A closed binding freed its address: the overlapping ones waiting for it (`conflict`) try now, not at their timer. */
+  private retryOverlapping(closed: BindingEntry<F>): void {
+    if (this.stopped) return;
+    for (const other of this.overlappingEntries(closed.key)) {
+      if (other.status !== 'conflict' || !other.timer) continue;
+      clearTimeout(other.timer);
+      other.timer = null;
+      void this.attempt(other);
+    }
   }
 
   private changed(entry: BindingEntry<F>): void {
@@ -257,16 +288,10 @@ export class HostBindings<F extends BindingRef> {
    * port where the addresses overlap (a wildcard and a specific address of one family), else another process.
    */
   private holderOf(entry: BindingEntry<F>): string {
-    const mine = hostAddrOfKey(entry.key);
-    if (mine) {
-      for (const other of this.entries.values()) {
-        if (other === entry || other.status !== 'bound') continue;
-        const theirs = hostAddrOfKey(other.key);
-        if (!theirs || theirs.proto !== mine.proto || theirs.port !== mine.port || !overlaps(mine.ip, theirs.ip))
-          continue;
-        const holder = this.owner(other);
-        if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
-      }
+    for (const other of this.overlappingEntries(entry.key)) {
+      if (other.status !== 'bound') continue;
+      const holder = this.owner(other);
+      if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
     }
     return ANOTHER_PROCESS;
   }
