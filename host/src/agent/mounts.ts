@@ -190,8 +190,10 @@ class ManagedMounts implements AgentMounts {
     const client = this.ssh?.client;
     // sshd may take logins in a guest that is still going down: the remount waits for its agent to answer, or for
     // the link to stop waiting for the guest (then the mounts do not wait on an agent that may never come).
-    if (client && this.link?.guestStopping) this.holdRemount();
-    else if (client) void this.remount(client);
+    if (client && this.link?.guestStopping) {
+      this.manager.pause(this.link.guestStopping);
+      this.holdRemount();
+    } else if (client) void this.remount(client);
     // A new connection may be to a fixed guest: held mounts look again soon.
     if (this.manager.waiting().length > 0) this.scheduleRecheck(RECHECK_MIN_MS);
   };

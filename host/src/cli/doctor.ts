@@ -6,7 +6,7 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
-import { agentBuild } from '../link/index.js';
+import { agentBuild, GUEST_STOPPING } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
@@ -143,9 +143,11 @@ function servingChecks(
 export function mountProblem(instance: string, m: MountView, severity: 'warn' | 'fail' = 'fail'): CheckResult {
   const detail = `${m.location} → ${m.guestPath ?? m.mountPoint} is ${m.state}${m.error ? `: ${m.error}` : ''}`;
   const fix =
-    m.state === 'suspended'
-      ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
-      : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
+    m.state === 'suspended' && m.error?.startsWith(GUEST_STOPPING)
+      ? 'it is mounted again once the guest is back and its agent answers'
+      : m.state === 'suspended'
+        ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
+        : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 
@@ -257,9 +259,12 @@ function linkDown(paths: InstancePaths, status: StatusView, provision: GuestAgen
   return fail(
     'guest agent link',
     `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
-    provision === 'never'
-      ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
-      : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
+    status.link?.guestStopping
+      ? 'the guest said it is shutting down (a reboot?): tether waits for it and starts its agent when the guest is ' +
+          'back (at once when it booted again, else after 5 minutes)'
+      : provision === 'never'
+        ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
+        : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
   );
 }
 

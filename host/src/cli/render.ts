@@ -151,10 +151,13 @@ export function statusText(s: StatusView): string {
         `scan every ${Math.round(g.scanIntervalMs)} ms${g.listenEvents?.on ? ' and on listen events' : ''}, ${g.listeners} listeners`,
     );
     if (s.link?.outdated) lines.push(`              ! ${s.link.outdated}`);
+  } else if (s.link?.guestStopping) {
+    lines.push(`guest agent:  not connected: ${s.link.guestStopping}; waiting for it to come back`);
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
   for (const m of s.mountStates ?? []) lines.push(`  ${mountLine(m)}`);
-  lines.push('requirements:');
+  // Met once, at the start: what holds now is in the lines above.
+  lines.push('requirements (at the start):');
   for (const r of s.requirements)
     lines.push(
       `  ${requirementMark(r.state)} ${r.index}/${r.total} ${r.name}: ${r.state}${r.detail ? ` (${r.detail})` : ''}`,

@@ -30,6 +30,18 @@ import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
  * reboot of a slow VM (TCG) takes a minute or two; a guest that stays down needs nothing started meanwhile anyway.
  */
 const GUEST_STOPPING_WAIT_MS = 5 * 60_000;
+/** How long the look at a reconnected guest's uptime may take (checkRebooted); a login shell on a slow VM is slow. */
+const REBOOT_CHECK_TIMEOUT_MS = 20_000;
+
+/**
+ * Whether /proc/uptime's text says the guest booted less than `elapsedMs` ago. Its last line: a login shell may print
+ * before it.
+ */
+export function bootedSince(procUptime: string, elapsedMs: number): boolean {
+  const last = procUptime.trim().split('\n').pop() ?? '';
+  const seconds = Number.parseFloat(last.trim().split(/\s+/)[0] ?? '');
+  return Number.isFinite(seconds) && seconds >= 0 && seconds * 1000 < elapsedMs;
+}
 
 /**
  * A link that is up is pinged this often, and taken down when a ping gets no answer in LIVENESS_TIMEOUT_MS: a hung or
@@ -104,6 +116,8 @@ export class AgentLink extends EventEmitter {
   /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
   outdated: string | null = null;
   private stoppingReason: string | null = null;
+  /** performance.now() of the guest's goodbye that set stoppingReason. */
+  private stoppingSince = 0;
   /** performance.now() until which a guest that said it shuts down is waited for (GUEST_STOPPING_WAIT_MS). */
   private stoppingUntil = 0;
   /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
@@ -135,7 +149,8 @@ export class AgentLink extends EventEmitter {
   /**
    * Set when the guest agent's last message (agent.bye) said the guest is shutting down: until an agent answers again,
    * for at most GUEST_STOPPING_WAIT_MS, the link neither starts the agent nor calls its absence a problem. An SSH
-   * reconnect does not end it: sshd may still take logins in a guest that is going down.
+   * reconnect alone does not end it (sshd may still take logins in a guest that is going down); one to a guest that
+   * booted since does (checkRebooted).
    */
   get guestStopping(): string | null {
     if (this.stoppingReason !== null && performance.now() > this.stoppingUntil) this.stoppingReason = null;
@@ -228,7 +243,27 @@ export class AgentLink extends EventEmitter {
     this.blocked = null;
     this.replaceTried = false;
     const gen = ++this.generation;
+    if (this.stoppingReason !== null) void this.checkRebooted(gen);
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
+  }
+
+  /**
+   * A guest that said it shuts down takes logins again: when it booted since its goodbye (its uptime is shorter), the
+   * wait for its agent ends here instead of after GUEST_STOPPING_WAIT_MS. A VM whose disk is reset at stop comes back
+   * without the agent, and only the link starting it (provisioning) brings forwards and mounts back.
+   */
+  private async checkRebooted(gen: number): Promise<void> {
+    let uptime: string;
+    try {
+      uptime = (await this.ssh.execText('cat /proc/uptime', REBOOT_CHECK_TIMEOUT_MS)).stdout;
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'cannot read the guest uptime; waiting for the guest agent');
+      return;
+    }
+    if (!this.active(gen) || this.stoppingReason === null) return;
+    if (!bootedSince(uptime, performance.now() - this.stoppingSince)) return;
+    this.log.info('the guest booted again since it said it shuts down; no longer waiting for its agent');
+    this.stoppingReason = null;
   }
 
   private active(gen: number): boolean {
@@ -406,7 +441,8 @@ export class AgentLink extends EventEmitter {
     this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
     if (!bye.systemStopping) return;
     this.stoppingReason = GUEST_STOPPING;
-    this.stoppingUntil = performance.now() + GUEST_STOPPING_WAIT_MS;
+    this.stoppingSince = performance.now();
+    this.stoppingUntil = this.stoppingSince + GUEST_STOPPING_WAIT_MS;
     this.emit('guest-stopping');
   }
 

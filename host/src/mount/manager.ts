@@ -117,7 +117,8 @@ export class MountManager {
       if (!e.begun) continue;
       e.mount.endExpected = reason;
       clearTimeout(e.retryTimer);
-      if (e.mount.state === 'error') e.mount.suspend(reason);
+      // A mount already suspended (SSH lost) now says what it waits for.
+      if (e.mount.state === 'error' || e.mount.state === 'suspended') e.mount.suspend(reason);
     }
   }
 
