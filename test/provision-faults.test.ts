@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -21,6 +22,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,7 +37,7 @@ import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
 import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/src/ssh/index.js';
 import { writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
-import { guest, startMount } from './mount-fixture.js';
+import { guest, loginIds, startMount } from './mount-fixture.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
 const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');
@@ -406,6 +408,14 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd without an SFTP se
 
   it('uploads through cat on an exec channel, byte for byte, and the agent runs', async () => {
     const { session, config } = ctx;
+    // Partial uploads of agents stopped before they finished: a stale one goes, one still being written stays.
+    const dir = config.guestAgent.installDir;
+    mkdirSync(dir, { recursive: true });
+    const { uid, gid } = loginIds(ctx.testbed().user);
+    chownSync(dir, uid, gid);
+    const [stale, fresh] = ['tether-guest.upload-111', 'tether-guest.cjs.upload-222'].map((f) => join(dir, f));
+    for (const f of [stale, fresh]) writeFileSync(f, 'partial');
+    utimesSync(stale, new Date(Date.now() - 10 * 60_000), new Date(Date.now() - 10 * 60_000));
     await expect(session.sftp()).rejects.toThrow(/exit code \d+ while establishing SFTP session/); // the setup
     const steps: string[] = [];
     const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { onStep: (s) => steps.push(s) });
@@ -416,7 +426,8 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd without an SFTP se
     expect(createHash('sha256').update(readFileSync(uploaded)).digest('hex')).toBe(
       createHash('sha256').update(readFileSync(local)).digest('hex'),
     );
-    expect(readdirSync(config.guestAgent.installDir).filter((f) => f.includes('.upload-'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.includes('.upload-'))).toEqual(['tether-guest.cjs.upload-222']);
+    rmSync(fresh);
     expect((await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).actions).toEqual(['already current']);
   });
 });

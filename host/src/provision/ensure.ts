@@ -23,6 +23,7 @@ import {
   probe,
   SYSTEM_LIB,
   taggedValue,
+  UPLOAD_SUFFIX,
 } from './probe.js';
 import { sendFile, type UploadShell } from './upload.js';
 
@@ -276,7 +277,7 @@ async function upload(
   onStep?: (what: string) => void,
 ): Promise<string> {
   const final = `${dir}/${artefact === 'bundle' ? BUNDLE_FILE : 'tether-guest'}`;
-  const tmp = `${final}.upload-${process.pid}`;
+  const tmp = `${final}${UPLOAD_SUFFIX}${process.pid}`;
   try {
     const how = await sendFile(shell, local, tmp, onStep);
     if (how === 'exec') log.info({ remote: tmp }, "the guest's sshd has no SFTP server: uploaded through cat");

@@ -10,6 +10,8 @@ import { archOf, BUNDLE_FILE, type GuestArch, nodeUsable } from './manifest.js';
 
 /** Where the systemd install (`tether-guest install`) puts the executable. */
 export const SYSTEM_LIB = '/usr/local/lib/tether-guest';
+/** An upload goes to `<file><UPLOAD_SUFFIX><host agent pid>` and is renamed into place once complete. */
+export const UPLOAD_SUFFIX = '.upload-';
 
 export interface GuestFacts {
   arch: GuestArch | null;
@@ -63,6 +65,8 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
     installDirLine(installDir),
     // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
     `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
+    // Uploads a stopped or killed agent left behind (up to ~100 MB each); one still being written is younger.
+    `find "$D" -maxdepth 1 -name 'tether-guest*${UPLOAD_SUFFIX}*' -mmin +1 -exec rm -f {} + 2>/dev/null`,
     'echo "dir=$D"',
     'echo "arch=$(uname -m)"',
     // The login shell's node by absolute path (nvm, /opt): `sudo` would not find it by name. An alias is no path.
