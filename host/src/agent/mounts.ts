@@ -220,11 +220,16 @@ class ManagedMounts implements AgentMounts {
       );
       for (const r of await this.manager.checkRequirements(client, { only: which, mountedByAgent })) {
         if (!r.ok) this.log.warn({ requirement: r.name }, `mount requirement not met: ${r.name}: ${r.detail}`);
-        else if (r.detail?.includes('sudo')) this.log.info({ requirement: r.name }, `${r.name}: ${r.detail}`);
+        else this.noteFixed(r);
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, `checking the guest's mount requirements failed`);
     }
+  }
+
+  /** A requirement met by changing the guest with sudo (a line in /etc/fuse.conf, a mount point): always logged. */
+  private noteFixed(r: { name: string; detail?: string | null }): void {
+    if (r.detail?.includes('sudo')) this.log.info({ requirement: r.name }, `${r.name}: ${r.detail}`);
   }
 
   /** Indices of the mounts started (mounted, retried and followed across reconnects). */
@@ -282,6 +287,7 @@ class ManagedMounts implements AgentMounts {
     try {
       for (const r of await this.manager.checkRequirements(client, { only: waiting })) {
         if (!r.ok) for (const i of r.mounts ?? waiting) add(i, `${r.name}: ${r.detail}`);
+        else this.noteFixed(r);
       }
     } catch (err) {
       for (const i of waiting) add(i, `checking the guest's mount requirements failed: ${(err as Error).message}`);
