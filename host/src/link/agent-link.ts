@@ -49,6 +49,8 @@ export function bootedSince(procUptime: string, elapsedMs: number): boolean {
  */
 const LIVENESS_INTERVAL_MS = 5_000;
 const LIVENESS_TIMEOUT_MS = 10_000;
+/** How long the hello of a link after one whose agent stopped answering pings is waited for (lastDownUnanswered). */
+const HUNG_HELLO_MS = 3_000;
 /** A guest agent that does not answer is replaced at most this often. */
 const HUNG_REPLACE_INTERVAL_MS = 60_000;
 
@@ -120,6 +122,11 @@ export class AgentLink extends EventEmitter {
   private stoppingSince = 0;
   /** performance.now() until which a guest that said it shuts down is waited for (GUEST_STOPPING_WAIT_MS). */
   private stoppingUntil = 0;
+  /**
+   * The last link ended because the agent stopped answering pings: it had its 10 s already, so the next link's hello
+   * is waited for only HUNG_HELLO_MS before the agent is taken for hung (replaceHung).
+   */
+  private lastDownUnanswered = false;
   /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
   private lastHungReplace = Number.NEGATIVE_INFINITY;
 
@@ -342,7 +349,8 @@ export class AgentLink extends EventEmitter {
     peer.onEvent('ports.delta', (d) => this.onDelta(peer, d));
     peer.onEvent('agent.bye', (bye) => this.onBye(bye));
     try {
-      const setupTimeout = this.opts.setupTimeoutMs ?? 10_000;
+      const full = this.opts.setupTimeoutMs ?? 10_000;
+      const setupTimeout = this.lastDownUnanswered ? Math.min(full, HUNG_HELLO_MS) : full;
       const hello = await Promise.race([
         peer.ready,
         sleep(setupTimeout, null, { ref: false }).then(() => {
@@ -357,6 +365,7 @@ export class AgentLink extends EventEmitter {
       this.info = info;
       this.build = build;
       this.up = true;
+      this.lastDownUnanswered = false;
       this.lastError = null;
       this.blocked = null;
       this.stoppingReason = null;
@@ -412,10 +421,11 @@ export class AgentLink extends EventEmitter {
           pinging = false;
         },
         (err: Error) => {
-          if (err instanceof RequestTimeoutError)
-            peer.close(
-              `the guest agent did not answer a ping within ${within} ms (the agent is hung or stopped, or the whole VM is paused)`,
-            );
+          if (!(err instanceof RequestTimeoutError)) return;
+          this.lastDownUnanswered = true;
+          peer.close(
+            `the guest agent did not answer a ping within ${within} ms (the agent is hung or stopped, or the whole VM is paused)`,
+          );
         },
       );
     }, every);

@@ -325,8 +325,8 @@ async function stopSocketHolder(shell: GuestShell, socket: string, sudo: string)
     'for f in /proc/[0-9]*/fd/*; do',
     '  [ "$(readlink "$f" 2>/dev/null)" = "socket:[$ino]" ] || continue',
     '  p=$(echo "$f" | cut -d/ -f3)',
-    // A hung or stopped agent does not act on SIGTERM: SIGKILL after the wait.
-    `  kill "$p"; ${waitExit('$p')} && exit 0; kill -9 "$p"; ${waitExit('$p')} || exit 1; exit 0`,
+    // A stopped agent acts on SIGTERM once continued; a hung one does not at all: SIGKILL after the wait.
+    `  kill "$p"; kill -CONT "$p" 2>/dev/null; ${waitExit('$p')} && exit 0; kill -9 "$p"; ${waitExit('$p')} || exit 1; exit 0`,
     'done',
     'exit 0',
   ].join('\n');
