@@ -54,6 +54,12 @@ describe('forward specs', () => {
     );
     expect(() => matchForwards('8080:99999', all)).toThrow(/is not a port/);
     expect(matchForwards('8080', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    // A host port alone is TCP where the port has a TCP forward, as in `forward add`; `/udp` names the UDP one.
+    const both = [...all, f('udp/127.0.0.1:5400->8080', 'udp', '127.0.0.1:5400', ['127.0.0.1:8080'])];
+    expect(matchForwards('8080', both).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
+    expect(matchForwards('8080/udp', both).map((x) => x.id)).toEqual(['udp/127.0.0.1:5400->8080']);
+    expect(matchForwards('5353', both).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);
+    expect(matchForwards('5353/tcp', both)).toEqual([]);
     expect(matchForwards('[::1]:8080:80', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:80']);
     expect(matchForwards('5353:53/udp', all).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);
     expect(matchForwards('5353:53', all)).toEqual([]);

@@ -65,8 +65,8 @@ function ipOf(addr: string): string {
 
 /**
  * The forwards an `rm` argument names: an id (`tcp/0.0.0.0:8080`, i.e. proto/guest address as `forward ls` shows
- * them, or the full id of a forward to another host port), a socket path, a host port, or a spec. Empty when none
- * match.
+ * them, or the full id of a forward to another host port), a socket path, a host port (`PORT[/udp]`), or a spec.
+ * Empty when none match.
  */
 export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
   if (/^(tcp|udp|unix)\//.test(arg)) {
@@ -77,9 +77,13 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
     const path = expandHome(arg, process.cwd());
     return forwards.filter((f) => f.proto === 'unix' && (f.guestAddr === path || f.hostAddrs.includes(path)));
   }
-  if (/^\d+$/.test(arg)) {
-    const hostPort = port(arg, 'host port', arg);
-    return explicitFirst(forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort)));
+  const bare = /^(\d+)(?:\/(tcp|udp))?$/.exec(arg);
+  if (bare) {
+    // A host port alone means TCP, as in `forward add` (or UDP where the port has no TCP forward): `PORT/udp` says it.
+    const hostPort = port(bare[1], 'host port', arg);
+    const onPort = forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort));
+    const proto = bare[2] ?? (onPort.some((f) => f.proto === 'tcp') ? 'tcp' : 'udp');
+    return explicitFirst(onPort.filter((f) => f.proto === proto));
   }
   let spec: ReturnType<typeof parsePortSpec>;
   try {

@@ -137,7 +137,7 @@ function registerRm(forward: Command): void {
       .argument('<name>', 'instance name')
       .argument(
         '<what...>',
-        'HOSTPORT:GUESTPORT[/udp], host port, socket path, or forward id (proto/guestAddr, e.g. tcp/127.0.0.1:3000)',
+        'HOSTPORT:GUESTPORT[/udp], host port (HOSTPORT[/udp]; alone: its TCP forward), socket path, or forward id (proto/guestAddr, e.g. tcp/127.0.0.1:3000)',
       ),
     ['tether forward rm dev 8080:80', 'tether forward rm dev 8080', 'tether forward rm dev tcp/127.0.0.1:3000'],
   ).action(async (name: string, what: string[]) => {
