@@ -37,7 +37,7 @@ import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
 import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/src/ssh/index.js';
 import { writeTestbedConfig } from './cli-helpers.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
-import { guest, loginIds, startMount } from './mount-fixture.js';
+import { guest, loginIds, recordingLogger, startMount } from './mount-fixture.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
 const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');
@@ -448,8 +448,9 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd that allows one se
     expect(probe.stdout).toMatch(/^\S+ \d+ \S+ \d+$/m);
   });
 
-  it('mounts with the one session: the mount is seen from its own start command', async () => {
-    const m = await startMount(ctx.testbed(), { driver: 'builtin', writable: true });
+  it('mounts with the one session: the mount is seen from its own start command, and unmounted through it', async () => {
+    const { logger, lines } = recordingLogger();
+    const m = await startMount(ctx.testbed(), { driver: 'builtin', writable: true }, { logger });
     try {
       expect(m.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
       await guest(ctx.testbed(), `echo through > ${m.mountPoint}/one.txt`);
@@ -457,6 +458,12 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd that allows one se
     } finally {
       await m.stop();
     }
+    // No session was left for the unmount command: sshfs ended with its channel and took the mount with it.
+    expect(lines.some((l) => l.msg.includes('ending sshfs through its own channel'))).toBe(true);
+    expect(lines.filter((l) => l.msg.includes('could not unmount'))).toEqual([]);
+    await expect
+      .poll(() => readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${m.mountPoint} `), { timeout: 10_000 })
+      .toBe(false);
   });
 
   it('names the limit when a session stays taken', async () => {

@@ -207,7 +207,8 @@ export class MountManager {
       const watcher = entry.watcher;
       mount.onGuestChange = (hostPath) => watcher.guestChanged(hostPath);
     }
-    mount.nested = () => this.entries.some((o) => inside(o.mount, mount));
+    // Only a mounted outer mount puts host files under it; under one that failed lies the guest's own directory.
+    mount.nested = () => this.entries.some((o) => o.mount.state === 'mounted' && inside(o.mount, mount));
     mount.on('state', () => this.changed(entry));
     mount.on('lost', () => this.scheduleRetry(entry));
     return entry;

@@ -10,6 +10,7 @@ import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { MountState } from '../model.js';
 import { describeExit, execOn, openExec } from '../ssh/exec.js';
+import { SESSION_LIMIT_HINT } from '../ssh/session-limit.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
 import { execGuestOutput } from './guest-shell.js';
@@ -80,8 +81,8 @@ export class GuestMount extends EventEmitter {
    */
   endExpected: string | null = null;
   /**
-   * Whether the mount point lies inside another of the instance's mounts: what is under it then is that mount's view
-   * of host files, not guest writes (see noteUnderlying).
+   * Whether the mount point lies inside another of the instance's mounts, mounted: what is under it then is that
+   * mount's view of host files, not guest writes (see noteUnderlying).
    */
   nested: () => boolean = () => false;
   /** Hears of each host path the guest changes through the mount (see serveMount). */
@@ -174,7 +175,12 @@ export class GuestMount extends EventEmitter {
         // sshfs leaves its loop once unmounted, which closes the channel.
         await Promise.race([active.closed, new Promise((r) => setTimeout(r, UNMOUNT_TIMEOUT_MS).unref())]);
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'could not unmount in the guest');
+        const message = (err as Error).message;
+        // Every session sshd allows is taken (MaxSessions, the mounts' own among them): closing this mount's channel
+        // below ends its sshfs, which unmounts as it ends.
+        if (message.includes(SESSION_LIMIT_HINT))
+          this.log.info('no session free for the unmount command; ending sshfs through its own channel');
+        else this.log.warn({ err: message }, 'could not unmount in the guest');
       }
     } else if (client && path !== null) {
       // No session (its sshfs exited: the mount is in error): a dead FUSE mount it left would stay behind.
@@ -218,9 +224,11 @@ export class GuestMount extends EventEmitter {
   ): Promise<Active> {
     const marker = startupMarker();
     const countTag = `${marker.bytes.toString().trim()}-underlying`;
-    const readyTag = `${marker.bytes.toString().trim()}-mounted`;
+    // Printed on stderr once the mount shows in the guest; like the start marker, never in the command text.
+    const ready = startupMarker('tether-mounted');
+    const readyLine = ready.bytes.toString();
     const unmountFirst = stale ? lazyUnmountCommand(path) : undefined;
-    const command = sshfsCommand(this.config, path, marker.print, { unmountFirst, countTag, readyTag });
+    const command = sshfsCommand(this.config, path, marker.print, { unmountFirst, countTag, printReady: ready.print });
     const channel = await openExec(client, command);
     if (gen !== this.generation) {
       // Unmounted or suspended while resolving or opening: this channel must not become the active one.
@@ -234,8 +242,9 @@ export class GuestMount extends EventEmitter {
     });
     channel.stderr.setEncoding('utf8').on('data', (d: string) => {
       let text = stderr + d;
-      if (text.includes(readyTag)) {
-        text = text.replace(`${readyTag}\n`, '');
+      const at = `\n${text}`.indexOf(`\n${readyLine}`);
+      if (at >= 0) {
+        text = text.slice(0, at) + text.slice(at + readyLine.length);
         seen();
       }
       stderr = text.slice(-2048);

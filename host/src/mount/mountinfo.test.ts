@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { isSshfsType, mountedFsType } from './mountinfo.js';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isSshfsType, mountedFsType, sshfsMountedCommand } from './mountinfo.js';
 
 const sample = [
   '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw',
@@ -24,5 +28,29 @@ describe('mountedFsType', () => {
     expect(isSshfsType('fuse.sshfs')).toBe(true);
     expect(isSshfsType('ext4')).toBe(false);
     expect(isSshfsType(null)).toBe(false);
+  });
+});
+
+describe('sshfsMountedCommand', () => {
+  // The same answers as mountedFsType + isSshfsType, from the command a guest's /bin/sh and awk run.
+  const dir = mkdtempSync(join(tmpdir(), 'tether-mountinfo-'));
+  const file = join(dir, 'mountinfo');
+  writeFileSync(
+    file,
+    `${sample}\n50 22 0:43 / /a\\134b\\011c rw - fuse.sshfs :/y rw\n51 22 0:44 / /d rw - fuse.sshfs :/z rw\n52 51 0:45 / /d rw - tmpfs t rw\n`,
+  );
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const mounted = (path: string) => spawnSync('/bin/sh', ['-c', sshfsMountedCommand(path, file)]).status === 0;
+
+  it.each([
+    ['/home/me with space', true],
+    ['/mnt', true],
+    ['/a\\b\tc', true],
+    ['/d', false],
+    ['/home/me', false],
+    ['/', false],
+  ])('%s: %s', (path, expected) => {
+    expect(mounted(path)).toBe(expected);
+    expect(isSshfsType(mountedFsType(readFileSync(file, 'utf8'), path))).toBe(expected);
   });
 });

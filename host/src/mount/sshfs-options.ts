@@ -26,6 +26,7 @@
 // kernel_cache trusts cached pages even longer. Users can override any of it with the mount's `sshfs` list.
 import type { MountConfig } from '../config/schema.js';
 import { shellQuote } from '../ssh/shell-quote.js';
+import { sshfsMountedCommand } from './mountinfo.js';
 
 /** Options every tether mount gets; user extras (MountConfig.sshfs) come after them and so win on conflicts. */
 const BASE_OPTIONS = [
@@ -66,14 +67,14 @@ export function mountPointOf(mount: MountConfig): string {
  * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
  * point (guest-path.ts). `unmountFirst` clears a dead mount left there, in the same command: between it and sshfs's
  * mount, the mount point is the plain directory underneath, and writes there would be hidden by the mount and lost;
- * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `readyTag`
- * (see readyWatch) is printed on stderr once the mount shows in the guest's mount table.
+ * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `printReady`
+ * (a command, see readyWatch) prints on stderr once the mount shows in the guest's mount table.
  */
 export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
   printMarker: string,
-  opts: { unmountFirst?: string; countTag?: string; readyTag?: string } = {},
+  opts: { unmountFirst?: string; countTag?: string; printReady?: string } = {},
 ): string {
   const mp = shellQuote(guestPath);
   const ours = shellQuote([...BASE_OPTIONS, ...CACHE_OPTIONS].join(','));
@@ -89,7 +90,7 @@ export function sshfsCommand(
       '"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" && '
     : '';
   const sshfs = `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`;
-  const become = opts.readyTag ? `{ ${readyWatch(guestPath, opts.readyTag)} ${sshfs}; }` : sshfs;
+  const become = opts.printReady ? `{ ${readyWatch(guestPath, opts.printReady)}; ${sshfs}; }` : sshfs;
   return `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ${become}`;
 }
 
@@ -97,20 +98,16 @@ export function sshfsCommand(
 const READY_LOOKS = 600;
 
 /**
- * A background loop, started right before sshfs, that prints `tag` on stderr once the mount point's topmost mount in
- * /proc/self/mountinfo is sshfs's, and ends with sshfs (it looks while the shell's pid, which exec gives to sshfs,
- * lives). Looking from the same command, not from another exec channel, keeps a mount to one of the sshd's sessions
+ * A loop in the background, started right before sshfs, that runs `printReady` on stderr once the mount point's
+ * topmost mount is sshfs's, and ends with sshfs (it looks while the shell's pid, which exec gives to sshfs, lives).
+ * Looking from the same command, not from another exec channel, keeps a mount to one of the sshd's sessions
  * (MaxSessions: with N allowed, the Nth mount could never be seen), and spares a login shell's start-up per look.
- * mountinfo writes space, tab, newline and backslash as octal escapes; the path is compared in that form.
+ * Forked from a subshell that exits at once, so the loop is not left behind as a zombie child of sshfs.
  */
-function readyWatch(guestPath: string, tag: string): string {
-  const escaped = guestPath.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  const topmostIsSshfs =
-    'BEGIN { p = ENVIRON["P"] } { s = index($0, " - "); split(substr($0, 1, s - 1), f, " "); ' +
-    'if (f[5] == p) t = substr($0, s + 3) } END { split(t, g, " "); exit !(g[1] == "fuse.sshfs" || g[1] == "fuse") }';
+function readyWatch(guestPath: string, printReady: string): string {
   return (
     `( n=0; while [ "$n" -lt ${READY_LOOKS} ] && kill -0 $$ 2>/dev/null; do ` +
-    `if P=${shellQuote(escaped)} awk ${shellQuote(topmostIsSshfs)} /proc/self/mountinfo; then echo ${tag} >&2; exit 0; fi; ` +
-    'sleep 0.05 2>/dev/null || sleep 1; n=$((n + 1)); done ) </dev/null >/dev/null &'
+    `if ${sshfsMountedCommand(guestPath)}; then ${printReady} >&2; exit 0; fi; ` +
+    'sleep 0.05 2>/dev/null || sleep 1; n=$((n + 1)); done </dev/null >/dev/null & )'
   );
 }
