@@ -759,6 +759,43 @@ describe('ForwardEngine', () => {
     await expect.poll(() => engine.view(detected)?.state).toBe('forwarding');
   });
 
+  it('keeps a listener forwarded on a wildcard by a rule in conflict under a narrower added forward, naming it', async () => {
+    const port = await freePort();
+    engine = new ForwardEngine({
+      ...{ ssh: fakeSsh, maxForwards: 10, instanceDir: '/tmp', logger },
+      portForwards: [PortForward.parse({ guestPort: port, hostIP: '0.0.0.0' })],
+    });
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    const detected = `tcp/127.0.0.1:${port}`;
+    expect(engine.view(detected)).toMatchObject({ state: 'forwarding', hostAddrs: [`0.0.0.0:${port}`] });
+    const narrow = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: port });
+    expect(narrow).toMatchObject({ state: 'forwarding', hostAddrs: [`127.0.0.1:${port}`] });
+    // 127.0.0.1 does not take what 0.0.0.0 took (other interfaces): the rule's forward says why it waits.
+    expect(engine.view(detected)).toMatchObject({
+      state: 'conflict',
+      error: expect.stringContaining(`in use by tether's forward ${narrow.id}`),
+    });
+  });
+
+  it('keeps a displaced detected forward at maxForwards: its slot does not go to a capped listener', async () => {
+    engine = make(2);
+    const [a, b, c, other] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', a), tcp('127.0.0.1', b), tcp('127.0.0.1', c)]);
+    const before = engine.views().map((v) => v.id);
+    expect(before).toHaveLength(2);
+    const capped = [a, b, c].map((p) => `tcp/127.0.0.1:${p}`).find((id) => !before.includes(id));
+    const first = before.find((id) => id === `tcp/127.0.0.1:${a}`) ?? before[0];
+    const firstPort = Number(first.split(':').pop());
+    await engine.add({ proto: 'tcp', hostIP: '0.0.0.0', hostPort: firstPort, guestPort: other });
+    const ids = engine.views().map((v) => v.id);
+    expect(ids).toContain(first);
+    expect(ids).not.toContain(capped);
+    expect(engine.view(first)).toMatchObject({
+      state: 'conflict',
+      hostAddrs: [`127.0.0.1:${firstPort}`, `[::1]:${firstPort}`],
+    });
+  });
+
   it('refuses an added forward whose host address overlaps another added one, naming both addresses', async () => {
     engine = make();
     const port = await freePort();

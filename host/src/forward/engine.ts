@@ -20,7 +20,7 @@ import {
 import { formatAddr, type HostBinding, type Route } from './binding.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
-import { bindingKey, HostBindings, keysOverlap, RETRYING } from './host-bindings.js';
+import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
@@ -329,7 +329,7 @@ export class ForwardEngine extends EventEmitter {
     const displaced = [...new Set(keys.flatMap((k) => this.bindings.overlapping(k)))].filter(
       (f) => f.source === 'detected',
     );
-    for (const f of displaced) this.drop(f);
+    for (const f of displaced) this.drop(f, false);
     this.cappedIds.forwarded.delete(id);
     const { proto, guestPort, hostPort } = spec;
     const created = this.createPortForward(
@@ -344,6 +344,8 @@ export class ForwardEngine extends EventEmitter {
     await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
     const back = displaced.map((f) => this.guestListeners.get(f.id)).filter((l): l is Listener => !!l);
     await Promise.all(back.map((l) => this.upsertDetected(l)));
+    // A displaced listener now served by the explicit forward alone left its slot free.
+    if (displaced.length > 0) this.admitCapped('forwarded');
     return this.keepIfBound(id);
   }
 
@@ -578,8 +580,9 @@ export class ForwardEngine extends EventEmitter {
   }
 
   /**
-   * The explicit forward of the listener's guest port bound to one of these host addresses, and which of them it
-   * (or another explicit forward of the port) holds; undefined when none is.
+   * The explicit forward of the listener's guest port bound to one of these host addresses (or to the wildcard over
+   * it), and which of them it (or another explicit forward of the port) holds; undefined when none is. One bound more
+   * narrowly (127.0.0.1 under a listener's 0.0.0.0) holds nothing: the listener's forward then shows the conflict.
    */
   private explicitHolding(
     l: Listener,
@@ -591,7 +594,7 @@ export class ForwardEngine extends EventEmitter {
     for (const ip of hostIPs) {
       const key = bindingKey(l.proto, formatAddr(ip, hostPort));
       for (const f of this.explicitForwards) {
-        if (f.proto !== l.proto || f.guestPort !== l.port || !f.bindingKeys.some((k) => keysOverlap(k, key))) continue;
+        if (f.proto !== l.proto || f.guestPort !== l.port || !f.bindingKeys.some((k) => keyCovers(k, key))) continue;
         holder ??= f;
         held.push(ip);
         break;
@@ -734,19 +737,20 @@ export class ForwardEngine extends EventEmitter {
     this.refresh(f);
   }
 
-  private drop(f: Forward): void {
+  /** `admit`: a capped listener may take the freed slot now (not while the dropped one is about to come back). */
+  private drop(f: Forward, admit = true): void {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
     this.explicitForwards.delete(f);
     f.look?.stop();
     if (f.source === 'detected' && f.ignored) {
       this.ignoredForwards--;
-      this.admitCapped('ignored');
+      if (admit) this.admitCapped('ignored');
     } else if (f.source === 'detected') {
       this.detectedForwards--;
       // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
       if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
-      this.admitCapped('forwarded');
+      if (admit) this.admitCapped('forwarded');
     } else {
       for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }

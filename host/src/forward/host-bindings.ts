@@ -92,6 +92,18 @@ function overlaps(a: string, b: string): boolean {
   return a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::';
 }
 
+/**
+ * Whether the binding at `outer` takes every connection the one at `inner` would: the same key, or a wildcard over an
+ * address of its family (0.0.0.0:P covers 127.0.0.1:P; not the other way round).
+ */
+export function keyCovers(outer: string, inner: string): boolean {
+  if (outer === inner) return true;
+  const o = hostAddrOfKey(outer);
+  const i = hostAddrOfKey(inner);
+  if (!o || !i || o.proto !== i.proto || o.port !== i.port) return false;
+  return (o.ip === '0.0.0.0' && !i.ip.includes(':')) || (o.ip === '::' && i.ip.includes(':'));
+}
+
 /** Whether the bindings at two keys cannot both listen: the same key, or overlapping addresses of one proto and port. */
 export function keysOverlap(a: string, b: string): boolean {
   if (a === b) return true;
