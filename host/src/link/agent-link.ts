@@ -118,7 +118,10 @@ export class AgentLink extends EventEmitter {
   /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
   outdated: string | null = null;
   private stoppingReason: string | null = null;
-  /** performance.now() of the guest's goodbye that set stoppingReason. */
+  /**
+   * Date.now() of the guest's goodbye that set stoppingReason: compared with the guest's uptime, which goes on while
+   * the host sleeps (performance.now() does not).
+   */
   private stoppingSince = 0;
   /** performance.now() until which a guest that said it shuts down is waited for (GUEST_STOPPING_WAIT_MS). */
   private stoppingUntil = 0;
@@ -249,6 +252,8 @@ export class AgentLink extends EventEmitter {
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
     this.blocked = null;
     this.replaceTried = false;
+    // A new connection (a VM resumed, a guest back): its agent gets the full wait for its hello.
+    this.lastDownUnanswered = false;
     const gen = ++this.generation;
     if (this.stoppingReason !== null) void this.checkRebooted(gen);
     this.run(gen).catch((err) => this.log.error({ err }, `agent link loop failed: ${(err as Error).message}`));
@@ -268,9 +273,10 @@ export class AgentLink extends EventEmitter {
       return;
     }
     if (!this.active(gen) || this.stoppingReason === null) return;
-    if (!bootedSince(uptime, performance.now() - this.stoppingSince)) return;
+    if (!bootedSince(uptime, Date.now() - this.stoppingSince)) return;
     this.log.info('the guest booted again since it said it shuts down; no longer waiting for its agent');
     this.stoppingReason = null;
+    this.lastError = null;
   }
 
   private active(gen: number): boolean {
@@ -451,8 +457,8 @@ export class AgentLink extends EventEmitter {
     this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
     if (!bye.systemStopping) return;
     this.stoppingReason = GUEST_STOPPING;
-    this.stoppingSince = performance.now();
-    this.stoppingUntil = this.stoppingSince + GUEST_STOPPING_WAIT_MS;
+    this.stoppingSince = Date.now();
+    this.stoppingUntil = performance.now() + GUEST_STOPPING_WAIT_MS;
     this.emit('guest-stopping');
   }
 
@@ -485,6 +491,7 @@ export class AgentLink extends EventEmitter {
     this.lastEnsure = performance.now();
     try {
       this.log.info({ socket: this.socket, reason }, 'guest agent not answering; starting it');
+      this.lastDownUnanswered = false;
       await ensure(reason);
     } catch (err) {
       this.noteFailure(`cannot start the guest agent: ${(err as Error).message}`);
@@ -537,6 +544,8 @@ export class AgentLink extends EventEmitter {
     this.lastEnsure = performance.now();
     const reason = `the guest agent at ${this.socket} does not answer (${why})`;
     this.log.warn({ socket: this.socket, reason }, `${reason}; replacing it`);
+    // The agent started in its place gets the full wait for its hello.
+    this.lastDownUnanswered = false;
     try {
       await ensure(reason, true);
     } catch (err) {
