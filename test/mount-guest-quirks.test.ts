@@ -8,6 +8,7 @@ import {
   chownSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   rmdirSync,
   rmSync,
   statSync,
@@ -15,11 +16,14 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
-import { checkMountRequirements } from '../host/src/mount/index.js';
+import { MountConfig } from '../host/src/config/schema.js';
+import { silentLogger } from '../host/src/log.js';
+import { checkMountRequirements, MountManager } from '../host/src/mount/index.js';
 import { canRunTestbed, testbedHome, useTestbed } from './helpers/testbed.js';
 import { CHATTY_USER, connect, guest, loginIds, recordingLogger, startMount, waitFor } from './mount-fixture.js';
 
@@ -54,6 +58,35 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
       expect((await tb.exec(`cat '${m.mountPoint}/spaced.txt'`, { user: tb.user })).stdout).toBe('seen\n');
     } finally {
       await m.stop();
+    }
+  });
+
+  it('refuses a second mount on a guest directory another mount has, written another way (~/x and /home/u/x)', async () => {
+    const tb = testbed();
+    const [a, b] = [mkdtempSync(join(tmpdir(), 'tether-export-a-')), mkdtempSync(join(tmpdir(), 'tether-export-b-'))];
+    const configs = [
+      { location: a, mountPoint: '~/same' },
+      { location: b, mountPoint: join(testbedHome(tb, tb.user), 'same') },
+    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: false, ...m }));
+    const manager = new MountManager(configs, { logger: silentLogger() });
+    const client = await connect(tb);
+    try {
+      await manager.start(client, () => true).catch(() => undefined);
+      // Whichever resolved first has the directory; the other names it.
+      const views = manager.views();
+      const first = views.findIndex((v) => v.state === 'mounted');
+      const second = views[1 - first];
+      expect(first).toBeGreaterThanOrEqual(0);
+      expect(second.state).toBe('error');
+      expect(second.error).toContain(
+        `in the guest, where mount ${views[first].mountPoint} is already: give each mount`,
+      );
+      writeFileSync(join([a, b][first], 'first.txt'), 'first\n');
+      expect((await tb.exec('cat ~/same/first.txt', { user: tb.user })).stdout).toBe('first\n');
+    } finally {
+      await manager.stop();
+      client.end();
+      for (const d of [a, b]) rmSync(d, { recursive: true, force: true });
     }
   });
 

@@ -209,6 +209,13 @@ export class MountManager {
     }
     // Only a mounted outer mount puts host files under it; under one that failed lies the guest's own directory.
     mount.nested = () => this.entries.some((o) => o.mount.state === 'mounted' && inside(o.mount, mount));
+    mount.sharedWith = (path) => {
+      const busy = (m: GuestMount) => m.state === 'mounted' || m.state === 'mounting';
+      return (
+        this.entries.find((o) => o.mount !== mount && busy(o.mount) && o.mount.guestPath === path)?.mount.mountPoint ??
+        null
+      );
+    };
     mount.on('state', () => this.changed(entry));
     mount.on('lost', () => this.scheduleRetry(entry));
     return entry;

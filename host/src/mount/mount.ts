@@ -85,6 +85,11 @@ export class GuestMount extends EventEmitter {
    * mount's view of host files, not guest writes (see noteUnderlying).
    */
   nested: () => boolean = () => false;
+  /**
+   * The mount point of another of the instance's mounts (mounting or mounted) at this resolved guest path, if any:
+   * `~/x` and `/home/me/x` are one directory, and a second mount there would hide the first.
+   */
+  sharedWith: (guestPath: string) => string | null = () => null;
   /** Hears of each host path the guest changes through the mount (see serveMount). */
   onGuestChange: ((hostPath: string) => void) | undefined = undefined;
   /** Mounted at least once in this run: a later mount is a remount (see noteRemount). */
@@ -125,6 +130,13 @@ export class GuestMount extends EventEmitter {
     this.setState('mounting', null);
     try {
       const { path, shell } = await resolveGuestPath(client, this.mountPoint);
+      const other = this.sharedWith(path);
+      if (other !== null) {
+        throw new Error(
+          `mount point ${this.mountPoint} is ${path} in the guest, where mount ${other} is already: give each mount ` +
+            'its own mountPoint',
+        );
+      }
       if (path !== this.guestPathValue && path !== this.mountPoint) {
         this.log.info({ guestPath: path }, `mount point ${this.mountPoint} is ${path} in the guest`);
       }
