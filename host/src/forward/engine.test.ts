@@ -114,6 +114,18 @@ function echo(port: number, host = '127.0.0.1'): Promise<string> {
   });
 }
 
+/** Echoes through host `port` while the guest's 127.0.0.1 refuses; resolves with the guest addresses tried. */
+async function triedWhile127Refuses(port: number): Promise<string[]> {
+  refusing.add('127.0.0.1');
+  tried.length = 0;
+  try {
+    expect(await echo(port)).toBe('hi');
+    return [...tried];
+  } finally {
+    refusing.clear();
+  }
+}
+
 describe('ForwardEngine', () => {
   let engine: ForwardEngine;
   beforeAll(async () => {
@@ -565,14 +577,7 @@ describe('ForwardEngine', () => {
     await engine.applyDelta({ added: [tcp('::1', port)], removed: [] });
     expect(engine.view(id)).toMatchObject({ guestAddr: `[::1]:${port}`, process: { pid: 42 } });
     expect(changes).toContain(`[::1]:${port}`);
-    refusing.add('127.0.0.1');
-    tried.length = 0;
-    try {
-      expect(await echo(port)).toBe('hi');
-      expect(tried).toEqual(['::1']);
-    } finally {
-      refusing.clear();
-    }
+    expect(await triedWhile127Refuses(port)).toEqual(['::1']);
     // Listeners on both loopbacks: the address asked for.
     await engine.applyDelta({ added: [tcp('127.0.0.1', port)], removed: [] });
     expect(engine.view(id)?.guestAddr).toBe(`127.0.0.1:${port}`);
@@ -589,14 +594,7 @@ describe('ForwardEngine', () => {
     await engine.setListeners([tcp('::1', guestPort)]);
     const view = await engine.add({ proto: 'tcp', hostPort, guestPort });
     expect(view.guestAddr).toBe(`[::1]:${guestPort}`);
-    refusing.add('127.0.0.1');
-    tried.length = 0;
-    try {
-      expect(await echo(hostPort)).toBe('hi');
-      expect(tried).toEqual(['::1']);
-    } finally {
-      refusing.clear();
-    }
+    expect(await triedWhile127Refuses(hostPort)).toEqual(['::1']);
     // The server moves to 0.0.0.0 (reachable on 127.0.0.1): back to the address asked for.
     await engine.applyDelta({ added: [tcp('0.0.0.0', guestPort)], removed: [tcp('::1', guestPort)] });
     expect(engine.view(view.id)?.guestAddr).toBe(`127.0.0.1:${guestPort}`);
