@@ -165,6 +165,8 @@ export interface StatusView {
     socket: string;
     /** Why the guest agent is awaited rather than restarted (its guest said it shuts down), or null. */
     guestStopping: string | null;
+    /** Whether the host agent is installing or starting the guest agent right now (provisioning). */
+    provisioning?: boolean;
   };
   requirements: RequirementView[];
   forwards: Record<ForwardState, number> & { total: number };

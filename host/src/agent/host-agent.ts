@@ -173,6 +173,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         outdated: this.link.outdated,
         socket: this.link.socket,
         guestStopping: this.link.guestStopping,
+        provisioning: this.provisioning !== null,
       },
       requirements: this.requirements.views(),
       forwards,

@@ -79,6 +79,11 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   if (!ssh.client) {
     for (const name of ['guest agent', 'port scanner']) add(skip(name, 'needs a working SSH login'));
+  } else if (agent.provisioning) {
+    // Looked at now, the guest would show what the running agent is fixing (an agent being uploaded, fuse.conf).
+    const busy = 'the host agent is setting up the guest now; run doctor again once it is done';
+    for (const name of ['guest agent', 'mount requirements']) add(skip(name, busy));
+    ssh.client.end();
   } else {
     try {
       // Where the running agent found the guest agent (provisioning may have moved it to the user's own socket).
@@ -144,7 +149,7 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
   const detail = `${m.location} → ${m.guestPath ?? m.mountPoint} is ${m.state}${m.error ? `: ${m.error}` : ''}`;
   const fix =
     m.state === 'suspended' && m.error?.startsWith(GUEST_STOPPING)
-      ? 'it is mounted again once the guest is back and its agent answers'
+      ? 'it is mounted again once the guest is back from its shutdown (tether notices by itself)'
       : m.state === 'suspended'
         ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
         : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
@@ -198,6 +203,8 @@ interface AgentCheck {
   guestSocket?: string;
   /** The running agent's link is down because the guest said it shuts down. */
   guestStopping?: boolean;
+  /** The running agent is installing or starting the guest agent right now. */
+  provisioning?: boolean;
 }
 
 async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
@@ -242,6 +249,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       mounts,
       guestSocket: status.link.socket,
       guestStopping,
+      provisioning: status.link.provisioning === true,
     };
   const result =
     status.state === 'ready'
@@ -251,7 +259,8 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
           `${detail}${status.ssh.lastError ? `, last ssh error: ${status.ssh.lastError}` : ''}`,
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
-  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping };
+  const provisioning = status.link?.provisioning === true;
+  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning };
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
@@ -259,12 +268,14 @@ function linkDown(paths: InstancePaths, status: StatusView, provision: GuestAgen
   return fail(
     'guest agent link',
     `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
-    status.link?.guestStopping
-      ? 'the guest said it is shutting down (a reboot?): tether waits for it and starts its agent when the guest is ' +
+    status.link?.provisioning
+      ? `the host agent is installing or starting the guest agent now: wait for it (tether logs ${paths.name} -f)`
+      : status.link?.guestStopping
+        ? 'the guest said it is shutting down (a reboot?): tether waits for it and starts its agent when the guest is ' +
           'back (at once when it booted again, else after 5 minutes)'
-      : provision === 'never'
-        ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
-        : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
+        : provision === 'never'
+          ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
+          : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
   );
 }
 

@@ -38,6 +38,17 @@ describe('status text', () => {
     expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)');
   });
 
+  it('says what a guest agent that is not connected waits for: the guest back, or its installation', () => {
+    const down = { ...status, guest: null, link: { ...status.link, up: false, lastError: 'no answer' } };
+    expect(statusText(down)).toContain('guest agent:  not connected (no answer)');
+    expect(statusText({ ...down, link: { ...down.link, guestStopping: 'the guest is shutting down' } })).toContain(
+      'guest agent:  not connected: the guest is shutting down; waiting for it to come back',
+    );
+    expect(statusText({ ...down, link: { ...down.link, provisioning: true } })).toContain(
+      'guest agent:  not connected: the host agent is installing or starting it now',
+    );
+  });
+
   it('lists each mount with its state and why it is not mounted', () => {
     const mount = {
       location: '/Users/me',

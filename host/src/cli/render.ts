@@ -153,6 +153,8 @@ export function statusText(s: StatusView): string {
     if (s.link?.outdated) lines.push(`              ! ${s.link.outdated}`);
   } else if (s.link?.guestStopping) {
     lines.push(`guest agent:  not connected: ${s.link.guestStopping}; waiting for it to come back`);
+  } else if (s.link?.provisioning) {
+    lines.push('guest agent:  not connected: the host agent is installing or starting it now');
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
   for (const m of s.mountStates ?? []) lines.push(`  ${mountLine(m)}`);
