@@ -9,7 +9,7 @@
 //   - a musl guest (Alpine) without a usable Node: refused before the upload, saying that installing Node fixes it;
 //   - a socket directory the login user cannot write, without sudo: refused before the upload, with the ways out;
 // and the bundle on a Node that lacks `node:sea` (20.0-20.11, 21.0-21.6), simulated by a preload that removes it.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -22,7 +22,6 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -408,25 +407,45 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('a guest sshd without an SFTP se
 
   it('uploads through cat on an exec channel, byte for byte, and the agent runs', async () => {
     const { session, config } = ctx;
-    // Partial uploads of agents stopped before they finished: a stale one goes, one still being written stays.
+    // Partial uploads of agents stopped before they finished go; one still being written (open) stays.
     const dir = config.guestAgent.installDir;
     mkdirSync(dir, { recursive: true });
     const { uid, gid } = loginIds(ctx.testbed().user);
     chownSync(dir, uid, gid);
     const [stale, fresh] = ['tether-guest.upload-111', 'tether-guest.cjs.upload-222'].map((f) => join(dir, f));
-    for (const f of [stale, fresh]) writeFileSync(f, 'partial');
-    utimesSync(stale, new Date(Date.now() - 10 * 60_000), new Date(Date.now() - 10 * 60_000));
-    await expect(session.sftp()).rejects.toThrow(/exit code \d+ while establishing SFTP session/); // the setup
-    const steps: string[] = [];
-    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { onStep: (s) => steps.push(s) });
-    expect(r.actions).toEqual(expect.arrayContaining(['uploaded', 'started in background']));
-    expect(steps.filter((s) => s.startsWith('uploading '))).toHaveLength(4);
-    const uploaded = join(config.guestAgent.installDir, 'tether-guest.cjs');
-    const local = join(BUNDLE_DIR, 'tether-guest.cjs');
-    expect(createHash('sha256').update(readFileSync(uploaded)).digest('hex')).toBe(
-      createHash('sha256').update(readFileSync(local)).digest('hex'),
+    for (const f of [stale, fresh]) {
+      writeFileSync(f, 'partial');
+      chownSync(f, uid, gid);
+    }
+    const writer = spawn(
+      'setpriv',
+      [
+        `--reuid=${uid}`,
+        `--regid=${gid}`,
+        '--clear-groups',
+        'sh',
+        '-c',
+        'exec 3>>"$0"; echo open; exec sleep 60',
+        fresh,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    expect(readdirSync(dir).filter((f) => f.includes('.upload-'))).toEqual(['tether-guest.cjs.upload-222']);
+    try {
+      await new Promise((resolve) => writer.stdout.once('data', resolve));
+      await expect(session.sftp()).rejects.toThrow(/exit code \d+ while establishing SFTP session/); // the setup
+      const steps: string[] = [];
+      const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger(), { onStep: (s) => steps.push(s) });
+      expect(r.actions).toEqual(expect.arrayContaining(['uploaded', 'started in background']));
+      expect(steps.filter((s) => s.startsWith('uploading '))).toHaveLength(4);
+      const uploaded = join(config.guestAgent.installDir, 'tether-guest.cjs');
+      const local = join(BUNDLE_DIR, 'tether-guest.cjs');
+      expect(createHash('sha256').update(readFileSync(uploaded)).digest('hex')).toBe(
+        createHash('sha256').update(readFileSync(local)).digest('hex'),
+      );
+      expect(readdirSync(dir).filter((f) => f.includes('.upload-'))).toEqual(['tether-guest.cjs.upload-222']);
+    } finally {
+      writer.kill();
+    }
     rmSync(fresh);
     expect((await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger())).actions).toEqual(['already current']);
   });

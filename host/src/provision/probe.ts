@@ -65,8 +65,12 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
     installDirLine(installDir),
     // mkdir's own message (on one line) says why the install directory cannot be made; reported when it is needed.
     `E=$(mkdir -p "$D" 2>&1) || echo "direrror=$(printf %s "$E" | tr '\\n' ' ')"`,
-    // Uploads a stopped or killed agent left behind (up to ~100 MB each); one still being written is younger.
-    `find "$D" -maxdepth 1 -name 'tether-guest*${UPLOAD_SUFFIX}*' -mmin +1 -exec rm -f {} + 2>/dev/null`,
+    // Uploads a stopped or killed agent left behind (up to ~100 MB each): no process has them open any more, unlike
+    // one still being written (by the login user's sftp-server or cat, whose descriptors it may read). Compared by
+    // the path the kernel shows for a descriptor: symlinks resolved (/home -> /var/home).
+    `R=$(cd "$D" 2>/dev/null && pwd -P); [ -n "$R" ] && for f in "$R"/tether-guest*${UPLOAD_SUFFIX}*; do [ -f "$f" ] || continue; o=; ` +
+      'for d in /proc/[0-9]*/fd/*; do [ "$(readlink "$d" 2>/dev/null)" = "$f" ] && o=1 && break; done; ' +
+      '[ -n "$o" ] || rm -f "$f"; done',
     'echo "dir=$D"',
     'echo "arch=$(uname -m)"',
     // The login shell's node by absolute path (nvm, /opt): `sudo` would not find it by name. An alias is no path.
