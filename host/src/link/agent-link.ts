@@ -490,7 +490,10 @@ export class AgentLink extends EventEmitter {
       return;
     this.lastEnsure = performance.now();
     try {
-      this.log.info({ socket: this.socket, reason }, 'guest agent not answering; starting it');
+      this.log.info(
+        { socket: this.socket, reason },
+        'guest agent not answering; provisioning looks at the guest and starts it (or waits for systemd to)',
+      );
       this.lastDownUnanswered = false;
       await ensure(reason);
     } catch (err) {
