@@ -241,8 +241,14 @@ function statFields(pid) {
 }
 
 function cpuSeconds(pid) {
+  const { user, kernel } = cpuSplit(pid);
+  return user + kernel;
+}
+
+/** CPU seconds a process spent in user mode (utime) and in the kernel (stime). */
+function cpuSplit(pid) {
   const rest = statFields(pid);
-  return (Number(rest[11]) + Number(rest[12])) / CLK_TCK; // utime + stime
+  return { user: Number(rest[11]) / CLK_TCK, kernel: Number(rest[12]) / CLK_TCK };
 }
 
 /** Minor page faults so far: memory the C library handed back to the kernel and faulted in again. */
@@ -394,21 +400,25 @@ async function measureThroughput(tether, openssh) {
 
 /**
  * Echo latency samples per tool: blocks of sequential connections, tools alternating every block. Also the CPU each
- * tool's process spent per connection (less noisy than the latencies on a shared machine).
+ * tool's process spent per connection (less noisy than the latencies on a shared machine), split into user and
+ * kernel time: the kernel's share (loopback writes, accept, close) is the same work for both tools.
  */
 async function measureLatency(tether, openssh) {
   const lat = { [tether.name]: [], [openssh.name]: [] };
-  const cpu = { [tether.name]: 0, [openssh.name]: 0 };
+  const cpu = { [tether.name]: { user: 0, kernel: 0 }, [openssh.name]: { user: 0, kernel: 0 } };
   for (let done = 0; done < LATENCY_N; done += LATENCY_BLOCK) {
     for (const t of (done / LATENCY_BLOCK) % 2 ? [openssh, tether] : [tether, openssh]) {
       const n = Math.min(LATENCY_BLOCK, LATENCY_N - done);
-      const cpu0 = cpuSeconds(t.pid);
+      const cpu0 = cpuSplit(t.pid);
       for (let i = 0; i < n; i++) lat[t.name].push(await echoOnce(t.ports.echo));
-      cpu[t.name] += cpuSeconds(t.pid) - cpu0;
+      const cpu1 = cpuSplit(t.pid);
+      cpu[t.name].user += cpu1.user - cpu0.user;
+      cpu[t.name].kernel += cpu1.kernel - cpu0.kernel;
     }
   }
-  const perConn = (name) => (cpu[name] * 1000) / lat[name].length;
-  return { samples: lat, cpuMsPerConn: { tether: perConn(tether.name), openssh: perConn(openssh.name) } };
+  const perConn = (name, part) => (cpu[name][part] * 1000) / lat[name].length;
+  const both = (part) => ({ tether: perConn(tether.name, part), openssh: perConn(openssh.name, part) });
+  return { samples: lat, cpuMsPerConn: { user: both('user'), kernel: both('kernel') } };
 }
 
 /**
@@ -529,7 +539,9 @@ async function main() {
     const [a99, b99] = [percentile(samples.tether, 99), percentile(samples['ssh -L'], 99)];
     rows.push(row('echo latency p50', 'ms', a50, b50, verdict(a50 <= 1.1 * b50, '<= 1.1x', 'latency p50')));
     rows.push(row('echo latency p99', 'ms', a99, b99, verdict(a99 <= b99, '<= 1.0x', 'latency p99')));
-    rows.push(row('CPU per echo connection', 'ms', cpuMsPerConn.tether, cpuMsPerConn.openssh, 'info'));
+    const { user, kernel } = cpuMsPerConn;
+    rows.push(row('CPU per echo conn, user', 'µs', 1000 * user.tether, 1000 * user.openssh, 'info'));
+    rows.push(row('CPU per echo conn, kernel', 'µs', 1000 * kernel.tether, 1000 * kernel.openssh, 'info'));
   }
   if (tp) {
     rows.push(row('RSS peak, 4 streams', 'MiB', tp.rssPeak, sshHwm, verdict(tp.rssPeak <= 120, '<= 120 MiB', 'RSS')));
