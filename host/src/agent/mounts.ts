@@ -110,6 +110,7 @@ class ManagedMounts implements AgentMounts {
     ssh.on('connected', this.onUp);
     this.link = link;
     link.on('guest-stopping', this.onGuestStopping);
+    link.on('guest-rebooted', this.onGuestRebooted);
     link.on('up', this.onLinkUp);
     let client: Client;
     try {
@@ -145,6 +146,7 @@ class ManagedMounts implements AgentMounts {
     this.ssh?.off('disconnected', this.onDown);
     this.ssh?.off('connected', this.onUp);
     this.link?.off('guest-stopping', this.onGuestStopping);
+    this.link?.off('guest-rebooted', this.onGuestRebooted);
     this.link?.off('up', this.onLinkUp);
     await this.manager.stop();
   }
@@ -155,6 +157,14 @@ class ManagedMounts implements AgentMounts {
 
   private readonly onGuestStopping = (): void => {
     this.manager.pause(this.link?.guestStopping ?? GUEST_STOPPING);
+  };
+
+  /**
+   * The guest that said it shuts down has booted since: a remount held back at the reconnect runs now, not at the
+   * next HELD_CHECK_MS look (it would say `the guest is shutting down` until then).
+   */
+  private readonly onGuestRebooted = (): void => {
+    if (this.remountHeld) this.onLinkUp();
   };
 
   private holdRemount(): void {

@@ -100,7 +100,8 @@ export interface AgentLinkOptions {
  * Events: `peer` (peer: Peer) as soon as a link is usable (register event handlers there), `up` (info: Info),
  * `snapshot` (listeners: Listener[]), `delta` (delta: PortDelta), `down` (reason: string), `blocked` (reason: string)
  * when the socket cannot be reached for a reason that starting the agent cannot fix, `guest-stopping` when the
- * guest agent said the guest is shutting down (guestStopping).
+ * guest agent said the guest is shutting down (guestStopping), `guest-rebooted` when a reconnect found that guest
+ * booted since (guestStopping is null again).
  */
 export class AgentLink extends EventEmitter {
   peer: Peer | null = null;
@@ -277,6 +278,7 @@ export class AgentLink extends EventEmitter {
     this.log.info('the guest booted again since it said it shuts down; no longer waiting for its agent');
     this.stoppingReason = null;
     this.lastError = null;
+    this.emit('guest-rebooted');
   }
 
   private active(gen: number): boolean {
