@@ -83,6 +83,18 @@ export interface MountView {
 
 type RequirementState = 'pending' | 'waiting' | 'ok' | 'failed' | 'skipped';
 
+/**
+ * The host agent's boot requirements by their 1-based index, in the order `up` shows them. Mounts ready exists only
+ * with mounts configured (the default mount of ~ included), and is always the last.
+ */
+export const REQUIREMENT = {
+  sshReachable: 1,
+  hostKey: 2,
+  provisioned: 3,
+  agentRunning: 4,
+  mountsReady: 5,
+} as const;
+
 export interface RequirementView {
   /** 1-based position, as in "waiting for requirement 2 of 5". */
   index: number;

@@ -217,7 +217,10 @@ export const methods = {
   ping: { params: Ping, result: Ping },
   /** Start receiving `ports.delta` events; answers with the current full snapshot. */
   'ports.subscribe': { params: Empty, result: PortSnapshot },
-  /** A fresh full snapshot (after a seq gap). */
+  /**
+   * Scans now and answers with a fresh full snapshot: after a seq gap, and when a forwarded guest port refused a
+   * connection (its listener most likely just closed; the scan's delta removes it).
+   */
   'ports.snapshot': { params: Empty, result: PortSnapshot },
 } as const;
 

@@ -20,6 +20,7 @@ import {
   type GuestView,
   MOUNT_STATES,
   type MountView,
+  REQUIREMENT,
   type StatusView,
 } from '../model.js';
 import { defaultBundleDir, ensureGuestAgent, outdatedAgent, runningAgentSocket } from '../provision/index.js';
@@ -33,7 +34,7 @@ import {
 import { HOST_AGENT_NAME } from '../version.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
-import { BootRequirements, MOUNTS_READY } from './requirements.js';
+import { BootRequirements } from './requirements.js';
 
 /** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
 export interface AgentMounts {
@@ -144,6 +145,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       maxForwards: config.maxForwards,
       instanceDir: opts.instanceDir,
       logger: this.logger('forward'),
+      requestScan: () => this.link.requestScan(),
     });
     this.wire();
   }
@@ -208,7 +210,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const mounts = this.opts.mounts;
     if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping) return false;
     this.retryingMounts = true;
-    void this.requirement(MOUNTS_READY, () => mounts.retry(), this.opts.mountsOptional)
+    void this.requirement(REQUIREMENT.mountsReady, () => mounts.retry(), this.opts.mountsOptional)
       .then(
         () => this.mountsChanged(),
         () => {
@@ -229,8 +231,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const timeout = this.opts.requirementTimeoutMs ?? 120_000;
     this.ssh.start();
     try {
-      await this.requirement(1, (note) => this.showingRetries(note, () => this.waitReachable(timeout)));
-      await this.requirement(2, async (note) => {
+      await this.requirement(REQUIREMENT.sshReachable, (note) =>
+        this.showingRetries(note, () => this.waitReachable(timeout)),
+      );
+      await this.requirement(REQUIREMENT.hostKey, async (note) => {
         await this.showingRetries(note, () => this.waitLogin(timeout));
         const key = this.ssh.hostKey!;
         const how = this.ssh.hostKeyResult === 'pinned' ? 'pinned on first use' : 'matches the pinned key';
@@ -243,16 +247,21 @@ export class HostAgent extends EventEmitter implements AgentApi {
       }
       this.link.start();
       if (this.config.guestAgent.provision === 'never') {
-        this.requirements.show(3, 'skipped', 'guestAgent.provision is never: the guest agent must already run', 0);
+        this.requirements.show(
+          REQUIREMENT.provisioned,
+          'skipped',
+          'guestAgent.provision is never: the guest agent must already run',
+          0,
+        );
       } else {
-        await this.requirement(3, (note) => this.waitProvisioned(timeout, note));
+        await this.requirement(REQUIREMENT.provisioned, (note) => this.waitProvisioned(timeout, note));
       }
       // Nothing will start the agent: what is missing, and the fix, go with every line about the wait.
       const fix =
         this.config.guestAgent.provision === 'never'
           ? '; guestAgent.provision is never: start tether-guest in the guest (`tether-guest run`), or set guestAgent.provision: auto'
           : '';
-      await this.requirement(4, (note) =>
+      await this.requirement(REQUIREMENT.agentRunning, (note) =>
         this.showingLinkError(
           (detail) => note(`${detail}${fix}`),
           async () => {
@@ -270,7 +279,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         // A mount the guest cannot take yet leaves the forwards serving, as Lima leaves a degraded instance running:
         // the agent goes on degraded, the mounts keep trying, and `up` reports requirement 5 as failed.
         this.mountsFailed = await this.requirement(
-          MOUNTS_READY,
+          REQUIREMENT.mountsReady,
           () => mounts.start(this.ssh, this.link),
           this.opts.mountsOptional,
         ).then(
@@ -390,7 +399,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   /** Requirement 5 is met after it failed: shown, and logged (the line settles its failure in `status`). */
   private mountsMet(): void {
     const n = this.opts.mounts?.views().length ?? 0;
-    this.requirements.ok(MOUNTS_READY, `${n} of ${n} mounted (after the failure above)`);
+    this.requirements.ok(REQUIREMENT.mountsReady, `${n} of ${n} mounted (after the failure above)`);
   }
 
   /**
@@ -402,7 +411,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (!this.link.up) return false;
     if (this.opts.mountsOptional === true) return true;
     if (this.mountsFailed) return false;
-    const booted = this.requirements.stateOf(MOUNTS_READY) === 'ok';
+    const booted = this.requirements.stateOf(REQUIREMENT.mountsReady) === 'ok';
     return !booted || this.mounts().every((v) => v.state === 'mounted');
   }
 
@@ -413,11 +422,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
    */
   private mountsChanged(): void {
     const views = this.opts.mounts?.views() ?? [];
-    const r5 = this.requirements.stateOf(MOUNTS_READY);
+    const r5 = this.requirements.stateOf(REQUIREMENT.mountsReady);
     const failing = views.some((v) => v.state === 'error');
     if (failing && r5 === 'ok' && !this.retryingMounts && !this.opts.mountsOptional) {
       this.mountsFailed = true;
-      this.requirements.failed(MOUNTS_READY, mountSummary(views));
+      this.requirements.failed(REQUIREMENT.mountsReady, mountSummary(views));
       if (this.state === 'ready') this.setState('degraded');
       return;
     }

@@ -3,12 +3,19 @@
 // outcome (an `ok` line is what settles the requirement's earlier failure in `status`: problem-subjects.ts). Owns
 // only that bookkeeping; what each requirement checks is the agent's.
 import type { Logger } from '../log.js';
-import type { RequirementView } from '../model.js';
+import { REQUIREMENT, type RequirementView } from '../model.js';
 
-const NAMES = ['ssh reachable', 'host key', 'guest agent provisioned', 'guest agent running', 'mounts ready'];
-
-/** The requirement that exists only with mounts configured (the default mount of ~ included), always the last. */
-export const MOUNTS_READY = 5;
+const NAME_OF: Record<keyof typeof REQUIREMENT, string> = {
+  sshReachable: 'ssh reachable',
+  hostKey: 'host key',
+  provisioned: 'guest agent provisioned',
+  agentRunning: 'guest agent running',
+  mountsReady: 'mounts ready',
+};
+/** Names by index - 1. */
+const NAMES = Object.entries(REQUIREMENT)
+  .sort((a, b) => a[1] - b[1])
+  .map(([key]) => NAME_OF[key as keyof typeof REQUIREMENT]);
 
 export interface RunOptions {
   /** Why the check failed, from its error (e.g. that the agent was stopped while it waited). */

@@ -4,12 +4,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { MOUNTS_READY } from '../agent/requirements.js';
 import { copyConfigFile, type LoadedConfig, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
-import type { RequirementView, StatusView } from '../model.js';
+import { REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
 import { sshTarget } from '../ssh/target.js';
 import { spawnAgent } from './agent-spawn.js';
@@ -105,7 +104,7 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
     print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
   // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
   // guest since, so try now, not at the next backoff step.
-  const mountsUnmet = running?.requirements.some((r) => r.index === MOUNTS_READY && r.state !== 'ok');
+  const mountsUnmet = running?.requirements.some((r) => r.index === REQUIREMENT.mountsReady && r.state !== 'ok');
   const retrying =
     (running?.state === 'degraded' || mountsUnmet) &&
     (await clientFor(paths)
@@ -122,7 +121,7 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
   // A boot still under way is followed from its start; a finished one shows only what happens now.
   const shown =
     running && running.state !== 'starting'
-      ? running.requirements.filter((r) => !(retrying && r.index === MOUNTS_READY))
+      ? running.requirements.filter((r) => !(retrying && r.index === REQUIREMENT.mountsReady))
       : undefined;
   const outcome = await unlessInterrupted(
     followBoot(clientFor(paths), { timeoutMs: run.timeoutMs, print, start: run.started, shown }),

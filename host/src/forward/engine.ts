@@ -46,10 +46,27 @@ interface ForwardEngineOptions {
   /** Concurrent channel opens across all forwards. */
   channelOpenConcurrency?: number;
   udpIdleMs?: number;
+  /** Asks the guest agent to scan now (AgentLink.requestScan): a detected listener's guest port refused. */
+  requestScan?: () => void;
 }
 
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
 const GUEST_LISTENER_FACTOR = 4;
+
+/** A TCP or UDP forward to create: detected (from a guest listener), static (a rule) or runtime (`forward add`). */
+interface PortForwardSpec {
+  source: ForwardSource;
+  id: string;
+  proto: 'tcp' | 'udp';
+  guestIP: string;
+  guestPort: number;
+  /** The host addresses to bind hostPort on; none for an ignored listener. */
+  hostIPs: string[];
+  hostPort: number;
+  /** Why a detected listener is not forwarded (a rule, `forward rm`, the guest's sshd); null when it is. */
+  ignored?: string | null;
+  process?: Forward['process'];
+}
 /** The guest addresses whose listeners a forward to the guest's localhost can reach (see followLoopback). */
 const GUEST_LOOPBACK_OR_ANY = ['127.0.0.1', '::1', '0.0.0.0', '::', '::ffff:127.0.0.1'];
 
@@ -113,9 +130,8 @@ export class ForwardEngine extends EventEmitter {
   private linkDown: string | null = 'agent link not up yet';
   private stopped = false;
   private sshPort: number;
-  /** The current agent link, and whether a scan it was asked for (rescan) is still answering. */
+  /** The current agent link (UDP datagrams travel over it). */
   private peer: Peer | null = null;
-  private rescanning = false;
 
   constructor(private readonly opts: ForwardEngineOptions) {
     super();
@@ -143,7 +159,15 @@ export class ForwardEngine extends EventEmitter {
       const id = this.explicitIdFor('tcp', rule.guestIP, guestPort, hostPort, rule.hostIP);
       if (this.repeats(rule, id)) continue;
       pending.push(
-        this.createPortForward('static', id, 'tcp', rule.guestIP, guestPort, hostIPsOf(rule.hostIP), hostPort),
+        this.createPortForward({
+          source: 'static',
+          id,
+          proto: 'tcp',
+          guestIP: rule.guestIP,
+          guestPort,
+          hostIPs: hostIPsOf(rule.hostIP),
+          hostPort,
+        }),
       );
     }
     for (const rule of this.socketRules) {
@@ -332,15 +356,15 @@ export class ForwardEngine extends EventEmitter {
     for (const f of displaced) this.drop(f, false);
     this.cappedIds.forwarded.delete(id);
     const { proto, guestPort, hostPort } = spec;
-    const created = this.createPortForward(
-      'runtime',
+    const created = this.createPortForward({
+      source: 'runtime',
       id,
       proto,
-      '127.0.0.1',
+      guestIP: '127.0.0.1',
       guestPort,
-      hostIPsOf(spec.hostIP),
+      hostIPs: hostIPsOf(spec.hostIP),
       hostPort,
-    );
+    });
     await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
     const back = displaced.map((f) => this.guestListeners.get(f.id)).filter((l): l is Listener => !!l);
     await Promise.all(back.map((l) => this.upsertDetected(l)));
@@ -573,10 +597,17 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    if (decision.action === 'ignore') {
-      return this.createPortForward('detected', id, l.proto, l.ip, l.port, [], 0, decision.reason, process);
-    }
-    return this.createPortForward('detected', id, l.proto, l.ip, l.port, hostIPs, decision.hostPort, null, process);
+    return this.createPortForward({
+      source: 'detected',
+      id,
+      proto: l.proto,
+      guestIP: l.ip,
+      guestPort: l.port,
+      hostIPs,
+      hostPort: decision.action === 'forward' ? decision.hostPort : 0,
+      ignored: decision.action === 'ignore' ? decision.reason : null,
+      process,
+    });
   }
 
   /**
@@ -621,30 +652,16 @@ export class ForwardEngine extends EventEmitter {
       return;
     }
     warnOpenFailure(this.log, f, err);
+    // A detected listener whose guest port refuses a connection has most likely just closed: the guest agent scans
+    // now (the delta it sends removes the forward) instead of at its next tick, so the host port stops accepting
+    // connections that can only be reset.
     if (f.source === 'detected' && err instanceof ChannelOpenError && err.reason === OPEN_CONNECT_FAILED) {
-      this.rescan();
+      this.opts.requestScan?.();
     }
     if (f.look) f.look.failed(err);
     else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
       this.show(f, sshdRefusal(err));
     }
-  }
-
-  /**
-   * A detected listener whose guest port refuses a connection has most likely just closed: the guest agent is asked
-   * to scan now (the delta it sends removes the forward) instead of at its next tick, so the host port stops
-   * accepting connections that can only be reset. One request at a time.
-   */
-  private rescan(): void {
-    const peer = this.peer;
-    if (!peer || this.rescanning) return;
-    this.rescanning = true;
-    peer
-      .request('ports.snapshot', {})
-      .catch((err: Error) => this.log.debug({ err: err.message }, 'asking the guest agent to scan failed'))
-      .finally(() => {
-        this.rescanning = false;
-      });
   }
 
   /** The forward shows `cause` as why its channels fail (null: they open). */
@@ -659,17 +676,8 @@ export class ForwardEngine extends EventEmitter {
     return newForward({ ...init, suspended, opened: (f, err) => this.channelOpened(f, err) });
   }
 
-  private createPortForward(
-    source: ForwardSource,
-    id: string,
-    proto: 'tcp' | 'udp',
-    guestIP: string,
-    guestPort: number,
-    hostIPs: string[],
-    hostPort: number,
-    ignored: string | null = null,
-    process: Forward['process'] = null,
-  ): Promise<void> {
+  private createPortForward(spec: PortForwardSpec): Promise<void> {
+    const { source, id, proto, guestIP, guestPort, hostIPs, hostPort, ignored = null, process = null } = spec;
     const guestAddr = formatAddr(guestIP, guestPort);
     const f = this.newForward({ id, proto, source, guestAddr, guestIP, guestPort });
     f.process = process;

@@ -1,5 +1,8 @@
+import type { Peer } from '@tether/protocol';
 import { describe, expect, it } from 'vitest';
-import { bootedSince } from './agent-link.js';
+import { silentLogger } from '../log.js';
+import type { SshSession } from '../ssh/index.js';
+import { AgentLink, bootedSince } from './agent-link.js';
 
 describe('bootedSince', () => {
   it('reads a guest that booted after the goodbye from its /proc/uptime', () => {
@@ -11,5 +14,33 @@ describe('bootedSince', () => {
     expect(bootedSince('Welcome 9 to the guest\n12.50 20.10\n', 60_000)).toBe(true);
     expect(bootedSince('', 60_000)).toBe(false);
     expect(bootedSince('cat: /proc/uptime: No such file or directory\n', 60_000)).toBe(false);
+  });
+});
+
+describe('requestScan', () => {
+  it('asks the linked guest agent for a scan, one request at a time', async () => {
+    const link = new AgentLink({} as SshSession, {
+      socket: '/run/tether/agent.sock',
+      logger: silentLogger(),
+      agent: 'tether/test',
+    });
+    link.requestScan(); // no link yet: nothing to ask
+    const requests: string[] = [];
+    let answer = () => {};
+    link.peer = {
+      request: (method: string) => {
+        requests.push(method);
+        return new Promise<void>((resolve) => {
+          answer = resolve;
+        });
+      },
+    } as unknown as Peer;
+    link.requestScan();
+    link.requestScan();
+    expect(requests).toEqual(['ports.snapshot']); // the first is still unanswered
+    answer();
+    await new Promise((r) => setImmediate(r));
+    link.requestScan();
+    expect(requests).toEqual(['ports.snapshot', 'ports.snapshot']);
   });
 });

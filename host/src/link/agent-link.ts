@@ -131,6 +131,8 @@ export class AgentLink extends EventEmitter {
    * is waited for only HUNG_HELLO_MS before the agent is taken for hung (replaceHung).
    */
   private lastDownUnanswered = false;
+  /** A requestScan is waiting for its answer. */
+  private scanRequested = false;
   /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
   private lastHungReplace = Number.NEGATIVE_INFINITY;
 
@@ -556,6 +558,22 @@ export class AgentLink extends EventEmitter {
     } catch (err) {
       this.noteFailure(`cannot replace the guest agent that does not answer: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * Asks the guest agent to scan now rather than at its next tick; what changed comes as the usual delta. One request
+   * at a time: asked again while one is answering, nothing more is sent.
+   */
+  requestScan(): void {
+    const peer = this.peer;
+    if (!peer || this.scanRequested) return;
+    this.scanRequested = true;
+    peer
+      .request('ports.snapshot', {})
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'asking the guest agent to scan failed'))
+      .finally(() => {
+        this.scanRequested = false;
+      });
   }
 
   private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {
