@@ -60,8 +60,10 @@ export const FRAME_LIMITS = {
 } as const satisfies Record<string, FrameLimits>;
 
 const u32 = z.number().int().min(0).max(0xffff_ffff);
-const port = z.number().int().min(1).max(65_535);
-const ipAddress = z
+/** A TCP or UDP port (0 is not one anybody listens on); shared with the host's config and control API schemas. */
+export const Port = z.number().int().min(1).max(65_535);
+/** An IPv4 or IPv6 address in text form; shared like Port. */
+export const IpAddress = z
   .string()
   .max(64)
   .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
@@ -105,8 +107,8 @@ export const Listener = z
   .object({
     proto: Proto,
     family: z.union([z.literal(4), z.literal(6)]),
-    ip: ipAddress,
-    port,
+    ip: IpAddress,
+    port: Port,
     pid: z.number().int().positive().nullable(),
     command: z.string().max(LIMITS.commandBytes).nullable(),
   })
@@ -156,7 +158,9 @@ export type AgentBye = z.infer<typeof AgentBye>;
 // ── UDP relay ───────────────────────────────────────────────────────────────────────────────────────────────────
 
 /** host → guest: one datagram of flow `flow`, for the guest listener at ip:port. */
-export const UdpDatagram = z.object({ flow: u32, ip: ipAddress, port, data: bytes(LIMITS.datagramBytes) }).strict();
+export const UdpDatagram = z
+  .object({ flow: u32, ip: IpAddress, port: Port, data: bytes(LIMITS.datagramBytes) })
+  .strict();
 /** guest → host: a reply on flow `flow`. */
 export const UdpReply = z.object({ flow: u32, data: bytes(LIMITS.datagramBytes) }).strict();
 /** either way: the flow ended (idle expiry on the guest, client gone on the host). */

@@ -11,8 +11,8 @@ import {
   DnatSource,
   ListenEvents,
   type ListenEventsState,
-  type PortDelta,
   PortPoller,
+  type ScanDelta,
   TableAnchors,
 } from '../ports/index.js';
 import type { UdpRelayOptions } from '../relay/udp.js';
@@ -113,7 +113,7 @@ export class AgentServer {
     this.log.info({ socket: this.socketPath }, 'agent stopped');
   }
 
-  private readonly onDelta = (delta: PortDelta): void => {
+  private readonly onDelta = (delta: ScanDelta): void => {
     const wire = toWireDelta(delta);
     this.log.debug({ seq: delta.seq, added: delta.added.length, removed: delta.removed.length }, 'ports changed');
     for (const s of this.sessions) s.sendDelta(wire);

@@ -3,5 +3,5 @@
 export { TableAnchors } from './anchors.js';
 export { DnatSource } from './dnat.js';
 export { ListenEvents, type ListenEventsState } from './listen-events.js';
-export { type PortDelta, PortPoller, type PortSnapshot, scanOnce } from './poller.js';
+export { PortPoller, type ScanDelta, type ScanSnapshot, scanOnce } from './poller.js';
 export { type Listener, listenerKey } from './types.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { ScanTrigger } from './listen-events.js';
-import { type PortDelta, PortPoller, scanOnce } from './poller.js';
+import { PortPoller, type ScanDelta, scanOnce } from './poller.js';
 import { type Listener, listenerKey } from './types.js';
 
 // Real kernel sockets in whatever network namespace the test runs in; every socket below is bound to loopback or a
@@ -277,7 +277,7 @@ describe('PortPoller on real sockets', () => {
 
   it('emits deltas from its own timer once started', async () => {
     const poller = newPoller();
-    const deltas: PortDelta[] = [];
+    const deltas: ScanDelta[] = [];
     poller.on('delta', (d) => deltas.push(d));
     poller.start();
     cleanups.push(() => poller.stop());

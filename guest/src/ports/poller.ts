@@ -62,13 +62,13 @@ export interface ListenerSource {
   listeners(): Listener[];
 }
 
-export interface PortDelta {
+export interface ScanDelta {
   seq: number;
   added: Listener[];
   removed: Listener[];
 }
 
-export interface PortSnapshot {
+export interface ScanSnapshot {
   seq: number;
   listeners: Listener[];
 }
@@ -89,7 +89,7 @@ export interface PortPollerStats {
   lastError: string | null;
 }
 
-type PortPollerEvents = { delta: [PortDelta]; error: [Error] };
+type PortPollerEvents = { delta: [ScanDelta]; error: [Error] };
 
 // Smoothing of the measured tick cost, about a mean over the last 7 ticks: what is budgeted is CPU per unit of time,
 // and a tick that reads a table whose counter moved costs many cheap ticks' worth; reacting to each one alone would
@@ -201,13 +201,13 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
   }
 
   /** Scans now (a full scan when one is due); emits and returns the delta if anything changed, else null. */
-  scanNow(): PortDelta | null {
+  scanNow(): ScanDelta | null {
     const at = this.now();
     this.lastScanAt = at;
     const full = at - this.lastFullScanAt >= this.fullScanIntervalMs;
     const elapsed = this.stopwatch();
     this.attributionMs = 0;
-    let delta: PortDelta | null = null;
+    let delta: ScanDelta | null = null;
     try {
       this.probed ??= [...this.current.values()].filter((l) => l.fd !== undefined);
       const closed = full ? null : this.probe.gone(this.probed);
@@ -230,7 +230,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     return delta;
   }
 
-  snapshot(): PortSnapshot {
+  snapshot(): ScanSnapshot {
     return { seq: this.seq, listeners: [...this.current.values()].sort(compareListeners) };
   }
 
@@ -273,7 +273,7 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     this.intervalMs = budget(this.smoothedCostMs, this.minIntervalMs, this.maxIntervalMs);
   }
 
-  private diff(full: boolean): PortDelta | null {
+  private diff(full: boolean): ScanDelta | null {
     const { rows, seen, seenInodes, current, excluded } = this;
     rows.length = 0;
     seen.clear();

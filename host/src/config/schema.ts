@@ -1,7 +1,7 @@
 // The shape of tether.yaml, defined once as a zod schema; every config type in the host derives from it.
 // Owns keys, defaults and constraints; loading and error reporting live in load.ts.
-import { isIP } from 'node:net';
 import { posix } from 'node:path';
+import { IpAddress, Port } from '@tether/protocol';
 import { z } from 'zod';
 
 /**
@@ -10,9 +10,7 @@ import { z } from 'zod';
  */
 export const DEFAULT_GUEST_SOCKET = '/run/tether/agent.sock';
 
-const port = z.number().int().min(1).max(65_535);
-const portRange = z.tuple([port, port]).refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
-const ip = z.string().refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address');
+const portRange = z.tuple([Port, Port]).refine(([a, b]) => a <= b, 'expected [low, high] with low <= high');
 /**
  * A directory in the guest: absolute, or `~` / `~/...` for the SSH user's home there, expanded in the guest when
  * used (the host does not know that home). A relative path would depend on the guest command's working directory
@@ -29,7 +27,7 @@ const guestDir = z
 export const SshConfig = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
-    port: port.default(22),
+    port: Port.default(22),
     user: z.string().min(1),
     /** Private key file; `~` expands to the host user's home. */
     identityFile: z.string().min(1).optional(),
@@ -61,11 +59,11 @@ export const GuestAgentConfig = z
 /** A rule for detected guest listeners (Lima semantics: first match wins). */
 export const PortRule = z
   .object({
-    guestIP: ip.default('127.0.0.1'),
-    guestPort: port.optional(),
+    guestIP: IpAddress.default('127.0.0.1'),
+    guestPort: Port.optional(),
     guestPortRange: portRange.optional(),
-    hostIP: ip.optional(),
-    hostPort: port.optional(),
+    hostIP: IpAddress.optional(),
+    hostPort: Port.optional(),
     hostPortRange: portRange.optional(),
     proto: z.enum(['tcp', 'udp', 'any']).default('any'),
     ignore: z.boolean().default(false),

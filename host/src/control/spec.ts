@@ -1,19 +1,15 @@
 // Request bodies of the control API, validated at the boundary: a ForwardSpec (POST /v1/forwards).
-import { isIP } from 'node:net';
+import { IpAddress, Port } from '@tether/protocol';
 import { z } from 'zod';
 
-const port = z.number().int().min(1).max(65_535);
 const path = z.string().min(1).max(1024);
 
 const PortSpecSchema = z
   .object({
     proto: z.enum(['tcp', 'udp']),
-    hostIP: z
-      .string()
-      .refine((s) => isIP(s) !== 0, 'expected an IPv4 or IPv6 address')
-      .optional(),
-    hostPort: port,
-    guestPort: port,
+    hostIP: IpAddress.optional(),
+    hostPort: Port,
+    guestPort: Port,
   })
   .strict();
 const UnixSpecSchema = z.object({ proto: z.literal('unix'), guestSocket: path, hostSocket: path }).strict();
