@@ -2,14 +2,10 @@
 // a short-lived cache (the host mounts first and sends events afterwards, so a "no" must not be remembered long).
 // mountinfo lists mounts under their resolved paths, so the directory must be given resolved (realpath).
 import { readFileSync } from 'node:fs';
+import { unescapeMountPath } from '../mount-table.js';
 
 /** Whether `root`, a resolved absolute path, is a mount the applier may touch. */
 export type MountCheck = (root: string) => boolean;
-
-/** mountinfo escapes space, tab, newline and backslash in paths as octal (`\040`). */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
-}
 
 /** Mount points whose filesystem type is `fstype`, parsed from mountinfo text. */
 export function mountPointsOfType(mountinfo: string, fstype: string): Set<string> {

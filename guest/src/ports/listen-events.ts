@@ -11,6 +11,7 @@
 import { closeSync, mkdirSync, openSync, read, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import { unescapeMountPath } from '../mount-table.js';
 
 /** Something that tells the poller a listener may have come or gone; the poller then scans soon (PortPoller.wake). */
 export interface ScanTrigger {
@@ -193,11 +194,6 @@ export function tracefsRoots(mountsFile: string): string[] {
   }
   for (const root of FALLBACK_ROOTS) if (!roots.includes(root) && hasInstances(root)) roots.push(root);
   return roots;
-}
-
-/** The mount table writes space, tab, newline and backslash in paths as octal escapes. */
-function unescapeMountPath(path: string): string {
-  return path.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
 }
 
 function hasInstances(root: string): boolean {

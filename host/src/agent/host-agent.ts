@@ -25,6 +25,7 @@ import {
 } from '../model.js';
 import { defaultBundleDir, ensureGuestAgent, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import {
+  authorizedKeyFix,
   guestServerPort,
   SshSession,
   type SshSessionOptions,
@@ -485,9 +486,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
           const { user, identityFile } = this.config.ssh;
           settle(
             new Error(
-              `${reason}; refused for ${Math.round((performance.now() - since) / 1000)} s: put the public key of ` +
-                `${identityFile ?? 'your ssh-agent key'} in the guest's ~${user}/.ssh/authorized_keys, or set ` +
-                'ssh.identityFile in tether.yaml to a key the guest accepts',
+              `${reason}; refused for ${Math.round((performance.now() - since) / 1000)} s: ` +
+                `${authorizedKeyFix(user, identityFile)}, or set ssh.identityFile in tether.yaml to a key the guest accepts`,
             ),
           );
         }

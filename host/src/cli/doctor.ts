@@ -12,7 +12,14 @@ import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { execOn } from '../ssh/exec.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
-import { describeKey, type HostKey, readPinned, streamLocalRefusal } from '../ssh/index.js';
+import {
+  authorizedKeyFix,
+  describeKey,
+  type HostKey,
+  readPinned,
+  sshdForwardingFix,
+  streamLocalRefusal,
+} from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';
 import { HOST_AGENT_NAME } from '../version.js';
 import { clientFor } from './context.js';
@@ -360,11 +367,7 @@ async function probeSsh(
   );
   if (outcome) {
     results.push(
-      fail(
-        'ssh auth',
-        `${target}: ${outcome.message}`,
-        `put the public key of ${config.ssh.identityFile ?? 'your ssh-agent key'} in the guest's ~${config.ssh.user}/.ssh/authorized_keys`,
-      ),
+      fail('ssh auth', `${target}: ${outcome.message}`, authorizedKeyFix(config.ssh.user, config.ssh.identityFile)),
     );
     client.end();
     return { results, client: null };
@@ -408,12 +411,7 @@ async function checkGuestAgent(
     const refused = await streamLocalRefusal(shellOn(client), socket, err as Error).catch(() => null);
     return [
       refused
-        ? fail(
-            'guest agent',
-            refused.message,
-            "set AllowStreamLocalForwarding yes, AllowTcpForwarding yes and DisableForwarding no in the guest's " +
-              'sshd_config, reload sshd, then tether down NAME && tether up NAME',
-          )
+        ? fail('guest agent', refused.message, sshdForwardingFix('unix'))
         : fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, fix),
       skip('port scanner', 'needs the guest agent'),
     ];

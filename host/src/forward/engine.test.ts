@@ -601,7 +601,9 @@ describe('ForwardEngine', () => {
     try {
       await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNRESET' });
       await expect.poll(() => engine.view(id)?.state).toBe('error');
-      expect(engine.view(id)?.error).toMatch(/refuses the channel \(.*open failed\): set AllowTcpForwarding yes/);
+      expect(engine.view(id)?.error).toMatch(
+        /refuses the channel \(.*open failed\): in the guest.s \/etc\/ssh\/sshd_config .*set AllowTcpForwarding yes/,
+      );
     } finally {
       prohibited.clear();
     }

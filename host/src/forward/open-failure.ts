@@ -1,7 +1,7 @@
 // What a channel open that failed means for a forward: a refusal by the guest's sshd names the sshd_config options to
 // change; any other failure is the connection's own and is warned about, at a rate a retrying client cannot flood.
 import type { Logger } from '../log.js';
-import type { ChannelOpenError } from '../ssh/index.js';
+import { type ChannelOpenError, sshdForwardingFix } from '../ssh/index.js';
 import type { Forward } from './forward.js';
 
 /** At most one warning per forward this often about connections that could not be forwarded. */
@@ -9,12 +9,7 @@ const OPEN_WARN_INTERVAL_MS = 5_000;
 
 /** Why a TCP forward's channels fail when the guest's sshd prohibits them, with what to change there. */
 export function sshdRefusal(err: ChannelOpenError): string {
-  return (
-    `the guest's sshd refuses the channel (${err.message}): set AllowTcpForwarding yes (or local), no PermitOpen ` +
-    'that excludes this port, and DisableForwarding no in its sshd_config (and any Match block for this user), ' +
-    'check the key has no restrict or no-port-forwarding option in authorized_keys, reload sshd, then tether ' +
-    'down and up'
-  );
+  return `the guest's sshd refuses the channel (${err.message}): ${sshdForwardingFix('tcp')}`;
 }
 
 /**

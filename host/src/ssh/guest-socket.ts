@@ -5,6 +5,7 @@
 // channel still fails, the cause is sshd. Used for the guest agent's socket (provisioning, the agent link, doctor)
 // and for unix socket forwards. Owns that shell snippet and the messages that name the fix; it opens nothing else.
 import type { ClientChannel } from 'ssh2';
+import { sshdForwardingFix } from './advice.js';
 import type { ExecResult } from './exec.js';
 import { SshNotConnectedError } from './session.js';
 import { shellQuote as q } from './shell-quote.js';
@@ -26,11 +27,7 @@ export class StreamLocalRefusedError extends Error {
   ) {
     super(
       `the guest's sshd refuses unix-socket forwarding: ${listener} listens on ${socket}, but the channel to it` +
-        ` is rejected (${detail}). In the guest's /etc/ssh/sshd_config (and any Match block for this user) set` +
-        ' AllowStreamLocalForwarding yes (or local), AllowTcpForwarding yes (or local: OpenSSH applies it to unix' +
-        ' sockets too) and DisableForwarding no, with no PermitOpen restriction; make sure the key in authorized_keys' +
-        ' has no restrict, no-port-forwarding or permitopen option; reload sshd, then run `tether down` and' +
-        ' `tether up` again (an SSH connection keeps the settings it was opened with)',
+        ` is rejected (${detail}): ${sshdForwardingFix('unix')}`,
     );
   }
 }

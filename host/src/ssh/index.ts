@@ -1,6 +1,7 @@
 // The SSH layer of the host agent: one session per VM, its host key pinning, and what a guest unix socket looks like
 // through it.
 
+export { authorizedKeyFix, sshdForwardingFix } from './advice.js';
 export type { ExecResult } from './exec.js';
 export {
   guestSocketState,
