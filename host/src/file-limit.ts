@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 /** Below this many, the agent warns at start. */
-export const LOW_FILE_LIMIT = 4096;
+const LOW_FILE_LIMIT = 4096;
 
 type FileLimit = number | 'unlimited' | null;
 

@@ -10,7 +10,7 @@
 import { closeSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const COMMAND_MAX_BYTES = 256;
+const COMMAND_MAX_BYTES = 256;
 
 export interface SocketOwner {
   pid: number;
@@ -119,7 +119,7 @@ function pidsByLikelihood(procRoot: string): number[] {
 }
 
 /** A process's command line with NULs as spaces, at most COMMAND_MAX_BYTES; `[comm]` for kernel threads. */
-export function readCommand(pid: number, procRoot = '/proc'): string | null {
+function readCommand(pid: number, procRoot = '/proc'): string | null {
   const base = join(procRoot, String(pid));
   const cmdline = readHead(join(base, 'cmdline'));
   if (cmdline === null) return null;

@@ -12,7 +12,7 @@ import { socketAt } from './attribution.js';
 import type { Listener } from './types.js';
 
 /** Readlinks per tick at most: a tick stays cheap however many listeners there are; a hop among few is seen at once. */
-export const PROBES_PER_TICK = 16;
+const PROBES_PER_TICK = 16;
 
 export class ListenerProbe {
   private cursor = 0;

@@ -227,7 +227,7 @@ function wordBytes(word: number, littleEndian: boolean, into: number[]): void {
   else into.push(word >>> 24, (word >>> 16) & 0xff, (word >>> 8) & 0xff, word & 0xff);
 }
 
-export function formatIPv4Word(word: number, littleEndian: boolean): string {
+function formatIPv4Word(word: number, littleEndian: boolean): string {
   const b: number[] = [];
   wordBytes(word, littleEndian, b);
   return b.join('.');

@@ -9,7 +9,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 const LISTEN = '0A';
 const ZERO6 = '0'.repeat(32);
 
-export type PortHolder = 'listener' | 'connection';
+type PortHolder = 'listener' | 'connection';
 
 /**
  * What holds `ip`:`port` for TCP on this host: the sockets on that port whose address overlaps it (the same one, or

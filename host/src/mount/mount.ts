@@ -29,7 +29,7 @@ const READY_TIMEOUT_MS = 20_000;
 const UNMOUNT_TIMEOUT_MS = 5_000;
 
 /** Lazy unmount: works while files are open and on a dead ("transport endpoint is not connected") mount. */
-export function lazyUnmountCommand(mountPoint: string): string {
+function lazyUnmountCommand(mountPoint: string): string {
   const mp = shellQuote(mountPoint);
   return `fusermount3 -uz ${mp} 2>/dev/null || fusermount -uz ${mp} 2>/dev/null || umount -l ${mp} 2>/dev/null || sudo -n umount -l ${mp}`;
 }
@@ -245,7 +245,7 @@ export class GuestMount extends EventEmitter {
     if (gen !== this.generation) {
       // Unmounted or suspended while resolving or opening: this channel must not become the active one.
       channel.close();
-      throw new Error('superseded before sshfs started');
+      throw new Error(`mount of ${this.where()} superseded before sshfs started`);
     }
     let stderr = '';
     let seen: () => void = () => {};
@@ -298,7 +298,7 @@ export class GuestMount extends EventEmitter {
       }
       throw err;
     }
-    if (gen !== this.generation) throw new Error('superseded before sshfs started');
+    if (gen !== this.generation) throw new Error(`mount of ${this.where()} superseded before sshfs started`);
     if (active.isClosed) throw new Error(`sshfs failed to mount ${this.where()}: ${why()}`);
     startup = this.takeStartLine(startup, countTag, path);
     if (startup.length > 0) {

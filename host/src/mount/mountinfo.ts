@@ -28,7 +28,7 @@ export function isSshfsType(fsType: string | null): boolean {
 }
 
 /** A path as mountinfo writes it: space, tab, newline and backslash as octal escapes. */
-export function escapeMountPath(path: string): string {
+function escapeMountPath(path: string): string {
   return path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
 }
 

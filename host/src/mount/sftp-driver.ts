@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { ChangeTap, markerFilter, serveSftp } from '../sftp/index.js';
 
 /** Where distributions install OpenSSH's sftp-server when it is not on PATH. */
-export const SFTP_SERVER_PATHS = [
+const SFTP_SERVER_PATHS = [
   '/usr/lib/openssh/sftp-server',
   '/usr/libexec/openssh/sftp-server',
   '/usr/libexec/sftp-server',

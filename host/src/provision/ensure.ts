@@ -207,7 +207,7 @@ export async function ensureGuestAgent(
  * The login user's own agent socket as agentSocket names it, for a look at the guest that does not provision
  * (doctor while no host agent runs); null when the guest does not say.
  */
-export async function ownAgentSocket(shell: Pick<GuestShell, 'execText'>, installDir: string): Promise<string | null> {
+async function ownAgentSocket(shell: Pick<GuestShell, 'execText'>, installDir: string): Promise<string | null> {
   const r = await shell.execText(`${installDirLine(installDir)}; printf '\\n%s\\n' "$D/agent.sock"`);
   // Last line: the login shell's startup files may print before it.
   const path = r.code === 0 ? r.stdout.trim().split('\n').at(-1) : undefined;

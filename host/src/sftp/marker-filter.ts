@@ -20,7 +20,7 @@ interface MarkerFilterLogger {
   warn(obj: object, msg: string): void;
 }
 
-export interface MarkerFilter {
+interface MarkerFilter {
   /** guest → sftp-server: the channel is piped into it, it into the server's stdin. */
   readonly requests: Transform;
   /** sftp-server → guest: the server's stdout is piped into it, it into the channel. */

@@ -28,7 +28,7 @@ import { commandLabel } from './shell-quote.js';
 import { sshTarget } from './target.js';
 
 /** aes128-gcm first: the fastest measured here; the rest are OpenSSH's usual modern set. */
-export const CIPHERS: CipherAlgorithm[] = [
+const CIPHERS: CipherAlgorithm[] = [
   'aes128-gcm@openssh.com',
   'aes256-gcm@openssh.com',
   'chacha20-poly1305@openssh.com',

@@ -7,7 +7,7 @@
 // (SFTP v3 carries seconds only, while an editor's write has nanoseconds on every common file system) is taken for
 // the touch and dropped. Pure bookkeeping: no I/O, no timers.
 
-export const ECHO_WINDOW_MS = 2_000;
+const ECHO_WINDOW_MS = 2_000;
 
 interface Sent {
   at: number;
