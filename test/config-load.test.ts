@@ -5,13 +5,8 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../host/src/config/errors.js';
-import {
-  copyConfigFile,
-  loadConfig,
-  parseConfig,
-  updateConfigFile,
-  writeInitialConfig,
-} from '../host/src/config/load.js';
+import { loadConfig, parseConfig } from '../host/src/config/load.js';
+import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../host/src/config/write.js';
 
 const FILE = '/etc/tether/demo.yaml';
 

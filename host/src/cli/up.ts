@@ -4,8 +4,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { copyConfigFile, type LoadedConfig, loadConfig, updateConfigFile, writeInitialConfig } from '../config/load.js';
+import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
+import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/write.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
 import { REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
