@@ -6,7 +6,7 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
-import { agentBuild, GUEST_STOPPING } from '../link/index.js';
+import { GUEST_STOPPING, greet } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
@@ -418,10 +418,9 @@ async function checkGuestAgent(
   }
   try {
     peer = new Peer(stream, { agent: `${HOST_AGENT_NAME} doctor`, timeoutMs: 5_000 });
-    await withTimeout(peer.ready, 5_000, 'no hello');
-    const info = await peer.request('info', {});
+    const { info, build } = await greet(peer, socket, 5_000);
     const answers = `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`;
-    const outdated = outdatedAgent(info, await agentBuild(peer), defaultBundleDir());
+    const outdated = outdatedAgent(info, build, defaultBundleDir());
     const results = [
       outdated
         ? warn(
@@ -451,22 +450,6 @@ async function checkGuestAgent(
   } finally {
     peer?.close('doctor done');
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 /** Whether new TCP listeners wake the guest's scanner at once, or are found by its ticks only (and why). */

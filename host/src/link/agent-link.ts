@@ -10,9 +10,11 @@
 // and an agent that takes the connection but never says hello is replaced too (at most once a minute). Owns the Peer
 // of the current link; it does not forward anything itself.
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type AgentBye,
+  type Hello,
   type Info,
   type Listener,
   Peer,
@@ -307,7 +309,18 @@ export class AgentLink extends EventEmitter {
   }
 
   /** One link: open, set up, serve until closed. */
+  /** One link: open the channel, greet the agent, serve until the link closes. */
   private async session(gen: number): Promise<'was-up' | 'failed' | 'blocked'> {
+    const channel = await this.openChannel(gen);
+    if (typeof channel === 'string') return channel;
+    const { peer, closed, closeError } = this.newPeer(channel);
+    if (!(await this.handshake(peer, closeError))) return 'failed';
+    await this.serveUntilClosed(peer, closed);
+    return 'was-up';
+  }
+
+  /** The streamlocal channel to the agent's socket, or why there is none ('blocked': a restart cannot help). */
+  private async openChannel(gen: number): Promise<Duplex | 'failed' | 'blocked'> {
     let channel: Awaited<ReturnType<SshSession['openStreamLocal']>>;
     try {
       channel = await this.ssh.openStreamLocal(this.socket);
@@ -332,6 +345,11 @@ export class AgentLink extends EventEmitter {
       channel.destroy();
       return 'failed';
     }
+    return channel;
+  }
+
+  /** The link's peer, with its logging and event handlers; `closed` resolves with the reason it closed. */
+  private newPeer(channel: Duplex): { peer: Peer; closed: Promise<string>; closeError: () => Error | undefined } {
     const peer = new Peer(channel, { agent: this.opts.agent, timeoutMs: this.opts.setupTimeoutMs ?? 10_000 });
     let closeError: Error | undefined;
     const closed = new Promise<string>((resolve) =>
@@ -358,18 +376,22 @@ export class AgentLink extends EventEmitter {
     this.held = [];
     peer.onEvent('ports.delta', (d) => this.onDelta(peer, d));
     peer.onEvent('agent.bye', (bye) => this.onBye(bye));
+    return { peer, closed, closeError: () => closeError };
+  }
+
+  /**
+   * Hello, info and build; an agent of another build or protocol is replaced, a silent one taken for hung. Then the
+   * subscription: the link is up with the agent's snapshot applied. False when it did not come up.
+   */
+  private async handshake(peer: Peer, closeError: () => Error | undefined): Promise<boolean> {
     try {
       const full = this.opts.setupTimeoutMs ?? 10_000;
-      const setupTimeout = this.lastDownUnanswered ? Math.min(full, HUNG_HELLO_MS) : full;
-      const hello = await Promise.race([
-        peer.ready,
-        sleep(setupTimeout, null, { ref: false }).then(() => {
-          throw new HelloTimeoutError(`no hello from ${this.socket} within ${setupTimeout} ms`);
-        }),
-      ]);
-      const info = await peer.request('info', {});
-      const build = await agentBuild(peer);
-      if (await this.replaced(peer, this.outdatedReason(info, build))) return 'failed';
+      const { hello, info, build } = await greet(
+        peer,
+        this.socket,
+        this.lastDownUnanswered ? Math.min(full, HUNG_HELLO_MS) : full,
+      );
+      if (await this.replaced(peer, this.outdatedReason(info, build))) return false;
       this.emit('peer', peer);
       const snapshot = await peer.request('ports.subscribe', {});
       this.info = info;
@@ -382,26 +404,32 @@ export class AgentLink extends EventEmitter {
       this.log.info(
         {
           state: 'up',
-          agent: hello?.agent,
+          agent: hello.agent,
           guestPid: info.pid,
           socket: this.socket,
           listeners: snapshot.listeners.length,
         },
-        `agent link up: ${hello?.agent} pid ${info.pid} at ${this.socket}`,
+        `agent link up: ${hello.agent} pid ${info.pid} at ${this.socket}`,
       );
       this.emit('up', info);
       this.applySnapshot(peer, snapshot);
+      return true;
     } catch (err) {
       const message = `agent link setup failed: ${(err as Error).message}`;
       this.noteFailure(message);
       peer.close(message);
       if (this.peer === peer) this.peer = null;
-      if (closeError instanceof ProtocolVersionError) await this.replaced(peer, closeError.message);
+      const versionError = closeError();
+      if (versionError instanceof ProtocolVersionError) await this.replaced(peer, versionError.message);
       // The socket takes connections but nothing answers on it: a hung or stopped agent, to be replaced.
       else if (err instanceof HelloTimeoutError || err instanceof RequestTimeoutError)
         await this.replaceHung((err as Error).message);
-      return 'failed';
+      return false;
     }
+  }
+
+  /** Pings the agent while the link is up; once it closes, the link is down with the reason. */
+  private async serveUntilClosed(peer: Peer, closed: Promise<string>): Promise<void> {
     const liveness = this.watchLiveness(peer);
     const reason = await closed;
     clearInterval(liveness);
@@ -415,7 +443,6 @@ export class AgentLink extends EventEmitter {
     if (this.guestStopping) this.log.info(fields, `agent link down: ${why}; waiting for the guest to come back`);
     else this.log.warn(fields, `agent link down: ${why}`);
     this.emit('down', why);
-    return 'was-up';
   }
 
   /** Pings `peer` while it is up; one that gets no answer in time takes the link down (the loop then retries). */
@@ -609,10 +636,29 @@ export class AgentLink extends EventEmitter {
 }
 
 /**
+ * The first exchange with the guest agent at `socket` on a new peer: its hello (within `timeoutMs`, else
+ * HelloTimeoutError), its info and its build. Shared by the link and `doctor`.
+ */
+export async function greet(
+  peer: Peer,
+  socket: string,
+  timeoutMs: number,
+): Promise<{ hello: Hello; info: Info; build: string | null }> {
+  const hello = await Promise.race([
+    peer.ready,
+    sleep(timeoutMs, null, { ref: false }).then((): never => {
+      throw new HelloTimeoutError(`no hello from ${socket} within ${timeoutMs} ms`);
+    }),
+  ]);
+  const info = await peer.request('info', {});
+  return { hello, info, build: await agentBuild(peer) };
+}
+
+/**
  * The agent's build hash, or null from an agent that does not say (older than the `agent.build` method: it answers
  * unknown_method; any refusal counts the same).
  */
-export async function agentBuild(peer: Peer): Promise<string | null> {
+async function agentBuild(peer: Peer): Promise<string | null> {
   try {
     return (await peer.request('agent.build', {})).build;
   } catch (err) {

@@ -1,2 +1,2 @@
 // The host side of the agent link.
-export { AgentLink, type AgentLinkOptions, agentBuild, GUEST_STOPPING } from './agent-link.js';
+export { AgentLink, type AgentLinkOptions, GUEST_STOPPING, greet } from './agent-link.js';
