@@ -22,9 +22,10 @@ import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { explicitId, listenerId, unixId } from './ids.js';
+import { loopbackTarget } from './loopback.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
-import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
+import { hostIPsOf, isLocalhost, matchRule, type RuleDecision } from './rules.js';
 import { SocketLook } from './socket-look.js';
 import { forwardState } from './state.js';
 import { TcpBinding } from './tcp.js';
@@ -67,8 +68,6 @@ interface PortForwardSpec {
   ignored?: string | null;
   process?: Forward['process'];
 }
-/** The guest addresses whose listeners a forward to the guest's localhost can reach (see followLoopback). */
-const GUEST_LOOPBACK_OR_ANY = ['127.0.0.1', '::1', '0.0.0.0', '::', '::ffff:127.0.0.1'];
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
 class DuplicateForwardError extends Error {
@@ -485,21 +484,14 @@ export class ForwardEngine extends EventEmitter {
     this.setProcess(holder, null);
   }
 
-  /**
-   * An explicit forward to the guest's localhost goes to the loopback its guest port listens on: a dev server bound
-   * to `localhost` that listens on ::1 only is reached there first (not after a refused 127.0.0.1 for every
-   * connection), and `forward ls` shows the address that answers. Any listener of the guest port counts, whichever
-   * host port its own forward has (`forward add 9097:8087` follows a server on [::1]:8087).
-   */
+  /** An explicit forward to the guest's localhost goes to the loopback its guest port listens on (loopback.ts). */
   private followLoopback(f: Forward): void {
     if (f.source === 'detected' || f.proto === 'unix' || !isLocalhost(f.askedIP)) return;
-    const at = new Set<string>();
-    for (const ip of GUEST_LOOPBACK_OR_ANY) {
-      const l = this.guestListeners.get(listenerId({ proto: f.proto, ip, port: f.guestPort }));
-      if (l) at.add(unmapIPv4(l.ip));
-    }
-    const other = unmapIPv4(f.askedIP) === '::1' ? '127.0.0.1' : '::1';
-    const ip = at.size === 1 && at.has(other) ? other : f.askedIP;
+    const proto = f.proto;
+    const ip = loopbackTarget(
+      f.askedIP,
+      (at) => this.guestListeners.get(listenerId({ proto, ip: at, port: f.guestPort }))?.ip,
+    );
     if (ip === f.guestIP) return;
     f.guestIP = ip;
     f.guestAddr = formatAddr(ip, f.guestPort);
