@@ -205,7 +205,7 @@ export class MountManager {
         onState: () => this.changed(entry),
       });
       const watcher = entry.watcher;
-      mount.onGuestChange = (hostPath) => watcher.guestChanged(hostPath);
+      mount.onGuestChange = (hostPath, removed) => watcher.guestChanged(hostPath, removed);
     }
     // Only a mounted outer mount puts host files under it; under one that failed lies the guest's own directory.
     mount.nested = () => this.entries.some((o) => o.mount.state === 'mounted' && inside(o.mount, mount));

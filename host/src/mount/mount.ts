@@ -9,6 +9,7 @@ import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { MountState } from '../model.js';
+import type { ChangeListener } from '../sftp/index.js';
 import { describeExit, execOn, openExec } from '../ssh/exec.js';
 import { SESSION_LIMIT_HINT } from '../ssh/session-limit.js';
 import { shellQuote } from '../ssh/shell-quote.js';
@@ -91,7 +92,7 @@ export class GuestMount extends EventEmitter {
    */
   sharedWith: (guestPath: string) => string | null = () => null;
   /** Hears of each host path the guest changes through the mount (see serveMount). */
-  onGuestChange: ((hostPath: string) => void) | undefined = undefined;
+  onGuestChange: ChangeListener | undefined = undefined;
   /** Mounted at least once in this run: a later mount is a remount (see noteRemount). */
   private mountedBefore = false;
   /** The last session ended while the guest shut down: its programs went with it, nobody is left on the old mount. */

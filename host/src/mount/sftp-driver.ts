@@ -10,7 +10,7 @@ import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { ChangeTap, markerFilter, serveSftp } from '../sftp/index.js';
+import { type ChangeListener, ChangeTap, markerFilter, serveSftp } from '../sftp/index.js';
 
 /** Where distributions install OpenSSH's sftp-server when it is not on PATH. */
 const SFTP_SERVER_PATHS = [
@@ -46,7 +46,7 @@ export interface DriverSession extends EventEmitter {
 
 class BuiltinSession extends EventEmitter implements DriverSession {
   private readonly session;
-  constructor(stream: Duplex, mount: MountConfig, log: Logger, onChange?: (hostPath: string) => void) {
+  constructor(stream: Duplex, mount: MountConfig, log: Logger, onChange?: ChangeListener) {
     super();
     this.session = serveSftp(stream, { root: mount.location, readOnly: !mount.writable, log, onChange });
     this.session.once('close', (e: { reason?: string }) => this.emit('close', e?.reason ?? 'sftp session closed'));
@@ -66,7 +66,7 @@ class OpensshSession extends EventEmitter implements DriverSession {
     binary: string,
     mount: MountConfig,
     private readonly log: Logger,
-    onChange?: (hostPath: string) => void,
+    onChange?: ChangeListener,
   ) {
     super();
     const args = ['-e', '-d', mount.location, ...(mount.writable ? [] : ['-R'])];
@@ -114,12 +114,7 @@ class OpensshSession extends EventEmitter implements DriverSession {
  * Serves one sshfs session with the mount's driver; throws when the openssh driver has no binary. `onChange` hears
  * of every change the guest makes through it: from tether's own server, or read off the requests to sftp-server.
  */
-export function serveMount(
-  stream: Duplex,
-  mount: MountConfig,
-  log: Logger,
-  onChange?: (hostPath: string) => void,
-): DriverSession {
+export function serveMount(stream: Duplex, mount: MountConfig, log: Logger, onChange?: ChangeListener): DriverSession {
   if (mount.driver === 'builtin') return new BuiltinSession(stream, mount, log, onChange);
   const binary = findSftpServer();
   if (!binary) {

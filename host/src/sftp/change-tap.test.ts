@@ -56,7 +56,14 @@ describe('change tap in the marker filter', () => {
   for (const sizes of [[1], [2, 3, 5, 7], [4], [5], [31, 4096], [1 << 20]]) {
     it(`reports what the requests change and passes every byte (chunks of ${sizes.join(',')})`, async () => {
       const changed: string[] = [];
-      const f = markerFilter(log, new ChangeTap('/r', (p) => changed.push(p)));
+      const removed = new Set<string>();
+      const f = markerFilter(
+        log,
+        new ChangeTap('/r', (p, gone) => {
+          changed.push(p);
+          if (gone) removed.add(p);
+        }),
+      );
       const toServer = collect(f.requests);
       const toGuest = collect(f.replies);
       const send = async (requests: Buffer[], replies: Buffer[]) => {
@@ -98,6 +105,8 @@ describe('change tap in the marker filter', () => {
       // Reported as each request passed and again as its reply did.
       expect(changed.filter((p) => p === '/r/gone')).toHaveLength(2);
       expect(changed.filter((p) => p === '/r/log.txt')).toHaveLength(4); // the first write and the close, twice
+      // Names taken away: removes and renames' sources (a hard link's source stays).
+      expect(removed).toEqual(new Set(['/r/a', '/r/c', '/r/gone', '/r/gone-dir']));
 
       const sentToServer = [...first.filter((p) => p[4] !== FXP.SETSTAT), ...second];
       expect(toServer().equals(Buffer.concat(sentToServer))).toBe(true);

@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import { EXT, FXF, FXP } from './constants.js';
 import { PacketReader } from './packet.js';
 import { displayPath } from './paths.js';
+import type { ChangeListener } from './server.js';
 
 /** Request types the tap reads whole (they are small); WRITE is read only up to WRITE_HEAD. */
 export const TAPPED_REQUESTS: ReadonlySet<number> = new Set([
@@ -44,6 +45,8 @@ interface OpenFile {
 
 interface Pending {
   paths: string[];
+  /** The path among them whose name the request takes away (a remove, a rename's source). */
+  removes?: string;
   /** An OPEN for writing: its HANDLE reply names the file's handle. */
   opens?: string;
 }
@@ -55,7 +58,7 @@ export class ChangeTap {
   /** `root`: sftp-server's start directory, against which relative paths resolve. */
   constructor(
     private readonly root: string,
-    private readonly onChange: (hostPath: string) => void,
+    private readonly onChange: ChangeListener,
   ) {}
 
   /** Whether a reply may matter: some request waits for one. */
@@ -70,7 +73,7 @@ export class ChangeTap {
   request(packet: Buffer): void {
     const parsed = this.parse(packet);
     if (!parsed) return;
-    for (const p of parsed.paths) this.onChange(p);
+    for (const p of parsed.paths) this.onChange(p, p === parsed.removes);
     if (parsed.paths.length > 0 || parsed.opens) this.expect(parsed.id, parsed);
   }
 
@@ -81,7 +84,7 @@ export class ChangeTap {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
-    for (const path of p.paths) this.onChange(path);
+    for (const path of p.paths) this.onChange(path, path === p.removes);
     if (p.opens === undefined || head[4] !== FXP.HANDLE || this.handles.size >= MAX_HANDLES) return;
     try {
       const handle = new PacketReader(head.subarray(9)).bytes().toString('latin1');
@@ -118,12 +121,15 @@ export class ChangeTap {
           return file ? { id, paths: [file.path] } : null;
         }
         case FXP.SETSTAT:
-        case FXP.REMOVE:
         case FXP.MKDIR:
-        case FXP.RMDIR:
           return { id, paths: [path()] };
+        case FXP.REMOVE:
+        case FXP.RMDIR: {
+          const p = path();
+          return { id, paths: [p], removes: p };
+        }
         case FXP.RENAME:
-          return { id, paths: [path(), path()] };
+          return this.renamed(id, path(), path());
         case FXP.SYMLINK:
           // OpenSSH's order: target, then the link made.
           r.path();
@@ -141,6 +147,7 @@ export class ChangeTap {
   private extended(id: number, name: string, path: () => string): ({ id: number } & Pending) | null {
     switch (name) {
       case EXT.POSIX_RENAME:
+        return this.renamed(id, path(), path());
       case EXT.HARDLINK: // the source's link count changes too
         return { id, paths: [path(), path()] };
       case EXT.LSETSTAT:
@@ -148,6 +155,10 @@ export class ChangeTap {
       default:
         return null;
     }
+  }
+
+  private renamed(id: number, from: string, to: string): { id: number } & Pending {
+    return { id, paths: [from, to], removes: from };
   }
 
   private written(id: number, handle: string): ({ id: number } & Pending) | null {

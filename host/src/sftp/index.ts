@@ -3,4 +3,4 @@
 
 export { ChangeTap } from './change-tap.js';
 export { markerFilter } from './marker-filter.js';
-export { serveSftp } from './server.js';
+export { type ChangeListener, serveSftp } from './server.js';

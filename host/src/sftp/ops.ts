@@ -68,8 +68,8 @@ export interface OpContext {
   readonly maxHandles: number;
   addRead(n: number): void;
   addWritten(n: number): void;
-  /** A request changed the entry at `hostPath` (a byte string, as paths are here). */
-  changed(hostPath: string): void;
+  /** A request changed the entry at `hostPath` (a byte string, as paths are here); `removed`: took its name away. */
+  changed(hostPath: string, removed?: boolean): void;
 }
 
 export interface Op {
@@ -359,7 +359,7 @@ const pathOp =
     } finally {
       if (unlinks) s.paths.forgetParents();
     }
-    s.changed(hostPath);
+    s.changed(hostPath, unlinks);
     return ok(id);
   };
 
@@ -375,7 +375,7 @@ const twoPathOp =
     } finally {
       if (unlinks) s.paths.forgetParents();
     }
-    s.changed(hostFrom);
+    s.changed(hostFrom, unlinks);
     s.changed(hostTo);
     return ok(id);
   };

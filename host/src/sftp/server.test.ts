@@ -337,6 +337,20 @@ describe('directories and names', () => {
     expect((await fsp.stat(join(root, 'd'))).nlink).toBe(2);
   });
 
+  it('reports each changed path, and which of them lost their name (removes, rename sources)', async () => {
+    await fsp.writeFile(join(root, 'a'), 'A');
+    await fsp.mkdir(join(root, 'dir'));
+    const changes: string[] = [];
+    const c = await start({
+      onChange: (p, removed) => changes.push(`${p.slice(root.length + 1)}${removed ? ' -' : ''}`),
+    });
+    expectStatus(await c.extended(EXT.POSIX_RENAME, (w) => w.string('a').string('b')), FX.OK);
+    expectStatus(await c.extended(EXT.HARDLINK, (w) => w.string('b').string('c')), FX.OK);
+    expectStatus(await c.path(FXP.REMOVE, 'b'), FX.OK);
+    expectStatus(await c.path(FXP.RMDIR, 'dir'), FX.OK);
+    expect(changes).toEqual(['a -', 'b', 'b', 'c', 'b -', 'dir -']);
+  });
+
   it('creates and reads symlinks (OpenSSH argument order: target, link)', async () => {
     await fsp.writeFile(join(root, 'target'), 'T');
     const c = await start();

@@ -54,8 +54,14 @@ export interface SftpServerOptions {
    * Called with the host path (as UTF-8) of each entry a request created, wrote, removed, renamed, linked or set
    * attributes of, once it did: the mount's watch drops the echo of the guest's own changes (watch/watcher.ts).
    */
-  onChange?: (hostPath: string) => void;
+  onChange?: ChangeListener;
 }
+
+/**
+ * Hears of an entry the guest changed through the mount; `removed`: the change took the name away (a remove, or the
+ * source of a rename), so the host's delete event of it is that change too.
+ */
+export type ChangeListener = (hostPath: string, removed: boolean) => void;
 
 export interface SftpStats {
   requests: number;
@@ -90,7 +96,7 @@ class Session extends EventEmitter implements SftpSession, OpContext {
   private queued = 0;
   private outputBlocked = false;
   private paused = false;
-  private readonly onChange: ((hostPath: string) => void) | undefined;
+  private readonly onChange: ChangeListener | undefined;
 
   constructor(
     private readonly stream: Duplex,
@@ -131,9 +137,8 @@ class Session extends EventEmitter implements SftpSession, OpContext {
     this.counters.bytesWritten += n;
   }
 
-  /** A request changed the entry at `hostPath` (a byte string, as paths are here). */
-  changed(hostPath: string): void {
-    this.onChange?.(displayPath(hostPath));
+  changed(hostPath: string, removed = false): void {
+    this.onChange?.(displayPath(hostPath), removed);
   }
 
   close(reason = 'closed by server'): void {

@@ -123,6 +123,22 @@ describe('MountWatcher', () => {
     await until(() => has('gdir/g.txt', 'change'), 'the host edit');
   });
 
+  it("sends a host delete of what the guest just wrote, and drops the guest's own delete", async () => {
+    // What the SFTP server does for the guest: change the entry, then say so (and whether the name went away).
+    writeFileSync(join(dir, 'gw.txt'), 'from the guest');
+    w.guestChanged(join(dir, 'gw.txt'));
+    writeFileSync(join(dir, 'gr.txt'), 'from the guest');
+    w.guestChanged(join(dir, 'gr.txt'));
+    await until(() => w.counters.echoes >= 2, 'the echoes of both writes');
+    rmSync(join(dir, 'gr.txt'));
+    w.guestChanged(join(dir, 'gr.txt'), true);
+    rmSync(join(dir, 'gw.txt')); // the host removes what the guest wrote, within the window
+    await until(() => has('gw.txt', 'unlink'), 'the host delete');
+    writeFileSync(join(dir, 'fence.txt'), '');
+    await until(() => has('fence.txt', 'add'), 'the fence');
+    expect(has('gr.txt', 'unlink')).toBe(false);
+  });
+
   it('degrades instead of failing when the host runs out of watches', async () => {
     // biome-ignore lint/complexity/useLiteralKeys: reaching the private tree watcher to inject its error
     const inner = w['watcher'];

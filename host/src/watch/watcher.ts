@@ -64,6 +64,8 @@ const GUEST_ECHO_SLACK_MS = 10;
 interface GuestChange {
   at: number;
   wall: number;
+  /** The change took the name away: a delete event of it (or under it) is the echo; otherwise the host deleted it. */
+  removed: boolean;
 }
 /** How often a mount whose host directory went away is looked for again. */
 const ROOT_RETRY_MS = 2000;
@@ -135,8 +137,11 @@ export class MountWatcher {
     if (this.stateValue !== 'degraded') this.setState('off', null);
   }
 
-  /** The guest changed `hostPath` through the mount (sftp server): its host event is not sent back. */
-  guestChanged(hostPath: string): void {
+  /**
+   * The guest changed `hostPath` through the mount (sftp server): its host event is not sent back. `removed`: the
+   * change took the name away (a remove, a rename's source).
+   */
+  guestChanged(hostPath: string, removed = false): void {
     // The builtin server names real paths, and the location may be reached through a symlink; sftp-server's
     // requests name paths as the guest does, under the location as configured.
     this.realLocation ??= realpathOr(this.opts.location);
@@ -145,7 +150,7 @@ export class MountWatcher {
     if (rel === '' || rel.startsWith('..')) return;
     rel = rel.split(sep).join('/');
     const at = performance.now();
-    this.guestMade.set(rel, { at, wall: Date.now() });
+    this.guestMade.set(rel, { at, wall: Date.now(), removed });
     if (this.guestMade.size > 4096)
       for (const [p, c] of this.guestMade) if (at - c.at > GUEST_ECHO_MS) this.guestMade.delete(p);
   }
@@ -156,7 +161,8 @@ export class MountWatcher {
     const now = performance.now();
     for (let path = rel; ; ) {
       const c = this.guestMade.get(path);
-      if (c && now - c.at <= GUEST_ECHO_MS) return !stats || stats.ctimeMs <= c.wall + GUEST_ECHO_SLACK_MS;
+      // A delete event has no stats: it is the guest's own only if the guest took the name away.
+      if (c && now - c.at <= GUEST_ECHO_MS) return stats ? stats.ctimeMs <= c.wall + GUEST_ECHO_SLACK_MS : c.removed;
       const up = path.lastIndexOf('/');
       if (up < 0) return false;
       path = path.slice(0, up);
