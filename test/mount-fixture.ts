@@ -2,7 +2,7 @@
 // one, whose shell prints on startup), a host export directory, a guest mount point owned by that user, and a
 // MountManager with a recording event sink.
 import { createHash } from 'node:crypto';
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FsEvents } from '@tether/protocol';
@@ -71,6 +71,8 @@ export interface StartMountOptions {
   logger?: Logger;
   /** Resolve even when the mount did not come up (the caller checks the view and calls stop()). */
   allowError?: boolean;
+  /** `location` is a symlink to the export directory (a linked project directory; /tmp on macOS). */
+  linkedLocation?: boolean;
 }
 
 export async function startMount(
@@ -80,7 +82,9 @@ export async function startMount(
 ): Promise<MountFixture> {
   counter += 1;
   const user = opts.user ?? tb.user;
-  const location = mkdtempSync(join(tmpdir(), `tether-export-${cfg.driver}-`));
+  const exported = mkdtempSync(join(tmpdir(), `tether-export-${cfg.driver}-`));
+  const location = opts.linkedLocation ? `${exported}.link` : exported;
+  if (opts.linkedLocation) symlinkSync(exported, location);
   const mountPoint = opts.mountPoint ?? join(tb.stateDir, `mnt-${cfg.driver}-${counter}`);
   if (mountPoint.startsWith('/')) {
     mkdirSync(mountPoint, { recursive: true });
@@ -101,7 +105,7 @@ export async function startMount(
   if (view.state !== 'mounted' && !opts.allowError) {
     await manager.stop();
     client.end();
-    rmSync(location, { recursive: true, force: true });
+    removeExport(exported, location);
     throw new Error(`mount did not come up: ${view.state} ${view.error}`);
   }
   return {
@@ -114,9 +118,14 @@ export async function startMount(
     async stop() {
       await manager.stop();
       client.end();
-      rmSync(location, { recursive: true, force: true });
+      removeExport(exported, location);
     },
   };
+}
+
+function removeExport(exported: string, location: string): void {
+  if (location !== exported) rmSync(location, { force: true });
+  rmSync(exported, { recursive: true, force: true });
 }
 
 /** Runs a shell command in the guest as the login user; throws with its output when it fails. */

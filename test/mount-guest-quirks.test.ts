@@ -108,6 +108,23 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
     }
   });
 
+  it.each(['builtin', 'openssh'] as const)(
+    'mounts (%s driver) a host location that is itself a symlink (a linked project directory)',
+    async (driver) => {
+      const tb = testbed();
+      const m = await startMount(tb, { driver }, { linkedLocation: true });
+      try {
+        expect(m.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+        writeFileSync(join(m.location, 'hello.txt'), 'through the linked location\n');
+        expect(await guest(tb, `cat ${m.mountPoint}/hello.txt`)).toBe('through the linked location\n');
+        await guest(tb, `echo from the guest > ${m.mountPoint}/back.txt`);
+        expect(existsSync(join(m.location, 'back.txt'))).toBe(true);
+      } finally {
+        await m.stop();
+      }
+    },
+  );
+
   it('mounts at a mount point reached through a symlink and applies file events sent for either path', async () => {
     const tb = testbed();
     const { uid, gid } = loginIds(tb.user);

@@ -16,7 +16,7 @@ describe('sshfs command', () => {
   it('quotes paths with shell metacharacters and prints the start marker right before exec', () => {
     const config = MountConfig.parse({ location: "/tmp/it's $HOME", mountPoint: '/mnt/x y' });
     const cmd = sshfsCommand(config, '/var/mnt/x y', 'printf MARK');
-    expect(cmd).toContain(`':/tmp/it'\\''s $HOME'`);
+    expect(cmd).toContain(`':/tmp/it'\\''s $HOME/'`);
     expect(cmd).toMatch(
       /^x=\$\(.+\) && mkdir -p '\/var\/mnt\/x y' && printf MARK && exec sshfs -f -o .+ '\/var\/mnt\/x y'$/,
     );
@@ -33,6 +33,6 @@ describe('sshfs command', () => {
     const config = MountConfig.parse({ location: '/a', sshfs: ['contain_symlinks'] });
     const cmd = sshfsCommand(config, '/a', 'true');
     expect(cmd).toContain('x=$(sshfs -h 2>&1 | grep -qw no_contain_symlinks && echo ,no_contain_symlinks || true)');
-    expect(cmd).toContain('dcache_timeout=2"$x",contain_symlinks :/a');
+    expect(cmd).toContain('dcache_timeout=2"$x",contain_symlinks :/a/');
   });
 });

@@ -70,6 +70,15 @@ export function mountPointOf(mount: MountConfig): string {
  * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `printReady`
  * (a command, see readyWatch) prints on stderr once the mount shows in the guest's mount table.
  */
+/**
+ * The host directory as sshfs asks for it. sshfs checks its root with an LSTAT, which a location that is itself a
+ * symlink (a linked project directory; /tmp on macOS) fails as "Not a directory" with sftp-server; with a trailing
+ * slash the lookup follows the link, as every later request under it does.
+ */
+function remoteDir(location: string): string {
+  return location.endsWith('/') ? location : `${location}/`;
+}
+
 export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,
@@ -89,7 +98,7 @@ export function sshfsCommand(
     ? `printf '%s %s %s\\n' ${opts.countTag} "$(ls -A ${mp} 2>/dev/null | wc -l)" ` +
       '"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" && '
     : '';
-  const sshfs = `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${mount.location}`)} ${mp}`;
+  const sshfs = `exec sshfs -f -o ${ours}"$x"${theirs} ${shellQuote(`:${remoteDir(mount.location)}`)} ${mp}`;
   const become = opts.printReady ? `{ ${readyWatch(guestPath, opts.printReady)}; ${sshfs}; }` : sshfs;
   return `x=$(${probe}) && ${unmount}mkdir -p ${mp} && ${count}${printMarker} && ${become}`;
 }
