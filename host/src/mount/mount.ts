@@ -101,6 +101,8 @@ export class GuestMount extends EventEmitter {
   private bootId: string | null = null;
   /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
   private underlyingAtFirst: number | null = null;
+  /** Why the mount was last not mounted (its state and reason), for the warning about what was written meanwhile. */
+  private lastOutage: string | null = null;
 
   constructor(
     readonly config: MountConfig,
@@ -365,7 +367,7 @@ export class GuestMount extends EventEmitter {
     const parent = posix.dirname(path);
     this.log.warn(
       { guestPath: path, hiddenEntries: added },
-      `${added} entries were written to ${path} in the guest while it was not mounted (the SSH link was down); ` +
+      `${added} entries were written to ${path} in the guest while it was not mounted (${this.lastOutage ?? 'not mounted yet'}); ` +
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
         '(sudo umount /mnt/under after)',
@@ -413,6 +415,7 @@ export class GuestMount extends EventEmitter {
 
   private setState(state: MountState, error: string | null): void {
     if (state === this.stateValue && error === this.errorValue) return;
+    if ((state === 'error' || state === 'suspended') && error) this.lastOutage = `${state}: ${error}`;
     this.stateValue = state;
     this.errorValue = error;
     this.sinceValue = new Date().toISOString();
