@@ -33,6 +33,7 @@ import {
   streamLocalRefusal,
 } from '../ssh/index.js';
 import { HOST_AGENT_NAME } from '../version.js';
+import { firstOutcome } from './first-outcome.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
 import { BootRequirements } from './requirements.js';
@@ -474,17 +475,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
    * the end of `up`'s timeout.
    */
   private waitLogin(timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const settle = (err: Error | null) => {
-        this.ssh.off('retrying', onRetrying);
-        if (err) reject(err);
-        else resolve();
-      };
+    return firstOutcome<void>(({ done, fail }) => {
       const onRetrying = (reason: string) => {
         const since = this.ssh.loginRefusedSince;
         if (since !== null && performance.now() - since >= (this.opts.loginRefusedGraceMs ?? LOGIN_REFUSED_GRACE_MS)) {
           const { user, identityFile } = this.config.ssh;
-          settle(
+          fail(
             new Error(
               `${reason}; refused for ${Math.round((performance.now() - since) / 1000)} s: ` +
                 `${authorizedKeyFix(user, identityFile)}, or set ssh.identityFile in tether.yaml to a key the guest accepts`,
@@ -493,10 +489,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
         }
       };
       this.ssh.on('retrying', onRetrying);
-      this.ssh.waitConnected(timeoutMs).then(
-        () => settle(null),
-        (err: Error) => settle(err),
-      );
+      this.ssh.waitConnected(timeoutMs).then(() => done(), fail);
+      return () => this.ssh.off('retrying', onRetrying);
     });
   }
 
@@ -520,30 +514,25 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (this.ssh.hostKey) return Promise.resolve(done());
     const closed = () => new Error(`ssh ${this.ssh.target}: ${this.ssh.lastError ?? 'session closed'}`);
     if (this.ssh.state === 'closed') return Promise.reject(closed());
-    return new Promise((resolve, reject) => {
-      const settle = (err: Error | null) => {
-        clearTimeout(timer);
-        this.ssh.off('reachable', onReachable);
-        this.ssh.off('state', onState);
-        if (err) reject(err);
-        else resolve(done());
-      };
-      const timer = setTimeout(
-        () =>
-          settle(
-            new Error(
-              `no SSH server answered at ${this.ssh.target} within ${timeoutMs} ms: ${this.ssh.lastError ?? 'no error yet'}`,
-            ),
-          ),
-        timeoutMs,
-      );
-      const onReachable = () => settle(null);
+    const deadline = {
+      ms: timeoutMs,
+      error: () =>
+        new Error(
+          `no SSH server answered at ${this.ssh.target} within ${timeoutMs} ms: ${this.ssh.lastError ?? 'no error yet'}`,
+        ),
+    };
+    return firstOutcome<string>((outcome) => {
+      const onReachable = () => outcome.done(done());
       const onState = (state: string) => {
-        if (state === 'closed') settle(closed());
+        if (state === 'closed') outcome.fail(closed());
       };
       this.ssh.on('reachable', onReachable);
       this.ssh.on('state', onState);
-    });
+      return () => {
+        this.ssh.off('reachable', onReachable);
+        this.ssh.off('state', onState);
+      };
+    }, deadline);
   }
 
   /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
@@ -583,35 +572,28 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private waitProvisioned(timeoutMs: number, note: (detail: string) => void): Promise<string> {
     if (this.link.up) return Promise.resolve(`already running at ${this.link.socket}`);
     if (this.link.blocked) return Promise.reject(new Error(this.link.blocked));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          finish(
-            new Error(`guest agent not provisioned within ${timeoutMs} ms: ${this.link.lastError ?? 'no answer yet'}`),
-          ),
-        timeoutMs,
-      );
-      const onUp = () => finish(null, this.provisionSummary ?? `already running at ${this.link.socket}`);
+    const deadline = {
+      ms: timeoutMs,
+      error: () =>
+        new Error(`guest agent not provisioned within ${timeoutMs} ms: ${this.link.lastError ?? 'no answer yet'}`),
+    };
+    return firstOutcome<string>(({ done, fail }) => {
+      const onUp = () => done(this.provisionSummary ?? `already running at ${this.link.socket}`);
       // A provisioning failure is final for this requirement; the link keeps retrying for later.
       const onFailed = (err: Error) =>
-        finish(
-          err instanceof StreamLocalRefusedError ? err : new Error(`cannot start the guest agent: ${err.message}`),
-        );
-      const onBlocked = (reason: string) => finish(new Error(reason));
-      const finish = (err: Error | null, detail?: string) => {
-        clearTimeout(timer);
-        this.provisionEvents.off('failed', onFailed);
-        this.provisionEvents.off('step', note);
-        this.link.off('up', onUp);
-        this.link.off('blocked', onBlocked);
-        if (err) reject(err);
-        else resolve(detail!);
-      };
+        fail(err instanceof StreamLocalRefusedError ? err : new Error(`cannot start the guest agent: ${err.message}`));
+      const onBlocked = (reason: string) => fail(new Error(reason));
       this.link.once('up', onUp);
       this.link.once('blocked', onBlocked);
       this.provisionEvents.once('failed', onFailed);
       this.provisionEvents.on('step', note);
-    });
+      return () => {
+        this.provisionEvents.off('failed', onFailed);
+        this.provisionEvents.off('step', note);
+        this.link.off('up', onUp);
+        this.link.off('blocked', onBlocked);
+      };
+    }, deadline);
   }
 }
 
