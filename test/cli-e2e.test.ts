@@ -20,7 +20,7 @@ import { stringify } from 'yaml';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../host/src/cli/agent-spawn.js';
 import { isAlive } from '../host/src/instance.js';
 import { FORWARD_JSON_KEYS } from '../host/src/model.js';
-import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
+import { cliBuilt, runCli, writeTestbedConfig } from './helpers/cli-helpers.js';
 import { canRunTestbed, type Testbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

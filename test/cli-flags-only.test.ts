@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../host/src/instance.js';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { cliBuilt, runCli } from './helpers/cli-helpers.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

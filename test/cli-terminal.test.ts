@@ -13,7 +13,7 @@ import { instancePaths } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
 import { logFileName } from '../host/src/log-names.js';
 import type { AgentApi, ForwardView, MountView, StatusView } from '../host/src/model.js';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { cliBuilt, runCli } from './helpers/cli-helpers.js';
 
 const NAME = 'hostile';
 // OSC retitle, clear screen, red background, and the single-byte C1 CSI.

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { instancePaths, isAlive, readPid } from '../host/src/instance.js';
-import { CLI, cliBuilt, runCli } from './cli-helpers.js';
+import { CLI, cliBuilt, runCli } from './helpers/cli-helpers.js';
 import { waitFor } from './helpers/wait.js';
 
 describe.skipIf(!cliBuilt())('tether CLI usage', () => {

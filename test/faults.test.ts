@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../host/src/instance.js';
-import { cliBuilt, runCli, writeTestbedConfig } from './cli-helpers.js';
+import { cliBuilt, runCli, writeTestbedConfig } from './helpers/cli-helpers.js';
 import {
   guestServer,
   type Harness,
@@ -23,7 +23,7 @@ import {
   startAgent,
   stopChild,
   testConfig,
-} from './forward-fixture.js';
+} from './helpers/forward-fixture.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

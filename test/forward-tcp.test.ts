@@ -13,7 +13,7 @@ import {
   sendPattern,
   startAgent,
   stopChild,
-} from './forward-fixture.js';
+} from './helpers/forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

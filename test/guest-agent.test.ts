@@ -19,7 +19,7 @@ const BUNDLE = join(BUILD, 'tether-guest.cjs');
 const SEA_X64 = join(BUILD, 'tether-guest-linux-x64');
 const SEA_ARM64 = join(BUILD, 'tether-guest-linux-arm64');
 const QEMU = '/usr/bin/qemu-aarch64-static';
-const HOP_FIXTURE = join(import.meta.dirname, 'port-hop.mjs');
+const HOP_FIXTURE = join(import.meta.dirname, 'helpers', 'port-hop.mjs');
 
 // Opens the sockets named on the command line (`tcp@127.0.0.1`, `tcpdual@::`, `udp@::1`, `tcp*1000@127.0.0.1`) on
 // port 0, prints their ports as JSON, and keeps them until stdin closes (or it is killed).

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BUNDLE_FILE, readManifest } from '../host/src/provision/index.js';
-import { type Harness, startAgent, stopChild, testConfig } from './forward-fixture.js';
+import { type Harness, startAgent, stopChild, testConfig } from './helpers/forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
 

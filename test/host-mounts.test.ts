@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type HostAgent, runAgent } from '../host/src/agent/index.js';
-import { testConfig } from './forward-fixture.js';
+import { testConfig } from './helpers/forward-fixture.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

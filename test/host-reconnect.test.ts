@@ -12,7 +12,7 @@ import { HostAgent, type HostAgentOptions } from '../host/src/agent/index.js';
 import { Config } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import type { AgentEvent } from '../host/src/model.js';
-import { guestServer, type Harness, roundTrip, startAgent, stopChild, testConfig } from './forward-fixture.js';
+import { guestServer, type Harness, roundTrip, startAgent, stopChild, testConfig } from './helpers/forward-fixture.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

@@ -11,11 +11,11 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestServer, type Harness, roundTrip, startAgent, stopChild } from './forward-fixture.js';
+import { guestServer, type Harness, roundTrip, startAgent, stopChild } from './helpers/forward-fixture.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
-const HOSTILE_GUEST = fileURLToPath(new URL('./hostile-guest.cjs', import.meta.url));
+const HOSTILE_GUEST = fileURLToPath(new URL('./helpers/hostile-guest.cjs', import.meta.url));
 const GUEST_BUNDLE = fileURLToPath(new URL('../build/guest/tether-guest.cjs', import.meta.url));
 const MSGPACKR = createRequire(fileURLToPath(new URL('../protocol/package.json', import.meta.url))).resolve('msgpackr');
 const MAX_FORWARDS = 50;

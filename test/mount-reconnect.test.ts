@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
-import { connect, guest, type MountFixture, recordingLogger, startMount, waitFor } from './mount-fixture.js';
+import { connect, guest, type MountFixture, recordingLogger, startMount, waitFor } from './helpers/mount-fixture.js';
 
 function guestMountType(mountPoint: string): string | null {
   const line = readFileSync('/proc/self/mountinfo', 'utf8')

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
-import { guest, guestTry, type MountFixture, startMount } from './mount-fixture.js';
+import { guest, guestTry, type MountFixture, startMount } from './helpers/mount-fixture.js';
 
 function lstatExists(p: string): boolean {
   try {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, startAgentProcess } from '../host/src/cli/agent-process.js';
 import type { LoadedConfig } from '../host/src/config/load.js';
 import { ensureInstanceDir, type InstancePaths, instancePaths } from '../host/src/instance.js';
-import { testConfig } from './forward-fixture.js';
+import { testConfig } from './helpers/forward-fixture.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../host/src/control/client.js';
 import { type ControlServer, startControlServer } from '../host/src/control/server.js';
 import { silentLogger } from '../host/src/log.js';
-import { cliBuilt, runCli } from './cli-helpers.js';
+import { cliBuilt, runCli } from './helpers/cli-helpers.js';
 import {
   guestServer,
   type Harness,
@@ -23,7 +23,7 @@ import {
   startAgent,
   stopChild,
   testConfig,
-} from './forward-fixture.js';
+} from './helpers/forward-fixture.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

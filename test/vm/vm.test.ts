@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ForwardView, MountView, StatusView } from '../../host/src/model.js';
-import { cliBuilt, runCli } from '../cli-helpers.js';
+import { cliBuilt, runCli } from '../helpers/cli-helpers.js';
 import { freePort, waitFor } from '../helpers/wait.js';
 import { buildImage, imageCacheDir, QemuVm, VM_USER, vmUnavailable } from './qemu-vm.js';
 

@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import type { FsEvents } from '@tether/protocol';
 import { pino } from 'pino';
 import { Client } from 'ssh2';
-import { MountConfig } from '../host/src/config/schema.js';
-import { type Logger, silentLogger } from '../host/src/log.js';
-import type { MountView } from '../host/src/model.js';
-import { MountManager } from '../host/src/mount/index.js';
-import type { Testbed } from './helpers/testbed.js';
-import { waitFor } from './helpers/wait.js';
+import { MountConfig } from '../../host/src/config/schema.js';
+import { type Logger, silentLogger } from '../../host/src/log.js';
+import type { MountView } from '../../host/src/model.js';
+import { MountManager } from '../../host/src/mount/index.js';
+import type { Testbed } from './testbed.js';
+import { waitFor } from './wait.js';
 
 /** The testbed's second login user: bash, with a ~/.bashrc that prints on startup (scripts/testbed.sh). */
 export const CHATTY_USER = 'tether-tb-chatty';

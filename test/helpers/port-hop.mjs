@@ -4,7 +4,7 @@
 // the poller listed the new port, or null when it did not within the deadline.
 // Usage: node port-hop.mjs FIRST_PORT HOPS DEADLINE_MS
 import { createServer } from 'node:net';
-import { PortPoller } from '../guest/dist/ports/index.js';
+import { PortPoller } from '../../guest/dist/ports/index.js';
 
 const [first, hops, deadlineMs] = process.argv.slice(2).map(Number);
 const poller = new PortPoller({ excludeSelf: false, minFullScanMs: 600_000, maxFullScanMs: 600_000 });

@@ -7,11 +7,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HostAgent, type HostAgentOptions } from '../host/src/agent/index.js';
-import { Config } from '../host/src/config/schema.js';
-import { createLogger } from '../host/src/log.js';
-import { type Testbed, testbedConfigInput } from './helpers/testbed.js';
-import { waitFor } from './helpers/wait.js';
+import { HostAgent, type HostAgentOptions } from '../../host/src/agent/index.js';
+import { Config } from '../../host/src/config/schema.js';
+import { createLogger } from '../../host/src/log.js';
+import { type Testbed, testbedConfigInput } from './testbed.js';
+import { waitFor } from './wait.js';
 
 /** A guest server: `echo`, `sha` (replies sha256 of everything received, after EOF), `send N` (sends N pattern bytes). */
 const GUEST_SERVER = `

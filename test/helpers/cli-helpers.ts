@@ -5,9 +5,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { type Testbed, type TestbedConfigParts, testbedConfigInput } from './helpers/testbed.js';
+import { type Testbed, type TestbedConfigParts, testbedConfigInput } from './testbed.js';
 
-export const CLI = fileURLToPath(new URL('../host/dist/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../host/dist/cli/main.js', import.meta.url));
 
 export function cliBuilt(): boolean {
   if (existsSync(CLI)) return true;
