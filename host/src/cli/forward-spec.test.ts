@@ -71,6 +71,12 @@ describe('forward specs', () => {
     expect(matchForwards('tcp/127.0.0.1:3000->9000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:3000->9000']);
     // An exact id names that forward alone, not every forward of the same guest address.
     expect(matchForwards('tcp/127.0.0.1:4000', all).map((x) => x.id)).toEqual(['tcp/127.0.0.1:4000']);
+    // A forward that followed its server to the guest's ::1 is named as `forward ls` shows it, with or without its
+    // host port.
+    const moved = [f('tcp/127.0.0.1:8126->18200', 'tcp', '[::1]:8126', ['0.0.0.0:18200', '[::]:18200'])];
+    expect(matchForwards('tcp/[::1]:8126->18200', moved).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8126->18200']);
+    expect(matchForwards('tcp/[::1]:8126', moved).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8126->18200']);
+    expect(matchForwards('tcp/[::1]:8126->18201', moved)).toEqual([]);
   });
 
   it('names the added forward, not the detected one waiting behind it for the same host port', () => {

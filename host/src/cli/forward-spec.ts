@@ -71,7 +71,17 @@ function ipOf(addr: string): string {
 export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView[] {
   if (/^(tcp|udp|unix)\//.test(arg)) {
     const exact = forwards.filter((f) => f.id === arg);
-    return exact.length > 0 ? exact : explicitFirst(forwards.filter((f) => `${f.proto}/${f.guestAddr}` === arg));
+    if (exact.length > 0) return exact;
+    // An id names the guest address a forward was given; `forward ls` shows where it goes now (a forward to the
+    // guest's 127.0.0.1 follows a server on ::1 only): either spelling names it, with its host port after `->`.
+    const [target, hostPort] = arg.split('->');
+    return explicitFirst(
+      forwards.filter(
+        (f) =>
+          `${f.proto}/${f.guestAddr}` === target &&
+          (hostPort === undefined || f.hostAddrs.some((a) => portOf(a) === Number(hostPort))),
+      ),
+    );
   }
   if (arg.startsWith('/') || arg.startsWith('~')) {
     const path = expandHome(arg, process.cwd());
