@@ -121,7 +121,13 @@ describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
       expect(status.ssh.lastError).toMatch(/keepalive/i);
       expect(status.forwards.suspended).toBeGreaterThanOrEqual(1);
       expect(status.state).toBe('degraded');
-      expect(h.agent.forwards().find((f) => f.id === id)?.error).toMatch(/agent link down/);
+      // The link's unanswered ping may have taken it down first; the SSH link is where the fault is.
+      await waitFor(
+        () => /^ssh connection down: .*keepalive/i.test(h.agent.forwards().find((f) => f.id === id)?.error ?? ''),
+        {
+          what: "the forward to name SSH's keepalive",
+        },
+      );
       // The connection the drop cut ends on the host client's side: no half-open hang.
       await waitFor(() => conn.ended, { what: 'the cut connection to end on the host side', timeoutMs: 10_000 });
       const warn = await waitLog(h.instanceDir, mark, 'ssh', /ssh reconnecting: .*keepalive/i);

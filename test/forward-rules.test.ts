@@ -6,7 +6,14 @@ import { chmodSync, chownSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectError, guestServer, type Harness, roundTrip, startAgent, stopChild } from './helpers/forward-fixture.js';
+import {
+  connectError,
+  guestServer,
+  type Harness,
+  roundTrip,
+  startAgent,
+  stopChild,
+} from './helpers/forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 

@@ -11,9 +11,9 @@ import { Config } from '../host/src/config/schema.js';
 import { isAlive } from '../host/src/instance.js';
 import { silentLogger } from '../host/src/log.js';
 import { guestServer, roundTrip, stopChild } from './helpers/forward-fixture.js';
+import { loginIds } from './helpers/mount-fixture.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
-import { loginIds } from './helpers/mount-fixture.js';
 
 const FISH_USER = 'tether-tb-fish';
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');

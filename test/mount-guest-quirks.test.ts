@@ -24,8 +24,16 @@ import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
 import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import { checkMountRequirements, MountManager } from '../host/src/mount/index.js';
+import {
+  CHATTY_USER,
+  connect,
+  guest,
+  loginIds,
+  recordingLogger,
+  startMount,
+  waitFor,
+} from './helpers/mount-fixture.js';
 import { canRunTestbed, testbedHome, useTestbed } from './helpers/testbed.js';
-import { CHATTY_USER, connect, guest, loginIds, recordingLogger, startMount, waitFor } from './helpers/mount-fixture.js';
 
 describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
   const testbed = useTestbed();

@@ -11,8 +11,8 @@ import type { FsEvents } from '@tether/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
-import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { type MountFixture, startMount, waitFor } from './helpers/mount-fixture.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 
 /** 2001-01-01T00:00:00Z: a time no touch of "now" can produce. */
 const OLD = 978_307_200;

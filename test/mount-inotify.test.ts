@@ -8,8 +8,8 @@ import type { FsEvents } from '@tether/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
-import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { type MountFixture, startMount, waitFor } from './helpers/mount-fixture.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 
 const has = (batches: FsEvents[], path: string, kind: string) =>
   batches.some((b) => b.events.some((e) => e.path === path && e.kind === kind));

@@ -9,8 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import { MountManager } from '../host/src/mount/index.js';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { connect, guest, guestTry, loginIds, recordingLogger, waitFor } from './helpers/mount-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 
 /** The sshfs mounts under `prefix` in this namespace's mount table, in mount order. */
 function sshfsMountsUnder(prefix: string): string[] {

@@ -17,8 +17,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { guest, type MountFixture, sha256File, startMount } from './helpers/mount-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 
 const MiB = 1024 * 1024;
 

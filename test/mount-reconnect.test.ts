@@ -6,8 +6,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { connect, guest, type MountFixture, recordingLogger, startMount, waitFor } from './helpers/mount-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 
 function guestMountType(mountPoint: string): string | null {
   const line = readFileSync('/proc/self/mountinfo', 'utf8')

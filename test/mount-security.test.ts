@@ -16,8 +16,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { guest, guestTry, type MountFixture, startMount } from './helpers/mount-fixture.js';
+import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 
 function lstatExists(p: string): boolean {
   try {

@@ -35,8 +35,8 @@ import { silentLogger } from '../host/src/log.js';
 import { ensureGuestAgent, readManifest } from '../host/src/provision/index.js';
 import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/src/ssh/index.js';
 import { writeTestbedConfig } from './helpers/cli-helpers.js';
-import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 import { guest, loginIds, recordingLogger, startMount } from './helpers/mount-fixture.js';
+import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
 const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');

@@ -316,9 +316,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
   }
 
   private wire(): void {
-    this.ssh.on('state', (state: ConnectionState, reason: string | null) =>
-      this.announce({ type: 'connection', state, reason }),
-    );
+    this.ssh.on('state', (state: ConnectionState, reason: string | null) => {
+      // Closed for good (a changed host key, a refused login): what the user must fix is the reason from now on.
+      if (state === 'closed' && reason) this.engine.setSshDown(`closed: ${reason}`);
+      this.announce({ type: 'connection', state, reason });
+    });
     this.ssh.on('disconnected', (reason: string) => this.engine.setSshDown(reason));
     this.ssh.on('connected', () => {
       this.engine.setSshDown(null);

@@ -108,6 +108,7 @@ class ManagedMounts implements AgentMounts {
     // From the start, so a drop while the first mount or the watchers' first scan runs is not missed.
     ssh.on('disconnected', this.onDown);
     ssh.on('connected', this.onUp);
+    ssh.on('state', this.onSshState);
     this.link = link;
     link.on('guest-stopping', this.onGuestStopping);
     link.on('guest-rebooted', this.onGuestRebooted);
@@ -145,6 +146,7 @@ class ManagedMounts implements AgentMounts {
     clearInterval(this.heldTimer);
     this.ssh?.off('disconnected', this.onDown);
     this.ssh?.off('connected', this.onUp);
+    this.ssh?.off('state', this.onSshState);
     this.link?.off('guest-stopping', this.onGuestStopping);
     this.link?.off('guest-rebooted', this.onGuestRebooted);
     this.link?.off('up', this.onLinkUp);
@@ -190,6 +192,11 @@ class ManagedMounts implements AgentMounts {
       this.remountHeld = false;
       void this.remount(client);
     } else this.manager.unpause();
+  };
+
+  /** SSH closed for good (a changed host key, a refused login): mounts wait for what the user must fix, and say it. */
+  private readonly onSshState = (state: string, reason: string | null): void => {
+    if (state === 'closed' && reason && !this.stopped) this.manager.suspend(`ssh connection closed: ${reason}`);
   };
 
   private readonly onDown = (reason: string): void => {

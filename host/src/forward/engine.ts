@@ -262,7 +262,7 @@ export class ForwardEngine extends EventEmitter {
   suspendDetected(reason: string): void {
     for (const f of this.forwardsById.values()) {
       if (f.source !== 'detected' || f.ignored) continue;
-      f.suspended = `agent link down: ${reason}`;
+      f.suspended = this.sshDown ?? `agent link down: ${reason}`;
       this.refresh(f);
     }
     this.suspendExplicitUdp(`agent link down: ${reason}`);
@@ -275,13 +275,20 @@ export class ForwardEngine extends EventEmitter {
 
   /**
    * The SSH connection went down (a reason) or is back (null). Static, runtime and unix forwards need nothing but
-   * SSH, so they follow it; detected ones follow the agent link instead (they resume with its next snapshot).
+   * SSH, so they follow it; detected ones follow the agent link instead (they resume with its next snapshot), but
+   * while SSH is down that is their reason too: a link that went down first (its ping unanswered in a stall) is not
+   * where the fault is.
    */
   setSshDown(reason: string | null): void {
     this.sshDown = reason && `ssh connection down: ${reason}`;
     for (const f of this.forwardsById.values()) {
-      if (f.source === 'detected' || f.ignored) continue;
-      if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
+      if (f.ignored) continue;
+      if (f.source === 'detected') {
+        if (this.sshDown && f.suspended) {
+          f.suspended = this.sshDown;
+          this.refresh(f);
+        }
+      } else if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
       else this.resume(f);
     }
   }

@@ -461,7 +461,7 @@ export class AgentLink extends EventEmitter {
           if (!(err instanceof RequestTimeoutError)) return;
           this.lastDownUnanswered = true;
           peer.close(
-            `the guest agent did not answer a ping within ${within} ms (the agent is hung or stopped, or the whole VM is paused)`,
+            `the guest agent did not answer a ping within ${within} ms (the agent is hung or stopped, the whole VM is paused, or the SSH link stalls)`,
           );
         },
       );
