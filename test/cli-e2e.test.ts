@@ -254,7 +254,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     }
   });
 
-  it('doctor with a tether.yaml broken while the agent runs still checks what the agent serves', async () => {
+  it('doctor with a tether.yaml broken while the agent runs checks the link, ssh and guest with the config it runs with', async () => {
     const file = join(home, NAME, 'tether.yaml');
     const good = readFileSync(file, 'utf8');
     writeFileSync(file, `${good}\nssh: {}\n`);
@@ -263,7 +263,9 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       expect(r.stdout).toMatch(/^✗ config: .*tether\.yaml:\d+:\d+: /m);
       expect(r.stdout).toMatch(/ {4}fix: edit \S+tether\.yaml; the running agent keeps the config it started with/);
       expect(r.stdout).toMatch(/^✓ host agent: running/m);
-      expect(r.stdout).toMatch(/^- ssh: needs a config that loads/m);
+      // The agent's own config: SSH and the guest agent are checked as they are served.
+      expect(r.stdout).toMatch(/^✓ ssh auth: logged in as /m);
+      expect(r.stdout).toMatch(/^✓ guest agent: tether-guest \S+ pid \d+ answers on /m);
       expect(r.stdout).toMatch(/^✓ host ports: \d+ forwards?, none in conflict/m);
       expect(r.code).toBe(1);
     } finally {

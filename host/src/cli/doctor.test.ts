@@ -2,7 +2,7 @@
 // where lsof would only show tether: the fix is to remove one of them) and for a mount that is not mounted.
 import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
-import { forwardProblem, mountProblem } from './doctor.js';
+import { forwardProblem, mountProblem, requirementFix } from './doctor.js';
 
 const conflict = (error: string): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
@@ -83,5 +83,17 @@ describe('doctor on a mount the agent has not mounted', () => {
 
   it('says a suspended mount comes back with the SSH connection', () => {
     expect(mountProblem('vm', view('suspended', 'ssh connection lost')).fix).toMatch(/SSH connection is back/);
+  });
+});
+
+describe('requirementFix', () => {
+  it('takes the advice a requirement embeds, and says how to fix a missing host directory', () => {
+    expect(requirementFix('sshfs is not installed in the guest; fix it in the guest: sudo apt install sshfs')).toBe(
+      'sudo apt install sshfs',
+    );
+    expect(requirementFix('mounts[1].location /srv/missing does not exist on the host')).toBe(
+      'create the directory /srv/missing on the host, or set mounts[1].location in tether.yaml to one that exists',
+    );
+    expect(requirementFix('something else')).toBe('see the detail above');
   });
 });

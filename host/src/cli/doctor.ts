@@ -53,18 +53,22 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     add(ok('config', `${paths.config} is valid`));
   } catch (err) {
     const problem = (err as Error).message.split('\n').join('; ');
-    // A running agent keeps the config it started with: what it serves can still be checked.
-    const agent = await checkAgent(paths, 'auto');
-    if (!agent.forwards) {
+    // A running agent keeps the config it started with: the checks go on with that one.
+    const served = await clientFor(paths, 5_000)
+      .config()
+      .catch(() => null);
+    if (!served) {
       add(fail('config', problem, `edit ${paths.config}`));
       return results;
     }
-    add(fail('config', problem, `edit ${paths.config}; the running agent keeps the config it started with`));
-    add(agent.result);
-    if (agent.link) add(agent.link);
-    for (const name of ['ssh', 'guest agent', 'mount requirements']) add(skip(name, 'needs a config that loads'));
-    servingChecks(paths.name, agent, [], add);
-    return results;
+    add(
+      fail(
+        'config',
+        problem,
+        `edit ${paths.config}; the running agent keeps the config it started with, and the checks below use that one`,
+      ),
+    );
+    config = served;
   }
 
   const agent = await checkAgent(paths, config.guestAgent.provision);
@@ -105,7 +109,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
         // The default mount of ~ is made when the guest can take it: what keeps it out is worth a warning only.
         const unmet = config.mountsDefaulted ? warn : fail;
         for (const r of reqs)
-          add(r.ok ? ok(r.name, r.detail ?? 'ok') : unmet(r.name, r.detail ?? 'failed', fixOf(r.detail)));
+          add(r.ok ? ok(r.name, r.detail ?? 'ok') : unmet(r.name, r.detail ?? 'failed', requirementFix(r.detail)));
       } else add(skip('mount requirements', 'no mounts configured'));
     } finally {
       ssh.client.end();
@@ -163,10 +167,15 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 
-/** Extracts "fix it ...: <command>" advice the mount requirements embed in their details. */
-function fixOf(detail: string | null): string {
+/** The fix for an unmet mount requirement: the advice its detail embeds ("fix it ...: <command>"), or one for a missing host directory. Exported for its test. */
+export function requirementFix(detail: string | null): string {
   const m = detail ? /(?:fix(?: it in the guest)?|create it in the guest): (.+)$/.exec(detail) : null;
-  return m ? m[1] : 'see the detail above';
+  if (m) return m[1];
+  const host = detail
+    ? /^(mounts\[\d+\]\.location) (.+) (?:does not exist|is not a directory) on the host$/.exec(detail)
+    : null;
+  if (host) return `create the directory ${host[2]} on the host, or set ${host[1]} in tether.yaml to one that exists`;
+  return 'see the detail above';
 }
 
 /** What doctor says of a forward that is not serving, with the fix. Exported for its test. */

@@ -2,6 +2,7 @@
 // WebSocket event stream. Turns "nobody listens" into AgentNotRunningError and `{error}` replies into ControlError.
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import type { LoadedConfig } from '../config/load.js';
 import type { AgentEvent, ForwardSpec, ForwardView, MountView, StatusView } from '../model.js';
 
 export class AgentNotRunningError extends Error {
@@ -49,6 +50,11 @@ export class ControlClient {
 
   status(): Promise<StatusView> {
     return this.call('GET', '/v1/status');
+  }
+
+  /** The config the agent runs with (loaded when it started: tether.yaml may have changed since). */
+  config(): Promise<LoadedConfig> {
+    return this.call('GET', '/v1/config');
   }
 
   forwards(): Promise<ForwardView[]> {

@@ -64,6 +64,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     if (route === 'GET /v1/forwards') return send(res, 200, agent.forwards());
     if (route === 'GET /v1/mounts') return send(res, 200, agent.mounts());
+    // The config the agent runs with, which may differ from tether.yaml now (edited since, or broken): doctor's.
+    if (route === 'GET /v1/config') return send(res, 200, agent.config);
     if (route === 'POST /v1/forwards') {
       let spec: ReturnType<typeof parseForwardSpec>;
       try {
@@ -93,7 +95,15 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       res.once('finish', () => shutdown(reason));
       return;
     }
-    const known = ['/v1/status', '/v1/forwards', '/v1/mounts', '/v1/mounts/retry', '/v1/shutdown', '/v1/events'];
+    const known = [
+      '/v1/status',
+      '/v1/config',
+      '/v1/forwards',
+      '/v1/mounts',
+      '/v1/mounts/retry',
+      '/v1/shutdown',
+      '/v1/events',
+    ];
     if (known.includes(url.pathname)) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`);
     throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
   }
