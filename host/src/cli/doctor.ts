@@ -167,7 +167,10 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 
-/** The fix for an unmet mount requirement: the advice its detail embeds ("fix it ...: <command>"), or one for a missing host directory. Exported for its test. */
+/**
+ * The fix for an unmet mount requirement: the advice its detail embeds ("fix it ...: <command>"), or one for a
+ * missing host directory. Exported for its test.
+ */
 export function requirementFix(detail: string | null): string {
   const m = detail ? /(?:fix(?: it in the guest)?|create it in the guest): (.+)$/.exec(detail) : null;
   if (m) return m[1];
