@@ -178,6 +178,17 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
   });
 
+  it('shows the process of the listener an added forward replaces under the same id (guest 127.0.0.1, same port)', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([{ ...tcp('127.0.0.1', port), pid: 11, command: 'python3 -m http.server' }]);
+    const added = await engine.add({ proto: 'tcp', hostPort: port, guestPort: port });
+    expect(added.id).toBe(`tcp/127.0.0.1:${port}`);
+    expect(engine.views().map((v) => [v.id, v.source, v.process?.command])).toEqual([
+      [added.id, 'runtime', 'python3 -m http.server'],
+    ]);
+  });
+
   it('keeps the host addresses an added forward does not take for the detected listener, and restores them all', async () => {
     engine = make();
     const port = await freePort();

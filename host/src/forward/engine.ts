@@ -372,7 +372,10 @@ export class ForwardEngine extends EventEmitter {
       hostPort,
     });
     await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
-    const back = displaced.map((f) => this.guestListeners.get(f.id)).filter((l): l is Listener => !!l);
+    // The listener of a detected forward it replaced under the same id shows on it (its process, its address).
+    const back = [...(existing ? [existing] : []), ...displaced]
+      .map((f) => this.guestListeners.get(f.id))
+      .filter((l): l is Listener => !!l);
     await Promise.all(back.map((l) => this.upsertDetected(l)));
     // A displaced listener now served by the explicit forward alone left its slot free.
     if (displaced.length > 0) this.admitCapped('forwarded');
