@@ -118,7 +118,10 @@ class Splice implements ChannelSink, PendingBridge {
     // The client's first bytes (and a request-only client's EOF) go to the guest before anything else runs: the
     // connection waits on them.
     let open = true;
-    for (const chunk of this.early) open = channel.write(chunk);
+    for (const chunk of this.early) {
+      this.opts.stats.bytesIn += chunk.length;
+      open = channel.write(chunk);
+    }
     this.early = [];
     if (this.clientEnded) channel.end();
     channel.flush();
@@ -130,14 +133,15 @@ class Splice implements ChannelSink, PendingBridge {
   private fromClient(chunk: Buffer): void {
     // After the guest's CLOSE the bytes have nowhere to go; the reply still drains to the client.
     if (this.done) return;
-    this.opts.stats.bytesIn += chunk.length;
     const { channel } = this;
+    // Counted once they go into the channel: bytes of a connection whose channel never opens reach nobody.
     if (!channel) {
       this.early.push(chunk);
       this.socket?.pause();
-    } else if (!channel.write(chunk)) {
-      this.socket?.pause();
+      return;
     }
+    this.opts.stats.bytesIn += chunk.length;
+    if (!channel.write(chunk)) this.socket?.pause();
   }
 
   failed(err: Error): void {
