@@ -64,7 +64,3 @@ export function listenServer(server: net.Server, opts: net.ListenOptions, addres
 export function stopServer(server: net.Server): void {
   server.close();
 }
-
-export function formatAddr(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}

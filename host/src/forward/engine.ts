@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
+import { formatAddr } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -17,7 +18,7 @@ import {
   OPEN_CONNECT_FAILED,
   type SshSession,
 } from '../ssh/index.js';
-import { formatAddr, type HostBinding, type Route } from './binding.js';
+import type { HostBinding, Route } from './binding.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';

@@ -1,6 +1,6 @@
 // Forward ids: a forward is named by its guest side (`tcp/127.0.0.1:8080`, `unix//var/run/docker.sock`), so a guest
 // listener and the static or added forward of its port meet under one id.
-import { formatAddr } from './binding.js';
+import { formatAddr } from '../address.js';
 
 export function listenerId(l: { proto: string; ip: string; port: number }): string {
   return `${l.proto}/${formatAddr(l.ip, l.port)}`;

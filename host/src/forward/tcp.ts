@@ -3,10 +3,11 @@
 // of thousands of connections does not open thousands of channels at once. The open starts as the connection is
 // accepted, before Node builds its Socket (accept-early.ts).
 import net from 'node:net';
+import { formatAddr } from '../address.js';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 import { acceptEarly, type Peer } from './accept-early.js';
-import { formatAddr, type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
+import { type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { openBridge, type PendingBridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
 

@@ -6,8 +6,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Peer } from '@tether/protocol';
 import { LIMITS } from '@tether/protocol';
+import { formatAddr } from '../address.js';
 import type { Logger } from '../log.js';
-import { formatAddr, type GuestTarget, type HostBinding, type Route } from './binding.js';
+import type { GuestTarget, HostBinding, Route } from './binding.js';
 import { DropLog } from './drop-log.js';
 
 interface Flow {

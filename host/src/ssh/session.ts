@@ -14,6 +14,7 @@ import {
   type ExecOptions,
   type SFTPWrapper,
 } from 'ssh2';
+import { formatAddr } from '../address.js';
 import type { SshConfig } from '../config/schema.js';
 import { instanceFiles } from '../instance.js';
 import type { Logger } from '../log.js';
@@ -161,7 +162,7 @@ export class SshSession extends EventEmitter {
 
   /** A forwarding channel without ssh2's streams (see direct-channel.ts), for forwarded connections. */
   openDirect(target: DirectTarget, sink: ChannelSink): Promise<DirectChannel> {
-    const to = target.kind === 'tcp' ? `${target.dstIP}:${target.dstPort}` : target.socketPath;
+    const to = target.kind === 'tcp' ? formatAddr(target.dstIP, target.dstPort) : target.socketPath;
     return this.open(`open a channel to ${to}`, (c, cb) =>
       openDirectChannel(c, target, sink, cb as (err: Error | undefined, ch?: DirectChannel) => void),
     );
