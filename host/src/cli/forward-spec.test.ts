@@ -35,6 +35,9 @@ describe('forward specs', () => {
       hostSocket: '/tmp/d.sock',
     });
     expect(() => parseSocketSpec('docker.sock')).toThrow(/GUEST:HOST/);
+    expect(() => parseSocketSpec('run/docker.sock:/tmp/d.sock')).toThrow(
+      /guest socket run\/docker\.sock must be an absolute path/,
+    );
   });
 
   it('matches rm arguments by id, host port, spec and socket path', () => {
@@ -77,6 +80,10 @@ describe('forward specs', () => {
     expect(matchForwards('tcp/[::1]:8126->18200', moved).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8126->18200']);
     expect(matchForwards('tcp/[::1]:8126', moved).map((x) => x.id)).toEqual(['tcp/127.0.0.1:8126->18200']);
     expect(matchForwards('tcp/[::1]:8126->18201', moved)).toEqual([]);
+    // A forward removed once is ignored and binds no host port: its port still names it.
+    const ignored = [{ ...f('tcp/[::]:8103', 'tcp', '[::]:8103', []), state: 'ignored' } as ForwardView];
+    expect(matchForwards('8103', ignored).map((x) => x.id)).toEqual(['tcp/[::]:8103']);
+    expect(matchForwards('8103/udp', ignored)).toEqual([]);
   });
 
   it('names the added forward, not the detected one waiting behind it for the same host port', () => {

@@ -49,7 +49,9 @@ export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'uni
   const i = arg.indexOf(':');
   const guest = i > 0 ? arg.slice(0, i) : '';
   const host = i > 0 ? arg.slice(i + 1) : '';
-  if (!guest.startsWith('/') || host.length === 0)
+  if (guest && host && !guest.startsWith('/'))
+    throw new UsageError(`${arg}: the guest socket ${guest} must be an absolute path, e.g. /var/run/docker.sock`);
+  if (!guest || !host)
     throw new UsageError(`${arg}: expected GUEST:HOST socket paths, e.g. /var/run/docker.sock:~/docker.sock`);
   return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
 }
@@ -93,7 +95,12 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
     const hostPort = port(bare[1], 'host port', arg);
     const onPort = forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort));
     const proto = bare[2] ?? (onPort.some((f) => f.proto === 'tcp') ? 'tcp' : 'udp');
-    return explicitFirst(onPort.filter((f) => f.proto === proto));
+    const matched = explicitFirst(onPort.filter((f) => f.proto === proto));
+    if (matched.length > 0) return matched;
+    // An ignored forward binds no host port: the port names it by its guest port (`forward rm` twice says so).
+    return forwards.filter(
+      (f) => f.state === 'ignored' && portOf(f.guestAddr) === hostPort && f.proto === (bare[2] ?? f.proto),
+    );
   }
   let spec: ReturnType<typeof parsePortSpec>;
   try {

@@ -20,7 +20,7 @@ export function buildProgram(): Command {
         'Instances live in $TETHER_HOME (default ~/.tether), one directory per VM.',
     )
     .version(VERSION, '-V, --version')
-    .showHelpAfterError('(add --help for usage)')
+    .showHelpAfterError('(see `tether --help` for usage)')
     .exitOverride()
     .configureHelp({ sortSubcommands: false });
   withHelp(program, [
@@ -40,8 +40,16 @@ export function buildProgram(): Command {
   registerLogs(program);
   registerDoctor(program);
   // Subcommands inherit exitOverride so usage errors come back to main.ts as CommanderErrors.
-  for (const cmd of allCommands(program)) cmd.exitOverride().showHelpAfterError('(add --help for usage)');
+  for (const cmd of allCommands(program))
+    cmd.exitOverride().showHelpAfterError(`(see \`${commandPath(cmd)} --help\` for usage)`);
   return program;
+}
+
+/** `tether forward add`: the command as the user types it. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
 }
 
 function allCommands(cmd: Command): Command[] {

@@ -48,7 +48,7 @@ interface HostBindingsOptions<F> {
   onChange: (f: F) => void;
 }
 
-const PRIVILEGED_HINT =
+export const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
 
 const ANOTHER_PROCESS = 'another process';

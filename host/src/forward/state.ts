@@ -2,7 +2,7 @@
 // guest) and from its host bindings (who holds them, which are bound and why the others are not).
 import type { ForwardState } from '../model.js';
 import type { Forward } from './forward.js';
-import type { BindingView, HostBindings } from './host-bindings.js';
+import { type BindingView, type HostBindings, PRIVILEGED_HINT } from './host-bindings.js';
 
 export interface StateAndError {
   state: ForwardState;
@@ -34,7 +34,7 @@ function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: Ho
   });
   if (taken.length) return { state: 'conflict', error: taken.join('; ') };
   const settled = entries.filter((e) => e.status !== 'pending');
-  const failures = settled.filter((e) => e.status !== 'bound').map((e) => e.error);
+  const failures = failureLines(settled);
   const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
   // A port busy on one family is a conflict even while the other family forwards: `localhost:PORT` may reach the
   // other program. An address the host cannot bind at all (no IPv6) does not stop the family that works.
@@ -46,4 +46,12 @@ function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: Ho
   const error = failures.join('; ');
   if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
   return { state: 'error', error };
+}
+
+/** Why the unbound addresses failed, one line each; those that want privileges share one line and its advice. */
+function failureLines(settled: BindingView<Forward>[]): (string | null)[] {
+  const privileged = settled.filter((e) => e.status === 'privileged').map((e) => e.binding.address);
+  const others = settled.filter((e) => e.status !== 'bound' && e.status !== 'privileged').map((e) => e.error);
+  if (privileged.length === 0) return others;
+  return [`cannot listen on ${privileged.join(', ')} (EACCES): ${PRIVILEGED_HINT}`, ...others];
 }

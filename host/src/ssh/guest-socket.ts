@@ -111,7 +111,7 @@ export async function socketOpenFailure(shell: SocketShell, socket: string, open
   const view = await guestSocketState(shell, socket);
   switch (view.state) {
     case 'absent':
-      return `guest socket ${socket} does not exist: nothing has created it yet (is its service running in the guest?)`;
+      return `guest socket ${socket} does not exist: its service is not running in the guest (or removed it as it stopped)`;
     case 'not a socket':
       return `guest path ${socket} is not a unix socket`;
     case 'not listening':
