@@ -5,7 +5,8 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-export function makeDirs(path: string, mode = 0o777): void {
+/** Returns the directories it made, outermost first. */
+export function makeDirs(path: string, mode = 0o777): string[] {
   const missing: string[] = [];
   for (let dir = path; ; dir = dirname(dir)) {
     try {
@@ -16,12 +17,15 @@ export function makeDirs(path: string, mode = 0o777): void {
     missing.push(dir);
     if (dirname(dir) === dir) break;
   }
+  const made: string[] = [];
   for (const dir of missing.reverse()) {
     try {
       mkdirSync(dir, { mode });
+      made.push(dir);
     } catch (err) {
       // Made meanwhile by another process (two `up`s, the agent and the CLI): as good as made here.
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(dir).isDirectory()) throw err;
     }
   }
+  return made;
 }

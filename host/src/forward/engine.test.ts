@@ -908,6 +908,23 @@ describe('ForwardEngine unix socket forwards', () => {
     );
   });
 
+  it('makes the directories of an added socket, and removes them with it when nothing else is in them', async () => {
+    engine = make([]);
+    await engine.start();
+    const [kept, gone] = [join(dir, 'kept'), join(dir, 'gone')];
+    const a = await engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: join(kept, 'in', 'a.sock') });
+    const b = await engine.add({ proto: 'unix', guestSocket: '/run/b.sock', hostSocket: join(gone, 'in', 'b.sock') });
+    expect([a.state, b.state]).toEqual(['forwarding', 'forwarding']);
+    writeFileSync(join(kept, 'note'), 'the user put this here meanwhile');
+    await engine.remove(a.id);
+    await engine.remove(b.id);
+    expect([existsSync(join(kept, 'in')), existsSync(join(kept, 'note')), existsSync(gone)]).toEqual([
+      false,
+      true,
+      false,
+    ]);
+  });
+
   it('leaves a socket another program serves alone (conflict), and replaces a stale one', async () => {
     const live = join(dir, 'live.sock');
     const other = net.createServer((s) => s.on('error', () => {}).end('theirs')).listen(live);

@@ -1,8 +1,9 @@
 // A unix socket forward: a host socket file (mode 0600) whose connections each open a streamlocal channel to a
 // guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
 // file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
-// Desktop's, a second tether) and any other kind of file at that path are left alone and reported.
-import { chmodSync } from 'node:fs';
+// Desktop's, a second tether) and any other kind of file at that path are left alone and reported. Directories made
+// for the socket file go with it, if nothing else was put in them.
+import { chmodSync, rmdirSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
@@ -14,6 +15,8 @@ import { bridge } from './bridge.js';
 
 export class UnixBinding implements HostBinding {
   private server: net.Server | null = null;
+  /** Directories listen() made for the socket file, outermost first. */
+  private madeDirs: string[] = [];
 
   constructor(
     readonly address: string,
@@ -28,7 +31,7 @@ export class UnixBinding implements HostBinding {
     if (socketPathProblem(path)) {
       throw new Error(`the path is too long for a unix socket (${Buffer.byteLength(path)} bytes; pick a shorter one)`);
     }
-    makeDirs(dirname(path), 0o700);
+    this.madeDirs.push(...makeDirs(dirname(path), 0o700));
     await claimSocketPath(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(
@@ -56,8 +59,15 @@ export class UnixBinding implements HostBinding {
   }
 
   async close(): Promise<void> {
-    if (!this.server) return;
-    stopServer(this.server);
+    if (this.server) stopServer(this.server); // libuv unlinks the socket file as it closes
     this.server = null;
+    for (const dir of this.madeDirs.reverse()) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        break; // not empty (something else lives there now), or gone: the ones above it stay too
+      }
+    }
+    this.madeDirs = [];
   }
 }
