@@ -1,7 +1,7 @@
 // The agent's rotating log files on a real directory: appends continue the newest file, a full file starts the
 // next, only the newest files stay, and current.log always points at the file being written.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +54,8 @@ describe('log files', () => {
     expect(readlinkSync(join(dir, CURRENT_LOG))).toBe('tether.5.log');
     const kept = [3, 4].map((n) => readFileSync(join(dir, `tether.${n}.log`), 'utf8')).join('');
     expect(kept).toBe([6, 7, 8, 9, 10, 11].map(line).join(''));
+    // Owner-only, the first file and those rotation opened.
+    for (const n of [3, 4, 5]) expect(statSync(join(dir, `tether.${n}.log`)).mode & 0o777).toBe(0o600);
   });
 
   it('continues the newest file after a restart, and starts a new one when it is full', async () => {

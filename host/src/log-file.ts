@@ -40,7 +40,8 @@ export function openLogFile(opts: LogFileOptions): LogFileStream {
     n++;
     size = 0;
   }
-  const dest = pino.destination({ dest: join(dir, logFileName(n)), sync: true, mkdir: true });
+  // Owner-only like the rest of the instance directory: the log names paths, addresses and guest processes.
+  const dest = pino.destination({ dest: join(dir, logFileName(n)), sync: true, mkdir: true, mode: 0o600 });
   // A full disk or a removed directory must not take the agent down with it; there is nowhere to log it but stderr,
   // once a minute at most (every line fails alike).
   let reportedAt = Number.NEGATIVE_INFINITY;
