@@ -211,7 +211,13 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
     const unmapped = f.source === 'detected' && port !== undefined && f.guestAddr.endsWith(`:${port}`);
     return unmapped ? warn(name, detail, `if you need it on the host, ${fix}`) : fail(name, detail, fix);
   }
-  return fail(name, detail, 'see `tether logs NAME --component forward`');
+  // The error names the cause and what to change (sshd's options, the guest socket's service or owner).
+  const again = f.proto === 'unix' ? '; the forward looks at its guest socket again by itself' : '';
+  return fail(
+    name,
+    detail,
+    `as the detail says${again}; each attempt is in \`tether logs ${instance} --component forward\``,
+  );
 }
 
 interface AgentCheck {
