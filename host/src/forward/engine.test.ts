@@ -16,7 +16,7 @@ import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import { ChannelOpenError, type SshSession } from '../ssh/index.js';
 import { ForwardEngine } from './engine.js';
 
-const lines: { msg: string; level: number }[] = [];
+const lines: { msg: string; level: number; forward?: string; state?: string }[] = [];
 const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
 
 let echoPort = 0;
@@ -472,6 +472,21 @@ describe('ForwardEngine', () => {
     ).rejects.toMatchObject({ code: 'EADDRINUSE' });
     held.destroy();
     expect(await echo(port)).toBe('hi');
+  });
+
+  it('logs a first state once every host address has answered: conflict, not forwarding then conflict', async () => {
+    engine = make();
+    const port = await freePort();
+    const held = net.createServer();
+    await new Promise<void>((resolve) => held.listen(port, '::1', resolve));
+    try {
+      await engine.setListeners([tcp('::', port)]);
+      expect(engine.view(`tcp/[::]:${port}`)?.state).toBe('conflict');
+      const states = lines.filter((l) => l.forward === `tcp/[::]:${port}` && l.state !== undefined);
+      expect(states.map((l) => l.state)).toEqual(['conflict']);
+    } finally {
+      held.close();
+    }
   });
 
   it('serves one guest port per host port: an explicit forward to another takes it, the detected one waits', async () => {

@@ -16,6 +16,9 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>): State
   if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
   const entries = bindings.of(f.bindingKeys);
   if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
+  // A first state waits for every address: `forwarding` on one, then `conflict` a moment later, would be two lines
+  // for one outcome.
+  if (!f.state && entries.some((e) => e.status === 'pending')) return null;
   if (f.suspended) return { state: 'suspended', error: f.suspended };
   if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
   const host = bindingsState(f, entries, bindings);
