@@ -89,31 +89,7 @@ export async function ensureGuestAgent(
     throw new Error('the guest is shutting down; nothing to start until it is back');
 
   const artefact = chooseArtefact(facts);
-  if (!facts.hasNode && !facts.arch)
-    throw new Error(
-      `guest architecture ${facts.unameM || '(unknown)'} has no tether-guest executable and the guest has no Node ≥ 20` +
-        ` (node -v: ${facts.nodeVersion || 'not found'}); install Node 20+ in the guest`,
-    );
-  if (artefact !== 'bundle') {
-    const unusable = seaLibcProblem(facts.libc);
-    if (unusable)
-      throw new Error(
-        `the guest has no Node ≥ 20 (node -v: ${facts.nodeVersion || 'not found'}) and cannot run tether-guest's ` +
-          `single executable: ${unusable}; install Node 20+ in the guest (Alpine: apk add nodejs) and tether uses ` +
-          'its script bundle instead',
-      );
-  }
-  if (!facts.root && !facts.sudo && !facts.socketDirWritable) {
-    // Started as the login user, the agent could not create its socket: it would exit, and each retry upload again.
-    // Its own socket would go in the install directory: when that cannot be made either, that is what to fix.
-    installDirOf(facts, config.ssh.user);
-    const user = config.ssh.user;
-    throw new Error(
-      `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n (or doas -n) is refused ` +
-        `(it asks for a password, or ${user} may not use it): allow ${user} passwordless sudo, log in as root, or ` +
-        `set guestAgent.socket to a path ${user} can write, e.g. ${facts.dir}/agent.sock`,
-    );
-  }
+  refuseUnrunnable(facts, artefact, socket, config.ssh.user);
   const base = { version: manifest.version, hash: manifest.hash, artefact, socket };
   const current = facts.installed.find(
     (i) => i.hash === manifest.hash && (i.kind === 'bundle') === (artefact === 'bundle'),
@@ -246,6 +222,42 @@ async function answerOrWhyNot(shell: GuestShell, socket: string): Promise<Error 
     if (refused) throw refused;
   }
   return openError;
+}
+
+/**
+ * Throws, naming what to install or change, when the guest cannot run the agent at all: no executable for its
+ * architecture and no Node, a C library the single executable cannot use, or a socket the login user cannot make.
+ */
+function refuseUnrunnable(
+  facts: GuestFacts,
+  artefact: ReturnType<typeof chooseArtefact>,
+  socket: string,
+  user: string,
+): void {
+  if (!facts.hasNode && !facts.arch)
+    throw new Error(
+      `guest architecture ${facts.unameM || '(unknown)'} has no tether-guest executable and the guest has no Node ≥ 20` +
+        ` (node -v: ${facts.nodeVersion || 'not found'}); install Node 20+ in the guest`,
+    );
+  if (artefact !== 'bundle') {
+    const unusable = seaLibcProblem(facts.libc);
+    if (unusable)
+      throw new Error(
+        `the guest has no Node ≥ 20 (node -v: ${facts.nodeVersion || 'not found'}) and cannot run tether-guest's ` +
+          `single executable: ${unusable}; install Node 20+ in the guest (Alpine: apk add nodejs) and tether uses ` +
+          'its script bundle instead',
+      );
+  }
+  if (!facts.root && !facts.sudo && !facts.socketDirWritable) {
+    // Started as the login user, the agent could not create its socket: it would exit, and each retry upload again.
+    // Its own socket would go in the install directory: when that cannot be made either, that is what to fix.
+    installDirOf(facts, user);
+    throw new Error(
+      `the guest agent's socket ${socket} is in a directory ${user} cannot create or write, and sudo -n (or doas -n) is refused ` +
+        `(it asks for a password, or ${user} may not use it): allow ${user} passwordless sudo, log in as root, or ` +
+        `set guestAgent.socket to a path ${user} can write, e.g. ${facts.dir}/agent.sock`,
+    );
+  }
 }
 
 /**
