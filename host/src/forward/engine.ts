@@ -19,6 +19,7 @@ import {
   type SshSession,
 } from '../ssh/index.js';
 import type { HostBinding, Route } from './binding.js';
+import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
@@ -91,8 +92,7 @@ function clash(key: string, theirs: string): string {
 
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
-  /** Guest listeners (by id) left out by the caps, per cap; each takes the place of one of its kind that goes. */
-  private readonly cappedIds = { forwarded: new Set<string>(), ignored: new Set<string>() };
+  private readonly caps: ForwardCaps;
   /** Guest listeners (by id) that a static or runtime forward of their port serves (explicitHolding). */
   private readonly folded = new Map<string, Forward>();
   readonly udp: UdpFlows;
@@ -114,14 +114,6 @@ export class ForwardEngine extends EventEmitter {
   private readonly churn: ChurnLog;
   private readonly rules: PortRule[];
   private readonly socketRules: SocketRule[];
-  private capWarned = false;
-  /**
-   * Detected forwards that bind host addresses, and those ignored (by a rule, the sshd port, `forward rm`), kept as
-   * counts: checking a cap must not walk every forward. Each is capped at maxForwards on its own, so ignored
-   * listeners never take a forwarded one's place.
-   */
-  private detectedForwards = 0;
-  private ignoredForwards = 0;
   /** Guest listeners beyond what the engine keeps (GUEST_LISTENER_FACTOR × maxForwards), since the last snapshot. */
   private overflowed = 0;
   /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
@@ -137,6 +129,7 @@ export class ForwardEngine extends EventEmitter {
     super();
     this.log = opts.logger;
     this.churn = new ChurnLog(this.log);
+    this.caps = new ForwardCaps(opts.maxForwards, this.log);
     this.sshPort = opts.sshPort ?? 22;
     this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
     this.socketRules = opts.portForwards.filter(isSocketRule);
@@ -209,8 +202,7 @@ export class ForwardEngine extends EventEmitter {
     for (const l of listeners) desired.set(listenerId(l), l);
     this.guestListeners.clear();
     for (const [id, l] of desired) this.guestListeners.set(id, l);
-    this.cappedIds.forwarded.clear(); // counted again below, from this snapshot
-    this.cappedIds.ignored.clear();
+    this.caps.clearWaiting(); // worked out again below, from this snapshot
     this.overflowed = 0;
     for (const id of [...this.folded.keys()]) if (!desired.has(id)) this.unfold(id);
     for (const f of [...this.forwardsById.values()]) {
@@ -229,8 +221,7 @@ export class ForwardEngine extends EventEmitter {
       const id = listenerId(l);
       if (readded.has(id)) continue;
       this.guestListeners.delete(id);
-      this.cappedIds.forwarded.delete(id);
-      this.cappedIds.ignored.delete(id);
+      this.caps.forget(id);
       this.unfold(id);
       const f = this.forwardsById.get(id);
       if (f?.source === 'detected') this.drop(f);
@@ -361,7 +352,7 @@ export class ForwardEngine extends EventEmitter {
       (f) => f.source === 'detected',
     );
     for (const f of displaced) this.drop(f, false);
-    this.cappedIds.forwarded.delete(id);
+    this.caps.forget(id);
     const { proto, guestPort, hostPort } = spec;
     const created = this.createPortForward({
       source: 'runtime',
@@ -427,8 +418,7 @@ export class ForwardEngine extends EventEmitter {
     this.userIgnoredPorts.add(`${f.proto}/${f.guestPort}`);
     this.release(f);
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
-    this.detectedForwards--;
-    this.ignoredForwards++;
+    this.caps.ignoredNow();
     this.admitCapped('forwarded');
     f.ignored = 'removed by the operator (tether forward rm)';
     this.refresh(f);
@@ -454,8 +444,7 @@ export class ForwardEngine extends EventEmitter {
     for (const f of this.forwardsById.values()) f.look?.stop();
     this.forwardsById.clear();
     this.explicitForwards.clear();
-    this.detectedForwards = 0;
-    this.ignoredForwards = 0;
+    this.caps.reset();
     await closing;
   }
 
@@ -463,18 +452,17 @@ export class ForwardEngine extends EventEmitter {
 
   /** Guest listeners not forwarded (or listed) because of the caps, right now. */
   get capped(): number {
-    return this.cappedIds.forwarded.size + this.cappedIds.ignored.size;
+    return this.caps.capped;
   }
 
   /** A detected forward of this kind went: the first capped listener still there that needs its slot takes it. */
-  private admitCapped(kind: 'forwarded' | 'ignored'): void {
-    for (const id of [...this.cappedIds[kind]]) {
-      this.cappedIds[kind].delete(id);
+  private admitCapped(kind: CapKind): void {
+    for (const id of this.caps.takeWaiting(kind)) {
       const l = this.guestListeners.get(id);
       if (!l || this.stopped || this.forwardsById.has(id)) continue;
-      const before = this.detectedForwards + this.ignoredForwards;
+      const before = this.caps.total;
       void this.upsertDetected(l);
-      if (this.detectedForwards + this.ignoredForwards > before) return;
+      if (this.caps.total > before) return;
     }
   }
 
@@ -588,18 +576,7 @@ export class ForwardEngine extends EventEmitter {
       hostIPs = hostIPs.filter((ip) => !explicit.held.includes(ip));
       if (hostIPs.length === 0) return Promise.resolve();
     }
-    const ignoring = decision.action === 'ignore';
-    if ((ignoring ? this.ignoredForwards : this.detectedForwards) >= this.opts.maxForwards) {
-      this.cappedIds[ignoring ? 'ignored' : 'forwarded'].add(id);
-      if (!this.capWarned) {
-        this.capWarned = true;
-        this.log.warn(
-          { maxForwards: this.opts.maxForwards },
-          `guest reports more listeners than maxForwards (${this.opts.maxForwards}); the rest are not forwarded or listed`,
-        );
-      }
-      return Promise.resolve();
-    }
+    if (!this.caps.fits(decision.action === 'ignore' ? 'ignored' : 'forwarded', id)) return Promise.resolve();
     return this.createPortForward({
       source: 'detected',
       id,
@@ -691,10 +668,7 @@ export class ForwardEngine extends EventEmitter {
       this.explicitForwards.add(f);
       this.followLoopback(f);
     }
-    if (source === 'detected') {
-      if (ignored) this.ignoredForwards++;
-      else this.detectedForwards++;
-    }
+    if (source === 'detected') this.caps.added(ignored ? 'ignored' : 'forwarded');
     if (ignored) {
       this.refresh(f);
       return Promise.resolve();
@@ -754,14 +728,10 @@ export class ForwardEngine extends EventEmitter {
     this.forwardsById.delete(f.id);
     this.explicitForwards.delete(f);
     f.look?.stop();
-    if (f.source === 'detected' && f.ignored) {
-      this.ignoredForwards--;
-      if (admit) this.admitCapped('ignored');
-    } else if (f.source === 'detected') {
-      this.detectedForwards--;
-      // Well under the cap again (hysteresis, so churn at the cap does not repeat it): a later overflow is news.
-      if (this.detectedForwards < this.opts.maxForwards * 0.9) this.capWarned = false;
-      if (admit) this.admitCapped('forwarded');
+    if (f.source === 'detected') {
+      const kind = f.ignored ? 'ignored' : 'forwarded';
+      this.caps.removed(kind);
+      if (admit) this.admitCapped(kind);
     } else {
       for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }
