@@ -143,6 +143,8 @@ export class ForwardEngine extends EventEmitter {
     });
   }
 
+  // ── what the host agent calls ─────────────────────────────────────────────────────────────────────────────────
+
   /** Sets up static TCP rules and unix socket forwards; resolves when their first bind attempts settled. */
   async start(): Promise<void> {
     const pending: Promise<void>[] = [];
@@ -435,6 +437,11 @@ export class ForwardEngine extends EventEmitter {
     return f?.state ? toView(f) : undefined;
   }
 
+  /** Guest listeners not forwarded (or listed) because of the caps, right now. */
+  get capped(): number {
+    return this.caps.capped;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.udp.stop();
@@ -448,12 +455,7 @@ export class ForwardEngine extends EventEmitter {
     await closing;
   }
 
-  // ── forwards ──────────────────────────────────────────────────────────────────────────────────────────────────
-
-  /** Guest listeners not forwarded (or listed) because of the caps, right now. */
-  get capped(): number {
-    return this.caps.capped;
-  }
+  // ── forwards: from listeners, rules and the operator ──────────────────────────────────────────────────────────
 
   /** A detected forward of this kind went: the first capped listener still there that needs its slot takes it. */
   private admitCapped(kind: CapKind): void {
