@@ -23,7 +23,7 @@ import {
   REQUIREMENT,
   type StatusView,
 } from '../model.js';
-import { defaultBundleDir, ensureGuestAgent, outdatedAgent, runningAgentSocket } from '../provision/index.js';
+import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import {
   authorizedKeyFix,
   guestServerPort,
@@ -36,6 +36,7 @@ import { HOST_AGENT_NAME } from '../version.js';
 import { firstOutcome } from './first-outcome.js';
 import { mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
+import { Provisioner } from './provisioner.js';
 import { BootRequirements } from './requirements.js';
 
 /** The seam for mounts: requirement 5 calls start(); the agent reports views() and calls stop() last. */
@@ -94,12 +95,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private readonly requirements: BootRequirements;
   private readonly log: Logger;
   private readonly bundleDir: string;
-  private provisioning: Promise<string> | null = null;
-  /** The run under way replaces the running agent (see provision). */
-  private provisioningReplaces = false;
-  private provisionSummary: string | null = null;
-  /** `failed` (Error) when a provisioning run fails; requirement 3 listens. */
-  private readonly provisionEvents = new EventEmitter();
+  private readonly provisioner: Provisioner;
   private stopping = false;
   private stopReason = '';
   /** Requirement 5 failed and not every mount is mounted since: the agent stays degraded. */
@@ -131,11 +127,14 @@ export class HostAgent extends EventEmitter implements AgentApi {
       ...opts.ssh,
     });
     const provision = config.guestAgent.provision === 'auto';
+    this.provisioner = new Provisioner(this.ssh, config, this.bundleDir, this.logger('provision'), (socket) =>
+      this.link.useSocket(socket),
+    );
     this.link = new AgentLink(this.ssh, {
       socket: config.guestAgent.socket,
       logger: this.logger('link'),
       agent: HOST_AGENT_NAME,
-      ensureAgent: provision ? (_reason, replace) => this.provision(replace).then(() => undefined) : undefined,
+      ensureAgent: provision ? (_reason, replace) => this.provisioner.run(replace).then(() => undefined) : undefined,
       outdated: (info, build) => outdatedAgent(info, build, this.bundleDir),
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
       explainOpenFailure: async (err) => (await streamLocalRefusal(this.ssh, this.link.socket, err))?.message ?? null,
@@ -177,7 +176,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         outdated: this.link.outdated,
         socket: this.link.socket,
         guestStopping: this.link.guestStopping,
-        provisioning: this.provisioning !== null,
+        provisioning: this.provisioner.busy,
       },
       requirements: this.requirements.views(),
       forwards,
@@ -537,36 +536,6 @@ export class HostAgent extends EventEmitter implements AgentApi {
     }, deadline);
   }
 
-  /** Single-flight: the link's ensureAgent and requirement 3 share one provisioning run. */
-  private provision(replace = false): Promise<string> {
-    // A replacement asked for while a plain run is under way (one that found the agent's socket taking connections,
-    // and so left it alone) runs after it, not folded into it.
-    if (replace && this.provisioning && !this.provisioningReplaces)
-      return this.provisioning.catch(() => '').then(() => this.provision(true));
-    const onStep = (what: string) => this.provisionEvents.emit('step', what);
-    if (!this.provisioning) this.provisioningReplaces = replace;
-    this.provisioning ??= ensureGuestAgent(this.ssh, this.config, this.bundleDir, this.logger('provision'), {
-      replace,
-      onStep,
-    })
-      .then(
-        ({ summary, socket }) => {
-          this.link.useSocket(socket);
-          this.provisionSummary = summary;
-          return summary;
-        },
-        (err: Error) => {
-          this.provisionEvents.emit('failed', err);
-          throw err;
-        },
-      )
-      .finally(() => {
-        this.provisioning = null;
-        this.provisioningReplaces = false;
-      });
-    return this.provisioning;
-  }
-
   /**
    * Requirement 3: the agent answers by itself, or provisioning (started by the link on no answer) succeeds. Fails at
    * once when the link is blocked (sshd refuses the channel to a running agent): provisioning cannot help then.
@@ -580,18 +549,18 @@ export class HostAgent extends EventEmitter implements AgentApi {
         new Error(`guest agent not provisioned within ${timeoutMs} ms: ${this.link.lastError ?? 'no answer yet'}`),
     };
     return firstOutcome<string>(({ done, fail }) => {
-      const onUp = () => done(this.provisionSummary ?? `already running at ${this.link.socket}`);
+      const onUp = () => done(this.provisioner.summary ?? `already running at ${this.link.socket}`);
       // A provisioning failure is final for this requirement; the link keeps retrying for later.
       const onFailed = (err: Error) =>
         fail(err instanceof StreamLocalRefusedError ? err : new Error(`cannot start the guest agent: ${err.message}`));
       const onBlocked = (reason: string) => fail(new Error(reason));
       this.link.once('up', onUp);
       this.link.once('blocked', onBlocked);
-      this.provisionEvents.once('failed', onFailed);
-      this.provisionEvents.on('step', note);
+      this.provisioner.once('failed', onFailed);
+      this.provisioner.on('step', note);
       return () => {
-        this.provisionEvents.off('failed', onFailed);
-        this.provisionEvents.off('step', note);
+        this.provisioner.off('failed', onFailed);
+        this.provisioner.off('step', note);
         this.link.off('up', onUp);
         this.link.off('blocked', onBlocked);
       };

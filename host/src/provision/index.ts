@@ -1,3 +1,3 @@
 // Guest agent provisioning: the public surface used by the agent wiring and `tether doctor`.
-export { ensureGuestAgent, runningAgentSocket } from './ensure.js';
+export { ensureGuestAgent, type GuestShell, runningAgentSocket } from './ensure.js';
 export { BUNDLE_FILE, defaultBundleDir, outdatedAgent, readManifest } from './manifest.js';
