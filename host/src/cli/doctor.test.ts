@@ -94,6 +94,11 @@ describe('requirementFix', () => {
     expect(requirementFix('mounts[1].location /srv/missing does not exist on the host')).toBe(
       'create the directory /srv/missing on the host, or set mounts[1].location in tether.yaml to one that exists',
     );
+    expect(
+      requirementFix(
+        "sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf (sudo -n or doas -n was not allowed: sudo: a password is required); fix it in the guest as root: echo user_allow_other >> /etc/fuse.conf",
+      ),
+    ).toBe('as root in the guest: echo user_allow_other >> /etc/fuse.conf');
     expect(requirementFix('something else')).toBe('see the detail above');
   });
 });

@@ -172,8 +172,8 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
  * missing host directory. Exported for its test.
  */
 export function requirementFix(detail: string | null): string {
-  const m = detail ? /(?:fix(?: it in the guest)?|create it in the guest): (.+)$/.exec(detail) : null;
-  if (m) return m[1];
+  const m = detail ? /(?:fix(?: it in the guest)?( as root)?|create it in the guest): (.+)$/.exec(detail) : null;
+  if (m) return m[1] ? `as root in the guest: ${m[2]}` : m[2];
   const host = detail
     ? /^(mounts\[\d+\]\.location) (.+) (?:does not exist|is not a directory) on the host$/.exec(detail)
     : null;

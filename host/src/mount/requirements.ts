@@ -48,6 +48,7 @@ function checkLocation(mount: MountConfig, index: number): MountRequirement {
 }
 
 const FUSE_CONF_FIX = 'echo user_allow_other | sudo tee -a /etc/fuse.conf';
+const FUSE_CONF_FIX_AS_ROOT = 'echo user_allow_other >> /etc/fuse.conf';
 
 async function checkSshfs(client: Client): Promise<MountRequirement> {
   const name = 'sshfs in the guest';
@@ -115,10 +116,12 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
     }
     tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || describeExit(r)})`;
   }
+  // Without sudo for the login user, the line is for root to add (su, a console).
+  const how = tried ? ` as root: ${FUSE_CONF_FIX_AS_ROOT}` : `: ${FUSE_CONF_FIX}`;
   return {
     name,
     ok: false,
-    detail: `sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf${tried}; fix it in the guest: ${FUSE_CONF_FIX}`,
+    detail: `sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf${tried}; fix it in the guest${how}`,
   };
 }
 

@@ -12,10 +12,25 @@ import type { GuestFacts } from './probe.js';
  */
 export function agentSocket(
   configured: string,
-  facts: Pick<GuestFacts, 'root' | 'sudo' | 'socketDirWritable' | 'dir' | 'dirError' | 'unitEnabled' | 'unitActive'>,
+  facts: Pick<
+    GuestFacts,
+    | 'root'
+    | 'sudo'
+    | 'socketDirWritable'
+    | 'dir'
+    | 'dirError'
+    | 'unitEnabled'
+    | 'unitActive'
+    | 'unitSocket'
+    | 'unitSocketOwner'
+    | 'user'
+  >,
 ): string {
-  // A systemd unit (installed by root earlier) serves the default socket, or will once the guest has booted.
-  const privileged = facts.root || facts.sudo || facts.socketDirWritable || facts.unitEnabled || facts.unitActive;
+  // A systemd unit installed for this user serves the default socket, or will once the guest has booted. One
+  // installed for another (root's) serves a socket only that user may open.
+  const unitServesUser =
+    (facts.unitEnabled || facts.unitActive) && facts.unitSocket === configured && facts.unitSocketOwner === facts.user;
+  const privileged = facts.root || facts.sudo || facts.socketDirWritable || unitServesUser;
   if (configured !== DEFAULT_GUEST_SOCKET || privileged || facts.dirError !== null || facts.dir === '')
     return configured;
   return `${facts.dir.replace(/\/$/, '')}/agent.sock`;

@@ -13,7 +13,7 @@ import { SshSession } from '../ssh/index.js';
 import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
 import { ensureGuestAgent, runningAgentSocket } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
-import { taggedValue } from './probe.js';
+import { taggedValue, unitArgs } from './probe.js';
 
 const BUNDLE_DIR = resolve(import.meta.dirname, '../../../build/guest');
 const haveBuild = existsSync(join(BUNDLE_DIR, 'manifest.json'));
@@ -125,7 +125,11 @@ describe('agentSocket', () => {
     dirError: null,
     unitEnabled: false,
     unitActive: false,
+    unitSocket: '',
+    unitSocketOwner: '',
+    user: 'me',
   };
+  const unitFor = (owner: string) => ({ unitSocket: DEFAULT_GUEST_SOCKET, unitSocketOwner: owner });
 
   it('moves the default socket into the install directory for a user without root or sudo', () => {
     expect(agentSocket(DEFAULT_GUEST_SOCKET, user)).toBe('/home/me/.tether-guest/agent.sock');
@@ -136,13 +140,42 @@ describe('agentSocket', () => {
       { root: true },
       { sudo: true },
       { socketDirWritable: true },
-      { unitEnabled: true }, // root's unit serves it (once the guest has booted)
-      { unitActive: true },
+      { unitEnabled: true, ...unitFor('me') }, // a unit installed for this user serves it (once the guest has booted)
+      { unitActive: true, ...unitFor('me') },
     ])
       expect(agentSocket(DEFAULT_GUEST_SOCKET, { ...user, ...privilege })).toBe(DEFAULT_GUEST_SOCKET);
     expect(agentSocket('/srv/agent.sock', user)).toBe('/srv/agent.sock');
     // No install directory to put it in: the default stays, and provisioning says what to fix.
     expect(agentSocket(DEFAULT_GUEST_SOCKET, { ...user, dirError: 'Permission denied' })).toBe(DEFAULT_GUEST_SOCKET);
+  });
+
+  it("takes the user's own socket beside a unit installed for another user (root's socket is 0600)", () => {
+    const own = '/home/me/.tether-guest/agent.sock';
+    expect(
+      agentSocket(DEFAULT_GUEST_SOCKET, { ...user, unitEnabled: true, unitActive: true, ...unitFor('root') }),
+    ).toBe(own);
+    expect(
+      agentSocket(DEFAULT_GUEST_SOCKET, {
+        ...user,
+        unitEnabled: true,
+        unitSocket: '/srv/a.sock',
+        unitSocketOwner: 'me',
+      }),
+    ).toBe(own);
+  });
+});
+
+describe('unitArgs', () => {
+  it('reads ExecStart as tether-guest install writes it', () => {
+    const exec = '/usr/local/lib/tether-guest/tether-guest run --socket-owner me --socket "/run/my dir/a\\"b.sock"';
+    expect(unitArgs(exec)).toEqual([
+      '/usr/local/lib/tether-guest/tether-guest',
+      'run',
+      '--socket-owner',
+      'me',
+      '--socket',
+      '/run/my dir/a"b.sock',
+    ]);
   });
 });
 

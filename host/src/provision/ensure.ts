@@ -101,7 +101,14 @@ export async function ensureGuestAgent(
   }
 
   const booting = isBooting(facts.systemState);
-  if (openError && current && facts.systemd && facts.unitEnabled && (booting || facts.unitActive)) {
+  if (
+    openError &&
+    current &&
+    facts.systemd &&
+    facts.unitEnabled &&
+    facts.unitSocket === socket &&
+    (booting || facts.unitActive)
+  ) {
     // systemd is on it: right after a reboot sshd can be up before the unit has started, and on a cold, emulated
     // disk the single executable can take tens of seconds to load. Stepping in would only restart it.
     log.info({ socket, booting }, 'waiting for systemd to bring up tether-guest');

@@ -2,14 +2,15 @@
 // lines (arch, Node, C library, systemd, privileges, the install directory, the agent copies already there), read
 // past whatever the login shell's startup files print. Owns that script and its parsing; it changes nothing in the
 // guest but the install directory it creates.
-import type { Config } from '../config/schema.js';
+import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { describeExit } from '../ssh/exec.js';
 import { shellQuote as q } from '../ssh/shell-quote.js';
 import type { GuestShell } from './ensure.js';
 import { archOf, BUNDLE_FILE, type GuestArch, nodeUsable } from './manifest.js';
 
-/** Where the systemd install (`tether-guest install`) puts the executable. */
+/** Where the systemd install (`tether-guest install`) puts the executable, and its unit. */
 export const SYSTEM_LIB = '/usr/local/lib/tether-guest';
+const UNIT_FILE = '/etc/systemd/system/tether-guest.service';
 /** An upload goes to `<file><UPLOAD_SUFFIX><host agent pid>` and is renamed into place once complete. */
 export const UPLOAD_SUFFIX = '.upload-';
 
@@ -26,6 +27,14 @@ export interface GuestFacts {
   hasNode: boolean;
   /** The tether-guest systemd unit is enabled (it starts at boot). */
   unitEnabled: boolean;
+  /**
+   * Whose the unit's socket is and where (its `--socket-owner` and `--socket`, from the unit file); '' without a
+   * unit. Another user's agent socket is mode 0600: the login user cannot use it.
+   */
+  unitSocketOwner: string;
+  unitSocket: string;
+  /** The login user's name (`id -un`). */
+  user: string;
   /** `systemctl is-system-running`: initializing or starting while the guest boots, stopping while it shuts down. */
   systemState: string;
   /** systemd runs the tether-guest unit (`systemctl is-active`: active or activating). */
@@ -79,6 +88,8 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
     'echo "home=$HOME"',
     'echo "node=$([ -n "$N" ] && "$N" -v 2>/dev/null)"',
     'echo "uid=$(id -u)"',
+    'echo "user=$(id -un)"',
+    `[ -f ${UNIT_FILE} ] && echo "unitexec=$(sed -n 's/^ExecStart=//p' ${UNIT_FILE} | head -n 1)"`,
     'echo "libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"',
     'test -d /run/systemd/system && echo systemd=1',
     'echo "unit=$(systemctl is-enabled tether-guest 2>/dev/null)"',
@@ -109,6 +120,9 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
     home: '',
     hasNode: false,
     unitEnabled: false,
+    unitSocketOwner: '',
+    unitSocket: '',
+    user: '',
     systemState: '',
     unitActive: false,
     root: false,
@@ -136,7 +150,12 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
       facts.nodeVersion = value;
       facts.hasNode = nodeUsable(value);
     } else if (key === 'uid') facts.root = value === '0';
-    else if (key === 'libc') facts.libc = value;
+    else if (key === 'user') facts.user = value;
+    else if (key === 'unitexec') {
+      const args = unitArgs(value);
+      facts.unitSocketOwner = argAfter(args, '--socket-owner') ?? '';
+      facts.unitSocket = argAfter(args, '--socket') ?? DEFAULT_GUEST_SOCKET;
+    } else if (key === 'libc') facts.libc = value;
     else if (key === 'systemd') facts.systemd = true;
     else if (key === 'unit') facts.unitEnabled = value === 'enabled';
     else if (key === 'boot') facts.systemState = value;
@@ -172,4 +191,21 @@ export function taggedValue(stdout: string, key: string): string {
     .reverse()
     .find((l) => l.startsWith(`${key}=`));
   return line ? line.slice(key.length + 1).trim() : '';
+}
+
+/**
+ * The words of a unit's ExecStart as `tether-guest install` writes them: bare words, and double-quoted ones with
+ * `"`, `\\`, `$` and `` ` `` escaped by a backslash.
+ */
+export function unitArgs(execStart: string): string[] {
+  const args: string[] = [];
+  for (const m of execStart.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) {
+    args.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]);
+  }
+  return args;
+}
+
+function argAfter(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
 }
