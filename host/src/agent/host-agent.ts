@@ -452,10 +452,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return this.requirements.run(index, check, {
       // Stopped while it waited (`tether down` during `up`): that, not the SSH error it caused, is why.
       reason: (err) => (this.stopping ? `the agent was stopped: ${this.stopReason}` : err.message),
-      skipped: optional
-        ? (reason) =>
-            `the default mount of ~ is not made: ${reason}; it is tried again by itself (\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none)`
-        : undefined,
+      skipped: optional ? defaultMountSkipped : undefined,
     });
   }
 
@@ -581,4 +578,13 @@ function guestView(info: Info, build: string | null): GuestView {
     agentStartedAt: new Date(info.startedAt).toISOString(),
     listeners: info.listeners,
   };
+}
+
+/**
+ * Why the default mount of ~ is not made, and what comes of it: tried again by itself, unless its mount point would
+ * hide the SSH user's home (the same user name on host and guest), which only a `mountPoint` in tether.yaml changes.
+ */
+function defaultMountSkipped(reason: string): string {
+  const retry = /would hide the SSH user's home/.test(reason) ? '' : 'it is tried again by itself; ';
+  return `the default mount of ~ is not made: ${reason}; ${retry}\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none`;
 }

@@ -99,6 +99,11 @@ describe('requirementFix', () => {
         "sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf (sudo -n or doas -n was not allowed: sudo: a password is required); fix it in the guest as root: echo user_allow_other >> /etc/fuse.conf",
       ),
     ).toBe('as root in the guest: echo user_allow_other >> /etc/fuse.conf');
+    expect(
+      requirementFix(
+        "/root exists in the guest and is not the SSH user's to mount on; set the mount's mountPoint to a path the SSH user may create, e.g. /mnt/root",
+      ),
+    ).toBe("set the mount's mountPoint in tether.yaml (mounts:) to a path the SSH user may create, e.g. /mnt/root");
     expect(requirementFix('something else')).toBe('see the detail above');
   });
 });

@@ -178,6 +178,8 @@ export function requirementFix(detail: string | null): string {
     ? /^(mounts\[\d+\]\.location) (.+) (?:does not exist|is not a directory) on the host$/.exec(detail)
     : null;
   if (host) return `create the directory ${host[2]} on the host, or set ${host[1]} in tether.yaml to one that exists`;
+  const point = detail ? /set the mount's mountPoint to (.+)$/.exec(detail) : null;
+  if (point) return `set the mount's mountPoint in tether.yaml (mounts:) to ${point[1]}`;
   return 'see the detail above';
 }
 
