@@ -278,10 +278,12 @@ class ManagedMounts implements AgentMounts {
   private async admit(client: Client | null, recheckMs: number): Promise<void> {
     const waiting = this.manager.waiting();
     if (waiting.length === 0 || this.stopped) return;
-    if (!client) {
-      // Nothing to look at: what a held mount showed still stands.
+    if (!client || this.link?.guestStopping) {
+      // Nothing to look at (a guest going down answers commands late or not at all): what a held mount showed still
+      // stands.
       const views = this.manager.views();
-      for (const i of waiting) if (!views[i].error) this.manager.hold(i, 'ssh is not connected');
+      const why = client ? (this.link?.guestStopping ?? GUEST_STOPPING) : 'ssh is not connected';
+      for (const i of waiting) if (!views[i].error) this.manager.hold(i, why);
       this.scheduleRecheck(recheckMs);
       return;
     }
