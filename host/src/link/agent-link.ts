@@ -441,6 +441,8 @@ export class AgentLink extends EventEmitter {
     this.lastErrorAt = Date.now();
     const fields = { state: 'down', reason: why, socket: this.socket };
     if (this.guestStopping) this.log.info(fields, `agent link down: ${why}; waiting for the guest to come back`);
+    else if (this.stopped)
+      this.log.info(fields, `agent link down: ${why}`); // `tether down`: nothing went wrong
     else this.log.warn(fields, `agent link down: ${why}`);
     this.emit('down', why);
   }
