@@ -115,6 +115,10 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
       return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
     }
     tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || describeExit(r)})`;
+  } else {
+    // Only looking (doctor): whether the fix can use sudo decides how it is worded.
+    const r = await execOn(client, `${AS_ROOT}\nas_root true`);
+    if (r.code !== 0) tried = ' (the SSH user may not use sudo -n or doas -n)';
   }
   // Without sudo for the login user, the line is for root to add (su, a console).
   const how = tried ? ` as root: ${FUSE_CONF_FIX_AS_ROOT}` : `: ${FUSE_CONF_FIX}`;
