@@ -30,11 +30,27 @@ export function runCli(
   /** Gets the child once spawned (e.g. to signal it). */
   spawned?: (child: ChildProcess) => void,
 ): Promise<CliResult> {
+  return runCliWith(home, args, { timeoutMs, env, spawned });
+}
+
+export interface CliRun {
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  spawned?: (child: ChildProcess) => void;
+  cwd?: string;
+  /** Written to the CLI's stdin, which is then closed (no input: stdin is /dev/null). */
+  input?: string;
+}
+
+export function runCliWith(home: string, args: string[], run: CliRun = {}): Promise<CliResult> {
+  const { timeoutMs = 60_000, env = {}, spawned, cwd, input } = run;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      cwd,
     });
+    child.stdin?.end(input);
     spawned?.(child);
     let stdout = '';
     let stderr = '';

@@ -46,7 +46,7 @@ export function parseLogLevel(value: string): string {
   return value.toLowerCase();
 }
 
-/** Adds examples and the exit codes to a command's --help. */
-export function withHelp(cmd: Command, examples: string[]): Command {
-  return cmd.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n${EXIT_CODES_HELP}`);
+/** Adds examples and the exit codes (tether's own unless given) to a command's --help. */
+export function withHelp(cmd: Command, examples: string[], exitCodes = EXIT_CODES_HELP): Command {
+  return cmd.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n${exitCodes}`);
 }

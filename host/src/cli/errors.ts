@@ -28,6 +28,13 @@ export class UsageError extends CliError {
   }
 }
 
+/** A command that passes on another program's exit status (`tether shell`), which has said what it had to say. */
+export class ExitStatus extends CliError {
+  constructor(code: number) {
+    super(`exited with status ${code}`, code);
+  }
+}
+
 /** The message printed for an error; config errors keep one line per problem. */
 export function describeError(err: unknown): string {
   if (err instanceof AgentNotRunningError) {
@@ -48,6 +55,7 @@ function exitCodeOf(err: unknown): number {
 }
 
 export function reportError(err: unknown): number {
+  if (err instanceof ExitStatus) return err.exitCode;
   complain(`tether: ${describeError(err)}\n`);
   if (process.env.TETHER_DEBUG === '1' && err instanceof Error && err.stack) complain(`${err.stack}\n`);
   return exitCodeOf(err);

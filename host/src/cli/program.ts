@@ -9,6 +9,7 @@ import { registerLogs } from './commands/logs.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerRm } from './commands/rm.js';
+import { registerShell } from './commands/shell.js';
 import { registerStatus } from './commands/status.js';
 import { registerUp } from './commands/up.js';
 import { withHelp } from './context.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerForward(program);
   registerMount(program);
+  registerShell(program);
   registerLogs(program);
   registerDoctor(program);
   // Subcommands inherit exitOverride so usage errors come back to main.ts as CommanderErrors.

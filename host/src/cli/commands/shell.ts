@@ -1,0 +1,133 @@
+// `tether shell NAME [COMMAND...]`: a login shell (or one command) in the guest through OpenSSH's `ssh`, with the
+// instance's connection settings and pinned host key (../../ssh/openssh-command.ts), starting where the host's
+// working directory is mounted (../guest-workdir.ts). Works whether or not the host agent runs; passes on the
+// remote command's exit status as `ssh` does.
+import { spawn } from 'node:child_process';
+import { realpathSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { ConfigError } from '../../config/errors.js';
+import { type LoadedConfig, loadConfig } from '../../config/load.js';
+import { expandHome } from '../../config/paths.js';
+import type { InstancePaths } from '../../instance.js';
+import { readPinned } from '../../ssh/hostkey.js';
+import { hostKeyAlias, knownHostsLine, opensshArgv } from '../../ssh/openssh-command.js';
+import { loginShellCommand, shellQuote } from '../../ssh/shell-quote.js';
+import { clientFor, existingInstance, withHelp } from '../context.js';
+import { CliError, ExitStatus } from '../errors.js';
+import { guestWorkdir } from '../guest-workdir.js';
+
+interface ShellOptions {
+  workdir?: string;
+}
+
+export function registerShell(program: Command): void {
+  withHelp(
+    program
+      .command('shell')
+      .description(
+        'open a login shell in the guest (or run COMMAND there) over ssh, starting in the guest path of the current directory when a mount holds it',
+      )
+      .argument('<name>', 'instance name')
+      .argument('[command...]', 'a command and its arguments to run instead of the shell, each passed as one word')
+      .option('--workdir <dir>', 'guest directory to start in (`~/x` for one under the guest home)')
+      // `tether shell dev ls -l`: options tether does not know are the command's (`--` ends tether's options).
+      .allowUnknownOption(),
+    [
+      'tether shell dev',
+      'tether shell dev uname -a',
+      "tether shell dev -- sh -c 'ls | wc -l'",
+      'tether shell dev --workdir /tmp',
+    ],
+  ).action(async (name: string, command: string[], opts: ShellOptions) => {
+    const paths = existingInstance(name);
+    const config = await sshConfig(paths);
+    const pinned = readPinned(paths.hostKey);
+    if (!pinned)
+      throw new CliError(`no host key is pinned for ${name} yet: \`tether up ${name}\` connects once and pins it`);
+    const alias = hostKeyAlias(name);
+    const knownHosts = join(paths.dir, 'known_hosts');
+    writeFileSync(knownHosts, knownHostsLine(alias, pinned), { mode: 0o600 });
+    const workdir = opts.workdir ? { dir: opts.workdir, required: true } : await mountedWorkdir(paths);
+    const ssh = { ...config.ssh, identityFile: config.ssh.identityFile && expandHome(config.ssh.identityFile) };
+    const argv = opensshArgv(
+      { ssh, knownHosts, alias, tty: process.stdin.isTTY === true },
+      loginShellCommand(shellScript(workdir, command)),
+    );
+    const code = await runSsh(argv);
+    if (code !== 0) throw new ExitStatus(code);
+  });
+}
+
+/** tether.yaml's SSH settings; when it does not load, those of the running agent (as `doctor` does). */
+async function sshConfig(paths: InstancePaths): Promise<LoadedConfig> {
+  try {
+    return loadConfig(paths.config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const served = await clientFor(paths, 5_000)
+      .config()
+      .catch(() => null);
+    if (served) return served;
+    throw err;
+  }
+}
+
+/** The guest path of the host's working directory when a mount of the running agent holds it. */
+async function mountedWorkdir(paths: InstancePaths): Promise<{ dir: string; required: false } | null> {
+  const mounts = await clientFor(paths, 5_000)
+    .mounts()
+    .catch(() => []);
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  const dir = guestWorkdir(
+    real(process.cwd()),
+    mounts.map((m) => ({ ...m, location: real(m.location) })),
+  );
+  return dir ? { dir, required: false } : null;
+}
+
+/**
+ * The POSIX sh script run in the guest: change directory (a mounted one quietly falls back to the home directory,
+ * one asked for with --workdir must exist), then the command or the user's login shell.
+ */
+export function shellScript(workdir: { dir: string; required: boolean } | null, command: readonly string[]): string {
+  const lines: string[] = [];
+  if (workdir) {
+    const { dir } = workdir;
+    const target =
+      dir === '~' ? '"$HOME"' : dir.startsWith('~/') ? `"$HOME"/${shellQuote(dir.slice(2))}` : shellQuote(dir);
+    lines.push(workdir.required ? `cd ${target} || exit 1` : `cd ${target} 2>/dev/null`);
+  }
+  lines.push(command.length > 0 ? `exec ${command.map(shellQuote).join(' ')}` : 'exec "${SHELL:-/bin/sh}" -l');
+  return lines.join('\n');
+}
+
+/** Runs ssh on this terminal; resolves with its exit status (128 + the signal number when a signal ended it). */
+function runSsh(argv: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ssh', argv, { stdio: 'inherit' });
+    // The terminal's ^C and ^\ reach ssh too (same process group): it decides what they mean, not this process.
+    const ignore = () => {};
+    process.on('SIGINT', ignore).on('SIGQUIT', ignore);
+    const done = () => process.off('SIGINT', ignore).off('SIGQUIT', ignore);
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      done();
+      reject(
+        err.code === 'ENOENT'
+          ? new CliError("`tether shell` runs OpenSSH's ssh client, which is not on PATH: install it (openssh-client)")
+          : err,
+      );
+    });
+    child.once('exit', (code, signal) => {
+      done();
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+    });
+  });
+}
