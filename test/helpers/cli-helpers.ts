@@ -54,10 +54,10 @@ export function runCliWith(home: string, args: string[], run: CliRun = {}): Prom
     spawned?.(child);
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
       stdout += c;
     });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    child.stderr?.setEncoding('utf8').on('data', (c: string) => {
       stderr += c;
     });
     const timer = setTimeout(() => {

@@ -3,7 +3,7 @@ import { shellScript } from './shell.js';
 
 describe('shellScript', () => {
   it('runs the login shell, or the command with each argument quoted as one word', () => {
-    expect(shellScript(null, [])).toBe('exec "${SHELL:-/bin/sh}" -l');
+    expect(shellScript(null, [])).toBe('exec "$SHELL" -l');
     expect(shellScript(null, ['printf', '%s', "a b'c"])).toBe(`exec printf %s 'a b'\\''c'`);
   });
 

@@ -105,7 +105,8 @@ export function shellScript(workdir: { dir: string; required: boolean } | null, 
       dir === '~' ? '"$HOME"' : dir.startsWith('~/') ? `"$HOME"/${shellQuote(dir.slice(2))}` : shellQuote(dir);
     lines.push(workdir.required ? `cd ${target} || exit 1` : `cd ${target} 2>/dev/null`);
   }
-  lines.push(command.length > 0 ? `exec ${command.map(shellQuote).join(' ')}` : 'exec "${SHELL:-/bin/sh}" -l');
+  // sshd sets SHELL to the user's login shell (/bin/sh when the passwd entry names none).
+  lines.push(command.length > 0 ? `exec ${command.map(shellQuote).join(' ')}` : 'exec "$SHELL" -l');
   return lines.join('\n');
 }
 
