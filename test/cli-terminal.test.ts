@@ -48,6 +48,7 @@ const mount: MountView = {
   inotify: 'off',
   since: now,
   error: `sshfs: ${EVIL}`,
+  cause: null,
 };
 
 const status: StatusView = {

@@ -66,6 +66,34 @@ export function countStates<S extends string>(
   return { ...counts, total: items.length };
 }
 
+/**
+ * Why a mount is not mounted, or a mount requirement not met, as a code for doctor and scripts: the error or detail
+ * beside it says the same for people, in words that may change.
+ * - `host-directory`: the exported host directory is missing, not a directory, or unreadable;
+ * - `sshfs-missing`, `fuse-device`, `fuse-conf`: the guest lacks sshfs, a usable /dev/fuse, or user_allow_other;
+ * - `mount-point-hides-home`: mounting would hide the SSH user's home; only a mountPoint in tether.yaml changes it;
+ * - `mount-point-taken`: another filesystem, or a directory the SSH user may not mount on, is there;
+ * - `mount-point-not-creatable`: the SSH user cannot create it (and sudo -n could not);
+ * - `guest-unchecked`: a command that checks the guest failed, so nothing is known;
+ * - `guest-stopping`, `ssh-down`: waiting for the guest to come back, or for the SSH connection.
+ */
+export const MOUNT_CAUSES = [
+  'host-directory',
+  'sshfs-missing',
+  'fuse-device',
+  'fuse-conf',
+  'mount-point-hides-home',
+  'mount-point-taken',
+  'mount-point-not-creatable',
+  'guest-unchecked',
+  'guest-stopping',
+  'ssh-down',
+] as const;
+export type MountCause = (typeof MOUNT_CAUSES)[number];
+
+/** Causes that nothing done in the guest or on the host fixes, only a change to tether.yaml: retrying cannot help. */
+export const CONFIG_ONLY_CAUSES: ReadonlySet<MountCause> = new Set(['mount-point-hides-home']);
+
 export interface MountView {
   location: string;
   /** As configured: may start with `~` (the guest user's home). */
@@ -79,6 +107,8 @@ export interface MountView {
   inotify: 'watching' | 'degraded' | 'off';
   since: string;
   error: string | null;
+  /** What `error` comes from, when tether knows (see MOUNT_CAUSES); null otherwise (a failed sshfs, say). */
+  cause: MountCause | null;
 }
 
 type RequirementState = 'pending' | 'waiting' | 'ok' | 'failed' | 'skipped';

@@ -34,7 +34,7 @@ import {
 } from '../ssh/index.js';
 import { HOST_AGENT_NAME } from '../version.js';
 import { firstOutcome } from './first-outcome.js';
-import { mountSummary } from './mounts.js';
+import { defaultMountSkipped, mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
 import { Provisioner } from './provisioner.js';
 import { BootRequirements } from './requirements.js';
@@ -452,7 +452,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return this.requirements.run(index, check, {
       // Stopped while it waited (`tether down` during `up`): that, not the SSH error it caused, is why.
       reason: (err) => (this.stopping ? `the agent was stopped: ${this.stopReason}` : err.message),
-      skipped: optional ? defaultMountSkipped : undefined,
+      skipped: optional ? (reason) => defaultMountSkipped(reason, this.mounts()) : undefined,
     });
   }
 
@@ -578,13 +578,4 @@ function guestView(info: Info, build: string | null): GuestView {
     agentStartedAt: new Date(info.startedAt).toISOString(),
     listeners: info.listeners,
   };
-}
-
-/**
- * Why the default mount of ~ is not made, and what comes of it: tried again by itself, unless its mount point would
- * hide the SSH user's home (the same user name on host and guest), which only a `mountPoint` in tether.yaml changes.
- */
-function defaultMountSkipped(reason: string): string {
-  const retry = /would hide the SSH user's home/.test(reason) ? '' : 'it is tried again by itself; ';
-  return `the default mount of ~ is not made: ${reason}; ${retry}\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none`;
 }

@@ -1,7 +1,7 @@
 import { CAP_MARKER_TOUCH, type FsEvents } from '@tether/protocol';
 import { describe, expect, it } from 'vitest';
 import type { MountView } from '../model.js';
-import { batchFor, mountSummary } from './mounts.js';
+import { batchFor, defaultMountSkipped, firstCause, mountSummary } from './mounts.js';
 
 describe('batchFor', () => {
   const batch: FsEvents = { root: '/home/me', markerTouch: true, events: [{ path: 'a.txt', kind: 'change' }] };
@@ -17,19 +17,25 @@ describe('batchFor', () => {
   });
 });
 
-describe('mountSummary', () => {
-  const view = (mountPoint: string, state: MountView['state'], error: string | null): MountView => ({
-    location: mountPoint,
-    mountPoint,
-    guestPath: mountPoint,
-    driver: 'builtin',
-    writable: false,
-    state,
-    inotify: 'off',
-    since: '2025-01-01T00:00:00.000Z',
-    error,
-  });
+const view = (
+  mountPoint: string,
+  state: MountView['state'],
+  error: string | null,
+  cause: MountView['cause'] = null,
+): MountView => ({
+  location: mountPoint,
+  mountPoint,
+  guestPath: mountPoint,
+  driver: 'builtin',
+  writable: false,
+  state,
+  inotify: 'off',
+  since: '2025-01-01T00:00:00.000Z',
+  error,
+  cause,
+});
 
+describe('mountSummary', () => {
   it('counts the mounted ones and names each failed mount with its reason, a shared reason once', () => {
     const sshfs = 'sshfs in the guest: sshfs is not installed in the guest';
     expect(
@@ -41,5 +47,36 @@ describe('mountSummary', () => {
       ]),
     ).toBe(`1 of 4 mounted; /b, /d: ${sshfs}; /c: host directory /x: mounts[2].location /x does not exist on the host`);
     expect(mountSummary([view('/a', 'mounted', null)])).toBe('1 of 1 mounted');
+  });
+});
+
+describe('defaultMountSkipped', () => {
+  const reason = 'the reason';
+
+  it('says the default mount is tried again by itself while a fix in the guest can get it mounted', () => {
+    const held = view('~', 'error', 'sshfs in the guest: sshfs is not installed in the guest', 'sshfs-missing');
+    expect(defaultMountSkipped(reason, [held])).toBe(
+      'the default mount of ~ is not made: the reason; it is tried again by itself; `mounts:` in tether.yaml ' +
+        'chooses others, `mounts: []` none',
+    );
+  });
+
+  it('leaves the retry out when its cause is one only tether.yaml changes, whatever the words', () => {
+    const held = view('~', 'error', 'mount point ~: in the way', 'mount-point-hides-home');
+    expect(defaultMountSkipped(reason, [held])).toBe(
+      'the default mount of ~ is not made: the reason; `mounts:` in tether.yaml chooses others, `mounts: []` none',
+    );
+    // The words alone decide nothing: without the cause it is tried again.
+    const words = view('~', 'error', "mounting on /home/me would hide the SSH user's home /home/me in the guest");
+    expect(defaultMountSkipped(reason, [words])).toContain('tried again by itself');
+  });
+});
+
+describe('firstCause', () => {
+  it("keeps a held mount's first cause, unless a later one only tether.yaml changes", () => {
+    expect(firstCause('sshfs-missing', 'fuse-conf')).toBe('sshfs-missing');
+    expect(firstCause('sshfs-missing', 'mount-point-hides-home')).toBe('mount-point-hides-home');
+    expect(firstCause('mount-point-hides-home', 'guest-unchecked')).toBe('mount-point-hides-home');
+    expect(firstCause(null, 'fuse-conf')).toBe(null);
   });
 });

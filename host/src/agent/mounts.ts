@@ -8,8 +8,8 @@ import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import { type AgentLink, GUEST_STOPPING } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
-import type { MountView } from '../model.js';
-import { MountManager } from '../mount/index.js';
+import { CONFIG_ONLY_CAUSES, type MountCause, type MountView } from '../model.js';
+import { MountManager, type MountRequirement } from '../mount/index.js';
 import type { SshSession } from '../ssh/index.js';
 import type { AgentMounts } from './host-agent.js';
 
@@ -47,6 +47,21 @@ function untilMounted(manager: MountManager, listeners: ((view: MountView) => vo
   });
 }
 
+/** Why a held mount waits: every unmet requirement's line, and the cause it shows. */
+interface Unmet {
+  reason: string;
+  cause: MountCause | null;
+}
+
+/**
+ * The cause a mount held by several unmet requirements shows: the first, unless a later one only tether.yaml fixes,
+ * since nothing else gets it mounted until that is changed.
+ */
+export function firstCause(had: MountCause | null, next: MountCause | null): MountCause | null {
+  const configOnly = (c: MountCause | null) => c !== null && CONFIG_ONLY_CAUSES.has(c);
+  return configOnly(next) && !configOnly(had) ? next : had;
+}
+
 /** `N of M mounted`, then each reason with the mount points it keeps out (a reason shared by several, once). */
 export function mountSummary(views: readonly MountView[]): string {
   const mounted = views.filter((v) => v.state === 'mounted').length;
@@ -54,6 +69,16 @@ export function mountSummary(views: readonly MountView[]): string {
   for (const v of views) if (v.error) byReason.set(v.error, [...(byReason.get(v.error) ?? []), v.mountPoint]);
   const reasons = [...byReason].map(([reason, points]) => `${points.join(', ')}: ${reason}`);
   return `${mounted} of ${views.length} mounted${reasons.length ? `; ${reasons.join('; ')}` : ''}`;
+}
+
+/**
+ * Why the default mount of ~ is not made, and what comes of it: tried again by itself, unless what keeps it out only
+ * tether.yaml changes (its mount point would hide the SSH user's home: the same user name on host and guest).
+ */
+export function defaultMountSkipped(reason: string, views: readonly MountView[]): string {
+  const configOnly = views.some((v) => v.cause !== null && CONFIG_ONLY_CAUSES.has(v.cause));
+  const retry = configOnly ? '' : 'it is tried again by itself; ';
+  return `the default mount of ~ is not made: ${reason}; ${retry}\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none`;
 }
 
 /**
@@ -245,8 +270,8 @@ class ManagedMounts implements AgentMounts {
   }
 
   /** A requirement met by changing the guest with sudo (a line in /etc/fuse.conf, a mount point): always logged. */
-  private noteFixed(r: { name: string; detail?: string | null }): void {
-    if (r.detail?.includes('sudo')) this.log.info({ requirement: r.name }, `${r.name}: ${r.detail}`);
+  private noteFixed(r: MountRequirement): void {
+    if (r.changedGuest) this.log.info({ requirement: r.name }, `${r.name}: ${r.detail}`);
   }
 
   /** Indices of the mounts started (mounted, retried and followed across reconnects). */
@@ -282,14 +307,16 @@ class ManagedMounts implements AgentMounts {
       // Nothing to look at (a guest going down answers commands late or not at all): what a held mount showed still
       // stands.
       const views = this.manager.views();
-      const why = client ? (this.link?.guestStopping ?? GUEST_STOPPING) : 'ssh is not connected';
-      for (const i of waiting) if (!views[i].error) this.manager.hold(i, why);
+      const [why, cause]: [string, MountCause] = client
+        ? [this.link?.guestStopping ?? GUEST_STOPPING, 'guest-stopping']
+        : ['ssh is not connected', 'ssh-down'];
+      for (const i of waiting) if (!views[i].error) this.manager.hold(i, why, cause);
       this.scheduleRecheck(recheckMs);
       return;
     }
     const unmet = await this.unmetRequirements(client, waiting);
     if (this.stopped) return;
-    for (const [i, reason] of unmet) this.manager.hold(i, reason);
+    for (const [i, { reason, cause }] of unmet) this.manager.hold(i, reason, cause);
     if (unmet.size > 0) this.scheduleRecheck(recheckMs);
     const ready = waiting.filter((i) => !unmet.has(i));
     if (ready.length === 0) return;
@@ -299,23 +326,30 @@ class ManagedMounts implements AgentMounts {
     await this.manager.start(client, this.notify, { awaitWatchers: false, which: ready });
   }
 
-  /** What each of the `waiting` mounts lacks (one line each); mounts that lack nothing are left out. */
-  private async unmetRequirements(client: Client, waiting: readonly number[]): Promise<Map<number, string>> {
-    const unmet = new Map<number, string>();
-    const add = (i: number, why: string) => unmet.set(i, unmet.has(i) ? `${unmet.get(i)}; ${why}` : why);
+  /** What each of the `waiting` mounts lacks (one line each, and its cause); mounts that lack nothing are left out. */
+  private async unmetRequirements(client: Client, waiting: readonly number[]): Promise<Map<number, Unmet>> {
+    const unmet = new Map<number, Unmet>();
+    const add = (i: number, why: string, cause: MountCause | null) => {
+      const had = unmet.get(i);
+      unmet.set(
+        i,
+        had ? { reason: `${had.reason}; ${why}`, cause: firstCause(had.cause, cause) } : { reason: why, cause },
+      );
+    };
     try {
       for (const r of await this.manager.checkRequirements(client, { only: waiting })) {
-        if (!r.ok) for (const i of r.mounts ?? waiting) add(i, `${r.name}: ${r.detail}`);
+        if (!r.ok) for (const i of r.mounts ?? waiting) add(i, `${r.name}: ${r.detail}`, r.cause ?? null);
         else this.noteFixed(r);
       }
     } catch (err) {
-      for (const i of waiting) add(i, `checking the guest's mount requirements failed: ${(err as Error).message}`);
+      const why = `checking the guest's mount requirements failed: ${(err as Error).message}`;
+      for (const i of waiting) add(i, why, 'guest-unchecked');
     }
     return unmet;
   }
 
   private holdAll(reason: string): void {
-    for (const i of this.manager.waiting()) this.manager.hold(i, reason);
+    for (const i of this.manager.waiting()) this.manager.hold(i, reason, 'ssh-down');
     this.scheduleRecheck(RECHECK_MIN_MS);
   }
 

@@ -1,8 +1,9 @@
 // doctor's advice for a forward in conflict (another process, which lsof finds, or another of tether's own forwards,
-// where lsof would only show tether: the fix is to remove one of them) and for a mount that is not mounted.
+// where lsof would only show tether: the fix is to remove one of them) and for a mount that is not mounted, told by
+// its cause.
 import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
-import { forwardProblem, mountProblem, requirementFix } from './doctor.js';
+import { forwardProblem, mountProblem } from './doctor.js';
 
 const conflict = (error: string): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
@@ -59,7 +60,7 @@ describe('doctor on a forward in conflict', () => {
 });
 
 describe('doctor on a mount the agent has not mounted', () => {
-  const view = (state: MountView['state'], error: string | null): MountView => ({
+  const view = (state: MountView['state'], error: string | null, cause: MountView['cause'] = null): MountView => ({
     location: '/srv/code',
     mountPoint: '~/code',
     guestPath: '/home/me/code',
@@ -69,6 +70,7 @@ describe('doctor on a mount the agent has not mounted', () => {
     inotify: 'off',
     since: new Date(0).toISOString(),
     error,
+    cause,
   });
 
   it('names the mount, its state and why, and where to look', () => {
@@ -82,28 +84,14 @@ describe('doctor on a mount the agent has not mounted', () => {
   });
 
   it('says a suspended mount comes back with the SSH connection', () => {
-    expect(mountProblem('vm', view('suspended', 'ssh connection lost')).fix).toMatch(/SSH connection is back/);
+    expect(mountProblem('vm', view('suspended', 'ssh connection lost', 'ssh-down')).fix).toMatch(
+      /SSH connection is back/,
+    );
   });
-});
 
-describe('requirementFix', () => {
-  it('takes the advice a requirement embeds, and says how to fix a missing host directory', () => {
-    expect(requirementFix('sshfs is not installed in the guest; fix it in the guest: sudo apt install sshfs')).toBe(
-      'sudo apt install sshfs',
-    );
-    expect(requirementFix('mounts[1].location /srv/missing does not exist on the host')).toBe(
-      'create the directory /srv/missing on the host, or set mounts[1].location in tether.yaml to one that exists',
-    );
-    expect(
-      requirementFix(
-        "sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf (sudo -n or doas -n was not allowed: sudo: a password is required); fix it in the guest as root: echo user_allow_other >> /etc/fuse.conf",
-      ),
-    ).toBe('as root in the guest: echo user_allow_other >> /etc/fuse.conf');
-    expect(
-      requirementFix(
-        "/root exists in the guest and is not the SSH user's to mount on; set the mount's mountPoint to a path the SSH user may create, e.g. /mnt/root",
-      ),
-    ).toBe("set the mount's mountPoint in tether.yaml (mounts:) to a path the SSH user may create, e.g. /mnt/root");
-    expect(requirementFix('something else')).toBe('see the detail above');
+  it('tells a mount suspended for a guest shutdown by its cause, not by the words of its error', () => {
+    const fix = (error: string) => mountProblem('vm', view('suspended', error, 'guest-stopping')).fix;
+    expect(fix('the guest is shutting down')).toMatch(/once the guest is back from its shutdown/);
+    expect(fix('the guest went down for a reboot')).toMatch(/once the guest is back from its shutdown/);
   });
 });

@@ -6,7 +6,7 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
-import { GUEST_STOPPING, greet } from '../link/index.js';
+import { greet } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
@@ -109,7 +109,9 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
         // The default mount of ~ is made when the guest can take it: what keeps it out is worth a warning only.
         const unmet = config.mountsDefaulted ? warn : fail;
         for (const r of reqs)
-          add(r.ok ? ok(r.name, r.detail ?? 'ok') : unmet(r.name, r.detail ?? 'failed', requirementFix(r.detail)));
+          add(
+            r.ok ? ok(r.name, r.detail ?? 'ok') : unmet(r.name, r.detail ?? 'failed', r.fix ?? 'see the detail above'),
+          );
       } else add(skip('mount requirements', 'no mounts configured'));
     } finally {
       ssh.client.end();
@@ -159,28 +161,12 @@ function servingChecks(
 export function mountProblem(instance: string, m: MountView, severity: 'warn' | 'fail' = 'fail'): CheckResult {
   const detail = `${m.location} → ${m.guestPath ?? m.mountPoint} is ${m.state}${m.error ? `: ${m.error}` : ''}`;
   const fix =
-    m.state === 'suspended' && m.error?.startsWith(GUEST_STOPPING)
+    m.state === 'suspended' && m.cause === 'guest-stopping'
       ? 'it is mounted again once the guest is back from its shutdown (tether notices by itself)'
       : m.state === 'suspended'
         ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
         : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
-}
-
-/**
- * The fix for an unmet mount requirement: the advice its detail embeds ("fix it ...: <command>"), or one for a
- * missing host directory. Exported for its test.
- */
-export function requirementFix(detail: string | null): string {
-  const m = detail ? /(?:fix(?: it in the guest)?( as root)?|create it in the guest): (.+)$/.exec(detail) : null;
-  if (m) return m[1] ? `as root in the guest: ${m[2]}` : m[2];
-  const host = detail
-    ? /^(mounts\[\d+\]\.location) (.+) (?:does not exist|is not a directory) on the host$/.exec(detail)
-    : null;
-  if (host) return `create the directory ${host[2]} on the host, or set ${host[1]} in tether.yaml to one that exists`;
-  const point = detail ? /set the mount's mountPoint to (.+)$/.exec(detail) : null;
-  if (point) return `set the mount's mountPoint in tether.yaml (mounts:) to ${point[1]}`;
-  return 'see the detail above';
 }
 
 /** What doctor says of a forward that is not serving, with the fix. Exported for its test. */

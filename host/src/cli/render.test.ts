@@ -58,6 +58,7 @@ describe('status text', () => {
       writable: false,
       inotify: 'off',
       since: now,
+      cause: null,
     } as const;
     const text = statusText({
       ...status,

@@ -6,7 +6,7 @@ import type { FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import { DEFAULT_WATCH_IGNORE, type MountConfig } from '../config/schema.js';
 import { componentLogger, type Logger } from '../log.js';
-import type { MountView } from '../model.js';
+import type { MountCause, MountView } from '../model.js';
 import { MountWatcher, type WatchCounters } from '../watch/index.js';
 import { GuestMount } from './mount.js';
 import { checkMountRequirements, type MountRequirement, type RequirementOptions } from './requirements.js';
@@ -91,9 +91,9 @@ export class MountManager {
   }
 
   /** Mount `index` cannot be started yet (its requirements are not met): it shows `reason` as its error. */
-  hold(index: number, reason: string): void {
+  hold(index: number, reason: string, cause: MountCause | null): void {
     const e = this.entries[index];
-    if (!e.begun) e.mount.unmet(reason);
+    if (!e.begun) e.mount.unmet(reason, cause);
   }
 
   /** Tries every started mount that is neither mounted nor mounting now, instead of at its next backoff step. */
@@ -118,7 +118,7 @@ export class MountManager {
       e.mount.endExpected = reason;
       clearTimeout(e.retryTimer);
       // A mount already suspended (SSH lost) now says what it waits for.
-      if (e.mount.state === 'error' || e.mount.state === 'suspended') e.mount.suspend(reason);
+      if (e.mount.state === 'error' || e.mount.state === 'suspended') e.mount.suspend(reason, 'guest-stopping');
     }
   }
 
@@ -249,7 +249,7 @@ export class MountManager {
     } catch {
       // The mount logged and recorded why; try again later while connected. One that was under way when the guest
       // began to shut down failed with it: suspended like the others.
-      if (this.paused !== null) e.mount.suspend(this.paused);
+      if (this.paused !== null) e.mount.suspend(this.paused, 'guest-stopping');
       else this.scheduleRetry(e);
     }
     const inner = this.entries.filter((i) => i.begun && i.deferred && inside(e.mount, i.mount));
@@ -282,6 +282,7 @@ export class MountManager {
       inotify: !e.watcher || (e.watcher.state === 'watching' && mount.state !== 'mounted') ? 'off' : e.watcher.state,
       since: mount.since,
       error: mount.error ?? (e.watcher?.state === 'degraded' ? e.watcher.reason : null),
+      cause: mount.cause,
     };
   }
 }

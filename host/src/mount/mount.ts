@@ -8,7 +8,7 @@ import { posix } from 'node:path';
 import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import type { MountState } from '../model.js';
+import type { MountCause, MountState } from '../model.js';
 import type { ChangeListener } from '../sftp/index.js';
 import { describeExit, execOn, openExec } from '../ssh/exec.js';
 import { SESSION_LIMIT_HINT } from '../ssh/session-limit.js';
@@ -73,6 +73,7 @@ export class GuestMount extends EventEmitter {
   private stateValue: MountState = 'pending';
   private sinceValue = new Date().toISOString();
   private errorValue: string | null = null;
+  private causeValue: MountCause | null = null;
   private active: Active | null = null;
   /** Bumped by every mount/suspend/unmount so late events of an older channel are ignored. */
   private generation = 0;
@@ -122,6 +123,9 @@ export class GuestMount extends EventEmitter {
   get error(): string | null {
     return this.errorValue;
   }
+  get cause(): MountCause | null {
+    return this.causeValue;
+  }
   get guestPath(): string | null {
     return this.guestPathValue;
   }
@@ -162,17 +166,20 @@ export class GuestMount extends EventEmitter {
   }
 
   /** The guest or host lacks what this mount needs (sshfs, its directory...): `error` with the reason until mount(). */
-  unmet(reason: string): void {
+  unmet(reason: string, cause: MountCause | null): void {
     if (this.active) return;
-    this.setState('error', reason);
+    this.setState('error', reason, cause);
   }
 
-  /** The SSH connection is gone: drop the session; the guest side is cleaned up by the next mount(). */
-  suspend(reason: string): void {
+  /**
+   * The SSH connection is gone (or the guest going down): drop the session; the guest side is cleaned up by the next
+   * mount().
+   */
+  suspend(reason: string, cause: MountCause = 'ssh-down'): void {
     if (this.endExpected) this.endedWithGuest = true;
     this.generation++;
     this.teardown(reason);
-    if (this.stateValue !== 'unmounted' && this.stateValue !== 'pending') this.setState('suspended', reason);
+    if (this.stateValue !== 'unmounted' && this.stateValue !== 'pending') this.setState('suspended', reason, cause);
   }
 
   /** Unmounts in the guest (when a client is given and connected) and ends the session. */
@@ -280,7 +287,7 @@ export class GuestMount extends EventEmitter {
         if (this.stateValue === 'mounted') {
           if (this.endExpected) {
             this.endedWithGuest = true;
-            this.setState('suspended', this.endExpected);
+            this.setState('suspended', this.endExpected, 'guest-stopping');
           } else this.setState('error', why());
           this.emit('lost', why());
         }
@@ -413,11 +420,12 @@ export class GuestMount extends EventEmitter {
     if (!active.isClosed) active.channel.close();
   }
 
-  private setState(state: MountState, error: string | null): void {
-    if (state === this.stateValue && error === this.errorValue) return;
+  private setState(state: MountState, error: string | null, cause: MountCause | null = null): void {
+    if (state === this.stateValue && error === this.errorValue && cause === this.causeValue) return;
     if ((state === 'error' || state === 'suspended') && error) this.lastOutage = `${state}: ${error}`;
     this.stateValue = state;
     this.errorValue = error;
+    this.causeValue = error === null ? null : cause;
     this.sinceValue = new Date().toISOString();
     const line = { state, ...(error ? { error } : {}) };
     // The mount point and reason in the message itself: `status` lists warnings and errors by message.

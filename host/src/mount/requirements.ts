@@ -2,10 +2,11 @@
 // SSH: sshfs (and /dev/fuse) present, `user_allow_other` in /etc/fuse.conf (fixed with `sudo -n` when allowed), every
 // mount point creatable and writable by the SSH user (checked where it resolves to in the guest: `~`, symlinks). Each
 // failure says what is wrong and how to fix it, and which mounts it keeps out (one mount's missing directory must not
-// hold the others back). Mounts nothing.
+// hold the others back), as words for people and as a cause code and fix for doctor and the agent. Mounts nothing.
 import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
+import type { MountCause } from '../model.js';
 import { describeExit, type ExecResult, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
@@ -18,6 +19,12 @@ export interface MountRequirement {
   ok: boolean;
   /** What failed and how to fix it; on success, what was done (e.g. fixed with sudo) or null. */
   detail: string | null;
+  /** Why it is not met, set where that was found; absent when met. */
+  cause?: MountCause;
+  /** What to do about it, as doctor advises it; absent when met, or when the detail is all there is to go on. */
+  fix?: string;
+  /** Met by changing the guest with sudo (a line in /etc/fuse.conf, a mount point made): worth a log line each time. */
+  changedGuest?: boolean;
   /** The mounts it concerns (indices into the configured mounts); absent when every mount needs it (sshfs). */
   mounts?: number[];
 }
@@ -31,19 +38,32 @@ export interface RequirementOptions {
   only?: readonly number[];
 }
 
+/** An unmet requirement: what is wrong for people, its cause, and the fix when there is one to give. */
+function unmet(name: string, cause: MountCause, detail: string, fix?: string): MountRequirement {
+  return { name, ok: false, detail, cause, ...(fix ? { fix } : {}) };
+}
+
 /** The host directory to export: it must exist (a typo would otherwise surface as a failing mount in the guest). */
 function checkLocation(mount: MountConfig, index: number): MountRequirement {
   const name = `host directory ${mount.location}`;
+  const field = `mounts[${index}].location`;
   const mounts = [index];
+  const elsewhere = `or set ${field} in tether.yaml to one that exists`;
+  const create = `create the directory ${mount.location} on the host, ${elsewhere}`;
+  const readable = `make ${mount.location} readable by the user tether runs as, ${elsewhere}`;
   try {
     if (statSync(mount.location).isDirectory()) return { name, ok: true, detail: null, mounts };
-    const detail = `mounts[${index}].location ${mount.location} is not a directory on the host`;
-    return { name, ok: false, detail, mounts };
+    return {
+      ...unmet(name, 'host-directory', `${field} ${mount.location} is not a directory on the host`, create),
+      mounts,
+    };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const why =
-      e.code === 'ENOENT' ? 'does not exist on the host' : `cannot be read on the host (${e.code ?? e.message})`;
-    return { name, ok: false, detail: `mounts[${index}].location ${mount.location} ${why}`, mounts };
+    const [why, fix] =
+      e.code === 'ENOENT'
+        ? ['does not exist on the host', create]
+        : [`cannot be read on the host (${e.code ?? e.message})`, readable];
+    return { ...unmet(name, 'host-directory', `${field} ${mount.location} ${why}`, fix), mounts };
   }
 }
 
@@ -57,15 +77,31 @@ async function checkSshfs(client: Client): Promise<MountRequirement> {
     'command -v sshfs || exit 3; test -c /dev/fuse || exit 4; test -r /dev/fuse && test -w /dev/fuse || exit 5',
   );
   if (r.code === 0) return { name, ok: true, detail: null };
-  const missing: Record<number, string> = {
-    3: 'sshfs is not installed in the guest (e.g. sudo apt-get install sshfs, or sudo dnf install fuse-sshfs)',
-    4: 'the guest has no /dev/fuse (load the fuse module: sudo modprobe fuse)',
-    5: 'the SSH user cannot open /dev/fuse in the guest (fix: sudo chmod 0666 /dev/fuse)',
+  const install = 'sudo apt-get install sshfs, or sudo dnf install fuse-sshfs';
+  const missing: Record<number, MountRequirement> = {
+    3: unmet(
+      name,
+      'sshfs-missing',
+      `sshfs is not installed in the guest (e.g. ${install})`,
+      `install sshfs in the guest, e.g. ${install}`,
+    ),
+    4: unmet(
+      name,
+      'fuse-device',
+      'the guest has no /dev/fuse (load the fuse module: sudo modprobe fuse)',
+      'load the fuse module in the guest: sudo modprobe fuse',
+    ),
+    5: unmet(
+      name,
+      'fuse-device',
+      'the SSH user cannot open /dev/fuse in the guest (fix: sudo chmod 0666 /dev/fuse)',
+      'in the guest: sudo chmod 0666 /dev/fuse',
+    ),
   };
-  const detail =
+  return (
     (r.code !== null && missing[r.code]) ||
-    `cannot check for sshfs in the guest: ${r.stderr.trim() || describeExit(r)}`;
-  return { name, ok: false, detail };
+    unmet(name, 'guest-unchecked', `cannot check for sshfs in the guest: ${r.stderr.trim() || describeExit(r)}`)
+  );
 }
 
 /**
@@ -102,7 +138,7 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   const { state, run } = await fuseConfState(client);
   if (state === null) {
     const why = run.stderr.trim() || run.stdout.trim() || describeExit(run);
-    return { name, ok: false, detail: `cannot run a command in the guest to look at /etc/fuse.conf: ${why}` };
+    return unmet(name, 'guest-unchecked', `cannot run a command in the guest to look at /etc/fuse.conf: ${why}`);
   }
   if (state === 'yes' || state === 'root') return { name, ok: true, detail: null };
   // fusermount reads it as root: a file the SSH user cannot read is fusermount's to judge when sshfs starts.
@@ -112,7 +148,7 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   if (fix) {
     const r = await execOn(client, `${AS_ROOT}\nas_root sh -c 'echo user_allow_other >> /etc/fuse.conf'`);
     if (r.code === 0 && (await fuseConfState(client)).state === 'yes') {
-      return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo' };
+      return { name, ok: true, detail: 'added user_allow_other to /etc/fuse.conf with sudo', changedGuest: true };
     }
     tried = ` (sudo -n or doas -n was not allowed: ${r.stderr.trim() || describeExit(r)})`;
   } else {
@@ -122,11 +158,12 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   }
   // Without sudo for the login user, the line is for root to add (su, a console).
   const how = tried ? ` as root: ${FUSE_CONF_FIX_AS_ROOT}` : `: ${FUSE_CONF_FIX}`;
-  return {
+  return unmet(
     name,
-    ok: false,
-    detail: `sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf${tried}; fix it in the guest${how}`,
-  };
+    'fuse-conf',
+    `sshfs -o allow_other needs user_allow_other in the guest's /etc/fuse.conf${tried}; fix it in the guest${how}`,
+    tried ? `as root in the guest: ${FUSE_CONF_FIX_AS_ROOT}` : FUSE_CONF_FIX,
+  );
 }
 
 /** Whether `path` is `dir` or a directory above it (both absolute, resolved). */
@@ -146,17 +183,25 @@ async function checkMountPoint(
   try {
     ({ path } = await resolveGuestPath(client, mountPoint));
   } catch (err) {
-    return { name, ok: false, detail: (err as Error).message };
+    return unmet(name, 'guest-unchecked', (err as Error).message);
   }
   const where = describeGuestPath(mountPoint, path);
+  // Another mount point, as the detail words it and as doctor's fix does (which names where it is set).
+  const movePoint = (to: string) => [
+    `set the mount's mountPoint to ${to}`,
+    `set the mount's mountPoint in tether.yaml (mounts:) to ${to}`,
+  ];
   // The host's home at the same path as the SSH user's own (the same user name on a Linux host, or root on both
   // sides) would hide ~/.ssh and the guest agent's install directory behind the host's files.
-  if (guestHome && covers(path, guestHome))
-    return {
+  if (guestHome && covers(path, guestHome)) {
+    const [say, advice] = movePoint(`another path, e.g. /mnt${path === '/' ? '/host' : path}`);
+    return unmet(
       name,
-      ok: false,
-      detail: `mounting on ${where} would hide the SSH user's home ${guestHome} in the guest (its .ssh, the guest agent); set the mount's mountPoint to another path, e.g. /mnt${path === '/' ? '/host' : path}`,
-    };
+      'mount-point-hides-home',
+      `mounting on ${where} would hide the SSH user's home ${guestHome} in the guest (its .ssh, the guest agent); ${say}`,
+      advice,
+    );
+  }
   const mp = shellQuote(path);
   const info = await execGuestOutput(client, 'cat /proc/self/mountinfo');
   const fsType = mountedFsType(info.stdout, path);
@@ -168,30 +213,38 @@ async function checkMountPoint(
         ? 'mounted by the running agent'
         : 'an earlier sshfs mount is there; it will be replaced',
     };
-  if (fsType !== null) return { name, ok: false, detail: `${where} already has a ${fsType} filesystem mounted` };
+  if (fsType !== null) {
+    const advice = `unmount it in the guest (sudo umount ${mp}), or ${movePoint('another path')[1]}`;
+    return unmet(name, 'mount-point-taken', `${where} already has a ${fsType} filesystem mounted`, advice);
+  }
   const r = await execOn(client, `mkdir -p ${mp} && test -w ${mp}`);
   if (r.code === 0) return { name, ok: true, detail: null };
   // A directory that exists (e.g. /root for a host agent run as root) belongs to someone else: mounting over it
   // would hide it, so the fix is another mount point, never taking it over.
-  if ((await execOn(client, `test -e ${mp}`)).code === 0)
-    return {
+  if ((await execOn(client, `test -e ${mp}`)).code === 0) {
+    const [say, advice] = movePoint(`a path the SSH user may create, e.g. /mnt${path}`);
+    return unmet(
       name,
-      ok: false,
-      detail: `${where} exists in the guest and is not the SSH user's to mount on; set the mount's mountPoint to a path the SSH user may create, e.g. /mnt${path}`,
-    };
+      'mount-point-taken',
+      `${where} exists in the guest and is not the SSH user's to mount on; ${say}`,
+      advice,
+    );
+  }
   const why = r.stderr.trim() || `${where} is not writable by the SSH user`;
   if (fix) {
     const s = await execOn(
       client,
       `${AS_ROOT}\nas_root mkdir -p ${mp} && as_root chown "$(id -u):$(id -g)" ${mp} && test -w ${mp}`,
     );
-    if (s.code === 0) return { name, ok: true, detail: `created ${where} with sudo` };
+    if (s.code === 0) return { name, ok: true, detail: `created ${where} with sudo`, changedGuest: true };
   }
-  return {
+  const create = `sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`;
+  return unmet(
     name,
-    ok: false,
-    detail: `cannot create ${where} as the SSH user (${why}); create it in the guest: sudo mkdir -p ${mp} && sudo chown "$(id -u):$(id -g)" ${mp}`,
-  };
+    'mount-point-not-creatable',
+    `cannot create ${where} as the SSH user (${why}); create it in the guest: ${create}`,
+    create,
+  );
 }
 
 /** The SSH user's home in the guest, resolved; null when it cannot be told (then nothing is refused for it). */
