@@ -35,6 +35,7 @@ const forward: ForwardView = {
   bytesOut: 0,
   since: now,
   error: `guest said ${EVIL}`,
+  heldBy: null,
   source: 'detected',
 };
 

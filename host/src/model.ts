@@ -11,6 +11,16 @@ export type ForwardState = (typeof FORWARD_STATES)[number];
 /** Where a forward came from: a guest listener, a static rule in tether.yaml, or `tether forward add`. */
 export type ForwardSource = 'detected' | 'static' | 'runtime';
 
+/**
+ * What holds the host address of a forward in `conflict`, for doctor and scripts (its error says it for people):
+ * another of tether's own forwards (its id, and the host address it listens on), a connection from that port that no
+ * listener shows (it passes by itself), or another process.
+ */
+export type ForwardHolder =
+  | { kind: 'forward'; id: string; address: string }
+  | { kind: 'connection' }
+  | { kind: 'process' };
+
 export interface ForwardView {
   /** Stable while the forward exists, e.g. `tcp/127.0.0.1:8080` (guest side) or `unix//var/run/docker.sock`. */
   id: string;
@@ -28,6 +38,8 @@ export interface ForwardView {
   /** ISO 8601 time of the last state change. */
   since: string;
   error: string | null;
+  /** What holds the host address while the state is `conflict`; null otherwise. */
+  heldBy: ForwardHolder | null;
   source: ForwardSource;
 }
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
 import { forwardProblem, mountProblem } from './doctor.js';
 
-const conflict = (error: string): ForwardView => ({
+const conflict = (error: string, heldBy: ForwardView['heldBy']): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
   proto: 'tcp',
   guestAddr: '127.0.0.1:8097',
@@ -17,12 +17,16 @@ const conflict = (error: string): ForwardView => ({
   bytesOut: 0,
   since: new Date(0).toISOString(),
   error,
+  heldBy,
   source: 'runtime',
 });
 
 describe('doctor on a forward in conflict', () => {
   it('points at lsof when another process holds the host port', () => {
-    const r = forwardProblem('vm', conflict('host address 127.0.0.1:18150 is in use by another process; retrying'));
+    const r = forwardProblem(
+      'vm',
+      conflict('host address 127.0.0.1:18150 is in use by another process; retrying', { kind: 'process' }),
+    );
     expect(r.state).toBe('fail');
     expect(r.fix).toMatch(/free host port 18150 \(see `lsof -nP -i :18150`\)/);
   });
@@ -33,6 +37,7 @@ describe('doctor on a forward in conflict', () => {
       conflict(
         'host address 127.0.0.1:18150 is held by a connection from that port, not by a listener (an outgoing ' +
           'connection, or one closed less than a minute ago, in TIME-WAIT); retrying until it is free',
+        { kind: 'connection' },
       ),
     );
     expect(r.fix).toMatch(/^wait: tether binds it once the connection is gone .*ss -tan sport = :18150/);
@@ -44,18 +49,20 @@ describe('doctor on a forward in conflict', () => {
       'vm',
       conflict(
         "host address 127.0.0.1:18150 is in use by tether's forward tcp/127.0.0.1:8090->18150 (on 127.0.0.1:18150); retrying until it is free",
+        { kind: 'forward', id: 'tcp/127.0.0.1:8090->18150', address: '127.0.0.1:18150' },
       ),
     );
     expect(r.fix).toMatch(/^remove one of the two: tether forward rm vm tcp\/127\.0\.0\.1:8090->18150,/);
     expect(r.fix).not.toMatch(/lsof/);
   });
 
-  it('names the forward to remove when an added forward took the host address', () => {
-    const r = forwardProblem(
-      'vm',
-      conflict('host 127.0.0.1:18150 is taken by forward tcp/127.0.0.1:8090->18150 (guest 127.0.0.1:8090)'),
+  it('reads who holds the port from heldBy, not from the words of the error', () => {
+    const held = (heldBy: ForwardView['heldBy']) => forwardProblem('vm', conflict('the port is busy', heldBy)).fix;
+    expect(held({ kind: 'forward', id: 'tcp/127.0.0.1:8090', address: '0.0.0.0:18150' })).toMatch(
+      /^remove one of the two: tether forward rm vm tcp\/127\.0\.0\.1:8090,/,
     );
-    expect(r.fix).toMatch(/^remove one of the two: tether forward rm vm tcp\/127\.0\.0\.1:8090->18150,/);
+    expect(held({ kind: 'connection' })).toMatch(/^wait: /);
+    expect(held({ kind: 'process' })).toMatch(/^free host port 18150/);
   });
 });
 

@@ -175,11 +175,10 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
   const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
   if (f.state === 'conflict') {
-    // Held by another of tether's own forwards: lsof would only show tether. Both wordings name the holder: the host
-    // bindings' (one address of a wildcard forward) and the engine's (an explicit forward took the address).
-    const own = /(?:in use by tether's forward|is taken by forward) (\S+)/.exec(f.error ?? '')?.[1];
+    // Held by another of tether's own forwards: lsof would only show tether.
+    const own = f.heldBy?.kind === 'forward' ? f.heldBy.id : undefined;
     // A connection from the port (TIME-WAIT, an outgoing one) shows in no listing of listeners, and passes.
-    const connection = /held by a connection from that port/.test(f.error ?? '');
+    const connection = f.heldBy?.kind === 'connection';
     return fail(
       name,
       detail,

@@ -101,6 +101,7 @@ describe('forward table', () => {
     bytesOut: 0,
     since: now,
     error,
+    heldBy: null,
     source: 'detected',
   });
 

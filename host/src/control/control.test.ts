@@ -27,6 +27,7 @@ function forward(id: string, port: number): ForwardView {
     bytesOut: 0,
     since: new Date(0).toISOString(),
     error: null,
+    heldBy: null,
     source: 'detected',
   };
 }

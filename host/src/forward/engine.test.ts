@@ -499,6 +499,7 @@ describe('ForwardEngine', () => {
     expect(engine.view(detected)).toMatchObject({
       state: 'conflict',
       error: `host 127.0.0.1:${port} is taken by forward ${extra.id} (guest 127.0.0.1:80)`,
+      heldBy: { kind: 'forward', id: extra.id, address: `127.0.0.1:${port}` },
     });
     expect(await echo(port)).toBe('hi');
     expect(dialed.at(-1)).toBe(80);
@@ -543,13 +544,17 @@ describe('ForwardEngine', () => {
       expect(engine.view(id)?.error).toContain(`127.0.0.1:${port} is in use by another process`);
       const held = `127.0.0.1:${port} is held by a connection from that port, not by a listener`;
       await waitUntil(() => (engine.view(id)?.error ?? '').includes(held));
+      expect(engine.view(id)?.heldBy).toEqual({ kind: 'connection' });
       client.on('end', () => client.destroy());
       closeServerSide();
       // The retry backs off to 5 s between attempts.
-      await vi.waitFor(() => expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null }), {
-        timeout: 15_000,
-        interval: 100,
-      });
+      await vi.waitFor(
+        () => expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null, heldBy: null }),
+        {
+          timeout: 15_000,
+          interval: 100,
+        },
+      );
     } finally {
       client.destroy();
       server.close();
@@ -771,6 +776,7 @@ describe('ForwardEngine', () => {
       error: expect.stringContaining(
         `host address 127.0.0.1:${port} is in use by tether's forward ${wide.id} (on 0.0.0.0:${port})`,
       ),
+      heldBy: { kind: 'forward', id: wide.id, address: `0.0.0.0:${port}` },
     });
     // Removed: the detected forward binds at once, not at its next retry a minute later.
     await engine.remove(wide.id);
@@ -792,6 +798,7 @@ describe('ForwardEngine', () => {
     expect(engine.view(detected)).toMatchObject({
       state: 'conflict',
       error: expect.stringContaining(`in use by tether's forward ${narrow.id}`),
+      heldBy: { kind: 'forward', id: narrow.id, address: `127.0.0.1:${port}` },
     });
   });
 

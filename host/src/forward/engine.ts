@@ -769,6 +769,8 @@ export class ForwardEngine extends EventEmitter {
     const previous = f.state;
     f.state = next.state;
     f.error = next.error;
+    // The error names the holder: a new holder is a new error, so it needs no comparison of its own.
+    f.heldBy = next.heldBy ?? null;
     f.since = new Date();
     const fields = { forward: f.id, state: f.state, guest: f.guestAddr, host: f.hostAddrs, error: f.error };
     const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'}: ${f.state}${

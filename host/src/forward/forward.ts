@@ -1,6 +1,6 @@
 // One forward as the engine keeps it: where its traffic goes, what it holds on the host, why it may not serve, its
 // counters, and the view of it that `forward ls` and the control API show. The engine decides; this is the record.
-import type { ForwardSource, ForwardState, ForwardView } from '../model.js';
+import type { ForwardHolder, ForwardSource, ForwardState, ForwardView } from '../model.js';
 import type { ForwardStats } from './binding.js';
 import type { SocketLook } from './socket-look.js';
 
@@ -37,6 +37,8 @@ export interface Forward {
   stats: ForwardStats;
   state: ForwardState | null;
   error: string | null;
+  /** Who holds the host address while in conflict (ForwardView.heldBy). */
+  heldBy: ForwardHolder | null;
   since: Date;
 }
 
@@ -68,6 +70,7 @@ export function newForward(init: ForwardInit): Forward {
     stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
     state: null,
     error: null,
+    heldBy: null,
     since: new Date(),
   };
   return f;
@@ -86,6 +89,7 @@ export function toView(f: Forward): ForwardView {
     bytesOut: f.stats.bytesOut,
     since: f.since.toISOString(),
     error: f.error,
+    heldBy: f.heldBy,
     source: f.source,
   };
 }

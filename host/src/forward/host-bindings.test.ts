@@ -87,8 +87,10 @@ describe('HostBindings', () => {
     expect(bindings.of([key])[0]).toMatchObject({
       status: 'conflict',
       error: 'host address 127.0.0.1:8080 is in use by another process; retrying until it is free',
+      holder: { kind: 'process' },
     });
     await waitUntil(() => bindings.of([key])[0].status === 'bound');
+    expect(bindings.of([key])[0].holder).toBeNull();
     expect(binding.attempts).toBe(3);
     await bindings.stop();
   });
@@ -106,6 +108,7 @@ describe('HostBindings', () => {
     expect(bindings.of([key])[0].error).toBe(
       "host address 127.0.0.1:9000 is in use by tether's forward tcp/0.0.0.0:9000 (on 0.0.0.0:9000); retrying until it is free",
     );
+    expect(bindings.of([key])[0].holder).toEqual({ kind: 'forward', id: 'tcp/0.0.0.0:9000', address: '0.0.0.0:9000' });
     await bindings.stop();
   });
 

@@ -5,7 +5,7 @@
 // and which forward a shared binding serves. The forwards' states stay the engine's: the table tells it, through
 // onChange, whenever a binding's forwards may show something else.
 import type { Logger } from '../log.js';
-import type { ForwardSource } from '../model.js';
+import type { ForwardHolder, ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
 import { tcpPortHolder } from './port-holder.js';
 import { familyOf, guestTargetIP } from './rules.js';
@@ -35,10 +35,12 @@ interface BindingEntry<F> {
   settled: Promise<void>;
   /** A busy TCP address where nothing accepts: a connection holds the port, not a listener (see explainBusy). */
   heldByConnection: boolean;
+  /** Who holds the address while its status is `conflict`; null otherwise. */
+  holder: ForwardHolder | null;
 }
 
 /** What the engine sees of one binding. */
-export type BindingView<F> = Readonly<Pick<BindingEntry<F>, 'binding' | 'refs' | 'status' | 'error'>>;
+export type BindingView<F> = Readonly<Pick<BindingEntry<F>, 'binding' | 'refs' | 'status' | 'error' | 'holder'>>;
 
 interface HostBindingsOptions<F> {
   log: Logger;
@@ -51,15 +53,19 @@ interface HostBindingsOptions<F> {
 export const PRIVILEGED_HINT =
   'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
 
-const ANOTHER_PROCESS = 'another process';
-
-function busyMessage(addr: string, holder: string, heldByConnection: boolean): string {
-  if (heldByConnection && holder === ANOTHER_PROCESS)
+function busyMessage(addr: string, holder: ForwardHolder): string {
+  if (holder.kind === 'connection')
     return (
       `host address ${addr} is held by a connection from that port, not by a listener (an outgoing connection, or ` +
       'one closed less than a minute ago, in TIME-WAIT); retrying until it is free'
     );
-  return `host address ${addr} is in use by ${holder}; retrying until it is free`;
+  const who = holder.kind === 'forward' ? `tether's forward ${holder.id} (on ${holder.address})` : 'another process';
+  return `host address ${addr} is in use by ${who}; retrying until it is free`;
+}
+
+/** Another process, or the connection explainBusy found holding the port. */
+function outsideHolder(heldByConnection: boolean): ForwardHolder {
+  return heldByConnection ? { kind: 'connection' } : { kind: 'process' };
 }
 
 /** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
@@ -140,6 +146,7 @@ export class HostBindings<F extends BindingRef> {
       timer: null,
       closed: false,
       heldByConnection: false,
+      holder: null,
     } as unknown as BindingEntry<F>;
     entry.binding = make((family) => this.route(entry, family));
     this.entries.set(key, entry);
@@ -258,6 +265,7 @@ export class HostBindings<F extends BindingRef> {
         }
         entry.status = 'bound';
         entry.error = null;
+        entry.holder = null;
         entry.retryDelay = this.retryInitialMs;
         this.changed(entry);
       },
@@ -272,12 +280,14 @@ export class HostBindings<F extends BindingRef> {
   /** What a failed listen means: the binding's status and error, and whether it is tried again. */
   private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException): void {
     const addr = entry.binding.address;
+    entry.holder = null;
     if (err.code === 'EADDRINUSE') {
       entry.status = 'conflict';
-      const holder = this.holderOf(entry);
-      entry.error = busyMessage(addr, holder, entry.heldByConnection);
+      const own = this.holdingForward(entry);
+      entry.holder = own ?? outsideHolder(entry.heldByConnection);
+      entry.error = busyMessage(addr, entry.holder);
       this.scheduleRetry(entry);
-      if (holder === ANOTHER_PROCESS && entry.key.startsWith('tcp/')) void this.explainBusy(entry);
+      if (!own && entry.key.startsWith('tcp/')) void this.explainBusy(entry);
     } else if (err.code === 'EACCES' && entry.key.startsWith('unix/')) {
       entry.status = 'error';
       entry.error = `cannot create the socket ${addr}: permission denied (EACCES); pick a host path in a directory you can write`;
@@ -296,16 +306,16 @@ export class HostBindings<F extends BindingRef> {
   }
 
   /**
-   * Who holds the host address a binding could not get: one of tether's own forwards when it listens on the same
-   * port where the addresses overlap (a wildcard and a specific address of one family), else another process.
+   * Which of tether's own forwards holds the host address a binding could not get: one that listens on the same port
+   * where the addresses overlap (a wildcard and a specific address of one family); null when another process does.
    */
-  private holderOf(entry: BindingEntry<F>): string {
+  private holdingForward(entry: BindingEntry<F>): ForwardHolder | null {
     for (const other of this.overlappingEntries(entry.key)) {
       if (other.status !== 'bound') continue;
       const holder = this.owner(other);
-      if (holder) return `tether's forward ${holder.id} (on ${other.binding.address})`;
+      if (holder) return { kind: 'forward', id: holder.id, address: other.binding.address };
     }
-    return ANOTHER_PROCESS;
+    return null;
   }
 
   /** Whether a busy TCP address is held by a listener or only by connections from it (port-holder.ts). */
@@ -313,9 +323,11 @@ export class HostBindings<F extends BindingRef> {
     const a = hostAddrOfKey(entry.key);
     if (!a) return;
     const held = (await tcpPortHolder(a.ip, a.port)) === 'connection';
-    if (entry.closed || entry.status !== 'conflict' || held === entry.heldByConnection) return;
+    if (entry.closed || entry.status !== 'conflict' || entry.holder?.kind === 'forward') return;
+    if (held === entry.heldByConnection) return;
     entry.heldByConnection = held;
-    entry.error = busyMessage(entry.binding.address, ANOTHER_PROCESS, held);
+    entry.holder = outsideHolder(held);
+    entry.error = busyMessage(entry.binding.address, entry.holder);
     this.changed(entry);
   }
 

@@ -1,12 +1,14 @@
 // A forward's state and its error, worked out from what keeps it from serving (ignored, suspended, refused by the
 // guest) and from its host bindings (who holds them, which are bound and why the others are not).
-import type { ForwardState } from '../model.js';
+import type { ForwardHolder, ForwardState } from '../model.js';
 import type { Forward } from './forward.js';
 import { type BindingView, type HostBindings, PRIVILEGED_HINT } from './host-bindings.js';
 
 export interface StateAndError {
   state: ForwardState;
   error: string | null;
+  /** Who holds the host address of a `conflict` (ForwardView.heldBy); absent otherwise. */
+  heldBy?: ForwardHolder;
 }
 
 /** The forward's state, or null while it has none to show yet (its first bind attempt or look is running). */
@@ -25,17 +27,20 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>): State
   if (!f.refused) return host;
   // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
   if (host.state === 'forwarding') return { state: 'error', error: f.refused };
-  return { state: host.state === 'conflict' ? 'conflict' : 'error', error: `${host.error}; ${f.refused}` };
+  const error = `${host.error}; ${f.refused}`;
+  return host.state === 'conflict' ? { state: 'conflict', error, heldBy: host.heldBy } : { state: 'error', error };
 }
 
 function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: HostBindings<Forward>): StateAndError {
   const taken = entries.flatMap((e) => {
     const owner = bindings.owner(e);
-    return owner && owner.guestPort !== f.guestPort
-      ? [`host ${e.binding.address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`]
-      : [];
+    return owner && owner.guestPort !== f.guestPort ? [{ owner, address: e.binding.address }] : [];
   });
-  if (taken.length) return { state: 'conflict', error: taken.join('; ') };
+  if (taken.length) {
+    const error = taken.map((t) => `host ${t.address} is taken by forward ${t.owner.id} (guest ${t.owner.guestAddr})`);
+    const heldBy: ForwardHolder = { kind: 'forward', id: taken[0].owner.id, address: taken[0].address };
+    return { state: 'conflict', error: error.join('; '), heldBy };
+  }
   const settled = entries.filter((e) => e.status !== 'pending');
   const failures = failureLines(settled);
   const bound = settled.filter((e) => e.status === 'bound').map((e) => e.binding.address);
@@ -43,12 +48,23 @@ function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: Ho
   // other program. An address the host cannot bind at all (no IPv6) does not stop the family that works.
   if (settled.some((e) => e.status === 'conflict')) {
     const meanwhile = bound.length ? `; ${bound.join(', ')} forwarding meanwhile` : '';
-    return { state: 'conflict', error: failures.join('; ') + meanwhile };
+    return { state: 'conflict', error: failures.join('; ') + meanwhile, heldBy: mainHolder(settled) };
   }
   if (bound.length) return { state: 'forwarding', error: failures.length ? failures.join('; ') : null };
   const error = failures.join('; ');
   if (settled.some((e) => e.status === 'privileged')) return { state: 'privileged', error };
   return { state: 'error', error };
+}
+
+/**
+ * Who holds a forward's busy addresses, for its fix: one of tether's own forwards first (removing one of the two is
+ * the fix), then a passing connection; another process when no address says more.
+ */
+function mainHolder(settled: BindingView<Forward>[]): ForwardHolder {
+  const holders = settled.flatMap((e) => (e.status === 'conflict' && e.holder ? [e.holder] : []));
+  return (
+    holders.find((h) => h.kind === 'forward') ?? holders.find((h) => h.kind === 'connection') ?? { kind: 'process' }
+  );
 }
 
 /** Why the unbound addresses failed, one line each; those that want privileges share one line and its advice. */
