@@ -109,10 +109,14 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     // Its boot is not replayed: those lines would claim what may no longer hold.
     expect(same.stdout).not.toMatch(/requirement \d of/);
     expect(same.stdout).toMatch(/✓ instance e2e is ready/);
-    // Edited by hand after the agent read it: said as well.
+    // Saved again after the agent read it, or given a comment: the config it runs with is still the file's.
     const config = join(home, NAME, 'tether.yaml');
-    const edited = `${readFileSync(config, 'utf8')}# edited by hand\n`;
-    writeFileSync(config, edited);
+    const original = readFileSync(config, 'utf8');
+    writeFileSync(config, `${original}# a comment\n`);
+    expect((await cli('up', NAME)).stdout).not.toMatch(/changed/);
+    // Edited by hand after the agent read it: said as well.
+    expect(original).toMatch(/^ {2}useAgent: false$/m);
+    writeFileSync(config, original.replace(/^ {2}useAgent: false$/m, '  useAgent: false\n  keepaliveInterval: 11'));
     expect((await cli('up', NAME)).stdout).toMatch(/tether\.yaml changed; the running agent applies it after/);
     const changed = await cli('up', NAME, '--ssh', `${tb.user}@localhost:${tb.sshPort}`);
     expect(changed.code).toBe(0);

@@ -2,7 +2,7 @@
 // line and key (exit 1), commands on a stopped instance, a foreground boot that fails, and an agent left failed by
 // an interrupted up. Runs the built CLI.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -232,6 +232,30 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const r = await up;
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/✗ requirement 1 of \d: ssh reachable: the agent was stopped: tether down/);
+  });
+
+  it('up stops an agent that never opens its control socket, even with a short --timeout', async () => {
+    const key = join(home, 'plain_key_5');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    // Loaded before the agent's own code (and not the CLI's): the agent process hangs before it opens anything.
+    const hang = join(home, 'hang.mjs');
+    const pidFile = join(home, 'hung.pid');
+    writeFileSync(
+      hang,
+      `import { writeFileSync } from 'node:fs';
+if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
+  writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000);
+}
+`,
+    );
+    const args = ['up', 'hung', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '1'];
+    const r = await runCli(home, args, 60_000, { NODE_OPTIONS: `--import ${hang}` });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/the agent did not open .*ha\.sock within 10s; .* \(agent stopped\)/);
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    expect(pid).toBeGreaterThan(0);
+    expect(isAlive(pid)).toBe(false);
   });
 
   it('up says when nothing listens on the SSH port, and Ctrl-C stops the agent it started', async () => {

@@ -97,10 +97,14 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
       `its SSH connection is refused until you make the fix: ${running.ssh.lastError ?? 'see the log'}; ` +
         `log: ${paths.currentLog}`,
     );
-  // Changed by these flags (compared by content), or, without flags that rewrite it, edited by hand since the
-  // agent read it.
+  // Changed by these flags (compared by content), or, without flags that rewrite it, written since the agent read it
+  // and different from the config it runs with.
   const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
-  const edited = !rewritten && running !== null && statSync(paths.config).mtimeMs > Date.parse(running.startedAt);
+  const edited =
+    !rewritten &&
+    running !== null &&
+    statSync(paths.config).mtimeMs > Date.parse(running.startedAt) &&
+    !(await runsThisConfig(paths));
   if (changed || edited)
     print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
   // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
@@ -139,7 +143,7 @@ async function startForeground(run: UpRun, config: LoadedConfig): Promise<void> 
   const outcome = await followBoot(clientFor(paths), { timeoutMs, print, start: run.started });
   // The agent is this process: stopped here, not signalled like a background one; a degraded one serves on.
   if (outcome.outcome === 'degraded') complain(`tether: ${degradedMessage(paths, outcome)}\n`);
-  else await finish(paths, outcome, (reason) => proc.stop(reason));
+  else await finish(paths, outcome, (reason) => proc.stop(reason).then(() => 'shut down'));
   print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
   await proc.done;
 }
@@ -152,14 +156,54 @@ async function startBackground(run: UpRun): Promise<void> {
   // port that never answers) stops the agent it started, instead of leaving it retrying unseen.
   onInterrupt(async () => {
     complain(`tether: interrupted; stopping the agent of ${name} (\`tether up ${name}\` starts it again)\n`);
-    const how = await stopAgent(paths, 'tether up: interrupted').catch(() => 'not running');
-    if (how === 'not running' && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await stopStarted(paths, child, 'tether up: interrupted');
   });
-  await unlessInterrupted(waitForSocket(paths, child, Math.min(timeoutMs, 30_000)));
+  // Starting Node is not a requirement: a short --timeout must not fail (and stop) an agent still loading.
+  const socketWait = Math.min(Math.max(timeoutMs, SOCKET_WAIT_MIN_MS), SOCKET_WAIT_MAX_MS);
+  try {
+    await unlessInterrupted(waitForSocket(paths, child, socketWait));
+  } catch (err) {
+    // An agent that never opened its socket (stuck loading, a full disk) would otherwise run on unseen.
+    const how = await stopStarted(paths, child, 'tether up: no control socket');
+    if (err instanceof CliError && how !== 'not running') err.message += ' (agent stopped)';
+    throw err;
+  }
   const outcome = await unlessInterrupted(
     followBoot(clientFor(paths), { timeoutMs: timeoutMs - (Date.now() - started), print, start: started }),
   );
-  await finish(paths, outcome, (reason) => stopAgent(paths, reason));
+  await finish(paths, outcome, (reason) => stopStarted(paths, child, reason));
+}
+
+/** True when tether.yaml, as it is now, is the config the running agent serves (a file saved again unchanged). */
+async function runsThisConfig(paths: InstancePaths): Promise<boolean> {
+  try {
+    const served = await clientFor(paths, 5_000).config();
+    return JSON.stringify(loadConfig(paths.config)) === JSON.stringify(served);
+  } catch {
+    return false; // a broken file, or an agent that cannot say: it may well differ
+  }
+}
+
+/** How long `up` waits for a new agent's control socket, whatever --timeout says. */
+const SOCKET_WAIT_MIN_MS = 10_000;
+const SOCKET_WAIT_MAX_MS = 30_000;
+
+/**
+ * Stops an agent this `up` started: through its control API, or, before it has a socket or pid file, by signalling
+ * the process started. Says how, or `not running`.
+ */
+async function stopStarted(paths: InstancePaths, child: ChildProcess, reason: string): Promise<string> {
+  const how = await stopAgent(paths, reason).catch(() => 'not running');
+  if (how !== 'not running' || child.exitCode !== null || child.signalCode !== null || !child.pid) return how;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
+  if ((await Promise.race([exited.then(() => true), timer(5_000)])) === false) {
+    child.kill('SIGKILL');
+    await Promise.race([exited, timer(5_000)]);
+    return 'SIGKILL';
+  }
+  return 'SIGTERM';
 }
 
 /**
@@ -236,8 +280,8 @@ function checkIdentityFile(source: string, file: string | undefined): void {
 async function finish(
   paths: InstancePaths,
   outcome: BootOutcome,
-  /** Stops the agent of a boot that failed; `reason` is what failed. */
-  stop: ((reason: string) => Promise<unknown>) | null,
+  /** Stops the agent of a boot that failed; `reason` is what failed. Says how, or `not running`. */
+  stop: ((reason: string) => Promise<string>) | null,
 ): Promise<void> {
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
@@ -266,10 +310,11 @@ async function finish(
         : `timed out waiting for ${what}${timeoutReason(outcome.status, r)}`;
   }
   if (stop && outcome.outcome !== 'gone') {
-    await stop(`tether up: ${message}`).catch((err: Error) => {
+    const how = await stop(`tether up: ${message}`).catch((err: Error) => {
       if (!(err instanceof AgentNotRunningError)) message += `; stopping the agent failed too: ${err.message}`;
+      return 'not running';
     });
-    message += ' (agent stopped)';
+    if (how !== 'not running') message += ' (agent stopped)';
   }
   throw new CliError(`${message}; log: ${paths.currentLog}`);
 }
