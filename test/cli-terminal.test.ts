@@ -70,13 +70,21 @@ const status: StatusView = {
     agentStartedAt: now,
     listeners: 1,
   },
-  link: { up: true, lastError: EVIL, outdated: EVIL, socket: '/run/tether/agent.sock', guestStopping: null },
+  link: {
+    up: true,
+    lastError: EVIL,
+    outdated: EVIL,
+    socket: '/run/tether/agent.sock',
+    guestStopping: null,
+    provisioning: false,
+  },
   requirements: [
     { index: 4, total: 5, name: 'guest agent running', state: 'ok', detail: `tether-guest ${EVIL}`, elapsedMs: 1 },
   ],
-  forwards: { forwarding: 0, conflict: 0, privileged: 0, ignored: 0, suspended: 0, error: 1, total: 1 },
+  forwards: { forwarding: 0, conflict: 0, privileged: 0, ignored: 0, suspended: 0, error: 1, total: 1, capped: 0 },
   mounts: { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 1, unmounted: 0, total: 1 },
   mountStates: [mount],
+  stopReason: null,
   lastErrors: [{ time: now, component: 'link', msg: `guest: ${EVIL}`, resolvedAt: null }],
   logFile: '/tmp/current.log',
 };

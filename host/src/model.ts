@@ -220,11 +220,14 @@ export interface StatusView {
     /** Why the guest agent is awaited rather than restarted (its guest said it shuts down), or null. */
     guestStopping: string | null;
     /** Whether the host agent is installing or starting the guest agent right now (provisioning). */
-    provisioning?: boolean;
+    provisioning: boolean;
   };
   requirements: RequirementView[];
-  forwards: Record<ForwardState, number> & { total: number };
+  /** Forwards by state; `capped`: guest listeners left out by maxForwards (neither forwarded nor listed). */
+  forwards: Record<ForwardState, number> & { total: number; capped: number };
   mounts: Record<MountState, number> & { total: number };
+  /** Why the agent's last run stopped, for a stopped instance (from its log); null while it runs. */
+  stopReason: string | null;
   /** Each mount's state, as `tether mount ls --json` lists it. */
   mountStates: MountView[];
   lastErrors: LoggedError[];

@@ -154,7 +154,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
   // ── AgentApi ──────────────────────────────────────────────────────────────────────────────────────────────────
 
   status(): StatusView {
-    const forwards = countStates(FORWARD_STATES, this.engine.views());
+    const forwards = { ...countStates(FORWARD_STATES, this.engine.views()), capped: this.engine.capped };
     const mountStates = this.mounts();
     const mounts = countStates(MOUNT_STATES, mountStates);
     return {
@@ -182,6 +182,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       forwards,
       mounts,
       mountStates,
+      stopReason: null,
       lastErrors: this.problems.list(),
       logFile: this.opts.logFile ?? instanceFiles(this.opts.instanceDir).currentLog,
     };

@@ -3,7 +3,7 @@
 // its cause.
 import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
-import { forwardProblem, mountProblem } from './doctor.js';
+import { type CheckResult, forwardProblem, mountProblem, servingChecks } from './doctor.js';
 
 const conflict = (error: string, heldBy: ForwardView['heldBy']): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
@@ -100,5 +100,19 @@ describe('doctor on a mount the agent has not mounted', () => {
     const fix = (error: string) => mountProblem('vm', view('suspended', error, 'guest-stopping')).fix;
     expect(fix('the guest is shutting down')).toMatch(/once the guest is back from its shutdown/);
     expect(fix('the guest went down for a reboot')).toMatch(/once the guest is back from its shutdown/);
+  });
+});
+
+describe('doctor on guest listeners over maxForwards', () => {
+  it('warns that they are neither forwarded nor listed, and how to make room', () => {
+    const results: CheckResult[] = [];
+    const forwarding = { ...conflict('', null), state: 'forwarding' as const, error: null };
+    servingChecks('dev', { forwards: [forwarding], capped: 3 }, [], (r) => results.push(r));
+    expect(results.map((r) => [r.name, r.state])).toEqual([
+      ['host ports', 'ok'],
+      ['forward cap', 'warn'],
+    ]);
+    expect(results[1].detail).toBe('3 more guest listeners over maxForwards, not forwarded or listed');
+    expect(results[1].fix).toMatch(/raise maxForwards in tether\.yaml/);
   });
 });

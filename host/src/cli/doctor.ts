@@ -23,7 +23,7 @@ import {
 import { sshTarget } from '../ssh/target.js';
 import { HOST_AGENT_NAME } from '../version.js';
 import { clientFor } from './context.js';
-import { countOf } from './render.js';
+import { cappedListeners, countOf } from './render.js';
 import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';
 
 export interface CheckResult {
@@ -136,10 +136,10 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   return results;
 }
 
-/** What the running agent serves: forwards that do not, mounts that are not mounted. */
-function servingChecks(
+/** What the running agent serves: forwards that do not, mounts that are not mounted. Exported for its test. */
+export function servingChecks(
   instance: string,
-  agent: Pick<AgentCheck, 'forwards' | 'mounts'>,
+  agent: Pick<AgentCheck, 'forwards' | 'mounts' | 'capped'>,
   siblings: Sibling[],
   add: (r: CheckResult) => void,
   mountsDefaulted = false,
@@ -148,6 +148,14 @@ function servingChecks(
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
     if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
     for (const f of bad) add(forwardProblem(instance, f, siblings));
+    if (agent.capped)
+      add(
+        warn(
+          'forward cap',
+          cappedListeners(agent.capped),
+          'raise maxForwards in tether.yaml, or leave out ports with ignore rules in portForwards',
+        ),
+      );
   } else add(skip('host ports', 'the agent is not running, so no forwards exist'));
   if (agent.mounts && agent.mounts.length > 0) {
     const down = agent.mounts.filter((m) => m.state !== 'mounted');
@@ -217,6 +225,8 @@ interface AgentCheck {
   guestStopping?: boolean;
   /** The running agent is installing or starting the guest agent right now. */
   provisioning?: boolean;
+  /** Guest listeners the running agent leaves out (maxForwards). */
+  capped?: number;
 }
 
 async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
@@ -262,6 +272,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       guestSocket: status.link.socket,
       guestStopping,
       provisioning: status.link.provisioning === true,
+      capped: status.forwards.capped,
     };
   const result =
     status.state === 'ready'
@@ -272,7 +283,8 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
           `tether status ${paths.name}; tether logs ${paths.name} --level warn`,
         );
   const provisioning = status.link?.provisioning === true;
-  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning };
+  const capped = status.forwards.capped;
+  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning, capped };
 }
 
 /** The host agent is connected but its link to the guest agent is down. */

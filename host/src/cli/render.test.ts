@@ -22,11 +22,19 @@ const status: StatusView = {
     agentStartedAt: now,
     listeners: 3,
   },
-  link: { up: true, lastError: null, outdated: null, socket: '/run/tether/agent.sock', guestStopping: null },
+  link: {
+    up: true,
+    lastError: null,
+    outdated: null,
+    socket: '/run/tether/agent.sock',
+    guestStopping: null,
+    provisioning: false,
+  },
   requirements: [],
-  forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3 },
+  forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3, capped: 0 },
   mounts: { pending: 0, mounting: 0, mounted: 0, suspended: 0, error: 0, unmounted: 0, total: 0 },
   mountStates: [],
+  stopReason: null,
   lastErrors: [],
   logFile: '/tmp/current.log',
 };
@@ -35,7 +43,14 @@ describe('status text', () => {
   it('shows the guest scan interval in whole milliseconds and the forward counts by state', () => {
     const text = statusText(status);
     expect(text).toContain('scan every 192 ms, 3 listeners');
-    expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)');
+    expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)\n');
+  });
+
+  it('counts the guest listeners maxForwards leaves out beside the forwards', () => {
+    const capped = { ...status, forwards: { ...status.forwards, capped: 1 } };
+    expect(statusText(capped)).toContain(
+      'forwards:     3 (1 forwarding, 2 ignored); 1 more guest listener over maxForwards, not forwarded or listed\n',
+    );
   });
 
   it('says what a guest agent that is not connected waits for: the guest back, or its installation', () => {

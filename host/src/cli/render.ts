@@ -131,9 +131,14 @@ export function countOf(n: number, noun: string): string {
 /** `3 (2 forwarding, 1 conflict)` from a per-state count. */
 function summarizeCounts(counts: Record<string, number> & { total: number }): string {
   const parts = Object.entries(counts)
-    .filter(([k, v]) => k !== 'total' && v > 0)
+    .filter(([k, v]) => k !== 'total' && k !== 'capped' && v > 0)
     .map(([k, v]) => `${v} ${k}`);
   return parts.length > 0 ? `${counts.total} (${parts.join(', ')})` : String(counts.total);
+}
+
+/** Guest listeners maxForwards leaves out, as status and doctor say it. */
+export function cappedListeners(n: number): string {
+  return `${n} more guest listener${n > 1 ? 's' : ''} over maxForwards, not forwarded or listed`;
 }
 
 export function statusText(s: StatusView): string {
@@ -156,7 +161,8 @@ export function statusText(s: StatusView): string {
   } else if (s.link?.provisioning) {
     lines.push('guest agent:  not connected: the host agent is installing or starting it now');
   } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
-  lines.push(`forwards:     ${summarizeCounts(s.forwards)}`, `mounts:       ${summarizeCounts(s.mounts)}`);
+  const capped = s.forwards.capped ? `; ${cappedListeners(s.forwards.capped)}` : '';
+  lines.push(`forwards:     ${summarizeCounts(s.forwards)}${capped}`, `mounts:       ${summarizeCounts(s.mounts)}`);
   for (const m of s.mountStates ?? []) lines.push(`  ${mountLine(m)}`);
   // Met once, at the start: what holds now is in the lines above.
   lines.push('requirements (at the start):');
