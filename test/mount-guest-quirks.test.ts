@@ -9,6 +9,8 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
+  renameSync,
   rmdirSync,
   rmSync,
   statSync,
@@ -28,6 +30,7 @@ import {
   CHATTY_USER,
   connect,
   guest,
+  guestTry,
   loginIds,
   recordingLogger,
   startMount,
@@ -117,18 +120,32 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
   });
 
   it.each(['builtin', 'openssh'] as const)(
-    'mounts (%s driver) a host location that is itself a symlink (a linked project directory)',
+    'mounts (%s driver) a host location that is itself a symlink (a linked project directory), and follows its repoint',
     async (driver) => {
       const tb = testbed();
       const m = await startMount(tb, { driver }, { linkedLocation: true });
+      const other = mkdtempSync(join(tmpdir(), `tether-export-${driver}-other-`));
       try {
         expect(m.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
         writeFileSync(join(m.location, 'hello.txt'), 'through the linked location\n');
         expect(await guest(tb, `cat ${m.mountPoint}/hello.txt`)).toBe('through the linked location\n');
         await guest(tb, `echo from the guest > ${m.mountPoint}/back.txt`);
         expect(existsSync(join(m.location, 'back.txt'))).toBe(true);
+
+        // `ln -sfn other location`: a new link renamed over the old one.
+        writeFileSync(join(other, 'other.txt'), 'in the new target\n');
+        symlinkSync(other, `${m.location}.new`);
+        renameSync(`${m.location}.new`, m.location);
+        expect(await guest(tb, `cat ${m.mountPoint}/other.txt`)).toBe('in the new target\n');
+        await guest(tb, `echo after the repoint > ${m.mountPoint}/back2.txt`);
+        expect(readFileSync(join(other, 'back2.txt'), 'utf8')).toBe('after the repoint\n');
+        // What the guest had looked up in the old target goes once sshfs's caches expire (dcache_timeout=2).
+        await waitFor(async () => (await guestTry(tb, `test -e ${m.mountPoint}/hello.txt`)).code !== 0, {
+          what: 'the old target gone from the guest',
+        });
       } finally {
         await m.stop();
+        rmSync(other, { recursive: true, force: true });
       }
     },
   );

@@ -36,6 +36,8 @@ export interface DirHandle {
   kind: 'dir';
   dir: Dir;
   path: string;
+  /** What '..' lists: the parent, or for the export root the root itself. */
+  parent: string;
   /** '.' and '..' are listed first, before what the host directory stream yields. */
   dotsSent: boolean;
   eof: boolean;

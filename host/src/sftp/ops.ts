@@ -47,7 +47,7 @@ import {
   ST_RDONLY,
 } from './constants.js';
 import { SftpStatusError } from './errors.js';
-import type { DirHandle, HandleTable } from './handles.js';
+import type { HandleTable } from './handles.js';
 import { type PacketReader, PacketWriter, statusPacket as status } from './packet.js';
 import { type Confinement, displayPath, fsPath } from './paths.js';
 
@@ -293,11 +293,13 @@ function opFsetstat(s: OpContext, r: PacketReader, id: number): Reply {
 }
 
 function opOpendir(s: OpContext, r: PacketReader, id: number): Reply {
-  const host = s.paths.resolve(r.path(), true);
+  const { path: host, root } = s.paths.resolveAndStat(r.path(), true, false);
   s.handles.ensureRoom();
   // latin1: entry names arrive as byte strings, like every other path here.
   const dir = opendirSync(fsPath(host), { bufferSize: READDIR_BATCH, encoding: 'latin1' });
-  return handleReply(id, s.handles.add({ kind: 'dir', dir, path: host, dotsSent: false, eof: false }));
+  // The root's '..' is the root itself: decided now, against the root this listing is of (it may be repointed).
+  const parent = host === root ? host : posix.dirname(host);
+  return handleReply(id, s.handles.add({ kind: 'dir', dir, path: host, parent, dotsSent: false, eof: false }));
 }
 
 function opReaddir(s: OpContext, r: PacketReader, id: number): Reply {
@@ -313,7 +315,7 @@ function opReaddir(s: OpContext, r: PacketReader, id: number): Reply {
   if (!h.dotsSent) {
     h.dotsSent = true;
     add('.', h.path);
-    add('..', parentWithin(s, h));
+    add('..', h.parent);
   }
   while (!h.eof && names.length < READDIR_BATCH) {
     const entry = h.dir.readSync();
@@ -342,11 +344,6 @@ function statEntry(hostPath: string): Stats | null {
   } catch {
     return null;
   }
-}
-
-/** The parent of a listed directory, except that the root's '..' is the root itself. */
-function parentWithin(s: OpContext, h: DirHandle): string {
-  return h.path === s.paths.realRoot ? h.path : posix.dirname(h.path);
 }
 
 /** `unlinks` marks requests that rename or remove a name, after which cached parent directories are dropped. */
@@ -387,7 +384,7 @@ function renameNoReplace(from: Buffer, to: Buffer): void {
 }
 
 function opRealpath(s: OpContext, r: PacketReader, id: number): Reply {
-  return singleName(id, s.paths.toClient(s.paths.resolve(r.path(), true)));
+  return singleName(id, s.paths.realpath(r.path()));
 }
 
 function opReadlink(s: OpContext, r: PacketReader, id: number): Reply {

@@ -67,6 +67,27 @@ describe('Confinement parent cache', () => {
 });
 
 describe('Confinement root', () => {
+  it('follows a repointed root link at once, also when its old target was moved to the new one', () => {
+    const link = join(tmp, 'link');
+    symlinkSync(root, link);
+    const c = new Confinement(link);
+    expect(c.resolve(`${link}/a/b/f`, false)).toBe(join(root, 'a', 'b', 'f'));
+    // The export directory moves and the link follows it; a new directory takes the old name.
+    const moved = join(tmp, 'moved');
+    renameSync(root, moved);
+    mkdirSync(join(root, 'a', 'b'), { recursive: true });
+    symlinkSync(moved, `${link}.new`);
+    renameSync(`${link}.new`, link);
+    expect(c.resolve(`${link}/a/b/f`, false)).toBe(join(moved, 'a', 'b', 'f'));
+    denied(() => c.resolve(`${root}/a/b/f`, false));
+    // Repointed to a directory outside: only that one is served now.
+    symlinkSync(outside, `${link}.new`);
+    renameSync(`${link}.new`, link);
+    expect(c.resolveAndStat(`${link}/b/f`, true).stats?.isFile()).toBe(true);
+    denied(() => c.resolve(`${moved}/a/b/f`, false));
+    denied(() => c.resolve(`${link}/../moved/a/b/f`, false));
+  });
+
   it('names a root that does not exist in words, not as a bare realpath error', () => {
     const missing = join(tmp, 'gone');
     expect(() => new Confinement(missing)).toThrow(new Error(`host directory ${missing} does not exist`));

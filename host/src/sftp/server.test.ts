@@ -378,6 +378,40 @@ describe('directories and names', () => {
     expect(attrsOf(await client.path(FXP.STAT, `${root}/f`)).size).toBe(1);
   });
 
+  it('follows a repoint of a symlinked root and confines to its new target alone', async () => {
+    const alias = join(tmp, 'alias');
+    const other = join(tmp, 'other');
+    await fsp.mkdir(other);
+    await fsp.writeFile(join(root, 'f'), 'F');
+    await fsp.writeFile(join(other, 'g'), 'GG');
+    await fsp.symlink('../export/f', join(other, 'back'));
+    await fsp.symlink(root, alias);
+    client = new RawClient({ root: alias });
+    await client.init();
+    expect(attrsOf(await client.path(FXP.STAT, `${alias}/f`)).size).toBe(1);
+    // As `ln -sfn other alias` does it: a new link renamed over the old one.
+    await fsp.symlink(other, `${alias}.new`);
+    await fsp.rename(`${alias}.new`, alias);
+    expect(attrsOf(await client.path(FXP.STAT, `${alias}/g`)).size).toBe(2);
+    expect(await client.readdir(`${alias}/`)).toEqual(expect.arrayContaining(['.', '..', 'g', 'back']));
+    expect(await client.names(client.path(FXP.REALPATH, `${alias}/g`))).toEqual([`${alias}/g`]);
+    expectStatus(await client.path(FXP.STAT, `${alias}/f`), FX.NO_SUCH_FILE);
+    // The old target is outside the export now, under either spelling, through `..` or a link.
+    for (const p of [`${root}/f`, `${alias}/../export/f`, `${alias}/back`]) {
+      expectStatus(await client.path(FXP.STAT, p), FX.PERMISSION_DENIED);
+      expectStatus(await client.open(p, FXF.READ), FX.PERMISSION_DENIED);
+    }
+    expectStatus(await client.open(`${root}/new`, FXF.WRITE | FXF.CREAT), FX.PERMISSION_DENIED);
+    expect(await exists(join(root, 'new'))).toBe(false);
+    // A root whose link dangles fails each request naming it, and serves again once the link leads somewhere.
+    await fsp.rm(other, { recursive: true });
+    const gone = statusOf(await client.path(FXP.STAT, `${alias}/g`));
+    expect(gone).toEqual({ code: FX.NO_SUCH_FILE, message: `host directory ${alias} does not exist` });
+    await fsp.mkdir(other);
+    await fsp.writeFile(join(other, 'g'), 'GGG');
+    expect(attrsOf(await client.path(FXP.STAT, `${alias}/g`)).size).toBe(3);
+  });
+
   it('returns real statvfs numbers', async () => {
     const c = await start();
     const r = await c.extended(EXT.STATVFS, (w) => w.string('.'));
