@@ -2,7 +2,7 @@
 // not reach the SFTP server; too much of it fails the mount with a message naming the file), a mount point reached
 // through a symlink (/home -> /var/home on Fedora Atomic: sshfs mounts at the resolved path, which is what tether
 // must look for, and where the guest applies file events), and a mount point under `~` (the guest user's home, not a
-// directory named `~`).
+// directory named `~`), shown resolved also for a mount its requirements hold.
 import {
   chmodSync,
   chownSync,
@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
+import { mountTable } from '../host/src/cli/render.js';
 import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import { checkMountRequirements, MountManager } from '../host/src/mount/index.js';
@@ -208,6 +209,32 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
       await m.stop();
       // Not recursive: should the unmount have failed, this must not reach through the mount. Absent when tether
       // created the directory somewhere else (the failure reported above).
+      if (existsSync(join(home, name))) rmdirSync(join(home, name));
+    }
+  });
+
+  it('shows where a mount point under ~ resolves for a mount its requirements kept from ever mounting', async () => {
+    const tb = testbed();
+    const home = testbedHome(tb, tb.user);
+    const name = `.tether-test-held-${process.pid}-${Date.now()}`;
+    const missing = join(tmpdir(), `tether-missing-export-${process.pid}-${Date.now()}`);
+    const config = MountConfig.parse({ driver: 'builtin', inotify: false, location: missing, mountPoint: `~/${name}` });
+    const manager = new MountManager([config], { logger: silentLogger() });
+    const client = await connect(tb);
+    try {
+      // As the agent holds it (agent/mounts.ts): the host directory is missing, so it is never started.
+      const unmet = (await manager.checkRequirements(client, { fix: false })).filter((r) => !r.ok);
+      expect(unmet.map((r) => r.name)).toEqual([`host directory ${missing}`]);
+      manager.hold(0, `${unmet[0].name}: ${unmet[0].detail}`);
+      expect(manager.waiting()).toEqual([0]);
+      expect(manager.views().map((v) => [v.location, v.mountPoint, v.guestPath, v.state])).toEqual([
+        [missing, `~/${name}`, join(home, name), 'error'],
+      ]);
+      // `mount ls`
+      expect(mountTable(manager.views())).toContain(`~/${name} (${join(home, name)})`);
+    } finally {
+      await manager.stop();
+      client.end();
       if (existsSync(join(home, name))) rmdirSync(join(home, name));
     }
   });

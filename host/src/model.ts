@@ -110,7 +110,10 @@ export interface MountView {
   location: string;
   /** As configured: may start with `~` (the guest user's home). */
   mountPoint: string;
-  /** The mount point as resolved in the guest (absolute, symlinks followed); null until the first mount attempt. */
+  /**
+   * The mount point as resolved in the guest (absolute, symlinks followed): by its mount, or before that by the check
+   * of its requirements (a mount they hold shows it too); null until the guest was asked.
+   */
   guestPath: string | null;
   driver: MountConfig['driver'];
   writable: boolean;

@@ -38,6 +38,12 @@ interface Entry {
   begun: boolean;
   /** Its mount waits for a mount it lies inside, which is being mounted now (see mountEntry). */
   deferred: boolean;
+  /**
+   * Where the last requirement check found the mount point in the guest: what views show before a mount attempt
+   * resolves it (a mount held by its requirements makes none). Only shown: a path the mount itself did not resolve
+   * is not one it may unmount or send file events to.
+   */
+  checkedGuestPath: string | null;
 }
 
 export class MountManager {
@@ -55,9 +61,22 @@ export class MountManager {
     this.entries = mounts.map((config) => this.makeEntry(config));
   }
 
-  /** Boot requirements in the guest (sshfs, user_allow_other, mount points); see requirements.ts. */
-  checkRequirements(client: Client, opts?: RequirementOptions): Promise<MountRequirement[]> {
-    return checkMountRequirements(client, this.mounts, opts);
+  /**
+   * Boot requirements in the guest (sshfs, user_allow_other, mount points); see requirements.ts. Where a mount point
+   * resolved to is kept for the views of mounts that have not resolved it themselves.
+   */
+  async checkRequirements(client: Client, opts?: RequirementOptions): Promise<MountRequirement[]> {
+    const reqs = await checkMountRequirements(client, this.mounts, opts);
+    for (const r of reqs) {
+      if (r.guestPath === undefined) continue;
+      for (const i of r.mounts ?? []) {
+        const e = this.entries[i];
+        if (e.checkedGuestPath === r.guestPath) continue;
+        e.checkedGuestPath = r.guestPath;
+        if (e.mount.guestPath === null) this.changed(e);
+      }
+    }
+    return reqs;
   }
 
   /**
@@ -185,7 +204,14 @@ export class MountManager {
     const bindings = { location: config.location, mountPoint: config.mountPoint ?? config.location };
     const log = componentLogger(this.opts.logger, 'mount', bindings);
     const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
-    const entry: Entry = { mount, watcher: null, retryDelay: RETRY_MIN_MS, begun: false, deferred: false };
+    const entry: Entry = {
+      mount,
+      watcher: null,
+      retryDelay: RETRY_MIN_MS,
+      begun: false,
+      deferred: false,
+      checkedGuestPath: null,
+    };
     if (config.inotify) {
       // Both drivers answer the marker touch (MARKER_TOUCH) without changing anything: tether's SFTP server itself,
       // sftp-server through the filter in front of it (sftp/marker-filter.ts). Its touches leave no echo to filter.
@@ -274,7 +300,7 @@ export class MountManager {
     return {
       location: mount.config.location,
       mountPoint: mount.mountPoint,
-      guestPath: mount.guestPath,
+      guestPath: mount.guestPath ?? e.checkedGuestPath,
       driver: mount.config.driver,
       writable: mount.config.writable,
       state: mount.state,

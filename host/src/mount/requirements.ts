@@ -27,6 +27,8 @@ export interface MountRequirement {
   changedGuest?: boolean;
   /** The mounts it concerns (indices into the configured mounts); absent when every mount needs it (sshfs). */
   mounts?: number[];
+  /** A mount point's check: where it resolved to in the guest (absolute, symlinks followed), when it could. */
+  guestPath?: string;
 }
 
 export interface RequirementOptions {
@@ -185,6 +187,23 @@ async function checkMountPoint(
   } catch (err) {
     return unmet(name, 'guest-unchecked', (err as Error).message);
   }
+  // Kept whatever the verdict: `mount ls` shows it for a mount that a requirement kept from ever mounting.
+  return {
+    ...(await checkResolvedMountPoint(client, name, mountPoint, path, fix, guestHome, mountedByAgent)),
+    guestPath: path,
+  };
+}
+
+/** The verdict on a mount point that resolved to `path` in the guest. */
+async function checkResolvedMountPoint(
+  client: Client,
+  name: string,
+  mountPoint: string,
+  path: string,
+  fix: boolean,
+  guestHome: string | null,
+  mountedByAgent?: ReadonlySet<string>,
+): Promise<MountRequirement> {
   const where = describeGuestPath(mountPoint, path);
   // Another mount point, as the detail words it and as doctor's fix does (which names where it is set).
   const movePoint = (to: string) => [
