@@ -225,7 +225,7 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
       // As the agent holds it (agent/mounts.ts): the host directory is missing, so it is never started.
       const unmet = (await manager.checkRequirements(client, { fix: false })).filter((r) => !r.ok);
       expect(unmet.map((r) => r.name)).toEqual([`host directory ${missing}`]);
-      manager.hold(0, `${unmet[0].name}: ${unmet[0].detail}`);
+      manager.hold(0, `${unmet[0].name}: ${unmet[0].detail}`, unmet[0].cause ?? null);
       expect(manager.waiting()).toEqual([0]);
       expect(manager.views().map((v) => [v.location, v.mountPoint, v.guestPath, v.state])).toEqual([
         [missing, `~/${name}`, join(home, name), 'error'],
