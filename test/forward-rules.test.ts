@@ -98,6 +98,17 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     expect(sshd?.state).toBe('ignored');
   });
 
+  it("leaves the host's SSH port to the VM's sshd when a guest service listens on the same port", async () => {
+    // The testbed's host port plays QEMU's hostfwd; in the guest's own network the number is free.
+    const port = testbed().sshPort;
+    const server = await guestServer(testbed(), 'tcp', '0.0.0.0', port);
+    const id = `tcp/0.0.0.0:${port}`;
+    await waitFor(() => view(id)?.state === 'ignored', { what: `${id} ignored` });
+    expect(view(id)?.error).toContain(`host port ${port} is where this host reaches the VM's sshd`);
+    expect(await connectError('::1', port)).toBe('ECONNREFUSED');
+    await stopChild(server);
+  });
+
   for (const ip of ['127.0.0.1', '::1']) {
     it(`relays UDP to a guest listener on ${ip} and routes replies to each client`, async () => {
       const port = await freePort(ip);

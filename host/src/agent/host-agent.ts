@@ -3,6 +3,7 @@
 // API serves. Owns lifecycles and the translation of component events into AgentEvents; no socket code lives here.
 import { EventEmitter } from 'node:events';
 import type { Info } from '@tether/protocol';
+import { isLoopbackHost } from '../address.js';
 import type { Config } from '../config/schema.js';
 import { ForwardEngine } from '../forward/engine.js';
 import { instanceFiles } from '../instance.js';
@@ -144,6 +145,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       ssh: this.ssh,
       portForwards: config.portForwards,
       maxForwards: config.maxForwards,
+      hostSshPort: isLoopbackHost(config.ssh.host) ? config.ssh.port : undefined,
       instanceDir: opts.instanceDir,
       logger: this.logger('forward'),
       requestScan: () => this.link.requestScan(),

@@ -2,6 +2,7 @@
 // VM each forward every guest port, so the second finds every host port taken by the first (its forwards all show
 // `conflict`, held by tether itself), and both manage the same guest agent and mount points: `up` warns of it and
 // `doctor` names it.
+import { isLoopbackHost } from '../address.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { SshConfig } from '../config/schema.js';
 import { type InstancePaths, instancePaths, listInstances } from '../instance.js';
@@ -14,12 +15,9 @@ export interface Sibling {
   target: string;
 }
 
-const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
-
 /** Host and port as they name a VM: the loopback names are one host (a QEMU user-network port forward). */
 function vmKey(ssh: Pick<SshConfig, 'host' | 'port'>): string {
-  const host = ssh.host.toLowerCase();
-  return `${LOOPBACK_NAMES.has(host) ? 'loopback' : host}:${ssh.port}`;
+  return `${isLoopbackHost(ssh.host) ? 'loopback' : ssh.host.toLowerCase()}:${ssh.port}`;
 }
 
 /** The running instances other than `paths`' whose config points at the VM `ssh` names. */

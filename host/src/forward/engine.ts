@@ -44,6 +44,8 @@ interface ForwardEngineOptions {
   logger: Logger;
   /** The guest's sshd port (never forwarded) until setSshPort says otherwise; default 22. */
   sshPort?: number;
+  /** The host's loopback port of the SSH connection to the VM, when it goes over loopback: never forwarded onto. */
+  hostSshPort?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
   /** Concurrent channel opens across all forwards. */
@@ -566,7 +568,7 @@ export class ForwardEngine extends EventEmitter {
     const decision: RuleDecision =
       this.userIgnored.has(id) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`)
         ? { action: 'ignore', reason: 'removed by the operator' }
-        : matchRule(l, this.rules, { sshPort: this.sshPort });
+        : matchRule(l, this.rules, { sshPort: this.sshPort, hostSshPort: this.opts.hostSshPort });
     // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
     // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets. Host
     // addresses it does not hold (`forward add 127.0.0.1:P:P` beside the default [::1]) stay this listener's own.

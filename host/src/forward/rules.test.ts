@@ -13,6 +13,7 @@ const cases: {
   l: GuestListenerAddr;
   rules: PortRule[];
   sshPort?: number;
+  hostSshPort?: number;
   want: RuleDecision | 'ignore';
 }[] = [
   { name: 'default: 127.0.0.1 → both loopbacks', l: tcp('127.0.0.1', 8080), rules: [], want: fwd(8080) },
@@ -117,12 +118,47 @@ const cases: {
     rules: [rule({ guestIP: '::1', guestPort: 4000, hostPort: 14000 })],
     want: fwd(14000),
   },
+  {
+    name: "the host's loopback SSH port is not taken by a guest service on it",
+    l: tcp('0.0.0.0', 2222),
+    rules: [],
+    hostSshPort: 2222,
+    want: 'ignore',
+  },
+  {
+    name: 'nor by a rule mapping onto it; a rule to another host port forwards that service',
+    l: tcp('127.0.0.1', 3000),
+    rules: [rule({ guestPort: 3000, hostPort: 2222 })],
+    hostSshPort: 2222,
+    want: 'ignore',
+  },
+  {
+    name: 'a rule moves the service off the SSH port',
+    l: tcp('0.0.0.0', 2222),
+    rules: [rule({ guestPort: 2222, hostPort: 12222 })],
+    hostSshPort: 2222,
+    want: fwd(12222),
+  },
+  {
+    name: 'UDP on the SSH port number is forwarded',
+    l: udp('0.0.0.0', 2222),
+    rules: [],
+    hostSshPort: 2222,
+    want: fwd(2222),
+  },
+  {
+    name: 'a non-loopback host address on that port is not the SSH way in',
+    l: tcp('0.0.0.0', 2222),
+    rules: [rule({ guestPort: 2222, hostIP: '192.0.2.10' })],
+    hostSshPort: 2222,
+    want: fwd(2222, ['192.0.2.10']),
+  },
 ];
 
 describe('matchRule', () => {
   for (const c of cases) {
     it(c.name, () => {
-      const got = matchRule(c.l, c.rules, { sshPort: c.sshPort });
+      const got = matchRule(c.l, c.rules, { sshPort: c.sshPort, hostSshPort: c.hostSshPort });
       if (c.want === 'ignore') {
         expect(got.action).toBe('ignore');
         expect(got.action === 'ignore' && got.reason.length).toBeGreaterThan(0);

@@ -18,6 +18,12 @@ export type RuleDecision =
 interface MatchOptions {
   /** The guest's sshd port, never forwarded (default 22). */
   sshPort?: number;
+  /**
+   * The host port this host reaches the VM's sshd on when that is over loopback (QEMU's hostfwd of
+   * `127.0.0.1:2222` to the guest's 22): no forward takes it, or a guest service on the same port would answer
+   * `localhost:2222` on ::1 (tried first on macOS) in place of the VM's sshd.
+   */
+  hostSshPort?: number;
 }
 
 /** Host addresses a forward binds when no rule names one. */
@@ -97,6 +103,25 @@ function ruleMatches(rule: PortRule, l: GuestListenerAddr): boolean {
   return guestIPMatches(rule.guestIP, l.ip);
 }
 
+/** A forward onto the loopback port this host's SSH connection to the VM goes through is ignored instead. */
+function sparingSshPort(
+  l: GuestListenerAddr,
+  forward: Extract<RuleDecision, { action: 'forward' }>,
+  opts: MatchOptions,
+): RuleDecision {
+  const takesIt =
+    l.proto === 'tcp' &&
+    forward.hostPort === opts.hostSshPort &&
+    forward.hostIPs.some((ip) => isWildcard(ip) || /^127\./.test(ip) || ip === '::1');
+  if (!takesIt) return forward;
+  return {
+    action: 'ignore',
+    reason:
+      `host port ${forward.hostPort} is where this host reaches the VM's sshd (ssh.port); a portForwards rule with ` +
+      `guestPort ${l.port} and another hostPort forwards it`,
+  };
+}
+
 /** The decision for one guest listener. `rules` may contain only port rules (socket rules are not passed here). */
 export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts: MatchOptions = {}): RuleDecision {
   const sshPort = opts.sshPort ?? 22;
@@ -107,14 +132,14 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts
     if (!ruleMatches(rule, l)) continue;
     if (rule.ignore) return { action: 'ignore', reason: `ignored by portForwards[${i}]` };
     const offset = l.port - guestRange(rule)[0];
-    return {
-      action: 'forward',
-      hostIPs: hostIPsOf(rule.hostIP),
-      hostPort: hostRange(rule)[0] + offset,
-    };
+    return sparingSshPort(
+      l,
+      { action: 'forward', hostIPs: hostIPsOf(rule.hostIP), hostPort: hostRange(rule)[0] + offset },
+      opts,
+    );
   }
   if (isLocalhost(l.ip) || isWildcard(l.ip)) {
-    return { action: 'forward', hostIPs: [...DEFAULT_HOST_IPS], hostPort: l.port };
+    return sparingSshPort(l, { action: 'forward', hostIPs: [...DEFAULT_HOST_IPS], hostPort: l.port }, opts);
   }
   return {
     action: 'ignore',
