@@ -33,8 +33,6 @@ interface BindingEntry<F> {
   closed: boolean;
   /** Settles after the first listen attempt. */
   settled: Promise<void>;
-  /** A busy TCP address where nothing accepts: a connection holds the port, not a listener (see explainBusy). */
-  heldByConnection: boolean;
   /** Who holds the address while its status is `conflict`; null otherwise. */
   holder: ForwardHolder | null;
 }
@@ -145,7 +143,6 @@ export class HostBindings<F extends BindingRef> {
       retryDelay: this.retryInitialMs,
       timer: null,
       closed: false,
-      heldByConnection: false,
       holder: null,
     } as unknown as BindingEntry<F>;
     entry.binding = make((family) => this.route(entry, family));
@@ -269,25 +266,28 @@ export class HostBindings<F extends BindingRef> {
         entry.retryDelay = this.retryInitialMs;
         this.changed(entry);
       },
-      (err: NodeJS.ErrnoException) => {
+      async (err: NodeJS.ErrnoException) => {
         if (entry.closed || this.stopped) return;
-        this.failed(entry, err);
+        // Who holds a busy port is known before the conflict is shown or logged: its first word is the one kept.
+        const byConnection =
+          err.code === 'EADDRINUSE' && !this.holdingForward(entry) && (await this.heldByConnection(entry));
+        if (entry.closed || this.stopped) return;
+        this.failed(entry, err, byConnection);
         this.changed(entry);
       },
     );
   }
 
   /** What a failed listen means: the binding's status and error, and whether it is tried again. */
-  private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException): void {
+  private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException, heldByConnection: boolean): void {
     const addr = entry.binding.address;
     entry.holder = null;
     if (err.code === 'EADDRINUSE') {
       entry.status = 'conflict';
       const own = this.holdingForward(entry);
-      entry.holder = own ?? outsideHolder(entry.heldByConnection);
+      entry.holder = own ?? outsideHolder(heldByConnection);
       entry.error = busyMessage(addr, entry.holder);
       this.scheduleRetry(entry);
-      if (!own && entry.key.startsWith('tcp/')) void this.explainBusy(entry);
     } else if (err.code === 'EACCES' && entry.key.startsWith('unix/')) {
       entry.status = 'error';
       entry.error = `cannot create the socket ${addr}: permission denied (EACCES); pick a host path in a directory you can write`;
@@ -318,17 +318,10 @@ export class HostBindings<F extends BindingRef> {
     return null;
   }
 
-  /** Whether a busy TCP address is held by a listener or only by connections from it (port-holder.ts). */
-  private async explainBusy(entry: BindingEntry<F>): Promise<void> {
-    const a = hostAddrOfKey(entry.key);
-    if (!a) return;
-    const held = (await tcpPortHolder(a.ip, a.port)) === 'connection';
-    if (entry.closed || entry.status !== 'conflict' || entry.holder?.kind === 'forward') return;
-    if (held === entry.heldByConnection) return;
-    entry.heldByConnection = held;
-    entry.holder = outsideHolder(held);
-    entry.error = busyMessage(entry.binding.address, entry.holder);
-    this.changed(entry);
+  /** Whether a busy TCP address is held only by connections from it, not by a listener (port-holder.ts). */
+  private async heldByConnection(entry: BindingEntry<F>): Promise<boolean> {
+    const a = entry.key.startsWith('tcp/') ? hostAddrOfKey(entry.key) : null;
+    return a !== null && (await tcpPortHolder(a.ip, a.port)) === 'connection';
   }
 
   private scheduleRetry(entry: BindingEntry<F>): void {
