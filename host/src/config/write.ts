@@ -33,7 +33,8 @@ export function writeInitialConfig(file: string, o: ConfigOverrides & { user: st
     doc,
     'guestAgent',
     ' tether-guest inside the VM. provision: auto uploads, installs and starts it when missing or outdated;\n' +
-      ' never expects it to run already.',
+      ' never expects it to run already. socket: this default is for a login user with root or passwordless sudo;\n' +
+      ' any other gets <installDir>/agent.sock instead (tether status NAME --json: link.socket).',
   );
   comment(
     doc,
