@@ -2,7 +2,7 @@
 // over both families with replies reaching the right client, a static unix socket forward (socat in the guest),
 // and runtime add/remove.
 import dgram from 'node:dgram';
-import { chmodSync, chownSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -192,9 +192,10 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     );
     await stopChild(rootOnly);
 
-    // Fixed in the guest: the forward notices by itself (it looks again, backing off), before any client tries.
+    // Fixed in the guest: the forward notices by itself (the guest agent says the socket changed), before any client
+    // tries.
     const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
-    await waitFor(() => view(id)?.state === 'forwarding', { what: 'the forward out of error', timeoutMs: 70_000 });
+    await waitFor(() => view(id)?.state === 'forwarding', { what: 'the forward out of error', timeoutMs: 10_000 });
     expect(view(id)?.error).toBeNull();
     expect(await socketRoundTrip(hostSocket, 'through the socket')).toBe('through the socket');
     await stopChild(socat);
@@ -230,6 +231,37 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     });
     await h.agent.removeForward(added.id);
     await waitFor(() => h.agent.link.up, { what: 'the agent link up again', timeoutMs: 30_000 });
+  });
+
+  it("forwards a unix socket whose daemon starts late within seconds, on the guest agent's word, not a timer", async () => {
+    const tb = testbed();
+    const guestSock = join(tb.guestDir, 'late.sock');
+    const sessions = () =>
+      (readFileSync(join(tb.stateDir, 'sshd.log'), 'utf8').match(/Starting session:/g) ?? []).length;
+    const added = await h.agent.addForward({
+      proto: 'unix',
+      guestSocket: guestSock,
+      hostSocket: join(h.instanceDir, 'late-h.sock'),
+    });
+    expect(added.state).toBe('error');
+    // Past the first look a forward makes by itself on a timer (after 5 s; the next would be 10 s later): with the
+    // guest agent watching the path, none is made, and no SSH session (each timed look is one) is opened.
+    const before = sessions();
+    await new Promise((r) => setTimeout(r, 6_000));
+    expect(sessions()).toBe(before);
+    expect(view(added.id)?.state).toBe('error');
+    const socat = tb.spawn('socat', [`UNIX-LISTEN:${guestSock},fork,unlink-early`, 'EXEC:cat'], { user: tb.user });
+    await waitFor(() => view(added.id)?.state === 'forwarding', {
+      what: 'the forward forwarding once the guest agent saw its socket appear',
+      timeoutMs: 5_000,
+    });
+    await stopChild(socat);
+    // Gone again: said as well, without a client.
+    await waitFor(() => view(added.id)?.state === 'error', {
+      what: 'the forward in error once the socket went',
+      timeoutMs: 5_000,
+    });
+    await h.agent.removeForward(added.id);
   });
 
   it('adds and removes a forward at runtime', async () => {

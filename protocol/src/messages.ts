@@ -29,6 +29,8 @@ export const LIMITS = {
   // default (208 KiB) holds about 256 small datagrams, fewer than a burst the agent reads one by one. The kernel
   // caps it at net.core.rmem_max.
   udpSocketBufferBytes: 1024 * 1024,
+  // Guest socket paths one host may have watched (its unix socket forwards).
+  watchedSockets: 256,
 } as const;
 
 /** msgpack values in one listener: a map of six keys and six values. */
@@ -202,6 +204,16 @@ export const FsEvents = z
 export type FsEventKind = z.infer<typeof FsEventKind>;
 export type FsEvents = z.infer<typeof FsEvents>;
 
+// ── guest unix sockets (the host's unix socket forwards) ────────────────────────────────────────────────────────
+
+/** The guest socket paths the host forwards: the agent says when one appears, goes or is replaced. */
+export const SocketsWatch = z
+  .object({ paths: z.array(z.string().startsWith('/').max(LIMITS.pathBytes)).max(LIMITS.watchedSockets) })
+  .strict();
+export const SocketChanged = z.object({ path: z.string().max(LIMITS.pathBytes) }).strict();
+export type SocketsWatch = z.infer<typeof SocketsWatch>;
+export type SocketChanged = z.infer<typeof SocketChanged>;
+
 export const Empty = z.object({}).strict();
 
 // ── tables: the single source of truth for what may be asked and announced ──────────────────────────────────────
@@ -226,6 +238,11 @@ export const methods = {
    * connection (its listener most likely just closed; the scan's delta removes it).
    */
   'ports.snapshot': { params: Empty, result: PortSnapshot },
+  /**
+   * Replaces the set of guest socket paths this client hears `sockets.changed` about. Older agents answer
+   * unknown_method: the host then looks at its sockets on a timer of its own.
+   */
+  'sockets.watch': { params: SocketsWatch, result: Empty },
 } as const;
 
 /** One-way events, in either direction. */
@@ -236,6 +253,7 @@ export const events = {
   'udp.reply': UdpReply,
   'udp.close': UdpClose,
   'fs.events': FsEvents,
+  'sockets.changed': SocketChanged,
 } as const;
 
 export type MethodName = keyof typeof methods;

@@ -84,6 +84,7 @@ describe('Peer', () => {
       'udp.reply': { flow: 9, data: Buffer.from('answer') },
       'udp.close': { flow: 9 },
       'fs.events': { root: '/home/u', events: [{ path: 'a/b.txt', kind: 'change' }] },
+      'sockets.changed': { path: '/var/run/docker.sock' },
     };
     const got = new Map<string, unknown>();
     for (const name of Object.keys(samples) as EventName[]) guest.onEvent(name, (d) => got.set(name, d));

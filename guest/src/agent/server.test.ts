@@ -4,7 +4,7 @@ import { lstatSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { PortDelta } from '@tether/protocol';
+import type { EventName, PortDelta } from '@tether/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/helpers/wait.js';
 import { Logger } from '../log.js';
@@ -41,8 +41,8 @@ async function startServer(options: AgentServerOptions = {}): Promise<AgentServe
   return server;
 }
 
-async function client(server: AgentServer): Promise<TestClient> {
-  const c = await connectClient(server.socketPath);
+async function client(server: AgentServer, events?: EventName[]): Promise<TestClient> {
+  const c = await connectClient(server.socketPath, events);
   cleanups.push(() => c.peer.close('test done'));
   return c;
 }
@@ -117,6 +117,21 @@ describe('agent server', () => {
     await waitFor(() => addedPort(b.events['ports.delta'], port), { what: 'second client delta' });
     expect(a.events['ports.delta']?.[0].seq).toBeGreaterThan(snapshot.seq);
     expect(server.clients).toBe(2);
+  });
+
+  it('tells the client that asked, and only it, when a socket path it watches appears', async () => {
+    const server = await startServer();
+    const a = await client(server, ['sockets.changed']);
+    const b = await client(server, ['sockets.changed']);
+    const path = join(dir, 'docker.sock');
+    expect(await a.peer.request('sockets.watch', { paths: [path] })).toEqual({});
+    const daemon = createServer().listen(path);
+    await once(daemon, 'listening');
+    cleanups.push(() => new Promise((r) => daemon.close(r)));
+    await waitFor(() => a.events['sockets.changed']?.length === 1, { what: 'sockets.changed', timeoutMs: 5_000 });
+    expect(a.events['sockets.changed']).toEqual([{ path }]);
+    expect(b.events['sockets.changed']).toEqual([]);
+    await expect(a.peer.request('sockets.watch', { paths: ['relative.sock'] })).rejects.toThrow(/paths/);
   });
 
   it('closes a client sending garbage and keeps serving the others', async () => {

@@ -1,5 +1,6 @@
-// One connected client of the agent: its protocol peer and what it asked for (port deltas, UDP flows). Owns the
-// request handlers and the client's lifetime; a bad client is closed with a logged reason and affects no other.
+// One connected client of the agent: its protocol peer and what it asked for (port deltas, UDP flows, socket paths
+// to watch). Owns the request handlers and the client's lifetime; a bad client is closed with a logged reason and
+// affects no other.
 
 import type { Socket } from 'node:net';
 import { arch, hostname, release, uptime } from 'node:os';
@@ -11,6 +12,7 @@ import type { ListenEventsState, PortPoller } from '../ports/index.js';
 import { UdpRelay, type UdpRelayOptions } from '../relay/udp.js';
 import { AGENT_NAME, BUILD_HASH, CAPABILITIES, VERSION } from '../version.js';
 import { toWireSnapshot } from './listeners.js';
+import { SocketWatch } from './socket-watch.js';
 
 export interface SessionContext {
   poller: PortPoller;
@@ -29,6 +31,7 @@ export class Session {
   readonly peer: Peer;
   subscribed = false;
   private readonly relay: UdpRelay;
+  private readonly sockets: SocketWatch;
 
   constructor(
     private readonly socket: Socket,
@@ -49,6 +52,9 @@ export class Session {
       },
       ctx.udp,
     );
+    this.sockets = new SocketWatch((path) => {
+      if (!this.peer.closed) this.peer.notify('sockets.changed', { path });
+    });
     this.wire();
   }
 
@@ -83,6 +89,7 @@ export class Session {
     peer.on('ready', (hello) => log.info({ remote: hello.agent, caps: hello.caps }, 'client ready'));
     peer.on('close', (reason: string) => {
       this.relay.close();
+      this.sockets.stop();
       log.info({ reason }, 'client closed');
     });
     peer.on('unhandled', (name: string) => log.debug({ event: name }, 'event without handler ignored'));
@@ -98,6 +105,10 @@ export class Session {
       const snapshot = this.snapshot();
       this.subscribed = true;
       return snapshot;
+    });
+    peer.handle('sockets.watch', ({ paths }) => {
+      this.sockets.set(paths);
+      return {};
     });
     peer.onEvent('udp.dgram', (d) => this.relay.onDatagram(d));
     peer.onEvent('udp.close', (d) => this.relay.onClose(d.flow));

@@ -149,6 +149,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       instanceDir: opts.instanceDir,
       logger: this.logger('forward'),
       requestScan: () => this.link.requestScan(),
+      watchSockets: (paths) => this.link.watchSockets(paths),
     });
     this.wire();
   }
@@ -346,6 +347,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
     };
     this.link.on('snapshot', (listeners) => afterSshPort(() => this.engine.setListeners(listeners)));
     this.link.on('delta', (delta) => afterSshPort(() => this.engine.applyDelta(delta)));
+    this.link.on('socket-changed', (path: string) => this.engine.socketChanged(path));
+    this.link.on('socket-watch', (on: boolean) => this.engine.setSocketWatch(on));
     this.link.on('up', () => {
       if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     });

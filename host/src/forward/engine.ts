@@ -53,6 +53,8 @@ interface ForwardEngineOptions {
   udpIdleMs?: number;
   /** Asks the guest agent to scan now (AgentLink.requestScan): a detected listener's guest port refused. */
   requestScan?: () => void;
+  /** The guest socket paths of the unix forwards, whenever they change (AgentLink.watchSockets). */
+  watchSockets?: (paths: string[]) => void;
 }
 
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
@@ -122,6 +124,10 @@ export class ForwardEngine extends EventEmitter {
   private sshDown: string | null = null;
   /** Why the agent link is down, which static and runtime UDP forwards need too (its relay carries them). */
   private linkDown: string | null = 'agent link not up yet';
+  /** Whether the guest agent watches the unix forwards' socket paths (it says when one changes). */
+  private socketsWatched = false;
+  /** The paths last handed to watchSockets. */
+  private watchedPaths = '';
   private stopped = false;
   private sshPort: number;
   /** The current agent link (UDP datagrams travel over it). */
@@ -287,6 +293,31 @@ export class ForwardEngine extends EventEmitter {
       } else if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
       else this.resume(f);
     }
+  }
+
+  /**
+   * Whether the guest agent watches the unix forwards' socket paths now. From when it does, a forward showing a cause
+   * waits for its word instead of looking on a timer, after one look now (the socket may have changed unwatched).
+   */
+  setSocketWatch(on: boolean): void {
+    if (on === this.socketsWatched) return;
+    this.socketsWatched = on;
+    if (!on) return;
+    for (const f of this.forwardsById.values()) if (f.look && f.refused) f.look.changed();
+  }
+
+  /** The guest agent saw a watched socket path change: its forwards look at it now. */
+  socketChanged(path: string): void {
+    for (const f of this.forwardsById.values()) if (f.look && f.guestAddr === path) f.look.changed();
+  }
+
+  /** Hands the unix forwards' guest socket paths to the guest agent's watch when they changed. */
+  private watchSockets(): void {
+    const paths = [...new Set([...this.forwardsById.values()].filter((f) => f.look).map((f) => f.guestAddr))].sort();
+    const key = paths.join('\0');
+    if (key === this.watchedPaths) return;
+    this.watchedPaths = key;
+    this.opts.watchSockets?.(paths);
   }
 
   /**
@@ -703,10 +734,16 @@ export class ForwardEngine extends EventEmitter {
     hostSocket: string,
   ): Promise<void> {
     const f = this.newForward({ id, proto: 'unix', source, guestAddr: guestSocket, guestIP: '', guestPort: 0 });
-    const look = new SocketLook(f, { ssh: this.opts.ssh, log: this.log, show: (cause) => this.show(f, cause) });
+    const look = new SocketLook(f, {
+      ssh: this.opts.ssh,
+      log: this.log,
+      show: (cause) => this.show(f, cause),
+      watched: () => this.socketsWatched,
+    });
     f.look = look;
     f.hostAddrs = [hostSocket];
     this.forwardsById.set(id, f);
+    this.watchSockets();
     // One host socket file serves one guest socket: a second forward there would send its clients to the first's.
     const holder = this.unixHolder(hostSocket);
     if (holder) {
@@ -731,7 +768,10 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
     this.explicitForwards.delete(f);
-    f.look?.stop();
+    if (f.look) {
+      f.look.stop();
+      this.watchSockets();
+    }
     if (f.source === 'detected') {
       const kind = f.ignored ? 'ignored' : 'forwarded';
       this.caps.removed(kind);

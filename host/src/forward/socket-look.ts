@@ -1,7 +1,8 @@
 // A unix socket forward's look at its guest socket: whether something listens there and, when channels fail, why
 // (missing, stale, not the login user's to open), so the forward's state is true before a client connects. One look
 // at a time per forward (a probe, or a diagnosis after a failed open), and each costs an SSH channel: failed opens
-// look at most every DIAGNOSE_INTERVAL_MS, and a forward showing a cause looks again by itself, backing off.
+// look at most every DIAGNOSE_INTERVAL_MS. A forward showing a cause looks again when the guest agent says its
+// socket changed (it watches the path); with a guest agent that cannot, by itself on a timer, backing off.
 import type { Logger } from '../log.js';
 import { ChannelOpenError, type SocketShell, socketOpenFailure } from '../ssh/index.js';
 import type { GuestTarget } from './binding.js';
@@ -34,6 +35,8 @@ interface SocketLookDeps {
   log: Logger;
   /** The forward is to show this cause from now on. */
   show: (cause: string | null) => void;
+  /** Whether the guest agent watches the socket's path (then no look runs on a timer: it says when to look). */
+  watched?: () => boolean;
 }
 
 export class SocketLook {
@@ -80,6 +83,12 @@ export class SocketLook {
     await Promise.race([this.probe(), waited]);
     clearTimeout(timer);
     this.looked = true;
+  }
+
+  /** The guest agent saw the socket path change (it appeared, went, was replaced): look now. */
+  changed(): void {
+    if (this.stopped || this.forward.suspended) return;
+    void this.probe();
   }
 
   /** The forward is gone: no more looks of its own. */
@@ -136,6 +145,9 @@ export class SocketLook {
   /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
   private scheduleRecheck(err: Error): void {
     if (this.recheck) clearTimeout(this.recheck);
+    this.recheck = null;
+    // Each timed look is an SSH session in the guest's logs, for as long as the socket stays away.
+    if (this.deps.watched?.()) return;
     this.recheck = setTimeout(() => {
       this.recheck = null;
       if (!this.forward.refused || this.stopped) {
@@ -143,6 +155,7 @@ export class SocketLook {
         return;
       }
       this.recheckMs = Math.min(this.recheckMs * 2, RECHECK_MAX_MS);
+      if (this.deps.watched?.()) return;
       // While SSH is down there is nothing to look at: wait for it.
       if (this.forward.suspended) this.scheduleRecheck(err);
       // Not through failed(): its rate limit is this timer's own interval, which a timer can undercut by a fraction

@@ -135,6 +135,8 @@ export class AgentLink extends EventEmitter {
   private lastDownUnanswered = false;
   /** A requestScan is waiting for its answer. */
   private scanRequested = false;
+  /** The guest socket paths to have watched (watchSockets), sent again on every link. */
+  private watchedSockets: string[] = [];
   /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
   private lastHungReplace = Number.NEGATIVE_INFINITY;
 
@@ -376,6 +378,9 @@ export class AgentLink extends EventEmitter {
     this.held = [];
     peer.onEvent('ports.delta', (d) => this.onDelta(peer, d));
     peer.onEvent('agent.bye', (bye) => this.onBye(bye));
+    peer.onEvent('sockets.changed', ({ path }) => {
+      if (peer === this.peer) this.emit('socket-changed', path);
+    });
     return { peer, closed, closeError: () => closeError };
   }
 
@@ -413,6 +418,7 @@ export class AgentLink extends EventEmitter {
       );
       this.emit('up', info);
       this.applySnapshot(peer, snapshot);
+      if (this.watchedSockets.length > 0) this.sendSocketWatch(peer);
       return true;
     } catch (err) {
       const message = `agent link setup failed: ${(err as Error).message}`;
@@ -436,6 +442,7 @@ export class AgentLink extends EventEmitter {
     if (this.peer === peer) this.peer = null;
     this.up = false;
     this.info = null;
+    this.emit('socket-watch', false);
     const why = this.guestStopping ?? reason;
     this.lastError = why;
     this.lastErrorAt = Date.now();
@@ -603,6 +610,27 @@ export class AgentLink extends EventEmitter {
       .finally(() => {
         this.scanRequested = false;
       });
+  }
+
+  /**
+   * The guest socket paths the host forwards: the guest agent says when one changes (`socket-changed`), on this link
+   * and every later one. `socket-watch` tells whether it does (false: an agent from before `sockets.watch`).
+   */
+  watchSockets(paths: string[]): void {
+    this.watchedSockets = paths;
+    if (this.peer && this.up) this.sendSocketWatch(this.peer);
+  }
+
+  private sendSocketWatch(peer: Peer): void {
+    peer.request('sockets.watch', { paths: this.watchedSockets }).then(
+      () => {
+        if (peer === this.peer) this.emit('socket-watch', true);
+      },
+      (err: Error) => {
+        this.log.debug({ err: err.message }, `the guest agent does not watch socket paths: ${err.message}`);
+        if (peer === this.peer) this.emit('socket-watch', false);
+      },
+    );
   }
 
   private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {
