@@ -223,6 +223,8 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(s).toMatchObject({ name: NAME, state: 'ready', pid: agentPid, ssh: { state: 'connected' } });
     expect(s.guest.version).toMatch(/^\d+\.\d+\.\d+/);
     expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    // The keys a stopped instance's status has too, with what they are while it runs.
+    expect(s).toMatchObject({ stopReason: null, link: { provisioning: false }, forwards: { capped: 0 } });
     // ls counts forwards out of those not ignored (the guest's sshd port is, by default).
     const f = s.forwards as { total: number; forwarding: number; ignored: number };
     expect(f.ignored).toBeGreaterThan(0);

@@ -146,6 +146,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       suspended: 0,
       error: 0,
       total: 0,
+      capped: 0,
     });
     expect(stopped.mounts.total).toBe(0);
     // Why it is not running: what its last run logged.
