@@ -285,6 +285,14 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(healthy.stdout).toMatch(/✓ guest agent: tether-guest .* answers on /);
     expect(healthy.stdout).toMatch(/✓ port scanner: scanning every \d+ ms/);
     expect(healthy.code).toBe(0);
+    // The same checks for scripts: one JSON array, nothing else on stdout.
+    const json = await cli('doctor', NAME, '--json');
+    expect(json.code).toBe(0);
+    const checks = JSON.parse(json.stdout) as { name: string; state: string; detail: string; fix: string | null }[];
+    expect(checks.map((c) => c.name)).toEqual(
+      healthy.stdout.split('\n').flatMap((l) => (/^[✓!✗-] ([^:]+):/.exec(l) ?? []).slice(1, 2)),
+    );
+    expect(checks.find((c) => c.name === 'port scanner')).toMatchObject({ state: 'ok', fix: null });
 
     // Break the link: kill the guest agent and make its install directory unusable so provisioning cannot restart it.
     const pid = guestAgentPid();
@@ -300,6 +308,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(broken.stdout).toMatch(/✗ guest agent link: the host agent is not connected to the guest agent: /);
     expect(broken.stdout).toMatch(/ {4}fix: /);
     expect(broken.stderr).toMatch(/^tether: \d+ problems?: .*guest agent/);
+    const brokenJson = await cli('doctor', NAME, '--json');
+    expect(brokenJson.code).toBe(1);
+    expect(JSON.parse(brokenJson.stdout)).toContainEqual(
+      expect.objectContaining({ name: 'guest agent link', state: 'fail', fix: expect.any(String) }),
+    );
 
     // up on the running instance waits for the link rather than calling it ready, and says what it waits for.
     const up = await cli('up', NAME, '--timeout', '3');
