@@ -444,7 +444,7 @@ async function checkGuestAgent(
             'guest agent',
             `${answers}, but ${outdated}`,
             config.guestAgent.provision === 'auto'
-              ? 'tether down NAME && tether up NAME (provisioning replaces it)'
+              ? `tether down ${instance} && tether up ${instance} (provisioning replaces it)`
               : "install this host's tether-guest in the guest (tether-guest install), or set guestAgent.provision: auto",
           )
         : ok('guest agent', answers),

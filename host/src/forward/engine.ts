@@ -297,13 +297,17 @@ export class ForwardEngine extends EventEmitter {
 
   /**
    * Whether the guest agent watches the unix forwards' socket paths now. From when it does, a forward showing a cause
-   * waits for its word instead of looking on a timer, after one look now (the socket may have changed unwatched).
+   * waits for its word instead of looking on a timer, after one look now (the socket may have changed unwatched);
+   * from when it stops, such a forward looks on its timer again.
    */
   setSocketWatch(on: boolean): void {
     if (on === this.socketsWatched) return;
     this.socketsWatched = on;
-    if (!on) return;
-    for (const f of this.forwardsById.values()) if (f.look && f.refused) f.look.changed();
+    for (const f of this.forwardsById.values()) {
+      if (!f.look || !f.refused) continue;
+      if (on) f.look.changed();
+      else f.look.unwatched();
+    }
   }
 
   /** The guest agent saw a watched socket path change: its forwards look at it now. */

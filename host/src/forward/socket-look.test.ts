@@ -1,7 +1,8 @@
 // SocketLook against a fake guest: the probe at setup, the diagnosis after failed opens (one at a time, then rate
-// limited), and a channel that opens during a diagnosis outweighing it.
+// limited), a channel that opens during a diagnosis outweighing it, and looks on a timer only while the guest agent
+// does not watch the path.
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChannelOpenError, type SocketShell } from '../ssh/index.js';
 import { SocketLook } from './socket-look.js';
 
@@ -25,7 +26,7 @@ function holdLooks(guest: { hold: Promise<void> | null }): () => void {
 const settled = () => new Promise((r) => setTimeout(r, 10));
 
 /** A guest socket in `state`, its forward, and the look at it; `looks` counts the exec channels that examined it. */
-function setup(state: string) {
+function setup(state: string, watch = { on: false }) {
   const guest = { state, looks: 0, closed: 0, hold: null as Promise<void> | null };
   const ssh = {
     openStreamLocal: async () => {
@@ -52,6 +53,7 @@ function setup(state: string) {
     show: (cause) => {
       forward.refused = cause;
     },
+    watched: () => watch.on,
   });
   return { guest, forward, look, opened };
 }
@@ -103,6 +105,40 @@ describe('SocketLook', () => {
     await settled();
     expect(guest.looks).toBe(1);
     expect(forward.refused).toBeNull();
+    look.stop();
+  });
+});
+
+describe('SocketLook while the guest agent watches the path', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("looks on the guest agent's word rather than a timer, and on its timer again once the word stops", async () => {
+    vi.useFakeTimers();
+    const watch = { on: true };
+    const { guest, forward, look, opened } = setup('absent', watch);
+    await look.settle();
+    expect(guest.looks).toBe(1);
+    expect(forward.refused).toContain('does not exist');
+    // Watched: minutes pass without a look (each would be an SSH session in the guest).
+    await vi.advanceTimersByTimeAsync(180_000);
+    expect(guest.looks).toBe(1);
+    // The daemon starts: the guest agent's word has the forward look at once.
+    guest.state = 'listening';
+    look.changed();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(opened).toEqual([null]);
+
+    // It stops again while the guest agent's link is down: the forward looks on its own timer.
+    guest.state = 'absent';
+    look.failed(openFailed());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(guest.looks).toBe(2);
+    watch.on = false;
+    look.unwatched();
+    await vi.advanceTimersByTimeAsync(5_500);
+    expect(guest.looks).toBe(3);
     look.stop();
   });
 });

@@ -51,6 +51,8 @@ export class SocketLook {
   /** The next look while the forward shows a cause (so it clears without a client trying), and its delay. */
   private recheck: NodeJS.Timeout | null = null;
   private recheckMs = DIAGNOSE_INTERVAL_MS;
+  /** The failed open the last examine explained (what a timed look explains again). */
+  private lastFailure: Error | null = null;
   private stopped = false;
 
   constructor(
@@ -91,6 +93,16 @@ export class SocketLook {
     void this.probe();
   }
 
+  /**
+   * The guest agent no longer watches the path (its link is down, or another build answers now): a forward showing
+   * a cause looks again on its own timer, or it would wait for a client to try.
+   */
+  unwatched(): void {
+    if (this.stopped || !this.forward.refused || this.recheck || !this.lastFailure) return;
+    this.recheckMs = DIAGNOSE_INTERVAL_MS;
+    this.scheduleRecheck(this.lastFailure);
+  }
+
   /** The forward is gone: no more looks of its own. */
   stop(): void {
     this.stopped = true;
@@ -107,6 +119,7 @@ export class SocketLook {
 
   /** Why channels to the guest socket fail, from an exec channel (socketOpenFailure); the forward shows it. */
   private async examine(err: Error): Promise<void> {
+    this.lastFailure = err;
     const f = this.forward;
     const opens = this.opens;
     const cause = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
