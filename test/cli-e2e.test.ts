@@ -101,6 +101,28 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(argv).toContain('--timeout'); // up's --timeout is the agent's requirement deadline too
   });
 
+  it('up and doctor say when the running agent is another build of tether than the command (rebuilt since)', async () => {
+    const buildFile = new URL('../host/dist/build.json', import.meta.url);
+    const real = readFileSync(buildFile, 'utf8');
+    const running = JSON.parse(real).build;
+    // The command is rebuilt while the agent runs: its build file says so; the agent keeps the build it started with.
+    writeFileSync(buildFile, `${JSON.stringify({ build: '0123456789abcdef' })}\n`);
+    try {
+      const up = await cli('up', NAME);
+      expect(up.code).toBe(0);
+      expect(up.stdout).toContain(
+        `the agent runs another build of tether (${running}) than this command (0123456789abcdef): it was started ` +
+          `before tether was rebuilt or upgraded; \`tether down ${NAME} && tether up ${NAME}\` runs this one`,
+      );
+      const doctor = await cli('doctor', NAME);
+      expect(doctor.stdout).toMatch(/^! host agent build: the agent runs another build of tether/m);
+      expect(doctor.stdout).toContain(`fix: tether down ${NAME} && tether up ${NAME}`);
+    } finally {
+      writeFileSync(buildFile, real);
+    }
+    expect((await cli('up', NAME)).stdout).not.toContain('another build');
+  });
+
   it('up on a running instance says so, and says when its flags changed tether.yaml', async () => {
     const same = await cli('up', NAME);
     expect(same.code).toBe(0);
@@ -225,6 +247,10 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(s.requirements.map((q: { state: string }) => q.state)).toEqual(['ok', 'ok', 'ok', 'ok']);
     // The keys a stopped instance's status has too, with what they are while it runs.
     expect(s).toMatchObject({ stopReason: null, link: { provisioning: false }, forwards: { capped: 0 } });
+    // The build of the host code it runs: this checkout's.
+    const built = JSON.parse(readFileSync(new URL('../host/dist/build.json', import.meta.url), 'utf8')).build;
+    expect(s.build).toMatch(/^[0-9a-f]{16}$/);
+    expect(s.build).toBe(built);
     // ls counts forwards out of those not ignored (the guest's sshd port is, by default).
     const f = s.forwards as { total: number; forwarding: number; ignored: number };
     expect(f.ignored).toBeGreaterThan(0);

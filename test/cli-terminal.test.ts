@@ -56,6 +56,7 @@ const status: StatusView = {
   name: NAME,
   pid: process.pid,
   startedAt: now,
+  build: null,
   state: 'degraded',
   ssh: { target: 'me@127.0.0.1:2222', state: 'connected', since: now, lastError: null, reconnects: 0 },
   guest: {

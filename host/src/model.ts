@@ -203,6 +203,8 @@ export interface StatusView {
   name: string;
   pid: number;
   startedAt: string;
+  /** The build of the host code the agent runs (hostBuild); null when unknown (run from sources, or stopped). */
+  build: string | null;
   /**
    * `starting` until every requirement is ok, `ready` after, `degraded` while the guest agent link is down or a
    * failed mount requirement (5) is not met yet, `failed` when another requirement failed (`up` then stops it),

@@ -33,7 +33,7 @@ import {
   StreamLocalRefusedError,
   streamLocalRefusal,
 } from '../ssh/index.js';
-import { HOST_AGENT_NAME } from '../version.js';
+import { HOST_AGENT_NAME, hostBuild } from '../version.js';
 import { firstOutcome } from './first-outcome.js';
 import { defaultMountSkipped, mountSummary } from './mounts.js';
 import { ProblemRing } from './problems.js';
@@ -164,6 +164,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       name: this.name,
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
+      build: hostBuild(),
       state: this.state,
       ssh: {
         target: this.ssh.target,

@@ -21,7 +21,7 @@ import {
   streamLocalRefusal,
 } from '../ssh/index.js';
 import { sshTarget } from '../ssh/target.js';
-import { HOST_AGENT_NAME } from '../version.js';
+import { HOST_AGENT_NAME, otherBuild } from '../version.js';
 import { clientFor } from './context.js';
 import { cappedListeners, countOf } from './render.js';
 import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';
@@ -73,6 +73,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   const agent = await checkAgent(paths, config.guestAgent.provision);
   add(agent.result);
+  const stale = otherBuild(agent.build);
+  if (stale) add(warn('host agent build', stale, `tether down ${paths.name} && tether up ${paths.name}`));
   if (agent.link) add(agent.link);
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
   add(
@@ -227,6 +229,8 @@ interface AgentCheck {
   provisioning?: boolean;
   /** Guest listeners the running agent leaves out (maxForwards). */
   capped?: number;
+  /** The build of tether the running agent runs. */
+  build?: string | null;
 }
 
 async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
@@ -273,6 +277,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       guestStopping,
       provisioning: status.link.provisioning === true,
       capped: status.forwards.capped,
+      build: status.build,
     };
   const result =
     status.state === 'ready'
@@ -284,7 +289,8 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
         );
   const provisioning = status.link?.provisioning === true;
   const capped = status.forwards.capped;
-  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning, capped };
+  const build = status.build;
+  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning, capped, build };
 }
 
 /** The host agent is connected but its link to the guest agent is down. */

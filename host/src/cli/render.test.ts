@@ -8,6 +8,7 @@ const status: StatusView = {
   name: 'vm',
   pid: 42,
   startedAt: now,
+  build: null,
   state: 'ready',
   ssh: { target: 'me@127.0.0.1:2222', state: 'connected', since: now, lastError: null, reconnects: 0 },
   guest: {

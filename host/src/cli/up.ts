@@ -12,6 +12,7 @@ import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid
 import { REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
 import { sshTarget } from '../ssh/target.js';
+import { otherBuild } from '../version.js';
 import { spawnAgent } from './agent-spawn.js';
 import { stopAgent } from './agent-stop.js';
 import { clientFor, pathsFor } from './context.js';
@@ -91,6 +92,8 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
   if (opts.foreground)
     throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
   print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
+  const stale = otherBuild(running?.build);
+  if (stale) print(`${stale}; \`tether down ${name} && tether up ${name}\` runs this one`);
   // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
   if (running?.ssh.state === 'closed')
     throw new CliError(

@@ -45,6 +45,7 @@ export function registerStatus(program: Command): void {
           name,
           pid: null,
           startedAt: null,
+          build: null,
           state: 'stopped',
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
           guest: null,
