@@ -138,6 +138,13 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/mounts\[0\]\.location: missing; expected string/, /mounts\[0\]\.driver: got "nfs"; expected one of/],
   },
   {
+    name: "static rule onto the host port of the VM's SSH (QEMU's hostfwd on loopback)",
+    text: 'ssh:\n  user: a\n  host: localhost\n  port: 2222\nportForwards:\n  - guestPort: 3000\n    hostPort: 2222\n    static: true\n',
+    expect: [
+      /demo\.yaml:7:15: portForwards\[0\]\.hostPort: .*host port 2222 is where this host reaches the VM's sshd \(ssh\.port\): expected another host port/,
+    ],
+  },
+  {
     name: 'whole file is a list',
     text: '- a\n- b\n',
     expect: [/demo\.yaml:1:1: \(top level\): got \["a","b"\]; expected object, received array/],

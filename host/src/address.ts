@@ -1,5 +1,5 @@
-// How the host agent writes a socket address in messages, logs and views (`127.0.0.1:8080`, `[::1]:8080`), and which
-// host names are this host's loopback.
+// How the host agent writes a socket address in messages, logs and views (`127.0.0.1:8080`, `[::1]:8080`), which
+// host names are this host's loopback, and the one host port no forward may take: the VM's SSH port on loopback.
 
 export function formatAddr(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
@@ -9,4 +9,24 @@ export function formatAddr(ip: string, port: number): string {
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();
   return h === 'localhost' || h === '::1' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * Whether a forward on these host addresses takes the loopback port this host's SSH connection to the VM goes
+ * through (`hostSshPort`: ssh.port when ssh.host is a loopback address, else undefined): a guest service there would
+ * answer `localhost:PORT` on ::1 (tried first on macOS) in place of the VM's sshd, and on 127.0.0.1 once it stops.
+ */
+export function takesSshPort(
+  proto: 'tcp' | 'udp',
+  hostIPs: readonly string[],
+  hostPort: number,
+  hostSshPort: number | undefined,
+): boolean {
+  const loopbackOrAny = (ip: string) => isLoopbackHost(ip.replace(/^::ffff:/i, '')) || ip === '0.0.0.0' || ip === '::';
+  return proto === 'tcp' && hostPort === hostSshPort && hostIPs.some(loopbackOrAny);
+}
+
+/** Why no forward may take that port. */
+export function sshPortTaken(hostPort: number): string {
+  return `host port ${hostPort} is where this host reaches the VM's sshd (ssh.port)`;
 }

@@ -128,10 +128,10 @@ type Key = PropertyKey;
 function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
   const entries = (raw as { portForwards?: unknown }).portForwards;
   if (!Array.isArray(entries)) return issues;
-  const failing = new Set(
-    issues.filter((i) => i.path[0] === 'portForwards' && typeof i.path[1] === 'number').map((i) => i.path[1] as number),
-  );
-  const rest = issues.filter((i) => !(i.path[0] === 'portForwards' && failing.has(i.path[1] as number)));
+  // The whole config's own checks (a custom issue) name their rule already; the union's say nothing useful.
+  const fromUnion = (i: Issue) => i.path[0] === 'portForwards' && typeof i.path[1] === 'number' && i.code !== 'custom';
+  const failing = new Set(issues.filter(fromUnion).map((i) => i.path[1] as number));
+  const rest = issues.filter((i) => !(fromUnion(i) && failing.has(i.path[1] as number)));
   for (const index of failing) {
     const entry = entries[index];
     const isSocket = entry !== null && typeof entry === 'object' && ('guestSocket' in entry || 'hostSocket' in entry);

@@ -3,6 +3,7 @@
 import { posix } from 'node:path';
 import { IpAddress, Port } from '@tether/protocol';
 import { z } from 'zod';
+import { isLoopbackHost, sshPortTaken, takesSshPort } from '../address.js';
 
 /**
  * The guest agent's socket unless tether.yaml names another (guest/src/agent/socket.ts serves on the same by
@@ -165,6 +166,19 @@ export const Config = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    // A static rule onto the port this host reaches the VM's sshd on would take localhost:PORT from it (on ::1, or on
+    // 127.0.0.1 once the VM stops).
+    const hostSshPort = isLoopbackHost(c.ssh.host) ? c.ssh.port : undefined;
+    c.portForwards.forEach((r, i) => {
+      if (!('static' in r) || !r.static || r.ignore) return;
+      const hostPort = r.hostPort ?? r.hostPortRange?.[0] ?? r.guestPort ?? 0;
+      if (!takesSshPort('tcp', r.hostIP ? [r.hostIP] : ['127.0.0.1'], hostPort, hostSshPort)) return;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['portForwards', i, r.hostPort !== undefined ? 'hostPort' : 'guestPort'],
+        message: `${sshPortTaken(hostPort)}: expected another host port (hostPort)`,
+      });
+    });
     // Two mounts on one guest directory stack: the second hides the first, and both would show `mounted`.
     const seen = new Map<string, number>();
     (c.mounts ?? []).forEach((m, i) => {

@@ -139,8 +139,20 @@ describe('ForwardEngine', () => {
     lines.length = 0;
   });
 
-  const make = (maxForwards = 4096) =>
-    new ForwardEngine({ ssh: fakeSsh, portForwards: [], maxForwards, instanceDir: '/tmp', logger });
+  const make = (maxForwards = 4096, hostSshPort?: number) =>
+    new ForwardEngine({ ssh: fakeSsh, portForwards: [], maxForwards, instanceDir: '/tmp', logger, hostSshPort });
+
+  it("refuses to add a forward onto the host port of the VM's SSH, on any loopback or wildcard address", async () => {
+    engine = make(4096, 2222);
+    for (const hostIP of [undefined, '127.0.0.1', '::1', '0.0.0.0']) {
+      await expect(engine.add({ proto: 'tcp', hostIP, hostPort: 2222, guestPort: 3000 })).rejects.toMatchObject({
+        statusCode: 422,
+        message:
+          "host port 2222 is where this host reaches the VM's sshd (ssh.port): forward guest port 3000 to another host port",
+      });
+    }
+    expect(engine.views()).toEqual([]);
+  });
 
   it('reconciles a fresh snapshot after suspension: kept forwards keep their listeners, gone ones close', async () => {
     engine = make();

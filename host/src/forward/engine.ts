@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
-import { formatAddr } from '../address.js';
+import { formatAddr, sshPortTaken, takesSshPort } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -372,6 +372,11 @@ export class ForwardEngine extends EventEmitter {
       await this.createUnixForward(id, 'runtime', spec.guestSocket, hostSocket);
       return this.keepIfBound(id);
     }
+    if (takesSshPort(spec.proto, hostIPsOf(spec.hostIP), spec.hostPort, this.opts.hostSshPort))
+      throw Object.assign(
+        new Error(`${sshPortTaken(spec.hostPort)}: forward guest port ${spec.guestPort} to another host port`),
+        { statusCode: 422 },
+      );
     const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
     // Another added or static forward on the same host address, or one that overlaps it (0.0.0.0 and 127.0.0.1): two

@@ -3,6 +3,7 @@
 // Order: the built-in ignore of the guest's sshd port, then the configured rules (first match wins), then the
 // default rule (guest loopback or wildcard → host 127.0.0.1 and ::1, same port). Non-loopback guest addresses are
 // forwarded only when a rule says so.
+import { sshPortTaken, takesSshPort } from '../address.js';
 import type { PortRule } from '../config/schema.js';
 
 export interface GuestListenerAddr {
@@ -109,16 +110,10 @@ function sparingSshPort(
   forward: Extract<RuleDecision, { action: 'forward' }>,
   opts: MatchOptions,
 ): RuleDecision {
-  const takesIt =
-    l.proto === 'tcp' &&
-    forward.hostPort === opts.hostSshPort &&
-    forward.hostIPs.some((ip) => isWildcard(ip) || /^127\./.test(ip) || ip === '::1');
-  if (!takesIt) return forward;
+  if (!takesSshPort(l.proto, forward.hostIPs, forward.hostPort, opts.hostSshPort)) return forward;
   return {
     action: 'ignore',
-    reason:
-      `host port ${forward.hostPort} is where this host reaches the VM's sshd (ssh.port); a portForwards rule with ` +
-      `guestPort ${l.port} and another hostPort forwards it`,
+    reason: `${sshPortTaken(forward.hostPort)}; a portForwards rule with guestPort ${l.port} and another hostPort forwards it`,
   };
 }
 
