@@ -39,6 +39,14 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether shel
     expect((await shell(['sh', '-c', 'exit 7'])).code).toBe(7);
     expect(await shell(['cat'], { input: 'over stdin\n' })).toMatchObject({ code: 0, stdout: 'over stdin\n' });
     expect((await shell(['--', 'printf', '%s|', 'a b', "it's", '$HOME'])).stdout).toBe("a b|it's|$HOME|");
+    // Options after the command are the command's, even those tether has (help, version, --workdir).
+    expect(await shell(['ls', '-d', '-h', '/'])).toMatchObject({ code: 0, stdout: '/\n' });
+    expect((await shell(['echo', '-V', '--workdir', '/tmp'])).stdout).toBe('-V --workdir /tmp\n');
+  });
+
+  it("runs a command in the login shell, with what the user's profile sets up", async () => {
+    await testbed().ssh(`printf 'export FROM_PROFILE=yes\\n' >> "$HOME/.profile"`);
+    expect((await shell(['sh', '-c', 'echo "profile: $FROM_PROFILE"'])).stdout).toBe('profile: yes\n');
   });
 
   it('starts in the guest path of a mounted working directory, or in --workdir', async () => {

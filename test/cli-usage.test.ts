@@ -121,6 +121,7 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     expect(stopped).toMatchObject({ name: 'idle', state: 'stopped', ssh: { state: 'closed' }, guest: null });
     // The same keys as a running agent's status, empty.
     expect(Object.keys(stopped).sort()).toEqual([
+      'build',
       'forwards',
       'guest',
       'lastErrors',

@@ -23,6 +23,8 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .showHelpAfterError('(see `tether --help` for usage)')
     .exitOverride()
+    // `tether shell dev ls -V`: options after a command are its own, not tether's --version.
+    .enablePositionalOptions()
     .configureHelp({ sortSubcommands: false });
   withHelp(program, [
     'tether up dev --ssh me@127.0.0.1:2222 -i ~/.ssh/id_ed25519',

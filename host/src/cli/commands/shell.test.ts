@@ -1,15 +1,24 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { shellScript } from './shell.js';
+import { shellArgs, shellScript } from './shell.js';
 
 describe('shellScript', () => {
-  it('runs the login shell, or the command with each argument quoted as one word', () => {
+  it('runs the login shell, or the command in it with each argument arriving as one word', () => {
     expect(shellScript(null, [])).toBe('exec "$SHELL" -l');
-    expect(shellScript(null, ['printf', '%s', "a b'c"])).toBe(`exec printf %s 'a b'\\''c'`);
+    const words = ['printf', '%s|', "a b'c", '$HOME', 'back\\slash', '*', '"q"'];
+    for (const shell of ['/bin/sh', '/bin/bash'].filter((s) => existsSync(s))) {
+      const out = execFileSync('/bin/sh', ['-c', shellScript(null, words)], {
+        env: { SHELL: shell, HOME: '/nonexistent-home', PATH: '/usr/bin:/bin' },
+        encoding: 'utf8',
+      });
+      expect(out, shell).toBe(`a b'c|$HOME|back\\slash|*|"q"|`);
+    }
   });
 
   it('changes to a mounted directory quietly, and to a --workdir or fails', () => {
     expect(shellScript({ dir: '/home/me/a b', required: false }, ['pwd'])).toBe(
-      `cd '/home/me/a b' 2>/dev/null\nexec pwd`,
+      `cd '/home/me/a b' 2>/dev/null\nexec "$SHELL" -l -c pwd`,
     );
     expect(shellScript({ dir: '/srv', required: true }, [])).toMatch(/^cd \/srv \|\| exit 1\n/);
   });
@@ -17,5 +26,23 @@ describe('shellScript', () => {
   it('reads ~ and ~/x as the guest home', () => {
     expect(shellScript({ dir: '~', required: true }, [])).toMatch(/^cd "\$HOME" \|\| exit 1/);
     expect(shellScript({ dir: '~/my dir', required: true }, [])).toMatch(/^cd "\$HOME"\/'my dir' \|\| exit 1/);
+  });
+});
+
+describe('shellArgs', () => {
+  it("reads tether's options up to the command, and none of the command's", () => {
+    expect(shellArgs(['--workdir', '/tmp', 'ls', '-h', '--workdir', 'x'])).toEqual({
+      workdir: '/tmp',
+      help: false,
+      command: ['ls', '-h', '--workdir', 'x'],
+    });
+    expect(shellArgs(['--workdir=/srv', 'python3', '--version'])).toEqual({
+      workdir: '/srv',
+      help: false,
+      command: ['python3', '--version'],
+    });
+    expect(shellArgs(['--', '--workdir', 'x'])).toEqual({ help: false, command: ['--workdir', 'x'] });
+    expect(shellArgs(['-h'])).toEqual({ help: true, command: [] });
+    expect(shellArgs([])).toEqual({ help: false, command: [] });
   });
 });

@@ -17,13 +17,32 @@ import { loginShellCommand, shellQuote } from '../../ssh/shell-quote.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, ExitStatus } from '../errors.js';
 import { guestWorkdir } from '../guest-workdir.js';
+import { complain } from '../terminal.js';
 
 interface ShellOptions {
   workdir?: string;
 }
 
+/**
+ * tether's own options between NAME and the command (`--workdir DIR`, `-h`), then the command: from its first word
+ * on, every argument is the command's (`ls -h` is not tether's help). `--` ends tether's options.
+ */
+export function shellArgs(rest: readonly string[]): { workdir?: string; help: boolean; command: string[] } {
+  let workdir: string | undefined;
+  let i = 0;
+  for (; i < rest.length; i++) {
+    const a = rest[i];
+    if (a === '--') return { workdir, help: false, command: rest.slice(i + 1) };
+    if (a === '-h' || a === '--help') return { workdir, help: true, command: [] };
+    if (a === '--workdir' && i + 1 < rest.length) workdir = rest[++i];
+    else if (a.startsWith('--workdir=')) workdir = a.slice('--workdir='.length);
+    else break;
+  }
+  return { workdir, help: false, command: rest.slice(i) };
+}
+
 export function registerShell(program: Command): void {
-  withHelp(
+  const cmd = withHelp(
     program
       .command('shell')
       .description(
@@ -32,15 +51,20 @@ export function registerShell(program: Command): void {
       .argument('<name>', 'instance name')
       .argument('[command...]', 'a command and its arguments to run instead of the shell, each passed as one word')
       .option('--workdir <dir>', 'guest directory to start in (`~/x` for one under the guest home)')
-      // `tether shell dev ls -l`: options tether does not know are the command's (`--` ends tether's options).
-      .allowUnknownOption(),
+      // Everything after NAME is read here (shellArgs), so that `ls -l` or `python3 --version` keep their options.
+      .passThroughOptions(),
     [
       'tether shell dev',
       'tether shell dev uname -a',
       "tether shell dev -- sh -c 'ls | wc -l'",
       'tether shell dev --workdir /tmp',
     ],
-  ).action(async (name: string, command: string[], opts: ShellOptions) => {
+  );
+  cmd.action(async (name: string, rest: string[], opts: ShellOptions) => {
+    const parsed = shellArgs(rest);
+    if (parsed.help) cmd.help();
+    const { command } = parsed;
+    const workdirAsked = parsed.workdir ?? opts.workdir;
     const paths = existingInstance(name);
     const config = await sshConfig(paths);
     const pinned = readPinned(paths.hostKey);
@@ -49,13 +73,19 @@ export function registerShell(program: Command): void {
     const alias = hostKeyAlias(name);
     const knownHosts = join(paths.dir, 'known_hosts');
     writeFileSync(knownHosts, knownHostsLine(alias, pinned), { mode: 0o600 });
-    const workdir = opts.workdir ? { dir: opts.workdir, required: true } : await mountedWorkdir(paths);
+    const workdir = workdirAsked ? { dir: workdirAsked, required: true } : await mountedWorkdir(paths);
     const ssh = { ...config.ssh, identityFile: config.ssh.identityFile && expandHome(config.ssh.identityFile) };
-    const argv = opensshArgv(
-      { ssh, knownHosts, alias, tty: process.stdin.isTTY === true },
-      loginShellCommand(shellScript(workdir, command)),
-    );
+    // As ssh does for a login shell; a command gets a terminal only when its output goes to one too, so that
+    // `tether shell dev cat f | sha256sum` gets the file's bytes (a terminal would turn \n into \r\n).
+    const tty = process.stdin.isTTY === true && (command.length === 0 || process.stdout.isTTY === true);
+    const argv = opensshArgv({ ssh, knownHosts, alias, tty }, loginShellCommand(shellScript(workdir, command)));
     const code = await runSsh(argv);
+    if (code === SSH_FAILED)
+      complain(
+        `tether: ssh exited ${SSH_FAILED}: it could not connect or log in, or the guest's host key is not the one ` +
+          `tether pinned in ${paths.hostKey} (deleting that file accepts a new key deliberately; \`tether up ${name}\` ` +
+          'pins it again)\n',
+      );
     if (code !== 0) throw new ExitStatus(code);
   });
 }
@@ -86,8 +116,14 @@ async function mountedWorkdir(paths: InstancePaths): Promise<{ dir: string; requ
       return p;
     }
   };
+  let cwd: string;
+  try {
+    cwd = process.cwd();
+  } catch {
+    return null; // removed under the shell that runs tether: the guest home it is
+  }
   const dir = guestWorkdir(
-    real(process.cwd()),
+    real(cwd),
     mounts.map((m) => ({ ...m, location: real(m.location) })),
   );
   return dir ? { dir, required: false } : null;
@@ -105,10 +141,15 @@ export function shellScript(workdir: { dir: string; required: boolean } | null, 
       dir === '~' ? '"$HOME"' : dir.startsWith('~/') ? `"$HOME"/${shellQuote(dir.slice(2))}` : shellQuote(dir);
     lines.push(workdir.required ? `cd ${target} || exit 1` : `cd ${target} 2>/dev/null`);
   }
-  // sshd sets SHELL to the user's login shell (/bin/sh when the passwd entry names none).
-  lines.push(command.length > 0 ? `exec ${command.map(shellQuote).join(' ')}` : 'exec "$SHELL" -l');
+  // sshd sets SHELL to the user's login shell (/bin/sh when the passwd entry names none). A command runs in it as a
+  // login shell too, so that what its profile sets up (PATH with ~/.local/bin, nvm) is there, as in the shell.
+  const run = command.length > 0 ? ` -c ${shellQuote(command.map(shellQuote).join(' '))}` : '';
+  lines.push(`exec "$SHELL" -l${run}`);
   return lines.join('\n');
 }
+
+/** ssh's own exit status for its failures (connect, login, host key). */
+const SSH_FAILED = 255;
 
 /** Runs ssh on this terminal; resolves with its exit status (128 + the signal number when a signal ended it). */
 function runSsh(argv: string[]): Promise<number> {
