@@ -14,7 +14,8 @@ export function shellQuote(s: string): string {
 
 /**
  * The exec request for a POSIX sh script, whatever the login shell. The login shell still starts first and reads
- * its startup files, so what they export (a PATH with nvm's node, say) reaches the script.
+ * the startup files it reads for a command (bash as sshd runs it: ~/.bashrc; zsh: ~/.zshenv; fish: config.fish; not
+ * a login profile), so what those export (a PATH with nvm's node, say) reaches the script.
  */
 export function loginShellCommand(script: string): string {
   return `exec /bin/sh -c ${shellQuote(script)}`;
