@@ -2,6 +2,8 @@
 // up with progress lines, forward ls --json showing a guest web server with exactly the contract keys, forward
 // add/rm, logs -n, status --json, doctor healthy and with a broken guest agent, down leaving nothing behind, and an up
 // whose mount cannot be made (exit 1, the agent serving on degraded).
+
+import { once } from 'node:events';
 import {
   chmodSync,
   copyFileSync,
@@ -13,6 +15,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -436,13 +439,29 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       guestAgent: { installDir },
       portForwards: [{ guestSocket: missing, hostSocket: join(home, 'not-yet.sock') }],
     });
+    // A guest server whose port another host program holds: its forward is in conflict.
+    const port = await freePort();
+    const holder = net.createServer().listen(port, '127.0.0.1');
+    await once(holder, 'listening');
+    const server = tb.spawn('/usr/bin/python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1'], {
+      user: tb.user,
+    });
     try {
+      await waitFor(async () => (await tb.exec(`ss -Htln 'sport = :${port}'`)).stdout.includes('LISTEN'), {
+        what: `guest server on ${port}`,
+      });
       const r = await cli('up', name, '-c', config);
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/✓ instance e2e-static is ready/);
       expect(r.stderr).toContain(`tether: warning: forward unix ${join(home, 'not-yet.sock')} → guest ${missing} `);
       expect(r.stderr).toMatch(/from tether.yaml: error \(guest socket .* does not exist/);
+      expect(r.stderr).toContain(
+        `tether: warning: 1 guest listener not forwarded on every host address: tcp 127.0.0.1:${port} conflict; ` +
+          `\`tether forward ls ${name}\` says why`,
+      );
     } finally {
+      server.kill();
+      holder.close();
       expect((await cli('down', name)).code).toBe(0);
     }
   });

@@ -2,6 +2,7 @@
 // the mounts together, runs the boot requirements in order, and exposes the operator view (AgentApi) that the control
 // API serves. Owns lifecycles and the translation of component events into AgentEvents; no socket code lives here.
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Info } from '@tether/protocol';
 import { isLoopbackHost } from '../address.js';
 import type { Config } from '../config/schema.js';
@@ -84,6 +85,12 @@ const SSH_PORT_WAIT_MS = 5_000;
 /** How long requirement 2 keeps trying while the guest refuses the login (see waitLogin). */
 const LOGIN_REFUSED_GRACE_MS = 60_000;
 
+/**
+ * How long requirement 4 waits for the guest's first listeners to be forwarded once the link is up: their host
+ * ports bind in milliseconds; the bound only keeps a stuck bind from holding the boot.
+ */
+const FIRST_SNAPSHOT_WAIT_MS = 10_000;
+
 /** Emits `event` (AgentEvent). */
 export class HostAgent extends EventEmitter implements AgentApi {
   readonly ssh: SshSession;
@@ -105,6 +112,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
   private sshPortKnown: Promise<void> = Promise.resolve();
   /** Times the agent link went down: listener updates held back across a drop are dropped. */
   private linkDowns = 0;
+  /** Settles once the guest's first snapshot of listeners has been applied (each forward bound or saying why not). */
+  private readonly firstSnapshot: Promise<void>;
+  private firstSnapshotApplied: () => void = () => {};
   private retryingMounts = false;
 
   constructor(
@@ -113,6 +123,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
     private readonly opts: HostAgentOptions,
   ) {
     super();
+    this.firstSnapshot = new Promise((resolve) => {
+      this.firstSnapshotApplied = resolve;
+    });
     this.problems = opts.problems ?? new ProblemRing(20);
     this.log = this.logger('agent');
     this.bundleDir = opts.guestBundleDir ?? defaultBundleDir();
@@ -274,6 +287,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
             const info = await this.link.waitUp(timeout).catch((err: Error) => {
               throw new Error(`${err.message}${fix}`);
             });
+            // Ready means what listens in the guest now is forwarded (or says why not): `up` then a connect works.
+            await Promise.race([this.firstSnapshot, sleep(FIRST_SNAPSHOT_WAIT_MS, undefined, { ref: false })]);
             // No pid: this line stays as the boot's record, while the agent may be restarted since (status: guest).
             // No listener count either: a just-started agent answers before its first scan, and would say 0.
             return `tether-guest ${info.version} on ${info.hostname}`;
@@ -346,7 +361,9 @@ export class HostAgent extends EventEmitter implements AgentApi {
       const generation = this.linkDowns;
       return reconciled(this.sshPortKnown.then(() => (generation === this.linkDowns ? apply() : undefined)));
     };
-    this.link.on('snapshot', (listeners) => afterSshPort(() => this.engine.setListeners(listeners)));
+    this.link.on('snapshot', (listeners) =>
+      afterSshPort(() => this.engine.setListeners(listeners)).then(() => this.firstSnapshotApplied()),
+    );
     this.link.on('delta', (delta) => afterSshPort(() => this.engine.applyDelta(delta)));
     this.link.on('socket-changed', (path: string) => this.engine.socketChanged(path));
     this.link.on('socket-watch', (on: boolean) => this.engine.setSocketWatch(on));

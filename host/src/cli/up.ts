@@ -291,7 +291,7 @@ async function finish(
     say(
       `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
     );
-    await warnConfiguredForwards(paths);
+    await warnForwardsNotServing(paths);
     return;
   }
   if (outcome.outcome === 'degraded') throw new CliError(degradedMessage(paths, outcome));
@@ -323,21 +323,31 @@ async function finish(
 }
 
 /**
- * The forwards tether.yaml asks for (static rules, unix sockets) that do not serve yet: ready means the agent runs,
- * not that a host port a rule names was free. Said on stderr, one line each; `up` still succeeds.
+ * The forwards that do not serve yet: ready means the agent runs, not that every host port was free. Said on stderr:
+ * one line each for those tether.yaml asks for (static rules, unix sockets), one for guest listeners; `up` still
+ * succeeds.
  */
-async function warnConfiguredForwards(paths: InstancePaths): Promise<void> {
+async function warnForwardsNotServing(paths: InstancePaths): Promise<void> {
   const forwards = await clientFor(paths, 5_000)
     .forwards()
     .catch(() => []);
-  for (const f of forwards) {
-    if (f.source !== 'static' || !['conflict', 'privileged', 'error'].includes(f.state)) continue;
+  const notServing = forwards.filter((f) => ['conflict', 'privileged', 'error'].includes(f.state));
+  for (const f of notServing) {
+    if (f.source !== 'static') continue;
     const host = f.hostAddrs.length > 0 ? f.hostAddrs.join(', ') : '-';
     complain(
       `tether: warning: forward ${f.proto} ${host} → guest ${f.guestAddr} from tether.yaml: ${f.state}` +
         `${f.error ? ` (${f.error})` : ''}\n`,
     );
   }
+  const detected = notServing.filter((f) => f.source === 'detected');
+  if (detected.length === 0) return;
+  const list = detected.map((f) => `${f.proto} ${f.guestAddr} ${f.state}`);
+  const shown = list.length > 5 ? [...list.slice(0, 5), `${list.length - 5} more`] : list;
+  complain(
+    `tether: warning: ${countOf(detected.length, 'guest listener')} not forwarded on every host address: ${shown.join(', ')}; ` +
+      `\`tether forward ls ${paths.name}\` says why\n`,
+  );
 }
 
 /** A failed requirement the agent runs on without: what failed, that forwards work, and how to follow or stop it. */
