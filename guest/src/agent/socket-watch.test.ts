@@ -1,4 +1,6 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,5 +77,25 @@ describe('SocketWatch', () => {
     const server = await listen(path);
     await until('the socket in the new directory', () => seen.length === 1);
     await new Promise((r) => server.close(r));
+  });
+
+  it('announces a daemon that died and left its socket file behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-sockwatch-'));
+    dirs.push(dir);
+    const path = join(dir, 'left.sock');
+    const seen: string[] = [];
+    const watch = new SocketWatch((p) => seen.push(p), 20);
+    watches.push(watch);
+    watch.set([path]);
+    const daemon = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)})`]);
+    try {
+      await until('the daemon listening', () => seen.length === 1);
+      daemon.kill('SIGKILL'); // no chance to unlink: the file stays, nothing listens on it
+      await once(daemon, 'exit');
+      await until('the socket no longer listened on', () => seen.length === 2);
+      expect(statSync(path).isSocket()).toBe(true);
+    } finally {
+      daemon.kill('SIGKILL');
+    }
   });
 });

@@ -1,9 +1,10 @@
 // The guest unix socket paths a host forwards (`/var/run/docker.sock`): each is looked at every POLL_MS, and a change
-// (it appeared, went, was replaced or had its mode changed) is announced, so the host sees a daemon that starts
-// after it within a second instead of on a slow timer of its own over SSH (each such look is an SSH session in the
-// guest's logs). A stat per path and tick, in the guest: nothing is connected to. Owns one timer and one signature
-// per path; one per client session.
-import { statSync } from 'node:fs';
+// (it appeared, went, was replaced, had its mode changed, or its daemon stopped listening and left the file) is
+// announced, so the host sees a daemon that starts after it within a second instead of on a slow timer of its own over
+// SSH (each such look is an SSH session in the guest's logs). A stat per path and tick, and a read of /proc/net/unix
+// while one is a socket, in the guest: nothing is connected to. Owns one timer and one signature per path; one per
+// client session.
+import { readFileSync, statSync } from 'node:fs';
 
 const POLL_MS = 1_000;
 
@@ -18,7 +19,8 @@ export class SocketWatch {
 
   /** Replaces the paths watched; a path's state when it is added is its starting point (not announced). */
   set(paths: readonly string[]): void {
-    this.signatures = new Map(paths.map((p) => [p, this.signatures.get(p) ?? signature(p)]));
+    const listens = listeningLookup();
+    this.signatures = new Map(paths.map((p) => [p, this.signatures.get(p) ?? signature(p, listens)]));
     if (this.signatures.size === 0) this.stop();
     else if (!this.timer) {
       this.timer = setInterval(() => this.poll(), this.pollMs);
@@ -32,8 +34,9 @@ export class SocketWatch {
   }
 
   private poll(): void {
+    const listens = listeningLookup();
     for (const [path, before] of this.signatures) {
-      const now = signature(path);
+      const now = signature(path, listens);
       if (now === before) continue;
       this.signatures.set(path, now);
       this.changed(path);
@@ -41,12 +44,46 @@ export class SocketWatch {
   }
 }
 
-/** What a path is now, as far as a forward cares: which socket file (symlinks followed), and its mode. */
-function signature(path: string): string {
+/**
+ * What a path is now, as far as a forward cares: which socket file (symlinks followed), its mode, and whether a
+ * socket of this network namespace listens on it (a daemon in another one, rootless docker's, never shows: that
+ * stays the same, and only the file's changes count).
+ */
+function signature(path: string, listens: (path: string) => boolean): string {
   try {
     const s = statSync(path);
-    return s.isSocket() ? `socket ${s.dev}:${s.ino} ${s.mode} ${s.ctimeMs}` : 'not a socket';
+    if (!s.isSocket()) return 'not a socket';
+    return `socket ${s.dev}:${s.ino} ${s.mode} ${s.ctimeMs} ${listens(path) ? 'listening' : '-'}`;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? 'unreadable';
   }
+}
+
+/** Whether a path listens, from one read of /proc/net/unix made on the first question (none when nothing asks). */
+function listeningLookup(): (path: string) => boolean {
+  let listening: Set<string> | undefined;
+  return (path) => {
+    listening ??= listeningPaths();
+    return listening.has(path);
+  };
+}
+
+/** __SO_ACCEPTCON in /proc/net/unix's Flags: the socket listens. */
+const ACCEPTING = 0x10000;
+
+/** Paths of the listening unix sockets in this network namespace (/proc/net/unix); empty where it cannot be read. */
+function listeningPaths(): Set<string> {
+  const paths = new Set<string>();
+  let text: string;
+  try {
+    text = readFileSync('/proc/net/unix', 'latin1');
+  } catch {
+    return paths;
+  }
+  // Num RefCount Protocol Flags Type St Inode Path (the path may hold spaces: it is the rest of the line).
+  for (const line of text.split('\n').slice(1)) {
+    const m = /^\S+ \S+ \S+ ([0-9A-Fa-f]+) \S+ \S+ \S+ (\/.*)$/.exec(line);
+    if (m && (Number.parseInt(m[1], 16) & ACCEPTING) !== 0) paths.add(m[2]);
+  }
+  return paths;
 }
