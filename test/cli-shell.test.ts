@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAlive } from '../host/src/instance.js';
 import { cliBuilt, runCli, runCliWith, writeTestbedConfig } from './helpers/cli-helpers.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 
@@ -28,7 +29,12 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether shel
   });
 
   afterAll(async () => {
+    // The guest agent outlives `down` (as in a VM): it is this test's to stop.
+    const status = await runCli(home, ['status', NAME, '--json']);
+    const guestAgentPid =
+      status.code === 0 ? (JSON.parse(status.stdout).guest?.agentPid as number | undefined) : undefined;
     await runCli(home, ['down', NAME]);
+    if (guestAgentPid && isAlive(guestAgentPid)) process.kill(guestAgentPid, 'SIGTERM');
     rmSync(home, { recursive: true, force: true });
     rmSync(proj, { recursive: true, force: true });
   });
