@@ -31,6 +31,20 @@ describe('doctor on a forward in conflict', () => {
     expect(r.fix).toMatch(/free host port 18150 \(see `lsof -nP -i :18150`\)/);
   });
 
+  it('does not put a forward in conflict on the host addresses that still forward', () => {
+    const f = {
+      ...conflict(
+        'host address 127.0.0.1:9300 is in use by another process; retrying until it is free; [::1]:9300 forwarding meanwhile',
+        { kind: 'process' },
+      ),
+      hostAddrs: ['127.0.0.1:9300', '[::1]:9300'],
+    };
+    expect(forwardProblem('vm', f).detail).toBe(`conflict: ${f.error}`);
+    // An error that names no host address still says where.
+    const g = { ...conflict('the port is busy', { kind: 'process' }), hostAddrs: ['127.0.0.1:9300'] };
+    expect(forwardProblem('vm', g).detail).toBe('conflict on 127.0.0.1:9300: the port is busy');
+  });
+
   it('says to wait, not to look for a listener, when a connection from the port holds it', () => {
     const r = forwardProblem(
       'vm',

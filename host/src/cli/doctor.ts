@@ -183,7 +183,12 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
 export function forwardProblem(instance: string, f: ForwardView, siblings: Sibling[] = []): CheckResult {
   const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
-  const detail = `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
+  // An error that names host addresses says which of them it is about (a port busy on 127.0.0.1 only, [::1] still
+  // forwarding): prefixing every host address would put the forward in that state on all of them.
+  const named = f.error !== null && f.hostAddrs.some((a) => f.error?.includes(a));
+  const detail = named
+    ? `${f.state}: ${f.error}`
+    : `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
   if (f.state === 'conflict') {
     // Held by another of tether's own forwards: lsof would only show tether.
     const own = f.heldBy?.kind === 'forward' ? f.heldBy.id : undefined;
