@@ -36,7 +36,7 @@ import {
 } from '../ssh/index.js';
 import { HOST_AGENT_NAME, hostBuild } from '../version.js';
 import { firstOutcome } from './first-outcome.js';
-import { defaultMountSkipped, mountSummary } from './mounts.js';
+import { defaultMountSkipped, mountSummary, mountsDegradedReason } from './mounts.js';
 import { ProblemRing } from './problems.js';
 import { Provisioner } from './provisioner.js';
 import { BootRequirements } from './requirements.js';
@@ -464,7 +464,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     }
     // A remount under way (after a reconnect, or sshfs restarted) is degraded until it is mounted again.
     if (this.state === 'degraded' && this.healthy()) this.setState('ready');
-    else if (this.state === 'ready' && !this.healthy()) this.setState('degraded', mountSummary(views));
+    else if (this.state === 'ready' && !this.healthy()) this.setState('degraded', mountsDegradedReason(views));
   }
 
   /** Runs one boot requirement (see BootRequirements.run); `optional`: a failure skips it (the default mount of ~). */

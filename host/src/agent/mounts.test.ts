@@ -1,7 +1,7 @@
 import { CAP_MARKER_TOUCH, type FsEvents } from '@tether/protocol';
 import { describe, expect, it } from 'vitest';
 import type { MountView } from '../model.js';
-import { batchFor, defaultMountSkipped, firstCause, mountSummary } from './mounts.js';
+import { batchFor, defaultMountSkipped, firstCause, mountSummary, mountsDegradedReason } from './mounts.js';
 
 describe('batchFor', () => {
   const batch: FsEvents = { root: '/home/me', markerTouch: true, events: [{ path: 'a.txt', kind: 'change' }] };
@@ -47,6 +47,22 @@ describe('mountSummary', () => {
       ]),
     ).toBe(`1 of 4 mounted; /b, /d: ${sshfs}; /c: host directory /x: mounts[2].location /x does not exist on the host`);
     expect(mountSummary([view('/a', 'mounted', null)])).toBe('1 of 1 mounted');
+  });
+});
+
+describe('mountsDegradedReason', () => {
+  it('names the lost SSH connection, not a count taken while the mounts go one by one', () => {
+    const lost = 'ssh connection lost: connection closed by the server';
+    // The first mount's change arrives while the second still shows mounted.
+    expect(mountsDegradedReason([view('/a', 'suspended', lost, 'ssh-down'), view('/b', 'mounted', null)])).toBe(lost);
+    expect(mountsDegradedReason([view('/a', 'suspended', 'the guest is shutting down', 'guest-stopping')])).toBe(
+      'the guest is shutting down',
+    );
+  });
+
+  it('is the summary when the mounts themselves fail', () => {
+    const views = [view('/a', 'mounted', null), view('/b', 'error', 'sshfs in the guest: missing', 'sshfs-missing')];
+    expect(mountsDegradedReason(views)).toBe(mountSummary(views));
   });
 });
 

@@ -72,6 +72,15 @@ export function mountSummary(views: readonly MountView[]): string {
 }
 
 /**
+ * Why the mounts keep the agent from `ready`. A lost SSH connection (or a guest going down) suspends every mount, one
+ * change at a time: a count taken at the first ("1 of 2 mounted") would blame the mounts, so that cause is named.
+ */
+export function mountsDegradedReason(views: readonly MountView[]): string {
+  const lost = views.find((v) => v.state === 'suspended' && (v.cause === 'ssh-down' || v.cause === 'guest-stopping'));
+  return lost?.error ?? mountSummary(views);
+}
+
+/**
  * Why the default mount of ~ is not made, and what comes of it: tried again by itself, unless what keeps it out only
  * tether.yaml changes (its mount point would hide the SSH user's home: the same user name on host and guest).
  */
