@@ -1,5 +1,6 @@
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
+import net from 'node:net';
 import { type Info, Peer } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
@@ -10,6 +11,7 @@ import { greet } from '../link/index.js';
 import type { ForwardView, MountView, StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
+import { BannerWatch } from '../ssh/banner.js';
 import { execOn } from '../ssh/exec.js';
 import { type Credentials, credentials } from '../ssh/identity.js';
 import {
@@ -314,9 +316,11 @@ function linkDown(paths: InstancePaths, status: StatusView, provision: GuestAgen
   );
 }
 
+const DOCTOR_READY_TIMEOUT_MS = 10_000;
+
 function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig {
   const { ssh } = config;
-  return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: 10_000, ...creds };
+  return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: DOCTOR_READY_TIMEOUT_MS, ...creds };
 }
 
 /** A fresh SSH connection: reachability, host key against the pin, and key authentication, as separate checks. */
@@ -346,12 +350,16 @@ async function probeSsh(
   }
   let offered: HostKey | null = null;
   const client = new Client();
+  // Its own socket, so a server that ends the connection before its banner is named as the agent names it.
+  const sock = net.connect(config.ssh.port, config.ssh.host);
+  const banner = new BannerWatch(sock, target, DOCTOR_READY_TIMEOUT_MS);
   const outcome = await new Promise<Error | null>((resolve) => {
     client.once('ready', () => resolve(null));
     // on, not once: ssh2 can emit a second error (e.g. the socket's) after the first.
     client.on('error', (err) => resolve(err));
     client.connect({
       ...connectConfig(config, creds),
+      sock,
       hostVerifier: (key: Buffer) => {
         offered = describeKey(key);
         return pinned === null || pinned.base64 === offered.base64;
@@ -363,7 +371,7 @@ async function probeSsh(
     results.push(
       fail(
         'ssh reachable',
-        `${target}: ${outcome?.message ?? 'no SSH handshake'}`,
+        (outcome && banner.explain(outcome)) ?? `${target}: ${outcome?.message ?? 'no SSH handshake'}`,
         // The running agent heard the guest say it shuts down: a reboot under way, not a setting to fix.
         guestStopping
           ? 'the guest said it is shutting down (a reboot?): wait for it; tether reconnects by itself when it is back'

@@ -1,5 +1,5 @@
 // An SSH session against loopback TCP servers that are not sshd: one that takes the connection and says nothing,
-// one that closes it at once. Each attempt's reason must say that no SSH banner came, not ssh2's "Connection lost
+// one that closes it at once, one that resets it. Each attempt's reason must say that no SSH banner came, not ssh2's "Connection lost
 // before handshake".
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,6 +51,13 @@ describe('SshSession against a server that sends no SSH banner', () => {
     expect(await firstRetry(port)).toBe(
       `u@127.0.0.1:${port} took the connection but sent no SSH banner in 1 s: not an SSH server, ` +
         'or an sshd that hangs (a VM still booting?)',
+    );
+  });
+
+  it('says the same of a server that resets the connection (QEMU hostfwd while the guest sshd is down)', async () => {
+    const port = await serve((s) => s.resetAndDestroy());
+    expect(await firstRetry(port)).toMatch(
+      new RegExp(`^u@127\\.0\\.0\\.1:${port} closed the connection without an SSH banner: not an SSH server`),
     );
   });
 

@@ -19,6 +19,7 @@ import type { SshConfig } from '../config/schema.js';
 import { instanceFiles } from '../instance.js';
 import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
+import { BannerWatch } from './banner.js';
 import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { type ExecChannel, type ExecResult, execText, startExec } from './exec.js';
@@ -279,15 +280,9 @@ export class SshSession extends EventEmitter {
     const client = new Client();
     let lastClientError: string | null = null;
     const sock = coalescingSocket(ssh.host, ssh.port, this.opts.onTraffic);
-    // A server that takes the connection and says nothing (a VM whose sshd hangs, something else on the port) ends in
-    // ssh2's ready timeout, whose own words ("Connection lost before handshake") hide that nothing was ever said.
-    let silentSince: number | null = null;
-    sock.once('connect', () => {
-      silentSince = performance.now();
-    });
-    sock.once('data', () => {
-      silentSince = null;
-    });
+    // A server that takes the connection and says nothing (a VM whose sshd hangs, something else on the port) or ends
+    // it at once: ssh2's own words hide that nothing was ever said.
+    const banner = new BannerWatch(sock, this.target, this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS);
     const config: ConnectConfig = {
       host: ssh.host,
       port: ssh.port,
@@ -321,7 +316,7 @@ export class SshSession extends EventEmitter {
       // ssh2 says only "All configured authentication methods failed": name who logged in with what.
       const refusedLogin = err.level === 'client-authentication';
       lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
-      if (silentSince !== null && /handshake/i.test(err.message)) lastClientError = this.noBanner(silentSince);
+      lastClientError = banner.explain(err) ?? lastClientError;
       // A typo in the port looks like a VM that is still booting: say which it may be.
       if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')
         lastClientError += ` (nothing listens there: is the VM running, and is ${this.opts.ssh.port} the port it forwards to its sshd?)`;
@@ -352,17 +347,6 @@ export class SshSession extends EventEmitter {
       this.lastError = `cannot connect to ${this.target}: ${(err as Error).message}`;
       this.scheduleReconnect(this.lastError);
     }
-  }
-
-  /** Why a connection that the server took, and never said anything on, ended. */
-  private noBanner(since: number): string {
-    const waited = (performance.now() - since) / 1000;
-    const readyS = (this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS) / 1000;
-    return waited >= readyS - 0.5
-      ? `${this.target} took the connection but sent no SSH banner in ${Math.round(waited)} s: not an SSH server, ` +
-          'or an sshd that hangs (a VM still booting?)'
-      : `${this.target} closed the connection without an SSH banner: not an SSH server, or an sshd turning ` +
-          'connections away (MaxStartups, a firewall, a VM still booting?)';
   }
 
   /** "login as USER refused (identity file KEY)", for authentication failures. */
