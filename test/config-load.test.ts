@@ -27,6 +27,11 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     expect: [/^\/etc\/tether\/demo\.yaml:\d+:\d+: YAML syntax error: /],
   },
   {
+    name: 'a mis-indented key: one line, not one per error the parser reports at that spot',
+    text: 'ssh:\n  user: a\n   port: 22\n',
+    expect: [/^\/etc\/tether\/demo\.yaml:2:9: YAML syntax error: Nested mappings are not allowed/],
+  },
+  {
     name: 'alias to an anchor that does not exist',
     text: 'ssh:\n  user: a\n  host: *nope\n',
     expect: [/^\/etc\/tether\/demo\.yaml:3:9: YAML error: Unresolved alias .*nope/],

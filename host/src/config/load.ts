@@ -56,9 +56,18 @@ export function parseYaml(text: string, file: string): { doc: Document; lines: L
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
+    // One mistake can make the parser report several errors at the same spot ("Nested mappings are not allowed in
+    // compact mappings" and "Implicit keys need to be on a single line" for one mis-indented key): the first says it.
+    const seen = new Set<string>();
+    const firstAtEach = doc.errors.filter((e) => {
+      const at = `${e.linePos?.[0]?.line}:${e.linePos?.[0]?.col}`;
+      if (seen.has(at)) return false;
+      seen.add(at);
+      return true;
+    });
     throw new ConfigError(
       file,
-      doc.errors.map((e) => {
+      firstAtEach.map((e) => {
         const pos = e.linePos?.[0];
         const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
         return {
