@@ -104,6 +104,14 @@ describe('doctor on a mount the agent has not mounted', () => {
     expect(r.fix).toContain('tether logs vm --component mount');
   });
 
+  it('does not offer a retry for a mount only tether.yaml can change', () => {
+    const r = mountProblem(
+      'vm',
+      view('error', 'mount point /home/me: it would hide the SSH user’s home', 'mount-point-hides-home'),
+    );
+    expect(r.fix).toBe('set another mountPoint for it in tether.yaml (mounts:), then `tether down vm && tether up vm`');
+  });
+
   it('says a suspended mount comes back with the SSH connection', () => {
     expect(mountProblem('vm', view('suspended', 'ssh connection lost', 'ssh-down')).fix).toMatch(
       /SSH connection is back/,

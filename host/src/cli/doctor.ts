@@ -8,7 +8,7 @@ import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
-import type { ForwardView, MountView, StatusView } from '../model.js';
+import { CONFIG_ONLY_CAUSES, type ForwardView, type MountView, type StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { BannerWatch } from '../ssh/banner.js';
@@ -177,7 +177,10 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
       ? 'it is mounted again once the guest is back from its shutdown (tether notices by itself)'
       : m.state === 'suspended'
         ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
-        : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
+        : m.cause !== null && CONFIG_ONLY_CAUSES.has(m.cause)
+          ? // Retrying cannot help: the agent mounts what tether.yaml says, and only a new mountPoint changes it.
+            `set another mountPoint for it in tether.yaml (mounts:), then \`tether down ${instance} && tether up ${instance}\``
+          : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 
