@@ -154,6 +154,24 @@ describe('ForwardEngine', () => {
     expect(engine.views()).toEqual([]);
   });
 
+  it('stops naming the lost SSH connection once it is back, while the guest agent link is still down', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    const udp = await engine.add({ proto: 'udp', hostPort: await freePort(), guestPort: 5353 });
+    const id = `tcp/127.0.0.1:${port}`;
+    engine.setSshDown('Keepalive timeout');
+    engine.suspendDetected('ssh connection lost: Keepalive timeout');
+    expect(engine.view(id)).toMatchObject({ state: 'suspended', error: 'ssh connection down: Keepalive timeout' });
+    engine.setSshDown(null);
+    const waiting = 'agent link down: waiting for the guest agent (the SSH connection is back)';
+    expect(engine.view(id)).toMatchObject({ state: 'suspended', error: waiting });
+    expect(engine.view(udp.id)).toMatchObject({ state: 'suspended', error: waiting });
+    // The link's own later reason still replaces it.
+    engine.suspendDetected('guest socket refused');
+    expect(engine.view(id)?.error).toBe('agent link down: guest socket refused');
+  });
+
   it('reconciles a fresh snapshot after suspension: kept forwards keep their listeners, gone ones close', async () => {
     engine = make();
     const [a, b] = [await freePort(), await freePort()];

@@ -94,6 +94,8 @@ function clash(key: string, theirs: string): string {
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
 }
 
+/** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
+const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
   private readonly caps: ForwardCaps;
@@ -282,12 +284,17 @@ export class ForwardEngine extends EventEmitter {
    * where the fault is.
    */
   setSshDown(reason: string | null): void {
+    const was = this.sshDown;
     this.sshDown = reason && `ssh connection down: ${reason}`;
+    // SSH is back but the guest agent's link is not yet (a rebooted guest's agent takes seconds to start): what waits
+    // on that link must not go on naming the lost connection, nor the link's own last reason, which was that loss.
+    const back = reason === null && was !== null;
+    if (back && this.linkDown !== null) this.linkDown = LINK_AFTER_SSH;
     for (const f of this.forwardsById.values()) {
       if (f.ignored) continue;
       if (f.source === 'detected') {
-        if (this.sshDown && f.suspended) {
-          f.suspended = this.sshDown;
+        if (f.suspended && (this.sshDown || (back && f.suspended === was))) {
+          f.suspended = this.sshDown ?? LINK_AFTER_SSH;
           this.refresh(f);
         }
       } else if (reason === null && f.look && f.bindingKeys.length > 0) void this.resumeUnix(f, f.look);
