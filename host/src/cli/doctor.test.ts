@@ -138,3 +138,13 @@ describe('doctor on guest listeners over maxForwards', () => {
     expect(results[1].fix).toMatch(/raise maxForwards in tether\.yaml/);
   });
 });
+
+describe('doctor on host ports', () => {
+  it('counts the forwards that hold host ports, and the ignored ones apart', () => {
+    const results: CheckResult[] = [];
+    const forwarding = { ...conflict('', null), state: 'forwarding' as const, error: null };
+    const ignored = { ...forwarding, state: 'ignored' as const, hostAddrs: [], error: 'guest sshd port 22' };
+    servingChecks('dev', { forwards: [forwarding, ignored, ignored] }, [], (r) => results.push(r));
+    expect(results).toEqual([{ name: 'host ports', state: 'ok', detail: '1 forward, none in conflict (2 ignored)' }]);
+  });
+});

@@ -150,7 +150,12 @@ export function servingChecks(
 ): void {
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
-    if (bad.length === 0) add(ok('host ports', `${countOf(agent.forwards.length, 'forward')}, none in conflict`));
+    if (bad.length === 0) {
+      // Ignored forwards take no host port: counting them would report ports that are not there.
+      const ignored = agent.forwards.filter((f) => f.state === 'ignored').length;
+      const held = countOf(agent.forwards.length - ignored, 'forward');
+      add(ok('host ports', `${held}, none in conflict${ignored ? ` (${ignored} ignored)` : ''}`));
+    }
     for (const f of bad) add(forwardProblem(instance, f, siblings));
     if (agent.capped)
       add(
