@@ -555,7 +555,14 @@ describe('ForwardEngine', () => {
   });
 
   it('says a host port held by a connection from it (not a listener) is that, and binds once it is gone', async () => {
-    engine = make();
+    // Host 127.0.0.1 only: the same port number on [::1] can be any other process's connection on a busy machine.
+    engine = new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: [PortForward.parse({ hostIP: '127.0.0.1' })],
+      maxForwards: 4096,
+      instanceDir: '/tmp',
+      logger,
+    });
     let closeServerSide = () => {};
     const server = net.createServer((s) => {
       // The server closes first, so its side waits in TIME-WAIT and the client's port is free once it closes.
@@ -570,8 +577,7 @@ describe('ForwardEngine', () => {
     try {
       await engine.setListeners([tcp('127.0.0.1', port)]);
       const id = `tcp/127.0.0.1:${port}`;
-      // Host [::1] binds; 127.0.0.1 is taken by the connection, which the first word on it already says (it is the
-      // one the log keeps).
+      // 127.0.0.1 is taken by the connection, which the first word on it already says (it is the one the log keeps).
       const held = `127.0.0.1:${port} is held by a connection from that port, not by a listener`;
       expect(engine.view(id)?.error).toContain(held);
       expect(engine.view(id)?.heldBy).toEqual({ kind: 'connection' });
