@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../host/src/instance.js';
 import { cliBuilt, runCli, runCliWith, writeTestbedConfig } from './helpers/cli-helpers.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { freePort } from './helpers/wait.js';
 
 const NAME = 'shell';
 const haveGuestBuild = existsSync(new URL('../build/guest/manifest.json', import.meta.url));
@@ -75,11 +76,31 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether shel
     try {
       const r = await shell(['true']);
       expect(r.code).toBe(255);
-      expect(r.stderr).toMatch(/host key/i);
+      // tether names the cause it finds on a fresh connection, with both keys and the fix.
+      expect(r.stderr).toMatch(
+        /^tether: ssh exited 255: host key: changed: pinned ssh-ed25519 SHA256:\S+, server offers/m,
+      );
+      expect(r.stderr).toContain(`fix: if the VM was re-created on purpose: rm ${pin}`);
     } finally {
       writeFileSync(pin, pinned);
     }
     expect((await shell(['true'])).code).toBe(0);
+  });
+
+  it("passes on a command's own status 255 without blaming the connection", async () => {
+    const r = await shell(['sh', '-c', 'exit 255']);
+    expect(r.code).toBe(255);
+    expect(r.stderr).not.toContain('tether:');
+  });
+
+  it('says when the guest sshd cannot be reached', async () => {
+    mkdirSync(join(home, 'gone'));
+    const closed = await freePort();
+    writeTestbedConfig(join(home, 'gone', 'tether.yaml'), { ...testbed(), sshPort: closed });
+    writeFileSync(join(home, 'gone', 'host_key'), readFileSync(join(home, NAME, 'host_key')));
+    const r = await runCli(home, ['shell', 'gone', 'true']);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(new RegExp(`^tether: ssh exited 255: ssh reachable: .*127\\.0\\.0\\.1:${closed}`, 'm'));
   });
 
   it('says to run up first for an instance that never connected', async () => {

@@ -331,8 +331,11 @@ function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig 
   return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: DOCTOR_READY_TIMEOUT_MS, ...creds };
 }
 
-/** A fresh SSH connection: reachability, host key against the pin, and key authentication, as separate checks. */
-async function probeSsh(
+/**
+ * A fresh SSH connection: reachability, host key against the pin, and key authentication, as separate checks. The
+ * client is logged in when every check passed (the caller ends it). Also `tether shell`'s word on a failed ssh.
+ */
+export async function probeSsh(
   paths: InstancePaths,
   config: LoadedConfig,
   guestStopping: boolean,

@@ -15,6 +15,7 @@ import { readPinned } from '../../ssh/hostkey.js';
 import { hostKeyAlias, knownHostsLine, opensshArgv } from '../../ssh/openssh-command.js';
 import { loginShellCommand, shellQuote } from '../../ssh/shell-quote.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
+import { probeSsh } from '../doctor.js';
 import { CliError, ExitStatus } from '../errors.js';
 import { guestWorkdir } from '../guest-workdir.js';
 import { complain } from '../terminal.js';
@@ -80,14 +81,26 @@ export function registerShell(program: Command): void {
     const tty = process.stdin.isTTY === true && (command.length === 0 || process.stdout.isTTY === true);
     const argv = opensshArgv({ ssh, knownHosts, alias, tty }, loginShellCommand(shellScript(workdir, command)));
     const code = await runSsh(argv);
-    if (code === SSH_FAILED)
-      complain(
-        `tether: ssh exited ${SSH_FAILED}: it could not connect or log in, or the guest's host key is not the one ` +
-          `tether pinned in ${paths.hostKey} (deleting that file accepts a new key deliberately; \`tether up ${name}\` ` +
-          'pins it again)\n',
-      );
+    if (code === SSH_FAILED) {
+      const why = await whySshFailed(paths, config);
+      if (why) complain(why);
+    }
     if (code !== 0) throw new ExitStatus(code);
   });
+}
+
+/**
+ * After ssh's own failure status: what a fresh connection finds wrong (doctor's SSH checks: reachable, the pinned host
+ * key, the login), so the message names the cause instead of listing every possibility. OpenSSH's advice about the
+ * known_hosts file it was given does not apply (tether writes that file from its pin at every run). Null when the
+ * connection logs in: the 255 was the remote command's own status, or a failure that has passed.
+ */
+async function whySshFailed(paths: InstancePaths, config: LoadedConfig): Promise<string | null> {
+  const { results, client } = await probeSsh(paths, config, false);
+  client?.end();
+  const failed = results.find((r) => r.state === 'fail');
+  if (!failed) return null;
+  return `tether: ssh exited ${SSH_FAILED}: ${failed.name}: ${failed.detail}${failed.fix ? `\n  fix: ${failed.fix}` : ''}\n`;
 }
 
 /** tether.yaml's SSH settings; when it does not load, those of the running agent (as `doctor` does). */
