@@ -51,11 +51,16 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     await tb().startSshd();
     const client = await connect(tb());
     fixture.client = client;
+    // While the guest is checked before the remount, the mount no longer names the outage that has passed.
+    fixture.manager.remounting();
+    expect(fixture.manager.views()[0]).toMatchObject({ state: 'suspended', cause: 'remounting' });
     await fixture.manager.resume(client);
-    expect(fixture.manager.views()[0]).toMatchObject({ state: 'mounted', error: null });
+    expect(fixture.manager.views()[0]).toMatchObject({ state: 'mounted', error: null, cause: null });
     const warned = lines.filter((l) => l.msg.includes(`1 entries were written to ${fixture.mountPoint}`));
     expect(warned).toHaveLength(1);
     expect(warned[0].msg).toContain('mount --bind');
+    // ... and what was written meanwhile is put down to the outage, not to the remount.
+    expect(warned[0].msg).toContain('while it was not mounted (suspended: ssh connection closed)');
     // Guest programs still on the old mount cannot tell: the log says they need a restart.
     expect(
       lines.filter((l) => l.msg.includes(`mount ${fixture.mountPoint} was mounted again: guest programs`)),

@@ -87,7 +87,8 @@ export function countStates<S extends string>(
  * - `mount-point-taken`: another filesystem, or a directory the SSH user may not mount on, is there;
  * - `mount-point-not-creatable`: the SSH user cannot create it (and sudo -n could not);
  * - `guest-unchecked`: a command that checks the guest failed, so nothing is known;
- * - `guest-stopping`, `ssh-down`: waiting for the guest to come back, or for the SSH connection.
+ * - `guest-stopping`, `ssh-down`: waiting for the guest to come back, or for the SSH connection;
+ * - `remounting`: both are back and the remount is under way (the guest's requirements are checked first).
  */
 export const MOUNT_CAUSES = [
   'host-directory',
@@ -100,6 +101,7 @@ export const MOUNT_CAUSES = [
   'guest-unchecked',
   'guest-stopping',
   'ssh-down',
+  'remounting',
 ] as const;
 export type MountCause = (typeof MOUNT_CAUSES)[number];
 

@@ -254,6 +254,7 @@ class ManagedMounts implements AgentMounts {
    * what the first mount had fixed (user_allow_other, mount points made with sudo) is fixed again first.
    */
   private async remount(client: Client): Promise<void> {
+    this.manager.remounting();
     await this.refix(client, this.started());
     if (this.stopped || this.ssh?.client !== client) return;
     await this.manager.resume(client, this.notify);

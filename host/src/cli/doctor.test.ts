@@ -118,6 +118,13 @@ describe('doctor on a mount the agent has not mounted', () => {
     );
   });
 
+  it('says a mount suspended while its remount runs is being mounted again', () => {
+    const m = view('suspended', 'the connection to the guest is back: remounting', 'remounting');
+    expect(mountProblem('vm', m).fix).toBe(
+      'being mounted again now; if it stays so, see `tether logs vm --component mount`',
+    );
+  });
+
   it('tells a mount suspended for a guest shutdown by its cause, not by the words of its error', () => {
     const fix = (error: string) => mountProblem('vm', view('suspended', error, 'guest-stopping')).fix;
     expect(fix('the guest is shutting down')).toMatch(/once the guest is back from its shutdown/);

@@ -180,12 +180,14 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
   const fix =
     m.state === 'suspended' && m.cause === 'guest-stopping'
       ? 'it is mounted again once the guest is back from its shutdown (tether notices by itself)'
-      : m.state === 'suspended'
-        ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
-        : m.cause !== null && CONFIG_ONLY_CAUSES.has(m.cause)
-          ? // Retrying cannot help: the agent mounts what tether.yaml says, and only a new mountPoint changes it.
-            `set another mountPoint for it in tether.yaml (mounts:), then \`tether down ${instance} && tether up ${instance}\``
-          : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
+      : m.state === 'suspended' && m.cause === 'remounting'
+        ? `being mounted again now; if it stays so, see \`tether logs ${instance} --component mount\``
+        : m.state === 'suspended'
+          ? 'it is mounted again once the SSH connection is back (see the ssh check above)'
+          : m.cause !== null && CONFIG_ONLY_CAUSES.has(m.cause)
+            ? // Retrying cannot help: the agent mounts what tether.yaml says, and only a new mountPoint changes it.
+              `set another mountPoint for it in tether.yaml (mounts:), then \`tether down ${instance} && tether up ${instance}\``
+            : `tether mount ls ${instance}; tether logs ${instance} --component mount; \`tether up ${instance}\` tries it again at once`;
   return (severity === 'warn' ? warn : fail)(`mount ${m.mountPoint}`, detail, fix);
 }
 

@@ -163,6 +163,11 @@ export class MountManager {
     }
   }
 
+  /** A remount comes (see resume): the started mounts that are suspended say so while the guest is checked. */
+  remounting(): void {
+    for (const e of this.entries) if (e.begun) e.mount.remounting();
+  }
+
   /**
    * After a reconnect: clears stale FUSE mounts in the guest and mounts the started mounts again. `notify` replaces
    * the sink.

@@ -28,6 +28,7 @@ import {
 
 const READY_TIMEOUT_MS = 20_000;
 const UNMOUNT_TIMEOUT_MS = 5_000;
+const REMOUNTING = 'the connection to the guest is back: remounting';
 
 /** Lazy unmount: works while files are open and on a dead ("transport endpoint is not connected") mount. */
 function lazyUnmountCommand(mountPoint: string): string {
@@ -180,6 +181,17 @@ export class GuestMount extends EventEmitter {
     this.generation++;
     this.teardown(reason);
     if (this.stateValue !== 'unmounted' && this.stateValue !== 'pending') this.setState('suspended', reason, cause);
+  }
+
+  /**
+   * A remount is under way: the guest's requirements are checked before mount() (seconds in a slow guest), and a
+   * suspended mount stops naming the outage that has passed meanwhile. The outage stays the one a later warning names.
+   */
+  remounting(): void {
+    if (this.stateValue !== 'suspended') return;
+    const outage = this.lastOutage;
+    this.setState('suspended', REMOUNTING, 'remounting');
+    this.lastOutage = outage;
   }
 
   /** Unmounts in the guest (when a client is given and connected) and ends the session. */
