@@ -3,7 +3,7 @@
 // its cause.
 import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
-import { type CheckResult, forwardProblem, mountProblem, servingChecks } from './doctor.js';
+import { type CheckResult, forwardProblem, mountProblem, seenByAgent, servingChecks } from './doctor.js';
 
 const conflict = (error: string, heldBy: ForwardView['heldBy']): ForwardView => ({
   id: 'tcp/127.0.0.1:8097',
@@ -153,5 +153,28 @@ describe('doctor on host ports', () => {
     const ignored = { ...forwarding, state: 'ignored' as const, hostAddrs: [], error: 'guest sshd port 22' };
     servingChecks('dev', { forwards: [forwarding, ignored, ignored] }, [], (r) => results.push(r));
     expect(results).toEqual([{ name: 'host ports', state: 'ok', detail: '1 forward, none in conflict (2 ignored)' }]);
+  });
+});
+
+describe('doctor when a new SSH login fails but the running agent is connected', () => {
+  it("tells the guest agent and its scanner from the running agent's view", () => {
+    const guest = {
+      version: '0.1.0',
+      build: null,
+      hostname: 'vm',
+      kernel: '6.1',
+      arch: 'x64',
+      scanIntervalMs: 100,
+      listenEvents: { on: true, detail: 'tracefs' },
+      agentPid: 42,
+      agentStartedAt: new Date().toISOString(),
+      listeners: 3,
+    };
+    const [agent, scanner] = seenByAgent(guest);
+    expect(agent).toMatchObject({ name: 'guest agent', state: 'ok' });
+    expect(agent.detail).toMatch(/^tether-guest 0\.1\.0 pid 42, as the running agent sees it over its SSH connection/);
+    expect(scanner).toMatchObject({ name: 'port scanner', state: 'ok' });
+    expect(scanner.detail).toMatch(/^scanning every 100 ms, 3 listeners; kernel listen events on \(tracefs\)/);
+    expect(seenByAgent({ ...guest, scanIntervalMs: 0 })[1].state).toBe('fail');
   });
 });

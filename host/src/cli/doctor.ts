@@ -8,7 +8,7 @@ import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
-import { CONFIG_ONLY_CAUSES, type ForwardView, type MountView, type StatusView } from '../model.js';
+import { CONFIG_ONLY_CAUSES, type ForwardView, type GuestView, type MountView, type StatusView } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { BannerWatch } from '../ssh/banner.js';
@@ -92,7 +92,11 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   const ssh = await probeSsh(paths, config, agent.guestStopping === true);
   for (const r of ssh.results) add(r);
 
-  if (!ssh.client) {
+  if (!ssh.client && agent.guest) {
+    // A new login fails (sshd stopped or refusing) while the agent's own connection still serves: what it sees of the
+    // guest agent is what there is to tell.
+    for (const r of seenByAgent(agent.guest)) add(r);
+  } else if (!ssh.client) {
     for (const name of ['guest agent', 'port scanner']) add(skip(name, 'needs a working SSH login'));
   } else if (agent.provisioning) {
     // Looked at now, the guest would show what the running agent is fixing (an agent being uploaded, fuse.conf).
@@ -248,6 +252,8 @@ interface AgentCheck {
   capped?: number;
   /** The build of tether the running agent runs. */
   build?: string | null;
+  /** The guest agent, while the running agent's link to it is up. */
+  guest?: GuestView | null;
 }
 
 async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
@@ -307,7 +313,32 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
   const provisioning = status.link?.provisioning === true;
   const capped = status.forwards.capped;
   const build = status.build;
-  return { result, forwards, mounts, guestSocket: status.link?.socket, guestStopping, provisioning, capped, build };
+  const guest = status.link?.up ? status.guest : null;
+  return {
+    result,
+    forwards,
+    mounts,
+    guestSocket: status.link?.socket,
+    guestStopping,
+    provisioning,
+    capped,
+    build,
+    guest,
+  };
+}
+
+/** The guest agent and its scanner as the running agent sees them over its own SSH connection. */
+export function seenByAgent(guest: GuestView): CheckResult[] {
+  const via = 'as the running agent sees it over its SSH connection (a new login failed: see above)';
+  return [
+    ok('guest agent', `tether-guest ${guest.version} pid ${guest.agentPid}, ${via}`),
+    guest.scanIntervalMs > 0
+      ? ok(
+          'port scanner',
+          `scanning every ${Math.round(guest.scanIntervalMs)} ms, ${guest.listeners} listeners; ${listenEventsText(guest.listenEvents ?? undefined)}; ${via}`,
+        )
+      : fail('port scanner', 'not running (scan interval 0)', 'restart the guest agent; see its log in the guest'),
+  ];
 }
 
 /** The host agent is connected but its link to the guest agent is down. */
