@@ -1,7 +1,7 @@
 // Provisioning against the testbed (real sshd, no systemd in the namespace guest): the first run uploads the bundle
 // and starts the agent in the background, the second finds it current, and a killed agent is started again without
 // a new upload.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -88,6 +88,19 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
     const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
     expect(r.actions).toEqual(['started in background']);
     expect(agentPid()).not.toBe(pid);
+  });
+
+  it('moves a log past 1 MiB aside when it starts the agent again, so the log stays bounded', async () => {
+    const log = join(installDir, 'agent.log');
+    const old = 'x'.repeat(1024 * 1024 + 1);
+    writeFileSync(log, old);
+    const pid = agentPid();
+    process.kill(pid!, 'SIGTERM');
+    await waitFor(async () => !(await answers()), { what: 'the killed agent to stop answering' });
+    const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
+    expect(r.actions).toEqual(['started in background']);
+    expect(readFileSync(`${log}.1`, 'utf8')).toBe(old);
+    expect(statSync(log).size).toBeLessThan(64 * 1024);
   });
 
   it('names a missing build', async () => {

@@ -359,6 +359,9 @@ function waitExit(pid: string): string {
   return `i=0; while [ -d /proc/${pid} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done; [ ! -d /proc/${pid} ]`;
 }
 
+/** The background agent's log gains each start's lines and its warnings; past this size the next start moves it. */
+const AGENT_LOG_MAX = 1024 * 1024;
+
 /**
  * Starts the agent detached from the SSH session; first stops a previous background copy we started (pid file) and
  * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
@@ -374,6 +377,9 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
     'fi',
     // A socket per UDP flow (up to 1,024) besides its own: the login session's soft limit is often 1024.
     'ulimit -n "$(ulimit -H -n)" 2>/dev/null',
+    // Each start appends to the log and nothing else trims it (no journal without systemd): past AGENT_LOG_MAX it
+    // moves to `.1`, as the host agent's stdio log does, so a VM that lives for months keeps two files at most.
+    `[ -f ${logFile} ] && [ "$(wc -c <${logFile})" -gt ${AGENT_LOG_MAX} ] && mv -f ${logFile} ${logFile}.1`,
     `nohup ${elevate}${command} >>${logFile} 2>&1 </dev/null &`,
     `echo $! >${pidFile}`,
   ].join('\n');
