@@ -2,7 +2,7 @@
 // reconcile after a snapshot (no duplicates, gone ones removed), suspension keeps listeners, the cap warns once,
 // every state change is logged once, and a host port serves one guest port at a time.
 
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -563,17 +563,10 @@ describe('ForwardEngine', () => {
       instanceDir: '/tmp',
       logger,
     });
-    let closeServerSide = () => {};
-    const server = net.createServer((s) => {
-      // The server closes first, so its side waits in TIME-WAIT and the client's port is free once it closes.
-      closeServerSide = () => s.destroy();
-    });
+    const server = net.createServer();
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    // An outgoing connection whose port the kernel picked at connect, as a client's ephemeral port can be a guest
-    // port's number (a socket bound by hand has SO_REUSEADDR, which would let the listener in).
-    const client = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
-    await once(client, 'connect');
-    const port = client.localPort as number;
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const { client, port } = await connectionFrom((server.address() as net.AddressInfo).port);
     try {
       await engine.setListeners([tcp('127.0.0.1', port)]);
       const id = `tcp/127.0.0.1:${port}`;
@@ -581,8 +574,10 @@ describe('ForwardEngine', () => {
       const held = `127.0.0.1:${port} is held by a connection from that port, not by a listener`;
       expect(engine.view(id)?.error).toContain(held);
       expect(engine.view(id)?.heldBy).toEqual({ kind: 'connection' });
-      client.on('end', () => client.destroy());
-      closeServerSide();
+      // The server closes first, so its side waits in TIME-WAIT and the client's port is free once it closes.
+      const [serverSide] = await accepted;
+      serverSide.destroy();
+      await once(client, 'exit');
       // The retry backs off to 5 s between attempts.
       await vi.waitFor(
         () => expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null, heldBy: null }),
@@ -592,7 +587,7 @@ describe('ForwardEngine', () => {
         },
       );
     } finally {
-      client.destroy();
+      client.kill();
       server.close();
     }
   });
@@ -1094,3 +1089,29 @@ describe('ForwardEngine unix socket forwards', () => {
     expect(guest.opens).toHaveLength(0);
   });
 });
+
+/**
+ * An outgoing connection to `serverPort` from a port below the kernel's ephemeral range, made by a process that does
+ * not set SO_REUSEADDR (Node sets it on every socket it binds, which would let a listener in). A port the kernel
+ * picked at connect would do, but on a busy machine other processes' connections reuse it, holding it past the test's
+ * own. The process ends once the server closes the connection.
+ */
+async function connectionFrom(serverPort: number): Promise<{ client: ChildProcess; port: number }> {
+  const script = [
+    'import socket, sys',
+    's = socket.socket()',
+    "s.bind(('127.0.0.1', int(sys.argv[1])))",
+    "s.connect(('127.0.0.1', int(sys.argv[2])))",
+    "print('connected', flush=True)",
+    'while s.recv(1024): pass',
+  ].join('\n');
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const client = spawn('python3', ['-c', script, String(port), String(serverPort)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const [first] = await Promise.race([once(client.stdout, 'data'), once(client, 'exit')]);
+    if (String(first).startsWith('connected')) return { client, port };
+    if (attempt === 5) throw new Error(`python3 could not connect from a fixed port (last tried ${port})`);
+  }
+}
