@@ -27,6 +27,8 @@ import { mountTable } from '../host/src/cli/render.js';
 import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
 import { checkMountRequirements, MountManager } from '../host/src/mount/index.js';
+import { execOn } from '../host/src/ssh/exec.js';
+import { guestSocketState } from '../host/src/ssh/index.js';
 import {
   CHATTY_USER,
   connect,
@@ -253,6 +255,40 @@ describe.skipIf(!canRunTestbed())('mount requirements on a guest that runs no co
       const fuse = reqs.find((r) => r.name === 'user_allow_other in /etc/fuse.conf');
       expect(fuse).toMatchObject({ ok: false, detail: expect.stringMatching(/^cannot run a command in the guest/) });
       expect(fuse?.detail).not.toMatch(/needs user_allow_other/);
+    } finally {
+      client.end();
+    }
+  });
+});
+
+describe.skipIf(!canRunTestbed())('a guest whose login ends before any command runs', () => {
+  // What an `exit` for non-interactive shells in ~/.bashrc does too: every command ends at once, with status 0 and
+  // no output. Each check must say that instead of an empty "exit 0", and none may pass.
+  const testbed = useTestbed({ sshdConfig: [`Match User ${CHATTY_USER}`, '  ForceCommand /bin/true'] });
+  const RAN_NONE = /the guest ran none of tether's command.*ForceCommand/;
+
+  it('names the cause when looking at the guest agent socket', async () => {
+    const client = await connect(testbed(), CHATTY_USER);
+    try {
+      const shell = { execText: (cmd: string, timeoutMs?: number) => execOn(client, cmd, timeoutMs) };
+      await expect(guestSocketState(shell, '/run/tether/agent.sock')).rejects.toThrow(RAN_NONE);
+    } finally {
+      client.end();
+    }
+  });
+
+  it('passes no mount requirement, and says why for each', async () => {
+    const client = await connect(testbed(), CHATTY_USER);
+    try {
+      const reqs = await checkMountRequirements(client, [{ location: '~', mountPoint: '/tmp/x' }] as never, {
+        fix: false,
+      });
+      for (const name of ['sshfs in the guest', 'user_allow_other in /etc/fuse.conf', 'mount point /tmp/x'])
+        expect(reqs.find((r) => r.name === name)).toMatchObject({
+          ok: false,
+          cause: 'guest-unchecked',
+          detail: expect.stringMatching(RAN_NONE),
+        });
     } finally {
       client.end();
     }

@@ -6,6 +6,7 @@
 import type { Client } from 'ssh2';
 import { describeExit } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
+import { unrunScript } from '../ssh/unrun-script.js';
 import { execGuestOutput } from './guest-shell.js';
 
 /** A shell word for a configured guest path: `~` becomes "$HOME", the rest is quoted. */
@@ -44,7 +45,8 @@ export async function resolveGuestPath(client: Client, path: string): Promise<Re
   // The path is everything after the shell's line but its final newline (a path may itself contain newlines).
   const resolved = r.code === 0 && nl >= 0 ? r.stdout.slice(nl + 1).replace(/\n$/, '') : '';
   if (!resolved.startsWith('/')) {
-    const why = r.stderr.trim() || `${describeExit(r)}, output ${JSON.stringify(r.stdout.slice(-200))}`;
+    const why =
+      unrunScript(r) ?? (r.stderr.trim() || `${describeExit(r)}, output ${JSON.stringify(r.stdout.slice(-200))}`);
     throw new Error(`cannot resolve ${path} in the guest: ${why}`);
   }
   return { path: resolved, shell: r.stdout.slice(0, nl) || null };

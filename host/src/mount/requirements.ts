@@ -9,6 +9,7 @@ import type { MountConfig } from '../config/schema.js';
 import type { MountCause } from '../model.js';
 import { describeExit, type ExecResult, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
+import { unrunScript } from '../ssh/unrun-script.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
 import { execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
@@ -76,9 +77,10 @@ async function checkSshfs(client: Client): Promise<MountRequirement> {
   const name = 'sshfs in the guest';
   const r = await execOn(
     client,
-    'command -v sshfs || exit 3; test -c /dev/fuse || exit 4; test -r /dev/fuse && test -w /dev/fuse || exit 5',
+    // The closing word tells a check that passed from a login that ran nothing and exited 0 (see unrunScript).
+    'command -v sshfs || exit 3; test -c /dev/fuse || exit 4; test -r /dev/fuse && test -w /dev/fuse || exit 5; echo sshfs=ok',
   );
-  if (r.code === 0) return { name, ok: true, detail: null };
+  if (r.code === 0 && /^sshfs=ok$/m.test(r.stdout)) return { name, ok: true, detail: null };
   const install = 'sudo apt-get install sshfs, or sudo dnf install fuse-sshfs';
   const missing: Record<number, MountRequirement> = {
     3: unmet(
@@ -102,7 +104,11 @@ async function checkSshfs(client: Client): Promise<MountRequirement> {
   };
   return (
     (r.code !== null && missing[r.code]) ||
-    unmet(name, 'guest-unchecked', `cannot check for sshfs in the guest: ${r.stderr.trim() || describeExit(r)}`)
+    unmet(
+      name,
+      'guest-unchecked',
+      `cannot check for sshfs in the guest: ${unrunScript(r) ?? (r.stderr.trim() || describeExit(r))}`,
+    )
   );
 }
 
@@ -139,7 +145,7 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   const name = 'user_allow_other in /etc/fuse.conf';
   const { state, run } = await fuseConfState(client);
   if (state === null) {
-    const why = run.stderr.trim() || run.stdout.trim() || describeExit(run);
+    const why = unrunScript(run) ?? (run.stderr.trim() || run.stdout.trim() || describeExit(run));
     return unmet(name, 'guest-unchecked', `cannot run a command in the guest to look at /etc/fuse.conf: ${why}`);
   }
   if (state === 'yes' || state === 'root') return { name, ok: true, detail: null };

@@ -5,6 +5,7 @@
 import { type Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
 import { describeExit } from '../ssh/exec.js';
 import { shellQuote as q } from '../ssh/shell-quote.js';
+import { unrunScript } from '../ssh/unrun-script.js';
 import type { GuestShell } from './ensure.js';
 import { archOf, BUNDLE_FILE, type GuestArch, nodeUsable } from './manifest.js';
 
@@ -102,15 +103,8 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
     'true',
   ].join('\n');
   const r = await shell.execText(script, 60_000);
-  if (r.code !== 0) {
-    // csh and tcsh end a quoted argument at its first newline: no multi-line command can reach /bin/sh through them.
-    if (/^Unmatched ['"`]+\.$/m.test(r.stderr))
-      throw new Error(
-        "the guest user's login shell looks like csh or tcsh, which cannot pass tether's commands on to /bin/sh " +
-          `(it says: ${lastLine(r.stderr)}); give the SSH user sh, bash, zsh or fish (e.g. sudo chsh -s /bin/bash USER)`,
-      );
-    throw new Error(`probing the guest failed (${describeExit(r)}): ${lastLine(r.stderr)}`);
-  }
+  if (r.code !== 0)
+    throw new Error(`probing the guest failed (${describeExit(r)}): ${unrunScript(r) ?? lastLine(r.stderr)}`);
   const facts: GuestFacts = {
     arch: null,
     unameM: '',
@@ -172,7 +166,10 @@ export async function probe(shell: GuestShell, config: Pick<Config, 'guestAgent'
       }
     }
   }
-  if (!facts.dir) throw new Error(`probing the guest printed no install directory: ${lastLine(r.stdout + r.stderr)}`);
+  if (!facts.dir)
+    throw new Error(
+      `probing the guest printed no install directory: ${unrunScript(r) ?? lastLine(r.stdout + r.stderr)}`,
+    );
   return facts;
 }
 

@@ -9,6 +9,7 @@ import { sshdForwardingFix } from './advice.js';
 import type { ExecResult } from './exec.js';
 import { SshNotConnectedError } from './session.js';
 import { shellQuote as q } from './shell-quote.js';
+import { unrunScript } from './unrun-script.js';
 
 /** What the checks need from an SSH session (SshSession satisfies it). */
 export interface SocketShell {
@@ -78,7 +79,9 @@ export async function guestSocketState(shell: Pick<SocketShell, 'execText'>, soc
   }
   const state = fields.get('state') ?? '';
   if (r.code !== 0 || !STATES.includes(state))
-    throw new Error(`checking ${socket} in the guest failed (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`);
+    throw new Error(
+      `checking ${socket} in the guest failed (exit ${r.code}): ${unrunScript(r) ?? (r.stderr || r.stdout).trim()}`,
+    );
   const view: GuestSocketView = { state: state as GuestSocketState, user: fields.get('user') ?? '' };
   const denied = fields.get('denied')?.match(/^([^:]*):([^:]*):([0-7]+):(.*)$/);
   if (denied)
