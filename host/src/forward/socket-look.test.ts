@@ -27,7 +27,7 @@ const settled = () => new Promise((r) => setTimeout(r, 10));
 
 /** A guest socket in `state`, its forward, and the look at it; `looks` counts the exec channels that examined it. */
 function setup(state: string, watch = { on: false }) {
-  const guest = { state, looks: 0, closed: 0, hold: null as Promise<void> | null };
+  const guest = { state, looks: 0, closed: 0, hold: null as Promise<void> | null, noSession: false };
   const ssh = {
     openStreamLocal: async () => {
       if (guest.state !== 'listening') throw openFailed();
@@ -36,6 +36,7 @@ function setup(state: string, watch = { on: false }) {
     execText: async () => {
       guest.looks++;
       await guest.hold;
+      if (guest.noSession) throw new Error('no SSH session is free in the guest (sshd MaxSessions)');
       return { code: 0, stdout: `user=tb\nstate=${guest.state}\n`, stderr: '' };
     },
   } as unknown as SocketShell;
@@ -139,6 +140,19 @@ describe('SocketLook while the guest agent watches the path', () => {
     look.unwatched();
     await vi.advanceTimersByTimeAsync(5_500);
     expect(guest.looks).toBe(3);
+    look.stop();
+  });
+
+  it('shows the failed open, not forwarding, when the look cannot run, and looks again until it can', async () => {
+    vi.useFakeTimers();
+    // Watched or not: a look that found no session left is not something the guest agent will report a change of.
+    const { guest, forward, look } = setup('absent', { on: true });
+    guest.noSession = true;
+    await look.settle();
+    expect(forward.refused).toMatch(/^cannot open guest socket.*open failed \(looking at why failed: .*MaxSessions/);
+    guest.noSession = false;
+    await vi.advanceTimersByTimeAsync(5_500);
+    expect(forward.refused).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
     look.stop();
   });
 });

@@ -122,17 +122,21 @@ export class SocketLook {
     this.lastFailure = err;
     const f = this.forward;
     const opens = this.opens;
+    let unlooked = false;
     const cause = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
       this.deps.log.debug(
         { forward: f.id, err: e.message },
         `cannot look at guest socket ${f.guestAddr}: ${e.message}`,
       );
-      return f.refused; // no news: keep what it shows
+      unlooked = true;
+      // No news keeps what it shows; but a channel failed, so nothing shown yet is not `forwarding` either (the look
+      // fails where sshd has no session left for it: mounts hold them under a low MaxSessions).
+      return f.refused ?? `${err.message} (looking at why failed: ${e.message})`;
     });
     this.at = performance.now();
     // A channel that opened meanwhile says more than the look did.
     if (this.opens === opens) this.deps.show(cause);
-    if (f.refused) this.scheduleRecheck(err);
+    if (f.refused) this.scheduleRecheck(err, unlooked);
   }
 
   /**
@@ -155,12 +159,15 @@ export class SocketLook {
     });
   }
 
-  /** A forward still showing a cause looks again later, backing off while it keeps showing one. */
-  private scheduleRecheck(err: Error): void {
+  /**
+   * A forward still showing a cause looks again later, backing off while it keeps showing one. `unlooked`: the last
+   * look could not run, so the timer serves even where the guest agent watches the path (nothing there may change).
+   */
+  private scheduleRecheck(err: Error, unlooked = false): void {
     if (this.recheck) clearTimeout(this.recheck);
     this.recheck = null;
     // Each timed look is an SSH session in the guest's logs, for as long as the socket stays away.
-    if (this.deps.watched?.()) return;
+    if (!unlooked && this.deps.watched?.()) return;
     this.recheck = setTimeout(() => {
       this.recheck = null;
       if (!this.forward.refused || this.stopped) {
@@ -168,9 +175,9 @@ export class SocketLook {
         return;
       }
       this.recheckMs = Math.min(this.recheckMs * 2, RECHECK_MAX_MS);
-      if (this.deps.watched?.()) return;
+      if (!unlooked && this.deps.watched?.()) return;
       // While SSH is down there is nothing to look at: wait for it.
-      if (this.forward.suspended) this.scheduleRecheck(err);
+      if (this.forward.suspended) this.scheduleRecheck(err, unlooked);
       // Not through failed(): its rate limit is this timer's own interval, which a timer can undercut by a fraction
       // of a millisecond, and a recheck skipped there would never be scheduled again.
       else void this.look(() => this.examine(err));
