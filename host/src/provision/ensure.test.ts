@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRunTestbed, useTestbed } from '../../../test/helpers/testbed.js';
 import { waitFor } from '../../../test/helpers/wait.js';
 import { Config, DEFAULT_GUEST_SOCKET } from '../config/schema.js';
+import { isAlive } from '../instance.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
 import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
@@ -93,10 +94,12 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
   it('moves a log past 1 MiB aside when it starts the agent again, so the log stays bounded', async () => {
     const log = join(installDir, 'agent.log');
     const old = 'x'.repeat(1024 * 1024 + 1);
-    writeFileSync(log, old);
     const pid = agentPid();
     process.kill(pid!, 'SIGTERM');
     await waitFor(async () => !(await answers()), { what: 'the killed agent to stop answering' });
+    // Written once the agent is gone: its last lines (shutting down) would land after it.
+    await waitFor(() => !isAlive(pid!), { what: 'the killed agent to exit' });
+    writeFileSync(log, old);
     const r = await ensureGuestAgent(session, config, BUNDLE_DIR, silentLogger());
     expect(r.actions).toEqual(['started in background']);
     expect(readFileSync(`${log}.1`, 'utf8')).toBe(old);
