@@ -67,6 +67,20 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     ).toHaveLength(1);
     await guest(tb(), `echo after >> ${fixture.mountPoint}/f`);
     expect(readFileSync(join(fixture.location, 'f'), 'utf8')).toBe('before\nafter\n');
+
+    // A second outage: its warning counts what it added, and the total hidden since the first mount beside it.
+    fixture.client.once('close', () => fixture.manager.suspend('ssh connection closed again'));
+    await tb().stopSshd();
+    await waitFor(() => guestMountType(fixture.mountPoint) === null, { what: 'the guest mount to go again' });
+    await guest(tb(), `echo meanwhile > ${fixture.mountPoint}/during2.txt`);
+    await tb().startSshd();
+    fixture.client = await connect(tb());
+    await fixture.manager.resume(fixture.client);
+    const again = lines.filter((l) => l.msg.includes(`entries were written to ${fixture.mountPoint}`));
+    expect(again).toHaveLength(2);
+    expect(again[1].msg).toMatch(
+      /^1 entries were written .*\(suspended: ssh connection closed again\) \(2 in all since the first mount\);/,
+    );
   });
 
   it('replaces a stale mount left behind by a killed sshfs', async () => {

@@ -103,6 +103,8 @@ export class GuestMount extends EventEmitter {
   private bootId: string | null = null;
   /** Entries under the mount point at the first mount of this run; null before it (see noteUnderlying). */
   private underlyingAtFirst: number | null = null;
+  /** The same at the latest remount: a warning names only what came since (earlier ones named the rest). */
+  private underlyingAtLast: number | null = null;
   /** Why the mount was last not mounted (its state and reason), for the warning about what was written meanwhile. */
   private lastOutage: string | null = null;
 
@@ -359,6 +361,7 @@ export class GuestMount extends EventEmitter {
       if (this.bootId !== null && bootId !== this.bootId) {
         this.endedWithGuest = true;
         this.underlyingAtFirst = null;
+        this.underlyingAtLast = null;
       }
       this.bootId = bootId;
     }
@@ -376,17 +379,21 @@ export class GuestMount extends EventEmitter {
     if (this.nested()) return;
     if (this.underlyingAtFirst === null) {
       this.underlyingAtFirst = count;
+      this.underlyingAtLast = count;
       // Not a fault (a guest directory mounted over), but what the mount hides is worth a line.
       if (count > 0)
         this.log.info({ guestPath: path, underlying: count }, `the mount hides ${count} entries of ${path}`);
       return;
     }
-    const added = count - this.underlyingAtFirst;
+    const added = count - (this.underlyingAtLast ?? this.underlyingAtFirst);
+    this.underlyingAtLast = count;
     if (added <= 0) return;
+    const hidden = count - this.underlyingAtFirst;
+    const inAll = hidden > added ? ` (${hidden} in all since the first mount)` : '';
     const parent = posix.dirname(path);
     this.log.warn(
-      { guestPath: path, hiddenEntries: added },
-      `${added} entries were written to ${path} in the guest while it was not mounted (${this.lastOutage ?? 'not mounted yet'}); ` +
+      { guestPath: path, hiddenEntries: hidden },
+      `${added} entries were written to ${path} in the guest while it was not mounted (${this.lastOutage ?? 'not mounted yet'})${inAll}; ` +
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
         '(sudo umount /mnt/under after)',
