@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsApplier } from '../guest/src/inotify/applier.js';
 import { silentLogger as guestSilentLogger } from '../guest/src/log.js';
+import { loginProblem } from '../host/src/cli/doctor.js';
 import { mountTable } from '../host/src/cli/render.js';
 import { MountConfig } from '../host/src/config/schema.js';
 import { silentLogger } from '../host/src/log.js';
@@ -274,6 +275,22 @@ describe.skipIf(!canRunTestbed())('a guest whose login ends before any command r
       await expect(guestSocketState(shell, '/run/tether/agent.sock')).rejects.toThrow(RAN_NONE);
     } finally {
       client.end();
+    }
+  });
+
+  it("gives doctor's missing guest agent the login as its cause", async () => {
+    const client = await connect(testbed(), CHATTY_USER);
+    try {
+      expect(await loginProblem(client)).toMatch(RAN_NONE);
+    } finally {
+      client.end();
+    }
+    // The testbed's own user runs commands: nothing to say.
+    const usual = await connect(testbed());
+    try {
+      expect(await loginProblem(usual)).toBeNull();
+    } finally {
+      usual.end();
     }
   });
 

@@ -22,7 +22,9 @@ import {
   sshdForwardingFix,
   streamLocalRefusal,
 } from '../ssh/index.js';
+import { loginShellCommand } from '../ssh/shell-quote.js';
 import { sshTarget } from '../ssh/target.js';
+import { unrunScript } from '../ssh/unrun-script.js';
 import { HOST_AGENT_NAME, otherBuild } from '../version.js';
 import { clientFor } from './context.js';
 import { cappedListeners, countOf } from './render.js';
@@ -470,6 +472,16 @@ function shellOn(client: Client) {
   };
 }
 
+/**
+ * Why the SSH user's login runs none of tether's commands (see unrunScript: csh, rbash, an rc file that exits,
+ * ForceCommand), or null when a two-line script runs. Exported for its test.
+ */
+export async function loginProblem(client: Client): Promise<string | null> {
+  const r = await execOn(client, loginShellCommand('true\necho tether-ran'), 10_000).catch(() => null);
+  if (!r || r.stdout.includes('tether-ran')) return null;
+  return unrunScript(r);
+}
+
 async function checkGuestAgent(
   instance: string,
   client: Client,
@@ -489,10 +501,12 @@ async function checkGuestAgent(
   } catch (err) {
     // The same look as provisioning's: a running agent behind an sshd that refuses the channel is no dead agent.
     const refused = await streamLocalRefusal(shellOn(client), socket, err as Error).catch(() => null);
+    // A login that runs none of tether's commands also kept provisioning from starting the agent: that is the fix.
+    const login = refused ? null : await loginProblem(client);
     return [
       refused
         ? fail('guest agent', refused.message, sshdForwardingFix('unix'))
-        : fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, fix),
+        : fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, login ?? fix),
       skip('port scanner', 'needs the guest agent'),
     ];
   }
