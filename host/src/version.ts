@@ -25,9 +25,12 @@ export function hostBuild(): string | null {
 /**
  * Why a running agent reporting build `running` is not the code this process would start, or null when it is (or
  * either build is unknown): it was started before tether was rebuilt or upgraded, and runs the old code until
- * restarted.
+ * restarted. `running` is the `build` of the agent's status: undefined when the status has no such key, i.e. the
+ * agent's tether is older than build reporting (null is an agent run from sources, whose build is unknown).
  */
 export function otherBuild(running: string | null | undefined, mine = hostBuild()): string | null {
-  if (!running || !mine || running === mine) return null;
+  if (running === null || !mine || running === mine) return null;
+  if (running === undefined)
+    return `the agent runs an older tether than this command (${mine}), from before agents reported their build: it was started before tether was upgraded`;
   return `the agent runs another build of tether (${running}) than this command (${mine}): it was started before tether was rebuilt or upgraded`;
 }

@@ -77,8 +77,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   const agent = await checkAgent(paths, config.guestAgent.provision);
   add(agent.result);
-  const stale = otherBuild(agent.build);
-  if (stale) add(warn('host agent build', stale, `tether down ${paths.name} && tether up ${paths.name}`));
+  if (agent.staleBuild)
+    add(warn('host agent build', agent.staleBuild, `tether down ${paths.name} && tether up ${paths.name}`));
   if (agent.link) add(agent.link);
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
   add(
@@ -252,8 +252,8 @@ interface AgentCheck {
   provisioning?: boolean;
   /** Guest listeners the running agent leaves out (maxForwards). */
   capped?: number;
-  /** The build of tether the running agent runs. */
-  build?: string | null;
+  /** Why the running agent is not this command's build of tether (otherBuild), null when it is or is unknown. */
+  staleBuild?: string | null;
   /** The guest agent, while the running agent's link to it is up. */
   guest?: GuestView | null;
 }
@@ -302,7 +302,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       guestStopping,
       provisioning: status.link.provisioning === true,
       capped: status.forwards.capped,
-      build: status.build,
+      staleBuild: otherBuild(status.build),
     };
   const result =
     status.state === 'ready'
@@ -314,7 +314,6 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
         );
   const provisioning = status.link?.provisioning === true;
   const capped = status.forwards.capped;
-  const build = status.build;
   const guest = status.link?.up ? status.guest : null;
   return {
     result,
@@ -324,7 +323,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
     guestStopping,
     provisioning,
     capped,
-    build,
+    staleBuild: otherBuild(status.build),
     guest,
   };
 }

@@ -92,7 +92,7 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
   if (opts.foreground)
     throw new CliError(`instance ${name} is already running (pid ${readPid(paths) ?? '?'}); stop it first`);
   print(`instance ${name} is already running (pid ${readPid(paths) ?? '?'})`);
-  const stale = otherBuild(running?.build);
+  const stale = running ? otherBuild(running.build) : null;
   if (stale) print(`${stale}; \`tether down ${name} && tether up ${name}\` runs this one`);
   // Refused until the user acts (a changed host key, credentials): waiting here would only run out the clock.
   if (running?.ssh.state === 'closed')
