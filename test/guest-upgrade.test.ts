@@ -1,7 +1,7 @@
 // Upgrading tether on the host replaces the guest agent: an agent that answers on the socket but reports another
 // build or another protocol version (the shipped bundle with its build hash or protocol version rewritten, started by
 // hand) is stopped and replaced by this host's build when the host agent comes up with `provision: auto`, and
-// requirement 3 says so.
+// requirement 3 says so; with `provision: never` it is kept, and status says it is not this host's build.
 import type { ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -60,6 +60,26 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('guest agent of another build', 
     const other = await startOtherAgent((b) => b.replaceAll(hash, JSON.stringify('olderbuild00000')));
     try {
       await expectReplaced(other, '(build olderbuild00000) is not the one this host ships');
+    } finally {
+      await stopChild(other);
+    }
+  });
+
+  it('with provision: never keeps an agent of another build, and status and the log say so', async () => {
+    const hash = JSON.stringify(manifest!.hash);
+    const other = await startOtherAgent((b) => b.replaceAll(hash, JSON.stringify('olderbuild00000')));
+    try {
+      h = await startAgent(testbed(), { guestAgent: { ...testConfig(testbed()).guestAgent, provision: 'never' } });
+      const status = h.agent.status();
+      expect(status.state).toBe('ready');
+      expect(status.guest?.build).toBe('olderbuild00000');
+      const outdated =
+        `the guest agent ${manifest!.version} (build olderbuild00000) is not the one this host ships, ` +
+        `${manifest!.version} (build ${manifest!.hash}), and guestAgent.provision is never: install this host's ` +
+        'tether-guest in the guest, or set provision: auto';
+      expect(status.link?.outdated).toBe(outdated);
+      expect(other.exitCode).toBeNull();
+      expect(readFileSync(join(h.instanceDir, 'logs', 'current.log'), 'utf8')).toContain(outdated);
     } finally {
       await stopChild(other);
     }

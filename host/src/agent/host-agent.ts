@@ -149,7 +149,12 @@ export class HostAgent extends EventEmitter implements AgentApi {
       logger: this.logger('link'),
       agent: HOST_AGENT_NAME,
       ensureAgent: provision ? (_reason, replace) => this.provisioner.run(replace).then(() => undefined) : undefined,
-      outdated: (info, build) => outdatedAgent(info, build, this.bundleDir),
+      outdated: (info, build) => {
+        const reason = outdatedAgent(info, build, this.bundleDir);
+        return reason && !provision
+          ? `${reason}, and guestAgent.provision is never: install this host's tether-guest in the guest, or set provision: auto`
+          : reason;
+      },
       // sshd refusing unix-socket forwarding looks like a dead agent; provisioning would restart a working one.
       explainOpenFailure: async (err) => (await streamLocalRefusal(this.ssh, this.link.socket, err))?.message ?? null,
       ...opts.link,

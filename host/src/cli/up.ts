@@ -291,6 +291,7 @@ async function finish(
     say(
       `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
     );
+    if (s.link?.outdated) complain(`tether: warning: ${s.link.outdated}\n`);
     await warnForwardsNotServing(paths);
     return;
   }

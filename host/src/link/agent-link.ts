@@ -76,7 +76,7 @@ export interface AgentLinkOptions {
   ensureAgent?: (reason: string, replace?: boolean) => Promise<void>;
   /**
    * Why a running agent is not the build this host ships (null when it is); `build` is null from an agent too old
-   * to say. Consulted only with ensureAgent.
+   * to say. With ensureAgent such an agent is replaced; without, it serves and `outdated` says why.
    */
   outdated?: (info: Info, build: string | null) => string | null;
   /**
@@ -118,7 +118,10 @@ export class AgentLink extends EventEmitter {
   lastErrorAt = 0;
   /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
   blocked: string | null = null;
-  /** Why the agent in use is not this host's build, when replacing it failed or did not help; null otherwise. */
+  /**
+   * Why the agent in use is not this host's build, when replacing it failed or did not help, or nothing may replace
+   * it (no ensureAgent); null otherwise.
+   */
   outdated: string | null = null;
   private stoppingReason: string | null = null;
   /**
@@ -542,9 +545,14 @@ export class AgentLink extends EventEmitter {
   }
 
   private outdatedReason(info: Info, build: string | null): string | null {
-    const reason = this.opts.ensureAgent ? (this.opts.outdated?.(info, build) ?? null) : null;
+    const reason = this.opts.outdated?.(info, build) ?? null;
     if (!reason) this.outdated = null;
-    return reason;
+    else if (!this.opts.ensureAgent && reason !== this.outdated) {
+      // Nothing here may replace it: it serves, and the log and status say that it is not this host's build.
+      this.outdated = reason;
+      this.log.warn({ socket: this.socket, outdated: true }, reason);
+    }
+    return this.opts.ensureAgent ? reason : null;
   }
 
   /**
