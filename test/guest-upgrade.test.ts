@@ -1,13 +1,18 @@
 // Upgrading tether on the host replaces the guest agent: an agent that answers on the socket but reports another
 // build or another protocol version (the shipped bundle with its build hash or protocol version rewritten, started by
 // hand) is stopped and replaced by this host's build when the host agent comes up with `provision: auto`, and
-// requirement 3 says so; with `provision: never` it is kept, and status says it is not this host's build.
+// requirement 3 says so; with `provision: never` one of another build is kept, and status says it is not this host's
+// build, and one of another protocol version fails requirement 4 at once with the fix (doctor names it too).
 import type { ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { HostAgent } from '../host/src/agent/index.js';
+import { createLogger } from '../host/src/log.js';
 import { BUNDLE_FILE, readManifest } from '../host/src/provision/index.js';
+import { cliBuilt, runCli, writeTestbedConfig } from './helpers/cli-helpers.js';
 import { type Harness, startAgent, stopChild, testConfig } from './helpers/forward-fixture.js';
 import { canRunTestbed, useTestbed } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
@@ -85,10 +90,53 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('guest agent of another build', 
     }
   });
 
+  it('with provision: never fails requirement 4 at once on an agent of another protocol version, naming the fix', async () => {
+    const other = await startOtherAgent((b) => b.replace('var PROTOCOL_VERSION = 1;', 'var PROTOCOL_VERSION = 2;'));
+    const instanceDir = mkdtempSync(join(tmpdir(), 'tether-upgrade-never-'));
+    const logger = await createLogger({ dir: join(instanceDir, 'logs'), level: 'debug' });
+    const tb = testbed();
+    const agent = new HostAgent(
+      'test',
+      testConfig(tb, { guestAgent: { ...testConfig(tb).guestAgent, provision: 'never' } }),
+      {
+        instanceDir,
+        logger,
+        requirementTimeoutMs: 60_000,
+      },
+    );
+    try {
+      const started = performance.now();
+      await expect(agent.start()).rejects.toThrow(
+        /^requirement 4 of 4 \(guest agent running\) failed: protocol version mismatch: this side \(tether\/[\d.]+\) speaks 1, tether-guest\/[\d.]+ speaks 2: this host's tether cannot use that guest agent until it is replaced; guestAgent\.provision is never: install this host's tether-guest in the guest, or set guestAgent\.provision: auto$/,
+      );
+      expect(performance.now() - started).toBeLessThan(30_000); // not the whole requirement timeout
+      expect(agent.link.incompatible).toMatch(/tether-guest\/[\d.]+ speaks 2$/);
+      expect(other.exitCode).toBeNull(); // not ours to stop
+      if (cliBuilt()) {
+        // doctor greets it over a fresh SSH connection: an agent that answers in another protocol, not a silent one.
+        mkdirSync(join(instanceDir, 'home', 'never'), { recursive: true });
+        writeTestbedConfig(join(instanceDir, 'home', 'never', 'tether.yaml'), tb, {
+          guestAgent: { provision: 'never' },
+        });
+        const doctor = await runCli(join(instanceDir, 'home'), ['doctor', 'never']);
+        expect(doctor.stdout).toMatch(
+          /^✗ guest agent: the guest agent on \S+ cannot be used: protocol version mismatch: this side \(tether\/[\d.]+ doctor\) speaks 1, tether-guest\/[\d.]+ speaks 2$/m,
+        );
+        expect(doctor.stdout).toContain(
+          "fix: install this host's tether-guest in the guest (tether-guest install), or set guestAgent.provision: auto",
+        );
+      }
+    } finally {
+      await agent.stop('test finished');
+      await stopChild(other);
+      rmSync(instanceDir, { recursive: true, force: true });
+    }
+  });
+
   it('replaces an agent that speaks another protocol version', async () => {
     const other = await startOtherAgent((b) => b.replace('var PROTOCOL_VERSION = 1;', 'var PROTOCOL_VERSION = 2;'));
     try {
-      await expectReplaced(other, 'protocol version mismatch: this side speaks 1');
+      await expectReplaced(other, 'protocol version mismatch: this side (tether/');
     } finally {
       await stopChild(other);
     }

@@ -132,7 +132,7 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     [
       'another protocol version',
       { name: 'wrong-version' },
-      /protocol version mismatch: this side speaks 1, tether-guest\/9\.9\.9 speaks 999/,
+      /protocol version mismatch: this side \(tether\/[\d.]+\) speaks 1, tether-guest\/9\.9\.9 speaks 999/,
     ],
   ])('closes the link on %s with the reason in the log', async (_what, mode, pattern) => {
     const line = await misbehave(mode, 'link', pattern);

@@ -169,11 +169,11 @@ describe('Peer', () => {
     expect(peer.closed).toBe(false);
   });
 
-  it('refuses a different protocol version', async () => {
+  it('refuses a different protocol version, naming both sides and their versions', async () => {
     const { peer, send } = rawRemote();
     const reason = closed(peer);
     send(encodeFrame({ t: 'hello', v: 99, agent: 'future/9', caps: [] }));
-    expect(await reason).toMatch(/version mismatch.*future\/9 speaks 99/);
+    expect(await reason).toBe('protocol version mismatch: this side (host/test) speaks 1, future/9 speaks 99');
   });
 
   it('tells a future hello (with fields it does not know) apart as a version mismatch', async () => {

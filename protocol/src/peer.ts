@@ -62,6 +62,8 @@ export class Peer extends EventEmitter {
 
   private readonly decoder: FrameDecoder;
   private readonly maxFrame: number;
+  /** This side's name in hello, e.g. `tether/0.1.0`. */
+  private readonly agent: string;
   private readonly timeoutMs: number;
   private readonly maxBuffered: number;
   private readonly handlers = new Map<string, (p: unknown) => unknown>();
@@ -76,6 +78,7 @@ export class Peer extends EventEmitter {
   ) {
     super();
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.agent = opts.agent;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.maxBuffered = opts.maxBuffered ?? 64 * 1024 * 1024;
     const { beforeHello } = FRAME_LIMITS;
@@ -206,7 +209,7 @@ export class Peer extends EventEmitter {
     if (this.remote) throw new ProtocolError('duplicate hello');
     if (hello.v !== PROTOCOL_VERSION) {
       throw new ProtocolVersionError(
-        `protocol version mismatch: this side speaks ${PROTOCOL_VERSION}, ${hello.agent} speaks ${hello.v}`,
+        `protocol version mismatch: this side (${this.agent}) speaks ${PROTOCOL_VERSION}, ${hello.agent} speaks ${hello.v}`,
       );
     }
     this.remote = hello;

@@ -280,17 +280,20 @@ export class HostAgent extends EventEmitter implements AgentApi {
       } else {
         await this.requirement(REQUIREMENT.provisioned, (note) => this.waitProvisioned(timeout, note));
       }
-      // Nothing will start the agent: what is missing, and the fix, go with every line about the wait.
-      const fix =
-        this.config.guestAgent.provision === 'never'
-          ? '; guestAgent.provision is never: start tether-guest in the guest (`tether-guest run`), or set guestAgent.provision: auto'
-          : '';
+      // Nothing will start the agent, or replace one of another protocol version: what is missing, and the fix, go
+      // with every line about the wait.
+      const fix = () =>
+        this.config.guestAgent.provision !== 'never'
+          ? ''
+          : this.link.incompatible
+            ? "; guestAgent.provision is never: install this host's tether-guest in the guest, or set guestAgent.provision: auto"
+            : '; guestAgent.provision is never: start tether-guest in the guest (`tether-guest run`), or set guestAgent.provision: auto';
       await this.requirement(REQUIREMENT.agentRunning, (note) =>
         this.showingLinkError(
-          (detail) => note(`${detail}${fix}`),
+          (detail) => note(`${detail}${fix()}`),
           async () => {
             const info = await this.link.waitUp(timeout).catch((err: Error) => {
-              throw new Error(`${err.message}${fix}`);
+              throw new Error(`${err.message}${fix()}`);
             });
             // Ready means what listens in the guest now is forwarded (or says why not): `up` then a connect works.
             await Promise.race([this.firstSnapshot, sleep(FIRST_SNAPSHOT_WAIT_MS, undefined, { ref: false })]);

@@ -1,7 +1,7 @@
 // First: ssh2 must see the pooled random fill when it loads.
 import '../ssh/random-pool.js';
 import net from 'node:net';
-import { type Info, Peer } from '@tether/protocol';
+import { type Info, Peer, ProtocolVersionError } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
@@ -509,21 +509,21 @@ async function checkGuestAgent(
       skip('port scanner', 'needs the guest agent'),
     ];
   }
+  const replaceFix =
+    config.guestAgent.provision === 'auto'
+      ? `tether down ${instance} && tether up ${instance} (provisioning replaces it)`
+      : "install this host's tether-guest in the guest (tether-guest install), or set guestAgent.provision: auto";
+  let closeError: Error | undefined;
   try {
     peer = new Peer(stream, { agent: `${HOST_AGENT_NAME} doctor`, timeoutMs: 5_000 });
+    peer.once('close', (_reason: string, err?: Error) => {
+      closeError = err;
+    });
     const { info, build } = await greet(peer, socket, 5_000);
     const answers = `tether-guest ${info.version} pid ${info.pid} answers on ${socket}`;
     const outdated = outdatedAgent(info, build, defaultBundleDir());
     const results = [
-      outdated
-        ? warn(
-            'guest agent',
-            `${answers}, but ${outdated}`,
-            config.guestAgent.provision === 'auto'
-              ? `tether down ${instance} && tether up ${instance} (provisioning replaces it)`
-              : "install this host's tether-guest in the guest (tether-guest install), or set guestAgent.provision: auto",
-          )
-        : ok('guest agent', answers),
+      outdated ? warn('guest agent', `${answers}, but ${outdated}`, replaceFix) : ok('guest agent', answers),
     ];
     const age = Math.max(0, Math.round((Date.now() - info.startedAt) / 1000));
     results.push(
@@ -536,6 +536,12 @@ async function checkGuestAgent(
     );
     return results;
   } catch (err) {
+    // It answered, in a protocol this host's tether does not speak (another tether's guest agent).
+    if (closeError instanceof ProtocolVersionError)
+      return [
+        fail('guest agent', `the guest agent on ${socket} cannot be used: ${closeError.message}`, replaceFix),
+        skip('port scanner', 'needs a guest agent of this host'),
+      ];
     return [
       fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, fix),
       skip('port scanner', 'needs the guest agent'),

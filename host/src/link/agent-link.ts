@@ -116,8 +116,13 @@ export class AgentLink extends EventEmitter {
   lastError: string | null = null;
   /** When lastError was last set (Date.now()). */
   lastErrorAt = 0;
-  /** Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure). */
+  /**
+   * Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure), or
+   * its agent speaks another protocol version and is not replaced (see incompatible).
+   */
   blocked: string | null = null;
+  /** The protocol version mismatch of the agent on the socket, while it blocks the link; null otherwise. */
+  incompatible: string | null = null;
   /**
    * Why the agent in use is not this host's build, when replacing it failed or did not help, or nothing may replace
    * it (no ensureAgent); null otherwise.
@@ -261,6 +266,7 @@ export class AgentLink extends EventEmitter {
     if (this.stopped) return;
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
     this.blocked = null;
+    this.incompatible = null;
     this.replaceTried = false;
     // A new connection (a VM resumed, a guest back): its agent gets the full wait for its hello.
     this.lastDownUnanswered = false;
@@ -319,7 +325,8 @@ export class AgentLink extends EventEmitter {
     const channel = await this.openChannel(gen);
     if (typeof channel === 'string') return channel;
     const { peer, closed, closeError } = this.newPeer(channel);
-    if (!(await this.handshake(peer, closeError))) return 'failed';
+    const shaken = await this.handshake(peer, closeError);
+    if (shaken !== 'up') return shaken;
     await this.serveUntilClosed(peer, closed);
     return 'was-up';
   }
@@ -331,6 +338,7 @@ export class AgentLink extends EventEmitter {
       channel = await this.ssh.openStreamLocal(this.socket);
     } catch (err) {
       const message = (err as Error).message;
+      this.incompatible = null; // no agent answers there now
       if (err instanceof SshNotConnectedError) {
         this.noteFailure(message);
         return 'failed';
@@ -389,9 +397,10 @@ export class AgentLink extends EventEmitter {
 
   /**
    * Hello, info and build; an agent of another build or protocol is replaced, a silent one taken for hung. Then the
-   * subscription: the link is up with the agent's snapshot applied. False when it did not come up.
+   * subscription: the link is up with the agent's snapshot applied. 'blocked' when the agent speaks another protocol
+   * and is not replaced: only someone replacing it can help.
    */
-  private async handshake(peer: Peer, closeError: () => Error | undefined): Promise<boolean> {
+  private async handshake(peer: Peer, closeError: () => Error | undefined): Promise<'up' | 'failed' | 'blocked'> {
     try {
       const full = this.opts.setupTimeoutMs ?? 10_000;
       const { hello, info, build } = await greet(
@@ -399,7 +408,7 @@ export class AgentLink extends EventEmitter {
         this.socket,
         this.lastDownUnanswered ? Math.min(full, HUNG_HELLO_MS) : full,
       );
-      if (await this.replaced(peer, this.outdatedReason(info, build))) return false;
+      if (await this.replaced(peer, this.outdatedReason(info, build))) return 'failed';
       this.emit('peer', peer);
       const snapshot = await peer.request('ports.subscribe', {});
       this.info = info;
@@ -408,6 +417,7 @@ export class AgentLink extends EventEmitter {
       this.lastDownUnanswered = false;
       this.lastError = null;
       this.blocked = null;
+      this.incompatible = null;
       this.stoppingReason = null;
       this.log.info(
         {
@@ -422,18 +432,28 @@ export class AgentLink extends EventEmitter {
       this.emit('up', info);
       this.applySnapshot(peer, snapshot);
       if (this.watchedSockets.length > 0) this.sendSocketWatch(peer);
-      return true;
+      return 'up';
     } catch (err) {
       const message = `agent link setup failed: ${(err as Error).message}`;
-      this.noteFailure(message);
+      const versionError = closeError();
+      // The same agent that blocks the link, met again at a retry: said once already.
+      if (!(versionError instanceof ProtocolVersionError && versionError.message === this.incompatible))
+        this.noteFailure(message);
       peer.close(message);
       if (this.peer === peer) this.peer = null;
-      const versionError = closeError();
-      if (versionError instanceof ProtocolVersionError) await this.replaced(peer, versionError.message);
+      if (versionError instanceof ProtocolVersionError) {
+        if (await this.replaced(peer, versionError.message)) return 'failed';
+        // Kept (provisioning is off, or it was replaced already on this connection): no retry can talk to it.
+        this.incompatible = versionError.message;
+        this.noteBlocked(
+          `${versionError.message}: this host's tether cannot use that guest agent until it is replaced`,
+        );
+        return 'blocked';
+      }
       // The socket takes connections but nothing answers on it: a hung or stopped agent, to be replaced.
-      else if (err instanceof HelloTimeoutError || err instanceof RequestTimeoutError)
+      if (err instanceof HelloTimeoutError || err instanceof RequestTimeoutError)
         await this.replaceHung((err as Error).message);
-      return false;
+      return 'failed';
     }
   }
 
