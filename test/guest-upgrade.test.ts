@@ -57,7 +57,10 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('guest agent of another build', 
     expect(status.requirements[2].detail).toMatch(/^replaced the running agent/);
     expect(status.guest?.build).toBe(manifest!.hash);
     await waitFor(() => other.exitCode !== null || other.signalCode !== null, { what: 'the other agent to exit' });
-    expect(readFileSync(join(h.instanceDir, 'logs', 'current.log'), 'utf8')).toContain(logged);
+    const log = readFileSync(join(h.instanceDir, 'logs', 'current.log'), 'utf8');
+    expect(log).toContain(logged);
+    // The log says which agent the replacement brought up, also when both report the same version.
+    expect(log).toMatch(new RegExp(`agent link up: tether-guest/\\S+ \\(build ${manifest!.hash}\\) pid \\d+`));
   }
 
   it('replaces an agent that reports another build', async () => {

@@ -425,9 +425,11 @@ export class AgentLink extends EventEmitter {
           agent: hello.agent,
           guestPid: info.pid,
           socket: this.socket,
+          build,
           listeners: snapshot.listeners.length,
         },
-        `agent link up: ${hello.agent} pid ${info.pid} at ${this.socket}`,
+        // The build tells agents of one version apart: which one a replacement brought up.
+        `agent link up: ${hello.agent}${build ? ` (build ${build})` : ''} pid ${info.pid} at ${this.socket}`,
       );
       this.emit('up', info);
       this.applySnapshot(peer, snapshot);
