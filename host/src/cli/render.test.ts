@@ -47,6 +47,14 @@ describe('status text', () => {
     expect(text).toContain('forwards:     3 (1 forwarding, 2 ignored)\n');
   });
 
+  it('says under the agent when it runs another build of tether than the command, and how to run this one', () => {
+    expect(statusText(status)).not.toContain('!');
+    const text = statusText(status, 'the agent runs another build of tether (aaaa) than this command (bbbb)');
+    expect(text).toMatch(
+      /^agent: .*\n {14}! the agent runs another build of tether \(aaaa\) than this command \(bbbb\); `tether down vm && tether up vm` runs this one\n/m,
+    );
+  });
+
   it('counts the guest listeners maxForwards leaves out beside the forwards', () => {
     const capped = { ...status, forwards: { ...status.forwards, capped: 1 } };
     expect(statusText(capped)).toContain(

@@ -141,11 +141,15 @@ export function cappedListeners(n: number): string {
   return `${n} more guest listener${n > 1 ? 's' : ''} over maxForwards, not forwarded or listed`;
 }
 
-export function statusText(s: StatusView): string {
+/** `staleBuild`: why the agent is not this command's build of tether (otherBuild), shown under its line. */
+export function statusText(s: StatusView, staleBuild: string | null = null): string {
   const lines = [
     `instance:     ${s.name}`,
     `state:        ${s.state}`,
     `agent:        pid ${s.pid}, up since ${s.startedAt} (${formatAge(s.startedAt)})`,
+    ...(staleBuild
+      ? [`              ! ${staleBuild}; \`tether down ${s.name} && tether up ${s.name}\` runs this one`]
+      : []),
     `ssh:          ${s.ssh.target} ${s.ssh.state} (since ${formatAge(s.ssh.since)}), ${s.ssh.reconnects} reconnects` +
       (s.ssh.lastError ? `, last error: ${s.ssh.lastError}` : ''),
   ];

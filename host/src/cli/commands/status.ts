@@ -5,6 +5,7 @@ import { AgentNotRunningError } from '../../control/client.js';
 import { isAlive, isOurAgent, readPid } from '../../instance.js';
 import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
 import { sshTarget } from '../../ssh/target.js';
+import { otherBuild } from '../../version.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { lastRun } from '../log-reader.js';
@@ -24,7 +25,7 @@ export function registerStatus(program: Command): void {
     try {
       const s = await clientFor(paths).status();
       if (opts.json) sayJson(s, 2);
-      else say(`${statusText(s)}\n`);
+      else say(`${statusText(s, otherBuild(s.build))}\n`);
     } catch (err) {
       if (!(err instanceof AgentNotRunningError)) throw err;
       // Its process runs but the control API does not answer (still starting, or hung): not stopped.
