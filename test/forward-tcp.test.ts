@@ -1,9 +1,15 @@
 // Automatic TCP forwarding against the testbed guest: guest listeners on every address kind appear on host
 // 127.0.0.1 and ::1 at the same port and disappear when they close; half-close; bulk transfers with checksums both
-// ways; many parallel connections; a slow reader does not grow memory; a busy host port is a retried conflict.
+// ways; many parallel connections; a slow reader does not grow memory; a busy host port is a retried conflict, named
+// for another tether instance that holds it.
 import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ControlServer, startControlServer } from '../host/src/control/server.js';
+import { silentLogger } from '../host/src/log.js';
 import {
   connectError,
   guestServer,
@@ -13,8 +19,9 @@ import {
   sendPattern,
   startAgent,
   stopChild,
+  testConfig,
 } from './helpers/forward-fixture.js';
-import { canRunTestbed, useTestbed } from './helpers/testbed.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { freePort, waitFor } from './helpers/wait.js';
 
 describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
@@ -258,5 +265,92 @@ describe.skipIf(!canRunTestbed())('TCP forwarding', () => {
     );
     expect((await roundTrip('::1', port, 'v6')).toString()).toBe('v6');
     await stopChild(server);
+  });
+});
+
+// Two VMs side by side, each with its own instance under one TETHER_HOME: their guests serve the same port, and the
+// host has it once. The second instance's conflict names the first (lsof would only show a tether agent), and it takes
+// the port once the first lets it go.
+describe.skipIf(!canRunTestbed())('TCP forwarding: two instances whose guests serve the same port', () => {
+  const testbedA = useTestbed();
+  const testbedB = useTestbed();
+  const home = mkdtempSync(join(tmpdir(), 'tether-two-'));
+  const harnesses: Harness[] = [];
+  let control: ControlServer | undefined;
+
+  afterAll(async () => {
+    await control?.close();
+    for (const h of harnesses) await h.stop();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  /** An in-process agent for `name` in `home`, as `tether up` lays it out (tether.yaml). */
+  async function instance(name: string, tb: Testbed): Promise<Harness> {
+    const instanceDir = join(home, name);
+    mkdirSync(instanceDir, { mode: 0o700 });
+    writeFileSync(join(instanceDir, 'tether.yaml'), JSON.stringify(testConfig(tb)));
+    const h = await startAgent(tb, {}, { instanceDir });
+    harnesses.push(h);
+    return h;
+  }
+
+  it("names the other instance and its forward, and takes the port once that instance's guest server stops", async () => {
+    const a = await instance('vm-a', testbedA());
+    control = await startControlServer({
+      socketPath: join(home, 'vm-a', 'ha.sock'),
+      agent: a.agent,
+      log: silentLogger(),
+    });
+    const b = await instance('vm-b', testbedB());
+    const port = await freePort();
+    const serverA = await guestServer(testbedA(), 'tcp', '0.0.0.0', port);
+    const view = (h: Harness, id: string) => h.agent.forwards().find((f) => f.id === id);
+    await waitFor(() => view(a, `tcp/0.0.0.0:${port}`)?.state === 'forwarding', { what: 'vm-a forwarding' });
+    const serverB = await guestServer(testbedB(), 'tcp', '127.0.0.1', port);
+    const idB = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => view(b, idB)?.state === 'conflict', { what: 'vm-b in conflict' });
+    const conflict = view(b, idB)!;
+    expect(conflict.heldBy).toEqual({
+      kind: 'instance',
+      instance: 'vm-a',
+      id: `tcp/0.0.0.0:${port}`,
+      address: expect.stringMatching(new RegExp(`^(127\\.0\\.0\\.1|\\[::1\\]):${port}$`)),
+      state: 'forwarding',
+    });
+    expect(conflict.error).toContain(
+      `host address 127.0.0.1:${port} is in use by tether instance vm-a (its forward tcp/0.0.0.0:${port})`,
+    );
+    expect(conflict.error).toContain(`[::1]:${port} is in use by tether instance vm-a`);
+
+    await stopChild(serverA);
+    await waitFor(() => view(b, idB)?.state === 'forwarding' && view(b, idB)?.error === null, {
+      what: 'vm-b forwarding once vm-a let the port go',
+      timeoutMs: 15_000,
+    });
+    expect((await roundTrip('127.0.0.1', port, 'to-b')).toString()).toBe('to-b');
+    await stopChild(serverB);
+  });
+
+  it('names the other instance whose guest is unreachable while its suspended forward keeps the port', async () => {
+    const [a, b] = harnesses;
+    const port = await freePort();
+    const serverA = await guestServer(testbedA(), 'tcp', '127.0.0.1', port);
+    const id = `tcp/127.0.0.1:${port}`;
+    const view = (h: Harness) => h.agent.forwards().find((f) => f.id === id);
+    await waitFor(() => view(a)?.state === 'forwarding', { what: 'vm-a forwarding' });
+    await testbedA().stopSshd();
+    try {
+      await waitFor(() => view(a)?.state === 'suspended', { what: 'vm-a suspended' });
+      const serverB = await guestServer(testbedB(), 'tcp', '127.0.0.1', port);
+      await waitFor(() => view(b)?.state === 'conflict', { what: 'vm-b in conflict' });
+      expect(view(b)?.heldBy).toMatchObject({ kind: 'instance', instance: 'vm-a', id, state: 'suspended' });
+      expect(view(b)?.error).toContain(
+        `in use by tether instance vm-a (its forward ${id}, suspended: its guest is unreachable)`,
+      );
+      await stopChild(serverB);
+    } finally {
+      await testbedA().startSshd();
+      await stopChild(serverA);
+    }
   });
 });

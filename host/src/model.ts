@@ -13,11 +13,14 @@ export type ForwardSource = 'detected' | 'static' | 'runtime';
 
 /**
  * What holds the host address of a forward in `conflict`, for doctor and scripts (its error says it for people):
- * another of tether's own forwards (its id, and the host address it listens on), a connection from that port that no
+ * another of tether's own forwards (its id, and the host address it listens on), a forward of another tether instance
+ * under the same TETHER_HOME (its name, the forward's id there, the address, and whether that forward serves or is
+ * suspended, its guest unreachable, while it keeps the port), a connection from that port that no
  * listener shows (it passes by itself), or another process.
  */
 export type ForwardHolder =
   | { kind: 'forward'; id: string; address: string }
+  | { kind: 'instance'; instance: string; id: string; address: string; state: 'forwarding' | 'suspended' }
   | { kind: 'connection' }
   | { kind: 'process' };
 

@@ -37,6 +37,7 @@ import {
 import { HOST_AGENT_NAME, hostBuild } from '../version.js';
 import { firstOutcome } from './first-outcome.js';
 import { defaultMountSkipped, mountSummary, mountsDegradedReason } from './mounts.js';
+import { PeerForwards } from './peer-forwards.js';
 import { ProblemRing } from './problems.js';
 import { Provisioner } from './provisioner.js';
 import { BootRequirements } from './requirements.js';
@@ -159,6 +160,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       explainOpenFailure: async (err) => (await streamLocalRefusal(this.ssh, this.link.socket, err))?.message ?? null,
       ...opts.link,
     });
+    const peers = new PeerForwards(opts.instanceDir);
     this.engine = new ForwardEngine({
       ssh: this.ssh,
       portForwards: config.portForwards,
@@ -168,6 +170,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
       logger: this.logger('forward'),
       requestScan: () => this.link.requestScan(),
       watchSockets: (paths) => this.link.watchSockets(paths),
+      peerHolder: (key) => peers.holderOf(key),
     });
     this.wire();
   }

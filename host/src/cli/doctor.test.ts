@@ -1,5 +1,5 @@
 // doctor's advice for a forward in conflict (another process, which lsof finds, or another of tether's own forwards,
-// where lsof would only show tether: the fix is to remove one of them) and for a mount that is not mounted, told by
+// where lsof would only show tether: the fix is to remove one of them; or another instance's) and for a mount that is not mounted, told by
 // its cause.
 import { describe, expect, it } from 'vitest';
 import type { ForwardView, MountView } from '../model.js';
@@ -77,6 +77,30 @@ describe('doctor on a forward in conflict', () => {
     );
     expect(held({ kind: 'connection' })).toMatch(/^wait: /);
     expect(held({ kind: 'process' })).toMatch(/^free host port 18150/);
+  });
+
+  it('names the other tether instance whose forward holds the port, and how this one gets it', () => {
+    const heldBy = {
+      kind: 'instance',
+      instance: 'web',
+      id: 'tcp/0.0.0.0:8097',
+      address: '127.0.0.1:18150',
+      state: 'forwarding',
+    } as const;
+    const r = forwardProblem('vm', conflict('the port is busy', heldBy));
+    expect(r.fix).toBe(
+      "instance web forwards its guest's tcp/0.0.0.0:8097 there, and this forward takes the port once that goes " +
+        '(tether forward rm web tcp/0.0.0.0:8097, or tether down web); or map it elsewhere with a portForwards rule (hostPort)',
+    );
+    // An instance of the same VM holds every port this one would: it is the one to stop.
+    const sibling = { name: 'web', pid: 42, target: 'me@127.0.0.1:2222' };
+    expect(forwardProblem('vm', conflict('the port is busy', heldBy), [sibling]).fix).toBe(
+      'instance web forwards the same VM and holds this port: tether down web',
+    );
+    // One whose guest is unreachable keeps the port (its forward suspended) until it is stopped.
+    expect(forwardProblem('vm', conflict('the port is busy', { ...heldBy, state: 'suspended' })).fix).toMatch(
+      /^instance web keeps the port for its guest's tcp\/0\.0\.0\.0:8097 while that guest is unreachable .*: tether down web frees it;/,
+    );
   });
 });
 

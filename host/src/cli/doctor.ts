@@ -207,23 +207,7 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
   const detail = named
     ? `${f.state}: ${f.error}`
     : `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
-  if (f.state === 'conflict') {
-    // Held by another of tether's own forwards: lsof would only show tether.
-    const own = f.heldBy?.kind === 'forward' ? f.heldBy.id : undefined;
-    // A connection from the port (TIME-WAIT, an outgoing one) shows in no listing of listeners, and passes.
-    const connection = f.heldBy?.kind === 'connection';
-    return fail(
-      name,
-      detail,
-      own
-        ? `remove one of the two: tether forward rm ${instance} ${own}, or map this one elsewhere with a portForwards rule (hostPort)`
-        : connection
-          ? `wait: tether binds it once the connection is gone (TIME-WAIT ends within a minute; see \`ss -tan sport = :${port}\` or \`netstat -an | grep ${port}\`), or map it elsewhere with a portForwards rule (hostPort)`
-          : siblings.length > 0
-            ? `instance ${siblings[0].name} forwards the same VM and likely holds this port: tether down ${siblings[0].name} (else see \`lsof -nP -i :${port}\`)`
-            : `free host port ${port} (see \`lsof -nP -i :${port}\`) or map it elsewhere with a portForwards rule (hostPort)`,
-    );
-  }
+  if (f.state === 'conflict') return fail(name, detail, conflictFix(instance, f, port, siblings));
   if (f.state === 'privileged') {
     const fix = `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`;
     // A guest system service (an MTA on 25, a DHCP client on 68) on its own port is no fault of the setup; a forward
@@ -238,6 +222,31 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
     detail,
     `as the detail says${again}; each attempt is in \`tether logs ${instance} --component forward\``,
   );
+}
+
+/** The fix of a forward in `conflict`, told by who holds its host port (heldBy). */
+function conflictFix(instance: string, f: ForwardView, port: string | undefined, siblings: Sibling[]): string {
+  const elsewhere = 'map it elsewhere with a portForwards rule (hostPort)';
+  const held = f.heldBy;
+  // Another of tether's own forwards: lsof would only show tether.
+  if (held?.kind === 'forward')
+    return `remove one of the two: tether forward rm ${instance} ${held.id}, or map this one elsewhere with a portForwards rule (hostPort)`;
+  // A connection from the port (TIME-WAIT, an outgoing one) shows in no listing of listeners, and passes.
+  if (held?.kind === 'connection')
+    return `wait: tether binds it once the connection is gone (TIME-WAIT ends within a minute; see \`ss -tan sport = :${port}\` or \`netstat -an | grep ${port}\`), or ${elsewhere}`;
+  const peer = held?.kind === 'instance' ? held : undefined;
+  // An instance of the same VM forwards every port this one would: one of the two should go, not a port.
+  const sameVm = peer ? siblings.find((s) => s.name === peer.instance) : siblings[0];
+  if (sameVm)
+    return peer
+      ? `instance ${sameVm.name} forwards the same VM and holds this port: tether down ${sameVm.name}`
+      : `instance ${sameVm.name} forwards the same VM and likely holds this port: tether down ${sameVm.name} (else see \`lsof -nP -i :${port}\`)`;
+  // Another VM's instance (lsof would only show a tether agent, not which one): this one takes the port once it goes.
+  if (peer?.state === 'suspended')
+    return `instance ${peer.instance} keeps the port for its guest's ${peer.id} while that guest is unreachable (a VM stopped without \`tether down\`?): tether down ${peer.instance} frees it; or ${elsewhere}`;
+  if (peer)
+    return `instance ${peer.instance} forwards its guest's ${peer.id} there, and this forward takes the port once that goes (tether forward rm ${peer.instance} ${peer.id}, or tether down ${peer.instance}); or ${elsewhere}`;
+  return `free host port ${port} (see \`lsof -nP -i :${port}\`) or ${elsewhere}`;
 }
 
 interface AgentCheck {

@@ -1,5 +1,6 @@
-// Client of the control API (used by the CLI only): JSON requests over the instance's unix socket and the
-// WebSocket event stream. Turns "nobody listens" into AgentNotRunningError and `{error}` replies into ControlError.
+// Client of the control API (used by the CLI, and by an agent asking the others which of them holds a host port):
+// JSON requests over the instance's unix socket and the WebSocket event stream. Turns "nobody listens" into
+// AgentNotRunningError and `{error}` replies into ControlError.
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { LoadedConfig } from '../config/load.js';

@@ -11,7 +11,13 @@ import { formatAddr, sshPortTaken, takesSshPort } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { compareForwards, type ForwardSource, type ForwardSpec, type ForwardView } from '../model.js';
+import {
+  compareForwards,
+  type ForwardHolder,
+  type ForwardSource,
+  type ForwardSpec,
+  type ForwardView,
+} from '../model.js';
 import {
   ChannelOpenError,
   OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -48,6 +54,8 @@ interface ForwardEngineOptions {
   hostSshPort?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
+  /** Another tether instance's forward that holds a busy host address (HostBindings' peerHolder). */
+  peerHolder?: (key: string) => Promise<ForwardHolder | null>;
   /** Concurrent channel opens across all forwards. */
   channelOpenConcurrency?: number;
   udpIdleMs?: number;
@@ -149,6 +157,7 @@ export class ForwardEngine extends EventEmitter {
       log: this.log,
       retryInitialMs: opts.retryInitialMs,
       retryMaxMs: opts.retryMaxMs,
+      peerHolder: opts.peerHolder,
       onChange: (f) => this.refresh(f),
     });
   }

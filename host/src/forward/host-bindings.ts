@@ -46,6 +46,8 @@ interface HostBindingsOptions<F> {
   retryMaxMs?: number;
   /** A binding's status or owner changed: forward `f`, which uses it, may show another state. */
   onChange: (f: F) => void;
+  /** Another tether instance's forward that holds the busy binding at `key`, when one does (agent/peer-forwards.ts). */
+  peerHolder?: (key: string) => Promise<ForwardHolder | null>;
 }
 
 export const PRIVILEGED_HINT =
@@ -57,13 +59,13 @@ function busyMessage(addr: string, holder: ForwardHolder): string {
       `host address ${addr} is held by a connection from that port, not by a listener (an outgoing connection, or ` +
       'one closed less than a minute ago, in TIME-WAIT); retrying until it is free'
     );
-  const who = holder.kind === 'forward' ? `tether's forward ${holder.id} (on ${holder.address})` : 'another process';
+  const who =
+    holder.kind === 'forward'
+      ? `tether's forward ${holder.id} (on ${holder.address})`
+      : holder.kind === 'instance'
+        ? `tether instance ${holder.instance} (its forward ${holder.id}${holder.address === addr ? '' : `, on ${holder.address}`}${holder.state === 'suspended' ? ', suspended: its guest is unreachable' : ''})`
+        : 'another process';
   return `host address ${addr} is in use by ${who}; retrying until it is free`;
-}
-
-/** Another process, or the connection explainBusy found holding the port. */
-function outsideHolder(heldByConnection: boolean): ForwardHolder {
-  return heldByConnection ? { kind: 'connection' } : { kind: 'process' };
 }
 
 /** Bind errors that may go away by themselves, retried like a busy port; the error says so with RETRYING. */
@@ -269,23 +271,23 @@ export class HostBindings<F extends BindingRef> {
       async (err: NodeJS.ErrnoException) => {
         if (entry.closed || this.stopped) return;
         // Who holds a busy port is known before the conflict is shown or logged: its first word is the one kept.
-        const byConnection =
-          err.code === 'EADDRINUSE' && !this.holdingForward(entry) && (await this.heldByConnection(entry));
+        const outside =
+          err.code === 'EADDRINUSE' && !this.holdingForward(entry) ? await this.outsideHolder(entry) : null;
         if (entry.closed || this.stopped) return;
-        this.failed(entry, err, byConnection);
+        this.failed(entry, err, outside);
         this.changed(entry);
       },
     );
   }
 
   /** What a failed listen means: the binding's status and error, and whether it is tried again. */
-  private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException, heldByConnection: boolean): void {
+  private failed(entry: BindingEntry<F>, err: NodeJS.ErrnoException, outside: ForwardHolder | null): void {
     const addr = entry.binding.address;
     entry.holder = null;
     if (err.code === 'EADDRINUSE') {
       entry.status = 'conflict';
       const own = this.holdingForward(entry);
-      entry.holder = own ?? outsideHolder(heldByConnection);
+      entry.holder = own ?? outside ?? { kind: 'process' };
       entry.error = busyMessage(addr, entry.holder);
       this.scheduleRetry(entry);
     } else if (err.code === 'EACCES' && entry.key.startsWith('unix/')) {
@@ -318,10 +320,14 @@ export class HostBindings<F extends BindingRef> {
     return null;
   }
 
-  /** Whether a busy TCP address is held only by connections from it, not by a listener (port-holder.ts). */
-  private async heldByConnection(entry: BindingEntry<F>): Promise<boolean> {
+  /**
+   * Who outside this agent holds a busy address: only connections from it, not a listener (port-holder.ts), or
+   * another tether instance's forward; another process when neither.
+   */
+  private async outsideHolder(entry: BindingEntry<F>): Promise<ForwardHolder> {
     const a = entry.key.startsWith('tcp/') ? hostAddrOfKey(entry.key) : null;
-    return a !== null && (await tcpPortHolder(a.ip, a.port)) === 'connection';
+    if (a !== null && (await tcpPortHolder(a.ip, a.port)) === 'connection') return { kind: 'connection' };
+    return (await this.opts.peerHolder?.(entry.key).catch(() => null)) ?? { kind: 'process' };
   }
 
   private scheduleRetry(entry: BindingEntry<F>): void {

@@ -58,12 +58,14 @@ function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: Ho
 
 /**
  * Who holds a forward's busy addresses, for its fix: one of tether's own forwards first (removing one of the two is
- * the fix), then a passing connection; another process when no address says more.
+ * the fix), then another tether instance's, then a passing connection; another process when no address says more.
  */
 function mainHolder(settled: BindingView<Forward>[]): ForwardHolder {
   const holders = settled.flatMap((e) => (e.status === 'conflict' && e.holder ? [e.holder] : []));
   return (
-    holders.find((h) => h.kind === 'forward') ?? holders.find((h) => h.kind === 'connection') ?? { kind: 'process' }
+    holders.find((h) => h.kind === 'forward') ??
+    holders.find((h) => h.kind === 'instance') ??
+    holders.find((h) => h.kind === 'connection') ?? { kind: 'process' }
   );
 }
 
