@@ -361,7 +361,10 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       expect(status.stderr).toContain(`instance ${NAME}: the agent does not answer on `);
       expect(status.stderr).toContain(`\`tether down ${NAME}\` stops it`);
       const ls = await cli('ls', '--json');
-      expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: NAME, state: 'not answering' })]);
+      // Its pid (from ha.pid) is there, as for a running one: it is what to look at, or to stop.
+      expect(JSON.parse(ls.stdout)).toEqual([
+        expect.objectContaining({ name: NAME, state: 'not answering', pid: agentPid }),
+      ]);
     } finally {
       process.kill(agentPid, 'SIGCONT');
     }

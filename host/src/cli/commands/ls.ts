@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { LoadedConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
-import { instancePaths, listInstances, tetherHome } from '../../instance.js';
+import { instancePaths, isAlive, listInstances, readPid, tetherHome } from '../../instance.js';
 import type { StatusView } from '../../model.js';
 import { sshTarget } from '../../ssh/target.js';
 import { clientFor, withHelp } from '../context.js';
@@ -46,6 +46,9 @@ async function describe(name: string, loadConfig: (file: string) => LoadedConfig
     if (!(err instanceof AgentNotRunningError)) {
       row.state = 'not answering';
       row.error = (err as Error).message;
+      // The agent that holds the socket but does not answer (stopped, stuck) is still the one ha.pid names.
+      const pid = readPid(paths);
+      row.pid = pid !== null && isAlive(pid) ? pid : null;
     }
     return row;
   }
