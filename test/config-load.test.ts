@@ -146,7 +146,7 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     name: "static rule onto the host port of the VM's SSH (QEMU's hostfwd on loopback)",
     text: 'ssh:\n  user: a\n  host: localhost\n  port: 2222\nportForwards:\n  - guestPort: 3000\n    hostPort: 2222\n    static: true\n',
     expect: [
-      /demo\.yaml:7:15: portForwards\[0\]\.hostPort: .*host port 2222 is where this host reaches the VM's sshd \(ssh\.port\): expected another host port/,
+      /demo\.yaml:7:15: portForwards\[0\]\.hostPort: .*got 2222; expected another host port: host port 2222 is where this host reaches the VM's sshd \(ssh\.port\)$/m,
     ],
   },
   {

@@ -176,7 +176,7 @@ export const Config = z
       ctx.addIssue({
         code: 'custom',
         path: ['portForwards', i, r.hostPort !== undefined ? 'hostPort' : 'guestPort'],
-        message: `${sshPortTaken(hostPort)}: expected another host port (hostPort)`,
+        message: `expected another host port: ${sshPortTaken(hostPort)}`,
       });
     });
     // Two mounts on one guest directory stack: the second hides the first, and both would show `mounted`.
