@@ -1,6 +1,7 @@
 // Provisioning against the testbed (real sshd, no systemd in the namespace guest): the first run uploads the bundle
 // and starts the agent in the background, the second finds it current, and a killed agent is started again without
 // a new upload.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,7 +13,7 @@ import { isAlive } from '../instance.js';
 import { silentLogger } from '../log.js';
 import { SshSession } from '../ssh/index.js';
 import { agentSocket, chooseArtefact, seaLibcProblem } from './choose.js';
-import { ensureGuestAgent, runningAgentSocket } from './ensure.js';
+import { ensureGuestAgent, runningAgentSocket, waitExit } from './ensure.js';
 import { type GuestArch, readManifest } from './manifest.js';
 import { taggedValue, unitArgs } from './probe.js';
 
@@ -110,6 +111,31 @@ describe.skipIf(!canRunTestbed() || !haveBuild)('ensureGuestAgent on the testbed
     await expect(ensureGuestAgent(session, config, '/nonexistent', silentLogger())).rejects.toThrow(
       /guest agent build missing or unreadable at \/nonexistent\/manifest\.json/,
     );
+  });
+});
+
+describe('waitExit', () => {
+  const wait = (pid: string) => spawnSync('sh', ['-c', `${waitExit(pid)} && echo exited || echo running`]).stdout;
+
+  it('takes a zombie for exited: a guest whose init does not reap at once keeps one for seconds', () => {
+    // The child exits at once; its parent, now `sleep 8`, never reaps it, so it stays a zombie past the 5 s wait.
+    const dir = mkdtempSync(join(tmpdir(), 'tether-zombie-'));
+    const script = [
+      `sh -c 'sleep 0 & echo $! >${dir}/pid; exec sleep 8' & p=$!`,
+      `while [ ! -s ${dir}/pid ]; do sleep 0.05; done; c=$(cat ${dir}/pid)`,
+      `${waitExit('$c')} && echo exited || echo running; kill $p`,
+    ].join('\n');
+    try {
+      expect(spawnSync('sh', ['-c', script]).stdout.toString()).toBe('exited\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('waits for a live process, and says it did not exit when it outlives the wait', () => {
+    const live = spawnSync('sh', ['-c', `sleep 7 & p=$!; ${waitExit('$p')} && echo exited || echo running; kill $p`]);
+    expect(live.stdout.toString()).toBe('running\n');
+    expect(wait('999999999').toString()).toBe('exited\n');
   });
 });
 

@@ -354,9 +354,14 @@ async function stopSocketHolder(shell: GuestShell, socket: string, sudo: string)
     throw new Error(`cannot stop the guest agent listening on ${socket}: ${lastLine(r.stderr) || 'it did not exit'}`);
 }
 
-/** Shell: waits up to 5 s for process `pid` (a shell word) to exit; its status says whether it did. */
-function waitExit(pid: string): string {
-  return `i=0; while [ -d /proc/${pid} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done; [ ! -d /proc/${pid} ]`;
+/**
+ * Shell: waits up to 5 s for process `pid` (a shell word) to exit; its status says whether it did. A zombie has
+ * exited (its sockets are closed): a guest without an init that reaps at once (a container, a bare namespace) keeps
+ * one around for seconds.
+ */
+export function waitExit(pid: string): string {
+  const running = `[ -d /proc/${pid} ] && ! grep -q '^State:[[:space:]]*Z' /proc/${pid}/status 2>/dev/null`;
+  return `i=0; while ${running} && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done; ! { ${running}; }`;
 }
 
 /** The background agent's log gains each start's lines and its warnings; past this size the next start moves it. */
