@@ -198,6 +198,30 @@ describe('ForwardEngine', () => {
     expect(forwardingLogs).toHaveLength(2); // once at creation, once after resuming
   });
 
+  it('listens on 127.0.0.1 alone, with no error, on a host without ::1 (IPv6 turned off)', async () => {
+    engine = new ForwardEngine({
+      ssh: fakeSsh,
+      portForwards: [],
+      maxForwards: 10,
+      instanceDir: '/tmp',
+      logger,
+      loopbacks: ['127.0.0.1'],
+    });
+    expect(lines.map((l) => l.msg)).toContain(
+      'this host has no IPv6 loopback (::1): forwards that name no host address listen on 127.0.0.1 only',
+    );
+    const [port, hostPort] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({
+      hostAddrs: [`127.0.0.1:${port}`],
+      state: 'forwarding',
+      error: null,
+    });
+    expect(await echo(port)).toBe('hi');
+    const added = await engine.add({ proto: 'udp', hostPort, guestPort: 5353 });
+    expect(added.hostAddrs).toEqual([`127.0.0.1:${hostPort}`]);
+  });
+
   it('folds a detected listener into a forward added later for its port: one row, with its process', async () => {
     engine = make();
     const port = await freePort();

@@ -29,6 +29,7 @@ import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
+import { hostLoopbacks } from './host-loopbacks.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { loopbackTarget } from './loopback.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
@@ -52,6 +53,8 @@ interface ForwardEngineOptions {
   sshPort?: number;
   /** The host's loopback port of the SSH connection to the VM, when it goes over loopback: never forwarded onto. */
   hostSshPort?: number;
+  /** Where forwards that name no host address listen; default the host's loopbacks (host-loopbacks.ts). */
+  loopbacks?: readonly string[];
   retryInitialMs?: number;
   retryMaxMs?: number;
   /** Another tether instance's forward that holds a busy host address (HostBindings' peerHolder). */
@@ -140,6 +143,8 @@ export class ForwardEngine extends EventEmitter {
   private watchedPaths = '';
   private stopped = false;
   private sshPort: number;
+  /** Where forwards that name no host address listen: the host's loopbacks, read once. */
+  private readonly loopbacks: readonly string[];
   /** The current agent link (UDP datagrams travel over it). */
   private peer: Peer | null = null;
 
@@ -149,6 +154,12 @@ export class ForwardEngine extends EventEmitter {
     this.churn = new ChurnLog(this.log);
     this.caps = new ForwardCaps(opts.maxForwards, this.log);
     this.sshPort = opts.sshPort ?? 22;
+    this.loopbacks = opts.loopbacks ?? hostLoopbacks();
+    if (!this.loopbacks.includes('::1'))
+      this.log.info(
+        { loopbacks: this.loopbacks },
+        'this host has no IPv6 loopback (::1): forwards that name no host address listen on 127.0.0.1 only',
+      );
     this.rules = opts.portForwards.filter((r): r is PortRule => !isSocketRule(r));
     this.socketRules = opts.portForwards.filter(isSocketRule);
     this.opens = new OpenGate(opts.channelOpenConcurrency ?? 64);
@@ -179,7 +190,7 @@ export class ForwardEngine extends EventEmitter {
           proto: 'tcp',
           guestIP: rule.guestIP,
           guestPort,
-          hostIPs: hostIPsOf(rule.hostIP),
+          hostIPs: this.hostIPs(rule.hostIP),
           hostPort,
         }),
       );
@@ -191,6 +202,11 @@ export class ForwardEngine extends EventEmitter {
       pending.push(this.createUnixForward(id, 'static', rule.guestSocket, hostSocket));
     }
     await Promise.all(pending);
+  }
+
+  /** Host addresses of a rule or forward that names `hostIP` or none (rules.ts hostIPsOf). */
+  private hostIPs(hostIP: string | undefined): string[] {
+    return hostIPsOf(hostIP, this.loopbacks);
   }
 
   /** A static rule whose forward an earlier rule already set up: said, and skipped. */
@@ -388,7 +404,7 @@ export class ForwardEngine extends EventEmitter {
       await this.createUnixForward(id, 'runtime', spec.guestSocket, hostSocket);
       return this.keepIfBound(id);
     }
-    if (takesSshPort(spec.proto, hostIPsOf(spec.hostIP), spec.hostPort, this.opts.hostSshPort))
+    if (takesSshPort(spec.proto, this.hostIPs(spec.hostIP), spec.hostPort, this.opts.hostSshPort))
       throw Object.assign(
         new Error(`${sshPortTaken(spec.hostPort)}: forward guest port ${spec.guestPort} to another host port`),
         { statusCode: 422 },
@@ -397,7 +413,7 @@ export class ForwardEngine extends EventEmitter {
     this.refuseDuplicate(id);
     // Another added or static forward on the same host address, or one that overlaps it (0.0.0.0 and 127.0.0.1): two
     // explicit claims, as `ssh -L` twice would be.
-    const keys = hostIPsOf(spec.hostIP).map((ip) => bindingKey(spec.proto, formatAddr(ip, spec.hostPort)));
+    const keys = this.hostIPs(spec.hostIP).map((ip) => bindingKey(spec.proto, formatAddr(ip, spec.hostPort)));
     for (const key of keys) {
       for (const holder of this.explicitForwards) {
         const theirs = holder.bindingKeys.find((k) => keysOverlap(k, key));
@@ -420,7 +436,7 @@ export class ForwardEngine extends EventEmitter {
       proto,
       guestIP: '127.0.0.1',
       guestPort,
-      hostIPs: hostIPsOf(spec.hostIP),
+      hostIPs: this.hostIPs(spec.hostIP),
       hostPort,
     });
     await Promise.all([created, this.foldDetected(this.forwardsById.get(id))]);
@@ -595,7 +611,7 @@ export class ForwardEngine extends EventEmitter {
     const plain = explicitId(proto, ip, guestPort, hostPort);
     const holder = this.forwardsById.get(plain);
     if (!hostIP || !holder) return plain;
-    const taken = new Set(hostIPsOf(hostIP).map((h) => formatAddr(h, hostPort)));
+    const taken = new Set(this.hostIPs(hostIP).map((h) => formatAddr(h, hostPort)));
     const keeps = holder.source === 'detected' && holder.hostAddrs.some((a) => !taken.has(a));
     return holder.source !== 'detected' || keeps ? explicitId(proto, ip, guestPort, hostPort, hostIP) : plain;
   }
@@ -624,7 +640,11 @@ export class ForwardEngine extends EventEmitter {
     const decision: RuleDecision =
       this.userIgnored.has(id) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`)
         ? { action: 'ignore', reason: 'removed by the operator' }
-        : matchRule(l, this.rules, { sshPort: this.sshPort, hostSshPort: this.opts.hostSshPort });
+        : matchRule(l, this.rules, {
+            sshPort: this.sshPort,
+            hostSshPort: this.opts.hostSshPort,
+            loopbacks: this.loopbacks,
+          });
     // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
     // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets. Host
     // addresses it does not hold (`forward add 127.0.0.1:P:P` beside the default [::1]) stay this listener's own.

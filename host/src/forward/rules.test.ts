@@ -169,6 +169,19 @@ describe('matchRule', () => {
   }
 });
 
+describe('matchRule on a host without ::1', () => {
+  it('gives the loopbacks the host has to forwards that name no host address, and keeps an address a rule names', () => {
+    const loopbacks = ['127.0.0.1'];
+    expect(matchRule(tcp('0.0.0.0', 8080), [], { loopbacks })).toEqual(fwd(8080, ['127.0.0.1']));
+    expect(matchRule(tcp('127.0.0.1', 8080), [rule({ guestPort: 8080, hostPort: 9090 })], { loopbacks })).toEqual(
+      fwd(9090, ['127.0.0.1']),
+    );
+    expect(matchRule(tcp('127.0.0.1', 8080), [rule({ guestPort: 8080, hostIP: '::1' })], { loopbacks })).toEqual(
+      fwd(8080, ['::1']),
+    );
+  });
+});
+
 describe('guestTargetIP', () => {
   it('reaches a wildcard through a loopback, a :: one in the client family first', () => {
     expect(guestTargetIP('0.0.0.0', 6, false)).toEqual({ guestIP: '127.0.0.1' });

@@ -25,10 +25,12 @@ interface MatchOptions {
    * `localhost:2222` on ::1 (tried first on macOS) in place of the VM's sshd.
    */
   hostSshPort?: number;
+  /** Host addresses a forward binds when no rule names one: the host's loopbacks (host-loopbacks.ts). */
+  loopbacks?: readonly string[];
 }
 
-/** Host addresses a forward binds when no rule names one. */
-const DEFAULT_HOST_IPS: readonly string[] = ['127.0.0.1', '::1'];
+/** Host addresses a forward binds when no rule names one, on a host that has both loopbacks. */
+export const BOTH_LOOPBACKS: readonly string[] = ['127.0.0.1', '::1'];
 
 const ALL_PORTS: [number, number] = [1, 65_535];
 
@@ -57,13 +59,13 @@ export function familyOf(ip: string): 4 | 6 {
 }
 
 /**
- * Host IPs of a rule or an added forward: its one address, else both loopbacks. `::` means every address, as in
+ * Host IPs of a rule or an added forward: its one address, else the host's loopbacks. `::` means every address, as in
  * `docker run -p`: the IPv4 wildcard too, as a binding of its own (the IPv6 one is IPv6-only), so each family's
  * wildcard stands or falls alone. `0.0.0.0` is IPv4 only, as on Linux.
  */
-export function hostIPsOf(hostIP: string | undefined): string[] {
+export function hostIPsOf(hostIP: string | undefined, loopbacks: readonly string[] = BOTH_LOOPBACKS): string[] {
   if (hostIP === '::') return ['0.0.0.0', '::'];
-  return hostIP ? [hostIP] : [...DEFAULT_HOST_IPS];
+  return hostIP ? [hostIP] : [...loopbacks];
 }
 
 /**
@@ -129,12 +131,16 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts
     const offset = l.port - guestRange(rule)[0];
     return sparingSshPort(
       l,
-      { action: 'forward', hostIPs: hostIPsOf(rule.hostIP), hostPort: hostRange(rule)[0] + offset },
+      { action: 'forward', hostIPs: hostIPsOf(rule.hostIP, opts.loopbacks), hostPort: hostRange(rule)[0] + offset },
       opts,
     );
   }
   if (isLocalhost(l.ip) || isWildcard(l.ip)) {
-    return sparingSshPort(l, { action: 'forward', hostIPs: [...DEFAULT_HOST_IPS], hostPort: l.port }, opts);
+    return sparingSshPort(
+      l,
+      { action: 'forward', hostIPs: hostIPsOf(undefined, opts.loopbacks), hostPort: l.port },
+      opts,
+    );
   }
   return {
     action: 'ignore',
