@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,6 +94,34 @@ describe('SocketWatch', () => {
       await once(daemon, 'exit');
       await until('the socket no longer listened on', () => seen.length === 2);
       expect(statSync(path).isSocket()).toBe(true);
+    } finally {
+      daemon.kill('SIGKILL');
+    }
+  });
+
+  it('announces a daemon that stopped when the forward names its socket through a symlink (/var/run → /run)', async () => {
+    // systemd's docker.socket binds /run/docker.sock; users and Docker's docs name /var/run/docker.sock, and
+    // /proc/net/unix lists only the path the socket was bound as.
+    const dir = mkdtempSync(join(tmpdir(), 'tether-sockwatch-'));
+    dirs.push(dir);
+    mkdirSync(join(dir, 'run'));
+    symlinkSync('run', join(dir, 'varrun'));
+    const bound = join(dir, 'run', 'docker.sock');
+    const named = join(dir, 'varrun', 'docker.sock');
+    const seen: string[] = [];
+    const watch = new SocketWatch((p) => seen.push(p), 20);
+    watches.push(watch);
+    watch.set([named]);
+    const daemon = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(bound)})`]);
+    try {
+      await until('the daemon listening', () => seen.length === 1);
+      // Its state is looked at again once the file has settled: the next change must be the stop alone.
+      await new Promise((r) => setTimeout(r, 100));
+      const before = seen.length;
+      daemon.kill('SIGKILL');
+      await once(daemon, 'exit');
+      await until('the socket no longer listened on', () => seen.length === before + 1);
+      expect(seen.every((p) => p === named)).toBe(true);
     } finally {
       daemon.kill('SIGKILL');
     }

@@ -4,7 +4,8 @@
 // SSH (each such look is an SSH session in the guest's logs). A stat per path and tick, and a read of /proc/net/unix
 // while one is a socket, in the guest: nothing is connected to. Owns one timer and one signature per path; one per
 // client session.
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, type Stats, statSync } from 'node:fs';
+import { basename } from 'node:path';
 
 const POLL_MS = 1_000;
 
@@ -47,24 +48,43 @@ export class SocketWatch {
 /**
  * What a path is now, as far as a forward cares: which socket file (symlinks followed), its mode, and whether a
  * socket of this network namespace listens on it (a daemon in another one, rootless docker's, never shows: that
- * stays the same, and only the file's changes count).
+ * stays the same, and only the file's changes count). The file may be named through a symlink the daemon did not
+ * bind through: systemd's docker.socket binds /run/docker.sock, forwards name /var/run/docker.sock.
  */
-function signature(path: string, listens: (path: string) => boolean): string {
+function signature(path: string, listens: Listens): string {
   try {
     const s = statSync(path);
     if (!s.isSocket()) return 'not a socket';
-    return `socket ${s.dev}:${s.ino} ${s.mode} ${s.ctimeMs} ${listens(path) ? 'listening' : '-'}`;
+    return `socket ${s.dev}:${s.ino} ${s.mode} ${s.ctimeMs} ${listens(path, s) ? 'listening' : '-'}`;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? 'unreadable';
   }
 }
 
-/** Whether a path listens, from one read of /proc/net/unix made on the first question (none when nothing asks). */
-function listeningLookup(): (path: string) => boolean {
+/** Whether the socket file at a path (stat given) is listened on. */
+type Listens = (path: string, file: Stats) => boolean;
+
+/**
+ * Whether a socket file listens, from one read of /proc/net/unix made on the first question (none when nothing asks).
+ * /proc/net/unix names each socket by the path it was bound as, so a path not listed as it is spelled is looked for
+ * among the listed paths with its file's name, by device and inode: a stat for each of those, usually one.
+ */
+function listeningLookup(): Listens {
   let listening: Set<string> | undefined;
-  return (path) => {
+  return (path, file) => {
     listening ??= listeningPaths();
-    return listening.has(path);
+    if (listening.has(path)) return true;
+    const name = basename(path);
+    for (const bound of listening) {
+      if (basename(bound) !== name) continue;
+      try {
+        const s = statSync(bound);
+        if (s.dev === file.dev && s.ino === file.ino) return true;
+      } catch {
+        // gone since the read, or not ours to look at: not this file
+      }
+    }
+    return false;
   };
 }
 
