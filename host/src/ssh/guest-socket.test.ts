@@ -31,3 +31,21 @@ describe('socketOpenFailure for a socket the user may not connect to', () => {
     expect(why).toContain('only root may connect: log in as root (ssh.user) or have the service open it to a group');
   });
 });
+
+describe('socketOpenFailure for a socket nothing serves', () => {
+  const open = new Error('(SSH) Channel open failure: open failed');
+  const shellIn = (state: string) => ({
+    execText: async () => ({ code: 0, signal: null, stdout: `user=me\nstate=${state}\n`, stderr: '' }),
+    openStreamLocal: async () => {
+      throw new Error('not used');
+    },
+  });
+
+  it("names docker's start command for a stopped dockerd's socket, left behind or removed", async () => {
+    for (const state of ['not listening', 'absent']) {
+      const why = await socketOpenFailure(shellIn(state), '/var/run/docker.sock', open);
+      expect(why).toContain('start it in the guest: sudo systemctl start docker');
+    }
+    expect(await socketOpenFailure(shellIn('not listening'), '/run/other.sock', open)).not.toContain('systemctl');
+  });
+});

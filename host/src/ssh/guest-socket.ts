@@ -4,6 +4,7 @@
 // socket from an exec channel as the login user sees it, and when it listens and is the user's to open yet a second
 // channel still fails, the cause is sshd. Used for the guest agent's socket (provisioning, the agent link, doctor)
 // and for unix socket forwards. Owns that shell snippet and the messages that name the fix; it opens nothing else.
+import { posix } from 'node:path';
 import type { ClientChannel } from 'ssh2';
 import { sshdForwardingFix } from './advice.js';
 import type { ExecResult } from './exec.js';
@@ -114,16 +115,21 @@ export async function socketOpenFailure(shell: SocketShell, socket: string, open
   const view = await guestSocketState(shell, socket);
   switch (view.state) {
     case 'absent':
-      return `guest socket ${socket} does not exist: its service is not running in the guest (or removed it as it stopped)`;
+      return `guest socket ${socket} does not exist: its service is not running in the guest (or removed it as it stopped)${startHint(socket)}`;
     case 'not a socket':
       return `guest path ${socket} is not a unix socket`;
     case 'not listening':
-      return `nothing listens on guest socket ${socket}: the file is left from a service that stopped`;
+      return `nothing listens on guest socket ${socket}: the file is left from a service that stopped${startHint(socket)}`;
     case 'no access':
       return noAccess(socket, view);
     case 'listening':
       return (await refusedOnSecondOpen(shell, socket, 'a process'))?.message ?? null;
   }
+}
+
+/** The command that starts the service behind a well-known socket; the forward is back within a second of it. */
+function startHint(socket: string): string {
+  return posix.basename(socket) === 'docker.sock' ? '; start it in the guest: sudo systemctl start docker' : '';
 }
 
 function noAccess(socket: string, { user, denied }: GuestSocketView): string {
