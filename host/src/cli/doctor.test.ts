@@ -202,3 +202,42 @@ describe('doctor when a new SSH login fails but the running agent is connected',
     expect(seenByAgent({ ...guest, scanIntervalMs: 0 })[1].state).toBe('fail');
   });
 });
+
+describe('doctor on a forward refused a host port below 1024 (a host user without privileges)', () => {
+  const privileged = (proto: 'tcp' | 'udp', port: number, source: ForwardView['source']): ForwardView => ({
+    ...conflict(
+      `cannot listen on 127.0.0.1:${port}, [::1]:${port} (EACCES): ports below 1024 need privileges on this host`,
+      null,
+    ),
+    id: `${proto}/127.0.0.1:${port}`,
+    proto,
+    guestAddr: `127.0.0.1:${port}`,
+    hostAddrs: [`127.0.0.1:${port}`, `[::1]:${port}`],
+    state: 'privileged',
+    source,
+  });
+  const suggestedPorts = (fix: string | null | undefined) =>
+    [...(fix ?? '').matchAll(/(\d+):\d+|hostPort: (\d+)/g)].map((m) => Number(m[1] ?? m[2]));
+
+  it('suggests forward add from a host port the user may bind, for a guest service on port 80', () => {
+    const r = forwardProblem('vm', privileged('tcp', 80, 'detected'));
+    expect(r.state).toBe('warn');
+    expect(r.fix).toContain('`tether forward add vm 10080:80`');
+    expect(r.fix).toContain('a portForwards rule with guestPort: 80 and hostPort: 10080');
+    // 80 once got hostPort 180, itself below 1024.
+    expect(suggestedPorts(r.fix).length).toBeGreaterThan(0);
+    for (const p of suggestedPorts(r.fix)) expect(p).toBeGreaterThanOrEqual(1024);
+  });
+
+  it('names the proto for a UDP service such as chronyd on 323', () => {
+    const r = forwardProblem('vm', privileged('udp', 323, 'detected'));
+    expect(r.fix).toContain('`tether forward add vm 10323:323/udp`');
+    expect(r.fix).toContain('proto: udp');
+  });
+
+  it('fails a static rule that asks for a port below 1024, with a host port for it', () => {
+    const r = forwardProblem('vm', privileged('tcp', 25, 'static'));
+    expect(r.state).toBe('fail');
+    expect(r.fix).toBe('give its portForwards rule a host port ≥ 1024, e.g. hostPort: 10025');
+  });
+});

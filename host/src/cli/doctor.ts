@@ -6,6 +6,7 @@ import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
+import { unprivilegedPort, unprivilegedSpec } from '../forward/host-bindings.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
 import { CONFIG_ONLY_CAUSES, type ForwardView, type GuestView, type MountView, type StatusView } from '../model.js';
@@ -209,11 +210,12 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
     : `${f.state} on ${f.hostAddrs.join(', ')}${f.error ? `: ${f.error}` : ''}`;
   if (f.state === 'conflict') return fail(name, detail, conflictFix(instance, f, port, siblings));
   if (f.state === 'privileged') {
-    const fix = `map it to a host port ≥ 1024 with a portForwards rule, e.g. hostPort: 1${port}`;
     // A guest system service (an MTA on 25, a DHCP client on 68) on its own port is no fault of the setup; a forward
     // asked for (forward add, a static rule, a rule that maps it to this port) is.
     const unmapped = f.source === 'detected' && port !== undefined && f.guestAddr.endsWith(`:${port}`);
-    return unmapped ? warn(name, detail, `if you need it on the host, ${fix}`) : fail(name, detail, fix);
+    return unmapped
+      ? warn(name, detail, `if you need it on the host, ${privilegedFix(instance, f, port)}`)
+      : fail(name, detail, privilegedFix(instance, f, port));
   }
   // The error names the cause and what to change (sshd's options, the guest socket's service or owner).
   const again = f.proto === 'unix' ? '; the forward looks at its guest socket again by itself' : '';
@@ -222,6 +224,20 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
     detail,
     `as the detail says${again}; each attempt is in \`tether logs ${instance} --component forward\``,
   );
+}
+
+/**
+ * The fix of a forward refused a host port below 1024: a host port the host user may bind, by `forward add` for now
+ * (a detected or added forward) or by the portForwards rule that asks for the port (a static one).
+ */
+function privilegedFix(instance: string, f: ForwardView, port: string | undefined): string {
+  const guestPort = /:(\d+)$/.exec(f.guestAddr)?.[1];
+  if (port === undefined || guestPort === undefined) return 'map it to a host port ≥ 1024 with a portForwards rule';
+  const hostPort = unprivilegedPort(Number(port));
+  const rule = `a portForwards rule with guestPort: ${guestPort} and hostPort: ${hostPort}${f.proto === 'udp' ? ', proto: udp' : ''}`;
+  if (f.source === 'static') return `give its portForwards rule a host port ≥ 1024, e.g. hostPort: ${hostPort}`;
+  const add = `tether forward add ${instance} ${unprivilegedSpec(f.proto, Number(port), Number(guestPort))}`;
+  return `forward it from a host port ≥ 1024: \`${add}\` (until \`tether down\`), or ${rule} in tether.yaml`;
 }
 
 /** The fix of a forward in `conflict`, told by who holds its host port (heldBy). */

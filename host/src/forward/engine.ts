@@ -28,7 +28,7 @@ import type { HostBinding, Route } from './binding.js';
 import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
-import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
+import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING, unprivilegedSpec } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { loopbackTarget } from './loopback.js';
@@ -100,6 +100,14 @@ class DuplicateForwardError extends Error {
 }
 
 /** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */
+/** `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind. */
+function privilegedExample(view: ForwardView): string {
+  const hostPort = Number(/:(\d+)$/.exec(view.hostAddrs[0] ?? '')?.[1]);
+  const guestPort = Number(/:(\d+)$/.exec(view.guestAddr)?.[1]);
+  if (!hostPort || !guestPort) return '';
+  return `, e.g. ${unprivilegedSpec(view.proto, hostPort, guestPort)}`;
+}
+
 function clash(key: string, theirs: string): string {
   const addr = (k: string) => k.slice(k.indexOf('/') + 1);
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
@@ -465,7 +473,7 @@ export class ForwardEngine extends EventEmitter {
     const why =
       view.state === 'privileged'
         ? `cannot listen on ${view.hostAddrs.join(', ')} (EACCES): ports below 1024 need privileges on this host; ` +
-          'pick a host port of 1024 or more'
+          `pick a host port of 1024 or more${privilegedExample(view)}`
         : view.error?.replaceAll(RETRYING, '');
     throw Object.assign(new Error(`forward ${id} not added: ${why}`), { statusCode: 422 });
   }

@@ -51,7 +51,24 @@ interface HostBindingsOptions<F> {
 }
 
 export const PRIVILEGED_HINT =
-  'ports below 1024 need privileges on this host: map it to a port >= 1024 with a portForwards rule (hostPort)';
+  'ports below 1024 need privileges on this host: forward it from a port >= 1024 with `tether forward add` ' +
+  '(HOSTPORT:GUESTPORT) or a portForwards rule (hostPort)';
+
+/**
+ * A host port the host user may bind to suggest for one below 1024: 10000 above it (80 → 10080, 323 → 10323), so the
+ * port still shows in it, and clear of the ports dev servers take (8080 is as likely a guest's own server as 80's).
+ */
+export function unprivilegedPort(port: number): number {
+  return 10_000 + port;
+}
+
+/**
+ * The `tether forward add` spec that forwards a guest port from such a host port instead of host port `hostPort`
+ * (below 1024): `10080:80`, `10323:323/udp`.
+ */
+export function unprivilegedSpec(proto: string, hostPort: number, guestPort: number): string {
+  return `${unprivilegedPort(hostPort)}:${guestPort}${proto === 'udp' ? '/udp' : ''}`;
+}
 
 function busyMessage(addr: string, holder: ForwardHolder): string {
   if (holder.kind === 'connection')
