@@ -8,8 +8,9 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/write.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
+import { unprivilegedSpec } from '../forward/host-bindings.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
-import { REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
+import { type ForwardView, REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
 import { sshTarget } from '../ssh/target.js';
 import { otherBuild } from '../version.js';
@@ -323,6 +324,8 @@ async function finish(
   throw new CliError(`${message}; log: ${paths.currentLog}`);
 }
 
+const NOT_SERVING: ForwardView['state'][] = ['conflict', 'privileged', 'error'];
+
 /**
  * The forwards that do not serve yet: ready means the agent runs, not that every host port was free. Said on stderr:
  * one line each for those tether.yaml asks for (static rules, unix sockets), one for guest listeners; `up` still
@@ -332,7 +335,7 @@ async function warnForwardsNotServing(paths: InstancePaths): Promise<void> {
   const forwards = await clientFor(paths, 5_000)
     .forwards()
     .catch(() => []);
-  const notServing = forwards.filter((f) => ['conflict', 'privileged', 'error'].includes(f.state));
+  const notServing = forwards.filter((f) => NOT_SERVING.includes(f.state));
   for (const f of notServing) {
     if (f.source !== 'static') continue;
     const host = f.hostAddrs.length > 0 ? f.hostAddrs.join(', ') : '-';
@@ -341,14 +344,40 @@ async function warnForwardsNotServing(paths: InstancePaths): Promise<void> {
         `${f.error ? ` (${f.error})` : ''}\n`,
     );
   }
-  const detected = notServing.filter((f) => f.source === 'detected');
-  if (detected.length === 0) return;
-  const list = detected.map((f) => `${f.proto} ${f.guestAddr} ${f.state}`);
-  const shown = list.length > 5 ? [...list.slice(0, 5), `${list.length - 5} more`] : list;
-  complain(
-    `tether: warning: ${countOf(detected.length, 'guest listener')} not forwarded on every host address: ${shown.join(', ')}; ` +
-      `\`tether forward ls ${paths.name}\` says why\n`,
-  );
+  for (const line of detectedNotServing(paths.name, notServing)) complain(line);
+}
+
+/**
+ * What `up` says of guest listeners that do not serve: a warning for those in `conflict` or `error`, and a note for
+ * guest services on their own port below 1024, which a host user without privileges cannot bind (a guest's chronyd
+ * or MTA is no fault of the setup: doctor warns too), with the command that forwards one from a port it may bind.
+ * Exported for its test.
+ */
+export function detectedNotServing(name: string, forwards: ForwardView[]): string[] {
+  const detected = forwards.filter((f) => f.source === 'detected' && NOT_SERVING.includes(f.state));
+  const listOf = (fs: ForwardView[], state: boolean) => {
+    const list = fs.map((f) => `${f.proto} ${f.guestAddr}${state ? ` ${f.state}` : ''}`);
+    return (list.length > 5 ? [...list.slice(0, 5), `${list.length - 5} more`] : list).join(', ');
+  };
+  const portOf = (addr: string | undefined) => Number(/:(\d+)$/.exec(addr ?? '')?.[1]);
+  // On its own port: a rule that maps a guest port to a host port below 1024 is the setup's fault.
+  const ownPort = (f: ForwardView) => f.state === 'privileged' && portOf(f.hostAddrs[0]) === portOf(f.guestAddr);
+  const lines: string[] = [];
+  const faults = detected.filter((f) => !ownPort(f));
+  if (faults.length > 0)
+    lines.push(
+      `tether: warning: ${countOf(faults.length, 'guest listener')} not forwarded on every host address: ${listOf(faults, true)}; ` +
+        `\`tether forward ls ${name}\` says why\n`,
+    );
+  const privileged = detected.filter(ownPort);
+  const first = privileged[0];
+  if (first)
+    lines.push(
+      `tether: note: ${countOf(privileged.length, 'guest listener')} on ports below 1024 not forwarded (this host user ` +
+        `may not listen there): ${listOf(privileged, false)}; to reach one, forward it from another port, e.g. ` +
+        `\`tether forward add ${name} ${unprivilegedSpec(first.proto, portOf(first.hostAddrs[0]), portOf(first.guestAddr))}\`\n`,
+    );
+  return lines;
 }
 
 /** A failed requirement the agent runs on without: what failed, that forwards work, and how to follow or stop it. */
