@@ -100,6 +100,15 @@ class DuplicateForwardError extends Error {
 }
 
 /** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */
+/**
+ * A guest service on its own port below 1024 (chronyd's UDP 323) that a host user without privileges cannot bind: the
+ * setup's normal state, not a problem for `status` (doctor and `up` mention it); one asked for, or mapped to such a
+ * host port by a rule, is.
+ */
+function guestServiceBelow1024(f: Forward): boolean {
+  return f.state === 'privileged' && f.source === 'detected' && f.hostAddrs.every((a) => a.endsWith(`:${f.guestPort}`));
+}
+
 /** `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind. */
 function privilegedExample(view: ForwardView): string {
   const hostPort = Number(/:(\d+)$/.exec(view.hostAddrs[0] ?? '')?.[1]);
@@ -876,7 +885,7 @@ export class ForwardEngine extends EventEmitter {
     if (next.state === previous && next.state !== 'error') this.log.debug(fields, msg);
     else if (!this.churn.allow(f.id)) this.log.debug(fields, msg);
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
-    else if (f.state === 'ignored' || f.state === 'suspended') this.log.info(fields, msg);
+    else if (f.state === 'ignored' || f.state === 'suspended' || guestServiceBelow1024(f)) this.log.info(fields, msg);
     else this.log.warn(fields, msg);
     this.emit('change', toView(f));
   }

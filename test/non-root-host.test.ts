@@ -1,0 +1,112 @@
+// The host CLI and agent run as an ordinary user, as developers run them (every other test runs them as root): guest
+// services on ports below 1024 that this user cannot bind (a root web server on 80, chronyd's UDP 323) are a note in
+// `up` with a `forward add` that works, a warning in doctor with the same fix, and no problem in `status`.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chownSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAlive } from '../host/src/instance.js';
+import { CLI, type CliResult, cliBuilt, writeTestbedConfig } from './helpers/cli-helpers.js';
+import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
+import { waitFor } from './helpers/wait.js';
+
+const NAME = 'plain';
+const NOBODY = 65534;
+const haveGuestBuild = existsSync(new URL('../build/guest/manifest.json', import.meta.url));
+
+describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether run by a user without root', () => {
+  const testbed = useTestbed();
+  const home = mkdtempSync(join(tmpdir(), 'tether-non-root-'));
+  let tb: Testbed;
+  let installDir: string;
+  const services: ChildProcess[] = [];
+
+  /** The built CLI as user nobody, with HOME and TETHER_HOME in its own directory. */
+  const cli = (...args: string[]) =>
+    new Promise<CliResult>((resolve) => {
+      const child = spawn(
+        'setpriv',
+        [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, ...args],
+        { env: { ...process.env, HOME: home, TETHER_HOME: join(home, '.tether'), TETHER_DEBUG: '' }, stdio: 'pipe' },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => {
+        stdout += c;
+      });
+      child.stderr.setEncoding('utf8').on('data', (c: string) => {
+        stderr += c;
+      });
+      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+
+  beforeAll(async () => {
+    tb = testbed();
+    installDir = join(tb.guestDir, 'install');
+    chownSync(home, NOBODY, NOBODY);
+    const key = join(home, 'key');
+    copyFileSync(tb.identityFile, key);
+    chownSync(key, NOBODY, NOBODY);
+    // Root's services in the guest, on their own ports below 1024.
+    const script =
+      'import socket,time\n' +
+      't=socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", 80)); t.listen()\n' +
+      'u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 323))\n' +
+      'print("up", flush=True); time.sleep(3600)\n';
+    const service = tb.spawn('python3', ['-c', script]);
+    services.push(service);
+    await new Promise((resolve) => service.stdout?.once('data', resolve));
+    const config = writeTestbedConfig(join(home, 'plain.yaml'), tb, {
+      ssh: { identityFile: key },
+      guestAgent: { installDir },
+    });
+    chownSync(config, NOBODY, NOBODY);
+  });
+
+  afterAll(async () => {
+    if (existsSync(join(home, '.tether', NAME, 'ha.sock'))) await cli('down', NAME);
+    for (const s of services) s.kill();
+    try {
+      const guestPid = Number(readFileSync(join(installDir, 'agent.pid'), 'utf8').trim());
+      if (guestPid && isAlive(guestPid)) process.kill(guestPid, 'SIGTERM');
+    } catch {}
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('up notes the guest services below 1024 with a forward add from a port the user may bind', async () => {
+    const r = await cli('up', NAME, '-c', join(home, 'plain.yaml'), '--timeout', '90');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(
+      'tether: note: 2 guest listeners on ports below 1024 not forwarded (this host user may not listen there): ' +
+        `tcp 127.0.0.1:80, udp 127.0.0.1:323; to reach one, forward it from another port, e.g. \`tether forward add ${NAME} 10080:80\`\n`,
+    );
+  });
+
+  it('status lists them as privileged forwards, not among its problems', async () => {
+    const r = await cli('status', NAME, '--json');
+    expect(r.code).toBe(0);
+    const status = JSON.parse(r.stdout);
+    expect(status.forwards.privileged).toBe(2);
+    expect(status.lastErrors.filter((e: { msg: string }) => e.msg.includes('privileged'))).toEqual([]);
+  });
+
+  it("doctor warns with a fix that works: the forward add it names serves the guest's port 80", async () => {
+    const r = await cli('doctor', NAME, '--json');
+    expect(r.code).toBe(0);
+    const checks = JSON.parse(r.stdout) as { name: string; state: string; fix: string | null }[];
+    const web = checks.find((c) => c.name === 'forward tcp guest 127.0.0.1:80');
+    expect(web?.state).toBe('warn');
+    expect(web?.fix).toContain(`\`tether forward add ${NAME} 10080:80\``);
+    const added = await cli('forward', 'add', NAME, '10080:80');
+    expect(added.stderr).toBe('');
+    expect(added.code).toBe(0);
+    await waitFor(async () => {
+      const ls = JSON.parse((await cli('forward', 'ls', NAME, '--json')).stdout) as {
+        hostAddrs: string[];
+        state: string;
+      }[];
+      return ls.some((f) => f.hostAddrs.includes('127.0.0.1:10080') && f.state === 'forwarding');
+    });
+  });
+});
