@@ -5,6 +5,12 @@ export function formatAddr(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
+/** The port of an address formatAddr wrote (`[::1]:8080` → 8080); null for anything else (a socket path). */
+export function portOfAddr(addr: string | undefined): number | null {
+  const m = /:(\d+)$/.exec(addr ?? '');
+  return m ? Number(m[1]) : null;
+}
+
 /** `localhost`, 127.0.0.0/8 or ::1 (bracketed or not): an SSH host name that is this host (QEMU's hostfwd). */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();

@@ -3,6 +3,7 @@ import '../ssh/random-pool.js';
 import net from 'node:net';
 import { type Info, Peer, ProtocolVersionError } from '@tether/protocol';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { portOfAddr } from '../address.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentNotRunningError } from '../control/client.js';
@@ -200,7 +201,7 @@ export function mountProblem(instance: string, m: MountView, severity: 'warn' | 
 
 /** What doctor says of a forward that is not serving, with the fix. Exported for its test. */
 export function forwardProblem(instance: string, f: ForwardView, siblings: Sibling[] = []): CheckResult {
-  const port = /:(\d+)$/.exec(f.hostAddrs[0] ?? '')?.[1];
+  const port = portOfAddr(f.hostAddrs[0]) ?? undefined;
   const name = `forward ${f.proto} guest ${f.guestAddr}`;
   // An error that names host addresses says which of them it is about (a port busy on 127.0.0.1 only, [::1] still
   // forwarding): prefixing every host address would put the forward in that state on all of them.
@@ -230,18 +231,18 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
  * The fix of a forward refused a host port below 1024: a host port the host user may bind, by `forward add` for now
  * (a detected or added forward) or by the portForwards rule that asks for the port (a static one).
  */
-function privilegedFix(instance: string, f: ForwardView, port: string | undefined): string {
-  const guestPort = /:(\d+)$/.exec(f.guestAddr)?.[1];
+function privilegedFix(instance: string, f: ForwardView, port: number | undefined): string {
+  const guestPort = portOfAddr(f.guestAddr) ?? undefined;
   if (port === undefined || guestPort === undefined) return 'map it to a host port ≥ 1024 with a portForwards rule';
-  const hostPort = unprivilegedPort(Number(port));
+  const hostPort = unprivilegedPort(port);
   const rule = `a portForwards rule with guestPort: ${guestPort} and hostPort: ${hostPort}${f.proto === 'udp' ? ', proto: udp' : ''}`;
   if (f.source === 'static') return `give its portForwards rule a host port ≥ 1024, e.g. hostPort: ${hostPort}`;
-  const add = `tether forward add ${instance} ${unprivilegedSpec(f.proto, Number(port), Number(guestPort))}`;
+  const add = `tether forward add ${instance} ${unprivilegedSpec(f.proto, port, guestPort)}`;
   return `forward it from a host port ≥ 1024: \`${add}\` (until \`tether down\`), or ${rule} in tether.yaml`;
 }
 
 /** The fix of a forward in `conflict`, told by who holds its host port (heldBy). */
-function conflictFix(instance: string, f: ForwardView, port: string | undefined, siblings: Sibling[]): string {
+function conflictFix(instance: string, f: ForwardView, port: number | undefined, siblings: Sibling[]): string {
   const elsewhere = 'map it elsewhere with a portForwards rule (hostPort)';
   const held = f.heldBy;
   // Another of tether's own forwards: lsof would only show tether.

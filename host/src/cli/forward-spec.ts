@@ -1,6 +1,7 @@
 // `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]` or `PORT[/udp]`, `--socket GUEST:HOST`, and matching an
 // rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
 import { isIP } from 'node:net';
+import { portOfAddr } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import type { ForwardSpec, ForwardView } from '../model.js';
 import { UsageError } from './errors.js';
@@ -56,11 +57,6 @@ export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'uni
   return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
 }
 
-function portOf(addr: string): number | null {
-  const m = /:(\d+)$/.exec(addr);
-  return m ? Number(m[1]) : null;
-}
-
 function ipOf(addr: string): string {
   return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
 }
@@ -81,7 +77,7 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
       forwards.filter(
         (f) =>
           `${f.proto}/${f.guestAddr}` === target &&
-          (hostPort === undefined || f.hostAddrs.some((a) => portOf(a) === Number(hostPort))),
+          (hostPort === undefined || f.hostAddrs.some((a) => portOfAddr(a) === Number(hostPort))),
       ),
     );
   }
@@ -93,13 +89,13 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
   if (bare) {
     // A host port alone means TCP, as in `forward add` (or UDP where the port has no TCP forward): `PORT/udp` says it.
     const hostPort = port(bare[1], 'host port', arg);
-    const onPort = forwards.filter((f) => f.hostAddrs.some((a) => portOf(a) === hostPort));
+    const onPort = forwards.filter((f) => f.hostAddrs.some((a) => portOfAddr(a) === hostPort));
     const proto = bare[2] ?? (onPort.some((f) => f.proto === 'tcp') ? 'tcp' : 'udp');
     const matched = explicitFirst(onPort.filter((f) => f.proto === proto));
     if (matched.length > 0) return matched;
     // An ignored forward binds no host port: the port names it by its guest port (`forward rm` twice says so).
     return forwards.filter(
-      (f) => f.state === 'ignored' && portOf(f.guestAddr) === hostPort && f.proto === (bare[2] ?? f.proto),
+      (f) => f.state === 'ignored' && portOfAddr(f.guestAddr) === hostPort && f.proto === (bare[2] ?? f.proto),
     );
   }
   let spec: ReturnType<typeof parsePortSpec>;
@@ -116,8 +112,8 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
     forwards.filter(
       (f) =>
         f.proto === spec.proto &&
-        portOf(f.guestAddr) === spec.guestPort &&
-        f.hostAddrs.some((a) => portOf(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
+        portOfAddr(f.guestAddr) === spec.guestPort &&
+        f.hostAddrs.some((a) => portOfAddr(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
     ),
   );
 }

@@ -4,6 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { portOfAddr } from '../address.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/write.js';
@@ -359,9 +360,9 @@ export function detectedNotServing(name: string, forwards: ForwardView[]): strin
     const list = fs.map((f) => `${f.proto} ${f.guestAddr}${state ? ` ${f.state}` : ''}`);
     return (list.length > 5 ? [...list.slice(0, 5), `${list.length - 5} more`] : list).join(', ');
   };
-  const portOf = (addr: string | undefined) => Number(/:(\d+)$/.exec(addr ?? '')?.[1]);
   // On its own port: a rule that maps a guest port to a host port below 1024 is the setup's fault.
-  const ownPort = (f: ForwardView) => f.state === 'privileged' && portOf(f.hostAddrs[0]) === portOf(f.guestAddr);
+  const ownPort = (f: ForwardView) =>
+    f.state === 'privileged' && portOfAddr(f.hostAddrs[0]) === portOfAddr(f.guestAddr);
   const lines: string[] = [];
   const faults = detected.filter((f) => !ownPort(f));
   if (faults.length > 0)
@@ -375,7 +376,7 @@ export function detectedNotServing(name: string, forwards: ForwardView[]): strin
     lines.push(
       `tether: note: ${countOf(privileged.length, 'guest listener')} on ports below 1024 not forwarded (this host user ` +
         `may not listen there): ${listOf(privileged, false)}; to reach one, forward it from another port, e.g. ` +
-        `\`tether forward add ${name} ${unprivilegedSpec(first.proto, portOf(first.hostAddrs[0]), portOf(first.guestAddr))}\`\n`,
+        `\`tether forward add ${name} ${unprivilegedSpec(first.proto, portOfAddr(first.hostAddrs[0]) ?? 0, portOfAddr(first.guestAddr) ?? 0)}\`\n`,
     );
   return lines;
 }

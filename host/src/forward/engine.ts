@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
-import { formatAddr, sshPortTaken, takesSshPort } from '../address.js';
+import { formatAddr, portOfAddr, sshPortTaken, takesSshPort } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -99,7 +99,6 @@ class DuplicateForwardError extends Error {
   }
 }
 
-/** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */
 /**
  * A guest service on its own port below 1024 (chronyd's UDP 323) that a host user without privileges cannot bind: the
  * setup's normal state, not a problem for `status` (doctor and `up` mention it); one asked for, or mapped to such a
@@ -111,12 +110,13 @@ function guestServiceBelow1024(f: Forward): boolean {
 
 /** `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind. */
 function privilegedExample(view: ForwardView): string {
-  const hostPort = Number(/:(\d+)$/.exec(view.hostAddrs[0] ?? '')?.[1]);
-  const guestPort = Number(/:(\d+)$/.exec(view.guestAddr)?.[1]);
+  const hostPort = portOfAddr(view.hostAddrs[0]);
+  const guestPort = portOfAddr(view.guestAddr);
   if (!hostPort || !guestPort) return '';
   return `, e.g. ${unprivilegedSpec(view.proto, hostPort, guestPort)}`;
 }
 
+/** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */
 function clash(key: string, theirs: string): string {
   const addr = (k: string) => k.slice(k.indexOf('/') + 1);
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
