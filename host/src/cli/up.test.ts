@@ -2,29 +2,12 @@
 // of the guest's own services below 1024 (chronyd's 323, a web server on 80): a note with the command that forwards one
 // from a port it may bind, apart from the warning for conflicts and errors.
 import { describe, expect, it } from 'vitest';
+import { forwardView } from '../../../test/helpers/forward-view.js';
 import type { ForwardView } from '../model.js';
 import { detectedNotServing } from './up.js';
 
-const forward = (
-  proto: 'tcp' | 'udp',
-  guestPort: number,
-  hostPort: number,
-  state: ForwardView['state'],
-): ForwardView => ({
-  id: `${proto}/127.0.0.1:${guestPort}`,
-  proto,
-  guestAddr: `127.0.0.1:${guestPort}`,
-  hostAddrs: [`127.0.0.1:${hostPort}`, `[::1]:${hostPort}`],
-  state,
-  process: null,
-  connections: 0,
-  bytesIn: 0,
-  bytesOut: 0,
-  since: new Date(0).toISOString(),
-  error: null,
-  heldBy: null,
-  source: 'detected',
-});
+const forward = (proto: 'tcp' | 'udp', guestPort: number, hostPort: number, state: ForwardView['state']) =>
+  forwardView(guestPort, { proto, hostAddrs: [`127.0.0.1:${hostPort}`, `[::1]:${hostPort}`], state });
 
 describe("up's lines on guest listeners that do not serve", () => {
   it('notes guest services on their own port below 1024, with a forward add that works, and warns of the rest', () => {

@@ -7,6 +7,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { forwardView } from '../../../test/helpers/forward-view.js';
 import { Config } from '../config/schema.js';
 import { silentLogger } from '../log.js';
 import type { AgentApi, AgentEvent, ForwardSpec, ForwardView, StatusView } from '../model.js';
@@ -15,21 +16,7 @@ import { AgentNotAnsweringError, AgentNotRunningError, ControlClient, ControlErr
 import { type ControlServer, startControlServer } from './server.js';
 
 function forward(id: string, port: number): ForwardView {
-  return {
-    id,
-    proto: 'tcp',
-    guestAddr: `127.0.0.1:${port}`,
-    hostAddrs: [`127.0.0.1:${port}`, `[::1]:${port}`],
-    state: 'forwarding',
-    process: { pid: 7, command: 'python3 -m http.server' },
-    connections: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    since: new Date(0).toISOString(),
-    error: null,
-    heldBy: null,
-    source: 'detected',
-  };
+  return forwardView(port, { id, process: { pid: 7, command: 'python3 -m http.server' } });
 }
 
 class FakeAgent extends EventEmitter implements AgentApi {
