@@ -2,7 +2,7 @@
 // OpenSSH sshd reachable from the host at 127.0.0.1:<sshPort>. Owns the testbeds it starts and the guest processes
 // it spawns, and stops exactly those (by pid) at teardown or, as a last resort, when the test process exits.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -304,11 +304,56 @@ export async function startTestbed(opts: TestbedOptions = {}): Promise<Testbed> 
   throw lastError;
 }
 
-/** Kills the guest processes this testbed spawned, then tears the testbed down. */
+/**
+ * Guest agents that tether, under test, started from this testbed's state directory (provisioning's background agent,
+ * a replacement) and a test's own teardown missed: a test that failed, or a replacement started after it read the pid
+ * file. A real guest keeps its agent; a testbed going away takes it along.
+ */
+function guestAgentsOf(tb: Testbed): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.some((a) => a.startsWith(`${tb.stateDir}/`) && a.includes('tether-guest'))) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Alive and not a zombie (a zombie's parent, the namespace's init here, may reap it late). */
+function running(pid: number): boolean {
+  try {
+    return !/^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // exited meanwhile
+  }
+}
+
+async function stopGuestAgents(tb: Testbed): Promise<void> {
+  const pids = guestAgentsOf(tb);
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  const deadline = Date.now() + 5_000;
+  while (pids.some(running) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids.filter(running)) signal(pid, 'SIGKILL');
+}
+
+/** Kills the guest processes this testbed spawned and the guest agents started in it, then tears it down. */
 export async function stopTestbed(tb: Testbed): Promise<void> {
   const entry = live.get(tb.name);
   if (entry) await Promise.all([...entry.children].map(killChild));
   live.delete(tb.name);
+  await stopGuestAgents(tb);
   await runScript(['down', tb.name]);
 }
 
