@@ -1,5 +1,6 @@
 // What a running host agent exposes to operators: the shapes served by the control API and printed by the CLI.
 // The agent wiring (agent/) produces them; control/ serves them; cli/ renders them. Nothing here does I/O.
+import { portOfAddr } from './address.js';
 import type { Config, MountConfig } from './config/schema.js';
 import type { ForwardSpec } from './control/spec.js';
 
@@ -44,6 +45,26 @@ export interface ForwardView {
   /** What holds the host address while the state is `conflict`; null otherwise. */
   heldBy: ForwardHolder | null;
   source: ForwardSource;
+}
+
+/**
+ * A guest service on its own port below 1024 that the host user may not bind (chronyd's UDP 323, an MTA on 25): the
+ * normal state of a setup run without root, not a fault to warn of at every `up` or list among `status`'s errors. A
+ * forward asked for (forward add, a static rule) or mapped onto such a host port by a rule is one.
+ */
+export function isGuestServiceBelow1024(f: {
+  state: ForwardView['state'] | null;
+  source: ForwardSource;
+  guestAddr: string;
+  hostAddrs: readonly string[];
+}): boolean {
+  const guestPort = portOfAddr(f.guestAddr);
+  return (
+    f.state === 'privileged' &&
+    f.source === 'detected' &&
+    f.hostAddrs.length > 0 &&
+    f.hostAddrs.every((a) => portOfAddr(a) === guestPort)
+  );
 }
 
 /** The order `forward ls` lists forwards in: by guest port, as `docker ps` and `limactl` do; unix sockets last. */

@@ -10,7 +10,14 @@ import { AgentNotRunningError } from '../control/client.js';
 import { unprivilegedPort, unprivilegedSpec } from '../forward/host-bindings.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
-import { CONFIG_ONLY_CAUSES, type ForwardView, type GuestView, type MountView, type StatusView } from '../model.js';
+import {
+  CONFIG_ONLY_CAUSES,
+  type ForwardView,
+  type GuestView,
+  isGuestServiceBelow1024,
+  type MountView,
+  type StatusView,
+} from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { BannerWatch } from '../ssh/banner.js';
@@ -213,8 +220,7 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
   if (f.state === 'privileged') {
     // A guest system service (an MTA on 25, a DHCP client on 68) on its own port is no fault of the setup; a forward
     // asked for (forward add, a static rule, a rule that maps it to this port) is.
-    const unmapped = f.source === 'detected' && port !== undefined && f.guestAddr.endsWith(`:${port}`);
-    return unmapped
+    return isGuestServiceBelow1024(f)
       ? warn(name, detail, `if you need it on the host, ${privilegedFix(instance, f, port)}`)
       : fail(name, detail, privilegedFix(instance, f, port));
   }

@@ -11,7 +11,13 @@ import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { unprivilegedSpec } from '../forward/host-bindings.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
-import { type ForwardView, REQUIREMENT, type RequirementView, type StatusView } from '../model.js';
+import {
+  type ForwardView,
+  isGuestServiceBelow1024,
+  REQUIREMENT,
+  type RequirementView,
+  type StatusView,
+} from '../model.js';
 import { socketAnswers, socketPathProblem } from '../socket-file.js';
 import { sshTarget } from '../ssh/target.js';
 import { otherBuild } from '../version.js';
@@ -360,17 +366,14 @@ export function detectedNotServing(name: string, forwards: ForwardView[]): strin
     const list = fs.map((f) => `${f.proto} ${f.guestAddr}${state ? ` ${f.state}` : ''}`);
     return (list.length > 5 ? [...list.slice(0, 5), `${list.length - 5} more`] : list).join(', ');
   };
-  // On its own port: a rule that maps a guest port to a host port below 1024 is the setup's fault.
-  const ownPort = (f: ForwardView) =>
-    f.state === 'privileged' && portOfAddr(f.hostAddrs[0]) === portOfAddr(f.guestAddr);
   const lines: string[] = [];
-  const faults = detected.filter((f) => !ownPort(f));
+  const faults = detected.filter((f) => !isGuestServiceBelow1024(f));
   if (faults.length > 0)
     lines.push(
       `tether: warning: ${countOf(faults.length, 'guest listener')} not forwarded on every host address: ${listOf(faults, true)}; ` +
         `\`tether forward ls ${name}\` says why\n`,
     );
-  const privileged = detected.filter(ownPort);
+  const privileged = detected.filter(isGuestServiceBelow1024);
   const first = privileged[0];
   if (first)
     lines.push(

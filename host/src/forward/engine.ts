@@ -17,6 +17,7 @@ import {
   type ForwardSource,
   type ForwardSpec,
   type ForwardView,
+  isGuestServiceBelow1024,
 } from '../model.js';
 import {
   ChannelOpenError,
@@ -97,15 +98,6 @@ class DuplicateForwardError extends Error {
     );
     this.name = 'DuplicateForwardError';
   }
-}
-
-/**
- * A guest service on its own port below 1024 (chronyd's UDP 323) that a host user without privileges cannot bind: the
- * setup's normal state, not a problem for `status` (doctor and `up` mention it); one asked for, or mapped to such a
- * host port by a rule, is.
- */
-function guestServiceBelow1024(f: Forward): boolean {
-  return f.state === 'privileged' && f.source === 'detected' && f.hostAddrs.every((a) => a.endsWith(`:${f.guestPort}`));
 }
 
 /** `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind. */
@@ -885,7 +877,7 @@ export class ForwardEngine extends EventEmitter {
     if (next.state === previous && next.state !== 'error') this.log.debug(fields, msg);
     else if (!this.churn.allow(f.id)) this.log.debug(fields, msg);
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
-    else if (f.state === 'ignored' || f.state === 'suspended' || guestServiceBelow1024(f)) this.log.info(fields, msg);
+    else if (f.state === 'ignored' || f.state === 'suspended' || isGuestServiceBelow1024(f)) this.log.info(fields, msg);
     else this.log.warn(fields, msg);
     this.emit('change', toView(f));
   }
