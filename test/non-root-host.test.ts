@@ -109,4 +109,34 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether run 
       return ls.some((f) => f.hostAddrs.includes('127.0.0.1:10080') && f.state === 'forwarding');
     });
   });
+
+  it('a guest port forwarded from another host port is no longer a privileged problem, and is again once that goes', async () => {
+    interface Row {
+      guestAddr: string;
+      hostAddrs: string[];
+      state: string;
+      error: string | null;
+    }
+    const ls = async () => JSON.parse((await cli('forward', 'ls', NAME, '--json')).stdout) as Row[];
+    const detected80 = (rows: Row[]) => rows.find((f) => f.hostAddrs.includes('127.0.0.1:80'));
+    const added = (await ls()).find((f) => f.hostAddrs.includes('127.0.0.1:10080'));
+    expect(added).toBeDefined();
+    const ignored = await waitFor(async () => {
+      const row = detected80(await ls());
+      return row?.state === 'ignored' ? row : undefined;
+    });
+    expect(ignored.error).toBe(
+      'host 127.0.0.1:80, [::1]:80 needs privileges; guest port 80 is served on host 127.0.0.1:10080, [::1]:10080 ' +
+        '(forward tcp/127.0.0.1:80->10080)',
+    );
+
+    const status = JSON.parse((await cli('status', NAME, '--json')).stdout);
+    expect(status.forwards.privileged).toBe(1); // udp 323 alone
+    const checks = JSON.parse((await cli('doctor', NAME, '--json')).stdout) as { name: string; state: string }[];
+    expect(checks.find((c) => c.name === 'forward tcp guest 127.0.0.1:80')?.state ?? 'ok').not.toBe('warn');
+
+    const removed = await cli('forward', 'rm', NAME, '10080:80');
+    expect(removed.code).toBe(0);
+    await waitFor(async () => detected80(await ls())?.state === 'privileged');
+  });
 });

@@ -822,6 +822,7 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     this.forwardsById.delete(f.id);
     this.explicitForwards.delete(f);
+    if (f.source !== 'detected') this.refreshReached(f);
     if (f.look) {
       f.look.stop();
       this.watchSockets();
@@ -860,7 +861,7 @@ export class ForwardEngine extends EventEmitter {
 
   private refresh(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
-    const next = forwardState(f, this.bindings);
+    const next = forwardState(f, this.bindings, this.reachedBy(f));
     if (!next || (next.state === f.state && next.error === f.error)) return;
     const previous = f.state;
     f.state = next.state;
@@ -880,5 +881,22 @@ export class ForwardEngine extends EventEmitter {
     else if (f.state === 'ignored' || f.state === 'suspended' || isGuestServiceBelow1024(f)) this.log.info(fields, msg);
     else this.log.warn(fields, msg);
     this.emit('change', toView(f));
+    if (f.source !== 'detected') this.refreshReached(f);
+  }
+
+  /** The explicit forward through which a detected forward's guest port is reached from another host port, if any. */
+  private reachedBy(f: Forward): Forward | undefined {
+    if (f.source !== 'detected') return undefined;
+    for (const e of this.explicitForwards) {
+      if (e.proto === f.proto && e.guestPort === f.guestPort && e.state && e.state !== 'privileged') return e;
+    }
+    return undefined;
+  }
+
+  /** An explicit forward came, went or changed state: the detected forwards of its guest port show it (reachedBy). */
+  private refreshReached(explicit: Forward): void {
+    for (const f of this.forwardsById.values()) {
+      if (f.source === 'detected' && f.proto === explicit.proto && f.guestPort === explicit.guestPort) this.refresh(f);
+    }
   }
 }

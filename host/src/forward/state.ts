@@ -11,8 +11,13 @@ export interface StateAndError {
   heldBy?: ForwardHolder;
 }
 
-/** The forward's state, or null while it has none to show yet (its first bind attempt or look is running). */
-export function forwardState(f: Forward, bindings: HostBindings<Forward>): StateAndError | null {
+/**
+ * The forward's state, or null while it has none to show yet (its first bind attempt or look is running).
+ * `reachedBy`: an explicit forward of the same guest port (`forward add 10080:80`): a detected forward that may not
+ * listen on its own host port (below 1024 for this user) is then `ignored`, not a `privileged` problem whose fix the
+ * operator has already made.
+ */
+export function forwardState(f: Forward, bindings: HostBindings<Forward>, reachedBy?: Forward): StateAndError | null {
   if (f.ignored) return { state: 'ignored', error: f.ignored };
   // Refused before any host binding was made (its host socket is another forward's).
   if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
@@ -24,6 +29,13 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>): State
   if (f.suspended) return { state: 'suspended', error: f.suspended };
   if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
   const host = bindingsState(f, entries, bindings);
+  if (host.state === 'privileged' && reachedBy) {
+    const served = `guest port ${f.guestPort} is served on host ${reachedBy.hostAddrs.join(', ')}`;
+    return {
+      state: 'ignored',
+      error: `host ${f.hostAddrs.join(', ')} needs privileges; ${served} (forward ${reachedBy.id})`,
+    };
+  }
   if (!f.refused) return host;
   // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
   if (host.state === 'forwarding') return { state: 'error', error: f.refused };
