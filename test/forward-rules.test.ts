@@ -2,7 +2,7 @@
 // over both families with replies reaching the right client, a static unix socket forward (socat in the guest),
 // and runtime add/remove.
 import dgram from 'node:dgram';
-import { chmodSync, chownSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,24 +152,29 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
     const id = `unix/${guestSocket()}`;
     const hostSocket = join(h.instanceDir, 'echo.sock');
     expect(view(id)?.hostAddrs).toEqual([hostSocket]);
-    expect(statSync(hostSocket).mode & 0o777).toBe(0o600);
     /** A connection through the forward until its first reply; the error when there is none. */
     const tryForward = async () => (await socketRoundTrip(hostSocket, 'ping').catch(() => '')) || view(id)?.error;
 
-    // Nothing in the guest yet: the forward says so from the start, before any client tries.
+    // Nothing in the guest yet: the forward says so from the start, before any client tries, and its host socket is
+    // closed meanwhile, so a client fails to connect as it would to the stopped service (not connect, then EOF).
     expect(view(id)).toMatchObject({
       state: 'error',
-      error: expect.stringMatching(/guest socket .*echo\.sock does not exist/),
+      error: expect.stringMatching(
+        /guest socket .*echo\.sock does not exist.*; the host socket is closed until the service is back$/,
+      ),
     });
-    // A connection fails, and the forward keeps saying why.
-    await waitFor(async () => /guest socket .*echo\.sock does not exist/.test((await tryForward()) ?? ''), {
-      what: 'a missing guest socket reported',
-    });
+    await waitFor(() => !existsSync(hostSocket), { what: 'the host socket closed while the guest service is down' });
+    expect(await socketRoundTrip(hostSocket, 'ping').catch((err: NodeJS.ErrnoException) => err.code)).toBe('ENOENT');
     expect(view(id)?.state).toBe('error');
 
     // A socket only root may open, while the SSH user is tether-tb: the fix is named.
     const rootOnly = tb.spawn('socat', [`UNIX-LISTEN:${guestSocket()},fork,unlink-early,perm=0600`, 'EXEC:cat']);
     await waitFor(() => statSync(guestSocket(), { throwIfNoEntry: false })?.isSocket(), { what: 'guest socket' });
+    // The service runs: the host socket is back (a client learns why from the forward, not from a missing file).
+    await waitFor(() => statSync(hostSocket, { throwIfNoEntry: false })?.isSocket(), {
+      what: 'the host socket open again while a guest service listens',
+    });
+    expect(statSync(hostSocket).mode & 0o777).toBe(0o600);
     await waitFor(
       async () => /may not connect .*owner root, group root, mode 600.*only root/.test((await tryForward()) ?? ''),
       {
@@ -236,12 +241,13 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
   it("forwards a unix socket whose daemon starts late within seconds, on the guest agent's word, not a timer", async () => {
     const tb = testbed();
     const guestSock = join(tb.guestDir, 'late.sock');
+    const hostSocket = join(h.instanceDir, 'late-h.sock');
     const sessions = () =>
       (readFileSync(join(tb.stateDir, 'sshd.log'), 'utf8').match(/Starting session:/g) ?? []).length;
     const added = await h.agent.addForward({
       proto: 'unix',
       guestSocket: guestSock,
-      hostSocket: join(h.instanceDir, 'late-h.sock'),
+      hostSocket,
     });
     expect(added.state).toBe('error');
     // Past the first look a forward makes by itself on a timer (after 5 s; the next would be 10 s later): with the
@@ -255,12 +261,14 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
       what: 'the forward forwarding once the guest agent saw its socket appear',
       timeoutMs: 5_000,
     });
+    expect(await socketRoundTrip(hostSocket, 'late')).toBe('late');
     await stopChild(socat);
-    // Gone again: said as well, without a client.
+    // Gone again: said as well, without a client, and the host socket goes with it.
     await waitFor(() => view(added.id)?.state === 'error', {
       what: 'the forward in error once the socket went',
       timeoutMs: 5_000,
     });
+    await waitFor(() => !existsSync(hostSocket), { what: 'the host socket closed once the guest service went' });
     await h.agent.removeForward(added.id);
   });
 

@@ -735,9 +735,19 @@ export class ForwardEngine extends EventEmitter {
 
   /** The forward shows `cause` as why its channels fail (null: they open). */
   private show(f: Forward, cause: string | null): void {
-    if (cause === f.refused) return;
-    f.refused = cause;
+    const down = cause !== null && f.look?.serviceDown === true;
+    if (f.look) this.followService(f, down);
+    const shown = down ? `${cause}; the host socket is closed until the service is back` : cause;
+    if (shown === f.refused) return;
+    f.refused = shown;
     this.refresh(f);
+  }
+
+  /** A unix forward's host socket is closed while its guest service is down (see unix.ts), and open otherwise. */
+  private followService(f: Forward, down: boolean): void {
+    for (const e of this.bindings.of(f.bindingKeys)) {
+      if (e.status === 'bound' && e.binding instanceof UnixBinding) void e.binding.accepting(!down);
+    }
   }
 
   private newForward(init: Omit<ForwardInit, 'suspended' | 'opened'>): Forward {

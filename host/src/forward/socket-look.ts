@@ -42,6 +42,8 @@ interface SocketLookDeps {
 export class SocketLook {
   /** Whether the first look settled: until then the forward is not listed (`forwarding` for a socket that may not exist). */
   looked = false;
+  /** The last look found nothing serving the guest socket (its service is down); false once a channel opens. */
+  serviceDown = false;
   /** The look running, joined by any other. */
   private running: Promise<void> | null = null;
   /** When the last diagnosis ended. */
@@ -63,6 +65,7 @@ export class SocketLook {
   /** A channel to the guest socket opened. */
   opened(): void {
     this.opens++;
+    this.serviceDown = false;
   }
 
   /** A failed open: the guest socket is looked at, unless a look is running or one ended recently. */
@@ -123,7 +126,7 @@ export class SocketLook {
     const f = this.forward;
     const opens = this.opens;
     let unlooked = false;
-    const cause = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
+    const failure = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
       this.deps.log.debug(
         { forward: f.id, err: e.message },
         `cannot look at guest socket ${f.guestAddr}: ${e.message}`,
@@ -131,11 +134,17 @@ export class SocketLook {
       unlooked = true;
       // No news keeps what it shows; but a channel failed, so nothing shown yet is not `forwarding` either (the look
       // fails where sshd has no session left for it: mounts hold them under a low MaxSessions).
-      return f.refused ?? `${err.message} (looking at why failed: ${e.message})`;
+      return {
+        message: f.refused ?? `${err.message} (looking at why failed: ${e.message})`,
+        serviceDown: this.serviceDown,
+      };
     });
     this.at = performance.now();
     // A channel that opened meanwhile says more than the look did.
-    if (this.opens === opens) this.deps.show(cause);
+    if (this.opens === opens) {
+      this.serviceDown = failure?.serviceDown ?? false;
+      this.deps.show(failure?.message ?? null);
+    }
     if (f.refused) this.scheduleRecheck(err, unlooked);
   }
 

@@ -2,7 +2,10 @@
 // guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
 // file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
 // Desktop's, a second tether) and any other kind of file at that path are left alone and reported. Directories made
-// for the socket file go with it, if nothing else was put in them.
+// for the socket file go with it, if nothing else was put in them. While the guest socket's service is down the host
+// socket is closed too (`accepting(false)`): a client then fails to connect, as it would to the stopped service itself
+// (docker: "Cannot connect to the Docker daemon … Is the docker daemon running?"), instead of connecting and reading
+// an immediate EOF.
 import { chmodSync, rmdirSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
@@ -17,6 +20,7 @@ export class UnixBinding implements HostBinding {
   private server: net.Server | null = null;
   /** Directories listen() made for the socket file, outermost first. */
   private madeDirs: string[] = [];
+  private closed = false;
 
   constructor(
     readonly address: string,
@@ -25,6 +29,11 @@ export class UnixBinding implements HostBinding {
     private readonly deps: { ssh: SshSession; log: Logger },
   ) {}
 
+  /** Whether clients should find the socket: false while the guest service is down (see the top comment). */
+  private wanted = true;
+  /** Opening or closing the server, in order: `accepting` may flip while a listen is under way. */
+  private turn: Promise<void> = Promise.resolve();
+
   async listen(): Promise<void> {
     const path = this.address;
     // Before the directory is made: a path that cannot be a socket leaves nothing behind.
@@ -32,6 +41,36 @@ export class UnixBinding implements HostBinding {
       throw new Error(`the path is too long for a unix socket (${Buffer.byteLength(path)} bytes; pick a shorter one)`);
     }
     this.madeDirs.push(...makeDirs(dirname(path), 0o700));
+    await this.open();
+  }
+
+  /**
+   * Opens or closes the host socket for a guest service that came back or went down. A socket that cannot be opened
+   * again (another program took the path meanwhile) is logged with the path; the next change tries again.
+   */
+  accepting(on: boolean): Promise<void> {
+    if (on === this.wanted) return this.turn;
+    this.wanted = on;
+    this.turn = this.turn.then(async () => {
+      if (this.wanted === !!this.server || this.closed) return;
+      if (!this.wanted) {
+        this.stop('its guest service is down');
+        return;
+      }
+      await this.open().then(
+        () => this.deps.log.info({ hostSocket: this.address }, `host socket ${this.address} accepts again`),
+        (err: Error) =>
+          this.deps.log.error(
+            { err: err.message, hostSocket: this.address },
+            `cannot listen on ${this.address} again: ${err.message}`,
+          ),
+      );
+    });
+    return this.turn;
+  }
+
+  private async open(): Promise<void> {
+    const path = this.address;
     await claimSocketPath(path);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
       bridge(
@@ -55,10 +94,20 @@ export class UnixBinding implements HostBinding {
       stopServer(server);
       throw err;
     }
-    this.server = server;
+    // Closed for good while this listen was under way (a forward removed as its service came back).
+    if (this.closed) stopServer(server);
+    else this.server = server;
+  }
+
+  private stop(why: string): void {
+    if (!this.server) return;
+    stopServer(this.server); // libuv unlinks the socket file as it closes
+    this.server = null;
+    this.deps.log.info({ hostSocket: this.address }, `host socket ${this.address} closed while ${why}`);
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.server) stopServer(this.server); // libuv unlinks the socket file as it closes
     this.server = null;
     for (const dir of this.madeDirs.reverse()) {

@@ -106,24 +106,42 @@ export async function streamLocalRefusal(
   return refusedOnSecondOpen(shell, socket, listener);
 }
 
+/** Why channels to a forwarded guest socket fail. */
+export interface SocketFailure {
+  /** One line naming the fix. */
+  message: string;
+  /** Nothing serves the socket (missing, or left by a service that stopped): its service is down. */
+  serviceDown: boolean;
+}
+
 /**
- * Why channels to a forwarded guest socket fail, as one line naming the fix; null when the cause is gone (a second
- * open succeeds) or the SSH connection is down (its own state says so).
+ * Why channels to a forwarded guest socket fail; null when the cause is gone (a second open succeeds) or the SSH
+ * connection is down (its own state says so).
  */
-export async function socketOpenFailure(shell: SocketShell, socket: string, openError: Error): Promise<string | null> {
+export async function socketOpenFailure(
+  shell: SocketShell,
+  socket: string,
+  openError: Error,
+): Promise<SocketFailure | null> {
   if (openError instanceof SshNotConnectedError) return null;
   const view = await guestSocketState(shell, socket);
+  const down = (message: string) => ({ message, serviceDown: true });
+  const other = (message: string | null | undefined) => (message ? { message, serviceDown: false } : null);
   switch (view.state) {
     case 'absent':
-      return `guest socket ${socket} does not exist: its service is not running in the guest (or removed it as it stopped)${startHint(socket)}`;
+      return down(
+        `guest socket ${socket} does not exist: its service is not running in the guest (or removed it as it stopped)${startHint(socket)}`,
+      );
     case 'not a socket':
-      return `guest path ${socket} is not a unix socket`;
+      return other(`guest path ${socket} is not a unix socket`);
     case 'not listening':
-      return `nothing listens on guest socket ${socket}: the file is left from a service that stopped${startHint(socket)}`;
+      return down(
+        `nothing listens on guest socket ${socket}: the file is left from a service that stopped${startHint(socket)}`,
+      );
     case 'no access':
-      return noAccess(socket, view);
+      return other(noAccess(socket, view));
     case 'listening':
-      return (await refusedOnSecondOpen(shell, socket, 'a process'))?.message ?? null;
+      return other((await refusedOnSecondOpen(shell, socket, 'a process'))?.message);
   }
 }
 
