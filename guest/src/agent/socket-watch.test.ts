@@ -99,15 +99,30 @@ describe('SocketWatch', () => {
     }
   });
 
-  it('announces a daemon that stopped when the forward names its socket through a symlink (/var/run → /run)', async () => {
-    // systemd's docker.socket binds /run/docker.sock; users and Docker's docs name /var/run/docker.sock, and
-    // /proc/net/unix lists only the path the socket was bound as.
+  // systemd's docker.socket binds /run/docker.sock; users and Docker's docs name /var/run/docker.sock, and
+  // /proc/net/unix lists only the path the socket was bound as. A symlink may also name the socket file itself under
+  // another name (a rootless daemon's socket linked as ~/.docker/run/docker.sock).
+  it.each([
+    {
+      how: 'a symlinked directory (/var/run → /run)',
+      link: (dir: string) => {
+        symlinkSync('run', join(dir, 'varrun'));
+        return join(dir, 'varrun', 'docker.sock');
+      },
+    },
+    {
+      how: 'a symlink to the socket file under another name',
+      link: (dir: string) => {
+        symlinkSync(join(dir, 'run', 'docker.sock'), join(dir, 'mine.sock'));
+        return join(dir, 'mine.sock');
+      },
+    },
+  ])('announces a daemon that stopped when the forward names its socket through $how', async ({ link }) => {
     const dir = mkdtempSync(join(tmpdir(), 'tether-sockwatch-'));
     dirs.push(dir);
     mkdirSync(join(dir, 'run'));
-    symlinkSync('run', join(dir, 'varrun'));
     const bound = join(dir, 'run', 'docker.sock');
-    const named = join(dir, 'varrun', 'docker.sock');
+    const named = link(dir);
     const seen: string[] = [];
     const watch = new SocketWatch((p) => seen.push(p), 20);
     watches.push(watch);

@@ -4,7 +4,7 @@
 // SSH (each such look is an SSH session in the guest's logs). A stat per path and tick, and a read of /proc/net/unix
 // while one is a socket, in the guest: nothing is connected to. Owns one timer and one signature per path; one per
 // client session.
-import { readFileSync, type Stats, statSync } from 'node:fs';
+import { readFileSync, realpathSync, type Stats, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
 const POLL_MS = 1_000;
@@ -67,16 +67,20 @@ type Listens = (path: string, file: Stats) => boolean;
 /**
  * Whether a socket file listens, from one read of /proc/net/unix made on the first question (none when nothing asks).
  * /proc/net/unix names each socket by the path it was bound as, so a path not listed as it is spelled is looked for
- * among the listed paths with its file's name, by device and inode: a stat for each of those, usually one.
+ * as its real path (a symlink under another name: ~/.docker/run/docker.sock → /run/user/1000/docker.sock), then among
+ * the listed paths with its file's name or its real path's name, by device and inode: a stat for each of those,
+ * usually one.
  */
 function listeningLookup(): Listens {
   let listening: Set<string> | undefined;
   return (path, file) => {
     listening ??= listeningPaths();
     if (listening.has(path)) return true;
-    const name = basename(path);
+    const real = realPath(path);
+    if (real && listening.has(real)) return true;
+    const names = new Set([basename(path), basename(real ?? path)]);
     for (const bound of listening) {
-      if (basename(bound) !== name) continue;
+      if (!names.has(basename(bound))) continue;
       try {
         const s = statSync(bound);
         if (s.dev === file.dev && s.ino === file.ino) return true;
@@ -86,6 +90,14 @@ function listeningLookup(): Listens {
     }
     return false;
   };
+}
+
+function realPath(path: string): string | null {
+  try {
+    return realpathSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /** __SO_ACCEPTCON in /proc/net/unix's Flags: the socket listens. */
