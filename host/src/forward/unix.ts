@@ -21,6 +21,10 @@ export class UnixBinding implements HostBinding {
   /** Directories listen() made for the socket file, outermost first. */
   private madeDirs: string[] = [];
   private closed = false;
+  /** Whether clients should find the socket: false while the guest service is down (see the top comment). */
+  private wanted = true;
+  /** Opening or closing the server, in order: `accepting` may flip while a listen is under way. */
+  private turn: Promise<void> = Promise.resolve();
 
   constructor(
     readonly address: string,
@@ -28,11 +32,6 @@ export class UnixBinding implements HostBinding {
     private readonly forward: Pick<GuestTarget, 'stats' | 'opened'>,
     private readonly deps: { ssh: SshSession; log: Logger },
   ) {}
-
-  /** Whether clients should find the socket: false while the guest service is down (see the top comment). */
-  private wanted = true;
-  /** Opening or closing the server, in order: `accepting` may flip while a listen is under way. */
-  private turn: Promise<void> = Promise.resolve();
 
   async listen(): Promise<void> {
     const path = this.address;
@@ -46,7 +45,8 @@ export class UnixBinding implements HostBinding {
 
   /**
    * Opens or closes the host socket for a guest service that came back or went down. A socket that cannot be opened
-   * again (another program took the path meanwhile) is logged with the path; the next change tries again.
+   * again (another program took the path meanwhile) is logged with the path, and the next word that the service
+   * listens (a look, the guest agent's watch) tries again.
    */
   accepting(on: boolean): Promise<void> {
     if (on === this.wanted) return this.turn;
@@ -59,11 +59,13 @@ export class UnixBinding implements HostBinding {
       }
       await this.open().then(
         () => this.deps.log.info({ hostSocket: this.address }, `host socket ${this.address} accepts again`),
-        (err: Error) =>
+        (err: Error) => {
+          this.wanted = false;
           this.deps.log.error(
             { err: err.message, hostSocket: this.address },
             `cannot listen on ${this.address} again: ${err.message}`,
-          ),
+          );
+        },
       );
     });
     return this.turn;
