@@ -223,10 +223,13 @@ describe.skipIf(!canRunTestbed())('forward rules, UDP and unix sockets', () => {
       timeoutMs: 30_000,
     });
     expect(view(added.id)?.error).toBeNull();
+    expect(await socketRoundTrip(hostSocket, 'added')).toBe('added');
 
-    // The service stops while SSH is down: once SSH is back the forward says so by itself.
+    // The service stops while SSH is down: once SSH is back the forward says so by itself. While SSH is down nothing
+    // could serve a client, so the host socket is closed meanwhile.
     await tb.stopSshd();
     await waitFor(() => view(added.id)?.state === 'suspended', { what: 'the forward suspended' });
+    await waitFor(() => !existsSync(hostSocket), { what: 'the host socket closed while SSH is down' });
     await stopChild(socat);
     await tb.startSshd();
     await waitFor(() => view(added.id)?.state !== 'suspended', { what: 'the forward back from suspended' });

@@ -736,17 +736,20 @@ export class ForwardEngine extends EventEmitter {
   /** The forward shows `cause` as why its channels fail (null: they open). */
   private show(f: Forward, cause: string | null): void {
     const down = cause !== null && f.look?.serviceDown === true;
-    if (f.look) this.followService(f, down);
     const shown = down ? `${cause}; the host socket is closed until the service is back` : cause;
     if (shown === f.refused) return;
     f.refused = shown;
     this.refresh(f);
   }
 
-  /** A unix forward's host socket is closed while its guest service is down (see unix.ts), and open otherwise. */
-  private followService(f: Forward, down: boolean): void {
+  /**
+   * A unix forward's host socket is closed while nothing could serve a client: its guest service is down, or SSH is
+   * (see unix.ts). Open otherwise.
+   */
+  private followService(f: Forward): void {
+    const closed = f.suspended !== null || (f.refused !== null && f.look?.serviceDown === true);
     for (const e of this.bindings.of(f.bindingKeys)) {
-      if (e.status === 'bound' && e.binding instanceof UnixBinding) void e.binding.accepting(!down);
+      if (e.status === 'bound' && e.binding instanceof UnixBinding) void e.binding.accepting(!closed);
     }
   }
 
@@ -871,6 +874,7 @@ export class ForwardEngine extends EventEmitter {
 
   private refresh(f: Forward): void {
     if (this.forwardsById.get(f.id) !== f) return;
+    if (f.look) this.followService(f);
     const next = forwardState(f, this.bindings, this.reachedBy(f));
     if (!next || (next.state === f.state && next.error === f.error)) return;
     const previous = f.state;

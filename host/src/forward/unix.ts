@@ -2,10 +2,10 @@
 // guest socket (e.g. /var/run/docker.sock). A stale socket file (nothing answers on it) is replaced at start and the
 // file is removed at stop (libuv unlinks it when the server closes); a socket another program serves (Docker
 // Desktop's, a second tether) and any other kind of file at that path are left alone and reported. Directories made
-// for the socket file go with it, if nothing else was put in them. While the guest socket's service is down the host
-// socket is closed too (`accepting(false)`): a client then fails to connect, as it would to the stopped service itself
-// (docker: "Cannot connect to the Docker daemon … Is the docker daemon running?"), instead of connecting and reading
-// an immediate EOF.
+// for the socket file go with it, if nothing else was put in them. While the guest socket's service is down, or SSH
+// is, the host socket is closed too (`accepting(false)`): a client then fails to connect, as it would to the stopped
+// service itself (docker: "Cannot connect to the Docker daemon … Is the docker daemon running?"), instead of
+// connecting and reading an immediate EOF.
 import { chmodSync, rmdirSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
@@ -21,7 +21,7 @@ export class UnixBinding implements HostBinding {
   /** Directories listen() made for the socket file, outermost first. */
   private madeDirs: string[] = [];
   private closed = false;
-  /** Whether clients should find the socket: false while the guest service is down (see the top comment). */
+  /** Whether clients should find the socket: false while nothing could serve them (see the top comment). */
   private wanted = true;
   /** Opening or closing the server, in order: `accepting` may flip while a listen is under way. */
   private turn: Promise<void> = Promise.resolve();
@@ -44,7 +44,7 @@ export class UnixBinding implements HostBinding {
   }
 
   /**
-   * Opens or closes the host socket for a guest service that came back or went down. A socket that cannot be opened
+   * Opens or closes the host socket as its guest service (or SSH) comes back or goes down. A socket that cannot be opened
    * again (another program took the path meanwhile) is logged with the path, and the next word that the service
    * listens (a look, the guest agent's watch) tries again.
    */
