@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm run demo`: tether's main job on the testbed, narrated. Brings up a network-namespace "VM" with its own sshd
 // (scripts/testbed.sh), runs `tether up` against it (the guest agent is provisioned over SSH), starts a web server
-// in the guest, waits for `tether forward ls` to show it, fetches the page from the host through the forward,
-// prints `tether status`, then `tether down` and tears the testbed down (unless --keep).
+// in the guest, waits for `tether forward ls` to show it, fetches the page from the host through the forward, shows a
+// host directory mounted in the guest over SFTP (read and written from inside the guest), prints `tether status`,
+// then `tether down` and tears the testbed down (unless --keep). Without sshfs on this machine the mount is skipped.
 // Needs root (network namespaces) and a build (`npm run build`, which `npm run demo` does first).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,6 +76,20 @@ async function main() {
   );
   console.log(`    ssh ${testbed.user}@127.0.0.1:${sshPort} (key ${testbed.identityFile})`);
 
+  // The testbed shares the host's filesystem (only the network is its own), so the host directory is mounted at a
+  // path of its own in the guest rather than at the same path, as it would be in a real VM.
+  const share = sshfsInstalled()
+    ? { location: join(home, 'project'), mountPoint: join(testbed.guestDir, 'project') }
+    : null;
+  if (share) {
+    mkdirSync(share.location);
+    writeFileSync(join(share.location, 'notes.txt'), 'Written on the host.\n');
+  } else {
+    say(
+      'sshfs is not installed here, so the demo skips mounting a host directory in the guest (apt-get install sshfs)',
+    );
+  }
+
   const config = join(home, 'demo.yaml');
   writeFileSync(
     config,
@@ -89,7 +104,9 @@ async function main() {
       'guestAgent:',
       `  socket: ${join(testbed.guestDir, 'agent.sock')}`,
       `  installDir: ${join(testbed.guestDir, 'install')}`,
-      'mounts: []',
+      ...(share
+        ? ['mounts:', `  - location: ${share.location}`, `    mountPoint: ${share.mountPoint}`, '    writable: true']
+        : ['mounts: []']),
       '',
     ].join('\n'),
   );
@@ -141,8 +158,42 @@ async function main() {
   console.log(`    HTTP ${res.status}: ${body.trim()}`);
   if (!body.includes('Hello from inside the VM')) throw new Error('the page did not come from the guest');
 
+  if (share) await showMount(share);
+
   say(`tether status ${NAME}`);
   tether('status', NAME);
+}
+
+function sshfsInstalled() {
+  return spawnSync('sh', ['-c', 'command -v sshfs'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Runs a shell command in the guest as its SSH user, the way a user of a real VM would: over ssh. */
+function inGuest(command) {
+  const { sshPort, user, identityFile, knownHostsFile } = testbed;
+  const opts = ['-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHostsFile}`, '-o', 'LogLevel=ERROR'];
+  return run('ssh', [...opts, '-i', identityFile, '-p', String(sshPort), `${user}@127.0.0.1`, command], {
+    show: false,
+  });
+}
+
+async function showMount({ location, mountPoint }) {
+  say(`The host directory ${location} is mounted in the guest at ${mountPoint} (tether mount ls)`);
+  tether('mount', 'ls', NAME);
+  const fs = inGuest(`findmnt -n -o FSTYPE --target ${mountPoint}`).trim();
+  console.log(
+    `    in the guest: findmnt says ${mountPoint} is ${fs} (sshfs, served by tether's SFTP server on the host)`,
+  );
+  if (fs !== 'fuse.sshfs') throw new Error(`${mountPoint} is not an sshfs mount in the guest (${fs || 'not mounted'})`);
+
+  say('Reading a host file in the guest, and writing one back from the guest');
+  const notes = inGuest(`cat ${join(mountPoint, 'notes.txt')}`).trim();
+  console.log(`    guest$ cat ${join(mountPoint, 'notes.txt')}\n    ${notes}`);
+  if (notes !== 'Written on the host.') throw new Error(`the guest read ${JSON.stringify(notes)} from the mount`);
+  inGuest(`echo 'Written in the guest.' > ${join(mountPoint, 'reply.txt')}`);
+  const reply = readFileSync(join(location, 'reply.txt'), 'utf8').trim();
+  console.log(`    host$ cat ${join(location, 'reply.txt')}\n    ${reply}`);
+  if (reply !== 'Written in the guest.') throw new Error(`the host read ${JSON.stringify(reply)} back`);
 }
 
 async function cleanup() {
@@ -171,7 +222,10 @@ async function cleanup() {
 let code = 0;
 try {
   await main();
-  say('Demo finished: a guest port appeared on the host by itself and served a page.');
+  say(
+    'Demo finished: a guest port appeared on the host by itself and served a page' +
+      (sshfsInstalled() ? ', and a host directory was read and written from inside the guest.' : '.'),
+  );
 } catch (err) {
   process.stderr.write(`\ndemo failed: ${err.message}\n`);
   if (existsSync(join(home, NAME))) process.stderr.write(`agent log: ${join(home, NAME, 'logs', 'current.log')}\n`);
