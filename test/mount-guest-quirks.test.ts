@@ -64,6 +64,28 @@ describe.skipIf(!canRunTestbed())('mounts on real-world guests', () => {
     },
   );
 
+  it("reads the requirement checks' answers after a greeting that ends without a newline", async () => {
+    const tb = testbed();
+    const client = await connect(tb, CHATTY_USER);
+    try {
+      // The greeting's last line and the command's first would share a line without the marker.
+      expect((await execOn(client, 'echo fuse=yes')).stdout).toBe('fuse=yes\n');
+      const mountPoint = join(testbedHome(tb, CHATTY_USER), 'greeted-mnt');
+      const config = MountConfig.parse({ location: tmpdir(), mountPoint });
+      const reqs = await checkMountRequirements(client, [config], { fix: false });
+      expect(reqs.filter((r) => !r.ok)).toEqual([]);
+      expect(reqs.map((r) => r.name)).toEqual(
+        expect.arrayContaining([
+          'sshfs in the guest',
+          'user_allow_other in /etc/fuse.conf',
+          `mount point ${mountPoint}`,
+        ]),
+      );
+    } finally {
+      client.end();
+    }
+  });
+
   it('mounts at a path mountinfo writes with escapes (a space, a backslash)', async () => {
     const tb = testbed();
     const m = await startMount(tb, { driver: 'builtin' }, { mountPoint: join(tb.stateDir, 'my \\mnt') });

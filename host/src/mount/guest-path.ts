@@ -4,10 +4,9 @@
 // Atomic): comparing the configured path would never see the mount. Owns the command and the parsing of its output;
 // callers keep showing the configured path to the user.
 import type { Client } from 'ssh2';
-import { describeExit } from '../ssh/exec.js';
+import { describeExit, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { unrunScript } from '../ssh/unrun-script.js';
-import { execGuestOutput } from './guest-shell.js';
 
 /** A shell word for a configured guest path: `~` becomes "$HOME", the rest is quoted. */
 export function guestPathWord(path: string): string {
@@ -40,7 +39,7 @@ export function resolveCommand(path: string): string {
 
 /** Expands and resolves `path` in the guest; throws with the guest's stderr when that fails. */
 export async function resolveGuestPath(client: Client, path: string): Promise<ResolvedGuestPath> {
-  const r = await execGuestOutput(client, resolveCommand(path));
+  const r = await execOn(client, resolveCommand(path));
   const nl = r.stdout.indexOf('\n');
   // The path is everything after the shell's line but its final newline (a path may itself contain newlines).
   const resolved = r.code === 0 && nl >= 0 ? r.stdout.slice(nl + 1).replace(/\n$/, '') : '';

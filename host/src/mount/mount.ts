@@ -13,18 +13,12 @@ import type { ChangeListener } from '../sftp/index.js';
 import { describeExit, execOn, openExec } from '../ssh/exec.js';
 import { SESSION_LIMIT_HINT } from '../ssh/session-limit.js';
 import { shellQuote } from '../ssh/shell-quote.js';
+import { startupMarker } from '../ssh/startup-marker.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
-import { execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { type DriverSession, serveMount } from './sftp-driver.js';
 import { mountPointOf, sshfsCommand } from './sshfs-options.js';
-import {
-  ClosedBeforeMarkerError,
-  quoteStartup,
-  skipStartupOutput,
-  startupFileHint,
-  startupMarker,
-} from './startup-output.js';
+import { ClosedBeforeMarkerError, quoteStartup, skipStartupOutput, startupFileHint } from './startup-output.js';
 
 const READY_TIMEOUT_MS = 20_000;
 const UNMOUNT_TIMEOUT_MS = 5_000;
@@ -42,7 +36,7 @@ function unmountCommand(mountPoint: string): string {
 }
 
 async function guestFsType(client: Client, mountPoint: string, timeoutMs?: number): Promise<string | null> {
-  const r = await execGuestOutput(client, 'cat /proc/self/mountinfo', timeoutMs);
+  const r = await execOn(client, 'cat /proc/self/mountinfo', timeoutMs);
   if (r.code !== 0) {
     throw new Error(`cannot read /proc/self/mountinfo in the guest (${describeExit(r)}): ${r.stderr.trim()}`);
   }

@@ -11,7 +11,6 @@ import { describeExit, type ExecResult, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { unrunScript } from '../ssh/unrun-script.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
-import { execGuestOutput } from './guest-shell.js';
 import { isSshfsType, mountedFsType } from './mountinfo.js';
 import { mountPointOf } from './sshfs-options.js';
 
@@ -228,7 +227,7 @@ async function checkResolvedMountPoint(
     );
   }
   const mp = shellQuote(path);
-  const info = await execGuestOutput(client, 'cat /proc/self/mountinfo');
+  const info = await execOn(client, 'cat /proc/self/mountinfo');
   const fsType = mountedFsType(info.stdout, path);
   if (isSshfsType(fsType))
     return {

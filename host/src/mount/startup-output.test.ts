@@ -1,13 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { startupMarker } from '../ssh/startup-marker.js';
 import {
   ClosedBeforeMarkerError,
   MAX_STARTUP_OUTPUT,
   StartupOutputError,
   skipStartupOutput,
   startupFileHint,
-  startupMarker,
 } from './startup-output.js';
 
 /** Everything the stream delivers from now on, once it ends. */

@@ -2,9 +2,8 @@
 // request through the login shell, and bash (~/.bashrc, for ssh commands too), zsh (~/.zshenv) and fish
 // (config.fish) read startup files even when not interactive; anything those print lands on the channel's stdout
 // ahead of the command's output. For the sshfs channel that output would be read as an SFTP packet length. So the
-// command prints a one-time marker line first, and the host drops stdout up to and including it. Owns the marker,
-// the bounded scan and the message telling the user which startup file to fix; nothing here opens channels.
-import { randomBytes } from 'node:crypto';
+// command prints a one-time marker line first (ssh/startup-marker.ts), and the host drops stdout up to and including
+// it. Owns the bounded scan and the message telling the user which startup file to fix; nothing here opens channels.
 import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -13,29 +12,6 @@ export const MAX_STARTUP_OUTPUT = 64 * 1024;
 
 /** How many bytes of startup output messages quote. */
 const QUOTE_BYTES = 200;
-
-interface StartupMarker {
-  /** Shell command printing the marker line. */
-  print: string;
-  /** The exact bytes it prints (the line, newline included). */
-  bytes: Buffer;
-}
-
-/**
- * A fresh marker. The command prints it from two printf arguments, so the marker itself never appears in the
- * command text: a startup file that echoes the command it is about to run (a DEBUG trap, `$BASH_EXECUTION_STRING`)
- * cannot produce a false match. The random part keeps startup output from containing it by chance.
- */
-export function startupMarker(tag = 'tether-start'): StartupMarker {
-  const nonce = randomBytes(12).toString('hex');
-  return { print: `printf '%s-%s\\n' ${tag} ${nonce}`, bytes: Buffer.from(`${tag}-${nonce}\n`) };
-}
-
-/** The command's stdout after the marker, or null when the marker never came (the command did not run). */
-export function afterMarker(stdout: string, marker: StartupMarker): string | null {
-  const at = stdout.indexOf(marker.bytes.toString());
-  return at < 0 ? null : stdout.slice(at + marker.bytes.length);
-}
 
 /** The first bytes of startup output as a quoted, escaped string for messages and logs. */
 export function quoteStartup(output: Buffer): string {

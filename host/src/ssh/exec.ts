@@ -1,15 +1,22 @@
 // Shell commands in the guest over exec channels (no pty): opening one with its exit status recorded, and running
 // one to completion with its output collected, under one deadline that also covers the open (on a frozen VM the
 // open goes unanswered until keepalives give up, longer than `tether down` waits for the agent). Used through
-// SshSession (provisioning, the guest socket) and on a bare ssh2 Client (mounts, doctor). Owns nothing long-lived.
+// SshSession (provisioning, the guest socket) and on a bare ssh2 Client (mounts, doctor). A command run for its
+// output prints a marker first, and its stdout is what follows the marker: the login shell's startup output (a
+// greeting, a terminal title, text without a newline) never reaches the parsers. Owns nothing long-lived.
 import type { Client, ClientChannel, ExecOptions } from 'ssh2';
 import { openSession } from './session-limit.js';
 import { commandLabel, loginShellCommand } from './shell-quote.js';
+import { afterMarker, startupMarker } from './startup-marker.js';
 
 export interface ExecResult {
   /** The exit status; null when the command ended without one (a signal, a channel closed under it). */
   code: number | null;
   signal: string | null;
+  /**
+   * What the command printed, without the login shell's startup output; all that came when the command never started
+   * (its marker never came), for messages that quote what the shell said instead.
+   */
   stdout: string;
   stderr: string;
 }
@@ -61,17 +68,19 @@ export function openExec(client: Client, command: string, options: ExecOptions =
 }
 
 /**
- * Runs a command to completion on the channel `open` gives and collects its output; past `timeoutMs` from now (the
- * open included) it is abandoned and the channel closed, also one that opens late. `label` names it in the error.
+ * Runs `command` to completion on the channel `open` gives for it and collects its output; past `timeoutMs` from now
+ * (the open included) it is abandoned and the channel closed, also one that opens late. The error names it by its
+ * first line.
  */
 export async function execText(
-  open: () => Promise<ExecChannel>,
+  open: (command: string) => Promise<ExecChannel>,
+  command: string,
   timeoutMs: number,
-  label: string,
 ): Promise<ExecResult> {
   const deadline = Date.now() + timeoutMs;
-  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${label}`);
-  const opening = open();
+  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${commandLabel(command)}`);
+  const marker = startupMarker('tether-out');
+  const opening = open(`${marker.print}; ${command}`);
   let openTimer: NodeJS.Timeout | undefined;
   const channel = await Promise.race([
     opening,
@@ -102,10 +111,11 @@ export async function execText(
     });
     channel.on('close', () => {
       clearTimeout(timer);
+      const stdout = out.text();
       resolve({
         code: channel.exitStatus?.code ?? null,
         signal: channel.exitStatus?.signal ?? null,
-        stdout: out.text(),
+        stdout: afterMarker(stdout, marker) ?? stdout,
         stderr: err.text(),
       });
     });
@@ -118,9 +128,9 @@ export function describeExit(r: Pick<ExecResult, 'code' | 'signal'>): string {
   return r.code === null ? 'no exit status' : `exit ${r.code}`;
 }
 
-/** execText on a bare client, labelled by the command's first line. */
-export function execOn(client: Client, command: string, timeoutMs = 15_000, label = commandLabel(command)) {
-  return execText(() => openExec(client, command), timeoutMs, label);
+/** execText on a bare client. */
+export function execOn(client: Client, command: string, timeoutMs = 15_000): Promise<ExecResult> {
+  return execText((marked) => openExec(client, marked), command, timeoutMs);
 }
 
 /** One output stream of a command, kept up to OUTPUT_CAP bytes and decoded once at the end (UTF-8 split safely). */

@@ -173,10 +173,10 @@ export class SshSession extends EventEmitter {
     return this.open(`open guest socket ${socketPath}`, (c, cb) => c.openssh_forwardOutStreamLocal(socketPath, cb));
   }
 
-  /** Opens an exec channel running `command` (see startExec). */
-  exec(command: string, options: ExecOptions = {}): Promise<ExecChannel> {
+  /** Opens an exec channel running `command` (see startExec); `label` names it in errors. */
+  exec(command: string, options: ExecOptions = {}, label = commandLabel(command)): Promise<ExecChannel> {
     return openSession(() =>
-      this.open<ExecChannel>(`run ${JSON.stringify(commandLabel(command))} in the guest`, (c, cb) =>
+      this.open<ExecChannel>(`run ${JSON.stringify(label)} in the guest`, (c, cb) =>
         startExec(c, command, options, cb),
       ),
     );
@@ -188,7 +188,7 @@ export class SshSession extends EventEmitter {
 
   /** Runs a command to completion, collecting its output (see execText). */
   execText(command: string, timeoutMs = 30_000): Promise<ExecResult> {
-    return execText(() => this.exec(command), timeoutMs, commandLabel(command));
+    return execText((marked) => this.exec(marked, {}, commandLabel(command)), command, timeoutMs);
   }
 
   /** Ends the connection for good. */
