@@ -134,6 +134,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     // Its boot is not replayed: those lines would claim what may no longer hold.
     expect(same.stdout).not.toMatch(/requirement \d of/);
     expect(same.stdout).toMatch(/✓ instance e2e is ready/);
+    expect(same.stdout).not.toMatch(/--log-level/);
+    const level = await cli('up', NAME, '--log-level', 'debug');
+    expect(level.stdout).toContain(
+      `--log-level debug applies from the agent's next start: \`tether down ${NAME} && tether up ${NAME} --log-level debug\``,
+    );
     // Saved again after the agent read it, or given a comment: the config it runs with is still the file's.
     const config = join(home, NAME, 'tether.yaml');
     const original = readFileSync(config, 'utf8');
@@ -197,6 +202,13 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const again = await cli('forward', 'rm', NAME, String(hostPort));
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(new RegExp(`no forward matches ${hostPort}`));
+    // An id cut at its `->` by the shell (an unquoted redirect), among other arguments: the hint, and nothing removed.
+    const cut = await cli('forward', 'rm', NAME, `tcp/127.0.0.1:${guestPort}-`, String(guestPort));
+    expect(cut.code).toBe(1);
+    expect(cut.stderr).toContain(
+      `no forward matches tcp/127.0.0.1:${guestPort}-; an id with -> must be quoted, e.g. 'tcp/127.0.0.1:${guestPort}->PORT'; nothing was removed`,
+    );
+    expect(await httpStatus(guestPort)).toBe(200);
 
     // Added on the guest port's own host port, it replaces the detected forward; removed, the detected one is back,
     // and rm says so.
@@ -269,13 +281,17 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     copyFileSync(join(home, NAME, 'tether.yaml'), join(spare, 'tether.yaml'));
     try {
       const r = await cli('doctor', 'spare');
+      // Stopped, the spare is no conflict yet: a warning, and the fix says which instance to use.
       expect(r.stdout).toMatch(
         new RegExp(
-          `^✗ other instances: instance ${NAME} \\(pid ${agentPid}\\) runs against \\S+@127\\.0\\.0\\.1:`,
+          `^! other instances: instance ${NAME} \\(pid ${agentPid}\\) runs against \\S+@127\\.0\\.0\\.1:.*; starting this one too would compete with it`,
           'm',
         ),
       );
-      expect(r.stdout).toMatch(new RegExp(`^ {4}fix: run one instance per VM: tether down ${NAME} `, 'm'));
+      expect(r.stdout).toMatch(
+        new RegExp(`^ {4}fix: use ${NAME}, or tether down ${NAME} before tether up spare$`, 'm'),
+      );
+      expect(r.stdout).toMatch(/^✗ host agent: not running/m);
       expect(r.code).toBe(1);
       // up says so before it starts the second agent; which serves (its forwards find their ports taken).
       const up = await cli('up', 'spare', '--timeout', '60');

@@ -70,17 +70,18 @@ describe('defaultMountSkipped', () => {
   const reason = 'the reason';
 
   it('says the default mount is tried again by itself while a fix in the guest can get it mounted', () => {
-    const held = view('~', 'error', 'sshfs in the guest: sshfs is not installed in the guest', 'sshfs-missing');
+    const held = view('/home/me', 'error', 'sshfs in the guest: sshfs is not installed in the guest', 'sshfs-missing');
     expect(defaultMountSkipped(reason, [held])).toBe(
-      'the default mount of ~ is not made: the reason; it is tried again by itself; `mounts:` in tether.yaml ' +
-        'chooses others, `mounts: []` none',
+      'the default mount of ~ is not made: the reason; it is tried again by itself; to mount it elsewhere, put ' +
+        '`mounts: [{location: "~", mountPoint: "~/host/home/me"}]` in tether.yaml (`mounts: []` for none)',
     );
   });
 
   it('leaves the retry out when its cause is one only tether.yaml changes, whatever the words', () => {
-    const held = view('~', 'error', 'mount point ~: in the way', 'mount-point-hides-home');
+    const held = view('/root', 'error', 'mount point /root: in the way', 'mount-point-hides-home');
     expect(defaultMountSkipped(reason, [held])).toBe(
-      'the default mount of ~ is not made: the reason; `mounts:` in tether.yaml chooses others, `mounts: []` none',
+      'the default mount of ~ is not made: the reason; to mount it elsewhere, put ' +
+        '`mounts: [{location: "~", mountPoint: "~/host/root"}]` in tether.yaml (`mounts: []` for none)',
     );
     // The words alone decide nothing: without the cause it is tried again.
     const words = view('~', 'error', "mounting on /home/me would hide the SSH user's home /home/me in the guest");

@@ -9,7 +9,7 @@ import type { MountConfig } from '../config/schema.js';
 import { type AgentLink, GUEST_STOPPING } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
 import { CONFIG_ONLY_CAUSES, type MountCause, type MountView } from '../model.js';
-import { MountManager, type MountRequirement } from '../mount/index.js';
+import { MountManager, type MountRequirement, mountPointElsewhere } from '../mount/index.js';
 import type { SshSession } from '../ssh/index.js';
 import type { AgentMounts } from './host-agent.js';
 
@@ -87,7 +87,13 @@ export function mountsDegradedReason(views: readonly MountView[]): string {
 export function defaultMountSkipped(reason: string, views: readonly MountView[]): string {
   const configOnly = views.some((v) => v.cause !== null && CONFIG_ONLY_CAUSES.has(v.cause));
   const retry = configOnly ? '' : 'it is tried again by itself; ';
-  return `the default mount of ~ is not made: ${reason}; ${retry}\`mounts:\` in tether.yaml chooses others, \`mounts: []\` none`;
+  // The default mount has no entry in tether.yaml to edit: the fix is a whole `mounts:` line.
+  const point = views[0]?.mountPoint ?? '';
+  const elsewhere = point.startsWith('/') ? mountPointElsewhere(point) : '~/host';
+  return (
+    `the default mount of ~ is not made: ${reason}; ${retry}to mount it elsewhere, put ` +
+    `\`mounts: [{location: "~", mountPoint: "${elsewhere}"}]\` in tether.yaml (\`mounts: []\` for none)`
+  );
 }
 
 /**

@@ -90,14 +90,22 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     add(warn('host agent build', agent.staleBuild, `tether down ${paths.name} && tether up ${paths.name}`));
   if (agent.link) add(agent.link);
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
+  const sameVm = `${describeSiblings(siblings)}: the same VM, whose guest ports and mount points it already serves`;
   add(
     siblings.length === 0
       ? ok('other instances', `none runs against ${sshTarget(config.ssh)}`)
-      : fail(
-          'other instances',
-          `${describeSiblings(siblings)}: the same VM, whose guest ports and mount points it already serves`,
-          `run one instance per VM: tether down ${siblings[0].name} (or tether rm --force ${paths.name}, if this one is the spare)`,
-        ),
+      : agent.forwards === null
+        ? // This one is stopped: a spare, which only starting it would make a conflict.
+          warn(
+            'other instances',
+            `${sameVm}; starting this one too would compete with it`,
+            `use ${siblings[0].name}, or tether down ${siblings[0].name} before tether up ${paths.name}`,
+          )
+        : fail(
+            'other instances',
+            sameVm,
+            `run one instance per VM: tether down ${siblings[0].name} (or tether rm --force ${paths.name}, if this one is the spare)`,
+          ),
   );
 
   const ssh = await probeSsh(paths, config, agent.guestStopping === true);

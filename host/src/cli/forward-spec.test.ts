@@ -26,6 +26,10 @@ describe('forward specs', () => {
     expect(() => parsePortSpec('70000:80')).toThrow('70000:80: host port 70000 is not a port (1-65535)');
     expect(() => parsePortSpec('1.2.3:80:80')).toThrow('1.2.3 is not an IP address');
     expect(() => parsePortSpec('80:80/sctp')).toThrow(/expected/);
+    expect(() => parsePortSpec('::1:8080:80/udp')).toThrow(
+      '::1:8080:80/udp: put an IPv6 host address in brackets, e.g. [::1]:8080:80/udp',
+    );
+    expect(parsePortSpec('[::1]:8080:80/udp')).toMatchObject({ hostIP: '::1', hostPort: 8080, guestPort: 80 });
   });
 
   it('parses socket specs', () => {

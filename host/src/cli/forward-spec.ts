@@ -30,7 +30,15 @@ export function parsePortSpec(arg: string): PortSpec {
     return { proto: (same[2]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: p, guestPort: p };
   }
   const m = SPEC_RE.exec(arg.trim());
-  if (!m) throw new UsageError(`${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000 or 127.0.0.1:5353:53/udp`);
+  if (!m) {
+    // `::1:8080:80`: an IPv6 address's own colons leave the ports unclear without brackets.
+    const v6 = /^(.*:.*):(\d+):(\d+)(\/\w+)?$/.exec(arg.trim());
+    if (v6 && isIP(v6[1]) === 6)
+      throw new UsageError(
+        `${arg}: put an IPv6 host address in brackets, e.g. [${v6[1]}]:${v6[2]}:${v6[3]}${v6[4] ?? ''}`,
+      );
+    throw new UsageError(`${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000 or 127.0.0.1:5353:53/udp`);
+  }
   const spec: PortSpec = {
     proto: (m[4]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp',
     hostPort: port(m[2], 'host port', arg),

@@ -21,7 +21,6 @@ export function buildProgram(): Command {
         'Instances live in $TETHER_HOME (default ~/.tether), one directory per VM.',
     )
     .version(VERSION, '-V, --version')
-    .showHelpAfterError('(see `tether --help` for usage)')
     .exitOverride()
     // `tether shell dev ls -V`: options after a command are its own, not tether's --version.
     .enablePositionalOptions()
@@ -44,9 +43,29 @@ export function buildProgram(): Command {
   registerLogs(program);
   registerDoctor(program);
   // Subcommands inherit exitOverride so usage errors come back to main.ts as CommanderErrors.
-  for (const cmd of allCommands(program))
-    cmd.exitOverride().showHelpAfterError(`(see \`${commandPath(cmd)} --help\` for usage)`);
+  for (const cmd of [program, ...allCommands(program)]) {
+    const help = `see \`${commandPath(cmd)} --help\``;
+    cmd.exitOverride().configureOutput({ outputError: (str, write) => write(usageLine(str, help)) });
+  }
   return program;
+}
+
+/**
+ * A usage error as one line like every other error of tether's: commander's `error: …` (and its "Did you mean"
+ * line) with where to read the usage.
+ */
+export function usageLine(commanderMessage: string, help: string): string {
+  const text = commanderMessage
+    .replace(/^error: /, '')
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const more = text.slice(1).map((l) => {
+    const bare = l.replace(/^\((.*)\)$/, '$1');
+    return `; ${bare.charAt(0).toLowerCase()}${bare.slice(1)}`;
+  });
+  return `tether: ${text[0]}${more.join('')} (${help})\n`;
 }
 
 /** `tether forward add`: the command as the user types it. */

@@ -118,6 +118,10 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
     !(await runsThisConfig(paths));
   if (changed || edited)
     print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
+  if (opts.logLevel)
+    print(
+      `--log-level ${opts.logLevel} applies from the agent's next start: \`tether down ${name} && tether up ${name} --log-level ${opts.logLevel}\``,
+    );
   // Running without a mount that failed (degraded, or the default mount skipped): the user may have fixed the
   // guest since, so try now, not at the next backoff step.
   const mountsUnmet = running?.requirements.some((r) => r.index === REQUIREMENT.mountsReady && r.state !== 'ok');

@@ -360,7 +360,7 @@ describe('ForwardEngine', () => {
     const hostPort = await freePort();
     const first = await engine.add({ proto: 'tcp', hostPort, guestPort: 8123 });
     await expect(engine.add({ proto: 'tcp', hostPort, guestPort: 8125 })).rejects.toThrow(
-      `host 127.0.0.1:${hostPort} is already used by forward ${first.id} (runtime); remove it first`,
+      `host 127.0.0.1:${hostPort} is already used by forward ${first.id} (runtime); remove it first: tether forward rm tmp '${first.id}'`,
     );
     expect(engine.views().map((v) => v.id)).toEqual([first.id]);
   });

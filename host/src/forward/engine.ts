@@ -91,10 +91,10 @@ interface PortForwardSpec {
 class DuplicateForwardError extends Error {
   readonly statusCode = 409;
   /** `what`: what the new forward would share with the existing one, when it is not the id. */
-  constructor(id: string, source: ForwardSource, what?: string) {
+  constructor(instance: string, id: string, source: ForwardSource, what?: string) {
     super(
       `${what ? `${what} is already used by forward ${id}` : `forward ${id} already exists`} (${source}); ` +
-        'remove it first with tether forward rm',
+        `remove it first: tether forward rm ${instance} '${id}'`,
     );
     this.name = 'DuplicateForwardError';
   }
@@ -122,6 +122,8 @@ export class ForwardEngine extends EventEmitter {
   /** Guest listeners (by id) that a static or runtime forward of their port serves (explicitHolding). */
   private readonly folded = new Map<string, Forward>();
   readonly udp: UdpFlows;
+  /** The instance's name (its directory's), for the commands that messages suggest. */
+  private readonly instance: string;
   private readonly forwardsById = new Map<string, Forward>();
   /** The static and runtime port forwards among them (few), so a listener's port finds them without a walk. */
   private readonly explicitForwards = new Set<Forward>();
@@ -159,6 +161,7 @@ export class ForwardEngine extends EventEmitter {
 
   constructor(private readonly opts: ForwardEngineOptions) {
     super();
+    this.instance = basename(opts.instanceDir);
     this.log = opts.logger;
     this.churn = new ChurnLog(this.log);
     this.caps = new ForwardCaps(opts.maxForwards, this.log);
@@ -409,7 +412,8 @@ export class ForwardEngine extends EventEmitter {
       const id = this.unixIdFor(spec.guestSocket, hostSocket);
       this.refuseDuplicate(id);
       const holder = this.unixHolder(hostSocket);
-      if (holder) throw new DuplicateForwardError(holder.id, holder.source, `host socket ${spec.hostSocket}`);
+      if (holder)
+        throw new DuplicateForwardError(this.instance, holder.id, holder.source, `host socket ${spec.hostSocket}`);
       await this.createUnixForward(id, 'runtime', spec.guestSocket, hostSocket);
       return this.keepIfBound(id);
     }
@@ -426,7 +430,7 @@ export class ForwardEngine extends EventEmitter {
     for (const key of keys) {
       for (const holder of this.explicitForwards) {
         const theirs = holder.bindingKeys.find((k) => keysOverlap(k, key));
-        if (theirs) throw new DuplicateForwardError(holder.id, holder.source, clash(key, theirs));
+        if (theirs) throw new DuplicateForwardError(this.instance, holder.id, holder.source, clash(key, theirs));
       }
     }
     const existing = this.forwardsById.get(id);
@@ -627,7 +631,7 @@ export class ForwardEngine extends EventEmitter {
 
   private refuseDuplicate(id: string): void {
     const f = this.forwardsById.get(id);
-    if (f && f.source !== 'detected') throw new DuplicateForwardError(id, f.source);
+    if (f && f.source !== 'detected') throw new DuplicateForwardError(this.instance, id, f.source);
   }
 
   private upsertDetected(l: Listener): Promise<void> {

@@ -2,5 +2,5 @@
 // the sftp-server lookup.
 
 export { MountManager } from './manager.js';
-export { checkMountRequirements, type MountRequirement } from './requirements.js';
+export { checkMountRequirements, type MountRequirement, mountPointElsewhere } from './requirements.js';
 export { findSftpServer } from './sftp-driver.js';

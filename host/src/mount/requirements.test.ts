@@ -84,7 +84,7 @@ describe('mount requirements', () => {
     expect(byName['mount point ~']).toMatchObject({
       ok: false,
       cause: 'mount-point-hides-home',
-      fix: "set the mount's mountPoint in tether.yaml (mounts:) to another path, e.g. /mnt/home/me",
+      fix: "set the mount's mountPoint in tether.yaml (mounts:) to another path, e.g. ~/host/home/me",
     });
     expect(byName['mount point /srv/missing']).toMatchObject({ ok: true });
     expect(byName[`host directory ${base}`]).toEqual({
@@ -120,7 +120,7 @@ describe('mount requirements', () => {
     );
     expect(reqs.find((r) => r.name === 'mount point /root')).toMatchObject({
       cause: 'mount-point-taken',
-      fix: "set the mount's mountPoint in tether.yaml (mounts:) to a path the SSH user may create, e.g. /mnt/root",
+      fix: "set the mount's mountPoint in tether.yaml (mounts:) to a path the SSH user may create, e.g. ~/host/root",
     });
   });
 

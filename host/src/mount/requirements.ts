@@ -173,6 +173,15 @@ async function checkFuseConf(client: Client, fix: boolean): Promise<MountRequire
   );
 }
 
+/**
+ * A mount point to suggest in place of `path` (absolute): the same path under ~/host when the SSH user's home is
+ * known, which that user may always create (/mnt needs sudo, which many guests do not give).
+ */
+export function mountPointElsewhere(path: string, underHome = true): string {
+  const rest = path === '/' ? '' : path;
+  return underHome ? `~/host${rest}` : `/mnt${rest || '/host'}`;
+}
+
 /** Whether `path` is `dir` or a directory above it (both absolute, resolved). */
 function covers(path: string, dir: string): boolean {
   return path === dir || path === '/' || dir.startsWith(`${path}/`);
@@ -218,7 +227,7 @@ async function checkResolvedMountPoint(
   // The host's home at the same path as the SSH user's own (the same user name on a Linux host, or root on both
   // sides) would hide ~/.ssh and the guest agent's install directory behind the host's files.
   if (guestHome && covers(path, guestHome)) {
-    const [say, advice] = movePoint(`another path, e.g. /mnt${path === '/' ? '/host' : path}`);
+    const [say, advice] = movePoint(`another path, e.g. ${mountPointElsewhere(path)}`);
     return unmet(
       name,
       'mount-point-hides-home',
@@ -246,7 +255,7 @@ async function checkResolvedMountPoint(
   // A directory that exists (e.g. /root for a host agent run as root) belongs to someone else: mounting over it
   // would hide it, so the fix is another mount point, never taking it over.
   if ((await execOn(client, `test -e ${mp}`)).code === 0) {
-    const [say, advice] = movePoint(`a path the SSH user may create, e.g. /mnt${path}`);
+    const [say, advice] = movePoint(`a path the SSH user may create, e.g. ${mountPointElsewhere(path, !!guestHome)}`);
     return unmet(
       name,
       'mount-point-taken',

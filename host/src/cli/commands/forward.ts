@@ -128,6 +128,13 @@ function registerAdd(forward: Command): void {
   });
 }
 
+/** Why `arg` removes nothing; the shell may have cut an id at its `->` (a redirect). Nothing is removed then. */
+function noMatch(name: string, arg: string, args: number): string {
+  const cut = arg.endsWith('-') ? `; an id with -> must be quoted, e.g. '${arg}>PORT'` : '';
+  const none = args > 1 ? '; nothing was removed' : '';
+  return `no forward matches ${arg}${cut}${none} (see \`tether forward ls ${name}\`)`;
+}
+
 function registerRm(forward: Command): void {
   withHelp(
     forward
@@ -139,14 +146,19 @@ function registerRm(forward: Command): void {
         '<what...>',
         'HOSTPORT:GUESTPORT[/udp], host port (HOSTPORT[/udp]; alone: its TCP forward), socket path, or forward id (proto/guestAddr, e.g. tcp/127.0.0.1:3000)',
       ),
-    ['tether forward rm dev 8080:80', 'tether forward rm dev 8080', 'tether forward rm dev tcp/127.0.0.1:3000'],
+    [
+      'tether forward rm dev 8080:80',
+      'tether forward rm dev 8080',
+      'tether forward rm dev tcp/127.0.0.1:3000',
+      "tether forward rm dev 'tcp/127.0.0.1:80->10080'   # quoted: the shell reads > as a redirect",
+    ],
   ).action(async (name: string, what: string[]) => {
     const client = clientFor(existingInstance(name));
     const forwards = await client.forwards();
     const targets = new Map<string, ForwardView>();
     for (const arg of what) {
       const found = matchForwards(arg, forwards);
-      if (found.length === 0) throw new CliError(`no forward matches ${arg} (see \`tether forward ls ${name}\`)`);
+      if (found.length === 0) throw new CliError(noMatch(name, arg, what.length));
       for (const f of found) targets.set(f.id, f);
     }
     for (const f of targets.values()) {
@@ -156,7 +168,10 @@ function registerRm(forward: Command): void {
       }
       await client.removeForward(f.id);
       const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
-      say(`removed ${f.proto} ${host}→ guest ${f.guestAddr}\n`);
+      // A detected forward stays in the list as ignored: the guest still listens, and a later scan must not bring
+      // it back.
+      const until = f.source === 'detected' ? ' (ignored from now on, until tether down)' : '';
+      say(`removed ${f.proto} ${host}→ guest ${f.guestAddr}${until}\n`);
       // A static or added forward served a guest port that also listens: the rules forward it again as detected.
       const guestPort = f.guestAddr.slice(f.guestAddr.lastIndexOf(':') + 1);
       const back =

@@ -18,7 +18,7 @@ export function registerUp(program: Command): void {
       .option('-c, --config <file>', 'use this tether.yaml (copied into the instance directory)')
       .option('--foreground', 'run the agent in this process (for systemd, launchd and tests)')
       .option('--timeout <seconds>', 'how long to wait for the requirements', parseSeconds, DEFAULT_TIMEOUT_S)
-      .option('--log-level <level>', 'agent log level (trace, debug, info, warn, error)', parseLogLevel),
+      .option('--log-level <level>', 'agent log level (trace, debug, info, warn, error, fatal)', parseLogLevel),
     [
       'tether up dev --ssh me@127.0.0.1:2222 -i ~/.ssh/id_ed25519',
       'tether up dev                    # start an existing instance',
