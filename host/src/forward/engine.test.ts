@@ -503,6 +503,30 @@ describe('ForwardEngine', () => {
     expect(await echo(guest)).toBe('hi');
   });
 
+  it('shows on an added forward to another host port the process of the guest listener it reaches', async () => {
+    engine = make();
+    const [guestPort, hostPort] = [await freePort(), await freePort()];
+    const server = { ...tcp('0.0.0.0', guestPort), pid: 77, command: 'nginx: master process' };
+    await engine.setListeners([server]);
+    const added = await engine.add({ proto: 'tcp', hostPort, guestPort });
+    expect(added).toMatchObject({
+      guestAddr: `127.0.0.1:${guestPort}`,
+      process: { pid: 77, command: 'nginx: master process' },
+    });
+    // Its own detected row keeps the process too.
+    expect(engine.view(`tcp/0.0.0.0:${guestPort}`)?.process).toEqual({ pid: 77, command: 'nginx: master process' });
+    await engine.applyDelta({ added: [], removed: [server] });
+    expect(engine.view(added.id)?.process).toBeNull();
+    // A listener on another guest address (not one 127.0.0.1 reaches) is not its process.
+    await engine.applyDelta({ added: [{ ...tcp('10.0.2.15', guestPort), pid: 78, command: 'other' }], removed: [] });
+    expect(engine.view(added.id)?.process).toBeNull();
+    await engine.applyDelta({
+      added: [{ ...tcp('127.0.0.1', guestPort), pid: 79, command: 'dev server' }],
+      removed: [],
+    });
+    expect(engine.view(added.id)?.process).toEqual({ pid: 79, command: 'dev server' });
+  });
+
   it('keeps the host listener of an address whose guest socket was replaced within one delta (SO_REUSEPORT)', async () => {
     engine = make();
     const port = await freePort();

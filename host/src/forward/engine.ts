@@ -5,6 +5,7 @@
 // and their bind retries live in host-bindings.ts, unix forwards' looks at their guest sockets in socket-look.ts,
 // and the sockets themselves in tcp.ts, udp.ts and unix.ts.
 import { EventEmitter } from 'node:events';
+import { isIPv4 } from 'node:net';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
 import { formatAddr, portOfAddr, sshPortTaken, takesSshPort } from '../address.js';
@@ -35,7 +36,7 @@ import { explicitId, listenerId, unixId } from './ids.js';
 import { loopbackTarget } from './loopback.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
-import { hostIPsOf, isLocalhost, matchRule, type RuleDecision } from './rules.js';
+import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
 import { forwardState } from './state.js';
 import { TcpBinding } from './tcp.js';
@@ -85,6 +86,15 @@ interface PortForwardSpec {
   /** Why a detected listener is not forwarded (a rule, `forward rm`, the guest's sshd); null when it is. */
   ignored?: string | null;
   process?: Forward['process'];
+}
+
+/**
+ * A listener's process as forwards show it. A port a DNAT rule publishes has no process but names the rule: pid 0,
+ * the guest kernel, answers it.
+ */
+function processOf(l: Listener): Forward['process'] {
+  if (l.pid !== null) return { pid: l.pid, command: l.command ?? '' };
+  return l.command ? { pid: 0, command: l.command } : null;
 }
 
 /** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
@@ -258,7 +268,10 @@ export class ForwardEngine extends EventEmitter {
       if (f.source === 'detected' && !desired.has(f.id)) this.drop(f);
     }
     await Promise.all([...desired.values()].map((l) => this.upsertDetected(l)));
-    for (const f of this.explicitForwards) this.followLoopback(f);
+    for (const f of this.explicitForwards) {
+      this.followLoopback(f);
+      this.followProcess(f);
+    }
   }
 
   async applyDelta(delta: { added: readonly Listener[]; removed: readonly Listener[] }): Promise<void> {
@@ -588,9 +601,27 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
   }
 
-  /** A listener of this guest port came or went: the explicit forwards of the port follow it (followLoopback). */
+  /**
+   * An explicit forward shows the process of the guest listener its connections reach (`forward add 10080:80`: the
+   * server on guest port 80), as a detected forward does its own; a listener folded into it already shows there.
+   */
+  private followProcess(f: Forward): void {
+    if (f.source === 'detected' || f.proto === 'unix') return;
+    const v4 = isIPv4(unmapIPv4(f.guestIP));
+    const reached = [f.guestIP, ...(v4 ? ['0.0.0.0'] : []), '::']
+      .map((ip) => this.guestListeners.get(listenerId({ proto: f.proto, ip, port: f.guestPort })))
+      .find((l) => l !== undefined);
+    const process = reached ? processOf(reached) : null;
+    if (process || ![...this.folded.values()].includes(f)) this.setProcess(f, process);
+  }
+
+  /** A listener of this guest port came or went: the explicit forwards of the port follow it. */
   private followPort(proto: string, port: number): void {
-    for (const f of this.explicitForwards) if (f.proto === proto && f.guestPort === port) this.followLoopback(f);
+    for (const f of this.explicitForwards) {
+      if (f.proto !== proto || f.guestPort !== port) continue;
+      this.followLoopback(f);
+      this.followProcess(f);
+    }
   }
 
   /**
@@ -636,9 +667,7 @@ export class ForwardEngine extends EventEmitter {
 
   private upsertDetected(l: Listener): Promise<void> {
     const id = listenerId(l);
-    // A port a DNAT rule publishes has no process but names the rule: pid 0, the guest kernel, answers it.
-    const process =
-      l.pid !== null ? { pid: l.pid, command: l.command ?? '' } : l.command ? { pid: 0, command: l.command } : null;
+    const process = processOf(l);
     this.followPort(l.proto, l.port);
     const existing = this.forwardsById.get(id);
     if (existing) {
@@ -773,6 +802,7 @@ export class ForwardEngine extends EventEmitter {
     if (source !== 'detected') {
       this.explicitForwards.add(f);
       this.followLoopback(f);
+      this.followProcess(f);
     }
     if (source === 'detected') this.caps.added(ignored ? 'ignored' : 'forwarded');
     if (ignored) {
