@@ -75,13 +75,13 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
   {
     name: 'unknown top-level key',
     text: 'ssh:\n  user: a\nportForward: []\n',
-    expect: [/demo\.yaml:3:1: portForward: unknown key/],
+    expect: [/demo\.yaml:3:1: portForward: unknown key \(got \[\]\); did you mean portForwards\?/],
   },
   {
     name: 'unknown nested key',
     text: 'ssh:\n  user: a\n  identity_file: ~/.ssh/id\n',
     expect: [
-      /demo\.yaml:3:3: ssh\.identity_file: unknown key \(got "~\/\.ssh\/id"\); expected one of: host, port, user, identityFile,/,
+      /demo\.yaml:3:3: ssh\.identity_file: unknown key \(got "~\/\.ssh\/id"\); did you mean identityFile\? expected one of: host, port, user, identityFile,/,
     ],
   },
   {
@@ -106,7 +106,7 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
   {
     name: 'typo in a port rule key',
     text: 'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n    hostPrt: 8080\n',
-    expect: [/demo\.yaml:5:5: portForwards\[0\]\.hostPrt: unknown key/],
+    expect: [/demo\.yaml:5:5: portForwards\[0\]\.hostPrt: unknown key \(got 8080\); did you mean hostPort\?/],
   },
   {
     name: 'socket rule with a bad value',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from './errors.js';
-import { parseConfig } from './load.js';
+import { closestKey, parseConfig } from './load.js';
 
 // Guest paths in tether.yaml: `~` means the SSH user's home in the guest, which only the guest knows. (The rest of
 // loading is covered by test/config-load.test.ts.)
@@ -52,5 +52,18 @@ describe('guest paths in tether.yaml', () => {
     expect(c.guestAgent.installDir).toBe('.local/tether');
     expect(parseConfig('ssh:\n  user: a\nguestAgent:\n  installDir: ~\n', FILE).guestAgent.installDir).toBe('.');
     expect(parseConfig('ssh:\n  user: a\n', FILE).guestAgent.installDir).toBe('.tether-guest');
+  });
+});
+
+describe('closestKey', () => {
+  const ssh = ['host', 'port', 'user', 'identityFile', 'useAgent'];
+  it('names the key a misspelt one most likely meant, and none when nothing is that close', () => {
+    expect(closestKey('identity_file', ssh)).toBe('identityFile');
+    expect(closestKey('IdentityFile', ssh)).toBe('identityFile');
+    expect(closestKey('hostPrt', ['guestPort', 'hostPort', 'hostIP'])).toBe('hostPort');
+    expect(closestKey('usr', ssh)).toBe('user');
+    expect(closestKey('timeout', ssh)).toBeNull();
+    // Two as close: no guess.
+    expect(closestKey('hostX', ['hostA', 'hostB'])).toBeNull();
   });
 });

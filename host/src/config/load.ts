@@ -166,9 +166,11 @@ function portForwardIssues(issues: Issue[], raw: unknown): Issue[] {
 function describeIssue(issue: Issue, raw: unknown, doc: Document, lines: LineCounter, file: string): ConfigProblem[] {
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeys(issue.path, raw);
-    const expectedKeys = known ? `; expected one of: ${known.join(', ')}` : '';
     return issue.keys.map((key) => {
       const path = [...issue.path, key];
+      const near = known ? closestKey(key, known) : null;
+      const hint = near ? `; did you mean ${near}? ` : '; ';
+      const expectedKeys = known ? `${hint}expected one of: ${known.join(', ')}` : '';
       const what = `unknown key (got ${show(valueAt(raw, path))})${expectedKeys}`;
       return problem(file, path, locate(doc, lines, path, true), what);
     });
@@ -178,6 +180,30 @@ function describeIssue(issue: Issue, raw: unknown, doc: Document, lines: LineCou
   const value = present ? valueAt(raw, path) : undefined;
   const got = present ? `got ${show(value)}` : 'missing';
   return [problem(file, path, locate(doc, lines, path, false), `${got}; ${expected(issue)}`)];
+}
+
+/**
+ * The allowed key a misspelt one most likely meant: the same but for case, `_` or `-` (identity_file, hostport), or
+ * at most two edits away (hostPrt); null when none is that close, or two are.
+ */
+export function closestKey(key: string, known: readonly string[]): string | null {
+  const fold = (k: string) => k.toLowerCase().replace(/[-_]/g, '');
+  const same = known.filter((k) => fold(k) === fold(key));
+  if (same.length === 1) return same[0];
+  const near = known.filter((k) => editDistance(fold(k), fold(key)) <= Math.min(2, Math.floor(k.length / 3)));
+  return near.length === 1 ? near[0] : null;
+}
+
+/** Levenshtein distance (keys are short: the full table is cheap). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }
 
 /** The keys the schema allows in the object at `path` (tether.yaml's sections and list entries). */
