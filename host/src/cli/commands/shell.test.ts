@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { shellArgs, shellScript } from './shell.js';
@@ -20,12 +20,23 @@ describe('shellScript', () => {
     expect(shellScript({ dir: '/home/me/a b', required: false }, ['pwd'])).toBe(
       `cd '/home/me/a b' 2>/dev/null\nexec "$SHELL" -l -c pwd`,
     );
-    expect(shellScript({ dir: '/srv', required: true }, [])).toMatch(/^cd \/srv \|\| exit 1\n/);
+    expect(shellScript({ dir: '/srv', required: true }, [])).toMatch(
+      /^cd \/srv 2>\/dev\/null \|\| \{ printf .*>&2; exit 1; \}\n/,
+    );
+    const r = spawnSync('sh', ['-c', shellScript({ dir: "/nonexistent/it's", required: true }, ['pwd'])], {
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(
+      "tether: --workdir /nonexistent/it's: no such directory in the guest, or the SSH user may not enter it\n",
+    );
   });
 
   it('reads ~ and ~/x as the guest home', () => {
-    expect(shellScript({ dir: '~', required: true }, [])).toMatch(/^cd "\$HOME" \|\| exit 1/);
-    expect(shellScript({ dir: '~/my dir', required: true }, [])).toMatch(/^cd "\$HOME"\/'my dir' \|\| exit 1/);
+    expect(shellScript({ dir: '~', required: true }, [])).toMatch(/^cd "\$HOME" 2>\/dev\/null \|\| \{/);
+    expect(shellScript({ dir: '~/my dir', required: true }, [])).toMatch(
+      /^cd "\$HOME"\/'my dir' 2>\/dev\/null \|\| \{/,
+    );
   });
 });
 

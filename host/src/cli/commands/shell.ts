@@ -152,7 +152,9 @@ export function shellScript(workdir: { dir: string; required: boolean } | null, 
     const { dir } = workdir;
     const target =
       dir === '~' ? '"$HOME"' : dir.startsWith('~/') ? `"$HOME"/${shellQuote(dir.slice(2))}` : shellQuote(dir);
-    lines.push(workdir.required ? `cd ${target} || exit 1` : `cd ${target} 2>/dev/null`);
+    // cd's own complaint names neither tether nor the flag: one line that does, instead.
+    const complain = `printf 'tether: --workdir %s: no such directory in the guest, or the SSH user may not enter it\\n' ${shellQuote(dir)} >&2`;
+    lines.push(workdir.required ? `cd ${target} 2>/dev/null || { ${complain}; exit 1; }` : `cd ${target} 2>/dev/null`);
   }
   // sshd sets SHELL to the user's login shell (/bin/sh when the passwd entry names none). A command runs in it as a
   // login shell too, so that what its profile sets up (PATH with ~/.local/bin, nvm) is there, as in the shell.
