@@ -3,6 +3,7 @@
 import { basename, dirname } from 'node:path';
 import { ConfigError } from '../config/errors.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
+import { tetherHome } from '../instance.js';
 import { complain } from './terminal.js';
 
 export const EXIT_OK = 0;
@@ -46,8 +47,20 @@ export function describeError(err: unknown): string {
     return `instance ${instance}: ${err.message}; \`tether down ${instance}\` stops it (with SIGKILL when it must)`;
   }
   if (err instanceof ConfigError) return err.problems.map((p) => p.message).join('\n');
-  if (err instanceof Error) return err.message;
+  if (err instanceof Error) return systemError(err as NodeJS.ErrnoException) ?? err.message;
   return String(err);
+}
+
+/**
+ * A file system error that escaped a command (`ENOTDIR: not a directory, stat '/dev/null/dev/logs'`) in tether's
+ * words: what could not be done to which path, and TETHER_HOME when the path is under it (the usual cause).
+ */
+function systemError(err: NodeJS.ErrnoException): string | null {
+  if (!err.code || !err.syscall || !err.path) return null;
+  const why = /^[A-Z]+: ([^,]+),/.exec(err.message)?.[1] ?? err.code;
+  const home = tetherHome();
+  const under = err.path === home || err.path.startsWith(`${home}/`) ? `; TETHER_HOME is ${home}` : '';
+  return `cannot ${err.syscall} ${err.path}: ${why} (${err.code})${under}`;
 }
 
 function exitCodeOf(err: unknown): number {
