@@ -72,8 +72,10 @@ export function listInstances(home = tetherHome()): string[] {
   let entries: string[];
   try {
     entries = readdirSync(home);
-  } catch {
-    return [];
+  } catch (err) {
+    // Not created yet: no instances. Anything else (a file, no permission) is the caller's to report.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
   }
   return entries
     .filter((n) => NAME_RE.test(n) && existsSync(join(home, n, 'tether.yaml')))

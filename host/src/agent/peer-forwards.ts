@@ -34,7 +34,12 @@ export class PeerForwards {
     if (key.startsWith('unix/')) return null;
     const home = dirname(this.instanceDir);
     const self = basename(this.instanceDir);
-    const peers = listInstances(home).filter((name) => name !== self);
+    let peers: string[];
+    try {
+      peers = listInstances(home).filter((name) => name !== self);
+    } catch {
+      return null; // an unreadable home: who holds the port stays unknown, the conflict is reported all the same
+    }
     const answers = await Promise.all(
       peers.map(async (name) => ({ name, forwards: await this.forwardsOf(home, name) })),
     );

@@ -60,8 +60,11 @@ function systemError(err: NodeJS.ErrnoException): string | null {
   const why = /^[A-Z]+: ([^,]+),/.exec(err.message)?.[1] ?? err.code;
   const home = tetherHome();
   const under = err.path === home || err.path.startsWith(`${home}/`) ? `; TETHER_HOME is ${home}` : '';
-  return `cannot ${err.syscall} ${err.path}: ${why} (${err.code})${under}`;
+  return `cannot ${SYSCALL_WORDS[err.syscall] ?? err.syscall} ${err.path}: ${why} (${err.code})${under}`;
 }
+
+/** Node's syscall names that are not words a user reads as what failed. */
+const SYSCALL_WORDS: Record<string, string> = { scandir: 'list', lstat: 'stat', realpath: 'resolve' };
 
 function exitCodeOf(err: unknown): number {
   return err instanceof CliError ? err.exitCode : EXIT_FAILURE;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RequirementView, StatusView } from '../model.js';
-import { BootProgress, bootOutcome, linkDownReason } from './progress.js';
+import { BootProgress, bootOutcome, linkDownReason, linkNoteVerb } from './progress.js';
 
 const req = (
   index: number,
@@ -116,5 +116,16 @@ describe('linkDownReason', () => {
     expect(linkDownReason(status('connected', 'ssh connection lost: connection closed by the server'))).toBe(
       'SSH is connected again; the link to the guest agent is reopening',
     );
+  });
+});
+
+describe('linkNoteVerb', () => {
+  it('says a link that stays down again every 30 s, and a new reason at most every 5 s', () => {
+    const prev = { reason: 'SSH is reconnecting (a)', at: 1_000 };
+    expect(linkNoteVerb(null, 'SSH is reconnecting (a)', 0)).toBe('waiting');
+    expect(linkNoteVerb(prev, 'SSH is reconnecting (a)', 30_000)).toBeNull();
+    expect(linkNoteVerb(prev, 'SSH is reconnecting (a)', 31_000)).toBe('still waiting');
+    expect(linkNoteVerb(prev, 'SSH is reconnecting (b)', 5_999)).toBeNull();
+    expect(linkNoteVerb(prev, 'SSH is reconnecting (b)', 6_000)).toBe('waiting');
   });
 });

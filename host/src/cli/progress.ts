@@ -63,6 +63,11 @@ export class BootProgress {
     return lines;
   }
 
+  /** `[ 12.3s] text`: a line of its own (not a requirement's) on the same clock. */
+  note(text: string, now = Date.now()): string {
+    return `${this.stamp(now - this.start)} ${text}`;
+  }
+
   private stamp(ms: number): string {
     this.lastMs = Math.max(this.lastMs, ms);
     return `[${(this.lastMs / 1000).toFixed(1).padStart(5)}s]`;
@@ -109,6 +114,26 @@ export function linkDownReason(s: StatusView): string {
   return `SSH is connected but the guest agent does not answer${why ? ` (${why})` : ''}`;
 }
 
+/** A changed reason for a link that is down is told at most this often (reconnect errors can alternate)... */
+const LINK_NOTE_MIN_MS = 5_000;
+/** ...and the same reason again after this long. */
+const LINK_NOTE_REPEAT_MS = 30_000;
+
+/**
+ * Whether to say now that the link is down for `reason`, after `prev` was said (null: nothing yet): `waiting` for a
+ * new reason, `still waiting` for the same one after a while, null to stay quiet.
+ */
+export function linkNoteVerb(
+  prev: { reason: string; at: number } | null,
+  reason: string,
+  now: number,
+): 'waiting' | 'still waiting' | null {
+  if (!prev) return 'waiting';
+  const since = now - prev.at;
+  if (prev.reason !== reason) return since >= LINK_NOTE_MIN_MS ? 'waiting' : null;
+  return since >= LINK_NOTE_REPEAT_MS ? 'still waiting' : null;
+}
+
 /** Follows the agent's requirements until it is ready, a requirement fails, the agent goes away, or time runs out. */
 export function followBoot(client: ControlClient, opts: FollowOptions): Promise<BootOutcome> {
   const progress = new BootProgress(opts.start);
@@ -129,19 +154,26 @@ export function followBoot(client: ControlClient, opts: FollowOptions): Promise<
       for (const r of reqs) latest.set(r.index, r);
       for (const line of progress.update(reqs)) opts.print(line);
     };
-    let linkNoted = false;
+    // What was last said about the link being down, and when: repeated while it stays down, so that a long wait
+    // (a VM still booting, an sshd stopped) does not look like a hung terminal.
+    let linkNote: { reason: string; at: number } | null = null;
     let mountsNoted = false;
     const onStatus = (s: StatusView) => {
       last = s;
       show(s.requirements);
       const o = bootOutcome(s);
       if (o) return finish(o);
-      if (s.state === 'degraded' && s.link?.up === false && !linkNoted) {
-        linkNoted = true;
-        opts.print(`waiting for the link to the guest agent: ${linkDownReason(s)}`);
+      const now = Date.now();
+      if (s.state === 'degraded' && s.link?.up === false) {
+        const reason = linkDownReason(s);
+        const verb = linkNoteVerb(linkNote, reason, now);
+        if (verb) {
+          opts.print(progress.note(`${verb} for the link to the guest agent: ${reason}`, now));
+          linkNote = { reason, at: now };
+        }
       } else if (s.state === 'degraded' && s.link?.up && s.mounts.mounted < s.mounts.total && !mountsNoted) {
         mountsNoted = true;
-        opts.print(`waiting for the mounts: ${s.mounts.mounted} of ${s.mounts.total} mounted`);
+        opts.print(progress.note(`waiting for the mounts: ${s.mounts.mounted} of ${s.mounts.total} mounted`, now));
       }
     };
     const refresh = () =>

@@ -131,6 +131,8 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
       .retryMounts()
       .catch(() => false));
   if (retrying) print(`trying its failed mounts again`);
+  if (running && running.state !== 'ready')
+    print(`following it until it is ready (${running.state}); Ctrl-C stops following, not the agent`);
   // Not ours to stop: Ctrl-C only stops following it.
   onInterrupt(() => {
     complain(

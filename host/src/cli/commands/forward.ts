@@ -25,7 +25,8 @@ function watch(name: string, client: ControlClient, json: boolean): Promise<void
       const list = [...byId.values()].sort(compareForwards);
       if (json) sayJson(list.map(forwardJson));
       else {
-        const header = `tether forward ls ${name} — ${new Date().toLocaleTimeString()} (Ctrl-C to quit)`;
+        // Local 24-hour time, as `tether logs` prints it (a locale's `11:19:53 PM` is not what the logs say).
+        const header = `tether forward ls ${name} — ${new Date().toTimeString().slice(0, 8)} (Ctrl-C to quit)`;
         // A terminal is cleared for each redraw; a pipe or file gets the tables one after the other.
         const clear = process.stdout.isTTY ? '\x1b[H\x1b[2J' : '';
         process.stdout.write(clear);

@@ -56,4 +56,14 @@ describe('shellArgs', () => {
     expect(shellArgs(['-h'])).toEqual({ help: true, command: [] });
     expect(shellArgs([])).toEqual({ help: false, command: [] });
   });
+
+  it('names an option of its own it does not know, or a --workdir without a directory, instead of running it', () => {
+    expect(shellArgs(['--workDir', '/tmp', 'pwd']).problem).toBe("unknown option '--workDir'; did you mean --workdir?");
+    expect(shellArgs(['--work-dir=/tmp', 'pwd']).problem).toBe("unknown option '--work-dir'; did you mean --workdir?");
+    expect(shellArgs(['-w', '/tmp', 'pwd']).problem).toBe(
+      "unknown option '-w'; put -- before a command that starts with -",
+    );
+    expect(shellArgs(['--workdir']).problem).toBe("option '--workdir <dir>' argument missing");
+    expect(shellArgs(['--', '-w']).problem).toBeUndefined();
+  });
 });

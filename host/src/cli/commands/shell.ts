@@ -8,7 +8,7 @@ import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
-import { type LoadedConfig, loadConfig } from '../../config/load.js';
+import { closestKey, type LoadedConfig, loadConfig } from '../../config/load.js';
 import { expandHome } from '../../config/paths.js';
 import type { InstancePaths } from '../../instance.js';
 import { readPinned } from '../../ssh/hostkey.js';
@@ -16,7 +16,7 @@ import { hostKeyAlias, knownHostsLine, opensshArgv } from '../../ssh/openssh-com
 import { loginShellCommand, shellQuote } from '../../ssh/shell-quote.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { probeSsh } from '../doctor.js';
-import { CliError, ExitStatus } from '../errors.js';
+import { CliError, EXIT_USAGE, ExitStatus } from '../errors.js';
 import { guestWorkdir } from '../guest-workdir.js';
 import { complain } from '../terminal.js';
 
@@ -26,18 +26,32 @@ interface ShellOptions {
 
 /**
  * tether's own options between NAME and the command (`--workdir DIR`, `-h`), then the command: from its first word
- * on, every argument is the command's (`ls -h` is not tether's help). `--` ends tether's options.
+ * on, every argument is the command's (`ls -h` is not tether's help). `--` ends tether's options. Any other word
+ * starting with `-` before the command is a usage error (`problem`), not a command the guest's sh would reject.
  */
-export function shellArgs(rest: readonly string[]): { workdir?: string; help: boolean; command: string[] } {
+export function shellArgs(rest: readonly string[]): {
+  workdir?: string;
+  help: boolean;
+  command: string[];
+  problem?: string;
+} {
   let workdir: string | undefined;
   let i = 0;
   for (; i < rest.length; i++) {
     const a = rest[i];
     if (a === '--') return { workdir, help: false, command: rest.slice(i + 1) };
     if (a === '-h' || a === '--help') return { workdir, help: true, command: [] };
-    if (a === '--workdir' && i + 1 < rest.length) workdir = rest[++i];
-    else if (a.startsWith('--workdir=')) workdir = a.slice('--workdir='.length);
-    else break;
+    if (a === '--workdir') {
+      if (i + 1 >= rest.length)
+        return { help: false, command: [], problem: "option '--workdir <dir>' argument missing" };
+      workdir = rest[++i];
+    } else if (a.startsWith('--workdir=')) workdir = a.slice('--workdir='.length);
+    else if (a.startsWith('-') && a !== '-') {
+      const name = a.replace(/=.*/, '');
+      const near = closestKey(name.replace(/^-+/, ''), ['workdir', 'help']);
+      const hint = near ? `; did you mean --${near}?` : '; put -- before a command that starts with -';
+      return { help: false, command: [], problem: `unknown option '${name}'${hint}` };
+    } else break;
   }
   return { workdir, help: false, command: rest.slice(i) };
 }
@@ -63,6 +77,7 @@ export function registerShell(program: Command): void {
   );
   cmd.action(async (name: string, rest: string[], opts: ShellOptions) => {
     const parsed = shellArgs(rest);
+    if (parsed.problem) cmd.error(parsed.problem, { exitCode: EXIT_USAGE, code: 'tether.shellOption' });
     if (parsed.help) cmd.help();
     const { command } = parsed;
     const workdirAsked = parsed.workdir ?? opts.workdir;
