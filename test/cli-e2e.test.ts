@@ -147,12 +147,15 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     // Edited by hand after the agent read it: said as well.
     expect(original).toMatch(/^ {2}useAgent: false$/m);
     writeFileSync(config, original.replace(/^ {2}useAgent: false$/m, '  useAgent: false\n  keepaliveInterval: 11'));
-    expect((await cli('up', NAME)).stdout).toMatch(/tether\.yaml changed; the running agent applies it after/);
+    const applies = /tether\.yaml changed since the agent started; it applies after `tether down e2e && tether up e2e`/;
+    expect((await cli('up', NAME)).stdout).toMatch(applies);
+    // status and doctor say it too; doctor checks what the agent runs with.
+    expect((await cli('status', NAME)).stdout).toMatch(applies);
+    const doctor = await cli('doctor', NAME);
+    expect(doctor.stdout).toMatch(/! config: .*tether\.yaml is valid but is not what the running agent started with/);
     const changed = await cli('up', NAME, '--ssh', `${tb.user}@localhost:${tb.sshPort}`);
     expect(changed.code).toBe(0);
-    expect(changed.stdout).toMatch(
-      /tether\.yaml changed; the running agent applies it after `tether down e2e && tether up e2e`/,
-    );
+    expect(changed.stdout).toMatch(applies);
     expect((await cli('up', NAME, '--ssh', `${tb.user}@127.0.0.1:${tb.sshPort}`)).stdout).toMatch(/changed/);
   });
 

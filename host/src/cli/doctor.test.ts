@@ -178,6 +178,20 @@ describe('doctor on host ports', () => {
     servingChecks('dev', { forwards: [forwarding, ignored, ignored] }, [], (r) => results.push(r));
     expect(results).toEqual([{ name: 'host ports', state: 'ok', detail: '1 forward, none in conflict (2 ignored)' }]);
   });
+
+  it('does not call the host ports of suspended forwards free of conflicts', () => {
+    const results: CheckResult[] = [];
+    const suspended = { ...conflict('', null), state: 'suspended' as const, error: null };
+    servingChecks('dev', { forwards: [suspended, suspended] }, [], (r) => results.push(r));
+    expect(results).toEqual([
+      {
+        name: 'host ports',
+        state: 'skip',
+        detail:
+          '2 forwards, 2 of them suspended while the link to the guest is down; their host ports are tried again once it is back',
+      },
+    ]);
+  });
 });
 
 describe('doctor when a new SSH login fails but the running agent is connected', () => {

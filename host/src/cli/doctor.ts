@@ -37,6 +37,7 @@ import { unrunScript } from '../ssh/unrun-script.js';
 import { HOST_AGENT_NAME, otherBuild } from '../version.js';
 import { clientFor } from './context.js';
 import { cappedListeners, countOf } from './render.js';
+import { sameConfig, servedConfig } from './served-config.js';
 import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';
 
 export interface CheckResult {
@@ -61,15 +62,22 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   };
 
   let config: LoadedConfig;
+  // A running agent keeps the config it started with: the checks are of that one, whatever the file says now.
+  const served = await servedConfig(paths);
   try {
     config = loadConfig(paths.config);
-    add(ok('config', `${paths.config} is valid`));
+    if (served && !sameConfig(config, served)) {
+      add(
+        warn(
+          'config',
+          `${paths.config} is valid but is not what the running agent started with; the checks below use the agent's`,
+          `tether down ${paths.name} && tether up ${paths.name} applies the file`,
+        ),
+      );
+      config = served;
+    } else add(ok('config', `${paths.config} is valid`));
   } catch (err) {
     const problem = (err as Error).message.split('\n').join('; ');
-    // A running agent keeps the config it started with: the checks go on with that one.
-    const served = await clientFor(paths, 5_000)
-      .config()
-      .catch(() => null);
     if (!served) {
       add(fail('config', problem, `edit ${paths.config}`));
       return results;
@@ -173,12 +181,20 @@ export function servingChecks(
 ): void {
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
-    if (bad.length === 0) {
-      // Ignored forwards take no host port: counting them would report ports that are not there.
-      const ignored = agent.forwards.filter((f) => f.state === 'ignored').length;
-      const held = countOf(agent.forwards.length - ignored, 'forward');
+    // Ignored forwards take no host port: counting them would report ports that are not there.
+    const ignored = agent.forwards.filter((f) => f.state === 'ignored').length;
+    const suspended = agent.forwards.filter((f) => f.state === 'suspended').length;
+    const held = countOf(agent.forwards.length - ignored, 'forward');
+    // A suspended forward does not try its host port until the link is back: "none in conflict" would be a guess.
+    if (suspended > 0 && bad.length === 0)
+      add(
+        skip(
+          'host ports',
+          `${held}, ${suspended} of them suspended while the link to the guest is down; their host ports are tried again once it is back`,
+        ),
+      );
+    else if (bad.length === 0)
       add(ok('host ports', `${held}, none in conflict${ignored ? ` (${ignored} ignored)` : ''}`));
-    }
     for (const f of bad) add(forwardProblem(instance, f, siblings));
     if (agent.capped)
       add(
@@ -570,7 +586,7 @@ async function checkGuestAgent(
       info.scanIntervalMs > 0
         ? ok(
             'port scanner',
-            `scanning every ${Math.round(info.scanIntervalMs)} ms (last scan ${info.lastScanMs.toFixed(2)} ms), ${info.listeners} listeners, up ${age}s; ${listenEventsText(info.listenEvents)}`,
+            `scanning every ${Math.round(info.scanIntervalMs)} ms (last scan ${info.lastScanMs.toFixed(2)} ms), ${info.listeners} listeners, up ${age}s; ${listenEventsText(info.listenEvents)}${processNamesText(info.uid)}`,
           )
         : fail('port scanner', 'not running (scan interval 0)', 'restart the guest agent; see its log in the guest'),
     );
@@ -589,6 +605,16 @@ async function checkGuestAgent(
   } finally {
     peer?.close('doctor done');
   }
+}
+
+/**
+ * Whose processes the scanner can name: an agent without root reads only its own user's /proc/PID/fd, so the
+ * listeners of other users (root's sshd, docker) show `-` under PROCESS.
+ */
+function processNamesText(uid: number): string {
+  return uid === 0
+    ? ''
+    : `; it runs as uid ${uid}, not root, so it names only that user's processes (others show - under PROCESS in forward ls)`;
 }
 
 /** Whether new TCP listeners wake the guest's scanner at once, or are found by its ticks only (and why). */

@@ -49,7 +49,9 @@ describe('status text', () => {
 
   it('says under the agent when it runs another build of tether than the command, and how to run this one', () => {
     expect(statusText(status)).not.toContain('!');
-    const text = statusText(status, 'the agent runs another build of tether (aaaa) than this command (bbbb)');
+    const text = statusText(status, {
+      staleBuild: 'the agent runs another build of tether (aaaa) than this command (bbbb)',
+    });
     expect(text).toMatch(
       /^agent: .*\n {14}! the agent runs another build of tether \(aaaa\) than this command \(bbbb\); `tether down vm && tether up vm` runs this one\n/m,
     );

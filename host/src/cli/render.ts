@@ -141,15 +141,22 @@ export function cappedListeners(n: number): string {
   return `${n} more guest listener${n > 1 ? 's' : ''} over maxForwards, not forwarded or listed`;
 }
 
-/** `staleBuild`: why the agent is not this command's build of tether (otherBuild), shown under its line. */
-export function statusText(s: StatusView, staleBuild: string | null = null): string {
+/**
+ * `notes`, shown under the agent's line: why it is not this command's build of tether (otherBuild), and that
+ * tether.yaml was edited since it started (served-config.ts).
+ */
+export function statusText(
+  s: StatusView,
+  notes: { staleBuild?: string | null; configEdited?: string | null } = {},
+): string {
   const lines = [
     `instance:     ${s.name}`,
     `state:        ${s.state}`,
     `agent:        pid ${s.pid}, up since ${s.startedAt} (${formatAge(s.startedAt)})`,
-    ...(staleBuild
-      ? [`              ! ${staleBuild}; \`tether down ${s.name} && tether up ${s.name}\` runs this one`]
+    ...(notes.staleBuild
+      ? [`              ! ${notes.staleBuild}; \`tether down ${s.name} && tether up ${s.name}\` runs this one`]
       : []),
+    ...(notes.configEdited ? [`              ! ${notes.configEdited}`] : []),
     `ssh:          ${s.ssh.target} ${s.ssh.state} (since ${formatAge(s.ssh.since)}), ${s.ssh.reconnects} reconnects` +
       (s.ssh.lastError ? `, last error: ${s.ssh.lastError}` : ''),
   ];

@@ -2,7 +2,7 @@
 // host agent detached in the background (or in this process with --foreground), and follows the boot requirements
 // until the VM is ready or one fails.
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { portOfAddr } from '../address.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
@@ -27,6 +27,7 @@ import { clientFor, pathsFor } from './context.js';
 import { CliError, UsageError } from './errors.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
+import { applyHint, editedSinceStart } from './served-config.js';
 import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
 import { complain, say } from './terminal.js';
@@ -111,13 +112,8 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
   // Changed by these flags (compared by content), or, without flags that rewrite it, written since the agent read it
   // and different from the config it runs with.
   const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
-  const edited =
-    !rewritten &&
-    running !== null &&
-    statSync(paths.config).mtimeMs > Date.parse(running.startedAt) &&
-    !(await runsThisConfig(paths));
-  if (changed || edited)
-    print(`${paths.config} changed; the running agent applies it after \`tether down ${name} && tether up ${name}\``);
+  const edited = !rewritten && running !== null && (await editedSinceStart(paths, running.startedAt));
+  if (changed || edited) print(applyHint(paths));
   if (opts.logLevel)
     print(
       `--log-level ${opts.logLevel} applies from the agent's next start: \`tether down ${name} && tether up ${name} --log-level ${opts.logLevel}\``,
@@ -189,16 +185,6 @@ async function startBackground(run: UpRun): Promise<void> {
     followBoot(clientFor(paths), { timeoutMs: timeoutMs - (Date.now() - started), print, start: started }),
   );
   await finish(paths, outcome, (reason) => stopStarted(paths, child, reason));
-}
-
-/** True when tether.yaml, as it is now, is the config the running agent serves (a file saved again unchanged). */
-async function runsThisConfig(paths: InstancePaths): Promise<boolean> {
-  try {
-    const served = await clientFor(paths, 5_000).config();
-    return JSON.stringify(loadConfig(paths.config)) === JSON.stringify(served);
-  } catch {
-    return false; // a broken file, or an agent that cannot say: it may well differ
-  }
 }
 
 /** How long `up` waits for a new agent's control socket, whatever --timeout says. */

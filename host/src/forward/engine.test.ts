@@ -527,6 +527,23 @@ describe('ForwardEngine', () => {
     expect(engine.view(added.id)?.process).toEqual({ pid: 79, command: 'dev server' });
   });
 
+  it('forwards a port removed with forward rm again when a forward of it is added, without a second row', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    await engine.remove(`tcp/0.0.0.0:${port}`);
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({ state: 'ignored', error: /removed by the operator/ });
+    const added = await engine.add({ proto: 'tcp', hostPort: port, guestPort: port });
+    expect(added.state).toBe('forwarding');
+    expect(await echo(port)).toBe('hi');
+    // The detected listener is served by the added forward: no ignored row is left beside it.
+    expect(engine.views().map((v) => [v.id, v.state])).toEqual([[added.id, 'forwarding']]);
+    // Removing the added forward leaves the port forwarded as detected, as before the rm.
+    await engine.remove(added.id);
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({ source: 'detected', state: 'forwarding' });
+    expect(await echo(port)).toBe('hi');
+  });
+
   it('keeps the host listener of an address whose guest socket was replaced within one delta (SO_REUSEPORT)', async () => {
     engine = make();
     const port = await freePort();

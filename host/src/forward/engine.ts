@@ -124,6 +124,8 @@ function clash(key: string, theirs: string): string {
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
 }
 
+/** Why a detected forward is ignored after `forward rm` (the start of it: a later listener of its port says less). */
+const REMOVED = 'removed by the operator';
 /** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
 const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
 /** Events: `change` (ForwardView), `removed` (id: string). */
@@ -449,10 +451,14 @@ export class ForwardEngine extends EventEmitter {
     const existing = this.forwardsById.get(id);
     if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
     // Detected forwards on addresses that overlap the new ones (127.0.0.1:P under an added 0.0.0.0:P) let go of
-    // them first, as the explicit forward wins; they come back below, folded into it or waiting for the port.
-    const displaced = [...new Set(keys.flatMap((k) => this.bindings.overlapping(k)))].filter(
-      (f) => f.source === 'detected',
-    );
+    // them first, as the explicit forward wins; they come back below, folded into it or waiting for the port. So do
+    // those of this guest port that `forward rm` had ignored: adding the port is asking for it again.
+    const displaced = [
+      ...new Set([
+        ...keys.flatMap((k) => this.bindings.overlapping(k)).filter((f) => f.source === 'detected'),
+        ...this.forgetRemoved(spec.proto, spec.guestPort),
+      ]),
+    ];
     for (const f of displaced) this.drop(f, false);
     this.caps.forget(id);
     const { proto, guestPort, hostPort } = spec;
@@ -496,6 +502,20 @@ export class ForwardEngine extends EventEmitter {
     throw Object.assign(new Error(`forward ${id} not added: ${why}`), { statusCode: 422 });
   }
 
+  /**
+   * Lifts what `forward rm` said of a guest port (`proto`, `port`): its listeners follow the rules again. Returns the
+   * detected forwards it had ignored, still there, for the caller to drop and make anew.
+   */
+  private forgetRemoved(proto: Proto, port: number): Forward[] {
+    if (!this.userIgnoredPorts.delete(`${proto}/${port}`)) return [];
+    const ofPort = (id: string) => id.startsWith(`${proto}/`) && portOfAddr(id.slice(proto.length + 1)) === port;
+    const ids = [...this.userIgnored].filter(ofPort);
+    for (const id of ids) this.userIgnored.delete(id);
+    return [...this.forwardsById.values()].filter(
+      (f) => f.source === 'detected' && f.proto === proto && f.guestPort === port && f.ignored?.startsWith(REMOVED),
+    );
+  }
+
   /** Runtime and static forwards are removed; detected ones stay `ignored` while the agent runs (across restarts). */
   async remove(id: string): Promise<void> {
     const f = this.forwardsById.get(id);
@@ -522,7 +542,7 @@ export class ForwardEngine extends EventEmitter {
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
     this.caps.ignoredNow();
     this.admitCapped('forwarded');
-    f.ignored = 'removed by the operator (tether forward rm)';
+    f.ignored = `${REMOVED} (tether forward rm)`;
     this.refresh(f);
   }
 
@@ -681,7 +701,7 @@ export class ForwardEngine extends EventEmitter {
     }
     const decision: RuleDecision =
       this.userIgnored.has(id) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`)
-        ? { action: 'ignore', reason: 'removed by the operator' }
+        ? { action: 'ignore', reason: REMOVED }
         : matchRule(l, this.rules, {
             sshPort: this.sshPort,
             hostSshPort: this.opts.hostSshPort,

@@ -1,6 +1,7 @@
 // `tether forward ls|add|rm NAME`: the instance's forwards (one row per guest listener), runtime additions and
 // removals. `ls --json` prints exactly FORWARD_JSON_KEYS per forward (the public contract).
 import type { Command } from 'commander';
+import { portOfAddr } from '../../address.js';
 import type { ControlClient } from '../../control/client.js';
 import { compareForwards, type ForwardView } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
@@ -129,6 +130,14 @@ function registerAdd(forward: Command): void {
   });
 }
 
+/** The `forward add` that asks again for a detected forward that `forward rm` ignores. */
+function readdHint(name: string, f: ForwardView): string {
+  const guestPort = portOfAddr(f.guestAddr);
+  const hostPort = f.hostAddrs.length > 0 ? portOfAddr(f.hostAddrs[0]) : guestPort;
+  const spec = `${hostPort === guestPort ? guestPort : `${hostPort}:${guestPort}`}${f.proto === 'udp' ? '/udp' : ''}`;
+  return `\`tether forward add ${name} ${spec}\``;
+}
+
 /** Why `arg` removes nothing; the shell may have cut an id at its `->` (a redirect). Nothing is removed then. */
 function noMatch(name: string, arg: string, args: number): string {
   const cut = arg.endsWith('-') ? `; an id with -> must be quoted, e.g. '${arg}>PORT'` : '';
@@ -171,7 +180,8 @@ function registerRm(forward: Command): void {
       const host = f.hostAddrs.length > 0 ? `${f.hostAddrs.join(', ')} ` : '';
       // A detected forward stays in the list as ignored: the guest still listens, and a later scan must not bring
       // it back.
-      const until = f.source === 'detected' ? ' (ignored from now on, until tether down)' : '';
+      const until =
+        f.source === 'detected' ? ` (ignored until tether down; ${readdHint(name, f)} forwards it again)` : '';
       say(`removed ${f.proto} ${host}→ guest ${f.guestAddr}${until}\n`);
       // A static or added forward served a guest port that also listens: the rules forward it again as detected.
       const guestPort = f.guestAddr.slice(f.guestAddr.lastIndexOf(':') + 1);

@@ -10,6 +10,7 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { lastRun } from '../log-reader.js';
 import { problemLine, statusText } from '../render.js';
+import { applyHint, editedSinceStart } from '../served-config.js';
 import { say, sayJson } from '../terminal.js';
 
 export function registerStatus(program: Command): void {
@@ -25,7 +26,10 @@ export function registerStatus(program: Command): void {
     try {
       const s = await clientFor(paths).status();
       if (opts.json) sayJson(s, 2);
-      else say(`${statusText(s, otherBuild(s.build))}\n`);
+      else {
+        const configEdited = (await editedSinceStart(paths, s.startedAt)) ? applyHint(paths) : null;
+        say(`${statusText(s, { staleBuild: otherBuild(s.build), configEdited })}\n`);
+      }
     } catch (err) {
       if (!(err instanceof AgentNotRunningError)) throw err;
       // Its process runs but the control API does not answer (still starting, or hung): not stopped.
