@@ -493,7 +493,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   /** Runs `wait`, showing why each SSH attempt failed on the waiting requirement instead of a silent wait. */
   private async showingRetries<T>(note: (detail: string) => void, wait: () => Promise<T>): Promise<T> {
-    const onRetrying = (reason: string) => note(`${reason}; retrying`);
+    const onRetrying = (reason: string) => note(`${reason}; ${this.retryingWhat()}`);
     this.ssh.on('retrying', onRetrying);
     try {
       return await wait();
@@ -507,6 +507,17 @@ export class HostAgent extends EventEmitter implements AgentApi {
    * key is installed (a late provisioning script) gets that long; a wrong key fails the requirement then, not at
    * the end of `up`'s timeout.
    */
+  /**
+   * What a retry is waiting for. A refused login is tried for a while, as a new VM may be installing the key (cloud-
+   * init); the fix is said at once all the same, for the wrong key that will never be accepted.
+   */
+  private retryingWhat(): string {
+    if (this.ssh.loginRefusedSince === null) return 'retrying';
+    const grace = Math.round((this.opts.loginRefusedGraceMs ?? LOGIN_REFUSED_GRACE_MS) / 1000);
+    const { user, identityFile } = this.config.ssh;
+    return `retrying for up to ${grace} s in case the VM is still installing the key; if not: ${authorizedKeyFix(user, identityFile)}`;
+  }
+
   private waitLogin(timeoutMs: number): Promise<void> {
     return firstOutcome<void>(({ done, fail }) => {
       const onRetrying = (reason: string) => {
