@@ -17,9 +17,10 @@ import { cliBuilt, runCli } from './helpers/cli-helpers.js';
 
 const NAME = 'hostile';
 // OSC retitle, clear screen, red background, and the single-byte C1 CSI.
-const EVIL = '\x1b]0;PWNED\x07\x1b[2J\x1b[41mEVIL\u009b2J';
+// A right-to-left override too, which reorders what follows it on the screen.
+const EVIL = '\x1b]0;PWNED\x07\x1b[2J\x1b[41mEVIL\u009b2J\u202egnp.exe';
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding them is the point
-const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 
 const now = new Date().toISOString();
 

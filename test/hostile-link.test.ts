@@ -286,6 +286,64 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     expect(lines).toHaveLength(1);
   });
 
+  it('makes the text the guest supplies one inert line before it is logged, listed or printed', async () => {
+    const port = await freePort();
+    const command = 'node\u202egnp.exe\x1b[2J\n--evil';
+    const mark = logLines().length;
+    const mode = { name: 'evil-text', hostname: 'evil\nhost', listeners: [{ ...good, port, pid: 7, command }] };
+    await misbehave(mode, 'link', /agent link up/);
+    expect(h.agent.link.info?.hostname).toBe('evil host');
+    const id = `tcp/127.0.0.1:${port}`;
+    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.process, { what: `${id} with its process` });
+    expect(h.agent.forwards().find((f) => f.id === id)?.process?.command).toBe('node\\u202egnp.exe\\x1b[2J --evil');
+    expect(h.agent.status().guest?.hostname).toBe('evil host');
+    // No line of the log carries a raw control or bidi character from the guest.
+    const raw = readFileSync(logFile(), 'utf8').split('\n').slice(mark).join('\n');
+    expect(raw).not.toContain('\u202e');
+    await stillServing();
+  });
+
+  it('logs the first few names of unknown events, then that more came, instead of one line per name', async () => {
+    const mark = logLines().length;
+    await misbehave({ name: 'unknown-events', count: 20_000 }, 'link', /ignoring unknown event nope0 from the guest/);
+    await waitFor(() => hostileOut.includes('sent unknown-events'), { what: 'the events sent' });
+    await waitFor(
+      () =>
+        logLines()
+          .slice(mark)
+          .find((l) => /events of more than 16 names the host ignores/.test(l.msg)),
+      { what: 'the line that says more came' },
+    );
+    await stillServing();
+    const lines = logLines()
+      .slice(mark)
+      .filter((l) => /ignoring unknown event/.test(l.msg));
+    expect(lines).toHaveLength(16);
+  });
+
+  it('applies a flood of port changes one merged delta at a time and ends with what the guest last said', async () => {
+    const final = await freePort();
+    children.push(await guestServer(tb, 'tcp', '127.0.0.1', final));
+    const ports: number[] = [];
+    while (ports.length < 200) {
+      const p = await freePort();
+      if (!ports.includes(p) && p !== staticPort && p !== final) ports.push(p);
+    }
+    // 4,000 deltas of 200 listeners each: far faster than host listeners open and close.
+    await misbehave({ name: 'delta-flood', rounds: 2_000, ports, final }, 'link', /agent link up/);
+    await waitFor(() => hostileOut.includes('sent delta-flood'), { what: 'the flood sent', timeoutMs: 60_000 });
+    const id = `tcp/127.0.0.1:${final}`;
+    await waitFor(() => h.agent.forwards().find((f) => f.id === id)?.state === 'forwarding', {
+      what: `${id} forwarding after the flood`,
+      timeoutMs: 30_000,
+    });
+    await waitFor(() => h.agent.forwards().every((f) => !ports.some((p) => f.guestAddr.endsWith(`:${p}`))), {
+      what: 'the flooded ports gone',
+    });
+    expect((await roundTrip('127.0.0.1', final, 'after the flood')).toString()).toBe('after the flood');
+    await stillServing();
+  });
+
   it('forwards again once the real guest agent replaces the stand-in', async () => {
     hostile.stdin!.end();
     await waitFor(() => hostile.exitCode !== null, { what: 'the stand-in to exit' });

@@ -30,7 +30,7 @@ function info() {
     version: '0.0.0-hostile',
     kernel: 'hostile',
     arch: process.arch,
-    hostname: 'hostile',
+    hostname: mode.hostname ?? 'hostile',
     uptimeSec: 1,
     startedAt: Date.now(),
     pid: process.pid,
@@ -157,6 +157,26 @@ async function onRequest(sock, m, msg) {
   await reply({ seq: 1, listeners: snapshotFor(m) });
   if (m.name === 'bad-delta') {
     await writeAll(sock, [frame({ t: 'evt', e: 'ports.delta', d: { seq: 2, added: [m.listener], removed: [] } })]);
+    done(m.name);
+  }
+  if (m.name === 'delta-flood') {
+    // Every port of m.ports added, then removed, m.rounds times, as fast as the socket takes it; then m.final added.
+    const all = m.ports.map((p) => listener('127.0.0.1', p));
+    const frames = [];
+    let seq = 1;
+    for (let i = 0; i < m.rounds; i++) {
+      frames.push(frame({ t: 'evt', e: 'ports.delta', d: { seq: ++seq, added: all, removed: [] } }));
+      frames.push(frame({ t: 'evt', e: 'ports.delta', d: { seq: ++seq, added: [], removed: all } }));
+    }
+    const final = [listener('127.0.0.1', m.final)];
+    frames.push(frame({ t: 'evt', e: 'ports.delta', d: { seq: ++seq, added: final, removed: [] } }));
+    await writeAll(sock, frames);
+    done(m.name);
+  }
+  if (m.name === 'unknown-events') {
+    const events = [];
+    for (let i = 0; i < m.count; i++) events.push(frame({ t: 'evt', e: `nope${i}`, d: {} }));
+    await writeAll(sock, events);
     done(m.name);
   }
   if (m.name === 'unhandled-events') {

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Info } from '@tether/protocol';
 import { isLoopbackHost } from '../address.js';
 import type { Config } from '../config/schema.js';
-import { ForwardEngine } from '../forward/engine.js';
+import { ForwardEngine, GUEST_LISTENER_FACTOR } from '../forward/engine.js';
+import { ListenerUpdates } from '../forward/listener-updates.js';
 import { instanceFiles } from '../instance.js';
 import { AgentLink, type AgentLinkOptions } from '../link/index.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -363,19 +364,23 @@ export class HostAgent extends EventEmitter implements AgentApi {
       this.mountsChanged();
     });
     this.link.on('peer', (peer) => this.engine.attachPeer(peer));
-    // A failure while reconciling must not take every other forward down with an unhandled rejection.
-    const reconciled = (p: Promise<void>) =>
-      p.catch((err: Error) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`));
     // The guest's listeners wait for its sshd port to be known, so that port is never bound, even for a moment; what
     // was held back while the link went down (and maybe up again) is stale and dropped.
     const afterSshPort = (apply: () => Promise<void>) => {
       const generation = this.linkDowns;
-      return reconciled(this.sshPortKnown.then(() => (generation === this.linkDowns ? apply() : undefined)));
+      return this.sshPortKnown.then(() => (generation === this.linkDowns ? apply() : undefined));
     };
-    this.link.on('snapshot', (listeners) =>
-      afterSshPort(() => this.engine.setListeners(listeners)).then(() => this.firstSnapshotApplied()),
+    const updates = new ListenerUpdates(
+      {
+        snapshot: (listeners) => afterSshPort(() => this.engine.setListeners(listeners)),
+        delta: (delta) => afterSshPort(() => this.engine.applyDelta(delta)),
+      },
+      this.config.maxForwards * GUEST_LISTENER_FACTOR,
+      // A failure while reconciling must not take every other forward down with an unhandled rejection.
+      (err) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`),
     );
-    this.link.on('delta', (delta) => afterSshPort(() => this.engine.applyDelta(delta)));
+    this.link.on('snapshot', (listeners) => updates.pushSnapshot(listeners).then(() => this.firstSnapshotApplied()));
+    this.link.on('delta', (delta) => updates.pushDelta(delta));
     this.link.on('socket-changed', (path: string) => this.engine.socketChanged(path));
     this.link.on('socket-watch', (on: boolean) => this.engine.setSocketWatch(on));
     this.link.on('up', () => {
@@ -383,6 +388,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     });
     this.link.on('down', (reason: string) => {
       this.linkDowns++;
+      updates.clear();
       this.engine.suspendDetected(reason);
       if (this.state === 'ready') this.setState('degraded', `link to the guest agent down: ${reason}`);
     });

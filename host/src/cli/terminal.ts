@@ -4,21 +4,19 @@
 // Every write of the CLI goes through `say`/`complain` (text) or `sayJson` (JSON): the only control characters they
 // let through are newline and tab; `forward ls --watch` writes its screen clear on its own.
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
-const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
-const JSON_RAW_CONTROL = /[\u007f-\u009f]/g;
+import { escapeChar, JSON_RAW_CONTROL, TERMINAL_CONTROL } from '../inert-text.js';
 
-/** `text` with each control character other than newline and tab shown as `\xNN`. */
+/** `text` with each control character other than newline and tab shown as `\xNN` (a bidi control as `\uNNNN`). */
 export function inert(text: string): string {
-  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return text.replace(TERMINAL_CONTROL, escapeChar);
 }
 
 /**
- * JSON text with DEL and the C1 controls (which JSON.stringify leaves raw, unlike C0) escaped as `\u00NN`: the same
- * JSON value, nothing a terminal acts on.
+ * JSON text with DEL, the C1 controls and the bidi controls (which JSON.stringify leaves raw, unlike C0) escaped as
+ * `\uNNNN`: the same JSON value, nothing a terminal acts on.
  */
 export function inertJson(json: string): string {
-  return json.replace(JSON_RAW_CONTROL, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+  return json.replace(JSON_RAW_CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Every string inside `value` made inert (for records a formatter prints with colours of its own). */

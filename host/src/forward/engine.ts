@@ -71,7 +71,7 @@ interface ForwardEngineOptions {
 }
 
 /** Guest listeners the engine remembers, as a multiple of maxForwards (forwarded, ignored and capped ones). */
-const GUEST_LISTENER_FACTOR = 4;
+export const GUEST_LISTENER_FACTOR = 4;
 
 /** A TCP or UDP forward to create: detected (from a guest listener), static (a rule) or runtime (`forward add`). */
 interface PortForwardSpec {

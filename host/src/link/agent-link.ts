@@ -24,6 +24,7 @@ import {
   RemoteError,
   RequestTimeoutError,
 } from '@tether/protocol';
+import { guestText } from '../inert-text.js';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 
@@ -61,6 +62,9 @@ export const GUEST_STOPPING = 'the guest is shutting down';
 
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
+
+/** Names of ignored guest events logged per link (each once); past them, one line says more came. */
+const MAX_IGNORED_EVENT_NAMES = 16;
 
 export interface AgentLinkOptions {
   /** The guest agent's unix socket path in the guest. */
@@ -219,7 +223,7 @@ export class AgentLink extends EventEmitter {
     this.refreshing ??= Promise.race([peer.request('info', {}), sleep(timeoutMs, null, { ref: false })])
       .then(
         (info) => {
-          if (info && this.up && this.peer === peer) this.info = info;
+          if (info && this.up && this.peer === peer) this.info = inertInfo(info);
         },
         () => {
           // The link is going down; its own handling reports why.
@@ -374,15 +378,24 @@ export class AgentLink extends EventEmitter {
     peer.on('handlerError', (name: string, err: Error) =>
       this.log.error({ err, event: name }, `handling ${name} failed: ${err.message}`),
     );
+    // A guest may flood events the host never handles (fs.events go the other way), or endless new names: one line
+    // per name per link, for the first few names.
     const ignored = new Set<string>();
-    peer.on('unhandled', (name: string) => {
-      // A guest may flood events the host never handles (fs.events go the other way): one line per name per link.
-      if (ignored.has(name)) return;
+    const logIgnored = (name: string, msg: string) => {
+      if (ignored.has(name) || ignored.size > MAX_IGNORED_EVENT_NAMES) return;
       ignored.add(name);
-      this.log.warn({ event: name }, `ignoring ${name} events from the guest: the host does not handle them`);
-    });
+      if (ignored.size > MAX_IGNORED_EVENT_NAMES)
+        this.log.warn(
+          { names: MAX_IGNORED_EVENT_NAMES },
+          `the guest sends events of more than ${MAX_IGNORED_EVENT_NAMES} names the host ignores; no more are logged on this link`,
+        );
+      else this.log.warn({ event: name }, msg);
+    };
+    peer.on('unhandled', (name: string) =>
+      logIgnored(name, `ignoring ${name} events from the guest: the host does not handle them`),
+    );
     peer.on('unknownEvent', (name: string) =>
-      this.log.warn({ event: name }, `ignoring unknown event ${name} from the guest (a newer tether-guest?)`),
+      logIgnored(name, `ignoring unknown event ${name} from the guest (a newer tether-guest?)`),
     );
     this.peer = peer;
     this.seq = null;
@@ -666,7 +679,7 @@ export class AgentLink extends EventEmitter {
   private applySnapshot(peer: Peer, snapshot: PortSnapshot): void {
     if (peer !== this.peer) return;
     this.seq = snapshot.seq;
-    this.emit('snapshot', snapshot.listeners as Listener[]);
+    this.emit('snapshot', inertListeners(snapshot.listeners));
     const held = this.held ?? [];
     this.held = null;
     for (const d of held) this.onDelta(peer, d);
@@ -691,8 +704,27 @@ export class AgentLink extends EventEmitter {
       return;
     }
     this.seq = delta.seq;
-    this.emit('delta', delta);
+    this.emit('delta', { ...delta, added: inertListeners(delta.added), removed: inertListeners(delta.removed) });
   }
+}
+
+/** Info with its text made inert (../inert-text.ts): it reaches the log, `status` and `up`'s lines. */
+function inertInfo(info: Info): Info {
+  const { version, kernel, arch, hostname, caps, listenEvents } = info;
+  return {
+    ...info,
+    version: guestText(version),
+    kernel: guestText(kernel),
+    arch: guestText(arch),
+    hostname: guestText(hostname),
+    caps: caps.map(guestText),
+    ...(listenEvents ? { listenEvents: { ...listenEvents, detail: guestText(listenEvents.detail) } } : {}),
+  };
+}
+
+/** Listeners with their process command lines made inert, as one line each. */
+function inertListeners(listeners: readonly Listener[]): Listener[] {
+  return listeners.map((l) => (l.command === null ? l : { ...l, command: guestText(l.command) }));
 }
 
 /**
@@ -710,8 +742,9 @@ export async function greet(
       throw new HelloTimeoutError(`no hello from ${socket} within ${timeoutMs} ms`);
     }),
   ]);
-  const info = await peer.request('info', {});
-  return { hello, info, build: await agentBuild(peer) };
+  const info = inertInfo(await peer.request('info', {}));
+  const build = await agentBuild(peer);
+  return { hello: { ...hello, agent: guestText(hello.agent) }, info, build: build && guestText(build) };
 }
 
 /**
