@@ -1,7 +1,7 @@
 // The tether CLI without a VM: help with examples and exit codes, usage errors (exit 2), config errors naming file,
 // line and key (exit 1), commands on a stopped instance, a foreground boot that fails, and an agent left failed by
 // an interrupted up. Runs the built CLI.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -171,6 +171,18 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
       code: 2,
       stderr: expect.stringContaining('80:: expected [HOSTIP:]HOSTPORT:GUESTPORT'),
     });
+    // An agent gone without stopping whose log rotated past the start of its run: its pid file tells.
+    const paths = instancePaths('idle', home);
+    rmSync(paths.logs, { recursive: true, force: true });
+    mkdirSync(paths.logs);
+    const gone = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(paths.pidFile, `${gone}\n`);
+    expect((await runCli(home, ['status', 'idle'])).stdout).toMatch(
+      new RegExp(
+        `^last run: {5}stopped: its agent \\(pid ${gone}\\) ended without stopping: the agent was killed`,
+        'm',
+      ),
+    );
   });
 
   it('up --foreground with a key that has a passphrase fails requirement 1 with the reason and exits 1', async () => {
@@ -234,6 +246,33 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const r = await up;
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/✗ requirement 1 of \d: ssh reachable: the agent was stopped: tether down/);
+  });
+
+  it('down stops an agent that up has started and that is still loading, and up says so', async () => {
+    const key = join(home, 'plain_key_6');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
+    // The agent process stops before its own code runs, as if Node were still loading it: no socket, no pid of its own.
+    const hold = join(home, 'hold.mjs');
+    const loaded = join(home, 'held.pid');
+    writeFileSync(
+      hold,
+      `import { writeFileSync } from 'node:fs';
+if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
+  writeFileSync(${JSON.stringify(loaded)}, String(process.pid));
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
+}
+`,
+    );
+    const args = ['up', 'early', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '30'];
+    const up = runCli(home, args, 60_000, { NODE_OPTIONS: `--import ${hold}` });
+    await waitFor(() => existsSync(loaded), { what: 'the agent process to start', timeoutMs: 20_000 });
+    const down = await runCli(home, ['down', 'early']);
+    expect(down.code).toBe(0);
+    expect(down.stdout).toBe('stopped instance early (SIGTERM: it was still starting)\n');
+    const r = await up;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^tether: the agent was stopped while starting \(SIGTERM: `tether down early`/);
+    expect(isAlive(Number(readFileSync(loaded, 'utf8')))).toBe(false);
   });
 
   it('up stops an agent that never opens its control socket, even with a short --timeout', async () => {

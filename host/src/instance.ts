@@ -3,7 +3,17 @@
 // never talks to a running agent (that is control/client.ts).
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, linkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CURRENT_LOG, STDIO_LOG } from './log-names.js';
@@ -107,6 +117,17 @@ export function claimPidFile(paths: InstancePaths): number | null {
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * Records `pid`, an agent `up` has just spawned, as the instance's agent before that process has loaded far enough to
+ * claim the pid file itself (claimPidFile takes over its own pid): a `down` in between finds and stops it instead of
+ * saying the instance is not running.
+ */
+export function recordSpawned(paths: InstancePaths, pid: number): void {
+  const tmp = `${paths.pidFile}.${process.pid}`;
+  writeFileSync(tmp, `${pid}\n`, { mode: 0o600 });
+  renameSync(tmp, paths.pidFile);
 }
 
 /**

@@ -1,6 +1,7 @@
 // Stopping a VM's host agent from the CLI (`down`, `rm --force`, a failed `up`): asks it through the control API,
 // waits for its process to exit and removes ha.sock/ha.pid; when the API does not answer, SIGTERMs the recorded pid
 // (only if it is a tether agent), and SIGKILLs what is still running after 20 s.
+import { existsSync } from 'node:fs';
 import { AgentNotRunningError } from '../control/client.js';
 import { type InstancePaths, isAlive, isOurAgent, readPid, removeRuntimeFiles } from '../instance.js';
 import { socketAnswers } from '../socket-file.js';
@@ -32,7 +33,8 @@ export async function stopAgent(paths: InstancePaths, reason?: string): Promise<
     process.kill(pid, 'SIGTERM');
     // A stopped agent (SIGSTOP, a suspended terminal job) acts on the SIGTERM only once it runs again.
     process.kill(pid, 'SIGCONT');
-    how = 'SIGTERM: the control API did not answer';
+    // No socket yet: an agent `up` has just started, still loading.
+    how = existsSync(paths.socket) ? 'SIGTERM: the control API did not answer' : 'SIGTERM: it was still starting';
   }
   if (!pid) {
     // No pid file (removed by hand): the socket going quiet is the best sign left.

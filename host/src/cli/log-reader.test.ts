@@ -3,7 +3,7 @@ import { appendFileSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { follow, lastRun, logFiles, tail } from './log-reader.js';
+import { endedWithoutStop, follow, lastRun, logFiles, tail } from './log-reader.js';
 
 const line = (n: number, component = 'forward', level = 30) => JSON.stringify({ level, component, msg: `m${n}` });
 
@@ -85,6 +85,27 @@ describe('log reader', () => {
     expect(lastRun(dir, 'dev').stopReason).toBe(
       `its log ends without a stop: the agent was killed (SIGKILL) or crashed (a crash's stack is in ${join(dir, 'agent.stdio.log')})`,
     );
+  });
+
+  it("names a crash's fatal line from the agent's own output, after the stack V8 prints", () => {
+    const stdio = join(dir, 'agent.stdio.log');
+    writeFileSync(
+      stdio,
+      [
+        '(node:12) Warning: something harmless',
+        '<--- Last few GCs --->',
+        'FATAL ERROR: Ineffective mark-compacts near heap limit Allocation failed - JavaScript heap out of memory',
+        '----- Native stack trace -----',
+        ' 1: 0xb8c2e0 node::OOMErrorHandler(char const*, v8::OOMDetails const&) [node]',
+        ' 2: 0xf0a5f0 v8::Utils::ReportOOMFailure(v8::internal::Isolate*, char const*, v8::OOMDetails const&) [node]',
+        '',
+      ].join('\n'),
+    );
+    expect(endedWithoutStop(dir)).toBe(
+      `the agent crashed: FATAL ERROR: Ineffective mark-compacts near heap limit Allocation failed - JavaScript heap out of memory (see ${stdio})`,
+    );
+    writeFileSync(stdio, '(node:12) Warning: something harmless\n');
+    expect(endedWithoutStop(dir)).toMatch(/^the agent was killed \(SIGKILL\) or crashed/);
   });
 
   it('tells the guest agent socket a stopped run moved to', () => {

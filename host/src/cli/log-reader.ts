@@ -154,6 +154,43 @@ interface LastRun {
   guestSocket: string | null;
 }
 
+/**
+ * What the agent's own output (agent.stdio.log in `dir`) says of a run that ended without stopping: the fatal line of a
+ * crash (V8's out-of-memory, an uncaught error), else that it was killed or crashed and where to look.
+ */
+export function endedWithoutStop(dir: string): string {
+  const file = join(dir, STDIO_LOG);
+  const fatal = lastFatalLine(file);
+  return fatal
+    ? `the agent crashed: ${fatal} (see ${file})`
+    : `the agent was killed (SIGKILL) or crashed (a crash's stack is in ${file})`;
+}
+
+/** The last line of a crash in the tail of a stdio log; null when there is none. */
+function lastFatalLine(file: string): string | null {
+  let text: string;
+  try {
+    const size = statSync(file).size;
+    const fd = openSync(file, 'r');
+    try {
+      const length = Math.min(size, FATAL_TAIL_BYTES);
+      const buf = Buffer.alloc(length);
+      readSync(fd, buf, 0, length, size - length);
+      text = buf.toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+  const lines = text.split('\n').filter((l) => FATAL_LINE.test(l));
+  return lines.length > 0 ? lines[lines.length - 1].trim().slice(0, 300) : null;
+}
+
+/** A V8 fatal error (`FATAL ERROR: … JavaScript heap out of memory`) or an uncaught exception's first line. */
+const FATAL_LINE = /FATAL ERROR|out of memory|^\w*Error: /;
+const FATAL_TAIL_BYTES = 64 * 1024;
+
 /** Reads back from the newest `host agent for NAME starting` line (within the last `scan` lines). */
 export function lastRun(dir: string, name: string, max = 10, scan = 5_000): LastRun {
   const records: Record<string, unknown>[] = [];
@@ -180,7 +217,7 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
     typeof stopped?.reason === 'string'
       ? stopped.reason
       : start >= 0 && !stopped
-        ? `its log ends without a stop: the agent was killed (SIGKILL) or crashed (a crash's stack is in ${join(dir, STDIO_LOG)})`
+        ? `its log ends without a stop: ${endedWithoutStop(dir)}`
         : null;
   const moved = run.findLast((r) => typeof r.msg === 'string' && r.msg.startsWith('guest agent socket is '));
   const guestSocket = typeof moved?.socket === 'string' ? moved.socket : null;

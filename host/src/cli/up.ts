@@ -10,7 +10,7 @@ import { expandHome } from '../config/paths.js';
 import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/write.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
 import { unprivilegedSpec } from '../forward/host-bindings.js';
-import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid } from '../instance.js';
+import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid, recordSpawned } from '../instance.js';
 import {
   type ForwardView,
   isGuestServiceBelow1024,
@@ -25,6 +25,7 @@ import { spawnAgent } from './agent-spawn.js';
 import { stopAgent } from './agent-stop.js';
 import { clientFor, pathsFor } from './context.js';
 import { CliError, UsageError } from './errors.js';
+import { lastRun } from './log-reader.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
 import { applyHint, editedSinceStart } from './served-config.js';
@@ -165,6 +166,7 @@ async function startForeground(run: UpRun, config: LoadedConfig): Promise<void> 
 async function startBackground(run: UpRun): Promise<void> {
   const { name, paths, opts, print, timeoutMs, started } = run;
   const child = spawnAgent(paths, { logLevel: opts.logLevel, timeoutS: opts.timeout });
+  if (child.pid) recordSpawned(paths, child.pid);
   // The agent runs detached (its own session), so Ctrl-C reaches only this process: an `up` given up on (a wrong
   // port that never answers) stops the agent it started, instead of leaving it retrying unseen.
   onInterrupt(async () => {
@@ -258,6 +260,10 @@ function stdioTail(paths: InstancePaths): string {
 async function waitForSocket(paths: InstancePaths, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await socketAnswers(paths.socket))) {
+    if (child.signalCode === 'SIGTERM')
+      throw new CliError(
+        `the agent was stopped while starting (SIGTERM: \`tether down ${paths.name}\`, or another program)`,
+      );
     if (child.exitCode !== null || child.signalCode !== null)
       throw new CliError(
         `the agent exited while starting (${child.exitCode ?? child.signalCode}): ${stdioTail(paths)}; see ${paths.stdioLog}`,
@@ -299,7 +305,11 @@ async function finish(
   let message: string;
   if (outcome.outcome === 'gone') {
     const pid = readPid(paths);
-    message = `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
+    // Asked to stop (`tether down`), its log says by whom; else it crashed, and its last output says why.
+    const stopped = lastRun(paths.logs, paths.name).stopReason;
+    message = stopped
+      ? `the agent stopped while starting: ${stopped}`
+      : `the agent went away while starting (${outcome.reason})${pid && !isAlive(pid) ? `; last output: ${stdioTail(paths)}` : ''}`;
   } else {
     const r = outcome.requirement;
     const linkDown = !r && outcome.status?.state === 'degraded' && outcome.status.link?.up === false;

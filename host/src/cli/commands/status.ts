@@ -8,7 +8,7 @@ import { sshTarget } from '../../ssh/target.js';
 import { otherBuild } from '../../version.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
-import { lastRun } from '../log-reader.js';
+import { endedWithoutStop, lastRun } from '../log-reader.js';
 import { problemLine, statusText } from '../render.js';
 import { applyHint, editedSinceStart } from '../served-config.js';
 import { say, sayJson } from '../terminal.js';
@@ -44,6 +44,10 @@ export function registerStatus(program: Command): void {
       const ssh = sshTarget(c.ssh);
       // Why it is not running, as far as its last run's log tells.
       const last = lastRun(paths.logs, name);
+      // A pid file left by an agent that is gone: it did not stop (a clean stop removes it), even when its log has
+      // rotated past the start of its run.
+      if (last.stopReason === null && pid !== null && !isAlive(pid))
+        last.stopReason = `its agent (pid ${pid}) ended without stopping: ${endedWithoutStop(paths.logs)}`;
       if (opts.json) {
         // The running agent's shape, empty, so that scripts read the same keys either way.
         const stopped = {
