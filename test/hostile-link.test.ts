@@ -19,6 +19,7 @@ const HOSTILE_GUEST = fileURLToPath(new URL('./helpers/hostile-guest.cjs', impor
 const GUEST_BUNDLE = fileURLToPath(new URL('../build/guest/tether-guest.cjs', import.meta.url));
 const MSGPACKR = createRequire(fileURLToPath(new URL('../protocol/package.json', import.meta.url))).resolve('msgpackr');
 const MAX_FORWARDS = 50;
+const BROKEN_RETRY_MAX_MS = 3_000;
 
 interface LogLine {
   component?: string;
@@ -85,11 +86,16 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
       hostileOut += d;
     });
     await waitFor(() => hostileOut.includes('listening'), { what: 'the hostile guest agent listening' });
-    h = await startAgent(tb, {
-      guestAgent: { socket, installDir: join(tb.guestDir, 'install'), provision: 'never' },
-      maxForwards: MAX_FORWARDS,
-      portForwards: [{ guestPort: staticPort, static: true }],
-    });
+    h = await startAgent(
+      tb,
+      {
+        guestAgent: { socket, installDir: join(tb.guestDir, 'install'), provision: 'never' },
+        maxForwards: MAX_FORWARDS,
+        portForwards: [{ guestPort: staticPort, static: true }],
+      },
+      // Most cases here break the protocol, one after another: retries back off to 3 s, not 30 s.
+      { link: { brokenRetryMaxMs: BROKEN_RETRY_MAX_MS } },
+    );
   });
 
   afterAll(async () => {
@@ -182,6 +188,29 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
       await stillServing();
     },
   );
+
+  it('links less often to an agent that breaks the protocol on every link, and says so', async () => {
+    const mark = logLines().length;
+    await misbehave({ name: 'bad-delta', listener: { ...good, port: -1 } }, 'link', /agent link down: invalid event/);
+    // Said once per streak of broken links (the cases above may have begun this one).
+    await waitFor(
+      () =>
+        logLines().find((l) =>
+          /broke the protocol on 3 links in a row; trying it less often, up to every 3 s/.test(l.msg),
+        ),
+      { what: 'the back-off warning', timeoutMs: 30_000 },
+    );
+    // Links from then on are at least the 2 s of the ordinary cap apart, where a link that had been up was retried
+    // after 100 ms.
+    const ups = () =>
+      logLines()
+        .slice(mark)
+        .filter((l) => /agent link up/.test(l.msg));
+    await waitFor(() => ups().length >= 5, { what: 'five broken links', timeoutMs: 30_000 });
+    const times = ups().map((l) => Date.parse(String(l.time)));
+    expect(times[4] - times[3]).toBeGreaterThanOrEqual(2_000);
+    await stillServing();
+  });
 
   it('rejects a 1,000,000-port snapshot at the frame limit before buffering it', async () => {
     const line = await misbehave(

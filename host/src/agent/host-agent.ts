@@ -78,7 +78,9 @@ export interface HostAgentOptions {
   /** Reconnect tuning (tests). */
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs' | 'onTraffic'>>;
   /** Agent link timing (tests). */
-  link?: Partial<Pick<AgentLinkOptions, 'setupTimeoutMs' | 'livenessIntervalMs' | 'livenessTimeoutMs'>>;
+  link?: Partial<
+    Pick<AgentLinkOptions, 'setupTimeoutMs' | 'livenessIntervalMs' | 'livenessTimeoutMs' | 'brokenRetryMaxMs'>
+  >;
 }
 
 /** How long the guest's listeners may wait for its sshd port to be learned on a new connection. */

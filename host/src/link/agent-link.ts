@@ -20,6 +20,7 @@ import {
   Peer,
   type PortDelta,
   type PortSnapshot,
+  ProtocolError,
   ProtocolVersionError,
   RemoteError,
   RequestTimeoutError,
@@ -63,6 +64,11 @@ export const GUEST_STOPPING = 'the guest is shutting down';
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
 
+/** Links in a row closed by a protocol error, after which retries back off further... */
+const BREAKS_BEFORE_BACKOFF = 3;
+/** ...up to this interval. */
+const BROKEN_RETRY_MAX_MS = 30_000;
+
 /** Names of ignored guest events logged per link (each once); past them, one line says more came. */
 const MAX_IGNORED_EVENT_NAMES = 16;
 
@@ -95,6 +101,8 @@ export interface AgentLinkOptions {
   ensureIntervalMs?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
+  /** Retry interval cap after links in a row closed by the agent breaking the protocol (default 30 s). */
+  brokenRetryMaxMs?: number;
   /** Deadline for hello, info and subscribe on a fresh link. */
   setupTimeoutMs?: number;
   /** How often a link that is up is pinged, and how long an answer may take (see LIVENESS_INTERVAL_MS). */
@@ -308,9 +316,21 @@ export class AgentLink extends EventEmitter {
     const initial = this.opts.retryInitialMs ?? 100;
     const max = this.opts.retryMaxMs ?? 2_000;
     let delay = initial;
+    const brokenMax = this.opts.brokenRetryMaxMs ?? BROKEN_RETRY_MAX_MS;
+    // Links in a row that the agent closed by breaking the protocol after its hello (a broken or hostile agent): it
+    // would otherwise be linked anew, and its forwards resumed and suspended, every few hundred ms.
+    let broken = 0;
     while (this.active(gen)) {
       const result = await this.session(gen);
-      if (result === 'was-up') delay = initial;
+      if (result === 'was-up' || result === 'broke') {
+        broken = result === 'broke' ? broken + 1 : 0;
+        if (broken === BREAKS_BEFORE_BACKOFF)
+          this.log.warn(
+            { broken },
+            `the guest agent broke the protocol on ${broken} links in a row; trying it less often, up to every ${brokenMax / 1000} s`,
+          );
+        delay = broken >= BREAKS_BEFORE_BACKOFF ? Math.max(delay, max) : initial;
+      }
       if (!this.active(gen)) return;
       // Blocked: an SSH connection keeps the sshd settings it was opened with, so a quick retry cannot succeed.
       const wait = result === 'blocked' ? Math.max(delay, this.opts.blockedRetryMs ?? 10_000) : delay;
@@ -319,20 +339,20 @@ export class AgentLink extends EventEmitter {
       } catch {
         return; // stopped
       }
-      delay = Math.min(max, delay * 2);
+      delay = Math.min(broken >= BREAKS_BEFORE_BACKOFF ? brokenMax : max, delay * 2);
     }
   }
 
   /** One link: open, set up, serve until closed. */
   /** One link: open the channel, greet the agent, serve until the link closes. */
-  private async session(gen: number): Promise<'was-up' | 'failed' | 'blocked'> {
+  private async session(gen: number): Promise<'was-up' | 'broke' | 'failed' | 'blocked'> {
     const channel = await this.openChannel(gen);
     if (typeof channel === 'string') return channel;
     const { peer, closed, closeError } = this.newPeer(channel);
     const shaken = await this.handshake(peer, closeError);
     if (shaken !== 'up') return shaken;
     await this.serveUntilClosed(peer, closed);
-    return 'was-up';
+    return closeError() instanceof ProtocolError ? 'broke' : 'was-up';
   }
 
   /** The streamlocal channel to the agent's socket, or why there is none ('blocked': a restart cannot help). */
