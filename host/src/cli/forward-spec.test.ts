@@ -25,6 +25,9 @@ describe('forward specs', () => {
     expect(() => parsePortSpec('0')).toThrow('0: port 0 is not a port (1-65535)');
     expect(() => parsePortSpec('70000:80')).toThrow('70000:80: host port 70000 is not a port (1-65535)');
     expect(() => parsePortSpec('1.2.3:80:80')).toThrow('1.2.3 is not an IP address');
+    expect(() => parsePortSpec('[::ffff:127.0.0.1]:8080:80')).toThrow(
+      'a host cannot listen on ::ffff:127.0.0.1; give the IPv4 address itself, 127.0.0.1',
+    );
     expect(() => parsePortSpec('80:80/sctp')).toThrow(/expected/);
     expect(() => parsePortSpec('::1:8080:80/udp')).toThrow(
       '::1:8080:80/udp: put an IPv6 host address in brackets, e.g. [::1]:8080:80/udp',

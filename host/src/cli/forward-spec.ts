@@ -48,6 +48,9 @@ export function parsePortSpec(arg: string): PortSpec {
   if (m[1] && m[1].toLowerCase() !== 'localhost') {
     const ip = m[1].replace(/^\[|\]$/g, '');
     if (isIP(ip) === 0) throw new UsageError(`${arg}: ${ip} is not an IP address`);
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+    if (mapped)
+      throw new UsageError(`${arg}: a host cannot listen on ${ip}; give the IPv4 address itself, ${mapped[1]}`);
     spec.hostIP = ip;
   }
   return spec;

@@ -47,6 +47,42 @@ describe('guest paths in tether.yaml', () => {
     expect(parseConfig(homes, FILE).mounts).toHaveLength(2);
   });
 
+  it('refuses two static rules on one host port and two socket rules on one host socket, naming the first', () => {
+    const rules = (text: string) => `ssh:\n  user: a\nportForwards:\n${text}`;
+    const ports = problemsOf(
+      rules(
+        '  - {guestPort: 3000, hostPort: 13000, static: true}\n  - {guestPort: 3001, hostPort: 13000, static: true}\n',
+      ),
+    );
+    expect(ports).toHaveLength(1);
+    expect(ports[0]).toMatch(
+      /^\/etc\/tether\/demo\.yaml:5:\d+: portForwards\[1\]\.hostPort: got 13000; expected: a host port of its own: portForwards\[0\] has this one, and the second could never listen there/,
+    );
+    // On other addresses, or a detected-listener rule (not static): no clash.
+    const apart = rules(
+      '  - {guestPort: 3000, hostPort: 13000, hostIP: 127.0.0.2, static: true}\n  - {guestPort: 3001, hostPort: 13000, static: true}\n  - {guestPort: 3002, hostPort: 13000}\n',
+    );
+    expect(parseConfig(apart, FILE).portForwards).toHaveLength(3);
+    // A wildcard overlaps every address of its family.
+    const wild = rules(
+      '  - {guestPort: 3000, hostPort: 13000, hostIP: 0.0.0.0, static: true}\n  - {guestPort: 3001, hostPort: 13000, static: true}\n',
+    );
+    expect(problemsOf(wild)[0]).toMatch(/portForwards\[1\]\.hostPort: .*portForwards\[0\] has this one/);
+    const sockets = problemsOf(
+      rules('  - guestSocket: /var/run/docker.sock\n  - guestSocket: /run/user/1000/docker.sock\n'),
+    );
+    expect(sockets[0]).toMatch(
+      /portForwards\[1\]\.hostSocket: missing; expected: a host socket \(without hostSocket: docker\.sock in the instance directory\) of its own: portForwards\[0\] has this one/,
+    );
+  });
+
+  it('refuses an IPv4-mapped host address with the IPv4 address to write instead', () => {
+    const text = 'ssh:\n  user: a\nportForwards:\n  - {guestPort: 80, hostPort: 8080, hostIP: "::ffff:127.0.0.1"}\n';
+    expect(problemsOf(text)[0]).toMatch(
+      /portForwards\[0\]\.hostIP: got "::ffff:127\.0\.0\.1"; expected the IPv4 address itself \(127\.0\.0\.1\)/,
+    );
+  });
+
   it('reads installDir ~/x as x, which is already relative to the guest home', () => {
     const c = parseConfig('ssh:\n  user: a\nguestAgent:\n  installDir: ~/.local/tether\n', FILE);
     expect(c.guestAgent.installDir).toBe('.local/tether');

@@ -57,13 +57,19 @@ export const GuestAgentConfig = z
   })
   .strict();
 
+/** A host address to listen on: an IPv4-mapped IPv6 one (::ffff:127.0.0.1) cannot be bound, its IPv4 address can. */
+const HostIp = IpAddress.refine((ip) => !/^::ffff:\d/i.test(ip), {
+  error: (issue) =>
+    `expected the IPv4 address itself (${String(issue.input).replace(/^::ffff:/i, '')}): a host cannot listen on ${String(issue.input)}`,
+});
+
 /** A rule for detected guest listeners (Lima semantics: first match wins). */
 export const PortRule = z
   .object({
     guestIP: IpAddress.default('127.0.0.1'),
     guestPort: Port.optional(),
     guestPortRange: portRange.optional(),
-    hostIP: IpAddress.optional(),
+    hostIP: HostIp.optional(),
     hostPort: Port.optional(),
     hostPortRange: portRange.optional(),
     proto: z.enum(['tcp', 'udp', 'any']).default('any'),
@@ -179,6 +185,7 @@ export const Config = z
         message: `expected another host port: ${sshPortTaken(hostPort)}`,
       });
     });
+    staticClashes(c.portForwards, ctx);
     // Two mounts on one guest directory stack: the second hides the first, and both would show `mounted`.
     const seen = new Map<string, number>();
     (c.mounts ?? []).forEach((m, i) => {
@@ -195,6 +202,41 @@ export const Config = z
       });
     });
   });
+
+/**
+ * Two static rules on one host port and address, or two socket rules on one host socket: the second could never
+ * listen, and would sit in `conflict` or `error` for as long as the agent runs.
+ */
+function staticClashes(rules: readonly z.infer<typeof PortForward>[], ctx: z.RefinementCtx): void {
+  const sockets = new Map<string, number>();
+  const ports: { ip: string; port: number; index: number }[] = [];
+  const clash = (i: number, key: string, what: string, first: number) =>
+    ctx.addIssue({
+      code: 'custom',
+      path: ['portForwards', i, key],
+      message: `a ${what} of its own: portForwards[${first}] has this one, and the second could never listen there`,
+    });
+  // The same address, or the wildcard of its family and any address of that family.
+  const overlaps = (a: string, b: string) =>
+    a === b ||
+    (a.includes(':') === b.includes(':') && (a === '0.0.0.0' || a === '::' || b === '0.0.0.0' || b === '::'));
+  rules.forEach((r, i) => {
+    if ('guestSocket' in r) {
+      const socket = r.hostSocket ?? posix.basename(r.guestSocket);
+      const first = sockets.get(socket);
+      if (first === undefined) sockets.set(socket, i);
+      else if (r.hostSocket) clash(i, 'hostSocket', 'host socket', first);
+      else clash(i, 'hostSocket', `host socket (without hostSocket: ${socket} in the instance directory)`, first);
+      return;
+    }
+    if (!r.static || r.ignore || r.guestPort === undefined) return;
+    const port = r.hostPort ?? r.guestPort;
+    const ips = r.hostIP === undefined ? ['127.0.0.1', '::1'] : [r.hostIP];
+    const first = ports.find((p) => p.port === port && ips.some((ip) => overlaps(ip, p.ip)));
+    if (first) clash(i, r.hostPort !== undefined ? 'hostPort' : 'guestPort', 'host port', first.index);
+    else for (const ip of ips) ports.push({ ip, port, index: i });
+  });
+}
 
 /**
  * A mount's guest directory as written, for comparing mounts: its mountPoint, else its location (the same path in the
