@@ -540,7 +540,9 @@ export class AgentLink extends EventEmitter {
   private noteFailure(message: string): void {
     if (message !== this.lastError) {
       // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
+      // Nor is what fails because the host agent is stopping (`tether down` mid-start): nothing went wrong.
       const expected =
+        this.stopped ||
         this.guestStopping !== null ||
         (this.lastEnsure === Number.NEGATIVE_INFINITY && this.opts.ensureAgent !== undefined);
       if (expected) this.log.info({ socket: this.socket }, message);
