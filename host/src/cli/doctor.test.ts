@@ -149,6 +149,23 @@ describe('doctor on a mount the agent has not mounted', () => {
     );
   });
 
+  it('does not list again a mount that a failed mount requirement has explained, with its fix, above', () => {
+    const taken = view('error', 'mount point /root: not the SSH user’s to mount on', 'mount-point-taken');
+    const other = view('error', 'sshfs exited with status 1');
+    const results: CheckResult[] = [];
+    servingChecks(
+      'vm',
+      { forwards: null, mounts: [taken, other] },
+      [],
+      (r) => results.push(r),
+      false,
+      new Set(['mount-point-taken']),
+    );
+    expect(results.filter((r) => r.name.startsWith('mount '))).toEqual([
+      expect.objectContaining({ name: 'mount ~/code', detail: expect.stringMatching(/sshfs exited/) }),
+    ]);
+  });
+
   it('tells a mount suspended for a guest shutdown by its cause, not by the words of its error', () => {
     const fix = (error: string) => mountProblem('vm', view('suspended', error, 'guest-stopping')).fix;
     expect(fix('the guest is shutting down')).toMatch(/once the guest is back from its shutdown/);

@@ -15,6 +15,7 @@ import {
   type ForwardView,
   type GuestView,
   isGuestServiceBelow1024,
+  type MountCause,
   type MountView,
   type StatusView,
 } from '../model.js';
@@ -92,6 +93,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     config = served;
   }
 
+  /** Why mounts are not mounted, as the guest's mount requirements above already said it with the fix. */
+  const explained = new Set<MountCause>();
   const agent = await checkAgent(paths, config.guestAgent.provision);
   add(agent.result);
   if (agent.staleBuild)
@@ -141,6 +144,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
         const reqs = await checkMountRequirements(ssh.client, config.mounts, { fix: false, mountedByAgent });
+        for (const r of reqs) if (!r.ok && r.cause) explained.add(r.cause);
         // The default mount of ~ is made when the guest can take it: what keeps it out is worth a warning only.
         const unmet = config.mountsDefaulted ? warn : fail;
         for (const r of reqs)
@@ -167,7 +171,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     );
   }
 
-  servingChecks(paths.name, agent, siblings, add, config.mountsDefaulted);
+  servingChecks(paths.name, agent, siblings, add, config.mountsDefaulted, explained);
   return results;
 }
 
@@ -178,6 +182,8 @@ export function servingChecks(
   siblings: Sibling[],
   add: (r: CheckResult) => void,
   mountsDefaulted = false,
+  /** Causes a failed mount requirement has reported already: the mounts they keep down are not listed again. */
+  explained: ReadonlySet<MountCause> = new Set(),
 ): void {
   if (agent.forwards) {
     const bad = agent.forwards.filter((f) => f.state === 'conflict' || f.state === 'privileged' || f.state === 'error');
@@ -209,7 +215,8 @@ export function servingChecks(
     const down = agent.mounts.filter((m) => m.state !== 'mounted');
     if (down.length === 0) add(ok('mounts', `${countOf(agent.mounts.length, 'mount')}, all mounted`));
     // The default mount of ~ is made when the guest can take it: one that is not is worth a warning only.
-    for (const m of down) add(mountProblem(instance, m, mountsDefaulted ? 'warn' : 'fail'));
+    for (const m of down)
+      if (!(m.cause && explained.has(m.cause))) add(mountProblem(instance, m, mountsDefaulted ? 'warn' : 'fail'));
   }
 }
 
