@@ -348,7 +348,7 @@ export class HostBindings<F extends BindingRef> {
   }
 
   private scheduleRetry(entry: BindingEntry<F>): void {
-    const max = this.opts.retryMaxMs ?? 5_000;
+    const max = this.opts.retryMaxMs ?? 2_000;
     const delay = Math.round(entry.retryDelay * (0.75 + Math.random() * 0.5));
     entry.retryDelay = Math.min(max, entry.retryDelay * 2);
     entry.timer = setTimeout(() => {
