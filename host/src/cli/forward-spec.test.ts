@@ -35,6 +35,24 @@ describe('forward specs', () => {
     expect(parsePortSpec('[::1]:8080:80/udp')).toMatchObject({ hostIP: '::1', hostPort: 8080, guestPort: 80 });
   });
 
+  it('reads a guest address between the ports, as ssh -L does', () => {
+    expect(parsePortSpec('18004:127.0.0.53:53')).toEqual({
+      proto: 'tcp',
+      hostPort: 18004,
+      guestIP: '127.0.0.53',
+      guestPort: 53,
+    });
+    expect(parsePortSpec('127.0.0.1:8080:[::1]:80/udp')).toEqual({
+      proto: 'udp',
+      hostIP: '127.0.0.1',
+      hostPort: 8080,
+      guestIP: '::1',
+      guestPort: 80,
+    });
+    expect(parsePortSpec('8080:localhost:80')).toEqual({ proto: 'tcp', hostPort: 8080, guestPort: 80 });
+    expect(() => parsePortSpec('8080:10.0.0:80')).toThrow('8080:10.0.0:80: 10.0.0 is not an IP address');
+  });
+
   it('parses socket specs', () => {
     expect(parseSocketSpec('/var/run/docker.sock:/tmp/d.sock')).toEqual({
       proto: 'unix',

@@ -8,7 +8,9 @@ import { UsageError } from './errors.js';
 
 type PortSpec = Extract<ForwardSpec, { proto: 'tcp' | 'udp' }>;
 
-const SPEC_RE = /^(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/i;
+const ADDRESS = String.raw`\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost`;
+/** `[HOSTIP:]HOSTPORT:[GUESTIP:]GUESTPORT[/proto]`: ssh -L's order, the guest address optional. */
+const SPEC_RE = new RegExp(String.raw`^(?:(${ADDRESS}):)?(\d{1,5}):(?:(${ADDRESS}):)?(\d{1,5})(?:\/(tcp|udp))?$`, 'i');
 /** A port alone: the same port on both sides, as `forward rm PORT` names a host port. */
 const SAME_PORT_RE = /^(\d{1,5})(?:\/(tcp|udp))?$/i;
 export const PORT_SPEC_FORM = '[HOSTIP:]HOSTPORT:GUESTPORT[/udp] or PORT[/udp]';
@@ -20,8 +22,19 @@ function port(s: string, what: string, arg: string): number {
 }
 
 /**
+ * An address of a spec, brackets taken off; undefined for none or `localhost`, which is what a forward without an
+ * address already serves (127.0.0.1 and ::1 on the host, the guest's loopback).
+ */
+function address(text: string | undefined, arg: string): string | undefined {
+  if (!text || text.toLowerCase() === 'localhost') return undefined;
+  const ip = text.replace(/^\[|\]$/g, '');
+  if (isIP(ip) === 0) throw new UsageError(`${arg}: ${ip} is not an IP address`);
+  return ip;
+}
+
+/**
  * `8080:80`, `127.0.0.1:8080:80`, `localhost:8080:80`, `[::1]:5353:53/udp` (or `/UDP`), `3000` (3000:3000) → a port
- * ForwardSpec.
+ * ForwardSpec; `8004:127.0.0.53:53` forwards to that guest address instead of the guest's loopback.
  */
 export function parsePortSpec(arg: string): PortSpec {
   const same = SAME_PORT_RE.exec(arg.trim());
@@ -37,22 +50,24 @@ export function parsePortSpec(arg: string): PortSpec {
       throw new UsageError(
         `${arg}: put an IPv6 host address in brackets, e.g. [${v6[1]}]:${v6[2]}:${v6[3]}${v6[4] ?? ''}`,
       );
-    throw new UsageError(`${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000 or 127.0.0.1:5353:53/udp`);
+    throw new UsageError(
+      `${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000, 127.0.0.1:5353:53/udp, or 8004:127.0.0.53:53 for a guest address other than its loopback`,
+    );
   }
   const spec: PortSpec = {
-    proto: (m[4]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp',
+    proto: (m[5]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp',
     hostPort: port(m[2], 'host port', arg),
-    guestPort: port(m[3], 'guest port', arg),
+    guestPort: port(m[4], 'guest port', arg),
   };
-  // `localhost` is what a forward without an address already serves: 127.0.0.1 and ::1.
-  if (m[1] && m[1].toLowerCase() !== 'localhost') {
-    const ip = m[1].replace(/^\[|\]$/g, '');
-    if (isIP(ip) === 0) throw new UsageError(`${arg}: ${ip} is not an IP address`);
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  const hostIP = address(m[1], arg);
+  if (hostIP) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(hostIP);
     if (mapped)
-      throw new UsageError(`${arg}: a host cannot listen on ${ip}; give the IPv4 address itself, ${mapped[1]}`);
-    spec.hostIP = ip;
+      throw new UsageError(`${arg}: a host cannot listen on ${hostIP}; give the IPv4 address itself, ${mapped[1]}`);
+    spec.hostIP = hostIP;
   }
+  const guestIP = address(m[3], arg);
+  if (guestIP) spec.guestIP = guestIP;
   return spec;
 }
 
@@ -124,6 +139,7 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
       (f) =>
         f.proto === spec.proto &&
         portOfAddr(f.guestAddr) === spec.guestPort &&
+        (!spec.guestIP || ipOf(f.guestAddr) === spec.guestIP) &&
         f.hostAddrs.some((a) => portOfAddr(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
     ),
   );

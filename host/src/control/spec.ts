@@ -9,6 +9,8 @@ const PortSpecSchema = z
     proto: z.enum(['tcp', 'udp']),
     hostIP: IpAddress.optional(),
     hostPort: Port,
+    /** Default 127.0.0.1 (or the guest's ::1 when only that listens); another address as `ssh -L PORT:HOST:PORT` has. */
+    guestIP: IpAddress.optional(),
     guestPort: Port,
   })
   .strict();

@@ -484,6 +484,25 @@ describe('ForwardEngine', () => {
     expect(engine.view('tcp/127.0.0.1:22')?.error).toBe(before);
   });
 
+  it('adds a forward to a guest address other than its loopback, as ssh -L HOSTPORT:HOST:PORT does', async () => {
+    engine = make();
+    const [guestPort, hostPort] = [await freePort(), await freePort()];
+    const server = { ...tcp('127.0.0.53', guestPort), pid: 53, command: 'systemd-resolved' };
+    await engine.setListeners([server]);
+    // The default rule ignores a listener on 127.0.0.53; an added forward names it.
+    expect(engine.view(`tcp/127.0.0.53:${guestPort}`)?.state).toBe('ignored');
+    const added = await engine.add({ proto: 'tcp', hostPort, guestIP: '127.0.0.53', guestPort });
+    expect(added).toMatchObject({
+      id: `tcp/127.0.0.53:${guestPort}->${hostPort}`,
+      guestAddr: `127.0.0.53:${guestPort}`,
+      state: 'forwarding',
+      process: { pid: 53, command: 'systemd-resolved' },
+    });
+    tried.length = 0;
+    expect(await echo(hostPort)).toBe('hi');
+    expect(tried).toEqual(['127.0.0.53']);
+  });
+
   it('keeps a runtime forward to another host port beside the detected one, and restores a replaced one', async () => {
     engine = make();
     const [guest, other] = [await freePort(), await freePort()];

@@ -437,7 +437,8 @@ export class ForwardEngine extends EventEmitter {
         new Error(`${sshPortTaken(spec.hostPort)}: forward guest port ${spec.guestPort} to another host port`),
         { statusCode: 422 },
       );
-    const id = this.explicitIdFor(spec.proto, '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
+    const guestIP = spec.guestIP ?? '127.0.0.1';
+    const id = this.explicitIdFor(spec.proto, guestIP, spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
     // Another added or static forward on the same host address, or one that overlaps it (0.0.0.0 and 127.0.0.1): two
     // explicit claims, as `ssh -L` twice would be.
@@ -466,7 +467,7 @@ export class ForwardEngine extends EventEmitter {
       source: 'runtime',
       id,
       proto,
-      guestIP: '127.0.0.1',
+      guestIP,
       guestPort,
       hostIPs: this.hostIPs(spec.hostIP),
       hostPort,

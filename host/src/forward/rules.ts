@@ -144,6 +144,6 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts
   }
   return {
     action: 'ignore',
-    reason: `guest address ${l.ip} is not 127.0.0.1, ::1 or a wildcard; add a portForwards rule with guestIP ${l.ip} to forward it`,
+    reason: `guest address ${l.ip} is not 127.0.0.1, ::1 or a wildcard; add a portForwards rule with guestIP ${l.ip} to forward it, or \`tether forward add\` PORT:${l.ip.includes(':') ? `[${l.ip}]` : l.ip}:${l.port}`,
   };
 }

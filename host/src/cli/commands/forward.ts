@@ -111,12 +111,16 @@ function registerAdd(forward: Command): void {
       .command('add')
       .description('forward a host port to a guest port (or a guest unix socket to a host socket) until `down`')
       .argument('<name>', 'instance name')
-      .argument('[spec]', `${PORT_SPEC_FORM} (the same port on both sides)`)
+      .argument(
+        '[spec]',
+        `${PORT_SPEC_FORM} (the same port on both sides); HOSTPORT:GUESTIP:GUESTPORT for a guest address other than its loopback`,
+      )
       .option('--socket <guest:host>', 'forward the guest unix socket GUEST to the host socket path HOST'),
     [
       'tether forward add dev 8080:80',
       'tether forward add dev 3000',
       'tether forward add dev 127.0.0.1:5353:53/udp',
+      'tether forward add dev 8053:127.0.0.53:53',
       'tether forward add dev --socket /var/run/docker.sock:~/.tether/dev/docker.sock',
     ],
   ).action(async (name: string, spec: string | undefined, opts: { socket?: string }) => {
