@@ -432,7 +432,7 @@ export class SshSession extends EventEmitter {
     if (this.stopped) return;
     const initial = this.opts.backoffInitialMs ?? 250;
     // Attempts are cheap (often a loopback port that QEMU answers), and a VM that comes back should not wait long.
-    const max = this.opts.backoffMaxMs ?? 4_000;
+    const max = this.opts.backoffMaxMs ?? 2_000;
     const base = Math.min(max, initial * 2 ** this.attempt);
     const delay = Math.round(base / 2 + Math.random() * (base / 2));
     this.attempt++;
