@@ -13,6 +13,24 @@ import { waitFor } from './helpers/wait.js';
 describe.skipIf(!cliBuilt())('tether CLI usage', () => {
   const home = mkdtempSync(join(tmpdir(), 'tether-cli-usage-'));
   afterAll(() => rmSync(home, { recursive: true, force: true }));
+  /**
+   * NODE_OPTIONS under which the agent process (and not the CLI's) hangs before its own code runs, having written its
+   * pid to `loaded`: an agent stuck loading, or not loaded yet.
+   */
+  const hangAgent = (name: string) => {
+    const script = join(home, `${name}.mjs`);
+    const loaded = join(home, `${name}.pid`);
+    writeFileSync(
+      script,
+      `import { writeFileSync } from 'node:fs';
+if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
+  writeFileSync(${JSON.stringify(loaded)}, String(process.pid));
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000);
+}
+`,
+    );
+    return { loaded, nodeOptions: `--import ${script}` };
+  };
   const cfg = (text: string) => {
     const file = join(home, `cfg-${Math.random().toString(36).slice(2)}.yaml`);
     writeFileSync(file, text);
@@ -252,19 +270,9 @@ describe.skipIf(!cliBuilt())('tether CLI usage', () => {
     const key = join(home, 'plain_key_6');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
     // The agent process stops before its own code runs, as if Node were still loading it: no socket, no pid of its own.
-    const hold = join(home, 'hold.mjs');
-    const loaded = join(home, 'held.pid');
-    writeFileSync(
-      hold,
-      `import { writeFileSync } from 'node:fs';
-if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
-  writeFileSync(${JSON.stringify(loaded)}, String(process.pid));
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
-}
-`,
-    );
+    const { loaded, nodeOptions } = hangAgent('held');
     const args = ['up', 'early', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '30'];
-    const up = runCli(home, args, 60_000, { NODE_OPTIONS: `--import ${hold}` });
+    const up = runCli(home, args, 60_000, { NODE_OPTIONS: nodeOptions });
     await waitFor(() => existsSync(loaded), { what: 'the agent process to start', timeoutMs: 20_000 });
     const down = await runCli(home, ['down', 'early']);
     expect(down.code).toBe(0);
@@ -278,20 +286,9 @@ if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
   it('up stops an agent that never opens its control socket, even with a short --timeout', async () => {
     const key = join(home, 'plain_key_5');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test', '-f', key]);
-    // Loaded before the agent's own code (and not the CLI's): the agent process hangs before it opens anything.
-    const hang = join(home, 'hang.mjs');
-    const pidFile = join(home, 'hung.pid');
-    writeFileSync(
-      hang,
-      `import { writeFileSync } from 'node:fs';
-if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
-  writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000);
-}
-`,
-    );
+    const { loaded: pidFile, nodeOptions } = hangAgent('hung');
     const args = ['up', 'hung', '--ssh', 'dev@127.0.0.1:1', '-i', key, '--timeout', '1'];
-    const r = await runCli(home, args, 60_000, { NODE_OPTIONS: `--import ${hang}` });
+    const r = await runCli(home, args, 60_000, { NODE_OPTIONS: nodeOptions });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/the agent did not open .*ha\.sock within 10s; .* \(agent stopped\)/);
     const pid = Number(readFileSync(pidFile, 'utf8'));
