@@ -513,7 +513,8 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       expect(mounts).toEqual([expect.objectContaining({ mountPoint: hostHome, state: 'error' })]);
       const doctor = await asUser('doctor', name);
       expect(doctor.stdout).toMatch(new RegExp(`! mount point ${hostHome}: `));
-      expect(doctor.stdout).toMatch(new RegExp(`! mount ${hostHome}: .* is error: `));
+      // Said once, by the requirement with its fix, not again as a mount in error.
+      expect(doctor.stdout).not.toMatch(new RegExp(`! mount ${hostHome}: .* is error: `));
       expect(doctor.code).toBe(0);
     } finally {
       expect((await asUser('down', name)).code).toBe(0);
