@@ -238,7 +238,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
 
   retryMounts(): boolean {
     const mounts = this.opts.mounts;
-    if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping) return false;
+    // Without SSH there is nothing to try now: the mounts come back with the connection by themselves.
+    if (!mounts || !this.mountsFailed || this.retryingMounts || this.stopping || !this.ssh.connected) return false;
     this.retryingMounts = true;
     void this.requirement(REQUIREMENT.mountsReady, () => mounts.retry(), this.opts.mountsOptional)
       .then(
