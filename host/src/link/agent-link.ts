@@ -746,7 +746,10 @@ function inertInfo(info: Info): Info {
 
 /** Listeners with their process command lines made inert, as one line each. */
 function inertListeners(listeners: readonly Listener[]): Listener[] {
-  return listeners.map((l) => (l.command === null ? l : { ...l, command: guestText(l.command) }));
+  return listeners.map((l) => {
+    const command = l.command === null ? null : guestText(l.command);
+    return command === l.command ? l : { ...l, command }; // a snapshot may hold 100,000: copy only what changes
+  });
 }
 
 /**
