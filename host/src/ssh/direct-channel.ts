@@ -337,6 +337,7 @@ export function openDirectChannel(
     cb(new Error('No free channels available'));
     return;
   }
+  sendCloseAnswersOf(owner._sock);
   if (target.kind === 'tcp') protocol.directTcpip(id, MAX_WINDOW, PACKET_SIZE, target);
   else protocol.openssh_directStreamLocal(id, MAX_WINDOW, PACKET_SIZE, { socketPath: target.socketPath });
   flushWrites(owner._sock);
@@ -357,27 +358,47 @@ interface CloseAnswer {
   id: number;
 }
 
-/** Answers queued in the current turn; each batch is sent in the check phase of the turn after. */
-let closeAnswers: CloseAnswer[] = [];
+/**
+ * Answers not sent yet. Those queued in one turn go out together in the check phase of the turn after, unless an
+ * open on the same connection takes them along first (see `sendCloseAnswersOf`).
+ */
+const unsentAnswers = new Set<CloseAnswer>();
+let thisTurn: CloseAnswer[] = [];
 
 function answerClose(protocol: Protocol, sock: SshSocket | undefined, id: number): void {
-  if (closeAnswers.push({ protocol, sock, id }) > 1) return;
+  const answer = { protocol, sock, id };
+  unsentAnswers.add(answer);
+  if (thisTurn.push(answer) > 1) return;
   setImmediate(() => {
-    const batch = closeAnswers;
-    closeAnswers = [];
-    setImmediate(() => sendCloseAnswers(batch));
+    const batch = thisTurn;
+    thisTurn = [];
+    setImmediate(() => {
+      for (const a of batch) if (unsentAnswers.delete(a)) sendCloseAnswer(a);
+    });
   });
 }
 
-function sendCloseAnswers(batch: CloseAnswer[]): void {
-  for (const { protocol, sock, id } of batch) {
-    // A connection lost meanwhile has forgotten its channels; its successor never knew them.
-    if (!writable(sock)) continue;
-    try {
-      protocol.channelClose(id);
-    } catch {
-      // The socket died between the check and the write: the connection's end closes every channel anyway.
-    }
+/**
+ * Sends the connection's pending answers now, ahead of a packet about to be written: they share its write. OpenSSH
+ * does the same (its CLOSE goes out with the next connection's open), and a separate write cost a syscall and a
+ * wake-up of the guest's sshd per connection.
+ */
+function sendCloseAnswersOf(sock: SshSocket | undefined): void {
+  if (unsentAnswers.size === 0) return;
+  for (const a of unsentAnswers) {
+    if (a.sock !== sock) continue;
+    unsentAnswers.delete(a);
+    sendCloseAnswer(a);
+  }
+}
+
+function sendCloseAnswer({ protocol, sock, id }: CloseAnswer): void {
+  // A connection lost meanwhile has forgotten its channels; its successor never knew them.
+  if (!writable(sock)) return;
+  try {
+    protocol.channelClose(id);
+  } catch {
+    // The socket died between the check and the write: the connection's end closes every channel anyway.
   }
 }
 
