@@ -66,6 +66,20 @@ class RawClient {
     return reply;
   }
 
+  /** Sends one request per `fill` in a single write (one chunk for the server), resolving with their replies. */
+  requestBurst(type: number, fills: ((w: PacketWriter) => void)[]): Promise<Reply>[] {
+    const packets: Buffer[] = [];
+    const replies = fills.map((fill) => {
+      const id = this.nextId++;
+      const w = new PacketWriter(type).u32(id);
+      fill(w);
+      packets.push(w.finish());
+      return new Promise<Reply>((resolve) => this.waiting.set(id, resolve));
+    });
+    this.toServer.write(Buffer.concat(packets));
+    return replies;
+  }
+
   extended(name: string, fill: (w: PacketWriter) => void = () => {}): Promise<Reply> {
     return this.request(FXP.EXTENDED, (w) => {
       w.string(name);
@@ -271,6 +285,79 @@ describe('files', () => {
       Array.from({ length: 32 }, (_, i) => c.read(h, i * 32768, 32768).then((r) => Buffer.from(r.r.bytes()))),
     );
     expect(Buffer.concat(chunks).equals(data)).toBe(true);
+  });
+
+  it('answers a burst of large READs in one chunk without queueing all the replies while the client reads nothing', async () => {
+    const data = Buffer.alloc(4 << 20);
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
+    await fsp.writeFile(join(root, 'big'), data);
+    // A stream that hands the server input in whole chunks (as an SSH channel does) and takes replies only when told.
+    const out: Buffer[] = [];
+    let reading = false;
+    const stalled: (() => void)[] = [];
+    const stream = new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, done) {
+        out.push(chunk);
+        if (reading) done();
+        else stalled.push(done);
+      },
+    });
+    const session = serveSftp(stream, { root });
+    const send = (type: number, id: number, fill: (w: PacketWriter) => void) => {
+      const w = new PacketWriter(type).u32(id);
+      fill(w);
+      return w.finish();
+    };
+    stream.push(
+      Buffer.concat([
+        new PacketWriter(FXP.INIT).u32(3).finish(),
+        send(FXP.OPEN, 1, (w) => w.string('big').u32(FXF.READ).u32(0)),
+      ]),
+    );
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+    await turns(5);
+    const replies = () => {
+      const splitter = new SftpPacketSplitter(1 << 24);
+      return out.flatMap((chunk) => splitter.push(chunk));
+    };
+    const handle = replies()
+      .map((p) => new PacketReader(p))
+      .find((r) => r.u8() === FXP.HANDLE && r.u32() === 1)
+      ?.bytes();
+    expect(handle).toBeDefined();
+    const len = 255 * 1024;
+    const n = 400; // ~100 MiB of replies asked for in ~12 KiB of requests
+    const offsetOf = (i: number) => (i * len) % data.length;
+    stream.push(
+      Buffer.concat(
+        Array.from({ length: n }, (_, i) => send(FXP.READ, 100 + i, (w) => w.bytes(handle!).u64(offsetOf(i)).u32(len))),
+      ),
+    );
+    await turns(20);
+    const produced = out.reduce((sum, b) => sum + b.length, 0) + stream.writableLength;
+    expect(produced).toBeGreaterThan(len);
+    expect(produced).toBeLessThan(12 << 20);
+    // The client reads again: every reply arrives, in order, with its data.
+    reading = true;
+    for (const done of stalled.splice(0)) done();
+    const deadline = Date.now() + 10_000;
+    let dataReplies = replies().filter((p) => p[0] === FXP.DATA);
+    while (dataReplies.length < n && Date.now() < deadline) {
+      await turns(1);
+      dataReplies = replies().filter((p) => p[0] === FXP.DATA);
+    }
+    expect(dataReplies.length).toBe(n);
+    dataReplies.forEach((p, i) => {
+      const r = new PacketReader(p);
+      r.u8();
+      expect(r.u32()).toBe(100 + i);
+      const offset = offsetOf(i);
+      expect(r.bytes().equals(data.subarray(offset, offset + len))).toBe(true);
+    });
+    session.close('test done');
   });
 
   it('caps a READ at the advertised maximum', async () => {

@@ -15,7 +15,9 @@
 //   only behind an FSYNC (which waits for the disk) do requests queue in ArrivalOrder, where mutations and handle
 //   open/close are serial and pure reads run after all earlier mutations. Replies may leave out of order, matched
 //   by request id.
-// - Backpressure: input is paused while the output stream is full or too many requests are queued.
+// - Backpressure: input is paused while the output stream is full or too many requests are queued. Within one chunk
+//   of input, requests stop being answered once a turn's replies reach MAX_TURN_OUTPUT: a chunk of 29-byte READs
+//   asking 255 KiB each would otherwise become ~9,000 times its size in replies before the stream could push back.
 // - Request handlers live in ops.ts, one per request type, against the session's OpContext.
 // - READ replies are built by reading the file straight into the outgoing packet buffer; replies finished in one
 //   event-loop turn are written together (output.ts).
@@ -78,6 +80,8 @@ export interface SftpSession extends EventEmitter {
 
 /** Requests queued or running before input is paused. */
 const MAX_QUEUED_REQUESTS = 256;
+/** Reply bytes one turn may produce; packets beyond wait, input paused, until they are written. */
+const MAX_TURN_OUTPUT = 4 * 1024 * 1024;
 
 const noopLog: SftpLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -96,6 +100,8 @@ class Session extends EventEmitter implements SftpSession, OpContext {
   private queued = 0;
   private outputBlocked = false;
   private paused = false;
+  /** Packets received but not yet handled, waiting for the turn's replies to be written. */
+  private backlog: Buffer[] = [];
   private readonly onChange: ChangeListener | undefined;
 
   constructor(
@@ -109,10 +115,14 @@ class Session extends EventEmitter implements SftpSession, OpContext {
     this.maxHandles = opts.maxHandles ?? defaultHandleLimit();
     this.handles = new HandleTable(this.maxHandles);
     this.log = opts.log ?? noopLog;
-    this.output = new ReplyWriter(stream, () => {
-      this.outputBlocked = true;
-      this.updateFlow();
-    });
+    this.output = new ReplyWriter(
+      stream,
+      () => {
+        this.outputBlocked = true;
+        this.updateFlow();
+      },
+      () => this.runBacklog(),
+    );
     stream.on('data', this.onData);
     stream.on('drain', this.onDrain);
     stream.once('end', () => this.close('client closed the stream'));
@@ -166,14 +176,38 @@ class Session extends EventEmitter implements SftpSession, OpContext {
       this.close(reason);
       return;
     }
-    for (const p of packets) {
-      if (this.closed) return;
-      this.onPacket(p);
+    if (this.backlog.length > 0) {
+      for (const p of packets) this.backlog.push(p);
+      return;
     }
+    this.handle(packets, 0);
   };
+
+  /** Handles packets from `from` on until the turn's replies are too large; the rest waits in the backlog. */
+  private handle(packets: Buffer[], from: number): void {
+    for (let i = from; i < packets.length; i++) {
+      if (this.closed) return;
+      if (this.output.pendingBytes >= MAX_TURN_OUTPUT) {
+        this.backlog = packets.slice(i);
+        this.updateFlow();
+        return;
+      }
+      this.onPacket(packets[i]);
+    }
+  }
+
+  /** Once the replies that stopped it are written and the stream takes more. */
+  private runBacklog(): void {
+    if (this.backlog.length === 0 || this.outputBlocked || this.closed) return;
+    const packets = this.backlog;
+    this.backlog = [];
+    this.handle(packets, 0);
+    this.updateFlow();
+  }
 
   private readonly onDrain = (): void => {
     this.outputBlocked = false;
+    this.runBacklog();
     this.updateFlow();
   };
 
@@ -277,7 +311,8 @@ class Session extends EventEmitter implements SftpSession, OpContext {
   }
 
   private updateFlow(): void {
-    const shouldPause = !this.closed && (this.outputBlocked || this.queued >= MAX_QUEUED_REQUESTS);
+    const shouldPause =
+      !this.closed && (this.outputBlocked || this.backlog.length > 0 || this.queued >= MAX_QUEUED_REQUESTS);
     if (shouldPause && !this.paused) {
       this.paused = true;
       this.stream.pause();
