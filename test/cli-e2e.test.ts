@@ -223,14 +223,17 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(await httpStatus(guestPort)).toBe(200);
   });
 
-  it('forward add --socket to a guest socket that is not there says so at once, and forward ls keeps saying it', async () => {
+  it('forward add --socket to a guest socket that is not there says so at once (exit 1), and forward ls keeps saying it', async () => {
     const guestSocket = join(tb.guestDir, 'missing.sock');
     const hostSocket = join(home, 'missing-h.sock');
     const add = await cli('forward', 'add', NAME, '--socket', `${guestSocket}:${hostSocket}`);
-    expect(add.code).toBe(0);
+    // Added, but not serving: a script that goes on would find no service.
+    expect(add.code).toBe(1);
     expect(add.stdout).toContain(
       `added unix ${hostSocket} → guest ${guestSocket} (error: guest socket ${guestSocket} does not exist`,
     );
+    expect(add.stderr).toContain(`does not serve (error); it stays listed`);
+    expect(add.stderr).toContain(`\`tether forward rm ${NAME} ${hostSocket}\` removes it`);
     const ls = JSON.parse((await cli('forward', 'ls', NAME, '--json')).stdout) as { guestAddr: string }[];
     expect(ls.find((f) => f.guestAddr === guestSocket)).toMatchObject({
       state: 'error',

@@ -131,7 +131,19 @@ function registerAdd(forward: Command): void {
     say(
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
+    // Added, but it does not serve until someone acts (a conflict is retried by itself): a script must not go on.
+    if (f.state === 'error' || f.state === 'privileged')
+      throw new CliError(
+        `forward ${f.id} does not serve (${f.state}); it stays listed and serves once that is fixed, or \`tether forward rm ${name} ${rmArg(f)}\` removes it`,
+      );
   });
+}
+
+/** What `forward rm` takes to name an added forward: its host socket path, or its host port. */
+function rmArg(f: ForwardView): string {
+  if (f.proto === 'unix') return f.hostAddrs[0] ?? f.guestAddr;
+  const hostPort = f.hostAddrs.length > 0 ? portOfAddr(f.hostAddrs[0]) : portOfAddr(f.guestAddr);
+  return `${hostPort}${f.proto === 'udp' ? '/udp' : ''}`;
 }
 
 /** The `forward add` that asks again for a detected forward that `forward rm` ignores. */
