@@ -83,6 +83,30 @@ export interface Op {
   run: Handler;
 }
 
+/**
+ * Permission bits the guest may give a host file: not set-user-ID or set-group-ID. With them, a guest user could
+ * leave a program in the export that runs as the host user, or as root where the agent runs as root, and the export
+ * is reported nosuid anyway (statvfsReply). They are dropped, not refused, so `cp -p` or `tar x` of such a file in
+ * the guest still works, as on a nosuid mount.
+ */
+function permissionBits(mode: number): number {
+  return mode & 0o1777;
+}
+
+/**
+ * A change of owner the guest may make: each id stays as it is or becomes the agent's own user or one of its
+ * groups, which is all a host user who is not root can do. An agent run as root must not do more for the guest.
+ */
+function checkOwner(host: string, current: Stats, uid: number, gid: number): void {
+  const euid = process.geteuid?.() ?? current.uid;
+  const groups = [process.getegid?.() ?? current.gid, ...(process.getgroups?.() ?? [])];
+  if ((uid === current.uid || uid === euid) && (gid === current.gid || groups.includes(gid))) return;
+  throw new SftpStatusError(
+    FX.PERMISSION_DENIED,
+    `chown of ${displayPath(host)} to ${uid}:${gid} refused: files in the mount stay with the host user ${euid}`,
+  );
+}
+
 /** Writes through one handle are reported as a change at most this often (see opWrite). */
 const WRITE_REPORT_MS = 5;
 
@@ -128,7 +152,7 @@ function opOpen(s: OpContext, r: PacketReader, id: number): Reply {
   // O_CREAT|O_EXCL must fail on an existing link rather than create its target.
   const exclusive = (pflags & (FXF.CREAT | FXF.EXCL)) === (FXF.CREAT | FXF.EXCL);
   const host = s.paths.resolve(path, !exclusive);
-  const fd = openSync(fsPath(host), openFlags(pflags), (attrs.mode ?? 0o666) & 0o7777);
+  const fd = openSync(fsPath(host), openFlags(pflags), permissionBits(attrs.mode ?? 0o666));
   if (pflags & (FXF.CREAT | FXF.TRUNC)) s.changed(host);
   return handleReply(id, s.handles.add({ kind: 'file', fd, path: host }));
 }
@@ -206,7 +230,7 @@ function applyAttrs(
   if (isMarkerTouch(a)) return;
   if (s.readOnly) throw readOnlyRefusal(op);
   if (a.size !== undefined) ops.truncate(a.size);
-  if (a.mode !== undefined) ops.chmod(a.mode & 0o7777);
+  if (a.mode !== undefined) ops.chmod(permissionBits(a.mode));
   if (a.atime !== undefined && a.mtime !== undefined) ops.utimes(a.atime, a.mtime);
   if (a.uid !== undefined && a.gid !== undefined) ops.chown(a.uid, a.gid);
 }
@@ -244,7 +268,10 @@ function opSetstat(s: OpContext, r: PacketReader, id: number): Reply {
     truncate: (size) => truncatePath(host, size),
     chmod: (mode) => chmodSync(host, mode),
     utimes: (at, mt) => lutimesSync(host, at, mt),
-    chown: (uid, gid) => lchownSync(host, uid, gid),
+    chown: (uid, gid) => {
+      checkOwner(hostPath, lstatSync(host), uid, gid);
+      lchownSync(host, uid, gid);
+    },
   });
   s.changed(hostPath);
   return ok(id);
@@ -275,7 +302,10 @@ function setLinkAttrs(s: OpContext, hostPath: string, attrs: RequestedAttrs, op:
       chmodSync(host, mode);
     },
     utimes: (at, mt) => lutimesSync(host, at, mt),
-    chown: (uid, gid) => lchownSync(host, uid, gid),
+    chown: (uid, gid) => {
+      checkOwner(hostPath, lstatSync(host), uid, gid);
+      lchownSync(host, uid, gid);
+    },
   });
   s.changed(hostPath);
 }
@@ -286,7 +316,10 @@ function opFsetstat(s: OpContext, r: PacketReader, id: number): Reply {
     truncate: (size) => ftruncateSync(fd, size),
     chmod: (mode) => fchmodSync(fd, mode),
     utimes: (at, mt) => futimesSync(fd, at, mt),
-    chown: (uid, gid) => fchownSync(fd, uid, gid),
+    chown: (uid, gid) => {
+      checkOwner(path, fstatSync(fd), uid, gid);
+      fchownSync(fd, uid, gid);
+    },
   });
   s.changed(path);
   return ok(id);
@@ -346,11 +379,25 @@ function statEntry(hostPath: string): Stats | null {
   }
 }
 
+/**
+ * A name a request takes away (remove, rmdir, rename): never the export's root, whose loss would end the mount for
+ * every guest process (a guest `rmdir` of an empty mount point reaches the root this way).
+ */
+function resolveName(s: OpContext, clientPath: string): string {
+  const { path, root } = s.paths.resolveAndStat(clientPath, false, false);
+  if (path === root)
+    throw new SftpStatusError(
+      FX.PERMISSION_DENIED,
+      `${displayPath(clientPath)} is the root of the mount: it cannot be removed or renamed through it`,
+    );
+  return path;
+}
+
 /** `unlinks` marks requests that rename or remove a name, after which cached parent directories are dropped. */
 const pathOp =
   (follow: boolean, act: (host: Buffer, r: PacketReader) => unknown, unlinks = false): Handler =>
   (s, r, id) => {
-    const hostPath = s.paths.resolve(r.path(), follow);
+    const hostPath = unlinks ? resolveName(s, r.path()) : s.paths.resolve(r.path(), follow);
     try {
       act(fsPath(hostPath), r);
     } finally {
@@ -365,8 +412,8 @@ const twoPathOp =
   (s, r, id) => {
     const from = r.path();
     const to = r.path();
-    const hostFrom = s.paths.resolve(from, false);
-    const hostTo = s.paths.resolve(to, false);
+    const hostFrom = unlinks ? resolveName(s, from) : s.paths.resolve(from, false);
+    const hostTo = unlinks ? resolveName(s, to) : s.paths.resolve(to, false);
     try {
       act(fsPath(hostFrom), fsPath(hostTo));
     } finally {
@@ -456,7 +503,7 @@ export const OPS = new Map<number, Op>([
 ]);
 
 function mkdirMode(r: PacketReader): number {
-  return (readAttrs(r).mode ?? 0o777) & 0o7777;
+  return permissionBits(readAttrs(r).mode ?? 0o777);
 }
 
 export const EXTENDED_OPS = new Map<string, Op>([

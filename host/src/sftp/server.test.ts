@@ -389,6 +389,59 @@ describe('files', () => {
     expectStatus(await c.extended(EXT.FSYNC, (w) => w.bytes(h)), FX.OK);
   });
 
+  it('never makes set-user-ID or set-group-ID files or directories on the host', async () => {
+    await fsp.writeFile(join(root, 'f'), 'x');
+    const c = await start();
+    const mode = async (name: string) => (await fsp.stat(join(root, name))).mode & 0o7777;
+    expectStatus(await c.request(FXP.SETSTAT, (w) => w.string('f').u32(ATTR.PERMISSIONS).u32(0o4755)), FX.OK);
+    expect(await mode('f')).toBe(0o755);
+    const h = await c.handle(c.open('f', FXF.READ | FXF.WRITE));
+    expectStatus(await c.request(FXP.FSETSTAT, (w) => w.bytes(h).u32(ATTR.PERMISSIONS).u32(0o6711)), FX.OK);
+    expect(await mode('f')).toBe(0o711);
+    expectStatus(await c.close(h), FX.OK);
+    const created = await c.handle(c.open('new', FXF.WRITE | FXF.CREAT, 0o6755));
+    expectStatus(await c.close(created), FX.OK);
+    expect((await mode('new')) & 0o6000).toBe(0);
+    expectStatus(await c.request(FXP.MKDIR, (w) => w.string('d').u32(ATTR.PERMISSIONS).u32(0o3775)), FX.OK);
+    // The sticky bit stays: it gives no one more rights.
+    expect((await mode('d')) & 0o7000).toBe(0o1000);
+  });
+
+  it("gives files only to the agent's own user and groups, whoever runs it", async () => {
+    await fsp.writeFile(join(root, 'f'), 'x');
+    const before = await fsp.stat(join(root, 'f'));
+    const c = await start();
+    const chown = (uid: number, gid: number) =>
+      c.request(FXP.SETSTAT, (w) => w.string('f').u32(ATTR.UIDGID).u32(uid).u32(gid));
+    // Unchanged ids are fine (cp -p, tar x as the same user).
+    expectStatus(await chown(before.uid, before.gid), FX.OK);
+    const stranger = 54321;
+    expectStatus(await chown(stranger, before.gid), FX.PERMISSION_DENIED);
+    expectStatus(await chown(before.uid, stranger), FX.PERMISSION_DENIED);
+    const h = await c.handle(c.open('f', FXF.READ));
+    expectStatus(
+      await c.request(FXP.FSETSTAT, (w) => w.bytes(h).u32(ATTR.UIDGID).u32(stranger).u32(stranger)),
+      FX.PERMISSION_DENIED,
+    );
+    const after = await fsp.stat(join(root, 'f'));
+    expect([after.uid, after.gid]).toEqual([before.uid, before.gid]);
+  });
+
+  it('refuses to remove or rename the root of the export', async () => {
+    const c = await start();
+    expectStatus(await c.path(FXP.RMDIR, root), FX.PERMISSION_DENIED, /is the root of the mount/);
+    expectStatus(await c.path(FXP.RMDIR, '.'), FX.PERMISSION_DENIED);
+    expectStatus(await c.path(FXP.REMOVE, root), FX.PERMISSION_DENIED);
+    expectStatus(await c.request(FXP.RENAME, (w) => w.string(root).string('moved')), FX.PERMISSION_DENIED);
+    expectStatus(await c.extended(EXT.POSIX_RENAME, (w) => w.string('.').string('moved')), FX.PERMISSION_DENIED);
+    await fsp.mkdir(join(root, 'sub'));
+    expectStatus(await c.extended(EXT.POSIX_RENAME, (w) => w.string('sub').string(root)), FX.PERMISSION_DENIED);
+    expect((await fsp.stat(root)).isDirectory()).toBe(true);
+    expect((await fsp.stat(join(root, 'sub'))).isDirectory()).toBe(true);
+    // Its entries still go as usual.
+    expectStatus(await c.path(FXP.RMDIR, 'sub'), FX.OK);
+  });
+
   it('maps errno errors to SFTP status codes', async () => {
     await fsp.mkdir(join(root, 'full'));
     await fsp.writeFile(join(root, 'full', 'x'), '');
