@@ -161,8 +161,26 @@ function handleReply(id: number, token: Buffer): Buffer {
   return new PacketWriter(FXP.HANDLE, 16).u32(id).bytes(token).finish();
 }
 
+/**
+ * Runs a request on an open handle, naming the handle's host path on what it throws: an errno error from a call on a
+ * descriptor carries no path, and a full disk should be logged with the file it hit (server.ts logs those).
+ */
+function onHandle<T>(hostPath: string, act: () => T): T {
+  try {
+    return act();
+  } catch (err) {
+    throw withHostPath(err, hostPath);
+  }
+}
+
+export function withHostPath(err: unknown, hostPath: string): unknown {
+  if (err instanceof Error && !('hostPath' in err)) Object.assign(err, { hostPath });
+  return err;
+}
+
 function opClose(s: OpContext, r: PacketReader, id: number): Reply {
-  s.handles.close(r.bytes());
+  const token = r.bytes();
+  onHandle(s.handles.get(token).path, () => s.handles.close(token));
   return ok(id);
 }
 
@@ -172,7 +190,7 @@ function opRead(s: OpContext, r: PacketReader, id: number): Reply {
   const len = Math.min(r.u32(), MAX_READ_LENGTH);
   const packet = Buffer.allocUnsafe(DATA_HEADER + len);
   // A zero-length read is answered with zero bytes, not EOF: the offset may be anywhere in the file.
-  const bytesRead = len === 0 ? 0 : readSync(h.fd, packet, DATA_HEADER, len, offset);
+  const bytesRead = len === 0 ? 0 : onHandle(h.path, () => readSync(h.fd, packet, DATA_HEADER, len, offset));
   if (bytesRead === 0 && len > 0) return status(id, FX.EOF, 'end of file');
   packet.writeUInt32BE(DATA_HEADER - 4 + bytesRead, 0);
   packet[4] = FXP.DATA;
@@ -186,7 +204,9 @@ function opWrite(s: OpContext, r: PacketReader, id: number): Reply {
   const h = s.handles.file(r.bytes());
   const offset = r.u64();
   const data = r.bytes();
-  for (let done = 0; done < data.length; ) done += writeSync(h.fd, data, done, data.length - done, offset + done);
+  onHandle(h.path, () => {
+    for (let done = 0; done < data.length; ) done += writeSync(h.fd, data, done, data.length - done, offset + done);
+  });
   s.addWritten(data.length);
   // A large file arrives in thousands of writes: reported at most every few ms, well inside the watch's slack for
   // telling the guest's writes from a later host change (watch/watcher.ts GUEST_ECHO_SLACK_MS).
@@ -472,7 +492,10 @@ function opFstatvfs(s: OpContext, r: PacketReader, id: number): Reply {
 }
 
 async function opFsync(s: OpContext, r: PacketReader, id: number): Promise<Reply> {
-  await fsyncFd(s.handles.file(r.bytes()).fd);
+  const h = s.handles.file(r.bytes());
+  await fsyncFd(h.fd).catch((err: unknown) => {
+    throw withHostPath(err, h.path);
+  });
   return ok(id);
 }
 

@@ -442,6 +442,19 @@ describe('files', () => {
     expectStatus(await c.path(FXP.RMDIR, 'sub'), FX.OK);
   });
 
+  it('logs a write the host cannot take (a full device) as a warning with its path, and keeps serving', async () => {
+    const warnings: string[] = [];
+    const log = { debug() {}, info() {}, error() {}, warn: (_obj: object, msg: string) => warnings.push(msg) };
+    // /dev/full answers every write with ENOSPC: the export is /dev, so the device is inside it.
+    const c = await start({ root: '/dev', log });
+    const h = await c.handle(c.open('full', FXF.WRITE));
+    expectStatus(await c.write(h, 0, Buffer.from('data')), FX.FAILURE, /ENOSPC/);
+    expectStatus(await c.write(h, 4, Buffer.from('more')), FX.FAILURE, /ENOSPC/);
+    expect(warnings).toEqual(['sftp write of /dev/full failed on the host: ENOSPC: no space left on device, write']);
+    expectStatus(await c.close(h), FX.OK);
+    expect(attrsOf(await c.path(FXP.STAT, 'null')).size).toBe(0);
+  });
+
   it('maps errno errors to SFTP status codes', async () => {
     await fsp.mkdir(join(root, 'full'));
     await fsp.writeFile(join(root, 'full', 'x'), '');

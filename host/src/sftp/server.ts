@@ -36,6 +36,7 @@ import { ArrivalOrder } from './ordering.js';
 import { ReplyWriter } from './output.js';
 import { FrameLengthError, PacketReader, PacketWriter, SftpPacketSplitter, statusPacket as status } from './packet.js';
 import { Confinement, displayPath } from './paths.js';
+import { HostTrouble } from './trouble.js';
 
 export interface SftpLogger {
   debug(obj: object, msg: string): void;
@@ -102,6 +103,7 @@ class Session extends EventEmitter implements SftpSession, OpContext {
   private paused = false;
   /** Packets received but not yet handled, waiting for the turn's replies to be written. */
   private backlog: Buffer[] = [];
+  private readonly hostTrouble: HostTrouble;
   private readonly onChange: ChangeListener | undefined;
 
   constructor(
@@ -115,6 +117,7 @@ class Session extends EventEmitter implements SftpSession, OpContext {
     this.maxHandles = opts.maxHandles ?? defaultHandleLimit();
     this.handles = new HandleTable(this.maxHandles);
     this.log = opts.log ?? noopLog;
+    this.hostTrouble = new HostTrouble(this.log);
     this.output = new ReplyWriter(
       stream,
       () => {
@@ -303,6 +306,7 @@ class Session extends EventEmitter implements SftpSession, OpContext {
     }
     const { status: code, message } = toStatus(err);
     if (code !== FX.NO_SUCH_FILE && code !== FX.EOF) this.log.debug({ op, id, status: code, message }, 'sftp error');
+    this.hostTrouble.note(op, err);
     this.send(status(id, code, message));
   }
 
