@@ -26,6 +26,16 @@ describe('opensshArgv', () => {
   });
 });
 
+describe('opensshArgv timeouts', () => {
+  it("gives up on a guest that does not answer, and on a dead link by the agent's keepalive settings", () => {
+    expect(opensshArgv(target, 'x')).toEqual(
+      expect.arrayContaining(['ConnectTimeout=10', 'ServerAliveInterval=10', 'ServerAliveCountMax=3']),
+    );
+    const argv = opensshArgv({ ...target, ssh: { ...ssh, keepaliveInterval: 5, keepaliveCountMax: 2 } }, 'x');
+    expect(argv).toEqual(expect.arrayContaining(['ServerAliveInterval=5', 'ServerAliveCountMax=2']));
+  });
+});
+
 describe('knownHostsLine', () => {
   it('files the pinned key under the alias', () => {
     const key = describeKey(Buffer.from('\0\0\0\x0bssh-ed25519\0\0\0\x20' + 'k'.repeat(32), 'latin1'));

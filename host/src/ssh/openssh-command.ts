@@ -6,6 +6,9 @@
 import type { SshConfig } from '../config/schema.js';
 import type { HostKey } from './hostkey.js';
 
+/** Seconds for the TCP connect and, in OpenSSH, for the server's banner too. */
+const CONNECT_TIMEOUT_S = 10;
+
 /** The host name the pinned key is filed under for `ssh` (HostKeyAlias). */
 export function hostKeyAlias(instance: string): string {
   return `tether.${instance}`;
@@ -17,7 +20,8 @@ export function knownHostsLine(alias: string, key: HostKey): string {
 }
 
 export interface OpensshTarget {
-  ssh: Pick<SshConfig, 'host' | 'port' | 'user' | 'identityFile' | 'useAgent'>;
+  ssh: Pick<SshConfig, 'host' | 'port' | 'user' | 'identityFile' | 'useAgent'> &
+    Partial<Pick<SshConfig, 'keepaliveInterval' | 'keepaliveCountMax'>>;
   /** The known_hosts file holding knownHostsLine(alias, pinned key). */
   knownHosts: string;
   alias: string;
@@ -41,6 +45,12 @@ export function opensshArgv(target: OpensshTarget, remoteCommand: string): strin
     ['-o', 'UpdateHostKeys=no'],
     ['-o', 'CheckHostIP=no'],
     ['-o', 'LogLevel=ERROR'],
+    // A guest that takes the connection but does not answer (a paused VM, a stalled link) ends the command with
+    // ssh's own message instead of leaving it hanging; once in, the agent's keepalive settings say when the link is
+    // dead.
+    ['-o', `ConnectTimeout=${CONNECT_TIMEOUT_S}`],
+    ['-o', `ServerAliveInterval=${ssh.keepaliveInterval ?? 10}`],
+    ['-o', `ServerAliveCountMax=${ssh.keepaliveCountMax ?? 3}`],
     ['-p', String(ssh.port)],
     ['-l', ssh.user],
     ssh.identityFile ? ['-i', ssh.identityFile] : [],
