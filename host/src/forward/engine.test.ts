@@ -280,6 +280,24 @@ describe('ForwardEngine', () => {
     ]);
   });
 
+  it('shows on each of two guest listeners of one port (127.0.0.1 and ::1) the host address that reaches it', async () => {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('127.0.0.1', port), { ...tcp('::1', port), pid: 43 }]);
+    const rows = () => engine.views().map((v) => [v.id, v.hostAddrs]);
+    expect(rows()).toEqual([
+      [`tcp/[::1]:${port}`, [`[::1]:${port}`]],
+      [`tcp/127.0.0.1:${port}`, [`127.0.0.1:${port}`]],
+    ]);
+    tried.length = 0;
+    expect(await echo(port)).toBe('hi');
+    expect(await echo(port, '::1')).toBe('hi');
+    expect(tried).toEqual(['127.0.0.1', '::1']);
+    // With one of them gone, the other is reached from both.
+    await engine.setListeners([tcp('127.0.0.1', port)]);
+    expect(rows()).toEqual([[`tcp/127.0.0.1:${port}`, [`127.0.0.1:${port}`, `[::1]:${port}`]]]);
+  });
+
   it('keeps both detected listeners of a port listed when an added forward takes one host address', async () => {
     engine = make();
     const port = await freePort();

@@ -547,15 +547,36 @@ export class ForwardEngine extends EventEmitter {
     this.refresh(f);
   }
 
+  private viewOf(f: Forward): ForwardView {
+    return toView(f, this.servedAddrs(f));
+  }
+
+  /**
+   * The forward's host addresses that lead to it. Two guest listeners of one port, on 127.0.0.1 and on ::1, share
+   * the host bindings of that port, and each binding serves the listener of its own family: each row shows the
+   * address that reaches it, not both.
+   */
+  private servedAddrs(f: Forward): readonly string[] {
+    if (f.hostAddrs.length < 2 || f.proto === 'unix') return f.hostAddrs;
+    const entries = this.bindings.of(f.bindingKeys);
+    const elsewhere = (addr: string) => {
+      const e = entries.find((x) => x.binding.address === addr);
+      const served = e?.status === 'bound' ? this.bindings.servedBy(e) : undefined;
+      return served !== undefined && served !== f && served.guestPort === f.guestPort;
+    };
+    const shown = f.hostAddrs.filter((a) => !elsewhere(a));
+    return shown.length > 0 ? shown : f.hostAddrs;
+  }
+
   views(): ForwardView[] {
     const out: ForwardView[] = [];
-    for (const f of this.forwardsById.values()) if (f.state) out.push(toView(f));
+    for (const f of this.forwardsById.values()) if (f.state) out.push(this.viewOf(f));
     return out.sort(compareForwards);
   }
 
   view(id: string): ForwardView | undefined {
     const f = this.forwardsById.get(id);
-    return f?.state ? toView(f) : undefined;
+    return f?.state ? this.viewOf(f) : undefined;
   }
 
   /** Guest listeners not forwarded (or listed) because of the caps, right now. */
@@ -595,7 +616,7 @@ export class ForwardEngine extends EventEmitter {
     // Another process on the same address (a server restarted, the guest rebooted): a new listener since now.
     if (f.process && process && f.process.pid !== process.pid) f.since = new Date();
     f.process = process;
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.viewOf(f));
   }
 
   /** A folded listener went: its explicit forward no longer shows its process. */
@@ -619,7 +640,7 @@ export class ForwardEngine extends EventEmitter {
     f.guestAddr = formatAddr(ip, f.guestPort);
     const why = ip === f.askedIP ? 'the address it was given' : 'where its only listener is';
     this.log.info({ forward: f.id, guest: f.guestAddr }, `forward ${f.id} goes to guest ${f.guestAddr}, ${why}`);
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', toView(f));
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.viewOf(f));
   }
 
   /**
@@ -949,7 +970,7 @@ export class ForwardEngine extends EventEmitter {
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
     else if (f.state === 'ignored' || f.state === 'suspended' || isGuestServiceBelow1024(f)) this.log.info(fields, msg);
     else this.log.warn(fields, msg);
-    this.emit('change', toView(f));
+    this.emit('change', this.viewOf(f));
     if (f.source !== 'detected') this.refreshReached(f);
   }
 

@@ -76,12 +76,13 @@ export function newForward(init: ForwardInit): Forward {
   return f;
 }
 
-export function toView(f: Forward): ForwardView {
+/** `hostAddrs`: the host addresses to show, when not all of the forward's reach it (see ForwardEngine.servedAddrs). */
+export function toView(f: Forward, hostAddrs: readonly string[] = f.hostAddrs): ForwardView {
   return {
     id: f.id,
     proto: f.proto,
     guestAddr: f.guestAddr,
-    hostAddrs: [...f.hostAddrs],
+    hostAddrs: [...hostAddrs],
     state: f.state ?? 'error',
     process: f.process,
     connections: f.stats.connections,

@@ -254,18 +254,27 @@ export class HostBindings<F extends BindingRef> {
     });
   }
 
-  /** Among the owner's guest port, prefers a listener of the binding's own family (guest ::1 for host [::1]). */
-  private route(entry: BindingEntry<F>, family: 4 | 6): GuestTarget | null {
+  /**
+   * The forward a connection to the binding reaches: of its owner's guest port, a listener of the binding's own
+   * family where there is one (guest ::1 for host [::1]), as `route` picks it.
+   */
+  servedBy(entry: BindingView<F>): F | undefined {
+    return this.pick(entry, entry.binding.address.startsWith('[') ? 6 : 4);
+  }
+
+  private pick(entry: BindingView<F>, family: 4 | 6): F | undefined {
     const owner = this.owner(entry);
     let pick: F | undefined;
     for (const f of entry.refs) {
       if (f.ignored || f.guestPort !== owner?.guestPort) continue;
       pick ??= f;
-      if (familyOf(f.guestIP) === family) {
-        pick = f;
-        break;
-      }
+      if (familyOf(f.guestIP) === family) return f;
     }
+    return pick;
+  }
+
+  private route(entry: BindingEntry<F>, family: 4 | 6): GuestTarget | null {
+    const pick = this.pick(entry, family);
     if (!pick) return null;
     const { id, guestPort, stats, opened } = pick;
     return { id, ...guestTargetIP(pick.guestIP, family, pick.source !== 'detected'), guestPort, stats, opened };
