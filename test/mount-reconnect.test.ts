@@ -2,7 +2,7 @@
 // after sshd is back and the manager resumes on a new connection, a stale FUSE mount left in the guest is cleared
 // lazily and the mount works again without manual action. Also: stop() unmounts cleanly.
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -117,6 +117,59 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     await fixture.manager.stop();
     expect(fixture.manager.views()[0].state).toBe('unmounted');
     expect(guestMountType(fixture.mountPoint)).toBeNull();
+  });
+
+  it('stops without waiting on a guest process working in the mount: unmounts it lazily and says so', async () => {
+    const { logger, lines } = recordingLogger();
+    const fixture = await startMount(tb(), { driver: 'builtin' }, { logger });
+    const worker = tb().spawn('sh', ['-c', `cd ${fixture.mountPoint} && exec sleep 120`], { user: tb().user });
+    const cwdInMount = () => {
+      try {
+        return readlinkSync(`/proc/${worker.pid}/cwd`) === fixture.mountPoint;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(cwdInMount, { what: 'a guest process working in the mount' });
+    await fixture.manager.stop();
+    expect(fixture.manager.views()[0].state).toBe('unmounted');
+    expect(guestMountType(fixture.mountPoint)).toBeNull();
+    expect(lines.some((l) => l.msg.includes(`unmount of ${fixture.mountPoint} failed (busy`))).toBe(true);
+    worker.kill();
+    await fixture.stop();
+  });
+
+  it('ends an sshfs that still serves a copy of the mount in another mount namespace (a container volume)', async () => {
+    const { logger, lines } = recordingLogger();
+    const fixture = await startMount(tb(), { driver: 'builtin' }, { logger });
+    const sshfs = sshfsPid(fixture.mountPoint);
+    // A private mount namespace keeps its own copy of the mount while this process sits in it.
+    const holder = tb().spawn('unshare', [
+      '-m',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      `cd ${fixture.mountPoint} && exec sleep 120`,
+    ]);
+    const inCopy = () => {
+      try {
+        return readlinkSync(`/proc/${holder.pid}/cwd`) === fixture.mountPoint;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(inCopy, { what: 'a process in a copy of the mount' });
+    await fixture.manager.stop();
+    expect(guestMountType(fixture.mountPoint)).toBeNull();
+    expect(lines.some((l) => l.msg.includes(`sshfs of ${fixture.mountPoint} still serves a copy of the mount`))).toBe(
+      true,
+    );
+    await waitFor(() => !existsSync(`/proc/${sshfs}`) || readFileSync(`/proc/${sshfs}/stat`, 'utf8').includes(') Z '), {
+      what: 'sshfs to end',
+    });
+    holder.kill();
+    await fixture.stop();
   });
 
   it('leaves no dead mount behind when stopped while its sshfs is gone', async () => {

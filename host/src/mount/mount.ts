@@ -22,6 +22,10 @@ import { ClosedBeforeMarkerError, quoteStartup, skipStartupOutput, startupFileHi
 
 const READY_TIMEOUT_MS = 20_000;
 const UNMOUNT_TIMEOUT_MS = 5_000;
+/** How long sshfs gets to end by itself after the unmount (it does in milliseconds), before its session is closed. */
+const SSHFS_EXIT_WAIT_MS = 1_000;
+/** The same after a lazy unmount of a busy mount point, whose users keep sshfs running until they leave. */
+const LAZY_UNMOUNT_WAIT_MS = 300;
 const REMOUNTING = 'the connection to the guest is back: remounting';
 
 /** Lazy unmount: works while files are open and on a dead ("transport endpoint is not connected") mount. */
@@ -198,12 +202,27 @@ export class GuestMount extends EventEmitter {
     if (client && active && path !== null) {
       try {
         const r = await execOn(client, unmountCommand(path), UNMOUNT_TIMEOUT_MS);
+        let wait = SSHFS_EXIT_WAIT_MS;
         if (r.code !== 0) {
-          this.log.warn({ stderr: r.stderr.trim() }, 'unmount failed (busy?); unmounting lazily');
+          this.log.warn(
+            { stderr: r.stderr.trim(), guestPath: path },
+            `unmount of ${path} failed (busy: a guest process has a file or its working directory there?); detaching it lazily`,
+          );
           await execOn(client, lazyUnmountCommand(path), UNMOUNT_TIMEOUT_MS);
+          // A detached mount still in use keeps sshfs running until its users leave: closing the session below ends it.
+          wait = LAZY_UNMOUNT_WAIT_MS;
         }
-        // sshfs leaves its loop once unmounted, which closes the channel.
-        await Promise.race([active.closed, new Promise((r) => setTimeout(r, UNMOUNT_TIMEOUT_MS).unref())]);
+        // sshfs leaves its loop once unmounted, which closes the channel. One that does not still serves the mount
+        // somewhere: in another mount namespace (a container given the directory as a volume keeps its copy).
+        const ended = await Promise.race([
+          active.closed.then(() => true),
+          new Promise<false>((r) => setTimeout(() => r(false), wait).unref()),
+        ]);
+        if (!ended && r.code === 0)
+          this.log.info(
+            { guestPath: path },
+            `sshfs of ${path} still serves a copy of the mount (another mount namespace, e.g. a container's volume); ending it`,
+          );
       } catch (err) {
         const message = (err as Error).message;
         // Every session sshd allows is taken (MaxSessions, the mounts' own among them): closing this mount's channel
