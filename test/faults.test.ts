@@ -196,6 +196,36 @@ describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
   });
 });
 
+describe.skipIf(!canRunTestbed())('faults: guest agent killed again soon after a restart', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+
+  beforeAll(async () => {
+    // An agent that served 1 s counts as one that served: the second kill comes well inside ensureIntervalMs.
+    h = await startAgent(testbed(), {}, { link: { ensureIntervalMs: 60_000, servedBeforePromptRestartMs: 1_000 } });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('starts an agent that served and was killed at once, not after the interval meant for agents that crash at start', async () => {
+    // Each agent is killed after it has served past 1 s, well inside 60 s of the start before it.
+    const servePast1s = async () => {
+      const upAt = performance.now();
+      await waitFor(() => performance.now() - upAt > 1_200, { what: 'the agent to serve past 1 s', intervalMs: 50 });
+    };
+    await servePast1s();
+    const first = await signalGuestAgent(h, testbed(), 'KILL');
+    await expectRecovered(h, first, 'first restart');
+    await stopChild(first.server);
+    await servePast1s();
+    const second = await signalGuestAgent(h, testbed(), 'KILL');
+    // With the 60 s interval counted from the first restart, this would time out.
+    await expectRecovered(h, second, 'second restart');
+    await stopChild(second.server);
+  });
+});
+
 describe.skipIf(!canRunTestbed())('faults: guest agent hung', () => {
   const testbed = useTestbed();
   let h: Harness;

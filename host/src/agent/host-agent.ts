@@ -79,7 +79,15 @@ export interface HostAgentOptions {
   ssh?: Partial<Pick<SshSessionOptions, 'backoffInitialMs' | 'backoffMaxMs' | 'readyTimeoutMs' | 'onTraffic'>>;
   /** Agent link timing (tests). */
   link?: Partial<
-    Pick<AgentLinkOptions, 'setupTimeoutMs' | 'livenessIntervalMs' | 'livenessTimeoutMs' | 'brokenRetryMaxMs'>
+    Pick<
+      AgentLinkOptions,
+      | 'setupTimeoutMs'
+      | 'livenessIntervalMs'
+      | 'livenessTimeoutMs'
+      | 'brokenRetryMaxMs'
+      | 'ensureIntervalMs'
+      | 'servedBeforePromptRestartMs'
+    >
   >;
 }
 

@@ -57,6 +57,8 @@ const LIVENESS_TIMEOUT_MS = 10_000;
 const HUNG_HELLO_MS = 3_000;
 /** A guest agent that does not answer is replaced at most this often. */
 const HUNG_REPLACE_INTERVAL_MS = 60_000;
+/** An agent link up this long before it closed makes the next start of the agent immediate (ensureThrottleFrom). */
+const SERVED_BEFORE_PROMPT_RESTART_MS = 10_000;
 
 /** Why the link is down while the guest agent's last message said the guest shuts down (status: link.lastError). */
 export const GUEST_STOPPING = 'the guest is shutting down';
@@ -97,8 +99,10 @@ export interface AgentLinkOptions {
   explainOpenFailure?: (err: Error) => Promise<string | null>;
   /** Retry interval while blocked (default 10 s). */
   blockedRetryMs?: number;
-  /** Minimum time between two ensureAgent calls. */
+  /** Minimum time between two ensureAgent calls, unless an agent served for servedBeforePromptRestartMs between them. */
   ensureIntervalMs?: number;
+  /** A link up this long before it closed makes the next ensureAgent call immediate (default 10 s). */
+  servedBeforePromptRestartMs?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
   /** Retry interval cap after links in a row closed by the agent breaking the protocol (default 30 s). */
@@ -167,6 +171,12 @@ export class AgentLink extends EventEmitter {
   private held: PortDelta[] | null = null;
   /** performance.now() of the last ensureAgent call: a wall-clock step must not stall or hurry restarts. */
   private lastEnsure = Number.NEGATIVE_INFINITY;
+  /**
+   * Where ensureIntervalMs counts from: the last ensureAgent call, unless an agent has served for a while since. An
+   * agent that crashes at start is started at most every ensureIntervalMs; one that served, and then was killed or
+   * crashed, is started again at once.
+   */
+  private ensureThrottleFrom = Number.NEGATIVE_INFINITY;
   /** A replacement was tried on this SSH connection. */
   private replaceTried = false;
   private socketPath: string;
@@ -351,7 +361,10 @@ export class AgentLink extends EventEmitter {
     const { peer, closed, closeError } = this.newPeer(channel);
     const shaken = await this.handshake(peer, closeError);
     if (shaken !== 'up') return shaken;
+    const upAt = performance.now();
     await this.serveUntilClosed(peer, closed);
+    const served = this.opts.servedBeforePromptRestartMs ?? SERVED_BEFORE_PROMPT_RESTART_MS;
+    if (performance.now() - upAt >= served) this.ensureThrottleFrom = Number.NEGATIVE_INFINITY;
     return closeError() instanceof ProtocolError ? 'broke' : 'was-up';
   }
 
@@ -584,11 +597,16 @@ export class AgentLink extends EventEmitter {
     }
   }
 
+  private markEnsure(): void {
+    this.lastEnsure = performance.now();
+    this.ensureThrottleFrom = this.lastEnsure;
+  }
+
   private async maybeEnsureAgent(reason: string): Promise<void> {
     const ensure = this.opts.ensureAgent;
-    if (!ensure || this.guestStopping || performance.now() - this.lastEnsure < (this.opts.ensureIntervalMs ?? 5_000))
-      return;
-    this.lastEnsure = performance.now();
+    const interval = this.opts.ensureIntervalMs ?? 5_000;
+    if (!ensure || this.guestStopping || performance.now() - this.ensureThrottleFrom < interval) return;
+    this.markEnsure();
     try {
       this.log.info(
         { socket: this.socket, reason },
@@ -630,7 +648,7 @@ export class AgentLink extends EventEmitter {
     this.log.info({ socket: this.socket, reason }, `${reason}; replacing it`);
     peer.close(`replacing the guest agent: ${reason}`);
     if (this.peer === peer) this.peer = null;
-    this.lastEnsure = performance.now();
+    this.markEnsure();
     try {
       await ensure(reason, true);
     } catch (err) {
@@ -649,7 +667,7 @@ export class AgentLink extends EventEmitter {
     const ensure = this.opts.ensureAgent;
     if (!ensure || this.guestStopping || performance.now() - this.lastHungReplace < HUNG_REPLACE_INTERVAL_MS) return;
     this.lastHungReplace = performance.now();
-    this.lastEnsure = performance.now();
+    this.markEnsure();
     const reason = `the guest agent at ${this.socket} does not answer (${why})`;
     this.log.warn({ socket: this.socket, reason }, `${reason}; replacing it`);
     // The agent started in its place gets the full wait for its hello.
