@@ -16,6 +16,15 @@ function guestMountType(mountPoint: string): string | null {
   return line ? (line.split(' - ')[1]?.split(' ')[0] ?? null) : null;
 }
 
+/** Whether process `pid` has its working directory at `dir` (false once it is gone). */
+function cwdIs(pid: number | undefined, dir: string): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/cwd`) === dir;
+  } catch {
+    return false;
+  }
+}
+
 /** The pid of the sshfs serving `mountPoint` (ours: its command line names our mount point). */
 function sshfsPid(mountPoint: string): number {
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -123,14 +132,7 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
     const { logger, lines } = recordingLogger();
     const fixture = await startMount(tb(), { driver: 'builtin' }, { logger });
     const worker = tb().spawn('sh', ['-c', `cd ${fixture.mountPoint} && exec sleep 120`], { user: tb().user });
-    const cwdInMount = () => {
-      try {
-        return readlinkSync(`/proc/${worker.pid}/cwd`) === fixture.mountPoint;
-      } catch {
-        return false;
-      }
-    };
-    await waitFor(cwdInMount, { what: 'a guest process working in the mount' });
+    await waitFor(() => cwdIs(worker.pid, fixture.mountPoint), { what: 'a guest process working in the mount' });
     await fixture.manager.stop();
     expect(fixture.manager.views()[0].state).toBe('unmounted');
     expect(guestMountType(fixture.mountPoint)).toBeNull();
@@ -152,14 +154,7 @@ describe.skipIf(!canRunTestbed())('mount reconnect', () => {
       '-c',
       `cd ${fixture.mountPoint} && exec sleep 120`,
     ]);
-    const inCopy = () => {
-      try {
-        return readlinkSync(`/proc/${holder.pid}/cwd`) === fixture.mountPoint;
-      } catch {
-        return false;
-      }
-    };
-    await waitFor(inCopy, { what: 'a process in a copy of the mount' });
+    await waitFor(() => cwdIs(holder.pid, fixture.mountPoint), { what: 'a process in a copy of the mount' });
     await fixture.manager.stop();
     expect(guestMountType(fixture.mountPoint)).toBeNull();
     expect(lines.some((l) => l.msg.includes(`sshfs of ${fixture.mountPoint} still serves a copy of the mount`))).toBe(
