@@ -183,12 +183,12 @@ class Session extends EventEmitter implements SftpSession, OpContext {
       for (const p of packets) this.backlog.push(p);
       return;
     }
-    this.handle(packets, 0);
+    this.handle(packets);
   };
 
-  /** Handles packets from `from` on until the turn's replies are too large; the rest waits in the backlog. */
-  private handle(packets: Buffer[], from: number): void {
-    for (let i = from; i < packets.length; i++) {
+  /** Handles packets until the turn's replies are too large; the rest waits in the backlog. */
+  private handle(packets: Buffer[]): void {
+    for (let i = 0; i < packets.length; i++) {
       if (this.closed) return;
       if (this.output.pendingBytes >= MAX_TURN_OUTPUT) {
         this.backlog = packets.slice(i);
@@ -204,7 +204,7 @@ class Session extends EventEmitter implements SftpSession, OpContext {
     if (this.backlog.length === 0 || this.outputBlocked || this.closed) return;
     const packets = this.backlog;
     this.backlog = [];
-    this.handle(packets, 0);
+    this.handle(packets);
     this.updateFlow();
   }
 
