@@ -68,9 +68,10 @@ export function trimProblems(problems: { resolvedAt: string | null }[], max: num
 }
 
 /**
- * Appends `problem` to `problems` (oldest first), cut down to `max` as trimProblems does. An open problem of the same
- * subject that says the same, numbers aside, gives way to it: a warning repeated at every reconnect (a laptop that
- * sleeps), or a drop count every 10 s, is one entry, with its latest time, and cannot crowd out the others.
+ * Appends `problem` to `problems` (oldest first), cut down to `max` as trimProblems does. An earlier problem of the
+ * same subject that says the same, numbers aside, gives way to it, whether it was over or not: a warning repeated at
+ * every reconnect (a laptop that sleeps), a drop count every 10 s, or the refused connections of a dev server that
+ * restarts every second are one entry, with the latest time and state, and cannot crowd out the others.
  */
 export function addProblem<P extends { subject: string; msg: string; resolvedAt: string | null }>(
   problems: P[],
@@ -78,9 +79,7 @@ export function addProblem<P extends { subject: string; msg: string; resolvedAt:
   max: number,
 ): void {
   const shape = shapeOf(problem.msg);
-  const repeat = problems.findIndex(
-    (p) => p.resolvedAt === null && p.subject === problem.subject && shapeOf(p.msg) === shape,
-  );
+  const repeat = problems.findIndex((p) => p.subject === problem.subject && shapeOf(p.msg) === shape);
   if (repeat >= 0) problems.splice(repeat, 1);
   problems.push(problem);
   trimProblems(problems, max);

@@ -72,15 +72,34 @@ describe('ProblemRing', () => {
       'forward',
     );
     forward.error({ forward: 'unix//run/x.sock', state: 'error' }, 'guest socket /run/x.sock does not exist');
-    // A server restarting in a loop: each of its failures is over at once.
-    for (let i = 0; i < 10; i++) {
-      forward.warn({ forward: 'tcp:8080', state: 'error' }, `connection reset ${i}`);
+    // Trouble that passes, ten kinds of it: each is over at once.
+    const kinds = 'abcdefghij';
+    for (const kind of kinds) {
+      forward.warn({ forward: 'tcp:8080', state: 'error' }, `connection reset (${kind})`);
       forward.info({ forward: 'tcp:8080', state: 'forwarding' }, 'forwarding');
     }
     expect(ring.list().map((p) => [p.msg, p.resolvedAt === null])).toEqual([
       ['guest socket /run/x.sock does not exist', true],
-      ['connection reset 8', false],
-      ['connection reset 9', false],
+      ['connection reset (i)', false],
+      ['connection reset (j)', false],
+    ]);
+  });
+
+  it('keeps one entry for the same passing trouble repeated (a dev server restarting every second), open while it holds', () => {
+    const ring = new ProblemRing(5);
+    const forward = componentLogger(
+      ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent'),
+      'forward',
+    );
+    forward.warn({ forward: 'tcp/0.0.0.0:5173', state: 'conflict' }, 'host 127.0.0.1:5173 is busy');
+    for (let i = 1; i <= 10; i++) {
+      forward.warn({ forward: 'tcp/[::]:3000' }, `cannot forward a connection to guest [::]:3000: refused (${i} more)`);
+      forward.info({ forward: 'tcp/[::]:3000', state: 'removed' }, 'forward tcp/[::]:3000 removed');
+    }
+    forward.warn({ forward: 'tcp/[::]:3000' }, 'cannot forward a connection to guest [::]:3000: refused (11 more)');
+    expect(ring.list().map((p) => [p.msg, p.resolvedAt === null])).toEqual([
+      ['host 127.0.0.1:5173 is busy', true],
+      ['cannot forward a connection to guest [::]:3000: refused (11 more)', true],
     ]);
   });
 
