@@ -641,6 +641,27 @@ describe('ForwardEngine', () => {
     expect(dialed.at(-1)).toBe(port);
   });
 
+  it('names the host program too when the forward that has the host port first waits for it as well', async () => {
+    engine = make();
+    const port = await freePort();
+    const held = net.createServer();
+    await new Promise<void>((resolve) => held.listen(port, '127.0.0.1', resolve));
+    try {
+      const detected = `tcp/0.0.0.0:${port}`;
+      await engine.setListeners([tcp('0.0.0.0', port)]);
+      const extra = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: 80 });
+      expect(extra.state).toBe('conflict');
+      const view = engine.view(detected);
+      expect(view?.state).toBe('conflict');
+      expect(view?.error).toContain(
+        `host 127.0.0.1:${port} is wanted by forward ${extra.id} (guest 127.0.0.1:80) first, which waits for it too: `,
+      );
+      expect(view?.error).toContain(extra.error ?? 'the added forward has no error');
+    } finally {
+      held.close();
+    }
+  });
+
   it('logs a conflict once at warn, while the other address family binds', async () => {
     engine = make();
     const port = await freePort();

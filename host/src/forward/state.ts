@@ -46,10 +46,15 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>, reache
 function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: HostBindings<Forward>): StateAndError {
   const taken = entries.flatMap((e) => {
     const owner = bindings.owner(e);
-    return owner && owner.guestPort !== f.guestPort ? [{ owner, address: e.binding.address }] : [];
+    return owner && owner.guestPort !== f.guestPort ? [{ owner, entry: e, address: e.binding.address }] : [];
   });
   if (taken.length) {
-    const error = taken.map((t) => `host ${t.address} is taken by forward ${t.owner.id} (guest ${t.owner.guestAddr})`);
+    // The forward that has the address first may not hold it either: a program on the host can, and both wait.
+    const error = taken.map(({ owner, entry, address }) =>
+      entry.status === 'conflict' && entry.error
+        ? `host ${address} is wanted by forward ${owner.id} (guest ${owner.guestAddr}) first, which waits for it too: ${entry.error}`
+        : `host ${address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`,
+    );
     const heldBy: ForwardHolder = { kind: 'forward', id: taken[0].owner.id, address: taken[0].address };
     return { state: 'conflict', error: error.join('; '), heldBy };
   }
