@@ -12,6 +12,7 @@ import type { Listener, Peer } from '@tether/protocol';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PortForward } from '../config/schema.js';
+import type { ForwardView } from '../model.js';
 import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import { ChannelOpenError, type SshSession } from '../ssh/index.js';
 import { ForwardEngine } from './engine.js';
@@ -293,9 +294,15 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
     expect(await echo(port, '::1')).toBe('hi');
     expect(tried).toEqual(['127.0.0.1', '::1']);
-    // With one of them gone, the other is reached from both.
+    // With one of them gone, the other is reached from both, and watchers hear of it.
+    const changes: ForwardView[] = [];
+    engine.on('change', (v: ForwardView) => changes.push(v));
     await engine.setListeners([tcp('127.0.0.1', port)]);
     expect(rows()).toEqual([[`tcp/127.0.0.1:${port}`, [`127.0.0.1:${port}`, `[::1]:${port}`]]]);
+    expect(changes.at(-1)).toMatchObject({
+      id: `tcp/127.0.0.1:${port}`,
+      hostAddrs: [`127.0.0.1:${port}`, `[::1]:${port}`],
+    });
   });
 
   it('keeps both detected listeners of a port listed when an added forward takes one host address', async () => {

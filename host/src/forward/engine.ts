@@ -616,7 +616,7 @@ export class ForwardEngine extends EventEmitter {
     // Another process on the same address (a server restarted, the guest rebooted): a new listener since now.
     if (f.process && process && f.process.pid !== process.pid) f.since = new Date();
     f.process = process;
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.viewOf(f));
+    this.emitView(f);
   }
 
   /** A folded listener went: its explicit forward no longer shows its process. */
@@ -640,7 +640,7 @@ export class ForwardEngine extends EventEmitter {
     f.guestAddr = formatAddr(ip, f.guestPort);
     const why = ip === f.askedIP ? 'the address it was given' : 'where its only listener is';
     this.log.info({ forward: f.id, guest: f.guestAddr }, `forward ${f.id} goes to guest ${f.guestAddr}, ${why}`);
-    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.viewOf(f));
+    this.emitView(f);
   }
 
   /**
@@ -858,7 +858,21 @@ export class ForwardEngine extends EventEmitter {
           : new UdpBinding(ip, hostPort, route, this.udp, this.log),
       ),
     );
+    // Forwards of the same host addresses (the guest's 127.0.0.1 and ::1 listeners of one port) may now show fewer.
+    for (const g of this.sharing(f)) this.emitView(g);
     return Promise.all(settled).then(() => undefined);
+  }
+
+  /** The other forwards that use one of `f`'s host bindings. */
+  private sharing(f: Forward): Forward[] {
+    const out = new Set<Forward>();
+    for (const key of f.bindingKeys) for (const g of this.bindings.refs(key)) if (g !== f) out.add(g);
+    return [...out];
+  }
+
+  /** Tells listeners of a change of the forward's view that is no change of its state. */
+  private emitView(f: Forward): void {
+    if (this.forwardsById.get(f.id) === f && f.state) this.emit('change', this.viewOf(f));
   }
 
   /**
@@ -923,7 +937,9 @@ export class ForwardEngine extends EventEmitter {
     } else {
       for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }
+    const siblings = this.sharing(f);
     this.release(f);
+    for (const g of siblings) this.emitView(g);
     if (this.churn.allow(f.id)) {
       this.log.info(
         { forward: f.id, state: 'removed', guest: f.guestAddr, host: f.hostAddrs },
