@@ -170,7 +170,9 @@ describe('ForwardEngine', () => {
     expect(engine.view(udp.id)).toMatchObject({ state: 'suspended', error: waiting });
     // The link's own later reason still replaces it.
     engine.suspendDetected('guest socket refused');
-    expect(engine.view(id)?.error).toBe('agent link down: guest socket refused');
+    expect(engine.view(id)?.error).toBe(
+      'agent link down: guest socket refused; its connections still go through SSH, and ports opened or closed meanwhile show once it is back',
+    );
   });
 
   it('reconciles a fresh snapshot after suspension: kept forwards keep their listeners, gone ones close', async () => {

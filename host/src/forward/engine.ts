@@ -128,6 +128,12 @@ function clash(key: string, theirs: string): string {
 const REMOVED = 'removed by the operator';
 /** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
 const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
+/**
+ * What a detected TCP forward still does while only the agent link is down: its connections are SSH channels to the
+ * guest's port, which need no guest agent; what the link brings is news of ports opening and closing.
+ */
+const STILL_THROUGH_SSH =
+  '; its connections still go through SSH, and ports opened or closed meanwhile show once it is back';
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
   private readonly caps: ForwardCaps;
@@ -318,7 +324,7 @@ export class ForwardEngine extends EventEmitter {
   suspendDetected(reason: string): void {
     for (const f of this.forwardsById.values()) {
       if (f.source !== 'detected' || f.ignored) continue;
-      f.suspended = this.sshDown ?? `agent link down: ${reason}`;
+      f.suspended = this.sshDown ?? `agent link down: ${reason}${f.proto === 'tcp' ? STILL_THROUGH_SSH : ''}`;
       this.refresh(f);
     }
     this.suspendExplicitUdp(`agent link down: ${reason}`);
