@@ -528,6 +528,13 @@ describe('ForwardEngine', () => {
     tried.length = 0;
     expect(await echo(hostPort)).toBe('hi');
     expect(tried).toEqual(['127.0.0.53']);
+    // The ignored row no longer suggests the forward add that was made: it says where the listener is served.
+    expect(engine.view(`tcp/127.0.0.53:${guestPort}`)).toMatchObject({
+      state: 'ignored',
+      error: `served on host 127.0.0.1:${hostPort}, [::1]:${hostPort} by forward ${added.id} (forwarding)`,
+    });
+    await engine.remove(added.id);
+    expect(engine.view(`tcp/127.0.0.53:${guestPort}`)?.error).toContain('`tether forward add` PORT:127.0.0.53:');
   });
 
   it('keeps a runtime forward to another host port beside the detected one, and restores a replaced one', async () => {

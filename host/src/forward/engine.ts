@@ -996,13 +996,19 @@ export class ForwardEngine extends EventEmitter {
     if (f.source !== 'detected') this.refreshReached(f);
   }
 
-  /** The explicit forward through which a detected forward's guest port is reached from another host port, if any. */
+  /**
+   * The explicit forward through which a detected forward's guest port is reached from another host port, if any:
+   * one to the listener's own guest address first.
+   */
   private reachedBy(f: Forward): Forward | undefined {
     if (f.source !== 'detected') return undefined;
+    let any: Forward | undefined;
     for (const e of this.explicitForwards) {
-      if (e.proto === f.proto && e.guestPort === f.guestPort && e.state && e.state !== 'privileged') return e;
+      if (e.proto !== f.proto || e.guestPort !== f.guestPort || !e.state || e.state === 'privileged') continue;
+      if (e.guestIP === f.guestIP) return e;
+      any ??= e;
     }
-    return undefined;
+    return any;
   }
 
   /** An explicit forward came, went or changed state: the detected forwards of its guest port show it (reachedBy). */

@@ -18,7 +18,14 @@ export interface StateAndError {
  * operator has already made.
  */
 export function forwardState(f: Forward, bindings: HostBindings<Forward>, reachedBy?: Forward): StateAndError | null {
-  if (f.ignored) return { state: 'ignored', error: f.ignored };
+  if (f.ignored) {
+    // An ignored listener that an added forward reaches (`forward add 8053:127.0.0.53:53`, as its reason suggested)
+    // says where it is served instead of repeating the suggestion.
+    if (reachedBy?.guestIP !== f.guestIP || !reachedBy.state || reachedBy.state === 'ignored')
+      return { state: 'ignored', error: f.ignored };
+    const where = reachedBy.hostAddrs.join(', ');
+    return { state: 'ignored', error: `served on host ${where} by forward ${reachedBy.id} (${reachedBy.state})` };
+  }
   // Refused before any host binding was made (its host socket is another forward's).
   if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
   const entries = bindings.of(f.bindingKeys);
