@@ -1,5 +1,6 @@
 // The session's open handles: files (a host fd) and directories (an fs.Dir being listed). Owns allocation of
-// opaque handle strings, the handle limit and closing everything when the session ends.
+// opaque handle strings, the handle limits (the session's, and the one all sessions of the process share) and
+// closing everything when the session ends.
 
 import { close as closeFd, closeSync, type Dir } from 'node:fs';
 import { openFileLimit } from '../file-limit.js';
@@ -8,19 +9,37 @@ import { SftpStatusError } from './errors.js';
 
 let defaultLimit: number | null = null;
 
+/** The process's soft limit on open files; 4,096 where it cannot be read. */
+function descriptorLimit(): number {
+  const limit = openFileLimit();
+  return limit === 'unlimited' ? Number.MAX_SAFE_INTEGER : (limit ?? 4096);
+}
+
 /**
  * The handle limit of a session unless configured: a quarter of the process's open-file limit (every handle is a
  * descriptor, and the forwards and other mounts need theirs), from 1,024 to 65,536. OpenSSH's sftp-server is bounded
  * by the descriptor limit alone; a fixed 1,024 refused the next open of a guest program holding that many files.
  */
 export function defaultHandleLimit(): number {
-  if (defaultLimit === null) {
-    const limit = openFileLimit();
-    // 4,096 where the limit cannot be read.
-    const soft = limit === 'unlimited' ? Number.MAX_SAFE_INTEGER : (limit ?? 4096);
-    defaultLimit = Math.min(65_536, Math.max(1024, Math.floor(soft / 4)));
-  }
+  defaultLimit ??= Math.min(65_536, Math.max(1024, Math.floor(descriptorLimit() / 4)));
   return defaultLimit;
+}
+
+/**
+ * Handles open in every session of the process, against one limit: each session may hold a quarter of the
+ * descriptors, so four busy mounts would otherwise take them all, and forwards and the control socket need theirs.
+ */
+export class HandleBudget {
+  open = 0;
+  constructor(readonly max: number) {}
+}
+
+let processBudget: HandleBudget | null = null;
+
+/** The budget the sessions of this process share: half its descriptors, and never less than one session's limit. */
+export function processHandleBudget(): HandleBudget {
+  processBudget ??= new HandleBudget(Math.max(defaultHandleLimit(), Math.floor(descriptorLimit() / 2)));
+  return processBudget;
 }
 
 interface FileHandle {
@@ -54,20 +73,30 @@ export class HandleTable {
   // Handle numbers are never reused within a session, so a stale handle can never reach a newer file.
   private next = 1;
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly budget: HandleBudget = processHandleBudget(),
+  ) {}
 
   get size(): number {
     return this.open.size;
   }
 
-  /** Throws SSH_FX_FAILURE when the table is full; check before opening so no fd leaks. */
+  /** Throws SSH_FX_FAILURE when the table or the process is full; check before opening so no fd leaks. */
   ensureRoom(): void {
     if (this.open.size >= this.max) {
       throw new SftpStatusError(FX.FAILURE, `too many open handles (limit ${this.max})`);
     }
+    if (this.budget.open >= this.budget.max) {
+      throw new SftpStatusError(
+        FX.FAILURE,
+        `too many open handles in all of this host agent's mounts together (limit ${this.budget.max})`,
+      );
+    }
   }
 
   add(h: Handle): Buffer {
+    this.budget.open++;
     const id = this.next;
     this.next = (this.next + 1) >>> 0 || 1;
     this.open.set(id, h);
@@ -98,6 +127,7 @@ export class HandleTable {
   close(token: Buffer): void {
     const h = this.get(token);
     this.open.delete(token.readUInt32BE(0));
+    this.budget.open--;
     if (h.kind === 'file') closeSync(h.fd);
     else h.dir.closeSync();
   }
@@ -106,6 +136,7 @@ export class HandleTable {
   async closeAll(): Promise<void> {
     const all = [...this.open.values()];
     this.open.clear();
+    this.budget.open -= all.length;
     await Promise.allSettled(all.map(closeHandle));
   }
 }
