@@ -4,6 +4,14 @@ import { describe, expect, it } from 'vitest';
 import { componentLogger } from '../log.js';
 import { ProblemRing } from './problems.js';
 
+/** A `forward` component logger whose warnings and errors `ring` records (the lines themselves go nowhere). */
+function forwardLogger(ring: ProblemRing) {
+  return componentLogger(
+    ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent'),
+    'forward',
+  );
+}
+
 describe('ProblemRing', () => {
   it('records the warnings and errors of a tapped logger and of the children modules make from it', () => {
     const lines: string[] = [];
@@ -67,10 +75,7 @@ describe('ProblemRing', () => {
 
   it('forgets problems that are over before one that still holds', () => {
     const ring = new ProblemRing(3);
-    const forward = componentLogger(
-      ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent'),
-      'forward',
-    );
+    const forward = forwardLogger(ring);
     forward.error({ forward: 'unix//run/x.sock', state: 'error' }, 'guest socket /run/x.sock does not exist');
     // Trouble that passes, ten kinds of it: each is over at once.
     const kinds = 'abcdefghij';
@@ -87,10 +92,7 @@ describe('ProblemRing', () => {
 
   it('keeps one entry for the same passing trouble repeated (a dev server restarting every second), open while it holds', () => {
     const ring = new ProblemRing(5);
-    const forward = componentLogger(
-      ring.tap(pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() })), 'agent'),
-      'forward',
-    );
+    const forward = forwardLogger(ring);
     forward.warn({ forward: 'tcp/0.0.0.0:5173', state: 'conflict' }, 'host 127.0.0.1:5173 is busy');
     for (let i = 1; i <= 10; i++) {
       forward.warn({ forward: 'tcp/[::]:3000' }, `cannot forward a connection to guest [::]:3000: refused (${i} more)`);

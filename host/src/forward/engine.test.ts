@@ -85,6 +85,13 @@ const waitUntil = (ok: () => boolean) =>
     if (!ok()) throw new Error('not yet');
   });
 
+/** A host program holding `port` on `host`. */
+async function holdPort(port: number, host: string): Promise<net.Server> {
+  const held = net.createServer();
+  await new Promise<void>((resolve) => held.listen(port, host, resolve));
+  return held;
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -625,8 +632,7 @@ describe('ForwardEngine', () => {
   it('logs a first state once every host address has answered: conflict, not forwarding then conflict', async () => {
     engine = make();
     const port = await freePort();
-    const held = net.createServer();
-    await new Promise<void>((resolve) => held.listen(port, '::1', resolve));
+    const held = await holdPort(port, '::1');
     try {
       await engine.setListeners([tcp('::', port)]);
       expect(engine.view(`tcp/[::]:${port}`)?.state).toBe('conflict');
@@ -660,8 +666,7 @@ describe('ForwardEngine', () => {
   it('names the host program too when the forward that has the host port first waits for it as well', async () => {
     engine = make();
     const port = await freePort();
-    const held = net.createServer();
-    await new Promise<void>((resolve) => held.listen(port, '127.0.0.1', resolve));
+    const held = await holdPort(port, '127.0.0.1');
     try {
       const detected = `tcp/0.0.0.0:${port}`;
       await engine.setListeners([tcp('0.0.0.0', port)]);
