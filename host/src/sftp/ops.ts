@@ -173,7 +173,7 @@ function onHandle<T>(hostPath: string, act: () => T): T {
   }
 }
 
-export function withHostPath(err: unknown, hostPath: string): unknown {
+function withHostPath(err: unknown, hostPath: string): unknown {
   if (err instanceof Error && !('hostPath' in err)) Object.assign(err, { hostPath });
   return err;
 }
