@@ -2,7 +2,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,7 +40,7 @@ const POLL_MS = 5;
 const RSS_SAMPLE_MS = 20;
 const OP_TIMEOUT_MS = 120_000;
 // BENCH_PHASES=latency,detection runs a subset (iterating on one figure); BENCH_LATENCY_N and BENCH_WARMUP_ECHOES
-// change the echo counts.
+// change the echo counts; BENCH_SAMPLES_OUT=FILE writes every echo latency sample (ms, per tool, in order) as JSON.
 const PHASES = new Set((process.env.BENCH_PHASES || 'throughput,latency,detection').split(','));
 // BENCH_THROUGHPUT=download:1 runs a subset of the throughput cases (direction:streams, comma-separated).
 const TPUT_CASES = new Set((process.env.BENCH_THROUGHPUT || 'upload:1,download:1,upload:4,download:4').split(','));
@@ -538,9 +538,11 @@ async function main() {
   }
   if (lat) {
     const { samples, cpuMsPerConn } = lat;
+    if (process.env.BENCH_SAMPLES_OUT) writeFileSync(process.env.BENCH_SAMPLES_OUT, JSON.stringify(samples));
     const [a50, b50] = [percentile(samples.tether, 50), percentile(samples['ssh -L'], 50)];
     const [a99, b99] = [percentile(samples.tether, 99), percentile(samples['ssh -L'], 99)];
     rows.push(row('echo latency p50', 'ms', a50, b50, verdict(a50 <= 1.1 * b50, '<= 1.1x', 'latency p50')));
+    rows.push(row('echo latency p90', 'ms', percentile(samples.tether, 90), percentile(samples['ssh -L'], 90), 'info'));
     rows.push(row('echo latency p99', 'ms', a99, b99, verdict(a99 <= b99, '<= 1.0x', 'latency p99')));
     const { user, kernel } = cpuMsPerConn;
     rows.push(row('CPU per echo conn, user', 'µs', 1000 * user.tether, 1000 * user.openssh, 'info'));
