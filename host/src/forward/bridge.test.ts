@@ -128,6 +128,31 @@ describe('bridge', () => {
     await expect.poll(() => r?.openSockets()).toBe(0);
   });
 
+  it('closes the client soon after the reply is out when the guest closes, so a client still sending fails', async () => {
+    r = await rig((ch) => {
+      ch.on('data', () => {});
+      ch.end('bye'); // data, EOF, CLOSE: the service is gone
+    });
+    const s = r.connect();
+    let data = '';
+    let failed: string | null = null;
+    s.setEncoding('utf8').on('data', (d: string) => {
+      data += d;
+    });
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      failed = err.code ?? err.message;
+    });
+    // A client that streams on (an upload) must learn that nobody reads it any more, as `ssh -L` tells it.
+    const sending = setInterval(() => !s.destroyed && s.write('x'.repeat(1024)), 20);
+    try {
+      await expect.poll(() => failed, { timeout: 10_000 }).toMatch(/^(EPIPE|ECONNRESET)$/);
+    } finally {
+      clearInterval(sending);
+    }
+    expect(data).toBe('bye');
+    await expect.poll(() => r?.openSockets()).toBe(0);
+  });
+
   it('still delivers a backed-up reply in full when the guest ends after the client did', async () => {
     const reply = 'r'.repeat(1536 * 1024); // within the SSH window, beyond a unix socket's kernel buffers
     let guestEnded = false;

@@ -44,6 +44,22 @@ export function openBridge(open: OpenChannel, opts: BridgeOptions): PendingBridg
   return splice;
 }
 
+/**
+ * How long a client socket stays open, reading and dropping what the client sends, after the guest closed the channel
+ * and the reply has gone to the kernel, unless the client ends first. Then it is closed, and a client still sending
+ * gets a reset (EPIPE), as from a service that exited, instead of writing into nothing until it gives up (`ssh -L`
+ * closes at once). Not at once: bytes a client sends after the close make the kernel reset the connection and drop
+ * the reply it has not read yet, and a client often reads only once its request is out (an HTTP upload answered
+ * early); web servers linger alike.
+ */
+const LINGER_MS = 2_000;
+
+function linger(socket: Socket): void {
+  if (socket.destroyed) return;
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(timer));
+}
+
 /** Closes the client connection with a TCP reset when possible, so it cannot mistake the end for a complete reply. */
 function reset(socket: Socket): void {
   if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed && socket.remoteAddress) {
@@ -184,10 +200,11 @@ class Splice implements ChannelSink, PendingBridge {
       return;
     }
     if (socket.destroyed) return;
-    socket.end();
-    // A socket paused for a channel that will never drain again must still read, or the client's FIN would go
-    // unnoticed and the socket would stay open for good.
+    // Nothing the client sends can go anywhere now. It reads on meanwhile (also a socket paused for the channel), and
+    // bytes it sends are dropped, so that what it still has to read is not cut off by a reset (see LINGER_MS).
     socket.resume();
+    if (this.clientEnded && socket.writableLength === 0) socket.destroy();
+    else socket.end(() => linger(socket));
   }
 
   drain(): void {
