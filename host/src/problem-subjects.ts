@@ -36,7 +36,7 @@ const READY_SETTLES = new Set(['agent', 'ssh', 'link']);
 
 /**
  * Whether a line (component, fields) shows `subject` healthy again: a forward forwarding, ignored or removed; a mount
- * mounted; the SSH connection connected; the agent link up; the instance ready (which settles SSH, the link and the
+ * mounted; a mount's host watch watching again; the SSH connection connected; the agent link up; the instance ready (which settles SSH, the link and the
  * agent's own lines); a boot requirement met.
  */
 export function settles(component: string, fields: Fields, subject: string): boolean {
@@ -48,6 +48,7 @@ export function settles(component: string, fields: Fields, subject: string): boo
       ((state === 'forwarding' && !fields.error) || state === 'ignored' || state === 'removed')
     );
   if (component === 'mount' && state === 'mounted') return subject === problemSubject(component, fields);
+  if (component === 'watch' && state === 'watching') return subject === problemSubject(component, fields);
   if (component === 'ssh' && state === 'connected') return subject === 'ssh';
   if (component === 'link' && state === 'up') return subject === 'link';
   if (component === 'agent' && state === 'ready') return READY_SETTLES.has(subject);

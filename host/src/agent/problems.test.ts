@@ -143,6 +143,13 @@ describe('ProblemRing', () => {
       'forward tcp:2 conflict',
       'forward tcp:2 forwarding on one family: ::1 busy',
     ]);
+    // A mount's host watch that degraded (its directory removed) is settled by watching again, not by the mount.
+    const watchA = componentLogger(root, 'watch', { mountPoint: '/a' });
+    watchA.warn({ state: 'degraded', path: '/host/a' }, 'inotify degraded: host directory /host/a is gone');
+    mountA.info({ state: 'mounted' }, 'mount /a mounted');
+    expect(open()).toContain('inotify degraded: host directory /host/a is gone');
+    watchA.info({ state: 'watching', path: '/host/a' }, 'host directory back: watching it again');
+    expect(open()).not.toContain('inotify degraded: host directory /host/a is gone');
     // A guest agent of another build stays a problem while the link is up.
     const link = componentLogger(root, 'link');
     link.warn({ outdated: true }, 'the guest agent is not this build');

@@ -231,7 +231,7 @@ export class MountWatcher {
       const reason =
         `${e.code} while watching ${this.opts.location}: host edits are no longer propagated to guest watchers ` +
         `(raise the host's file watch/descriptor limits, or add large directories to the mount's ignore list)`;
-      this.opts.log.warn({ code: e.code, path: e.path }, `inotify degraded: ${reason}`);
+      this.opts.log.warn({ state: 'degraded', code: e.code, path: e.path }, `inotify degraded: ${reason}`);
       this.setState('degraded', reason);
       const w = this.watcher;
       this.watcher = null;
@@ -251,7 +251,7 @@ export class MountWatcher {
     this.watcher = null;
     this.batcher.flush();
     const reason = `host directory ${location} is gone: host edits are not propagated until it is back`;
-    this.opts.log.warn({ path: location }, `inotify degraded: ${reason}`);
+    this.opts.log.warn({ state: 'degraded', path: location }, `inotify degraded: ${reason}`);
     this.setState('degraded', reason);
     const retry = () => {
       this.rootRetry = null;
@@ -274,7 +274,7 @@ export class MountWatcher {
     const w = this.watchTree();
     await w.start();
     if (this.closed || this.watcher !== w) return;
-    this.opts.log.info({ path: this.opts.location }, 'host directory back: watching it again');
+    this.opts.log.info({ state: 'watching', path: this.opts.location }, 'host directory back: watching it again');
     this.setState('watching', null);
     for (const [path, isDir] of w.topLevel()) this.onEvent(isDir ? 'addDir' : 'add', path, undefined);
   }
