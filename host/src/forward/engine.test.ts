@@ -873,11 +873,15 @@ describe('ForwardEngine', () => {
       pid: 8,
       command: 'node server.js',
     });
-    // Removing the static forward hands the listener back to detection, through the same rule.
+    // Removing the static forward stops its host port: detected through the same rule, the listener would take it
+    // back, so it is left ignored as a removed detected forward is, until a forward of its port is added.
     await engine.remove(`tcp/127.0.0.1:${guestPort}->${hostPort}`);
-    expect(engine.views().map((v) => [v.id, v.source, v.hostAddrs])).toEqual([
-      [`tcp/127.0.0.1:${guestPort}`, 'detected', [`127.0.0.1:${hostPort}`, `[::1]:${hostPort}`]],
+    expect(engine.views().map((v) => [v.id, v.source, v.state, v.hostAddrs, v.error])).toEqual([
+      [`tcp/127.0.0.1:${guestPort}`, 'detected', 'ignored', [], 'removed by the operator'],
     ]);
+    await expect(echo(hostPort)).rejects.toThrow(/ECONNREFUSED/);
+    const added = await engine.add({ proto: 'tcp', hostPort, guestPort });
+    expect(engine.views().map((v) => [v.id, v.state])).toEqual([[added.id, 'forwarding']]);
   });
 
   it('lists a static rule with a host address and its guest listener as one forward', async () => {

@@ -529,6 +529,7 @@ export class ForwardEngine extends EventEmitter {
     if (!f) throw new Error(`no forward with id ${id}`);
     if (f.source !== 'detected') {
       const foldedIds = [...this.folded].filter(([, holder]) => holder === f).map(([lid]) => lid);
+      const heldKeys = f.bindingKeys;
       this.drop(f);
       // An explicit forward may have replaced or covered detected ones of its guest port: those are forwarded again,
       // on all their addresses (one it covered in part kept the others, and is made anew).
@@ -539,18 +540,50 @@ export class ForwardEngine extends EventEmitter {
       const again = [...this.guestListeners.entries()].filter(
         ([lid, l]) => l.proto === f.proto && l.port === f.guestPort && !this.forwardsById.has(lid),
       );
+      // A static forward is also the rule its guest port is detected by: forwarded again, its listener would take
+      // back the very host addresses the operator asked to stop. It is ignored instead, as a detected forward that
+      // is removed (until tether down, or a forward add of its port). A runtime forward's removal undoes its add.
+      if (f.source === 'static') {
+        for (const [lid, l] of again) if (this.landsOn(l, heldKeys)) this.ignoreRemoved(lid, l.proto, l.port);
+      }
       if (!this.stopped) await Promise.all(again.map(([, l]) => this.upsertDetected(l)));
       return;
     }
     if (f.ignored) return; // ignored already (a rule, the guest's sshd, an earlier rm): its reason stays
-    this.userIgnored.add(id);
-    this.userIgnoredPorts.add(`${f.proto}/${f.guestPort}`);
+    this.ignoreRemoved(id, f.proto, f.guestPort);
     this.release(f);
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
     this.caps.ignoredNow();
     this.admitCapped('forwarded');
     f.ignored = `${REMOVED} (tether forward rm)`;
     this.refresh(f);
+  }
+
+  /** What `forward rm` says of a detected listener: it and its guest port stay ignored while the agent runs. */
+  private ignoreRemoved(id: string, proto: Proto, port: number): void {
+    this.userIgnored.add(id);
+    this.userIgnoredPorts.add(`${proto}/${port}`);
+  }
+
+  /** Whether the rules forward listener `l` onto a host address among `keys` (binding keys). */
+  private landsOn(l: Listener, keys: readonly string[]): boolean {
+    const decision = this.decide(l);
+    if (decision.action !== 'forward') return false;
+    return decision.hostIPs.some((ip) => {
+      const key = bindingKey(l.proto, formatAddr(ip, decision.hostPort));
+      return keys.some((k) => keysOverlap(k, key));
+    });
+  }
+
+  /** What becomes of a guest listener: what `forward rm` said of it, else the first rule that matches. */
+  private decide(l: Listener): RuleDecision {
+    if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`))
+      return { action: 'ignore', reason: REMOVED };
+    return matchRule(l, this.rules, {
+      sshPort: this.sshPort,
+      hostSshPort: this.opts.hostSshPort,
+      loopbacks: this.loopbacks,
+    });
   }
 
   private viewOf(f: Forward): ForwardView {
@@ -727,14 +760,7 @@ export class ForwardEngine extends EventEmitter {
       }
       return Promise.resolve();
     }
-    const decision: RuleDecision =
-      this.userIgnored.has(id) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`)
-        ? { action: 'ignore', reason: REMOVED }
-        : matchRule(l, this.rules, {
-            sshPort: this.sshPort,
-            hostSshPort: this.opts.hostSshPort,
-            loopbacks: this.loopbacks,
-          });
+    const decision = this.decide(l);
     // A static or runtime forward of this guest port already holds these host addresses (a rule and a static
     // forward mapping the same ports): the listener is that forward's, not a second row for the same sockets. Host
     // addresses it does not hold (`forward add 127.0.0.1:P:P` beside the default [::1]) stay this listener's own.

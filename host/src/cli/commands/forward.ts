@@ -215,6 +215,12 @@ function registerRm(forward: Command): void {
           `  the guest still listens on ${back.guestAddr}: forwarded again as detected (${back.state}); ` +
             `\`tether forward rm ${name} ${back.id}\` ignores it until tether down\n`,
         );
+      // A static forward's port is left ignored rather than detected back onto the host addresses just removed.
+      else if (back?.state === 'ignored' && before?.state !== 'ignored' && f.source === 'static')
+        say(
+          `  the guest still listens on ${back.guestAddr}: ignored until tether down; ` +
+            `${readdHint(name, f)} forwards it again\n`,
+        );
     }
   });
 }
