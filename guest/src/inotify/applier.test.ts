@@ -11,6 +11,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MARKER_TOUCH } from '@tether/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.js';
 import { FsApplier, touchesOf } from './applier.js';
@@ -54,14 +55,17 @@ describe('fs event paths', () => {
     }
   });
 
-  it('coalesces a batch into each path and parent once', () => {
-    const touches = touchesOf([
+  it('coalesces a batch into each path and parent once, the removed paths first when the touch is a marker', () => {
+    const events = [
       { path: 'a/f', kind: 'change' },
       { path: 'a/f', kind: 'change' },
       { path: 'a/g', kind: 'unlink' },
       { path: 'top', kind: 'addDir' },
-    ]);
-    expect(touches.sort()).toEqual(['', 'a', 'a/f', 'top']);
+      { path: 'top/old', kind: 'unlinkDir' },
+    ] as const;
+    expect(touchesOf([...events])).toEqual({ gone: ['a/g', 'top/old'], rest: ['a/f', 'a', 'top', ''] });
+    // A touch with the current time (a host without the marker) fails on a removed path: only the parents then.
+    expect(touchesOf([...events], false)).toEqual({ gone: [], rest: ['a/f', 'a', 'top', ''] });
   });
 
   it('parses sshfs mount points from mountinfo, with escaped spaces', () => {
@@ -86,6 +90,23 @@ describe('FsApplier', () => {
     await a.idle();
     expect(touched(join(root, 'dir'))).toBe(true);
     expect(a.failed).toBe(0);
+  });
+
+  it("touches a path the host removed before its parent, and counts the touch's ENOENT as done", async () => {
+    // dir/file stands for a file the host removed that the guest's caches still show; dir/gone is gone here too.
+    const a = applier();
+    a.submit({
+      root,
+      markerTouch: true,
+      events: [
+        { path: 'dir/file', kind: 'unlink' },
+        { path: 'dir/gone', kind: 'unlink' },
+      ],
+    });
+    await a.idle();
+    expect(lstatSync(join(root, 'dir/file')).mtimeMs).toBe(MARKER_TOUCH.mtime * 1000);
+    expect(lstatSync(join(root, 'dir')).mtimeMs).toBe(MARKER_TOUCH.mtime * 1000);
+    expect([a.applied, a.failed]).toEqual([3, 0]);
   });
 
   it('does not follow symlinks out of the root', async () => {

@@ -34,23 +34,39 @@ interface Touch {
   rel: string;
   /** Touch with MARKER_TOUCH (the batch's markerTouch). */
   marker: boolean;
+  /** A path the host removed: the touch is expected to fail (see touchesOf). */
+  gone: boolean;
+  /** Only once the touches queued before it are done (its batch's removed paths). */
+  barrier: boolean;
 }
 
 const TOUCH_SELF: ReadonlySet<FsEventKind> = new Set(['add', 'change', 'addDir']);
 const TOUCH_PARENT: ReadonlySet<FsEventKind> = new Set(['add', 'unlink', 'addDir', 'unlinkDir']);
+const GONE: ReadonlySet<FsEventKind> = new Set(['unlink', 'unlinkDir']);
 
-/** The relative paths a batch touches, each once: the paths themselves and/or their parent directories. */
-export function touchesOf(events: FsEvents['events']): string[] {
-  const out = new Set<string>();
+/**
+ * The relative paths a batch touches, each once: `gone`, the paths the host removed, and `rest`, the others and the
+ * parent directories. A removed path is touched too, ahead of everything else: sshfs forgets its cached attributes
+ * of a path only when a touch of it succeeds, which the marker touch does whatever the host has there, and until
+ * then `stat` in the guest kept finding a host-deleted file for 2-3 s (sshfs's cache, then the kernel's), also when a
+ * watcher woke on its parent's touch and looked at once. Without the marker the touch would only fail: `gone` is
+ * empty then.
+ */
+export function touchesOf(events: FsEvents['events'], marker = true): { gone: string[]; rest: string[] } {
+  const gone = new Set<string>();
+  const rest = new Set<string>();
   for (const { path, kind } of events) {
     const rel = checkRelativePath(path);
-    if (TOUCH_SELF.has(kind)) out.add(rel);
+    if (GONE.has(kind)) {
+      if (marker) gone.add(rel);
+    } else if (TOUCH_SELF.has(kind)) rest.add(rel);
     if (TOUCH_PARENT.has(kind)) {
       const parent = posix.dirname(rel);
-      out.add(parent === '.' ? '' : parent);
+      rest.add(parent === '.' ? '' : parent);
     }
   }
-  return [...out];
+  for (const rel of gone) rest.delete(rel);
+  return { gone: [...gone], rest: [...rest] };
 }
 
 export class FsApplier {
@@ -84,13 +100,15 @@ export class FsApplier {
    */
   submit(batch: FsEvents): void {
     const root = checkRoot(batch.root);
-    const rels = touchesOf(batch.events);
-    if (this.closed || rels.length === 0) return;
-    if (this.queue.length + rels.length > this.maxQueued) {
+    const marker = batch.markerTouch === true;
+    const { gone, rest } = touchesOf(batch.events, marker);
+    const count = gone.length + rest.length;
+    if (this.closed || count === 0) return;
+    if (this.queue.length + count > this.maxQueued) {
       this.log.warn(
         {
           root,
-          paths: rels.length,
+          paths: count,
           queued: this.queue.length,
         },
         'fs events dropped: too many paths waiting',
@@ -108,8 +126,10 @@ export class FsApplier {
         return null;
       },
     );
-    const marker = batch.markerTouch === true;
-    for (const rel of rels) this.queue.push({ root, realRoot, rel, marker });
+    for (const rel of gone) this.queue.push({ root, realRoot, rel, marker, gone: true, barrier: false });
+    for (const [i, rel] of rest.entries()) {
+      this.queue.push({ root, realRoot, rel, marker, gone: false, barrier: i === 0 && gone.length > 0 });
+    }
     this.running ??= this.drain().finally(() => {
       this.running = null;
     });
@@ -128,7 +148,9 @@ export class FsApplier {
   private async drain(): Promise<void> {
     while (this.queue.length > 0 && !this.closed) {
       await this.waitForToken();
-      const n = Math.max(1, Math.min(this.concurrency, Math.floor(this.tokens), this.queue.length));
+      const most = Math.max(1, Math.min(this.concurrency, Math.floor(this.tokens), this.queue.length));
+      let n = 1;
+      while (n < most && !this.queue[n].barrier) n++;
       this.tokens -= n;
       await Promise.all(this.queue.splice(0, n).map((t) => this.touch(t)));
     }
@@ -167,6 +189,11 @@ export class FsApplier {
       }
       this.applied++;
     } catch (err) {
+      // The touch of a removed path has done its work at sshfs, which then finds the path gone.
+      if (t.gone && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.applied++;
+        return;
+      }
       // Expected now and then: sshfs caches, or the file is already gone again.
       this.failed++;
       this.log.debug({ root: t.root, path: t.rel, err }, 'fs event not applied');
