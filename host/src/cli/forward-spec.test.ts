@@ -63,6 +63,8 @@ describe('forward specs', () => {
     expect(() => parseSocketSpec('run/docker.sock:/tmp/d.sock')).toThrow(
       /guest socket run\/docker\.sock must be an absolute path/,
     );
+    // Which ':' separates the paths cannot be told: refused, not guessed.
+    expect(() => parseSocketSpec('/tmp/a:b.sock:/tmp/e.sock')).toThrow(/more than one ':'/);
   });
 
   it('matches rm arguments by id, host port, spec and socket path', () => {

@@ -73,6 +73,11 @@ export function parsePortSpec(arg: string): PortSpec {
 
 /** `/var/run/docker.sock:~/docker.sock` → a unix ForwardSpec (the host path's `~` expands here, on the host). */
 export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'unix' }> {
+  // Either path could hold the second ':'; guessing would make a socket nobody asked for.
+  if (arg.split(':').length > 2)
+    throw new UsageError(
+      `${arg}: more than one ':'; GUEST:HOST takes two paths without ':' (a socket rule in tether.yaml, guestSocket and hostSocket, takes any path)`,
+    );
   const i = arg.indexOf(':');
   const guest = i > 0 ? arg.slice(0, i) : '';
   const host = i > 0 ? arg.slice(i + 1) : '';

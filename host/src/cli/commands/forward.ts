@@ -7,7 +7,7 @@ import { compareForwards, type ForwardView } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
-import { forwardJson, forwardTable } from '../render.js';
+import { cappedListeners, forwardJson, forwardTable } from '../render.js';
 import { complain, inertJson, say, sayJson } from '../terminal.js';
 
 function render(forwards: ForwardView[], json: boolean): string {
@@ -101,7 +101,12 @@ function registerLs(forward: Command): void {
   ).action(async (name: string, opts: { json?: boolean; watch?: boolean }) => {
     const client = clientFor(existingInstance(name));
     if (opts.watch) return watch(name, client, opts.json === true);
-    say(`${render(await client.forwards(), opts.json === true)}\n`);
+    if (opts.json) return say(`${render(await client.forwards(), true)}\n`);
+    const [list, status] = await Promise.all([client.forwards(), client.status()]);
+    // Listeners over the cap have no row: without this line a port the guest serves would just be missing.
+    const { capped } = status.forwards;
+    const more = capped > 0 ? `\n${cappedListeners(capped)}: raise maxForwards in tether.yaml\n` : '';
+    say(`${render(list, false)}\n${more}`);
   });
 }
 
