@@ -223,6 +223,31 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(await httpStatus(guestPort)).toBe(200);
   });
 
+  it('forward add of a port the guest serves only on another address names the spec that reaches it', async () => {
+    const port = await freePort();
+    const server = tb.spawn('/usr/bin/python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.2'], {
+      user: tb.user,
+    });
+    try {
+      await waitFor(async () => (await cli('forward', 'ls', NAME)).stdout.includes(`127.0.0.2:${port}`), {
+        what: `guest listener 127.0.0.2:${port} listed`,
+      });
+      const add = await cli('forward', 'add', NAME, String(port));
+      expect(add.code).toBe(0);
+      expect(add.stdout).toContain(
+        `the guest listens on 127.0.0.2:${port}, not on 127.0.0.1:${port}: \`tether forward rm ${NAME} ${port}\` and ` +
+          `\`tether forward add ${NAME} ${port}:127.0.0.2:${port}\` reach it`,
+      );
+      expect((await cli('forward', 'rm', NAME, String(port))).code).toBe(0);
+      const direct = await cli('forward', 'add', NAME, `${port}:127.0.0.2:${port}`);
+      expect(direct.stdout).not.toContain('the guest listens on');
+      await waitFor(async () => (await httpStatus(port)) === 200, { what: `host port ${port} to reach 127.0.0.2` });
+      expect((await cli('forward', 'rm', NAME, String(port))).code).toBe(0);
+    } finally {
+      server.kill();
+    }
+  });
+
   it('forward add --socket to a guest socket that is not there says so at once (exit 1), and forward ls keeps saying it', async () => {
     const guestSocket = join(tb.guestDir, 'missing.sock');
     const hostSocket = join(home, 'missing-h.sock');

@@ -88,7 +88,8 @@ export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'uni
   return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
 }
 
-function ipOf(addr: string): string {
+/** The IP of an address as views write it (`[::1]:8080` → `::1`). */
+export function ipOf(addr: string): string {
   return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
 }
 

@@ -6,7 +6,7 @@ import type { ControlClient } from '../../control/client.js';
 import { compareForwards, type ForwardView } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
-import { matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
+import { ipOf, matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
 import { cappedListeners, forwardJson, forwardTable } from '../render.js';
 import { complain, inertJson, say, sayJson } from '../terminal.js';
 
@@ -132,16 +132,40 @@ function registerAdd(forward: Command): void {
     if ((spec === undefined) === (opts.socket === undefined))
       throw new UsageError(`give either ${PORT_SPEC_FORM} or --socket GUEST:HOST`);
     const parsed = opts.socket ? parseSocketSpec(opts.socket) : parsePortSpec(spec!);
-    const f = await clientFor(existingInstance(name)).addForward(parsed);
+    const client = clientFor(existingInstance(name));
+    const f = await client.addForward(parsed);
     say(
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
+    if (parsed.proto !== 'unix' && !parsed.guestIP) say(elsewhereHint(name, f, await client.forwards()));
     // Added, but it does not serve until someone acts (a conflict is retried by itself): a script must not go on.
     if (f.state === 'error' || f.state === 'privileged')
       throw new CliError(
         `forward ${f.id} does not serve (${f.state}); it stays listed and serves once that is fixed, or \`tether forward rm ${name} ${rmArg(f)}\` removes it`,
       );
   });
+}
+
+/**
+ * A line for a port added to the guest's loopback that the guest serves only on other addresses (127.0.0.2, a
+ * container's address): the new forward's connections would be reset, so it names the spec that reaches them. Empty
+ * when something listens where the forward goes, or nothing listens on the port at all.
+ */
+function elsewhereHint(name: string, f: ForwardView, all: readonly ForwardView[]): string {
+  const guestPort = portOfAddr(f.guestAddr);
+  const target = ipOf(f.guestAddr);
+  const reaches = (ip: string) => ip === target || ip === '::' || (ip === '0.0.0.0' && !target.includes(':'));
+  const listeners = all.filter(
+    (g) => g.source === 'detected' && g.proto === f.proto && portOfAddr(g.guestAddr) === guestPort,
+  );
+  if (listeners.length === 0 || listeners.some((g) => reaches(ipOf(g.guestAddr)))) return '';
+  const other = ipOf(listeners[0].guestAddr);
+  const hostPort = portOfAddr(f.hostAddrs[0]) ?? guestPort;
+  const spec = `${hostPort}:${other.includes(':') ? `[${other}]` : other}:${guestPort}${f.proto === 'udp' ? '/udp' : ''}`;
+  return (
+    `  the guest listens on ${listeners.map((g) => g.guestAddr).join(', ')}, not on ${f.guestAddr}: ` +
+    `\`tether forward rm ${name} ${rmArg(f)}\` and \`tether forward add ${name} ${spec}\` reach it\n`
+  );
 }
 
 /** What `forward rm` takes to name an added forward: its host socket path, or its host port. */
