@@ -374,11 +374,28 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     const pid = guestAgentPid();
     expect(pid).not.toBeNull();
     chmodSync(installDir, 0o000);
-    process.kill(pid!, 'SIGKILL');
-    await waitFor(() => !isAlive(pid!), { what: 'the guest agent to exit' });
+    try {
+      await brokenGuestAgent(pid!);
+    } finally {
+      // The tests after this one provision the guest again.
+      chmodSync(installDir, 0o755);
+    }
+  });
+
+  async function brokenGuestAgent(pid: number) {
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !isAlive(pid), { what: 'the guest agent to exit' });
+    // Whenever doctor runs, a try to start the agent again under way included, it names what keeps it from starting.
+    await waitFor(
+      async () => JSON.parse((await cli('status', NAME, '--json')).stdout).link.provisionError?.includes(installDir),
+      { what: 'the host agent to fail to start the guest agent', timeoutMs: 30_000, intervalMs: 200 },
+    );
     const broken = await cli('doctor', NAME);
     expect(broken.code).toBe(1);
-    expect(broken.stdout).toMatch(/✗ guest agent: no answer on .*agent\.sock/);
+    expect(broken.stdout).toMatch(
+      /✗ guest agent: no answer on .*agent\.sock in the guest: .*; the host agent's last try to start it failed: .*Permission denied/,
+    );
+    expect(broken.stdout).toMatch(/ {4}fix: fix what the failure names; the host agent tries again by itself/);
     // The host agent itself is fine; what it lacks is its link to the guest agent, named with the reason.
     expect(broken.stdout).toMatch(/✓ host agent: running/);
     expect(broken.stdout).toMatch(/✗ guest agent link: the host agent is not connected to the guest agent: /);
@@ -397,8 +414,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(up.stderr).toMatch(/timed out waiting for the link to the guest agent: /);
     expect(up.code).toBe(1);
     expect(isAlive(agentPid)).toBe(true);
-    chmodSync(installDir, 0o755);
-  });
+  }
 
   it('a stopped agent: status says it does not answer and how to stop it, ls lists it as not answering', async () => {
     process.kill(agentPid, 'SIGSTOP');

@@ -79,6 +79,7 @@ const status: StatusView = {
     socket: '/run/tether/agent.sock',
     guestStopping: null,
     provisioning: false,
+    provisionError: EVIL,
   },
   requirements: [
     { index: 4, total: 5, name: 'guest agent running', state: 'ok', detail: `tether-guest ${EVIL}`, elapsedMs: 1 },

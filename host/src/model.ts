@@ -252,6 +252,8 @@ export interface StatusView {
     guestStopping: string | null;
     /** Whether the host agent is installing or starting the guest agent right now (provisioning). */
     provisioning: boolean;
+    /** Why the host agent's last try to install or start the guest agent failed; null once one succeeds. */
+    provisionError: string | null;
   };
   requirements: RequirementView[];
   /** Forwards by state; `capped`: guest listeners left out by maxForwards (neither forwarded nor listed). */

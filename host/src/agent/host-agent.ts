@@ -213,6 +213,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         socket: this.link.socket,
         guestStopping: this.link.guestStopping,
         provisioning: this.provisioner.busy,
+        provisionError: this.provisioner.lastFailure,
       },
       requirements: this.requirements.views(),
       forwards,

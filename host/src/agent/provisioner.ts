@@ -13,6 +13,8 @@ export class Provisioner extends EventEmitter {
   private replacing = false;
   /** The last successful run's summary, for requirement 3. */
   summary: string | null = null;
+  /** Why the last run failed, until one succeeds (`status`, doctor: what keeps the guest agent from starting). */
+  lastFailure: string | null = null;
 
   constructor(
     private readonly shell: GuestShell,
@@ -44,9 +46,11 @@ export class Provisioner extends EventEmitter {
         ({ summary, socket }) => {
           this.onSocket(socket);
           this.summary = summary;
+          this.lastFailure = null;
           return summary;
         },
         (err: Error) => {
+          this.lastFailure = err.message;
           this.emit('failed', err);
           throw err;
         },

@@ -37,7 +37,7 @@ import { sshTarget } from '../ssh/target.js';
 import { unrunScript } from '../ssh/unrun-script.js';
 import { HOST_AGENT_NAME, otherBuild } from '../version.js';
 import { clientFor } from './context.js';
-import { cappedListeners, countOf } from './render.js';
+import { cappedListeners, countOf, linkDownReason } from './render.js';
 import { sameConfig, servedConfig } from './served-config.js';
 import { describeSiblings, runningSiblings, type Sibling } from './siblings.js';
 
@@ -95,7 +95,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
 
   /** Why mounts are not mounted, as the guest's mount requirements above already said it with the fix. */
   const explained = new Set<MountCause>();
-  const agent = await checkAgent(paths, config.guestAgent.provision);
+  const agent = await settledAgent(paths, config.guestAgent.provision);
   add(agent.result);
   if (agent.staleBuild)
     add(warn('host agent build', agent.staleBuild, `tether down ${paths.name} && tether up ${paths.name}`));
@@ -139,7 +139,7 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       const socket =
         agent.guestSocket ??
         (await runningAgentSocket(shellOn(ssh.client), config.guestAgent.socket, config.guestAgent.installDir));
-      const guest = await checkGuestAgent(paths.name, ssh.client, config, socket);
+      const guest = await checkGuestAgent(paths.name, ssh.client, config, socket, agent.provisionError ?? null);
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
@@ -313,12 +313,32 @@ interface AgentCheck {
   guestStopping?: boolean;
   /** The running agent is installing or starting the guest agent right now. */
   provisioning?: boolean;
+  /** Why the running agent's last try to install or start the guest agent failed. */
+  provisionError?: string | null;
   /** Guest listeners the running agent leaves out (maxForwards). */
   capped?: number;
   /** Why the running agent is not this command's build of tether (otherBuild), null when it is or is unknown. */
   staleBuild?: string | null;
   /** The guest agent, while the running agent's link to it is up. */
   guest?: GuestView | null;
+}
+
+/** How long doctor waits for a provisioning run under way to end, so the guest checks see what it left. */
+const PROVISIONING_WAIT_MS = 15_000;
+
+/**
+ * The running agent as checkAgent sees it, once a provisioning run under way has ended (or PROVISIONING_WAIT_MS
+ * passed): looked at mid-run, the guest shows a half-installed agent, and a run that fails and is retried would hide
+ * its failure behind "setting up now" every time.
+ */
+async function settledAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
+  const deadline = Date.now() + PROVISIONING_WAIT_MS;
+  let agent = await checkAgent(paths, provision);
+  while (agent.provisioning && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    agent = await checkAgent(paths, provision);
+  }
+  return agent;
 }
 
 async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
@@ -364,6 +384,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       guestSocket: status.link.socket,
       guestStopping,
       provisioning: status.link.provisioning === true,
+      provisionError: status.link.provisionError,
       capped: status.forwards.capped,
       staleBuild: otherBuild(status.build),
     };
@@ -385,6 +406,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
     guestSocket: status.link?.socket,
     guestStopping,
     provisioning,
+    provisionError: status.link?.provisionError,
     capped,
     staleBuild: otherBuild(status.build),
     guest,
@@ -407,18 +429,26 @@ export function seenByAgent(guest: GuestView): CheckResult[] {
 
 /** The host agent is connected but its link to the guest agent is down. */
 function linkDown(paths: InstancePaths, status: StatusView, provision: GuestAgentConfig['provision']): CheckResult {
+  const why = linkDownReason(status.link);
   return fail(
     'guest agent link',
-    `the host agent is not connected to the guest agent${status.link?.lastError ? `: ${status.link.lastError}` : ''}; forwards of detected ports are suspended`,
+    `the host agent is not connected to the guest agent${why ? `: ${why}` : ''}; forwards of detected ports are suspended`,
     status.link?.provisioning
       ? `the host agent is installing or starting the guest agent now: wait for it (tether logs ${paths.name} -f)`
-      : status.link?.guestStopping
-        ? 'the guest said it is shutting down (a reboot?): tether waits for it and starts its agent when the guest is ' +
-          'back (at once when it booted again, else after 5 minutes)'
-        : provision === 'never'
-          ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
-          : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
+      : status.link?.provisionError
+        ? provisionFailedFix(paths.name)
+        : status.link?.guestStopping
+          ? 'the guest said it is shutting down (a reboot?): tether waits for it and starts its agent when the guest is ' +
+            'back (at once when it booted again, else after 5 minutes)'
+          : provision === 'never'
+            ? 'start tether-guest in the guest (guestAgent.provision is never: tether does not), or set guestAgent.provision: auto'
+            : `the host agent starts the guest agent again by itself; if this stays: tether logs ${paths.name} --component link`,
   );
+}
+
+/** The running agent's last try to install or start the guest agent failed: its error (shown with it) is the fix. */
+function provisionFailedFix(instance: string): string {
+  return `fix what the failure names; the host agent tries again by itself (tether logs ${instance} --component provision)`;
 }
 
 const DOCTOR_READY_TIMEOUT_MS = 10_000;
@@ -549,13 +579,17 @@ async function checkGuestAgent(
   client: Client,
   config: LoadedConfig,
   socket: string,
+  /** Why the running agent's last try to start it failed: the fix when it does not answer. */
+  provisionError: string | null,
 ): Promise<CheckResult[]> {
   // Without systemd (or sudo) tether runs the agent in the background itself: there is no unit to restart then.
   const unit = 'where tether installed its systemd unit, in the guest: sudo systemctl restart tether-guest';
-  const fix =
-    config.guestAgent.provision === 'auto'
+  const fix = provisionError
+    ? provisionFailedFix(instance)
+    : config.guestAgent.provision === 'auto'
       ? `tether down ${instance} && tether up ${instance} (provisioning starts it again), or ${unit}`
       : `start tether-guest in the guest (\`tether-guest run\`; ${unit}), or set guestAgent.provision: auto`;
+  const startFailed = provisionError ? `; the host agent's last try to start it failed: ${provisionError}` : '';
   let peer: Peer | null = null;
   let stream: ClientChannel;
   try {
@@ -568,7 +602,11 @@ async function checkGuestAgent(
     return [
       refused
         ? fail('guest agent', refused.message, sshdForwardingFix('unix'))
-        : fail('guest agent', `no answer on ${socket} in the guest: ${(err as Error).message}`, login ?? fix),
+        : fail(
+            'guest agent',
+            `no answer on ${socket} in the guest: ${(err as Error).message}${startFailed}`,
+            login ?? fix,
+          ),
       skip('port scanner', 'needs the guest agent'),
     ];
   }

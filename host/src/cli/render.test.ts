@@ -30,6 +30,7 @@ const status: StatusView = {
     socket: '/run/tether/agent.sock',
     guestStopping: null,
     provisioning: false,
+    provisionError: null,
   },
   requirements: [],
   forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3, capped: 0 },
@@ -73,6 +74,14 @@ describe('status text', () => {
     expect(statusText({ ...down, link: { ...down.link, provisioning: true } })).toContain(
       'guest agent:  not connected: the host agent is installing or starting it now',
     );
+    // What keeps it from starting, once: the link's own error may already be that failure.
+    const failed = 'uploading tether-guest.cjs failed: Permission denied';
+    expect(statusText({ ...down, link: { ...down.link, provisionError: failed } })).toContain(
+      `guest agent:  not connected (no answer; starting it failed: ${failed})`,
+    );
+    expect(
+      statusText({ ...down, link: { ...down.link, lastError: `cannot start: ${failed}`, provisionError: failed } }),
+    ).toContain(`guest agent:  not connected (cannot start: ${failed})\n`);
   });
 
   it('lists each mount with its state and why it is not mounted', () => {

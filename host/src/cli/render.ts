@@ -171,7 +171,10 @@ export function statusText(
     lines.push(`guest agent:  not connected: ${s.link.guestStopping}; waiting for it to come back`);
   } else if (s.link?.provisioning) {
     lines.push('guest agent:  not connected: the host agent is installing or starting it now');
-  } else lines.push(`guest agent:  not connected${s.link?.lastError ? ` (${s.link.lastError})` : ''}`);
+  } else {
+    const why = linkDownReason(s.link);
+    lines.push(`guest agent:  not connected${why ? ` (${why})` : ''}`);
+  }
   const capped = s.forwards.capped ? `; ${cappedListeners(s.forwards.capped)}` : '';
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}${capped}`, `mounts:       ${summarizeCounts(s.mounts)}`);
   for (const m of s.mountStates ?? []) lines.push(`  ${mountLine(m)}`);
@@ -190,6 +193,16 @@ export function statusText(
 }
 
 /** One entry of `last errors:`; one the agent has since recovered from says when. */
+/**
+ * Why the link to the guest agent is down: its last error and, when the host agent's last try to start the guest
+ * agent failed, that failure (what to fix), each once.
+ */
+export function linkDownReason(link: StatusView['link'] | undefined): string | null {
+  const failed = link?.provisionError;
+  if (!failed || link?.lastError?.includes(failed)) return link?.lastError ?? null;
+  return `${link?.lastError ? `${link.lastError}; ` : ''}starting it failed: ${failed}`;
+}
+
 export function problemLine(e: LoggedError): string {
   return `  ${e.time} [${e.component}] ${e.msg}${e.resolvedAt ? ` (resolved ${e.resolvedAt})` : ''}`;
 }

@@ -65,6 +65,7 @@ export function registerStatus(program: Command): void {
             socket: last.guestSocket ?? c.guestAgent.socket,
             guestStopping: null,
             provisioning: false,
+            provisionError: null,
           },
           stopReason: last.stopReason,
           requirements: [],
