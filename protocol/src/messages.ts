@@ -165,8 +165,11 @@ export const UdpDatagram = z
   .strict();
 /** guest → host: a reply on flow `flow`. */
 export const UdpReply = z.object({ flow: u32, data: bytes(LIMITS.datagramBytes) }).strict();
-/** either way: the flow ended (idle expiry on the guest, client gone on the host). */
-export const UdpClose = z.object({ flow: u32 }).strict();
+/**
+ * either way: the flow ended (idle expiry on the guest, client gone on the host). `refused`: why the guest turned
+ * the flow away (no UDP listener at that address, its flow cap, the target unreachable), for the host to report.
+ */
+export const UdpClose = z.object({ flow: u32, refused: z.string().max(1024).optional() }).strict();
 
 export type UdpDatagram = z.infer<typeof UdpDatagram>;
 export type UdpReply = z.infer<typeof UdpReply>;

@@ -47,7 +47,7 @@ export class Session {
           if (!this.peer.closed && this.peer.queuedBytes <= LIMITS.udpQueuedBytes)
             this.peer.notify('udp.reply', { flow, data: data as Uint8Array<ArrayBuffer> });
         },
-        closed: (flow) => this.peer.notify('udp.close', { flow }),
+        closed: (flow, refused) => this.peer.notify('udp.close', refused ? { flow, refused } : { flow }),
         log,
       },
       ctx.udp,

@@ -97,6 +97,29 @@ describe('UDP relay', () => {
     expect(reply.flow).toBe(1);
   });
 
+  it('reaches a wildcard listener on another loopback address the host names (forward add 5300:127.0.0.5:53/udp)', async () => {
+    const c = await agentClient();
+    const port = await echoServer('udp4', '0.0.0.0');
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 2, ip: '127.0.0.5', port, data: Buffer.from('five') });
+    const reply = await waitFor(() => c.events['udp.reply']?.[0], { what: 'reply' });
+    expect([reply.flow, text(reply.data)]).toEqual([2, 'echo:five']);
+  });
+
+  it('ends a flow that a datagram names another target for, so the host starts a new one', async () => {
+    const c = await agentClient();
+    const [a, b] = [await echoServer('udp4', '127.0.0.1'), await echoServer('udp4', '127.0.0.1')];
+    await c.peer.request('ports.snapshot', {});
+    c.peer.notify('udp.dgram', { flow: 8, ip: '127.0.0.1', port: a, data: Buffer.from('a') });
+    await waitFor(() => c.events['udp.reply']?.length === 1, { what: 'the reply from the first target' });
+    c.peer.notify('udp.dgram', { flow: 8, ip: '127.0.0.1', port: b, data: Buffer.from('b') });
+    const closed = await waitFor(() => c.events['udp.close']?.[0], { what: 'the flow to end' });
+    expect(closed.flow).toBe(8);
+    c.peer.notify('udp.dgram', { flow: 9, ip: '127.0.0.1', port: b, data: Buffer.from('b') });
+    await waitFor(() => c.events['udp.reply']?.length === 2, { what: 'the reply on the new flow' });
+    expect(text(c.events['udp.reply']![1].data)).toBe('echo:b');
+  });
+
   it('refuses a target that is not a guest UDP listener and tells the host', async () => {
     const c = await agentClient();
     const port = await echoServer('udp4', '127.0.0.1');
@@ -105,6 +128,10 @@ describe('UDP relay', () => {
     c.peer.notify('udp.dgram', { flow: 4, ip: '127.0.0.1', port: await closedPort(), data: Buffer.from('x') });
     await waitFor(() => c.events['udp.close']?.length === 2, { what: 'two udp.close' });
     expect(c.events['udp.close']?.map((e) => e.flow).sort()).toEqual([3, 4]);
+    // Each says why, for the host to report.
+    expect(c.events['udp.close']?.find((e) => e.flow === 3)?.refused).toBe(
+      `no guest UDP listener at 127.0.0.2:${port}`,
+    );
     expect(c.events['udp.reply']).toEqual([]);
   });
 
@@ -138,7 +165,7 @@ describe('UDP relay', () => {
     await waitFor(() => c.events['udp.reply']?.length === 2 && c.events['udp.close']?.length === 1, {
       what: 'two replies and one refusal',
     });
-    expect(c.events['udp.close']?.[0].flow).toBe(3);
+    expect(c.events['udp.close']?.[0]).toEqual({ flow: 3, refused: 'too many flows (2) for this client' });
     expect(c.events['udp.reply']?.map((r) => r.flow).sort()).toEqual([1, 2]);
   });
 
@@ -149,7 +176,7 @@ describe('UDP relay', () => {
     c.peer.notify('udp.dgram', { flow: 5, ip: '127.0.0.1', port, data: Buffer.from('x') });
     await waitFor(() => c.events['udp.reply']?.length === 1, { what: 'reply' });
     const closed = await waitFor(() => c.events['udp.close']?.[0], { what: 'idle close' });
-    expect(closed.flow).toBe(5);
+    expect(closed).toEqual({ flow: 5 }); // not refused: it served
   });
 });
 
@@ -163,6 +190,20 @@ describe('resolveUdpTarget', () => {
     expect(resolveUdpTarget('10.0.2.16', 53, [l('0.0.0.0', 53)])).toBeNull();
     expect(resolveUdpTarget('127.0.0.1', 53, [l('127.0.0.1', 53, 'tcp')])).toBeNull();
     expect(resolveUdpTarget('127.0.0.1', 54, [l('127.0.0.1', 53)])).toBeNull();
+  });
+
+  it("lets a wildcard listener take the guest's other addresses, as the kernel does, and no one else's", () => {
+    // Sent to it on loopback: it answers from the address the kernel picks, 127.0.0.1 for all of 127.0.0.0/8.
+    expect(resolveUdpTarget('127.0.0.5', 53, [l('0.0.0.0', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('127.0.0.5', 53, [l('::', 53)])).toBe('127.0.0.1');
+    expect(resolveUdpTarget('127.0.0.5', 53, [l('127.0.0.5', 53)])).toBe('127.0.0.5');
+    expect(resolveUdpTarget('127.0.0.5', 53, [l('::1', 53)])).toBeNull();
+    expect(resolveUdpTarget('127.0.0.5', 53, [l('127.0.0.1', 53)])).toBeNull();
+    const lan = (ip: string) => ip === '10.0.2.15';
+    expect(resolveUdpTarget('10.0.2.15', 53, [l('0.0.0.0', 53)], lan)).toBe('127.0.0.1');
+    expect(resolveUdpTarget('10.0.2.16', 53, [l('0.0.0.0', 53)], lan)).toBeNull();
+    expect(resolveUdpTarget('fd00::15', 53, [l('0.0.0.0', 53)], () => true)).toBeNull();
+    expect(resolveUdpTarget('fd00::15', 53, [l('::', 53)], (ip) => ip === 'fd00::15')).toBe('::1');
   });
 
   it('reaches an IPv6 socket bound to a v4-mapped address by its IPv4 address, as the host names it', () => {

@@ -4,7 +4,8 @@
 // (the host must not be able to use the agent to send anywhere else). Knows nothing of the link: callbacks send.
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
-import { LIMITS, type UdpDatagram } from '@tether/protocol';
+import { networkInterfaces } from 'node:os';
+import { DropLog, LIMITS, type UdpDatagram } from '@tether/protocol';
 import type { Logger } from '../log.js';
 
 export interface UdpRelayOptions {
@@ -30,8 +31,8 @@ interface UdpRelayDeps {
   /** The guest's listeners right now; only UDP ones are consulted. */
   listeners: () => Iterable<UdpTarget>;
   reply: (flow: number, data: Uint8Array) => void;
-  /** The flow ended on this side (idle, refused, socket error): tell the host. */
-  closed: (flow: number) => void;
+  /** The flow ended on this side (idle, refused, socket error): tell the host, with why when it was refused. */
+  closed: (flow: number, refused?: string) => void;
   log: Logger;
 }
 
@@ -40,30 +41,45 @@ const LOOPBACK = new Set(['127.0.0.1', '::1']);
 
 /**
  * Where a datagram for `ip:port` may be sent, or null when no guest UDP listener accepts it there. A listener on a
- * wildcard address is reached via loopback; the host may name either the wildcard or the loopback address. A
- * loopback address with no listener falls back to the other loopback: `forward add udp/5353` names 127.0.0.1, and a
- * service bound to `localhost` may hold ::1 only (or the other way round).
+ * wildcard address is reached via loopback; the host may name either the wildcard or the loopback address, or
+ * another of the guest's own addresses (`forward add 5300:127.0.0.5:53/udp`, the guest's LAN address), which a
+ * wildcard listener takes as the kernel would (sent to it on loopback). A loopback address with no listener falls back to the other loopback:
+ * `forward add udp/5353` names 127.0.0.1, and a service bound to `localhost` may hold ::1 only (or the other way
+ * round). `own` tells whether an address is one of the guest's (looked up only for a wildcard listener).
  */
-export function resolveUdpTarget(ip: string, port: number, listeners: Iterable<UdpTarget>): string | null {
+export function resolveUdpTarget(
+  ip: string,
+  port: number,
+  listeners: Iterable<UdpTarget>,
+  own: (ip: string) => boolean = ownAddress,
+): string | null {
   const atPort: string[] = [];
   for (const l of listeners) if (l.proto === 'udp' && l.port === port) atPort.push(l.ip);
-  const direct = reach(ip, atPort);
+  const direct = reach(ip, atPort, own);
   if (direct !== null || !LOOPBACK.has(ip)) return direct;
-  return reach(ip === '127.0.0.1' ? '::1' : '127.0.0.1', atPort);
+  return reach(ip === '127.0.0.1' ? '::1' : '127.0.0.1', atPort, own);
 }
 
 /** The address to send to for `ip` when the guest's UDP listeners at the port are bound to `bound`. */
-function reach(ip: string, bound: readonly string[]): string | null {
-  const loopbackFamily = LOOPBACK.has(ip) ? isIP(ip) : 0;
+function reach(ip: string, bound: readonly string[], own: (ip: string) => boolean): string | null {
+  const family = isIP(ip);
   for (const raw of bound) {
     // An IPv6 socket bound to a v4-mapped address (`::ffff:127.0.0.1`, as Java and .NET bind "127.0.0.1") takes the
     // IPv4 datagrams of that address; the host names it by the IPv4 address.
     const b = raw.startsWith('::ffff:') && isIP(raw.slice(7)) === 4 ? raw.slice(7) : raw;
     if (b === ip) return WILDCARD_TO_LOOPBACK[ip] ?? ip;
-    if (loopbackFamily === 4 && (b === '0.0.0.0' || b === '::')) return ip; // `::` is dual-stack by default
-    if (loopbackFamily === 6 && b === '::') return ip;
+    // `::` is dual-stack by default. Sent to loopback: a wildcard socket answers from the address the kernel picks
+    // for the way back (127.0.0.1 for all of 127.0.0.0/8), which the flow's connected socket must be connected to.
+    const wildcard = b === '::' || (family === 4 && b === '0.0.0.0');
+    if (wildcard && family !== 0 && !(ip in WILDCARD_TO_LOOPBACK) && own(ip)) return family === 4 ? '127.0.0.1' : '::1';
   }
   return null;
+}
+
+/** Whether the guest holds `ip`: all of 127.0.0.0/8 and ::1, or an address of one of its interfaces. */
+function ownAddress(ip: string): boolean {
+  if (LOOPBACK.has(ip) || (isIP(ip) === 4 && ip.startsWith('127.'))) return true;
+  return Object.values(networkInterfaces()).some((addrs) => addrs?.some((a) => a.address === ip));
 }
 
 interface Flow {
@@ -96,6 +112,9 @@ export class UdpRelay {
   private readonly maxPendingBytes: number;
   private readonly flowsById = new Map<number, Flow>();
   private closed = false;
+  /** Refusals come once per datagram a host client sends: a flood costs a line per interval, not one each. */
+  private readonly refused: DropLog;
+  private readonly retargeted: DropLog;
 
   constructor(
     private readonly deps: UdpRelayDeps,
@@ -105,6 +124,8 @@ export class UdpRelay {
     this.maxFlows = options.maxFlows ?? LIMITS.udpFlows;
     this.maxPending = options.maxPending ?? 64;
     this.maxPendingBytes = options.maxPendingBytes ?? LIMITS.udpSocketBufferBytes;
+    this.refused = new DropLog(deps.log, 'udp flows refused');
+    this.retargeted = new DropLog(deps.log, 'udp datagrams naming another target than their flow');
   }
 
   get flows(): number {
@@ -115,14 +136,12 @@ export class UdpRelay {
     if (this.closed) return;
     let flow = this.flowsById.get(d.flow);
     if (flow && (flow.ip !== d.ip || flow.port !== d.port)) {
-      this.deps.log.warn(
-        {
-          flow: d.flow,
-          flowTarget: `${flow.ip}:${flow.port}`,
-          target: `${d.ip}:${d.port}`,
-        },
-        'udp datagram names another target than its flow; dropped',
+      // The flow ends, so the host starts a new one for that client instead of sending into this until it idles out.
+      this.retargeted.add(
+        { flow: d.flow, flowTarget: `${flow.ip}:${flow.port}`, target: `${d.ip}:${d.port}` },
+        'udp datagram names another target than its flow; dropped, and the flow ended',
       );
+      this.end(flow, 'another target named', true);
       return;
     }
     const target = flow ?? this.open(d);
@@ -148,20 +167,24 @@ export class UdpRelay {
   /** The client went away: end every flow without telling it. */
   close(): void {
     this.closed = true;
+    this.refused.stop();
+    this.retargeted.stop();
     for (const flow of [...this.flowsById.values()]) this.end(flow, 'client gone', false);
   }
 
   private open(d: UdpDatagram): Flow | null {
     const { log } = this.deps;
     if (this.flowsById.size >= this.maxFlows) {
-      log.warn({ flow: d.flow, maxFlows: this.maxFlows }, 'udp flow refused: too many flows for this client');
-      this.deps.closed(d.flow);
+      const why = `too many flows (${this.maxFlows}) for this client`;
+      this.refused.add({ flow: d.flow, maxFlows: this.maxFlows }, `udp flow to ${d.ip}:${d.port} refused: ${why}`);
+      this.deps.closed(d.flow, why);
       return null;
     }
     const dest = resolveUdpTarget(d.ip, d.port, this.deps.listeners());
     if (dest === null) {
-      log.warn({ flow: d.flow, ip: d.ip, port: d.port }, 'udp flow refused: no guest UDP listener at that address');
-      this.deps.closed(d.flow);
+      const why = `no guest UDP listener at ${d.ip}:${d.port}`;
+      this.refused.add({ flow: d.flow, ip: d.ip, port: d.port }, `udp flow refused: ${why}`);
+      this.deps.closed(d.flow, why);
       return null;
     }
     const flow: Flow = {
@@ -217,7 +240,7 @@ export class UdpRelay {
         return;
       }
       log.warn({ flow: flow.id, dest, port: flow.port, err }, 'udp flow cannot reach its target');
-      this.end(flow, 'connect failed', true);
+      this.end(flow, 'connect failed', true, `cannot reach ${dest}:${flow.port} in the guest: ${err.message}`);
     };
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // A connected UDP socket reports ICMP port-unreachable as ECONNREFUSED on a later send: nothing listens at
@@ -274,7 +297,7 @@ export class UdpRelay {
     return true;
   }
 
-  private end(flow: Flow, reason: string, notify: boolean): void {
+  private end(flow: Flow, reason: string, notify: boolean, refused?: string): void {
     if (this.flowsById.get(flow.id) !== flow) return;
     this.flowsById.delete(flow.id);
     clearTimeout(flow.timer);
@@ -284,6 +307,6 @@ export class UdpRelay {
       // already closed by a failed bind
     }
     this.deps.log.debug({ flow: flow.id, reason }, 'udp flow closed');
-    if (notify && !this.closed) this.deps.closed(flow.id);
+    if (notify && !this.closed) this.deps.closed(flow.id, refused);
   }
 }

@@ -579,7 +579,7 @@ export class ForwardEngine extends EventEmitter {
   private decide(l: Listener): RuleDecision {
     if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`))
       return { action: 'ignore', reason: REMOVED };
-    return matchRule(l, this.rules, {
+    return matchRule(l, this.opts.portForwards, {
       sshPort: this.sshPort,
       hostSshPort: this.opts.hostSshPort,
       loopbacks: this.loopbacks,

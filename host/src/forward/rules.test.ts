@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PortRule } from '../config/schema.js';
+import { PortRule, SocketRule } from '../config/schema.js';
 import { type GuestListenerAddr, guestTargetIP, matchRule, type RuleDecision } from './rules.js';
 
 const rule = (r: Record<string, unknown>) => PortRule.parse(r);
@@ -167,6 +167,16 @@ describe('matchRule', () => {
       }
     });
   }
+
+  it('names an ignoring rule by its index in portForwards, socket rules before it counted', () => {
+    const socket = SocketRule.parse({ guestSocket: '/run/docker.sock', hostSocket: '/tmp/docker.sock' });
+    const rules = [socket, socket, rule({ guestPort: 8003, ignore: true })];
+    expect(matchRule(tcp('127.0.0.1', 8003), rules)).toEqual({
+      action: 'ignore',
+      reason: 'ignored by portForwards[2]',
+    });
+    expect(matchRule(tcp('127.0.0.1', 8004), rules)).toEqual(fwd(8004));
+  });
 });
 
 describe('matchRule on a host without ::1', () => {

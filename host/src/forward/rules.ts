@@ -4,7 +4,7 @@
 // default rule (guest loopback or wildcard → host 127.0.0.1 and ::1, same port). Non-loopback guest addresses are
 // forwarded only when a rule says so.
 import { sshPortTaken, takesSshPort } from '../address.js';
-import type { PortRule } from '../config/schema.js';
+import { isSocketRule, type PortForward, type PortRule } from '../config/schema.js';
 
 export interface GuestListenerAddr {
   proto: 'tcp' | 'udp';
@@ -119,14 +119,17 @@ function sparingSshPort(
   };
 }
 
-/** The decision for one guest listener. `rules` may contain only port rules (socket rules are not passed here). */
-export function matchRule(l: GuestListenerAddr, rules: readonly PortRule[], opts: MatchOptions = {}): RuleDecision {
+/**
+ * The decision for one guest listener. `rules` is `portForwards` as configured: socket rules are passed over, and
+ * stay counted, so that a reason names a rule by its index in the file.
+ */
+export function matchRule(l: GuestListenerAddr, rules: readonly PortForward[], opts: MatchOptions = {}): RuleDecision {
   const sshPort = opts.sshPort ?? 22;
   if (l.proto === 'tcp' && l.port === sshPort) {
     return { action: 'ignore', reason: `guest sshd port ${sshPort} is never forwarded` };
   }
   for (const [i, rule] of rules.entries()) {
-    if (!ruleMatches(rule, l)) continue;
+    if (isSocketRule(rule) || !ruleMatches(rule, l)) continue;
     if (rule.ignore) return { action: 'ignore', reason: `ignored by portForwards[${i}]` };
     const offset = l.port - guestRange(rule)[0];
     return sparingSshPort(

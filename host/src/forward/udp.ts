@@ -1,15 +1,13 @@
 // UDP forwarding: host dgram sockets for guest UDP listeners, and the flow table that carries their datagrams over
 // the agent link (`udp.dgram` with a flow id per distinct host client) and routes `udp.reply` back to that client.
 // Idle flows expire, and at the cap the least recently used one makes room; datagrams are dropped (and counted)
-// when the link is down or its buffer is full, as UDP may.
+// when the link is down or its buffer is full, as UDP may, and those the guest refuses go to their forward as failures.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { Peer } from '@tether/protocol';
-import { LIMITS } from '@tether/protocol';
+import { DropLog, LIMITS, type Peer } from '@tether/protocol';
 import { formatAddr } from '../address.js';
 import type { Logger } from '../log.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
-import { DropLog } from './drop-log.js';
 
 interface Flow {
   id: number;
@@ -66,7 +64,7 @@ export class UdpFlows {
     this.clear();
     this.peer = peer;
     peer.onEvent('udp.reply', (r) => this.onReply(r.flow, r.data));
-    peer.onEvent('udp.close', (c) => this.end(c.flow, false));
+    peer.onEvent('udp.close', (c) => this.closedByGuest(c.flow, c.refused));
     peer.once('close', () => {
       if (this.peer === peer) {
         this.peer = null;
@@ -93,6 +91,17 @@ export class UdpFlows {
     }
     const key = `${bindingAddr}|${from}`;
     let flow = this.byKey.get(key);
+    if (flow && (flow.target.guestIP !== target.guestIP || flow.target.guestPort !== target.guestPort)) {
+      // The host port now leads elsewhere (`forward add` of another mapping, `forward rm` handing it back): the guest
+      // relay's flow is bound to the old target, so the client starts a new one.
+      this.end(flow.id, true);
+      flow = undefined;
+    } else if (flow && flow.target !== target) {
+      // The same guest address under another forward (one re-made): its counters take the flow over.
+      flow.target.stats.connections--;
+      target.stats.connections++;
+      flow.target = target;
+    }
     if (!flow) {
       // At the cap the flow used least recently makes room, as conntrack does: clients that sent once and went away
       // (a socket per query) would otherwise turn every new client away until they expire.
@@ -164,6 +173,20 @@ export class UdpFlows {
     this.unknownReplies.add(
       { flow: id },
       `udp reply for unknown flow ${id} dropped (expired here, or the guest made it up)`,
+    );
+  }
+
+  /**
+   * The guest relay ended a flow. One it refused goes to its forward as a failed open (warned about at a bounded rate,
+   * as a refused TCP connection is): the datagram went nowhere.
+   */
+  private closedByGuest(id: number, refused: string | undefined): void {
+    const flow = this.byId.get(id);
+    this.end(id, false);
+    if (!flow || refused === undefined) return;
+    this.dropped++;
+    flow.target.opened(
+      new Error(`the guest agent refused udp from ${formatAddr(flow.client.address, flow.client.port)}: ${refused}`),
     );
   }
 

@@ -1,6 +1,11 @@
-// Logging of dropped traffic that may come in floods (UDP datagrams): the first drop of a kind is logged at once with
-// its own details, then only how many more there were per interval. Owns nothing but its counter and timer.
-import type { Logger } from '../log.js';
+// Logging of dropped traffic that may come in floods (UDP datagrams from either side of the link): the first drop of a
+// kind is logged at once with its own details, then only how many more there were per interval. Both agents use it
+// with their own logger. Owns nothing but its counter and timer.
+
+/** What DropLog needs of a logger (pino's and the guest's both fit). */
+export interface WarnLogger {
+  warn(fields: object, msg: string): void;
+}
 
 export class DropLog {
   private more = 0;
@@ -9,7 +14,7 @@ export class DropLog {
 
   /** `what` names the kind in the summary lines, e.g. `udp reply for unknown flow`. */
   constructor(
-    private readonly log: Logger,
+    private readonly log: WarnLogger,
     private readonly what: string,
     private readonly intervalMs = 10_000,
   ) {}
