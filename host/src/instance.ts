@@ -67,6 +67,23 @@ export function instanceFiles(dir: string): Omit<InstancePaths, 'name'> {
   };
 }
 
+/**
+ * Which of the instance's own files `path` is (`control socket`, …), or null: a forward's host socket there would
+ * fight the agent for it (a unix forward of the control socket's path keeps finding it taken).
+ */
+export function ownFileAt(dir: string, path: string): string | null {
+  const f = instanceFiles(dir);
+  const own: [string, string][] = [
+    [f.socket, 'control socket'],
+    [f.pidFile, 'pid file'],
+    [f.config, 'config file'],
+    [f.hostKey, 'pinned host key'],
+    [f.logs, 'logs directory'],
+  ];
+  const target = resolve(path);
+  return own.find(([p]) => resolve(p) === target)?.[1] ?? null;
+}
+
 /** Creates the instance directory (0700: it holds the control socket) and its logs directory. */
 export function ensureInstanceDir(paths: InstancePaths): void {
   makeDirs(paths.logs, 0o700);

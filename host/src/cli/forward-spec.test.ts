@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ForwardView } from '../model.js';
 import { matchForwards, parsePortSpec, parseSocketSpec } from './forward-spec.js';
@@ -94,6 +95,10 @@ describe('forward specs', () => {
     expect(matchForwards('5353:53/udp', all).map((x) => x.id)).toEqual(['udp/0.0.0.0:53']);
     expect(matchForwards('5353:53', all)).toEqual([]);
     expect(matchForwards('/tmp/d.sock', all).map((x) => x.id)).toEqual(['unix//var/run/docker.sock']);
+    // A relative path, as `forward add --socket` took it: from the current directory.
+    const here = [...all, f('unix//run/x.sock', 'unix', '/run/x.sock', [join(process.cwd(), 'x.sock')])];
+    expect(matchForwards('x.sock', here).map((x) => x.id)).toEqual(['unix//run/x.sock']);
+    expect(matchForwards('./x.sock', here).map((x) => x.id)).toEqual(['unix//run/x.sock']);
     // An id is never read as a spec: one that names nothing matches nothing.
     expect(matchForwards('tcp/127.0.0.1:81', all)).toEqual([]);
     // proto/guest address, as `forward ls` shows them, also names a forward to another host port.

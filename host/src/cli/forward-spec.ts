@@ -113,10 +113,12 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
       ),
     );
   }
-  if (arg.startsWith('/') || arg.startsWith('~')) {
+  // A path as `forward add --socket` took it: relative ones from the current directory.
+  const atPath = () => {
     const path = expandHome(arg, process.cwd());
     return forwards.filter((f) => f.proto === 'unix' && (f.guestAddr === path || f.hostAddrs.includes(path)));
-  }
+  };
+  if (/^[/~.]/.test(arg) || (arg.includes('/') && !/\/(tcp|udp)$/.test(arg))) return atPath();
   const bare = /^(\d+)(?:\/(tcp|udp))?$/.exec(arg);
   if (bare) {
     // A host port alone means TCP, as in `forward add` (or UDP where the port has no TCP forward): `PORT/udp` says it.
@@ -136,6 +138,8 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
   } catch (err) {
     // Not a spec at all: rm takes more than add's spec, so say all of it (a bad port in a spec says that instead).
     if (!(err instanceof UsageError) || !/: expected \[HOSTIP:\]/.test(err.message)) throw err;
+    const byPath = atPath(); // `docker.sock`, in the directory it was added from
+    if (byPath.length > 0) return byPath;
     throw new UsageError(
       `${arg}: expected a forward id (tcp/127.0.0.1:3000), a host port (8080), a spec ([HOSTIP:]HOSTPORT:GUESTPORT[/udp]) or a socket path`,
     );

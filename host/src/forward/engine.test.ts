@@ -162,6 +162,17 @@ describe('ForwardEngine', () => {
     expect(engine.views()).toEqual([]);
   });
 
+  it("refuses to add a socket forward onto one of the instance's own files, such as its control socket", async () => {
+    engine = make();
+    await expect(
+      engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: '/tmp/./ha.sock' }),
+    ).rejects.toMatchObject({
+      statusCode: 422,
+      message: "host socket /tmp/./ha.sock is instance tmp's control socket: pick another path",
+    });
+    expect(engine.views()).toEqual([]);
+  });
+
   it('stops naming the lost SSH connection once it is back, while the guest agent link is still down', async () => {
     engine = make();
     const port = await freePort();

@@ -11,6 +11,7 @@ import type { Listener, Peer } from '@tether/protocol';
 import { formatAddr, portOfAddr, sshPortTaken, takesSshPort } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
+import { ownFileAt } from '../instance.js';
 import type { Logger } from '../log.js';
 import {
   compareForwards,
@@ -229,6 +230,12 @@ export class ForwardEngine extends EventEmitter {
       const hostSocket = expandHome(rule.hostSocket ?? join(this.opts.instanceDir, basename(rule.guestSocket)));
       const id = this.unixIdFor(rule.guestSocket, hostSocket);
       if (this.repeats(rule, id)) continue;
+      const own = this.ownHostSocket(hostSocket);
+      if (own) {
+        const index = this.opts.portForwards.indexOf(rule);
+        this.log.error({ rule: index, hostSocket }, `portForwards[${index}]: ${own}; skipped`);
+        continue;
+      }
       pending.push(this.createUnixForward(id, 'static', rule.guestSocket, hostSocket));
     }
     await Promise.all(pending);
@@ -430,6 +437,8 @@ export class ForwardEngine extends EventEmitter {
   async add(spec: ForwardSpec): Promise<ForwardView> {
     if (spec.proto === 'unix') {
       const hostSocket = expandHome(spec.hostSocket);
+      const own = this.ownHostSocket(hostSocket);
+      if (own) throw Object.assign(new Error(own), { statusCode: 422 });
       const id = this.unixIdFor(spec.guestSocket, hostSocket);
       this.refuseDuplicate(id);
       const holder = this.unixHolder(hostSocket);
@@ -721,6 +730,12 @@ export class ForwardEngine extends EventEmitter {
       if (l) again.push(this.upsertDetected(l));
     }
     await Promise.all(again);
+  }
+
+  /** Why `hostSocket` cannot be a forward's host socket (one of the instance's own files), or null. */
+  private ownHostSocket(hostSocket: string): string | null {
+    const own = ownFileAt(this.opts.instanceDir, hostSocket);
+    return own && `host socket ${hostSocket} is instance ${this.instance}'s ${own}: pick another path`;
   }
 
   /** The unix socket forward whose host socket file is `hostSocket`, if any. */
