@@ -5,5 +5,5 @@ export { DropLog, type WarnLogger } from './drop-log.js';
 export * from './errors.js';
 export { DEFAULT_MAX_FRAME, decodePayload, encodeFrame, FrameDecoder, type FrameLimits, INCOMPLETE } from './frame.js';
 export * from './messages.js';
-export { Peer, type PeerOptions } from './peer.js';
+export { Peer, type PeerOptions, REMOTE_ENDED } from './peer.js';
 export { validate } from './validate.js';

@@ -54,6 +54,9 @@ interface Pending {
  * error thrown by a local event handler).
  * A peer is single-use: after close, make a new one on a new stream.
  */
+/** The close reason when the other side ended the stream (it closed the connection: exited, restarted, stopped). */
+export const REMOTE_ENDED = 'remote ended the stream';
+
 export class Peer extends EventEmitter {
   remote: Hello | null = null;
   closeReason: string | null = null;
@@ -91,7 +94,7 @@ export class Peer extends EventEmitter {
     this.handle('ping', (p) => p);
 
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () => this.close('remote ended the stream'));
+    stream.on('end', () => this.close(REMOTE_ENDED));
     stream.on('close', () => this.close('stream closed'));
     stream.on('error', (err) => this.close(`stream error: ${err.message}`, err));
     this.write({ t: 'hello', v: PROTOCOL_VERSION, agent: opts.agent, caps: opts.caps ?? [] });

@@ -453,9 +453,9 @@ function provisionFailedFix(instance: string): string {
 
 const DOCTOR_READY_TIMEOUT_MS = 10_000;
 
-function connectConfig(config: LoadedConfig, creds: Credentials): ConnectConfig {
+function connectConfig(config: LoadedConfig, creds: Credentials, readyTimeout: number): ConnectConfig {
   const { ssh } = config;
-  return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout: DOCTOR_READY_TIMEOUT_MS, ...creds };
+  return { host: ssh.host, port: ssh.port, username: ssh.user, readyTimeout, ...creds };
 }
 
 /**
@@ -466,6 +466,8 @@ export async function probeSsh(
   paths: InstancePaths,
   config: LoadedConfig,
   guestStopping: boolean,
+  /** How long the server gets for its banner and the login (shorter after a failure the user has waited out). */
+  readyTimeoutMs = DOCTOR_READY_TIMEOUT_MS,
 ): Promise<{ results: CheckResult[]; client: Client | null }> {
   const target = sshTarget(config.ssh);
   const results: CheckResult[] = [];
@@ -490,13 +492,13 @@ export async function probeSsh(
   const client = new Client();
   // Its own socket, so a server that ends the connection before its banner is named as the agent names it.
   const sock = net.connect(config.ssh.port, config.ssh.host);
-  const banner = new BannerWatch(sock, target, DOCTOR_READY_TIMEOUT_MS);
+  const banner = new BannerWatch(sock, target, readyTimeoutMs);
   const outcome = await new Promise<Error | null>((resolve) => {
     client.once('ready', () => resolve(null));
     // on, not once: ssh2 can emit a second error (e.g. the socket's) after the first.
     client.on('error', (err) => resolve(err));
     client.connect({
-      ...connectConfig(config, creds),
+      ...connectConfig(config, creds, readyTimeoutMs),
       sock,
       hostVerifier: (key: Buffer) => {
         offered = describeKey(key);

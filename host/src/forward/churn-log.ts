@@ -16,6 +16,8 @@ export class ChurnLog {
 
   constructor(
     private readonly log: Logger,
+    /** The forward's state as the summary is written (its last logged line may be any step of the churn). */
+    private readonly stateOf: (id: string) => string,
     private readonly perWindow = 20,
     private readonly windowMs = 10_000,
   ) {}
@@ -56,10 +58,11 @@ export class ChurnLog {
   }
 
   private summarize(id: string, w: Window): void {
+    const now = this.stateOf(id);
     this.log.warn(
-      { forward: id, unlogged: w.held },
+      { forward: id, unlogged: w.held, now },
       `forward ${id} changed ${w.held} more times in ${this.windowMs / 1000} s than were logged: ` +
-        'its guest listener keeps coming and going (a server restarting in a loop?); `tether forward ls` shows it now',
+        `its guest listener keeps coming and going (a server restarting in a loop?); now: ${now}`,
     );
     w.held = 0;
   }

@@ -182,7 +182,10 @@ export class ForwardEngine extends EventEmitter {
     super();
     this.instance = basename(opts.instanceDir);
     this.log = opts.logger;
-    this.churn = new ChurnLog(this.log);
+    this.churn = new ChurnLog(this.log, (id) => {
+      const f = this.forwardsById.get(id);
+      return f ? `${f.state} (guest ${f.guestAddr} → host ${this.servedAddrs(f).join(', ') || 'none'})` : 'removed';
+    });
     this.caps = new ForwardCaps(opts.maxForwards, this.log);
     this.sshPort = opts.sshPort ?? 22;
     this.loopbacks = opts.loopbacks ?? hostLoopbacks();
@@ -985,12 +988,13 @@ export class ForwardEngine extends EventEmitter {
       for (const [id, holder] of this.folded) if (holder === f) this.folded.delete(id);
     }
     const siblings = this.sharing(f);
+    const host = this.servedAddrs(f); // before the release: a sibling on the same port keeps the other address
     this.release(f);
     for (const g of siblings) this.emitView(g);
     if (this.churn.allow(f.id)) {
       this.log.info(
-        { forward: f.id, state: 'removed', guest: f.guestAddr, host: f.hostAddrs },
-        `forward ${f.id} removed (guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'})`,
+        { forward: f.id, state: 'removed', guest: f.guestAddr, host },
+        `forward ${f.id} removed (guest ${f.guestAddr} → host ${host.join(', ') || 'none'})`,
       );
     }
     this.emit('removed', f.id);
@@ -1022,8 +1026,9 @@ export class ForwardEngine extends EventEmitter {
     // The error names the holder: a new holder is a new error, so it needs no comparison of its own.
     f.heldBy = next.heldBy ?? null;
     f.since = new Date();
-    const fields = { forward: f.id, state: f.state, guest: f.guestAddr, host: f.hostAddrs, error: f.error };
-    const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${f.hostAddrs.join(', ') || 'none'}: ${f.state}${
+    const host = this.servedAddrs(f);
+    const fields = { forward: f.id, state: f.state, guest: f.guestAddr, host, error: f.error };
+    const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${host.join(', ') || 'none'}: ${f.state}${
       f.error ? ` (${f.error})` : ''
     }`;
     // A state is logged once; a new detail of the same state (a conflict's other address family bound meanwhile) is

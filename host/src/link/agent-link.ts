@@ -22,6 +22,7 @@ import {
   type PortSnapshot,
   ProtocolError,
   ProtocolVersionError,
+  REMOTE_ENDED,
   RemoteError,
   RequestTimeoutError,
 } from '@tether/protocol';
@@ -514,7 +515,11 @@ export class AgentLink extends EventEmitter {
     this.up = false;
     this.info = null;
     this.emit('socket-watch', false);
-    const why = this.guestStopping ?? reason;
+    const why =
+      this.guestStopping ??
+      (reason === REMOTE_ENDED
+        ? `the guest agent ended the connection on ${this.socket} (it exited or restarted)`
+        : reason);
     this.lastError = why;
     this.lastErrorAt = Date.now();
     const fields = { state: 'down', reason: why, socket: this.socket };

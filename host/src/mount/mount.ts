@@ -463,7 +463,8 @@ export class GuestMount extends EventEmitter {
     // The mount point and reason in the message itself: `status` lists warnings and errors by message.
     const msg = `mount ${this.mountPoint} ${state}${error ? `: ${error}` : ''}`;
     if (state === 'error') this.log.error(line, msg);
-    else if (state === 'suspended') this.log.warn(line, msg);
+    // The remount is the way back, not a second outage: `status` lists the outage once.
+    else if (state === 'suspended' && cause !== 'remounting') this.log.warn(line, msg);
     else this.log.info(line, msg);
     this.emit('state', state);
   }

@@ -57,6 +57,15 @@ export interface SshSessionOptions {
   onTraffic?: (bytes: number) => void;
 }
 
+/**
+ * The tick to give ssh2 for a link declared dead `intervalS × countMax` seconds after its last answer at the latest,
+ * as the settings read (and as OpenSSH documents its own): ssh2 pings every tick, restarts the tick on each answer,
+ * and gives up on the tick after countMax unanswered ones, (countMax + 1) ticks after the last answer.
+ */
+export function keepaliveTickMs(intervalS: number, countMax: number): number {
+  return Math.round((intervalS * 1000 * countMax) / (countMax + 1));
+}
+
 export class SshNotConnectedError extends Error {
   override name = 'SshNotConnectedError';
 }
@@ -105,6 +114,8 @@ export class SshSession extends EventEmitter {
   private closedForGood = false;
   private everConnected = false;
   private attempt = 0;
+  /** The failed attempts logged last: their reason, when, and how many failed alike since without a line. */
+  private quietAttempts: { reason: string; since: number; count: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly inflight = new Set<(err: Error) => void>();
 
@@ -289,7 +300,7 @@ export class SshSession extends EventEmitter {
       sock,
       username: ssh.user,
       ...creds,
-      keepaliveInterval: ssh.keepaliveInterval * 1000,
+      keepaliveInterval: keepaliveTickMs(ssh.keepaliveInterval, ssh.keepaliveCountMax),
       keepaliveCountMax: ssh.keepaliveCountMax,
       readyTimeout: this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS,
       algorithms: { cipher: CIPHERS },
@@ -305,6 +316,7 @@ export class SshSession extends EventEmitter {
       }
       this.client = client;
       this.attempt = 0;
+      this.quietAttempts = null;
       this.lastError = null;
       this.loginRefusedSince = null;
       if (this.everConnected) this.reconnects++;
@@ -317,12 +329,15 @@ export class SshSession extends EventEmitter {
       const refusedLogin = err.level === 'client-authentication';
       lastClientError = refusedLogin ? `${this.loginRefused()}: ${err.message}` : err.message;
       lastClientError = banner.explain(err) ?? lastClientError;
+      const timedOut = err.level === 'client-timeout' && /keepalive/i.test(err.message);
+      if (timedOut) lastClientError = this.keepaliveTimeout();
       // A typo in the port looks like a VM that is still booting: say which it may be.
       if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED')
         lastClientError += ` (nothing listens there: is the VM running, and is ${this.opts.ssh.port} the port it forwards to its sshd?)`;
       this.loginRefusedSince = refusedLogin ? (this.loginRefusedSince ?? performance.now()) : null;
       // A refused host key already says precisely why; ssh2's "Host denied" would hide the fingerprints.
-      if (!this.refused) this.lastError = err.level ? `${lastClientError} (${err.level})` : lastClientError;
+      if (!this.refused)
+        this.lastError = err.level && !timedOut ? `${lastClientError} (${err.level})` : lastClientError;
     });
     client.on('close', () => {
       const wasCurrent = this.client === client;
@@ -350,6 +365,12 @@ export class SshSession extends EventEmitter {
   }
 
   /** "login as USER refused (identity file KEY)", for authentication failures. */
+  /** Why the link was given up on after unanswered keepalives, in the terms of the settings that decide it. */
+  private keepaliveTimeout(): string {
+    const { keepaliveInterval, keepaliveCountMax } = this.opts.ssh;
+    return `keepalive timeout: ${this.target} answered nothing for ${keepaliveInterval * keepaliveCountMax} s (ssh.keepaliveInterval × keepaliveCountMax): the VM is paused, asleep or unreachable`;
+  }
+
   private loginRefused(): string {
     const { user, identityFile } = this.opts.ssh;
     return `login as ${user} refused (${identityFile ? `ssh.identityFile ${identityFile}` : 'no ssh.identityFile set'})`;
@@ -428,6 +449,22 @@ export class SshSession extends EventEmitter {
     }
   }
 
+  private logAttempt(reason: string, delayMs: number): void {
+    const quiet = this.quietAttempts;
+    const now = performance.now();
+    if (quiet?.reason === reason && now - quiet.since < REPEATED_ATTEMPT_LOG_MS) {
+      quiet.count++;
+      return;
+    }
+    const again =
+      quiet?.reason === reason && quiet.count > 0 ? ` (${quiet.count} more attempts failed alike since)` : '';
+    this.log.info(
+      { reason, delayMs, attempt: this.attempt },
+      `ssh attempt failed: ${reason}; retry in ${delayMs} ms${again}`,
+    );
+    this.quietAttempts = { reason, since: now, count: 0 };
+  }
+
   private scheduleReconnect(reason: string): void {
     if (this.stopped) return;
     const initial = this.opts.backoffInitialMs ?? 250;
@@ -437,18 +474,17 @@ export class SshSession extends EventEmitter {
     const delay = Math.round(base / 2 + Math.random() * (base / 2));
     this.attempt++;
     const next = this.everConnected ? 'reconnecting' : 'connecting';
-    // The transition is logged by setState; later failed attempts are logged here, each with its reason.
-    if (next === this.state) {
-      this.log.info(
-        { reason, delayMs: delay, attempt: this.attempt },
-        `ssh attempt failed: ${reason}; retry in ${delay} ms`,
-      );
-    }
+    // The transition is logged by setState; later failed attempts here, each new reason at once and the same one
+    // again only as a count once a minute: a VM shut down for a weekend must not rotate the log's history away.
+    if (next === this.state) this.logAttempt(reason, delay);
     this.setState(next, reason);
     this.emit('retrying', reason, delay);
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }
+
+/** How often a failed attempt with the reason of the last one logged is logged again (with the count since). */
+const REPEATED_ATTEMPT_LOG_MS = 60_000;
 
 /** How often a refused session looks for the user's fix. */
 const REFUSED_RECHECK_MS = 2_000;

@@ -104,6 +104,8 @@ export function registerShell(program: Command): void {
   });
 }
 
+const WHY_PROBE_TIMEOUT_MS = 3_000;
+
 /**
  * After ssh's own failure status: what a fresh connection finds wrong (doctor's SSH checks: reachable, the pinned host
  * key, the login), so the message names the cause instead of listing every possibility. OpenSSH's advice about the
@@ -111,7 +113,8 @@ export function registerShell(program: Command): void {
  * connection logs in: the 255 was the remote command's own status, or a failure that has passed.
  */
 async function whySshFailed(paths: InstancePaths, config: LoadedConfig): Promise<string | null> {
-  const { results, client } = await probeSsh(paths, config, false);
+  // ssh has waited its 10 s for a paused VM already: the look at what is wrong gets less.
+  const { results, client } = await probeSsh(paths, config, false, WHY_PROBE_TIMEOUT_MS);
   client?.end();
   const failed = results.find((r) => r.state === 'fail');
   if (!failed) return null;
