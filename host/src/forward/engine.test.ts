@@ -555,6 +555,18 @@ describe('ForwardEngine', () => {
     expect(engine.view(`tcp/127.0.0.53:${guestPort}`)?.error).toContain('`tether forward add` PORT:127.0.0.53:');
   });
 
+  it('says first that the operator removed a detected listener that an added forward serves elsewhere', async () => {
+    engine = make();
+    const [guestPort, hostPort] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('127.0.0.1', guestPort)]);
+    const added = await engine.add({ proto: 'tcp', hostPort, guestPort });
+    await engine.remove(`tcp/127.0.0.1:${guestPort}`);
+    expect(engine.view(`tcp/127.0.0.1:${guestPort}`)).toMatchObject({
+      state: 'ignored',
+      error: `removed by the operator (tether forward rm); served on host 127.0.0.1:${hostPort}, [::1]:${hostPort} by forward ${added.id} (forwarding)`,
+    });
+  });
+
   it('keeps a runtime forward to another host port beside the detected one, and restores a replaced one', async () => {
     engine = make();
     const [guest, other] = [await freePort(), await freePort()];

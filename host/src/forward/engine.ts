@@ -39,7 +39,7 @@ import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
 import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
-import { forwardState } from './state.js';
+import { forwardState, REMOVED } from './state.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
@@ -126,7 +126,6 @@ function clash(key: string, theirs: string): string {
 }
 
 /** Why a detected forward is ignored after `forward rm` (the start of it: a later listener of its port says less). */
-const REMOVED = 'removed by the operator';
 /** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
 const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
 /**

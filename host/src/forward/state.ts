@@ -4,6 +4,9 @@ import type { ForwardHolder, ForwardState } from '../model.js';
 import type { Forward } from './forward.js';
 import { type BindingView, type HostBindings, PRIVILEGED_HINT } from './host-bindings.js';
 
+/** The reason of a guest listener that `forward rm` ignores until `tether down`. */
+export const REMOVED = 'removed by the operator';
+
 export interface StateAndError {
   state: ForwardState;
   error: string | null;
@@ -24,7 +27,9 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>, reache
     if (reachedBy?.guestIP !== f.guestIP || !reachedBy.state || reachedBy.state === 'ignored')
       return { state: 'ignored', error: f.ignored };
     const where = reachedBy.hostAddrs.join(', ');
-    return { state: 'ignored', error: `served on host ${where} by forward ${reachedBy.id} (${reachedBy.state})` };
+    const served = `served on host ${where} by forward ${reachedBy.id} (${reachedBy.state})`;
+    // Why it is ignored comes first when the operator said so: the rules alone would forward it.
+    return { state: 'ignored', error: f.ignored.startsWith(REMOVED) ? `${f.ignored}; ${served}` : served };
   }
   // Refused before any host binding was made (its host socket is another forward's).
   if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
