@@ -158,4 +158,32 @@ describe('HostBindings', () => {
     expect(route(6)).toMatchObject({ id: explicit.id, guestIP: '127.0.0.1', fallbackIP: '::1', guestPort: 5173 });
     await bindings.stop();
   });
+
+  it('routes to the guest listener on loopback beside a wildcard one of its port, as the guest kernel delivers', async () => {
+    const { bindings } = table();
+    const routes: Record<string, Parameters<Parameters<typeof bindings.acquire>[2]>[0]> = {};
+    const make = (address: string) => (r: (typeof routes)[string]) => {
+      routes[address] = r;
+      return new FakeBinding(address);
+    };
+    // Two UDP servers on one port (SO_REUSEADDR): the one on 127.0.0.1 gets what is sent to loopback.
+    const wildcard = ref('udp/0.0.0.0:5600', '0.0.0.0', 5600);
+    const loopback = ref('udp/127.0.0.1:5600', '127.0.0.1', 5600);
+    for (const address of ['127.0.0.1:5600', '[::1]:5600']) {
+      const key = bindingKey('udp', address);
+      await bindings.acquire(wildcard, key, make(address));
+      await bindings.acquire(loopback, key, make(address));
+      expect(bindings.servedBy(bindings.of([key])[0])).toBe(loopback);
+    }
+    expect(routes['127.0.0.1:5600'](4)).toMatchObject({ id: loopback.id, guestIP: '127.0.0.1' });
+    expect(routes['[::1]:5600'](6)).toMatchObject({ id: loopback.id });
+
+    // An added forward to one guest address goes there.
+    const key = bindingKey('udp', '127.0.0.1:5353');
+    const added = ref('udp/127.0.0.53:53->5353', '127.0.0.53', 53, 'runtime');
+    await bindings.acquire(added, key, make('127.0.0.1:5353'));
+    await bindings.acquire(ref('udp/127.0.0.1:53->5353', '127.0.0.1', 53), key, make('127.0.0.1:5353'));
+    expect(routes['127.0.0.1:5353'](4)).toMatchObject({ id: added.id, guestIP: '127.0.0.53' });
+    await bindings.stop();
+  });
 });

@@ -13,6 +13,9 @@ import { familyOf, guestTargetIP } from './rules.js';
 type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
 
 /** What the table needs of a forward that uses a binding. */
+const LOOPBACKS = new Set(['127.0.0.1', '::1']);
+const ANY_OR_LOOPBACK = new Set(['0.0.0.0', '::', ...LOOPBACKS]);
+
 export interface BindingRef extends Pick<GuestTarget, 'id' | 'guestPort' | 'stats' | 'opened'> {
   source: ForwardSource;
   guestIP: string;
@@ -256,7 +259,8 @@ export class HostBindings<F extends BindingRef> {
 
   /**
    * The forward a connection to the binding reaches: of its owner's guest port, a listener of the binding's own
-   * family where there is one (guest ::1 for host [::1]), as `route` picks it.
+   * family where there is one (guest ::1 for host [::1]), as `route` picks it; of two in that family, the one on its
+   * loopback, which the guest kernel gives what is sent to loopback (a UDP server on 127.0.0.1 beside one on 0.0.0.0).
    */
   servedBy(entry: BindingView<F>): F | undefined {
     return this.pick(entry, entry.binding.address.startsWith('[') ? 6 : 4);
@@ -264,11 +268,16 @@ export class HostBindings<F extends BindingRef> {
 
   private pick(entry: BindingView<F>, family: 4 | 6): F | undefined {
     const owner = this.owner(entry);
+    // An added or static forward to one guest address (`8053:127.0.0.53:53`) goes there, whatever else listens.
+    if (owner && owner.source !== 'detected' && !ANY_OR_LOOPBACK.has(owner.guestIP)) return owner;
+    const loopback = family === 4 ? '127.0.0.1' : '::1';
     let pick: F | undefined;
+    let rank = 0;
     for (const f of entry.refs) {
       if (f.ignored || f.guestPort !== owner?.guestPort) continue;
-      pick ??= f;
-      if (familyOf(f.guestIP) === family) return f;
+      // A wildcard of the other family is reached through its loopback too, which the listener there is given.
+      const r = f.guestIP === loopback ? 4 : familyOf(f.guestIP) === family ? 3 : LOOPBACKS.has(f.guestIP) ? 2 : 1;
+      if (r > rank) [pick, rank] = [f, r];
     }
     return pick;
   }
