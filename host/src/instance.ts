@@ -18,6 +18,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CURRENT_LOG, STDIO_LOG } from './log-names.js';
 import { makeDirs } from './make-dirs.js';
+import { deniedAt, runAsOwner } from './owner.js';
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -90,8 +91,12 @@ export function ensureInstanceDir(paths: InstancePaths): void {
   chmodSync(paths.dir, 0o700);
 }
 
+/** Whether the instance has its tether.yaml; throws when another user's directory keeps this one from knowing. */
 export function instanceExists(paths: InstancePaths): boolean {
-  return existsSync(paths.config);
+  if (existsSync(paths.config)) return true;
+  const denied = deniedAt(paths.config);
+  if (denied) throw new Error(`instance ${paths.name}: ${runAsOwner(denied)}, or use a TETHER_HOME of your own`);
+  return false;
 }
 
 /** Names of every instance under $TETHER_HOME that has a tether.yaml, sorted. */
@@ -102,10 +107,14 @@ export function listInstances(home = tetherHome()): string[] {
   } catch (err) {
     // Not created yet: no instances. Anything else (a file, no permission) is the caller's to report.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    const denied = deniedAt(home);
+    if (denied) throw new Error(`${runAsOwner(denied)}, or use a TETHER_HOME of your own`);
     throw err;
   }
+  // One this user may not read is listed too (`ls` says whose it is), rather than passed over as no instance.
+  const listed = (file: string) => existsSync(file) || deniedAt(file) !== null;
   return entries
-    .filter((n) => NAME_RE.test(n) && existsSync(join(home, n, 'tether.yaml')))
+    .filter((n) => NAME_RE.test(n) && listed(join(home, n, 'tether.yaml')))
     .filter((n) => statSync(join(home, n)).isDirectory())
     .sort();
 }

@@ -6,7 +6,7 @@ import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { portOfAddr } from '../address.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
-import { AgentNotRunningError } from '../control/client.js';
+import { AgentAccessError, AgentNotRunningError } from '../control/client.js';
 import { unprivilegedPort, unprivilegedSpec } from '../forward/host-bindings.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
@@ -20,6 +20,7 @@ import {
   type StatusView,
 } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
+import { deniedAt } from '../owner.js';
 import { defaultBundleDir, outdatedAgent, runningAgentSocket } from '../provision/index.js';
 import { BannerWatch } from '../ssh/banner.js';
 import { execOn } from '../ssh/exec.js';
@@ -80,7 +81,8 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   } catch (err) {
     const problem = (err as Error).message.split('\n').join('; ');
     if (!served) {
-      add(fail('config', problem, `edit ${paths.config}`));
+      const denied = deniedAt(paths.config);
+      add(fail('config', problem, denied ? `as ${denied.owner}: tether doctor ${paths.name}` : `edit ${paths.config}`));
       return results;
     }
     add(
@@ -359,6 +361,11 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
         forwards: null,
       };
     }
+    if (err instanceof AgentAccessError)
+      return {
+        result: fail(name, err.message, `as ${err.denied.owner}: tether doctor ${paths.name}`),
+        forwards: null,
+      };
     return {
       result: fail(
         name,

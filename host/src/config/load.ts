@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument, visit } from 'yaml';
 import type { z } from 'zod';
+import { deniedAt, runAsOwner } from '../owner.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { expandHome } from './paths.js';
 import { Config, GuestAgentConfig, MountConfig, PortRule, SocketRule, SshConfig } from './schema.js';
@@ -25,9 +26,9 @@ export function loadConfig(file: string): LoadedConfig {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new ConfigError(file, [
-      { path: '', line: null, column: null, message: `${file}: cannot read: ${e.message}` },
-    ]);
+    const denied = e.code === 'EACCES' ? deniedAt(file) : null;
+    const why = denied ? runAsOwner(denied) : e.message;
+    throw new ConfigError(file, [{ path: '', line: null, column: null, message: `${file}: cannot read: ${why}` }]);
   }
   return parseConfig(text, file);
 }

@@ -1,10 +1,12 @@
 // Client of the control API (used by the CLI, and by an agent asking the others which of them holds a host port):
 // JSON requests over the instance's unix socket and the WebSocket event stream. Turns "nobody listens" into
 // AgentNotRunningError and `{error}` replies into ControlError.
+import { constants as fsConstants } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { LoadedConfig } from '../config/load.js';
 import type { AgentEvent, ForwardSpec, ForwardView, MountView, StatusView } from '../model.js';
+import { type Denied, deniedAt, runAsOwner } from '../owner.js';
 
 export class AgentNotRunningError extends Error {
   constructor(
@@ -24,6 +26,17 @@ export class AgentNotAnsweringError extends Error {
   ) {
     super(`the agent does not answer on ${socketPath} (${cause}): it is stopped or stuck`);
     this.name = 'AgentNotAnsweringError';
+  }
+}
+
+/** The agent's socket is another user's (the agent runs as root, this command does not). */
+export class AgentAccessError extends Error {
+  constructor(
+    readonly socketPath: string,
+    readonly denied: Denied,
+  ) {
+    super(`the agent on ${socketPath} cannot be asked: ${runAsOwner(denied)}`);
+    this.name = 'AgentAccessError';
   }
 }
 
@@ -191,6 +204,10 @@ export class ControlClient {
     if (err instanceof AgentNotAnsweringError) return err;
     if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')
       return new AgentNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused');
+    if (err.code === 'EACCES') {
+      const denied = deniedAt(this.socketPath, fsConstants.W_OK);
+      if (denied) return new AgentAccessError(this.socketPath, denied);
+    }
     return new Error(`control API on ${this.socketPath}: ${err.message}`);
   }
 }

@@ -4,6 +4,7 @@ import type { LoadedConfig } from '../../config/load.js';
 import { AgentNotRunningError } from '../../control/client.js';
 import { instancePaths, isAlive, listInstances, readPid, tetherHome } from '../../instance.js';
 import type { StatusView } from '../../model.js';
+import { deniedAt, runAsOwner } from '../../owner.js';
 import { sshTarget } from '../../ssh/target.js';
 import { clientFor, withHelp } from '../context.js';
 import { table } from '../render.js';
@@ -32,6 +33,13 @@ async function describe(name: string, loadConfig: (file: string) => LoadedConfig
     dir: paths.dir,
     error: null,
   };
+  const denied = deniedAt(paths.config);
+  if (denied) {
+    // Another user's instance: neither its config nor its agent can be looked at from here.
+    row.state = 'not readable';
+    row.error = runAsOwner(denied);
+    return row;
+  }
   try {
     const c = loadConfig(paths.config);
     row.ssh = sshTarget(c.ssh);

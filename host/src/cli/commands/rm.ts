@@ -2,9 +2,10 @@
 // pinned host key, logs), with or without its tether.yaml. A running host agent is stopped first only with --force, as `limactl delete` does: without
 // it, rm would pull the config and control socket out from under a live agent. The VM is not touched: its guest
 // agent stays installed, and `tether up NAME --ssh …` later starts over (pinning the host key again).
-import { existsSync, rmSync } from 'node:fs';
+import { constants, existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
-import { type InstancePaths, isAlive, isOurAgent, readPid } from '../../instance.js';
+import { type InstancePaths, instanceExists, isAlive, isOurAgent, readPid } from '../../instance.js';
+import { deniedAt, runAsOwner } from '../../owner.js';
 import { socketAnswers } from '../../socket-file.js';
 import { stopAgent } from '../agent-stop.js';
 import { existingInstance, pathsFor, withHelp } from '../context.js';
@@ -28,9 +29,16 @@ export function registerRm(program: Command): void {
     // still the instance's: rm cleans it up rather than saying there is nothing to remove.
     const paths = pathsFor(name);
     if (!existsSync(paths.dir)) existingInstance(name);
-    if (!existsSync(paths.config) && !INSTANCE_MARKS(paths).some((p) => existsSync(p)))
+    if (!instanceExists(paths) && !INSTANCE_MARKS(paths).some((p) => existsSync(p)))
       throw new CliError(
         `${paths.dir} has no tether.yaml, log directory, pinned host key or pid file: not a tether instance, not removed`,
+      );
+    // An agent of another user (`sudo tether up` on this user's instance): its pid and socket cannot be used from
+    // here, so it would look stopped, and rm would pull its directory from under it.
+    const foreign = deniedAt(paths.pidFile) ?? deniedAt(paths.socket, constants.W_OK);
+    if (foreign && (existsSync(paths.pidFile) || existsSync(paths.socket)))
+      throw new CliError(
+        `instance ${name} has an agent of another user, or its files: ${runAsOwner(foreign)} to stop it (tether down ${name}), then tether rm ${name}`,
       );
     const pid = readPid(paths);
     const running =
