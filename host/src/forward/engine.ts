@@ -607,6 +607,8 @@ export class ForwardEngine extends EventEmitter {
    * address that reaches it, not both.
    */
   private servedAddrs(f: Forward): readonly string[] {
+    // Ignored: nothing listens for it (one left out for privileges names its host addresses in its reason).
+    if (f.state === 'ignored') return [];
     if (f.hostAddrs.length < 2 || f.proto === 'unix') return f.hostAddrs;
     const entries = this.bindings.of(f.bindingKeys);
     const elsewhere = (addr: string) => {
