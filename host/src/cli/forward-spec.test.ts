@@ -68,6 +68,12 @@ describe('forward specs', () => {
     expect(() => parseSocketSpec('/tmp/a:b.sock:/tmp/e.sock')).toThrow(/more than one ':'/);
   });
 
+  it('says a spec of three numbers lacks its IP address, rather than calling a port one', () => {
+    expect(() => parsePortSpec('8080:80:90')).toThrow(
+      /^8080:80:90: expected .* \(three parts: one of the first two is an IP address\), e\.g\. 8080:80/,
+    );
+  });
+
   it('matches rm arguments by id, host port, spec and socket path', () => {
     const f = (id: string, proto: ForwardView['proto'], guestAddr: string, hostAddrs: string[]) =>
       ({ id, proto, guestAddr, hostAddrs }) as ForwardView;

@@ -43,7 +43,9 @@ export function parsePortSpec(arg: string): PortSpec {
     return { proto: (same[2]?.toLowerCase() as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: p, guestPort: p };
   }
   const m = SPEC_RE.exec(arg.trim());
-  if (!m) {
+  // `8080:80:90`: three numbers, read as a host address that is none would name the wrong mistake.
+  const numbers = /^\d+:\d+:\d+(\/\w+)?$/.test(arg.trim());
+  if (!m || numbers) {
     // `::1:8080:80`: an IPv6 address's own colons leave the ports unclear without brackets.
     const v6 = /^(.*:.*):(\d+):(\d+)(\/\w+)?$/.exec(arg.trim());
     if (v6 && isIP(v6[1]) === 6)
@@ -51,7 +53,7 @@ export function parsePortSpec(arg: string): PortSpec {
         `${arg}: put an IPv6 host address in brackets, e.g. [${v6[1]}]:${v6[2]}:${v6[3]}${v6[4] ?? ''}`,
       );
     throw new UsageError(
-      `${arg}: expected ${PORT_SPEC_FORM}, e.g. 8080:80, 3000, 127.0.0.1:5353:53/udp, or 8004:127.0.0.53:53 for a guest address other than its loopback`,
+      `${arg}: expected ${PORT_SPEC_FORM}${numbers ? ' (three parts: one of the first two is an IP address)' : ''}, e.g. 8080:80, 3000, 127.0.0.1:5353:53/udp, or 8004:127.0.0.53:53 for a guest address other than its loopback`,
     );
   }
   const spec: PortSpec = {
