@@ -10,8 +10,9 @@ describe('--ssh [USER@]HOST[:PORT]', () => {
 
   it('refuses what is not a target, naming the form', () => {
     expect(() => parseSshTarget('a@b:99999')).toThrow('--ssh a@b:99999: port 99999 is not a port (1-65535)');
-    expect(() => parseSshTarget('dev@::1')).toThrow(/; put an IPv6 address in brackets: dev@\[::1\]$/);
-    expect(() => parseSshTarget('fe80::1:2222')).toThrow(/; put an IPv6 address in brackets: \[fe80::1\]:2222$/);
+    expect(() => parseSshTarget('dev@::1')).toThrow(
+      /; put an IPv6 address in brackets, a port after them: dev@\[::1\] or dev@\[::1\]:22$/,
+    );
     expect(() => parseSshTarget('a b')).toThrow(/expected \[USER@\]HOST\[:PORT\]/);
   });
 });

@@ -23,9 +23,7 @@ export function parseSshTarget(arg: string): SshTarget {
 function bracketHint(arg: string): string {
   const at = arg.lastIndexOf('@');
   const [user, host] = [arg.slice(0, at + 1), arg.slice(at + 1).trim()];
-  if (isIP(host) === 6) return `; put an IPv6 address in brackets: ${user}[${host}]`;
-  const withPort = /^(.*):(\d{1,5})$/.exec(host);
-  if (withPort && isIP(withPort[1]) === 6)
-    return `; put an IPv6 address in brackets: ${user}[${withPort[1]}]:${withPort[2]}`;
-  return '';
+  // `::1:2222` is an IPv6 address itself: the brackets are what tells address and port apart.
+  if (isIP(host) !== 6) return '';
+  return `; put an IPv6 address in brackets, a port after them: ${user}[${host}] or ${user}[${host}]:22`;
 }
