@@ -55,17 +55,25 @@ describe('forward specs', () => {
   });
 
   it('parses socket specs', () => {
-    expect(parseSocketSpec('/var/run/docker.sock:/tmp/d.sock')).toEqual({
+    const dir = '/home/me/.tether/dev';
+    expect(parseSocketSpec('/var/run/docker.sock:/tmp/d.sock', dir)).toEqual({
       proto: 'unix',
       guestSocket: '/var/run/docker.sock',
       hostSocket: '/tmp/d.sock',
     });
-    expect(() => parseSocketSpec('docker.sock')).toThrow(/GUEST:HOST/);
-    expect(() => parseSocketSpec('run/docker.sock:/tmp/d.sock')).toThrow(
+    // The guest socket alone: in the instance directory, as a socket rule without hostSocket.
+    expect(parseSocketSpec('/var/run/docker.sock', dir)).toEqual({
+      proto: 'unix',
+      guestSocket: '/var/run/docker.sock',
+      hostSocket: '/home/me/.tether/dev/docker.sock',
+    });
+    expect(() => parseSocketSpec('docker.sock', dir)).toThrow(/^--socket docker\.sock: expected GUEST\[:HOST\]/);
+    expect(() => parseSocketSpec(':', dir)).toThrow(/^--socket :: expected GUEST\[:HOST\]/);
+    expect(() => parseSocketSpec('run/docker.sock:/tmp/d.sock', dir)).toThrow(
       /guest socket run\/docker\.sock must be an absolute path/,
     );
     // Which ':' separates the paths cannot be told: refused, not guessed.
-    expect(() => parseSocketSpec('/tmp/a:b.sock:/tmp/e.sock')).toThrow(/more than one ':'/);
+    expect(() => parseSocketSpec('/tmp/a:b.sock:/tmp/e.sock', dir)).toThrow(/more than one ':'/);
   });
 
   it('says a spec of three numbers lacks its IP address, rather than calling a port one', () => {

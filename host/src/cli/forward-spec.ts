@@ -1,6 +1,7 @@
 // `tether forward add/rm` arguments: `[HOSTIP:]HOSTPORT:GUESTPORT[/udp]` or `PORT[/udp]`, `--socket GUEST:HOST`, and matching an
 // rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
 import { isIP } from 'node:net';
+import { basename, join } from 'node:path';
 import { portOfAddr } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import type { ForwardSpec, ForwardView } from '../model.js';
@@ -74,19 +75,29 @@ export function parsePortSpec(arg: string): PortSpec {
 }
 
 /** `/var/run/docker.sock:~/docker.sock` → a unix ForwardSpec (the host path's `~` expands here, on the host). */
-export function parseSocketSpec(arg: string): Extract<ForwardSpec, { proto: 'unix' }> {
+/**
+ * `GUEST:HOST` socket paths, or `GUEST` alone, whose host socket is `instanceDir`/its file name (as a socket rule
+ * without hostSocket in tether.yaml).
+ */
+export function parseSocketSpec(arg: string, instanceDir: string): Extract<ForwardSpec, { proto: 'unix' }> {
+  if (arg.startsWith('/') && !arg.includes(':'))
+    return { proto: 'unix', guestSocket: arg, hostSocket: join(instanceDir, basename(arg)) };
   // Either path could hold the second ':'; guessing would make a socket nobody asked for.
   if (arg.split(':').length > 2)
     throw new UsageError(
-      `${arg}: more than one ':'; GUEST:HOST takes two paths without ':' (a socket rule in tether.yaml, guestSocket and hostSocket, takes any path)`,
+      `--socket ${arg}: more than one ':'; GUEST:HOST takes two paths without ':' (a socket rule in tether.yaml, guestSocket and hostSocket, takes any path)`,
     );
   const i = arg.indexOf(':');
   const guest = i > 0 ? arg.slice(0, i) : '';
   const host = i > 0 ? arg.slice(i + 1) : '';
   if (guest && host && !guest.startsWith('/'))
-    throw new UsageError(`${arg}: the guest socket ${guest} must be an absolute path, e.g. /var/run/docker.sock`);
+    throw new UsageError(
+      `--socket ${arg}: the guest socket ${guest} must be an absolute path, e.g. /var/run/docker.sock`,
+    );
   if (!guest || !host)
-    throw new UsageError(`${arg}: expected GUEST:HOST socket paths, e.g. /var/run/docker.sock:~/docker.sock`);
+    throw new UsageError(
+      `--socket ${arg}: expected GUEST[:HOST] socket paths, e.g. /var/run/docker.sock:~/docker.sock, or /var/run/docker.sock for ${join(instanceDir, 'docker.sock')}`,
+    );
   return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
 }
 

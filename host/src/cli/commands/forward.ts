@@ -120,19 +120,24 @@ function registerAdd(forward: Command): void {
         '[spec]',
         `${PORT_SPEC_FORM} (the same port on both sides); HOSTPORT:GUESTIP:GUESTPORT for a guest address other than its loopback`,
       )
-      .option('--socket <guest:host>', 'forward the guest unix socket GUEST to the host socket path HOST'),
+      .option(
+        '--socket <guest[:host]>',
+        'forward the guest unix socket GUEST to the host socket path HOST (default: the file name of GUEST in the instance directory)',
+      ),
     [
       'tether forward add dev 8080:80',
       'tether forward add dev 3000',
       'tether forward add dev 127.0.0.1:5353:53/udp',
       'tether forward add dev 8053:127.0.0.53:53',
-      'tether forward add dev --socket /var/run/docker.sock:~/.tether/dev/docker.sock',
+      "tether forward add dev --socket /var/run/docker.sock   # host socket: the instance directory's docker.sock",
+      'tether forward add dev --socket /var/run/docker.sock:~/docker.sock',
     ],
   ).action(async (name: string, spec: string | undefined, opts: { socket?: string }) => {
     if ((spec === undefined) === (opts.socket === undefined))
       throw new UsageError(`give either ${PORT_SPEC_FORM} or --socket GUEST:HOST`);
-    const parsed = opts.socket ? parseSocketSpec(opts.socket) : parsePortSpec(spec!);
-    const client = clientFor(existingInstance(name));
+    const paths = existingInstance(name);
+    const parsed = opts.socket ? parseSocketSpec(opts.socket, paths.dir) : parsePortSpec(spec!);
+    const client = clientFor(paths);
     const f = await client.addForward(parsed);
     say(
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
