@@ -83,6 +83,18 @@ describe('defaultMountSkipped', () => {
       'the default mount of ~ is not made: the reason; to mount it elsewhere, put ' +
         '`mounts: [{location: "~", mountPoint: "~/host/root"}]` in tether.yaml (`mounts: []` for none)',
     );
+    // A guest directory of another user's (/root) stays theirs: no retry is promised, and the mountPoint fix the
+    // reason names is spelled once, as the mounts: line the default mount needs.
+    const taken = view(
+      '/root',
+      'error',
+      "mount point /root: exists in the guest and is not the SSH user's",
+      'mount-point-taken',
+    );
+    expect(defaultMountSkipped("/root is not the SSH user's; set the mount's mountPoint to ~/host/root", [taken])).toBe(
+      "the default mount of ~ is not made: /root is not the SSH user's; set the mount's mountPoint to ~/host/root; " +
+        'for the default mount, that is `mounts: [{location: "~", mountPoint: "~/host/root"}]` in tether.yaml (`mounts: []` for none)',
+    );
     // The words alone decide nothing: without the cause it is tried again.
     const words = view('~', 'error', "mounting on /home/me would hide the SSH user's home /home/me in the guest");
     expect(defaultMountSkipped(reason, [words])).toContain('tried again by itself');

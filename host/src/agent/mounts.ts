@@ -85,13 +85,19 @@ export function mountsDegradedReason(views: readonly MountView[]): string {
  * tether.yaml changes (its mount point would hide the SSH user's home: the same user name on host and guest).
  */
 export function defaultMountSkipped(reason: string, views: readonly MountView[]): string {
-  const configOnly = views.some((v) => v.cause !== null && CONFIG_ONLY_CAUSES.has(v.cause));
-  const retry = configOnly ? '' : 'it is tried again by itself; ';
+  // A guest directory of another user's (/root, for a host agent run as root) does not become the SSH user's by itself.
+  const stays = views.some(
+    (v) => v.cause !== null && (CONFIG_ONLY_CAUSES.has(v.cause) || v.cause === 'mount-point-taken'),
+  );
+  const retry = stays ? '' : 'it is tried again by itself; ';
   // The default mount has no entry in tether.yaml to edit: the fix is a whole `mounts:` line.
   const point = views[0]?.mountPoint ?? '';
   const elsewhere = point.startsWith('/') ? mountPointElsewhere(point) : '~/host';
+  const how = reason.includes("set the mount's mountPoint")
+    ? 'for the default mount, that is'
+    : 'to mount it elsewhere, put';
   return (
-    `the default mount of ~ is not made: ${reason}; ${retry}to mount it elsewhere, put ` +
+    `the default mount of ~ is not made: ${reason}; ${retry}${how} ` +
     `\`mounts: [{location: "~", mountPoint: "${elsewhere}"}]\` in tether.yaml (\`mounts: []\` for none)`
   );
 }
