@@ -100,7 +100,8 @@ function permissionBits(mode: number): number {
 function checkOwner(host: string, current: Stats, uid: number, gid: number): void {
   const euid = process.geteuid?.() ?? current.uid;
   const groups = [process.getegid?.() ?? current.gid, ...(process.getgroups?.() ?? [])];
-  if ((uid === current.uid || uid === euid) && (gid === current.gid || groups.includes(gid))) return;
+  const uidOk = uid === -1 || uid === current.uid || uid === euid;
+  if (uidOk && (gid === -1 || gid === current.gid || groups.includes(gid))) return;
   throw new SftpStatusError(
     FX.PERMISSION_DENIED,
     `chown of ${displayPath(host)} to ${uid}:${gid} refused: files in the mount stay with the host user ${euid}`,
@@ -252,7 +253,15 @@ function applyAttrs(
   if (a.size !== undefined) ops.truncate(a.size);
   if (a.mode !== undefined) ops.chmod(permissionBits(a.mode));
   if (a.atime !== undefined && a.mtime !== undefined) ops.utimes(a.atime, a.mtime);
-  if (a.uid !== undefined && a.gid !== undefined) ops.chown(a.uid, a.gid);
+  if (a.uid !== undefined && a.gid !== undefined) ops.chown(keptId(a.uid), keptId(a.gid));
+}
+
+/**
+ * An id as chown(2) takes it: SFTP carries chown's -1 ("leave it as it is", as `chown USER f` and `chgrp G f` send
+ * for the other id) as the unsigned 0xFFFFFFFF.
+ */
+function keptId(id: number): number {
+  return id === 0xffff_ffff ? -1 : id;
 }
 
 /**

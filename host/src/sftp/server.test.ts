@@ -415,7 +415,12 @@ describe('files', () => {
       c.request(FXP.SETSTAT, (w) => w.string('f').u32(ATTR.UIDGID).u32(uid).u32(gid));
     // Unchanged ids are fine (cp -p, tar x as the same user).
     expectStatus(await chown(before.uid, before.gid), FX.OK);
+    // chown(2)'s -1, "leave it", as `chown USER f` and `chgrp G f` send it for the other id.
+    const keep = 0xffff_ffff;
+    expectStatus(await chown(before.uid, keep), FX.OK);
+    expectStatus(await chown(keep, before.gid), FX.OK);
     const stranger = 54321;
+    expectStatus(await chown(stranger, keep), FX.PERMISSION_DENIED);
     expectStatus(await chown(stranger, before.gid), FX.PERMISSION_DENIED);
     expectStatus(await chown(before.uid, stranger), FX.PERMISSION_DENIED);
     const h = await c.handle(c.open('f', FXF.READ));
