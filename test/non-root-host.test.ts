@@ -1,13 +1,13 @@
 // The host CLI and agent run as an ordinary user, as developers run them (every other test runs them as root): guest
 // services on ports below 1024 that this user cannot bind (a root web server on 80, chronyd's UDP 323) are a note in
 // `up` with a `forward add` that works, a warning in doctor with the same fix, and no problem in `status`.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chownSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../host/src/instance.js';
-import { CLI, type CliResult, cliBuilt, writeTestbedConfig } from './helpers/cli-helpers.js';
+import { cliBuilt, runCliWith, writeTestbedConfig } from './helpers/cli-helpers.js';
 import { canRunTestbed, type Testbed, useTestbed } from './helpers/testbed.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -24,22 +24,7 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether run 
 
   /** The built CLI as user nobody, with HOME and TETHER_HOME in its own directory. */
   const cli = (...args: string[]) =>
-    new Promise<CliResult>((resolve) => {
-      const child = spawn(
-        'setpriv',
-        [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, ...args],
-        { env: { ...process.env, HOME: home, TETHER_HOME: join(home, '.tether'), TETHER_DEBUG: '' }, stdio: 'pipe' },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => {
-        stdout += c;
-      });
-      child.stderr.setEncoding('utf8').on('data', (c: string) => {
-        stderr += c;
-      });
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    });
+    runCliWith(join(home, '.tether'), args, { asUid: NOBODY, env: { HOME: home }, timeoutMs: 120_000 });
 
   beforeAll(async () => {
     tb = testbed();

@@ -1,13 +1,12 @@
 // An instance or agent of another user (`sudo tether up` on a user's instance, a TETHER_HOME of root's), met by the
 // CLI run as an ordinary user: each command names whose it is and to run tether as that user, instead of taking it
 // for no instance or a dead agent, and `rm --force` leaves a live agent of root's and its directory alone.
-import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, type CliResult, cliBuilt } from './helpers/cli-helpers.js';
+import { cliBuilt, runCliWith } from './helpers/cli-helpers.js';
 
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
@@ -20,24 +19,7 @@ describe.skipIf(!isRoot || !cliBuilt())("the CLI as an ordinary user, on another
   const config = 'ssh:\n  host: 127.0.0.1\n  port: 2222\n  user: u\n';
   let agent: net.Server;
 
-  /** The built CLI as user nobody. */
-  const asNobody = (...args: string[]) =>
-    new Promise<CliResult>((resolve) => {
-      const child = spawn(
-        'setpriv',
-        [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, ...args],
-        { env: { ...process.env, HOME: home, TETHER_HOME: tetherHome, TETHER_DEBUG: '' }, stdio: 'pipe' },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => {
-        stdout += c;
-      });
-      child.stderr.setEncoding('utf8').on('data', (c: string) => {
-        stderr += c;
-      });
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    });
+  const asNobody = (...args: string[]) => runCliWith(tetherHome, args, { asUid: NOBODY, env: { HOME: home } });
 
   beforeAll(async () => {
     chmodSync(home, 0o755);

@@ -40,12 +40,18 @@ export interface CliRun {
   cwd?: string;
   /** Written to the CLI's stdin, which is then closed (no input: stdin is /dev/null). */
   input?: string;
+  /** Run as this user id (and its group id, without supplementary groups) instead of the test's own. */
+  asUid?: number;
 }
 
 export function runCliWith(home: string, args: string[], run: CliRun = {}): Promise<CliResult> {
-  const { timeoutMs = 60_000, env = {}, spawned, cwd, input } = run;
+  const { timeoutMs = 60_000, env = {}, spawned, cwd, input, asUid } = run;
+  const [cmd, argv] =
+    asUid === undefined
+      ? [process.execPath, [CLI, ...args]]
+      : ['setpriv', [`--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, CLI, ...args]];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(cmd, argv, {
       env: { ...process.env, TETHER_HOME: home, TETHER_DEBUG: '', ...env },
       stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       cwd,
