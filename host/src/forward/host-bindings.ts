@@ -12,10 +12,10 @@ import { familyOf, guestTargetIP } from './rules.js';
 
 type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
 
-/** What the table needs of a forward that uses a binding. */
 const LOOPBACKS = new Set(['127.0.0.1', '::1']);
 const ANY_OR_LOOPBACK = new Set(['0.0.0.0', '::', ...LOOPBACKS]);
 
+/** What the table needs of a forward that uses a binding. */
 export interface BindingRef extends Pick<GuestTarget, 'id' | 'guestPort' | 'stats' | 'opened'> {
   source: ForwardSource;
   guestIP: string;
