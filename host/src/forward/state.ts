@@ -101,7 +101,36 @@ function mainHolder(settled: BindingView<Forward>[]): ForwardHolder {
 /** Why the unbound addresses failed, one line each; those that want privileges share one line and its advice. */
 function failureLines(settled: BindingView<Forward>[]): (string | null)[] {
   const privileged = settled.filter((e) => e.status === 'privileged').map((e) => e.binding.address);
-  const others = settled.filter((e) => e.status !== 'bound' && e.status !== 'privileged').map((e) => e.error);
+  const others = mergeByAddress(settled.filter((e) => e.status !== 'bound' && e.status !== 'privileged'));
   if (privileged.length === 0) return others;
   return [`cannot listen on ${privileged.join(', ')} (EACCES): ${PRIVILEGED_HINT}`, ...others];
+}
+
+/**
+ * One line for addresses that failed alike (the usual conflict: 127.0.0.1:P and [::1]:P both busy): `host addresses
+ * 127.0.0.1:80, [::1]:80 are in use by another process; …` rather than the same sentence twice.
+ */
+function mergeByAddress(failed: BindingView<Forward>[]): (string | null)[] {
+  const groups = new Map<string, string[]>();
+  const lines: (string | null)[] = [];
+  for (const { error, binding } of failed) {
+    if (!error?.includes(binding.address)) {
+      lines.push(error);
+      continue;
+    }
+    const template = error.replace(binding.address, '\0');
+    const addrs = groups.get(template);
+    if (addrs) addrs.push(binding.address);
+    else groups.set(template, [binding.address]);
+  }
+  for (const [template, addrs] of groups) {
+    const list = addrs.join(', ');
+    const plural = addrs.length > 1 && template.startsWith('host address \0 is ');
+    lines.push(
+      plural
+        ? `host addresses ${list} are ${template.slice('host address \0 is '.length)}`
+        : template.replace('\0', list),
+    );
+  }
+  return lines;
 }
