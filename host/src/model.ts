@@ -67,6 +67,17 @@ export function isGuestServiceBelow1024(f: {
   );
 }
 
+/**
+ * The end of a unix forward's error while its guest service is down (no socket, or one nothing listens on): the
+ * forward serves again by itself once the service is back, so it needs nobody to act.
+ */
+export const SERVICE_DOWN_NOTE = 'the host socket is closed until the service is back';
+
+/** Whether a forward's error is only its guest service being down (see SERVICE_DOWN_NOTE). */
+export function waitsForGuestService(f: Pick<ForwardView, 'proto' | 'state' | 'error'>): boolean {
+  return f.proto === 'unix' && f.state === 'error' && !!f.error?.endsWith(SERVICE_DOWN_NOTE);
+}
+
 /** The order `forward ls` lists forwards in: by guest port, as `docker ps` and `limactl` do; unix sockets last. */
 export function compareForwards(a: ForwardView, b: ForwardView): number {
   const unix = Number(a.proto === 'unix') - Number(b.proto === 'unix');

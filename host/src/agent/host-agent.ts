@@ -343,11 +343,10 @@ export class HostAgent extends EventEmitter implements AgentApi {
     if (this.stopping) return;
     this.stopping = true;
     this.stopReason = reason;
-    this.setState('stopping');
-    this.log.info({ reason }, `host agent stopping: ${reason}`);
+    this.setState('stopping', reason);
     await this.opts.mounts?.stop().catch((err: Error) => this.log.warn(`stopping mounts failed: ${err.message}`));
     this.link.stop();
-    await this.engine.stop();
+    await this.engine.stop(`host agent stopping: ${reason}`);
     await this.ssh.close(reason);
   }
 

@@ -26,6 +26,8 @@ export interface RunOptions {
 
 export class BootRequirements {
   private readonly list: RequirementView[];
+  /** performance.now() at which each waiting requirement started: its elapsedMs runs on while it waits. */
+  private readonly waitingSince = new Map<number, number>();
 
   /** `total`: 4, or 5 with mounts. */
   constructor(
@@ -44,7 +46,11 @@ export class BootRequirements {
   }
 
   views(): RequirementView[] {
-    return this.list.map((r) => ({ ...r }));
+    const now = performance.now();
+    return this.list.map((r) => {
+      const since = r.state === 'waiting' ? this.waitingSince.get(r.index) : undefined;
+      return since === undefined ? { ...r } : { ...r, elapsedMs: Math.round(now - since) };
+    });
   }
 
   stateOf(index: number): RequirementView['state'] | undefined {
@@ -98,10 +104,12 @@ export class BootRequirements {
   ): Promise<void> {
     const r = this.list[index - 1];
     const started = performance.now();
+    this.waitingSince.set(index, started);
     this.show(index, 'waiting', null, 0);
     this.log.info(`waiting for requirement ${index} of ${r.total}: ${r.name}`);
     const note = (detail: string) => {
-      if (r.state === 'waiting' && r.detail !== detail) this.show(index, 'waiting', detail);
+      if (r.state === 'waiting' && r.detail !== detail)
+        this.show(index, 'waiting', detail, performance.now() - started);
     };
     try {
       this.ok(index, await check(note), performance.now() - started);

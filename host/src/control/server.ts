@@ -8,7 +8,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import type { AgentApi } from '../model.js';
+import type { AgentApi, ForwardView } from '../model.js';
 import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
 import { EventStream } from './events.js';
 import { parseForwardSpec } from './spec.js';
@@ -73,14 +73,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       } catch (err) {
         throw err instanceof HttpError ? err : new HttpError(400, (err as Error).message);
       }
-      log.info({ spec }, 'forward added via control API');
-      return send(res, 201, await agent.addForward(spec));
+      let added: ForwardView;
+      try {
+        added = await agent.addForward(spec);
+      } catch (err) {
+        log.info({ spec, err: (err as Error).message }, `forward add refused: ${(err as Error).message}`);
+        throw err;
+      }
+      log.info({ spec, forward: added.id, state: added.state }, `forward ${added.id} added via control API`);
+      return send(res, 201, added);
     }
     if (req.method === 'DELETE' && url.pathname.startsWith('/v1/forwards/')) {
       const id = decodeId(url.pathname.slice('/v1/forwards/'.length));
       if (!agent.forwards().some((f) => f.id === id)) throw new HttpError(404, `no forward with id ${id}`);
-      log.info({ id }, 'forward removed via control API');
       await agent.removeForward(id);
+      log.info({ id }, `forward ${id} removed via control API`);
       return send(res, 200, { removed: id });
     }
     if (route === 'POST /v1/mounts/retry') {

@@ -850,6 +850,20 @@ describe('ForwardEngine', () => {
       ),
     );
     expect(engine.views()).toEqual([]);
+    // A forward that never was has no state lines: only the refusal (the control API logs it) says anything.
+    expect(lines.filter((l) => l.forward === `tcp/127.0.0.1:80->${hostPort}`)).toEqual([]);
+  });
+
+  it('says which forwards it closes when it stops, and why', async () => {
+    engine = make();
+    const hostPort = await freePort();
+    const added = await engine.add({ proto: 'tcp', hostPort, guestPort: 80 });
+    expect(added.state).toBe('forwarding');
+    await engine.stop('host agent stopping: tether down');
+    expect(lines.filter((l) => l.forward === added.id).map((l) => l.msg)).toEqual([
+      `forward tcp guest 127.0.0.1:80 → host ${added.hostAddrs.join(', ')}: forwarding`,
+      `forward ${added.id} closed (guest 127.0.0.1:80 → host ${added.hostAddrs.join(', ')}): host agent stopping: tether down`,
+    ]);
   });
 
   it('keeps a static rule for an address the host does not have yet in error, retrying', async () => {

@@ -18,8 +18,10 @@ import {
   type ForwardHolder,
   type ForwardSource,
   type ForwardSpec,
+  type ForwardState,
   type ForwardView,
   isGuestServiceBelow1024,
+  SERVICE_DOWN_NOTE,
 } from '../model.js';
 import {
   ChannelOpenError,
@@ -145,6 +147,11 @@ export class ForwardEngine extends EventEmitter {
   private readonly forwardsById = new Map<string, Forward>();
   /** The static and runtime port forwards among them (few), so a listener's port finds them without a walk. */
   private readonly explicitForwards = new Set<Forward>();
+  /**
+   * Ids of forwards `forward add` is making: their states are neither logged nor emitted until the add keeps them
+   * (keepIfBound), so one it refuses leaves no `error` and `removed` lines for a forward that never was.
+   */
+  private readonly adding = new Set<string>();
   private readonly bindings: HostBindings<Forward>;
   private readonly userIgnored = new Set<string>();
   /**
@@ -437,11 +444,26 @@ export class ForwardEngine extends EventEmitter {
   }
 
   async add(spec: ForwardSpec): Promise<ForwardView> {
+    const id = this.specId(spec);
+    this.adding.add(id);
+    try {
+      return await this.make(id, spec);
+    } finally {
+      this.adding.delete(id);
+    }
+  }
+
+  /** The id `add` gives the forward of `spec`. */
+  private specId(spec: ForwardSpec): string {
+    if (spec.proto === 'unix') return this.unixIdFor(spec.guestSocket, expandHome(spec.hostSocket));
+    return this.explicitIdFor(spec.proto, spec.guestIP ?? '127.0.0.1', spec.guestPort, spec.hostPort, spec.hostIP);
+  }
+
+  private async make(id: string, spec: ForwardSpec): Promise<ForwardView> {
     if (spec.proto === 'unix') {
       const hostSocket = expandHome(spec.hostSocket);
       const own = this.ownHostSocket(hostSocket);
       if (own) throw Object.assign(new Error(own), { statusCode: 422 });
-      const id = this.unixIdFor(spec.guestSocket, hostSocket);
       this.refuseDuplicate(id);
       const holder = this.unixHolder(hostSocket);
       if (holder)
@@ -455,7 +477,6 @@ export class ForwardEngine extends EventEmitter {
         { statusCode: 422 },
       );
     const guestIP = spec.guestIP ?? '127.0.0.1';
-    const id = this.explicitIdFor(spec.proto, guestIP, spec.guestPort, spec.hostPort, spec.hostIP);
     this.refuseDuplicate(id);
     // Another added or static forward on the same host address, or one that overlaps it (0.0.0.0 and 127.0.0.1): two
     // explicit claims, as `ssh -L` twice would be.
@@ -508,9 +529,14 @@ export class ForwardEngine extends EventEmitter {
    */
   private async keepIfBound(id: string): Promise<ForwardView> {
     const view = this.view(id)!;
-    if (view.state !== 'error' && view.state !== 'privileged') return view;
-    const keys = this.forwardsById.get(id)?.bindingKeys ?? [];
-    if (this.bindings.of(keys).some((e) => e.status === 'bound')) return view;
+    const f = this.forwardsById.get(id);
+    const kept = () => {
+      this.adding.delete(id);
+      if (f?.state) this.announce(f, null);
+      return view;
+    };
+    if (view.state !== 'error' && view.state !== 'privileged') return kept();
+    if (this.bindings.of(f?.bindingKeys ?? []).some((e) => e.status === 'bound')) return kept();
     await this.remove(id);
     const why =
       view.state === 'privileged'
@@ -636,11 +662,20 @@ export class ForwardEngine extends EventEmitter {
     return this.caps.capped;
   }
 
-  async stop(): Promise<void> {
+  /** Closes every host listener; each forward that served or waited for its port says so (`reason`: why). */
+  async stop(reason = 'the forward engine stopped'): Promise<void> {
     this.stopped = true;
     this.udp.stop();
     this.churn.stop();
-    this.opens.clear('the forward engine stopped');
+    this.opens.clear(reason);
+    for (const f of this.forwardsById.values()) {
+      if (f.state === null || f.state === 'ignored') continue;
+      const host = this.servedAddrs(f);
+      this.log.info(
+        { forward: f.id, state: 'removed', guest: f.guestAddr, host, reason },
+        `forward ${f.id} closed (guest ${f.guestAddr} → host ${host.join(', ') || 'none'}): ${reason}`,
+      );
+    }
     const closing = this.bindings.stop();
     for (const f of this.forwardsById.values()) f.look?.stop();
     this.forwardsById.clear();
@@ -862,7 +897,7 @@ export class ForwardEngine extends EventEmitter {
   /** The forward shows `cause` as why its channels fail (null: they open). */
   private show(f: Forward, cause: string | null): void {
     const down = cause !== null && f.look?.serviceDown === true;
-    const shown = down ? `${cause}; the host socket is closed until the service is back` : cause;
+    const shown = down ? `${cause}; ${SERVICE_DOWN_NOTE}` : cause;
     if (shown === f.refused) return;
     f.refused = shown;
     this.refresh(f);
@@ -992,6 +1027,7 @@ export class ForwardEngine extends EventEmitter {
     const host = this.servedAddrs(f); // before the release: a sibling on the same port keeps the other address
     this.release(f);
     for (const g of siblings) this.emitView(g);
+    if (this.adding.has(f.id)) return;
     if (this.churn.allow(f.id)) {
       this.log.info(
         { forward: f.id, state: 'removed', guest: f.guestAddr, host },
@@ -1027,6 +1063,11 @@ export class ForwardEngine extends EventEmitter {
     // The error names the holder: a new holder is a new error, so it needs no comparison of its own.
     f.heldBy = next.heldBy ?? null;
     f.since = new Date();
+    if (!this.adding.has(f.id)) this.announce(f, previous);
+  }
+
+  /** Logs the forward's state (once per state: see the levels below) and emits it. */
+  private announce(f: Forward, previous: ForwardState | null): void {
     const host = this.servedAddrs(f);
     const fields = { forward: f.id, state: f.state, guest: f.guestAddr, host, error: f.error };
     const msg = `forward ${f.proto} guest ${f.guestAddr} → host ${host.join(', ') || 'none'}: ${f.state}${
@@ -1034,7 +1075,7 @@ export class ForwardEngine extends EventEmitter {
     }`;
     // A state is logged once; a new detail of the same state (a conflict's other address family bound meanwhile) is
     // debug, except for `error`, whose new detail is a new diagnosis.
-    if (next.state === previous && next.state !== 'error') this.log.debug(fields, msg);
+    if (f.state === previous && f.state !== 'error') this.log.debug(fields, msg);
     else if (!this.churn.allow(f.id)) this.log.debug(fields, msg);
     else if (f.state === 'forwarding' && !f.error) this.log.info(fields, msg);
     else if (f.state === 'ignored' || f.state === 'suspended' || isGuestServiceBelow1024(f)) this.log.info(fields, msg);

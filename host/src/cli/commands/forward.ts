@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { portOfAddr } from '../../address.js';
 import type { ControlClient } from '../../control/client.js';
-import { compareForwards, type ForwardView } from '../../model.js';
+import { compareForwards, type ForwardView, waitsForGuestService } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { ipOf, matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
@@ -143,8 +143,9 @@ function registerAdd(forward: Command): void {
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
     if (parsed.proto !== 'unix' && !parsed.guestIP) say(elsewhereHint(name, f, await client.forwards()));
-    // Added, but it does not serve until someone acts (a conflict is retried by itself): a script must not go on.
-    if (f.state === 'error' || f.state === 'privileged')
+    // Added, but it does not serve until someone acts (a conflict is retried by itself, a unix forward serves once
+    // its guest service is up): a script must not go on.
+    if ((f.state === 'error' && !waitsForGuestService(f)) || f.state === 'privileged')
       throw new CliError(
         `forward ${f.id} does not serve (${f.state}); it stays listed and serves once that is fixed, or \`tether forward rm ${name} ${rmArg(f)}\` removes it`,
       );
