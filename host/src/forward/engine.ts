@@ -136,6 +136,9 @@ const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH co
  */
 const STILL_THROUGH_SSH =
   '; its connections still go through SSH, and ports opened or closed meanwhile show once it is back';
+/** Forwards named one line each when the engine stops; the rest are counted in one line (up to 4,096 forwards). */
+const CLOSED_LINES = 64;
+
 /** Events: `change` (ForwardView), `removed` (id: string). */
 export class ForwardEngine extends EventEmitter {
   private readonly caps: ForwardCaps;
@@ -668,14 +671,19 @@ export class ForwardEngine extends EventEmitter {
     this.udp.stop();
     this.churn.stop();
     this.opens.clear(reason);
-    for (const f of this.forwardsById.values()) {
-      if (f.state === null || f.state === 'ignored') continue;
+    const closed = [...this.forwardsById.values()].filter((f) => f.state !== null && f.state !== 'ignored');
+    for (const f of closed.slice(0, CLOSED_LINES)) {
       const host = this.servedAddrs(f);
       this.log.info(
         { forward: f.id, state: 'removed', guest: f.guestAddr, host, reason },
         `forward ${f.id} closed (guest ${f.guestAddr} → host ${host.join(', ') || 'none'}): ${reason}`,
       );
     }
+    if (closed.length > CLOSED_LINES)
+      this.log.info(
+        { closed: closed.length - CLOSED_LINES, reason },
+        `${closed.length - CLOSED_LINES} more forwards closed`,
+      );
     const closing = this.bindings.stop();
     for (const f of this.forwardsById.values()) f.look?.stop();
     this.forwardsById.clear();
