@@ -212,6 +212,30 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     await stillServing();
   });
 
+  it('links less often to an agent that ends every link right after it comes up, and says so', async () => {
+    // A streak starts from a link that lasted: a healthy one, up for longer than a brief link.
+    const upHealthy = await misbehave({ name: 'healthy' }, 'link', /agent link up/);
+    const upAt = Date.parse(String(upHealthy.time));
+    await waitFor(() => Date.now() - upAt > 2_500 && h.agent.status().link.up, { what: 'a link up for 2.5 s' });
+    const mark = logLines().length;
+    await misbehave({ name: 'drop-after-subscribe' }, 'link', /agent link down/);
+    await waitFor(
+      () =>
+        logLines()
+          .slice(mark)
+          .find((l) => /ended 3 links in a row within 2 s of their start; trying it less often/.test(l.msg)),
+      { what: 'the back-off warning', timeoutMs: 30_000 },
+    );
+    const ups = () =>
+      logLines()
+        .slice(mark)
+        .filter((l) => /agent link up/.test(l.msg));
+    await waitFor(() => ups().length >= 5, { what: 'five brief links', timeoutMs: 30_000 });
+    const times = ups().map((l) => Date.parse(String(l.time)));
+    expect(times[4] - times[3]).toBeGreaterThanOrEqual(2_000);
+    await stillServing();
+  });
+
   it('rejects a 1,000,000-port snapshot at the frame limit before buffering it', async () => {
     const line = await misbehave(
       { name: 'huge-snapshot', count: 1_000_000 },

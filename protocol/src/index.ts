@@ -6,4 +6,5 @@ export * from './errors.js';
 export { DEFAULT_MAX_FRAME, decodePayload, encodeFrame, FrameDecoder, type FrameLimits, INCOMPLETE } from './frame.js';
 export * from './messages.js';
 export { Peer, type PeerOptions, REMOTE_ENDED } from './peer.js';
+export { BIDI, escapeChar, remoteText } from './remote-text.js';
 export { validate } from './validate.js';

@@ -128,6 +128,9 @@ export type PortDelta = z.infer<typeof PortDelta>;
 
 // ── info and liveness ───────────────────────────────────────────────────────────────────────────────────────────
 
+/** The latest time a JavaScript Date holds (ms since the epoch): a later startedAt is no time at all. */
+const MAX_DATE_MS = 8.64e15;
+
 // Not strict: a newer agent may report more, and an older host still reads what it knows.
 export const Info = z.object({
   version: shortText,
@@ -135,7 +138,7 @@ export const Info = z.object({
   arch: shortText,
   hostname: shortText,
   uptimeSec: z.number().min(0),
-  startedAt: z.number().min(0), // agent start, ms since epoch
+  startedAt: z.number().min(0).max(MAX_DATE_MS), // agent start, ms since epoch
   pid: z.number().int().positive(),
   uid: z.number().int().min(0),
   caps: z.array(shortText).max(LIMITS.capabilities),

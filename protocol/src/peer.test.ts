@@ -176,6 +176,55 @@ describe('Peer', () => {
     expect(await reason).toBe('protocol version mismatch: this side (host/test) speaks 1, future/9 speaks 99');
   });
 
+  it("keeps the other side's text (agent name, error answers, event names, keys) to one inert line", async () => {
+    const forged = '\n[2026-12-02 13:00:00.000] ERROR: [ssh] FORGED\u001b[2J';
+    const one = (text: string) => {
+      for (const c of ['\n', '\r', '\u001b']) expect(text).not.toContain(c);
+      expect(text).toContain('FORGED');
+    };
+    const mismatch = rawRemote();
+    const reason = closed(mismatch.peer);
+    mismatch.send(encodeFrame({ t: 'hello', v: 99, agent: `evil${forged}`, caps: [] }));
+    one(await reason);
+
+    const { peer, send } = rawRemote();
+    const unknown: string[] = [];
+    peer.on('unknownEvent', (name: string) => unknown.push(name));
+    send(hello);
+    send(encodeFrame({ t: 'evt', e: `vm${forged}`, d: {} }));
+    const answer = peer.request('info', {});
+    send(
+      encodeFrame({
+        t: 'res',
+        id: 1,
+        ok: false,
+        r: null,
+        e: { code: `x${forged}`, message: `y${forged}`.repeat(60) },
+      }),
+    );
+    const err = await answer.then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err).toBeInstanceOf(RemoteError);
+    one(err!.message);
+    // Cut, and saying how long it was.
+    expect(err!.message.length).toBeLessThan(700);
+    expect(err!.message).toContain('characters)');
+    expect(unknown).toHaveLength(1);
+    one(unknown[0]);
+    // A key of its own choosing in a strict message closes the link with the key made inert.
+    const bad = closed(peer);
+    send(encodeFrame({ t: 'evt', e: 'ports.delta', d: { seq: 1, added: [], removed: [], '\nERROR: FORGED': 1 } }));
+    one(await bad);
+  });
+
+  it('refuses an info whose startedAt no date can hold', async () => {
+    const [host, guest] = peers();
+    guest.handle('info', () => ({ ...info, startedAt: 9e15 }));
+    await expect(host.request('info', {})).rejects.toThrow(/field startedAt/);
+  });
+
   it('tells a future hello (with fields it does not know) apart as a version mismatch', async () => {
     const { peer, send } = rawRemote();
     const error = new Promise<Error | undefined>((resolve) =>

@@ -21,7 +21,11 @@ import {
   type ResponseError,
   type Result,
 } from './messages.js';
+import { remoteText } from './remote-text.js';
 import { validate } from './validate.js';
+
+/** The longest error message of the other side's that is kept (its schema allows 4 KiB). */
+const REMOTE_MESSAGE_CHARS = 512;
 
 export interface PeerOptions {
   /** Identifies this side in `hello`, e.g. `tether/0.1.0`. */
@@ -212,7 +216,7 @@ export class Peer extends EventEmitter {
     if (this.remote) throw new ProtocolError('duplicate hello');
     if (hello.v !== PROTOCOL_VERSION) {
       throw new ProtocolVersionError(
-        `protocol version mismatch: this side (${this.agent}) speaks ${PROTOCOL_VERSION}, ${hello.agent} speaks ${hello.v}`,
+        `protocol version mismatch: this side (${this.agent}) speaks ${PROTOCOL_VERSION}, ${remoteText(hello.agent)} speaks ${hello.v}`,
       );
     }
     this.remote = hello;
@@ -248,7 +252,13 @@ export class Peer extends EventEmitter {
     this.pending.delete(id);
     clearTimeout(p.timer);
     if (!ok) {
-      p.reject(new RemoteError(p.method, error?.code ?? 'unknown', error?.message ?? 'no message'));
+      p.reject(
+        new RemoteError(
+          p.method,
+          remoteText(error?.code ?? 'unknown'),
+          remoteText(error?.message ?? 'no message', REMOTE_MESSAGE_CHARS),
+        ),
+      );
       return;
     }
     const method = p.method as MethodName;
@@ -265,7 +275,7 @@ export class Peer extends EventEmitter {
       // A newer remote may announce events this side has never heard of: not a broken link.
       if (!this.unknownEvents.has(name)) {
         this.unknownEvents.add(name);
-        this.emit('unknownEvent', name);
+        this.emit('unknownEvent', remoteText(name));
       }
       return;
     }

@@ -1,6 +1,7 @@
 // Turns zod failures into ValidationErrors that name the first bad field and quote (a short preview of) its value.
 import type { z } from 'zod';
 import { ValidationError } from './errors.js';
+import { remoteText } from './remote-text.js';
 
 /** Longest value preview in an error: enough to recognise the value, too short to flood a log line. */
 const PREVIEW_CHARS = 64;
@@ -10,10 +11,12 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const got = preview(valueAt(value, issue.path));
+  // The path, an unrecognised key's message and the value are the other side's own text.
+  const message = remoteText(issue.message, PREVIEW_CHARS * 2);
   throw new ValidationError(
     what,
-    issue.path.map(String).join('.'),
-    got ? `${issue.message} (got ${got})` : issue.message,
+    remoteText(issue.path.map(String).join('.'), PREVIEW_CHARS),
+    got ? `${message} (got ${remoteText(got)})` : message,
   );
 }
 

@@ -155,6 +155,10 @@ async function onRequest(sock, m, msg) {
     return done(m.name);
   }
   await reply({ seq: 1, listeners: snapshotFor(m) });
+  if (m.name === 'drop-after-subscribe') {
+    setTimeout(() => sock.end(), 50);
+    done(m.name);
+  }
   if (m.name === 'bad-delta') {
     await writeAll(sock, [frame({ t: 'evt', e: 'ports.delta', d: { seq: 2, added: [m.listener], removed: [] } })]);
     done(m.name);

@@ -6,6 +6,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { DropLog, LIMITS, type Peer } from '@tether/protocol';
 import { formatAddr } from '../address.js';
+import { guestText } from '../inert-text.js';
 import type { Logger } from '../log.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
 
@@ -186,7 +187,9 @@ export class UdpFlows {
     if (!flow || refused === undefined) return;
     this.dropped++;
     flow.target.opened(
-      new Error(`the guest agent refused udp from ${formatAddr(flow.client.address, flow.client.port)}: ${refused}`),
+      new Error(
+        `the guest agent refused udp from ${formatAddr(flow.client.address, flow.client.port)}: ${guestText(refused)}`,
+      ),
     );
   }
 

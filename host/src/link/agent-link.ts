@@ -67,8 +67,13 @@ export const GUEST_STOPPING = 'the guest is shutting down';
 /** Deltas kept while a snapshot is awaited; a guest sends a handful per scan. */
 const MAX_HELD_DELTAS = 1_024;
 
-/** Links in a row closed by a protocol error, after which retries back off further... */
+/**
+ * Links in a row closed by a protocol error, or closed within BRIEF_LINK_MS of coming up (an agent that drops every
+ * link at once), after which retries back off further...
+ */
 const BREAKS_BEFORE_BACKOFF = 3;
+/** A link that closes sooner than this after coming up counts towards the back-off, as a broken one does. */
+const BRIEF_LINK_MS = 2_000;
 /** ...up to this interval. */
 const BROKEN_RETRY_MAX_MS = 30_000;
 
@@ -328,18 +333,21 @@ export class AgentLink extends EventEmitter {
     const max = this.opts.retryMaxMs ?? 2_000;
     let delay = initial;
     const brokenMax = this.opts.brokenRetryMaxMs ?? BROKEN_RETRY_MAX_MS;
-    // Links in a row that the agent closed by breaking the protocol after its hello (a broken or hostile agent): it
-    // would otherwise be linked anew, and its forwards resumed and suspended, every few hundred ms.
+    // Links in a row that the agent broke the protocol on after its hello, or that ended right after coming up (a
+    // broken or hostile agent): it would otherwise be linked anew, and its forwards resumed and suspended, every few
+    // hundred ms.
     let broken = 0;
     while (this.active(gen)) {
       const result = await this.session(gen);
-      if (result === 'was-up' || result === 'broke') {
-        broken = result === 'broke' ? broken + 1 : 0;
-        if (broken === BREAKS_BEFORE_BACKOFF)
-          this.log.warn(
-            { broken },
-            `the guest agent broke the protocol on ${broken} links in a row; trying it less often, up to every ${brokenMax / 1000} s`,
-          );
+      if (result === 'was-up' || result === 'broke' || result === 'brief') {
+        broken = result === 'was-up' ? 0 : broken + 1;
+        if (broken === BREAKS_BEFORE_BACKOFF) {
+          const what =
+            result === 'broke'
+              ? `broke the protocol on ${broken} links in a row`
+              : `ended ${broken} links in a row within ${BRIEF_LINK_MS / 1000} s of their start`;
+          this.log.warn({ broken }, `the guest agent ${what}; trying it less often, up to every ${brokenMax / 1000} s`);
+        }
         delay = broken >= BREAKS_BEFORE_BACKOFF ? Math.max(delay, max) : initial;
       }
       if (!this.active(gen)) return;
@@ -354,9 +362,8 @@ export class AgentLink extends EventEmitter {
     }
   }
 
-  /** One link: open, set up, serve until closed. */
   /** One link: open the channel, greet the agent, serve until the link closes. */
-  private async session(gen: number): Promise<'was-up' | 'broke' | 'failed' | 'blocked'> {
+  private async session(gen: number): Promise<'was-up' | 'brief' | 'broke' | 'failed' | 'blocked'> {
     const channel = await this.openChannel(gen);
     if (typeof channel === 'string') return channel;
     const { peer, closed, closeError } = this.newPeer(channel);
@@ -365,8 +372,10 @@ export class AgentLink extends EventEmitter {
     const upAt = performance.now();
     await this.serveUntilClosed(peer, closed);
     const served = this.opts.servedBeforePromptRestartMs ?? SERVED_BEFORE_PROMPT_RESTART_MS;
-    if (performance.now() - upAt >= served) this.ensureThrottleFrom = Number.NEGATIVE_INFINITY;
-    return closeError() instanceof ProtocolError ? 'broke' : 'was-up';
+    const upFor = performance.now() - upAt;
+    if (upFor >= served) this.ensureThrottleFrom = Number.NEGATIVE_INFINITY;
+    if (closeError() instanceof ProtocolError) return 'broke';
+    return upFor < BRIEF_LINK_MS ? 'brief' : 'was-up';
   }
 
   /** The streamlocal channel to the agent's socket, or why there is none ('blocked': a restart cannot help). */
@@ -572,7 +581,8 @@ export class AgentLink extends EventEmitter {
 
   /** The guest agent's last message: when the guest is shutting down, wait for it rather than restart the agent. */
   private onBye(bye: AgentBye): void {
-    this.log.info({ reason: bye.reason }, `guest agent stopping: ${bye.reason}`);
+    const reason = guestText(bye.reason);
+    this.log.info({ reason }, `guest agent stopping: ${reason}`);
     if (!bye.systemStopping) return;
     this.stoppingReason = GUEST_STOPPING;
     this.stoppingSince = Date.now();

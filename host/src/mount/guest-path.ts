@@ -4,6 +4,7 @@
 // Atomic): comparing the configured path would never see the mount. Owns the command and the parsing of its output;
 // callers keep showing the configured path to the user.
 import type { Client } from 'ssh2';
+import { guestText } from '../inert-text.js';
 import { describeExit, execOn } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { unrunScript } from '../ssh/unrun-script.js';
@@ -45,7 +46,8 @@ export async function resolveGuestPath(client: Client, path: string): Promise<Re
   const resolved = r.code === 0 && nl >= 0 ? r.stdout.slice(nl + 1).replace(/\n$/, '') : '';
   if (!resolved.startsWith('/')) {
     const why =
-      unrunScript(r) ?? (r.stderr.trim() || `${describeExit(r)}, output ${JSON.stringify(r.stdout.slice(-200))}`);
+      unrunScript(r) ??
+      (guestText(r.stderr.trim()) || `${describeExit(r)}, output ${JSON.stringify(r.stdout.slice(-200))}`);
     throw new Error(`cannot resolve ${path} in the guest: ${why}`);
   }
   return { path: resolved, shell: r.stdout.slice(0, nl) || null };

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { posix } from 'node:path';
 import type { Client, ClientChannel } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
+import { guestText } from '../inert-text.js';
 import type { Logger } from '../log.js';
 import type { MountCause, MountState } from '../model.js';
 import type { ChangeListener } from '../sftp/index.js';
@@ -42,7 +43,9 @@ function unmountCommand(mountPoint: string): string {
 async function guestFsType(client: Client, mountPoint: string, timeoutMs?: number): Promise<string | null> {
   const r = await execOn(client, 'cat /proc/self/mountinfo', timeoutMs);
   if (r.code !== 0) {
-    throw new Error(`cannot read /proc/self/mountinfo in the guest (${describeExit(r)}): ${r.stderr.trim()}`);
+    throw new Error(
+      `cannot read /proc/self/mountinfo in the guest (${describeExit(r)}): ${guestText(r.stderr.trim())}`,
+    );
   }
   return mountedFsType(r.stdout, mountPoint);
 }
@@ -300,7 +303,7 @@ export class GuestMount extends EventEmitter {
     });
     const why = () => {
       const status = channel.exitStatus;
-      if (stderr.trim()) return stderr.trim();
+      if (stderr.trim()) return guestText(stderr.trim());
       if (status?.code === 0) return 'sshfs ended: unmounted in the guest (fusermount -u, or the guest shutting down)';
       return status ? `sshfs exited (${describeExit(status)})` : 'sshfs channel closed';
     };
