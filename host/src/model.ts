@@ -193,6 +193,8 @@ export interface LoggedError {
   msg: string;
   /** When a later line showed its subject healthy again (problem-subjects.ts); null while it may still hold. */
   resolvedAt: string | null;
+  /** 'removed': it was over because its subject went away (a forward removed), not because it recovered. */
+  resolution?: 'removed';
 }
 
 /** Fields of a log line that carry the reason of a warning or error, in the order they are looked at. */

@@ -61,6 +61,19 @@ export function settles(component: string, fields: Fields, subject: string): boo
  * every one is open, so a burst of passing trouble (a server restarting in a loop) cannot push out the error that
  * still holds.
  */
+/** Marks `problem` over at `time` if the line (component, fields) settles it (see settles); true when it did. */
+export function settle(
+  problem: { subject: string; resolvedAt: string | null; resolution?: 'removed' },
+  component: string,
+  fields: Fields,
+  time: string,
+): boolean {
+  if (problem.resolvedAt !== null || !settles(component, fields, problem.subject)) return false;
+  problem.resolvedAt = time;
+  if (component === 'forward' && fields.state === 'removed') problem.resolution = 'removed';
+  return true;
+}
+
 export function trimProblems(problems: { resolvedAt: string | null }[], max: number): void {
   while (problems.length > max) {
     const over = problems.findIndex((p) => p.resolvedAt !== null);

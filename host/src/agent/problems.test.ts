@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { problemLine } from '../cli/render.js';
 import { componentLogger } from '../log.js';
 import { ProblemRing } from './problems.js';
 
@@ -103,6 +104,22 @@ describe('ProblemRing', () => {
       ['host 127.0.0.1:5173 is busy', true],
       ['cannot forward a connection to guest [::]:3000: refused (11 more)', true],
     ]);
+  });
+
+  it('tells a problem whose forward was removed from one that recovered', () => {
+    const ring = new ProblemRing();
+    const forward = forwardLogger(ring);
+    forward.warn({ forward: 'tcp/127.0.0.1:80->80', state: 'conflict' }, 'host 127.0.0.1:80 is busy');
+    forward.warn({ forward: 'tcp/127.0.0.1:81->81', state: 'conflict' }, 'host 127.0.0.1:81 is busy');
+    forward.info({ forward: 'tcp/127.0.0.1:80->80', state: 'removed' }, 'forward tcp/127.0.0.1:80->80 removed');
+    forward.info({ forward: 'tcp/127.0.0.1:81->81', state: 'forwarding' }, 'forwarding');
+    const [removed, recovered] = ring.list();
+    expect(removed).toMatchObject({ msg: 'host 127.0.0.1:80 is busy', resolution: 'removed' });
+    expect(removed.resolvedAt).not.toBeNull();
+    expect(recovered.resolution).toBeUndefined();
+    expect(recovered.resolvedAt).not.toBeNull();
+    expect(problemLine(removed)).toMatch(/is busy \(removed \S+\)$/);
+    expect(problemLine(recovered)).toMatch(/is busy \(resolved \S+\)$/);
   });
 
   it('marks a problem resolved when a later line shows its subject healthy again', () => {

@@ -4,7 +4,7 @@
 // record.
 import type { Logger } from '../log.js';
 import { type LoggedError, problemMessage } from '../model.js';
-import { addProblem, problemSubject, settles } from '../problem-subjects.js';
+import { addProblem, problemSubject, settle } from '../problem-subjects.js';
 
 interface Problem extends LoggedError {
   subject: string;
@@ -34,7 +34,7 @@ export class ProblemRing {
   observe(component: string, fields: Fields): void {
     if (typeof fields.state !== 'string') return;
     const now = new Date().toISOString();
-    for (const p of this.items) if (p.resolvedAt === null && settles(component, fields, p.subject)) p.resolvedAt = now;
+    for (const p of this.items) settle(p, component, fields, now);
   }
 
   /**

@@ -6,7 +6,7 @@ import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } f
 import { join } from 'node:path';
 import { CURRENT_LOG, logFileName, logFileNumbers, STDIO_LOG } from '../log-names.js';
 import { type LoggedError, problemMessage } from '../model.js';
-import { addProblem, problemSubject, settles, trimProblems } from '../problem-subjects.js';
+import { addProblem, problemSubject, settle, trimProblems } from '../problem-subjects.js';
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
 
@@ -205,8 +205,7 @@ export function lastRun(dir: string, name: string, max = 10, scan = 5_000): Last
   for (const r of run) {
     if (typeof r.level !== 'number' || r.level < LEVELS.info) continue;
     const component = String(r.component ?? 'agent');
-    for (const e of errors)
-      if (e.resolvedAt === null && settles(component, r, e.subject)) e.resolvedAt = String(r.time);
+    for (const e of errors) settle(e, component, r, String(r.time));
     if (r.level >= LEVELS.warn) {
       const problem = { time: String(r.time), component, msg: problemMessage(String(r.msg), r), resolvedAt: null };
       addProblem(errors, { ...problem, subject: problemSubject(component, r) }, Number.POSITIVE_INFINITY);

@@ -204,7 +204,8 @@ export function linkDownReason(link: StatusView['link'] | undefined): string | n
 }
 
 export function problemLine(e: LoggedError): string {
-  return `  ${e.time} [${e.component}] ${e.msg}${e.resolvedAt ? ` (resolved ${e.resolvedAt})` : ''}`;
+  const over = e.resolvedAt && `${e.resolution === 'removed' ? 'removed' : 'resolved'} ${e.resolvedAt}`;
+  return `  ${e.time} [${e.component}] ${e.msg}${over ? ` (${over})` : ''}`;
 }
 
 function requirementMark(state: string): string {
