@@ -397,6 +397,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     this.link.on('up', () => {
       if (this.state === 'degraded' && this.healthy()) this.setState('ready');
     });
+    this.link.on('guest-stopping', () => this.ssh.guestGoingAway());
     this.link.on('down', (reason: string) => {
       this.linkDowns++;
       updates.clear();

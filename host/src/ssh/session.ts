@@ -23,6 +23,7 @@ import { BannerWatch } from './banner.js';
 import { coalescingSocket } from './coalesce.js';
 import { type ChannelSink, type DirectChannel, type DirectTarget, openDirectChannel } from './direct-channel.js';
 import { type ExecChannel, type ExecResult, execText, startExec } from './exec.js';
+import { watchGoingAway } from './going-away.js';
 import { checkHostKey, describeKey, type HostKey } from './hostkey.js';
 import { credentials } from './identity.js';
 import { openSession } from './session-limit.js';
@@ -117,6 +118,8 @@ export class SshSession extends EventEmitter {
   /** The failed attempts logged last: their reason, when, and how many failed alike since without a line. */
   private quietAttempts: { reason: string; since: number; count: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** Starts watching the current connection as one whose guest shuts down (see guestGoingAway); null while none. */
+  private watchCurrent: (() => void) | null = null;
   private readonly inflight = new Set<(err: Error) => void>();
 
   constructor(private readonly opts: SshSessionOptions) {
@@ -131,6 +134,14 @@ export class SshSession extends EventEmitter {
 
   get connected(): boolean {
     return this.state === 'connected' && this.client !== null;
+  }
+
+  /**
+   * The guest said it shuts down: the connection is given up on within seconds of its sshd going quiet, instead of
+   * after the keepalive's full time (going-away.ts), so a guest that reboots is reconnected to as soon as it is back.
+   */
+  guestGoingAway(): void {
+    this.watchCurrent?.();
   }
 
   /** Starts connecting; keeps reconnecting until close() or a refusal (host key, credentials). */
@@ -321,6 +332,21 @@ export class SshSession extends EventEmitter {
       this.loginRefusedSince = null;
       if (this.everConnected) this.reconnects++;
       this.everConnected = true;
+      let watching = false;
+      this.watchCurrent = () => {
+        if (watching) return;
+        watching = true;
+        watchGoingAway(client, {
+          current: () => this.client === client,
+          target: this.target,
+          lost: (reason) => {
+            this.log.info({ target: this.target }, reason);
+            lastClientError = reason;
+            this.lastError = reason;
+            sock.destroy();
+          },
+        });
+      };
       this.setState('connected', null);
       this.emit('connected', client);
     });
@@ -341,7 +367,10 @@ export class SshSession extends EventEmitter {
     });
     client.on('close', () => {
       const wasCurrent = this.client === client;
-      if (wasCurrent) this.client = null;
+      if (wasCurrent) {
+        this.client = null;
+        this.watchCurrent = null;
+      }
       const reason = this.refused
         ? (this.lastError ?? 'host key refused')
         : (lastClientError ?? (wasCurrent ? 'connection closed by the server' : 'connection closed'));
