@@ -101,7 +101,14 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
   add(agent.result);
   if (agent.staleBuild)
     add(warn('host agent build', agent.staleBuild, `tether down ${paths.name} && tether up ${paths.name}`));
-  if (agent.link) add(agent.link);
+  // A link that is down is reported after the guest agent's own check: an agent restarting meanwhile (20 s on an
+  // emulated guest) answers there, and the link it comes back on is then what there is to say.
+  let linkReported = !agent.link;
+  const reportLink = async (guestAnswers: boolean) => {
+    if (linkReported || !agent.link) return;
+    linkReported = true;
+    add(guestAnswers ? ((await linkBack(paths)) ?? agent.link) : agent.link);
+  };
   const siblings = await runningSiblings(paths, config.ssh, loadConfig);
   const sameVm = `${describeSiblings(siblings)}: the same VM, whose guest ports and mount points it already serves`;
   add(
@@ -141,7 +148,11 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
       const socket =
         agent.guestSocket ??
         (await runningAgentSocket(shellOn(ssh.client), config.guestAgent.socket, config.guestAgent.installDir));
-      const guest = await checkGuestAgent(paths.name, ssh.client, config, socket, agent.provisionError ?? null);
+      const guest = await checkGuestAgent(paths.name, ssh.client, config, socket, {
+        provisionError: agent.provisionError ?? null,
+        hostAgentRuns: agent.forwards !== null,
+      });
+      await reportLink(guest[0]?.state !== 'fail');
       for (const r of guest) add(r);
       if (config.mounts.length > 0) {
         const mountedByAgent = new Set(agent.mounts?.filter((m) => m.state === 'mounted').map((m) => m.mountPoint));
@@ -173,8 +184,25 @@ export async function runChecks(paths: InstancePaths, report: (r: CheckResult) =
     );
   }
 
+  await reportLink(false);
   servingChecks(paths.name, agent, siblings, add, config.mountsDefaulted, explained);
   return results;
+}
+
+/** How long doctor waits for the running agent's link to come back once the guest agent answers doctor itself. */
+const LINK_BACK_WAIT_MS = 10_000;
+
+/** An ok result once the running agent's link to the guest agent is up again (within LINK_BACK_WAIT_MS), else null. */
+async function linkBack(paths: InstancePaths): Promise<CheckResult | null> {
+  const deadline = Date.now() + LINK_BACK_WAIT_MS;
+  for (;;) {
+    const status = await clientFor(paths, 5_000)
+      .status()
+      .catch(() => null);
+    if (status?.link?.up) return ok('guest agent link', 'up again (the guest agent came back while doctor ran)');
+    if (!status || Date.now() >= deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 /** What the running agent serves: forwards that do not, mounts that are not mounted. Exported for its test. */
@@ -588,16 +616,23 @@ async function checkGuestAgent(
   client: Client,
   config: LoadedConfig,
   socket: string,
-  /** Why the running agent's last try to start it failed: the fix when it does not answer. */
-  provisionError: string | null,
+  running: {
+    /** Why the running agent's last try to start it failed: the fix when it does not answer. */
+    provisionError: string | null;
+    /** A host agent runs (and, with provisioning on, starts the guest agent again by itself). */
+    hostAgentRuns: boolean;
+  },
 ): Promise<CheckResult[]> {
+  const { provisionError } = running;
   // Without systemd (or sudo) tether runs the agent in the background itself: there is no unit to restart then.
   const unit = 'where tether installed its systemd unit, in the guest: sudo systemctl restart tether-guest';
   const fix = provisionError
     ? provisionFailedFix(instance)
-    : config.guestAgent.provision === 'auto'
-      ? `tether down ${instance} && tether up ${instance} (provisioning starts it again), or ${unit}`
-      : `start tether-guest in the guest (\`tether-guest run\`; ${unit}), or set guestAgent.provision: auto`;
+    : config.guestAgent.provision !== 'auto'
+      ? `start tether-guest in the guest (\`tether-guest run\`; ${unit}), or set guestAgent.provision: auto`
+      : running.hostAgentRuns
+        ? `the running host agent starts it again by itself (tether logs ${instance} --component link -f); if it stays away: ${unit}`
+        : `tether up ${instance} (provisioning starts it again), or ${unit}`;
   const startFailed = provisionError ? `; the host agent's last try to start it failed: ${provisionError}` : '';
   let peer: Peer | null = null;
   let stream: ClientChannel;
