@@ -112,8 +112,9 @@ export function batchFor(batch: FsEvents, caps: readonly string[]): FsEvents {
   return plain;
 }
 
-export function agentMounts(mounts: readonly MountConfig[], logger: Logger): AgentMounts {
-  return new ManagedMounts(mounts, logger);
+/** `optional`: the default mount of ~, which the instance is ready without (its failures are warnings). */
+export function agentMounts(mounts: readonly MountConfig[], logger: Logger, optional = false): AgentMounts {
+  return new ManagedMounts(mounts, logger, optional);
 }
 
 /** How often a remount held back for a guest that said it shuts down looks whether the link stopped waiting. */
@@ -136,9 +137,10 @@ class ManagedMounts implements AgentMounts {
   /** The next background check of held mounts' requirements comes after this; doubles up to RECHECK_MAX_MS. */
   private recheckMs = RECHECK_MIN_MS;
 
-  constructor(mounts: readonly MountConfig[], logger: Logger) {
+  constructor(mounts: readonly MountConfig[], logger: Logger, optional: boolean) {
     this.manager = new MountManager(mounts, {
       logger,
+      optional,
       onChange: (view) => {
         for (const l of [...this.listeners]) l(view); // a listener may remove itself
       },

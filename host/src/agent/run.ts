@@ -31,12 +31,12 @@ export async function runAgent(name: string, config: Config, opts: RunAgentOptio
   // Mounts come from the config unless the caller brings its own driver (tests, benchmarks). Their warnings and
   // errors go to status with the agent's own.
   const problems = opts.problems ?? new ProblemRing(20);
+  const mountsOptional = 'mountsDefaulted' in config && config.mountsDefaulted === true;
   const mounts =
     opts.mounts ??
     (config.mounts?.length
-      ? (await import('./mounts.js')).agentMounts(config.mounts, problems.tap(logger, 'mount'))
+      ? (await import('./mounts.js')).agentMounts(config.mounts, problems.tap(logger, 'mount'), mountsOptional)
       : undefined);
-  const mountsOptional = 'mountsDefaulted' in config && config.mountsDefaulted === true;
   // The collector checks at the pace of the SSH traffic too: its timer alone fires late while the event loop is busy
   // with that traffic, which is when garbage piles up fastest.
   const ssh = collector ? { onTraffic: collector.traffic, ...opts.ssh } : opts.ssh;

@@ -24,6 +24,8 @@ export interface MountManagerOptions {
    * and touches with the current time, which changes the host file: then the echoes of its touches are filtered.
    */
   guestAppliesMarker?(): boolean;
+  /** The mounts are the default mount of ~, which the instance is ready without: a failure is logged as a warning. */
+  optional?: boolean;
 }
 
 const RETRY_MIN_MS = 1_000;
@@ -208,7 +210,9 @@ export class MountManager {
   private makeEntry(config: MountConfig): Entry {
     const bindings = { location: config.location, mountPoint: config.mountPoint ?? config.location };
     const log = componentLogger(this.opts.logger, 'mount', bindings);
-    const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings));
+    const mount = new GuestMount(config, log, componentLogger(this.opts.logger, 'sftp', bindings), {
+      optional: this.opts.optional === true,
+    });
     const entry: Entry = {
       mount,
       watcher: null,

@@ -113,6 +113,8 @@ export class GuestMount extends EventEmitter {
     readonly config: MountConfig,
     private readonly log: Logger,
     private readonly sftpLog: Logger,
+    /** `optional`: the instance is ready without this mount (the default mount of ~): its failure is a warning. */
+    private readonly opts: { optional?: boolean } = {},
   ) {
     super();
     this.mountPoint = mountPointOf(config);
@@ -465,7 +467,7 @@ export class GuestMount extends EventEmitter {
     const line = { state, ...(error ? { error } : {}) };
     // The mount point and reason in the message itself: `status` lists warnings and errors by message.
     const msg = `mount ${this.mountPoint} ${state}${error ? `: ${error}` : ''}`;
-    if (state === 'error') this.log.error(line, msg);
+    if (state === 'error') this.log[this.opts.optional ? 'warn' : 'error'](line, msg);
     // The remount is the way back, not a second outage: `status` lists the outage once.
     else if (state === 'suspended' && cause !== 'remounting') this.log.warn(line, msg);
     else this.log.info(line, msg);
