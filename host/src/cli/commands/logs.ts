@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { COMPONENTS } from '../../log-names.js';
 import { existingInstance, parsePositiveInt, withHelp } from '../context.js';
+import { prettyRecord } from '../log-pretty.js';
 import { follow, type LogFilter, levelNumber, tail } from '../log-reader.js';
 import { complain, inertJson, inertValues, say } from '../terminal.js';
 
@@ -72,7 +73,11 @@ export function registerLogs(program: Command): void {
           return;
         }
         // The record's strings, not the pretty line: its colours are escape sequences of its own.
-        process.stdout.write(pretty(inertValues(rec)));
+        process.stdout.write(
+          pretty(
+            inertValues(rec !== null && typeof rec === 'object' ? prettyRecord(rec as Record<string, unknown>) : rec),
+          ),
+        );
       }
     };
     const result = tail(paths.logs, filter, opts.lines);
