@@ -748,7 +748,11 @@ export class AgentLink extends EventEmitter {
       if (this.held.length < MAX_HELD_DELTAS) this.held.push(delta);
       return;
     }
-    if (this.seq !== null && delta.seq <= this.seq) return; // already covered by a snapshot
+    if (this.seq !== null && delta.seq <= this.seq) {
+      // Already covered by a snapshot (or a guest counting backwards: the next gap asks for a snapshot anyway).
+      this.log.debug({ got: delta.seq, held: this.seq }, 'port delta at or below the sequence held; dropped');
+      return;
+    }
     if (this.seq !== null && delta.seq !== this.seq + 1) {
       this.log.warn({ expected: this.seq + 1, got: delta.seq }, 'port event sequence gap; asking for a snapshot');
       this.held = [];
