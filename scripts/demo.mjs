@@ -18,7 +18,9 @@ const TESTBED = join(ROOT, 'scripts/testbed.sh');
 const NAME = 'demo';
 const keep = process.argv.includes('--keep');
 
-const say = (msg) => process.stdout.write(`\n\x1b[1m==> ${msg}\x1b[0m\n`);
+// Bold on a terminal only: piped into a file or a CI log, the escapes would be noise.
+const [bold, plain] = process.stdout.isTTY ? ['\x1b[1m', '\x1b[0m'] : ['', ''];
+const say = (msg) => process.stdout.write(`\n${bold}==> ${msg}${plain}\n`);
 const fail = (msg) => {
   process.stderr.write(`demo: ${msg}\n`);
   process.exit(1);
@@ -196,24 +198,34 @@ async function showMount({ location, mountPoint }) {
   if (reply !== 'Written in the guest.') throw new Error(`the host read ${JSON.stringify(reply)} back`);
 }
 
+/** The pid of the guest agent that provisioning started in the background (no systemd in the testbed), or null. */
+function guestAgentPid() {
+  try {
+    const pid = Number(readFileSync(join(testbed.guestDir, 'install', 'agent.pid'), 'utf8'));
+    return pid > 0 ? pid : null;
+  } catch {
+    return null; // not started
+  }
+}
+
 async function cleanup() {
-  if (web && web.exitCode === null) web.kill('SIGTERM');
-  if (keep) {
+  const webRuns = web && web.exitCode === null;
+  if (keep && testbed) {
+    // The web server, the guest agent, the host agent and the testbed stay for poking at; the line below ends them.
+    web?.unref();
+    const pids = [webRuns ? web.pid : null, guestAgentPid()].filter(Boolean).join(' ');
     say(`--keep: leaving it running. Try: TETHER_HOME=${home} node ${CLI} forward ls ${NAME}`);
-    console.log(`    stop it with: TETHER_HOME=${home} node ${CLI} down ${NAME} && ${TESTBED} down ${NAME}`);
+    console.log(
+      `    stop it with: TETHER_HOME=${home} node ${CLI} down ${NAME}; ${pids ? `kill ${pids}; ` : ''}` +
+        `${TESTBED} down ${NAME}; rm -rf ${home}`,
+    );
     return;
   }
+  if (webRuns) web.kill('SIGTERM');
   say(`tether down ${NAME}`);
   if (existsSync(join(home, NAME, 'tether.yaml'))) run(process.execPath, [CLI, 'down', NAME], { env, allowFail: true });
-  // The guest agent was started in the background by provisioning (no systemd in the testbed): stop it by its pid.
-  if (testbed) {
-    try {
-      const pid = Number(readFileSync(join(testbed.guestDir, 'install', 'agent.pid'), 'utf8'));
-      if (pid > 0) process.kill(pid, 'SIGTERM');
-    } catch {
-      // not started
-    }
-  }
+  const agentPid = testbed && guestAgentPid();
+  if (agentPid) process.kill(agentPid, 'SIGTERM');
   say('Tearing the testbed down');
   run(TESTBED, ['down', NAME], { allowFail: true });
   rmSync(home, { recursive: true, force: true });
