@@ -180,7 +180,8 @@ function decodeId(raw: string): string {
 function shutdownReason(body: unknown): string {
   const given = (body as { reason?: unknown } | undefined)?.reason;
   if (typeof given !== 'string' || given.trim() === '') return 'shutdown requested via control API';
-  return `${given.replace(/\s+/g, ' ').trim().slice(0, 500)} (shutdown via control API)`;
+  const text = given.replace(/\s+/g, ' ').trim();
+  return `${text.length > 500 ? `${text.slice(0, 500)}…` : text} (shutdown via control API)`;
 }
 
 /** The request's JSON body; undefined when it has none. */
