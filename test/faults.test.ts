@@ -77,18 +77,22 @@ function waitLog(instanceDir: string, mark: number, component: string, re: RegEx
   });
 }
 
+/** An in-process host agent with SSH keepalive every `interval` seconds, given up after `countMax` misses. */
+function keepaliveAgent(tb: Testbed, interval: number, countMax: number): Promise<Harness> {
+  return startAgent(
+    tb,
+    { ssh: { ...testConfig(tb).ssh, keepaliveInterval: interval, keepaliveCountMax: countMax } },
+    { ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000, readyTimeoutMs: 5_000 } },
+  );
+}
+
 describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
   const testbed = useTestbed();
   let h: Harness;
 
   beforeAll(async () => {
-    const tb = testbed();
     // Keepalive every second, dead after two misses: a stall is noticed within ~3 s.
-    h = await startAgent(
-      tb,
-      { ssh: { ...testConfig(tb).ssh, keepaliveInterval: 1, keepaliveCountMax: 2 } },
-      { ssh: { backoffInitialMs: 100, backoffMaxMs: 1_000, readyTimeoutMs: 5_000 } },
-    );
+    h = await keepaliveAgent(testbed(), 1, 2);
   });
   afterAll(async () => {
     await h?.stop();
@@ -375,5 +379,46 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('faults: hos
     const log = logLines(join(home, NAME));
     expect(log.some((l) => l.component === 'agent' && l.pid === newPid && /starting/.test(l.msg))).toBe(true);
     await stopChild(server);
+  });
+});
+
+// A guest that said it shuts down (its guest agent's goodbye) and whose sshd then goes quiet without closing the
+// connection, as a guest's network stopping first leaves it: the host agent gives the connection up within seconds,
+// naming the shutdown, where keepalive alone (10 s × 3 here) would take 30 s and blame a paused VM. The stall is the
+// testbed's socat bridge SIGSTOPped.
+describe.skipIf(!canRunTestbed())('faults: a guest going away', () => {
+  const testbed = useTestbed();
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await keepaliveAgent(testbed(), 10, 3);
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('keeps a connection that still answers, and gives up on one gone quiet after the goodbye, naming it', async () => {
+    const tb = testbed();
+    expect(h.agent.status().ssh.state).toBe('connected');
+    const reconnectsBefore = h.agent.ssh.reconnects;
+    h.agent.ssh.guestGoingAway();
+    // Probes answered meanwhile: the connection is kept (a guest whose sshd outlives the goodbye stays reachable).
+    const probesAnswered = performance.now() + 5_000;
+    await waitFor(() => performance.now() > probesAnswered, { what: '5 s of answered probes', timeoutMs: 6_000 });
+    expect(h.agent.status().ssh.state).toBe('connected');
+    expect(h.agent.ssh.reconnects).toBe(reconnectsBefore);
+
+    tb.pauseBridge();
+    try {
+      // Within keepalive's 30 s, with the shutdown as the reason rather than keepalive's.
+      await waitFor(() => h.agent.status().ssh.state !== 'connected', { what: 'the quiet connection given up' });
+      expect(h.agent.status().ssh.lastError).toMatch(
+        /^the guest is shutting down: .* answered nothing for 3 s after its guest agent said so/,
+      );
+    } finally {
+      tb.resumeBridge();
+    }
+    await waitFor(() => h.agent.status().ssh.state === 'connected', { what: 'connected again', timeoutMs: 30_000 });
+    expect(h.agent.ssh.reconnects).toBe(reconnectsBefore + 1);
   });
 });

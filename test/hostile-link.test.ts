@@ -72,6 +72,31 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     expect((await roundTrip('127.0.0.1', staticPort, payload)).toString()).toBe(payload);
   }
 
+  /**
+   * The back-off `warning` is logged (at or after log line `warnedFrom`), and links from then on (counted from line
+   * `mark`) are at least the 2 s of the ordinary cap apart, where a link that had been up was retried after 100 ms.
+   */
+  async function expectBackoff(warnedFrom: number, mark: number, warning: RegExp): Promise<void> {
+    await waitFor(
+      () =>
+        logLines()
+          .slice(warnedFrom)
+          .find((l) => warning.test(l.msg)),
+      {
+        what: 'the back-off warning',
+        timeoutMs: 30_000,
+      },
+    );
+    const ups = () =>
+      logLines()
+        .slice(mark)
+        .filter((l) => /agent link up/.test(l.msg));
+    await waitFor(() => ups().length >= 5, { what: 'five links', timeoutMs: 30_000 });
+    const times = ups().map((l) => Date.parse(String(l.time)));
+    expect(times[4] - times[3]).toBeGreaterThanOrEqual(2_000);
+    await stillServing();
+  }
+
   beforeAll(async () => {
     tb = testbed();
     staticPort = await freePort();
@@ -193,23 +218,7 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     const mark = logLines().length;
     await misbehave({ name: 'bad-delta', listener: { ...good, port: -1 } }, 'link', /agent link down: invalid event/);
     // Said once per streak of broken links (the cases above may have begun this one).
-    await waitFor(
-      () =>
-        logLines().find((l) =>
-          /broke the protocol on 3 links in a row; trying it less often, up to every 3 s/.test(l.msg),
-        ),
-      { what: 'the back-off warning', timeoutMs: 30_000 },
-    );
-    // Links from then on are at least the 2 s of the ordinary cap apart, where a link that had been up was retried
-    // after 100 ms.
-    const ups = () =>
-      logLines()
-        .slice(mark)
-        .filter((l) => /agent link up/.test(l.msg));
-    await waitFor(() => ups().length >= 5, { what: 'five broken links', timeoutMs: 30_000 });
-    const times = ups().map((l) => Date.parse(String(l.time)));
-    expect(times[4] - times[3]).toBeGreaterThanOrEqual(2_000);
-    await stillServing();
+    await expectBackoff(0, mark, /broke the protocol on 3 links in a row; trying it less often, up to every 3 s/);
   });
 
   it('links less often to an agent that ends every link right after it comes up, and says so', async () => {
@@ -219,21 +228,7 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
     await waitFor(() => Date.now() - upAt > 2_500 && h.agent.status().link.up, { what: 'a link up for 2.5 s' });
     const mark = logLines().length;
     await misbehave({ name: 'drop-after-subscribe' }, 'link', /agent link down/);
-    await waitFor(
-      () =>
-        logLines()
-          .slice(mark)
-          .find((l) => /ended 3 links in a row within 2 s of their start; trying it less often/.test(l.msg)),
-      { what: 'the back-off warning', timeoutMs: 30_000 },
-    );
-    const ups = () =>
-      logLines()
-        .slice(mark)
-        .filter((l) => /agent link up/.test(l.msg));
-    await waitFor(() => ups().length >= 5, { what: 'five brief links', timeoutMs: 30_000 });
-    const times = ups().map((l) => Date.parse(String(l.time)));
-    expect(times[4] - times[3]).toBeGreaterThanOrEqual(2_000);
-    await stillServing();
+    await expectBackoff(mark, mark, /ended 3 links in a row within 2 s of their start; trying it less often/);
   });
 
   it('rejects a 1,000,000-port snapshot at the frame limit before buffering it', async () => {
