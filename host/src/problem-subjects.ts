@@ -57,23 +57,25 @@ export function settles(component: string, fields: Fields, subject: string): boo
 }
 
 /**
- * Cuts `problems` (oldest first) down to `max` in place: the oldest that is over goes first, an open one only when
- * every one is open, so a burst of passing trouble (a server restarting in a loop) cannot push out the error that
- * still holds.
+ * Marks `problem` over at `time` if the line (component, fields) settles it (see settles); over because its forward
+ * was removed, it says so.
  */
-/** Marks `problem` over at `time` if the line (component, fields) settles it (see settles); true when it did. */
 export function settle(
   problem: { subject: string; resolvedAt: string | null; resolution?: 'removed' },
   component: string,
   fields: Fields,
   time: string,
-): boolean {
-  if (problem.resolvedAt !== null || !settles(component, fields, problem.subject)) return false;
+): void {
+  if (problem.resolvedAt !== null || !settles(component, fields, problem.subject)) return;
   problem.resolvedAt = time;
   if (component === 'forward' && fields.state === 'removed') problem.resolution = 'removed';
-  return true;
 }
 
+/**
+ * Cuts `problems` (oldest first) down to `max` in place: the oldest that is over goes first, an open one only when
+ * every one is open, so a burst of passing trouble (a server restarting in a loop) cannot push out the error that
+ * still holds.
+ */
 export function trimProblems(problems: { resolvedAt: string | null }[], max: number): void {
   while (problems.length > max) {
     const over = problems.findIndex((p) => p.resolvedAt !== null);
