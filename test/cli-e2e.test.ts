@@ -355,6 +355,40 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     }
   });
 
+  it('a guest agent killed again right after its restart: status says when it comes back, doctor waits for it', async () => {
+    const killed = async () => {
+      const pid = guestAgentPid();
+      expect(pid).not.toBeNull();
+      process.kill(pid!, 'SIGKILL');
+      await waitFor(() => !isAlive(pid!), { what: 'the guest agent to exit' });
+      return pid!;
+    };
+    const first = await killed();
+    await waitFor(
+      async () => {
+        const { link, guest } = JSON.parse((await cli('status', NAME, '--json')).stdout);
+        return link.up && guest.agentPid !== first;
+      },
+      { what: 'the link to a new guest agent', timeoutMs: 30_000, intervalMs: 100 },
+    );
+    // Served a moment only: the next start waits out the interval meant for agents that crash at start.
+    const second = await killed();
+    const link = await waitFor(
+      async () => {
+        const s = JSON.parse((await cli('status', NAME, '--json')).stdout);
+        return s.link.up === false && s.link.restartAt ? (s.link as { restartAt: string }) : null;
+      },
+      { what: 'status to show the link down with its restart time', timeoutMs: 10_000, intervalMs: 100 },
+    );
+    expect(Date.parse(link.restartAt)).toBeGreaterThan(Date.now() - 3_000);
+    expect(Date.parse(link.restartAt)).toBeLessThan(Date.now() + 6_000);
+    const doctor = await cli('doctor', NAME);
+    expect(doctor.stdout).toMatch(/✓ guest agent: tether-guest .* answers on /);
+    expect(doctor.code).toBe(0);
+    expect(guestAgentPid()).not.toBe(second);
+    expect(JSON.parse((await cli('status', NAME, '--json')).stdout).link).toMatchObject({ up: true, restartAt: null });
+  });
+
   it('doctor passes when healthy and names a broken guest agent', async () => {
     const healthy = await cli('doctor', NAME);
     expect(healthy.stdout).toMatch(/✓ other instances: none runs against /);

@@ -80,6 +80,7 @@ const status: StatusView = {
     guestStopping: null,
     provisioning: false,
     provisionError: EVIL,
+    restartAt: null,
   },
   requirements: [
     { index: 4, total: 5, name: 'guest agent running', state: 'ok', detail: `tether-guest ${EVIL}`, elapsedMs: 1 },

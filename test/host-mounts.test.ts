@@ -1,7 +1,7 @@
 // The agent wiring of mounts: runAgent with a configured mount runs requirement 5 (guest mount requirements, then
 // the mount), reports the mount in status, and unmounts on stop; a mount that cannot be made fails requirement 5
 // while the agent serves forwards degraded, and is made once the guest or host lacks nothing.
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -29,12 +29,12 @@ function guestMountPoint(tb: Testbed, name: string): string {
 }
 
 /** An agent with one writable mount of a new host directory that holds `files`, under way (await `ready`). */
-async function agentWithMount(tb: Testbed, name: string, files: Record<string, string> = {}) {
+async function agentWithMount(tb: Testbed, name: string, files: Record<string, string> = {}, inotify = false) {
   const location = mkdtempSync(join(tmpdir(), `tether-agent-${name}-`));
   for (const [file, text] of Object.entries(files)) writeFileSync(join(location, file), text);
   const mountPoint = guestMountPoint(tb, `agent-mnt-${name}`);
   const instanceDir = mkdtempSync(join(tmpdir(), 'tether-agent-mounts-'));
-  const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify: false }] });
+  const config = testConfig(tb, { mounts: [{ location, mountPoint, writable: true, inotify }] });
   const { agent, ready } = await runAgent(name, config, { instanceDir, requirementTimeoutMs: 60_000 });
   return { location, mountPoint, instanceDir, agent, ready };
 }
@@ -77,6 +77,48 @@ describe.skipIf(!canRunTestbed())('host agent mounts', () => {
     expect(after.stdout.trim()).toBe('0');
     rmSync(location, { recursive: true, force: true });
     rmSync(instanceDir, { recursive: true, force: true });
+  });
+
+  it('propagates host edits to a guest watcher through the agent link and leaves the host files their times', async () => {
+    const tb = testbed();
+    const { location, mountPoint, instanceDir, agent, ready } = await agentWithMount(
+      tb,
+      'times',
+      { 'dated.txt': 'x' },
+      true,
+    );
+    let pid: number | undefined;
+    const seen: string[] = [];
+    const script =
+      "require('fs').watch(process.argv[1],{recursive:true},(e,f)=>console.log(e+' '+f));console.log('ready')";
+    let watcher: ReturnType<Testbed['spawn']> | undefined;
+    try {
+      await ready;
+      pid = agent.link.info?.pid;
+      // Started on the mount, not on the directory under it.
+      watcher = tb.spawn('node', ['-e', script, mountPoint], { user: tb.user });
+      // What the guest agent offers reaches the mounts whole: the marker touch keeps host times.
+      expect(agent.link.info?.caps).toContain('fs.marker-touch');
+      watcher.stdout?.setEncoding('utf8').on('data', (d: string) => seen.push(...d.split('\n').filter(Boolean)));
+      await waitFor(() => seen.includes('ready'), { what: 'the guest watcher' });
+      const dated = join(location, 'dated.txt');
+      const old = new Date('2020-05-05T05:05:05.123Z');
+      utimesSync(dated, old, old);
+      const datedTime = statSync(dated, { bigint: true }).mtimeNs;
+      writeFileSync(join(location, 'new.txt'), 'new');
+      const dirTime = statSync(location).mtimeMs;
+      // Batches apply in order: once the guest sees the create, the earlier time change is applied too.
+      await waitFor(() => seen.some((l) => l.endsWith(' new.txt')), {
+        what: 'the guest to see new.txt',
+        timeoutMs: 5_000,
+      });
+      expect(statSync(dated, { bigint: true }).mtimeNs).toBe(datedTime);
+      expect(statSync(location).mtimeMs).toBe(dirTime);
+      expect(agent.mounts()[0]).toMatchObject({ state: 'mounted', inotify: 'watching' });
+    } finally {
+      watcher?.kill('SIGTERM');
+      await stopAll(tb, agent, pid, [location, instanceDir]);
+    }
   });
 
   it('fails requirement 5 naming the key when a host directory is missing, serves forwards degraded, and mounts once it exists', async () => {

@@ -282,6 +282,29 @@ describe.skipIf(!canRunTestbed() || !haveBuild)(
       ]);
     });
 
+    it('an agent that exits at its start fails the start at once, with its log, not after the start timeout', async () => {
+      stopAgent(ctx.config.guestAgent.installDir);
+      const node = join(nvmBin, 'node');
+      rmSync(node);
+      // The probe's own node runs work; `tether-guest.cjs run` (the agent) ends at once.
+      writeFileSync(
+        node,
+        `#!/bin/sh\nif [ "$2" = run ]; then echo "simulated crash at start" >&2; exit 3; fi\nexec ${process.execPath} "$@"\n`,
+        { mode: 0o755 },
+      );
+      try {
+        // Were the exit not noticed, this would end in "does not answer after 60000 ms".
+        await expect(
+          ensureGuestAgent(ctx.session, ctx.config, BUNDLE_DIR, silentLogger(), { startTimeoutMs: 60_000 }),
+        ).rejects.toThrow(
+          /guest agent \(pid \d+\) exited right after its start, before .* answered; guest log: .*simulated crash at start/,
+        );
+      } finally {
+        rmSync(node);
+        symlinkSync(process.execPath, node);
+      }
+    });
+
     it("names mkdir's reason when the install directory cannot be made", async () => {
       const tb = ctx.testbed();
       const blocker = join(tb.guestDir, 'not-a-dir');

@@ -267,6 +267,11 @@ export interface StatusView {
     provisioning: boolean;
     /** Why the host agent's last try to install or start the guest agent failed; null once one succeeds. */
     provisionError: string | null;
+    /**
+     * While the link is down: when the host agent next starts the guest agent (ISO time; soon after a crash it waits
+     * a few seconds first), null when it will not (provisioning off, the guest shuts down, the socket is blocked).
+     */
+    restartAt: string | null;
   };
   requirements: RequirementView[];
   /** Forwards by state; `capped`: guest listeners left out by maxForwards (neither forwarded nor listed). */

@@ -192,6 +192,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
     const forwards = { ...countStates(FORWARD_STATES, this.engine.views()), capped: this.engine.capped };
     const mountStates = this.mounts();
     const mounts = countStates(MOUNT_STATES, mountStates);
+    const restartAt = this.link.nextStartAt;
     return {
       name: this.name,
       pid: process.pid,
@@ -214,6 +215,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         guestStopping: this.link.guestStopping,
         provisioning: this.provisioner.busy,
         provisionError: this.provisioner.lastFailure,
+        restartAt: restartAt === null ? null : new Date(restartAt).toISOString(),
       },
       requirements: this.requirements.views(),
       forwards,

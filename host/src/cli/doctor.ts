@@ -345,6 +345,8 @@ interface AgentCheck {
   provisioning?: boolean;
   /** Why the running agent's last try to install or start the guest agent failed. */
   provisionError?: string | null;
+  /** When the running agent, its link down, next starts the guest agent (Date.now() scale); null when it will not. */
+  restartAt?: number | null;
   /** Guest listeners the running agent leaves out (maxForwards). */
   capped?: number;
   /** Why the running agent is not this command's build of tether (otherBuild), null when it is or is unknown. */
@@ -357,16 +359,22 @@ interface AgentCheck {
 const PROVISIONING_WAIT_MS = 15_000;
 
 /**
- * The running agent as checkAgent sees it, once a provisioning run under way has ended (or PROVISIONING_WAIT_MS
- * passed): looked at mid-run, the guest shows a half-installed agent, and a run that fails and is retried would hide
- * its failure behind "setting up now" every time.
+ * The running agent as checkAgent sees it, once a provisioning run under way has ended and a guest agent it is about
+ * to start again has had its start (or PROVISIONING_WAIT_MS passed): looked at mid-run, the guest shows a
+ * half-installed agent, a run that fails and is retried would hide its failure behind "setting up now" every time,
+ * and an agent that crashed right after a start would be reported missing though it is seconds from coming back.
  */
 async function settledAgent(paths: InstancePaths, provision: GuestAgentConfig['provision']): Promise<AgentCheck> {
   const deadline = Date.now() + PROVISIONING_WAIT_MS;
   let agent = await checkAgent(paths, provision);
-  while (agent.provisioning && Date.now() < deadline) {
+  // One start is waited for: after it, an agent still missing (it crashes at every start) is what to report.
+  let started = false;
+  let wasProvisioning = false;
+  while ((agent.provisioning || (agent.restartAt && !started)) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 200));
     agent = await checkAgent(paths, provision);
+    started ||= wasProvisioning && !agent.provisioning;
+    wasProvisioning = agent.provisioning === true;
   }
   return agent;
 }
@@ -420,6 +428,7 @@ async function checkAgent(paths: InstancePaths, provision: GuestAgentConfig['pro
       guestStopping,
       provisioning: status.link.provisioning === true,
       provisionError: status.link.provisionError,
+      restartAt: status.link.restartAt ? Date.parse(status.link.restartAt) : null,
       capped: status.forwards.capped,
       staleBuild: otherBuild(status.build),
     };

@@ -31,6 +31,7 @@ const status: StatusView = {
     guestStopping: null,
     provisioning: false,
     provisionError: null,
+    restartAt: null,
   },
   requirements: [],
   forwards: { forwarding: 1, conflict: 0, privileged: 0, ignored: 2, suspended: 0, error: 0, total: 3, capped: 0 },
@@ -82,6 +83,15 @@ describe('status text', () => {
     expect(
       statusText({ ...down, link: { ...down.link, lastError: `cannot start: ${failed}`, provisionError: failed } }),
     ).toContain(`guest agent:  not connected (cannot start: ${failed})\n`);
+    // A start held back (the agent crashed right after the last one) says when it comes.
+    const restartAt = new Date(Date.now() + 3_500).toISOString();
+    expect(statusText({ ...down, link: { ...down.link, restartAt } })).toMatch(
+      /guest agent: {2}not connected \(no answer\); the host agent starts it again in [34] s\n/,
+    );
+    const due = new Date(Date.now() - 500).toISOString();
+    expect(statusText({ ...down, link: { ...down.link, restartAt: due } })).toContain(
+      'guest agent:  not connected (no answer); the host agent starts it again now\n',
+    );
   });
 
   it('lists each mount with its state and why it is not mounted', () => {

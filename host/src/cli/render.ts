@@ -173,7 +173,7 @@ export function statusText(
     lines.push('guest agent:  not connected: the host agent is installing or starting it now');
   } else {
     const why = linkDownReason(s.link);
-    lines.push(`guest agent:  not connected${why ? ` (${why})` : ''}`);
+    lines.push(`guest agent:  not connected${why ? ` (${why})` : ''}${restartNote(s.link)}`);
   }
   const capped = s.forwards.capped ? `; ${cappedListeners(s.forwards.capped)}` : '';
   lines.push(`forwards:     ${summarizeCounts(s.forwards)}${capped}`, `mounts:       ${summarizeCounts(s.mounts)}`);
@@ -192,7 +192,6 @@ export function statusText(
   return lines.join('\n');
 }
 
-/** One entry of `last errors:`; one the agent has since recovered from says when. */
 /**
  * Why the link to the guest agent is down: its last error and, when the host agent's last try to start the guest
  * agent failed, that failure (what to fix), each once.
@@ -203,6 +202,14 @@ export function linkDownReason(link: StatusView['link'] | undefined): string | n
   return `${link?.lastError ? `${link.lastError}; ` : ''}starting it failed: ${failed}`;
 }
 
+/** When the host agent starts the guest agent again, for a link that is down; empty when it will not by itself. */
+function restartNote(link: StatusView['link'] | undefined): string {
+  if (!link?.restartAt) return '';
+  const inS = Math.ceil((Date.parse(link.restartAt) - Date.now()) / 1000);
+  return `; the host agent starts it again ${inS > 0 ? `in ${inS} s` : 'now'}`;
+}
+
+/** One entry of `last errors:`; one the agent has since recovered from says when. */
 export function problemLine(e: LoggedError): string {
   const over = e.resolvedAt && `${e.resolution === 'removed' ? 'removed' : 'resolved'} ${e.resolvedAt}`;
   return `  ${e.time} [${e.component}] ${e.msg}${over ? ` (${over})` : ''}`;

@@ -58,6 +58,8 @@ const LIVENESS_TIMEOUT_MS = 10_000;
 const HUNG_HELLO_MS = 3_000;
 /** A guest agent that does not answer is replaced at most this often. */
 const HUNG_REPLACE_INTERVAL_MS = 60_000;
+/** The guest agent is started at most this often unless one served meanwhile (options: ensureIntervalMs). */
+const ENSURE_INTERVAL_MS = 5_000;
 /** An agent link up this long before it closed makes the next start of the agent immediate (ensureThrottleFrom). */
 const SERVED_BEFORE_PROMPT_RESTART_MS = 10_000;
 
@@ -208,6 +210,19 @@ export class AgentLink extends EventEmitter {
   get guestStopping(): string | null {
     if (this.stoppingReason !== null && performance.now() > this.stoppingUntil) this.stoppingReason = null;
     return this.stoppingReason;
+  }
+
+  /**
+   * While the link is down and the guest agent is to be started again: when the next start may run (Date.now()
+   * scale). A crash soon after a start waits out ensureIntervalMs first, and `doctor` run meanwhile waits for it
+   * instead of reporting an agent that is about to come back. Null when nothing will start it (no ensureAgent, the
+   * guest shuts down, the socket is blocked, the host agent stops) or the link is up.
+   */
+  get nextStartAt(): number | null {
+    if (this.up || this.stopped || !this.opts.ensureAgent || this.blocked !== null || this.guestStopping !== null)
+      return null;
+    const interval = this.opts.ensureIntervalMs ?? ENSURE_INTERVAL_MS;
+    return Date.now() + Math.max(0, this.ensureThrottleFrom + interval - performance.now());
   }
 
   /** The guest agent's socket: `socket` from the options until provisioning moves it (useSocket). */
@@ -619,7 +634,7 @@ export class AgentLink extends EventEmitter {
 
   private async maybeEnsureAgent(reason: string): Promise<void> {
     const ensure = this.opts.ensureAgent;
-    const interval = this.opts.ensureIntervalMs ?? 5_000;
+    const interval = this.opts.ensureIntervalMs ?? ENSURE_INTERVAL_MS;
     if (!ensure || this.guestStopping || performance.now() - this.ensureThrottleFrom < interval) return;
     this.markEnsure();
     try {

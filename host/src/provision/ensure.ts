@@ -123,6 +123,8 @@ export async function ensureGuestAgent(
   }
 
   const actions: ProvisionAction[] = [];
+  /** The agent started in the background (no systemd to watch it): its pid, to notice it exiting at start. */
+  let startedPid: number | null = null;
   const notes: string[] = opts.replace ? ['replaced the running agent'] : [];
   let exe = current?.path;
   if (!exe) {
@@ -161,7 +163,7 @@ export async function ensureGuestAgent(
   } else {
     const why = facts.systemd ? 'not root and sudo -n (or doas -n) is refused' : 'no systemd';
     const elevate = !facts.root && !facts.socketDirWritable && facts.sudo ? sudo : '';
-    await startInBackground(
+    startedPid = await startInBackground(
       shell,
       installDirOf(facts, config.ssh.user),
       `${command} run --socket ${q(socket)} --socket-owner ${q(user)}`,
@@ -175,14 +177,15 @@ export async function ensureGuestAgent(
   // The single executable is a 100 MB Node binary: loading it takes 10-20 s from an emulated (TCG) guest's cold disk.
   const startTimeout = opts.startTimeoutMs ?? (artefact === 'bundle' ? 20_000 : START_WAIT_MS);
   opts.onStep?.(`waiting for tether-guest to answer on ${socket}`);
-  await waitRunning(shell, socket, startTimeout, async () => {
+  const guestLog = async () => {
     const r = await shell.execText(
       facts.systemd && actions.includes('installed unit')
         ? `${sudo}journalctl -u tether-guest -n 5 --no-pager 2>&1 || ${sudo}systemctl status tether-guest 2>&1 | tail -n 5`
         : `tail -n 5 ${q(`${facts.dir}/agent.log`)} 2>&1`,
     );
     return r.stdout.trim().split('\n').join(' | ');
-  });
+  };
+  await waitRunning(shell, socket, startTimeout, guestLog, startedPid);
   return { ...base, actions, summary: notes.join(', ') };
 }
 
@@ -372,7 +375,13 @@ const AGENT_LOG_MAX = 1024 * 1024;
  * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
  * the old one removes the socket path as it exits. `elevate` (`sudo -n `) also signals: the pid is then sudo's.
  */
-async function startInBackground(shell: GuestShell, dir: string, command: string, elevate: string): Promise<void> {
+/** Starts the agent detached from the login session; its pid (that of sudo's, when elevated), or null if unknown. */
+async function startInBackground(
+  shell: GuestShell,
+  dir: string,
+  command: string,
+  elevate: string,
+): Promise<number | null> {
   const pidFile = q(`${dir}/agent.pid`);
   const logFile = q(`${dir}/agent.log`);
   const script = [
@@ -386,10 +395,12 @@ async function startInBackground(shell: GuestShell, dir: string, command: string
     // moves to `.1`, as the host agent's stdio log does, so a VM that lives for months keeps two files at most.
     `[ -f ${logFile} ] && [ "$(wc -c <${logFile})" -gt ${AGENT_LOG_MAX} ] && mv -f ${logFile} ${logFile}.1`,
     `nohup ${elevate}${command} >>${logFile} 2>&1 </dev/null &`,
-    `echo $! >${pidFile}`,
+    `p=$!; echo "$p" >${pidFile}; echo "$p"`,
   ].join('\n');
   const r = await shell.execText(script);
   if (r.code !== 0) throw new Error(`starting the guest agent in the background failed: ${lastLine(r.stderr)}`);
+  const pid = Number(lastLine(r.stdout));
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
 }
 
 /** How long a booting guest gets to start its installed agent before provisioning steps in. */
@@ -431,19 +442,34 @@ async function socketError(shell: Pick<GuestShell, 'openStreamLocal'>, socket: s
   }
 }
 
+/** /proc, not kill -0: an agent started with sudo is not the login user's to signal. A zombie has exited too. */
+async function running(shell: GuestShell, pid: number): Promise<boolean> {
+  const r = await shell.execText(`[ -d /proc/${pid} ] && ! grep -q '^State:[[:space:]]*Z' /proc/${pid}/status`);
+  return r.code === 0;
+}
+
+/** Until the started agent answers on its socket; fails at once when sshd refuses the socket or the agent exits. */
 async function waitRunning(
   shell: GuestShell,
   socket: string,
   timeoutMs: number,
   diagnose: () => Promise<string>,
+  /** The agent's process when it was started in the background: one that exits fails the wait at once. */
+  pid: number | null = null,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let err = await socketError(shell, socket); err; err = await socketError(shell, socket)) {
     // Once the agent listens, a channel that still fails is sshd refusing it: say so now, not after the timeout.
     const refused = await streamLocalRefusal(shell, socket, err);
     if (refused) throw refused;
+    if (pid !== null && !(await running(shell, pid))) {
+      const detail = await diagnose().catch((e: Error) => e.message);
+      throw new Error(
+        `guest agent (pid ${pid}) exited right after its start, before ${socket} answered; guest log: ${detail}`,
+      );
+    }
     if (Date.now() > deadline) {
-      const detail = await diagnose().catch((err: Error) => err.message);
+      const detail = await diagnose().catch((e: Error) => e.message);
       throw new Error(`guest agent started but ${socket} does not answer after ${timeoutMs} ms; guest log: ${detail}`);
     }
     await new Promise((r) => setTimeout(r, 100));

@@ -66,6 +66,7 @@ export function registerStatus(program: Command): void {
             guestStopping: null,
             provisioning: false,
             provisionError: null,
+            restartAt: null,
           },
           stopReason: last.stopReason,
           requirements: [],
