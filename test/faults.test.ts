@@ -171,6 +171,8 @@ describe.skipIf(!canRunTestbed())('faults: in-process host agent', () => {
     await waitFor(() => h.agent.status().ssh.state === 'reconnecting', { what: 'ssh reconnecting' });
     await waitFor(() => state(id) === 'suspended', { what: 'forward suspended' });
     expect(h.agent.status().forwards.suspended).toBeGreaterThanOrEqual(1);
+    // Nothing can start the guest agent without SSH (and it still runs): no restart is promised.
+    expect(h.agent.status().link).toMatchObject({ up: false, restartAt: null });
     await waitFor(() => conn.ended, { what: 'the cut connection to end on the host side' });
     await waitLog(h.instanceDir, mark, 'ssh', /ssh reconnecting: /);
     await waitLog(h.instanceDir, mark, 'link', /./);

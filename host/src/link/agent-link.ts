@@ -185,6 +185,8 @@ export class AgentLink extends EventEmitter {
    * crashed, is started again at once.
    */
   private ensureThrottleFrom = Number.NEGATIVE_INFINITY;
+  /** The agent did not answer and ensureThrottleFrom held its start back (nextStartAt); cleared by the next try. */
+  private startHeldBack = false;
   /** A replacement was tried on this SSH connection. */
   private replaceTried = false;
   private socketPath: string;
@@ -213,14 +215,13 @@ export class AgentLink extends EventEmitter {
   }
 
   /**
-   * While the link is down and the guest agent is to be started again: when the next start may run (Date.now()
-   * scale). A crash soon after a start waits out ensureIntervalMs first, and `doctor` run meanwhile waits for it
-   * instead of reporting an agent that is about to come back. Null when nothing will start it (no ensureAgent, the
-   * guest shuts down, the socket is blocked, the host agent stops) or the link is up.
+   * While a start of the guest agent is held back (it did not answer, but the last start was less than
+   * ensureIntervalMs ago and its agent did not serve for long): when that start may run (Date.now() scale), for
+   * `status` and for `doctor`, which waits for it instead of reporting an agent that is about to come back. Null when
+   * no start is held back: the link is up, SSH is down, or a start runs at the next try anyway.
    */
   get nextStartAt(): number | null {
-    if (this.up || this.stopped || !this.opts.ensureAgent || this.blocked !== null || this.guestStopping !== null)
-      return null;
+    if (!this.startHeldBack || this.up || this.stopped || !this.ssh.connected) return null;
     const interval = this.opts.ensureIntervalMs ?? ENSURE_INTERVAL_MS;
     return Date.now() + Math.max(0, this.ensureThrottleFrom + interval - performance.now());
   }
@@ -485,6 +486,7 @@ export class AgentLink extends EventEmitter {
       this.info = info;
       this.build = build;
       this.up = true;
+      this.startHeldBack = false;
       this.lastDownUnanswered = false;
       this.lastError = null;
       this.blocked = null;
@@ -618,6 +620,7 @@ export class AgentLink extends EventEmitter {
   }
 
   private noteBlocked(message: string): void {
+    this.startHeldBack = false;
     if (message !== this.blocked) {
       this.log.error({ socket: this.socket }, message);
       this.blocked = message;
@@ -635,7 +638,8 @@ export class AgentLink extends EventEmitter {
   private async maybeEnsureAgent(reason: string): Promise<void> {
     const ensure = this.opts.ensureAgent;
     const interval = this.opts.ensureIntervalMs ?? ENSURE_INTERVAL_MS;
-    if (!ensure || this.guestStopping || performance.now() - this.ensureThrottleFrom < interval) return;
+    this.startHeldBack = !!ensure && !this.guestStopping && performance.now() - this.ensureThrottleFrom < interval;
+    if (!ensure || this.guestStopping || this.startHeldBack) return;
     this.markEnsure();
     try {
       this.log.info(
