@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -98,6 +98,24 @@ describe('TreeWatcher', () => {
     writeFileSync(join(root, 'a/fresh.txt'), '');
     await until(() => seen('add', 'a/fresh.txt').length === 1, 'a file in the new directory');
     expect(w.size).toBe(2); // root and the new a/
+  });
+
+  it('takes a chmod or touch of a watched directory itself for what it is, not for its removal', async () => {
+    chmodSync(root, 0o700);
+    utimesSync(root, new Date(), new Date());
+    chmodSync(join(root, 'a'), 0o700);
+    utimesSync(join(root, 'a/b'), new Date(), new Date());
+    // Two fences, the second made once the first is seen: the directories' own events are looked at by then.
+    writeFileSync(join(root, 'fence1.txt'), '');
+    await until(() => seen('add', 'fence1.txt').length === 1, 'the first fence');
+    writeFileSync(join(root, 'a/b/fence2.txt'), '');
+    await until(() => seen('add', 'a/b/fence2.txt').length === 1, 'the second fence');
+    expect(gone).toBe(0);
+    expect(events.map((e) => `${e.kind} ${e.path}`)).toEqual([
+      `add ${join(root, 'fence1.txt')}`,
+      `add ${join(root, 'a/b/fence2.txt')}`,
+    ]);
+    expect(w.size).toBe(3);
   });
 
   it('says the root is gone when it is removed and made again at once, and takes a trailing slash', async () => {

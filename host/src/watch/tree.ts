@@ -26,6 +26,9 @@ type TreeWatcherEvents = {
 
 interface Dir {
   watcher: FSWatcher | null;
+  /** Which directory is watched: its inode and birth time (0 where the filesystem keeps none), see checkSelf. */
+  ino: number;
+  birth: number;
   /** Entry name → whether it is a directory, and its inode (0 until looked at): a directory replaced under the same name is another one to watch. */
   entries: Map<string, Entry>;
 }
@@ -72,7 +75,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
       this.emit('rootGone');
       return;
     }
-    await this.watchDir(this.root, false);
+    await this.watchDir(this.root, false, st);
   }
 
   /** Directories watched. */
@@ -96,9 +99,9 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
    * Watches `path` and reads it: with `announce` (a directory that appeared), each entry found is reported as added,
    * since files may be made in it before its watch exists.
    */
-  private async watchDir(path: string, announce: boolean): Promise<void> {
+  private async watchDir(path: string, announce: boolean, self: Stats): Promise<void> {
     if (this.closed || this.dirs.has(path)) return;
-    const dir: Dir = { watcher: null, entries: new Map() };
+    const dir: Dir = { watcher: null, ino: self.ino, birth: self.birthtimeMs, entries: new Map() };
     try {
       dir.watcher = watch(path, { persistent: true }, (type, name) => this.notice(path, name, type));
       dir.watcher.on('error', (err: NodeJS.ErrnoException) => this.failed(path, err));
@@ -124,7 +127,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
       if (this.closed || this.dirs.get(path) !== dir || (isDir && !stats)) continue;
       dir.entries.set(entry.name, { isDir, ino: stats?.ino ?? 0 });
       if (announce) this.emit('event', isDir ? 'addDir' : 'add', child, stats);
-      if (isDir) subdirs.push(this.watchDir(child, announce));
+      if (isDir && stats) subdirs.push(this.watchDir(child, announce, stats));
     }
     await Promise.all(subdirs);
   }
@@ -202,7 +205,7 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     if (entry === undefined) {
       d.entries.set(name, { isDir, ino: stats.ino });
       this.emit('event', isDir ? 'addDir' : 'add', path, stats);
-      if (isDir) await this.watchDir(path, true);
+      if (isDir) await this.watchDir(path, true, stats);
     } else if (!isDir) {
       entry.ino = stats.ino;
       this.emit('event', 'change', path, stats);
@@ -218,7 +221,10 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
   /**
    * A directory's watch reported a deletion or move under the directory's own name: the directory itself (its watch
    * is over, even if a new directory of that name is there at once, perhaps with the same inode number), unless an
-   * entry of that name inside it is what the event was about.
+   * entry of that name inside it is what the event was about, or the directory is still the one watched. libuv
+   * reports every inotify event of a directory as a rename, so a chmod or touch of the directory itself reads the
+   * same; its birth time tells it from a new directory that reuses the inode (`rm -rf d && mkdir d`). Where the
+   * filesystem keeps no birth time, it is taken for gone.
    */
   private async checkSelf(dir: string): Promise<void> {
     const d = this.dirs.get(dir);
@@ -226,6 +232,10 @@ export class TreeWatcher extends EventEmitter<TreeWatcherEvents> {
     if (!d || d.entries.has(base)) return;
     const entry = await lstat(join(dir, base)).catch(() => undefined);
     if (this.closed || this.dirs.get(dir) !== d || entry) return;
+    // The root is followed if it is a symlink (start), nothing else is.
+    const now = await (dir === this.root ? stat : lstat)(dir).catch(() => undefined);
+    if (this.closed || this.dirs.get(dir) !== d) return;
+    if (now?.isDirectory() && now.ino === d.ino && d.birth !== 0 && now.birthtimeMs === d.birth) return;
     if (dir === this.root) {
       this.close();
       this.emit('rootGone');
