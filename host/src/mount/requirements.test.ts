@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from 'ssh2';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import type { MountConfig } from '../config/schema.js';
 import { checkMountRequirements } from './requirements.js';
 
@@ -16,12 +16,16 @@ interface Answer {
   stderr?: string;
 }
 
-/** A client whose every exec runs `answer` on the script; a startup marker the script prints is echoed first. */
-function scriptedGuest(answer: (script: string) => Answer): Client {
+/**
+ * A client whose every exec runs `answer` on the script; a startup marker the script prints is echoed first. A null
+ * answer is a command that never ends (a hung mount it touched).
+ */
+function scriptedGuest(answer: (script: string) => Answer | null): Client {
   const exec = (command: string, _opts: unknown, cb: (err: Error | undefined, ch: EventEmitter) => void) => {
     const channel = Object.assign(new EventEmitter(), { stderr: new EventEmitter(), close: () => undefined });
     cb(undefined, channel);
     const r = answer(command);
+    if (r === null) return;
     const marker = /(tether-[a-z]+) ([0-9a-f]{24})/.exec(command);
     setImmediate(() => {
       channel.emit('data', Buffer.from(`${marker ? `${marker[1]}-${marker[2]}\n` : ''}${r.stdout ?? ''}`));
@@ -122,6 +126,35 @@ describe('mount requirements', () => {
       cause: 'mount-point-taken',
       fix: "set the mount's mountPoint in tether.yaml (mounts:) to a path the SSH user may create, e.g. ~/host/root",
     });
+  });
+
+  it('say that a mount point whose look does not end is held by a hung mount, and how to free it', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const client = scriptedGuest((script) =>
+        script.includes('pwd -P') && script.includes('/srv/hung') ? null : { code: 0 },
+      );
+      const checking = checkMountRequirements(client, [mount(base, '/srv/hung')], { fix: false });
+      let reqs: Awaited<typeof checking> | undefined;
+      void checking.then((r) => {
+        reqs = r;
+      });
+      // The scripted answers come on setImmediate, the exec timeout on a (fake) setTimeout.
+      for (let i = 0; i < 40 && !reqs; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        await vi.advanceTimersByTimeAsync(1_000);
+      }
+      expect(reqs?.find((r) => r.name === 'mount point /srv/hung')).toMatchObject({
+        ok: false,
+        cause: 'guest-unchecked',
+        detail: expect.stringMatching(
+          /^\/srv\/hung did not answer in the guest within \d+ s: a mount there whose sshfs process is stopped or hung/,
+        ),
+        fix: expect.stringContaining('end that sshfs process'),
+      });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('say when the guest was changed with sudo to meet one', async () => {

@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import type { Client } from 'ssh2';
 import type { MountConfig } from '../config/schema.js';
 import type { MountCause } from '../model.js';
-import { describeExit, type ExecResult, execOn } from '../ssh/exec.js';
+import { describeExit, type ExecResult, execOn, GuestCommandTimeoutError } from '../ssh/exec.js';
 import { shellQuote } from '../ssh/shell-quote.js';
 import { unrunScript } from '../ssh/unrun-script.js';
 import { describeGuestPath, resolveGuestPath } from './guest-path.js';
@@ -199,6 +199,14 @@ async function checkMountPoint(
   try {
     ({ path } = await resolveGuestPath(client, mountPoint));
   } catch (err) {
+    if (err instanceof GuestCommandTimeoutError)
+      // A FUSE mount whose sshfs is stopped or hung blocks every look at its path, this one's too.
+      return unmet(
+        name,
+        'guest-unchecked',
+        `${mountPoint} did not answer in the guest within ${err.timeoutMs / 1000} s: a mount there whose sshfs process is stopped or hung holds every access to it`,
+        `in the guest, end that sshfs process (kill -CONT, then kill, if it was stopped): tether mounts ${mountPoint} again by itself`,
+      );
     return unmet(name, 'guest-unchecked', (err as Error).message);
   }
   // Kept whatever the verdict: `mount ls` shows it for a mount that a requirement kept from ever mounting.

@@ -22,6 +22,17 @@ export interface ExecResult {
 }
 
 /** An exec channel that remembers its exit status. */
+/** A guest command that did not finish in time (a hung mount it touched, a guest too busy to answer). */
+export class GuestCommandTimeoutError extends Error {
+  constructor(
+    readonly timeoutMs: number,
+    command: string,
+  ) {
+    super(`guest command timed out after ${timeoutMs}ms: ${commandLabel(command)}`);
+    this.name = 'GuestCommandTimeoutError';
+  }
+}
+
 export type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
 
 /** Each of stdout and stderr is kept up to this much; a command printing more is still run to its end. */
@@ -78,7 +89,7 @@ export async function execText(
   timeoutMs: number,
 ): Promise<ExecResult> {
   const deadline = Date.now() + timeoutMs;
-  const timedOut = () => new Error(`guest command timed out after ${timeoutMs}ms: ${commandLabel(command)}`);
+  const timedOut = () => new GuestCommandTimeoutError(timeoutMs, command);
   const marker = startupMarker('tether-out');
   const opening = open(`${marker.print}; ${command}`);
   let openTimer: NodeJS.Timeout | undefined;

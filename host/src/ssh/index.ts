@@ -3,6 +3,7 @@
 
 export { authorizedKeyFix, sshdForwardingFix } from './advice.js';
 export type { ExecResult } from './exec.js';
+export { GuestCommandTimeoutError } from './exec.js';
 export {
   guestSocketState,
   type SocketShell,
