@@ -494,6 +494,20 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     );
   });
 
+  it('up --foreground serves until tether down, then says why it stopped and exits 0', async () => {
+    let out = '';
+    const foreground = runCli(home, ['up', NAME, '--foreground', '--timeout', '90'], 120_000, {}, (child) =>
+      child.stdout?.on('data', (c: Buffer) => {
+        out += c.toString();
+      }),
+    );
+    await waitFor(() => out.includes('running in the foreground'), { what: 'the foreground agent', timeoutMs: 90_000 });
+    expect((await cli('down', NAME)).code).toBe(0);
+    const r = await foreground;
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^stopped instance e2e: tether down \(shutdown via control API\)$/m);
+  });
+
   it('up exits 1 naming a mount the guest cannot take and leaves the agent serving degraded; up again once fixed mounts at once', async () => {
     const name = 'e2e-mount';
     const location = join(home, 'not-created'); // the host directory to mount does not exist

@@ -20,8 +20,8 @@ export interface AgentProcess {
   log: Logger;
   /** Settles when boot requirements are done (rejects with the failed one). */
   ready: Promise<void>;
-  /** Resolves once the agent stopped and the runtime files are gone. */
-  done: Promise<void>;
+  /** Resolves, with why it stopped, once the agent stopped and the runtime files are gone. */
+  done: Promise<string>;
   stop(reason: string): Promise<void>;
 }
 
@@ -65,8 +65,8 @@ export async function startAgentProcess(
   const lowLimit = lowFileLimitWarning(openFiles);
   if (lowLimit) agent.logger('agent').warn({ openFiles }, lowLimit);
 
-  let finished!: () => void;
-  const done = new Promise<void>((resolve) => {
+  let finished!: (reason: string) => void;
+  const done = new Promise<string>((resolve) => {
     finished = resolve;
   });
   let stopping: Promise<void> | null = null;
@@ -78,7 +78,7 @@ export async function startAgentProcess(
       if (readPid(paths) === process.pid) removeRuntimeFiles(paths);
       agentLog.info({ reason }, `host agent for ${paths.name} stopped`);
       await new Promise<void>((resolve) => log.flush(() => resolve()));
-      finished();
+      finished(reason);
     })();
     return stopping;
   };

@@ -19,7 +19,7 @@ export function existingInstance(name: string): InstancePaths {
   const paths = pathsFor(name);
   if (!instanceExists(paths))
     throw new CliError(
-      `no instance ${name} (no ${paths.config}); create it with \`tether up ${name} --ssh USER@HOST:PORT\``,
+      `no instance ${name} (no ${paths.config}); \`tether ls\` lists the instances there are, \`tether up ${name} --ssh USER@HOST:PORT\` creates it`,
     );
   return paths;
 }

@@ -159,7 +159,8 @@ async function startForeground(run: UpRun, config: LoadedConfig): Promise<void> 
   if (outcome.outcome === 'degraded') complain(`tether: ${degradedMessage(paths, outcome)}\n`);
   else await finish(paths, outcome, (reason) => proc.stop(reason).then(() => 'shut down'));
   print(`running in the foreground (pid ${process.pid}); Ctrl-C or \`tether down ${name}\` stops it`);
-  await proc.done;
+  // The terminal (or the unit's journal) says why it ended, as `status` does for a stopped instance.
+  print(`stopped instance ${name}: ${await proc.done}`);
 }
 
 /** The agent detached in the background; `up` follows its boot and stops it when the boot fails. */

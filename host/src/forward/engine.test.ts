@@ -552,7 +552,9 @@ describe('ForwardEngine', () => {
       error: `served on host 127.0.0.1:${hostPort}, [::1]:${hostPort} by forward ${added.id} (forwarding)`,
     });
     await engine.remove(added.id);
-    expect(engine.view(`tcp/127.0.0.53:${guestPort}`)?.error).toContain('`tether forward add` PORT:127.0.0.53:');
+    expect(engine.view(`tcp/127.0.0.53:${guestPort}`)?.error).toMatch(
+      new RegExp(`or run \`tether forward add [^ ]+ ${guestPort}:127\\.0\\.0\\.53:${guestPort}\`$`),
+    );
   });
 
   it('says first that the operator removed a detected listener that an added forward serves elsewhere', async () => {
@@ -684,6 +686,19 @@ describe('ForwardEngine', () => {
     expect(engine.view(detected)).toMatchObject({ state: 'forwarding', error: null });
     expect(await echo(port)).toBe('hi');
     expect(dialed.at(-1)).toBe(port);
+  });
+
+  it('names a forward that takes both host addresses of a port once, with both addresses', async () => {
+    engine = make();
+    const port = await freePort();
+    const detected = `tcp/0.0.0.0:${port}`;
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const extra = await engine.add({ proto: 'tcp', hostPort: port, guestPort: 80 });
+    expect(extra.state).toBe('forwarding');
+    expect(engine.view(detected)).toMatchObject({
+      state: 'conflict',
+      error: `host 127.0.0.1:${port}, [::1]:${port} are taken by forward ${extra.id} (guest 127.0.0.1:80)`,
+    });
   });
 
   it('names the host program too when the forward that has the host port first waits for it as well', async () => {

@@ -623,6 +623,7 @@ export class ForwardEngine extends EventEmitter {
       sshPort: this.sshPort,
       hostSshPort: this.opts.hostSshPort,
       loopbacks: this.loopbacks,
+      instance: this.instance,
     });
   }
 

@@ -27,6 +27,8 @@ interface MatchOptions {
   hostSshPort?: number;
   /** Host addresses a forward binds when no rule names one: the host's loopbacks (host-loopbacks.ts). */
   loopbacks?: readonly string[];
+  /** The instance, for the `tether forward add` command a reason suggests (default the placeholder NAME). */
+  instance?: string;
 }
 
 /** Host addresses a forward binds when no rule names one, on a host that has both loopbacks. */
@@ -147,6 +149,6 @@ export function matchRule(l: GuestListenerAddr, rules: readonly PortForward[], o
   }
   return {
     action: 'ignore',
-    reason: `guest address ${l.ip} is not 127.0.0.1, ::1 or a wildcard; add a portForwards rule with guestIP ${l.ip} to forward it, or \`tether forward add\` PORT:${l.ip.includes(':') ? `[${l.ip}]` : l.ip}:${l.port}`,
+    reason: `guest address ${l.ip} is not 127.0.0.1, ::1 or a wildcard; add a portForwards rule with guestIP ${l.ip} to forward it, or run \`tether forward add ${opts.instance ?? 'NAME'} ${l.port}:${l.ip.includes(':') ? `[${l.ip}]` : l.ip}:${l.port}\``,
   };
 }

@@ -62,11 +62,18 @@ function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: Ho
   });
   if (taken.length) {
     // The forward that has the address first may not hold it either: a program on the host can, and both wait.
-    const error = taken.map(({ owner, entry, address }) =>
-      entry.status === 'conflict' && entry.error
-        ? `host ${address} is wanted by forward ${owner.id} (guest ${owner.guestAddr}) first, which waits for it too: ${entry.error}`
-        : `host ${address} is taken by forward ${owner.id} (guest ${owner.guestAddr})`,
+    const waiting = taken.filter(({ entry }) => entry.status === 'conflict' && entry.error);
+    const error = waiting.map(
+      ({ owner, entry, address }) =>
+        `host ${address} is wanted by forward ${owner.id} (guest ${owner.guestAddr}) first, which waits for it too: ${entry.error}`,
     );
+    // Both families of one port held by one forward (the usual case) are one line.
+    const held = new Map<Forward, string[]>();
+    for (const t of taken) if (!waiting.includes(t)) held.set(t.owner, [...(held.get(t.owner) ?? []), t.address]);
+    for (const [owner, addresses] of held)
+      error.push(
+        `host ${addresses.join(', ')} ${addresses.length > 1 ? 'are' : 'is'} taken by forward ${owner.id} (guest ${owner.guestAddr})`,
+      );
     const heldBy: ForwardHolder = { kind: 'forward', id: taken[0].owner.id, address: taken[0].address };
     return { state: 'conflict', error: error.join('; '), heldBy };
   }

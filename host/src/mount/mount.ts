@@ -411,7 +411,7 @@ export class GuestMount extends EventEmitter {
     const parent = posix.dirname(path);
     this.log.warn(
       { guestPath: path, hiddenEntries: hidden },
-      `${added} entries were written to ${path} in the guest while it was not mounted (${this.lastOutage ?? 'not mounted yet'})${inAll}; ` +
+      `${added} ${added === 1 ? 'entry was' : 'entries were'} written to ${path} in the guest while it was not mounted (${this.lastOutage ?? 'not mounted yet'})${inAll}; ` +
         `the mount hides them now: to move them over, in the guest: sudo mkdir -p /mnt/under && sudo mount --bind ` +
         `${shellQuote(parent)} /mnt/under, then look in /mnt/under/${shellQuote(posix.basename(path))} ` +
         '(sudo umount /mnt/under after)',
