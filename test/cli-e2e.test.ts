@@ -350,6 +350,11 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
       expect(r.stdout).toMatch(/^✓ guest agent: tether-guest \S+ pid \d+ answers on /m);
       expect(r.stdout).toMatch(/^✓ host ports: \d+ forwards?, none in conflict/m);
       expect(r.code).toBe(1);
+      // status says the file does not load, rather than that a restart would apply it.
+      const status = await cli('status', NAME);
+      expect(status.stdout).toMatch(
+        /^ {14}! \S+tether\.yaml changed since the agent started and does not load: \S+tether\.yaml:\d+:\d+: .*fix the file before `tether down e2e && tether up e2e`/m,
+      );
     } finally {
       writeFileSync(file, good);
     }

@@ -179,6 +179,29 @@ if (process.argv.some((a) => a.endsWith('agent-main.js'))) {
     expect(text).toMatch(/^last run: {5}stopped: tether up: .*ssh reachable/m);
     expect(text).toMatch(/^last errors:$/m);
     expect(text).toMatch(/^ {2}\S+ \[agent\] requirement 1 of \d failed: ssh reachable/m);
+    // A tether.yaml broken since does not hide the last run: both are shown, and the exit says what to fix.
+    const config = instancePaths('idle', home).config;
+    const good = readFileSync(config, 'utf8');
+    writeFileSync(config, `${good}\nbogus: [\n`);
+    try {
+      const broken = await runCli(home, ['status', 'idle']);
+      expect(broken.code).toBe(1);
+      expect(broken.stdout).toMatch(/^config: {7}does not load: .*tether\.yaml:\d+:\d+: /m);
+      expect(broken.stdout).toMatch(/^last run: {5}stopped: tether up: /m);
+      expect(broken.stderr).toMatch(
+        /^tether: instance idle: .*tether\.yaml does not load; fix it before `tether up idle`/,
+      );
+      const brokenJson = await runCli(home, ['status', 'idle', '--json']);
+      expect(brokenJson.code).toBe(1);
+      expect(JSON.parse(brokenJson.stdout)).toMatchObject({
+        state: 'stopped',
+        ssh: { target: null },
+        configError: expect.stringMatching(/tether\.yaml:\d+:\d+: /),
+        stopReason: expect.stringMatching(/^tether up: /),
+      });
+    } finally {
+      writeFileSync(config, good);
+    }
     const fwd = await runCli(home, ['forward', 'ls', 'idle']);
     expect(fwd.code).toBe(1);
     expect(fwd.stderr).toMatch(/instance idle: the agent is not running .*tether up idle/);

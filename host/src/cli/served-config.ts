@@ -17,21 +17,26 @@ export function sameConfig(a: LoadedConfig, b: LoadedConfig): boolean {
 }
 
 /**
- * Whether tether.yaml was written after the agent started (`startedAt`) and says something else than the config it
- * runs with. A file that does not load, or an agent that cannot say, counts as changed: it may well differ.
+ * What to say of tether.yaml when it was written after the agent started (`startedAt`) and says something else than
+ * the config the agent runs with: that the edit applies after a restart, or, for a file that does not load, that it
+ * must be fixed first (a restart would fail on it). Null when there is nothing to say. An agent that cannot say what
+ * it runs with counts as changed: it may well differ.
  */
-export async function editedSinceStart(paths: InstancePaths, startedAt: string): Promise<boolean> {
+export async function configEditNote(paths: InstancePaths, startedAt: string): Promise<string | null> {
   try {
-    if (statSync(paths.config).mtimeMs <= Date.parse(startedAt)) return false;
+    if (statSync(paths.config).mtimeMs <= Date.parse(startedAt)) return null;
   } catch {
-    return false; // no file: `rm` is under way, nothing to apply
+    return null; // no file: `rm` is under way, nothing to apply
   }
   const served = await servedConfig(paths);
+  let onDisk: LoadedConfig;
   try {
-    return served === null || !sameConfig(loadConfig(paths.config), served);
-  } catch {
-    return true;
+    onDisk = loadConfig(paths.config);
+  } catch (err) {
+    const problem = (err as Error).message.split('\n').join('; ');
+    return `${paths.config} changed since the agent started and does not load: ${problem}; the agent runs on with the config it started with (fix the file before \`tether down ${paths.name} && tether up ${paths.name}\`)`;
   }
+  return served === null || !sameConfig(onDisk, served) ? applyHint(paths) : null;
 }
 
 /** What to do about an edit the running agent has not applied. */

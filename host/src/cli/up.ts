@@ -28,7 +28,7 @@ import { CliError, UsageError } from './errors.js';
 import { lastRun } from './log-reader.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
 import { countOf } from './render.js';
-import { applyHint, editedSinceStart } from './served-config.js';
+import { applyHint, configEditNote } from './served-config.js';
 import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
 import { complain, say } from './terminal.js';
@@ -113,8 +113,9 @@ async function followRunning(run: UpRun, running: StatusView | null, changed: bo
   // Changed by these flags (compared by content), or, without flags that rewrite it, written since the agent read it
   // and different from the config it runs with.
   const rewritten = opts.config !== undefined || opts.ssh !== undefined || opts.identity !== undefined;
-  const edited = !rewritten && running !== null && (await editedSinceStart(paths, running.startedAt));
-  if (changed || edited) print(applyHint(paths));
+  const edited = !rewritten && running !== null ? await configEditNote(paths, running.startedAt) : null;
+  if (changed) print(applyHint(paths));
+  else if (edited) print(edited);
   if (opts.logLevel)
     print(
       `--log-level ${opts.logLevel} applies from the agent's next start: \`tether down ${name} && tether up ${name} --log-level ${opts.logLevel}\``,

@@ -10,7 +10,7 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError } from '../errors.js';
 import { endedWithoutStop, lastRun } from '../log-reader.js';
 import { problemLine, statusText } from '../render.js';
-import { applyHint, editedSinceStart } from '../served-config.js';
+import { configEditNote } from '../served-config.js';
 import { say, sayJson } from '../terminal.js';
 
 export function registerStatus(program: Command): void {
@@ -27,7 +27,7 @@ export function registerStatus(program: Command): void {
       const s = await clientFor(paths).status();
       if (opts.json) sayJson(s, 2);
       else {
-        const configEdited = (await editedSinceStart(paths, s.startedAt)) ? applyHint(paths) : null;
+        const configEdited = await configEditNote(paths, s.startedAt);
         say(`${statusText(s, { staleBuild: otherBuild(s.build), configEdited })}\n`);
       }
     } catch (err) {
@@ -40,8 +40,17 @@ export function registerStatus(program: Command): void {
             `try again, or \`tether down ${name}\` stops it`,
         );
       const { loadConfig } = await import('../../config/load.js'); // only for a stopped instance
-      const c = loadConfig(paths.config);
-      const ssh = sshTarget(c.ssh);
+      // A config that does not load does not hide the last run: both are what the user needs to start it again.
+      let ssh: string | null = null;
+      let socket: string | null = null;
+      let configError: string | null = null;
+      try {
+        const c = loadConfig(paths.config);
+        ssh = sshTarget(c.ssh);
+        socket = c.guestAgent.socket;
+      } catch (e) {
+        configError = (e as Error).message.split('\n').join('; ');
+      }
       // Why it is not running, as far as its last run's log tells.
       const last = lastRun(paths.logs, name);
       // A pid file left by an agent that is gone: it did not stop (a clean stop removes it), even when its log has
@@ -57,12 +66,13 @@ export function registerStatus(program: Command): void {
           build: null,
           state: 'stopped',
           ssh: { target: ssh, state: 'closed', since: null, lastError: null, reconnects: 0 },
+          ...(configError ? { configError } : {}),
           guest: null,
           link: {
             up: false,
             lastError: null,
             outdated: null,
-            socket: last.guestSocket ?? c.guestAgent.socket,
+            socket: last.guestSocket ?? socket,
             guestStopping: null,
             provisioning: false,
             provisionError: null,
@@ -80,8 +90,10 @@ export function registerStatus(program: Command): void {
       } else {
         const lines = [
           `instance:     ${name}`,
-          `state:        stopped (start it with \`tether up ${name}\`)`,
-          `ssh:          ${ssh}`,
+          configError
+            ? `state:        stopped (fix its config, then \`tether up ${name}\`)`
+            : `state:        stopped (start it with \`tether up ${name}\`)`,
+          ...(configError ? [`config:       does not load: ${configError}`] : [`ssh:          ${ssh}`]),
         ];
         if (last.stopReason) lines.push(`last run:     stopped: ${last.stopReason}`);
         if (last.errors.length > 0) {
@@ -91,6 +103,8 @@ export function registerStatus(program: Command): void {
         lines.push(`log:          ${paths.currentLog}`);
         say(`${lines.join('\n')}\n`);
       }
+      if (configError)
+        throw new CliError(`instance ${name}: ${paths.config} does not load; fix it before \`tether up ${name}\``);
     }
   });
 }
