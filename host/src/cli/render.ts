@@ -130,10 +130,15 @@ export function countOf(n: number, noun: string): string {
 
 /** `3 (2 forwarding, 1 conflict)` from a per-state count. */
 function summarizeCounts(counts: Record<string, number> & { total: number }): string {
-  const parts = Object.entries(counts)
+  const parts = stateCounts(counts);
+  return parts.length > 0 ? `${counts.total} (${parts.join(', ')})` : String(counts.total);
+}
+
+/** The states that have any, with their counts: `1 forwarding`, `2 ignored`. */
+export function stateCounts(counts: Record<string, number>): string[] {
+  return Object.entries(counts)
     .filter(([k, v]) => k !== 'total' && k !== 'capped' && v > 0)
     .map(([k, v]) => `${v} ${k}`);
-  return parts.length > 0 ? `${counts.total} (${parts.join(', ')})` : String(counts.total);
 }
 
 /** Guest listeners maxForwards leaves out, as status and doctor say it. */

@@ -27,7 +27,7 @@ import { clientFor, pathsFor } from './context.js';
 import { CliError, UsageError } from './errors.js';
 import { lastRun } from './log-reader.js';
 import { type BootOutcome, followBoot, linkDownReason } from './progress.js';
-import { countOf } from './render.js';
+import { countOf, stateCounts } from './render.js';
 import { applyHint, configEditNote } from './served-config.js';
 import { describeSiblings, runningSiblings } from './siblings.js';
 import { parseSshTarget } from './target.js';
@@ -297,7 +297,7 @@ async function finish(
   if (outcome.outcome === 'ready') {
     const s = outcome.status;
     say(
-      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; ${countOf(s.forwards.forwarding, 'forward')}; log: ${s.logFile})\n`,
+      `✓ instance ${paths.name} is ready (agent pid ${s.pid}; forwards: ${stateCounts(s.forwards).join(', ') || 'none'}; log: ${s.logFile})\n`,
     );
     if (s.link?.outdated) complain(`tether: warning: ${s.link.outdated}\n`);
     await warnForwardsNotServing(paths);
