@@ -161,4 +161,21 @@ describe('forward table', () => {
     expect(lines.filter((l) => l !== l.trimEnd())).toEqual([]);
     expect(lines[1].endsWith('ago')).toBe(true); // an empty ERROR cell adds nothing
   });
+
+  it('fits a terminal by cutting the error, then the command line, and gives them whole where there is room', () => {
+    const command = `node ${'/srv/app/'.repeat(12)}server.js --port 8000`;
+    const error = `host 127.0.0.1:8001 is in use by ${'another program '.repeat(6)}(pid 42)`;
+    const rows = [forward(8000, command, null), forward(8001, 'node', error)];
+    const narrow = forwardTable(rows, 130).split('\n');
+    expect(Math.max(...narrow.map((l) => l.length))).toBeLessThanOrEqual(130);
+    expect(narrow[2]).toMatch(/ {2}host 127\.0\.0\.1:…$/);
+    expect(narrow[1]).toMatch(/ 9 node \/srv\/app\/.*… {2,}0 /);
+    const wide = forwardTable(rows, 400).split('\n');
+    expect(wide[1]).toContain(`9 ${command}`);
+    expect(wide[2].endsWith(error)).toBe(true);
+    // So narrow that cutting cannot fit it: the cut columns keep a readable minimum, the others stay whole.
+    const tiny = forwardTable(rows, 40).split('\n');
+    expect(tiny[1]).toMatch(/ 9 node \/srv\/app… /);
+    expect(tiny[1]).toContain('127.0.0.1:8000');
+  });
 });

@@ -12,8 +12,22 @@ export function forwardJson(f: ForwardView): Record<(typeof FORWARD_JSON_KEYS)[n
   >;
 }
 
-/** A borderless table, like `docker ps`. */
-export function table(head: string[], rows: string[][]): string {
+/** How a table may fit a terminal: its width, and the columns that give up room for it, first to last. */
+export interface TableFit {
+  width: number;
+  shrink: number[];
+}
+
+/** Narrower than this a shrunk column would say nothing. */
+const MIN_SHRUNK = 16;
+const GAP = 2;
+
+/**
+ * A borderless table, like `docker ps`. With `fit` (a terminal), rows longer than its width are cut in the columns
+ * `fit.shrink` names (the long free text: a process's command line, an error), each to no less than MIN_SHRUNK;
+ * `--json` has them whole.
+ */
+export function table(head: string[], rows: string[][], fit?: TableFit): string {
   const t = new Table({
     head,
     chars: {
@@ -31,19 +45,33 @@ export function table(head: string[], rows: string[][]): string {
       'mid-mid': '',
       right: '',
       'right-mid': '',
-      middle: '  ',
+      middle: ' '.repeat(GAP),
     },
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
   // A cell is one line: the newlines and tabs of a guest command line (`python3 -c "…"`) are spaces; other control
   // characters are shown as \xNN, as everywhere else the CLI prints.
-  t.push(...rows.map((row) => row.map((cell) => inert(cell.replace(LINE_BREAKS, ' ')))));
+  const cells = rows.map((row) => row.map((cell) => inert(cell.replace(LINE_BREAKS, ' '))));
+  t.push(...(fit ? fitted(head, cells, fit) : cells));
   // The last column is not padded out to its widest cell.
   return t
     .toString()
     .split('\n')
     .map((line) => line.trimEnd())
     .join('\n');
+}
+
+/** `rows` with the cells of `fit.shrink` columns cut so that every line fits `fit.width`. */
+function fitted(head: string[], rows: string[][], fit: TableFit): string[][] {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]?.length ?? 0)));
+  let over = widths.reduce((a, b) => a + b, 0) + GAP * (head.length - 1) - fit.width;
+  for (const i of fit.shrink) {
+    if (over <= 0) break;
+    const give = Math.max(0, Math.min(over, widths[i] - Math.max(MIN_SHRUNK, head[i].length)));
+    widths[i] -= give;
+    over -= give;
+  }
+  return rows.map((row) => row.map((cell, i) => truncate(cell, widths[i])));
 }
 
 const LINE_BREAKS = /[\n\t\r]+/g;
@@ -71,7 +99,8 @@ function formatAge(iso: string, now = Date.now()): string {
   return `${Math.floor(s / 86_400)}d ago`;
 }
 
-export function forwardTable(forwards: ForwardView[]): string {
+/** `width`: the terminal's, to fit the rows to (a pipe gets them whole, the command line cut at 40 characters). */
+export function forwardTable(forwards: ForwardView[], width?: number): string {
   const anyError = forwards.some((f) => f.error);
   const head = ['PROTO', 'GUEST', 'HOST', 'STATE', 'PROCESS', 'CONN', 'IN', 'OUT', 'SINCE'];
   if (anyError) head.push('ERROR');
@@ -82,7 +111,7 @@ export function forwardTable(forwards: ForwardView[]): string {
       f.hostAddrs.join(', ') || '-',
       f.state,
       // pid 0: no process holds the port, the guest kernel answers it (a DNAT rule).
-      f.process ? `${f.process.pid || 'kernel'} ${truncate(f.process.command, 40)}` : '-',
+      f.process ? `${f.process.pid || 'kernel'} ${width ? f.process.command : truncate(f.process.command, 40)}` : '-',
       String(f.connections),
       formatBytes(f.bytesIn),
       formatBytes(f.bytesOut),
@@ -91,10 +120,12 @@ export function forwardTable(forwards: ForwardView[]): string {
     if (anyError) row.push(f.error ?? '');
     return row;
   });
-  return table(head, rows);
+  // The error, then the process's command line, give up room first.
+  const process = head.indexOf('PROCESS');
+  return table(head, rows, width ? { width, shrink: anyError ? [head.length - 1, process] : [process] } : undefined);
 }
 
-export function mountTable(mounts: MountView[]): string {
+export function mountTable(mounts: MountView[], width?: number): string {
   const anyError = mounts.some((m) => m.error);
   const head = ['LOCATION', 'MOUNTPOINT', 'DRIVER', 'MODE', 'STATE', 'INOTIFY', 'SINCE'];
   if (anyError) head.push('ERROR');
@@ -113,6 +144,7 @@ export function mountTable(mounts: MountView[]): string {
       if (anyError) row.push(m.error ?? '');
       return row;
     }),
+    width && anyError ? { width, shrink: [head.length - 1] } : undefined,
   );
 }
 

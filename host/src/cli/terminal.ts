@@ -29,6 +29,11 @@ export function inertValues(value: unknown): unknown {
   return value;
 }
 
+/** The terminal's width when stdout is one (tables fit it); undefined for a pipe or a file. */
+export function terminalWidth(): number | undefined {
+  return process.stdout.isTTY ? process.stdout.columns || undefined : undefined;
+}
+
 export function say(text: string): void {
   process.stdout.write(inert(text));
 }

@@ -8,12 +8,12 @@ import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
 import { ipOf, matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
 import { cappedListeners, forwardJson, forwardTable } from '../render.js';
-import { complain, inertJson, say, sayJson } from '../terminal.js';
+import { complain, inertJson, say, sayJson, terminalWidth } from '../terminal.js';
 
 function render(forwards: ForwardView[], json: boolean): string {
   if (json) return inertJson(JSON.stringify(forwards.map(forwardJson), null, 2));
   if (forwards.length === 0) return 'no forwards (nothing listens in the guest yet)';
-  return forwardTable(forwards);
+  return forwardTable(forwards, terminalWidth());
 }
 
 /** Redraws the table on every forward event (and every 2 s for counters) until Ctrl-C or the agent goes away. */

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { mountTable } from '../render.js';
-import { say, sayJson } from '../terminal.js';
+import { say, sayJson, terminalWidth } from '../terminal.js';
 
 export function registerMount(program: Command): void {
   const mount = withHelp(program.command('mount').description('host directories mounted in the guest'), [
@@ -20,6 +20,6 @@ export function registerMount(program: Command): void {
     const mounts = await clientFor(existingInstance(name)).mounts();
     if (opts.json) sayJson(mounts, 2);
     else if (mounts.length === 0) say('no mounts (tether.yaml has mounts: [])\n');
-    else say(`${mountTable(mounts)}\n`);
+    else say(`${mountTable(mounts, terminalWidth())}\n`);
   });
 }
