@@ -193,6 +193,15 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether CLI 
     expect(add.code).toBe(0);
     expect(add.stdout).toMatch(new RegExp(`added tcp 127\\.0\\.0\\.1:${hostPort}`));
     await waitFor(async () => (await httpStatus(hostPort)) === 200, { what: `host port ${hostPort} to serve` });
+    // The guest serves that port: nothing to add.
+    expect(add.stdout).not.toMatch(/nothing listens/);
+    const idlePort = await freePort();
+    const idle = await cli('forward', 'add', NAME, String(idlePort));
+    expect(idle.code).toBe(0);
+    expect(idle.stdout).toContain(
+      `  nothing listens on guest port ${idlePort} yet: connections to it are reset until something does\n`,
+    );
+    expect((await cli('forward', 'rm', NAME, String(idlePort))).code).toBe(0);
     const twice = await cli('forward', 'add', NAME, `${hostPort}:${guestPort}`);
     expect(twice.code).toBe(1);
     expect(twice.stderr).toMatch(/already exists \(runtime\)/);

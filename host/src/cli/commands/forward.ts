@@ -142,7 +142,7 @@ function registerAdd(forward: Command): void {
     say(
       `added ${f.proto} ${f.hostAddrs.join(', ')} → guest ${f.guestAddr} (${f.state}${f.error ? `: ${f.error}` : ''})\n`,
     );
-    if (parsed.proto !== 'unix' && !parsed.guestIP) say(elsewhereHint(name, f, await client.forwards()));
+    if (parsed.proto !== 'unix' && !parsed.guestIP) say(guestHint(name, f, await client.forwards()));
     // Added, but it does not serve until someone acts (a conflict is retried by itself, a unix forward serves once
     // its guest service is up): a script must not go on.
     if ((f.state === 'error' && !waitsForGuestService(f)) || f.state === 'privileged')
@@ -153,18 +153,24 @@ function registerAdd(forward: Command): void {
 }
 
 /**
- * A line for a port added to the guest's loopback that the guest serves only on other addresses (127.0.0.2, a
- * container's address): the new forward's connections would be reset, so it names the spec that reaches them. Empty
- * when something listens where the forward goes, or nothing listens on the port at all.
+ * A line for a port added to the guest's loopback that the guest does not serve there: nothing listens on it yet (it
+ * serves once something does, as `ssh -L` would), or only other addresses do (127.0.0.2, a container's address), and
+ * the line names the spec that reaches them. Empty when something listens where the forward goes, or while the link
+ * to the guest is down (nothing is known of its listeners then).
  */
-function elsewhereHint(name: string, f: ForwardView, all: readonly ForwardView[]): string {
+function guestHint(name: string, f: ForwardView, all: readonly ForwardView[]): string {
   const guestPort = portOfAddr(f.guestAddr);
   const target = ipOf(f.guestAddr);
   const reaches = (ip: string) => ip === target || ip === '::' || (ip === '0.0.0.0' && !target.includes(':'));
   const listeners = all.filter(
     (g) => g.source === 'detected' && g.proto === f.proto && portOfAddr(g.guestAddr) === guestPort,
   );
-  if (listeners.length === 0 || listeners.some((g) => reaches(ipOf(g.guestAddr)))) return '';
+  if (listeners.length === 0) {
+    if (f.state !== 'forwarding') return '';
+    const what = f.proto === 'udp' ? 'datagrams to it go unanswered' : 'connections to it are reset';
+    return `  nothing listens on guest port ${guestPort}${f.proto === 'udp' ? '/udp' : ''} yet: ${what} until something does\n`;
+  }
+  if (listeners.some((g) => reaches(ipOf(g.guestAddr)))) return '';
   const other = ipOf(listeners[0].guestAddr);
   const hostPort = portOfAddr(f.hostAddrs[0]) ?? guestPort;
   const spec = `${hostPort}:${other.includes(':') ? `[${other}]` : other}:${guestPort}${f.proto === 'udp' ? '/udp' : ''}`;
