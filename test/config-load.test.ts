@@ -99,6 +99,11 @@ const broken: { name: string; text: string; expect: RegExp[] }[] = [
     ],
   },
   {
+    name: 'hostPort and hostPortRange both: that alone, not also a guess at the range lengths',
+    text: 'ssh:\n  user: a\nportForwards:\n  - guestPort: 80\n    hostPort: 8080\n    hostPortRange: [1, 2]\n',
+    expect: [/portForwards\[0\]\.hostPort: got 8080; expected: give hostPort or hostPortRange, not both/],
+  },
+  {
     name: 'bad IP in a rule',
     text: 'ssh:\n  user: a\nportForwards:\n  - guestIP: 10.0.0.300\n',
     expect: [/portForwards\[0\]\.guestIP: got "10\.0\.0\.300"; expected an IPv4 or IPv6 address/],

@@ -79,10 +79,14 @@ export const PortRule = z
   })
   .strict()
   .superRefine((r, ctx) => {
-    if (r.guestPort !== undefined && r.guestPortRange !== undefined)
+    const both = (one: 'guestPort' | 'hostPort', range: 'guestPortRange' | 'hostPortRange') =>
+      r[one] !== undefined && r[range] !== undefined;
+    if (both('guestPort', 'guestPortRange'))
       ctx.addIssue({ code: 'custom', message: 'give guestPort or guestPortRange, not both', path: ['guestPort'] });
-    if (r.hostPort !== undefined && r.hostPortRange !== undefined)
+    if (both('hostPort', 'hostPortRange'))
       ctx.addIssue({ code: 'custom', message: 'give hostPort or hostPortRange, not both', path: ['hostPort'] });
+    // Which of the two is meant is not known: comparing the lengths would only add a guess to the error.
+    if (both('guestPort', 'guestPortRange') || both('hostPort', 'hostPortRange')) return;
     const hostKey = r.hostPort !== undefined ? 'hostPort' : 'hostPortRange';
     const hostGiven = r.hostPort !== undefined || r.hostPortRange !== undefined;
     if (hostGiven && r.guestPort === undefined && r.guestPortRange === undefined && !r.ignore) {
