@@ -128,4 +128,12 @@ describe.skipIf(!canRunTestbed() || !cliBuilt() || !haveGuestBuild)('tether run 
     expect(removed.code).toBe(0);
     await waitFor(async () => detected80(await ls())?.state === 'privileged');
   });
+
+  it('refuses a forward add to a host port below 1024 with a spec that keeps its host address', async () => {
+    const r = await cli('forward', 'add', NAME, '127.0.0.2:443:80');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /not added: cannot listen on 127\.0\.0\.2:443 \(EACCES\): .*pick a host port of 1024 or more, e\.g\. 127\.0\.0\.2:10443:80/,
+    );
+  });
 });

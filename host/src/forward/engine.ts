@@ -113,12 +113,18 @@ class DuplicateForwardError extends Error {
   }
 }
 
-/** `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind. */
+/**
+ * `, e.g. 10080:80`: the spec that forwards a forward refused a host port below 1024 from one the host user may bind;
+ * one on a single host address of its own (`0.0.0.0:443:80`) keeps that address (`0.0.0.0:10443:80`).
+ */
 function privilegedExample(view: ForwardView): string {
   const hostPort = portOfAddr(view.hostAddrs[0]);
   const guestPort = portOfAddr(view.guestAddr);
   if (!hostPort || !guestPort) return '';
-  return `, e.g. ${unprivilegedSpec(view.proto, hostPort, guestPort)}`;
+  const [only] = view.hostAddrs.length === 1 ? view.hostAddrs : [];
+  const ip = only?.slice(0, only.lastIndexOf(':'));
+  const own = ip && ip !== '127.0.0.1' && ip !== '[::1]' ? `${ip}:` : '';
+  return `, e.g. ${own}${unprivilegedSpec(view.proto, hostPort, guestPort)}`;
 }
 
 /** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */

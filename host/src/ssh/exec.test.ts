@@ -27,9 +27,11 @@ describe('execOn', () => {
   it('names a timed-out script by its first line, not the whole script', async () => {
     const client = { exec: () => {} } as unknown as Client;
     const script = "printf '%s\\n' marker\nexec sshfs -o slave :/home/me /mnt";
-    await expect(execOn(client, script, 50)).rejects.toThrow(
-      new Error("guest command timed out after 50ms: printf '%s\\n' marker …"),
-    );
+    await expect(execOn(client, script, 50)).rejects.toMatchObject({
+      name: 'GuestCommandTimeoutError',
+      timeoutMs: 50,
+      message: "guest command timed out after 50ms: printf '%s\\n' marker …",
+    });
   });
 
   it('says how a command ended', () => {
