@@ -37,6 +37,7 @@ import { guestSocketState, SshSession, StreamLocalRefusedError } from '../host/s
 import { writeTestbedConfig } from './helpers/cli-helpers.js';
 import { guest, loginIds, recordingLogger, startMount } from './helpers/mount-fixture.js';
 import { canRunTestbed, testbedConfigInput, useTestbed } from './helpers/testbed.js';
+import { waitFor } from './helpers/wait.js';
 
 const BUNDLE_DIR = join(import.meta.dirname, '../build/guest');
 const BUNDLE = join(BUNDLE_DIR, 'tether-guest.cjs');
@@ -283,7 +284,11 @@ describe.skipIf(!canRunTestbed() || !haveBuild)(
     });
 
     it('an agent that exits at its start fails the start at once, with its log, not after the start timeout', async () => {
+      const running = agentPid(ctx.config.guestAgent.installDir);
       stopAgent(ctx.config.guestAgent.installDir);
+      // Gone, or a zombie its new parent has not reaped yet (the testbed's init reaps late): it answers nothing.
+      const gone = (pid: number) => !isAlive(pid) || /^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (running) await waitFor(() => gone(running), { what: 'the running agent to exit' });
       const node = join(nvmBin, 'node');
       rmSync(node);
       // The probe's own node runs work; `tether-guest.cjs run` (the agent) ends at once.
