@@ -1,9 +1,10 @@
 // A mount inside another (a read-only home and a writable project in it, at the same paths) is mounted after the
 // one it lies in, whatever their order in the config, at the first mount and again after an SSH outage: mounted
 // first, it would be hidden under the outer mount while still showing `mounted`.
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MountConfig } from '../host/src/config/schema.js';
@@ -92,5 +93,38 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
     expect(sshfsMountsUnder(outerPoint)).toEqual([outerPoint, innerPoint]);
     await guest(tb(), `echo three >> ${innerPoint}/w.txt`);
     expect(readFileSync(join(home, 'proj', 'w.txt'), 'utf8')).toBe('one\ntwo\nthree\n');
+    await manager.stop();
+  });
+
+  it('sends a host edit inside the inner mount once, from the inner mount, and none of the guest changes there', async () => {
+    const outerPoint = join(tb().stateDir, 'nested3');
+    const innerPoint = join(outerPoint, 'proj');
+    mkdirSync(innerPoint, { recursive: true });
+    const { uid, gid } = loginIds(tb().user);
+    for (const p of [outerPoint, innerPoint]) chownSync(p, uid, gid);
+    const configs = [
+      { location: home, mountPoint: outerPoint, writable: false },
+      { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
+    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: true, ...m }));
+    const batches: FsEvents[] = [];
+    manager = new MountManager(configs, { logger: silentLogger() });
+    client ??= await connect(tb());
+    await manager.start(client, (b) => {
+      batches.push(b);
+      return true;
+    });
+    const sent = (root: string, path: string) =>
+      batches.filter((b) => b.root === root).flatMap((b) => b.events.filter((e) => e.path === path));
+    await guest(tb(), `echo guest > ${innerPoint}/guest.txt`);
+    writeFileSync(join(home, 'proj', 'host.txt'), 'host');
+    writeFileSync(join(home, 'fence.txt'), 'fence');
+    await waitFor(() => sent(innerPoint, 'host.txt').length > 0 && sent(outerPoint, 'fence.txt').length > 0, {
+      what: 'the host edits to be sent',
+    });
+    // The outer mount's view of proj is hidden under the inner mount: its watcher leaves proj to the inner one.
+    expect(batches.filter((b) => b.root === outerPoint).flatMap((b) => b.events.map((e) => e.path))).toEqual([
+      'fence.txt',
+    ]);
+    expect(sent(innerPoint, 'guest.txt')).toEqual([]);
   });
 });

@@ -2,6 +2,7 @@
 // reconnect or an unexpected sshfs exit (capped backoff), runs the host-side watchers that feed the guest's
 // inotify applier, and unmounts cleanly on stop. Each mount is started on its own: one whose requirements are not
 // met is held (showing why) while the others mount. The agent wiring calls it; it opens no SSH connections itself.
+import { posix } from 'node:path';
 import type { FsEvents } from '@tether/protocol';
 import type { Client } from 'ssh2';
 import { DEFAULT_WATCH_IGNORE, type MountConfig } from '../config/schema.js';
@@ -228,6 +229,7 @@ export class MountManager {
         location: config.location,
         mountPoint: mount.mountPoint,
         ignore: [...(config.ignoreDefaults ? DEFAULT_WATCH_IGNORE : []), ...config.ignore],
+        covered: coveredDirs(config, this.mounts),
         touchEchoes: () => this.opts.guestAppliesMarker?.() === false,
         log: componentLogger(this.opts.logger, 'watch', bindings),
         // The guest applier needs an absolute root it can find in its mountinfo: the mount point as resolved in the
@@ -334,6 +336,24 @@ function inside(outer: GuestMount, inner: GuestMount): boolean {
 }
 
 /** Entries ordered so a mount comes before those inside it (by mount point depth); the order is otherwise kept. */
+/**
+ * The host directories of `config`'s location that other mounts cover in the guest (`~` mounted with `~/work` on its
+ * own mount point inside it): the guest sees them through those mounts, whose own watchers send their events and
+ * know the guest's changes there. Watched here too, each host edit would reach the guest twice, and each change the
+ * guest makes would come back to it. Mount points compare as configured (both absolute, or both under `~`).
+ */
+export function coveredDirs(config: MountConfig, all: readonly MountConfig[]): string[] {
+  const point = (c: MountConfig) => c.mountPoint ?? c.location;
+  const outer = point(config);
+  return all.flatMap((other) => {
+    const rel = posix.relative(outer, point(other));
+    const form = (p: string) => p.startsWith('~');
+    if (other === config || form(outer) !== form(point(other)) || !rel || rel.startsWith('..') || posix.isAbsolute(rel))
+      return [];
+    return [posix.join(config.location, rel)];
+  });
+}
+
 function outermostFirst(entries: readonly Entry[]): Entry[] {
   const depth = (e: Entry) => (e.mount.guestPath ?? e.mount.mountPoint).split('/').filter(Boolean).length;
   return [...entries].sort((a, b) => depth(a) - depth(b));

@@ -25,6 +25,7 @@ describe('MountWatcher', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tether-watch-'));
     mkdirSync(join(dir, 'node_modules'));
+    mkdirSync(join(dir, 'work/src'), { recursive: true });
     batches = [];
     states = [];
     w = watcher();
@@ -35,6 +36,7 @@ describe('MountWatcher', () => {
       location: dir,
       mountPoint: '/guest/home',
       ignore: ['node_modules'],
+      covered: [join(dir, 'work')],
       touchEchoes,
       log: silentLogger(),
       send: (b) => {
@@ -55,6 +57,15 @@ describe('MountWatcher', () => {
     expect(batches.every((b) => b.root === '/guest/home')).toBe(true);
     expect(batches.flatMap((b) => b.events).some((e) => e.path.includes('node_modules'))).toBe(false);
     expect(states).toEqual(['watching']);
+  });
+
+  it('leaves out a directory another mount covers, and only that one', async () => {
+    writeFileSync(join(dir, 'work/src/inner.txt'), 'x');
+    mkdirSync(join(dir, 'workshop'));
+    writeFileSync(join(dir, 'workshop/fence.txt'), 'x');
+    // A sibling whose name starts alike is watched; once its file is seen, the covered one's is past.
+    await until(() => has('workshop/fence.txt', 'add'), 'the fence');
+    expect(batches.flatMap((b) => b.events).filter((e) => e.path.startsWith('work/'))).toEqual([]);
   });
 
   it('drops the echo of a touch but not a write that follows it at once', async () => {

@@ -19,6 +19,8 @@ export interface MountWatcherOptions extends BatchOptions {
   mountPoint: string;
   /** Basenames never watched, at any depth. */
   ignore: readonly string[];
+  /** Directories under `location` (absolute) never watched: other mounts cover them in the guest (coveredDirs). */
+  covered?: readonly string[];
   log: Logger;
   /** Delivers one batch; returns false when it could not be sent (link down): then nothing is remembered. */
   send(batch: FsEvents): boolean;
@@ -172,6 +174,7 @@ export class MountWatcher {
   private ignored(path: string): boolean {
     const rel = relative(this.opts.location, path);
     if (rel === '' || rel.startsWith('..')) return false;
+    if (this.opts.covered?.some((dir) => path === dir || path.startsWith(`${dir}${sep}`))) return true;
     return rel.split(sep).some((part) => this.ignore.has(part));
   }
 
