@@ -313,7 +313,7 @@ describe.skipIf(!canRunTestbed())('host agent against a hostile guest agent', ()
         since().find(
           (l) =>
             l.component === 'link' &&
-            /agent link down: invalid event udp\.reply: field data: expected at most 65507 bytes/.test(l.msg),
+            /agent link down: invalid event udp\.reply: field data: expected at most 65527 bytes/.test(l.msg),
         ),
       { what: 'the oversized reply refused' },
     );

@@ -13,7 +13,9 @@ export const LIMITS = {
   // validating a hostile maximum costs the host about a second, not several.
   listenersPerMessage: 131_072,
   commandBytes: 256,
-  datagramBytes: 65_507,
+  // The largest UDP payload over IPv6 (65,535 minus the 8-byte header). IPv4's is 65,507: a larger one fails at the
+  // socket that would send it (EMSGSIZE), and that datagram alone is dropped.
+  datagramBytes: 65_527,
   fsEventsPerBatch: 10_000,
   pathBytes: 4096,
   capabilities: 64,
