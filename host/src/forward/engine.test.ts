@@ -629,6 +629,34 @@ describe('ForwardEngine', () => {
     expect(await echo(port)).toBe('hi');
   });
 
+  it('leaves a port removed with forward rm removed when a forward of it to another host port is added', async () => {
+    engine = make();
+    const [port, other] = [await freePort(), await freePort()];
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    await engine.remove(`tcp/0.0.0.0:${port}`);
+    const added = await engine.add({ proto: 'tcp', hostPort: other, guestPort: port });
+    expect(added.state).toBe('forwarding');
+    expect(await echo(other)).toBe('hi');
+    expect(engine.view(`tcp/0.0.0.0:${port}`)).toMatchObject({ state: 'ignored', error: /removed by the operator/ });
+    await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  it('counts on, on a forward made anew by an add, the connections and bytes it had', async () => {
+    engine = make();
+    const port = await freePort();
+    const id = `tcp/0.0.0.0:${port}`;
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const held = net.connect({ host: '127.0.0.1', port });
+    await once(held, 'connect');
+    await waitUntil(() => engine.view(id)?.connections === 1);
+    // An added 127.0.0.1 forward of the port takes that address: the detected forward is made anew on the rest.
+    const added = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: port });
+    expect(added.state).toBe('forwarding');
+    expect(engine.view(id)?.connections).toBe(1);
+    held.destroy();
+    await waitUntil(() => engine.view(id)?.connections === 0);
+  });
+
   it('keeps the host listener of an address whose guest socket was replaced within one delta (SO_REUSEPORT)', async () => {
     engine = make();
     const port = await freePort();

@@ -161,6 +161,8 @@ export class ForwardEngine extends EventEmitter {
    * (keepIfBound), so one it refuses leaves no `error` and `removed` lines for a forward that never was.
    */
   private readonly adding = new Set<string>();
+  /** Counters of forwards dropped to be made anew under the same id (dropToRemake): open connections count on. */
+  private readonly keptStats = new Map<string, Forward['stats']>();
   private readonly bindings: HostBindings<Forward>;
   private readonly userIgnored = new Set<string>();
   /**
@@ -497,17 +499,19 @@ export class ForwardEngine extends EventEmitter {
       }
     }
     const existing = this.forwardsById.get(id);
-    if (existing) this.drop(existing); // a detected forward of the same guest and host port gives way to the explicit one
+    // A detected forward of the same guest and host port gives way to the explicit one, which goes on counting.
+    if (existing) this.dropToRemake(existing);
     // Detected forwards on addresses that overlap the new ones (127.0.0.1:P under an added 0.0.0.0:P) let go of
     // them first, as the explicit forward wins; they come back below, folded into it or waiting for the port. So do
-    // those of this guest port that `forward rm` had ignored: adding the port is asking for it again.
+    // those of this guest port that `forward rm` had ignored, when the add asks for the host port they had: that is
+    // asking for them again (another host port, `forward add 9107:8107`, leaves the removed one removed).
     const displaced = [
       ...new Set([
         ...keys.flatMap((k) => this.bindings.overlapping(k)).filter((f) => f.source === 'detected'),
-        ...this.forgetRemoved(spec.proto, spec.guestPort),
+        ...this.forgetRemoved(spec.proto, spec.guestPort, spec.hostPort),
       ]),
     ];
-    for (const f of displaced) this.drop(f, false);
+    for (const f of displaced) this.dropToRemake(f, false);
     this.caps.forget(id);
     const { proto, guestPort, hostPort } = spec;
     const created = this.createPortForward({
@@ -525,6 +529,7 @@ export class ForwardEngine extends EventEmitter {
       .map((f) => this.guestListeners.get(f.id))
       .filter((l): l is Listener => !!l);
     await Promise.all(back.map((l) => this.upsertDetected(l)));
+    this.forgetKept([...displaced, ...(existing ? [existing] : [])]);
     // A displaced listener now served by the explicit forward alone left its slot free.
     if (displaced.length > 0) this.admitCapped('forwarded');
     return this.keepIfBound(id);
@@ -559,9 +564,14 @@ export class ForwardEngine extends EventEmitter {
    * Lifts what `forward rm` said of a guest port (`proto`, `port`): its listeners follow the rules again. Returns the
    * detected forwards it had ignored, still there, for the caller to drop and make anew.
    */
-  private forgetRemoved(proto: Proto, port: number): Forward[] {
-    if (!this.userIgnoredPorts.delete(`${proto}/${port}`)) return [];
+  private forgetRemoved(proto: Proto, port: number, hostPort: number): Forward[] {
+    const portKey = `${proto}/${port}`;
     const ofPort = (id: string) => id.startsWith(`${proto}/`) && portOfAddr(id.slice(proto.length + 1)) === port;
+    // The host port the rules give this guest port's listeners (its own, unless a range maps it elsewhere).
+    const listeners = [...this.guestListeners.values()].filter((l) => l.proto === proto && l.port === port);
+    const ruled = listeners.map((l) => this.ruleDecision(l)).find((d) => d.action === 'forward');
+    if (hostPort !== (ruled?.action === 'forward' ? ruled.hostPort : port)) return [];
+    if (!this.userIgnoredPorts.delete(portKey)) return [];
     const ids = [...this.userIgnored].filter(ofPort);
     for (const id of ids) this.userIgnored.delete(id);
     return [...this.forwardsById.values()].filter(
@@ -575,13 +585,17 @@ export class ForwardEngine extends EventEmitter {
     if (!f) throw new Error(`no forward with id ${id}`);
     if (f.source !== 'detected') {
       const foldedIds = [...this.folded].filter(([, holder]) => holder === f).map(([lid]) => lid);
+      const remade: Forward[] = [];
       const heldKeys = f.bindingKeys;
       this.drop(f);
       // An explicit forward may have replaced or covered detected ones of its guest port: those are forwarded again,
       // on all their addresses (one it covered in part kept the others, and is made anew).
       for (const lid of foldedIds) {
         const partial = this.forwardsById.get(lid);
-        if (partial?.source === 'detected') this.drop(partial);
+        if (partial?.source === 'detected') {
+          this.dropToRemake(partial);
+          remade.push(partial);
+        }
       }
       const again = [...this.guestListeners.entries()].filter(
         ([lid, l]) => l.proto === f.proto && l.port === f.guestPort && !this.forwardsById.has(lid),
@@ -593,6 +607,7 @@ export class ForwardEngine extends EventEmitter {
         for (const [lid, l] of again) if (this.landsOn(l, heldKeys)) this.ignoreRemoved(lid, l.proto, l.port);
       }
       if (!this.stopped) await Promise.all(again.map(([, l]) => this.upsertDetected(l)));
+      this.forgetKept(remade);
       return;
     }
     if (f.ignored) return; // ignored already (a rule, the guest's sshd, an earlier rm): its reason stays
@@ -625,6 +640,11 @@ export class ForwardEngine extends EventEmitter {
   private decide(l: Listener): RuleDecision {
     if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`))
       return { action: 'ignore', reason: REMOVED };
+    return this.ruleDecision(l);
+  }
+
+  /** The first rule that matches a guest listener, whatever `forward rm` said of it. */
+  private ruleDecision(l: Listener): RuleDecision {
     return matchRule(l, this.opts.portForwards, {
       sshPort: this.sshPort,
       hostSshPort: this.opts.hostSshPort,
@@ -776,14 +796,28 @@ export class ForwardEngine extends EventEmitter {
     if (!explicit) return;
     const keys = new Set(explicit.bindingKeys);
     const again: Promise<void>[] = [];
+    const remade: Forward[] = [];
     for (const f of [...this.forwardsById.values()]) {
       if (f.source !== 'detected' || f.proto !== explicit.proto || f.guestPort !== explicit.guestPort) continue;
       if (!f.bindingKeys.some((k) => keys.has(k))) continue;
-      this.drop(f);
+      this.dropToRemake(f);
+      remade.push(f);
       const l = this.guestListeners.get(f.id);
       if (l) again.push(this.upsertDetected(l));
     }
     await Promise.all(again);
+    this.forgetKept(remade);
+  }
+
+  /** Drops `f` to make it anew under the same id: its open connections and totals stay on the new one. */
+  private dropToRemake(f: Forward, admit = true): void {
+    this.keptStats.set(f.id, f.stats);
+    this.drop(f, admit);
+  }
+
+  /** The counters of forwards that were not made anew after all (a listener gone meanwhile) are not kept. */
+  private forgetKept(forwards: readonly Forward[]): void {
+    for (const f of forwards) this.keptStats.delete(f.id);
   }
 
   /** Why `hostSocket` cannot be a forward's host socket (one of the instance's own files), or null. */
@@ -938,6 +972,8 @@ export class ForwardEngine extends EventEmitter {
     const { source, id, proto, guestIP, guestPort, hostIPs, hostPort, ignored = null, process = null } = spec;
     const guestAddr = formatAddr(guestIP, guestPort);
     const f = this.newForward({ id, proto, source, guestAddr, guestIP, guestPort });
+    f.stats = this.keptStats.get(id) ?? f.stats;
+    this.keptStats.delete(id);
     f.process = process;
     f.ignored = ignored;
     f.hostAddrs = hostIPs.map((ip) => formatAddr(ip, hostPort));
