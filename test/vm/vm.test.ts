@@ -507,6 +507,30 @@ describe.skipIf(unavailable !== null || !haveGuestBuild || !cliBuilt())('tether 
   );
 
   it(
+    'a guest agent stopped with systemctl stop is started again, and the log says so',
+    async () => {
+      const v = theVm();
+      const since = Date.now();
+      const before = (await status()).guest?.agentPid;
+      await v.sshOk('sudo -n systemctl stop tether-guest && echo stopped');
+      await waitFor(
+        async () => {
+          const s = await status();
+          return s.state === 'ready' && s.guest?.agentPid !== before;
+        },
+        { what: 'the link to a guest agent started again', timeoutMs: 3 * MIN, intervalMs: 1000 },
+      );
+      expect(await v.sshOk('systemctl is-active tether-guest')).toBe('active');
+      expect(
+        logLines(since).filter(
+          (l) => l.component === 'provision' && /tether-guest\.service is installed but not running/.test(l.msg),
+        ),
+      ).toHaveLength(1);
+    },
+    5 * MIN,
+  );
+
+  it(
     'tether down leaves nothing on the host; the guest agent keeps running in the VM',
     async () => {
       const v = theVm();

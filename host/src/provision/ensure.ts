@@ -146,6 +146,13 @@ export async function ensureGuestAgent(
   if (opts.replace) await stopSocketHolder(shell, socket, facts.root || facts.sudo ? sudo : '');
 
   if (facts.systemd && (facts.root || facts.sudo)) {
+    // Stopped by hand, perhaps on purpose: starting it again is tether's job (provision: auto), but not silently.
+    if (facts.unitEnabled && !facts.unitActive && !opts.replace)
+      log.warn(
+        { unit: 'tether-guest.service' },
+        'tether-guest.service is installed but not running (stopped, or failed); starting it again ' +
+          '(guestAgent.provision: never leaves starting it to you)',
+      );
     opts.onStep?.('installing the systemd unit');
     // A socket that does not answer is an agent to restart, even when the install itself changes nothing (its
     // socket file was removed, or it hangs): `systemctl start` leaves a running service alone.
