@@ -79,6 +79,7 @@ const status: StatusView = {
     socket: '/run/tether/agent.sock',
     guestStopping: null,
     provisioning: false,
+    provisionStep: null,
     provisionError: EVIL,
     restartAt: null,
   },

@@ -265,6 +265,8 @@ export interface StatusView {
     guestStopping: string | null;
     /** Whether the host agent is installing or starting the guest agent right now (provisioning). */
     provisioning: boolean;
+    /** What that run is doing now (`uploading tether-guest-linux-x64: 50 of 100 MB`); null when none runs. */
+    provisionStep: string | null;
     /** Why the host agent's last try to install or start the guest agent failed; null once one succeeds. */
     provisionError: string | null;
     /**

@@ -214,6 +214,7 @@ export class HostAgent extends EventEmitter implements AgentApi {
         socket: this.link.socket,
         guestStopping: this.link.guestStopping,
         provisioning: this.provisioner.busy,
+        provisionStep: this.provisioner.step,
         provisionError: this.provisioner.lastFailure,
         restartAt: restartAt === null ? null : new Date(restartAt).toISOString(),
       },

@@ -15,6 +15,8 @@ export class Provisioner extends EventEmitter {
   summary: string | null = null;
   /** Why the last run failed, until one succeeds (`status`, doctor: what keeps the guest agent from starting). */
   lastFailure: string | null = null;
+  /** The step of the run under way (`uploading …: 50 of 100 MB`), for `status`; null between runs. */
+  step: string | null = null;
 
   constructor(
     private readonly shell: GuestShell,
@@ -40,7 +42,10 @@ export class Provisioner extends EventEmitter {
     if (!this.running) this.replacing = replace;
     this.running ??= ensureGuestAgent(this.shell, this.config, this.bundleDir, this.log, {
       replace,
-      onStep: (what) => this.emit('step', what),
+      onStep: (what) => {
+        this.step = what;
+        this.emit('step', what);
+      },
     })
       .then(
         ({ summary, socket }) => {
@@ -58,6 +63,7 @@ export class Provisioner extends EventEmitter {
       .finally(() => {
         this.running = null;
         this.replacing = false;
+        this.step = null;
       });
     return this.running;
   }

@@ -30,6 +30,7 @@ const status: StatusView = {
     socket: '/run/tether/agent.sock',
     guestStopping: null,
     provisioning: false,
+    provisionStep: null,
     provisionError: null,
     restartAt: null,
   },
@@ -73,7 +74,11 @@ describe('status text', () => {
       'guest agent:  not connected: the guest is shutting down; waiting for it to come back',
     );
     expect(statusText({ ...down, link: { ...down.link, provisioning: true } })).toContain(
-      'guest agent:  not connected: the host agent is installing or starting it now',
+      'guest agent:  not connected: the host agent is installing or starting it now\n',
+    );
+    const step = 'uploading tether-guest-linux-x64: 50 of 100 MB';
+    expect(statusText({ ...down, link: { ...down.link, provisioning: true, provisionStep: step } })).toContain(
+      `guest agent:  not connected: the host agent is installing or starting it now (${step})\n`,
     );
     // What keeps it from starting, once: the link's own error may already be that failure.
     const failed = 'uploading tether-guest.cjs failed: Permission denied';

@@ -207,7 +207,8 @@ export function statusText(
   } else if (s.link?.guestStopping) {
     lines.push(`guest agent:  not connected: ${s.link.guestStopping}; waiting for it to come back`);
   } else if (s.link?.provisioning) {
-    lines.push('guest agent:  not connected: the host agent is installing or starting it now');
+    const step = s.link.provisionStep ? ` (${s.link.provisionStep})` : '';
+    lines.push(`guest agent:  not connected: the host agent is installing or starting it now${step}`);
   } else {
     const why = linkDownReason(s.link);
     lines.push(`guest agent:  not connected${why ? ` (${why})` : ''}${restartNote(s.link)}`);

@@ -75,6 +75,7 @@ export function registerStatus(program: Command): void {
             socket: last.guestSocket ?? socket,
             guestStopping: null,
             provisioning: false,
+            provisionStep: null,
             provisionError: null,
             restartAt: null,
           },
