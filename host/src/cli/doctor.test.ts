@@ -21,6 +21,28 @@ const conflict = (error: string, heldBy: ForwardView['heldBy']): ForwardView => 
   source: 'runtime',
 });
 
+describe('doctor on a unix forward whose guest service is down', () => {
+  it('warns with how to start it, as the forward serves by itself once the socket is there', () => {
+    const f: ForwardView = {
+      ...conflict(
+        'guest socket /var/run/docker.sock does not exist: its service is not running in the guest (or removed it as it stopped); the host socket is closed until the service is back',
+        null,
+      ),
+      id: 'unix//var/run/docker.sock',
+      proto: 'unix',
+      guestAddr: '/var/run/docker.sock',
+      hostAddrs: ['/home/me/.tether/vm/docker.sock'],
+      state: 'error',
+    };
+    expect(forwardProblem('vm', f)).toMatchObject({
+      state: 'warn',
+      fix: expect.stringMatching(
+        /^start the service in the guest that makes \/var\/run\/docker\.sock .*`tether forward rm vm \/home\/me\/\.tether\/vm\/docker\.sock`$/,
+      ),
+    });
+  });
+});
+
 describe('doctor on a forward in conflict', () => {
   it('points at lsof when another process holds the host port', () => {
     const r = forwardProblem(

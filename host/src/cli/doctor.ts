@@ -18,6 +18,7 @@ import {
   type MountCause,
   type MountView,
   type StatusView,
+  waitsForGuestService,
 } from '../model.js';
 import { checkMountRequirements, findSftpServer } from '../mount/index.js';
 import { deniedAt } from '../owner.js';
@@ -285,6 +286,14 @@ export function forwardProblem(instance: string, f: ForwardView, siblings: Sibli
       ? warn(name, detail, `if you need it on the host, ${privilegedFix(instance, f, port)}`)
       : fail(name, detail, privilegedFix(instance, f, port));
   }
+  // Its guest service is not running (docker not started yet): the forward serves once it is, by itself.
+  if (waitsForGuestService(f))
+    return warn(
+      name,
+      detail,
+      `start the service in the guest that makes ${f.guestAddr} (e.g. sudo systemctl start docker for docker.sock): ` +
+        `the forward serves once the socket is there; or \`tether forward rm ${instance} ${f.hostAddrs[0] ?? f.guestAddr}\``,
+    );
   // The error names the cause and what to change (sshd's options, the guest socket's service or owner).
   const again = f.proto === 'unix' ? '; the forward looks at its guest socket again by itself' : '';
   return fail(
