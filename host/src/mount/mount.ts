@@ -400,7 +400,10 @@ export class GuestMount extends EventEmitter {
       this.underlyingAtLast = count;
       // Not a fault (a guest directory mounted over), but what the mount hides is worth a line.
       if (count > 0)
-        this.log.info({ guestPath: path, underlying: count }, `the mount hides ${count} entries of ${path}`);
+        this.log.info(
+          { guestPath: path, underlying: count },
+          `the mount hides ${count} ${count === 1 ? 'entry' : 'entries'} of ${path}`,
+        );
       return;
     }
     const added = count - (this.underlyingAtLast ?? this.underlyingAtFirst);
