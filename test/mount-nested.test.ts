@@ -73,8 +73,9 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
     await m.stop();
   });
 
-  it('unmounts an inner mount made first (its outer one was held) and mounts it again inside the outer one', async () => {
-    const outerPoint = join(tb().stateDir, 'nested2');
+  /** A read-only home at `<state>/name` and its writable proj at `<state>/name/proj`, outer one first. */
+  function homeAndProject(name: string, inotify: boolean) {
+    const outerPoint = join(tb().stateDir, name);
     const innerPoint = join(outerPoint, 'proj');
     mkdirSync(innerPoint, { recursive: true });
     const { uid, gid } = loginIds(tb().user);
@@ -82,7 +83,12 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
     const configs = [
       { location: home, mountPoint: outerPoint, writable: false },
       { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
-    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: false, ...m }));
+    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify, ...m }));
+    return { outerPoint, innerPoint, configs };
+  }
+
+  it('unmounts an inner mount made first (its outer one was held) and mounts it again inside the outer one', async () => {
+    const { outerPoint, innerPoint, configs } = homeAndProject('nested2', false);
     manager = new MountManager(configs, { logger: silentLogger() });
     client ??= await connect(tb());
     // The outer mount's requirements are not met yet: the inner one is mounted alone, on the plain directory.
@@ -97,15 +103,7 @@ describe.skipIf(!canRunTestbed())('nested mounts', () => {
   });
 
   it('sends a host edit inside the inner mount once, from the inner mount, and none of the guest changes there', async () => {
-    const outerPoint = join(tb().stateDir, 'nested3');
-    const innerPoint = join(outerPoint, 'proj');
-    mkdirSync(innerPoint, { recursive: true });
-    const { uid, gid } = loginIds(tb().user);
-    for (const p of [outerPoint, innerPoint]) chownSync(p, uid, gid);
-    const configs = [
-      { location: home, mountPoint: outerPoint, writable: false },
-      { location: join(home, 'proj'), mountPoint: innerPoint, writable: true },
-    ].map((m) => MountConfig.parse({ driver: 'builtin', inotify: true, ...m }));
+    const { outerPoint, innerPoint, configs } = homeAndProject('nested3', true);
     const batches: FsEvents[] = [];
     manager = new MountManager(configs, { logger: silentLogger() });
     client ??= await connect(tb());

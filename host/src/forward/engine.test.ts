@@ -150,6 +150,16 @@ describe('ForwardEngine', () => {
   const make = (maxForwards = 4096, hostSshPort?: number) =>
     new ForwardEngine({ ssh: fakeSsh, portForwards: [], maxForwards, instanceDir: '/tmp', logger, hostSshPort });
 
+  /** A new engine with a detected 0.0.0.0 listener and one open host connection through its forward. */
+  async function detectedWithConnection() {
+    engine = make();
+    const port = await freePort();
+    await engine.setListeners([tcp('0.0.0.0', port)]);
+    const held = net.connect({ host: '127.0.0.1', port });
+    await once(held, 'connect');
+    return { port, id: `tcp/0.0.0.0:${port}`, held };
+  }
+
   it("refuses to add a forward onto the host port of the VM's SSH, on any loopback or wildcard address", async () => {
     engine = make(4096, 2222);
     for (const hostIP of [undefined, '127.0.0.1', '::1', '0.0.0.0']) {
@@ -642,12 +652,7 @@ describe('ForwardEngine', () => {
   });
 
   it('counts on, on a forward made anew by an add, the connections and bytes it had', async () => {
-    engine = make();
-    const port = await freePort();
-    const id = `tcp/0.0.0.0:${port}`;
-    await engine.setListeners([tcp('0.0.0.0', port)]);
-    const held = net.connect({ host: '127.0.0.1', port });
-    await once(held, 'connect');
+    const { port, id, held } = await detectedWithConnection();
     await waitUntil(() => engine.view(id)?.connections === 1);
     // An added 127.0.0.1 forward of the port takes that address: the detected forward is made anew on the rest.
     const added = await engine.add({ proto: 'tcp', hostIP: '127.0.0.1', hostPort: port, guestPort: port });
@@ -658,12 +663,7 @@ describe('ForwardEngine', () => {
   });
 
   it('keeps the host listener of an address whose guest socket was replaced within one delta (SO_REUSEPORT)', async () => {
-    engine = make();
-    const port = await freePort();
-    const id = `tcp/0.0.0.0:${port}`;
-    await engine.setListeners([tcp('0.0.0.0', port)]);
-    const held = net.connect({ host: '127.0.0.1', port });
-    await once(held, 'connect');
+    const { port, id, held } = await detectedWithConnection();
     lines.length = 0;
     const next = { ...tcp('0.0.0.0', port), pid: 43, command: 'worker 2' };
     await engine.applyDelta({ added: [next], removed: [tcp('0.0.0.0', port)] });
