@@ -52,15 +52,15 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** The close reason when the other side ended the stream (it closed the connection: exited, restarted, stopped). */
+export const REMOTE_ENDED = 'remote ended the stream';
+
 /**
  * Events: `ready` (remote Hello), `close` (reason: string, error?: Error), `unhandled` (event without handler),
  * `unknownEvent` (name: an event missing from this side's table, ignored; once per name), `handlerError` (name,
  * error thrown by a local event handler).
  * A peer is single-use: after close, make a new one on a new stream.
  */
-/** The close reason when the other side ended the stream (it closed the connection: exited, restarted, stopped). */
-export const REMOTE_ENDED = 'remote ended the stream';
-
 export class Peer extends EventEmitter {
   remote: Hello | null = null;
   closeReason: string | null = null;

@@ -524,11 +524,6 @@ export class HostAgent extends EventEmitter implements AgentApi {
   }
 
   /**
-   * Login, retried while the guest refuses it for up to loginRefusedGraceMs: a guest whose sshd is up before its
-   * key is installed (a late provisioning script) gets that long; a wrong key fails the requirement then, not at
-   * the end of `up`'s timeout.
-   */
-  /**
    * What a retry is waiting for. A refused login is tried for a while, as a new VM may be installing the key (cloud-
    * init); the fix is said at once all the same, for the wrong key that will never be accepted.
    */
@@ -539,6 +534,11 @@ export class HostAgent extends EventEmitter implements AgentApi {
     return `retrying for up to ${grace} s in case the VM is still installing the key; if not: ${authorizedKeyFix(user, identityFile)}`;
   }
 
+  /**
+   * Login, retried while the guest refuses it for up to loginRefusedGraceMs: a guest whose sshd is up before its
+   * key is installed (a late provisioning script) gets that long; a wrong key fails the requirement then, not at
+   * the end of `up`'s timeout.
+   */
   private waitLogin(timeoutMs: number): Promise<void> {
     return firstOutcome<void>(({ done, fail }) => {
       const onRetrying = (reason: string) => {

@@ -74,10 +74,10 @@ export function parsePortSpec(arg: string): PortSpec {
   return spec;
 }
 
-/** `/var/run/docker.sock:~/docker.sock` → a unix ForwardSpec (the host path's `~` expands here, on the host). */
 /**
- * `GUEST:HOST` socket paths, or `GUEST` alone, whose host socket is `instanceDir`/its file name (as a socket rule
- * without hostSocket in tether.yaml).
+ * `/var/run/docker.sock:~/docker.sock` → a unix ForwardSpec (the host path's `~` expands here, on the host): `GUEST:HOST`
+ * socket paths, or `GUEST` alone, whose host socket is `instanceDir`/its file name (as a socket rule without
+ * hostSocket in tether.yaml).
  */
 export function parseSocketSpec(arg: string, instanceDir: string): Extract<ForwardSpec, { proto: 'unix' }> {
   if (arg.startsWith('/') && !arg.includes(':'))

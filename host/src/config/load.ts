@@ -47,11 +47,6 @@ export function parseConfig(text: string, file: string): LoadedConfig {
   return finish(result.data, dirname(resolve(file)));
 }
 
-/**
- * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example); so do
- * `mountPoint: ~` and `installDir: ~` (the guest user's home). Only a literal `~` is read that way: an empty
- * `location:` stays null and is refused, rather than exporting `$HOME`.
- */
 /** The YAML document of config text; throws a ConfigError naming each syntax error's line and column. */
 export function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter } {
   const lines = new LineCounter();
@@ -111,6 +106,11 @@ function plainValue(doc: Document, lines: LineCounter, file: string): unknown {
   }
 }
 
+/**
+ * `location: ~` is YAML's null, but in tether.yaml it means the home directory (the README's own example); so do
+ * `mountPoint: ~` and `installDir: ~` (the guest user's home). Only a literal `~` is read that way: an empty
+ * `location:` stays null and is refused, rather than exporting `$HOME`.
+ */
 function bareTildes(doc: Document, raw: unknown): void {
   const setIfTilde = (parent: unknown, path: (string | number)[]) => {
     const key = path[path.length - 1] as string;

@@ -133,7 +133,6 @@ function clash(key: string, theirs: string): string {
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
 }
 
-/** Why a detected forward is ignored after `forward rm` (the start of it: a later listener of its port says less). */
 /** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
 const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
 /**

@@ -19,9 +19,9 @@ export interface Forward {
   hostAddrs: string[];
   bindingKeys: string[];
   process: { pid: number; command: string } | null;
-  /** Why it is ignored (rule, operator, cap); null when it forwards. */
+  /** Why it is ignored (a rule, the guest's sshd port, `forward rm`); null when it forwards. A capped listener has no Forward. */
   ignored: string | null;
-  /** Why it is suspended (agent link down); null otherwise. */
+  /** Why it is suspended (the agent link down; for an explicit forward, SSH down); null otherwise. */
   suspended: string | null;
   /**
    * Why its channels fail for every connection alike (sshd prohibits them; for a unix socket: missing, stale, not the

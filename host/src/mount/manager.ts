@@ -335,7 +335,6 @@ function inside(outer: GuestMount, inner: GuestMount): boolean {
   return outer !== inner && path(inner).startsWith(`${o}/`);
 }
 
-/** Entries ordered so a mount comes before those inside it (by mount point depth); the order is otherwise kept. */
 /**
  * The host directories of `config`'s location that other mounts cover in the guest (`~` mounted with `~/work` on its
  * own mount point inside it): the guest sees them through those mounts, whose own watchers send their events and
@@ -354,6 +353,7 @@ export function coveredDirs(config: MountConfig, all: readonly MountConfig[]): s
   });
 }
 
+/** Entries ordered so a mount comes before those inside it (by mount point depth); the order is otherwise kept. */
 function outermostFirst(entries: readonly Entry[]): Entry[] {
   const depth = (e: Entry) => (e.mount.guestPath ?? e.mount.mountPoint).split('/').filter(Boolean).length;
   return [...entries].sort((a, b) => depth(a) - depth(b));

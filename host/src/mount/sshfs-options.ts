@@ -62,15 +62,6 @@ export function mountPointOf(mount: MountConfig): string {
 }
 
 /**
- * Shell command for the exec channel: create the mount point, print the start marker (everything on stdout before
- * it is the login shell's startup output, dropped by the host: startup-output.ts), then become sshfs in the
- * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
- * point (guest-path.ts). `unmountFirst` clears a dead mount left there, in the same command: between it and sshfs's
- * mount, the mount point is the plain directory underneath, and writes there would be hidden by the mount and lost;
- * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `printReady`
- * (a command, see readyWatch) prints on stderr once the mount shows in the guest's mount table.
- */
-/**
  * The host directory as sshfs asks for it. sshfs checks its root with an LSTAT, which a location that is itself a
  * symlink (a linked project directory; /tmp on macOS) fails as "Not a directory" with sftp-server; with a trailing
  * slash the lookup follows the link, as every later request under it does.
@@ -79,6 +70,15 @@ function remoteDir(location: string): string {
   return location.endsWith('/') ? location : `${location}/`;
 }
 
+/**
+ * Shell command for the exec channel: create the mount point, print the start marker (everything on stdout before
+ * it is the login shell's startup output, dropped by the host: startup-output.ts), then become sshfs in the
+ * foreground so the channel lives exactly as long as the mount's SFTP session. `guestPath` is the resolved mount
+ * point (guest-path.ts). `unmountFirst` clears a dead mount left there, in the same command: between it and sshfs's
+ * mount, the mount point is the plain directory underneath, and writes there would be hidden by the mount and lost;
+ * a separate exec round trip (a login shell's start-up) made that window seconds long on a slow guest. `printReady`
+ * (a command, see readyWatch) prints on stderr once the mount shows in the guest's mount table.
+ */
 export function sshfsCommand(
   mount: MountConfig,
   guestPath: string,

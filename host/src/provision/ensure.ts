@@ -381,8 +381,8 @@ const AGENT_LOG_MAX = 1024 * 1024;
  * Starts the agent detached from the SSH session; first stops a previous background copy we started (pid file) and
  * waits up to 5 s for it to exit: the new agent refuses to start while the old one still answers on the socket, and
  * the old one removes the socket path as it exits. `elevate` (`sudo -n `) also signals: the pid is then sudo's.
+ * Resolves with the new agent's pid (sudo's, when elevated), or null if the shell did not say it.
  */
-/** Starts the agent detached from the login session; its pid (that of sudo's, when elevated), or null if unknown. */
 async function startInBackground(
   shell: GuestShell,
   dir: string,

@@ -21,7 +21,6 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** An exec channel that remembers its exit status. */
 /** A guest command that did not finish in time (a hung mount it touched, a guest too busy to answer). */
 export class GuestCommandTimeoutError extends Error {
   constructor(
@@ -33,6 +32,7 @@ export class GuestCommandTimeoutError extends Error {
   }
 }
 
+/** An exec channel that remembers its exit status. */
 export type ExecChannel = ClientChannel & { exitStatus: { code: number | null; signal: string | null } | null };
 
 /** Each of stdout and stderr is kept up to this much; a command printing more is still run to its end. */

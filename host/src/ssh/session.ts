@@ -393,13 +393,13 @@ export class SshSession extends EventEmitter {
     }
   }
 
-  /** "login as USER refused (identity file KEY)", for authentication failures. */
   /** Why the link was given up on after unanswered keepalives, in the terms of the settings that decide it. */
   private keepaliveTimeout(): string {
     const { keepaliveInterval, keepaliveCountMax } = this.opts.ssh;
     return `keepalive timeout: ${this.target} answered nothing for ${keepaliveInterval * keepaliveCountMax} s (ssh.keepaliveInterval × keepaliveCountMax): the VM is paused, asleep or unreachable`;
   }
 
+  /** "login as USER refused (identity file KEY)", for authentication failures. */
   private loginRefused(): string {
     const { user, identityFile } = this.opts.ssh;
     return `login as ${user} refused (${identityFile ? `ssh.identityFile ${identityFile}` : 'no ssh.identityFile set'})`;
