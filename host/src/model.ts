@@ -279,7 +279,10 @@ export interface StatusView {
   /** Forwards by state; `capped`: guest listeners left out by maxForwards (neither forwarded nor listed). */
   forwards: Record<ForwardState, number> & { total: number; capped: number };
   mounts: Record<MountState, number> & { total: number };
-  /** Why the agent's last run stopped, for a stopped instance (from its log); null while it runs. */
+  /**
+   * Why the agent's last run stopped, for a stopped instance (from its log); while it stops (state `stopping`), why
+   * it was asked to; null while it runs.
+   */
   stopReason: string | null;
   /** Each mount's state, as `tether mount ls --json` lists it. */
   mountStates: MountView[];

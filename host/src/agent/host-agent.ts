@@ -222,7 +222,8 @@ export class HostAgent extends EventEmitter implements AgentApi {
       forwards,
       mounts,
       mountStates,
-      stopReason: null,
+      // Why it is stopping, from the moment it was asked to (state `stopping`).
+      stopReason: this.stopping ? this.stopReason : null,
       lastErrors: this.problems.list(),
       logFile: this.opts.logFile ?? instanceFiles(this.opts.instanceDir).currentLog,
     };
@@ -386,14 +387,16 @@ export class HostAgent extends EventEmitter implements AgentApi {
     };
     const updates = new ListenerUpdates(
       {
-        snapshot: (listeners) => afterSshPort(() => this.engine.setListeners(listeners)),
+        // Requirement 4 waits for a snapshot applied, not one dropped as stale (the link went down meanwhile).
+        snapshot: (listeners) =>
+          afterSshPort(() => this.engine.setListeners(listeners).finally(() => this.firstSnapshotApplied())),
         delta: (delta) => afterSshPort(() => this.engine.applyDelta(delta)),
       },
       this.config.maxForwards * GUEST_LISTENER_FACTOR,
       // A failure while reconciling must not take every other forward down with an unhandled rejection.
       (err) => this.log.error({ err }, `applying the guest's listeners failed: ${err.message}`),
     );
-    this.link.on('snapshot', (listeners) => updates.pushSnapshot(listeners).then(() => this.firstSnapshotApplied()));
+    this.link.on('snapshot', (listeners) => updates.pushSnapshot(listeners));
     this.link.on('delta', (delta) => updates.pushDelta(delta));
     this.link.on('socket-changed', (path: string) => this.engine.socketChanged(path));
     this.link.on('socket-watch', (on: boolean) => this.engine.setSocketWatch(on));
