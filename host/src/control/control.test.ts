@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { forwardView } from '../../../test/helpers/forward-view.js';
 import { Config } from '../config/schema.js';
+import { DuplicateForwardError } from '../forward/errors.js';
 import { silentLogger } from '../log.js';
 import type { AgentApi, AgentEvent, ForwardSpec, ForwardView, StatusView } from '../model.js';
 import { SocketBusyError } from '../socket-file.js';
@@ -35,7 +36,7 @@ class FakeAgent extends EventEmitter implements AgentApi {
     return [];
   }
   async addForward(spec: ForwardSpec): Promise<ForwardView> {
-    if (spec.proto === 'unix') throw Object.assign(new Error('socket busy'), { statusCode: 409 });
+    if (spec.proto === 'unix') throw new DuplicateForwardError('vm', 'unix//run/a.sock', 'runtime');
     const f = { ...forward(`tcp/127.0.0.1:${spec.guestPort}`, spec.guestPort), source: 'runtime' as const };
     this.list.set(f.id, f);
     this.emit('event', { type: 'forward', forward: f } satisfies AgentEvent);
@@ -145,12 +146,12 @@ describe('control API', () => {
     });
     await expect(client.addForward({ proto: 'unix', guestSocket: '/a', hostSocket: '/b' })).rejects.toMatchObject({
       status: 409,
-      message: 'socket busy',
+      message: expect.stringMatching(/^forward unix\/\/run\/a\.sock already exists \(runtime\); remove it first/),
     });
     // Without proto, a body with a guestSocket is a unix forward (the fake agent refuses those as busy).
     await expect(client.addForward({ guestSocket: '/a', hostSocket: '/b' } as never)).rejects.toMatchObject({
       status: 409,
-      message: 'socket busy',
+      message: expect.stringMatching(/^forward unix\/\/run\/a\.sock already exists \(runtime\); remove it first/),
     });
     expect(await raw('POST', '/v1/forwards', '{not json')).toMatchObject({ status: 400 });
     expect(await raw('GET', '/v1/nothing')).toEqual({

@@ -7,6 +7,7 @@
 // The event stream's followers are events.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { DuplicateForwardError, ForwardRefusedError } from '../forward/errors.js';
 import type { Logger } from '../log.js';
 import type { AgentApi, ForwardView } from '../model.js';
 import { claimSocketPath, restrictSocket, SocketBusyError } from '../socket-file.js';
@@ -160,10 +161,11 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** Maps an error from the agent to a status: `statusCode` when it carries one, else 500. */
+/** Maps an error from the agent to a status: the request's own fault by its class, else 500. */
 function statusOf(err: unknown): number {
-  const code = (err as { statusCode?: unknown } | null)?.statusCode;
-  return typeof code === 'number' && code >= 400 && code < 600 ? code : 500;
+  if (err instanceof DuplicateForwardError) return 409;
+  if (err instanceof ForwardRefusedError) return 422;
+  return 500;
 }
 
 function decodeId(raw: string): string {

@@ -164,7 +164,7 @@ describe('ForwardEngine', () => {
     engine = make(4096, 2222);
     for (const hostIP of [undefined, '127.0.0.1', '::1', '0.0.0.0']) {
       await expect(engine.add({ proto: 'tcp', hostIP, hostPort: 2222, guestPort: 3000 })).rejects.toMatchObject({
-        statusCode: 422,
+        name: 'ForwardRefusedError',
         message:
           "host port 2222 is where this host reaches the VM's sshd (ssh.port): forward guest port 3000 to another host port",
       });
@@ -177,7 +177,7 @@ describe('ForwardEngine', () => {
     await expect(
       engine.add({ proto: 'unix', guestSocket: '/run/a.sock', hostSocket: '/tmp/./ha.sock' }),
     ).rejects.toMatchObject({
-      statusCode: 422,
+      name: 'ForwardRefusedError',
       message: "host socket /tmp/./ha.sock is instance tmp's control socket: pick another path",
     });
     expect(engine.views()).toEqual([]);

@@ -32,6 +32,7 @@ import {
 import type { HostBinding, Route } from './binding.js';
 import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
+import { DuplicateForwardError, ForwardRefusedError } from './errors.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING, unprivilegedSpec } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
@@ -98,19 +99,6 @@ interface PortForwardSpec {
 function processOf(l: Listener): Forward['process'] {
   if (l.pid !== null) return { pid: l.pid, command: l.command ?? '' };
   return l.command ? { pid: 0, command: l.command } : null;
-}
-
-/** An explicit forward that already exists; `statusCode` tells the control API to answer 409 Conflict. */
-class DuplicateForwardError extends Error {
-  readonly statusCode = 409;
-  /** `what`: what the new forward would share with the existing one, when it is not the id. */
-  constructor(instance: string, id: string, source: ForwardSource, what?: string) {
-    super(
-      `${what ? `${what} is already used by forward ${id}` : `forward ${id} already exists`} (${source}); ` +
-        `remove it first: tether forward rm ${instance} '${id}'`,
-    );
-    this.name = 'DuplicateForwardError';
-  }
 }
 
 /**
@@ -473,7 +461,7 @@ export class ForwardEngine extends EventEmitter {
     if (spec.proto === 'unix') {
       const hostSocket = expandHome(spec.hostSocket);
       const own = this.ownHostSocket(hostSocket);
-      if (own) throw Object.assign(new Error(own), { statusCode: 422 });
+      if (own) throw new ForwardRefusedError(own);
       this.refuseDuplicate(id);
       const holder = this.unixHolder(hostSocket);
       if (holder)
@@ -482,9 +470,8 @@ export class ForwardEngine extends EventEmitter {
       return this.keepIfBound(id);
     }
     if (takesSshPort(spec.proto, this.hostIPs(spec.hostIP), spec.hostPort, this.opts.hostSshPort))
-      throw Object.assign(
-        new Error(`${sshPortTaken(spec.hostPort)}: forward guest port ${spec.guestPort} to another host port`),
-        { statusCode: 422 },
+      throw new ForwardRefusedError(
+        `${sshPortTaken(spec.hostPort)}: forward guest port ${spec.guestPort} to another host port`,
       );
     const guestIP = spec.guestIP ?? '127.0.0.1';
     this.refuseDuplicate(id);
@@ -556,7 +543,7 @@ export class ForwardEngine extends EventEmitter {
         ? `cannot listen on ${view.hostAddrs.join(', ')} (EACCES): ports below 1024 need privileges on this host; ` +
           `pick a host port of 1024 or more${privilegedExample(view)}`
         : view.error?.replaceAll(RETRYING, '');
-    throw Object.assign(new Error(`forward ${id} not added: ${why}`), { statusCode: 422 });
+    throw new ForwardRefusedError(`forward ${id} not added: ${why}`);
   }
 
   /**
