@@ -290,6 +290,20 @@ export interface StatusView {
   logFile: string;
 }
 
+/**
+ * `tether status --json` of a stopped instance: the keys of a running agent's StatusView, empty, so that scripts read
+ * the same keys either way; what its last run's log tells; and why its tether.yaml does not load, when it does not
+ * (its SSH target and guest socket are then unknown).
+ */
+export type StoppedStatusView = Omit<StatusView, 'pid' | 'startedAt' | 'state' | 'ssh' | 'link'> & {
+  pid: null;
+  startedAt: null;
+  state: 'stopped';
+  ssh: Omit<StatusView['ssh'], 'target' | 'state' | 'since'> & { target: string | null; state: 'closed'; since: null };
+  link: Omit<StatusView['link'], 'socket'> & { socket: string | null };
+  configError?: string;
+};
+
 // A request to add a forward at runtime (`tether forward add`): typed by the control API's schema, imported as a
 // type only so that zod stays out of the CLI's startup.
 export type { ForwardSpec };

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { AgentNotRunningError } from '../../control/client.js';
 import { isAlive, isOurAgent, readPid } from '../../instance.js';
-import { countStates, FORWARD_STATES, MOUNT_STATES } from '../../model.js';
+import { countStates, FORWARD_STATES, MOUNT_STATES, type StoppedStatusView } from '../../model.js';
 import { sshTarget } from '../../ssh/target.js';
 import { otherBuild } from '../../version.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
@@ -58,8 +58,7 @@ export function registerStatus(program: Command): void {
       if (last.stopReason === null && pid !== null && !isAlive(pid))
         last.stopReason = `its agent (pid ${pid}) ended without stopping: ${endedWithoutStop(paths.logs)}`;
       if (opts.json) {
-        // The running agent's shape, empty, so that scripts read the same keys either way.
-        const stopped = {
+        const stopped: StoppedStatusView = {
           name,
           pid: null,
           startedAt: null,
