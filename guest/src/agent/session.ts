@@ -41,7 +41,7 @@ export class Session {
     this.peer = new Peer(socket, { agent: AGENT_NAME, caps: CAPABILITIES });
     this.relay = new UdpRelay(
       {
-        listeners: () => ctx.poller.snapshot().listeners,
+        listeners: () => ctx.poller.currentListeners(),
         reply: (flow, data) => {
           // A reply the link cannot take now is dropped, as UDP may; a burst fits in LIMITS.udpQueuedBytes.
           if (!this.peer.closed && this.peer.queuedBytes <= LIMITS.udpQueuedBytes)
@@ -143,7 +143,7 @@ export class Session {
       scanIntervalMs: stats.intervalMs,
       lastScanMs: stats.lastScanMs,
       listenEvents: this.ctx.listenEvents?.() ?? { on: false, detail: 'not used by this agent' },
-      listeners: this.ctx.poller.snapshot().listeners.length,
+      listeners: this.ctx.poller.count,
     };
   }
 }

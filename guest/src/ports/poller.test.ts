@@ -206,6 +206,10 @@ describe('PortPoller on real sockets', () => {
     // Other tests' sockets may come and go; ours must not be reported again.
     const again = poller.scanNow();
     expect(again?.added.some((l) => l.ip === '127.0.0.1' && ports.has(l.port)) ?? false).toBe(false);
+    // The unsorted view and the count say what the snapshot says.
+    const snapshot = poller.snapshot().listeners;
+    expect(poller.count).toBe(snapshot.length);
+    expect(new Set(poller.currentListeners())).toEqual(new Set(snapshot));
 
     await Promise.all(servers.map(closeTcp));
     const gone = poller.scanNow();

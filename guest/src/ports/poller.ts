@@ -234,6 +234,16 @@ export class PortPoller extends EventEmitter<PortPollerEvents> {
     return { seq: this.seq, listeners: [...this.current.values()].sort(compareListeners) };
   }
 
+  /** The current listeners, unsorted and uncopied (a lookup per UDP flow need not sort them all); read at once. */
+  currentListeners(): Iterable<Listener> {
+    return this.current.values();
+  }
+
+  /** How many listeners there are now. */
+  get count(): number {
+    return this.current.size;
+  }
+
   stats(): PortPollerStats {
     return {
       intervalMs: this.intervalMs,
