@@ -7,7 +7,7 @@ import { portOfAddr } from '../address.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { GuestAgentConfig } from '../config/schema.js';
 import { AgentAccessError, AgentNotRunningError } from '../control/client.js';
-import { unprivilegedPort, unprivilegedSpec } from '../forward/host-bindings.js';
+import { unprivilegedPort, unprivilegedSpec } from '../forward/privileged.js';
 import { type InstancePaths, isAlive, readPid } from '../instance.js';
 import { greet } from '../link/index.js';
 import {

@@ -9,7 +9,7 @@ import { type LoadedConfig, loadConfig } from '../config/load.js';
 import { expandHome } from '../config/paths.js';
 import { copyConfigFile, updateConfigFile, writeInitialConfig } from '../config/write.js';
 import { AgentNotAnsweringError, AgentNotRunningError } from '../control/client.js';
-import { unprivilegedSpec } from '../forward/host-bindings.js';
+import { unprivilegedSpec } from '../forward/privileged.js';
 import { ensureInstanceDir, type InstancePaths, instanceExists, isAlive, readPid, recordSpawned } from '../instance.js';
 import {
   type ForwardView,

@@ -34,12 +34,13 @@ import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { DuplicateForwardError, ForwardRefusedError } from './errors.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
-import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING, unprivilegedSpec } from './host-bindings.js';
+import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
 import { explicitId, listenerId, unixId } from './ids.js';
 import { loopbackTarget } from './loopback.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
+import { unprivilegedSpec } from './privileged.js';
 import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
 import { forwardState, REMOVED } from './state.js';
@@ -111,8 +112,8 @@ function privilegedExample(view: ForwardView): string {
   if (!hostPort || !guestPort) return '';
   const [only] = view.hostAddrs.length === 1 ? view.hostAddrs : [];
   const ip = only?.slice(0, only.lastIndexOf(':'));
-  const own = ip && ip !== '127.0.0.1' && ip !== '[::1]' ? `${ip}:` : '';
-  return `, e.g. ${own}${unprivilegedSpec(view.proto, hostPort, guestPort)}`;
+  const own = ip && ip !== '127.0.0.1' && ip !== '[::1]' ? ip : '';
+  return `, e.g. ${unprivilegedSpec(view.proto, hostPort, guestPort, own)}`;
 }
 
 /** The host address a new forward wants (`key`) as another forward's binding (`theirs`) holds it, for an error. */

@@ -4,10 +4,12 @@
 // is a conflict, retried with backoff until it is free; EACCES wants privileges; errors that may pass are retried),
 // and which forward a shared binding serves. The forwards' states stay the engine's: the table tells it, through
 // onChange, whenever a binding's forwards may show something else.
+
 import type { Logger } from '../log.js';
 import type { ForwardHolder, ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
 import { tcpPortHolder } from './port-holder.js';
+import { privilegedError } from './privileged.js';
 import { familyOf, guestTargetIP } from './rules.js';
 
 type BindStatus = 'pending' | 'bound' | 'conflict' | 'privileged' | 'error';
@@ -51,26 +53,6 @@ interface HostBindingsOptions<F> {
   onChange: (f: F) => void;
   /** Another tether instance's forward that holds the busy binding at `key`, when one does (agent/peer-forwards.ts). */
   peerHolder?: (key: string) => Promise<ForwardHolder | null>;
-}
-
-export const PRIVILEGED_HINT =
-  'ports below 1024 need privileges on this host: forward it from a port >= 1024 with `tether forward add` ' +
-  '(HOSTPORT:GUESTPORT) or a portForwards rule (hostPort)';
-
-/**
- * A host port the host user may bind to suggest for one below 1024: 10000 above it (80 → 10080, 323 → 10323), so the
- * port still shows in it, and clear of the ports dev servers take (8080 is as likely a guest's own server as 80's).
- */
-export function unprivilegedPort(port: number): number {
-  return 10_000 + port;
-}
-
-/**
- * The `tether forward add` spec that forwards a guest port from such a host port instead of host port `hostPort`
- * (below 1024): `10080:80`, `10323:323/udp`.
- */
-export function unprivilegedSpec(proto: string, hostPort: number, guestPort: number): string {
-  return `${unprivilegedPort(hostPort)}:${guestPort}${proto === 'udp' ? '/udp' : ''}`;
 }
 
 function busyMessage(addr: string, holder: ForwardHolder): string {
@@ -330,7 +312,7 @@ export class HostBindings<F extends BindingRef> {
       entry.error = `cannot create the socket ${addr}: permission denied (EACCES); pick a host path in a directory you can write`;
     } else if (err.code === 'EACCES') {
       entry.status = 'privileged';
-      entry.error = `cannot listen on ${addr} (EACCES): ${PRIVILEGED_HINT}`;
+      entry.error = privilegedError([addr]);
     } else if (err.code && TRANSIENT_BIND_ERRORS.has(err.code) && !noLoopbackHere(err.code, addr)) {
       // An address that comes with a VPN or Wi-Fi later, or file descriptors that free up: worth another try.
       entry.status = 'error';

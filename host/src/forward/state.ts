@@ -2,7 +2,8 @@
 // guest) and from its host bindings (who holds them, which are bound and why the others are not).
 import type { ForwardHolder, ForwardState } from '../model.js';
 import type { Forward } from './forward.js';
-import { type BindingView, type HostBindings, PRIVILEGED_HINT } from './host-bindings.js';
+import type { BindingView, HostBindings } from './host-bindings.js';
+import { privilegedError } from './privileged.js';
 
 /** The reason of a guest listener that `forward rm` ignores until `tether down`. */
 export const REMOVED = 'removed by the operator';
@@ -110,7 +111,7 @@ function failureLines(settled: BindingView<Forward>[]): (string | null)[] {
   const privileged = settled.filter((e) => e.status === 'privileged').map((e) => e.binding.address);
   const others = mergeByAddress(settled.filter((e) => e.status !== 'bound' && e.status !== 'privileged'));
   if (privileged.length === 0) return others;
-  return [`cannot listen on ${privileged.join(', ')} (EACCES): ${PRIVILEGED_HINT}`, ...others];
+  return [privilegedError(privileged), ...others];
 }
 
 /**
