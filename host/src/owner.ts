@@ -10,7 +10,7 @@ export interface Denied {
 }
 
 /** The user name of `uid` from /etc/passwd, else `uid N`. */
-export function userName(uid: number): string {
+function userName(uid: number): string {
   try {
     for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
       const [name, , id] = line.split(':');

@@ -58,7 +58,7 @@ interface AgentArgs {
 }
 
 /** The node arguments of the background agent for instance `name`. */
-export function agentArgv(name: string, opts: AgentArgs = {}): string[] {
+function agentArgv(name: string, opts: AgentArgs = {}): string[] {
   const entry = fileURLToPath(new URL('./agent-main.js', import.meta.url));
   const args = [...AGENT_NODE_FLAGS, ...process.execArgv, entry, name];
   if (opts.logLevel) args.push('--log-level', opts.logLevel);

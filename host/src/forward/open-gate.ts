@@ -35,7 +35,7 @@ export interface OpenGateOptions {
 }
 
 /** Why an open was turned away without trying: too many wait for this target already, or waited too long. */
-export class OpenRefusedError extends Error {}
+class OpenRefusedError extends Error {}
 
 export class OpenGate {
   private active = 0;

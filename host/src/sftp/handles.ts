@@ -37,7 +37,7 @@ export class HandleBudget {
 let processBudget: HandleBudget | null = null;
 
 /** The budget the sessions of this process share: half its descriptors, and never less than one session's limit. */
-export function processHandleBudget(): HandleBudget {
+function processHandleBudget(): HandleBudget {
   processBudget ??= new HandleBudget(Math.max(defaultHandleLimit(), Math.floor(descriptorLimit() / 2)));
   return processBudget;
 }
@@ -51,7 +51,7 @@ interface FileHandle {
   reportedAt?: number;
 }
 
-export interface DirHandle {
+interface DirHandle {
   kind: 'dir';
   dir: Dir;
   path: string;

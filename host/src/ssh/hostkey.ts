@@ -19,7 +19,7 @@ type HostKeyCheck =
   | { result: 'match'; key: HostKey }
   | { result: 'mismatch'; key: HostKey; pinned: HostKey; error: HostKeyMismatchError };
 
-export class HostKeyMismatchError extends Error {
+class HostKeyMismatchError extends Error {
   override name = 'HostKeyMismatchError';
   constructor(
     readonly path: string,

@@ -3,7 +3,7 @@
 // command's own output. Used for commands run for their output (exec.ts) and the sshfs channel (mount/).
 import { randomBytes } from 'node:crypto';
 
-export interface StartupMarker {
+interface StartupMarker {
   /** Shell command printing the marker line. */
   print: string;
   /** The exact bytes it prints (the line, newline included). */
