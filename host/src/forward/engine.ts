@@ -138,7 +138,7 @@ export class ForwardEngine extends EventEmitter {
   private readonly caps: ForwardCaps;
   /** Guest listeners (by id) that a static or runtime forward of their port serves (explicitHolding). */
   private readonly folded = new Map<string, Forward>();
-  readonly udp: UdpFlows;
+  private readonly udp: UdpFlows;
   /** The instance's name (its directory's), for the commands that messages suggest. */
   private readonly instance: string;
   private readonly forwardsById = new Map<string, Forward>();
