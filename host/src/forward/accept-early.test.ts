@@ -3,7 +3,7 @@
 // hook that throws leaves accepting as it was.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { acceptEarly, type Peer } from './accept-early.js';
+import { acceptEarly, type ClientAddr } from './accept-early.js';
 
 const servers: net.Server[] = [];
 const sockets: net.Socket[] = [];
@@ -33,7 +33,7 @@ function connect(port: number): Promise<net.Socket> {
 
 describe('acceptEarly', () => {
   it("calls start with the client's address before the Socket exists, and the socket's listener claims its value", async () => {
-    const seen: { peer: Peer; socketsBefore: number }[] = [];
+    const seen: { peer: ClientAddr; socketsBefore: number }[] = [];
     const claimed: (string | undefined)[] = [];
     let sockets = 0;
     let claim: (s: net.Socket) => string | undefined = () => undefined;

@@ -10,13 +10,13 @@
 // ordinary path (`claim` returns undefined).
 import type net from 'node:net';
 
-export interface Peer {
+export interface ClientAddr {
   address: string;
   port: number;
 }
 
 interface ClientHandle {
-  getpeername?(out: Partial<Peer>): number;
+  getpeername?(out: Partial<ClientAddr>): number;
 }
 
 type OnConnection = (this: unknown, err: number, client: ClientHandle | undefined) => unknown;
@@ -28,7 +28,7 @@ type OnConnection = (this: unknown, err: number, client: ClientHandle | undefine
  */
 export function acceptEarly<T>(
   server: net.Server,
-  start: (peer: Peer) => T | undefined,
+  start: (peer: ClientAddr) => T | undefined,
   drop: (value: T) => void,
 ): (socket: net.Socket) => T | undefined {
   const handle = (server as unknown as { _handle?: { onconnection?: OnConnection } })._handle;
@@ -61,9 +61,9 @@ export function acceptEarly<T>(
   };
 }
 
-function peerOf(client: ClientHandle): Peer | null {
+function peerOf(client: ClientHandle): ClientAddr | null {
   if (typeof client.getpeername !== 'function') return null;
-  const out: Partial<Peer> = {};
+  const out: Partial<ClientAddr> = {};
   if (client.getpeername(out) !== 0 || typeof out.address !== 'string' || typeof out.port !== 'number') return null;
   return { address: out.address, port: out.port };
 }

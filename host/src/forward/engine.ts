@@ -34,10 +34,10 @@ import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { DuplicateForwardError, ForwardRefusedError } from './errors.js';
 import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
+import { loopbackTarget } from './guest-loopback.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
 import { explicitId, listenerId, unixId } from './ids.js';
-import { loopbackTarget } from './loopback.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
 import { unprivilegedSpec } from './privileged.js';
@@ -736,7 +736,7 @@ export class ForwardEngine extends EventEmitter {
     this.setProcess(holder, null);
   }
 
-  /** An explicit forward to the guest's localhost goes to the loopback its guest port listens on (loopback.ts). */
+  /** An explicit forward to the guest's localhost goes to the loopback its guest port listens on (guest-loopback.ts). */
   private followLoopback(f: Forward): void {
     if (f.source === 'detected' || f.proto === 'unix' || !isLocalhost(f.askedIP)) return;
     const proto = f.proto;

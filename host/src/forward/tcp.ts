@@ -6,7 +6,7 @@ import net from 'node:net';
 import { formatAddr } from '../address.js';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
-import { acceptEarly, type Peer } from './accept-early.js';
+import { acceptEarly, type ClientAddr } from './accept-early.js';
 import { type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { openBridge, type PendingBridge } from './bridge.js';
 import type { OpenGate } from './open-gate.js';
@@ -71,7 +71,7 @@ export class TcpBinding implements HostBinding {
   }
 
   /** Starts the channel open for a client at `peer`; null when the binding routes nowhere any more. */
-  private open(peer: Peer): PendingBridge | null {
+  private open(peer: ClientAddr): PendingBridge | null {
     const target = this.route(this.family);
     if (!target) return null;
     const srcIP = peer.address || (this.family === 6 ? '::1' : '127.0.0.1');

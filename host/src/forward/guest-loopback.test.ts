@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loopbackTarget } from './loopback.js';
+import { loopbackTarget } from './guest-loopback.js';
 
 const listening =
   (...ips: string[]) =>
