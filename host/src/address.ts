@@ -11,6 +11,11 @@ export function portOfAddr(addr: string | undefined): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** The IP of an address formatAddr wrote, without brackets (`[::1]:8080` → `::1`). */
+export function ipOfAddr(addr: string): string {
+  return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+}
+
 /** `localhost`, 127.0.0.0/8 or ::1 (bracketed or not): an SSH host name that is this host (QEMU's hostfwd). */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();

@@ -82,7 +82,7 @@ export function waitsForGuestService(f: Pick<ForwardView, 'proto' | 'state' | 'e
 export function compareForwards(a: ForwardView, b: ForwardView): number {
   const unix = Number(a.proto === 'unix') - Number(b.proto === 'unix');
   if (unix !== 0 || a.proto === 'unix') return unix || a.id.localeCompare(b.id);
-  const port = (v: ForwardView) => Number(v.guestAddr.slice(v.guestAddr.lastIndexOf(':') + 1));
+  const port = (v: ForwardView) => portOfAddr(v.guestAddr) ?? 0;
   return port(a) - port(b) || a.id.localeCompare(b.id);
 }
 

@@ -2,7 +2,7 @@
 // rm argument (id, spec or host port) against the agent's forwards. Pure parsing; no I/O.
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
-import { portOfAddr } from '../address.js';
+import { ipOfAddr, portOfAddr } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import type { ForwardSpec, ForwardView } from '../model.js';
 import { UsageError } from './errors.js';
@@ -101,11 +101,6 @@ export function parseSocketSpec(arg: string, instanceDir: string): Extract<Forwa
   return { proto: 'unix', guestSocket: guest, hostSocket: expandHome(host, process.cwd()) };
 }
 
-/** The IP of an address as views write it (`[::1]:8080` → `::1`). */
-export function ipOf(addr: string): string {
-  return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-}
-
 /**
  * The forwards an `rm` argument names: an id (`tcp/0.0.0.0:8080`, i.e. proto/guest address as `forward ls` shows
  * them, or the full id of a forward to another host port), a socket path, a host port (`PORT[/udp]`), or a spec.
@@ -162,8 +157,8 @@ export function matchForwards(arg: string, forwards: ForwardView[]): ForwardView
       (f) =>
         f.proto === spec.proto &&
         portOfAddr(f.guestAddr) === spec.guestPort &&
-        (!spec.guestIP || ipOf(f.guestAddr) === spec.guestIP) &&
-        f.hostAddrs.some((a) => portOfAddr(a) === spec.hostPort && (!spec.hostIP || ipOf(a) === spec.hostIP)),
+        (!spec.guestIP || ipOfAddr(f.guestAddr) === spec.guestIP) &&
+        f.hostAddrs.some((a) => portOfAddr(a) === spec.hostPort && (!spec.hostIP || ipOfAddr(a) === spec.hostIP)),
     ),
   );
 }

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { isIPv4 } from 'node:net';
 import { basename, join } from 'node:path';
 import type { Listener, Peer } from '@tether/protocol';
-import { formatAddr, portOfAddr, sshPortTaken, takesSshPort } from '../address.js';
+import { formatAddr, ipOfAddr, portOfAddr, sshPortTaken, takesSshPort } from '../address.js';
 import { expandHome } from '../config/paths.js';
 import { isSocketRule, type PortForward, type PortRule, type SocketRule } from '../config/schema.js';
 import { ownFileAt } from '../instance.js';
@@ -110,9 +110,8 @@ function privilegedExample(view: ForwardView): string {
   const hostPort = portOfAddr(view.hostAddrs[0]);
   const guestPort = portOfAddr(view.guestAddr);
   if (!hostPort || !guestPort) return '';
-  const [only] = view.hostAddrs.length === 1 ? view.hostAddrs : [];
-  const ip = only?.slice(0, only.lastIndexOf(':'));
-  const own = ip && ip !== '127.0.0.1' && ip !== '[::1]' ? ip : '';
+  const ip = view.hostAddrs.length === 1 ? ipOfAddr(view.hostAddrs[0]) : '';
+  const own = ip && ip !== '127.0.0.1' && ip !== '::1' ? (ip.includes(':') ? `[${ip}]` : ip) : '';
   return `, e.g. ${unprivilegedSpec(view.proto, hostPort, guestPort, own)}`;
 }
 

@@ -1,12 +1,12 @@
 // `tether forward ls|add|rm NAME`: the instance's forwards (one row per guest listener), runtime additions and
 // removals. `ls --json` prints exactly FORWARD_JSON_KEYS per forward (the public contract).
 import type { Command } from 'commander';
-import { portOfAddr } from '../../address.js';
+import { ipOfAddr, portOfAddr } from '../../address.js';
 import type { ControlClient } from '../../control/client.js';
 import { compareForwards, type ForwardView, waitsForGuestService } from '../../model.js';
 import { clientFor, existingInstance, withHelp } from '../context.js';
 import { CliError, UsageError } from '../errors.js';
-import { ipOf, matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
+import { matchForwards, PORT_SPEC_FORM, parsePortSpec, parseSocketSpec } from '../forward-spec.js';
 import { cappedListeners, forwardJson, forwardTable } from '../render.js';
 import { complain, inertJson, say, sayJson, terminalWidth } from '../terminal.js';
 
@@ -160,7 +160,7 @@ function registerAdd(forward: Command): void {
  */
 function guestHint(name: string, f: ForwardView, all: readonly ForwardView[]): string {
   const guestPort = portOfAddr(f.guestAddr);
-  const target = ipOf(f.guestAddr);
+  const target = ipOfAddr(f.guestAddr);
   const reaches = (ip: string) => ip === target || ip === '::' || (ip === '0.0.0.0' && !target.includes(':'));
   const listeners = all.filter(
     (g) => g.source === 'detected' && g.proto === f.proto && portOfAddr(g.guestAddr) === guestPort,
@@ -170,8 +170,8 @@ function guestHint(name: string, f: ForwardView, all: readonly ForwardView[]): s
     const what = f.proto === 'udp' ? 'datagrams to it go unanswered' : 'connections to it are reset';
     return `  nothing listens on guest port ${guestPort}${f.proto === 'udp' ? '/udp' : ''} yet: ${what} until something does\n`;
   }
-  if (listeners.some((g) => reaches(ipOf(g.guestAddr)))) return '';
-  const other = ipOf(listeners[0].guestAddr);
+  if (listeners.some((g) => reaches(ipOfAddr(g.guestAddr)))) return '';
+  const other = ipOfAddr(listeners[0].guestAddr);
   const hostPort = portOfAddr(f.hostAddrs[0]) ?? guestPort;
   const spec = `${hostPort}:${other.includes(':') ? `[${other}]` : other}:${guestPort}${f.proto === 'udp' ? '/udp' : ''}`;
   return (
@@ -241,12 +241,12 @@ function registerRm(forward: Command): void {
         f.source === 'detected' ? ` (ignored until tether down; ${readdHint(name, f)} forwards it again)` : '';
       say(`removed ${f.proto} ${host}→ guest ${f.guestAddr}${until}\n`);
       // A static or added forward served a guest port that also listens: the rules forward it again as detected.
-      const guestPort = f.guestAddr.slice(f.guestAddr.lastIndexOf(':') + 1);
+      const guestPort = portOfAddr(f.guestAddr);
       const back =
         f.source === 'detected' || f.proto === 'unix'
           ? undefined
           : (await client.forwards()).find(
-              (g) => g.source === 'detected' && g.proto === f.proto && g.guestAddr.endsWith(`:${guestPort}`),
+              (g) => g.source === 'detected' && g.proto === f.proto && portOfAddr(g.guestAddr) === guestPort,
             );
       // Only when it took over what the removed one served: a detected forward on another host port was there all along.
       const before = forwards.find((g) => g.id === back?.id);
