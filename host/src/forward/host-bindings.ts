@@ -139,17 +139,22 @@ export class HostBindings<F extends BindingRef> {
       existing.refs.add(f);
       return existing.settled.then(() => this.changed(existing));
     }
-    const entry = {
+    // The binding's route reads the entry it belongs to, so the entry exists before the binding; its first listen
+    // attempt, after both.
+    let entry: BindingEntry<F> | undefined;
+    const binding = make((family) => (entry ? this.route(entry, family) : null));
+    entry = {
       key,
+      binding,
       refs: new Set([f]),
       status: 'pending',
       error: null,
       retryDelay: this.retryInitialMs,
       timer: null,
       closed: false,
+      settled: Promise.resolve(),
       holder: null,
-    } as unknown as BindingEntry<F>;
-    entry.binding = make((family) => this.route(entry, family));
+    };
     this.entries.set(key, entry);
     entry.settled = this.attempt(entry);
     return entry.settled;
