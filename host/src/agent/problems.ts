@@ -43,6 +43,8 @@ export class ProblemRing {
    * too. Its info lines are looked at for the state changes that settle earlier problems.
    */
   tap(log: Logger, component: string, bindings: Fields = {}): Logger {
+    // A pino logger's methods are overloaded generics that no plain function satisfies: the wrappers below take and
+    // pass on whatever arguments pino takes, so they are typed loosely and cast to pino's own signatures.
     const wrapped = Object.create(log) as Logger;
     wrapped.child = ((childBindings: Fields, options?: object) => {
       const child = log.child(childBindings, options);
