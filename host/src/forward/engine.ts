@@ -37,7 +37,7 @@ import { type Forward, type ForwardInit, newForward, type Proto, toView } from '
 import { loopbackTarget } from './guest-loopback.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
-import { explicitId, listenerId, unixId } from './ids.js';
+import { explicitId, listenerId, portKey, unixId } from './ids.js';
 import { sshdRefusal, warnOpenFailure } from './open-failure.js';
 import { OpenGate } from './open-gate.js';
 import { unprivilegedSpec } from './privileged.js';
@@ -551,13 +551,13 @@ export class ForwardEngine extends EventEmitter {
    * detected forwards it had ignored, still there, for the caller to drop and make anew.
    */
   private forgetRemoved(proto: Proto, port: number, hostPort: number): Forward[] {
-    const portKey = `${proto}/${port}`;
+    const key = portKey(proto, port);
     const ofPort = (id: string) => id.startsWith(`${proto}/`) && portOfAddr(id.slice(proto.length + 1)) === port;
     // The host port the rules give this guest port's listeners (its own, unless a range maps it elsewhere).
     const listeners = [...this.guestListeners.values()].filter((l) => l.proto === proto && l.port === port);
     const ruled = listeners.map((l) => this.ruleDecision(l)).find((d) => d.action === 'forward');
     if (hostPort !== (ruled?.action === 'forward' ? ruled.hostPort : port)) return [];
-    if (!this.userIgnoredPorts.delete(portKey)) return [];
+    if (!this.userIgnoredPorts.delete(key)) return [];
     const ids = [...this.userIgnored].filter(ofPort);
     for (const id of ids) this.userIgnored.delete(id);
     return [...this.forwardsById.values()].filter(
@@ -609,7 +609,7 @@ export class ForwardEngine extends EventEmitter {
   /** What `forward rm` says of a detected listener: it and its guest port stay ignored while the agent runs. */
   private ignoreRemoved(id: string, proto: Proto, port: number): void {
     this.userIgnored.add(id);
-    this.userIgnoredPorts.add(`${proto}/${port}`);
+    this.userIgnoredPorts.add(portKey(proto, port));
   }
 
   /** Whether the rules forward listener `l` onto a host address among `keys` (binding keys). */
@@ -624,7 +624,7 @@ export class ForwardEngine extends EventEmitter {
 
   /** What becomes of a guest listener: what `forward rm` said of it, else the first rule that matches. */
   private decide(l: Listener): RuleDecision {
-    if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(`${l.proto}/${l.port}`))
+    if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(portKey(l.proto, l.port)))
       return { action: 'ignore', reason: REMOVED };
     return this.ruleDecision(l);
   }

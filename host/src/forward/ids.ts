@@ -2,6 +2,11 @@
 // listener and the static or added forward of its port meet under one id.
 import { formatAddr } from '../address.js';
 
+/** A guest port of a protocol, whatever its address (`tcp/8080`): what `forward rm` of a port applies to. */
+export function portKey(proto: string, port: number): string {
+  return `${proto}/${port}`;
+}
+
 export function listenerId(l: { proto: string; ip: string; port: number }): string {
   return `${l.proto}/${formatAddr(l.ip, l.port)}`;
 }
