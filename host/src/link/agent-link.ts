@@ -58,6 +58,8 @@ const LIVENESS_TIMEOUT_MS = 10_000;
 const HUNG_HELLO_MS = 3_000;
 /** A guest agent that does not answer is replaced at most this often. */
 const HUNG_REPLACE_INTERVAL_MS = 60_000;
+/** The guest is asked to scan at once (requestScan) at most this often; its own scans run every 100 ms or so. */
+const SCAN_REQUEST_MS = 250;
 /** The guest agent is started at most this often unless one served meanwhile (options: ensureIntervalMs). */
 const ENSURE_INTERVAL_MS = 5_000;
 /** An agent link up this long before it closed makes the next start of the agent immediate (ensureThrottleFrom). */
@@ -165,8 +167,9 @@ export class AgentLink extends EventEmitter {
    * is waited for only HUNG_HELLO_MS before the agent is taken for hung (replaceHung).
    */
   private lastDownUnanswered = false;
-  /** A requestScan is waiting for its answer. */
+  /** A requestScan is waiting for its answer; when the last one was sent (performance.now()). */
   private scanRequested = false;
+  private lastScanRequest = Number.NEGATIVE_INFINITY;
   /** The guest socket paths to have watched (watchSockets), sent again on every link. */
   private watchedSockets: string[] = [];
   /** performance.now() of the last replacement of an agent that did not answer (replaceHung). */
@@ -715,12 +718,15 @@ export class AgentLink extends EventEmitter {
 
   /**
    * Asks the guest agent to scan now rather than at its next tick; what changed comes as the usual delta. One request
-   * at a time: asked again while one is answering, nothing more is sent.
+   * at a time, and at most one per SCAN_REQUEST_MS: a client retrying a closed port in a loop must not keep the guest
+   * sending its whole listener table (the request answers with it).
    */
   requestScan(): void {
     const peer = this.peer;
-    if (!peer || this.scanRequested) return;
+    const now = performance.now();
+    if (!peer || this.scanRequested || now - this.lastScanRequest < SCAN_REQUEST_MS) return;
     this.scanRequested = true;
+    this.lastScanRequest = now;
     peer
       .request('ports.snapshot', {})
       .catch((err: Error) => this.log.debug({ err: err.message }, 'asking the guest agent to scan failed'))
