@@ -354,7 +354,7 @@ interface AgentCheck {
   provisioning?: boolean;
   /** Why the running agent's last try to install or start the guest agent failed. */
   provisionError?: string | null;
-  /** When the running agent, its link down, next starts the guest agent (Date.now() scale); null when it will not. */
+  /** When a start of the guest agent that the running agent holds back comes (Date.now() scale); null if none is. */
   restartAt?: number | null;
   /** Guest listeners the running agent leaves out (maxForwards). */
   capped?: number;
@@ -378,7 +378,7 @@ async function settledAgent(paths: InstancePaths, provision: GuestAgentConfig['p
   let agent = await checkAgent(paths, provision);
   // One start is waited for: after it, an agent still missing (it crashes at every start) is what to report.
   let started = false;
-  let wasProvisioning = false;
+  let wasProvisioning = agent.provisioning === true;
   while ((agent.provisioning || (agent.restartAt && !started)) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 200));
     agent = await checkAgent(paths, provision);
