@@ -167,8 +167,9 @@ export class AgentLink extends EventEmitter {
    * is waited for only HUNG_HELLO_MS before the agent is taken for hung (replaceHung).
    */
   private lastDownUnanswered = false;
-  /** A requestScan is waiting for its answer; when the last one was sent (performance.now()). */
+  /** A requestScan is waiting for its answer. */
   private scanRequested = false;
+  /** performance.now() of the last requestScan sent. */
   private lastScanRequest = Number.NEGATIVE_INFINITY;
   /** The guest socket paths to have watched (watchSockets), sent again on every link. */
   private watchedSockets: string[] = [];
