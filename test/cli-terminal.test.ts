@@ -37,6 +37,7 @@ const forward: ForwardView = {
   since: now,
   error: `guest said ${EVIL}`,
   heldBy: null,
+  cause: null,
   source: 'detected',
 };
 

@@ -44,8 +44,37 @@ export interface ForwardView {
   error: string | null;
   /** What holds the host address while the state is `conflict`; null otherwise. */
   heldBy: ForwardHolder | null;
+  /** What `error` comes from, when more than the state tells (see FORWARD_CAUSES); null otherwise. */
+  cause: ForwardCause | null;
   source: ForwardSource;
 }
+
+/**
+ * Why a forward does not serve, as a code for doctor, the CLI and scripts to act on: its error says the same for
+ * people, in words that may change. Host addresses that cannot be bound have none: `conflict`, `privileged` and
+ * heldBy say it.
+ * - `removed`: ignored by `forward rm`, until `tether down` or a `forward add` of its port;
+ * - `rule`: ignored by the rules (an ignore rule, the guest's sshd port, a guest address no rule forwards);
+ * - `served-elsewhere`: ignored, as an explicit forward serves its guest port from another host port;
+ * - `ssh-down`, `link-down`: suspended while the SSH connection, or the guest agent's link, is down;
+ * - `service-down`: a unix forward's guest socket has nothing serving it (missing, or left by a stopped service);
+ *   the forward serves again by itself once the service is back;
+ * - `guest-socket`: a unix forward's guest socket refuses the login user (no access, not a socket);
+ * - `sshd-refuses`: the guest's sshd prohibits the forward's channels;
+ * - `host-socket-taken`: a unix forward's host socket already serves another forward.
+ */
+export const FORWARD_CAUSES = [
+  'removed',
+  'rule',
+  'served-elsewhere',
+  'ssh-down',
+  'link-down',
+  'service-down',
+  'guest-socket',
+  'sshd-refuses',
+  'host-socket-taken',
+] as const;
+export type ForwardCause = (typeof FORWARD_CAUSES)[number];
 
 /**
  * A guest service on its own port below 1024 that the host user may not bind (chronyd's UDP 323, an MTA on 25): the
@@ -68,14 +97,11 @@ export function isGuestServiceBelow1024(f: {
 }
 
 /**
- * The end of a unix forward's error while its guest service is down (no socket, or one nothing listens on): the
- * forward serves again by itself once the service is back, so it needs nobody to act.
+ * Whether a forward's error is only its guest service being down (no socket, or one nothing listens on): it serves
+ * again by itself once the service is back, so it needs nobody to act.
  */
-export const SERVICE_DOWN_NOTE = 'the host socket is closed until the service is back';
-
-/** Whether a forward's error is only its guest service being down (see SERVICE_DOWN_NOTE). */
-export function waitsForGuestService(f: Pick<ForwardView, 'proto' | 'state' | 'error'>): boolean {
-  return f.proto === 'unix' && f.state === 'error' && !!f.error?.endsWith(SERVICE_DOWN_NOTE);
+export function waitsForGuestService(f: Pick<ForwardView, 'proto' | 'state' | 'cause'>): boolean {
+  return f.proto === 'unix' && f.state === 'error' && f.cause === 'service-down';
 }
 
 /** The order `forward ls` lists forwards in: by guest port, as `docker ps` and `limactl` do; unix sockets last. */

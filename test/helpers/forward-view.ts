@@ -17,6 +17,7 @@ export function forwardView(port: number, over: Partial<ForwardView> = {}): Forw
     since: new Date(0).toISOString(),
     error: null,
     heldBy: null,
+    cause: null,
     source: 'detected',
     ...over,
   };

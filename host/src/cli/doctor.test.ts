@@ -18,6 +18,7 @@ const conflict = (error: string, heldBy: ForwardView['heldBy']): ForwardView => 
   since: new Date(0).toISOString(),
   error,
   heldBy,
+  cause: null,
   source: 'runtime',
 });
 
@@ -33,6 +34,7 @@ describe('doctor on a unix forward whose guest service is down', () => {
       guestAddr: '/var/run/docker.sock',
       hostAddrs: ['/home/me/.tether/vm/docker.sock'],
       state: 'error',
+      cause: 'service-down',
     };
     expect(forwardProblem('vm', f)).toMatchObject({
       state: 'warn',

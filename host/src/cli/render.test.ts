@@ -152,6 +152,7 @@ describe('forward table', () => {
     since: now,
     error,
     heldBy: null,
+    cause: null,
     source: 'detected',
   });
 

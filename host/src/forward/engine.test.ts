@@ -191,10 +191,14 @@ describe('ForwardEngine', () => {
     const id = `tcp/127.0.0.1:${port}`;
     engine.setSshDown('Keepalive timeout');
     engine.suspendDetected('ssh connection lost: Keepalive timeout');
-    expect(engine.view(id)).toMatchObject({ state: 'suspended', error: 'ssh connection down: Keepalive timeout' });
+    expect(engine.view(id)).toMatchObject({
+      state: 'suspended',
+      error: 'ssh connection down: Keepalive timeout',
+      cause: 'ssh-down',
+    });
     engine.setSshDown(null);
     const waiting = 'agent link down: waiting for the guest agent (the SSH connection is back)';
-    expect(engine.view(id)).toMatchObject({ state: 'suspended', error: waiting });
+    expect(engine.view(id)).toMatchObject({ state: 'suspended', error: waiting, cause: 'link-down' });
     expect(engine.view(udp.id)).toMatchObject({ state: 'suspended', error: waiting });
     // The link's own later reason still replaces it.
     engine.suspendDetected('guest socket refused');
@@ -517,7 +521,7 @@ describe('ForwardEngine', () => {
     const port = await freePort();
     await engine.setListeners([tcp('127.0.0.1', port)]);
     await engine.remove(`tcp/127.0.0.1:${port}`);
-    expect(engine.view(`tcp/127.0.0.1:${port}`)).toMatchObject({ state: 'ignored', hostAddrs: [] });
+    expect(engine.view(`tcp/127.0.0.1:${port}`)).toMatchObject({ state: 'ignored', hostAddrs: [], cause: 'removed' });
     await expect(echo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     await expect(engine.remove('tcp/127.0.0.1:1')).rejects.toThrow(/no forward with id tcp\/127.0.0.1:1/);
   });
@@ -536,7 +540,7 @@ describe('ForwardEngine', () => {
     const before = engine.view('tcp/127.0.0.1:22')?.error;
     expect(before).toMatch(/sshd/);
     await engine.remove('tcp/127.0.0.1:22');
-    expect(engine.view('tcp/127.0.0.1:22')?.error).toBe(before);
+    expect(engine.view('tcp/127.0.0.1:22')).toMatchObject({ error: before, cause: 'rule' });
   });
 
   it('adds a forward to a guest address other than its loopback, as ssh -L HOSTPORT:HOST:PORT does', async () => {
@@ -876,11 +880,12 @@ describe('ForwardEngine', () => {
       expect(engine.view(id)?.error).toMatch(
         /refuses the channel \(.*open failed\): in the guest.s \/etc\/ssh\/sshd_config .*set AllowTcpForwarding yes/,
       );
+      expect(engine.view(id)?.cause).toBe('sshd-refuses');
     } finally {
       prohibited.clear();
     }
     expect(await echo(port)).toBe('hi');
-    expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null });
+    expect(engine.view(id)).toMatchObject({ state: 'forwarding', error: null, cause: null });
   });
 
   it('takes back a forward add that binds nothing, and says why', async () => {
@@ -1275,6 +1280,7 @@ describe('ForwardEngine unix socket forwards', () => {
     expect(engine.view('unix//run/a.sock')).toMatchObject({
       state: 'error',
       error: expect.stringContaining('guest socket /run/a.sock does not exist'),
+      cause: 'service-down',
     });
 
     // An added forward to a socket that is not there yet is kept, in error; one that answers is forwarding.

@@ -21,7 +21,6 @@ import {
   type ForwardState,
   type ForwardView,
   isGuestServiceBelow1024,
-  SERVICE_DOWN_NOTE,
 } from '../model.js';
 import {
   ChannelOpenError,
@@ -33,7 +32,7 @@ import type { HostBinding, Route } from './binding.js';
 import { type CapKind, ForwardCaps } from './caps.js';
 import { ChurnLog } from './churn-log.js';
 import { DuplicateForwardError, ForwardRefusedError } from './errors.js';
-import { type Forward, type ForwardInit, newForward, type Proto, toView } from './forward.js';
+import { type Forward, type ForwardInit, newForward, type Proto, type Reason, toView } from './forward.js';
 import { loopbackTarget } from './guest-loopback.js';
 import { bindingKey, HostBindings, keyCovers, keysOverlap, RETRYING } from './host-bindings.js';
 import { hostLoopbacks } from './host-loopbacks.js';
@@ -43,7 +42,7 @@ import { OpenGate } from './open-gate.js';
 import { unprivilegedSpec } from './privileged.js';
 import { hostIPsOf, isLocalhost, matchRule, type RuleDecision, unmapIPv4 } from './rules.js';
 import { SocketLook } from './socket-look.js';
-import { forwardState, REMOVED } from './state.js';
+import { forwardState } from './state.js';
 import { TcpBinding } from './tcp.js';
 import { UdpBinding, UdpFlows } from './udp.js';
 import { UnixBinding } from './unix.js';
@@ -89,8 +88,18 @@ interface PortForwardSpec {
   hostIPs: string[];
   hostPort: number;
   /** Why a detected listener is not forwarded (a rule, `forward rm`, the guest's sshd); null when it is. */
-  ignored?: string | null;
+  ignored?: Forward['ignored'];
   process?: Forward['process'];
+}
+
+/** What becomes of a guest listener: forwarded as a rule says, or ignored and why. */
+type Decision =
+  | Extract<RuleDecision, { action: 'forward' }>
+  | { action: 'ignore'; why: NonNullable<Forward['ignored']> };
+
+/** Why a forward that needs the guest agent's link waits (`reason`: why the link is down). */
+function linkDown(reason: string): Reason<'link-down'> {
+  return { cause: 'link-down', text: `agent link down: ${reason}` };
 }
 
 /**
@@ -121,8 +130,13 @@ function clash(key: string, theirs: string): string {
   return key === theirs ? `host ${addr(key)}` : `host ${addr(theirs)} (overlapping ${addr(key)})`;
 }
 
+/** The reason of a guest listener that `forward rm` ignores until `tether down`. */
+const REMOVED = 'removed by the operator';
 /** Why detected (and UDP) forwards still wait once SSH is back: the guest agent's link comes up after it. */
-const LINK_AFTER_SSH = 'agent link down: waiting for the guest agent (the SSH connection is back)';
+const LINK_AFTER_SSH: Reason<'link-down'> = {
+  cause: 'link-down',
+  text: 'agent link down: waiting for the guest agent (the SSH connection is back)',
+};
 /**
  * What a detected TCP forward still does while only the agent link is down: its connections are SSH channels to the
  * guest's port, which need no guest agent; what the link brings is news of ports opening and closing.
@@ -168,9 +182,9 @@ export class ForwardEngine extends EventEmitter {
   /** Guest listeners beyond what the engine keeps (GUEST_LISTENER_FACTOR × maxForwards), since the last snapshot. */
   private overflowed = 0;
   /** Why SSH is down (explicit forwards created meanwhile start suspended); null while connected. */
-  private sshDown: string | null = null;
+  private sshDown: Reason<'ssh-down'> | null = null;
   /** Why the agent link is down, which static and runtime UDP forwards need too (its relay carries them). */
-  private linkDown: string | null = 'agent link not up yet';
+  private linkDown: Reason<'link-down'> | null = { cause: 'link-down', text: 'agent link not up yet' };
   /** Whether the guest agent watches the unix forwards' socket paths (it says when one changes). */
   private socketsWatched = false;
   /** The paths last handed to watchSockets. */
@@ -273,7 +287,7 @@ export class ForwardEngine extends EventEmitter {
     for (const f of this.forwardsById.values()) if (f.source !== 'detected' && f.proto === 'udp') this.resume(f);
     // Also when the link fails before it is up (its setup timed out): the link reports no `down` for that.
     peer.once('close', (reason: string) => {
-      if (this.peer === peer && !this.stopped) this.suspendExplicitUdp(`agent link down: ${reason}`);
+      if (this.peer === peer && !this.stopped) this.suspendExplicitUdp(linkDown(reason));
     });
   }
 
@@ -338,13 +352,13 @@ export class ForwardEngine extends EventEmitter {
   suspendDetected(reason: string): void {
     for (const f of this.forwardsById.values()) {
       if (f.source !== 'detected' || f.ignored) continue;
-      f.suspended = this.sshDown ?? `agent link down: ${reason}${f.proto === 'tcp' ? STILL_THROUGH_SSH : ''}`;
+      f.suspended = this.sshDown ?? linkDown(`${reason}${f.proto === 'tcp' ? STILL_THROUGH_SSH : ''}`);
       this.refresh(f);
     }
-    this.suspendExplicitUdp(`agent link down: ${reason}`);
+    this.suspendExplicitUdp(linkDown(reason));
   }
 
-  private suspendExplicitUdp(why: string): void {
+  private suspendExplicitUdp(why: Reason<'link-down'>): void {
     this.linkDown = why;
     for (const f of this.forwardsById.values()) if (f.source !== 'detected' && f.proto === 'udp') this.resume(f);
   }
@@ -357,7 +371,7 @@ export class ForwardEngine extends EventEmitter {
    */
   setSshDown(reason: string | null): void {
     const was = this.sshDown;
-    this.sshDown = reason && `ssh connection down: ${reason}`;
+    this.sshDown = reason === null ? null : { cause: 'ssh-down', text: `ssh connection down: ${reason}` };
     // SSH is back but the guest agent's link is not yet (a rebooted guest's agent takes seconds to start): what waits
     // on that link must not go on naming the lost connection, nor the link's own last reason, which was that loss.
     const back = reason === null && was !== null;
@@ -365,7 +379,7 @@ export class ForwardEngine extends EventEmitter {
     for (const f of this.forwardsById.values()) {
       if (f.ignored) continue;
       if (f.source === 'detected') {
-        if (f.suspended && (this.sshDown || (back && f.suspended === was))) {
+        if (f.suspended && (this.sshDown || (back && f.suspended.cause === 'ssh-down'))) {
           f.suspended = this.sshDown ?? LINK_AFTER_SSH;
           this.refresh(f);
         }
@@ -418,7 +432,7 @@ export class ForwardEngine extends EventEmitter {
     this.refresh(f);
   }
 
-  private explicitSuspension(proto: Proto): string | null {
+  private explicitSuspension(proto: Proto): Forward['suspended'] {
     return this.sshDown ?? (proto === 'udp' ? this.linkDown : null);
   }
 
@@ -561,7 +575,7 @@ export class ForwardEngine extends EventEmitter {
     const ids = [...this.userIgnored].filter(ofPort);
     for (const id of ids) this.userIgnored.delete(id);
     return [...this.forwardsById.values()].filter(
-      (f) => f.source === 'detected' && f.proto === proto && f.guestPort === port && f.ignored?.startsWith(REMOVED),
+      (f) => f.source === 'detected' && f.proto === proto && f.guestPort === port && f.ignored?.cause === 'removed',
     );
   }
 
@@ -602,7 +616,7 @@ export class ForwardEngine extends EventEmitter {
     f.hostAddrs = []; // it holds none now, as forwards ignored by a rule
     this.caps.ignoredNow();
     this.admitCapped('forwarded');
-    f.ignored = `${REMOVED} (tether forward rm)`;
+    f.ignored = { cause: 'removed', text: `${REMOVED} (tether forward rm)` };
     this.refresh(f);
   }
 
@@ -623,10 +637,13 @@ export class ForwardEngine extends EventEmitter {
   }
 
   /** What becomes of a guest listener: what `forward rm` said of it, else the first rule that matches. */
-  private decide(l: Listener): RuleDecision {
+  private decide(l: Listener): Decision {
     if (this.userIgnored.has(listenerId(l)) || this.userIgnoredPorts.has(portKey(l.proto, l.port)))
-      return { action: 'ignore', reason: REMOVED };
-    return this.ruleDecision(l);
+      return { action: 'ignore', why: { cause: 'removed', text: REMOVED } };
+    const decision = this.ruleDecision(l);
+    return decision.action === 'ignore'
+      ? { action: 'ignore', why: { cause: 'rule', text: decision.reason } }
+      : decision;
   }
 
   /** The first rule that matches a guest listener, whatever `forward rm` said of it. */
@@ -870,7 +887,7 @@ export class ForwardEngine extends EventEmitter {
       guestPort: l.port,
       hostIPs,
       hostPort: decision.action === 'forward' ? decision.hostPort : 0,
-      ignored: decision.action === 'ignore' ? decision.reason : null,
+      ignored: decision.action === 'ignore' ? decision.why : null,
       process,
     });
   }
@@ -925,16 +942,14 @@ export class ForwardEngine extends EventEmitter {
     }
     if (f.look) f.look.failed(err);
     else if (err instanceof ChannelOpenError && err.reason === OPEN_ADMINISTRATIVELY_PROHIBITED) {
-      this.show(f, sshdRefusal(err));
+      this.show(f, { cause: 'sshd-refuses', text: sshdRefusal(err) });
     }
   }
 
-  /** The forward shows `cause` as why its channels fail (null: they open). */
-  private show(f: Forward, cause: string | null): void {
-    const down = cause !== null && f.look?.serviceDown === true;
-    const shown = down ? `${cause}; ${SERVICE_DOWN_NOTE}` : cause;
-    if (shown === f.refused) return;
-    f.refused = shown;
+  /** The forward shows `reason` as why its channels fail (null: they open). */
+  private show(f: Forward, reason: Forward['refused']): void {
+    if (reason?.cause === f.refused?.cause && reason?.text === f.refused?.text) return;
+    f.refused = reason;
     this.refresh(f);
   }
 
@@ -943,7 +958,7 @@ export class ForwardEngine extends EventEmitter {
    * (see unix.ts). Open otherwise.
    */
   private followService(f: Forward): void {
-    const closed = f.suspended !== null || (f.refused !== null && f.look?.serviceDown === true);
+    const closed = f.suspended !== null || f.refused?.cause === 'service-down';
     for (const e of this.bindings.of(f.bindingKeys)) {
       if (e.status === 'bound' && e.binding instanceof UnixBinding) void e.binding.accepting(!closed);
     }
@@ -1017,7 +1032,7 @@ export class ForwardEngine extends EventEmitter {
     const look = new SocketLook(f, {
       ssh: this.opts.ssh,
       log: this.log,
-      show: (cause) => this.show(f, cause),
+      show: (reason) => this.show(f, reason),
       watched: () => this.socketsWatched,
     });
     f.look = look;
@@ -1027,10 +1042,13 @@ export class ForwardEngine extends EventEmitter {
     // One host socket file serves one guest socket: a second forward there would send its clients to the first's.
     const holder = this.unixHolder(hostSocket);
     if (holder) {
-      f.refused =
-        `host socket ${hostSocket} already serves forward ${holder.id}; give this one its own hostSocket ` +
-        '(the default is <instance dir>/<basename of guestSocket>)';
-      this.log.error({ forward: id, hostSocket }, `forward ${id} not set up: ${f.refused}`);
+      f.refused = {
+        cause: 'host-socket-taken',
+        text:
+          `host socket ${hostSocket} already serves forward ${holder.id}; give this one its own hostSocket ` +
+          '(the default is <instance dir>/<basename of guestSocket>)',
+      };
+      this.log.error({ forward: id, hostSocket }, `forward ${id} not set up: ${f.refused.text}`);
       this.refresh(f);
       return;
     }
@@ -1093,10 +1111,12 @@ export class ForwardEngine extends EventEmitter {
     if (this.forwardsById.get(f.id) !== f) return;
     if (f.look) this.followService(f);
     const next = forwardState(f, this.bindings, this.reachedBy(f));
-    if (!next || (next.state === f.state && next.error === f.error)) return;
+    const cause = next?.cause ?? null;
+    if (!next || (next.state === f.state && next.error === f.error && cause === f.cause)) return;
     const previous = f.state;
     f.state = next.state;
     f.error = next.error;
+    f.cause = cause;
     // The error names the holder: a new holder is a new error, so it needs no comparison of its own.
     f.heldBy = next.heldBy ?? null;
     f.since = new Date();

@@ -1,10 +1,16 @@
 // One forward as the engine keeps it: where its traffic goes, what it holds on the host, why it may not serve, its
 // counters, and the view of it that `forward ls` and the control API show. The engine decides; this is the record.
-import type { ForwardHolder, ForwardSource, ForwardState, ForwardView } from '../model.js';
+import type { ForwardCause, ForwardHolder, ForwardSource, ForwardState, ForwardView } from '../model.js';
 import type { ForwardStats } from './binding.js';
 import type { SocketLook } from './socket-look.js';
 
 export type Proto = ForwardView['proto'];
+
+/** Why a forward does not serve as it would: the code that code acts on (ForwardView.cause), and the words shown. */
+export interface Reason<C extends ForwardCause = ForwardCause> {
+  cause: C;
+  text: string;
+}
 
 export interface Forward {
   id: string;
@@ -20,14 +26,14 @@ export interface Forward {
   bindingKeys: string[];
   process: { pid: number; command: string } | null;
   /** Why it is ignored (a rule, the guest's sshd port, `forward rm`); null when it forwards. A capped listener has no Forward. */
-  ignored: string | null;
+  ignored: Reason<'removed' | 'rule'> | null;
   /** Why it is suspended (the agent link down; for an explicit forward, SSH down); null otherwise. */
-  suspended: string | null;
+  suspended: Reason<'ssh-down' | 'link-down'> | null;
   /**
    * Why its channels fail for every connection alike (sshd prohibits them; for a unix socket: missing, stale, not the
    * login user's to open); null once one opens.
    */
-  refused: string | null;
+  refused: Reason<'service-down' | 'guest-socket' | 'sshd-refuses' | 'host-socket-taken'> | null;
   /** Unix socket forwards: the look at the guest socket (null for ports). */
   look: SocketLook | null;
   /** When a failed connection was last warned about, and how many failed since without a line. */
@@ -37,6 +43,8 @@ export interface Forward {
   stats: ForwardStats;
   state: ForwardState | null;
   error: string | null;
+  /** What the error comes from (ForwardView.cause). */
+  cause: ForwardCause | null;
   /** Who holds the host address while in conflict (ForwardView.heldBy). */
   heldBy: ForwardHolder | null;
   since: Date;
@@ -50,7 +58,7 @@ export interface ForwardInit {
   guestAddr: string;
   guestIP: string;
   guestPort: number;
-  suspended: string | null;
+  suspended: Forward['suspended'];
   opened: (f: Forward, err: Error | null) => void;
 }
 
@@ -70,6 +78,7 @@ export function newForward(init: ForwardInit): Forward {
     stats: { connections: 0, bytesIn: 0, bytesOut: 0 },
     state: null,
     error: null,
+    cause: null,
     heldBy: null,
     since: new Date(),
   };
@@ -91,6 +100,7 @@ export function toView(f: Forward, hostAddrs: readonly string[] = f.hostAddrs): 
     since: f.since.toISOString(),
     error: f.error,
     heldBy: f.heldBy,
+    cause: f.cause,
     source: f.source,
   };
 }

@@ -8,6 +8,7 @@
 import type { Logger } from '../log.js';
 import type { ForwardHolder, ForwardSource } from '../model.js';
 import type { GuestTarget, HostBinding, Route } from './binding.js';
+import type { Reason } from './forward.js';
 import { tcpPortHolder } from './port-holder.js';
 import { privilegedError } from './privileged.js';
 import { familyOf, guestTargetIP } from './rules.js';
@@ -22,7 +23,7 @@ export interface BindingRef extends Pick<GuestTarget, 'id' | 'guestPort' | 'stat
   source: ForwardSource;
   guestIP: string;
   /** Why it is ignored: an ignored forward neither owns a binding nor is routed to. */
-  ignored: string | null;
+  ignored: Reason | null;
 }
 
 interface BindingEntry<F> {

@@ -4,6 +4,7 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChannelOpenError, type SocketShell } from '../ssh/index.js';
+import type { Forward } from './forward.js';
 import { SocketLook } from './socket-look.js';
 
 const GUEST_SOCKET = '/run/a.sock';
@@ -44,15 +45,15 @@ function setup(state: string, watch = { on: false }) {
   const forward = {
     id: `unix/${GUEST_SOCKET}`,
     guestAddr: GUEST_SOCKET,
-    refused: null as string | null,
+    refused: null as Forward['refused'],
     suspended: null,
     opened: (err: Error | null) => void opened.push(err),
   };
   const look = new SocketLook(forward, {
     ssh,
     log: pino({ level: 'silent' }),
-    show: (cause) => {
-      forward.refused = cause;
+    show: (reason) => {
+      forward.refused = reason;
     },
     watched: () => watch.on,
   });
@@ -76,7 +77,8 @@ describe('SocketLook', () => {
     await look.settle();
     expect(look.looked).toBe(true);
     expect(guest.looks).toBe(1);
-    expect(forward.refused).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
+    expect(forward.refused?.text).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
+    expect(forward.refused?.cause).toBe('service-down');
     look.stop();
   });
 
@@ -90,7 +92,7 @@ describe('SocketLook', () => {
     release();
     await settled();
     expect(guest.looks).toBe(1);
-    expect(forward.refused).toContain(`nothing listens on guest socket ${GUEST_SOCKET}`);
+    expect(forward.refused?.text).toContain(`nothing listens on guest socket ${GUEST_SOCKET}`);
     look.failed(openFailed());
     await settled();
     expect(guest.looks).toBe(1);
@@ -121,7 +123,7 @@ describe('SocketLook while the guest agent watches the path', () => {
     const { guest, forward, look, opened } = setup('absent', watch);
     await look.settle();
     expect(guest.looks).toBe(1);
-    expect(forward.refused).toContain('does not exist');
+    expect(forward.refused?.text).toContain('does not exist');
     // Watched: minutes pass without a look (each would be an SSH session in the guest).
     await vi.advanceTimersByTimeAsync(180_000);
     expect(guest.looks).toBe(1);
@@ -149,10 +151,12 @@ describe('SocketLook while the guest agent watches the path', () => {
     const { guest, forward, look } = setup('absent', { on: true });
     guest.noSession = true;
     await look.settle();
-    expect(forward.refused).toMatch(/^cannot open guest socket.*open failed \(looking at why failed: .*MaxSessions/);
+    expect(forward.refused?.text).toMatch(
+      /^cannot open guest socket.*open failed \(looking at why failed: .*MaxSessions/,
+    );
     guest.noSession = false;
     await vi.advanceTimersByTimeAsync(5_500);
-    expect(forward.refused).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
+    expect(forward.refused?.text).toContain(`guest socket ${GUEST_SOCKET} does not exist`);
     look.stop();
   });
 });

@@ -6,6 +6,7 @@
 import type { Logger } from '../log.js';
 import { ChannelOpenError, type SocketShell, socketOpenFailure } from '../ssh/index.js';
 import type { GuestTarget } from './binding.js';
+import type { Forward } from './forward.js';
 
 /** How often a unix socket forward whose channels keep failing looks at its guest socket again. */
 const DIAGNOSE_INTERVAL_MS = 5_000;
@@ -21,20 +22,15 @@ const RECHECK_MAX_MS = 60_000;
 const LOOK_WAIT_MS = 10_000;
 
 /** What a look needs of its forward. */
-interface LookedForward extends Pick<GuestTarget, 'id' | 'opened'> {
-  /** The guest socket's path. */
-  readonly guestAddr: string;
-  /** Why its channels fail, as the forward shows it; null while they open. */
-  readonly refused: string | null;
-  /** Why it is suspended (SSH down: nothing to look at); null otherwise. */
-  readonly suspended: string | null;
-}
+interface LookedForward
+  extends Pick<GuestTarget, 'id' | 'opened'>,
+    Readonly<Pick<Forward, 'guestAddr' | 'refused' | 'suspended'>> {}
 
 interface SocketLookDeps {
   ssh: SocketShell;
   log: Logger;
-  /** The forward is to show this cause from now on. */
-  show: (cause: string | null) => void;
+  /** The forward is to show why its channels fail from now on (null: they open). */
+  show: (reason: Forward['refused']) => void;
   /** Whether the guest agent watches the socket's path (then no look runs on a timer: it says when to look). */
   watched?: () => boolean;
 }
@@ -42,8 +38,6 @@ interface SocketLookDeps {
 export class SocketLook {
   /** Whether the first look settled: until then the forward is not listed (`forwarding` for a socket that may not exist). */
   looked = false;
-  /** The last look found nothing serving the guest socket (its service is down); false once a channel opens. */
-  serviceDown = false;
   /** The look running, joined by any other. */
   private running: Promise<void> | null = null;
   /** When the last diagnosis ended. */
@@ -65,7 +59,6 @@ export class SocketLook {
   /** A channel to the guest socket opened. */
   opened(): void {
     this.opens++;
-    this.serviceDown = false;
   }
 
   /** A failed open: the guest socket is looked at, unless a look is running or one ended recently. */
@@ -126,25 +119,23 @@ export class SocketLook {
     const f = this.forward;
     const opens = this.opens;
     let unlooked = false;
-    const failure = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).catch((e: Error) => {
-      this.deps.log.debug(
-        { forward: f.id, err: e.message },
-        `cannot look at guest socket ${f.guestAddr}: ${e.message}`,
-      );
-      unlooked = true;
-      // No news keeps what it shows; but a channel failed, so nothing shown yet is not `forwarding` either (the look
-      // fails where sshd has no session left for it: mounts hold them under a low MaxSessions).
-      return {
-        message: f.refused ?? `${err.message} (looking at why failed: ${e.message})`,
-        serviceDown: this.serviceDown,
-      };
-    });
+    const reason = await socketOpenFailure(this.deps.ssh, f.guestAddr, err).then(
+      (failure): Forward['refused'] =>
+        failure && { cause: failure.serviceDown ? 'service-down' : 'guest-socket', text: failure.message },
+      (e: Error): Forward['refused'] => {
+        this.deps.log.debug(
+          { forward: f.id, err: e.message },
+          `cannot look at guest socket ${f.guestAddr}: ${e.message}`,
+        );
+        unlooked = true;
+        // No news keeps what it shows; but a channel failed, so nothing shown yet is not `forwarding` either (the
+        // look fails where sshd has no session left for it: mounts hold them under a low MaxSessions).
+        return f.refused ?? { cause: 'guest-socket', text: `${err.message} (looking at why failed: ${e.message})` };
+      },
+    );
     this.at = performance.now();
     // A channel that opened meanwhile says more than the look did.
-    if (this.opens === opens) {
-      this.serviceDown = failure?.serviceDown ?? false;
-      this.deps.show(failure?.message ?? null);
-    }
+    if (this.opens === opens) this.deps.show(reason);
     if (f.refused) this.scheduleRecheck(err, unlooked);
   }
 

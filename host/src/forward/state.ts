@@ -1,16 +1,21 @@
 // A forward's state and its error, worked out from what keeps it from serving (ignored, suspended, refused by the
 // guest) and from its host bindings (who holds them, which are bound and why the others are not).
-import type { ForwardHolder, ForwardState } from '../model.js';
+import type { ForwardCause, ForwardHolder, ForwardState } from '../model.js';
 import type { Forward } from './forward.js';
 import type { BindingView, HostBindings } from './host-bindings.js';
 import { privilegedError } from './privileged.js';
 
-/** The reason of a guest listener that `forward rm` ignores until `tether down`. */
-export const REMOVED = 'removed by the operator';
+/**
+ * The end of a unix forward's error while its guest service is down (no socket, or one nothing listens on): its host
+ * socket is closed meanwhile, and it serves again by itself once the service is back.
+ */
+const SERVICE_DOWN_NOTE = 'the host socket is closed until the service is back';
 
 export interface StateAndError {
   state: ForwardState;
   error: string | null;
+  /** What the error comes from (ForwardView.cause); absent when the host bindings alone tell. */
+  cause?: ForwardCause;
   /** Who holds the host address of a `conflict` (ForwardView.heldBy); absent otherwise. */
   heldBy?: ForwardHolder;
 }
@@ -26,20 +31,23 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>, reache
     // An ignored listener that an added forward reaches (`forward add 8053:127.0.0.53:53`, as its reason suggested)
     // says where it is served instead of repeating the suggestion.
     if (reachedBy?.guestIP !== f.guestIP || !reachedBy.state || reachedBy.state === 'ignored')
-      return { state: 'ignored', error: f.ignored };
+      return { state: 'ignored', error: f.ignored.text, cause: f.ignored.cause };
     const where = reachedBy.hostAddrs.join(', ');
     const served = `served on host ${where} by forward ${reachedBy.id} (${reachedBy.state})`;
     // Why it is ignored comes first when the operator said so: the rules alone would forward it.
-    return { state: 'ignored', error: f.ignored.startsWith(REMOVED) ? `${f.ignored}; ${served}` : served };
+    if (f.ignored.cause === 'removed')
+      return { state: 'ignored', error: `${f.ignored.text}; ${served}`, cause: 'removed' };
+    return { state: 'ignored', error: served, cause: 'served-elsewhere' };
   }
   // Refused before any host binding was made (its host socket is another forward's).
-  if (f.bindingKeys.length === 0 && f.refused) return { state: 'error', error: f.refused };
+  if (f.bindingKeys.length === 0 && f.refused)
+    return { state: 'error', error: refusal(f.refused), cause: f.refused.cause };
   const entries = bindings.of(f.bindingKeys);
   if (entries.every((e) => e.status === 'pending')) return null; // first bind attempt still running
   // A first state waits for every address: `forwarding` on one, then `conflict` a moment later, would be two lines
   // for one outcome.
   if (!f.state && entries.some((e) => e.status === 'pending')) return null;
-  if (f.suspended) return { state: 'suspended', error: f.suspended };
+  if (f.suspended) return { state: 'suspended', error: f.suspended.text, cause: f.suspended.cause };
   if (f.look && !f.look.looked) return null; // a unix forward's first look at its guest socket is running
   const host = bindingsState(f, entries, bindings);
   if (host.state === 'privileged' && reachedBy) {
@@ -47,13 +55,23 @@ export function forwardState(f: Forward, bindings: HostBindings<Forward>, reache
     return {
       state: 'ignored',
       error: `host ${f.hostAddrs.join(', ')} needs privileges; ${served} (forward ${reachedBy.id})`,
+      cause: 'served-elsewhere',
     };
   }
   if (!f.refused) return host;
+  const { cause } = f.refused;
+  const text = refusal(f.refused);
   // A host side that serves nothing is named first, beside the guest's refusal: both need fixing.
-  if (host.state === 'forwarding') return { state: 'error', error: f.refused };
-  const error = `${host.error}; ${f.refused}`;
-  return host.state === 'conflict' ? { state: 'conflict', error, heldBy: host.heldBy } : { state: 'error', error };
+  if (host.state === 'forwarding') return { state: 'error', error: text, cause };
+  const error = `${host.error}; ${text}`;
+  return host.state === 'conflict'
+    ? { state: 'conflict', error, cause, heldBy: host.heldBy }
+    : { state: 'error', error, cause };
+}
+
+/** Why a forward's channels fail, as its error says it. */
+function refusal({ cause, text }: NonNullable<Forward['refused']>): string {
+  return cause === 'service-down' ? `${text}; ${SERVICE_DOWN_NOTE}` : text;
 }
 
 function bindingsState(f: Forward, entries: BindingView<Forward>[], bindings: HostBindings<Forward>): StateAndError {
