@@ -1,5 +1,6 @@
 // One forward as the engine keeps it: where its traffic goes, what it holds on the host, why it may not serve, its
 // counters, and the view of it that `forward ls` and the control API show. The engine decides; this is the record.
+import type { Listener } from '@tether/protocol';
 import type { ForwardCause, ForwardHolder, ForwardSource, ForwardState, ForwardView } from '../model.js';
 import type { ForwardStats } from './binding.js';
 import type { SocketLook } from './socket-look.js';
@@ -85,7 +86,16 @@ export function newForward(init: ForwardInit): Forward {
   return f;
 }
 
-/** `hostAddrs`: the host addresses to show, when not all of the forward's reach it (see ForwardEngine.servedAddrs). */
+/**
+ * A listener's process as forwards show it. A port a DNAT rule publishes has no process but names the rule: pid 0,
+ * the guest kernel, answers it.
+ */
+export function processOf(l: Listener): Forward['process'] {
+  if (l.pid !== null) return { pid: l.pid, command: l.command ?? '' };
+  return l.command ? { pid: 0, command: l.command } : null;
+}
+
+/** `hostAddrs`: the host addresses to show, when not all of the forward's reach it (see ForwardViews.servedAddrs). */
 export function toView(f: Forward, hostAddrs: readonly string[] = f.hostAddrs): ForwardView {
   return {
     id: f.id,
