@@ -26,7 +26,7 @@ interface ExplicitDeps {
   hostSshPort?: number;
   /** Host addresses of a rule or forward that names `hostIP` or none (rules.ts hostIPsOf). */
   hostIPs: (hostIP: string | undefined) => string[];
-  table: ForwardTable;
+  table: Pick<ForwardTable, 'get' | 'has' | 'explicit'>;
   bindings: Pick<HostBindings<Forward>, 'overlapping' | 'of'>;
   lifecycle: Pick<ForwardLifecycle, 'createPort' | 'drop' | 'remake' | 'forgetKept'>;
   views: Pick<ForwardViews, 'view' | 'mute' | 'unmute' | 'kept'>;

@@ -36,7 +36,7 @@ interface LifecycleDeps {
   log: Logger;
   opens: OpenGate;
   udp: UdpFlows;
-  table: ForwardTable;
+  table: Pick<ForwardTable, 'add' | 'delete' | 'holds'>;
   bindings: HostBindings<Forward>;
   views: Pick<ForwardViews, 'refresh' | 'emitView' | 'servedAddrs' | 'removed'>;
   /** What a new forward of this kind starts suspended by (suspension.ts). */
