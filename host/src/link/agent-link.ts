@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Info, type Peer, ProtocolVersionError, REMOTE_ENDED, RequestTimeoutError } from '@tether/protocol';
+import { type Info, type Peer, ProtocolVersionError, RequestTimeoutError } from '@tether/protocol';
 import { firstOutcome } from '../first-outcome.js';
 import type { Logger } from '../log.js';
 import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
@@ -16,15 +16,17 @@ import { AgentStarts, type StartOptions } from './agent-starts.js';
 import { greet, HelloTimeoutError, inertInfo } from './greet.js';
 import { type GuestPeer, guestPeer } from './guest-peer.js';
 import { GuestShutdown } from './guest-shutdown.js';
-import { Liveness } from './liveness.js';
+import { LinkStatus } from './link-status.js';
+import { Liveness, type LivenessOptions } from './liveness.js';
 import { PortFeed } from './port-feed.js';
 import { endOfLink, type LinkEnd, RetryDelay, type RetryOptions } from './retry-delay.js';
 import { ScanRequests } from './scan-requests.js';
+import { SocketWatch } from './socket-watch.js';
 
 /** Deadline for hello, info and subscribe on a fresh link (options: setupTimeoutMs). */
 const SETUP_TIMEOUT_MS = 10_000;
 
-export interface AgentLinkOptions extends StartOptions, RetryOptions {
+export interface AgentLinkOptions extends StartOptions, RetryOptions, LivenessOptions {
   /** The guest agent's unix socket path in the guest. */
   socket: string;
   /** Component logger (`link`). */
@@ -39,9 +41,6 @@ export interface AgentLinkOptions extends StartOptions, RetryOptions {
   explainOpenFailure?: (err: Error) => Promise<string | null>;
   /** Deadline for hello, info and subscribe on a fresh link. */
   setupTimeoutMs?: number;
-  /** How often a link that is up is pinged, and how long an answer may take (see liveness.ts). */
-  livenessIntervalMs?: number;
-  livenessTimeoutMs?: number;
 }
 
 /** The current link's peer and its port feed. */
@@ -62,26 +61,15 @@ export class AgentLink extends EventEmitter {
   /** The linked agent's build hash (`agent.build`); null before the link is up or from an agent too old to say. */
   build: string | null = null;
   up = false;
-  /** Why the link is not up (last failure), for status and requirement details. */
-  lastError: string | null = null;
-  /** When lastError was last set (Date.now()). */
-  lastErrorAt = 0;
-  /**
-   * Set while the socket is unreachable for a reason that starting the agent cannot fix (see explainOpenFailure), or
-   * its agent speaks another protocol version and is not replaced (see incompatible).
-   */
-  blocked: string | null = null;
-  /** The protocol version mismatch of the agent on the socket, while it blocks the link; null otherwise. */
-  incompatible: string | null = null;
 
   private readonly log: Logger;
+  private readonly status: LinkStatus;
   private readonly shutdown: GuestShutdown;
   private readonly liveness: Liveness;
   private readonly starts: AgentStarts;
   private readonly scans: ScanRequests;
+  private readonly sockets: SocketWatch;
   private refreshing: Promise<void> | null = null;
-  /** The guest socket paths to have watched (watchSockets), sent again on every link. */
-  private watchedSockets: string[] = [];
   private generation = 0;
   private stopped = false;
   private socketPath: string;
@@ -97,15 +85,46 @@ export class AgentLink extends EventEmitter {
     this.log = opts.logger;
     this.socketPath = opts.socket;
     this.shutdown = new GuestShutdown(this.log);
-    this.liveness = new Liveness({ intervalMs: opts.livenessIntervalMs, timeoutMs: opts.livenessTimeoutMs });
+    this.liveness = new Liveness(opts);
     this.starts = new AgentStarts(opts, {
       log: this.log,
       socket: () => this.socket,
       guestStopping: () => this.guestStopping,
-      fail: (message) => this.noteFailure(message),
+      fail: (message) => this.status.failed(message),
       fresh: () => this.liveness.forget(),
     });
     this.scans = new ScanRequests(this.log);
+    this.status = new LinkStatus(this.log, {
+      socket: () => this.socket,
+      stopping: () => this.stopped,
+      guestStopping: () => this.guestStopping,
+      firstStartPending: () => this.starts.firstPending,
+    });
+    this.sockets = new SocketWatch(
+      this.log,
+      (peer) => peer === this.peer,
+      (on) => this.emit('socket-watch', on),
+    );
+  }
+
+  /** Why the link is not up (last failure), for status and requirement details (see link-status.ts). */
+  get lastError(): string | null {
+    return this.status.lastError;
+  }
+
+  /** When lastError was last set (Date.now()). */
+  get lastErrorAt(): number {
+    return this.status.lastErrorAt;
+  }
+
+  /** Why the socket is unreachable in a way that neither a retry nor a start of the agent can fix; null otherwise. */
+  get blocked(): string | null {
+    return this.status.blocked;
+  }
+
+  /** The protocol version mismatch of the agent on the socket, while it blocks the link; null otherwise. */
+  get incompatible(): string | null {
+    return this.status.incompatible;
   }
 
   /**
@@ -219,27 +238,14 @@ export class AgentLink extends EventEmitter {
    * and every later one. `socket-watch` tells whether it does (false: an agent from before `sockets.watch`).
    */
   watchSockets(paths: string[]): void {
-    this.watchedSockets = paths;
-    if (this.peer && this.up) this.sendSocketWatch(this.peer);
-  }
-
-  private sendSocketWatch(peer: Peer): void {
-    peer.request('sockets.watch', { paths: this.watchedSockets }).then(
-      () => {
-        if (peer === this.peer) this.emit('socket-watch', true);
-      },
-      (err: Error) => {
-        this.log.debug({ err: err.message }, `the guest agent does not watch socket paths: ${err.message}`);
-        if (peer === this.peer) this.emit('socket-watch', false);
-      },
-    );
+    this.sockets.set(paths, this.up ? this.peer : null);
   }
 
   private restart(): void {
     if (this.stopped) return;
     // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
-    this.blocked = null;
-    this.incompatible = null;
+    this.status.blocked = null;
+    this.status.incompatible = null;
     this.starts.newConnection();
     this.liveness.forget();
     const gen = ++this.generation;
@@ -250,7 +256,7 @@ export class AgentLink extends EventEmitter {
   /** A guest that said it shuts down takes logins again: when it booted since, the wait for its agent ends here. */
   private async checkRebooted(gen: number): Promise<void> {
     if (!(await this.shutdown.rebooted(this.ssh, () => this.active(gen)))) return;
-    this.lastError = null;
+    this.status.lastError = null;
     this.emit('guest-rebooted');
   }
 
@@ -302,9 +308,9 @@ export class AgentLink extends EventEmitter {
 
   /** The socket did not take the channel: blocked, or the agent is started (agent-starts.ts decides when). */
   private async noAnswer(gen: number, err: Error): Promise<'failed' | 'blocked'> {
-    this.incompatible = null; // no agent answers there now
+    this.status.incompatible = null; // no agent answers there now
     if (err instanceof SshNotConnectedError) {
-      this.noteFailure(err.message);
+      this.status.failed(err.message);
       return 'failed';
     }
     const blocked = await this.explain(err);
@@ -313,8 +319,8 @@ export class AgentLink extends EventEmitter {
       this.noteBlocked(blocked);
       return 'blocked';
     }
-    this.blocked = null;
-    this.noteFailure(err.message);
+    this.status.blocked = null;
+    this.status.failed(err.message);
     await this.starts.startIfDown(err.message);
     return 'failed';
   }
@@ -386,7 +392,7 @@ export class AgentLink extends EventEmitter {
       );
       this.emit('up', info);
       link.ports.applySnapshot(snapshot);
-      if (this.watchedSockets.length > 0) this.sendSocketWatch(peer);
+      this.sockets.resume(peer);
       return 'up';
     } catch (err) {
       return this.setupFailed(peer, err as Error, link.closeError());
@@ -399,9 +405,7 @@ export class AgentLink extends EventEmitter {
     this.up = true;
     this.starts.cancelHeldBack();
     this.liveness.forget();
-    this.lastError = null;
-    this.blocked = null;
-    this.incompatible = null;
+    this.status.up();
     this.shutdown.clear();
   }
 
@@ -410,13 +414,13 @@ export class AgentLink extends EventEmitter {
     const message = `agent link setup failed: ${err.message}`;
     const versionError = closeError instanceof ProtocolVersionError ? closeError : null;
     // The same agent that blocks the link, met again at a retry: said once already.
-    if (versionError === null || versionError.message !== this.incompatible) this.noteFailure(message);
+    if (versionError === null || versionError.message !== this.status.incompatible) this.status.failed(message);
     peer.close(message);
     if (this.peer === peer) this.peer = null;
     if (versionError) {
       if (await this.replaced(peer, versionError.message)) return 'failed';
       // Kept (provisioning is off, or it was replaced already on this connection): no retry can talk to it.
-      this.incompatible = versionError.message;
+      this.status.incompatible = versionError.message;
       this.noteBlocked(`${versionError.message}: this host's tether cannot use that guest agent until it is replaced`);
       return 'blocked';
     }
@@ -447,41 +451,12 @@ export class AgentLink extends EventEmitter {
     this.up = false;
     this.info = null;
     this.emit('socket-watch', false);
-    const why =
-      this.guestStopping ??
-      (reason === REMOTE_ENDED
-        ? `the guest agent ended the connection on ${this.socket} (it exited or restarted)`
-        : reason);
-    this.lastError = why;
-    this.lastErrorAt = Date.now();
-    const fields = { state: 'down', reason: why, socket: this.socket };
-    if (this.guestStopping) this.log.info(fields, `agent link down: ${why}; waiting for the guest to come back`);
-    else if (this.stopped)
-      this.log.info(fields, `agent link down: ${why}`); // `tether down`: nothing went wrong
-    else this.log.warn(fields, `agent link down: ${why}`);
+    const why = this.status.down(reason);
     this.emit('down', why);
-  }
-
-  private noteFailure(message: string): void {
-    if (message !== this.lastError) {
-      // Before the first start attempt a missing agent is the expected case that provisioning handles, not a problem.
-      // Nor is what fails because the host agent is stopping (`tether down` mid-start): nothing went wrong.
-      const expected = this.stopped || this.guestStopping !== null || this.starts.firstPending;
-      if (expected) this.log.info({ socket: this.socket }, message);
-      else this.log.warn({ socket: this.socket }, message);
-    }
-    this.lastError = message;
-    this.lastErrorAt = Date.now();
   }
 
   private noteBlocked(message: string): void {
     this.starts.cancelHeldBack();
-    if (message !== this.blocked) {
-      this.log.error({ socket: this.socket }, message);
-      this.blocked = message;
-      this.lastError = message;
-      this.lastErrorAt = Date.now();
-      this.emit('blocked', message);
-    }
+    if (this.status.block(message)) this.emit('blocked', message);
   }
 }

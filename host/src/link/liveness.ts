@@ -11,8 +11,10 @@ const LIVENESS_TIMEOUT_MS = 10_000;
 const HUNG_HELLO_MS = 3_000;
 
 export interface LivenessOptions {
-  intervalMs?: number;
-  timeoutMs?: number;
+  /** How often a link that is up is pinged (default 5 s). */
+  livenessIntervalMs?: number;
+  /** How long an answer to a ping may take (default 10 s). */
+  livenessTimeoutMs?: number;
 }
 
 export class Liveness {
@@ -33,8 +35,8 @@ export class Liveness {
 
   /** Pings `peer` until the returned function stops it; a ping that gets no answer in time closes `peer`. */
   watch(peer: Peer): () => void {
-    const every = this.opts.intervalMs ?? LIVENESS_INTERVAL_MS;
-    const within = this.opts.timeoutMs ?? LIVENESS_TIMEOUT_MS;
+    const every = this.opts.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
+    const within = this.opts.livenessTimeoutMs ?? LIVENESS_TIMEOUT_MS;
     let pinging = false;
     const timer = setInterval(() => {
       if (pinging) return;
