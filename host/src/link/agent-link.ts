@@ -243,9 +243,7 @@ export class AgentLink extends EventEmitter {
 
   private restart(): void {
     if (this.stopped) return;
-    // A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell.
-    this.status.blocked = null;
-    this.status.incompatible = null;
+    this.status.newConnection();
     this.starts.newConnection();
     this.liveness.forget();
     const gen = ++this.generation;

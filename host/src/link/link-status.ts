@@ -40,6 +40,12 @@ export class LinkStatus {
     this.incompatible = null;
   }
 
+  /** A new SSH connection gets sshd's current settings: whether it still refuses the channel is for it to tell. */
+  newConnection(): void {
+    this.blocked = null;
+    this.incompatible = null;
+  }
+
   /** A try failed with `message`; a new message is logged, as a warning unless the failure was expected. */
   failed(message: string): void {
     if (message !== this.lastError) {
