@@ -33,12 +33,6 @@ export interface AgentLinkOptions extends StartOptions, RetryOptions, LivenessOp
   logger: Logger;
   /** This side's name in hello, e.g. `tether/0.1.0`. */
   agent: string;
-  /**
-   * Called on a channel open failure before ensureAgent: resolves with a message when the cause is one that starting
-   * the agent cannot fix (sshd refuses unix-socket forwarding to a running agent). The link then reports `blocked`,
-   * does not call ensureAgent, and retries only every blockedRetryMs.
-   */
-  explainOpenFailure?: (err: Error) => Promise<string | null>;
   /** Deadline for hello, info and subscribe on a fresh link. */
   setupTimeoutMs?: number;
 }
@@ -311,7 +305,7 @@ export class AgentLink extends EventEmitter {
       this.status.failed(err.message);
       return 'failed';
     }
-    const blocked = await this.explain(err);
+    const blocked = await this.starts.cannotHelp(err);
     if (!this.active(gen)) return 'failed';
     if (blocked) {
       this.noteBlocked(blocked);
@@ -321,18 +315,6 @@ export class AgentLink extends EventEmitter {
     this.status.failed(err.message);
     await this.starts.startIfDown(err.message);
     return 'failed';
-  }
-
-  /** The explainOpenFailure verdict; a failing check (e.g. the connection dropped) explains nothing. */
-  private async explain(err: Error): Promise<string | null> {
-    const explain = this.opts.explainOpenFailure;
-    if (!explain) return null;
-    try {
-      return await explain(err);
-    } catch (checkErr) {
-      this.log.debug({ err: checkErr }, `cannot tell why ${this.socket} does not answer`);
-      return null;
-    }
   }
 
   /** The link's peer, made the current one, with the guest's events routed to the link's. */

@@ -1,7 +1,7 @@
-// Starting the guest agent, as the link asks for it: when a socket that does not answer may have its agent started,
-// replacing an agent that is not this host's build, and replacing one that takes connections but never answers. Owns
-// the throttles between starts and `outdated`; what a start does is ensureAgent's business (provisioning), and when
-// to ask is the link's.
+// Starting the guest agent, as the link asks for it: whether a start could help a socket that does not answer at all,
+// when one may run, replacing an agent that is not this host's build, and replacing one that takes connections
+// but never answers. Owns the throttles between starts and `outdated`; what a start does is ensureAgent's business
+// (provisioning), and when to ask is the link's.
 import type { Info } from '@tether/protocol';
 import type { Logger } from '../log.js';
 
@@ -23,6 +23,12 @@ export interface StartOptions {
    * to say. With ensureAgent such an agent is replaced; without, it serves and `outdated` says why.
    */
   outdated?: (info: Info, build: string | null) => string | null;
+  /**
+   * Called on a channel open failure before ensureAgent: resolves with a message when the cause is one that starting
+   * the agent cannot fix (sshd refuses unix-socket forwarding to a running agent). The link then reports `blocked`,
+   * does not call ensureAgent, and retries only every blockedRetryMs.
+   */
+  explainOpenFailure?: (err: Error) => Promise<string | null>;
   /** Minimum time between two ensureAgent calls, unless an agent served for servedBeforePromptRestartMs between them. */
   ensureIntervalMs?: number;
   /** A link up this long before it closed makes the next ensureAgent call immediate (default 10 s). */
@@ -92,6 +98,21 @@ export class AgentStarts {
   served(upForMs: number): void {
     if (upForMs >= (this.opts.servedBeforePromptRestartMs ?? SERVED_BEFORE_PROMPT_RESTART_MS))
       this.throttleFrom = Number.NEGATIVE_INFINITY;
+  }
+
+  /**
+   * Why starting the agent cannot make the socket answer after `err` (the explainOpenFailure verdict), or null; a
+   * failing check (e.g. the connection dropped) explains nothing.
+   */
+  async cannotHelp(err: Error): Promise<string | null> {
+    const explain = this.opts.explainOpenFailure;
+    if (!explain) return null;
+    try {
+      return await explain(err);
+    } catch (checkErr) {
+      this.ctx.log.debug({ err: checkErr }, `cannot tell why ${this.ctx.socket()} does not answer`);
+      return null;
+    }
   }
 
   /** The socket does not answer (`reason`): start the agent, unless the guest shuts down or the throttle holds. */
