@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Info } from '@tether/protocol';
 import { isLoopbackHost } from '../address.js';
 import type { Config } from '../config/schema.js';
+import { firstOutcome } from '../first-outcome.js';
 import { ForwardEngine, GUEST_LISTENER_FACTOR } from '../forward/engine.js';
 import { ListenerUpdates } from '../forward/listener-updates.js';
 import { instanceFiles } from '../instance.js';
@@ -36,7 +37,6 @@ import {
   streamLocalRefusal,
 } from '../ssh/index.js';
 import { HOST_AGENT_NAME, hostBuild } from '../version.js';
-import { firstOutcome } from './first-outcome.js';
 import { defaultMountSkipped, mountSummary, mountsDegradedReason } from './mounts.js';
 import { PeerForwards } from './peer-forwards.js';
 import { ProblemRing } from './problems.js';

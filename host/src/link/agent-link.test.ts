@@ -2,20 +2,7 @@ import type { Peer } from '@tether/protocol';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { silentLogger } from '../log.js';
 import type { SshSession } from '../ssh/index.js';
-import { AgentLink, bootedSince } from './agent-link.js';
-
-describe('bootedSince', () => {
-  it('reads a guest that booted after the goodbye from its /proc/uptime', () => {
-    expect(bootedSince('12.50 20.10\n', 60_000)).toBe(true);
-    expect(bootedSince('3600.00 7000.00\n', 60_000)).toBe(false);
-  });
-
-  it('takes the last line (a login shell may print first) and rejects what is not a number', () => {
-    expect(bootedSince('Welcome 9 to the guest\n12.50 20.10\n', 60_000)).toBe(true);
-    expect(bootedSince('', 60_000)).toBe(false);
-    expect(bootedSince('cat: /proc/uptime: No such file or directory\n', 60_000)).toBe(false);
-  });
-});
+import { AgentLink } from './agent-link.js';
 
 describe('requestScan', () => {
   it('asks the linked guest agent for a scan, one request at a time and at most one per 250 ms', async () => {

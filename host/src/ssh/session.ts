@@ -16,6 +16,7 @@ import {
 } from 'ssh2';
 import { formatAddr } from '../address.js';
 import type { SshConfig } from '../config/schema.js';
+import { firstOutcome } from '../first-outcome.js';
 import { instanceFiles } from '../instance.js';
 import type { Logger } from '../log.js';
 import type { ConnectionState } from '../model.js';
@@ -156,31 +157,21 @@ export class SshSession extends EventEmitter {
   /** Resolves with the client once connected; rejects when the session closes or the timeout passes. */
   waitConnected(timeoutMs = 30_000): Promise<Client> {
     if (this.connected) return Promise.resolve(this.client!);
-    if (this.state === 'closed') return Promise.reject(new Error(this.lastError ?? 'ssh session closed'));
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.off('state', onState);
-      };
+    const closed = () => new Error(this.lastError ?? 'ssh session closed');
+    if (this.state === 'closed') return Promise.reject(closed());
+    const deadline = {
+      ms: timeoutMs,
+      error: () =>
+        new Error(`ssh ${this.target} not connected after ${timeoutMs} ms: ${this.lastError ?? `state ${this.state}`}`),
+    };
+    return firstOutcome<Client>(({ done, fail }) => {
       const onState = (state: ConnectionState) => {
-        if (state === 'connected') {
-          done();
-          resolve(this.client!);
-        } else if (state === 'closed') {
-          done();
-          reject(new Error(this.lastError ?? 'ssh session closed'));
-        }
+        if (state === 'connected') done(this.client!);
+        else if (state === 'closed') fail(closed());
       };
-      const timer = setTimeout(() => {
-        done();
-        reject(
-          new Error(
-            `ssh ${this.target} not connected after ${timeoutMs} ms: ${this.lastError ?? `state ${this.state}`}`,
-          ),
-        );
-      }, timeoutMs);
       this.on('state', onState);
-    });
+      return () => this.off('state', onState);
+    }, deadline);
   }
 
   /** A forwarding channel without ssh2's streams (see direct-channel.ts), for forwarded connections. */

@@ -1,6 +1,6 @@
-// Waiting for the first of several events with a deadline, the shape of every boot requirement's wait (an SSH
-// handshake, a login, the guest agent coming up): whichever comes first settles it, and every listener and the timer
-// are removed however it ends.
+// Waiting for the first of several events with a deadline, the shape of every boot requirement's wait and of the
+// waits behind them (an SSH connection, a login, the guest agent's link coming up): whichever comes first settles it,
+// and every listener and the timer are removed however it ends.
 
 export interface Outcome<T> {
   done(value: T): void;
