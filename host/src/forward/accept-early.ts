@@ -4,6 +4,9 @@
 // client's address itself, starts the open, and only then lets Node build the Socket, which the server's
 // 'connection' listener then claims.
 //
+// Where the caller can drive the connection through its handle (client-end.ts), `adopt` takes the handle and no
+// Socket is built at all.
+//
 // This relies on two Node internals unchanged since Node 0.x: the listening handle (`server._handle`) calls its
 // `onconnection(err, clientHandle)` for every accepted connection and builds the Socket synchronously inside it, and
 // a TCP handle answers `getpeername(out)`. Where either is missing, nothing is hooked and every connection takes the
@@ -24,12 +27,14 @@ type OnConnection = (this: unknown, err: number, client: ClientHandle | undefine
 /**
  * Calls `start(peer)` for each connection `server` accepts, before its Socket exists; returns `claim`, which the
  * server's 'connection' listener calls with the new Socket to get what `start` returned for it. A value nobody
- * claimed (Node closed the connection without emitting it) goes to `drop`. Call once the server listens.
+ * claimed (Node closed the connection without emitting it) goes to `drop`. When `adopt(handle, value)` returns true
+ * it has taken the accepted handle, and Node builds no Socket for it. Call once the server listens.
  */
 export function acceptEarly<T>(
   server: net.Server,
   start: (peer: ClientAddr) => T | undefined,
   drop: (value: T) => void,
+  adopt?: (client: unknown, value: T) => boolean,
 ): (socket: net.Socket) => T | undefined {
   const handle = (server as unknown as { _handle?: { onconnection?: OnConnection } })._handle;
   const original = handle?.onconnection;
@@ -40,7 +45,10 @@ export function acceptEarly<T>(
     if (client && peer) {
       try {
         const value = start(peer);
-        if (value !== undefined) pending = { client, value };
+        if (value !== undefined) {
+          if (adopt?.(client, value)) return;
+          pending = { client, value };
+        }
       } catch {
         // Thrown here it would end the process (this runs straight from libuv); the ordinary path takes over.
       }

@@ -10,8 +10,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ssh2Pair } from '../../../test/helpers/ssh2-pair.js';
 import { silentLogger } from '../log.js';
 import { type ChannelSink, type GuestChannel, openDirectChannel } from '../ssh/direct-channel.js';
+import { acceptEarly } from './accept-early.js';
 import type { ForwardStats } from './binding.js';
-import { bridge } from './bridge.js';
+import { bridge, openBridge, type PendingBridge } from './bridge.js';
+import { type ClientEnd, type ClientSink, handleEnd, handleEnds, isTcpHandle } from './client-end.js';
 
 type GuestBehaviour = (channel: ServerChannel) => void;
 
@@ -28,11 +30,19 @@ interface Rig {
   close(): Promise<void>;
 }
 
+/** How the host side holds its clients: a net.Socket each, or (TCP only) the accepted handle (client-end.ts). */
+type ClientMode = 'socket' | 'handle';
+
 /**
  * `held`: the guest answers channel opens only once it settles. `unixPath`: the host listener is a unix socket there
  * (its kernel buffers are small, so a reply backs up in the host socket itself).
  */
-async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve(), unixPath?: string): Promise<Rig> {
+async function rig(
+  mode: ClientMode,
+  guest: GuestBehaviour,
+  held: Promise<void> = Promise.resolve(),
+  unixPath?: string,
+): Promise<Rig> {
   const pair = await ssh2Pair({ tcpip: (accept) => void held.then(() => guest(accept())) });
   const stats: ForwardStats = { connections: 0, bytesIn: 0, bytesOut: 0 };
   const target = { kind: 'tcp', srcIP: '127.0.0.1', srcPort: 1, dstIP: '127.0.0.1', dstPort: 2 } as const;
@@ -50,6 +60,40 @@ async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve(
     if (unixPath) listener.listen(unixPath, () => resolve(0));
     else listener.listen(0, '127.0.0.1', () => resolve((listener.address() as net.AddressInfo).port));
   });
+  // Handles the listener gave to the bridge, and what was read from them (a net.Socket counts its own).
+  let handlesOpen = 0;
+  let handleBytesRead = 0;
+  if (mode === 'handle') {
+    const counted = (end: ClientEnd): ClientEnd => {
+      const start = end.start.bind(end);
+      handlesOpen++;
+      end.start = (sink: ClientSink) =>
+        start({
+          data: (chunk) => {
+            handleBytesRead += chunk.length;
+            sink.data(chunk);
+          },
+          end: () => sink.end(),
+          drain: () => sink.drain(),
+          error: (err) => sink.error(err),
+          closed: () => {
+            handlesOpen--;
+            sink.closed();
+          },
+        });
+      return end;
+    };
+    acceptEarly<PendingBridge>(
+      listener,
+      () => openBridge(open, { label: 'test', stats, log: silentLogger() }),
+      (pending) => pending.cancel(),
+      (client, pending) => {
+        if (!isTcpHandle(client)) return false;
+        pending.connect(counted(handleEnd(client)));
+        return true;
+      },
+    );
+  }
   return {
     connect: () =>
       unixPath
@@ -57,8 +101,8 @@ async function rig(guest: GuestBehaviour, held: Promise<void> = Promise.resolve(
         : net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }),
     stats,
     conn: pair.conn,
-    openSockets: () => new Promise((resolve) => listener.getConnections((_err, n) => resolve(n))),
-    readByHost: () => accepted.reduce((n, s) => n + s.bytesRead, 0),
+    openSockets: () => new Promise((resolve) => listener.getConnections((_err, n) => resolve(n + handlesOpen))),
+    readByHost: () => accepted.reduce((n, s) => n + s.bytesRead, handleBytesRead),
     async close() {
       await pair.close();
       await new Promise((r) => listener.close(r));
@@ -79,7 +123,7 @@ function outcome(s: net.Socket): Promise<{ data: string; ended: 'end' | string }
   });
 }
 
-describe('bridge', () => {
+describe.each<ClientMode>(handleEnds ? ['socket', 'handle'] : ['socket'])('bridge, clients as %s', (mode) => {
   let r: Rig | undefined;
   afterEach(async () => {
     await r?.close();
@@ -87,7 +131,7 @@ describe('bridge', () => {
   });
 
   it('passes the guest EOF on as a clean end after every byte, and counts both ways', async () => {
-    r = await rig((ch) => ch.pipe(ch));
+    r = await rig(mode, (ch) => ch.pipe(ch));
     const s = r.connect();
     const payload = 'x'.repeat(100_000);
     s.end(payload);
@@ -96,7 +140,7 @@ describe('bridge', () => {
   });
 
   it('resets the client when the SSH connection is lost mid-reply, instead of ending a truncated reply', async () => {
-    r = await rig((ch) => ch.write('partial'));
+    r = await rig(mode, (ch) => ch.write('partial'));
     const s = r.connect();
     const result = outcome(s);
     s.write('request');
@@ -109,7 +153,7 @@ describe('bridge', () => {
   it('delivers the whole reply when the guest closes while the client, not reading yet, is still sending', async () => {
     const reply = 'y'.repeat(1536 * 1024); // within the SSH window, so the guest can send it all and close at once
     let guestClosed = false;
-    r = await rig((ch) => {
+    r = await rig(mode, (ch) => {
       ch.on('data', () => {}); // the guest ignores the request
       ch.on('close', () => {
         guestClosed = true;
@@ -129,7 +173,7 @@ describe('bridge', () => {
   });
 
   it('closes the client soon after the reply is out when the guest closes, so a client still sending fails', async () => {
-    r = await rig((ch) => {
+    r = await rig(mode, (ch) => {
       ch.on('data', () => {});
       ch.end('bye'); // data, EOF, CLOSE: the service is gone
     });
@@ -164,7 +208,7 @@ describe('bridge', () => {
         guestEnded = true;
       });
     };
-    r = await rig(guest, Promise.resolve(), join(dir, 'host.sock'));
+    r = await rig('socket', guest, Promise.resolve(), join(dir, 'host.sock'));
     const s = r.connect();
     s.pause(); // the reply backs up in the host socket: the guest's EOF finds bytes not yet with the kernel
     s.end('request');
@@ -180,6 +224,7 @@ describe('bridge', () => {
   it('reads one chunk ahead while the channel opens, and sends it, the rest and the EOF once it is ready', async () => {
     let letIn = () => {};
     r = await rig(
+      mode,
       (ch) => ch.pipe(ch),
       new Promise<void>((resolve) => {
         letIn = resolve;
@@ -202,7 +247,7 @@ describe('bridge', () => {
   });
 
   it('moves more than the SSH window both ways, intact and in order', async () => {
-    r = await rig((ch) => ch.pipe(ch));
+    r = await rig(mode, (ch) => ch.pipe(ch));
     const s = r.connect();
     const payload = Buffer.alloc(6 * 1024 * 1024);
     for (let i = 0; i < payload.length; i += 4) payload.writeUInt32LE(i, i);
@@ -216,7 +261,7 @@ describe('bridge', () => {
   });
 
   it('ends the client cleanly when the SSH connection is lost after the guest EOF', async () => {
-    r = await rig((ch) => {
+    r = await rig(mode, (ch) => {
       ch.write('complete reply');
       ch.eof(); // EOF only: the CLOSE never comes, the connection goes first
     });
@@ -231,7 +276,7 @@ describe('bridge', () => {
 
   it('closes the guest channel when the client connection is reset', async () => {
     let guestClosed = false;
-    r = await rig((ch) => {
+    r = await rig(mode, (ch) => {
       ch.on('data', () => ch.write('working'));
       ch.on('close', () => {
         guestClosed = true;

@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ChannelSink, GuestChannel } from '../ssh/direct-channel.js';
 import type { ForwardStats, OpenChannel } from './binding.js';
+import { type ClientEnd, type ClientSink, socketEnd } from './client-end.js';
 
 export interface BridgeOptions {
   /** For log lines, e.g. `127.0.0.1:8080 → guest 127.0.0.1:8080`. */
@@ -23,13 +24,13 @@ export interface BridgeOptions {
  * instead of a poll later.
  */
 export function bridge(socket: Socket, open: OpenChannel, opts: BridgeOptions): void {
-  openBridge(open, opts).connect(socket);
+  openBridge(open, opts).connect(socketEnd(socket));
 }
 
-/** A bridge whose channel open has started before the client's Socket exists (see accept-early.ts). */
+/** A bridge whose channel open has started before the client's end exists (see accept-early.ts). */
 export interface PendingBridge {
-  /** The client's socket; until then nothing is read or written on the client side. */
-  connect(socket: Socket): void;
+  /** The client's end; until then nothing is read or written on the client side. */
+  connect(client: ClientEnd): void;
   /** No socket will come (Node dropped the accepted connection): the channel is closed once it opens. */
   cancel(): void;
 }
@@ -54,24 +55,11 @@ export function openBridge(open: OpenChannel, opts: BridgeOptions): PendingBridg
  */
 const LINGER_MS = 2_000;
 
-function linger(socket: Socket): void {
-  if (socket.destroyed) return;
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  socket.once('close', () => clearTimeout(timer));
-}
-
-/** Closes the client connection with a TCP reset when possible, so it cannot mistake the end for a complete reply. */
-function reset(socket: Socket): void {
-  if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed && socket.remoteAddress) {
-    socket.resetAndDestroy();
-  } else {
-    socket.destroy();
-  }
-}
-
 /** One connection's two ends. The guest side arrives as sink calls, which may start before `attach`. */
 class Splice implements ChannelSink, PendingBridge {
-  private socket: Socket | null = null;
+  private socket: ClientEnd | null = null;
+  /** The linger timer (see LINGER_MS), cleared when the client closes first. */
+  private lingering: NodeJS.Timeout | null = null;
   private channel: GuestChannel | null = null;
   /** No more traffic either way: the guest closed the channel, or the client went away (the channel is closed). */
   private done = false;
@@ -87,11 +75,9 @@ class Splice implements ChannelSink, PendingBridge {
     opts.stats.connections++;
   }
 
-  connect(socket: Socket): void {
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.on('error', (err) => this.clientGone('client error', err));
-    socket.on('close', () => this.clientGone('client closed'));
+  connect(client: ClientEnd): void {
+    this.socket = client;
+    client.start(new ClientSide(this));
     if (this.readWanted) this.readAhead();
   }
 
@@ -109,13 +95,6 @@ class Splice implements ChannelSink, PendingBridge {
     }
     if (this.reading || this.done) return;
     this.reading = true;
-    socket.on('data', (chunk: Buffer) => this.fromClient(chunk));
-    socket.on('drain', () => this.channel?.resume());
-    // The client's half-close ends our side of the channel; the guest may still answer.
-    socket.on('end', () => {
-      this.clientEnded = true;
-      if (!this.done) this.channel?.end();
-    });
     socket.resume();
   }
 
@@ -146,7 +125,9 @@ class Splice implements ChannelSink, PendingBridge {
     this.opts.opened?.(null);
   }
 
-  private fromClient(chunk: Buffer): void {
+  // ── the client side (through ClientSide) ────────────────────────────────────────────────────────────────────────
+
+  fromClient(chunk: Buffer): void {
     // After the guest's CLOSE the bytes have nowhere to go; the reply still drains to the client.
     if (this.done) return;
     const { channel } = this;
@@ -160,6 +141,16 @@ class Splice implements ChannelSink, PendingBridge {
     if (!channel.write(chunk)) this.socket?.pause();
   }
 
+  /** The client's half-close ends our side of the channel; the guest may still answer. */
+  clientEOF(): void {
+    this.clientEnded = true;
+    if (!this.done) this.channel?.end();
+  }
+
+  clientDrained(): void {
+    this.channel?.resume();
+  }
+
   failed(err: Error): void {
     this.opts.opened?.(err);
     if (this.finish()) return;
@@ -167,7 +158,7 @@ class Splice implements ChannelSink, PendingBridge {
     // The forward warns (throttled) through `opened`; this line has the connection's own addresses.
     log.debug({ err: err.message, forward: label }, `cannot forward connection ${label}: ${err.message}`);
     // Reset rather than FIN so the client sees a failed connect, not an empty reply.
-    if (this.socket) reset(this.socket);
+    this.socket?.reset();
   }
 
   // ── the guest side (ChannelSink) ────────────────────────────────────────────────────────────────────────────────
@@ -196,7 +187,7 @@ class Splice implements ChannelSink, PendingBridge {
     if (!socket) return;
     if (lost && !this.guestEnded) {
       opts.log.debug({ forward: opts.label }, `connection ${opts.label} reset: its SSH connection was lost`);
-      reset(socket);
+      socket.reset();
       return;
     }
     if (socket.destroyed) return;
@@ -204,7 +195,7 @@ class Splice implements ChannelSink, PendingBridge {
     // bytes it sends are dropped, so that what it still has to read is not cut off by a reset (see LINGER_MS).
     socket.resume();
     if (this.clientEnded && socket.writableLength === 0) socket.destroy();
-    else socket.end(() => linger(socket));
+    else socket.end(() => this.linger());
   }
 
   drain(): void {
@@ -213,7 +204,9 @@ class Splice implements ChannelSink, PendingBridge {
 
   // ────────────────────────────────────────────────────────────────────────────────────────────────────────────────
 
-  private clientGone(why: string, err?: Error): void {
+  clientGone(why: string, err?: Error): void {
+    if (this.lingering) clearTimeout(this.lingering);
+    this.lingering = null;
     if (this.finish()) return;
     const { label, log } = this.opts;
     if (err) log.debug({ err: err.message, forward: label }, `connection ${label} ${why}: ${err.message}`);
@@ -222,11 +215,42 @@ class Splice implements ChannelSink, PendingBridge {
     this.channel?.close();
   }
 
+  private linger(): void {
+    const { socket } = this;
+    if (!socket || socket.destroyed) return;
+    this.lingering = setTimeout(() => socket.destroy(), LINGER_MS);
+  }
+
   /** Marks the connection done and uncounts it; true when it already was. */
   private finish(): boolean {
     if (this.done) return true;
     this.done = true;
     this.opts.stats.connections--;
     return false;
+  }
+}
+
+/** The Splice's client-side events, apart from its ChannelSink methods of the same names. */
+class ClientSide implements ClientSink {
+  constructor(private readonly splice: Splice) {}
+
+  data(chunk: Buffer): void {
+    this.splice.fromClient(chunk);
+  }
+
+  end(): void {
+    this.splice.clientEOF();
+  }
+
+  drain(): void {
+    this.splice.clientDrained();
+  }
+
+  error(err: Error): void {
+    this.splice.clientGone('client error', err);
+  }
+
+  closed(): void {
+    this.splice.clientGone('client closed');
   }
 }

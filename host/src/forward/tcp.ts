@@ -9,6 +9,7 @@ import { SshNotConnectedError, type SshSession } from '../ssh/index.js';
 import { acceptEarly, type ClientAddr } from './accept-early.js';
 import { type HostBinding, listenServer, type OpenChannel, type Route, stopServer } from './binding.js';
 import { openBridge, type PendingBridge } from './bridge.js';
+import { handleEnd, handleEnds, isTcpHandle, socketEnd } from './client-end.js';
 import type { OpenGate } from './open-gate.js';
 
 interface TcpBindingDeps {
@@ -55,6 +56,14 @@ export class TcpBinding implements HostBinding {
       server,
       (peer) => this.open(peer) ?? undefined,
       (pending) => pending.cancel(),
+      // The connection is driven through its handle, without a net.Socket (client-end.ts).
+      handleEnds
+        ? (client, pending) => {
+            if (!isTcpHandle(client)) return false;
+            pending.connect(handleEnd(client));
+            return true;
+          }
+        : undefined,
     );
   }
 
@@ -66,7 +75,7 @@ export class TcpBinding implements HostBinding {
   private onConnection(socket: net.Socket): void {
     const pending =
       this.claim(socket) ?? this.open({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
-    if (pending) pending.connect(socket);
+    if (pending) pending.connect(socketEnd(socket));
     else socket.destroy();
   }
 
